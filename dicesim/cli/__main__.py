@@ -1,0 +1,5 @@
+import sys
+
+from dicesim.cli import main
+
+sys.exit(main())

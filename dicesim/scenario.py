@@ -1,0 +1,166 @@
+"""Scenario configs: what to simulate or run, read from TOML and validated at the boundary.
+
+A scenario file has sections ``[model]``, ``[workload]``, ``[strategy]``, ``[topology]``,
+``[routing]`` (all optional; defaults give the project's default study: XL/2 on
+``8x-rtx4090-pcie``, 8 GPUs, batch 32, 256 px, 50 steps). Every problem becomes one
+:class:`~dicesim.errors.ConfigError` line naming the field and the allowed values.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from dicesim.errors import ConfigError, config_error_from_pydantic
+from dicesim.models import DTYPE_NBYTES, MODEL_NAMES, ModelPreset, get_model
+from dicesim.strategy import STRATEGY_NAMES, StrategyConfig, make_strategy
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+DEFAULT_TOPOLOGY = "8x-rtx4090-pcie"
+SECTIONS = ("model", "workload", "strategy", "topology", "routing", "profile")
+
+
+class RoutingConfig(BaseModel):
+    """Expert load: uniform, Zipf(alpha) over experts, or a measured router histogram."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["uniform", "zipf", "histogram"] = "uniform"
+    alpha: float = Field(1.0, gt=0)
+    histogram: Optional[str] = None  # .npy / .csv / trace directory with a router histogram
+    #: share of the two copies' router weight held by the higher-scoring copy; used for the
+    #: score-weighted lag. 0.55 is what the tiny executor runs measured (see docs/model.md).
+    top1_share: float = Field(0.55, ge=0.5, le=1.0)
+
+
+class Scenario(BaseModel):
+    """One fully specified configuration (model x workload x strategy x topology)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str = "XL/2"
+    num_experts: Optional[int] = Field(None, ge=1)
+    batch: int = Field(32, ge=1)  # images per rank (CFG doubles what travels)
+    image_size: int = Field(256, ge=16)
+    steps: int = Field(50, ge=1)
+    cfg: bool = True
+    dtype: Literal["bf16", "fp16", "fp32"] = "bf16"
+    strategy: StrategyConfig = StrategyConfig(name="sync")
+    topology: str = DEFAULT_TOPOLOGY
+    world_size: int = Field(8, ge=1)
+    placement: Literal["contiguous", "strided"] = "contiguous"
+    routing: RoutingConfig = RoutingConfig()
+    seed: int = 0
+    profile: Optional[str] = None  # hardware profile TOML; None = the GPU's datasheet profile
+
+    def preset(self) -> ModelPreset:
+        return get_model(self.model, self.num_experts)
+
+    def with_strategy(self, strategy: StrategyConfig) -> "Scenario":
+        return self.model_copy(update={"strategy": strategy})
+
+    def label(self) -> str:
+        return (f"{self.model} x{self.world_size} {self.topology} b{self.batch} {self.image_size}px "
+                f"{self.steps} steps {self.strategy.name}")
+
+
+_ALLOWED = {
+    "model": MODEL_NAMES, "dtype": tuple(DTYPE_NBYTES), "placement": ("contiguous", "strided"),
+    "kind": ("uniform", "zipf", "histogram"), "preset": STRATEGY_NAMES,
+}
+
+
+def check_parallelism(num_experts: int, world_size: int) -> None:
+    """World size W and experts E must satisfy W | E (E/W experts per rank) or E | W (groups)."""
+    if num_experts % world_size and world_size % num_experts:
+        raise ConfigError(
+            "world_size", f"{world_size} GPUs cannot hold {num_experts} experts evenly",
+            "a divisor or a multiple of the expert count",
+        )
+
+
+def validate_scenario(sc: Scenario) -> Scenario:
+    """Cross-field checks that need more than one field. Returns the scenario unchanged."""
+    preset = sc.preset()
+    check_parallelism(preset.num_experts, sc.world_size)
+    preset.tokens_per_image(sc.image_size)
+    sc.strategy.sync_layer_set(preset.depth)
+    if sc.routing.kind == "histogram" and not sc.routing.histogram:
+        raise ConfigError("routing.histogram", "is required when routing.kind = 'histogram'")
+    return sc
+
+
+def make_scenario(**fields: object) -> Scenario:
+    """Build and validate a scenario from keyword fields (``strategy`` may be a preset name)."""
+    strategy = fields.pop("strategy", None)
+    if isinstance(strategy, str):
+        fields["strategy"] = make_strategy(strategy)
+    elif strategy is not None:
+        fields["strategy"] = strategy
+    try:
+        sc = Scenario(**{k: v for k, v in fields.items() if v is not None})
+    except ValidationError as exc:
+        raise config_error_from_pydantic(exc, "", _ALLOWED) from None
+    return validate_scenario(sc)
+
+
+def _section(doc: dict, name: str, path: Path) -> dict:
+    value = doc.get(name, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path.name}: [{name}]", f"must be a table, got {type(value).__name__}")
+    return dict(value)
+
+
+def scenario_from_dict(doc: dict, path: Path = Path("<scenario>")) -> Scenario:
+    """Map the sectioned TOML document onto a :class:`Scenario`."""
+    unknown = sorted(set(doc) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(f"{path.name}: [{unknown[0]}]", "unknown section", SECTIONS)
+    model, work, strat = _section(doc, "model", path), _section(doc, "workload", path), _section(doc, "strategy", path)
+    topo, routing = _section(doc, "topology", path), _section(doc, "routing", path)
+    fields: dict = {}
+    fields.update({"model": model.pop("name", None), "num_experts": model.pop("num_experts", None)})
+    if model:
+        raise ConfigError(f"model.{next(iter(model))}", "unknown key", ("name", "num_experts"))
+    for key in ("batch", "image_size", "steps", "cfg", "dtype", "seed"):
+        fields[key] = work.pop(key, None)
+    if work:
+        raise ConfigError(f"workload.{next(iter(work))}", "unknown key",
+                          ("batch", "image_size", "steps", "cfg", "dtype", "seed"))
+    fields["topology"] = topo.pop("name", None) or topo.pop("file", None)
+    fields["world_size"] = topo.pop("world_size", None)
+    fields["placement"] = topo.pop("placement", None)
+    if topo:
+        raise ConfigError(f"topology.{next(iter(topo))}", "unknown key", ("name", "file", "world_size", "placement"))
+    if fields["topology"] and str(fields["topology"]).endswith((".toml", ".graphml")):
+        fields["topology"] = str((path.parent / fields["topology"]).resolve()) if path.exists() else fields["topology"]
+    preset = strat.pop("preset", None)
+    fields["strategy"] = make_strategy(preset, **strat) if (preset or strat) else None
+    if routing:
+        try:
+            fields["routing"] = RoutingConfig(**routing)
+        except ValidationError as exc:
+            raise config_error_from_pydantic(exc, "routing", _ALLOWED) from None
+    profile = doc.get("profile")
+    if profile is not None:
+        fields["profile"] = profile.get("file") if isinstance(profile, dict) else profile
+    return make_scenario(**fields)
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read and validate a scenario TOML file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError("scenario", f"file not found: {p}")
+    try:
+        doc = tomllib.loads(p.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p.name}", f"not valid TOML: {exc}") from None
+    return scenario_from_dict(doc, p)

@@ -1,0 +1,228 @@
+"""Chrome trace-event JSON (Perfetto, chrome://tracing) for the event table, both directions.
+
+Layout: pid = rank (``process_name`` "rank N"), pid ``LINKS_PID`` ("links") holds the link
+rows with one thread per link; one tid per stream (``thread_name``). Events that overlap on
+one (rank, stream) track go to extra lanes "<stream> #2", "#3", ... chosen greedily in
+(start, end, row) order, so no lane ever holds two overlapping ``X`` events (viewers
+mis-draw or drop those). ``args`` carry only the columns that differ from their "n/a"
+value; the thread metadata carries the stream name so the reader can undo the lanes.
+``dur`` is rounded down when ``ts + dur`` would pass the true end; the exact end then rides
+in ``args.end_us``, which keeps both the no-overlap guarantee and an exact round trip.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from dicesim.errors import TraceError
+from dicesim.trace.schema import (
+    COLUMNS, KNOWN_STREAMS, NA_VALUES, TraceMeta, check_schema_version, coerce_events,
+    validate_events,
+)
+
+LINKS_PID = 1_000_000
+_LANE_SEP = " #"
+
+
+def _lanes(start: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """Lane per interval (input order) such that no lane holds two overlapping intervals."""
+    order = np.lexsort((np.arange(len(start)), end, start))
+    s, e = start[order], end[order]
+    lane = np.zeros(len(s), dtype=np.int64)
+    if len(s) > 1 and (s[1:] >= np.maximum.accumulate(e)[:-1]).all():
+        return lane  # common case: the track never overlaps itself
+    lane_end: list[float] = []
+    for i in range(len(s)):
+        for k, busy_until in enumerate(lane_end):
+            if busy_until <= s[i]:
+                break
+        else:
+            k = len(lane_end)
+            lane_end.append(0.0)
+        lane_end[k] = e[i]
+        lane[i] = k
+    out = np.empty_like(lane)
+    out[order] = lane
+    return out
+
+
+def _stream_key(stream: str) -> tuple[int, str]:
+    return (KNOWN_STREAMS.index(stream) if stream in KNOWN_STREAMS else len(KNOWN_STREAMS), stream)
+
+
+def _tracks(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
+    """pid and tid per row, plus the process/thread metadata events that name them."""
+    pid = np.where(df["kind"].to_numpy(dtype=object) == "link", LINKS_PID, df["rank"].to_numpy()).astype(np.int64)
+    stream = df["stream"].to_numpy(dtype=object)
+    lane = np.zeros(len(df), dtype=np.int64)
+    start, end = df["start_us"].to_numpy(), df["end_us"].to_numpy()
+    keys = pd.DataFrame({"pid": pid, "stream": stream})
+    for _, idx in keys.groupby(["pid", "stream"], sort=False).indices.items():
+        lane[idx] = _lanes(start[idx], end[idx])
+    tid = np.zeros(len(df), dtype=np.int64)
+    meta_events: list[dict[str, Any]] = []
+    track_rows = pd.DataFrame({"pid": pid, "stream": stream, "lane": lane})
+    track_ids = track_rows.groupby(["pid", "stream", "lane"], sort=False).indices
+    by_pid: dict[int, list[tuple[str, int]]] = {}
+    for p, s, k in track_ids:
+        by_pid.setdefault(int(p), []).append((s, int(k)))
+    for p in sorted(by_pid):
+        pname = "links" if p == LINKS_PID else f"rank {p}"
+        meta_events.append({"ph": "M", "name": "process_name", "pid": p, "tid": 0, "args": {"name": pname}})
+        meta_events.append({"ph": "M", "name": "process_sort_index", "pid": p, "tid": 0, "args": {"sort_index": p}})
+        for t, (s, k) in enumerate(sorted(by_pid[p], key=lambda sk: (_stream_key(sk[0]), sk[1])), start=1):
+            tid[track_ids[(p, s, k)]] = t
+            label = s if k == 0 else f"{s}{_LANE_SEP}{k + 1}"
+            meta_events.append({"ph": "M", "name": "thread_name", "pid": p, "tid": t,
+                                "args": {"name": label, "stream": s, "lane": k}})
+            meta_events.append({"ph": "M", "name": "thread_sort_index", "pid": p, "tid": t,
+                                "args": {"sort_index": t}})
+    return pid, tid, meta_events
+
+
+def _durations(start: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """Largest dur with start + dur <= end in float arithmetic (a plain difference can overshoot)."""
+    dur = end - start
+    for _ in range(4):
+        over = start + dur > end
+        if not over.any():
+            break
+        dur[over] = np.nextafter(dur[over], 0.0)
+    return dur
+
+
+def chrome_document(df: pd.DataFrame, meta: TraceMeta) -> dict[str, Any]:
+    """The trace-event JSON object for ``df`` (validated with no exclusivity rule: lanes fix overlaps)."""
+    validate_events(df, exclusive_streams=())
+    pid, tid, events = _tracks(df)
+    start, end = df["start_us"].to_numpy(), df["end_us"].to_numpy()
+    dur = _durations(start, end)
+    exact_end = start + dur == end
+    optional = [(c, df[c].to_numpy().tolist(), NA_VALUES[c]) for c in NA_VALUES]
+    source = df["source"].to_numpy(dtype=object)
+    for i, (name, kind, ts, d) in enumerate(zip(df["name"].to_numpy(dtype=object), df["kind"].to_numpy(dtype=object),
+                                                start.tolist(), dur.tolist())):
+        args: dict[str, Any] = {c: values[i] for c, values, na in optional if values[i] != na}
+        if source[i] != meta.source:
+            args["source"] = source[i]
+        if not exact_end[i]:
+            args["end_us"] = float(end[i])
+        events.append({"ph": "X", "cat": kind, "name": name, "pid": int(pid[i]), "tid": int(tid[i]),
+                       "ts": ts, "dur": d, "args": args})
+    return {"traceEvents": events, "displayTimeUnit": "ns", "otherData": meta.to_dict()}
+
+
+def dump_chrome(df: pd.DataFrame, meta: TraceMeta, path: str | Path, *, compress: bool | None = None) -> None:
+    """Write ``df`` as Chrome JSON to ``path`` directly; not atomic (``write_chrome`` is).
+
+    ``compress`` gzips the bytes; None means "when the path ends in .gz".
+    """
+    text = json.dumps(chrome_document(df, meta), separators=(",", ":"), allow_nan=False)
+    data = text.encode("utf-8")
+    if compress is None:
+        compress = str(path).endswith(".gz")
+    Path(path).write_bytes(gzip.compress(data, mtime=0) if compress else data)
+
+
+def _load_json(path: Path) -> object:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise TraceError(path, f"cannot read: {exc.strerror or exc}") from None
+    if path.name.endswith(".gz"):
+        try:
+            raw = gzip.decompress(raw)
+        except (EOFError, OSError, zlib.error) as exc:
+            raise TraceError(path, f"truncated or corrupt gzip data ({exc})") from None
+    if not raw.strip():
+        raise TraceError(path, "empty file, expected a Chrome trace JSON object")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise TraceError(path, f"not a JSON text file (undecodable byte 0x{raw[exc.start]:02x} "
+                               f"at offset {exc.start})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        if exc.pos >= len(text.rstrip()) or exc.msg.startswith("Unterminated string"):
+            raise TraceError(path, f"truncated JSON (document ends at line {exc.lineno} before it is "
+                                   f"complete)") from None
+        raise TraceError(path, f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+
+
+def _number(ev: dict, key: str, i: int, path: Path) -> float:
+    value = ev.get(key)
+    if value is None:
+        raise TraceError(path, f"traceEvents[{i}] ({ev.get('name')!r}) has no {key!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TraceError(path, f"traceEvents[{i}] has non-numeric {key!r}: {value!r}")
+    return float(value)
+
+
+def read_chrome(path: str | Path) -> tuple[pd.DataFrame, TraceMeta]:
+    """Read a Chrome JSON trace written by ``dump_chrome``/``write_chrome`` (.json or .json.gz).
+
+    Returns the canonical event table (rows in file order) and its metadata; raises a one-line
+    TraceError for unreadable, truncated, foreign-version or malformed files.
+    """
+    path = Path(path)
+    doc = _load_json(path)
+    if isinstance(doc, list):
+        raise TraceError(path, f"JSON array trace carries no metadata: missing schema version "
+                               f"(expected an object with otherData.schema_version)")
+    if not isinstance(doc, dict):
+        raise TraceError(path, f"top-level JSON is a {type(doc).__name__}, expected an object with traceEvents")
+    if "traceEvents" not in doc:
+        raise TraceError(path, "missing 'traceEvents' list")
+    raw_meta = doc.get("otherData", doc.get("metadata"))
+    if not isinstance(raw_meta, dict):
+        raise TraceError(path, "missing schema version (no otherData object)")
+    check_schema_version(raw_meta.get("schema_version"), path)
+    meta = TraceMeta.from_dict(raw_meta, path)
+    events = doc["traceEvents"]
+    if not isinstance(events, list):
+        raise TraceError(path, f"'traceEvents' is a {type(events).__name__}, expected a list")
+    streams: dict[tuple[Any, Any], str] = {}
+    xs: list[tuple[int, dict]] = []
+    for i, ev in enumerate(events):
+        if not isinstance(ev, dict):
+            raise TraceError(path, f"traceEvents[{i}] is a {type(ev).__name__}, expected an object")
+        ph = ev.get("ph")
+        if ph == "M" and ev.get("name") == "thread_name":
+            args = ev.get("args") or {}
+            streams[(ev.get("pid"), ev.get("tid"))] = str(args.get("stream", args.get("name", "")))
+        elif ph == "X":
+            xs.append((i, ev))
+    cols: dict[str, list] = {c: [] for c in COLUMNS}
+    for i, ev in xs:
+        ts, dur = _number(ev, "ts", i, path), _number(ev, "dur", i, path)
+        if dur < 0:
+            raise TraceError(path, f"traceEvents[{i}] ({ev.get('name')!r}) has negative dur {dur!r}")
+        pid, tid = ev.get("pid"), ev.get("tid")
+        if (pid, tid) not in streams:
+            raise TraceError(path, f"traceEvents[{i}] on pid {pid!r} tid {tid!r} has no thread_name metadata")
+        args = ev.get("args") or {}
+        if not isinstance(args, dict) or not isinstance(pid, int):
+            raise TraceError(path, f"traceEvents[{i}] has a non-object 'args' or non-integer pid")
+        cols["rank"].append(-1 if pid == LINKS_PID else pid)
+        cols["stream"].append(streams[(pid, tid)])
+        cols["kind"].append(ev.get("cat"))
+        cols["name"].append(ev.get("name"))
+        cols["start_us"].append(ts)
+        cols["end_us"].append(float(args.get("end_us", ts + dur)))
+        cols["source"].append(args.get("source", meta.source))
+        for c, na in NA_VALUES.items():
+            cols[c].append(args.get(c, na))
+    try:
+        df = coerce_events(pd.DataFrame({c: pd.Series(v, dtype=object) for c, v in cols.items()}))
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise TraceError(path, f"event args do not fit the schema: {exc}") from None
+    validate_events(df, exclusive_streams=(), where=path)
+    return df, meta
