@@ -8,7 +8,7 @@ A scenario file has sections ``[model]``, ``[workload]``, ``[strategy]``, ``[top
 
 from __future__ import annotations
 
-import sys
+import tomllib
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -17,11 +17,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from dicesim.errors import ConfigError, config_error_from_pydantic
 from dicesim.models import DTYPE_NBYTES, MODEL_NAMES, ModelPreset, get_model
 from dicesim.strategy import STRATEGY_NAMES, StrategyConfig, make_strategy
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 DEFAULT_TOPOLOGY = "8x-rtx4090-pcie"
 SECTIONS = ("model", "workload", "strategy", "topology", "routing", "profile")

@@ -148,7 +148,7 @@ def test_every_issued_op_is_consumed_once_in_order(c):
 def test_interweaved_holds_no_more_than_displaced(c):
     cfg, L, T = c
     # compare steady pipelines: no periodic or cool-down syncs cutting async runs short
-    cfg = cfg.model_copy(update={"sync_every": 0, "cooldown_steps": 0})
+    cfg = cfg.model_copy(update={"sync_every": 0, "cooldown_steps": 0, "cond_interval": 1})
     assume(T >= max(cfg.warmup_steps, 1) + 3)  # shorter runs never fill the displaced pipeline
     disp = build_plan(cfg.model_copy(update={"scheme": "displaced"}), L, T)
     inter = build_plan(cfg.model_copy(update={"scheme": "interweaved"}), L, T)

@@ -89,9 +89,9 @@ def load_into_bank(bank: ExpertBank, state_dict: Mapping[str, torch.Tensor]) -> 
     """Copy the bank's experts of layer ``bank.layer`` out of a (full or partial) checkpoint."""
     prefix = f"blocks.{bank.layer}.moe.experts."
 
-    def foreign(key: str) -> bool:
+    def foreign(key: str) -> bool:  # held experts are in ``target``, so only others reach here
         match = _EXPERT_KEY.match(key)
-        return match is not None and int(match[2]) < bank.num_experts and int(match[2]) not in bank
+        return match is not None and int(match[2]) < bank.num_experts
 
     target = {prefix + k: t for k, t in bank.state_dict().items()}
     mine = {k: t for k, t in state_dict.items() if k.startswith(prefix)}

@@ -20,7 +20,7 @@ app = typer.Typer(
 def _register() -> None:
     # Imported for their side effect of adding commands to `app`; kept in one place so the
     # command list reads top to bottom.
-    from dicesim.cli import presets_cmd, strategy_cmd  # noqa: F401
+    from dicesim.cli import check_cmd, presets_cmd, strategy_cmd  # noqa: F401
 
     for optional in ("topology_cmd", "simulate_cmd", "calibrate_cmd", "sweep_cmd"):
         try:

@@ -99,63 +99,67 @@ def simulate(table: FlowTable) -> Plan:
     fin = np.full(n_f, np.inf)
     started = act <= t
     fin[started & (rem <= 0.0)] = t
-    cum = np.zeros(n_f)
-    t_list, rate_list, cum_list, bytes_list, busy_list = [t], [], [cum], [], []
-    while True:
-        live = started & np.isinf(fin)
-        pending = ~started
-        any_live, any_pending = live.any(), pending.any()
-        if not (any_live or any_pending):
-            break
-        t_act = act[pending].min() if any_pending else np.inf
-        if any_live:
+    live = started & (rem > 0.0)
+    n_live = int(np.count_nonzero(live))
+    # activation instants still ahead, in order: the only other events besides finishes
+    acts = sorted(set(act[~started].tolist()))
+    a_i = 0
+    t_list, rate_list, drained_list, livep_list = [t], [], [], []
+    ttf = np.empty(n_f)
+    zeros_f = np.zeros(n_f)
+    while n_live or a_i < len(acts):
+        t_act = acts[a_i] if a_i < len(acts) else np.inf
+        if n_live:
             live_p = live[pf]
-            rate = maxmin_pairs(pf[live_p], pl[live_p], pw[live_p], n_f, cap)
-            rate[~live] = 0.0
-            with np.errstate(divide="ignore", invalid="ignore"):
-                ttf = np.where(live, rem / rate, np.inf)
+            rate = maxmin_pairs(pf[live_p], pl[live_p], pw[live_p], n_f, cap, fill=0.0)
+            ttf.fill(np.inf)
+            np.divide(rem, rate, out=ttf, where=live)
             dt_fin = ttf.min()
         else:
-            rate = np.zeros(n_f)
-            live_p = np.zeros(pf.shape[0], dtype=bool)
-            dt_fin = np.inf
+            rate, live_p, dt_fin = zeros_f, np.zeros(pf.shape[0], dtype=bool), np.inf
         if t + dt_fin <= t_act:
             t_next = t + dt_fin
             finishing = ttf <= dt_fin * (1.0 + _FINISH_RTOL)
+            # dt_fin == 0 when a flow crosses only infinite links (inf * 0 would be nan)
+            drained = rate * dt_fin if dt_fin > 0 else np.zeros(n_f)
+            drained[finishing] = rem[finishing]
+            rem = rem - drained
+            rem[finishing] = 0.0
+            fin[finishing] = t_next
+            live[finishing] = False
+            n_live -= int(np.count_nonzero(finishing))
         else:
             t_next = t_act
-            finishing = None
-        dt = t_next - t
-        with np.errstate(invalid="ignore"):
-            drained = np.where(live, rate * dt, 0.0)
-        if finishing is not None:
-            drained[finishing] = rem[finishing]
-            fin[finishing] = t_next
-        rem = rem - drained
-        if finishing is not None:
-            rem[finishing] = 0.0
-        cum = cum + drained
+            drained = rate * (t_next - t)
+            rem = rem - drained
         rate_list.append(rate)
-        cum_list.append(cum)
-        bytes_list.append(np.bincount(pl, weights=pw * drained[pf], minlength=n_l))
-        busy_list.append(np.bincount(pl[live_p], minlength=n_l) > 0)
+        drained_list.append(drained)
+        livep_list.append(live_p)
         t_list.append(t_next)
         t = t_next
-        if any_pending:
-            newly = pending & (act <= t)
-            started = started | newly
-            fin[newly & (rem <= 0.0)] = t
+        if t_act <= t:
+            newly = act == t_act
+            a_i += 1
+            zero = newly & (rem <= 0.0)
+            fin[zero] = t
+            newly &= ~zero
+            live |= newly
+            n_live += int(np.count_nonzero(newly))
     n_k = len(rate_list)
     group_fin = np.maximum.reduceat(fin, table.group_start_G) if n_f else np.zeros(0)
-    return Plan(
-        np.array(t_list),
-        np.array(rate_list) if n_k else np.zeros((0, n_f)),
-        np.array(cum_list),
-        fin,
-        group_fin,
-        np.array(bytes_list) if n_k else np.zeros((0, n_l)),
-        np.array(busy_list) if n_k else np.zeros((0, n_l), dtype=bool),
-    )
+    if n_k == 0:
+        return Plan(np.array(t_list), np.zeros((0, n_f)), np.zeros((1, n_f)), fin, group_fin,
+                    np.zeros((0, n_l)), np.zeros((0, n_l), dtype=bool))
+    drained_KF = np.array(drained_list)
+    cum_KF = np.zeros((n_k + 1, n_f))
+    np.cumsum(drained_KF, axis=0, out=cum_KF[1:])
+    # per-link bytes and busy flags of every segment in one bincount each
+    seg_link_KP = (np.arange(n_k)[:, None] * n_l + pl[None, :]).ravel()
+    seg_bytes = np.bincount(seg_link_KP, weights=(drained_KF[:, pf] * pw).ravel(), minlength=n_k * n_l)
+    seg_busy = np.bincount(seg_link_KP, weights=np.array(livep_list, dtype=float).ravel(),
+                           minlength=n_k * n_l)
+    return Plan(np.array(t_list), np.array(rate_list), cum_KF, fin, group_fin,
+                seg_bytes.reshape(n_k, n_l), seg_busy.reshape(n_k, n_l) > 0)
 
 
 def make_table(

@@ -27,35 +27,40 @@ def maxmin_pairs(
     pair_weight: np.ndarray,
     n_flows: int,
     link_capacity_Bps: np.ndarray,
+    fill: float = np.inf,
 ) -> np.ndarray:
     """Max-min fair rates (bytes/s) from a sparse flow-link incidence.
 
-    ``pair_flow[i]`` crosses ``pair_link[i]`` ``pair_weight[i]`` times (weights > 0). Flows
-    without pairs, or whose links all have infinite capacity, get ``inf``. Returns ``(n_flows,)``.
+    ``pair_flow[i]`` crosses ``pair_link[i]`` ``pair_weight[i]`` times (weights > 0). Flows whose
+    links all have infinite capacity get ``inf``; flows without pairs get ``fill``.
+    Returns ``(n_flows,)``.
     """
     n_links = link_capacity_Bps.shape[0]
-    rate = np.full(n_flows, np.inf)
+    rate = np.full(n_flows, fill)
     if pair_flow.size == 0:
         return rate
     cap_rem = link_capacity_Bps.astype(float, copy=True)
+    share = np.empty(n_links)
+    frozen = np.zeros(n_flows, dtype=bool)
     pf, pl, pw = pair_flow, pair_link, pair_weight
-    while pf.size:
+    while True:
         load = np.bincount(pl, weights=pw, minlength=n_links)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            share = np.where(load > 0, np.maximum(cap_rem, 0.0) / load, np.inf)
+        share.fill(np.inf)
+        np.divide(cap_rem, load, out=share, where=load > 0)
         level = share.min()
-        if not np.isfinite(level):
-            break  # remaining flows only cross infinite links: leave them at inf
-        bottleneck = share <= level * (1.0 + _TIE_RTOL)
-        hit = bottleneck[pl]
-        frozen = np.zeros(n_flows, dtype=bool)
-        frozen[pf[hit]] = True
-        rate[frozen] = level
+        if level == np.inf:
+            rate[pf] = np.inf  # remaining flows only cross infinite links
+            return rate
+        hit_f = pf[share[pl] <= level * (1.0 + _TIE_RTOL)]
+        rate[hit_f] = level
+        frozen[hit_f] = True
         fpair = frozen[pf]
+        if fpair.all():
+            return rate
         cap_rem -= level * np.bincount(pl[fpair], weights=pw[fpair], minlength=n_links)
+        np.maximum(cap_rem, 0.0, out=cap_rem)  # rounding must not make a share negative
         keep = ~fpair
         pf, pl, pw = pf[keep], pl[keep], pw[keep]
-    return rate
 
 
 def maxmin_rates(

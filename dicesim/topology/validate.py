@@ -101,7 +101,7 @@ def validate_topology(G: nx.DiGraph) -> None:
     latency_s, a link class, a cited source) and that every GPU can reach every other GPU under
     the routing rules (staging through host memory when p2p is false).
     """
-    if not isinstance(G, nx.DiGraph):
+    if not isinstance(G, nx.DiGraph) or G.is_multigraph():
         raise TopologyError(f"a topology must be a networkx.DiGraph, got {type(G).__name__}")
     _check_graph_attrs(G)
     gpus = _check_nodes(G)

@@ -1,0 +1,30 @@
+"""Result tables for the terminal: rich tables whose headers carry units."""
+
+from __future__ import annotations
+
+import sys
+
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+from dicesim.report.units import display_frame
+
+
+def rich_table(df: pd.DataFrame, *, title: str | None = None, columns: list[str] | None = None) -> Table:
+    """A rich Table of ``df`` with values scaled to display units (ms, %, MiB, GB/s)."""
+    cols = list(df.columns) if columns is None else columns
+    shown = display_frame(df, cols)
+    table = Table(title=title)
+    for src, header in zip(cols, shown.columns):
+        numeric = pd.api.types.is_numeric_dtype(df[src]) and not pd.api.types.is_bool_dtype(df[src])
+        table.add_column(str(header), justify="right" if numeric else "left")
+    for row in shown.itertuples(index=False):
+        table.add_row(*[str(v) for v in row])
+    return table
+
+
+def console(*, stderr: bool = False) -> Console:
+    """A console that is wide enough for result tables when output goes to a file or pipe."""
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, width=None if stream.isatty() else 160)

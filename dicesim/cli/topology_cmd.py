@@ -1,0 +1,128 @@
+"""`dicesim topology ...`: list presets, show a topology's link classes, trace a route, export a file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from dicesim.cli import app
+from dicesim.errors import ConfigError, TopologyError
+from dicesim.topology import (
+    TOPOLOGY_NAMES,
+    all_pairs_routes,
+    describe,
+    get_topology,
+    save_graphml,
+    save_toml,
+    world_size,
+)
+
+topology_app = typer.Typer(
+    name="topology",
+    help="Interconnect topologies: list presets, show one, trace a route, export to TOML/GraphML.",
+    no_args_is_help=True,
+)
+app.add_typer(topology_app, name="topology")
+
+_NAME_HELP = "Preset name (see `dicesim topology list`) or a .toml/.graphml file."
+
+
+def _gbps(bw_Bps: float) -> str:
+    return f"{bw_Bps / 1e9:g} GB/s"
+
+
+def _us(t_s: float) -> str:
+    return f"{t_s * 1e6:.3g} us"
+
+
+@topology_app.command("list")
+def list_cmd() -> None:
+    """List the preset topologies with their size and fastest / slowest links."""
+    table = Table(title="Topology presets (bandwidth per direction)", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("name", no_wrap=True, min_width=max(map(len, TOPOLOGY_NAMES)))
+    table.add_column("servers x GPUs", no_wrap=True)
+    for col in ("p2p", "GPU link", "slowest link"):
+        table.add_column(col, no_wrap=True)
+    for name in TOPOLOGY_NAMES:
+        info = describe(get_topology(name))
+        # GPU-attached links first: host-memory links are fast but not what a reader compares.
+        gpu_links = [r for r in info["links"] if "gpu" in r["between"].split("<->")] or info["links"]
+        fast, slow = gpu_links[0], info["links"][-1]
+        table.add_row(
+            name, f"{info['servers']} x {info['gpus_per_node']} {info['gpu']}", "yes" if info["p2p"] else "no",
+            f"{fast['link']} {_gbps(fast['bw_Bps'])}", f"{slow['link']} {_gbps(slow['bw_Bps'])}",
+        )
+    Console().print(table)
+
+
+@topology_app.command("show")
+def show_cmd(
+    name: str = typer.Argument(..., help=_NAME_HELP),
+    sources: bool = typer.Option(False, "--sources", help="Print the citation text of every source."),
+) -> None:
+    """Show a topology: GPUs, servers, node counts and each link class with bandwidth and latency."""
+    G = get_topology(name)
+    info = describe(G)
+    console = Console()
+    p2p = "yes" if info["p2p"] else "no (GPU-to-GPU traffic staged through host memory)"
+    console.print(f"[bold]{info['name']}[/bold]: {info['world_size']} x {info['gpu']} GPUs, "
+                  f"{info['servers']} server(s), {info['gpus_per_node']} GPUs per server, peer-to-peer: {p2p}")
+    console.print("nodes: " + ", ".join(f"{k} {v}" for k, v in info["nodes"].items()))
+    table = Table(title="Link classes (edges are directed; bandwidth per direction)", box=box.SIMPLE_HEAD)
+    for col in ("link", "between", "edges", "bandwidth", "latency", "source"):
+        right = col in ("edges", "bandwidth", "latency")
+        table.add_column(col, justify="right" if right else "left", no_wrap=col != "source")
+    for r in info["links"]:
+        table.add_row(r["link"], r["between"], str(r["directed_edges"]), _gbps(r["bw_Bps"]),
+                      _us(r["latency_s"]), r["source"])
+    console.print(table)
+    if sources:
+        for key, text in sorted(G.graph["sources"].items()):
+            console.print(f"[bold]{key}[/bold]: {text}")
+
+
+@topology_app.command("route")
+def route_cmd(
+    name: str = typer.Argument(..., help=_NAME_HELP),
+    src: int = typer.Argument(..., help="Source rank."),
+    dst: int = typer.Argument(..., help="Destination rank."),
+) -> None:
+    """Print the hops of the route from rank SRC to rank DST, with its latency and bottleneck."""
+    G = get_topology(name)
+    W = world_size(G)
+    for field, rank in (("src", src), ("dst", dst)):
+        if not 0 <= rank < W:
+            raise ConfigError(field, f"rank {rank} out of range", f"0..{W - 1}")
+    table_ = all_pairs_routes(G, sorted({src, dst}))
+    path = table_.route(src, dst)
+    table = Table(title=f"{G.graph['name']}: rank {src} -> rank {dst}", box=box.SIMPLE_HEAD)
+    for col in ("from", "to", "link", "bandwidth", "latency"):
+        table.add_column(col, justify="right" if col in ("bandwidth", "latency") else "left")
+    for u, v in path:
+        d = G.edges[u, v]
+        table.add_row(u, v, d["link"], _gbps(d["bw_Bps"]), _us(d["latency_s"]))
+    console = Console()
+    console.print(table)
+    bottleneck = table_.bottleneck_Bps[(src, dst)]
+    console.print(f"{len(path)} hops, latency {_us(table_.latency_s[(src, dst)])}, bottleneck "
+                  + (_gbps(bottleneck) if path else "none (same rank)"))
+
+
+@topology_app.command("export")
+def export_cmd(
+    name: str = typer.Argument(..., help=_NAME_HELP),
+    out: Path = typer.Argument(..., help="Output file, .toml or .graphml (written atomically)."),
+) -> None:
+    """Write a topology to a TOML or GraphML file, e.g. as a starting point for a custom machine."""
+    suffix = out.suffix.lower()
+    if suffix not in (".toml", ".graphml"):
+        raise ConfigError("out", f"unknown file type {suffix or '(none)'!r}", [".toml", ".graphml"])
+    if not out.parent.exists():
+        raise TopologyError(f"{out}: directory {out.parent} does not exist")
+    G = get_topology(name)
+    (save_toml if suffix == ".toml" else save_graphml)(G, out)
+    Console().print(f"wrote {out} ({world_size(G)} GPUs, {G.number_of_edges()} directed edges)")

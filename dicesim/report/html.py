@@ -1,0 +1,92 @@
+"""One self-contained HTML report: sections of text, tables and plotly figures.
+
+The whole page is rendered to a string first and only then written (temp file beside the
+target + ``os.replace``), so a figure or table that fails to render leaves no partial
+report behind, and an old report stays intact. plotly.js is embedded once, with the first
+figure; later figures reuse it, so the file opens offline.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Union
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from dicesim.report.units import display_frame
+
+Item = Union[go.Figure, pd.DataFrame, str]
+
+_STYLE = """
+body { font-family: system-ui, -apple-system, Segoe UI, sans-serif; margin: 2em auto; max-width: 1200px;
+       color: #222; padding: 0 1em; }
+h1 { font-size: 1.6em; } h2 { font-size: 1.25em; border-bottom: 1px solid #ddd; padding-bottom: .2em; }
+table.dicesim { border-collapse: collapse; font-size: .9em; margin: .5em 0 1.5em; }
+table.dicesim th, table.dicesim td { border: 1px solid #ddd; padding: .25em .6em; text-align: right; }
+table.dicesim th { background: #f4f4f4; }
+table.dicesim td:first-child, table.dicesim th:first-child { text-align: left; }
+p.note { color: #555; }
+"""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Section:
+    """A heading followed by items in order: figures, tables (units added) or paragraphs."""
+
+    title: str
+    items: Sequence[Item] = field(default_factory=tuple)
+
+
+def _render_item(item: Item, *, embed_js: bool) -> tuple[str, bool]:
+    """HTML of one item, and whether it consumed the one plotly.js embedding."""
+    if isinstance(item, go.Figure):
+        return item.to_html(full_html=False, include_plotlyjs=embed_js, config={"displaylogo": False}), True
+    if isinstance(item, pd.DataFrame):
+        shown = display_frame(item)
+        return shown.to_html(index=False, classes="dicesim", border=0, escape=True), False
+    if isinstance(item, str):
+        return f'<p class="note">{html.escape(item)}</p>', False
+    raise TypeError(f"report item must be a plotly Figure, a DataFrame or a str, got {type(item).__name__}")
+
+
+def render_report(sections: Iterable[Section], *, title: str = "dicesim report") -> str:
+    """The complete HTML page as a string (plotly.js embedded with the first figure)."""
+    body: list[str] = [f"<h1>{html.escape(title)}</h1>"]
+    js_pending = True
+    for sec in sections:
+        body.append(f"<h2>{html.escape(sec.title)}</h2>")
+        for item in sec.items:
+            text, used_js = _render_item(item, embed_js=js_pending)
+            js_pending = js_pending and not used_js
+            body.append(text)
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head>\n<body>\n"
+            + "\n".join(body) + "\n</body></html>\n")
+
+
+def write_text_atomic(text: str, path: str | Path) -> Path:
+    """Write ``text`` to ``path`` via a temp file in the same directory and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path
+
+
+def write_report(sections: Iterable[Section], path: str | Path, *, title: str = "dicesim report") -> Path:
+    """Render ``sections`` and write one self-contained HTML file atomically; returns the path.
+
+    Any error while rendering (a figure, a table) propagates before the file is touched.
+    """
+    return write_text_atomic(render_report(list(sections), title=title), path)

@@ -1,0 +1,1 @@
+"""Simulation objects on simpy: the network of links (more modules join here)."""

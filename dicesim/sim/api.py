@@ -1,0 +1,100 @@
+"""One call from a scenario to a :class:`~dicesim.sim.metrics.SimResult`.
+
+``simulate(scenario)`` or ``simulate(model="G/2", strategy="dice", world_size=8, ...)``
+builds the plan, workload, routing, topology and profile, runs the engine once and
+assembles the metrics. Everything is deterministic for the scenario's seed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import networkx as nx
+import numpy as np
+
+from dicesim.models import block_workload
+from dicesim.plan import Plan, build_plan
+from dicesim.scenario import Scenario, make_scenario, validate_scenario
+from dicesim.sim.costmodel import CostModel
+from dicesim.sim.engine import RunSpec, run_engine
+from dicesim.sim.metrics import SimResult, build_result
+from dicesim.sim.profile import HardwareProfile, get_profile, profile_for_gpu
+from dicesim.sim.routing import Placement, TokenRouting, build_routing
+from dicesim.topology import get_topology
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The built inputs of one simulation (exposed for tests, calibration and sweeps)."""
+
+    scenario: Scenario
+    spec: RunSpec
+
+    @property
+    def plan(self) -> Plan:
+        return self.spec.plan
+
+    @property
+    def routing(self) -> TokenRouting:
+        return self.spec.routing
+
+
+def resolve_profile(profile: HardwareProfile | str | None, scenario: Scenario, G: nx.DiGraph) -> HardwareProfile:
+    """Explicit profile > the scenario's profile file > the built-in profile of the topology's GPU."""
+    if isinstance(profile, HardwareProfile):
+        return profile
+    if profile is not None:
+        return get_profile(profile)
+    if scenario.profile:
+        return get_profile(scenario.profile)
+    return profile_for_gpu(str(G.graph.get("gpu") or G.graph.get("name", "")))
+
+
+def prepare(scenario: Scenario | None = None, *, profile: HardwareProfile | str | None = None,
+            graph: nx.DiGraph | None = None, record: bool = False, sampling: str | None = None,
+            histogram: np.ndarray | None = None, merge_compute: bool = True, **fields: object) -> Prepared:
+    """Build everything :func:`simulate` runs, without running it. Arguments as :func:`simulate`."""
+    if scenario is None:
+        sc = make_scenario(**fields)
+    elif fields:
+        sc = validate_scenario(scenario.model_copy(update=dict(fields)))
+    else:
+        sc = scenario
+    preset = sc.preset()
+    wl = block_workload(preset, batch=sc.batch, image_px=sc.image_size, cfg=sc.cfg, dtype=sc.dtype)
+    G = graph if graph is not None else get_topology(sc.topology)
+    prof = resolve_profile(profile, sc, G)
+    placement = Placement(world_size=sc.world_size, num_experts=preset.num_experts, mode=sc.placement)
+    plan = build_plan(sc.strategy, preset.depth, sc.steps)
+    sampling = sampling or getattr(sc.routing, "sampling", None) or "expected"
+    routing = build_routing(sc.routing, placement, num_layers=preset.depth, num_steps=sc.steps,
+                            tokens_per_rank=wl.tokens, top_k=preset.top_k, seed=sc.seed, sampling=sampling,
+                            histogram=histogram)
+    cost = CostModel(prof, wl, experts_on_rank=placement.experts_per_rank)
+    spec = RunSpec(plan=plan, cost=cost, routing=routing, graph=G, profile=prof, row_nbytes=wl.row_nbytes(),
+                   record=record, merge_compute=merge_compute)
+    return Prepared(scenario=sc, spec=spec)
+
+
+def simulate(scenario: Scenario | None = None, *, profile: HardwareProfile | str | None = None,
+             graph: nx.DiGraph | None = None, record: bool = False, sampling: str | None = None,
+             histogram: np.ndarray | None = None, merge_compute: bool = True, **fields: object) -> SimResult:
+    """Simulate one scenario and return its :class:`SimResult`.
+
+    ``scenario``: a :class:`~dicesim.scenario.Scenario`; or give its fields as keywords
+    (``model``, ``strategy`` (preset name or StrategyConfig), ``world_size``, ``topology``, ...);
+    keywords given with a scenario override its fields. ``profile``: a HardwareProfile, a
+    built-in name or a TOML path (default: the scenario's, else the topology GPU's built-in).
+    ``graph``: use this topology graph instead of ``scenario.topology``. ``record``: keep the
+    event table (slower). ``sampling``: ``"expected"`` (default) or ``"multinomial"`` routed
+    counts. ``histogram``: a router histogram array for ``routing.kind = "histogram"``.
+    """
+    prep = prepare(scenario, profile=profile, graph=graph, record=record, sampling=sampling,
+                   histogram=histogram, merge_compute=merge_compute, **fields)
+    spec, sc = prep.spec, prep.scenario
+    raw = run_engine(spec)
+    meta = {"scenario": sc.model_dump(mode="json"), "profile": spec.profile.name,
+            "memo_hits": raw.memo_hits, "memo_misses": raw.memo_misses}
+    return build_result(raw, plan=spec.plan, routing=spec.routing, row_nbytes=spec.row_nbytes, graph=spec.graph,
+                        cond_policy=sc.strategy.cond_policy, label=sc.label(), meta=meta)
+

@@ -1,0 +1,212 @@
+"""Expert load and placement: how many routed rows each rank sends to each other rank.
+
+Placement (``strategies.md``): with W ranks and E experts, either W | E (one expert-parallel
+group of all W ranks, E/W experts each) or E | W (W/E groups of E ranks, each a full set of
+experts; groups are data-parallel replicas). Member ``j`` of a group holds experts
+``e`` with ``e mod S == j`` (S = group size). ``contiguous`` groups are rank blocks
+(inside a server when S <= GPUs per server); ``strided`` groups take every (W/S)-th rank,
+so they span servers.
+
+Load: per layer, a probability over experts (uniform, Zipf(alpha) with a seeded per-layer
+ranking, or a measured histogram). Copies per (layer, step, rank, expert) are either the
+expected counts (largest-remainder rounding, identical for every rank and step) or a seeded
+multinomial sample. A skip dispatch (conditional communication) carries one copy per token:
+the full counts divided by top_k, rounded so each rank sends exactly ``tokens`` rows.
+Everything is a pure function of (config, seed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from dicesim.errors import ConfigError
+from dicesim.scenario import RoutingConfig
+
+Sampling = Literal["expected", "multinomial"]
+SAMPLINGS: tuple[str, ...] = ("expected", "multinomial")
+PLACEMENTS: tuple[str, ...] = ("contiguous", "strided")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Placement:
+    """Which ranks form expert-parallel groups and which member holds which expert."""
+
+    world_size: int
+    num_experts: int
+    mode: str = "contiguous"
+
+    def __post_init__(self) -> None:
+        W, E = self.world_size, self.num_experts
+        if W < 1 or E < 1:
+            raise ConfigError("world_size", f"world size {W} and expert count {E} must be >= 1")
+        if E % W and W % E:
+            raise ConfigError("world_size", f"{W} GPUs cannot hold {E} experts evenly",
+                              "a divisor or a multiple of the expert count")
+        if self.mode not in PLACEMENTS:
+            raise ConfigError("placement", f"unknown placement {self.mode!r}", PLACEMENTS)
+
+    @property
+    def group_size(self) -> int:
+        return min(self.world_size, self.num_experts)
+
+    @property
+    def num_groups(self) -> int:
+        return self.world_size // self.group_size
+
+    @property
+    def experts_per_rank(self) -> int:
+        return self.num_experts // self.group_size
+
+    def groups(self) -> tuple[tuple[int, ...], ...]:
+        """Member ranks of every group, member index order."""
+        S, G = self.group_size, self.num_groups
+        if self.mode == "contiguous":
+            return tuple(tuple(range(g * S, (g + 1) * S)) for g in range(G))
+        return tuple(tuple(range(g, self.world_size, G)) for g in range(G))
+
+    def owner_member(self, expert: int) -> int:
+        """Index (inside its group) of the member that holds ``expert``."""
+        return expert % self.group_size
+
+
+def expert_probs(cfg: RoutingConfig, num_layers: int, num_experts: int, seed: int,
+                 histogram: np.ndarray | None = None) -> np.ndarray:
+    """Per-layer probability that a routed copy goes to each expert, shape ``(layers, experts)``.
+
+    ``histogram`` overrides ``cfg.histogram`` (a path) when given: ``[experts]`` or ``[layers, experts]``.
+    """
+    L, E = num_layers, num_experts
+    if cfg.kind == "uniform":
+        return np.full((L, E), 1.0 / E)
+    if cfg.kind == "zipf":
+        base = 1.0 / np.arange(1, E + 1) ** cfg.alpha
+        base /= base.sum()
+        out = np.empty((L, E))
+        for l in range(L):
+            # which expert is popular differs per layer; the ranking is a seeded permutation
+            perm = np.random.default_rng([seed, 0x21F, l]).permutation(E)
+            out[l, perm] = base
+        return out
+    hist = histogram if histogram is not None else load_histogram(cfg.histogram)
+    hist = np.asarray(hist, dtype=float)
+    if hist.ndim == 1:
+        hist = np.broadcast_to(hist, (L, hist.shape[0]))
+    if hist.ndim != 2 or hist.shape != (L, E):
+        raise ConfigError("routing.histogram", f"has shape {hist.shape}, expected ({E},) or ({L}, {E})")
+    if (hist < 0).any() or not np.isfinite(hist).all() or (hist.sum(axis=1) <= 0).any():
+        raise ConfigError("routing.histogram", "needs finite non-negative counts with a positive sum per layer")
+    return hist / hist.sum(axis=1, keepdims=True)
+
+
+def load_histogram(path: str | None) -> np.ndarray:
+    """Read a router histogram from ``.npy`` or ``.csv`` (rows = layers, columns = experts)."""
+    if not path:
+        raise ConfigError("routing.histogram", "is required when routing.kind = 'histogram'")
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError("routing.histogram", f"file {str(p)!r} not found")
+    try:
+        if p.suffix == ".npy":
+            return np.load(p, allow_pickle=False)
+        if p.suffix == ".csv":
+            return np.loadtxt(p, delimiter=",", ndmin=1)
+    except (ValueError, OSError) as exc:
+        raise ConfigError("routing.histogram", f"{p}: unreadable ({exc})") from None
+    raise ConfigError("routing.histogram", f"{p}: unsupported file type", (".npy", ".csv"))
+
+
+def _largest_remainder(target_X: np.ndarray, total: int) -> np.ndarray:
+    """Round non-negative reals along the last axis to integers summing to ``total``."""
+    base = np.floor(target_X).astype(np.int64)
+    short = total - base.sum(axis=-1, keepdims=True)
+    order = np.argsort(-(target_X - base), axis=-1, kind="stable")
+    rank = np.argsort(order, axis=-1, kind="stable")
+    return base + (rank < short).astype(np.int64)
+
+
+def kept_share(policy: str, top1_share: float) -> float:
+    """Router-weight share of the copy a skip step keeps (policy low keeps the top-1 copy)."""
+    return {"low": top1_share, "high": 1.0 - top1_share, "random": 0.5}[policy]
+
+
+@dataclass(frozen=True)
+class TokenRouting:
+    """Routed rows between ranks for every (layer, step); arrays are read-only.
+
+    ``counts_LTWE[l, t, r, e]``: copies rank r sends to expert e at layer l, step t (full dispatch).
+    """
+
+    placement: Placement
+    tokens_per_rank: int
+    top_k: int
+    counts_LTWE: np.ndarray
+    top1_share: float = 0.55
+    _send: dict = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        full = self.counts_LTWE
+        T = self.tokens_per_rank
+        skip = _largest_remainder(full / self.top_k, T)  # one copy per token on skip steps
+        S, E = self.placement.group_size, full.shape[-1]
+        send = {}
+        for k, c in ((False, full), (True, skip)):
+            # owner member of expert e is e mod S: fold experts onto members
+            s = c.reshape(*c.shape[:-1], E // S, S).sum(axis=-2).astype(np.int64)
+            s.setflags(write=False)
+            send[k] = s
+        object.__setattr__(self, "_send", send)
+
+    @property
+    def num_layers(self) -> int:
+        return self.counts_LTWE.shape[0]
+
+    @property
+    def num_steps(self) -> int:
+        return self.counts_LTWE.shape[1]
+
+    def send_rows(self, layer: int, step: int, skip: bool) -> np.ndarray:
+        """``[W, S]``: rows each rank sends to each member of its own group."""
+        return self._send[bool(skip)][layer, step]
+
+    def group_matrix(self, group: tuple[int, ...], layer: int, step: int, skip: bool) -> np.ndarray:
+        """``[S, S]``: rows member i of ``group`` sends to member j."""
+        return self._send[bool(skip)][layer, step][list(group)]
+
+    def recv_rows_LTW(self, skip: bool) -> np.ndarray:
+        """``[L, T, W]``: rows each rank receives for its experts (self-traffic included)."""
+        out = np.zeros(self._send[False].shape[:3], dtype=np.int64)
+        send = self._send[bool(skip)]
+        for group in self.placement.groups():
+            g = list(group)
+            out[:, :, g] = send[:, :, g, :].sum(axis=2)
+        return out
+
+    def sent_rows(self, skip: bool) -> int:
+        """Rows one rank sends in one dispatch (tokens x copies)."""
+        return self.tokens_per_rank * (1 if skip else self.top_k)
+
+
+def build_routing(cfg: RoutingConfig, placement: Placement, *, num_layers: int, num_steps: int,
+                  tokens_per_rank: int, top_k: int, seed: int, sampling: Sampling = "expected",
+                  histogram: np.ndarray | None = None) -> TokenRouting:
+    """Routed copies for every (layer, step, rank, expert), deterministic for ``seed``."""
+    if sampling not in SAMPLINGS:
+        raise ConfigError("routing.sampling", f"unknown sampling {sampling!r}", SAMPLINGS)
+    E, W, L, T = placement.num_experts, placement.world_size, num_layers, num_steps
+    probs_LE = expert_probs(cfg, L, E, seed, histogram)
+    copies = tokens_per_rank * top_k
+    if sampling == "expected":
+        per_layer = _largest_remainder(probs_LE * copies, copies)  # [L, E]
+        counts = np.broadcast_to(per_layer[:, None, None, :], (L, T, W, E)).copy()
+    else:
+        counts = np.empty((L, T, W, E), dtype=np.int64)
+        for l in range(L):
+            rng = np.random.default_rng([seed, 0x5A3, l])
+            counts[l] = rng.multinomial(copies, probs_LE[l], size=(T, W))
+    counts.setflags(write=False)
+    return TokenRouting(placement=placement, tokens_per_rank=tokens_per_rank, top_k=top_k,
+                        counts_LTWE=counts, top1_share=cfg.top1_share)

@@ -1,0 +1,374 @@
+"""Design-space sweeps: a base scenario x lists of values per axis, evaluated on Dask, resumable.
+
+A sweep file (TOML) holds ``[sweep]`` options, optional ``[base.<section>]`` tables (same
+sections as a scenario file, on top of ``sweep.base``, a scenario file) and ``[axes]``: one
+list of values per axis. The cartesian product of the axes is the set of configurations.
+
+Each configuration has a stable key (hash of the base scenario and the axis values). Results
+are written in chunks, ``<out>/chunks/chunk-<hash>.parquet``, each atomically and as soon as
+its chunk finishes, so an interrupted sweep resumes where it stopped: configurations whose
+key is already in a chunk are not evaluated again. A configuration the model rejects (say 8
+experts on 3 GPUs) is recorded as ``skipped`` with its one-line reason; an unexpected
+exception is recorded as ``error`` and retried on the next run.
+
+Execution: ``workers=0`` evaluates in this process (tests, debugging); otherwise chunks go to a
+``dask.distributed`` cluster: a LocalCluster of ``workers`` processes, or the scheduler at
+``scheduler`` (workers there need dicesim installed; results come back to this process, so
+workers need no shared disk).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from dicesim.errors import ConfigError, DicesimError, config_error_from_pydantic
+from dicesim.scenario import Scenario, make_scenario, scenario_from_dict
+from dicesim.strategy import StrategyConfig, make_strategy
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+SWEEP_FORMAT = "dicesim-sweep/1"  # part of every key: bump it when a result's meaning changes
+METRIC_KEYS: tuple[str, ...] = (
+    "step_latency_s", "total_latency_s", "exposed_comm_s", "overlap_frac", "comm_frac",
+    "mean_lag", "weighted_lag", "peak_buffer_bytes",
+)
+SCENARIO_AXES = ("model", "num_experts", "batch", "image_size", "steps", "cfg", "dtype", "topology",
+                 "world_size", "placement", "seed", "profile")
+STRATEGY_AXES = ("scheme", "sync_layers", "cond_interval", "cond_policy", "warmup_steps", "cooldown_steps",
+                 "sync_every", "stale_weights", "count_comm")
+ROUTING_AXES = {"routing": "kind", "zipf_alpha": "alpha", "top1_share": "top1_share"}
+AXES: tuple[str, ...] = ("strategy",) + SCENARIO_AXES + STRATEGY_AXES + tuple(ROUTING_AXES)
+#: columns every sweep table has, before the metrics (descriptors of the configuration)
+DESCRIPTOR_COLUMNS: tuple[str, ...] = ("strategy", "model", "topology", "world_size", "batch", "image_size",
+                                       "steps", "sync_layers", "cond_interval")
+_CHUNK_DIR = "chunks"
+
+
+class SweepOptions(BaseModel):
+    """The ``[sweep]`` table."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = "sweep"
+    base: Optional[str] = None  # scenario TOML, relative to the sweep file
+    chunk_size: int = Field(16, ge=1)
+    max_lag: Optional[float] = Field(None, ge=0)
+    max_latency_ms: Optional[float] = Field(None, gt=0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SweepSpec:
+    """A validated sweep: the base scenario, the axes in file order, and the options."""
+
+    base: Scenario
+    axes: dict[str, tuple[Any, ...]]
+    options: SweepOptions
+
+    def points(self) -> list[dict[str, Any]]:
+        """Every configuration as ``{axis: value}``, in a fixed order (last axis fastest)."""
+        names = list(self.axes)
+        return [dict(zip(names, combo)) for combo in itertools.product(*(self.axes[n] for n in names))]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SweepOutcome:
+    """What one run of :func:`run_sweep` did, and the full result table."""
+
+    table: pd.DataFrame
+    n_total: int
+    n_cached: int
+    n_run: int
+
+
+def _canonical(value: Any) -> Any:
+    """JSON-stable form of an axis value (lists become lists of canonical values)."""
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    return value
+
+
+def config_key(base: Scenario, point: dict[str, Any]) -> str:
+    """Stable 16-hex-digit key of one configuration (same inputs, same key, any machine)."""
+    doc = {"format": SWEEP_FORMAT, "base": base.model_dump(mode="json"),
+           "point": {k: _canonical(v) for k, v in sorted(point.items())}}
+    text = json.dumps(doc, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def sweep_from_dict(doc: dict, path: Path = Path("<sweep>")) -> SweepSpec:
+    """Validate a parsed sweep document; ConfigError names the first bad field."""
+    unknown = sorted(set(doc) - {"sweep", "base", "axes"})
+    if unknown:
+        raise ConfigError(f"{path.name}: [{unknown[0]}]", "unknown section", ("sweep", "base", "axes"))
+    try:
+        options = SweepOptions(**doc.get("sweep", {}))
+    except ValidationError as exc:
+        raise config_error_from_pydantic(exc, "sweep") from None
+    base_doc: dict = {}
+    base_path = path
+    if options.base:
+        base_path = (path.parent / options.base) if path.exists() else Path(options.base)
+        if not base_path.is_file():
+            raise ConfigError("sweep.base", f"scenario file not found: {base_path}")
+        base_doc = tomllib.loads(base_path.read_text(encoding="utf-8"))
+    inline = doc.get("base", {})
+    if not isinstance(inline, dict):
+        raise ConfigError("base", "must be a table of scenario sections")
+    base = scenario_from_dict(_merge(base_doc, inline), base_path)
+    raw_axes = doc.get("axes", {})
+    if not isinstance(raw_axes, dict) or not raw_axes:
+        raise ConfigError("axes", "needs at least one axis with a list of values", AXES)
+    axes: dict[str, tuple[Any, ...]] = {}
+    for name, values in raw_axes.items():
+        if name not in AXES:
+            raise ConfigError(f"axes.{name}", "unknown axis", AXES)
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"axes.{name}", "must be a non-empty list of values")
+        axes[name] = tuple(tuple(v) if isinstance(v, list) else v for v in values)
+    for preset in axes.get("strategy", ()):
+        make_strategy(str(preset))  # unknown preset names fail here, before any work
+    return SweepSpec(base=base, axes=axes, options=options)
+
+
+def load_sweep(path: str | Path) -> SweepSpec:
+    """Read and validate a sweep TOML file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError("sweep", f"file not found: {p}")
+    try:
+        doc = tomllib.loads(p.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(p.name, f"not valid TOML: {exc}") from None
+    return sweep_from_dict(doc, p)
+
+
+def _strategy_label(preset: str, overrides: dict[str, Any]) -> str:
+    if not overrides:
+        return preset
+    parts = ",".join(f"{k}={_show(v)}" for k, v in overrides.items())
+    return f"{preset}[{parts}]"
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "-".join(str(v) for v in value) or "()"
+    return str(value)
+
+
+def point_scenario(base: Scenario, point: dict[str, Any]) -> tuple[Scenario, str]:
+    """The scenario of one configuration and its strategy label; DicesimError if invalid.
+
+    Strategy-modifier axes on a scheme they cannot change (``sync`` with ``sync_layers``)
+    are rejected as redundant so the sweep holds no duplicate configurations.
+    """
+    fields = base.model_dump()
+    preset = point.get("strategy")
+    strat_fields = make_strategy(preset).model_dump() if preset else dict(fields["strategy"])
+    overrides: dict[str, Any] = {}
+    for name, value in point.items():
+        if name in SCENARIO_AXES:
+            fields[name] = value
+        elif name in STRATEGY_AXES:
+            default = strat_fields.get(name)
+            if _canonical(value) != _canonical(default):
+                overrides[name] = value
+        elif name in ROUTING_AXES:
+            fields["routing"] = {**fields["routing"], ROUTING_AXES[name]: value}
+    preset_name = str(preset or strat_fields["name"])
+    label = _strategy_label(preset_name, overrides)
+    try:
+        strategy = StrategyConfig(**{**strat_fields, **overrides, "name": label})
+    except ValidationError as exc:
+        raise config_error_from_pydantic(exc, "strategy") from None
+    if not strategy.is_async and strategy.scheme == strat_fields["scheme"]:
+        moot = [k for k in overrides if k not in ("scheme", "count_comm")]
+        if moot:
+            raise ConfigError(f"axes.{moot[0]}", f"redundant: has no effect on scheme {strategy.scheme!r}")
+    fields["strategy"] = strategy
+    return make_scenario(**fields), label
+
+
+def simulate_metrics(scenario: Scenario) -> dict[str, float]:
+    """Default evaluator: the simulator's summary without recording events."""
+    from dicesim.sim.api import simulate
+
+    return simulate(scenario, record_events=False).summary()
+
+
+Evaluator = Callable[[Scenario], dict]
+
+
+def _descriptor(base: Scenario, point: dict[str, Any], label: str) -> dict[str, Any]:
+    """Columns that say which configuration a row is, also for rows that could not be built."""
+    preset = point.get("strategy")
+    strat = make_strategy(preset) if preset else base.strategy
+    row: dict[str, Any] = {
+        "strategy": label, "model": base.model, "topology": base.topology, "world_size": base.world_size,
+        "batch": base.batch, "image_size": base.image_size, "steps": base.steps,
+        "sync_layers": strat.sync_layers, "cond_interval": strat.cond_interval,
+    }
+    row.update({k: v for k, v in point.items() if k != "strategy"})
+    return {k: _show(v) if isinstance(v, (list, tuple)) or k == "sync_layers" else v for k, v in row.items()}
+
+
+def evaluate_chunk(base: Scenario, items: Sequence[tuple[int, str, dict]], evaluate: Evaluator | None = None
+                   ) -> list[dict]:
+    """Result rows of ``items`` (index, key, point); never raises for one bad configuration."""
+    evaluate = evaluate or simulate_metrics
+    rows = []
+    for index, key, point in items:
+        label = str(point.get("strategy", base.strategy.name))
+        status, reason, metrics = "ok", "", {}
+        try:
+            scenario, label = point_scenario(base, point)
+            summary = evaluate(scenario)
+            metrics = {k: float(summary[k]) for k in METRIC_KEYS}
+        except DicesimError as exc:
+            status, reason = "skipped", exc.one_line()
+        except Exception as exc:  # noqa: BLE001 -- recorded, retried on the next run
+            status, reason = "error", (f"{type(exc).__name__}: {exc}".splitlines() or [""])[0]
+        row = {"index": index, "key": key, "status": status, "reason": reason, **_descriptor(base, point, label)}
+        row.update({k: metrics.get(k, float("nan")) for k in METRIC_KEYS})
+        rows.append(row)
+    return rows
+
+
+def _write_parquet_atomic(df: pd.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        df.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def read_chunks(out_dir: str | Path) -> pd.DataFrame:
+    """Every readable result chunk under ``out_dir``, one row per key (ok/skipped beat error)."""
+    chunk_dir = Path(out_dir) / _CHUNK_DIR
+    frames = []
+    for path in sorted(chunk_dir.glob("chunk-*.parquet")) if chunk_dir.is_dir() else []:
+        try:
+            frames.append(pd.read_parquet(path))
+        except Exception:  # noqa: BLE001 -- a damaged chunk is simply evaluated again
+            continue
+    if not frames:
+        return pd.DataFrame(columns=["index", "key", "status"])
+    df = pd.concat(frames, ignore_index=True)
+    df = df.assign(_rank=(df["status"] == "error").astype(int)).sort_values(["key", "_rank"], kind="stable")
+    return df.drop_duplicates("key").drop(columns="_rank")
+
+
+def _chunks(items: list[tuple[int, str, dict]], size: int) -> list[list[tuple[int, str, dict]]]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def _write_chunk(out_dir: Path, rows: list[dict]) -> Path:
+    keys = sorted(r["key"] for r in rows)
+    name = "chunk-" + hashlib.sha256(",".join(keys).encode()).hexdigest()[:16] + ".parquet"
+    path = out_dir / _CHUNK_DIR / name
+    _write_parquet_atomic(pd.DataFrame(rows), path)
+    return path
+
+
+def _run_dask(base: Scenario, chunks: list, evaluate: Evaluator | None, *, workers: int, scheduler: str | None,
+              processes: bool, sink: Callable[[list[dict]], None]) -> None:
+    from dask.distributed import Client, LocalCluster, as_completed
+
+    cluster = None
+    if scheduler:
+        client = Client(scheduler)
+    else:
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=processes,
+                               dashboard_address=None)
+        client = Client(cluster)
+    try:
+        [base_f] = client.scatter([base], broadcast=True)
+        futures = [client.submit(evaluate_chunk, base_f, chunk, evaluate, pure=False) for chunk in chunks]
+        for fut in as_completed(futures):
+            sink(fut.result())
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def run_sweep(spec: SweepSpec, out_dir: str | Path, *, workers: int = 0, scheduler: str | None = None,
+              processes: bool = True, chunk_size: int | None = None, evaluate: Evaluator | None = None,
+              on_chunk: Callable[[Path, list[dict]], None] | None = None) -> SweepOutcome:
+    """Evaluate every configuration of ``spec`` not already in ``out_dir``'s chunks.
+
+    ``evaluate(scenario) -> summary dict`` defaults to the simulator (must be picklable for
+    Dask processes). ``on_chunk(path, rows)`` is called after each chunk is on disk. Returns
+    the complete, deterministic result table (rows in configuration order) and counts.
+    """
+    out = Path(out_dir)
+    points = spec.points()
+    items = [(i, config_key(spec.base, p), p) for i, p in enumerate(points)]
+    done = read_chunks(out)
+    done_keys = set(done.loc[done["status"] != "error", "key"])
+    pending = [it for it in items if it[1] not in done_keys]
+    chunks = _chunks(pending, chunk_size or spec.options.chunk_size)
+
+    def sink(rows: list[dict]) -> None:
+        path = _write_chunk(out, rows)
+        if on_chunk is not None:
+            on_chunk(path, rows)
+
+    if chunks and (workers > 0 or scheduler):
+        _run_dask(spec.base, chunks, evaluate, workers=max(workers, 1), scheduler=scheduler,
+                  processes=processes, sink=sink)
+    else:
+        for chunk in chunks:
+            sink(evaluate_chunk(spec.base, chunk, evaluate))
+    table = collect_table(out, [it[1] for it in items])
+    return SweepOutcome(table=table, n_total=len(items), n_cached=len(items) - len(pending), n_run=len(pending))
+
+
+def collect_table(out_dir: str | Path, keys: Iterable[str]) -> pd.DataFrame:
+    """The result rows of ``keys`` (in that order) from the chunks, with normalised dtypes."""
+    keys = list(keys)
+    df = read_chunks(out_dir)
+    df = df[df["key"].isin(keys)].copy()
+    order = {k: i for i, k in enumerate(keys)}
+    df["index"] = df["key"].map(order).astype("int64")
+    df = df.sort_values("index", kind="stable").reset_index(drop=True)
+    for col in METRIC_KEYS:
+        if col in df.columns:
+            df[col] = df[col].astype("float64")
+    for col in ("status", "reason", "key", "strategy", "sync_layers"):
+        if col in df.columns:
+            df[col] = df[col].astype("str")
+    front = ["index", "key", "status", "reason"]
+    rest = [c for c in df.columns if c not in front and c not in METRIC_KEYS]
+    return df[front + rest + [c for c in METRIC_KEYS if c in df.columns]]
+
+
+def write_sweep_table(table: pd.DataFrame, out_dir: str | Path) -> Path:
+    """``<out_dir>/sweep.parquet``, written atomically."""
+    path = Path(out_dir) / "sweep.parquet"
+    _write_parquet_atomic(table, path)
+    return path

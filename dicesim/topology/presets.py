@@ -1,0 +1,104 @@
+"""Named topology presets (small factory functions) and ``get_topology`` for names or files.
+
+Every number comes from ``dicesim.topology.hardware`` with its citation; docs/topologies.md
+lists each preset's layout and figures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from types import MappingProxyType
+
+import networkx as nx
+
+from dicesim.errors import TopologyError
+from dicesim.topology import hardware as hw
+from dicesim.topology.builders import multi_node, nvswitch_server, pcie_server, ring
+from dicesim.topology.io import load_topology_file
+from dicesim.topology.validate import validate_topology
+
+
+def rtx4090_pcie_8x() -> nx.DiGraph:
+    """8x RTX 4090: two PCIe 4.0 switches (4 GPUs each), one per CPU socket, sockets joined by UPI.
+
+    No peer-to-peer on consumer GPUs, so every GPU-to-GPU byte is staged in host memory.
+    """
+    return pcie_server(sockets=2, switches_per_socket=1, gpus_per_switch=4, gpu_link=hw.PCIE4_GPU,
+                       uplink=hw.PCIE4_UPLINK, host_mem=hw.HOST_MEM_DDR4, socket_link=hw.UPI, p2p=False,
+                       gpu="rtx4090", name="8x-rtx4090-pcie")
+
+
+def l40s_pcie_4x() -> nx.DiGraph:
+    """4x L40S under one PCIe 4.0 switch on one socket; peer-to-peer through the switch."""
+    return pcie_server(sockets=1, switches_per_socket=1, gpus_per_switch=4, gpu_link=hw.PCIE4_GPU,
+                       uplink=hw.PCIE4_UPLINK, host_mem=hw.HOST_MEM_DDR4, socket_link=None, p2p=True,
+                       gpu="l40s", name="4x-l40s-pcie")
+
+
+def dgx_a100() -> nx.DiGraph:
+    """DGX A100: 8 GPUs on NVSwitch (NVLink3), one logical switch node with per-GPU port bandwidth."""
+    return nvswitch_server(hw.NVLINK3_A100, gpus=8, gpu="a100-sxm", name="dgx-a100")
+
+
+def dgx_h100() -> nx.DiGraph:
+    """DGX H100: 8 GPUs on NVSwitch (NVLink4)."""
+    return nvswitch_server(hw.NVLINK4_H100, gpus=8, gpu="h100-sxm", name="dgx-h100")
+
+
+def hgx_h200() -> nx.DiGraph:
+    """HGX H200: 8 GPUs on NVSwitch (NVLink4, same fabric figures as H100)."""
+    return nvswitch_server(hw.NVLINK4_H200, gpus=8, gpu="h200", name="hgx-h200")
+
+
+def dgx_h100_ib(servers: int) -> nx.DiGraph:
+    """``servers`` DGX H100 nodes; 8 ConnectX-7 NDR NICs per node, one per GPU over PCIe 5, one IB switch."""
+    return multi_node(servers, dgx_h100, hw.IB_NDR.bw_Bps, hw.IB_NDR.latency_s, nic_link=hw.IB_NDR.link,
+                      nic_source=hw.IB_NDR.source, attach=hw.PCIE5_NIC, name=f"{servers}x-dgx-h100-ib")
+
+
+def tiny_ring4() -> nx.DiGraph:
+    """4 GPUs in a ring of generic 100 GB/s, 1 us links: small closed-form cases for tests."""
+    return ring(4, 100e9, 1e-6, link="generic", name="tiny-ring4")
+
+
+def tiny_2x2_ib() -> nx.DiGraph:
+    """2 servers x 2 H100 on NVSwitch, one NDR NIC per GPU: the smallest multi-node case."""
+    return multi_node(2, partial(nvswitch_server, hw.NVLINK4_H100, gpus=2, gpu="h100-sxm", name="2-h100"),
+                      hw.IB_NDR.bw_Bps, hw.IB_NDR.latency_s, nic_link=hw.IB_NDR.link,
+                      nic_source=hw.IB_NDR.source, attach=hw.PCIE5_NIC, name="tiny-2x2-ib")
+
+
+PRESETS: MappingProxyType[str, Callable[[], nx.DiGraph]] = MappingProxyType(
+    {
+        "8x-rtx4090-pcie": rtx4090_pcie_8x,
+        "4x-l40s-pcie": l40s_pcie_4x,
+        "dgx-a100": dgx_a100,
+        "dgx-h100": dgx_h100,
+        "hgx-h200": hgx_h200,
+        "2x-dgx-h100-ib": partial(dgx_h100_ib, 2),
+        "8x-dgx-h100-ib": partial(dgx_h100_ib, 8),
+        "tiny-ring4": tiny_ring4,
+        "tiny-2x2-ib": tiny_2x2_ib,
+    }
+)
+
+TOPOLOGY_NAMES: tuple[str, ...] = tuple(PRESETS)
+"""Preset names accepted by get_topology, in display order."""
+
+
+def get_topology(name_or_path: str | Path) -> nx.DiGraph:
+    """A validated topology: a preset name (see TOPOLOGY_NAMES) or a .graphml/.toml file path.
+
+    Returns a fresh graph each call, so callers may annotate it freely.
+    """
+    key = str(name_or_path)
+    if key in PRESETS:
+        G = PRESETS[key]()
+        validate_topology(G)
+        return G
+    if Path(key).suffix.lower() in (".graphml", ".toml") or Path(key).exists():
+        return load_topology_file(key)
+    raise TopologyError(f"unknown topology {key!r} (allowed: {', '.join(TOPOLOGY_NAMES)}, "
+                        "or a .graphml/.toml file)")

@@ -1,0 +1,132 @@
+"""``python -m validate run ...``: run the expert-parallel executor and print what it measured.
+
+Local ranks are spawned unless the process was started by ``torchrun`` (then this process
+is one rank and rank 0 reports). Bad input: one line on stderr, exit code 2. A rank that
+dies or hangs: one line on stderr, exit code 1, no trace written.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from dicesim.errors import ConfigError, DicesimError
+from dicesim.strategy import make_strategy
+
+app = typer.Typer(name="validate", help="Expert-parallel DiT-MoE executor (torch.distributed).",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
+
+@app.callback()
+def _root() -> None:
+    """Expert-parallel DiT-MoE executor: the measured ground truth for dicesim."""
+
+
+def _sync_layers(value: Optional[str]) -> object:
+    if value is None or value in ("none", "deep", "shallow", "alternate"):
+        return value
+    try:
+        return tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise ConfigError("sync_layers", f"{value!r} is not a preset or a comma-separated list of layers",
+                          ("none", "deep", "shallow", "alternate", "0,1,...")) from None
+
+
+@app.command()
+def run(
+    world_size: int = typer.Option(2, "--world-size", help="ranks to run"),
+    backend: str = typer.Option("gloo", help="gloo (CPU) or nccl (GPUs)"),
+    model: str = typer.Option("tiny", help="model preset"),
+    num_experts: Optional[int] = typer.Option(None, "--num-experts", help="override the preset's expert count"),
+    strategy: str = typer.Option("dice", help="strategy preset"),
+    steps: int = typer.Option(20, help="denoising steps"),
+    batch: int = typer.Option(2, help="images per rank (CFG doubles them)"),
+    image_size: int = typer.Option(32, "--image-size", help="image side in px"),
+    seed: int = typer.Option(0, help="weights, noise and labels seed"),
+    guidance_scale: float = typer.Option(4.0, "--guidance-scale", help="CFG scale; < 0 turns CFG off"),
+    sync_layers: Optional[str] = typer.Option(None, "--sync-layers", help="none|deep|shallow|alternate|0,1,..."),
+    cond_interval: Optional[int] = typer.Option(None, "--cond-interval", help="conditional communication interval"),
+    cond_policy: Optional[str] = typer.Option(None, "--cond-policy", help="low|high|random"),
+    cooldown: Optional[int] = typer.Option(None, "--cooldown", help="final synchronous steps"),
+    sync_every: Optional[int] = typer.Option(None, "--sync-every", help="periodic synchronous step"),
+    stale_weights: Optional[str] = typer.Option(None, "--stale-weights", help="current|producer"),
+    count_comm: Optional[str] = typer.Option(None, "--count-comm", help="shared|separate"),
+    group_layout: str = typer.Option("contiguous", "--group-layout", help="contiguous|strided (E < W)"),
+    dtype: str = typer.Option("fp32", help="fp32|bf16|fp16"),
+    shadow: bool = typer.Option(False, "--shadow", help="measure each layer's error against a fresh sync output"),
+    checkpoint: Optional[Path] = typer.Option(None, help="DiT-MoE checkpoint (public layout)"),
+    trace_out: Optional[Path] = typer.Option(None, "--trace-out", help="directory for trace files"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON summary object"),
+    timeout_s: float = typer.Option(30.0, "--timeout", help="collective timeout in s (bounds a hung run)"),
+) -> None:
+    """Run one strategy on local ranks (or as one torchrun rank) and report latency, lag, memory."""
+    from validate.launch import launch, run_from_env, under_torchrun
+    from validate.summary import summarize, write_run_trace
+    from validate.worker import RunSpec
+
+    strat = make_strategy(strategy, sync_layers=_sync_layers(sync_layers), cond_interval=cond_interval,
+                          cond_policy=cond_policy, cooldown_steps=cooldown, sync_every=sync_every,
+                          stale_weights=stale_weights, count_comm=count_comm, seed=seed)
+    if timeout_s <= 0:
+        raise ConfigError("timeout", f"must be > 0, got {timeout_s}", "> 0")
+    spec = RunSpec(strategy=strat, model=model, num_experts=num_experts, steps=steps, batch=batch,
+                   image_size=image_size, seed=seed, guidance_scale=None if guidance_scale < 0 else guidance_scale,
+                   shadow=shadow, group_layout=group_layout, dtype=dtype, trace=trace_out is not None,
+                   checkpoint=None if checkpoint is None else str(checkpoint))
+    if under_torchrun():
+        outcomes = run_from_env([spec], backend=backend, timeout_s=timeout_s)
+        if outcomes is None:  # not rank 0
+            return
+    else:
+        outcomes = launch([spec], world_size=world_size, backend=backend, timeout_s=timeout_s)
+    outcome = outcomes[0]
+    summary = summarize(outcome)
+    if trace_out is not None:
+        paths = write_run_trace(outcome, trace_out)
+        summary["trace_files"] = {k: str(v) for k, v in paths.items()}
+    if as_json:
+        print(json.dumps(summary, allow_nan=False))
+        return
+    _print_human(summary)
+
+
+def _print_human(s: dict) -> None:
+    print(f"{s['strategy']} ({s['strategy_desc']}) on {s['world_size']} x {s['backend']} ranks, {s['model']}, "
+          f"{s['steps']} steps, batch {s['batch_per_rank']}/rank, {s['image_size_px']} px")
+    print(f"  mean step latency (steps 1..): {s['mean_step_latency_s'] * 1e3:.2f} ms; "
+          f"exposed communication: {s['total_exposed_comm_s'] * 1e3:.2f} ms in total")
+    print(f"  peak stale-buffer memory per rank: {s['peak_held_nbytes']} B; mean lag {s['mean_lag_steps']:.3f} steps "
+          f"(score-weighted {s['score_weighted_mean_lag_steps']:.3f} steps, max {s['max_lag_steps']} steps)")
+    if s.get("shadow_rel_l2_mean") is not None:
+        print(f"  shadow relative L2 error: mean {s['shadow_rel_l2_mean']:.4f}, max {s['shadow_rel_l2_max']:.4f}")
+    for kind, path in s.get("trace_files", {}).items():
+        print(f"  trace ({kind}): {path}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: user errors and rank failures become one line on stderr."""
+    import click
+
+    from validate.launch import RankFailure
+
+    try:
+        app(args=argv, standalone_mode=False)
+    except DicesimError as exc:
+        print(f"error: {exc.one_line()}", file=sys.stderr)
+        return exc.exit_code
+    except RankFailure as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except click.exceptions.ClickException as exc:
+        print(f"error: {' '.join(exc.format_message().split())}", file=sys.stderr)
+        return 2
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    return 0

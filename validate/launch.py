@@ -1,0 +1,255 @@
+"""Start the ranks of an executor run, watch them, and bring their results home.
+
+Two ways in:
+
+- :func:`launch` spawns ``world_size`` local processes (torch.multiprocessing, spawn),
+  each with one torch thread, rendezvous over TCP on a free local port. A watchdog polls
+  them: the first rank that dies or fails makes the launcher stop the others (SIGTERM,
+  then SIGKILL) and raise :class:`RankFailure` with one line naming that rank. Process
+  groups get a timeout, so a hung rank turns into a failing peer within ``timeout_s``.
+- :func:`run_from_env` is for ``torchrun`` (``env://`` rendezvous): every rank runs the
+  specs; rank 0 gets every rank's results.
+
+In both, each rank runs *all* the given specs in order in one process group (tests run a
+dozen strategies for the price of one start-up), and every rank's results are gathered on
+rank 0 after each spec. Nothing is written to disk here; traces are written once, by the
+caller, from the gathered results, so a failed run leaves no trace file behind.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import queue as _queue
+import shutil
+import socket
+import tempfile
+import time
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from dicesim.errors import ConfigError
+from validate.tracing import clock_offsets_ns
+from validate.worker import GroupCache, RankResult, RunSpec, run_rank
+
+BACKENDS: tuple[str, ...] = ("gloo", "nccl")
+_POLL_S = 0.05
+_KILL_GRACE_S = 3.0
+
+
+class RankFailure(RuntimeError):
+    """A rank died, failed or hung; the message is one line."""
+
+
+@dataclass
+class RunOutcome:
+    """Every rank's results for one spec, plus how their clocks line up."""
+
+    spec: RunSpec
+    world_size: int
+    backend: str
+    ranks: list[RankResult]
+    clock_offsets_ns: dict[int, int]
+    clock_method: str
+
+
+def check_backend(backend: str, world_size: int) -> None:
+    """ConfigError unless ``backend`` can run ``world_size`` ranks on this machine."""
+    if backend not in BACKENDS:
+        raise ConfigError("backend", f"unknown backend {backend!r}", BACKENDS)
+    if world_size < 1:
+        raise ConfigError("world_size", f"must be >= 1, got {world_size}", ">= 1")
+    if backend == "nccl":
+        if not torch.cuda.is_available() or not dist.is_nccl_available():
+            raise ConfigError("backend", "nccl needs CUDA GPUs and an NCCL build of torch", ("gloo",))
+        if torch.cuda.device_count() < world_size and "LOCAL_RANK" not in os.environ:
+            raise ConfigError("world_size", f"{world_size} ranks but {torch.cuda.device_count()} GPUs",
+                              f"1..{torch.cuda.device_count()}")
+
+
+def _one_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:400]
+
+
+def _device(backend: str, local_rank: int) -> torch.device:
+    if backend == "nccl":
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def _run_specs(specs: Sequence[RunSpec], *, rank: int, world_size: int, backend: str,
+               device: torch.device) -> list[RunOutcome] | None:
+    """Run every spec on this rank; rank 0 returns the gathered outcomes, others None."""
+    groups = GroupCache()
+    offsets, method = clock_offsets_ns(world_size)
+    outcomes: list[RunOutcome] = []
+    for spec in specs:
+        result = run_rank(spec, rank=rank, world_size=world_size, device=device, groups=groups)
+        every: list[Any] = [None] * world_size if rank == 0 else None
+        dist.gather_object(result, every, dst=0)
+        if rank == 0:
+            outcomes.append(RunOutcome(spec=spec, world_size=world_size, backend=backend, ranks=every,
+                                       clock_offsets_ns=offsets, clock_method=method))
+    return outcomes if rank == 0 else None
+
+
+def _worker(rank: int, world_size: int, backend: str, init_method: str, timeout_s: float,
+            specs: Sequence[RunSpec], results: Any, log_dir: str) -> None:
+    """Body of one spawned rank: stderr to a log file, one thread, run, report, exit."""
+    log = open(os.path.join(log_dir, f"rank{rank}.log"), "w")  # noqa: SIM115 (lives as long as the process)
+    os.dup2(log.fileno(), 2)
+    torch.set_num_threads(1)
+    try:
+        dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world_size,
+                                timeout=_dt.timedelta(seconds=timeout_s))
+        device = _device(backend, rank)
+        outcomes = _run_specs(specs, rank=rank, world_size=world_size, backend=backend, device=device)
+        if rank == 0:
+            results.put(("ok", rank, outcomes))
+        dist.destroy_process_group()
+    except BaseException as exc:  # noqa: BLE001 (reported to the launcher as one line)
+        traceback.print_exc()
+        log.flush()
+        results.put(("error", rank, _one_line(exc)))
+        results.close()
+        results.join_thread()  # os._exit skips the queue's flush at exit
+        os._exit(1)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _stop(procs: list[Any]) -> None:
+    """Terminate, then kill, every process still running; always reap (no zombies)."""
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    deadline = time.monotonic() + _KILL_GRACE_S
+    for p in procs:
+        p.join(max(0.0, deadline - time.monotonic()))
+        if p.is_alive():
+            p.kill()
+            p.join()
+
+
+def launch(specs: Sequence[RunSpec], *, world_size: int, backend: str = "gloo",
+           timeout_s: float = 30.0) -> list[RunOutcome]:
+    """Run ``specs`` on ``world_size`` local ranks; RankFailure (one line) if any rank fails.
+
+    Configs are checked before anything starts (ConfigError). The whole launch is bounded:
+    a failure ends it within about ``timeout_s`` plus a few seconds.
+    """
+    check_backend(backend, world_size)
+    for spec in specs:
+        spec.check(world_size)
+    ctx = torch.multiprocessing.get_context("spawn")
+    results = ctx.Queue()
+    log_dir = tempfile.mkdtemp(prefix="dicesim-validate-")
+    init_method = f"tcp://127.0.0.1:{_free_port()}"
+    env_before = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TORCH_CPP_LOG_LEVEL")}
+    os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TORCH_CPP_LOG_LEVEL="ERROR")
+    procs = []
+    try:
+        for rank in range(world_size):
+            p = ctx.Process(target=_worker, name=f"validate-rank{rank}", daemon=True,
+                            args=(rank, world_size, backend, init_method, timeout_s, list(specs), results, log_dir))
+            p.start()
+            procs.append(p)
+    finally:
+        for k, v in env_before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    try:
+        outcomes = _watch(procs, results, world_size, timeout_s, log_dir)
+    except BaseException:
+        _stop(procs)
+        raise
+    _stop(procs)
+    shutil.rmtree(log_dir, ignore_errors=True)
+    return outcomes
+
+
+def _watch(procs: list[Any], results: Any, world_size: int, timeout_s: float, log_dir: str) -> list[RunOutcome]:
+    outcomes: list[RunOutcome] | None = None
+    errors: dict[int, str] = {}
+    first_fail: tuple[int, int] | None = None  # (rank, exit code), in the order seen
+    fail_seen_at: float | None = None
+    done_at: float | None = None
+    while True:
+        try:
+            kind, rank, payload = results.get(timeout=_POLL_S)
+            if kind == "ok":
+                outcomes = payload
+            else:
+                errors.setdefault(rank, payload)
+        except _queue.Empty:
+            pass
+        codes = [p.exitcode for p in procs]
+        if outcomes is not None and all(c == 0 for c in codes):
+            return outcomes
+        if outcomes is not None and not any(c not in (None, 0) for c in codes):
+            # results are home; a rank stuck in shutdown is stopped by the caller
+            done_at = done_at or time.monotonic()
+            if time.monotonic() - done_at > timeout_s:
+                return outcomes
+            continue
+        if first_fail is None:
+            for rank, code in enumerate(codes):
+                if code not in (None, 0):
+                    first_fail, fail_seen_at = (rank, code), time.monotonic()
+                    break
+            if first_fail is None and errors:
+                rank = min(errors)
+                first_fail, fail_seen_at = (rank, 1), time.monotonic()
+        if first_fail is not None:
+            # give the failing rank's own message a moment to arrive, then stop everyone
+            if first_fail[0] in errors or time.monotonic() - fail_seen_at > 0.5:
+                raise RankFailure(_failure_line(first_fail, errors, log_dir))
+        if all(c is not None for c in codes) and outcomes is None:
+            raise RankFailure(f"all {world_size} ranks exited without results (logs: {log_dir})")
+
+
+def _failure_line(first_fail: tuple[int, int], errors: dict[int, str], log_dir: str) -> str:
+    rank, code = first_fail
+    if rank in errors:
+        why = errors[rank]
+        if "timed out" in why.lower() or "timeout" in why.lower():
+            why += " (a peer rank may have hung)"
+    elif code < 0:
+        why = f"killed by signal {-code}"
+    else:
+        why = f"exited with code {code} without an error message"
+    return f"rank {rank} failed: {why}; stopped the other ranks (logs: {log_dir})"
+
+
+def run_from_env(specs: Sequence[RunSpec], *, backend: str, timeout_s: float = 30.0) -> list[RunOutcome] | None:
+    """Run under torchrun (``env://``): returns the outcomes on rank 0, None elsewhere."""
+    rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    check_backend(backend, world_size)
+    for spec in specs:
+        spec.check(world_size)
+    torch.set_num_threads(1)
+    dist.init_process_group(backend, init_method="env://", rank=rank, world_size=world_size,
+                            timeout=_dt.timedelta(seconds=timeout_s))
+    try:
+        return _run_specs(specs, rank=rank, world_size=world_size, backend=backend,
+                          device=_device(backend, local_rank))
+    finally:
+        dist.destroy_process_group()
+
+
+def under_torchrun() -> bool:
+    """Whether this process was started by torchrun (or another env:// launcher)."""
+    return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"))

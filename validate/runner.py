@@ -1,0 +1,325 @@
+"""Interpret a :class:`dicesim.plan.Plan` on one rank: the expert-parallel DiT-MoE forward.
+
+:class:`PlanRunner` is the per-run object. It owns everything that lives across steps
+(per-layer expert-output caches, pending all-to-all handles, producing steps, measurements),
+so two runs in one process never share state. Its :meth:`PlanRunner.denoise` has the
+sampler's ``denoise(x, t, y, step_index)`` signature and executes exactly the actions of
+``plan.steps[step_index]``, in order; no strategy rule is re-derived here.
+
+Copy roles. Each token's K expert copies are re-ordered into *roles*: role 0 is the copy a
+conditional-communication skip step keeps (policy ``low``: the higher-scored copy 0;
+``high``: copy K-1; ``random``: a per-token choice fixed by ``strategy.seed``), roles 1.. the
+copies it drops. Caches are ``[N, K, D]`` in role order, so a skip step refreshes role 0 and
+the dropped roles keep the output of the last full exchange. With ``stale_weights="producer"``
+the cache holds outputs already weighted by the producing step's scores (no extra tensor).
+
+Lag is read from the data: a combine's handle carries the step whose tokens it moved.
+
+Shape legend: B images in the network batch, T tokens per image, N = B*T token rows, K copies
+per token, D hidden, R routed rows sent, Q rows received.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from dicesim.models import BlockWorkload
+from dicesim.plan import Action, Plan
+from validate.dispatcher import A2AHandle, RouteLayout, _DispatcherBase
+from validate.model import DiTMoE, DiTMoEBlock, Modulation, combine_copies
+from validate.tracing import RankTracer
+
+_MASK64 = (1 << 64) - 1
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser on uint64 arrays (wrapping arithmetic)."""
+    with np.errstate(over="ignore"):
+        x = x + np.uint64(0x9E3779B97F4A7C15)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
+def random_kept_copy(seed: int, layer: int, token_keys_N: np.ndarray, top_k: int) -> torch.Tensor:
+    """Copy index each token keeps under the ``random`` policy: fixed per (seed, layer, token).
+
+    A hash of the token's global key, not an RNG stream, so any partition of the tokens over
+    ranks (or the single-process emulation) picks the same copy.
+    """
+    salt = _mix64(np.array([(seed * 1_000_003 + layer) & _MASK64], dtype=np.uint64))
+    h = _mix64(token_keys_N.astype(np.uint64) ^ salt)
+    return torch.from_numpy((h % np.uint64(top_k)).astype(np.int64))
+
+
+def role_order(idx_NK: torch.Tensor, policy: str, kept_random_N: torch.Tensor | None) -> torch.Tensor:
+    """Copy index of each role, ``role_copy_NK[:, 0]`` = the copy a skip step keeps."""
+    N, K = idx_NK.shape
+    copies_K = torch.arange(K)
+    if policy == "low":
+        kept_N = torch.zeros(N, dtype=torch.int64)
+    elif policy == "high":
+        kept_N = torch.full((N,), K - 1, dtype=torch.int64)
+    else:
+        kept_N = kept_random_N
+    others_NK = copies_K.expand(N, K)[copies_K.expand(N, K) != kept_N.unsqueeze(1)].view(N, K - 1)
+    return torch.cat([kept_N.unsqueeze(1), others_NK], dim=1)
+
+
+@dataclass
+class _LayerStep:
+    """What the gate produced for one layer at the current step (role order)."""
+
+    x_BTD: torch.Tensor
+    h_ND: torch.Tensor
+    gate_mlp_BD: torch.Tensor
+    idx_NK: torch.Tensor
+    score_NK: torch.Tensor
+    shared_ND: torch.Tensor | None = None
+    fresh_NKD: torch.Tensor | None = None  # this step's own expert outputs (sync layers)
+
+
+@dataclass
+class _Pending:
+    """An exchange in flight: its handle, row layout and the producing step's role scores."""
+
+    handle: A2AHandle
+    layout: RouteLayout
+    skip: bool
+    score_NK: torch.Tensor | None  # kept only for producer weights
+
+
+@dataclass
+class RunRecord:
+    """Measurements of one run on one rank (picklable)."""
+
+    rank: int
+    step_latency_s: list[float] = field(default_factory=list)
+    exposed_comm_s: list[float] = field(default_factory=list)
+    lag_kept: np.ndarray | None = None  # [T, L]
+    lag_dropped: np.ndarray | None = None
+    held_nbytes: list[dict[tuple[int, str, int], int]] = field(default_factory=list)  # per step
+    held_meta_nbytes: list[int] = field(default_factory=list)
+    recv_rows: dict[tuple[int, int], int] = field(default_factory=dict)  # (layer, tok_step) -> rows
+    lag_score: np.ndarray | None = None  # [T, L, 2]: sum of score * lag over copies, sum of scores
+    shadow_sq: np.ndarray | None = None  # [T, L, 2]: sum sq error, sum sq fresh (NaN if not measured)
+    router_hist: np.ndarray | None = None  # [T, L, E] copies routed to each expert from this rank
+    local_tokens: int = 0
+    row_nbytes: int = 0
+
+    @property
+    def held_total_nbytes(self) -> list[int]:
+        return [sum(d.values()) for d in self.held_nbytes]
+
+
+class PlanRunner:
+    """Runs one strategy plan on one rank; ``denoise`` plugs into :func:`validate.sampler.sample`."""
+
+    def __init__(self, *, model: DiTMoE, plan: Plan, dispatcher: _DispatcherBase, tracer: RankTracer,
+                 rank: int, image_keys_B: list[int], shadow: _DispatcherBase | None = None):
+        self.model, self.plan, self.disp, self.tracer, self.shadow = model, plan, dispatcher, tracer, shadow
+        self.strategy = plan.strategy
+        preset = model.preset
+        self.K, self.L, self.E, self.T = preset.top_k, plan.num_layers, preset.num_experts, plan.num_steps
+        self.param_dtype = next(model.parameters()).dtype
+        T_img = model.tokens_per_image
+        token_keys_N = (np.repeat(np.asarray(image_keys_B, dtype=np.int64), T_img) * T_img
+                        + np.tile(np.arange(T_img, dtype=np.int64), len(image_keys_B)))
+        self._kept_random = ([random_kept_copy(self.strategy.seed, l, token_keys_N, self.K) for l in range(self.L)]
+                             if self.strategy.cond_policy == "random" else [None] * self.L)
+        self._work = BlockWorkload(model=preset, images=len(image_keys_B), tokens_per_image=T_img,
+                                   dtype_nbytes=torch.empty((), dtype=self.param_dtype).element_size())
+        # cross-step state
+        self._cache: dict[int, torch.Tensor] = {}
+        self._producer: dict[int, list[int]] = {}
+        self._pending: dict[tuple[str, int, int], _Pending] = {}
+        # per-step scratch
+        self._cur: dict[int, _LayerStep] = {}
+        self.record = RunRecord(
+            rank=rank,
+            lag_kept=np.full((self.T, self.L), -1, dtype=np.int32),
+            lag_dropped=np.full((self.T, self.L), -1, dtype=np.int32),
+            lag_score=np.zeros((self.T, self.L, 2)),
+            shadow_sq=np.full((self.T, self.L, 2), np.nan),
+            router_hist=np.zeros((self.T, self.L, self.E), dtype=np.int64),
+            local_tokens=len(image_keys_B) * T_img,
+            row_nbytes=preset.hidden * self._work.dtype_nbytes,
+        )
+
+    # ------------------------------------------------------------------ sampler hook
+    @torch.no_grad()
+    def denoise(self, x_BCLL: torch.Tensor, t_B: torch.Tensor, y_B: torch.Tensor, step_index: int) -> torch.Tensor:
+        """Run step ``step_index`` of the plan on this rank's network batch."""
+        t = step_index
+        start = time.perf_counter()
+        self._x_in = (x_BCLL.to(self.param_dtype), t_B, y_B)
+        self._cur = {}
+        out = None
+        for action in self.plan.steps[t]:
+            out = getattr(self, f"_do_{action.kind}")(action, t)
+        if x_BCLL.is_cuda:
+            torch.cuda.synchronize()
+        self._end_of_step(t)
+        self.record.step_latency_s.append(time.perf_counter() - start)
+        self.record.exposed_comm_s.append(self.tracer.exposed_ns.get(t, 0) / 1e9)
+        return out
+
+    # ------------------------------------------------------------------ actions
+    def _do_embed(self, a: Action, t: int) -> None:
+        x_BCLL, t_B, y_B = self._x_in
+        with self.tracer.compute("embed", step=t, tok_step=t):
+            self._x_BTD, self._c_BD = self.model.embed(x_BCLL, t_B, y_B)
+
+    def _do_attention(self, a: Action, t: int) -> None:
+        blk = self._block(a.layer)
+        with self.tracer.compute("attention", layer=a.layer, step=t, tok_step=t, flops=self._work.attention_half().flops):
+            self._mod = blk.modulation(self._c_BD)
+            self._x_BTD = blk.attention_half(self._x_BTD, self._c_BD, mod=self._mod)
+
+    def _do_gate(self, a: Action, t: int) -> None:
+        blk = self._block(a.layer)
+        with self.tracer.compute("gate", layer=a.layer, step=t, tok_step=t, flops=self._work.gate().flops):
+            h_ND, gate_mlp_BD = blk.moe_input(self._x_BTD, self._c_BD, mod=self._mod)
+            idx_NK, score_NK = blk.route(h_ND)
+            role_NK = role_order(idx_NK, self.strategy.cond_policy, self._kept_random[a.layer])
+            self._cur[a.layer] = _LayerStep(x_BTD=self._x_BTD, h_ND=h_ND, gate_mlp_BD=gate_mlp_BD,
+                                            idx_NK=idx_NK.gather(1, role_NK), score_NK=score_NK.gather(1, role_NK))
+        self.record.router_hist[t, a.layer] += torch.bincount(idx_NK.reshape(-1), minlength=self.E).numpy()
+
+    def _do_sync_moe(self, a: Action, t: int) -> None:
+        cur = self._cur[a.layer]
+        cur.fresh_NKD = self._exchange_sync(self.disp, a.layer, t, cur, record=True)
+        self._producer[a.layer] = [t, t]
+        if a.layer in self.plan.async_layers:
+            self._cache[a.layer] = self._to_cache(cur.fresh_NKD, cur.score_NK)
+
+    def _do_local_moe(self, a: Action, t: int) -> None:
+        cur = self._cur[a.layer]
+        rows_RD, ids_R = self._rows(cur, skip=False)
+        with self.tracer.compute("run_experts", layer=a.layer, step=t, tok_step=t, rows=rows_RD.shape[0],
+                                 flops=self._work.expert_rows(rows_RD.shape[0], self.E).flops):
+            out_RD = self._block(a.layer).experts.forward_rows(rows_RD, ids_R)
+        cur.fresh_NKD = out_RD.view(-1, self.K, out_RD.shape[-1])
+        self._producer[a.layer] = [t, t]
+
+    def _do_issue_dispatch(self, a: Action, t: int) -> None:
+        cur = self._cur[a.layer]
+        rows_RD, ids_R = self._rows(cur, skip=a.skip)
+        lay = self.disp.layout(ids_R, layer=a.layer, step=t, tok_step=t)
+        self.record.recv_rows[(a.layer, t)] = lay.recv_rows
+        handle = self.disp.dispatch(rows_RD, lay, layer=a.layer, step=t, tok_step=t, async_op=True)
+        keep_scores = self.strategy.stale_weights == "producer"
+        self._pending[("d", a.layer, t)] = _Pending(handle=handle, layout=lay, skip=a.skip,
+                                                    score_NK=cur.score_NK if keep_scores else None)
+
+    def _do_run_experts(self, a: Action, t: int) -> None:
+        pend = self._pending.pop(("d", a.layer, a.tok_step))
+        recv_QD = pend.handle.wait(step=t)
+        out_QD = self._run_experts(a.layer, recv_QD, pend.layout, t, pend.handle.tok_step)
+        pend.handle.release()
+        handle = self.disp.combine(out_QD, pend.layout, layer=a.layer, step=t, tok_step=pend.handle.tok_step,
+                                   async_op=True)
+        self._pending[("c", a.layer, a.tok_step)] = _Pending(handle=handle, layout=pend.layout, skip=pend.skip,
+                                                             score_NK=pend.score_NK)
+
+    def _do_shared_expert(self, a: Action, t: int) -> None:
+        cur = self._cur[a.layer]
+        with self.tracer.compute("shared_expert", layer=a.layer, step=t, tok_step=t,
+                                 flops=self._work.shared_expert().flops):
+            cur.shared_ND = self._block(a.layer).shared_expert(cur.h_ND)
+
+    def _do_wait_combine(self, a: Action, t: int) -> None:
+        pend = self._pending.pop(("c", a.layer, a.tok_step))
+        back_RD = self.disp.unpermute(pend.handle.wait(step=t), pend.layout)
+        produced = pend.handle.tok_step  # lag comes from the data, not from the action
+        cache = self._cache[a.layer]
+        D = back_RD.shape[-1]
+        if pend.skip:
+            score_N1 = None if pend.score_NK is None else pend.score_NK[:, :1]
+            cache[:, 0] = self._to_cache(back_RD.view(-1, 1, D), score_N1)[:, 0]
+            self._producer[a.layer][0] = produced
+        else:
+            cache.copy_(self._to_cache(back_RD.view(-1, self.K, D), pend.score_NK))
+            self._producer[a.layer] = [produced, produced]
+        pend.handle.release()
+
+    def _do_local_combine(self, a: Action, t: int) -> None:
+        l, cur = a.layer, self._cur[a.layer]
+        with self.tracer.compute("local_combine", layer=l, step=t, tok_step=t, flops=self._work.local_combine().flops):
+            if cur.fresh_NKD is not None:
+                routed_ND = combine_copies(cur.fresh_NKD, cur.score_NK)
+            elif self.strategy.stale_weights == "producer":
+                routed_ND = self._cache[l].sum(dim=1)
+            else:
+                routed_ND = combine_copies(self._cache[l], cur.score_NK)
+        kept, dropped = self._producer[l]
+        self.record.lag_kept[t, l], self.record.lag_dropped[t, l] = t - kept, t - dropped
+        s_kept, s_dropped = float(cur.score_NK[:, 0].sum()), float(cur.score_NK[:, 1:].sum())
+        self.record.lag_score[t, l] = (s_kept * (t - kept) + s_dropped * (t - dropped), s_kept + s_dropped)
+        if self.shadow is not None:
+            fresh_ND = combine_copies(self._exchange_sync(self.shadow, l, t, cur, record=False), cur.score_NK)
+            used_ND, ref_ND = routed_ND + cur.shared_ND, fresh_ND + cur.shared_ND
+            self.record.shadow_sq[t, l] = (float((used_ND - ref_ND).double().square().sum()),
+                                           float(ref_ND.double().square().sum()))
+        with self.tracer.compute("moe_output", layer=l, step=t, tok_step=t):
+            self._x_BTD = self._block(l).moe_output(cur.x_BTD, routed_ND, cur.shared_ND, cur.gate_mlp_BD)
+
+    def _do_final(self, a: Action, t: int) -> torch.Tensor:
+        with self.tracer.compute("final", step=t, tok_step=t):
+            return self.model.head(self._x_BTD, self._c_BD)
+
+    # ------------------------------------------------------------------ helpers
+    def _block(self, layer: int) -> DiTMoEBlock:
+        return self.model.blocks[layer]
+
+    def _rows(self, cur: _LayerStep, *, skip: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Routed rows in (token, role) order: every role, or only role 0 on a skip step."""
+        if skip:
+            return cur.h_ND, cur.idx_NK[:, 0].contiguous()
+        return cur.h_ND.repeat_interleave(self.K, dim=0), cur.idx_NK.reshape(-1)
+
+    def _run_experts(self, layer: int, recv_QD: torch.Tensor, lay: RouteLayout, t: int, tok_step: int) -> torch.Tensor:
+        Q = recv_QD.shape[0]
+        bank = self._block(layer).experts
+        with self.tracer.compute("run_experts", layer=layer, step=t, tok_step=tok_step, rows=Q,
+                                 flops=self._work.expert_rows(Q, len(bank)).flops):
+            return bank.forward_rows(recv_QD, lay.recv_expert_ids_Q)
+
+    def _exchange_sync(self, disp: _DispatcherBase, layer: int, t: int, cur: _LayerStep, *,
+                       record: bool) -> torch.Tensor:
+        """Blocking count exchange, dispatch, experts, combine; outputs ``[N, K, D]`` in role order."""
+        rows_RD, ids_R = self._rows(cur, skip=False)
+        lay = disp.layout(ids_R, layer=layer, step=t, tok_step=t)
+        if record:
+            self.record.recv_rows[(layer, t)] = lay.recv_rows
+        recv_QD = disp.dispatch(rows_RD, lay, layer=layer, step=t, tok_step=t, async_op=False).wait(step=t)
+        out_QD = self._run_experts(layer, recv_QD, lay, t, t) if record else \
+            self._block(layer).experts.forward_rows(recv_QD, lay.recv_expert_ids_Q)
+        back_RD = disp.combine(out_QD, lay, layer=layer, step=t, tok_step=t, async_op=False).wait(step=t)
+        return disp.unpermute(back_RD, lay).view(-1, self.K, rows_RD.shape[-1])
+
+    def _to_cache(self, out_NKD: torch.Tensor, score_NK: torch.Tensor | None) -> torch.Tensor:
+        if self.strategy.stale_weights == "producer":
+            return out_NKD * score_NK.unsqueeze(-1).to(out_NKD.dtype)
+        return out_NKD.clone()
+
+    def _end_of_step(self, t: int) -> None:
+        """Drop caches the next step does not read, then measure what is held into it."""
+        for l in list(self._cache):
+            if t + 1 >= self.T or self.plan.layer_is_sync(l, t + 1):
+                del self._cache[l]
+        held: dict[tuple[int, str, int], int] = {(l, "cache", -1): c.nbytes for l, c in self._cache.items()}
+        meta = 0
+        for (kind, layer, tok_step), pend in self._pending.items():
+            what = "dispatch" if kind == "d" else "combine"
+            held[(layer, f"{what}_send", tok_step)] = pend.handle.send_RD.nbytes
+            held[(layer, f"{what}_recv", tok_step)] = pend.handle.recv_QD.nbytes
+            meta += pend.layout.meta_nbytes() + (0 if pend.score_NK is None else pend.score_NK.nbytes)
+        self.record.held_nbytes.append(held)
+        self.record.held_meta_nbytes.append(meta)
+        if t + 1 == self.T and self._pending:
+            raise RuntimeError(f"plan left exchanges pending after the last step: {sorted(self._pending)}")

@@ -1,0 +1,208 @@
+"""What one rank does for one run: build its slice of the model, its groups, its runner, sample.
+
+:class:`RunSpec` is the validated description of a run (model, strategy, sizes, seeds).
+:func:`run_rank` executes it on an initialised torch.distributed rank; :func:`run_emulated`
+executes the same plan in one process holding every expert and every image, with the
+:class:`~validate.dispatcher.EmulatedDispatcher` (no communication): the reference the
+distributed run must match. Images are numbered globally (rank ``r`` samples images
+``r*batch .. r*batch+batch-1``), so noise, labels and the ``random`` copy policy do not depend
+on how images are spread over ranks.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from dicesim.errors import ConfigError
+from dicesim.models import DTYPE_NBYTES, ModelPreset, get_model
+from dicesim.plan import build_plan
+from dicesim.strategy import StrategyConfig
+from validate.dispatcher import Dispatcher, EmulatedDispatcher
+from validate.model import DiTMoE
+from validate.placement import Placement, make_placement, replicated
+from validate.runner import PlanRunner, RunRecord
+from validate.sampler import SamplerConfig, initial_noise, sample
+from validate.tracing import RankTracer
+
+TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+#: hidden test hook: "RANK:STEP" makes that rank die (os._exit) or hang at the start of that step
+CRASH_ENV, HANG_ENV = "DICESIM_VALIDATE_CRASH_AT", "DICESIM_VALIDATE_HANG_AT"
+CRASH_EXIT_CODE = 17
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunSpec:
+    """One executor run. ``batch`` is images per rank (before CFG doubles them)."""
+
+    strategy: StrategyConfig
+    model: str = "tiny"
+    num_experts: int | None = None
+    steps: int = 20
+    batch: int = 2
+    image_size: int = 32
+    seed: int = 0
+    guidance_scale: float | None = 4.0
+    shadow: bool = False
+    group_layout: str = "contiguous"
+    expert_layout: str = "modulo"
+    dtype: str = "fp32"
+    trace: bool = True
+    checkpoint: str | None = None
+
+    @property
+    def preset(self) -> ModelPreset:
+        return get_model(self.model, self.num_experts)
+
+    def placement(self, world_size: int) -> Placement:
+        E = self.preset.num_experts
+        if self.strategy.scheme == "data_parallel":
+            return replicated(world_size, E)
+        return make_placement(world_size, E, group_layout=self.group_layout, expert_layout=self.expert_layout)
+
+    def check(self, world_size: int) -> None:
+        """Raise ConfigError for anything wrong before a process is started."""
+        preset = self.preset
+        preset.latent_side(self.image_size)
+        if self.batch < 1:
+            raise ConfigError("batch", f"must be >= 1, got {self.batch}", ">= 1")
+        if self.dtype not in TORCH_DTYPES or self.dtype not in DTYPE_NBYTES:
+            raise ConfigError("dtype", f"unknown dtype {self.dtype!r}", tuple(TORCH_DTYPES))
+        if self.checkpoint is not None and not os.path.isfile(self.checkpoint):
+            raise ConfigError("checkpoint", f"no such file {self.checkpoint}")
+        SamplerConfig(num_steps=self.steps, guidance_scale=self.guidance_scale)
+        self.placement(world_size)
+        build_plan(self.strategy, preset.depth, self.steps)
+
+    def scenario(self, world_size: int, backend: str) -> dict[str, Any]:
+        """JSON-ready description for trace metadata and summaries."""
+        return {"model": self.preset.name, "num_experts": self.preset.num_experts, "world_size": world_size,
+                "backend": backend, "batch_per_rank": self.batch, "image_size": self.image_size,
+                "steps": self.steps, "seed": self.seed, "guidance_scale": self.guidance_scale,
+                "dtype": self.dtype, "shadow": self.shadow, "group_layout": self.group_layout,
+                "expert_layout": self.expert_layout, "strategy": self.strategy.model_dump(mode="json")}
+
+
+@dataclass
+class RankResult:
+    """What one rank sends back: its samples, measurements and raw trace rows (picklable)."""
+
+    rank: int
+    samples_BCLL: torch.Tensor
+    record: RunRecord
+    trace_rows: list[tuple] = field(default_factory=list)
+    device: str = "cpu"
+
+
+def global_inputs(spec: RunSpec, num_images: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noise z_GCLL and labels y_G of every image of the run (every rank draws the same)."""
+    preset = spec.preset
+    z_GCLL = initial_noise(batch=num_images, channels=preset.latent_channels,
+                           side=preset.latent_side(spec.image_size), seed=spec.seed)
+    y_G = torch.randint(preset.num_classes, (num_images,), generator=torch.Generator().manual_seed(spec.seed + 1))
+    return z_GCLL, y_G
+
+
+def build_model(spec: RunSpec, expert_ids: tuple[int, ...] | None, device: torch.device) -> DiTMoE:
+    """This rank's model: every dense weight, only the routed experts in ``expert_ids``."""
+    model = DiTMoE.for_image(spec.preset, spec.image_size, seed=spec.seed, expert_ids=expert_ids)
+    if spec.checkpoint is not None:
+        from validate.checkpoint import load_into_model, read_checkpoint
+
+        load_into_model(model, read_checkpoint(spec.checkpoint))
+    return model.to(device=device, dtype=TORCH_DTYPES[spec.dtype]).eval()
+
+
+def _image_keys(first: int, count: int, total: int, cfg: bool) -> list[int]:
+    own = list(range(first, first + count))
+    return own + [total + g for g in own] if cfg else own  # unconditional half: its own token keys
+
+
+def _sample_with(runner: PlanRunner, spec: RunSpec, z_BCLL: torch.Tensor, y_B: torch.Tensor, null_class: int,
+                 rank: int) -> torch.Tensor:
+    denoise = runner.denoise
+    crash, hang = os.environ.get(CRASH_ENV, ""), os.environ.get(HANG_ENV, "")
+
+    def checked(x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, step: int) -> torch.Tensor:
+        if crash == f"{rank}:{step}":
+            os._exit(CRASH_EXIT_CODE)
+        if hang == f"{rank}:{step}":
+            import time
+
+            time.sleep(3600)
+        return denoise(x, t, y, step)
+
+    hooked = checked if (crash or hang) else denoise
+    cfg = SamplerConfig(num_steps=spec.steps, guidance_scale=spec.guidance_scale)
+    return sample(hooked, z_BCLL, y_B, config=cfg, null_class=null_class)
+
+
+@dataclass
+class GroupCache:
+    """Process groups of one worker, created once per layout (every rank creates every group)."""
+
+    groups: dict[tuple, Any] = field(default_factory=dict)
+
+    def ep_group(self, placement: Placement, rank: int, purpose: str) -> Any:
+        key = (placement.group_layout, placement.ep_size, placement.num_groups, purpose)
+        if key not in self.groups:
+            mine = None
+            for members in placement.groups():
+                g = dist.new_group(list(members))  # collective: all ranks, same order
+                if rank in members:
+                    mine = g
+            self.groups[key] = mine
+        return self.groups[key]
+
+
+def run_rank(spec: RunSpec, *, rank: int, world_size: int, device: torch.device, groups: GroupCache) -> RankResult:
+    """Run ``spec`` on this rank of an initialised default process group."""
+    preset = spec.preset
+    placement = spec.placement(world_size)
+    ep_rank = 0 if placement.replicate_all else placement.ep_rank(rank)
+    tracer = RankTracer(rank, device=device, enabled=spec.trace)
+    if placement.replicate_all:
+        disp = EmulatedDispatcher(placement, sink=tracer.sink, clock=tracer.clock)
+        shadow = EmulatedDispatcher(placement) if spec.shadow else None
+    else:
+        group = groups.ep_group(placement, rank, "rows")
+        counts = group if spec.strategy.count_comm == "shared" else groups.ep_group(placement, rank, "counts")
+        disp = Dispatcher(placement, ep_rank, group=group, count_group=counts, sink=tracer.sink, clock=tracer.clock)
+        shadow = None
+        if spec.shadow:
+            sg = groups.ep_group(placement, rank, "shadow")
+            shadow = Dispatcher(placement, ep_rank, group=sg, count_group=sg)
+    model = build_model(spec, placement.experts_of(ep_rank), device)
+    plan = build_plan(spec.strategy, preset.depth, spec.steps)
+    G = world_size * spec.batch
+    z_GCLL, y_G = global_inputs(spec, G)
+    mine = slice(rank * spec.batch, (rank + 1) * spec.batch)
+    runner = PlanRunner(model=model, plan=plan, dispatcher=disp, tracer=tracer, rank=rank, shadow=shadow,
+                        image_keys_B=_image_keys(rank * spec.batch, spec.batch, G, spec.guidance_scale is not None))
+    samples = _sample_with(runner, spec, z_GCLL[mine].to(device), y_G[mine].to(device), model.null_class, rank)
+    return RankResult(rank=rank, samples_BCLL=samples.float().cpu(), record=runner.record,
+                      trace_rows=tracer.rows(), device=str(device))
+
+
+def run_emulated(spec: RunSpec, world_size: int, device: torch.device | str = "cpu") -> RankResult:
+    """The same plan in one process: every expert, all ``world_size * batch`` images, no communication."""
+    spec.check(world_size)
+    device = torch.device(device)
+    G = world_size * spec.batch
+    whole = replace(spec, batch=G)
+    placement = make_placement(1, whole.preset.num_experts)
+    tracer = RankTracer(0, device=device, enabled=spec.trace)
+    disp = EmulatedDispatcher(placement, sink=tracer.sink, clock=tracer.clock)
+    shadow = EmulatedDispatcher(placement) if spec.shadow else None
+    model = build_model(whole, None, device)
+    plan = build_plan(spec.strategy, whole.preset.depth, spec.steps)
+    z_GCLL, y_G = global_inputs(spec, G)
+    runner = PlanRunner(model=model, plan=plan, dispatcher=disp, tracer=tracer, rank=0, shadow=shadow,
+                        image_keys_B=_image_keys(0, G, G, spec.guidance_scale is not None))
+    samples = _sample_with(runner, whole, z_GCLL.to(device), y_G.to(device), model.null_class, -1)
+    return RankResult(rank=0, samples_BCLL=samples.float().cpu(), record=runner.record,
+                      trace_rows=tracer.rows(), device=str(device))
