@@ -87,6 +87,12 @@ def validate_scenario(sc: Scenario) -> Scenario:
     check_parallelism(preset.num_experts, sc.world_size)
     preset.tokens_per_image(sc.image_size)
     sc.strategy.sync_layer_set(preset.depth)
+    from dicesim.topology import get_topology, world_size
+
+    gpus = world_size(get_topology(sc.topology))
+    if sc.world_size > gpus:
+        raise ConfigError("world_size", f"{sc.world_size} exceeds the {gpus} GPUs of topology {sc.topology!r}",
+                          f"1..{gpus}")
     if sc.routing.kind == "histogram" and not sc.routing.histogram:
         raise ConfigError("routing.histogram", "is required when routing.kind = 'histogram'")
     return sc

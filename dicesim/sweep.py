@@ -22,9 +22,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +31,7 @@ from typing import Any, Optional
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from dicesim.atomic import write_parquet_atomic
 from dicesim.errors import ConfigError, DicesimError, config_error_from_pydantic
 from dicesim.scenario import Scenario, make_scenario, scenario_from_dict
 from dicesim.strategy import StrategyConfig, make_strategy
@@ -255,17 +254,6 @@ def evaluate_chunk(base: Scenario, items: Sequence[tuple[int, str, dict]], evalu
     return rows
 
 
-def _write_parquet_atomic(df: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        df.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
 def read_chunks(out_dir: str | Path) -> pd.DataFrame:
     """Every readable result chunk under ``out_dir``, one row per key (ok/skipped beat error)."""
     chunk_dir = Path(out_dir) / _CHUNK_DIR
@@ -290,7 +278,7 @@ def _write_chunk(out_dir: Path, rows: list[dict]) -> Path:
     keys = sorted(r["key"] for r in rows)
     name = "chunk-" + hashlib.sha256(",".join(keys).encode()).hexdigest()[:16] + ".parquet"
     path = out_dir / _CHUNK_DIR / name
-    _write_parquet_atomic(pd.DataFrame(rows), path)
+    write_parquet_atomic(pd.DataFrame(rows), path)
     return path
 
 
@@ -370,5 +358,5 @@ def collect_table(out_dir: str | Path, keys: Iterable[str]) -> pd.DataFrame:
 def write_sweep_table(table: pd.DataFrame, out_dir: str | Path) -> Path:
     """``<out_dir>/sweep.parquet``, written atomically."""
     path = Path(out_dir) / "sweep.parquet"
-    _write_parquet_atomic(table, path)
+    write_parquet_atomic(table, path)
     return path

@@ -39,6 +39,8 @@ SCENARIO_CASES = {
     "bad_image_size": (GOOD.replace("image_size = 256", "image_size = 250"), "image_size: 250 px"),
     "negative_steps": (GOOD.replace("steps = 10", "steps = -1"), "steps"),
     "bad_dtype": (GOOD.replace("steps = 10", 'steps = 10\ndtype = "fp8"'), "allowed: bf16, fp16, fp32"),
+    "world_exceeds_topology": (GOOD.replace("world_size = 8", "world_size = 16"), "exceeds the 8 GPUs"),
+    "unknown_topology": (GOOD.replace('"8x-rtx4090-pcie"', '"9x-rtx4090"'), "9x-rtx4090"),
     "strategy_not_table": ('strategy = "dice"\n' + GOOD.replace('[strategy]\npreset = "dice"', ""),
                            "[strategy]: must be a table"),
 }

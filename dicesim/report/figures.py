@@ -59,7 +59,8 @@ def pareto_mask(df: pd.DataFrame, x: str, y: str) -> np.ndarray:
 def fig_latency_bars(summary_df: pd.DataFrame, *, label: str = "strategy") -> go.Figure:
     """Step latency per strategy, split into exposed communication and everything else.
 
-    Needs ``label`` and ``step_latency_s``; ``exposed_comm_s`` splits each bar and
+    Needs ``label`` and ``step_latency_s``; ``exposed_comm_step_s`` (else ``exposed_comm_s``,
+    which must then be per step too) splits each bar and
     ``speedup`` (x over sync) labels it when present.
     """
     _require(summary_df, [label, "step_latency_s"], "fig_latency_bars")
@@ -67,8 +68,9 @@ def fig_latency_bars(summary_df: pd.DataFrame, *, label: str = "strategy") -> go
     names = summary_df[label].astype(str).tolist()
     step = summary_df["step_latency_s"].to_numpy(dtype=float) * u.scale
     fig = go.Figure()
-    if "exposed_comm_s" in summary_df.columns:
-        exposed = summary_df["exposed_comm_s"].to_numpy(dtype=float) * u.scale
+    exposed_col = next((c for c in ("exposed_comm_step_s", "exposed_comm_s") if c in summary_df.columns), None)
+    if exposed_col:
+        exposed = summary_df[exposed_col].to_numpy(dtype=float) * u.scale
         fig.add_bar(x=names, y=step - exposed, name="compute + hidden comm", marker_color=_KIND_COLOURS["compute"],
                     hovertemplate="%{x}: %{y:.2f} ms<extra>compute + hidden comm</extra>")
         fig.add_bar(x=names, y=exposed, name="exposed comm", marker_color=_KIND_COLOURS["collective"],
@@ -147,23 +149,27 @@ def fig_lag_heatmap(lags_df: pd.DataFrame, *, value: str = "lag", title: str | N
     return fig
 
 
-def fig_link_utilisation(links_df: pd.DataFrame, *, top: int = 40, value: str = "utilisation") -> go.Figure:
-    """Busy fraction of each interconnect link (%), busiest first, coloured by link class.
+def fig_link_utilisation(links_df: pd.DataFrame, *, top: int = 40, value: str = "utilisation",
+                         color: str = "link_class") -> go.Figure:
+    """Utilisation of each interconnect link (%), busiest first, one bar colour per ``color``.
 
-    Needs ``link`` (a name) and ``value`` (0..1); ``link_class`` colours the bars and
-    ``nbytes`` joins the hover text. Only the ``top`` busiest links are drawn.
+    Needs ``link`` (a name) and ``value`` (a 0..1 fraction). Several rows per link (e.g. one
+    per strategy, ``color="strategy"``) become grouped bars. ``nbytes`` joins the hover
+    text. Only the ``top`` busiest links are drawn.
     """
     _require(links_df, ["link", value], "fig_link_utilisation")
-    df = links_df.sort_values(value, ascending=False, kind="stable").head(top)
+    peak = links_df.groupby(links_df["link"].astype(str), sort=False)[value].max()
+    order = peak.sort_values(ascending=False, kind="stable").head(top).index.tolist()
+    df = links_df[links_df["link"].astype(str).isin(order)]
     u = unit_for(value)
     fig = go.Figure()
-    groups = df.groupby(df["link_class"].astype(str), sort=True) if "link_class" in df.columns else [("link", df)]
+    groups = df.groupby(df[color].astype(str), sort=False) if color in df.columns else [("link", df)]
     for cls, part in groups:
-        extra = part["nbytes"].to_numpy(dtype=float) / 2**20 if "nbytes" in part.columns else np.zeros(len(part))
+        mib = part["nbytes"].to_numpy(dtype=float) / 2**20 if "nbytes" in part.columns else np.zeros(len(part))
         fig.add_bar(x=part["link"].astype(str).tolist(), y=part[value].to_numpy(dtype=float) * u.scale, name=str(cls),
-                    customdata=extra, hovertemplate="%{x}: %{y:.1f} %<br>%{customdata:.1f} MiB<extra>%{fullData.name}</extra>")
-    order = df["link"].astype(str).tolist()
-    fig.update_layout(title="Link utilisation", **_LAYOUT)
+                    customdata=mib,
+                    hovertemplate="%{x}: %{y:.1f} %<br>%{customdata:.1f} MiB<extra>%{fullData.name}</extra>")
+    fig.update_layout(title="Link utilisation", barmode="group", **_LAYOUT)
     fig.update_xaxes(title_text="link", categoryorder="array", categoryarray=order, tickangle=-45)
     fig.update_yaxes(title_text=u.title, rangemode="tozero")
     return fig

@@ -9,8 +9,6 @@ figure; later figures reuse it, so the file opens offline.
 from __future__ import annotations
 
 import html
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +17,7 @@ from typing import Union
 import pandas as pd
 import plotly.graph_objects as go
 
+from dicesim.atomic import write_text_atomic
 from dicesim.report.units import display_frame
 
 Item = Union[go.Figure, pd.DataFrame, str]
@@ -68,20 +67,6 @@ def render_report(sections: Iterable[Section], *, title: str = "dicesim report")
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head>\n<body>\n"
             + "\n".join(body) + "\n</body></html>\n")
-
-
-def write_text_atomic(text: str, path: str | Path) -> Path:
-    """Write ``text`` to ``path`` via a temp file in the same directory and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return path
 
 
 def write_report(sections: Iterable[Section], path: str | Path, *, title: str = "dicesim report") -> Path:

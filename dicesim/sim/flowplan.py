@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dicesim.sim.maxmin import maxmin_pairs
+from dicesim.sim.maxmin import maxmin_core
 
 #: flows whose drain time is within this relative distance of the earliest finish together
 _FINISH_RTOL = 1e-10
@@ -42,29 +42,75 @@ class FlowTable:
 
 
 class Plan:
-    """Trajectory of a :class:`FlowTable` with no further arrivals (read-only)."""
+    """Trajectory of a :class:`FlowTable` with no further arrivals (read-only).
 
-    __slots__ = ("t_seg", "rate_KF", "cum_KF", "fin_F", "group_fin_G",
-                 "seg_bytes_KL", "seg_busy_KL", "total_bytes_L", "total_busy_L")
+    Completion times and whole-plan link totals are computed eagerly; the per-segment arrays
+    (only needed when a transfer arrives mid-plan, or for the busy-period hook) are built on
+    first use from the lists the simulation loop kept.
+    """
 
-    def __init__(self, t_seg, rate_KF, cum_KF, fin_F, group_fin_G, seg_bytes_KL, seg_busy_KL):
+    __slots__ = ("t_seg", "fin_F", "group_fin_G", "total_bytes_L", "total_busy_L", "_table",
+                 "_rates", "_drained", "_busy", "_rate_KF", "_cum_KF", "_seg_bytes_KL", "_seg_busy_KL")
+
+    def __init__(self, table, t_seg, fin_F, group_fin_G, rates, drained, busy, total_busy_L):
+        self._table = table
         self.t_seg = t_seg  # (K+1,) segment boundaries, t_seg[0] = table.r0
-        self.rate_KF = rate_KF  # bytes/s of each flow in each segment
-        self.cum_KF = cum_KF  # (K+1, F) bytes drained before each boundary
         self.fin_F, self.group_fin_G = fin_F, group_fin_G
-        self.seg_bytes_KL, self.seg_busy_KL = seg_bytes_KL, seg_busy_KL
-        dt_K = np.diff(t_seg)
-        self.total_bytes_L = seg_bytes_KL.sum(axis=0)
-        self.total_busy_L = (seg_busy_KL * dt_K[:, None]).sum(axis=0)
+        self._rates, self._drained, self._busy = rates, drained, busy
+        # every flow drains all of its bytes by the end of the plan
+        pf, pl = table.pair_flow_P, table.pair_link_P
+        self.total_bytes_L = np.bincount(pl, weights=table.pair_weight_P * table.rem_F[pf],
+                                         minlength=table.cap_L.shape[0])
+        self.total_busy_L = total_busy_L
+        self._rate_KF = self._cum_KF = self._seg_bytes_KL = self._seg_busy_KL = None
 
     @property
     def t_end(self) -> float:
         return float(self.t_seg[-1])
 
+    @property
+    def rate_KF(self) -> np.ndarray:
+        """(K, F) bytes/s of each flow in each segment."""
+        if self._rate_KF is None:
+            self._rate_KF = np.array(self._rates).reshape(len(self._rates), self.fin_F.shape[0])
+        return self._rate_KF
+
+    @property
+    def cum_KF(self) -> np.ndarray:
+        """(K+1, F) bytes each flow drained before each segment boundary."""
+        if self._cum_KF is None:
+            n_k, n_f = len(self._drained), self.fin_F.shape[0]
+            cum = np.zeros((n_k + 1, n_f))
+            if n_k:
+                np.cumsum(np.array(self._drained), axis=0, out=cum[1:])
+            self._cum_KF = cum
+        return self._cum_KF
+
+    @property
+    def seg_bytes_KL(self) -> np.ndarray:
+        """(K, L) bytes each link carried in each segment."""
+        if self._seg_bytes_KL is None:
+            tb = self._table
+            n_k, n_l = len(self._drained), tb.cap_L.shape[0]
+            pf, pl = tb.pair_flow_P, tb.pair_link_P
+            drained_KF = np.array(self._drained).reshape(n_k, self.fin_F.shape[0])
+            idx = (np.arange(n_k)[:, None] * n_l + pl[None, :]).ravel()
+            w = (drained_KF[:, pf] * tb.pair_weight_P).ravel()
+            self._seg_bytes_KL = np.bincount(idx, weights=w, minlength=n_k * n_l).reshape(n_k, n_l)
+        return self._seg_bytes_KL
+
+    @property
+    def seg_busy_KL(self) -> np.ndarray:
+        """(K, L) whether each link had a draining flow in each segment."""
+        if self._seg_busy_KL is None:
+            n_l = self._table.cap_L.shape[0]
+            self._seg_busy_KL = np.array(self._busy, dtype=bool).reshape(len(self._busy), n_l)
+        return self._seg_busy_KL
+
     def remaining_at(self, table: FlowTable, r: float) -> np.ndarray:
         """Remaining bytes of every flow of ``table`` at instant ``r`` (>= table.r0)."""
         k = int(np.searchsorted(self.t_seg, r, side="right")) - 1
-        if k >= self.rate_KF.shape[0]:
+        if k >= len(self._rates):
             return np.zeros_like(table.rem_F)
         rem = table.rem_F - self.cum_KF[k] - self.rate_KF[k] * (r - self.t_seg[k])
         return np.maximum(rem, 0.0)
@@ -101,22 +147,24 @@ def simulate(table: FlowTable) -> Plan:
     fin[started & (rem <= 0.0)] = t
     live = started & (rem > 0.0)
     n_live = int(np.count_nonzero(live))
-    # activation instants still ahead, in order: the only other events besides finishes
+    # activation instants still ahead, in order: the only events besides finishes
     acts = sorted(set(act[~started].tolist()))
-    a_i = 0
-    t_list, rate_list, drained_list, livep_list = [t], [], [], []
+    a_i, n_acts = 0, len(acts)
+    t_list, rates, drained_list, busy_list = [t], [], [], []
+    busy_tot = np.zeros(n_l)
     ttf = np.empty(n_f)
-    zeros_f = np.zeros(n_f)
-    while n_live or a_i < len(acts):
-        t_act = acts[a_i] if a_i < len(acts) else np.inf
+    zeros_f, idle_l = np.zeros(n_f), np.zeros(n_l, dtype=bool)
+    min_ = np.minimum.reduce
+    while n_live or a_i < n_acts:
+        t_act = acts[a_i] if a_i < n_acts else np.inf
         if n_live:
             live_p = live[pf]
-            rate = maxmin_pairs(pf[live_p], pl[live_p], pw[live_p], n_f, cap, fill=0.0)
+            rate, busy = maxmin_core(pf[live_p], pl[live_p], pw[live_p], n_f, cap, 0.0)
             ttf.fill(np.inf)
             np.divide(rem, rate, out=ttf, where=live)
-            dt_fin = ttf.min()
+            dt_fin = float(min_(ttf))
         else:
-            rate, live_p, dt_fin = zeros_f, np.zeros(pf.shape[0], dtype=bool), np.inf
+            rate, busy, dt_fin = zeros_f, idle_l, np.inf
         if t + dt_fin <= t_act:
             t_next = t + dt_fin
             finishing = ttf <= dt_fin * (1.0 + _FINISH_RTOL)
@@ -132,9 +180,11 @@ def simulate(table: FlowTable) -> Plan:
             t_next = t_act
             drained = rate * (t_next - t)
             rem = rem - drained
-        rate_list.append(rate)
+        if t_next > t:
+            busy_tot[busy] += t_next - t
+        rates.append(rate)
         drained_list.append(drained)
-        livep_list.append(live_p)
+        busy_list.append(busy)
         t_list.append(t_next)
         t = t_next
         if t_act <= t:
@@ -145,21 +195,8 @@ def simulate(table: FlowTable) -> Plan:
             newly &= ~zero
             live |= newly
             n_live += int(np.count_nonzero(newly))
-    n_k = len(rate_list)
     group_fin = np.maximum.reduceat(fin, table.group_start_G) if n_f else np.zeros(0)
-    if n_k == 0:
-        return Plan(np.array(t_list), np.zeros((0, n_f)), np.zeros((1, n_f)), fin, group_fin,
-                    np.zeros((0, n_l)), np.zeros((0, n_l), dtype=bool))
-    drained_KF = np.array(drained_list)
-    cum_KF = np.zeros((n_k + 1, n_f))
-    np.cumsum(drained_KF, axis=0, out=cum_KF[1:])
-    # per-link bytes and busy flags of every segment in one bincount each
-    seg_link_KP = (np.arange(n_k)[:, None] * n_l + pl[None, :]).ravel()
-    seg_bytes = np.bincount(seg_link_KP, weights=(drained_KF[:, pf] * pw).ravel(), minlength=n_k * n_l)
-    seg_busy = np.bincount(seg_link_KP, weights=np.array(livep_list, dtype=float).ravel(),
-                           minlength=n_k * n_l)
-    return Plan(np.array(t_list), np.array(rate_list), cum_KF, fin, group_fin,
-                seg_bytes.reshape(n_k, n_l), seg_busy.reshape(n_k, n_l) > 0)
+    return Plan(table, np.array(t_list), fin, group_fin, rates, drained_list, busy_list, busy_tot)
 
 
 def make_table(

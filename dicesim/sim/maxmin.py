@@ -35,28 +35,36 @@ def maxmin_pairs(
     links all have infinite capacity get ``inf``; flows without pairs get ``fill``.
     Returns ``(n_flows,)``.
     """
-    n_links = link_capacity_Bps.shape[0]
+    return maxmin_core(pair_flow, pair_link, pair_weight, n_flows, link_capacity_Bps, fill)[0]
+
+
+def maxmin_core(pf, pl, pw, n_flows, cap, fill):
+    """:func:`maxmin_pairs` that also returns which links carry at least one flow ``(n_links,)``."""
+    n_links = cap.shape[0]
     rate = np.full(n_flows, fill)
-    if pair_flow.size == 0:
-        return rate
-    cap_rem = link_capacity_Bps.astype(float, copy=True)
+    if pf.size == 0:
+        return rate, np.zeros(n_links, dtype=bool)
+    cap_rem = cap.astype(float, copy=True)
     share = np.empty(n_links)
     frozen = np.zeros(n_flows, dtype=bool)
-    pf, pl, pw = pair_flow, pair_link, pair_weight
+    used = None
     while True:
         load = np.bincount(pl, weights=pw, minlength=n_links)
+        has = load > 0
+        if used is None:
+            used = has
         share.fill(np.inf)
-        np.divide(cap_rem, load, out=share, where=load > 0)
-        level = share.min()
+        np.divide(cap_rem, load, out=share, where=has)
+        level = float(np.minimum.reduce(share))
         if level == np.inf:
             rate[pf] = np.inf  # remaining flows only cross infinite links
-            return rate
+            return rate, used
         hit_f = pf[share[pl] <= level * (1.0 + _TIE_RTOL)]
         rate[hit_f] = level
         frozen[hit_f] = True
         fpair = frozen[pf]
         if fpair.all():
-            return rate
+            return rate, used
         cap_rem -= level * np.bincount(pl[fpair], weights=pw[fpair], minlength=n_links)
         np.maximum(cap_rem, 0.0, out=cap_rem)  # rounding must not make a share negative
         keep = ~fpair

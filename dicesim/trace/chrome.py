@@ -37,8 +37,7 @@ def _lanes(start: np.ndarray, end: np.ndarray) -> np.ndarray:
     s, e = start[order], end[order]
     lane = np.zeros(len(s), dtype=np.int64)
     if len(s) > 1 and (s[1:] >= np.maximum.accumulate(e)[:-1]).all():
-        return lane
-    return lane  # MUTANT: the track never overlaps itself
+        return lane  # common case: the track never overlaps itself
     lane_end: list[float] = []
     for i in range(len(s)):
         for k, busy_until in enumerate(lane_end):

@@ -1,0 +1,38 @@
+"""Atomic result files: write to a temp file beside the target, then ``os.replace``.
+
+A crash, a full disk or an exception while serialising never leaves a partial file under
+the final name, and a previous version stays intact until the new one is complete.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+
+def write_atomic(path: str | Path, dump: Callable[[Path], None]) -> Path:
+    """Call ``dump(tmp_path)`` for a temp file in ``path``'s directory, then move it to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        dump(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path
+
+
+def write_text_atomic(text: str, path: str | Path) -> Path:
+    """Write UTF-8 ``text`` to ``path`` atomically."""
+    return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def write_parquet_atomic(df: pd.DataFrame, path: str | Path) -> Path:
+    """Write ``df`` (without its index) as Parquet to ``path`` atomically."""
+    return write_atomic(path, lambda tmp: df.to_parquet(tmp, index=False))

@@ -1,0 +1,133 @@
+"""`dicesim simulate` (one scenario) and `dicesim compare` (every strategy side by side)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from dicesim.atomic import write_parquet_atomic, write_text_atomic
+from dicesim.cli import app
+from dicesim.cli.tables import console as make_console, rich_table
+
+_SCENARIO_HELP = "scenario TOML (default: XL/2 on 8x-rtx4090-pcie, 8 GPUs, batch 32, 256 px, 50 steps)"
+# Option metadata shared by both commands; each flag overrides the scenario file's value.
+_MODEL = typer.Option(None, "--model", help="model preset: tiny, small, S/2, B/2, XL/2, G/2")
+_TOPOLOGY = typer.Option(None, "--topology", help="topology preset or .toml/.graphml file")
+_WORLD = typer.Option(None, "--world-size", min=1, help="number of GPUs")
+_BATCH = typer.Option(None, "--batch", min=1, help="images per GPU")
+_IMAGE = typer.Option(None, "--image-size", min=16, help="image size (px)")
+_STEPS = typer.Option(None, "--steps", min=1, help="denoising steps")
+_PROFILE = typer.Option(None, "--profile", help="hardware profile TOML or built-in name")
+_ROUTING = typer.Option(None, "--routing", help="expert load: uniform or zipf")
+_ALPHA = typer.Option(None, "--zipf-alpha", min=0, help="Zipf exponent of the expert load")
+_JSON = typer.Option(False, "--json", help="print one JSON object on stdout and nothing else")
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if hasattr(value, "item"):  # numpy scalars
+        return _finite(value.item())
+    return value
+
+
+def _print_json(obj: dict) -> None:
+    sys.stdout.write(json.dumps({k: _finite(v) if not isinstance(v, (list, dict)) else v for k, v in obj.items()},
+                                allow_nan=False) + "\n")
+
+
+@app.command()
+def simulate(
+    scenario: Optional[Path] = typer.Argument(None, help=_SCENARIO_HELP),
+    model: Optional[str] = _MODEL, topology: Optional[str] = _TOPOLOGY, world_size: Optional[int] = _WORLD,
+    batch: Optional[int] = _BATCH, image_size: Optional[int] = _IMAGE, steps: Optional[int] = _STEPS,
+    strategy: Optional[str] = typer.Option(None, "--strategy", help="strategy preset, e.g. sync, displaced, dice"),
+    profile: Optional[str] = _PROFILE, routing: Optional[str] = _ROUTING, zipf_alpha: Optional[float] = _ALPHA,
+    out: Optional[Path] = typer.Option(None, "--out", help="write tables, Perfetto trace and report.html here"),
+    as_json: bool = _JSON,
+) -> None:
+    """Simulate one scenario: latency, overlap, exposed communication, staleness, buffer memory."""
+    from dicesim.compare import default_timeline_steps, resolve_scenario, run_strategy, trace_stem
+    from dicesim.report.html import write_report
+    from dicesim.report.run_report import busiest_links, simulation_sections, summary_frame
+
+    sc = resolve_scenario(scenario, model=model, topology=topology, world_size=world_size, batch=batch,
+                          image_size=image_size, steps=steps, strategy=strategy, profile=profile, routing=routing,
+                          zipf_alpha=zipf_alpha)
+    t0 = time.perf_counter()
+    run = run_strategy(sc, trace_dir=out, timeline_steps=default_timeline_steps(sc.steps) if out else (),
+                       record=out is not None)
+    wall_s = time.perf_counter() - t0
+    doc = {"label": sc.label(), "strategy": sc.strategy.name, **run.summary}
+    written: list[Path] = []
+    if out is not None:
+        written += [write_parquet_atomic(run.per_step, out / "per_step.parquet"), write_parquet_atomic(run.lags, out / "lags.parquet"),
+                    write_parquet_atomic(run.links, out / "links.parquet")]
+        written.append(write_text_atomic(json.dumps({k: _finite(v) for k, v in doc.items()}, indent=2), out / "summary.json"))
+        written.append(write_report(simulation_sections(run), out / "report.html", title=f"dicesim: {sc.label()}"))
+        if run.trace_path is not None:
+            written.insert(0, run.trace_path)
+    if as_json:
+        _print_json(doc)
+        return
+    con = make_console()
+    con.print(f"{sc.label()}  ({sc.strategy.describe()}; simulated in {wall_s:.2f} s)")
+    con.print(rich_table(summary_frame(run.summary), title="Summary"))
+    if len(run.links):
+        con.print(rich_table(busiest_links(run.links, 5), title="Busiest links"))
+    if written:
+        con.print("wrote " + ", ".join(str(p) for p in written))
+    elif out is None:
+        con.print(f"(no files written; add --out DIR for tables, a Perfetto trace {trace_stem(sc.strategy.name)}"
+                  ".trace.json and report.html)")
+
+
+@app.command()
+def compare(
+    scenario: Optional[Path] = typer.Argument(None, help=_SCENARIO_HELP),
+    strategies: Optional[str] = typer.Option(None, "--strategies",
+                                             help="comma-separated presets (default: sync,displaced,interweaved,"
+                                                  "interweaved-deep,dice)"),
+    model: Optional[str] = _MODEL, topology: Optional[str] = _TOPOLOGY, world_size: Optional[int] = _WORLD,
+    batch: Optional[int] = _BATCH, image_size: Optional[int] = _IMAGE, steps: Optional[int] = _STEPS,
+    profile: Optional[str] = _PROFILE, routing: Optional[str] = _ROUTING, zipf_alpha: Optional[float] = _ALPHA,
+    out: Path = typer.Option(Path("out/compare"), "--out", help="summary.csv/.parquet, traces, report.html"),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="parallel processes (default: CPUs)"),
+    as_json: bool = _JSON,
+) -> None:
+    """Simulate several strategies on one scenario and put them side by side."""
+    from dicesim.compare import compare_strategies, resolve_scenario
+    from dicesim.report.html import write_report
+    from dicesim.report.run_report import comparison_sections
+    from dicesim.strategy import COMPARE_DEFAULT
+
+    sc = resolve_scenario(scenario, model=model, topology=topology, world_size=world_size, batch=batch,
+                          image_size=image_size, steps=steps, profile=profile, routing=routing, zipf_alpha=zipf_alpha)
+    names = [s.strip() for s in strategies.split(",")] if strategies else list(COMPARE_DEFAULT)
+    n_workers = workers or min(os.cpu_count() or 1, len(names))
+    t0 = time.perf_counter()
+    cmp = compare_strategies(sc, names, trace_dir=out, workers=n_workers)
+    table = cmp.table
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(table.to_csv(index=False), out / "summary.csv")
+    write_parquet_atomic(table, out / "summary.parquet")
+    report = write_report(comparison_sections(cmp), out / "report.html", title=f"dicesim compare: {sc.label()}")
+    wall_s = time.perf_counter() - t0
+    if as_json:
+        rows = [{k: _finite(v) for k, v in row.items()} for row in table.to_dict(orient="records")]
+        _print_json({"label": sc.label(), "strategies": rows})
+        return
+    con = make_console()
+    title = (f"{sc.model} on {sc.world_size} GPUs ({sc.topology}), batch {sc.batch}, {sc.image_size} px, "
+             f"{sc.steps} steps")
+    con.print(rich_table(table, title=title))
+    traces = ", ".join(r.trace_path.name for r in cmp.runs if r.trace_path is not None)
+    con.print(f"wrote {out / 'summary.csv'}, {out / 'summary.parquet'}, {report} and traces {traces} "
+              f"({wall_s:.1f} s)")

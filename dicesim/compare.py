@@ -1,0 +1,179 @@
+"""Strategies side by side on one scenario: the numbers, the files, the headline table.
+
+``compare_strategies`` simulates each strategy on the same scenario (in parallel worker
+processes when asked), writes each strategy's Perfetto trace as soon as it finishes and
+keeps only the small tables plus a two-step slice of the events for the report, so memory
+stays flat however many steps the run has. ``comparison_table`` is the one table
+``dicesim compare`` prints: step latency, speedup over ``sync``, exposed communication,
+overlap, staleness and stale-buffer memory.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from dicesim.errors import ConfigError
+from dicesim.scenario import Scenario, load_scenario, make_scenario
+from dicesim.strategy import COMPARE_DEFAULT, make_strategy
+
+#: headline numbers of one run, SI units; ``exposed_comm_s`` is for the whole run,
+#: ``exposed_comm_step_s`` the mean per step (comparable with ``step_latency_s``)
+METRIC_KEYS: tuple[str, ...] = (
+    "step_latency_s", "total_latency_s", "exposed_comm_s", "exposed_comm_step_s", "overlap_frac", "comm_frac",
+    "mean_lag", "weighted_lag", "peak_buffer_bytes",
+)
+#: columns of the comparison table, in print order
+TABLE_COLUMNS: tuple[str, ...] = (
+    "strategy", "step_latency_s", "speedup", "exposed_comm_step_s", "comm_frac", "overlap_frac", "mean_lag",
+    "weighted_lag", "peak_buffer_bytes",
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StrategyRun:
+    """One strategy's simulated run, reduced to what reports need.
+
+    ``events`` holds only the steps in ``timeline_steps`` (the full table went to the trace).
+    """
+
+    strategy: str
+    scenario: Scenario
+    summary: dict[str, Any]
+    per_step: pd.DataFrame
+    lags: pd.DataFrame
+    links: pd.DataFrame
+    events: pd.DataFrame | None
+    timeline_steps: tuple[int, ...]
+    trace_path: Path | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Comparison:
+    """Every strategy's run on one scenario and the side-by-side table."""
+
+    scenario: Scenario
+    runs: tuple[StrategyRun, ...]
+    table: pd.DataFrame
+
+
+def resolve_scenario(path: str | Path | None = None, *, model: str | None = None, topology: str | None = None,
+                     world_size: int | None = None, batch: int | None = None, image_size: int | None = None,
+                     steps: int | None = None, strategy: str | None = None, profile: str | None = None,
+                     routing: str | None = None, zipf_alpha: float | None = None) -> Scenario:
+    """The scenario file at ``path`` (or the default study) with the given fields replaced.
+
+    ``strategy`` is a preset name and replaces the whole strategy; ``zipf_alpha`` alone
+    switches uniform routing to Zipf.
+    """
+    base = load_scenario(path) if path else make_scenario()
+    fields = base.model_dump()
+    given = dict(model=model, topology=topology, world_size=world_size, batch=batch, image_size=image_size,
+                 steps=steps, profile=profile)
+    fields.update({k: v for k, v in given.items() if v is not None})
+    if model is not None and base.num_experts is not None:
+        fields["num_experts"] = None  # the file's expert count belonged to its model
+    if strategy is not None:
+        fields["strategy"] = make_strategy(strategy)
+    if routing is not None or zipf_alpha is not None:
+        kind = routing or ("zipf" if fields["routing"]["kind"] == "uniform" else fields["routing"]["kind"])
+        fields["routing"] = {**fields["routing"], "kind": kind,
+                             **({"alpha": zipf_alpha} if zipf_alpha is not None else {})}
+    return make_scenario(**fields)
+
+
+def headline_metrics(summary: dict[str, Any], per_step: pd.DataFrame | None = None) -> dict[str, float]:
+    """:data:`METRIC_KEYS` from a simulator summary (and per-step table for per-step exposure)."""
+    out = {k: float(summary[k]) for k in METRIC_KEYS if k in summary}
+    if per_step is not None and "exposed_comm_s" in per_step.columns and len(per_step):
+        out["exposed_comm_step_s"] = float(per_step["exposed_comm_s"].mean())
+    elif "exposed_comm_s" in summary:
+        steps = float(summary["total_latency_s"]) / float(summary["step_latency_s"]) if summary["step_latency_s"] else 1
+        out["exposed_comm_step_s"] = float(summary["exposed_comm_s"]) / max(round(steps), 1)
+    return out
+
+
+def default_timeline_steps(steps: int) -> tuple[int, ...]:
+    """Two steady-state steps to draw: 2 and 3 (past the synchronous warm-up), or the last two."""
+    if steps >= 4:
+        return (2, 3)
+    return tuple(range(max(steps - 2, 0), steps))
+
+
+def trace_stem(strategy: str) -> str:
+    """A file-name-safe stem for a strategy label (``dice*`` -> ``dice_``)."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", strategy).lstrip(".") or "run"
+
+
+def run_strategy(scenario: Scenario, *, trace_dir: str | Path | None = None,
+                 timeline_steps: Sequence[int] = (), record: bool = True) -> StrategyRun:
+    """Simulate ``scenario``; write its trace to ``trace_dir`` (if given); keep a timeline slice."""
+    from dicesim.sim.api import simulate
+    from dicesim.trace import TraceMeta, write_trace
+
+    want_events = record and (trace_dir is not None or bool(timeline_steps))
+    result = simulate(scenario, record=want_events)
+    events = result.events if want_events else None
+    name = scenario.strategy.name
+    trace_path = None
+    if events is not None and trace_dir is not None:
+        meta = TraceMeta(source="sim", scenario=scenario.model_dump(mode="json"), strategy=name,
+                         world_size=scenario.world_size, model=scenario.model,
+                         extra={k: v for k, v in result.meta.items() if k != "scenario"})
+        trace_path = write_trace(events, meta, trace_dir, trace_stem(name))["json"]
+    if events is not None:
+        events = events[events["step"].isin(list(timeline_steps))].reset_index(drop=True)
+    summary = {**result.summary(), **headline_metrics(result.summary(), result.per_step)}
+    return StrategyRun(strategy=name, scenario=scenario, summary=summary, per_step=result.per_step,
+                       lags=result.lags, links=result.links, events=events,
+                       timeline_steps=tuple(timeline_steps), trace_path=trace_path)
+
+
+def _run_one(args: tuple) -> StrategyRun:
+    scenario, trace_dir, steps, record = args
+    return run_strategy(scenario, trace_dir=trace_dir, timeline_steps=steps, record=record)
+
+
+def comparison_table(runs: Sequence[StrategyRun], sync_step_latency_s: float) -> pd.DataFrame:
+    """One row per strategy with :data:`TABLE_COLUMNS`; ``speedup`` = sync latency / latency."""
+    rows = []
+    for run in runs:
+        row: dict[str, Any] = {"strategy": run.strategy}
+        row.update({k: run.summary.get(k, math.nan) for k in TABLE_COLUMNS[1:] if k != "speedup"})
+        lat = float(run.summary["step_latency_s"])
+        row["speedup"] = sync_step_latency_s / lat if lat > 0 else math.nan
+        rows.append(row)
+    return pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+
+
+def compare_strategies(scenario: Scenario, strategies: Sequence[str] = COMPARE_DEFAULT, *,
+                       trace_dir: str | Path | None = None, workers: int = 1, record: bool = True,
+                       timeline_steps: Sequence[int] | None = None) -> Comparison:
+    """Simulate every strategy preset in ``strategies`` on ``scenario``, in ``workers`` processes.
+
+    A ``sync`` run is added as the speedup baseline when it is not among ``strategies``
+    (it is then not part of the table). Traces go to ``trace_dir/<strategy>.trace.json``.
+    """
+    names = list(dict.fromkeys(s.strip() for s in strategies if s.strip()))
+    if not names:
+        raise ConfigError("strategies", "needs at least one strategy", COMPARE_DEFAULT)
+    steps = tuple(default_timeline_steps(scenario.steps) if timeline_steps is None else timeline_steps)
+    jobs = [(scenario.with_strategy(make_strategy(n)), trace_dir, steps, record) for n in names]
+    if "sync" not in names:
+        jobs.append((scenario.with_strategy(make_strategy("sync")), None, (), False))
+    if workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
+            runs = list(pool.map(_run_one, jobs))
+    else:
+        runs = [_run_one(job) for job in jobs]
+    baseline = next(r for r in runs if r.strategy == "sync")
+    shown = tuple(runs[: len(names)])
+    table = comparison_table(shown, float(baseline.summary["step_latency_s"]))
+    return Comparison(scenario=scenario, runs=shown, table=table)

@@ -1,0 +1,108 @@
+"""Report sections for one simulated run and for a strategy comparison.
+
+Inputs are :class:`dicesim.compare.StrategyRun` / :class:`dicesim.compare.Comparison`
+(plain tables, no simulator objects); outputs are :class:`~dicesim.report.html.Section`
+lists for :func:`~dicesim.report.html.write_report`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from dicesim.report.figures import fig_lag_heatmap, fig_latency_bars, fig_link_utilisation, fig_timeline
+from dicesim.report.html import Section
+
+if TYPE_CHECKING:
+    from dicesim.compare import Comparison, StrategyRun
+
+_SUMMARY_ROWS = ("step_latency_s", "total_latency_s", "exposed_comm_step_s", "comm_frac", "overlap_frac",
+                 "mean_lag", "weighted_lag", "max_lag", "peak_buffer_bytes")
+
+
+def link_frame(links: pd.DataFrame) -> pd.DataFrame:
+    """The links table with a readable ``link`` name (``src→dst``) and mean bandwidth while busy."""
+    df = links.copy()
+    if "link" not in df.columns and {"src", "dst"} <= set(df.columns):
+        df.insert(0, "link", df["src"].astype(str) + "→" + df["dst"].astype(str))
+    if {"nbytes", "busy_s"} <= set(df.columns):
+        busy = df["busy_s"].to_numpy(dtype=float)
+        df["mean_bw_Bps"] = [n / b if b > 0 else 0.0 for n, b in zip(df["nbytes"].to_numpy(dtype=float), busy)]
+    return df
+
+
+def busiest_links(links: pd.DataFrame, n: int = 8) -> pd.DataFrame:
+    """The ``n`` busiest links with name, class, utilisation, bytes and bandwidth columns."""
+    df = link_frame(links)
+    key = "utilisation" if "utilisation" in df.columns else df.columns[-1]
+    cols = [c for c in ("link", "link_class", "utilisation", "busy_frac", "nbytes", "mean_bw_Bps", "bw_Bps")
+            if c in df.columns]
+    return df.sort_values(key, ascending=False, kind="stable").head(n)[cols].reset_index(drop=True)
+
+
+def summary_frame(summary: dict) -> pd.DataFrame:
+    """A one-row frame of the headline numbers, in report order."""
+    return pd.DataFrame([{k: summary[k] for k in _SUMMARY_ROWS if k in summary}])
+
+
+def simulation_sections(run: StrategyRun) -> list[Section]:
+    """Sections for ``dicesim simulate``: headline numbers, timeline, staleness, links."""
+    sc = run.scenario
+    sections = [Section(title="Scenario", items=(
+        f"{sc.label()}; strategy: {sc.strategy.describe()}; routing: {sc.routing.kind}.",
+        summary_frame(run.summary),
+    ))]
+    if run.events is not None and len(run.events):
+        steps = ", ".join(str(s) for s in run.timeline_steps)
+        sections.append(Section(title=f"Timeline of steps {steps}", items=(
+            fig_timeline(run.events, steps=list(run.timeline_steps)),
+            "The full run is in the Perfetto trace (open it at ui.perfetto.dev).",
+        )))
+    sections.append(Section(title="Staleness", items=(
+        fig_lag_heatmap(run.lags, value="weighted_lag", title="Router-weighted lag per layer and step"),
+    )))
+    if len(run.links):
+        sections.append(Section(title="Interconnect", items=(
+            fig_link_utilisation(link_frame(run.links)), busiest_links(run.links))))
+    per_step = run.per_step.drop(columns=[c for c in ("end_s",) if c in run.per_step.columns])
+    sections.append(Section(title="Per step", items=(per_step,)))
+    return sections
+
+
+def timeline_run(cmp: Comparison) -> StrategyRun:
+    """The run whose timeline a comparison shows: dice if present, else the last async one."""
+    by_name = {r.strategy: r for r in cmp.runs}
+    if "dice" in by_name:
+        return by_name["dice"]
+    asyncs = [r for r in cmp.runs if r.scenario.strategy.is_async]
+    return (asyncs or list(cmp.runs))[-1]
+
+
+def comparison_sections(cmp: Comparison) -> list[Section]:
+    """Sections for ``dicesim compare``: table, latency bars, lag heatmaps, a timeline, links."""
+    sc = cmp.scenario
+    sections = [
+        Section(title="Scenario", items=(
+            f"{sc.model} on {sc.world_size} GPUs ({sc.topology}), batch {sc.batch} per GPU, {sc.image_size} px, "
+            f"{sc.steps} steps, routing {sc.routing.kind}. Speedup is over the synchronous baseline.",
+        )),
+        Section(title="Strategies side by side", items=(fig_latency_bars(cmp.table), cmp.table)),
+        Section(title="Staleness per layer and step", items=tuple(
+            fig_lag_heatmap(r.lags, value="weighted_lag", title=f"{r.strategy}: router-weighted lag")
+            for r in cmp.runs)),
+    ]
+    tl = timeline_run(cmp)
+    if tl.events is not None and len(tl.events):
+        steps = ", ".join(str(s) for s in tl.timeline_steps)
+        sections.append(Section(title=f"Timeline: {tl.strategy}, steps {steps}", items=(
+            fig_timeline(tl.events, steps=list(tl.timeline_steps)),
+            "Each strategy's full run is in <strategy>.trace.json (open it at ui.perfetto.dev).",
+        )))
+    links = [link_frame(r.links).assign(strategy=r.strategy) for r in cmp.runs if len(r.links)]
+    if links:
+        both = pd.concat(links, ignore_index=True)
+        sections.append(Section(title="Link utilisation", items=(
+            fig_link_utilisation(both, color="strategy", top=16),
+            "Utilisation = bytes carried / (link bandwidth x run time), per directed link.")))
+    return sections
