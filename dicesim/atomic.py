@@ -22,6 +22,7 @@ def write_atomic(path: str | Path, dump: Callable[[Path], None]) -> Path:
     os.close(fd)
     try:
         dump(Path(tmp))
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; results are meant to be shared
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)

@@ -32,6 +32,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dicesim.atomic import write_parquet_atomic
+from dicesim.compare import METRIC_KEYS, headline_metrics
 from dicesim.errors import ConfigError, DicesimError, config_error_from_pydantic
 from dicesim.scenario import Scenario, make_scenario, scenario_from_dict
 from dicesim.strategy import StrategyConfig, make_strategy
@@ -42,10 +43,6 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 SWEEP_FORMAT = "dicesim-sweep/1"  # part of every key: bump it when a result's meaning changes
-METRIC_KEYS: tuple[str, ...] = (
-    "step_latency_s", "total_latency_s", "exposed_comm_s", "overlap_frac", "comm_frac",
-    "mean_lag", "weighted_lag", "peak_buffer_bytes",
-)
 SCENARIO_AXES = ("model", "num_experts", "batch", "image_size", "steps", "cfg", "dtype", "topology",
                  "world_size", "placement", "seed", "profile")
 STRATEGY_AXES = ("scheme", "sync_layers", "cond_interval", "cond_policy", "warmup_steps", "cooldown_steps",
@@ -213,7 +210,8 @@ def simulate_metrics(scenario: Scenario) -> dict[str, float]:
     """Default evaluator: the simulator's summary without recording events."""
     from dicesim.sim.api import simulate
 
-    return simulate(scenario, record_events=False).summary()
+    result = simulate(scenario, record=False)
+    return headline_metrics(result.summary(), result.per_step)
 
 
 Evaluator = Callable[[Scenario], dict]
@@ -243,7 +241,7 @@ def evaluate_chunk(base: Scenario, items: Sequence[tuple[int, str, dict]], evalu
         try:
             scenario, label = point_scenario(base, point)
             summary = evaluate(scenario)
-            metrics = {k: float(summary[k]) for k in METRIC_KEYS}
+            metrics = {k: float(summary[k]) for k in METRIC_KEYS if k in summary}
         except DicesimError as exc:
             status, reason = "skipped", exc.one_line()
         except Exception as exc:  # noqa: BLE001 -- recorded, retried on the next run

@@ -70,7 +70,9 @@ def run(
 
     strat = make_strategy(strategy, sync_layers=_sync_layers(sync_layers), cond_interval=cond_interval,
                           cond_policy=cond_policy, cooldown_steps=cooldown, sync_every=sync_every,
-                          stale_weights=stale_weights, count_comm=count_comm, seed=seed)
+                          stale_weights=stale_weights, count_comm=count_comm)
+    if strat.seed != seed:  # the run seed also fixes the `random` policy's choice (not a strategy change)
+        strat = strat.model_copy(update={"seed": seed})
     if timeout_s <= 0:
         raise ConfigError("timeout", f"must be > 0, got {timeout_s}", "> 0")
     spec = RunSpec(strategy=strat, model=model, num_experts=num_experts, steps=steps, batch=batch,

@@ -40,6 +40,7 @@ from validate.worker import GroupCache, RankResult, RunSpec, run_rank
 BACKENDS: tuple[str, ...] = ("gloo", "nccl")
 _POLL_S = 0.05
 _KILL_GRACE_S = 3.0
+_SETTLE_S = 1.0  # after a first failure, wait this long for the culprit's own report
 
 
 class RankFailure(RuntimeError):
@@ -100,10 +101,11 @@ def _run_specs(specs: Sequence[RunSpec], *, rank: int, world_size: int, backend:
 
 
 def _worker(rank: int, world_size: int, backend: str, init_method: str, timeout_s: float,
-            specs: Sequence[RunSpec], results: Any, log_dir: str) -> None:
-    """Body of one spawned rank: stderr to a log file, one thread, run, report, exit."""
+            specs: Sequence[RunSpec], results: Any, log_dir: str, env: dict[str, str]) -> None:
+    """Body of one rank: stderr to a log file, one thread, run, report, exit."""
     log = open(os.path.join(log_dir, f"rank{rank}.log"), "w")  # noqa: SIM115 (lives as long as the process)
     os.dup2(log.fileno(), 2)
+    os.environ.update(env)  # a forkserver child has the server's environment, not the launcher's
     torch.set_num_threads(1)
     try:
         dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world_size,
@@ -113,13 +115,28 @@ def _worker(rank: int, world_size: int, backend: str, init_method: str, timeout_
         if rank == 0:
             results.put(("ok", rank, outcomes))
         dist.destroy_process_group()
+        code = 0
     except BaseException as exc:  # noqa: BLE001 (reported to the launcher as one line)
         traceback.print_exc()
-        log.flush()
         results.put(("error", rank, _one_line(exc)))
-        results.close()
-        results.join_thread()  # os._exit skips the queue's flush at exit
-        os._exit(1)
+        code = 1
+    log.flush()
+    results.close()
+    results.join_thread()
+    os._exit(code)  # skips interpreter teardown (seconds with gloo threads); the queue is flushed
+
+
+def _context() -> Any:
+    """A forkserver that has imported torch once: later ranks start in milliseconds, not seconds.
+
+    The server is a clean process (no CUDA context, no thread pools), so forking from it is
+    safe, unlike forking the launcher.
+    """
+    import multiprocessing as mp
+
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["torch", "torch.distributed", "validate.worker", "validate.launch"])
+    return ctx
 
 
 def _free_port() -> int:
@@ -151,25 +168,23 @@ def launch(specs: Sequence[RunSpec], *, world_size: int, backend: str = "gloo",
     check_backend(backend, world_size)
     for spec in specs:
         spec.check(world_size)
-    ctx = torch.multiprocessing.get_context("spawn")
+    ctx = _context()
     results = ctx.Queue()
     log_dir = tempfile.mkdtemp(prefix="dicesim-validate-")
     init_method = f"tcp://127.0.0.1:{_free_port()}"
-    env_before = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TORCH_CPP_LOG_LEVEL")}
-    os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TORCH_CPP_LOG_LEVEL="ERROR")
+    env = {k: v for k, v in os.environ.items() if k.startswith("DICESIM_VALIDATE_")}
+    env.update(OMP_NUM_THREADS="1", TORCH_CPP_LOG_LEVEL="ERROR")
     procs = []
     try:
         for rank in range(world_size):
             p = ctx.Process(target=_worker, name=f"validate-rank{rank}", daemon=True,
-                            args=(rank, world_size, backend, init_method, timeout_s, list(specs), results, log_dir))
+                            args=(rank, world_size, backend, init_method, timeout_s, list(specs), results, log_dir,
+                                  env))
             p.start()
             procs.append(p)
-    finally:
-        for k, v in env_before.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    except BaseException:
+        _stop(procs)
+        raise
     try:
         outcomes = _watch(procs, results, world_size, timeout_s, log_dir)
     except BaseException:
@@ -181,55 +196,62 @@ def launch(specs: Sequence[RunSpec], *, world_size: int, backend: str = "gloo",
 
 
 def _watch(procs: list[Any], results: Any, world_size: int, timeout_s: float, log_dir: str) -> list[RunOutcome]:
+    """Collect rank 0's results; on the first sign of failure, settle briefly and name the culprit."""
     outcomes: list[RunOutcome] | None = None
     errors: dict[int, str] = {}
-    first_fail: tuple[int, int] | None = None  # (rank, exit code), in the order seen
     fail_seen_at: float | None = None
     done_at: float | None = None
     while True:
         try:
-            kind, rank, payload = results.get(timeout=_POLL_S)
-            if kind == "ok":
-                outcomes = payload
-            else:
-                errors.setdefault(rank, payload)
+            while True:
+                kind, rank, payload = results.get(timeout=_POLL_S)
+                if kind == "ok":
+                    outcomes = payload
+                else:
+                    errors.setdefault(rank, payload)
         except _queue.Empty:
             pass
         codes = [p.exitcode for p in procs]
-        if outcomes is not None and all(c == 0 for c in codes):
-            return outcomes
-        if outcomes is not None and not any(c not in (None, 0) for c in codes):
+        failed = {r: c for r, c in enumerate(codes) if c not in (None, 0)}
+        if outcomes is not None and not failed:
+            if all(c == 0 for c in codes):
+                return outcomes
             # results are home; a rank stuck in shutdown is stopped by the caller
             done_at = done_at or time.monotonic()
             if time.monotonic() - done_at > timeout_s:
                 return outcomes
             continue
-        if first_fail is None:
-            for rank, code in enumerate(codes):
-                if code not in (None, 0):
-                    first_fail, fail_seen_at = (rank, code), time.monotonic()
-                    break
-            if first_fail is None and errors:
-                rank = min(errors)
-                first_fail, fail_seen_at = (rank, 1), time.monotonic()
-        if first_fail is not None:
-            # give the failing rank's own message a moment to arrive, then stop everyone
-            if first_fail[0] in errors or time.monotonic() - fail_seen_at > 0.5:
-                raise RankFailure(_failure_line(first_fail, errors, log_dir))
-        if all(c is not None for c in codes) and outcomes is None:
+        if (failed or errors) and fail_seen_at is None:
+            fail_seen_at = time.monotonic()
+        if fail_seen_at is not None and (all(c is not None for c in codes)
+                                         or time.monotonic() - fail_seen_at > _SETTLE_S):
+            raise RankFailure(_failure_line(failed, errors, log_dir))
+        if fail_seen_at is None and all(c is not None for c in codes):
             raise RankFailure(f"all {world_size} ranks exited without results (logs: {log_dir})")
 
 
-def _failure_line(first_fail: tuple[int, int], errors: dict[int, str], log_dir: str) -> str:
-    rank, code = first_fail
-    if rank in errors:
+def _is_victim(msg: str) -> bool:
+    """Errors a rank gets because a *peer* died or hung, not because of its own fault."""
+    low = msg.lower()
+    return any(k in low for k in ("connection reset", "connection closed", "broken pipe", "timed out",
+                                  "timeout", "connection refused", "socket", "peer"))
+
+
+def _failure_line(failed: dict[int, int], errors: dict[int, str], log_dir: str) -> str:
+    """One line naming the most likely culprit: a rank that died without a message first,
+    then one with its own error, then a victim of a peer (timeouts hint at a hang)."""
+    died = [r for r, c in sorted(failed.items()) if r not in errors]
+    own = [r for r in sorted(errors) if not _is_victim(errors[r])]
+    if died:
+        rank, code = died[0], failed[died[0]]
+        why = f"killed by signal {-code}" if code < 0 else f"exited with code {code} without an error message"
+    elif own:
+        rank, why = own[0], errors[own[0]]
+    else:
+        rank = min(errors)
         why = errors[rank]
         if "timed out" in why.lower() or "timeout" in why.lower():
             why += " (a peer rank may have hung)"
-    elif code < 0:
-        why = f"killed by signal {-code}"
-    else:
-        why = f"exited with code {code} without an error message"
     return f"rank {rank} failed: {why}; stopped the other ranks (logs: {log_dir})"
 
 

@@ -14,7 +14,7 @@ import typer
 
 from dicesim.atomic import write_parquet_atomic, write_text_atomic
 from dicesim.cli import app
-from dicesim.cli.tables import console as make_console, rich_table
+from dicesim.cli.tables import console as make_console, metric_table, rich_table
 
 _SCENARIO_HELP = "scenario TOML (default: XL/2 on 8x-rtx4090-pcie, 8 GPUs, batch 32, 256 px, 50 steps)"
 # Option metadata shared by both commands; each flag overrides the scenario file's value.
@@ -79,7 +79,7 @@ def simulate(
         return
     con = make_console()
     con.print(f"{sc.label()}  ({sc.strategy.describe()}; simulated in {wall_s:.2f} s)")
-    con.print(rich_table(summary_frame(run.summary), title="Summary"))
+    con.print(metric_table(summary_frame(run.summary).iloc[0].to_dict(), title="Summary"))
     if len(run.links):
         con.print(rich_table(busiest_links(run.links, 5), title="Busiest links"))
     if written:

@@ -60,7 +60,12 @@ def sweep(
                   f"in {wall_s:.1f} s; {int(status.get('ok', 0))} simulated, {int(status.get('skipped', 0))} "
                   f"skipped, {int(status.get('error', 0))} failed")
     best = best_under_budget(outcome.table, max_lag=lag_budget, max_latency_ms=latency_budget)
-    console.print(rich_table(best, title="Best strategy per topology and world size"))
+    if len(best):
+        budget = [f"weighted lag <= {lag_budget} steps" if lag_budget is not None else "",
+                  f"step latency <= {latency_budget} ms" if latency_budget is not None else ""]
+        title = "Best strategy per topology and world size" + (
+            f" ({', '.join(b for b in budget if b)})" if any(budget) else "")
+        console.print(rich_table(best, title=title))
     console.print(f"wrote {table_path} and {report_path}")
     if int(status.get("error", 0)):
         first = outcome.table.loc[outcome.table["status"] == "error", "reason"].iloc[0]

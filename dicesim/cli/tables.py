@@ -18,9 +18,21 @@ def rich_table(df: pd.DataFrame, *, title: str | None = None, columns: list[str]
     table = Table(title=title)
     for src, header in zip(cols, shown.columns):
         numeric = pd.api.types.is_numeric_dtype(df[src]) and not pd.api.types.is_bool_dtype(df[src])
-        table.add_column(str(header), justify="right" if numeric else "left")
+        # names (strategies, links) must stay whole; numbers may wrap their headers instead
+        table.add_column(str(header), justify="right" if numeric else "left", no_wrap=not numeric)
     for row in shown.itertuples(index=False):
         table.add_row(*[str(v) for v in row])
+    return table
+
+
+def metric_table(values: dict, *, title: str | None = None) -> Table:
+    """A two-column (metric with unit, value) table of one run's headline numbers."""
+    shown = display_frame(pd.DataFrame([values]))
+    table = Table(title=title)
+    table.add_column("metric", no_wrap=True)
+    table.add_column("value", justify="right")
+    for header in shown.columns:
+        table.add_row(str(header), str(shown[header].iloc[0]))
     return table
 
 

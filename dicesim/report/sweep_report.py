@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from dicesim.compare import METRIC_KEYS
 from dicesim.report.figures import fig_pareto, pareto_mask
 from dicesim.report.html import Section
 
@@ -20,8 +21,7 @@ STRATEGY_COLUMNS = frozenset({
     "sync_every", "stale_weights", "count_comm",
 })
 _NOT_DESCRIPTORS = frozenset({"index", "key", "status", "reason", "label", "speedup"})
-_METRICS = frozenset({"step_latency_s", "total_latency_s", "exposed_comm_s", "overlap_frac", "comm_frac",
-                      "mean_lag", "weighted_lag", "peak_buffer_bytes"})
+_METRICS = frozenset(METRIC_KEYS)
 
 
 def scenario_columns(table: pd.DataFrame) -> list[str]:
@@ -102,7 +102,7 @@ def sweep_sections(table: pd.DataFrame, *, max_lag: float | None = None, max_lat
     budget = ", ".join(filter(None, [f"weighted lag <= {max_lag} steps" if max_lag is not None else "",
                                      f"step latency <= {max_latency_ms} ms" if max_latency_ms is not None else ""]))
     shown = ["strategy", *scenario_columns(table), "sync_layers", "cond_interval", "step_latency_s", "speedup",
-             "exposed_comm_s", "overlap_frac", "mean_lag", "weighted_lag", "peak_buffer_bytes"]
+             "exposed_comm_step_s", "overlap_frac", "mean_lag", "weighted_lag", "peak_buffer_bytes"]
     shown = list(dict.fromkeys(c for c in shown if c in table.columns))
     sections = [Section(title="Sweep", items=(summary,))]
     if len(ok):

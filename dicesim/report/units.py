@@ -70,7 +70,7 @@ COLUMN_UNITS: dict[str, Unit] = {
     "buffer_bytes": Unit(label="buffer", unit="MiB", scale=1 / MiB, fmt="{:.1f}"),
     "nbytes": Unit(label="bytes", unit="MiB", scale=1 / MiB, fmt="{:.1f}"),
     "bw_Bps": Unit(label="bandwidth", unit="GB/s", scale=1e-9, fmt="{:.1f}"),
-    "mean_bw_Bps": Unit(label="mean bandwidth", unit="GB/s", scale=1e-9, fmt="{:.2f}"),
+    "mean_bw_Bps": Unit(label="bandwidth while busy", unit="GB/s", scale=1e-9, fmt="{:.2f}"),
     "speedup": Unit(label="speedup over sync", unit="x", fmt="{:.2f}"),
     "world_size": Unit(label="GPUs", unit="", fmt="{:.0f}"),
     "batch": Unit(label="batch per GPU", unit="images", fmt="{:.0f}"),

@@ -15,7 +15,6 @@ transfer, or a timeout).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import simpy
 
@@ -24,12 +23,19 @@ Starter = Callable[["Communicator", "Collective"], simpy.Event]
 
 
 class Collective:
-    """One collective instance: who has issued it, when it ran, and its completion event."""
+    """One collective instance: what it carries, who has issued it, when it ran, its completion event.
 
-    __slots__ = ("seq", "kind", "info", "arrived", "ready_at", "done", "start_s", "end_s")
+    ``direction`` is 0 (dispatch) or 1 (combine) for all-to-alls, -1 for a count exchange;
+    ``step`` is the step in which it was issued.
+    """
 
-    def __init__(self, seq: int, kind: str, info: Any, done: simpy.Event):
-        self.seq, self.kind, self.info, self.done = seq, kind, info, done
+    __slots__ = ("seq", "kind", "direction", "layer", "tok_step", "skip", "step", "arrived", "ready_at",
+                 "done", "start_s", "end_s")
+
+    def __init__(self, seq: int, kind: str, direction: int, layer: int, tok_step: int, skip: bool, step: int,
+                 done: simpy.Event):
+        self.seq, self.kind, self.direction, self.done = seq, kind, direction, done
+        self.layer, self.tok_step, self.skip, self.step = layer, tok_step, skip, step
         self.arrived = 0
         self.ready_at = 0.0
         self.start_s = self.end_s = -1.0
@@ -39,18 +45,18 @@ class Communicator:
     """In-order collective stream over ``members`` (global ranks).
 
     ``starter`` starts a collective's data movement (see :data:`Starter`);
-    ``on_busy(rank, +1/-1)`` is called for every member when a collective starts/ends (the
-    engine uses it for interference and busy-time accounting); ``on_done(collective)``
-    after each collective ends (trace recording), or None.
+    ``on_busy(members, +1/-1)`` is called when a collective starts/ends (the engine uses it
+    for interference and busy-time accounting); ``on_done(communicator, collective)`` after
+    each collective ends (trace recording), or None. ``group`` is a free tag for the owner.
     """
 
-    __slots__ = ("env", "name", "stream", "members", "n", "_issued", "_open", "_head", "_busy",
+    __slots__ = ("env", "name", "stream", "members", "group", "n", "_issued", "_open", "_head", "_busy",
                  "_starter", "_on_busy", "_on_done", "count")
 
-    def __init__(self, env: simpy.Environment, name: str, stream: str, members: tuple[int, ...],
-                 starter: Starter, on_busy: Callable[[int, int], None],
-                 on_done: Callable[["Communicator", Collective], None] | None = None):
-        self.env, self.name, self.stream, self.members = env, name, stream, tuple(members)
+    def __init__(self, env: simpy.Environment, name: str, stream: str, members: tuple[int, ...], *,
+                 starter: Starter, on_busy: Callable[[tuple[int, ...], int], None],
+                 on_done: Callable[["Communicator", Collective], None] | None = None, group: int = 0):
+        self.env, self.name, self.stream, self.members, self.group = env, name, stream, tuple(members), group
         self.n = len(self.members)
         self._issued = [0] * self.n  # next sequence number per member
         self._open: dict[int, Collective] = {}  # issued by someone, not yet started
@@ -59,20 +65,21 @@ class Communicator:
         self._starter, self._on_busy, self._on_done = starter, on_busy, on_done
         self.count = 0  # collectives completed
 
-    def issue(self, member: int, kind: str, info: Any, ready_at: float) -> simpy.Event:
+    def issue(self, member: int, kind: str, direction: int, layer: int, tok_step: int, skip: bool, step: int,
+              ready_at: float) -> simpy.Event:
         """Member ``member`` (index into ``members``) issues its next collective, ready at ``ready_at``.
 
-        Every member must issue the same sequence of collectives; ``info`` (what the starter
-        needs) is taken from the first issuer. Returns the completion event.
+        Every member must issue the same sequence of collectives. Returns the completion event.
         """
         seq = self._issued[member]
         self._issued[member] = seq + 1
         coll = self._open.get(seq)
         if coll is None:
-            coll = Collective(seq, kind, info, self.env.event())
+            coll = Collective(seq, kind, direction, layer, tok_step, skip, step, self.env.event())
             self._open[seq] = coll
-        elif coll.kind != kind:
-            raise RuntimeError(f"communicator {self.name}: members issued {coll.kind} and {kind} as collective {seq}")
+        elif coll.kind != kind or coll.layer != layer or coll.tok_step != tok_step:
+            raise RuntimeError(f"communicator {self.name}: members disagree on collective {seq}: "
+                               f"{coll.kind} layer {coll.layer} vs {kind} layer {layer}")
         coll.arrived += 1
         if ready_at > coll.ready_at:
             coll.ready_at = ready_at
@@ -85,23 +92,23 @@ class Communicator:
         self._busy = True
         delay = coll.ready_at - self.env.now
         if delay > 0:
-            # the last member's host has not launched it yet
-            self.env.timeout(delay).callbacks.append(lambda _ev, c=coll: self._begin(c))
+            # the slowest member's host has not launched it yet
+            self.env.timeout(delay, coll).callbacks.append(self._begin_cb)
         else:
             self._begin(coll)
 
+    def _begin_cb(self, ev: simpy.Event) -> None:
+        self._begin(ev.value)
+
     def _begin(self, coll: Collective) -> None:
         coll.start_s = self.env.now
-        on_busy = self._on_busy
-        for r in self.members:
-            on_busy(r, 1)
-        self._starter(self, coll).callbacks.append(lambda _ev, c=coll: self._finish(c))
+        self._on_busy(self.members, 1)
+        ev = self._starter(self, coll)
+        ev.callbacks.append(lambda _ev: self._finish(coll))
 
     def _finish(self, coll: Collective) -> None:
         coll.end_s = self.env.now
-        on_busy = self._on_busy
-        for r in self.members:
-            on_busy(r, -1)
+        self._on_busy(self.members, -1)
         self._busy = False
         self._head += 1
         self.count += 1

@@ -37,8 +37,10 @@ from dicesim.topology import all_pairs_routes, world_size
 from dicesim.trace import EventRecorder
 
 #: per-rank cumulative counters snapshotted at each step end (columns of RawRun.counters_WTK)
-COUNTERS = ("compute_only_s", "comm_only_s", "overlap_s", "exposed_comm_s", "host_gap_s")
-_DISPATCH, _COMBINE = 0, 1
+COUNTERS = ("compute_busy_s", "comm_busy_s", "overlap_s", "exposed_comm_s", "host_gap_s")
+_DISPATCH, _COMBINE, _COUNTS = 0, 1, -1
+#: remaining compute below this many seconds counts as finished (float round-off after re-timing)
+_EPS_S = 1e-15
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,19 +72,20 @@ class RawRun:
 
 
 class _Rank:
-    __slots__ = ("r", "proc", "host_t", "computing", "comm_active", "intr_pending", "acct_t", "acc",
-                 "moe", "moe_m", "cnt", "cnt_m", "group", "pend_d", "pend_c")
+    """Mutable per-rank state shared by the rank process and the communicator callbacks."""
+
+    __slots__ = ("r", "proc", "group", "moe", "moe_m", "cnt", "cnt_m", "computing", "comm_active",
+                 "comm_t0", "comm_busy", "ovl_t0", "ovl", "work_left", "seg_t", "seg_f", "toggled",
+                 "sched_slow", "intr_pending")
 
     def __init__(self, r: int):
         self.r = r
-        self.host_t = 0.0
         self.computing = False
         self.comm_active = 0
-        self.intr_pending = False
-        self.acct_t = 0.0
-        self.acc = [0.0] * len(COUNTERS)
-        self.pend_d: dict[int, simpy.Event] = {}
-        self.pend_c: dict[int, simpy.Event] = {}
+        self.comm_t0 = self.comm_busy = self.ovl_t0 = self.ovl = 0.0
+        self.work_left = self.seg_t = 0.0
+        self.seg_f = 1.0
+        self.toggled = self.sched_slow = self.intr_pending = False
 
 
 def _scaled_graph(G: nx.DiGraph, profile: HardwareProfile) -> nx.DiGraph:
@@ -113,7 +116,7 @@ class Engine:
         self.net = FlowNetwork(env, G, on_link_busy=self._on_link if self.rec else None)
         self.slow = 1.0 + profile.interference
         self.host_op_s, self.host_coll_s = profile.host_op_s, profile.host_collective_s
-        self.T = spec.plan.num_steps
+        self.T, self.L = spec.plan.num_steps, spec.plan.num_layers
         self.ranks = [_Rank(r) for r in range(W)]
         self.step_end = np.zeros((W, self.T))
         self.counters = np.zeros((W, self.T, len(COUNTERS)))
@@ -121,6 +124,7 @@ class Engine:
         self._routes: list[dict] = []
         self._a2a_lat: list[float] = []
         self._cnt_lat: list[float] = []
+        self._matrix_id: list[list[np.ndarray]] = []  # [group][skip] -> [L, T] id of the row matrix
         self._flow_cache: dict[tuple, object] = {}
         self.comms: list[Communicator] = []
         separate = spec.plan.strategy.count_comm == "separate"
@@ -134,181 +138,214 @@ class Engine:
             multi = len(members) > 1
             self._a2a_lat.append((profile.collective_base_s["all_to_all"] + cls_lat) if multi else 0.0)
             self._cnt_lat.append((profile.collective_base_s["count_exchange"] + cls_lat + route_lat) if multi else 0.0)
-            moe = Communicator(env, f"ep{g}", "comm", members, self._start, self._on_busy, on_done)
-            cnt = Communicator(env, f"ep{g}.counts", "comm:counts", members, self._start, self._on_busy,
-                               on_done) if separate else moe
+            self._matrix_id.append([_matrix_ids(routing, members, skip) for skip in (False, True)])
+            kw = dict(starter=self._start, on_busy=self._on_busy, on_done=on_done, group=g)
+            moe = Communicator(env, f"ep{g}", "comm", members, **kw)
+            cnt = Communicator(env, f"ep{g}.counts", "comm:counts", members, **kw) if separate else moe
             self.comms += [moe] + ([cnt] if separate else [])
             for m, r in enumerate(members):
                 st = self.ranks[r]
                 st.group, st.moe, st.moe_m, st.cnt, st.cnt_m = g, moe, m, cnt, m
         self.program = compile_program(spec.plan, spec.cost, host_op_s=self.host_op_s,
                                        merge=spec.merge_compute and not spec.record)
-        # expert time per (skip, layer, tok_step, rank)
         self.recv = [routing.recv_rows_LTW(skip) for skip in (False, True)]
+        # expert time per [skip][layer][tok_step][rank], as nested lists for fast scalar reads
         self.exp_s = [spec.cost.expert_times_s(rows).tolist() for rows in self.recv]
-        self.L = spec.plan.num_layers
 
     # ---------------------------------------------------------------- collectives
     def _flow_group(self, g: int, direction: int, layer: int, tok: int, skip: bool):
-        key = (g, direction, layer, tok, skip)
+        key = (g, direction, skip, int(self._matrix_id[g][skip][layer, tok]))
         fg = self._flow_cache.get(key)
         if fg is None:
             M = self.spec.routing.group_matrix(self.groups[g], layer, tok, skip)
-            ckey = (g, direction, M.tobytes())
-            fg = self._flow_cache.get(ckey)
-            if fg is None:
-                members, routes, rb = self.groups[g], self._routes[g], self.spec.row_nbytes
-                flows = []
-                for i, src in enumerate(members):
-                    for j, dst in enumerate(members):
-                        if i != j and M[i, j] > 0:
-                            a, b = (src, dst) if direction == _DISPATCH else (dst, src)
-                            flows.append((routes[(a, b)], float(M[i, j] * rb)))
-                fg = self.net.compile(flows, self._a2a_lat[g])
-                self._flow_cache[ckey] = fg
-            self._flow_cache[key] = fg
+            members, routes, rb = self.groups[g], self._routes[g], self.spec.row_nbytes
+            flows = []
+            for i, src in enumerate(members):
+                for j, dst in enumerate(members):
+                    if i != j and M[i, j] > 0:
+                        a, b = (src, dst) if direction == _DISPATCH else (dst, src)
+                        flows.append((routes[(a, b)], float(M[i, j] * rb)))
+            fg = self._flow_cache[key] = self.net.compile(flows, self._a2a_lat[g])
         return fg
 
     def _start(self, comm: Communicator, coll: Collective) -> simpy.Event:
-        g = self.ranks[comm.members[0]].group
-        if coll.kind == "counts":
-            return self.env.timeout(self._cnt_lat[g])
-        direction, layer, tok, skip, _t = coll.info
-        return self.net.transfer(self._flow_group(g, direction, layer, tok, skip))
+        if coll.direction == _COUNTS:
+            return self.env.timeout(self._cnt_lat[comm.group])
+        return self.net.transfer(self._flow_group(comm.group, coll.direction, coll.layer, coll.tok_step, coll.skip))
 
-    def _on_busy(self, r: int, delta: int) -> None:
-        st = self.ranks[r]
-        self._acct(st)
-        before = st.comm_active
-        st.comm_active = before + delta
-        if st.computing and (before == 0) != (st.comm_active == 0) and not st.intr_pending and self.slow != 1.0:
-            st.intr_pending = True
-            st.proc.interrupt()
-
-    def _acct(self, st: _Rank) -> None:
+    def _on_busy(self, members: tuple[int, ...], delta: int) -> None:
+        """A collective of ``members`` starts (+1) or ends (-1): busy time, overlap, interference."""
         now = self.env.now
-        dt = now - st.acct_t
-        if dt > 0.0:
-            if st.computing:
-                st.acc[2 if st.comm_active else 0] += dt
-            elif st.comm_active:
-                st.acc[1] += dt
-        st.acct_t = now
+        slow = self.slow
+        ranks = self.ranks
+        for r in members:
+            st = ranks[r]
+            before = st.comm_active
+            st.comm_active = after = before + delta
+            if before == 0:  # communication starts
+                st.comm_t0 = now
+                if st.computing:
+                    st.ovl_t0 = now
+                    if slow != 1.0:
+                        # slower from now on; the running timeout fires early and is extended then
+                        st.work_left -= (now - st.seg_t) / st.seg_f
+                        st.seg_t, st.seg_f, st.toggled = now, slow, True
+            elif after == 0:  # communication ends
+                st.comm_busy += now - st.comm_t0
+                if st.computing:
+                    st.ovl += now - st.ovl_t0
+                    if slow != 1.0:
+                        st.work_left -= (now - st.seg_t) / st.seg_f
+                        st.seg_t, st.seg_f, st.toggled = now, 1.0, True
+                        if st.sched_slow and not st.intr_pending:
+                            # the running timeout assumed the slow rate: it would fire too late
+                            st.intr_pending = True
+                            st.proc.interrupt()
 
     # ---------------------------------------------------------------- rank process
-    def _work(self, st: _Rank, work: float):
-        """Run ``work`` seconds of nominal compute, slowed while communication is in flight."""
+    def _compute(self, st: _Rank, work: float):
+        """Run ``work`` seconds of nominal compute, ``slow`` times slower while communication is in flight.
+
+        A timeout is scheduled at the current rate. A slow-down during it only makes it fire
+        early (then the rest is re-timed); a speed-up during a slow timeout interrupts it.
+        """
         env = self.env
-        self._acct(st)
         st.computing = True
+        if st.comm_active:
+            st.ovl_t0 = env.now
         slow = self.slow
         if slow == 1.0:
             yield env.timeout(work)
         else:
+            st.work_left, st.seg_t, st.seg_f = work, env.now, slow if st.comm_active else 1.0
             while True:
-                f = slow if st.comm_active else 1.0
-                t0 = env.now
+                st.toggled = False
+                st.sched_slow = st.seg_f != 1.0
                 try:
-                    yield env.timeout(work * f)
-                    break
+                    yield env.timeout(st.work_left * st.seg_f)
                 except simpy.Interrupt:
                     st.intr_pending = False
-                    work = max(work - (env.now - t0) / f, 0.0)
-        self._acct(st)
+                    now = env.now
+                    st.work_left = max(st.work_left - (now - st.seg_t) / st.seg_f, 0.0)
+                    st.seg_t = now
+                    continue
+                if not st.toggled:
+                    break
+                now = env.now
+                left = st.work_left - (now - st.seg_t) / st.seg_f
+                if left <= _EPS_S:
+                    break
+                st.work_left, st.seg_t = left, now
         st.computing = False
-
-    def _host_gap(self, st: _Rank):
-        gap = st.host_t - self.env.now
-        if gap > 0.0:
-            st.acc[4] += gap
-            yield self.env.timeout(gap)
-
-    def _wait(self, st: _Rank, ev: simpy.Event, name: str, layer: int, t: int, tok: int):
-        if ev.callbacks is None:
-            return  # already done
-        t0 = self.env.now
-        yield ev
-        st.acc[3] += self.env.now - t0
-        if self.rec is not None:
-            self.rec.add(st.r, "compute", "wait", name, t0 * 1e6, self.env.now * 1e6, layer, t, tok)
-
-    def _experts(self, st: _Rank, layer: int, tok: int, skip: bool, t: int):
-        st.host_t += self.host_op_s
-        yield from self._host_gap(st)
-        t0 = self.env.now
-        yield from self._work(st, self.exp_s[skip][layer][tok][st.r])
-        if self.rec is not None:
-            rows = int(self.recv[skip][layer, tok, st.r])
-            self.rec.add(st.r, "compute", "compute", "experts", t0 * 1e6, self.env.now * 1e6, layer, t, tok,
-                         0, rows, -1, self.spec.cost.expert_cost(rows).flops)
-
-    def _issue(self, st: _Rank, comm: Communicator, member: int, kind: str, info: tuple) -> simpy.Event:
-        st.host_t += self.host_coll_s
-        now = self.env.now
-        return comm.issue(member, kind, info, st.host_t if st.host_t > now else now)
-
-    def _counts(self, st: _Rank, layer: int, tok: int, skip: bool, t: int):
-        ev = self._issue(st, st.cnt, st.cnt_m, "counts", (-1, layer, tok, skip, t))
-        yield from self._wait(st, ev, "wait_counts", layer, t, tok)
-        if st.host_t < self.env.now:
-            st.host_t = self.env.now  # the host read the counts: it is synchronised
+        if st.comm_active:
+            st.ovl += env.now - st.ovl_t0
 
     def _rank_proc(self, st: _Rank):
-        env, rec, L = self.env, self.rec, self.L
-        hop = self.host_op_s
+        env, rec, L, r = self.env, self.rec, self.L, st.r
+        timeout, compute = env.timeout, self._compute
+        hop, hcoll = self.host_op_s, self.host_coll_s
+        exp_s = self.exp_s
+        moe, mm, cnt, cm = st.moe, st.moe_m, st.cnt, st.cnt_m
+        pend_d: dict[int, simpy.Event] = {}
+        pend_c: dict[int, simpy.Event] = {}
+        host_t = comp = exposed = host_gap = 0.0  # host clock; cumulative busy/idle seconds
         for t, prog in enumerate(self.program):
             for ins in prog:
                 op = ins[0]
                 if op == BLOCK:
                     blk = ins[1]
-                    st.host_t += hop
-                    yield from self._host_gap(st)
-                    st.host_t += hop * (len(blk.durs_s) - 1)
-                    t0 = env.now
-                    yield from self._work(st, blk.total_s)
+                    host_t += hop
+                    now = env.now
+                    if host_t > now:  # the stream waits for the host to launch the op
+                        host_gap += host_t - now
+                        yield timeout(host_t - now)
+                        now = host_t
+                    host_t += hop * (len(blk.durs_s) - 1)
+                    yield from compute(st, blk.total_s)
+                    comp += env.now - now
                     if rec is not None:
                         kind, layer, tok = blk.ops[0]
-                        rec.add(st.r, "compute", "compute", kind, t0 * 1e6, env.now * 1e6, layer, t, tok,
+                        rec.add(r, "compute", "compute", kind, now * 1e6, env.now * 1e6, layer, t, tok,
                                 0, 0, -1, blk.flops[0])
-                elif op == STEP_END:
-                    self._acct(st)
-                    self.step_end[st.r, t] = env.now
-                    self.counters[st.r, t] = st.acc
+                    continue
+                if op == STEP_END:
+                    now = env.now
+                    if st.comm_active:
+                        st.comm_busy += now - st.comm_t0
+                        st.comm_t0 = now
+                    self.step_end[r, t] = now
+                    self.counters[r, t] = (comp, st.comm_busy, st.ovl, exposed, host_gap)
                     if rec is not None:
-                        t_prev = self.step_end[st.r, t - 1] if t else 0.0
-                        rec.add(st.r, "host", "marker", f"step {t}", t_prev * 1e6, env.now * 1e6, -1, t)
+                        t_prev = self.step_end[r, t - 1] if t else 0.0
+                        rec.add(r, "host", "marker", f"step {t}", t_prev * 1e6, now * 1e6, -1, t)
+                    continue
+                _, layer, tok, skip = ins
+                key = layer + L * tok
+                if op == SYNC or op == ISSUE:
+                    # blocking count exchange: the host needs the counts to size the dispatch
+                    host_t += hcoll
+                    now = env.now
+                    ev = cnt.issue(cm, "counts", _COUNTS, layer, tok, skip, t, host_t if host_t > now else now)
+                    if ev.callbacks is not None:
+                        yield ev
+                        exposed += env.now - now
+                        if rec is not None:
+                            rec.add(r, "compute", "wait", "wait_counts", now * 1e6, env.now * 1e6, layer, t, tok)
+                    now = env.now
+                    if host_t < now:
+                        host_t = now
+                    host_t += hcoll
+                    ev = moe.issue(mm, "dispatch", _DISPATCH, layer, tok, skip, t, host_t if host_t > now else now)
+                    if op == ISSUE:
+                        pend_d[key] = ev
+                        continue
                 else:
-                    _, layer, tok, skip = ins
-                    key = layer + L * tok
-                    if op == SYNC:
-                        yield from self._counts(st, layer, tok, skip, t)
-                        ev = self._issue(st, st.moe, st.moe_m, "dispatch", (_DISPATCH, layer, tok, skip, t))
-                        yield from self._wait(st, ev, "wait_dispatch", layer, t, tok)
-                        yield from self._experts(st, layer, tok, skip, t)
-                        ev = self._issue(st, st.moe, st.moe_m, "combine", (_COMBINE, layer, tok, skip, t))
-                        yield from self._wait(st, ev, "wait_combine", layer, t, tok)
-                    elif op == ISSUE:
-                        yield from self._counts(st, layer, tok, skip, t)
-                        st.pend_d[key] = self._issue(st, st.moe, st.moe_m, "dispatch",
-                                                     (_DISPATCH, layer, tok, skip, t))
-                    elif op == RUN:
-                        yield from self._wait(st, st.pend_d.pop(key), "wait_dispatch", layer, t, tok)
-                        yield from self._experts(st, layer, tok, skip, t)
-                        st.pend_c[key] = self._issue(st, st.moe, st.moe_m, "combine",
-                                                     (_COMBINE, layer, tok, skip, t))
-                    else:  # WAIT
-                        yield from self._wait(st, st.pend_c.pop(key), "wait_combine", layer, t, tok)
+                    ev = pend_d.pop(key) if op == RUN else pend_c.pop(key)
+                # SYNC and RUN: wait for the dispatch, run the experts, issue the combine
+                name = "wait_combine" if op == WAIT else "wait_dispatch"
+                if op != WAIT:
+                    host_t += hop  # experts launched; the stream waits on the dispatch
+                if ev.callbacks is not None:
+                    now = env.now
+                    yield ev
+                    exposed += env.now - now
+                    if rec is not None:
+                        rec.add(r, "compute", "wait", name, now * 1e6, env.now * 1e6, layer, t, tok)
+                if op == WAIT:
+                    continue
+                now = env.now
+                if host_t > now:
+                    host_gap += host_t - now
+                    yield timeout(host_t - now)
+                    now = host_t
+                yield from compute(st, exp_s[skip][layer][tok][r])
+                comp += env.now - now
+                if rec is not None:
+                    rows = int(self.recv[skip][layer, tok, r])
+                    rec.add(r, "compute", "compute", "experts", now * 1e6, env.now * 1e6, layer, t, tok,
+                            0, rows, -1, self.spec.cost.expert_cost(rows).flops)
+                host_t += hcoll
+                now = env.now
+                ev = moe.issue(mm, "combine", _COMBINE, layer, tok, skip, t, host_t if host_t > now else now)
+                if op == RUN:
+                    pend_c[key] = ev
+                    continue
+                if ev.callbacks is not None:  # SYNC: the combine is awaited at once
+                    yield ev
+                    exposed += env.now - now
+                    if rec is not None:
+                        rec.add(r, "compute", "wait", "wait_combine", now * 1e6, env.now * 1e6, layer, t, tok)
 
     # ---------------------------------------------------------------- recording hooks
     def _on_coll_done(self, comm: Communicator, coll: Collective) -> None:
-        direction, layer, tok, skip, t = coll.info
-        g = self.ranks[comm.members[0]].group
-        M = (self.spec.routing.group_matrix(self.groups[g], layer, tok, skip)
-             if coll.kind != "counts" else None)
+        M = (self.spec.routing.group_matrix(self.groups[comm.group], coll.layer, coll.tok_step, coll.skip)
+             if coll.direction != _COUNTS else None)
         for m, r in enumerate(comm.members):
-            rows = 0 if M is None else int((M[m].sum() - M[m, m]) if direction == _DISPATCH else (M[:, m].sum() - M[m, m]))
+            rows = 0
+            if M is not None:
+                rows = int(M[m].sum() - M[m, m]) if coll.direction == _DISPATCH else int(M[:, m].sum() - M[m, m])
             self.rec.add(r, comm.stream, "collective", coll.kind, coll.start_s * 1e6, coll.end_s * 1e6,
-                         layer, t, tok, rows * self.spec.row_nbytes, rows)
+                         coll.layer, coll.step, coll.tok_step, rows * self.spec.row_nbytes, rows)
 
     def _on_link(self, link_id: int, start_s: float, end_s: float, nbytes: float) -> None:
         u, v, cls = self._edges[link_id]
@@ -332,6 +369,16 @@ class Engine:
             collectives=sum(c.count for c in self.comms),
             memo_hits=self.net.memo_hits, memo_misses=self.net.memo_misses,
         )
+
+
+def _matrix_ids(routing: TokenRouting, members: tuple[int, ...], skip: bool) -> np.ndarray:
+    """``[L, T]`` ids, equal where the group's row matrix is equal (shares compiled flow groups)."""
+    full = np.ascontiguousarray(routing.send_rows_LTWS(skip)[:, :, list(members), :])
+    L, T = full.shape[:2]
+    flat = full.reshape(L * T, -1)
+    rows = flat.view(np.dtype((np.void, flat.dtype.itemsize * flat.shape[1]))).ravel()  # one key per matrix
+    _, inv = np.unique(rows, return_inverse=True)
+    return inv.reshape(L, T)
 
 
 def run_engine(spec: RunSpec) -> RawRun:

@@ -9,7 +9,7 @@ only re-plans when a new transfer arrives (Ciw's processor-sharing idea, applied
 
 Times here are relative to the start of the network's current busy period, so a plan depends
 only on the busy period's history and can be memoised without changing results.
-Legend: F flows, P (flow, link) pairs, L local links, K segments, G groups.
+Legend: F flows, P (flow, link) pairs, L links of the table, K segments, G groups.
 """
 
 from __future__ import annotations
@@ -25,20 +25,20 @@ _FINISH_RTOL = 1e-10
 class FlowTable:
     """Unfinished flows at instant ``r0`` (read-only after construction).
 
-    ``links_L`` are global link ids; ``pair_link_P`` indexes into them. Flows of one group are
-    contiguous; group ``g`` starts at ``group_start_G[g]`` and has busy-period slot ``group_slot_G[g]``.
+    ``links_L`` are global link ids; ``pair_link_P`` indexes into them; pairs are sorted by flow.
+    Flows of one group are contiguous; group ``g`` starts at flow ``group_start_G[g]``.
     """
 
     __slots__ = ("r0", "rem_F", "act_F", "pair_flow_P", "pair_link_P", "pair_weight_P",
-                 "links_L", "cap_L", "group_slot_G", "group_start_G")
+                 "links_L", "cap_L", "group_start_G")
 
-    def __init__(self, r0, rem_F, act_F, pair_flow_P, pair_link_P, pair_weight_P,
-                 links_L, cap_L, group_slot_G, group_start_G):
+    def __init__(self, r0, rem_F, act_F, pair_flow_P, pair_link_P, pair_weight_P, links_L, cap_L,
+                 group_start_G):
         self.r0 = r0
         self.rem_F, self.act_F = rem_F, act_F
         self.pair_flow_P, self.pair_link_P, self.pair_weight_P = pair_flow_P, pair_link_P, pair_weight_P
         self.links_L, self.cap_L = links_L, cap_L
-        self.group_slot_G, self.group_start_G = group_slot_G, group_start_G
+        self.group_start_G = group_start_G
 
 
 class Plan:
@@ -199,55 +199,43 @@ def simulate(table: FlowTable) -> Plan:
     return Plan(table, np.array(t_list), fin, group_fin, rates, drained_list, busy_list, busy_tot)
 
 
-def make_table(
-    r0: float,
-    parts: list[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
-    cap_global: np.ndarray,
-) -> FlowTable:
-    """Build a table from per-group parts ``(slot, rem_F, act_F, pair_flow_P, gpair_link_P, pair_weight_P)``.
-
-    ``gpair_link_P`` holds global link ids; groups with no flows must be left out.
-    """
-    if len(parts) == 1:
-        slot, rem, act, pf, gpl, pw = parts[0]
-        starts = np.zeros(1, dtype=np.intp)
-        slots = np.array([slot], dtype=np.intp)
-    else:
-        sizes = [p[1].shape[0] for p in parts]
-        starts = np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.intp)
-        slots = np.array([p[0] for p in parts], dtype=np.intp)
-        rem = np.concatenate([p[1] for p in parts])
-        act = np.concatenate([p[2] for p in parts])
-        pf = np.concatenate([p[3] + s for p, s in zip(parts, starts)])
-        gpl = np.concatenate([p[4] for p in parts])
-        pw = np.concatenate([p[5] for p in parts])
+def make_table(r0: float, parts: list[tuple], cap_global: np.ndarray) -> FlowTable:
+    """Build a table from per-group parts ``(rem_F, act_F, pair_flow_P, gpair_link_P, pair_weight_P)``
+    (``gpair_link_P`` in global link ids), groups in the given order; no part may be empty."""
+    sizes = [p[0].shape[0] for p in parts]
+    starts = np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.intp)
+    rem = np.concatenate([p[0] for p in parts])
+    act = np.concatenate([p[1] for p in parts])
+    pf = np.concatenate([p[2] + s for p, s in zip(parts, starts)])
+    gpl = np.concatenate([p[3] for p in parts])
+    pw = np.concatenate([p[4] for p in parts])
     links, pl = np.unique(gpl, return_inverse=True)
-    return FlowTable(r0, rem, act, pf, pl.astype(np.intp), pw, links, cap_global[links], slots, starts)
+    return FlowTable(r0, rem, act, pf, pl.astype(np.intp), pw, links, cap_global[links], starts)
 
 
-def carry_over(table: FlowTable, plan: Plan, r: float) -> list[tuple]:
-    """The flows of ``table`` still unfinished at ``r``, as :func:`make_table` parts."""
-    rem = plan.remaining_at(table, r)
+def carry_over(table: FlowTable, plan: Plan, r: float, shift: float = 0.0) -> list[tuple]:
+    """Parts (see :func:`make_table`) of the groups of ``table`` with flows unfinished at ``r``, in
+    table order; activation times are moved by ``-shift`` (re-basing onto another time origin).
+    A group survives exactly when ``plan.group_fin_G > r``."""
     keep = plan.fin_F > r
     if not keep.any():
         return []
+    rem = plan.remaining_at(table, r)[keep]
+    act = table.act_F[keep] - shift if shift else table.act_F[keep]
     new_idx = np.cumsum(keep) - 1
     keep_p = keep[table.pair_flow_P]
     pf = new_idx[table.pair_flow_P[keep_p]]
     gpl = table.links_L[table.pair_link_P[keep_p]]
     pw = table.pair_weight_P[keep_p]
-    grp_of_flow = np.repeat(np.arange(table.group_start_G.shape[0]),
-                            np.diff(np.append(table.group_start_G, rem.shape[0])))
-    kept_grp = grp_of_flow[keep]
+    n_f = table.rem_F.shape[0]
+    bounds = np.append(table.group_start_G, n_f)
+    # kept-flow and kept-pair index ranges of every group (pairs are sorted by flow)
+    kf = np.concatenate(([0], np.cumsum(keep)))[bounds]
+    kp = np.searchsorted(pf, kf)
     parts = []
-    # split back into per-group parts so slots stay attached to contiguous blocks
-    bounds = np.flatnonzero(np.diff(kept_grp)) + 1
-    starts = np.concatenate(([0], bounds))
-    ends = np.concatenate((bounds, [kept_grp.shape[0]]))
-    rem_k, act_k = rem[keep], table.act_F[keep]
-    p_starts = np.searchsorted(pf, starts)
-    p_ends = np.searchsorted(pf, ends)
-    for s, e, ps, pe in zip(starts, ends, p_starts, p_ends):
-        slot = int(table.group_slot_G[kept_grp[s]])
-        parts.append((slot, rem_k[s:e], act_k[s:e], pf[ps:pe] - s, gpl[ps:pe], pw[ps:pe]))
+    for g in range(bounds.shape[0] - 1):
+        s, e = kf[g], kf[g + 1]
+        if e > s:
+            parts.append((rem[s:e], act[s:e], pf[kp[g]:kp[g + 1]] - s, gpl[kp[g]:kp[g + 1]],
+                          pw[kp[g]:kp[g + 1]]))
     return parts

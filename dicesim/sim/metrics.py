@@ -110,8 +110,8 @@ def build_result(raw: RawRun, *, plan: Plan, routing: TokenRouting, row_nbytes: 
     cum = raw.counters_WTK  # [W, T, K]
     per_WTK = np.diff(np.concatenate([np.zeros((W, 1, cum.shape[2])), cum], axis=1), axis=1)
     k = {name: i for i, name in enumerate(COUNTERS)}
-    comp_WT = per_WTK[..., k["compute_only_s"]] + per_WTK[..., k["overlap_s"]]
-    comm_WT = per_WTK[..., k["comm_only_s"]] + per_WTK[..., k["overlap_s"]]
+    comp_WT = per_WTK[..., k["compute_busy_s"]]
+    comm_WT = per_WTK[..., k["comm_busy_s"]]
     with np.errstate(divide="ignore", invalid="ignore"):
         per_step = pd.DataFrame({
             "step": np.arange(T), "latency_s": lat_T, "end_s": end_T,
@@ -123,8 +123,8 @@ def build_result(raw: RawRun, *, plan: Plan, routing: TokenRouting, row_nbytes: 
         })
     buf_TW = buffer_bytes_TW(plan, routing, row_nbytes)
     tot_WK = cum[:, -1, :] if T else np.zeros((W, len(COUNTERS)))
-    comp_W = tot_WK[:, k["compute_only_s"]] + tot_WK[:, k["overlap_s"]]
-    comm_W = tot_WK[:, k["comm_only_s"]] + tot_WK[:, k["overlap_s"]]
+    comp_W = tot_WK[:, k["compute_busy_s"]]
+    comm_W = tot_WK[:, k["comm_busy_s"]]
     per_rank = pd.DataFrame({
         "rank": np.arange(W), "end_s": raw.step_end_WT[:, -1], "compute_busy_s": comp_W, "comm_busy_s": comm_W,
         "overlap_s": tot_WK[:, k["overlap_s"]], "exposed_comm_s": tot_WK[:, k["exposed_comm_s"]],

@@ -172,6 +172,10 @@ class TokenRouting:
         """``[W, S]``: rows each rank sends to each member of its own group."""
         return self._send[bool(skip)][layer, step]
 
+    def send_rows_LTWS(self, skip: bool) -> np.ndarray:
+        """``[L, T, W, S]``: rows each rank sends to each member of its group, every layer and step."""
+        return self._send[bool(skip)]
+
     def group_matrix(self, group: tuple[int, ...], layer: int, step: int, skip: bool) -> np.ndarray:
         """``[S, S]``: rows member i of ``group`` sends to member j."""
         return self._send[bool(skip)][layer, step][list(group)]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import gzip
 import json
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -101,33 +102,43 @@ def _durations(start: np.ndarray, end: np.ndarray) -> np.ndarray:
     return dur
 
 
-def chrome_document(df: pd.DataFrame, meta: TraceMeta) -> dict[str, Any]:
-    """The trace-event JSON object for ``df`` (validated with no exclusivity rule: lanes fix overlaps)."""
-    validate_events(df, exclusive_streams=())
+def chrome_document(df: pd.DataFrame, meta: TraceMeta, *, check: bool = True) -> dict[str, Any]:
+    """The trace-event JSON object for ``df``.
+
+    ``check`` validates ``df`` first, without any exclusivity rule (lanes take care of
+    overlaps); pass False only for a table that was just validated.
+    """
+    if check:
+        validate_events(df, exclusive_streams=())
     pid, tid, events = _tracks(df)
     start, end = df["start_us"].to_numpy(), df["end_us"].to_numpy()
     dur = _durations(start, end)
-    exact_end = start + dur == end
-    optional = [(c, df[c].to_numpy().tolist(), NA_VALUES[c]) for c in NA_VALUES]
+    all_args: list[dict[str, Any]] = [{} for _ in range(len(df))]
+    # Fill args column by column over the rows that need each key: most values are "n/a".
+    for col, na in NA_VALUES.items():
+        values = df[col].to_numpy()
+        as_list = values.tolist()
+        for i in np.flatnonzero(values != na).tolist():
+            all_args[i][col] = as_list[i]
     source = df["source"].to_numpy(dtype=object)
-    for i, (name, kind, ts, d) in enumerate(zip(df["name"].to_numpy(dtype=object), df["kind"].to_numpy(dtype=object),
-                                                start.tolist(), dur.tolist())):
-        args: dict[str, Any] = {c: values[i] for c, values, na in optional if values[i] != na}
-        if source[i] != meta.source:
-            args["source"] = source[i]
-        if not exact_end[i]:
-            args["end_us"] = float(end[i])
-        events.append({"ph": "X", "cat": kind, "name": name, "pid": int(pid[i]), "tid": int(tid[i]),
-                       "ts": ts, "dur": d, "args": args})
+    for i in np.flatnonzero(source != meta.source).tolist():
+        all_args[i]["source"] = source[i]
+    for i in np.flatnonzero(start + dur != end).tolist():
+        all_args[i]["end_us"] = float(end[i])
+    for name, kind, p, t, ts, d, args in zip(df["name"].to_numpy(dtype=object), df["kind"].to_numpy(dtype=object),
+                                            pid.tolist(), tid.tolist(), start.tolist(), dur.tolist(), all_args):
+        events.append({"ph": "X", "cat": kind, "name": name, "pid": p, "tid": t, "ts": ts, "dur": d, "args": args})
     return {"traceEvents": events, "displayTimeUnit": "ns", "otherData": meta.to_dict()}
 
 
-def dump_chrome(df: pd.DataFrame, meta: TraceMeta, path: str | Path, *, compress: bool | None = None) -> None:
+def dump_chrome(df: pd.DataFrame, meta: TraceMeta, path: str | Path, *, compress: bool | None = None,
+                check: bool = True) -> None:
     """Write ``df`` as Chrome JSON to ``path`` directly; not atomic (``write_chrome`` is).
 
-    ``compress`` gzips the bytes; None means "when the path ends in .gz".
+    ``compress`` gzips the bytes; None means "when the path ends in .gz". ``check`` as in
+    ``chrome_document``.
     """
-    text = json.dumps(chrome_document(df, meta), separators=(",", ":"), allow_nan=False)
+    text = json.dumps(chrome_document(df, meta, check=check), separators=(",", ":"), allow_nan=False)
     data = text.encode("utf-8")
     if compress is None:
         compress = str(path).endswith(".gz")
@@ -169,6 +180,53 @@ def _number(ev: dict, key: str, i: int, path: Path) -> float:
     return float(value)
 
 
+def _first_bad(values: list, ok: Callable[[object], bool]) -> int | None:
+    return next((j for j, v in enumerate(values) if not ok(v)), None)
+
+
+def _events_frame(xs: list[tuple[int, dict]], streams: dict, source: str, path: Path) -> pd.DataFrame:
+    """Column-wise rebuild of the table from the X events; the checks name the first bad event."""
+    evs = [ev for _, ev in xs]
+    for key in ("ts", "dur"):
+        bad = _first_bad([ev.get(key) for ev in evs], lambda v: type(v) in (int, float))
+        if bad is not None:
+            _number(evs[bad], key, xs[bad][0], path)  # raises the specific message
+    ts = np.array([ev["ts"] for ev in evs], dtype=np.float64)
+    dur = np.array([ev["dur"] for ev in evs], dtype=np.float64)
+    if (dur < 0).any():
+        j = int(np.flatnonzero(dur < 0)[0])
+        raise TraceError(path, f"traceEvents[{xs[j][0]}] ({evs[j].get('name')!r}) has negative dur {float(dur[j])!r}")
+    tracks = [(ev.get("pid"), ev.get("tid")) for ev in evs]
+    bad = _first_bad(tracks, lambda t: t in streams and type(t[0]) is int)
+    if bad is not None:
+        raise TraceError(path, f"traceEvents[{xs[bad][0]}] on pid {tracks[bad][0]!r} tid {tracks[bad][1]!r} "
+                               f"has no thread_name metadata")
+    args = [ev.get("args") or {} for ev in evs]
+    bad = _first_bad(args, lambda a: isinstance(a, dict))
+    if bad is not None:
+        raise TraceError(path, f"traceEvents[{xs[bad][0]}] has non-object args")
+    end = ts + dur
+    for j in [j for j, a in enumerate(args) if "end_us" in a]:
+        end[j] = a_end if type(a_end := args[j]["end_us"]) in (int, float) else np.nan
+    cols: dict[str, object] = {
+        "rank": [-1 if p == LINKS_PID else p for p, _ in tracks],
+        "stream": [streams[t] for t in tracks],
+        "kind": [ev.get("cat") for ev in evs],
+        "name": [ev.get("name") for ev in evs],
+        "start_us": ts,
+        "end_us": end,
+        "source": [a.get("source", source) for a in args],
+    }
+    for col, na in NA_VALUES.items():
+        cols[col] = [a.get(col, na) for a in args]
+    try:
+        frame = pd.DataFrame({c: pd.Series(cols[c], dtype=object) if isinstance(cols[c], list) else cols[c]
+                              for c in COLUMNS})
+        return coerce_events(frame)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise TraceError(path, f"event args do not fit the schema: {exc}") from None
+
+
 def read_chrome(path: str | Path) -> tuple[pd.DataFrame, TraceMeta]:
     """Read a Chrome JSON trace written by ``dump_chrome``/``write_chrome`` (.json or .json.gz).
 
@@ -203,29 +261,6 @@ def read_chrome(path: str | Path) -> tuple[pd.DataFrame, TraceMeta]:
             streams[(ev.get("pid"), ev.get("tid"))] = str(args.get("stream", args.get("name", "")))
         elif ph == "X":
             xs.append((i, ev))
-    cols: dict[str, list] = {c: [] for c in COLUMNS}
-    for i, ev in xs:
-        ts, dur = _number(ev, "ts", i, path), _number(ev, "dur", i, path)
-        if dur < 0:
-            raise TraceError(path, f"traceEvents[{i}] ({ev.get('name')!r}) has negative dur {dur!r}")
-        pid, tid = ev.get("pid"), ev.get("tid")
-        if (pid, tid) not in streams:
-            raise TraceError(path, f"traceEvents[{i}] on pid {pid!r} tid {tid!r} has no thread_name metadata")
-        args = ev.get("args") or {}
-        if not isinstance(args, dict) or not isinstance(pid, int):
-            raise TraceError(path, f"traceEvents[{i}] has a non-object 'args' or non-integer pid")
-        cols["rank"].append(-1 if pid == LINKS_PID else pid)
-        cols["stream"].append(streams[(pid, tid)])
-        cols["kind"].append(ev.get("cat"))
-        cols["name"].append(ev.get("name"))
-        cols["start_us"].append(ts)
-        cols["end_us"].append(float(args.get("end_us", ts + dur)))
-        cols["source"].append(args.get("source", meta.source))
-        for c, na in NA_VALUES.items():
-            cols[c].append(args.get(c, na))
-    try:
-        df = coerce_events(pd.DataFrame({c: pd.Series(v, dtype=object) for c, v in cols.items()}))
-    except (ValueError, TypeError, OverflowError) as exc:
-        raise TraceError(path, f"event args do not fit the schema: {exc}") from None
+    df = _events_frame(xs, streams, meta.source, path)
     validate_events(df, exclusive_streams=(), where=path)
     return df, meta

@@ -29,9 +29,14 @@ _ARROW_TYPES: dict[str, pa.DataType] = {
 ARROW_SCHEMA = pa.schema([pa.field(c, _ARROW_TYPES[d], nullable=False) for c, d in DTYPES.items()])
 
 
-def dump_parquet(df: pd.DataFrame, meta: TraceMeta, path: str | Path) -> None:
-    """Write ``df`` (validated, any exclusivity allowed) as Parquet to ``path`` directly; not atomic."""
-    validate_events(df, exclusive_streams=())
+def dump_parquet(df: pd.DataFrame, meta: TraceMeta, path: str | Path, *, check: bool = True) -> None:
+    """Write ``df`` as Parquet to ``path`` directly; not atomic (``write_parquet`` is).
+
+    ``check`` validates first (no exclusivity rule); pass False only for a table that was
+    just validated.
+    """
+    if check:
+        validate_events(df, exclusive_streams=())
     arrays = [pa.array(df[c].astype(object) if DTYPES[c] == "str" else df[c].to_numpy(), type=ARROW_SCHEMA.field(c).type)
               for c in COLUMNS]
     schema = ARROW_SCHEMA.with_metadata({_VERSION_KEY: SCHEMA_VERSION.encode(), _META_KEY: meta.to_json().encode()})

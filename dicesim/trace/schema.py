@@ -206,8 +206,11 @@ def validate_events(
     if len(df) == 0:
         return
     for col in _STR_COLUMNS:
-        values = df[col].to_numpy(dtype=object)
-        bad = np.fromiter((not isinstance(v, str) for v in values), bool, len(values))
+        if isinstance(df[col].dtype, (pd.StringDtype, pd.CategoricalDtype)):
+            bad = df[col].isna().to_numpy()  # these dtypes hold only strings or missing values
+        else:
+            values = df[col].to_numpy(dtype=object)
+            bad = np.fromiter((not isinstance(v, str) for v in values), bool, len(values))
         if bad.any():
             raise TraceError(where, f"column {col!r} holds a non-string value at {_bad_row(df, bad)}")
     start = df["start_us"].to_numpy()

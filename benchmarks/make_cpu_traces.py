@@ -1,0 +1,130 @@
+"""Regenerate the CPU reference traces in ``traces/cpu/`` (executor on gloo, ``small`` model).
+
+One process group per (world size, batch): every strategy preset runs in it back to back
+(one start-up for all of them), then each run's trace is written as
+``cpu-small-w<W>-b<B>-<strategy>.events.parquet``. Only the runs named in ``--json-for``
+also keep their Chrome JSON twin (for Perfetto); the rest stay Parquet-only to keep the
+directory small. ``traces/cpu/README.md`` is rewritten with the command of every run.
+
+    PYTHONPATH=. python benchmarks/make_cpu_traces.py traces/cpu
+    PYTHONPATH=. python benchmarks/make_cpu_traces.py /tmp/cpu --world-sizes 2 --batches 1,2 --steps 4
+
+Each run is equivalent to
+``python -m validate run --world-size W --backend gloo --model small --strategy S --steps T
+--batch B --image-size 64 --trace-out DIR`` (the script only batches them per process group).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+STRATEGIES = ("sync", "displaced", "interweaved", "displaced-deep", "interweaved-deep", "dice", "data_parallel")
+JSON_FOR = ("cpu-small-w2-b2-sync", "cpu-small-w2-b2-dice")
+
+
+def _csv_ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",") if v.strip()]
+
+
+def _launch_retry(specs: list, world_size: int, tries: int = 3) -> list:
+    """Launch all specs in one process group; on a transport failure retry, then one spec per group.
+
+    Results travel from the ranks through torch.multiprocessing queues; a rank that exits
+    while the parent still collects a shared tensor makes the transfer fail (connection
+    reset), which says nothing about the run itself, so it is simply run again.
+    """
+    from validate.launch import launch
+
+    for attempt in range(tries):
+        try:
+            return launch(specs, world_size=world_size, backend="gloo", timeout_s=120.0)
+        except (ConnectionError, EOFError, OSError, RuntimeError) as exc:
+            print(f"  launch failed ({type(exc).__name__}: {exc}); retry {attempt + 1}", file=sys.stderr)
+    if len(specs) == 1:
+        raise RuntimeError("executor launch kept failing")
+    return [out for spec in specs for out in _launch_retry([spec], world_size, tries)]
+
+
+def _run_group(world_size: int, batch: int, args: argparse.Namespace, out: Path) -> list[str]:
+    from dicesim.strategy import make_strategy
+    from validate.summary import write_run_trace
+    from validate.worker import RunSpec
+
+    specs = [RunSpec(strategy=make_strategy(s), model=args.model, steps=args.steps, batch=batch,
+                     image_size=args.image_size, seed=0, trace=True) for s in args.strategies]
+    outcomes = _launch_retry(specs, world_size)
+    lines = []
+    for name, outcome in zip(args.strategies, outcomes):
+        stem = f"cpu-{args.model}-w{world_size}-b{batch}-{name}"
+        paths = write_run_trace(outcome, out, stem)
+        if stem not in args.json_for:
+            paths["json"].unlink(missing_ok=True)
+        lines.append(f"| `{stem}` | `python -m validate run --world-size {world_size} --backend gloo "
+                     f"--model {args.model} --strategy {name} --steps {args.steps} --batch {batch} "
+                     f"--image-size {args.image_size} --trace-out DIR` |")
+    return lines
+
+
+def _readme(out: Path, rows: list[str], args: argparse.Namespace, elapsed_s: float) -> None:
+    import torch
+
+    text = f"""# CPU reference traces (executor on gloo, `{args.model}` model)
+
+Captured on {_dt.date.today().isoformat()} on {platform.machine()} with {os.cpu_count()} CPU cores
+({platform.processor() or 'unknown CPU'}), torch {torch.__version__}, gloo backend, one torch thread
+per rank, fp32, {args.image_size} px images (CFG on), {args.steps} steps, seed 0; total {elapsed_s:.0f} s.
+All ranks of a run share this machine's cores, and other processes may have been running:
+treat the timings as what a small, busy CPU box measures, not as a benchmark.
+
+Regenerate with
+
+    PYTHONPATH=. python benchmarks/make_cpu_traces.py {out.as_posix()}
+
+which runs every strategy of one (world size, batch) in one process group. Each run is the
+same as the single command listed below (trace stems differ: the script names them by
+world size and batch). Every trace is `<stem>.events.parquet` (schema `dicesim-trace/1`;
+`meta.extra` holds the router histogram per rank, step, layer and expert, the placement and
+the executor's own summary); {', '.join(f'`{s}`' for s in args.json_for)} also have a
+`.trace.json` for Perfetto.
+
+Used by `dicesim calibrate traces/cpu` and `dicesim accuracy traces/cpu` (see docs/accuracy.md).
+
+| trace stem | equivalent command |
+|---|---|
+""" + "\n".join(rows) + "\n"
+    tmp = out / ".README.md.tmp"
+    tmp.write_text(text)
+    os.replace(tmp, out / "README.md")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the grid and write traces plus README into the output directory."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--world-sizes", type=_csv_ints, default=[2, 4])
+    ap.add_argument("--batches", type=_csv_ints, default=[1, 2, 4, 8])
+    ap.add_argument("--strategies", type=lambda s: s.split(","), default=list(STRATEGIES))
+    ap.add_argument("--model", default="small")
+    ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--image-size", type=int, default=64)
+    ap.add_argument("--json-for", type=lambda s: s.split(","), default=list(JSON_FOR))
+    args = ap.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    rows: list[str] = []
+    for w in args.world_sizes:
+        for b in args.batches:
+            print(f"world size {w}, batch {b}: {len(args.strategies)} strategies", file=sys.stderr, flush=True)
+            rows += _run_group(w, b, args, args.out)
+    _readme(args.out, rows, args, time.monotonic() - t0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
