@@ -32,43 +32,66 @@ def _csv_ints(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v.strip()]
 
 
-def _launch_retry(specs: list, world_size: int, tries: int = 3) -> list:
-    """Launch all specs in one process group; on a transport failure retry, then one spec per group.
+def _rank_main(rank: int, world_size: int, port: int, specs: list, stems: list, out: str,
+               json_for: list) -> None:
+    """One rank: run every spec in one gloo process group; rank 0 writes each run's trace itself.
 
-    Results travel from the ranks through torch.multiprocessing queues; a rank that exits
-    while the parent still collects a shared tensor makes the transfer fail (connection
-    reset), which says nothing about the run itself, so it is simply run again.
+    Writing from rank 0 (rather than shipping results to the launcher through a
+    multiprocessing queue) keeps the samples tensors out of inter-process fd passing.
     """
-    from validate.launch import launch
+    import datetime as dt
 
-    for attempt in range(tries):
-        try:
-            return launch(specs, world_size=world_size, backend="gloo", timeout_s=120.0)
-        except (ConnectionError, EOFError, OSError, RuntimeError) as exc:
-            print(f"  launch failed ({type(exc).__name__}: {exc}); retry {attempt + 1}", file=sys.stderr)
-    if len(specs) == 1:
-        raise RuntimeError("executor launch kept failing")
-    return [out for spec in specs for out in _launch_retry([spec], world_size, tries)]
+    import torch
+    import torch.distributed as dist
+
+    from validate.launch import RunOutcome
+    from validate.summary import write_run_trace
+    from validate.tracing import clock_offsets_ns
+    from validate.worker import GroupCache, run_rank
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size,
+                            timeout=dt.timedelta(seconds=120))
+    groups = GroupCache()
+    offsets, method = clock_offsets_ns(world_size)
+    for spec, stem in zip(specs, stems):
+        result = run_rank(spec, rank=rank, world_size=world_size, device=torch.device("cpu"), groups=groups)
+        every = [None] * world_size if rank == 0 else None
+        dist.gather_object(result, every, dst=0)
+        if rank == 0:
+            outcome = RunOutcome(spec=spec, world_size=world_size, backend="gloo", ranks=every,
+                                 clock_offsets_ns=offsets, clock_method=method)
+            paths = write_run_trace(outcome, out, stem)
+            if stem not in json_for:
+                paths["json"].unlink(missing_ok=True)
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _run_group(world_size: int, batch: int, args: argparse.Namespace, out: Path) -> list[str]:
+    import torch.multiprocessing as tmp
+
     from dicesim.strategy import make_strategy
-    from validate.summary import write_run_trace
     from validate.worker import RunSpec
 
     specs = [RunSpec(strategy=make_strategy(s), model=args.model, steps=args.steps, batch=batch,
                      image_size=args.image_size, seed=0, trace=True) for s in args.strategies]
-    outcomes = _launch_retry(specs, world_size)
-    lines = []
-    for name, outcome in zip(args.strategies, outcomes):
-        stem = f"cpu-{args.model}-w{world_size}-b{batch}-{name}"
-        paths = write_run_trace(outcome, out, stem)
-        if stem not in args.json_for:
-            paths["json"].unlink(missing_ok=True)
-        lines.append(f"| `{stem}` | `python -m validate run --world-size {world_size} --backend gloo "
-                     f"--model {args.model} --strategy {name} --steps {args.steps} --batch {batch} "
-                     f"--image-size {args.image_size} --trace-out DIR` |")
-    return lines
+    for spec in specs:
+        spec.check(world_size)
+    stems = [f"cpu-{args.model}-w{world_size}-b{batch}-{name}" for name in args.strategies]
+    tmp.start_processes(_rank_main, args=(world_size, _free_port(), specs, stems, str(out), list(args.json_for)),
+                        nprocs=world_size, join=True, start_method="spawn")
+    return [f"| `{stem}` | `python -m validate run --world-size {world_size} --backend gloo --model {args.model} "
+            f"--strategy {name} --steps {args.steps} --batch {batch} --image-size {args.image_size} "
+            f"--trace-out DIR` |" for stem, name in zip(stems, args.strategies)]
 
 
 def _readme(out: Path, rows: list[str], args: argparse.Namespace, elapsed_s: float) -> None:

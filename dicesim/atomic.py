@@ -16,17 +16,29 @@ import pandas as pd
 
 def write_atomic(path: str | Path, dump: Callable[[Path], None]) -> Path:
     """Call ``dump(tmp_path)`` for a temp file in ``path``'s directory, then move it to ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    write_all_atomic([(Path(path), dump)])
+    return Path(path)
+
+
+def write_all_atomic(targets: list[tuple[Path, Callable[[Path], None]]]) -> None:
+    """Write every target to a temp file first, then move them all into place.
+
+    If any ``dump`` raises, no target is touched (old versions survive) and no temp file stays.
+    """
+    temps: list[Path] = []
     try:
-        dump(Path(tmp))
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; results are meant to be shared
-        os.replace(tmp, path)
+        for path, dump in targets:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            os.close(fd)
+            temps.append(Path(name))
+            dump(temps[-1])
+            os.chmod(temps[-1], 0o644)  # mkstemp makes 0600 files; results are meant to be shared
+        for tmp, (path, _) in zip(temps, targets):
+            os.replace(tmp, path)
     finally:
-        Path(tmp).unlink(missing_ok=True)
-    return path
+        for tmp in temps:
+            tmp.unlink(missing_ok=True)
 
 
 def write_text_atomic(text: str, path: str | Path) -> Path:

@@ -35,7 +35,7 @@ from dicesim.atomic import write_parquet_atomic
 from dicesim.compare import METRIC_KEYS, headline_metrics
 from dicesim.errors import ConfigError, DicesimError, config_error_from_pydantic
 from dicesim.scenario import Scenario, make_scenario, scenario_from_dict
-from dicesim.strategy import StrategyConfig, make_strategy
+from dicesim.strategy import STRATEGY_NAMES, StrategyConfig, make_strategy
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -176,6 +176,10 @@ def _show(value: Any) -> str:
 def point_scenario(base: Scenario, point: dict[str, Any]) -> tuple[Scenario, str]:
     """The scenario of one configuration and its strategy label; DicesimError if invalid.
 
+    The label is the preset name, with the axis overrides in brackets
+    (``displaced[cond_interval=2]``), or the name of the preset the result equals
+    (interweaved + deep + cond_interval 2 is ``dice``).
+
     Strategy-modifier axes on a scheme they cannot change (``sync`` with ``sync_layers``)
     are rejected as redundant so the sweep holds no duplicate configurations.
     """
@@ -202,8 +206,21 @@ def point_scenario(base: Scenario, point: dict[str, Any]) -> tuple[Scenario, str
         moot = [k for k in overrides if k not in ("scheme", "count_comm")]
         if moot:
             raise ConfigError(f"axes.{moot[0]}", f"redundant: has no effect on scheme {strategy.scheme!r}")
+    preset_match = _matching_preset(strategy)
+    if preset_match:
+        label = preset_match
+        strategy = strategy.model_copy(update={"name": label})
     fields["strategy"] = strategy
     return make_scenario(**fields), label
+
+
+def _matching_preset(strategy: StrategyConfig) -> str | None:
+    """Name of the preset this strategy equals in everything but its name, if any."""
+    mine = strategy.model_dump(exclude={"name"})
+    for name in STRATEGY_NAMES:
+        if make_strategy(name).model_dump(exclude={"name"}) == mine:
+            return name
+    return None
 
 
 def simulate_metrics(scenario: Scenario) -> dict[str, float]:

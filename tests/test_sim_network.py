@@ -295,6 +295,17 @@ def test_repeated_and_lockstep_transfers_hit_memo_exactly():
     assert net.memo_hits == 15  # 3 per step after the first
 
 
+def test_memo_tells_apart_the_same_overlap_at_other_offsets():
+    G = switch_graph(3, 2.0, 0.05)
+    route = lambda i, j: ((f"g{i}", "sw"), ("sw", f"g{j}"))  # noqa: E731
+    big, small = a2a_flows(3, 4.0, route), [(route(0, 1), 1.5)]
+    transfers = [(0.0, big, 0.0), (0.3, small, 0.0), (20.0, big, 0.0), (20.9, small, 0.0),
+                 (40.0, big, 0.0), (40.3, small, 0.0)]
+    ends, net = check_against_reference(G, transfers)
+    assert net.memo_hits == 3  # big twice, and small at offset 0.3 once; 0.9 is a different state
+    assert ends[1] - 0.3 != ends[3] - 20.9 and math.isclose(ends[1] - 0.3, ends[5] - 40.3, rel_tol=1e-12)
+
+
 def test_independent_components_and_a_bridging_transfer():
     G = switch_graph(6, 4.0, 0.05)
     route = lambda i, j: ((f"g{i}", "sw"), ("sw", f"g{j}"))  # noqa: E731

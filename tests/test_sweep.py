@@ -168,6 +168,16 @@ def test_dask_local_cluster_gives_the_in_process_table(tmp_path):
     pd.testing.assert_frame_equal(dask_run.table, local.table)
 
 
+def test_sweep_connects_to_a_running_scheduler(tmp_path):
+    from dask.distributed import LocalCluster
+
+    spec = _spec()
+    local, _ = _run(spec, tmp_path / "local")
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        remote = run_sweep(spec, tmp_path / "remote", scheduler=cluster.scheduler_address, evaluate=fake_metrics)
+    pd.testing.assert_frame_equal(remote.table, local.table)
+
+
 def test_best_under_budget_and_speedup():
     table = pd.DataFrame({
         "index": range(5), "key": list("abcde"), "status": ["ok", "ok", "ok", "ok", "skipped"], "reason": "",

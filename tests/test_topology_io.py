@@ -144,9 +144,11 @@ def test_failed_write_leaves_old_file_and_no_temp(tmp_path):
     assert path.read_text() == before and sorted(p.name for p in tmp_path.iterdir()) == ["t.toml"]
 
 
-def test_save_to_missing_directory_raises_oserror(tmp_path):
-    with pytest.raises(OSError):
-        save_graphml(get_topology("tiny-ring4"), Path(tmp_path / "no" / "t.graphml"))
+def test_save_creates_missing_directory_and_leaves_no_temp(tmp_path):
+    target = Path(tmp_path / "no" / "t.graphml")
+    save_graphml(get_topology("tiny-ring4"), target)
+    assert target.is_file() and [p.name for p in target.parent.iterdir()] == ["t.graphml"]
+    assert (target.stat().st_mode & 0o777) == 0o644
 
 
 def test_toml_example_in_docs_loads(tmp_path):

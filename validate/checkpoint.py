@@ -18,12 +18,11 @@ from __future__ import annotations
 import os
 import pickle
 import re
-import tempfile
 from collections.abc import Callable, Mapping
-from pathlib import Path
 
 import torch
 
+from dicesim.atomic import write_atomic
 from dicesim.errors import ConfigError
 from validate.experts import ExpertBank
 from validate.model import DiTMoE
@@ -40,15 +39,8 @@ def export_state_dict(model: DiTMoE) -> dict[str, torch.Tensor]:
 
 def save_checkpoint(model: DiTMoE, path: str | os.PathLike[str]) -> None:
     """Write ``export_state_dict(model)`` with torch.save, atomically (tmp file + rename)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(export_state_dict(model), tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    state = export_state_dict(model)
+    write_atomic(path, lambda tmp: torch.save(state, tmp))
 
 
 def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:

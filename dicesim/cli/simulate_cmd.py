@@ -68,9 +68,10 @@ def simulate(
     doc = {"label": sc.label(), "strategy": sc.strategy.name, **run.summary}
     written: list[Path] = []
     if out is not None:
-        written += [write_parquet_atomic(run.per_step, out / "per_step.parquet"), write_parquet_atomic(run.lags, out / "lags.parquet"),
-                    write_parquet_atomic(run.links, out / "links.parquet")]
-        written.append(write_text_atomic(json.dumps({k: _finite(v) for k, v in doc.items()}, indent=2), out / "summary.json"))
+        for name, table in (("per_step", run.per_step), ("lags", run.lags), ("links", run.links)):
+            written.append(write_parquet_atomic(table, out / f"{name}.parquet"))
+        summary_json = json.dumps({k: _finite(v) for k, v in doc.items()}, indent=2)
+        written.append(write_text_atomic(summary_json, out / "summary.json"))
         written.append(write_report(simulation_sections(run), out / "report.html", title=f"dicesim: {sc.label()}"))
         if run.trace_path is not None:
             written.insert(0, run.trace_path)

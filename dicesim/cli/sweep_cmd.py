@@ -16,7 +16,7 @@ from dicesim.errors import ConfigError
 
 @app.command()
 def sweep(
-    sweep_file: Path = typer.Argument(..., help="sweep TOML: [sweep] options, [base.*] scenario, [axes] value lists"),
+    sweep_file: Path = typer.Argument(..., help="sweep TOML: options, base scenario and one value list per axis"),
     out: Path = typer.Option(Path("out/sweep"), "--out", help="result directory (chunks/, sweep.parquet, report.html)"),
     workers: Optional[int] = typer.Option(None, "--workers", min=0,
                                           help="local Dask worker processes (0 = run in this process; default: CPUs)"),

@@ -18,8 +18,10 @@ def rich_table(df: pd.DataFrame, *, title: str | None = None, columns: list[str]
     table = Table(title=title)
     for src, header in zip(cols, shown.columns):
         numeric = pd.api.types.is_numeric_dtype(df[src]) and not pd.api.types.is_bool_dtype(df[src])
-        # names (strategies, links) must stay whole; numbers may wrap their headers instead
-        table.add_column(str(header), justify="right" if numeric else "left", no_wrap=not numeric)
+        # names (strategies, links) must stay legible: give them width, fold what is longer
+        longest = int(shown[header].astype(str).str.len().max()) if len(shown) else 0
+        table.add_column(str(header), justify="right" if numeric else "left",
+                         min_width=None if numeric else min(longest, 28), overflow="fold")
     for row in shown.itertuples(index=False):
         table.add_row(*[str(v) for v in row])
     return table

@@ -20,6 +20,7 @@ STRATEGY_COLUMNS = frozenset({
     "strategy", "scheme", "sync_layers", "cond_interval", "cond_policy", "warmup_steps", "cooldown_steps",
     "sync_every", "stale_weights", "count_comm",
 })
+_BEST_DETAIL = ("sync_layers", "cond_interval")
 _NOT_DESCRIPTORS = frozenset({"index", "key", "status", "reason", "label", "speedup"})
 _METRICS = frozenset(METRIC_KEYS)
 
@@ -75,10 +76,12 @@ def best_under_budget(table: pd.DataFrame, *, max_lag: float | None = None, max_
         row["feasible"] = f"{len(cand)} of {int(part['_ok'].sum())}"
         if len(cand):
             best = cand.iloc[0]
-            row.update(best=best["strategy"], step_latency_s=best["step_latency_s"],
-                       weighted_lag=best["weighted_lag"], speedup=best["speedup"])
+            row.update(best=best["strategy"], **{c: best[c] for c in _BEST_DETAIL if c in best.index},
+                       step_latency_s=best["step_latency_s"], weighted_lag=best["weighted_lag"],
+                       speedup=best["speedup"])
         else:
-            row.update(best="(none within budget)", step_latency_s=np.nan, weighted_lag=np.nan, speedup=np.nan)
+            row.update(best="(none within budget)", **{c: "" for c in _BEST_DETAIL if c in df.columns},
+                       step_latency_s=np.nan, weighted_lag=np.nan, speedup=np.nan)
         rows.append(row)
     return pd.DataFrame(rows)
 

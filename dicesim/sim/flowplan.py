@@ -14,6 +14,8 @@ Legend: F flows, P (flow, link) pairs, L links of the table, K segments, G group
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from dicesim.sim.maxmin import maxmin_core
@@ -49,13 +51,14 @@ class Plan:
     first use from the lists the simulation loop kept.
     """
 
-    __slots__ = ("t_seg", "fin_F", "group_fin_G", "total_bytes_L", "total_busy_L", "_table",
+    __slots__ = ("t_seg", "fin_F", "fin_min", "group_fin_G", "total_bytes_L", "total_busy_L", "_table",
                  "_rates", "_drained", "_busy", "_rate_KF", "_cum_KF", "_seg_bytes_KL", "_seg_busy_KL")
 
     def __init__(self, table, t_seg, fin_F, group_fin_G, rates, drained, busy, total_busy_L):
         self._table = table
         self.t_seg = t_seg  # (K+1,) segment boundaries, t_seg[0] = table.r0
         self.fin_F, self.group_fin_G = fin_F, group_fin_G
+        self.fin_min = float(fin_F.min()) if fin_F.shape[0] else math.inf
         self._rates, self._drained, self._busy = rates, drained, busy
         # every flow drains all of its bytes by the end of the plan
         pf, pl = table.pair_flow_P, table.pair_link_P
@@ -209,8 +212,18 @@ def make_table(r0: float, parts: list[tuple], cap_global: np.ndarray) -> FlowTab
     pf = np.concatenate([p[2] + s for p, s in zip(parts, starts)])
     gpl = np.concatenate([p[3] for p in parts])
     pw = np.concatenate([p[4] for p in parts])
-    links, pl = np.unique(gpl, return_inverse=True)
-    return FlowTable(r0, rem, act, pf, pl.astype(np.intp), pw, links, cap_global[links], starts)
+    links, pl = local_links(gpl, cap_global.shape[0])
+    return FlowTable(r0, rem, act, pf, pl, pw, links, cap_global[links], starts)
+
+
+def local_links(gpl: np.ndarray, n_links: int) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct global link ids of ``gpl`` (sorted) and each entry's index among them."""
+    present = np.zeros(n_links, dtype=bool)
+    present[gpl] = True
+    links = np.flatnonzero(present)
+    remap = np.empty(n_links, dtype=np.intp)
+    remap[links] = np.arange(links.shape[0])
+    return links, remap[gpl]
 
 
 def carry_over(table: FlowTable, plan: Plan, r: float, shift: float = 0.0) -> list[tuple]:

@@ -31,7 +31,7 @@ import numpy as np
 import simpy
 
 from dicesim.errors import TopologyError
-from dicesim.sim.flowplan import FlowTable, Plan, carry_over, make_table, simulate
+from dicesim.sim.flowplan import FlowTable, Plan, carry_over, local_links, make_table, simulate
 
 Edge = tuple[Any, Any]
 Route = tuple[Edge, ...]
@@ -68,8 +68,8 @@ class FlowGroup:
         self.n_flows = int(nbytes.shape[0])
         self.pair_flow_P, self.pair_link_P, self.pair_weight_P = pair_flow_P, pair_link_P, pair_weight_P
         # the group's own link numbering, so a plan of this group alone needs no set union
-        links, local = np.unique(pair_link_P, return_inverse=True)
-        self.links_L, self.pair_local_P, self.cap_L = links, local.astype(np.intp), cap_global[links]
+        links, local = local_links(pair_link_P, cap_global.shape[0])
+        self.links_L, self.pair_local_P, self.cap_L = links, local, cap_global[links]
 
 
 class _Transfer:
@@ -329,6 +329,9 @@ class FlowNetwork:
             c = self._comps[cid]
             r = _grid(now - c.t0_s)
             table = c.table
+            if r < c.plan.fin_min:  # every flow still unfinished: all of its links are live
+                out.append((c, r))
+                continue
             live_f = c.plan.fin_F > r
             live_links = table.links_L[table.pair_link_P[live_f[table.pair_flow_P]]]
             mark[live_links] = True
@@ -385,7 +388,10 @@ class FlowNetwork:
         """Give up ``comp``'s links (except ``keep``); close their busy periods for the hook."""
         links = comp.table.links_L
         if keep is not None:
-            links = np.setdiff1d(links, keep, assume_unique=True)
+            mark = self._mark_L
+            mark[keep] = True
+            links = links[~mark[links]]
+            mark[keep] = False
         mine = links[self._owner_L[links] == comp.cid]
         self._owner_L[mine] = -1
         if self._hook is not None:

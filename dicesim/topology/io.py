@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -23,23 +22,17 @@ from typing import Any
 import networkx as nx
 import tomli_w
 
+from dicesim.atomic import write_text_atomic
 from dicesim.errors import TopologyError
 from dicesim.topology.validate import validate_topology
 
+
+def _write_text(path: Path, text: str) -> None:
+    write_text_atomic(text, path)
+
+
 _SCALARS = (str, int, float, bool)
 _LINK_KEYS = ("a", "b", "bw_Bps", "latency_s", "link", "source")
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _scalar_items(where: str, attrs: dict[str, Any]) -> dict[str, Any]:
@@ -65,7 +58,7 @@ def save_graphml(G: nx.DiGraph, path: str | os.PathLike[str]) -> None:
         H.add_node(n, **_scalar_items(f"node {n}", d))
     for u, v, d in G.edges(data=True):
         H.add_edge(u, v, **_scalar_items(f"edge {u}->{v}", d))
-    _atomic_write_text(Path(path), "\n".join(nx.generate_graphml(H)) + "\n")
+    _write_text(Path(path), "\n".join(nx.generate_graphml(H)) + "\n")
 
 
 def save_toml(G: nx.DiGraph, path: str | os.PathLike[str]) -> None:
@@ -83,7 +76,7 @@ def save_toml(G: nx.DiGraph, path: str | os.PathLike[str]) -> None:
         ordered.update({k: x for k, x in attrs.items() if k not in ordered})
         links.append({"a": u, "b": v, **ordered, "duplex": duplex})
     text = tomli_w.dumps({"graph": graph, "nodes": nodes, "links": links})
-    _atomic_write_text(Path(path), text)
+    _write_text(Path(path), text)
 
 
 def _coerce(G: nx.DiGraph) -> None:

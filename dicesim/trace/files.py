@@ -9,12 +9,12 @@ trace under the final name.
 from __future__ import annotations
 
 import os
-import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
 
+from dicesim.atomic import write_all_atomic
 from dicesim.errors import TraceError
 from dicesim.trace.chrome import dump_chrome, read_chrome
 from dicesim.trace.parquet import dump_parquet, read_parquet
@@ -25,33 +25,13 @@ PARQUET_SUFFIX = ".events.parquet"
 _TRACE_SUFFIXES = (PARQUET_SUFFIX, JSON_SUFFIX + ".gz", JSON_SUFFIX)
 
 
-def _temp_beside(path: Path) -> Path:
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    return Path(name)
-
-
-def _write_all(targets: list[tuple[Path, Callable[[Path], None]]]) -> None:
-    """Write every target to a temp file first, then move them all into place."""
-    temps: list[Path] = []
-    try:
-        for path, dump in targets:
-            temps.append(_temp_beside(path))
-            dump(temps[-1])
-        for tmp, (path, _) in zip(temps, targets):
-            os.replace(tmp, path)
-    finally:
-        for tmp in temps:
-            tmp.unlink(missing_ok=True)
-
-
 def write_chrome(df: pd.DataFrame, meta: TraceMeta, path: str | Path, *,
                  exclusive_streams: Iterable[str] = DEFAULT_EXCLUSIVE) -> Path:
     """Validate ``df`` and write it atomically as Chrome JSON (.json, or gzip for .json.gz)."""
     path = Path(path)
     validate_events(df, exclusive_streams=exclusive_streams, where=path)
     gz = path.name.endswith(".gz")
-    _write_all([(path, lambda tmp: dump_chrome(df, meta, tmp, compress=gz, check=False))])
+    write_all_atomic([(path, lambda tmp: dump_chrome(df, meta, tmp, compress=gz, check=False))])
     return path
 
 
@@ -60,7 +40,7 @@ def write_parquet(df: pd.DataFrame, meta: TraceMeta, path: str | Path, *,
     """Validate ``df`` and write it atomically as Parquet."""
     path = Path(path)
     validate_events(df, exclusive_streams=exclusive_streams, where=path)
-    _write_all([(path, lambda tmp: dump_parquet(df, meta, tmp, check=False))])
+    write_all_atomic([(path, lambda tmp: dump_parquet(df, meta, tmp, check=False))])
     return path
 
 
@@ -79,7 +59,7 @@ def write_trace(df: pd.DataFrame, meta: TraceMeta, out_dir: str | Path, stem: st
     out.mkdir(parents=True, exist_ok=True)
     json_path = out / (stem + JSON_SUFFIX + (".gz" if gzip_json else ""))
     parquet_path = out / (stem + PARQUET_SUFFIX)
-    _write_all([
+    write_all_atomic([
         (parquet_path, lambda tmp: dump_parquet(df, meta, tmp, check=False)),
         (json_path, lambda tmp: dump_chrome(df, meta, tmp, compress=gzip_json, check=False)),
     ])
