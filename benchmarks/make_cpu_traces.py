@@ -1,8 +1,8 @@
 """Regenerate the CPU reference traces in ``traces/cpu/`` (executor on gloo, ``small`` model).
 
-One process group per (world size, batch): every strategy preset runs in it back to back
-(one start-up for all of them), then each run's trace is written as
-``cpu-small-w<W>-b<B>-<strategy>.events.parquet``. Only the runs named in ``--json-for``
+One process group per (world size, batch): every strategy preset runs in it, ``--reps``
+times, interleaved (one start-up for all of them); rank 0 writes each run's trace as
+``cpu-small-w<W>-b<B>-<strategy>-r<rep>.events.parquet``. Only the runs named in ``--json-for``
 also keep their Chrome JSON twin (for Perfetto); the rest stay Parquet-only to keep the
 directory small. ``traces/cpu/README.md`` is rewritten with the command of every run.
 
@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 STRATEGIES = ("sync", "displaced", "interweaved", "displaced-deep", "interweaved-deep", "dice", "data_parallel")
-JSON_FOR = ("cpu-small-w2-b2-sync", "cpu-small-w2-b2-dice")
+JSON_FOR = ("cpu-small-w2-b2-sync-r0", "cpu-small-w2-b2-dice-r0")
 
 
 def _csv_ints(text: str) -> list[int]:
@@ -77,21 +77,25 @@ def _free_port() -> int:
 
 
 def _run_group(world_size: int, batch: int, args: argparse.Namespace, out: Path) -> list[str]:
+    """Every strategy ``args.reps`` times, interleaved (rep 0 of all, then rep 1, ...; the order
+    rotates per rep), so slow spells of a shared machine hit all strategies alike."""
     import torch.multiprocessing as tmp
 
     from dicesim.strategy import make_strategy
     from validate.worker import RunSpec
 
+    names = list(args.strategies)
+    order = [(rep, names[(i + 2 * rep) % len(names)]) for rep in range(args.reps) for i in range(len(names))]
     specs = [RunSpec(strategy=make_strategy(s), model=args.model, steps=args.steps, batch=batch,
-                     image_size=args.image_size, seed=0, trace=True) for s in args.strategies]
+                     image_size=args.image_size, seed=0, trace=True) for _, s in order]
     for spec in specs:
         spec.check(world_size)
-    stems = [f"cpu-{args.model}-w{world_size}-b{batch}-{name}" for name in args.strategies]
+    stems = [f"cpu-{args.model}-w{world_size}-b{batch}-{name}-r{rep}" for rep, name in order]
     tmp.start_processes(_rank_main, args=(world_size, _free_port(), specs, stems, str(out), list(args.json_for)),
                         nprocs=world_size, join=True, start_method="spawn")
-    return [f"| `{stem}` | `python -m validate run --world-size {world_size} --backend gloo --model {args.model} "
-            f"--strategy {name} --steps {args.steps} --batch {batch} --image-size {args.image_size} "
-            f"--trace-out DIR` |" for stem, name in zip(stems, args.strategies)]
+    return [f"| `cpu-{args.model}-w{world_size}-b{batch}-{name}-r{{0..{args.reps - 1}}}` | `python -m validate run "
+            f"--world-size {world_size} --backend gloo --model {args.model} --strategy {name} --steps {args.steps} "
+            f"--batch {batch} --image-size {args.image_size} --trace-out DIR` |" for name in names]
 
 
 def _readme(out: Path, rows: list[str], args: argparse.Namespace, elapsed_s: float) -> None:
@@ -101,7 +105,8 @@ def _readme(out: Path, rows: list[str], args: argparse.Namespace, elapsed_s: flo
 
 Captured on {_dt.date.today().isoformat()} on {platform.machine()} with {os.cpu_count()} CPU cores
 ({platform.processor() or 'unknown CPU'}), torch {torch.__version__}, gloo backend, one torch thread
-per rank, fp32, {args.image_size} px images (CFG on), {args.steps} steps, seed 0; total {elapsed_s:.0f} s.
+per rank, fp32, {args.image_size} px images (CFG on), {args.steps} steps, seed 0, {args.reps} repetitions of
+every run (interleaved across strategies); total {elapsed_s:.0f} s.
 All ranks of a run share this machine's cores, and other processes may have been running:
 treat the timings as what a small, busy CPU box measures, not as a benchmark.
 
@@ -111,7 +116,8 @@ Regenerate with
 
 which runs every strategy of one (world size, batch) in one process group. Each run is the
 same as the single command listed below (trace stems differ: the script names them by
-world size and batch). Every trace is `<stem>.events.parquet` (schema `dicesim-trace/1`;
+world size, batch and repetition `-r<k>`; calibration treats the repetitions of one
+configuration as one measurement, their median). Every trace is `<stem>.events.parquet` (schema `dicesim-trace/1`;
 `meta.extra` holds the router histogram per rank, step, layer and expert, the placement and
 the executor's own summary); {', '.join(f'`{s}`' for s in args.json_for)} also have a
 `.trace.json` for Perfetto.
@@ -131,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("out", type=Path)
     ap.add_argument("--world-sizes", type=_csv_ints, default=[2, 4])
-    ap.add_argument("--batches", type=_csv_ints, default=[1, 2, 4, 8])
+    ap.add_argument("--batches", type=_csv_ints, default=[1, 2, 4])
+    ap.add_argument("--reps", type=int, default=3, help="repetitions of every run (interleaved)")
     ap.add_argument("--strategies", type=lambda s: s.split(","), default=list(STRATEGIES))
     ap.add_argument("--model", default="small")
     ap.add_argument("--steps", type=int, default=8)

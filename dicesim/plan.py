@@ -179,12 +179,11 @@ class HeldBuffer:
     skip: bool
 
 
-def held_buffers(plan: Plan, t: int) -> list[HeldBuffer]:
-    """Buffers alive at the end of step ``t`` (issued but not yet consumed, plus caches)."""
+def held_buffers_by_step(plan: Plan) -> list[list[HeldBuffer]]:
+    """Buffers alive at the end of every step (issued but not yet consumed, plus caches), one pass."""
     pending: dict[tuple[str, int, int], HeldBuffer] = {}
-    for s, actions in plan:
-        if s > t:
-            break
+    by_step: list[list[HeldBuffer]] = []
+    for t, actions in plan:
         for a in actions:
             if a.kind == "issue_dispatch":
                 pending[("d", a.layer, a.tok_step)] = HeldBuffer(a.layer, "dispatch", a.tok_step, a.skip)
@@ -193,14 +192,20 @@ def held_buffers(plan: Plan, t: int) -> list[HeldBuffer]:
                 pending[("c", a.layer, a.tok_step)] = HeldBuffer(a.layer, "combine", a.tok_step, a.skip)
             elif a.kind == "wait_combine":
                 pending.pop(("c", a.layer, a.tok_step))
-    out: list[HeldBuffer] = []
-    for hb in pending.values():
-        out += [HeldBuffer(hb.layer, f"{hb.what}_send", hb.tok_step, hb.skip),
-                HeldBuffer(hb.layer, f"{hb.what}_recv", hb.tok_step, hb.skip)]
-    # the cache carries a layer's last outputs into the next step when that step reads it
-    if t + 1 < plan.num_steps:
-        out += [HeldBuffer(l, "cache", -1, False) for l in plan.async_layers if not plan.layer_is_sync(l, t + 1)]
-    return out
+        out: list[HeldBuffer] = []
+        for hb in pending.values():
+            out += [HeldBuffer(hb.layer, f"{hb.what}_send", hb.tok_step, hb.skip),
+                    HeldBuffer(hb.layer, f"{hb.what}_recv", hb.tok_step, hb.skip)]
+        # the cache carries a layer's last outputs into the next step when that step reads it
+        if t + 1 < plan.num_steps:
+            out += [HeldBuffer(l, "cache", -1, False) for l in plan.async_layers if not plan.layer_is_sync(l, t + 1)]
+        by_step.append(out)
+    return by_step
+
+
+def held_buffers(plan: Plan, t: int) -> list[HeldBuffer]:
+    """Buffers alive at the end of step ``t``; see :func:`held_buffers_by_step`."""
+    return held_buffers_by_step(plan)[t]
 
 
 def buffer_rows(hb: HeldBuffer, *, local_tokens: int, top_k: int, recv_rows: int) -> int:

@@ -33,6 +33,9 @@ class RoutingConfig(BaseModel):
     #: share of the two copies' router weight held by the higher-scoring copy; used for the
     #: score-weighted lag. 0.55 is what the tiny executor runs measured (see docs/model.md).
     top1_share: float = Field(0.55, ge=0.5, le=1.0)
+    #: "expected": every step routes the expected counts (fast, deterministic); "multinomial":
+    #: each (layer, step) draws its own counts from the load model (seeded; much slower)
+    sampling: Literal["expected", "multinomial"] = "expected"
 
 
 class Scenario(BaseModel):
@@ -68,7 +71,7 @@ class Scenario(BaseModel):
 
 _ALLOWED = {
     "model": MODEL_NAMES, "dtype": tuple(DTYPE_NBYTES), "placement": ("contiguous", "strided"),
-    "kind": ("uniform", "zipf", "histogram"), "preset": STRATEGY_NAMES,
+    "kind": ("uniform", "zipf", "histogram"), "sampling": ("expected", "multinomial"), "preset": STRATEGY_NAMES,
 }
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import pickle
 import queue as _queue
 import shutil
 import socket
@@ -85,9 +86,9 @@ def _device(backend: str, local_rank: int) -> torch.device:
 
 
 def _run_specs(specs: Sequence[RunSpec], *, rank: int, world_size: int, backend: str,
-               device: torch.device) -> list[RunOutcome] | None:
+               device: torch.device, timeout_s: float) -> list[RunOutcome] | None:
     """Run every spec on this rank; rank 0 returns the gathered outcomes, others None."""
-    groups = GroupCache()
+    groups = GroupCache(timeout=_dt.timedelta(seconds=timeout_s))
     offsets, method = clock_offsets_ns(world_size)
     outcomes: list[RunOutcome] = []
     for spec in specs:
@@ -111,9 +112,12 @@ def _worker(rank: int, world_size: int, backend: str, init_method: str, timeout_
         dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world_size,
                                 timeout=_dt.timedelta(seconds=timeout_s))
         device = _device(backend, rank)
-        outcomes = _run_specs(specs, rank=rank, world_size=world_size, backend=backend, device=device)
+        outcomes = _run_specs(specs, rank=rank, world_size=world_size, backend=backend, device=device,
+                              timeout_s=timeout_s)
         if rank == 0:
-            results.put(("ok", rank, outcomes))
+            # plain pickle bytes: torch's queue pickler would share tensors through file descriptors
+            # that vanish when this process exits
+            results.put(("ok", rank, pickle.dumps(outcomes)))
         dist.destroy_process_group()
         code = 0
     except BaseException as exc:  # noqa: BLE001 (reported to the launcher as one line)
@@ -206,7 +210,7 @@ def _watch(procs: list[Any], results: Any, world_size: int, timeout_s: float, lo
             while True:
                 kind, rank, payload = results.get(timeout=_POLL_S)
                 if kind == "ok":
-                    outcomes = payload
+                    outcomes = pickle.loads(payload)
                 else:
                     errors.setdefault(rank, payload)
         except _queue.Empty:
@@ -225,7 +229,8 @@ def _watch(procs: list[Any], results: Any, world_size: int, timeout_s: float, lo
             fail_seen_at = time.monotonic()
         if fail_seen_at is not None and (all(c is not None for c in codes)
                                          or time.monotonic() - fail_seen_at > _SETTLE_S):
-            raise RankFailure(_failure_line(failed, errors, log_dir))
+            silent = [r for r, c in enumerate(codes) if c is None and r not in errors]
+            raise RankFailure(_failure_line(failed, errors, silent, log_dir))
         if fail_seen_at is None and all(c is not None for c in codes):
             raise RankFailure(f"all {world_size} ranks exited without results (logs: {log_dir})")
 
@@ -237,9 +242,9 @@ def _is_victim(msg: str) -> bool:
                                   "timeout", "connection refused", "socket", "peer"))
 
 
-def _failure_line(failed: dict[int, int], errors: dict[int, str], log_dir: str) -> str:
+def _failure_line(failed: dict[int, int], errors: dict[int, str], silent: list[int], log_dir: str) -> str:
     """One line naming the most likely culprit: a rank that died without a message first,
-    then one with its own error, then a victim of a peer (timeouts hint at a hang)."""
+    then one with its own error, then a rank that went silent while its peers timed out."""
     died = [r for r, c in sorted(failed.items()) if r not in errors]
     own = [r for r in sorted(errors) if not _is_victim(errors[r])]
     if died:
@@ -247,11 +252,11 @@ def _failure_line(failed: dict[int, int], errors: dict[int, str], log_dir: str) 
         why = f"killed by signal {-code}" if code < 0 else f"exited with code {code} without an error message"
     elif own:
         rank, why = own[0], errors[own[0]]
+    elif silent and errors:
+        rank, why = silent[0], f"stopped responding; its peers timed out ({errors[min(errors)][:200]})"
     else:
         rank = min(errors)
         why = errors[rank]
-        if "timed out" in why.lower() or "timeout" in why.lower():
-            why += " (a peer rank may have hung)"
     return f"rank {rank} failed: {why}; stopped the other ranks (logs: {log_dir})"
 
 
@@ -267,7 +272,7 @@ def run_from_env(specs: Sequence[RunSpec], *, backend: str, timeout_s: float = 3
                             timeout=_dt.timedelta(seconds=timeout_s))
     try:
         return _run_specs(specs, rank=rank, world_size=world_size, backend=backend,
-                          device=_device(backend, local_rank))
+                          device=_device(backend, local_rank), timeout_s=timeout_s)
     finally:
         dist.destroy_process_group()
 

@@ -22,6 +22,7 @@ per token, D hidden, R routed rows sent, Q rows received.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -120,8 +121,10 @@ class PlanRunner:
     """Runs one strategy plan on one rank; ``denoise`` plugs into :func:`validate.sampler.sample`."""
 
     def __init__(self, *, model: DiTMoE, plan: Plan, dispatcher: _DispatcherBase, tracer: RankTracer,
-                 rank: int, image_keys_B: list[int], shadow: _DispatcherBase | None = None):
+                 rank: int, image_keys_B: list[int], shadow: _DispatcherBase | None = None,
+                 probe: Callable[..., None] | None = None):
         self.model, self.plan, self.disp, self.tracer, self.shadow = model, plan, dispatcher, tracer, shadow
+        self.probe = probe  # test hook: sees every layer's used output and (with shadow) the fresh one
         self.strategy = plan.strategy
         preset = model.preset
         self.K, self.L, self.E, self.T = preset.top_k, plan.num_layers, preset.num_experts, plan.num_steps
@@ -260,11 +263,15 @@ class PlanRunner:
         self.record.lag_kept[t, l], self.record.lag_dropped[t, l] = t - kept, t - dropped
         s_kept, s_dropped = float(cur.score_NK[:, 0].sum()), float(cur.score_NK[:, 1:].sum())
         self.record.lag_score[t, l] = (s_kept * (t - kept) + s_dropped * (t - dropped), s_kept + s_dropped)
+        shadow_NKD = None
         if self.shadow is not None:
-            fresh_ND = combine_copies(self._exchange_sync(self.shadow, l, t, cur, record=False), cur.score_NK)
-            used_ND, ref_ND = routed_ND + cur.shared_ND, fresh_ND + cur.shared_ND
+            shadow_NKD = self._exchange_sync(self.shadow, l, t, cur, record=False)
+            used_ND, ref_ND = routed_ND + cur.shared_ND, combine_copies(shadow_NKD, cur.score_NK) + cur.shared_ND
             self.record.shadow_sq[t, l] = (float((used_ND - ref_ND).double().square().sum()),
                                            float(ref_ND.double().square().sum()))
+        if self.probe is not None:
+            self.probe(step=t, layer=l, routed_ND=routed_ND, score_NK=cur.score_NK, idx_NK=cur.idx_NK,
+                       fresh_NKD=shadow_NKD)
         with self.tracer.compute("moe_output", layer=l, step=t, tok_step=t):
             self._x_BTD = self._block(l).moe_output(cur.x_BTD, routed_ND, cur.shared_ND, cur.gate_mlp_BD)
 

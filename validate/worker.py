@@ -12,6 +12,7 @@ on how images are spread over ranks.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -145,6 +146,7 @@ def _sample_with(runner: PlanRunner, spec: RunSpec, z_BCLL: torch.Tensor, y_B: t
 class GroupCache:
     """Process groups of one worker, created once per layout (every rank creates every group)."""
 
+    timeout: Any = None  # datetime.timedelta; new_group would otherwise wait 30 minutes
     groups: dict[tuple, Any] = field(default_factory=dict)
 
     def ep_group(self, placement: Placement, rank: int, purpose: str) -> Any:
@@ -152,7 +154,7 @@ class GroupCache:
         if key not in self.groups:
             mine = None
             for members in placement.groups():
-                g = dist.new_group(list(members))  # collective: all ranks, same order
+                g = dist.new_group(list(members), timeout=self.timeout)  # collective: all ranks, same order
                 if rank in members:
                     mine = g
             self.groups[key] = mine
@@ -188,7 +190,8 @@ def run_rank(spec: RunSpec, *, rank: int, world_size: int, device: torch.device,
                       trace_rows=tracer.rows(), device=str(device))
 
 
-def run_emulated(spec: RunSpec, world_size: int, device: torch.device | str = "cpu") -> RankResult:
+def run_emulated(spec: RunSpec, world_size: int, device: torch.device | str = "cpu", *,
+                 probe: Callable[..., None] | None = None) -> RankResult:
     """The same plan in one process: every expert, all ``world_size * batch`` images, no communication."""
     spec.check(world_size)
     device = torch.device(device)
@@ -201,7 +204,7 @@ def run_emulated(spec: RunSpec, world_size: int, device: torch.device | str = "c
     model = build_model(whole, None, device)
     plan = build_plan(spec.strategy, whole.preset.depth, spec.steps)
     z_GCLL, y_G = global_inputs(spec, G)
-    runner = PlanRunner(model=model, plan=plan, dispatcher=disp, tracer=tracer, rank=0, shadow=shadow,
+    runner = PlanRunner(model=model, plan=plan, dispatcher=disp, tracer=tracer, rank=0, shadow=shadow, probe=probe,
                         image_keys_B=_image_keys(0, G, G, spec.guidance_scale is not None))
     samples = _sample_with(runner, whole, z_GCLL.to(device), y_G.to(device), model.null_class, -1)
     return RankResult(rank=0, samples_BCLL=samples.float().cpu(), record=runner.record,

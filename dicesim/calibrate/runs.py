@@ -137,6 +137,16 @@ def run_from_trace(events: pd.DataFrame, meta: TraceMeta, path: Path, stem: str)
     )
 
 
+def _read_any(path: Path) -> tuple[pd.DataFrame, TraceMeta]:
+    """A dicesim trace file, or a torch.profiler (Kineto) Chrome export."""
+    from dicesim.calibrate.kineto import is_kineto, read_kineto
+
+    if path.name.endswith((".json", ".json.gz")) and is_kineto(path):
+        return read_kineto(path)
+    df, meta = read_trace(path)
+    return df, meta
+
+
 def load_runs(paths: list[str | Path]) -> list[TraceRun]:
     """Every trace in the given directories or files, sorted by stem; TraceError if none."""
     runs: list[TraceRun] = []
@@ -144,12 +154,11 @@ def load_runs(paths: list[str | Path]) -> list[TraceRun]:
         if p.is_dir():
             items = trace_stems(p).items()
         elif p.exists():
-            stem = p.name.split(".")[0]
-            items = [(stem, p)]
+            items = [(p.name.split(".")[0], p)]
         else:
             raise TraceError(p, "no such file or directory")
         for stem, f in items:
-            df, meta = read_trace(f)
+            df, meta = _read_any(f)
             runs.append(run_from_trace(df, meta, f, stem))
     if not runs:
         raise TraceError(", ".join(map(str, paths)), "no traces found")

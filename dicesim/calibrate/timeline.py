@@ -7,8 +7,10 @@ the model component whose serial cost they are:
 
 - a gap after a compute op belongs to that op (its host tail), except the gap before
   ``embed``, which is the sampler's work between steps and belongs to ``embed``;
-- a gap after a count-exchange wait is the host issuing the dispatch that follows it: a
-  ``host_collective_s`` sample (the simulator's host is synchronised right there);
+- the gaps just before and after a count-exchange wait (sorting rows by destination,
+  issuing the exchange, building the layout from the counts, issuing the dispatch) belong
+  to the count exchange: it is blocking, so the simulator keeps that time serial, and a
+  data-parallel run (no exchange) does not pay it;
 - a gap after a combine wait is un-permuting the returned rows: it belongs to that layer's
   ``local_combine``; a gap after a dispatch wait belongs to the next op (the experts).
 
@@ -19,7 +21,9 @@ onto profile op kinds through :data:`NAME_TO_KIND`.
 its member ranks by (stream, name, layer, tok_step). On an in-order communicator it can
 start only when every member is ready and the previous collective has finished; its
 *service time* runs from then until the members see it complete (a blocked rank: the end of
-its wait, which includes waking up; otherwise the completion callback).
+its wait, which includes waking up; otherwise the completion callback). A count exchange
+runs from the end of each member's gate to the start of its next op (the host work around
+it included, as above).
 """
 
 from __future__ import annotations
@@ -80,17 +84,33 @@ def _max_link_nbytes(M_SS: np.ndarray, row_nbytes: int) -> float:
     return float(max(off.sum(axis=1).max(initial=0), off.sum(axis=0).max(initial=0)) * row_nbytes)
 
 
+def _wait_neighbours(ev: pd.DataFrame) -> dict[tuple, tuple[float, float, float, float]]:
+    """(rank, name, layer, tok_step) of every wait -> (start, end, previous event's end, next event's start) in s."""
+    track = ev[(ev["stream"] == "compute") & ev["kind"].isin(("compute", "wait"))].sort_values(
+        ["rank", "start_us", "end_us"], kind="stable")
+    r, k = track["rank"].to_numpy(), track["kind"].to_numpy()
+    s, e = track["start_us"].to_numpy() / 1e6, track["end_us"].to_numpy() / 1e6
+    same_prev = np.r_[False, r[1:] == r[:-1]]
+    same_next = np.r_[r[:-1] == r[1:], False]
+    prev_end = np.where(same_prev, np.r_[np.nan, e[:-1]], s)
+    next_start = np.where(same_next, np.r_[s[1:], np.nan], e)
+    out = {}
+    names, layers, toks = track["name"].to_numpy(), track["layer"].to_numpy(), track["tok_step"].to_numpy()
+    for i in np.flatnonzero(k == "wait"):
+        out[(int(r[i]), _base_name(names[i]), int(layers[i]), int(toks[i]))] = (
+            s[i], e[i], min(prev_end[i], s[i]), max(next_start[i], e[i]))
+    return out
+
+
 def collective_instances(run: TraceRun) -> pd.DataFrame:
     """One row per collective instance with its ready, start, done and service times (seconds)."""
     ev = run.events
     coll = ev[(ev["kind"] == "collective") & ev["name"].isin(COLL_NAMES)]
     cols = ["group", "stream", "name", "layer", "tok_step", "step", "members", "issue_s", "ready_s", "start_s",
-            "done_s", "service_s", "blocked", "max_link_nbytes", "nbytes", "world"]
+            "done_s", "service_s", "service_raw_s", "blocked", "max_link_nbytes", "nbytes", "world"]
     if coll.empty:
         return pd.DataFrame({c: [] for c in cols})
-    waits = ev[ev["kind"] == "wait"]
-    wait_at = {(int(r), _base_name(n), int(l), int(k)): (s / 1e6, e / 1e6) for r, n, l, k, s, e in zip(
-        waits["rank"], waits["name"], waits["layer"], waits["tok_step"], waits["start_us"], waits["end_us"])}
+    wait_at = _wait_neighbours(ev)
     group_of = _rank_groups(run)
     routing = measured_routing(run)
     skips = _skip_set(run)
@@ -104,8 +124,8 @@ def collective_instances(run: TraceRun) -> pd.DataFrame:
         done_R = grp["end_us"].to_numpy() / 1e6
         ready_R = issue_R.copy()
         w = [wait_at.get((int(r), name, int(layer), int(tok))) for r in ranks]
-        if name == "counts":  # the host did pre-issue work until the wait began (attributed to the gate)
-            ready_R = np.array([wt[0] if wt else i for wt, i in zip(w, issue_R)])
+        if name == "counts":  # host work around the exchange is part of it: from the gate's end
+            ready_R = np.array([wt[2] if wt else i for wt, i in zip(w, issue_R)])
         if routing is not None and name != "counts" and groups is not None:
             M = routing.group_matrix(tuple(groups[g]), int(layer), int(tok), (int(layer), int(tok)) in skips)
             link = _max_link_nbytes(M.T if name == "combine" else M, row_nbytes)
@@ -124,9 +144,13 @@ def collective_instances(run: TraceRun) -> pd.DataFrame:
         done = float(done_R.max())
         by_comm[key] = done
         blocked = [wt is not None and wt[0] < done for wt in w]
-        complete = [wt[1] if b else done for wt, b in zip(w, blocked)]
-        service = max(float(np.median(complete)) - start, 0.0)
-        out.append((g, stream, name, layer, tok, step, members, issue, ready, start, done, service, any(blocked),
+        if name == "counts":  # ... to the next op (the layout and the dispatch issue come after it)
+            complete = [wt[3] if wt else done for wt in w]
+        else:
+            complete = [wt[1] if b else done for wt, b in zip(w, blocked)]
+        raw = float(np.median(complete)) - start
+        out.append((g, stream, name, layer, tok, step, members, issue, ready, start, done, max(raw, 0.0), raw,
+                    any(blocked),
                     link, nb, S))
     return pd.DataFrame(out, columns=cols)
 
@@ -164,10 +188,10 @@ def _overlap_s(t0: float, t1: float, union: tuple[np.ndarray, np.ndarray] | None
 
 
 def compute_samples(run: TraceRun, instances: pd.DataFrame | None = None, *, stream: str = "compute",
-                    absorb_gaps: bool | None = None) -> tuple[pd.DataFrame, np.ndarray]:
-    """Per-op samples (op time, attributed gap time, overlap with communication) and host-issue gaps.
+                    absorb_gaps: bool | None = None) -> pd.DataFrame:
+    """Per-op samples: op time, attributed gap time, overlap with communication, rows.
 
-    Returns ``(samples, host_collective_gaps_s)``. ``absorb_gaps`` defaults to True for whole
+    ``absorb_gaps`` defaults to True for whole
     sampling runs and False for isolated op timings (benchmark loops, whose gaps are the
     benchmark's own bookkeeping).
     """
@@ -179,7 +203,6 @@ def compute_samples(run: TraceRun, instances: pd.DataFrame | None = None, *, str
     inst = collective_instances(run) if instances is None else instances
     union = _inflight_union(inst) if len(inst) else {}
     acc: dict[tuple, list] = {}
-    host_gaps: list[float] = []
 
     def add(key: tuple, op_s: float, gap_s: float, rows: int, t0: float, t1: float, n: int) -> None:
         a = acc.setdefault(key, [0.0, 0.0, 0, 0, t0, t1])
@@ -215,9 +238,8 @@ def compute_samples(run: TraceRun, instances: pd.DataFrame | None = None, *, str
             cur = keys[i]
             if cur is not None and cur[4] == "embed":
                 target = cur
-            elif kind_[i - 1] == "wait" and name_[i - 1] == "counts":
-                host_gaps.append(gap)
-                continue
+            elif (kind_[i - 1] == "wait" and name_[i - 1] == "counts") or (kind_[i] == "wait" and name_[i] == "counts"):
+                continue  # host work of the count exchange: part of its latency
             elif kind_[i - 1] == "wait" and name_[i - 1] == "combine":
                 target = (int(rank), int(step_[i - 1]), int(layer_[i - 1]), int(step_[i - 1]), "local_combine")
             elif kind_[i - 1] == "wait":
@@ -227,9 +249,9 @@ def compute_samples(run: TraceRun, instances: pd.DataFrame | None = None, *, str
             if target is not None:
                 add(target, 0.0, gap, 0, np.inf, -np.inf, 0)
     if not acc:
-        return pd.DataFrame({c: [] for c in _SAMPLE_COLS + ["overlap_frac"]}), np.array(host_gaps)
+        return pd.DataFrame({c: [] for c in _SAMPLE_COLS + ["overlap_frac"]})
     df = pd.DataFrame([(*k[:4], k[4], *v) for k, v in acc.items()], columns=_SAMPLE_COLS)
     df = df[df["n_events"] > 0].reset_index(drop=True)
     ov = [_overlap_s(t0, t1, union.get(int(r))) for r, t0, t1 in zip(df["rank"], df["t0_s"], df["t1_s"])]
     df["overlap_frac"] = np.clip(np.array(ov) / np.maximum(df["op_s"].to_numpy(), 1e-12), 0.0, 1.0)
-    return df, np.asarray(host_gaps, dtype=float)
+    return df

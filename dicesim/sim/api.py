@@ -14,7 +14,7 @@ import numpy as np
 
 from dicesim.models import block_workload
 from dicesim.plan import Plan, build_plan
-from dicesim.scenario import Scenario, make_scenario, validate_scenario
+from dicesim.scenario import Scenario, make_scenario
 from dicesim.sim.costmodel import CostModel
 from dicesim.sim.engine import RunSpec, run_engine
 from dicesim.sim.metrics import SimResult, build_result
@@ -57,7 +57,7 @@ def prepare(scenario: Scenario | None = None, *, profile: HardwareProfile | str 
     if scenario is None:
         sc = make_scenario(**fields)
     elif fields:
-        sc = validate_scenario(scenario.model_copy(update=dict(fields)))
+        sc = make_scenario(**{**dict(scenario), **fields})
     else:
         sc = scenario
     preset = sc.preset()

@@ -8,12 +8,13 @@ has launched it. Collectives go to :class:`~dicesim.sim.collectives.Communicator
 (one per expert-parallel group; a second one per group when ``count_comm = "separate"``);
 an all-to-all moves its per-pair flows over the graph through
 :class:`~dicesim.sim.network.FlowNetwork`. While any of a rank's collectives is in
-flight, its compute runs ``1 + interference`` times slower: a running op is interrupted
-on every change and its remaining work re-timed, which is exact.
+flight, its compute runs ``1 + interference`` times slower; a running op's remaining work
+is re-timed on every change (exact; see :meth:`Engine._compute`).
 
-Per-step accounting per rank: compute-only, comm-only and overlapped time, exposed
-communication (the stream idle waiting for a collective) and host gaps (idle because
-the host had not launched the next op yet).
+Per-step accounting per rank (cumulative, :data:`COUNTERS`): compute busy, comm busy
+(any of its collectives in flight), their overlap, exposed communication (the stream
+idle waiting for a collective) and host gaps (idle because the host had not launched
+the next op yet). Stream time = compute + exposed + host gap, exactly.
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ class Engine:
         self.rec = EventRecorder("sim") if spec.record else None
         G = _scaled_graph(spec.graph, profile)
         self._edges = [(u, v, str(d.get("link", ""))) for u, v, d in G.edges(data=True)]
-        self.net = FlowNetwork(env, G, on_link_busy=self._on_link if self.rec else None)
+        self.net = FlowNetwork(env, G, on_link_busy=self._on_link if self.rec is not None else None)
         self.slow = 1.0 + profile.interference
         self.host_op_s, self.host_coll_s = profile.host_op_s, profile.host_collective_s
         self.T, self.L = spec.plan.num_steps, spec.plan.num_layers
@@ -128,7 +129,7 @@ class Engine:
         self._flow_cache: dict[tuple, object] = {}
         self.comms: list[Communicator] = []
         separate = spec.plan.strategy.count_comm == "separate"
-        on_done = self._on_coll_done if self.rec else None
+        on_done = self._on_coll_done if self.rec is not None else None
         for g, members in enumerate(self.groups):
             table = all_pairs_routes(G, members)
             self._routes.append(table.routes)
@@ -243,9 +244,10 @@ class Engine:
     def _rank_proc(self, st: _Rank):
         env, rec, L, r = self.env, self.rec, self.L, st.r
         timeout, compute = env.timeout, self._compute
-        hop, hcoll = self.host_op_s, self.host_coll_s
+        moe, mm, cnt, cm, moe_n = st.moe, st.moe_m, st.cnt, st.cnt_m, st.moe.n
+        hop = self.host_op_s
+        hcoll = self.host_coll_s if moe_n > 1 else 0.0  # a one-rank group launches no collective
         exp_s = self.exp_s
-        moe, mm, cnt, cm = st.moe, st.moe_m, st.cnt, st.cnt_m
         pend_d: dict[int, simpy.Event] = {}
         pend_c: dict[int, simpy.Event] = {}
         host_t = comp = exposed = host_gap = 0.0  # host clock; cumulative busy/idle seconds

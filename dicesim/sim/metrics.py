@@ -11,7 +11,7 @@ Definitions (per rank, then averaged over ranks unless said otherwise):
 - lags come from :func:`dicesim.plan.lag_table`; ``mean_lag`` averages over token-expert
   copies (kept copy weight 1, dropped copies top_k - 1); ``weighted_lag`` weights the kept
   and dropped copy by their router-score share (``top1_share``, cond policy);
-- buffers: :func:`dicesim.plan.held_buffers` at each step end, rows from
+- buffers: :func:`dicesim.plan.held_buffers_by_step` (every step end), rows from
   :func:`dicesim.plan.buffer_rows` with this rank's received rows, times the row bytes.
 """
 
@@ -24,7 +24,7 @@ import networkx as nx
 import numpy as np
 import pandas as pd
 
-from dicesim.plan import Plan, buffer_rows, held_buffers, lag_table
+from dicesim.plan import Plan, buffer_rows, held_buffers_by_step, lag_table
 from dicesim.sim.engine import COUNTERS, RawRun
 from dicesim.sim.routing import TokenRouting, kept_share
 
@@ -55,9 +55,9 @@ def buffer_bytes_TW(plan: Plan, routing: TokenRouting, row_nbytes: int) -> np.nd
     recv = [routing.recv_rows_LTW(False), routing.recv_rows_LTW(True)]
     zeros = np.zeros(W, dtype=np.int64)
     out = np.zeros((plan.num_steps, W))
-    for t in range(plan.num_steps):
+    for t, held in enumerate(held_buffers_by_step(plan)):
         total = np.zeros(W)
-        for hb in held_buffers(plan, t):
+        for hb in held:
             rr = recv[hb.skip][hb.layer, hb.tok_step] if hb.tok_step >= 0 else zeros
             total += buffer_rows(hb, local_tokens=routing.tokens_per_rank, top_k=routing.top_k, recv_rows=rr)
         out[t] = total * row_nbytes

@@ -1,0 +1,156 @@
+"""How accurate is the simulator? Fit on some traced runs, predict the others, compare.
+
+:func:`run_accuracy` splits the runs with a ``--fit-on`` expression, calibrates a profile on
+the fit part (one per world size by default: ranks that share a CPU get a different
+share of it at each world size, so "the hardware" is not the same), rebuilds every run as
+a scenario (:mod:`dicesim.calibrate.predict`) and compares the simulator's step latency,
+exposed communication and overlap fraction with the measured ones
+(:mod:`dicesim.calibrate.measure`). Repetitions of one configuration (stems ending in
+``-r<k>``) count as one measurement: the median of each number over them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from itertools import combinations
+
+import numpy as np
+import pandas as pd
+
+from dicesim.calibrate.api import Calibration, calibrate_runs
+from dicesim.calibrate.measure import measured_metrics, simulated_metrics
+from dicesim.calibrate.predict import scenario_of, simulate_run
+from dicesim.calibrate.profile_fit import range_warnings
+from dicesim.calibrate.runs import TraceRun
+from dicesim.calibrate.select import DEFAULT_FIT_ON, split_runs
+from dicesim.errors import ConfigError
+
+METRICS = ("step_latency_s", "exposed_comm_s", "overlap_frac")
+_REP = re.compile(r"-r\d+$")
+
+
+def config_key(run: TraceRun) -> str:
+    """The configuration a run measures: its stem without a repetition suffix ``-r<k>``."""
+    return _REP.sub("", run.stem)
+
+
+@dataclass(frozen=True)
+class AccuracyReport:
+    """Per-configuration comparison (``rows``), headline numbers and the strategy rankings."""
+
+    fit_on: str
+    rows: pd.DataFrame
+    summary: dict
+    rankings: pd.DataFrame
+    calibrations: dict[int | str, Calibration]
+    warnings: list[str] = field(default_factory=list)
+
+
+def _calibrations(fit: list[TraceRun], world_sizes: set[int], per_world_size: bool,
+                  base: object) -> dict[int | str, Calibration]:
+    if not fit:
+        raise ConfigError("fit-on", "selects no run to fit on")
+    pooled = None
+    out: dict[int | str, Calibration] = {}
+    for W in sorted(world_sizes):
+        mine = [r for r in fit if r.world_size == W] if per_world_size else []
+        if mine:
+            out[W] = calibrate_runs(mine, base=base, name=f"cpu-calibrated-w{W}")
+        else:
+            pooled = pooled or calibrate_runs(fit, base=base, name="cpu-calibrated")
+            out[W] = pooled
+    return out
+
+
+def _rank_agreement(meas: dict[str, float], pred: dict[str, float], tie_rel: float) -> tuple[bool, bool, float]:
+    """Strict equality of the orders, equality up to measured near-ties, Kendall tau."""
+    names = sorted(meas)
+    strict = sorted(names, key=meas.get) == sorted(names, key=pred.get)
+    conc = disc = 0
+    tolerant = True
+    for a, b in combinations(names, 2):
+        dm, dp = meas[a] - meas[b], pred[a] - pred[b]
+        same = np.sign(dm) == np.sign(dp)
+        conc += same
+        disc += not same
+        if not same and abs(dm) > tie_rel * min(meas[a], meas[b]):
+            tolerant = False
+    tau = (conc - disc) / max(conc + disc, 1)
+    return strict, tolerant, float(tau)
+
+
+def run_accuracy(runs: list[TraceRun], *, fit_on: str = DEFAULT_FIT_ON, per_world_size: bool = True,
+                 base: object = None, tie_rel: float = 0.03) -> AccuracyReport:
+    """Fit on the runs ``fit_on`` selects, predict every configuration, compare (see module doc).
+
+    ``tie_rel``: measured step latencies closer than this fraction count as ties when the
+    predicted ranking is compared with the measured one (reported beside the strict result).
+    """
+    fit, held = split_runs(runs, fit_on)
+    if not held:
+        raise ConfigError("fit-on", f"{fit_on!r} holds out no run: nothing to predict")
+    cals = _calibrations(fit, {r.world_size for r in runs}, per_world_size, base)
+    held_keys = {config_key(r) for r in held}
+    groups: dict[str, list[TraceRun]] = {}
+    for r in runs:
+        groups.setdefault(config_key(r), []).append(r)
+    rows, warnings = [], []
+    for key, reps in sorted(groups.items()):
+        first = reps[0]
+        cal = cals[first.world_size]
+        meas = pd.DataFrame([measured_metrics(r) for r in reps])
+        pred = simulated_metrics(simulate_run(first, cal.profile, cal.topology(first.world_size)))
+        m = {k: float(meas[k].median()) for k in METRICS}
+        lat = meas["step_latency_s"].to_numpy()
+        issues = range_warnings(cal.profile, scenario_of(first)) if key in held_keys else []
+        if issues:
+            warnings.append(f"{key}: outside the fitted range: {'; '.join(issues)}")
+        rows.append({
+            "config": key, "model": first.model, "world_size": first.world_size, "batch": first.batch,
+            "strategy": first.strategy_name, "held_out": key in held_keys, "reps": len(reps),
+            "rep_spread": float((lat.max() - lat.min()) / np.median(lat)) if len(lat) > 1 else 0.0,
+            **{f"measured_{k}": m[k] for k in METRICS}, **{f"predicted_{k}": pred[k] for k in METRICS},
+            "step_err": (pred["step_latency_s"] - m["step_latency_s"]) / m["step_latency_s"],
+            "exposed_err_of_step": (pred["exposed_comm_s"] - m["exposed_comm_s"]) / m["step_latency_s"],
+            "overlap_err": pred["overlap_frac"] - m["overlap_frac"], "outside_range": bool(issues),
+        })
+    df = pd.DataFrame(rows)
+    rankings = _rankings(df[df["held_out"]], tie_rel)
+    return AccuracyReport(fit_on=fit_on, rows=df, summary=summarize(df, rankings, tie_rel), rankings=rankings,
+                          calibrations=cals, warnings=warnings)
+
+
+def _rankings(held: pd.DataFrame, tie_rel: float) -> pd.DataFrame:
+    out = []
+    for (model, W, b), g in held.groupby(["model", "world_size", "batch"]):
+        if len(g) < 2:
+            continue
+        meas = dict(zip(g["strategy"], g["measured_step_latency_s"]))
+        pred = dict(zip(g["strategy"], g["predicted_step_latency_s"]))
+        strict, tolerant, tau = _rank_agreement(meas, pred, tie_rel)
+        out.append({"model": model, "world_size": W, "batch": b,
+                    "measured_order": " < ".join(sorted(meas, key=meas.get)),
+                    "predicted_order": " < ".join(sorted(pred, key=pred.get)),
+                    "equal": strict, "equal_up_to_ties": tolerant, "kendall_tau": tau})
+    return pd.DataFrame(out, columns=["model", "world_size", "batch", "measured_order", "predicted_order", "equal",
+                                      "equal_up_to_ties", "kendall_tau"])
+
+
+def summarize(df: pd.DataFrame, rankings: pd.DataFrame, tie_rel: float) -> dict:
+    """Headline numbers over the held-out configurations."""
+    h = df[df["held_out"]]
+    e, x = h["step_err"].abs(), h["exposed_err_of_step"].abs()
+    per = {s: {"median_abs_step_err": float(g["step_err"].abs().median()),
+               "max_abs_step_err": float(g["step_err"].abs().max()), "n": int(len(g))}
+           for s, g in h.groupby("strategy")}
+    return {
+        "held_out_configs": int(len(h)), "fit_configs": int((~df["held_out"]).sum()),
+        "median_abs_step_err": float(e.median()), "max_abs_step_err": float(e.max()),
+        "median_abs_exposed_err_of_step": float(x.median()), "max_abs_exposed_err_of_step": float(x.max()),
+        "median_abs_overlap_err": float(h["overlap_err"].abs().median()),
+        "fit_median_abs_step_err": float(df.loc[~df["held_out"], "step_err"].abs().median()),
+        "median_rep_spread": float(df["rep_spread"].median()),
+        "rankings_equal": int(rankings["equal"].sum()), "rankings_equal_up_to_ties": int(rankings["equal_up_to_ties"].sum()),
+        "rankings_total": int(len(rankings)), "tie_rel": tie_rel, "per_strategy": per,
+    }

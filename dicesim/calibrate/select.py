@@ -1,0 +1,85 @@
+"""``--fit-on`` expressions: which runs a calibration is fitted on (the others are held out).
+
+A small, safe subset of Python expressions over a run's fields (:meth:`TraceRun.fields`:
+``model, batch, world_size, strategy, steps, image_size, backend, device, stem``):
+comparisons (``== != < <= > >=``, ``in``, ``not in``), ``and``/``or``/``not``, parentheses,
+numbers, strings and tuples/lists of them. Examples: ``batch in (1, 4)``,
+``world_size == 2 and strategy != "dice"``. Nothing else is evaluated (no calls, no
+attributes), and every problem is a one-line ConfigError.
+"""
+
+from __future__ import annotations
+
+import ast
+import operator
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from dicesim.errors import ConfigError
+
+FIELDS = ("model", "batch", "world_size", "strategy", "steps", "image_size", "backend", "device", "stem")
+DEFAULT_FIT_ON = "batch in (1, 4)"
+_CMP: dict[type, Callable[[Any, Any], bool]] = {
+    ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le,
+    ast.Gt: operator.gt, ast.GtE: operator.ge, ast.In: lambda a, b: a in b, ast.NotIn: lambda a, b: a not in b,
+}
+
+
+def _bad(expr: str, why: str) -> ConfigError:
+    return ConfigError("fit-on", f"{expr!r}: {why}", f"comparisons of {', '.join(FIELDS)} joined by and/or/not")
+
+
+def compile_selector(expr: str) -> Callable[[dict[str, Any]], bool]:
+    """A predicate over a run's field dict; ConfigError for anything outside the grammar."""
+    try:
+        tree = ast.parse(expr.strip(), mode="eval")
+    except SyntaxError as exc:
+        raise _bad(expr, f"not an expression ({exc.msg})") from None
+
+    def ev(node: ast.AST, env: dict[str, Any]) -> Any:
+        if isinstance(node, ast.Expression):
+            return ev(node.body, env)
+        if isinstance(node, ast.BoolOp):
+            vals = (ev(v, env) for v in node.values)
+            return all(vals) if isinstance(node.op, ast.And) else any(vals)
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+            return not ev(node.operand, env)
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            return -ev(node.operand, env)
+        if isinstance(node, ast.Compare):
+            left = ev(node.left, env)
+            for op, comp in zip(node.ops, node.comparators):
+                right = ev(comp, env)
+                if type(op) not in _CMP:
+                    raise _bad(expr, f"operator {type(op).__name__} is not allowed")
+                try:
+                    if not _CMP[type(op)](left, right):
+                        return False
+                except TypeError:
+                    raise _bad(expr, f"cannot compare {left!r} with {right!r}") from None
+                left = right
+            return True
+        if isinstance(node, ast.Name):
+            if node.id not in env:
+                raise _bad(expr, f"unknown name {node.id!r}")
+            return env[node.id]
+        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float, str)):
+            return node.value
+        if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+            return tuple(ev(e, env) for e in node.elts)
+        raise _bad(expr, f"{type(node).__name__} is not allowed")
+
+    probe = {f: 0 for f in FIELDS}
+    for n in ast.walk(tree):  # names are checked up front, not only on the branches evaluated
+        if isinstance(n, ast.Name) and n.id not in probe:
+            raise _bad(expr, f"unknown name {n.id!r}")
+    return lambda fields: bool(ev(tree, fields))
+
+
+def split_runs(runs: Iterable[Any], expr: str = DEFAULT_FIT_ON) -> tuple[list[Any], list[Any]]:
+    """``(fit, held_out)``: runs whose fields satisfy ``expr``, and the rest."""
+    pred = compile_selector(expr)
+    fit, held = [], []
+    for r in runs:
+        (fit if pred(r.fields()) else held).append(r)
+    return fit, held

@@ -1,0 +1,124 @@
+"""`dicesim calibrate` (traces -> profile TOML) and `dicesim accuracy` (fit, predict held-out runs, publish)."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from dicesim.cli import app
+
+_WHERE = typer.Option(None, "--where", help='use only runs matching this expression, e.g. "world_size == 2"')
+_STREAM = typer.Option("compute", "--stream", help="compute track to fit (GPU op timings: compute or compute:graph)")
+
+
+def _load(traces: list[Path], where: Optional[str]):
+    from dicesim.calibrate.runs import load_runs
+    from dicesim.calibrate.select import split_runs
+    from dicesim.errors import ConfigError
+
+    runs = load_runs([str(t) for t in traces])
+    if where:
+        runs, _ = split_runs(runs, where)
+        if not runs:
+            raise ConfigError("where", f"{where!r} matches no trace")
+    return runs
+
+
+@app.command()
+def calibrate(
+    traces: list[Path] = typer.Argument(..., help="trace directories or files (executor, simulator, Kineto JSON)"),
+    out: Path = typer.Option(..., "--out", help="calibrated profile TOML to write"),
+    base: Optional[str] = typer.Option(None, "--base", help="profile to start from: built-in name or TOML "
+                                       "(default: the traced GPU's built-in, or a CPU stub for CPU traces)"),
+    name: Optional[str] = typer.Option(None, "--name", help="name of the calibrated profile"),
+    where: Optional[str] = _WHERE, stream: str = _STREAM,
+    as_json: bool = typer.Option(False, "--json", help="print the fit summary as one JSON object"),
+) -> None:
+    """Fit a hardware profile (compute, collectives, interference, host) from traced runs."""
+    from dicesim.calibrate.api import calibrate_runs
+    from dicesim.sim.profile import save_profile
+    from dicesim.topology import save_toml
+
+    runs = _load(traces, where)
+    cal = calibrate_runs(runs, base=base, stream=stream, name=name or out.stem)
+    save_profile(cal.profile, out)
+    written = [out]
+    if cal.comm is not None:
+        worlds = sorted({r.world_size for r in runs if r.world_size > 1})
+        for w in worlds:
+            written.append(out.with_name(f"{out.stem}.topology-w{w}.toml"))
+            save_toml(cal.topology(w), written[-1])
+    doc = {
+        "profile": str(out), "runs": len(runs), "fitted_range": cal.profile.fitted_range,
+        "interference": cal.interference,
+        "ops": {k: {"form": f.form, "launch_us": f.roofline[0] * 1e6, "samples": f.n_samples, "sizes": f.n_configs,
+                    "median_abs_err": f.roofline_rel_err_median} for k, f in cal.op_fits.items()},
+        "collectives": None if cal.comm is None else {
+            "a2a_latency_us": cal.comm.a2a_latency_s * 1e6, "link_bw_GBps": cal.comm.bw_Bps / 1e9,
+            "count_exchange_latency_us": cal.comm.counts_latency_s * 1e6, "all_to_alls": cal.comm.n_a2a},
+        "files": [str(p) for p in written],
+    }
+    if as_json:
+        print(json.dumps(doc, allow_nan=False))
+        return
+    print(f"calibrated {cal.profile.name} from {len(runs)} traces -> {out}")
+    for k, f in cal.op_fits.items():
+        print(f"  {k:14s} launch {f.roofline[0] * 1e6:9.1f} us  {f.n_samples:6d} samples, {f.n_configs:3d} sizes, "
+              f"median |err| {f.roofline_rel_err_median:6.1%} (best form: {f.form})")
+    if cal.comm is not None:
+        print(f"  all-to-all     latency {cal.comm.a2a_latency_s * 1e6:.1f} us, link bandwidth "
+              f"{cal.comm.bw_Bps / 1e9:.3g} GB/s; count exchange {cal.comm.counts_latency_s * 1e6:.1f} us")
+    if cal.interference is not None:
+        print(f"  interference   {cal.interference:.3f} (compute slow-down while communicating)")
+    for p in written[1:]:
+        print(f"  topology       {p}")
+
+
+@app.command()
+def accuracy(
+    traces: list[Path] = typer.Argument(..., help="trace directories or files of executor runs"),
+    fit_on: str = typer.Option("batch in (1, 4)", "--fit-on", help="runs to fit on; the rest are predicted"),
+    out: Optional[Path] = typer.Option(None, "--out", help="write this Markdown page and its .html figure"),
+    pooled: bool = typer.Option(False, "--pooled", help="one profile for all world sizes (default: one each)"),
+    base: Optional[str] = typer.Option(None, "--base", help="profile to start from (see calibrate)"),
+    where: Optional[str] = _WHERE,
+    as_json: bool = typer.Option(False, "--json", help="print the summary as one JSON object"),
+) -> None:
+    """Fit on part of the runs, predict the rest with the simulator, report the errors."""
+    from dicesim.calibrate.accuracy import run_accuracy
+    from dicesim.calibrate.accuracy_doc import write_accuracy
+
+    runs = _load(traces, where)
+    rep = run_accuracy(runs, fit_on=fit_on, per_world_size=not pooled, base=base)
+    for w in rep.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    if out is not None:
+        command = "dicesim accuracy " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 2 \
+            else f"dicesim accuracy {' '.join(map(str, traces))} --fit-on {shlex.quote(fit_on)} --out {out}"
+        write_accuracy(rep, out, command=command)
+    if as_json:
+        print(json.dumps({"summary": rep.summary, "rows": json.loads(rep.rows.to_json(orient="records")),
+                          "rankings": json.loads(rep.rankings.to_json(orient="records"))}, allow_nan=False))
+        return
+    held = rep.rows[rep.rows["held_out"]]
+    print(f"fit on {rep.fit_on!r}: {rep.summary['fit_configs']} configurations; predicting {len(held)} held out")
+    print(f"{'configuration':42s} {'measured':>10s} {'predicted':>10s} {'error':>8s}   {'exposed meas/pred (ms)':>22s}"
+          f"  {'overlap meas/pred':>17s}")
+    for r in held.itertuples():
+        print(f"{r.config:42s} {r.measured_step_latency_s * 1e3:7.2f} ms {r.predicted_step_latency_s * 1e3:7.2f} ms "
+              f"{r.step_err:+8.1%}   {r.measured_exposed_comm_s * 1e3:9.2f} / {r.predicted_exposed_comm_s * 1e3:8.2f}"
+              f"  {r.measured_overlap_frac:8.2f} / {r.predicted_overlap_frac:5.2f}")
+    s = rep.summary
+    print(f"step latency |error|: median {s['median_abs_step_err']:.1%}, max {s['max_abs_step_err']:.1%}; "
+          f"exposed comm |error| (% of step): median {s['median_abs_exposed_err_of_step']:.1%}, "
+          f"max {s['max_abs_exposed_err_of_step']:.1%}")
+    print(f"strategy ranking equal to measured: {s['rankings_equal']} of {s['rankings_total']} configurations "
+          f"({s['rankings_equal_up_to_ties']} counting differences below {s['tie_rel']:.0%} as ties); "
+          f"measured run-to-run spread (median) {s['median_rep_spread']:.1%}")
+    if out is not None:
+        print(f"wrote {out} and {out.with_suffix('.html')}")
