@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 
 import networkx as nx
 import numpy as np
@@ -174,14 +175,14 @@ def test_link_busy_hook_matches_stats():
     G = switch_graph(3, 1e9, 1e-6)
     flows = a2a_flows(3, 1e6, lambda i, j: ((f"g{i}", "sw"), ("sw", f"g{j}")))
     one = [((("g0", "sw"), ("sw", "g1")), 5e6)]
-    ends, net = run_transfers(G, [(0.0, flows, 0.0), (1e-3, one, 0.0), (0.5, flows, 0.0)],
+    _, net = run_transfers(G, [(0.0, flows, 0.0), (1e-3, one, 0.0), (0.5, flows, 0.0)],
                               on_link_busy=lambda *a: periods.append(a))
     stats = net.link_stats()
     for i, s in enumerate(stats):
         mine = sorted(p for p in periods if p[0] == i)
         assert close(sum(p[2] - p[1] for p in mine), s["busy_s"])
         assert close(sum(p[3] for p in mine), s["nbytes"])
-        assert all(a[2] <= b[1] + 1e-15 for a, b in zip(mine, mine[1:]))
+        assert all(a[2] <= b[1] + 1e-15 for a, b in pairwise(mine))
 
 
 # ---------------------------------------------------------------- slow reference
@@ -242,7 +243,7 @@ def check_against_reference(G, transfers):
         assert math.isclose(sum(p[2] - p[1] for p in mine), s["busy_s"], rel_tol=1e-9, abs_tol=1e-9)
         assert math.isclose(sum(p[3] for p in mine), s["nbytes"], rel_tol=1e-9, abs_tol=1e-9)
         assert all(p[1] <= p[2] for p in mine)
-        assert all(a[2] <= b[1] + 1e-12 for a, b in zip(mine, mine[1:]))
+        assert all(a[2] <= b[1] + 1e-12 for a, b in pairwise(mine))
     return fast, net
 
 
@@ -285,7 +286,7 @@ def test_fast_path_matches_reference_and_memo_is_exact(sc):
 
 def test_repeated_and_lockstep_transfers_hit_memo_exactly():
     G = switch_graph(4, 10.0, 0.1)
-    route = lambda i, j: ((f"g{i}", "sw"), ("sw", f"g{j}"))  # noqa: E731
+    route = lambda i, j: ((f"g{i}", "sw"), ("sw", f"g{j}"))
     a2a = a2a_flows(4, 3.0, route)
     small = [(route(0, 1), 1.0), (route(2, 3), 2.0)]
     transfers = []
@@ -295,9 +296,23 @@ def test_repeated_and_lockstep_transfers_hit_memo_exactly():
     assert net.memo_hits == 15  # 3 per step after the first
 
 
+def test_memo_eviction_and_budget_do_not_change_results():
+    G = switch_graph(4, 3.0, 0.1)
+    route = lambda i, j: ((f"g{i}", "sw"), ("sw", f"g{j}"))
+    groups = [[(route(i, j), float(1 + (i + j + k) % 3)) for i in range(4) for j in range(4) if i != j]
+              for k in range(3)]
+    transfers = [(5.0 * k, groups[k % 3], 0.0) for k in range(12)] + [(5.0 * k + 0.2, groups[0], 0.0)
+                                                                     for k in range(12)]
+    base, _ = run_transfers(G, transfers, memo_size=0)
+    for kw in ({}, {"memo_size": 2}, {"memo_bytes": 1}, {"memo_bytes": 20_000}):
+        ends, net = run_transfers(G, transfers, **kw)
+        assert ends == base, kw
+        assert net._memo_used <= kw.get("memo_bytes", 1 << 40) and len(net._memo) <= kw.get("memo_size", 4096)
+
+
 def test_memo_tells_apart_the_same_overlap_at_other_offsets():
     G = switch_graph(3, 2.0, 0.05)
-    route = lambda i, j: ((f"g{i}", "sw"), ("sw", f"g{j}"))  # noqa: E731
+    route = lambda i, j: ((f"g{i}", "sw"), ("sw", f"g{j}"))
     big, small = a2a_flows(3, 4.0, route), [(route(0, 1), 1.5)]
     transfers = [(0.0, big, 0.0), (0.3, small, 0.0), (20.0, big, 0.0), (20.9, small, 0.0),
                  (40.0, big, 0.0), (40.3, small, 0.0)]
@@ -308,7 +323,7 @@ def test_memo_tells_apart_the_same_overlap_at_other_offsets():
 
 def test_independent_components_and_a_bridging_transfer():
     G = switch_graph(6, 4.0, 0.05)
-    route = lambda i, j: ((f"g{i}", "sw"), ("sw", f"g{j}"))  # noqa: E731
+    route = lambda i, j: ((f"g{i}", "sw"), ("sw", f"g{j}"))
     left = a2a_flows(3, 2.0, route)
     right = [(route(i, j), 3.0) for i in range(3, 6) for j in range(3, 6) if i != j]
     bridge = [(route(1, 4), 5.0), (route(5, 2), 1.0)]
@@ -339,7 +354,7 @@ def test_maxmin_is_feasible_and_every_flow_has_a_bottleneck(flow_links, cap):
 
 def test_deterministic_across_runs():
     G = switch_graph(4, 7.0, 0.05)
-    route = lambda i, j: ((f"g{i}", "sw"), ("sw", f"g{j}"))  # noqa: E731
+    route = lambda i, j: ((f"g{i}", "sw"), ("sw", f"g{j}"))
     rng = np.random.default_rng(3)
     transfers = [(float(rng.uniform(0, 5)), [(route(i, j), float(rng.uniform(0, 4)))
                                              for i in range(4) for j in range(4) if i != j], 0.0)

@@ -4,11 +4,12 @@ A :class:`FlowTable` is the state of every unfinished flow at one instant (remai
 activation time, which links it loads). :func:`simulate` runs that state forward, assuming no
 flow joins, and returns a :class:`Plan`: the instants where the set of draining flows changes
 (a latency ends or a flow drains), the max-min rates between them, each flow's finish time and
-each group's completion time. The network keeps one plan, reads group completions off it, and
-only re-plans when a new transfer arrives (Ciw's processor-sharing idea, applied to a network).
+each group's completion time. The network keeps one plan per component of links, reads group
+completions off it, and only re-plans when a new transfer arrives (Ciw's processor-sharing idea,
+applied to a network).
 
-Times here are relative to the start of the network's current busy period, so a plan depends
-only on the busy period's history and can be memoised without changing results.
+Times here are relative to the start of the component, so a plan depends only on the
+component's history and can be memoised without changing results.
 Legend: F flows, P (flow, link) pairs, L links of the table, K segments, G groups.
 """
 
@@ -66,6 +67,13 @@ class Plan:
                                          minlength=table.cap_L.shape[0])
         self.total_busy_L = total_busy_L
         self._rate_KF = self._cum_KF = self._seg_bytes_KL = self._seg_busy_KL = None
+
+    @property
+    def nbytes_estimate(self) -> int:
+        """Rough memory of this plan once its lazy arrays exist (for the memo's budget)."""
+        n_k, n_f, n_l = len(self._rates), self.fin_F.shape[0], self.total_bytes_L.shape[0]
+        n_p = self._table.pair_flow_P.shape[0]
+        return 8 * (n_k * (4 * n_f + 2 * n_l) + 3 * n_f + 3 * n_p) + 1024
 
     @property
     def t_end(self) -> float:

@@ -19,6 +19,8 @@ import numpy as np
 
 #: links whose fair share is within this relative distance of the minimum saturate together
 _TIE_RTOL = 1e-12
+_CAP_FLOOR = 1e-300
+_max = np.maximum.reduce
 
 
 def maxmin_pairs(
@@ -41,32 +43,31 @@ def maxmin_pairs(
 def maxmin_core(pf, pl, pw, n_flows, cap, fill):
     """:func:`maxmin_pairs` that also returns which links carry at least one flow ``(n_links,)``."""
     n_links = cap.shape[0]
-    rate = np.full(n_flows, fill)
-    if pf.size == 0:
+    rate = np.zeros(n_flows) if fill == 0.0 else np.full(n_flows, fill)
+    if pf.shape[0] == 0:
         return rate, np.zeros(n_links, dtype=bool)
-    cap_rem = cap.astype(float, copy=True)
-    share = np.empty(n_links)
+    cap_rem = cap.copy()
     frozen = np.zeros(n_flows, dtype=bool)
     used = None
     while True:
         load = np.bincount(pl, weights=pw, minlength=n_links)
-        has = load > 0
         if used is None:
-            used = has
-        share.fill(np.inf)
-        np.divide(cap_rem, load, out=share, where=has)
-        level = float(np.minimum.reduce(share))
-        if level == np.inf:
+            used = load > 0
+        # pressure = 1 / fair share; 0 on idle and infinite links, so no division by zero
+        press = load / cap_rem
+        top = float(_max(press))
+        if top == 0.0:
             rate[pf] = np.inf  # remaining flows only cross infinite links
             return rate, used
-        hit_f = pf[share[pl] <= level * (1.0 + _TIE_RTOL)]
+        level = 1.0 / top
+        hit_f = pf[press[pl] >= top * (1.0 - _TIE_RTOL)]
         rate[hit_f] = level
         frozen[hit_f] = True
         fpair = frozen[pf]
-        if fpair.all():
+        if np.count_nonzero(fpair) == fpair.shape[0]:
             return rate, used
         cap_rem -= level * np.bincount(pl[fpair], weights=pw[fpair], minlength=n_links)
-        np.maximum(cap_rem, 0.0, out=cap_rem)  # rounding must not make a share negative
+        np.maximum(cap_rem, _CAP_FLOOR, out=cap_rem)  # rounding must not zero or flip a capacity
         keep = ~fpair
         pf, pl, pw = pf[keep], pl[keep], pw[keep]
 

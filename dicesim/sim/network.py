@@ -30,11 +30,10 @@ import networkx as nx
 import numpy as np
 import simpy
 
-from dicesim.errors import TopologyError
-from dicesim.sim.flowplan import FlowTable, Plan, carry_over, local_links, make_table, simulate
+from dicesim.sim.flowgroup import Edge, FlowGroup, LinkTable, Route
+from dicesim.sim.flowplan import FlowTable, Plan, carry_over, make_table, simulate
 
-Edge = tuple[Any, Any]
-Route = tuple[Edge, ...]
+__all__ = ["Edge", "FlowGroup", "FlowNetwork", "LinkBusyHook", "Route", "TransferDone"]
 LinkBusyHook = Callable[[int, float, float, float], None]
 """``on_link_busy(link_id, start_s, end_s, nbytes)``: one maximal busy period of one link."""
 
@@ -50,26 +49,6 @@ class TransferDone:
     tag: Any
     start_s: float
     end_s: float
-
-
-class FlowGroup:
-    """A compiled transfer: its flows resolved to link indices (made by :meth:`FlowNetwork.compile`).
-
-    Reuse it for repeated identical transfers: it skips route resolution and key hashing.
-    """
-
-    __slots__ = ("net_id", "gid", "n_flows", "n_local", "nbytes", "lat_F", "pair_flow_P",
-                 "pair_link_P", "pair_weight_P", "links_L", "pair_local_P", "cap_L")
-
-    def __init__(self, net_id, gid, n_local, nbytes, lat_F, pair_flow_P, pair_link_P, pair_weight_P,
-                 cap_global):
-        self.net_id, self.gid, self.n_local = net_id, gid, n_local
-        self.nbytes, self.lat_F = nbytes, lat_F
-        self.n_flows = int(nbytes.shape[0])
-        self.pair_flow_P, self.pair_link_P, self.pair_weight_P = pair_flow_P, pair_link_P, pair_weight_P
-        # the group's own link numbering, so a plan of this group alone needs no set union
-        links, local = local_links(pair_link_P, cap_global.shape[0])
-        self.links_L, self.pair_local_P, self.cap_L = links, local, cap_global[links]
 
 
 class _Transfer:
@@ -110,36 +89,21 @@ class FlowNetwork:
     (>= 0); the edge attribute ``link`` (or ``link_class``) names its class for statistics.
     ``on_link_busy``: optional hook called once per maximal busy period of a link (periods of
     one link arrive in time order; different links may interleave).
-    ``memo_size``: number of memoised plans kept (0 disables memoisation).
+    ``memo_size``, ``memo_bytes``: at most this many memoised plans, of about this much memory
+    (0 disables memoisation). ``group_cache_size``: compiled transfers kept by :meth:`compile`.
     """
 
     def __init__(self, env: simpy.Environment, G: nx.DiGraph, *,
                  on_link_busy: LinkBusyHook | None = None, memo_size: int = 4096,
-                 group_cache_size: int = 65536):
+                 memo_bytes: int = 256 << 20, group_cache_size: int = 4096):
         self.env = env
-        self._edges: list[Edge] = list(G.edges)
-        self._link_id = {e: i for i, e in enumerate(self._edges)}
-        cap, lat, cls = [], [], []
-        for u, v, d in G.edges(data=True):
-            bw, lt = d.get("bw_Bps"), d.get("latency_s")
-            if not isinstance(bw, (int, float)) or not bw > 0:
-                raise TopologyError(f"edge {u}->{v}: bw_Bps must be a positive number, got {bw!r}")
-            if not isinstance(lt, (int, float)) or not (0 <= lt < math.inf):
-                raise TopologyError(f"edge {u}->{v}: latency_s must be finite and >= 0, got {lt!r}")
-            cap.append(float(bw))
-            lat.append(float(lt))
-            cls.append(str(d.get("link", d.get("link_class", ""))))
-        n_l = len(cap)
-        self._cap = np.array(cap, dtype=float)
-        self._lat = lat
-        self._cls = cls
+        self._lt = lt = LinkTable(G, group_cache_size=group_cache_size)
+        self._cap = lt.cap_L
+        n_l = self._cap.shape[0]
         self._hook = on_link_busy
         self._memo_size = int(memo_size)
-        self._group_cache_size = int(group_cache_size)
-        self._routes: dict[Route, tuple[list[int], list[float], float]] = {}
-        self._group_cache: dict[Any, FlowGroup] = {}
-        self._next_gid = 0
         self._memo: dict[tuple, tuple[FlowTable, Plan]] = {}
+        self._memo_budget, self._memo_used = int(memo_bytes), 0
         self.memo_hits = 0
         self.memo_misses = 0
         self._comps: dict[int, _Component] = {}
@@ -156,14 +120,11 @@ class FlowNetwork:
     @property
     def links(self) -> tuple[Edge, ...]:
         """Directed edges in link-id order."""
-        return tuple(self._edges)
+        return tuple(self._lt.edges)
 
     def link_id(self, edge: Edge) -> int:
         """Integer id of a directed edge (used by ``on_link_busy``)."""
-        try:
-            return self._link_id[edge]
-        except KeyError:
-            raise TopologyError(f"no link {edge[0]}->{edge[1]} in the topology") from None
+        return self._lt.link_id(edge)
 
     @property
     def idle(self) -> bool:
@@ -171,27 +132,17 @@ class FlowNetwork:
         return not self._comps
 
     def compile(self, flows: Sequence[tuple[Route, float]], extra_latency_s: float = 0.0) -> FlowGroup:
-        """Resolve ``[(route, nbytes), ...]`` once; pass the result to :meth:`transfer` repeatedly."""
-        try:
-            key = (tuple(flows), float(extra_latency_s))
-            hash(key)
-        except TypeError:  # routes given as lists
-            key = (tuple((tuple(map(tuple, r)), b) for r, b in flows), float(extra_latency_s))
-        g = self._group_cache.get(key)
-        if g is None:
-            g = self._compile(key[0], key[1])
-            if len(self._group_cache) >= self._group_cache_size:
-                self._group_cache.pop(next(iter(self._group_cache)))
-            self._group_cache[key] = g
-        return g
+        """Resolve ``[(route, nbytes), ...]`` once; pass the result to :meth:`transfer` repeatedly.
+        Results are cached by content, so compiling equal flows twice returns the same group."""
+        return self._lt.compile(flows, extra_latency_s)
 
     def transfer(self, flows: Sequence[tuple[Route, float]] | FlowGroup, extra_latency_s: float = 0.0,
                  tag: Any = None) -> simpy.Event:
         """Start a group of flows now; the returned event succeeds with a :class:`TransferDone`
         when all of them have finished. ``extra_latency_s`` is ignored for a :class:`FlowGroup`
         (it was fixed at compile time)."""
-        g = flows if isinstance(flows, FlowGroup) else self.compile(flows, extra_latency_s)
-        if g.net_id != id(self):
+        g = flows if isinstance(flows, FlowGroup) else self._lt.compile(flows, extra_latency_s)
+        if g.owner is not self._lt:
             raise ValueError("FlowGroup was compiled by another FlowNetwork")
         now = self.env.now
         ev = self.env.event()
@@ -246,9 +197,7 @@ class FlowNetwork:
                                   g.links_L, g.cap_L, _ZERO_START)
             plan = simulate(table)
             if key is not None:
-                if len(self._memo) >= self._memo_size:
-                    self._memo.pop(next(iter(self._memo)))
-                self._memo[key] = (table, plan)
+                self._remember(key, table, plan)
         for c, _, _ in old:
             self._release(c, keep=table.links_L)
             if c is not comp:
@@ -271,51 +220,21 @@ class FlowNetwork:
             self._account_to(c, self.env.now - c.t0_s)
         return [
             {"link": e, "link_class": c, "nbytes": float(b), "busy_s": float(s)}
-            for e, c, b, s in zip(self._edges, self._cls, self._nbytes_L, self._busy_L)
+            for e, c, b, s in zip(self._lt.edges, self._lt.classes, self._nbytes_L, self._busy_L)
         ]
 
     # ------------------------------------------------------------------ internals
-    def _compile(self, flows: tuple, extra_latency_s: float) -> FlowGroup:
-        if not (0 <= extra_latency_s < math.inf):
-            raise ValueError(f"extra_latency_s must be finite and >= 0, got {extra_latency_s}")
-        nbytes, lat, lens, ids, weights = [], [], [], [], []
-        n_local = 0
-        for route, b in flows:
-            if not (0 <= b < math.inf):
-                raise ValueError(f"flow nbytes must be finite and >= 0, got {b}")
-            if not route:
-                n_local += 1
-                continue
-            r_ids, r_w, r_lat = self._route(route)
-            nbytes.append(b)
-            lat.append(r_lat + extra_latency_s)
-            lens.append(len(r_ids))
-            ids.extend(r_ids)
-            weights.extend(r_w)
-        gid = self._next_gid
-        self._next_gid += 1
-        return FlowGroup(id(self), gid, n_local, np.array(nbytes, dtype=float), np.array(lat, dtype=float),
-                         np.repeat(np.arange(len(nbytes), dtype=np.intp), lens),
-                         np.array(ids, dtype=np.intp), np.array(weights, dtype=float), self._cap)
-
-    def _route(self, route: Route) -> tuple[list[int], list[float], float]:
-        hit = self._routes.get(route)
-        if hit is not None:
-            return hit
-        counts: dict[int, int] = {}
-        lat = 0.0
-        prev = None
-        for e in route:
-            if prev is not None and prev[1] != e[0]:
-                raise TopologyError(f"route is not contiguous: {prev[0]}->{prev[1]} then {e[0]}->{e[1]}")
-            i = self.link_id(tuple(e))
-            counts[i] = counts.get(i, 0) + 1
-            lat += self._lat[i]
-            prev = e
-        ids = sorted(counts)
-        hit = (ids, [float(counts[i]) for i in ids], lat)
-        self._routes[route] = hit
-        return hit
+    def _remember(self, key: tuple, table: FlowTable, plan: Plan) -> None:
+        """Memoise a plan; evict the oldest ones while over the entry count or the byte budget."""
+        size = plan.nbytes_estimate
+        if size > self._memo_budget:
+            return
+        memo = self._memo
+        while memo and (len(memo) >= self._memo_size or self._memo_used + size > self._memo_budget):
+            _, old = memo.pop(next(iter(memo)))
+            self._memo_used -= old.nbytes_estimate
+        memo[key] = (table, plan)
+        self._memo_used += size
 
     def _overlapping(self, g: FlowGroup, now: float) -> list[tuple[_Component, float]]:
         """Busy components with an unfinished flow on one of ``g``'s links, with their offsets."""
