@@ -22,7 +22,7 @@ def _register() -> None:
     # command list reads top to bottom.
     from dicesim.cli import check_cmd, presets_cmd, strategy_cmd  # noqa: F401
 
-    for optional in ("topology_cmd", "simulate_cmd", "calibrate_cmd", "sweep_cmd"):
+    for optional in ("topology_cmd", "simulate_cmd", "calibrate_cmd", "sweep_cmd", "trace_cmd"):
         try:
             __import__(f"dicesim.cli.{optional}")
         except ModuleNotFoundError as exc:  # command module not written yet
