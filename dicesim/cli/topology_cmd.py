@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 from rich import box
@@ -63,9 +64,17 @@ def list_cmd() -> None:
 def show_cmd(
     name: str = typer.Argument(..., help=_NAME_HELP),
     sources: bool = typer.Option(False, "--sources", help="Print the citation text of every source."),
+    html: Optional[Path] = typer.Option(None, "--html", help="Also draw the graph into this HTML file."),
 ) -> None:
     """Show a topology: GPUs, servers, node counts and each link class with bandwidth and latency."""
     G = get_topology(name)
+    if html is not None:
+        from dicesim.report.html import Section, write_report
+        from dicesim.report.topology_fig import fig_topology
+        from dicesim.topology import links_table
+
+        write_report([Section(title=G.graph.get("name", name), items=[fig_topology(G), links_table(G)])], html,
+                     title=f"topology {G.graph.get('name', name)}")
     info = describe(G)
     console = Console()
     p2p = "yes" if info["p2p"] else "no (GPU-to-GPU traffic staged through host memory)"
