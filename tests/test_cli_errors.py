@@ -97,3 +97,11 @@ def test_console_script_exit_code_and_no_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "dicesim", "check", str(path)], capture_output=True, text=True)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("args", [["simulate", "--bogus"], ["strategy", "show"], ["compare", "--strategies", "sync,nope"]])
+def test_usage_errors_are_one_line(capsys, args):
+    code, err = _run(capsys, args)
+    assert code == 2
+    lines = [l for l in err.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err

@@ -78,7 +78,7 @@ def test_dispatch_layout_round_trip(pair, seed):
     # each row carries (source rank, local row, expert) so we can check where it lands
     rows = [torch.stack([torch.full_like(i, s), torch.arange(len(i)), i], dim=1).float() for s, i in enumerate(ids)]
     plans = [send_plan(i, p) for i in ids]
-    recv_counts = _all_to_all([c for _, c in plans], [[p.experts_per_rank] * S] * S)
+    recv_counts = _all_to_all([c.reshape(-1) for _, c in plans], [[p.experts_per_rank] * S] * S)
     recv_counts = [c.view(S, -1) for c in recv_counts]
     sent = [r[o] for r, (o, _) in zip(rows, plans)]
     got = _all_to_all(sent, [c.sum(1).tolist() for _, c in plans])

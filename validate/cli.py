@@ -8,13 +8,12 @@ dies or hangs: one line on stderr, exit code 1, no trace written.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
-from dicesim.errors import ConfigError, DicesimError
+from dicesim.cli.entry import run_app
+from dicesim.errors import ConfigError
 from dicesim.strategy import make_strategy
 
 app = typer.Typer(name="validate", help="Expert-parallel DiT-MoE executor (torch.distributed).",
@@ -26,7 +25,7 @@ def _root() -> None:
     """Expert-parallel DiT-MoE executor: the measured ground truth for dicesim."""
 
 
-def _sync_layers(value: Optional[str]) -> object:
+def _sync_layers(value: str | None) -> object:
     if value is None or value in ("none", "deep", "shallow", "alternate"):
         return value
     try:
@@ -41,25 +40,25 @@ def run(
     world_size: int = typer.Option(2, "--world-size", help="ranks to run"),
     backend: str = typer.Option("gloo", help="gloo (CPU) or nccl (GPUs)"),
     model: str = typer.Option("tiny", help="model preset"),
-    num_experts: Optional[int] = typer.Option(None, "--num-experts", help="override the preset's expert count"),
+    num_experts: int | None = typer.Option(None, "--num-experts", help="override the preset's expert count"),
     strategy: str = typer.Option("dice", help="strategy preset"),
     steps: int = typer.Option(20, help="denoising steps"),
     batch: int = typer.Option(2, help="images per rank (CFG doubles them)"),
     image_size: int = typer.Option(32, "--image-size", help="image side in px"),
     seed: int = typer.Option(0, help="weights, noise and labels seed"),
     guidance_scale: float = typer.Option(4.0, "--guidance-scale", help="CFG scale; < 0 turns CFG off"),
-    sync_layers: Optional[str] = typer.Option(None, "--sync-layers", help="none|deep|shallow|alternate|0,1,..."),
-    cond_interval: Optional[int] = typer.Option(None, "--cond-interval", help="conditional communication interval"),
-    cond_policy: Optional[str] = typer.Option(None, "--cond-policy", help="low|high|random"),
-    cooldown: Optional[int] = typer.Option(None, "--cooldown", help="final synchronous steps"),
-    sync_every: Optional[int] = typer.Option(None, "--sync-every", help="periodic synchronous step"),
-    stale_weights: Optional[str] = typer.Option(None, "--stale-weights", help="current|producer"),
-    count_comm: Optional[str] = typer.Option(None, "--count-comm", help="shared|separate"),
+    sync_layers: str | None = typer.Option(None, "--sync-layers", help="none|deep|shallow|alternate|0,1,..."),
+    cond_interval: int | None = typer.Option(None, "--cond-interval", help="conditional communication interval"),
+    cond_policy: str | None = typer.Option(None, "--cond-policy", help="low|high|random"),
+    cooldown: int | None = typer.Option(None, "--cooldown", help="final synchronous steps"),
+    sync_every: int | None = typer.Option(None, "--sync-every", help="periodic synchronous step"),
+    stale_weights: str | None = typer.Option(None, "--stale-weights", help="current|producer"),
+    count_comm: str | None = typer.Option(None, "--count-comm", help="shared|separate"),
     group_layout: str = typer.Option("contiguous", "--group-layout", help="contiguous|strided (E < W)"),
     dtype: str = typer.Option("fp32", help="fp32|bf16|fp16"),
     shadow: bool = typer.Option(False, "--shadow", help="measure each layer's error against a fresh sync output"),
-    checkpoint: Optional[Path] = typer.Option(None, help="DiT-MoE checkpoint (public layout)"),
-    trace_out: Optional[Path] = typer.Option(None, "--trace-out", help="directory for trace files"),
+    checkpoint: Path | None = typer.Option(None, help="DiT-MoE checkpoint (public layout)"),
+    trace_out: Path | None = typer.Option(None, "--trace-out", help="directory for trace files"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON summary object"),
     timeout_s: float = typer.Option(30.0, "--timeout", help="collective timeout in s (bounds a hung run)"),
 ) -> None:
@@ -111,24 +110,6 @@ def _print_human(s: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: user errors and rank failures become one line on stderr."""
-    import click
-
     from validate.launch import RankFailure
 
-    try:
-        app(args=argv, standalone_mode=False)
-    except DicesimError as exc:
-        print(f"error: {exc.one_line()}", file=sys.stderr)
-        return exc.exit_code
-    except RankFailure as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except click.exceptions.ClickException as exc:
-        print(f"error: {' '.join(exc.format_message().split())}", file=sys.stderr)
-        return 2
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except (click.exceptions.Abort, KeyboardInterrupt):
-        print("error: interrupted", file=sys.stderr)
-        return 130
-    return 0
+    return run_app(app, argv, failures=((RankFailure, 1),))

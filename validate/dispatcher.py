@@ -31,7 +31,8 @@ import torch.distributed as dist
 
 from validate.placement import Placement
 
-#: signature of the tracer callback: (stream, kind, name, layer, step, tok_step, start_ns, end_ns, nbytes, rows)
+#: tracer callback: (stream, kind, name, layer, step, tok_step, start, end, nbytes, rows); start/end are
+#: host ns or, for collectives on GPU, CUDA events the tracer resolves later
 EventSink = Callable[..., None]
 
 
@@ -65,8 +66,9 @@ class RouteLayout:
 def send_plan(expert_ids_R: torch.Tensor, placement: Placement) -> tuple[torch.Tensor, torch.Tensor]:
     """Send order and per-(EP rank, slot) counts for rows bound to ``expert_ids_R``."""
     S, X = placement.ep_size, placement.experts_per_rank
-    owner_E = torch.tensor(placement.owner_table(), dtype=torch.int64)
-    slot_E = torch.tensor(placement.local_slot_table(), dtype=torch.int64)
+    dev = expert_ids_R.device
+    owner_E = torch.tensor(placement.owner_table(), dtype=torch.int64, device=dev)
+    slot_E = torch.tensor(placement.local_slot_table(), dtype=torch.int64, device=dev)
     key_R = owner_E[expert_ids_R] * X + slot_E[expert_ids_R]
     order_R = torch.argsort(key_R, stable=True)
     send_counts_SX = torch.bincount(key_R, minlength=S * X).view(S, X)
@@ -75,7 +77,7 @@ def send_plan(expert_ids_R: torch.Tensor, placement: Placement) -> tuple[torch.T
 
 def recv_expert_ids(recv_counts_SX: torch.Tensor, my_experts: tuple[int, ...]) -> torch.Tensor:
     """Global expert id of each received row: source-major, then the sender's slot order."""
-    experts_SX = torch.tensor(my_experts, dtype=torch.int64).expand_as(recv_counts_SX)
+    experts_SX = torch.tensor(my_experts, dtype=torch.int64, device=recv_counts_SX.device).expand_as(recv_counts_SX)
     return torch.repeat_interleave(experts_SX.reshape(-1), recv_counts_SX.reshape(-1))
 
 
@@ -83,26 +85,27 @@ class A2AHandle:
     """One issued all-to-all. Holds its tensors until :meth:`wait`; lag follows ``tok_step``."""
 
     def __init__(self, *, name: str, layer: int, step: int, tok_step: int, send_RD: torch.Tensor,
-                 recv_QD: torch.Tensor, work: Any, issue_ns: int, stream: str, sink: EventSink | None,
-                 clock: Callable[[], int]):
+                 recv_QD: torch.Tensor, work: Any, issue_mark: Any, stream: str, sink: EventSink | None,
+                 clock: Callable[[], int], mark: Callable[[], Any] | None = None):
         self.name, self.layer, self.tok_step, self.stream = name, layer, tok_step, stream
         self.issue_step = step
         self.send_RD, self.recv_QD = send_RD, recv_QD
-        self.issue_ns = issue_ns
-        self.done_ns: int | None = None
-        self._sink, self._clock = sink, clock
+        self.issue_mark = issue_mark
+        self.done_mark: Any = None
+        self._sink, self._clock, self._mark = sink, clock, mark or clock
         self._work = work
         self._callback_fut = None
         self._recorded = False
         if work is None:  # emulated or already complete
-            self.done_ns = issue_ns
+            self.done_mark = issue_mark
         else:
             self._callback_fut = work.get_future().then(self._on_done)
 
     def _on_done(self, fut: Any) -> None:
-        # Runs on the backend's thread when the transfer finishes: that is the completion time.
-        self.done_ns = self._clock()
-        return None
+        # gloo: runs on the backend's thread when the transfer finishes, so the host clock is the
+        # completion time. NCCL: runs at once, on a stream made to wait for the transfer, so the
+        # mark (a CUDA event recorded here) completes when the transfer does.
+        self.done_mark = self._mark()
 
     @property
     def nbytes(self) -> int:
@@ -114,14 +117,14 @@ class A2AHandle:
         start_ns = self._clock()
         if self._work is not None:
             self._work.wait()
-            self._callback_fut.wait()  # the completion callback has run: done_ns is set
+            self._callback_fut.wait()  # the completion callback has run: done_mark is set
             self._work = None
         end_ns = self._clock()
         if self._sink is not None and not self._recorded:
             self._recorded = True
-            done_ns = self.done_ns if self.done_ns is not None else end_ns
+            done = self.done_mark if self.done_mark is not None else end_ns
             self._sink(self.stream, "collective", self.name, self.layer, self.issue_step, self.tok_step,
-                       self.issue_ns, max(done_ns, self.issue_ns), self.send_RD.nbytes, int(self.send_RD.shape[0]))
+                       self.issue_mark, done, self.send_RD.nbytes, int(self.send_RD.shape[0]))
             self._sink("compute", "wait", f"wait:{self.name}", self.layer, step, self.tok_step,
                        start_ns, end_ns, 0, 0)
         return self.recv_QD
@@ -144,10 +147,11 @@ class DispatcherLike(Protocol):
 
 class _DispatcherBase:
     def __init__(self, placement: Placement, ep_rank: int, *, sink: EventSink | None,
-                 clock: Callable[[], int] = time.monotonic_ns):
+                 clock: Callable[[], int] = time.monotonic_ns, mark: Callable[[], Any] | None = None):
         self.placement, self.ep_rank = placement, ep_rank
         self.my_experts = placement.experts_of(ep_rank)
         self.sink, self.clock = sink, clock
+        self.mark = mark or clock  # host ns on CPU; a CUDA event on GPU (see RankTracer.mark)
 
     def layout(self, expert_ids_R: torch.Tensor, *, layer: int, step: int, tok_step: int) -> RouteLayout:
         """Send order plus the (blocking) count exchange for rows bound to ``expert_ids_R``."""
@@ -192,29 +196,30 @@ class Dispatcher(_DispatcherBase):
     """
 
     def __init__(self, placement: Placement, ep_rank: int, *, group: Any, count_group: Any,
-                 sink: EventSink | None = None, clock: Callable[[], int] = time.monotonic_ns):
-        super().__init__(placement, ep_rank, sink=sink, clock=clock)
+                 sink: EventSink | None = None, clock: Callable[[], int] = time.monotonic_ns,
+                 mark: Callable[[], Any] | None = None):
+        super().__init__(placement, ep_rank, sink=sink, clock=clock, mark=mark)
         self.group, self.count_group = group, count_group
         self.count_stream = "comm" if count_group is group else "comm:counts"
 
     def exchange_counts(self, send_counts_SX: torch.Tensor, *, layer: int, step: int, tok_step: int) -> torch.Tensor:
         recv_counts_SX = torch.empty_like(send_counts_SX)
-        issue_ns = self.clock()
+        issue = self.mark()
         work = dist.all_to_all_single(recv_counts_SX, send_counts_SX, group=self.count_group, async_op=True)
         handle = A2AHandle(name="counts", layer=layer, step=step, tok_step=tok_step, send_RD=send_counts_SX,
-                           recv_QD=recv_counts_SX, work=work, issue_ns=issue_ns, stream=self.count_stream,
-                           sink=self.sink, clock=self.clock)
+                           recv_QD=recv_counts_SX, work=work, issue_mark=issue, stream=self.count_stream,
+                           sink=self.sink, clock=self.clock, mark=self.mark)
         return handle.wait(step=step)
 
     def all_to_all(self, send_RD: torch.Tensor, in_splits: list[int], out_splits: list[int], *, name: str,
                    layer: int, step: int, tok_step: int, async_op: bool) -> A2AHandle:
         send_RD = send_RD.contiguous()
         recv_QD = send_RD.new_empty((sum(out_splits),) + tuple(send_RD.shape[1:]))
-        issue_ns = self.clock()
+        issue = self.mark()
         work = dist.all_to_all_single(recv_QD, send_RD, out_splits, in_splits, group=self.group, async_op=True)
         handle = A2AHandle(name=name, layer=layer, step=step, tok_step=tok_step, send_RD=send_RD, recv_QD=recv_QD,
-                           work=work,
-                           issue_ns=issue_ns, stream="comm", sink=self.sink, clock=self.clock)
+                           work=work, issue_mark=issue, stream="comm", sink=self.sink, clock=self.clock,
+                           mark=self.mark)
         if not async_op:
             handle.wait(step=step)
         return handle
@@ -228,7 +233,7 @@ class EmulatedDispatcher(_DispatcherBase):
     """
 
     def __init__(self, placement: Placement, ep_rank: int = 0, *, sink: EventSink | None = None,
-                 clock: Callable[[], int] = time.monotonic_ns):
+                 clock: Callable[[], int] = time.monotonic_ns, mark: Callable[[], Any] | None = None):
         if placement.ep_size != 1:
             raise ValueError(f"EmulatedDispatcher needs an EP group of one rank, got {placement.ep_size}")
         super().__init__(placement, ep_rank, sink=sink, clock=clock)
@@ -240,7 +245,6 @@ class EmulatedDispatcher(_DispatcherBase):
                    layer: int, step: int, tok_step: int, async_op: bool) -> A2AHandle:
         if list(in_splits) != list(out_splits):
             raise ValueError(f"emulated all-to-all needs equal splits, got {in_splits} and {out_splits}")
-        now = self.clock()
         return A2AHandle(name=name, layer=layer, step=step, tok_step=tok_step, send_RD=send_RD.contiguous(),
-                         recv_QD=send_RD.clone(), work=None, issue_ns=now, stream="comm", sink=None,
+                         recv_QD=send_RD.clone(), work=None, issue_mark=self.clock(), stream="comm", sink=None,
                          clock=self.clock)

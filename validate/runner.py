@@ -31,7 +31,7 @@ import torch
 from dicesim.models import BlockWorkload
 from dicesim.plan import Action, Plan
 from validate.dispatcher import A2AHandle, RouteLayout, _DispatcherBase
-from validate.model import DiTMoE, DiTMoEBlock, Modulation, combine_copies
+from validate.model import DiTMoE, DiTMoEBlock, combine_copies
 from validate.tracing import RankTracer
 
 _MASK64 = (1 << 64) - 1
@@ -60,13 +60,14 @@ def random_kept_copy(seed: int, layer: int, token_keys_N: np.ndarray, top_k: int
 def role_order(idx_NK: torch.Tensor, policy: str, kept_random_N: torch.Tensor | None) -> torch.Tensor:
     """Copy index of each role, ``role_copy_NK[:, 0]`` = the copy a skip step keeps."""
     N, K = idx_NK.shape
-    copies_K = torch.arange(K)
+    dev = idx_NK.device
+    copies_K = torch.arange(K, device=dev)
     if policy == "low":
-        kept_N = torch.zeros(N, dtype=torch.int64)
+        kept_N = torch.zeros(N, dtype=torch.int64, device=dev)
     elif policy == "high":
-        kept_N = torch.full((N,), K - 1, dtype=torch.int64)
+        kept_N = torch.full((N,), K - 1, dtype=torch.int64, device=dev)
     else:
-        kept_N = kept_random_N
+        kept_N = kept_random_N.to(dev)
     others_NK = copies_K.expand(N, K)[copies_K.expand(N, K) != kept_N.unsqueeze(1)].view(N, K - 1)
     return torch.cat([kept_N.unsqueeze(1), others_NK], dim=1)
 
@@ -128,11 +129,13 @@ class PlanRunner:
         self.strategy = plan.strategy
         preset = model.preset
         self.K, self.L, self.E, self.T = preset.top_k, plan.num_layers, preset.num_experts, plan.num_steps
-        self.param_dtype = next(model.parameters()).dtype
+        param = next(model.parameters())
+        self.param_dtype, self.device = param.dtype, param.device
         T_img = model.tokens_per_image
         token_keys_N = (np.repeat(np.asarray(image_keys_B, dtype=np.int64), T_img) * T_img
                         + np.tile(np.arange(T_img, dtype=np.int64), len(image_keys_B)))
-        self._kept_random = ([random_kept_copy(self.strategy.seed, l, token_keys_N, self.K) for l in range(self.L)]
+        self._kept_random = ([random_kept_copy(self.strategy.seed, l, token_keys_N, self.K).to(self.device)
+                              for l in range(self.L)]
                              if self.strategy.cond_policy == "random" else [None] * self.L)
         self._work = BlockWorkload(model=preset, images=len(image_keys_B), tokens_per_image=T_img,
                                    dtype_nbytes=torch.empty((), dtype=self.param_dtype).element_size())
@@ -166,8 +169,10 @@ class PlanRunner:
             out = getattr(self, f"_do_{action.kind}")(action, t)
         if x_BCLL.is_cuda:
             torch.cuda.synchronize()
+        latency_s = time.perf_counter() - start
+        self.tracer.end_step(t, int(latency_s * 1e9))
         self._end_of_step(t)
-        self.record.step_latency_s.append(time.perf_counter() - start)
+        self.record.step_latency_s.append(latency_s)
         self.record.exposed_comm_s.append(self.tracer.exposed_ns.get(t, 0) / 1e9)
         return out
 
@@ -191,7 +196,7 @@ class PlanRunner:
             role_NK = role_order(idx_NK, self.strategy.cond_policy, self._kept_random[a.layer])
             self._cur[a.layer] = _LayerStep(x_BTD=self._x_BTD, h_ND=h_ND, gate_mlp_BD=gate_mlp_BD,
                                             idx_NK=idx_NK.gather(1, role_NK), score_NK=score_NK.gather(1, role_NK))
-        self.record.router_hist[t, a.layer] += torch.bincount(idx_NK.reshape(-1), minlength=self.E).numpy()
+        self.record.router_hist[t, a.layer] += torch.bincount(idx_NK.reshape(-1), minlength=self.E).cpu().numpy()
 
     def _do_sync_moe(self, a: Action, t: int) -> None:
         cur = self._cur[a.layer]

@@ -33,69 +33,85 @@ from dicesim.trace.schema import empty_events
 class RankTracer:
     """Append-only log of one rank's events, plus per-step exposed-communication totals.
 
-    ``enabled=False`` still measures exposed communication (the summary needs it) but keeps
-    no event rows.
+    ``enabled=False`` keeps measuring (the summary needs exposed communication) but exports
+    no event rows. On GPU, host-side waits go to the ``host`` stream (they do not block the
+    device) and a step's exposed communication is its device span minus the device time of
+    its compute ops.
     """
 
     def __init__(self, rank: int, *, device: torch.device, enabled: bool = True):
         self.rank, self.enabled = rank, enabled
         self.clock = time.monotonic_ns
-        self._cuda = device.type == "cuda"
-        self._rows: list[tuple] = []  # times in host ns; converted at export
-        self._cuda_ops: list[tuple] = []  # (name, layer, step, tok_step, flops, rows, start_ev, end_ev)
+        self.cuda = device.type == "cuda"
+        self._rows: list[tuple] = []  # start/end: host ns, or CUDA events until resolve_cuda
         self._cuda_base: tuple[Any, int] | None = None
         self.exposed_ns: dict[int, int] = defaultdict(int)
-        if self._cuda:
+        if self.cuda:
             base = torch.cuda.Event(enable_timing=True)
             base.record()
             base.synchronize()
             self._cuda_base = (base, self.clock())
 
+    def mark(self) -> Any:
+        """A point in time on this rank's device timeline: host ns on CPU, a recorded CUDA event on GPU."""
+        if self.cuda:
+            ev = torch.cuda.Event(enable_timing=True)
+            ev.record()
+            return ev
+        return self.clock()
+
     @contextmanager
     def compute(self, name: str, *, layer: int = -1, step: int = -1, tok_step: int = -1,
                 flops: float = 0.0, rows: int = 0) -> Iterator[None]:
         """Time the enclosed op on the compute stream."""
-        if not self.enabled:
+        if not (self.enabled or self.cuda):  # GPU keeps them: exposed communication needs them
             yield
             return
-        if self._cuda:
-            start_ev, end_ev = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start_ev.record()
-            yield
-            end_ev.record()
-            self._cuda_ops.append((name, layer, step, tok_step, flops, rows, start_ev, end_ev))
-            return
-        start_ns = self.clock()
+        start = self.mark()
         yield
-        self._rows.append(("compute", "compute", name, layer, step, tok_step, start_ns, self.clock(), 0, rows, flops))
+        self._rows.append(("compute", "compute", name, layer, step, tok_step, start, self.mark(), 0, rows, flops))
 
     def sink(self, stream: str, kind: str, name: str, layer: int, step: int, tok_step: int,
-             start_ns: int, end_ns: int, nbytes: int, rows: int) -> None:
-        """Callback for the dispatcher: a collective interval or an exposed wait."""
+             start: Any, end: Any, nbytes: int, rows: int) -> None:
+        """Callback for the dispatcher: a collective interval or an exposed (host) wait."""
         if kind == "wait":
-            self.exposed_ns[step] += end_ns - start_ns
-        if self.enabled:
-            self._rows.append((stream, kind, name, layer, step, tok_step, start_ns, end_ns, nbytes, rows, 0.0))
+            if self.cuda:
+                stream = "host"  # a host wait does not stall the device; see end_step
+            else:
+                self.exposed_ns[step] += end - start
+        if self.enabled or self.cuda:
+            self._rows.append((stream, kind, name, layer, step, tok_step, start, end, nbytes, rows, 0.0))
+
+    def _to_ns(self, x: Any) -> int:
+        if isinstance(x, int):
+            return x
+        base_ev, base_ns = self._cuda_base  # type: ignore[misc]
+        return base_ns + int(base_ev.elapsed_time(x) * 1e6)
 
     def resolve_cuda(self) -> None:
-        """Turn recorded CUDA events into host-clock intervals (synchronises the device)."""
-        if not self._cuda_ops:
+        """Turn recorded CUDA events into host-clock ns (synchronises the device)."""
+        if not self.cuda:
             return
         torch.cuda.synchronize()
-        base_ev, base_ns = self._cuda_base  # type: ignore[misc]
-        for name, layer, step, tok_step, flops, rows, s_ev, e_ev in self._cuda_ops:
-            s_ns = base_ns + int(base_ev.elapsed_time(s_ev) * 1e6)
-            e_ns = base_ns + int(base_ev.elapsed_time(e_ev) * 1e6)
-            self._rows.append(("compute", "compute", name, layer, step, tok_step, s_ns, max(e_ns, s_ns), 0, rows, flops))
-        self._cuda_ops.clear()
+        self._rows = [row[:6] + (self._to_ns(row[6]), self._to_ns(row[7])) + row[8:] for row in self._rows]
+
+    def end_step(self, step: int, span_ns: int) -> None:
+        """GPU only: exposed communication of ``step`` = its span minus its compute ops' device time."""
+        if not self.cuda:
+            return
+        self.resolve_cuda()
+        busy = sum(r[7] - r[6] for r in self._rows if r[1] == "compute" and r[4] == step)
+        self.exposed_ns[step] = max(0, span_ns - busy)
 
     def rows(self) -> list[tuple]:
-        """Raw rows (host ns) for shipping to the rank that writes the trace."""
+        """Raw rows (host ns) for shipping to the rank that writes the trace; empty if disabled."""
         self.resolve_cuda()
-        return list(self._rows)
+        if not self.enabled:
+            return []
+        return [row[:7] + (max(row[6], row[7]),) + row[8:] for row in self._rows]
 
 
-def events_frame(rows_by_rank: dict[int, list[tuple]], offsets_ns: dict[int, int]) -> "Any":
+def events_frame(rows_by_rank: dict[int, list[tuple]], offsets_ns: dict[int, int]) -> Any:
     """One validated event table from every rank's raw rows, on rank 0's clock, zero-based."""
     rec = EventRecorder("executor")
     shifted = {r: [(row, offsets_ns.get(r, 0)) for row in rows] for r, rows in rows_by_rank.items()}

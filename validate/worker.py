@@ -173,7 +173,8 @@ def run_rank(spec: RunSpec, *, rank: int, world_size: int, device: torch.device,
     else:
         group = groups.ep_group(placement, rank, "rows")
         counts = group if spec.strategy.count_comm == "shared" else groups.ep_group(placement, rank, "counts")
-        disp = Dispatcher(placement, ep_rank, group=group, count_group=counts, sink=tracer.sink, clock=tracer.clock)
+        disp = Dispatcher(placement, ep_rank, group=group, count_group=counts, sink=tracer.sink, clock=tracer.clock,
+                          mark=tracer.mark)
         shadow = None
         if spec.shadow:
             sg = groups.ep_group(placement, rank, "shadow")

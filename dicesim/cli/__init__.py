@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from dicesim.errors import DicesimError
+from dicesim.cli.entry import run_app
 
 app = typer.Typer(
     name="dicesim",
@@ -33,24 +33,7 @@ def _register() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors print one line to stderr and exit with code 2."""
     _register()
-    try:
-        app(args=argv, standalone_mode=False)
-    except DicesimError as exc:
-        print(f"error: {exc.one_line()}", file=sys.stderr)
-        return exc.exit_code
-    except typer.Exit as exc:
-        return exc.exit_code
-    except typer.Abort:
-        print("aborted", file=sys.stderr)
-        return 130
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            return 2
-        raise
-    return 0
+    return run_app(app, argv)
 
 
 if __name__ == "__main__":

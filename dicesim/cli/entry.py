@@ -1,0 +1,41 @@
+"""Running a typer app so that user errors never show a traceback (shared by both CLIs)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+import typer
+
+from dicesim.errors import DicesimError
+
+
+def run_app(app: typer.Typer, argv: list[str] | None = None, *,
+            failures: Sequence[tuple[type[BaseException], int]] = ()) -> int:
+    """Run ``app``; bad input prints ``error: <one line>`` on stderr and returns 2.
+
+    ``failures`` maps further exception types (e.g. a failed rank) to their exit codes.
+    """
+    try:
+        app(args=argv, standalone_mode=False)
+    except DicesimError as exc:
+        print(f"error: {exc.one_line()}", file=sys.stderr)
+        return exc.exit_code
+    except typer.Exit as exc:
+        return exc.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        for kind, code in failures:
+            if isinstance(exc, kind):
+                print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+                return code
+        # usage errors: typer vendors its own click, so match the interface, not the class
+        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
+            message = " ".join(exc.format_message().split())
+            if message:  # empty when help was shown for a bare group
+                print(f"error: {message}", file=sys.stderr)
+            return 2
+        raise
+    return 0
