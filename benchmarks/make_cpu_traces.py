@@ -1,6 +1,6 @@
 """Regenerate the CPU reference traces in ``traces/cpu/`` (executor on gloo, ``small`` model).
 
-One process group per (world size, batch): every strategy preset runs in it, ``--reps``
+One process group per world size: every (batch, strategy preset) runs in it, ``--reps``
 times, interleaved (one start-up for all of them); rank 0 writes each run's trace as
 ``cpu-small-w<W>-b<B>-<strategy>-r<rep>.events.parquet``. Only the runs named in ``--json-for``
 also keep their Chrome JSON twin (for Perfetto); the rest stay Parquet-only to keep the
@@ -76,26 +76,28 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _run_group(world_size: int, batch: int, args: argparse.Namespace, out: Path) -> list[str]:
-    """Every strategy ``args.reps`` times, interleaved (rep 0 of all, then rep 1, ...; the order
-    rotates per rep), so slow spells of a shared machine hit all strategies alike."""
+def _run_group(world_size: int, args: argparse.Namespace, out: Path) -> list[str]:
+    """Every (batch, strategy) ``args.reps`` times in one process group, interleaved: repetition 0
+    of every configuration, then repetition 1, ... (the strategy order rotates per repetition),
+    so a slow spell of a shared machine hits all configurations alike instead of one of them."""
     import torch.multiprocessing as tmp
 
     from dicesim.strategy import make_strategy
     from validate.worker import RunSpec
 
     names = list(args.strategies)
-    order = [(rep, names[(i + 2 * rep) % len(names)]) for rep in range(args.reps) for i in range(len(names))]
-    specs = [RunSpec(strategy=make_strategy(s), model=args.model, steps=args.steps, batch=batch,
-                     image_size=args.image_size, seed=0, trace=True) for _, s in order]
+    order = [(rep, b, names[(i + 2 * rep) % len(names)]) for rep in range(args.reps) for b in args.batches
+             for i in range(len(names))]
+    specs = [RunSpec(strategy=make_strategy(s), model=args.model, steps=args.steps, batch=b,
+                     image_size=args.image_size, seed=0, trace=True) for _, b, s in order]
     for spec in specs:
         spec.check(world_size)
-    stems = [f"cpu-{args.model}-w{world_size}-b{batch}-{name}-r{rep}" for rep, name in order]
+    stems = [f"cpu-{args.model}-w{world_size}-b{b}-{name}-r{rep}" for rep, b, name in order]
     tmp.start_processes(_rank_main, args=(world_size, _free_port(), specs, stems, str(out), list(args.json_for)),
                         nprocs=world_size, join=True, start_method="spawn")
-    return [f"| `cpu-{args.model}-w{world_size}-b{batch}-{name}-r{{0..{args.reps - 1}}}` | `python -m validate run "
+    return [f"| `cpu-{args.model}-w{world_size}-b{b}-{name}-r{{0..{args.reps - 1}}}` | `python -m validate run "
             f"--world-size {world_size} --backend gloo --model {args.model} --strategy {name} --steps {args.steps} "
-            f"--batch {batch} --image-size {args.image_size} --trace-out DIR` |" for name in names]
+            f"--batch {b} --image-size {args.image_size} --trace-out DIR` |" for b in args.batches for name in names]
 
 
 def _readme(out: Path, rows: list[str], args: argparse.Namespace, elapsed_s: float) -> None:
@@ -106,7 +108,7 @@ def _readme(out: Path, rows: list[str], args: argparse.Namespace, elapsed_s: flo
 Captured on {_dt.date.today().isoformat()} on {platform.machine()} with {os.cpu_count()} CPU cores
 ({platform.processor() or 'unknown CPU'}), torch {torch.__version__}, gloo backend, one torch thread
 per rank, fp32, {args.image_size} px images (CFG on), {args.steps} steps, seed 0, {args.reps} repetitions of
-every run (interleaved across strategies); total {elapsed_s:.0f} s.
+every run (interleaved across batches and strategies); total {elapsed_s:.0f} s.
 All ranks of a run share this machine's cores, and other processes may have been running:
 treat the timings as what a small, busy CPU box measures, not as a benchmark.
 
@@ -114,17 +116,17 @@ Regenerate with
 
     PYTHONPATH=. python benchmarks/make_cpu_traces.py {out.as_posix()}
 
-which runs every strategy of one (world size, batch) in one process group. Each run is the
-same as the single command listed below (trace stems differ: the script names them by
-world size, batch and repetition `-r<k>`; calibration treats the repetitions of one
-configuration as one measurement, their median). Every trace is `<stem>.events.parquet` (schema `dicesim-trace/1`;
-`meta.extra` holds the router histogram per rank, step, layer and expert, the placement and
-the executor's own summary); {', '.join(f'`{s}`' for s in args.json_for)} also have a
-`.trace.json` for Perfetto.
+which runs every configuration of one world size in one process group, repetitions interleaved.
+Each run is the same as the single command listed below (trace stems differ: the script names
+them by world size, batch and repetition `-r<k>`; `dicesim accuracy` treats the repetitions of
+one configuration as one measurement). Every trace is `<stem>.events.parquet` (schema
+`dicesim-trace/1`; `meta.extra` holds the router histogram per rank, step, layer and expert,
+the placement and the executor's own summary); {', '.join(f'`{s}`' for s in args.json_for)} also
+have a `.trace.json` for Perfetto.
 
 Used by `dicesim calibrate traces/cpu` and `dicesim accuracy traces/cpu` (see docs/accuracy.md).
 
-| trace stem | equivalent command |
+| trace stems | equivalent command |
 |---|---|
 """ + "\n".join(rows) + "\n"
     tmp = out / ".README.md.tmp"
@@ -149,9 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     rows: list[str] = []
     for w in args.world_sizes:
-        for b in args.batches:
-            print(f"world size {w}, batch {b}: {len(args.strategies)} strategies", file=sys.stderr, flush=True)
-            rows += _run_group(w, b, args, args.out)
+        print(f"world size {w}: batches {args.batches} x {len(args.strategies)} strategies x {args.reps} reps",
+              file=sys.stderr, flush=True)
+        rows += _run_group(w, args, args.out)
     _readme(args.out, rows, args, time.monotonic() - t0)
     return 0
 

@@ -11,21 +11,25 @@ from dicesim.models import get_model
 from validate.model import DiTMoEBlock, copies_to_rows
 
 
-def profile_tiny_block(path: Path, *, batch: int = 1, steps: int = 3, image_size: int = 32) -> Path:
-    """Run a tiny DiT-MoE block for ``steps`` steps under torch.profiler (CPU); export the Chrome trace.
+def profile_tiny_block(path: Path, *, batch: int = 1, steps: int = 3, image_size: int = 32,
+                       device: str = "cpu") -> Path:
+    """Run a tiny DiT-MoE block for ``steps`` steps under torch.profiler; export the Chrome trace.
 
     Every op sits in a ``dicesim:<kind>;...`` annotation; one ``dicesim:run`` annotation
-    names the configuration.
+    names the configuration. ``device="cuda"`` also records the GPU kernels (this is how
+    ``tests/data/kineto-h200-tiny-b2.pt.trace.json.gz`` was made on a lent H200).
     """
     torch.manual_seed(0)
     preset = get_model("tiny")
-    blk = DiTMoEBlock(preset, 0).eval()
+    dev = torch.device(device)
+    blk = DiTMoEBlock(preset, 0).eval().to(dev)
     tokens = (image_size // preset.latent_downsample // preset.patch) ** 2
-    with torch.no_grad(), profile(activities=[ProfilerActivity.CPU]) as prof:
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+    with torch.no_grad(), profile(activities=acts) as prof:
         with record_function(f"dicesim:run;model=tiny;batch={batch};image_size={image_size};"
                              f"world_size=1;strategy=sync;dtype=fp32;cfg=1;steps={steps}"):
-            x_BTD = torch.randn(2 * batch, tokens, preset.hidden)
-            c_BD = torch.randn(2 * batch, preset.hidden)
+            x_BTD = torch.randn(2 * batch, tokens, preset.hidden, device=dev)
+            c_BD = torch.randn(2 * batch, preset.hidden, device=dev)
             for step in range(steps):
                 with record_function(f"dicesim:step;step={step}"):
                     with record_function("dicesim:attention;layer=0"):
@@ -43,5 +47,7 @@ def profile_tiny_block(path: Path, *, batch: int = 1, steps: int = 3, image_size
                         routed_ND = (out_RD.view(-1, preset.top_k, preset.hidden)
                                      * score_NK.unsqueeze(-1)).sum(1)
                         x_BTD = blk.moe_output(x_BTD, routed_ND, shared_ND, gate_BD)
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
     prof.export_chrome_trace(str(path))
     return path

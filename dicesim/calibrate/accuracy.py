@@ -5,8 +5,13 @@ the fit part (one per world size by default: ranks that share a CPU get a differ
 share of it at each world size, so "the hardware" is not the same), rebuilds every run as
 a scenario (:mod:`dicesim.calibrate.predict`) and compares the simulator's step latency,
 exposed communication and overlap fraction with the measured ones
-(:mod:`dicesim.calibrate.measure`). Repetitions of one configuration (stems ending in
-``-r<k>``) count as one measurement: the median of each number over them.
+(:mod:`dicesim.calibrate.measure`).
+
+Repetitions of one configuration (stems ending in ``-r<k>``) are one measurement: one
+representative repetition per configuration is used, both to fit and to compare: the one
+with the median step latency (``reps="median"``) or the fastest (``reps="min"``: on a
+machine whose other load only ever adds time, the least disturbed run). Their spread is
+reported as the measurement's own noise.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from dicesim.calibrate.select import DEFAULT_FIT_ON, split_runs
 from dicesim.errors import ConfigError
 
 METRICS = ("step_latency_s", "exposed_comm_s", "overlap_frac")
+REP_POLICIES = ("median", "min")
 _REP = re.compile(r"-r\d+$")
 
 
@@ -45,6 +51,23 @@ class AccuracyReport:
     rankings: pd.DataFrame
     calibrations: dict[int | str, Calibration]
     warnings: list[str] = field(default_factory=list)
+
+
+def representatives(runs: list[TraceRun], policy: str = "median") -> dict[str, tuple[TraceRun, dict, np.ndarray]]:
+    """Per configuration: (representative run, its measured metrics, every rep's step latency)."""
+    if policy not in REP_POLICIES:
+        raise ConfigError("reps", f"unknown policy {policy!r}", REP_POLICIES)
+    groups: dict[str, list[TraceRun]] = {}
+    for r in runs:
+        groups.setdefault(config_key(r), []).append(r)
+    out = {}
+    for key, reps in sorted(groups.items()):
+        mets = [measured_metrics(r) for r in reps]
+        lat = np.array([m["step_latency_s"] for m in mets])
+        order = np.argsort(lat, kind="stable")
+        pick = int(order[0] if policy == "min" else order[(len(order) - 1) // 2])
+        out[key] = (reps[pick], mets[pick], lat)
+    return out
 
 
 def _calibrations(fit: list[TraceRun], world_sizes: set[int], per_world_size: bool,
@@ -81,35 +104,31 @@ def _rank_agreement(meas: dict[str, float], pred: dict[str, float], tie_rel: flo
 
 
 def run_accuracy(runs: list[TraceRun], *, fit_on: str = DEFAULT_FIT_ON, per_world_size: bool = True,
-                 base: object = None, tie_rel: float = 0.03) -> AccuracyReport:
+                 base: object = None, tie_rel: float = 0.03, reps: str = "median") -> AccuracyReport:
     """Fit on the runs ``fit_on`` selects, predict every configuration, compare (see module doc).
 
     ``tie_rel``: measured step latencies closer than this fraction count as ties when the
     predicted ranking is compared with the measured one (reported beside the strict result).
+    ``reps``: which repetition represents a configuration (``median`` or ``min``).
     """
-    fit, held = split_runs(runs, fit_on)
+    chosen = representatives(runs, reps)
+    fit, held = split_runs([c[0] for c in chosen.values()], fit_on)
     if not held:
         raise ConfigError("fit-on", f"{fit_on!r} holds out no run: nothing to predict")
     cals = _calibrations(fit, {r.world_size for r in runs}, per_world_size, base)
     held_keys = {config_key(r) for r in held}
-    groups: dict[str, list[TraceRun]] = {}
-    for r in runs:
-        groups.setdefault(config_key(r), []).append(r)
     rows, warnings = [], []
-    for key, reps in sorted(groups.items()):
-        first = reps[0]
-        cal = cals[first.world_size]
-        meas = pd.DataFrame([measured_metrics(r) for r in reps])
-        pred = simulated_metrics(simulate_run(first, cal.profile, cal.topology(first.world_size)))
-        m = {k: float(meas[k].median()) for k in METRICS}
-        lat = meas["step_latency_s"].to_numpy()
-        issues = range_warnings(cal.profile, scenario_of(first)) if key in held_keys else []
+    for key, (run, m, lat) in chosen.items():
+        cal = cals[run.world_size]
+        pred = simulated_metrics(simulate_run(run, cal.profile, cal.topology(run.world_size)))
+        issues = range_warnings(cal.profile, scenario_of(run)) if key in held_keys else []
         if issues:
             warnings.append(f"{key}: outside the fitted range: {'; '.join(issues)}")
         rows.append({
-            "config": key, "model": first.model, "world_size": first.world_size, "batch": first.batch,
-            "strategy": first.strategy_name, "held_out": key in held_keys, "reps": len(reps),
-            "rep_spread": float((lat.max() - lat.min()) / np.median(lat)) if len(lat) > 1 else 0.0,
+            "config": key, "model": run.model, "world_size": run.world_size, "batch": run.batch,
+            "strategy": run.strategy_name, "held_out": key in held_keys, "reps": len(lat),
+            "rep_spread": float((lat.max() - lat.min()) / np.median(lat)),
+            "in_rep_range": bool(lat.min() <= pred["step_latency_s"] <= lat.max()),
             **{f"measured_{k}": m[k] for k in METRICS}, **{f"predicted_{k}": pred[k] for k in METRICS},
             "step_err": (pred["step_latency_s"] - m["step_latency_s"]) / m["step_latency_s"],
             "exposed_err_of_step": (pred["exposed_comm_s"] - m["exposed_comm_s"]) / m["step_latency_s"],
@@ -117,7 +136,8 @@ def run_accuracy(runs: list[TraceRun], *, fit_on: str = DEFAULT_FIT_ON, per_worl
         })
     df = pd.DataFrame(rows)
     rankings = _rankings(df[df["held_out"]], tie_rel)
-    return AccuracyReport(fit_on=fit_on, rows=df, summary=summarize(df, rankings, tie_rel), rankings=rankings,
+    summary = {**summarize(df, rankings, tie_rel), "reps_policy": reps}
+    return AccuracyReport(fit_on=fit_on, rows=df, summary=summary, rankings=rankings,
                           calibrations=cals, warnings=warnings)
 
 
@@ -142,15 +162,16 @@ def summarize(df: pd.DataFrame, rankings: pd.DataFrame, tie_rel: float) -> dict:
     h = df[df["held_out"]]
     e, x = h["step_err"].abs(), h["exposed_err_of_step"].abs()
     per = {s: {"median_abs_step_err": float(g["step_err"].abs().median()),
-               "max_abs_step_err": float(g["step_err"].abs().max()), "n": int(len(g))}
+               "max_abs_step_err": float(g["step_err"].abs().max()), "n": len(g)}
            for s, g in h.groupby("strategy")}
     return {
-        "held_out_configs": int(len(h)), "fit_configs": int((~df["held_out"]).sum()),
+        "held_out_configs": len(h), "fit_configs": int((~df["held_out"]).sum()),
         "median_abs_step_err": float(e.median()), "max_abs_step_err": float(e.max()),
         "median_abs_exposed_err_of_step": float(x.median()), "max_abs_exposed_err_of_step": float(x.max()),
         "median_abs_overlap_err": float(h["overlap_err"].abs().median()),
         "fit_median_abs_step_err": float(df.loc[~df["held_out"], "step_err"].abs().median()),
         "median_rep_spread": float(df["rep_spread"].median()),
+        "held_out_in_rep_range": int(h["in_rep_range"].sum()),
         "rankings_equal": int(rankings["equal"].sum()), "rankings_equal_up_to_ties": int(rankings["equal_up_to_ties"].sum()),
-        "rankings_total": int(len(rankings)), "tie_rel": tie_rel, "per_strategy": per,
+        "rankings_total": len(rankings), "tie_rel": tie_rel, "per_strategy": per,
     }

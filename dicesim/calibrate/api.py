@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import networkx as nx
-import numpy as np
 import pandas as pd
 
 from dicesim.calibrate.fit_comm import CommFit, fit_comm

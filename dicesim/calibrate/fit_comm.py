@@ -5,9 +5,11 @@ the route latency plus the bytes of its busiest link drained at the link bandwid
 sharing; with one link class and a switch per rank, the busiest rank's sent or received
 off-diagonal bytes). So the service times of the measured instances (see
 :func:`dicesim.calibrate.timeline.collective_instances`) are fitted as
-``alpha + max_link_nbytes / bw_Bps`` with an L1 loss (median regression: a descheduled
-rank makes a few instances very slow, and the simulator should predict the typical one).
-Count exchanges carry no payload worth the name: their latency is the median service time.
+``alpha + max_link_nbytes / bw_Bps``: service times are averaged per run and size (a mean
+step latency is made of mean collective times, stalls included), then fitted with an L1
+loss over runs (the median run: one run slowed by other load on the machine must not set
+the fit). Count exchanges carry no payload worth the name: their latency is the median over
+runs of the mean service time.
 Host time around collectives is measured into op times (see :mod:`dicesim.calibrate.timeline`).
 """
 
@@ -21,6 +23,7 @@ import pandas as pd
 from dicesim.calibrate.lsq import rel_errors, robust_nnls, weighted_median
 
 DEFAULT_LINK_CLASS = "cpu-loopback"
+STALL_FACTOR = 50.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -42,11 +45,19 @@ class CommFit:
         return self.a2a_latency_s + np.asarray(max_link_nbytes, dtype=float) / self.bw_Bps
 
 
+def _per_run(inst: pd.DataFrame, col: str, key: list[str], mean: bool) -> pd.DataFrame:
+    """Mean (or median) of ``col`` per run (column ``trace``) and ``key``; ``n`` = instances."""
+    df = inst if "trace" in inst.columns else inst.assign(trace="")
+    med = df.groupby(key)[col].transform("median").abs()
+    df = df[df[col] <= STALL_FACTOR * np.maximum(med, 1e-6)]
+    return df.groupby(["trace"] + key, as_index=False).agg(**{col: (col, "mean" if mean else "median"),
+                                                              "n": (col, "size")})
+
+
 def fit_comm(instances: pd.DataFrame, *, link_class: str = DEFAULT_LINK_CLASS, mean: bool = True) -> CommFit | None:
     """Fit collective parameters from collective instances (None if there are none).
 
-    ``mean``: fit the mean behaviour (L2, what a mean step latency is made of) instead of the
-    typical one (L1); stalls beyond 5x the median service time are dropped either way.
+    ``mean``: average instances within a run (default) rather than take their median.
     """
     if instances is None or len(instances) == 0:
         return None
@@ -55,26 +66,24 @@ def fit_comm(instances: pd.DataFrame, *, link_class: str = DEFAULT_LINK_CLASS, m
     cnt = inst[inst["name"] == "counts"]
     if a2a.empty:
         return None
+    a2a = _per_run(a2a, "service_s", ["name", "max_link_nbytes"], mean)
     x = a2a["max_link_nbytes"].to_numpy(dtype=float)
     y = a2a["service_s"].to_numpy(dtype=float)
-    keep = y <= 5.0 * max(np.median(y), 1e-9)
-    x, y = x[keep], y[keep]
     X = np.stack([np.ones_like(x), x], axis=1)
-    if np.ptp(x) > 0:
-        alpha, beta = robust_nnls(X, np.maximum(y, 1e-9), relative=False, l1=not mean)
+    if np.ptp(x) > 0:  # L1 over per-run means: the median run's behaviour
+        alpha, beta = robust_nnls(X, np.maximum(y, 1e-9), weight_N=a2a["n"].to_numpy(), relative=False, l1=True)
     else:
-        alpha, beta = float(np.mean(y) if mean else np.median(y)), 0.0
+        alpha, beta = float(np.median(y)), 0.0
     bw = 1.0 / beta if beta > 0 else 1e15  # no measurable size dependence: effectively infinite
     err = np.abs(rel_errors(alpha + x * beta, np.maximum(y, 1e-9)))
     if len(cnt):
         # unclipped: a rank that reaches its wait after the exchange finished measures < 0
-        c = cnt["service_raw_s"].to_numpy(dtype=float)
-        c = c[c <= 5.0 * max(abs(np.median(c)), 1e-6)]
-        counts_lat = float(np.mean(c) if mean else np.median(c))
+        c = _per_run(cnt, "service_raw_s", ["name"], mean)["service_raw_s"].to_numpy(dtype=float)
+        counts_lat = float(np.median(c))
     else:
         counts_lat = float(alpha)
     return CommFit(link_class=link_class, a2a_latency_s=float(alpha), bw_Bps=float(bw),
-                   counts_latency_s=max(counts_lat, 0.0), n_a2a=int(len(y)),
-                   n_counts=int(len(cnt)),
+                   counts_latency_s=max(counts_lat, 0.0), n_a2a=len(y),
+                   n_counts=len(cnt),
                    world_sizes=tuple(sorted({len(m) for m in inst["members"]})),
                    nbytes_range=(float(x.min()), float(x.max())), rel_err_median=weighted_median(err))

@@ -12,7 +12,7 @@ with ``record_function`` annotations named ``dicesim:<kind>[;key=value...]``:
   once, around everything: the configuration calibration needs to count FLOPs and bytes.
 
 Timing. On a CPU-only trace an op is its annotation's interval on the host. With GPU
-kernels (``cat: kernel``), every kernel is matched to the annotation that launched it (the
+kernels (``cat: kernel``, and the copies and memsets beside them), every kernel is matched to the annotation that launched it (the
 kernel's ``correlation`` id -> the ``cuda_runtime`` launch event -> the innermost enclosing
 ``dicesim:`` annotation on that host thread) and the op is the span of its kernels on the
 device; NCCL kernels (name contains ``nccl``) become collectives on stream ``comm``. On a
@@ -37,6 +37,7 @@ from dicesim.trace import EventRecorder, TraceMeta, coerce_events
 
 PREFIX = "dicesim:"
 COLLECTIVES = ("counts", "dispatch", "combine")
+DEVICE_CATS = ("kernel", "gpu_memcpy", "gpu_memset")  # device activity an annotation can launch
 _STEP_RE = re.compile(r"ProfilerStep#(\d+)")
 
 
@@ -50,9 +51,9 @@ def is_kineto(path: str | Path) -> bool:
 
 
 def _load(path: Path) -> Any:
+    opener = gzip.open if path.name.endswith(".gz") else open
     try:
-        raw = gzip.open(path, "rt") if path.name.endswith(".gz") else open(path)
-        with raw as fh:
+        with opener(path, "rt") as fh:
             return json.load(fh)
     except (OSError, ValueError, EOFError) as exc:
         raise TraceError(path, f"not a readable JSON trace ({exc})") from None
@@ -137,7 +138,7 @@ def read_kineto(path: str | Path, *, scenario: dict[str, Any] | None = None) -> 
     spans: dict[int, list[float]] = {}
     nccl: list[tuple[float, float, int]] = []
     for e in evs:
-        if e.get("cat") != "kernel":
+        if e.get("cat") not in DEVICE_CATS:
             continue
         ks, ke = float(e["ts"]), float(e["ts"]) + float(e.get("dur", 0.0))
         corr = (e.get("args") or {}).get("correlation")

@@ -5,7 +5,9 @@ latency is the time between consecutive step ends of the slowest rank (as
 :mod:`dicesim.sim.metrics`). Step 0 (warm-up: first-call allocations, and a synchronous
 step for every asynchronous strategy) is left out of the means on both sides.
 
-- exposed communication: time the compute track spends in ``wait`` events, mean over ranks;
+- exposed communication: time the compute track spends in ``wait`` events plus the host
+  work right around each count exchange (calibration charges that work to the exchange,
+  see :mod:`dicesim.calibrate.timeline`), mean over ranks; ``waits_s`` is the waits alone;
 - communication busy: union of the rank's collectives in service (ready-to-done, see
   :func:`dicesim.calibrate.timeline.collective_instances`);
 - overlap: communication busy time during which a compute op runs, over communication busy.
@@ -17,7 +19,11 @@ import numpy as np
 import pandas as pd
 
 from dicesim.calibrate.runs import TraceRun
-from dicesim.calibrate.timeline import _inflight_union, collective_instances
+from dicesim.calibrate.timeline import (
+    inflight_union,
+    wait_neighbours,
+    collective_instances,
+)
 from dicesim.sim.metrics import SimResult
 
 FIRST_STEP = 1  # steps before this are warm-up on both sides
@@ -41,11 +47,15 @@ def measured_metrics(run: TraceRun, instances: pd.DataFrame | None = None) -> di
     t_hi = float(end_T[-1])
     waits = track[(track["kind"] == "wait") & (track["step"] >= FIRST_STEP)]
     W = run.world_size
-    exposed = float((waits["end_us"] - waits["start_us"]).sum() / 1e6 / W / max(len(lat), 1))
+    nsteps = max(len(lat), 1)
+    waits_s = float((waits["end_us"] - waits["start_us"]).sum() / 1e6 / W / nsteps)
+    count_host = sum((w[0] - w[2]) + (w[3] - w[1]) for k, w in wait_neighbours(run.events).items()
+                     if k[1] == "counts" and w[0] >= t_lo)
+    exposed = waits_s + count_host / W / nsteps
     inst = collective_instances(run) if instances is None else instances
     comm_busy = overlap = 0.0
     if len(inst):
-        for r, (s, e) in _inflight_union(inst).items():
+        for r, (s, e) in inflight_union(inst).items():
             busy = _union_len(s, e, t_lo, t_hi)
             ops = track[(track["rank"] == r) & (track["kind"] == "compute")]
             for os_, oe in zip(ops["start_us"].to_numpy() / 1e6, ops["end_us"].to_numpy() / 1e6):
@@ -53,7 +63,7 @@ def measured_metrics(run: TraceRun, instances: pd.DataFrame | None = None) -> di
             comm_busy += busy
     span = (t_hi - t_lo) * W
     return {"step_latency_s": float(lat.mean()) if len(lat) else float("nan"),
-            "exposed_comm_s": exposed,
+            "exposed_comm_s": exposed, "waits_s": waits_s,
             "overlap_frac": overlap / comm_busy if comm_busy > 0 else 0.0,
             "comm_frac": comm_busy / span if span > 0 else 0.0}
 

@@ -12,7 +12,8 @@ topology the predictions run on (:func:`cpu_topology` for gloo runs: one switch,
 linked to it with the fitted bandwidth). Host: with gaps absorbed into op times (whole
 executor runs) ``host_op_s`` is 0; ``host_collective_s`` is the fitted issue cost.
 
-``fitted_range`` is a ``key=lo..hi`` list that :func:`range_warnings` reads back.
+``fitted_range`` is a ``key=lo..hi`` list that :func:`range_warnings` reads back (the models
+named there are provenance: another model whose op sizes lie in the fitted range is fine).
 """
 
 from __future__ import annotations
@@ -30,7 +31,12 @@ import numpy as np
 from dicesim.calibrate.fit_comm import CommFit
 from dicesim.calibrate.fit_compute import OpFit
 from dicesim.calibrate.runs import TraceRun
-from dicesim.sim.profile import OP_KINDS, HardwareProfile, OpEfficiency, profile_from_dict
+from dicesim.sim.profile import (
+    OP_KINDS,
+    HardwareProfile,
+    OpEfficiency,
+    profile_from_dict,
+)
 
 EDGE_LATENCY_S = 1e-9  # topology edges need a positive latency; the fitted latency sits in the profile
 _LINEAR_FIELDS = {"s_per_flop", "s_per_byte"} <= set(OpEfficiency.model_fields)
@@ -85,8 +91,9 @@ def provenance_of(runs: Iterable[TraceRun], samples_work: dict[str, np.ndarray],
         v = np.asarray(list(vals), dtype=float)
         return (float(v.min()), float(v.max())) if v.size else (0.0, 0.0)
 
-    ranges = {"world_size": rng(r.world_size for r in runs), "batch": rng(r.batch for r in runs),
-              "image_size": rng(r.image_size for r in runs)}
+    # world size matters once collectives are fitted; compute-only fits see it through the work sizes
+    ranges = {"world_size": rng(r.world_size for r in runs)} if comm is not None else {}
+    ranges.update(batch=rng(r.batch for r in runs), image_size=rng(r.image_size for r in runs))
     for key in ("flops", "nbytes", "rows"):
         if key in samples_work and len(samples_work[key]):
             ranges[key] = rng(samples_work[key])
@@ -105,15 +112,18 @@ def _fmt_range(lo: float, hi: float) -> str:
     return f"{lo:.6g}..{hi:.6g}"
 
 
-def _rate(fits: dict[str, OpFit], term: int, floor: float) -> float:
-    """Peak rate for roofline term ``term`` (1: FLOPs, 2: bytes): >= every fitted rate, and high
-    enough that in kinds whose fit has no such term it stays under 1% of the op time."""
-    rates = [floor]
+def _rate(fits: dict[str, OpFit], term: int, base_rate: float | None) -> float:
+    """Peak rate for roofline term ``term`` (1: FLOPs, 2: bytes), >= every fitted rate.
+
+    From a datasheet base, its rate; from none (CPU), also high enough that in kinds whose
+    fit has no such term it stays under 1% of the op time.
+    """
+    rates = [base_rate or 0.0]
     for f in fits.values():
         coef, work = f.roofline[term], (f.flops_range if term == 1 else f.nbytes_range)[1]
         if coef > 0:
             rates.append(1.0 / coef)
-        elif work > 0:
+        elif work > 0 and base_rate is None:
             rates.append(work / (0.01 * max(f.roofline[0], 1e-12)))
     return max(rates)
 
@@ -126,8 +136,8 @@ def build_profile(base: HardwareProfile, fits: dict[str, OpFit], comm: CommFit |
     ``keep_base_rates``: start peak FLOP/s and memory bandwidth from the base (a datasheet)
     rather than from the fastest fitted op (a CPU stub has no datasheet).
     """
-    peak = _rate(fits, 1, base.peak_flops if keep_base_rates else 0.0)
-    bw = _rate(fits, 2, base.mem_bw_Bps if keep_base_rates else 0.0)
+    peak = _rate(fits, 1, base.peak_flops if keep_base_rates else None)
+    bw = _rate(fits, 2, base.mem_bw_Bps if keep_base_rates else None)
     ops = {k: v.model_dump() for k, v in base.ops.items()}
     cites = {"calibration": f"fitted from {n_runs} traces in {', '.join(prov.traces)} ({prov.stream} stream)"}
     for kind, f in fits.items():
@@ -141,7 +151,7 @@ def build_profile(base: HardwareProfile, fits: dict[str, OpFit], comm: CommFit |
                                 f"{f.roofline_rel_err_median:.1%} max {f.roofline_rel_err_max:.1%}; linear median "
                                 f"{f.rel_err_median:.1%} max {f.rel_err_max:.1%}; best form {f.form}")
     upd: dict = {"name": name, "ops": ops, "peak_tflops": peak / 1e12, "mem_bw_GBps": bw / 1e9,
-                 "date": _dt.datetime.now(_dt.timezone.utc).date().isoformat(),
+                 "date": _dt.datetime.now(_dt.UTC).date().isoformat(),
                  "source": (f"dicesim calibrate: {n_runs} traces ({', '.join(prov.traces)}); backend {prov.backend}; "
                             f"device {prov.device}; torch {prov.torch_version}; base profile {base.name}")}
     if absorbed_gaps:
@@ -165,7 +175,8 @@ def build_profile(base: HardwareProfile, fits: dict[str, OpFit], comm: CommFit |
     if comm is not None:
         parts.append(f"link_bw_Bps={comm.bw_Bps:.6g}")
     upd["fitted_range"] = "; ".join(parts)
-    upd["citations"] = {**base.citations, **cites}
+    # the base's citations still explain what was not fitted; mark them as the base's
+    upd["citations"] = {**{f"base {base.name}: {k}": v for k, v in base.citations.items()}, **cites}
     return base.with_updates(**upd)
 
 
@@ -177,11 +188,6 @@ def fitted_ranges(profile: HardwareProfile) -> dict[str, tuple[float, float]]:
     return {k: (float(lo), float(hi)) for k, lo, hi in _RANGE_RE.findall(profile.fitted_range)}
 
 
-def fitted_models(profile: HardwareProfile) -> tuple[str, ...]:
-    m = re.search(r"model=([^;]+)", profile.fitted_range)
-    return tuple(m.group(1).split(",")) if m else ()
-
-
 def range_warnings(profile: HardwareProfile, scenario: object) -> list[str]:
     """What in ``scenario`` lies outside the range ``profile`` was fitted on (empty if none or unknown)."""
     from dicesim.models import block_workload
@@ -191,9 +197,6 @@ def range_warnings(profile: HardwareProfile, scenario: object) -> list[str]:
     if not ranges:
         return []
     out = []
-    models = fitted_models(profile)
-    if models and scenario.model not in models:
-        out.append(f"model {scenario.model} (fitted: {', '.join(models)})")
     for key in ("world_size", "batch", "image_size"):
         v = getattr(scenario, key)
         if key in ranges and not ranges[key][0] <= v <= ranges[key][1]:

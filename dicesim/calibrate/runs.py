@@ -15,9 +15,16 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pydantic import ValidationError
 
-from dicesim.errors import TraceError
-from dicesim.models import DTYPE_NBYTES, BlockWorkload, ModelPreset, block_workload, get_model
+from dicesim.errors import ConfigError, TraceError
+from dicesim.models import (
+    DTYPE_NBYTES,
+    BlockWorkload,
+    ModelPreset,
+    block_workload,
+    get_model,
+)
 from dicesim.strategy import StrategyConfig, make_strategy
 from dicesim.trace import TraceMeta, read_trace, trace_stems
 
@@ -85,11 +92,14 @@ def _get(d: dict, *keys: str, default: Any = None) -> Any:
 def _strategy(meta: TraceMeta) -> StrategyConfig | None:
     raw = meta.scenario.get("strategy")
     if isinstance(raw, dict):
-        return StrategyConfig(**raw)
+        try:
+            return StrategyConfig(**raw)
+        except ValidationError as exc:
+            raise TraceError("<trace meta>", f"scenario.strategy is not a strategy: {exc.errors()[0]['msg']}") from None
     name = (raw if isinstance(raw, str) else meta.strategy).rstrip("*")
     try:
         return make_strategy(name)
-    except Exception:  # op-timing benchmarks and profiles have no strategy
+    except ConfigError:  # op-timing benchmarks and profiles have no strategy
         return None
 
 
@@ -113,10 +123,11 @@ def run_from_trace(events: pd.DataFrame, meta: TraceMeta, path: Path, stem: str)
         raise TraceError(path, "trace metadata names no model (scenario.model or model)")
     try:
         preset = get_model(model, _get(sc, "num_experts"))
-    except Exception as exc:
+    except ConfigError as exc:
         raise TraceError(path, f"unknown model in trace metadata: {exc}") from None
     strategy = _strategy(meta)
-    world = int(_get(sc, "world_size", default=meta.world_size) or 1)
+    # op-timing benchmarks time one rank of an ep_world-way group in a single process
+    world = int(_get(sc, "world_size", "ep_world", default=meta.world_size) or 1)
     dtype = str(_get(sc, "dtype", default="bf16"))
     if dtype not in DTYPE_NBYTES:
         raise TraceError(path, f"unknown dtype {dtype!r} in trace metadata")

@@ -25,6 +25,10 @@ _CMP: dict[type, Callable[[Any, Any], bool]] = {
 }
 
 
+_ALLOWED_NODES = (ast.Expression, ast.BoolOp, ast.And, ast.Or, ast.UnaryOp, ast.Not, ast.USub, ast.Compare,
+                  ast.Name, ast.Load, ast.Constant, ast.Tuple, ast.List, ast.Set, *(_CMP))
+
+
 def _bad(expr: str, why: str) -> ConfigError:
     return ConfigError("fit-on", f"{expr!r}: {why}", f"comparisons of {', '.join(FIELDS)} joined by and/or/not")
 
@@ -69,10 +73,11 @@ def compile_selector(expr: str) -> Callable[[dict[str, Any]], bool]:
             return tuple(ev(e, env) for e in node.elts)
         raise _bad(expr, f"{type(node).__name__} is not allowed")
 
-    probe = {f: 0 for f in FIELDS}
-    for n in ast.walk(tree):  # names are checked up front, not only on the branches evaluated
-        if isinstance(n, ast.Name) and n.id not in probe:
+    for n in ast.walk(tree):  # the whole tree is checked up front, not only the branches evaluated
+        if isinstance(n, ast.Name) and n.id not in FIELDS:
             raise _bad(expr, f"unknown name {n.id!r}")
+        if not isinstance(n, _ALLOWED_NODES):
+            raise _bad(expr, f"{type(n).__name__} is not allowed")
     return lambda fields: bool(ev(tree, fields))
 
 

@@ -19,9 +19,13 @@ onto profile op kinds through :data:`NAME_TO_KIND`.
 
 **Collective instances.** One all-to-all (or count exchange) of one group, matched across
 its member ranks by (stream, name, layer, tok_step). On an in-order communicator it can
-start only when every member is ready and the previous collective has finished; its
-*service time* runs from then until the members see it complete (a blocked rank: the end of
-its wait, which includes waking up; otherwise the completion callback). A count exchange
+start only when the previous collective has finished; its *service time* runs from the
+members' mean ready time (or that finish) until the members see it complete (a blocked
+rank: the end of its wait, which includes waking up; otherwise the completion callback).
+For measured runs the mean, not the latest, ready time: the simulator's ranks arrive
+together (up to the skew their work really differs by), so the time an average rank waits
+for the random straggler of a noisy machine has to be charged to the collective (a
+straggler term that grows with the world size). A count exchange
 runs from the end of each member's gate to the start of its next op (the host work around
 it included, as above).
 """
@@ -84,7 +88,7 @@ def _max_link_nbytes(M_SS: np.ndarray, row_nbytes: int) -> float:
     return float(max(off.sum(axis=1).max(initial=0), off.sum(axis=0).max(initial=0)) * row_nbytes)
 
 
-def _wait_neighbours(ev: pd.DataFrame) -> dict[tuple, tuple[float, float, float, float]]:
+def wait_neighbours(ev: pd.DataFrame) -> dict[tuple, tuple[float, float, float, float]]:
     """(rank, name, layer, tok_step) of every wait -> (start, end, previous event's end, next event's start) in s."""
     track = ev[(ev["stream"] == "compute") & ev["kind"].isin(("compute", "wait"))].sort_values(
         ["rank", "start_us", "end_us"], kind="stable")
@@ -102,15 +106,22 @@ def _wait_neighbours(ev: pd.DataFrame) -> dict[tuple, tuple[float, float, float,
     return out
 
 
-def collective_instances(run: TraceRun) -> pd.DataFrame:
-    """One row per collective instance with its ready, start, done and service times (seconds)."""
+def collective_instances(run: TraceRun, *, straggler: bool | None = None) -> pd.DataFrame:
+    """One row per collective instance with its ready, start, done and service times (seconds).
+
+    ``straggler``: measure from the members' mean ready time (True) or the latest (False);
+    default True for measured runs and False for simulator traces, whose rank skew is
+    deterministic and which the simulator reproduces by itself.
+    """
+    if straggler is None:
+        straggler = run.meta.source != "sim"
     ev = run.events
     coll = ev[(ev["kind"] == "collective") & ev["name"].isin(COLL_NAMES)]
     cols = ["group", "stream", "name", "layer", "tok_step", "step", "members", "issue_s", "ready_s", "start_s",
-            "done_s", "service_s", "service_raw_s", "blocked", "max_link_nbytes", "nbytes", "world"]
+            "done_s", "done_by_rank", "service_s", "service_raw_s", "blocked", "max_link_nbytes", "nbytes", "world"]
     if coll.empty:
         return pd.DataFrame({c: [] for c in cols})
-    wait_at = _wait_neighbours(ev)
+    wait_at = wait_neighbours(ev)
     group_of = _rank_groups(run)
     routing = measured_routing(run)
     skips = _skip_set(run)
@@ -134,7 +145,8 @@ def collective_instances(run: TraceRun) -> pd.DataFrame:
             share = 1.0 if run.meta.source == "sim" else (S - 1) / max(S, 1)
             link = 0.0 if name == "counts" else float(grp["nbytes"].max()) * share
         rows.append((g, stream, name, int(layer), int(tok), int(grp["step"].min()), tuple(int(r) for r in ranks),
-                     float(issue_R.min()), float(ready_R.max()), done_R, w, link, int(grp["nbytes"].sum()), len(ranks)))
+                     float(issue_R.min()), float(ready_R.mean() if straggler else ready_R.max()), done_R, w, link,
+                     int(grp["nbytes"].sum()), len(ranks)))
     out = []
     by_comm: dict[tuple, float] = {}
     for g, stream, name, layer, tok, step, members, issue, ready, done_R, w, link, nb, S in sorted(
@@ -149,17 +161,18 @@ def collective_instances(run: TraceRun) -> pd.DataFrame:
         else:
             complete = [wt[1] if b else done for wt, b in zip(w, blocked)]
         raw = float(np.median(complete)) - start
-        out.append((g, stream, name, layer, tok, step, members, issue, ready, start, done, max(raw, 0.0), raw,
+        out.append((g, stream, name, layer, tok, step, members, issue, ready, start, done,
+                    tuple(float(d) for d in done_R), max(raw, 0.0), raw,
                     any(blocked),
                     link, nb, S))
     return pd.DataFrame(out, columns=cols)
 
 
-def _inflight_union(inst: pd.DataFrame) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+def inflight_union(inst: pd.DataFrame) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """Per rank, the merged intervals during which one of its collectives was in service."""
     per: dict[int, list[tuple[float, float]]] = {}
-    for members, s, e in zip(inst["members"], inst["start_s"], inst["done_s"]):
-        for r in members:
+    for members, s, done_R in zip(inst["members"], inst["start_s"], inst["done_by_rank"]):
+        for r, e in zip(members, done_R):
             per.setdefault(r, []).append((s, max(e, s)))
     out = {}
     for r, iv in per.items():
@@ -201,7 +214,7 @@ def compute_samples(run: TraceRun, instances: pd.DataFrame | None = None, *, str
     ev = ev[(ev["stream"] == stream) & ev["kind"].isin(("compute", "wait"))].sort_values(
         ["rank", "start_us", "end_us"], kind="stable")
     inst = collective_instances(run) if instances is None else instances
-    union = _inflight_union(inst) if len(inst) else {}
+    union = inflight_union(inst) if len(inst) else {}
     acc: dict[tuple, list] = {}
 
     def add(key: tuple, op_s: float, gap_s: float, rows: int, t0: float, t1: float, n: int) -> None:

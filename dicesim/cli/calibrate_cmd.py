@@ -85,6 +85,7 @@ def accuracy(
     fit_on: str = typer.Option("batch in (1, 4)", "--fit-on", help="runs to fit on; the rest are predicted"),
     out: Optional[Path] = typer.Option(None, "--out", help="write this Markdown page and its .html figure"),
     pooled: bool = typer.Option(False, "--pooled", help="one profile for all world sizes (default: one each)"),
+    reps: str = typer.Option("median", "--reps", help="repetition representing a configuration: median or min"),
     base: Optional[str] = typer.Option(None, "--base", help="profile to start from (see calibrate)"),
     where: Optional[str] = _WHERE,
     as_json: bool = typer.Option(False, "--json", help="print the summary as one JSON object"),
@@ -94,13 +95,14 @@ def accuracy(
     from dicesim.calibrate.accuracy_doc import write_accuracy
 
     runs = _load(traces, where)
-    rep = run_accuracy(runs, fit_on=fit_on, per_world_size=not pooled, base=base)
+    rep = run_accuracy(runs, fit_on=fit_on, per_world_size=not pooled, base=base, reps=reps)
     for w in rep.warnings:
         print(f"warning: {w}", file=sys.stderr)
     if out is not None:
-        command = "dicesim accuracy " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 2 \
-            else f"dicesim accuracy {' '.join(map(str, traces))} --fit-on {shlex.quote(fit_on)} --out {out}"
-        write_accuracy(rep, out, command=command)
+        parts = ["dicesim accuracy", *map(str, traces), "--fit-on", shlex.quote(fit_on), "--reps", reps]
+        parts += (["--pooled"] if pooled else []) + (["--base", base] if base else [])
+        parts += (["--where", shlex.quote(where)] if where else []) + ["--out", str(out)]
+        write_accuracy(rep, out, command=" ".join(parts))
     if as_json:
         print(json.dumps({"summary": rep.summary, "rows": json.loads(rep.rows.to_json(orient="records")),
                           "rankings": json.loads(rep.rankings.to_json(orient="records"))}, allow_nan=False))
@@ -119,6 +121,7 @@ def accuracy(
           f"max {s['max_abs_exposed_err_of_step']:.1%}")
     print(f"strategy ranking equal to measured: {s['rankings_equal']} of {s['rankings_total']} configurations "
           f"({s['rankings_equal_up_to_ties']} counting differences below {s['tie_rel']:.0%} as ties); "
-          f"measured run-to-run spread (median) {s['median_rep_spread']:.1%}")
+          f"measured run-to-run spread (median) {s['median_rep_spread']:.1%}; "
+          f"{s['held_out_in_rep_range']} of {len(held)} predictions inside the measured range over repetitions")
     if out is not None:
         print(f"wrote {out} and {out.with_suffix('.html')}")
