@@ -83,6 +83,10 @@ def test_hanging_rank_is_named_within_the_timeout(monkeypatch):
     assert "\n" not in msg and "rank 1 failed: stopped responding" in msg
     assert multiprocessing.active_children() == []  # every rank reaped, none left running
     _cleanup_logs(msg)
+    # the forkserver that started those ranks saw the fault switch; later launches must not
+    monkeypatch.delenv(HANG_ENV)
+    (outcome,) = launch([spec], world_size=2, timeout_s=20)
+    assert len(outcome.ranks) == 2
 
 
 def _cleanup_logs(message: str) -> None:

@@ -106,7 +106,11 @@ def _worker(rank: int, world_size: int, backend: str, init_method: str, timeout_
     """Body of one rank: stderr to a log file, one thread, run, report, exit."""
     log = open(os.path.join(log_dir, f"rank{rank}.log"), "w")  # noqa: SIM115 (lives as long as the process)
     os.dup2(log.fileno(), 2)
-    os.environ.update(env)  # a forkserver child has the server's environment, not the launcher's
+    # a forkserver child has the environment the server started with, not the launcher's: drop
+    # fault-injection switches left over from whichever launch started the server, then apply ours
+    for key in [k for k in os.environ if k.startswith("DICESIM_VALIDATE_") and k not in env]:
+        del os.environ[key]
+    os.environ.update(env)
     torch.set_num_threads(1)
     try:
         dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world_size,
