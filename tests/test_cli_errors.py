@@ -105,3 +105,12 @@ def test_usage_errors_are_one_line(capsys, args):
     assert code == 2
     lines = [l for l in err.splitlines() if l.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), err
+
+
+def test_calibrated_profile_outside_fitted_range_warns_once(capsys):
+    args = ["simulate", "--model", "XL/2", "--topology", "hgx-h200", "--world-size", "8", "--batch", "64",
+            "--steps", "2", "--profile", "h200-calibrated", "--json"]
+    code, err = _run(capsys, args)
+    assert code == 0
+    lines = [l for l in err.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("warning: ") and "batch 64 (fitted 1..32)" in lines[0]

@@ -43,6 +43,15 @@ def _print_json(obj: dict) -> None:
                                 allow_nan=False) + "\n")
 
 
+def _warn_profile_range(sc) -> None:
+    """One stderr line when a calibrated profile is used outside the sizes it was fitted on."""
+    if sc.profile:
+        from dicesim.calibrate import warn_outside_range
+        from dicesim.sim.profile import get_profile
+
+        warn_outside_range(get_profile(sc.profile), sc)
+
+
 @app.command()
 def simulate(
     scenario: Optional[Path] = typer.Argument(None, help=_SCENARIO_HELP),
@@ -61,6 +70,7 @@ def simulate(
     sc = resolve_scenario(scenario, model=model, topology=topology, world_size=world_size, batch=batch,
                           image_size=image_size, steps=steps, strategy=strategy, profile=profile, routing=routing,
                           zipf_alpha=zipf_alpha)
+    _warn_profile_range(sc)
     t0 = time.perf_counter()
     run = run_strategy(sc, trace_dir=out, timeline_steps=default_timeline_steps(sc.steps) if out else (),
                        record=out is not None)
@@ -111,6 +121,7 @@ def compare(
 
     sc = resolve_scenario(scenario, model=model, topology=topology, world_size=world_size, batch=batch,
                           image_size=image_size, steps=steps, profile=profile, routing=routing, zipf_alpha=zipf_alpha)
+    _warn_profile_range(sc)
     names = [s.strip() for s in strategies.split(",")] if strategies else list(COMPARE_DEFAULT)
     n_workers = workers or min(os.cpu_count() or 1, len(names))
     t0 = time.perf_counter()
