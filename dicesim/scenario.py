@@ -8,7 +8,6 @@ A scenario file has sections ``[model]``, ``[workload]``, ``[strategy]``, ``[top
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -17,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from dicesim.errors import ConfigError, config_error_from_pydantic
 from dicesim.models import DTYPE_NBYTES, MODEL_NAMES, ModelPreset, get_model
 from dicesim.strategy import STRATEGY_NAMES, StrategyConfig, make_strategy
+from dicesim.tomlio import read_toml
 
 DEFAULT_TOPOLOGY = "8x-rtx4090-pcie"
 SECTIONS = ("model", "workload", "strategy", "topology", "routing", "profile")
@@ -161,10 +161,4 @@ def scenario_from_dict(doc: dict, path: Path = Path("<scenario>")) -> Scenario:
 def load_scenario(path: str | Path) -> Scenario:
     """Read and validate a scenario TOML file."""
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError("scenario", f"file not found: {p}")
-    try:
-        doc = tomllib.loads(p.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{p.name}", f"not valid TOML: {exc}") from None
-    return scenario_from_dict(doc, p)
+    return scenario_from_dict(read_toml(p, what="scenario"), p)

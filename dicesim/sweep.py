@@ -36,11 +36,12 @@ from dicesim.compare import METRIC_KEYS, headline_metrics
 from dicesim.errors import ConfigError, DicesimError, config_error_from_pydantic
 from dicesim.scenario import Scenario, make_scenario, scenario_from_dict
 from dicesim.strategy import STRATEGY_NAMES, StrategyConfig, make_strategy
+from dicesim.tomlio import read_toml
 
 if sys.version_info >= (3, 11):
-    import tomllib
+    pass
 else:  # pragma: no cover
-    import tomli as tomllib
+    pass
 
 SWEEP_FORMAT = "dicesim-sweep/1"  # part of every key: bump it when a result's meaning changes
 SCENARIO_AXES = ("model", "num_experts", "batch", "image_size", "steps", "cfg", "dtype", "topology",
@@ -126,9 +127,7 @@ def sweep_from_dict(doc: dict, path: Path = Path("<sweep>")) -> SweepSpec:
     base_path = path
     if options.base:
         base_path = (path.parent / options.base) if path.exists() else Path(options.base)
-        if not base_path.is_file():
-            raise ConfigError("sweep.base", f"scenario file not found: {base_path}")
-        base_doc = tomllib.loads(base_path.read_text(encoding="utf-8"))
+        base_doc = read_toml(base_path, what="sweep.base scenario")
     inline = doc.get("base", {})
     if not isinstance(inline, dict):
         raise ConfigError("base", "must be a table of scenario sections")
@@ -151,13 +150,7 @@ def sweep_from_dict(doc: dict, path: Path = Path("<sweep>")) -> SweepSpec:
 def load_sweep(path: str | Path) -> SweepSpec:
     """Read and validate a sweep TOML file."""
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError("sweep", f"file not found: {p}")
-    try:
-        doc = tomllib.loads(p.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(p.name, f"not valid TOML: {exc}") from None
-    return sweep_from_dict(doc, p)
+    return sweep_from_dict(read_toml(p, what="sweep"), p)
 
 
 def _strategy_label(preset: str, overrides: dict[str, Any]) -> str:

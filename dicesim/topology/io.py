@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ import tomli_w
 
 from dicesim.atomic import write_text_atomic
 from dicesim.errors import TopologyError
+from dicesim.tomlio import read_toml
 from dicesim.topology.validate import validate_topology
 
 
@@ -128,10 +128,7 @@ def _table(path: Path, where: str, x: object) -> dict[str, Any]:
 
 
 def _load_toml(path: Path) -> nx.DiGraph:
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise TopologyError(f"{path}: not valid TOML: {' '.join(str(exc).split())}") from None
+    doc = read_toml(path, what="topology", error=lambda problem: TopologyError(f"{path}: {problem}"))
     unknown = sorted(set(doc) - {"graph", "nodes", "links"})
     if unknown:
         raise TopologyError(f"{path}: unknown top-level key {unknown[0]!r} (allowed: graph, nodes, links)")
