@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -93,6 +94,35 @@ def run(
         print(json.dumps(summary, allow_nan=False))
         return
     _print_human(summary)
+
+
+@app.command()
+def quality(
+    strategies: str = typer.Option("displaced,interweaved,displaced-deep,interweaved-deep,dice",
+                                   help="comma-separated strategy presets (sync is the reference)"),
+    model: str = typer.Option("small", help="model preset"),
+    steps: int = typer.Option(20, help="denoising steps"),
+    batch: int = typer.Option(2, help="images per emulated rank"),
+    world_size: int = typer.Option(2, "--world-size", help="emulated ranks (sets the global batch)"),
+    image_size: int = typer.Option(64, "--image-size", help="pixels"),
+    seed: int = typer.Option(0, help="noise, labels and weight seed"),
+    checkpoint: Optional[Path] = typer.Option(None, help="DiT-MoE checkpoint (public layout) instead of random weights"),
+    out: Optional[Path] = typer.Option(None, help="write the markdown table here (atomically)"),
+) -> None:
+    """Staleness vs output: lag, stale-layer error and final-latent deviation from sync, per strategy."""
+    from dicesim.atomic import write_text_atomic
+    from validate.quality import staleness_markdown, staleness_table
+    from validate.worker import RunSpec
+
+    base = RunSpec(strategy=make_strategy("sync"), model=model, steps=steps, batch=batch, image_size=image_size,
+                   seed=seed, checkpoint=str(checkpoint) if checkpoint else None)
+    table = staleness_table([s.strip() for s in strategies.split(",") if s.strip()], base, world_size=world_size)
+    command = (f"python -m validate quality --strategies {strategies} --model {model} --steps {steps} "
+               f"--batch {batch} --world-size {world_size} --image-size {image_size} --seed {seed}")
+    text = staleness_markdown(table, command)
+    if out is not None:
+        write_text_atomic(text, out)
+    typer.echo(text)
 
 
 def _print_human(s: dict) -> None:
