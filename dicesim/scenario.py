@@ -64,9 +64,12 @@ class Scenario(BaseModel):
     def with_strategy(self, strategy: StrategyConfig) -> "Scenario":
         return self.model_copy(update={"strategy": strategy})
 
+    def setup_label(self) -> str:
+        """Model, GPUs, topology and workload, without the strategy."""
+        return f"{self.model} x{self.world_size} {self.topology} b{self.batch} {self.image_size}px {self.steps} steps"
+
     def label(self) -> str:
-        return (f"{self.model} x{self.world_size} {self.topology} b{self.batch} {self.image_size}px "
-                f"{self.steps} steps {self.strategy.name}")
+        return f"{self.setup_label()} {self.strategy.name}"
 
 
 _ALLOWED = {

@@ -130,11 +130,11 @@ def compare(
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(table.to_csv(index=False), out / "summary.csv")
     write_parquet_atomic(table, out / "summary.parquet")
-    report = write_report(comparison_sections(cmp), out / "report.html", title=f"dicesim compare: {sc.label()}")
+    report = write_report(comparison_sections(cmp), out / "report.html", title=f"dicesim compare: {sc.setup_label()}")
     wall_s = time.perf_counter() - t0
     if as_json:
         rows = [{k: _finite(v) for k, v in row.items()} for row in table.to_dict(orient="records")]
-        _print_json({"label": sc.label(), "strategies": rows})
+        _print_json({"label": sc.setup_label(), "strategies": rows})
         return
     con = make_console()
     title = (f"{sc.model} on {sc.world_size} GPUs ({sc.topology}), batch {sc.batch}, {sc.image_size} px, "

@@ -138,9 +138,11 @@ def fig_lag_heatmap(lags_df: pd.DataFrame, *, value: str = "lag", title: str | N
     grid = lags_df.pivot_table(index="layer", columns="step", values=value, aggfunc="mean").sort_index()
     grid = grid.reindex(sorted(grid.columns), axis=1)
     u = unit_for(value)
+    z = grid.to_numpy(dtype=float) * u.scale
+    zmax = max(float(np.nanmax(z)) if z.size else 0.0, 1.0)  # an all-zero (sync) map keeps a 0..1 scale
     fig = go.Figure(go.Heatmap(
-        z=grid.to_numpy(dtype=float) * u.scale, x=[int(c) for c in grid.columns], y=[int(i) for i in grid.index],
-        colorscale="Viridis", zmin=0, colorbar=dict(title=dict(text=u.title)),
+        z=z, x=[int(c) for c in grid.columns], y=[int(i) for i in grid.index],
+        colorscale="Viridis", zmin=0, zmax=zmax, colorbar=dict(title=dict(text=u.title)),
         hovertemplate="layer %{y}, step %{x}: %{z:.2f} " + u.unit + "<extra></extra>",
     ))
     fig.update_layout(title=title or f"{u.label} per layer and step", **_LAYOUT)
