@@ -22,12 +22,13 @@ from dicesim.models import block_workload, get_model
 from dicesim.sim.costmodel import CostModel
 
 INTERFERENCE = 0.25
+COMM_INTERFERENCE = 0.4
 
 
 @pytest.fixture(scope="module")
 def syn_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("syn")
-    synthetic_traces(out, profile=true_profile(INTERFERENCE), batches=(1, 2, 3), steps=6)
+    synthetic_traces(out, profile=true_profile(INTERFERENCE, COMM_INTERFERENCE), batches=(1, 2, 3), steps=6)
     return out
 
 
@@ -64,6 +65,14 @@ def test_collectives_and_interference_recovered(fitted):
     assert fitted.profile.host_op_s == 0.0 and fitted.profile.host_collective_s == 0.0
 
 
+def test_comm_interference_recovered(fitted):
+    """Communication slowed by compute comes back from the step latency of the displaced runs."""
+    assert fitted.overlap is not None and fitted.overlap.n_configs == 2
+    assert fitted.profile.comm_interference == pytest.approx(COMM_INTERFERENCE, rel=1e-3)
+    assert fitted.overlap.rel_err_rms < 1e-4 < fitted.overlap.rel_err_rms_at_zero
+    assert "comm_interference" in fitted.profile.citations
+
+
 def test_held_out_predictions_exact_on_synthetic_runs(syn_dir):
     """End to end: fit on batches 1 and 3, predict batch 2 through a rebuilt scenario."""
     rep = run_accuracy(load_runs([syn_dir]), fit_on="batch in (1, 3)")
@@ -79,3 +88,4 @@ def test_interference_not_invented_without_it(tmp_path):
     synthetic_traces(tmp_path, profile=true_profile(0.0), batches=(1, 3), strategies=("displaced",), steps=6)
     cal = calibrate_runs(load_runs([tmp_path]))
     assert cal.interference == pytest.approx(0.0, abs=1e-6)
+    assert cal.profile.comm_interference == pytest.approx(0.0, abs=1e-4)

@@ -16,7 +16,6 @@ reported as the measurement's own noise.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from itertools import combinations
 
@@ -27,18 +26,12 @@ from dicesim.calibrate.api import Calibration, calibrate_runs
 from dicesim.calibrate.measure import measured_metrics, simulated_metrics
 from dicesim.calibrate.predict import scenario_of, simulate_run
 from dicesim.calibrate.profile_fit import range_warnings
-from dicesim.calibrate.runs import TraceRun
+from dicesim.calibrate.runs import TraceRun, config_key
 from dicesim.calibrate.select import DEFAULT_FIT_ON, split_runs
 from dicesim.errors import ConfigError
 
 METRICS = ("step_latency_s", "exposed_comm_s", "overlap_frac")
 REP_POLICIES = ("median", "min")
-_REP = re.compile(r"-r\d+$")
-
-
-def config_key(run: TraceRun) -> str:
-    """The configuration a run measures: its stem without a repetition suffix ``-r<k>``."""
-    return _REP.sub("", run.stem)
 
 
 @dataclass(frozen=True)

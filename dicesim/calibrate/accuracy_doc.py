@@ -76,7 +76,8 @@ def accuracy_markdown(rep: AccuracyReport, *, command: str, html_name: str) -> s
     rk = rep.rankings.assign(equal=rep.rankings["equal"].map({True: "yes", False: "no"}),
                              equal_up_to_ties=rep.rankings["equal_up_to_ties"].map({True: "yes", False: "no"}),
                              kendall_tau=rep.rankings["kendall_tau"].map("{:.2f}".format))
-    cals = "\n".join(f"- world size {w}: `{c.profile.name}`, fitted range `{c.profile.fitted_range}`"
+    cals = "\n".join(f"- world size {w}: `{c.profile.name}` (interference {c.profile.interference:.3f}, "
+                     f"comm_interference {c.profile.comm_interference:.3f}), fitted range `{c.profile.fitted_range}`"
                      for w, c in rep.calibrations.items())
     warn = "\n".join(f"- {w}" for w in rep.warnings) or "- none"
     return f"""# Simulator accuracy against measured executor runs
@@ -86,7 +87,10 @@ Interactive figure: [{html_name}]({html_name}).
 
 **Method.** The runs selected by `--fit-on {rep.fit_on}` calibrate the simulator (one profile per
 world size: per-op compute times as functions of FLOPs and bytes, all-to-all latency and
-bandwidth, count-exchange latency, interference; see `dicesim/calibrate/`). Every configuration is then
+bandwidth from the synchronous layers' collectives, count-exchange latency, compute slowed by
+communication (`interference`), and communication slowed by compute (`comm_interference`,
+fitted on the step latency of the configurations with asynchronous layers); see
+`dicesim/calibrate/`). Every configuration is then
 rebuilt as a scenario from its trace metadata (model, batch, world size, steps, strategy),
 on a CPU topology made from the fitted link parameters, with the *measured* routing (the
 router histogram of each rank, step and layer), and simulated. Repetitions of a

@@ -9,6 +9,7 @@ import pandas as pd
 
 from dicesim.calibrate.fit_comm import CommFit, fit_comm
 from dicesim.calibrate.fit_compute import OpFit, add_work, fit_compute
+from dicesim.calibrate.fit_overlap import OverlapFit, fit_comm_interference
 from dicesim.calibrate.profile_fit import (
     anchors_from,
     build_profile,
@@ -32,6 +33,7 @@ class Calibration:
     interference: float | None
     samples: pd.DataFrame
     instances: pd.DataFrame
+    overlap: OverlapFit | None = None
 
     def topology(self, world_size: int) -> nx.DiGraph:
         """The CPU topology predictions with this profile run on (gloo ranks of one host)."""
@@ -67,8 +69,13 @@ def gather(runs: list[TraceRun], *, stream: str = "compute") -> tuple[pd.DataFra
 
 
 def calibrate_runs(runs: list[TraceRun], *, base: HardwareProfile | str | None = None, stream: str = "compute",
-                   name: str | None = None, interference: float | None = None) -> Calibration:
-    """Fit a profile from ``runs``; ``base`` supplies whatever the traces cannot (default: see :func:`default_base`)."""
+                   name: str | None = None, interference: float | None = None,
+                   comm_interference: float | None = None) -> Calibration:
+    """Fit a profile from ``runs``; ``base`` supplies whatever the traces cannot (default: see :func:`default_base`).
+
+    ``interference``, ``comm_interference``: hold at this value instead of fitting (the latter
+    is fitted, on step latency, only where collectives were fitted too).
+    """
     if not runs:
         raise TraceError("<runs>", "no traces to calibrate from")
     prof = default_base(runs) if base is None else (base if isinstance(base, HardwareProfile) else get_profile(base))
@@ -82,5 +89,15 @@ def calibrate_runs(runs: list[TraceRun], *, base: HardwareProfile | str | None =
     label = name or f"{prof.name}-calibrated"
     profile = build_profile(prof, fits, comm, interf, prov, name=label, absorbed_gaps=absorbed, n_runs=len(runs),
                             keep_base_rates=not stub)
+    overlap = None
+    if comm_interference is not None:
+        profile = profile.with_updates(comm_interference=comm_interference)
+    elif comm is not None:
+        overlap = fit_comm_interference(runs, profile, lambda W: cpu_topology(W, comm))
+        if overlap is not None:
+            profile = profile.with_updates(comm_interference=overlap.comm_interference, citations={
+                **profile.citations, "comm_interference": (
+                    f"fitted on the step latency of {overlap.n_configs} configurations with asynchronous layers: "
+                    f"rms relative error {overlap.rel_err_rms:.1%} (without it {overlap.rel_err_rms_at_zero:.1%})")})
     return Calibration(profile=profile, op_fits=fits, comm=comm, interference=interf, samples=samples,
-                       instances=instances)
+                       instances=instances, overlap=overlap)

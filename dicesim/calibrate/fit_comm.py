@@ -8,8 +8,12 @@ off-diagonal bytes). So the service times of the measured instances (see
 ``alpha + max_link_nbytes / bw_Bps``: service times are averaged per run and size (a mean
 step latency is made of mean collective times, stalls included), then fitted with an L1
 loss over runs (the median run: one run slowed by other load on the machine must not set
-the fit). Count exchanges carry no payload worth the name: their latency is the median over
-runs of the mean service time.
+the fit). Only collectives no compute overlaps are fitted when the runs have any: those of
+synchronous layers (column ``sync_layer``), which the plan awaits at once. The others take
+longer by however much their members' compute slowed them (``comm_interference``, fitted on
+step latency by :mod:`dicesim.calibrate.fit_overlap`), which one latency for all would average in.
+Count exchanges carry no payload worth the name: their latency is the median over runs of the
+mean service time.
 Host time around collectives is measured into op times (see :mod:`dicesim.calibrate.timeline`).
 """
 
@@ -66,6 +70,8 @@ def fit_comm(instances: pd.DataFrame, *, link_class: str = DEFAULT_LINK_CLASS, m
     cnt = inst[inst["name"] == "counts"]
     if a2a.empty:
         return None
+    if "sync_layer" in a2a.columns and a2a["sync_layer"].any():
+        a2a = a2a[a2a["sync_layer"]]
     a2a = _per_run(a2a, "service_s", ["name", "max_link_nbytes"], mean)
     x = a2a["max_link_nbytes"].to_numpy(dtype=float)
     y = a2a["service_s"].to_numpy(dtype=float)

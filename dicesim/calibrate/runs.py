@@ -9,6 +9,7 @@ histogram in ``extra``), the simulator (``scenario`` is a dumped
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -174,3 +175,11 @@ def load_runs(paths: list[str | Path]) -> list[TraceRun]:
     if not runs:
         raise TraceError(", ".join(map(str, paths)), "no traces found")
     return sorted(runs, key=lambda r: (str(r.path.parent), r.stem))
+
+
+_REP = re.compile(r"-r\d+$")
+
+
+def config_key(run: TraceRun) -> str:
+    """The configuration a run measures: its stem without a repetition suffix ``-r<k>``."""
+    return _REP.sub("", run.stem)

@@ -27,7 +27,8 @@ together (up to the skew their work really differs by), so the time an average r
 for the random straggler of a noisy machine has to be charged to the collective (a
 straggler term that grows with the world size). A count exchange
 runs from the end of each member's gate to the start of its next op (the host work around
-it included, as above).
+it included, as above). ``sync_layer`` marks the collectives of synchronous layers: the plan
+awaits them at once, so no compute of their members overlaps them.
 """
 
 from __future__ import annotations
@@ -75,12 +76,14 @@ def measured_routing(run: TraceRun) -> TokenRouting | None:
                         counts_LTWE=counts_LTWE)
 
 
-def _skip_set(run: TraceRun) -> set[tuple[int, int]]:
+def _skip_set(run: TraceRun, kinds: tuple[str, ...] = ("issue_dispatch", "run_experts"),
+              skip: bool = True) -> set[tuple[int, int]]:
+    """(layer, tok_step) of the plan's actions of ``kinds`` whose ``skip`` flag is ``skip`` (or any: None)."""
     if run.strategy is None:
         return set()
     plan = build_plan(run.strategy, run.preset.depth, run.steps)
     return {(a.layer, a.tok_step) for _, acts in plan for a in acts
-            if a.kind in ("issue_dispatch", "run_experts") and a.skip}
+            if a.kind in kinds and (skip is None or a.skip == skip)}
 
 
 def _max_link_nbytes(M_SS: np.ndarray, row_nbytes: int) -> float:
@@ -118,13 +121,15 @@ def collective_instances(run: TraceRun, *, straggler: bool | None = None) -> pd.
     ev = run.events
     coll = ev[(ev["kind"] == "collective") & ev["name"].isin(COLL_NAMES)]
     cols = ["group", "stream", "name", "layer", "tok_step", "step", "members", "issue_s", "ready_s", "start_s",
-            "done_s", "done_by_rank", "service_s", "service_raw_s", "blocked", "max_link_nbytes", "nbytes", "world"]
+            "done_s", "done_by_rank", "service_s", "service_raw_s", "blocked", "max_link_nbytes", "nbytes", "world",
+            "sync_layer"]
     if coll.empty:
         return pd.DataFrame({c: [] for c in cols})
     wait_at = wait_neighbours(ev)
     group_of = _rank_groups(run)
     routing = measured_routing(run)
     skips = _skip_set(run)
+    syncs = _skip_set(run, ("sync_moe",), None)  # awaited at once: no compute of the rank overlaps them
     row_nbytes = run.workload.row_nbytes()
     groups = run.meta.extra.get("ep_groups") or (routing.placement.groups() if routing else None)
     c = coll.assign(group=[group_of.get(int(r), 0) for r in coll["rank"]])
@@ -164,7 +169,7 @@ def collective_instances(run: TraceRun, *, straggler: bool | None = None) -> pd.
         out.append((g, stream, name, layer, tok, step, members, issue, ready, start, done,
                     tuple(float(d) for d in done_R), max(raw, 0.0), raw,
                     any(blocked),
-                    link, nb, S))
+                    link, nb, S, (layer, tok) in syncs))
     return pd.DataFrame(out, columns=cols)
 
 

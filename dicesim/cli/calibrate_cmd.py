@@ -55,7 +55,7 @@ def calibrate(
             save_toml(cal.topology(w), written[-1])
     doc = {
         "profile": str(out), "runs": len(runs), "fitted_range": cal.profile.fitted_range,
-        "interference": cal.interference,
+        "interference": cal.interference, "comm_interference": cal.profile.comm_interference,
         "ops": {k: {"form": f.form, "launch_us": f.roofline[0] * 1e6, "samples": f.n_samples, "sizes": f.n_configs,
                     "median_abs_err": f.roofline_rel_err_median} for k, f in cal.op_fits.items()},
         "collectives": None if cal.comm is None else {
@@ -75,6 +75,9 @@ def calibrate(
               f"{cal.comm.bw_Bps / 1e9:.3g} GB/s; count exchange {cal.comm.counts_latency_s * 1e6:.1f} us")
     if cal.interference is not None:
         print(f"  interference   {cal.interference:.3f} (compute slow-down while communicating)")
+    if cal.overlap is not None:
+        print(f"  comm interf.   {cal.overlap.comm_interference:.3f} (communication slow-down while computing; "
+              f"fitted on {cal.overlap.n_configs} async configurations)")
     for p in written[1:]:
         print(f"  topology       {p}")
 

@@ -9,7 +9,9 @@ has launched it. Collectives go to :class:`~dicesim.sim.collectives.Communicator
 an all-to-all moves its per-pair flows over the graph through
 :class:`~dicesim.sim.network.FlowNetwork`. While any of a rank's collectives is in
 flight, its compute runs ``1 + interference`` times slower; a running op's remaining work
-is re-timed on every change (exact; see :meth:`Engine._compute`).
+is re-timed on every change (exact; see :meth:`Engine._compute`). While a rank computes, the
+links of its endpoint run ``1 + comm_interference`` times slower (bandwidth and latency phase;
+:meth:`FlowNetwork.set_link_scale`), so its transfers are re-planned when its compute starts/stops.
 
 Per-step accounting per rank (cumulative, :data:`COUNTERS`): compute busy, comm busy
 (any of its collectives in flight), their overlap, exposed communication (the stream
@@ -30,6 +32,7 @@ from dicesim.errors import ConfigError
 from dicesim.plan import Plan
 from dicesim.sim.collectives import Collective, Communicator
 from dicesim.sim.costmodel import CostModel
+from dicesim.sim.linkscale import efficiency_scaled_graph, rank_port_links
 from dicesim.sim.network import FlowNetwork
 from dicesim.sim.profile import HardwareProfile
 from dicesim.sim.program import BLOCK, ISSUE, RUN, STEP_END, SYNC, WAIT, compile_program
@@ -77,7 +80,7 @@ class _Rank:
 
     __slots__ = ("r", "proc", "group", "moe", "moe_m", "cnt", "cnt_m", "computing", "comm_active",
                  "comm_t0", "comm_busy", "ovl_t0", "ovl", "work_left", "seg_t", "seg_f", "toggled",
-                 "sched_slow", "intr_pending")
+                 "sched_slow", "intr_pending", "port_release")
 
     def __init__(self, r: int):
         self.r = r
@@ -86,17 +89,7 @@ class _Rank:
         self.comm_t0 = self.comm_busy = self.ovl_t0 = self.ovl = 0.0
         self.work_left = self.seg_t = 0.0
         self.seg_f = 1.0
-        self.toggled = self.sched_slow = self.intr_pending = False
-
-
-def _scaled_graph(G: nx.DiGraph, profile: HardwareProfile) -> nx.DiGraph:
-    """``G`` with each link's bandwidth scaled by the profile's efficiency for its class."""
-    if all(profile.bw_eff(str(d.get("link", ""))) == 1.0 for _, _, d in G.edges(data=True)):
-        return G
-    H = G.copy()
-    for _, _, d in H.edges(data=True):
-        d["bw_Bps"] = d["bw_Bps"] * profile.bw_eff(str(d.get("link", "")))
-    return H
+        self.toggled = self.sched_slow = self.intr_pending = self.port_release = False
 
 
 class Engine:
@@ -112,10 +105,13 @@ class Engine:
                                             f"has {world_size(spec.graph)} GPUs")
         self.env = env = simpy.Environment()
         self.rec = EventRecorder("sim") if spec.record else None
-        G = _scaled_graph(spec.graph, profile)
+        G = efficiency_scaled_graph(spec.graph, profile)
         self._edges = [(u, v, str(d.get("link", ""))) for u, v, d in G.edges(data=True)]
         self.net = FlowNetwork(env, G, on_link_busy=self._on_link if self.rec is not None else None)
         self.slow = 1.0 + profile.interference
+        # endpoint links per rank, slowed while the rank computes (None: comm_interference == 0)
+        self._ports = rank_port_links(self.net, G) if profile.comm_interference > 0 else None
+        self._port_scale = 1.0 / (1.0 + profile.comm_interference)
         self.host_op_s, self.host_coll_s = profile.host_op_s, profile.host_collective_s
         self.T, self.L = spec.plan.num_steps, spec.plan.num_layers
         self.ranks = [_Rank(r) for r in range(W)]
@@ -214,6 +210,12 @@ class Engine:
         st.computing = True
         if st.comm_active:
             st.ovl_t0 = env.now
+        ports = self._ports
+        if ports is not None:
+            if st.port_release:  # compute resumes at the instant it stopped: the links never sped up
+                st.port_release = False
+            else:
+                self.net.set_link_scale(ports[st.r], self._port_scale)
         slow = self.slow
         if slow == 1.0:
             yield env.timeout(work)
@@ -240,6 +242,15 @@ class Engine:
         st.computing = False
         if st.comm_active:
             st.ovl += env.now - st.ovl_t0
+        if ports is not None:  # the links speed up unless compute resumes at this instant
+            st.port_release = True
+            env.timeout(0.0, st).callbacks.append(self._release_ports)
+
+    def _release_ports(self, ev: simpy.Event) -> None:
+        st = ev.value
+        if st.port_release:
+            st.port_release = False
+            self.net.set_link_scale(self._ports[st.r], 1.0)
 
     def _rank_proc(self, st: _Rank):
         env, rec, L, r = self.env, self.rec, self.L, st.r

@@ -17,6 +17,9 @@ transfers on otherwise idle links, and identical lock-step or periodic overlaps,
 plan is a pure function of that history, so memoisation never changes a result. To make
 periodic overlaps repeat bit-exactly, an arrival's offset inside a component is rounded up to a
 2**-40 s (~0.9 ps) grid, with or without memoisation; that is the only approximation.
+Link speed can change over time (:meth:`FlowNetwork.set_link_scale`, :mod:`dicesim.sim.linkscale`):
+a change re-plans only the components with an unfinished flow on a changed link, and is part of
+their history.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import simpy
 
 from dicesim.sim.flowgroup import Edge, FlowGroup, LinkTable, Route
 from dicesim.sim.flowplan import FlowTable, Plan, carry_over, make_table, simulate
+from dicesim.sim.linkscale import flow_scale_F, rescale_waits, scale_key
 
 __all__ = ["Edge", "FlowGroup", "FlowNetwork", "LinkBusyHook", "Route", "TransferDone"]
 LinkBusyHook = Callable[[int, float, float, float], None]
@@ -98,8 +102,10 @@ class FlowNetwork:
                  memo_bytes: int = 256 << 20, group_cache_size: int = 4096):
         self.env = env
         self._lt = lt = LinkTable(G, group_cache_size=group_cache_size)
-        self._cap = lt.cap_L
-        n_l = self._cap.shape[0]
+        n_l = lt.cap_L.shape[0]
+        self._cap = lt.cap_L.copy()  # current capacities: nominal x speed scale
+        self._scale_L = np.ones(n_l)  # link speed scales (set_link_scale)
+        self._n_slow = 0  # links with a scale below 1
         self._hook = on_link_busy
         self._memo_size = int(memo_size)
         self._memo: dict[tuple, tuple[FlowTable, Plan]] = {}
@@ -149,13 +155,18 @@ class FlowNetwork:
         if g.n_flows == 0:
             return ev.succeed(TransferDone(tag, now, now))
         rec = _Transfer(ev, tag, now)
+        entry, lat_F = g.gid, g.lat_F  # history entry; latency at the links' current speed
+        if self._n_slow:
+            sk = scale_key(g.links_L, self._scale_L)
+            if sk[0]:
+                entry, lat_F = (g.gid, sk), g.lat_F / flow_scale_F(g.pair_flow_P, g.pair_link_P, self._scale_L)
         merge = self._overlapping(g, now)
         if self._hook is not None:
             self._take_over(g, merge, now)
         old: list[tuple[_Component, float, float]] = []  # (component, offset, re-basing shift)
         if len(merge) == 1:
             comp, r = merge[0]
-            comp.history.append((g.gid, r))
+            comp.history.append((entry, r))
             comp.key_size += 1
             old.append((comp, r, 0.0))
         else:
@@ -164,12 +175,12 @@ class FlowNetwork:
             self._comps[comp.cid] = comp
             r = 0.0
             if merge:  # the new transfer bridges components: re-base them onto now
-                token = (tuple((tuple(c.history), rc) for c, rc in merge), g.gid)
+                token = (tuple((tuple(c.history), rc) for c, rc in merge), entry)
                 comp.key_size = sum(c.key_size for c, _ in merge) + 1
                 comp.history.append((token, 0.0))
                 old = [(c, rc, rc) for c, rc in merge]
             else:
-                comp.history.append((g.gid, 0.0))
+                comp.history.append((entry, 0.0))
                 comp.key_size = 1
         survivors: list[_Transfer] = []
         finished: list[_Transfer] = []
@@ -181,37 +192,43 @@ class FlowNetwork:
             if shift:
                 for t in c.order + c.finished:
                     t.done_rel -= shift
-        key = tuple(comp.history) if comp.key_size <= _KEY_MAX and self._memo_size > 0 else None
-        hit = self._memo.get(key) if key is not None else None
-        if hit is not None:
-            self.memo_hits += 1
-            table, plan = hit
-        else:
-            self.memo_misses += 1
+
+        def build() -> FlowTable:
             parts = [p for c, rc, shift in old for p in carry_over(c.table, c.plan, rc, shift)]
             if parts:
-                parts.append((g.nbytes, g.lat_F + r, g.pair_flow_P, g.pair_link_P, g.pair_weight_P))
-                table = make_table(r, parts, self._cap)
-            else:
-                table = FlowTable(r, g.nbytes, g.lat_F + r, g.pair_flow_P, g.pair_local_P, g.pair_weight_P,
-                                  g.links_L, g.cap_L, _ZERO_START)
-            plan = simulate(table)
-            if key is not None:
-                self._remember(key, table, plan)
+                parts.append((g.nbytes, lat_F + r, g.pair_flow_P, g.pair_link_P, g.pair_weight_P))
+                return make_table(r, parts, self._cap)
+            cap = g.cap_L if entry is g.gid else self._cap[g.links_L]
+            return FlowTable(r, g.nbytes, lat_F + r, g.pair_flow_P, g.pair_local_P, g.pair_weight_P,
+                             g.links_L, cap, _ZERO_START)
+
+        table, plan = self._planned(comp, build)
         for c, _, _ in old:
             self._release(c, keep=table.links_L)
             if c is not comp:
                 c.version += 1  # its pending timeout is void
                 del self._comps[c.cid]
-        comp.table, comp.plan = table, plan
-        comp.acct_k, comp.acct_r = 0, r
-        comp.order = survivors + [rec]
-        comp.finished = [t for t in finished if not t.delivered]
-        for t, gf in zip(comp.order, plan.group_fin_G.tolist()):
-            t.done_rel = gf
-        self._owner_L[table.links_L] = comp.cid
-        self._schedule(comp)
+        self._install(comp, r, table, plan, survivors + [rec], finished)
         return ev
+
+    def set_link_scale(self, links_L: np.ndarray, scale: float) -> None:
+        """From now on, links ``links_L`` (ids) carry ``scale`` (0 < scale <= 1) of their bandwidth and
+        the latency of flows crossing them advances at that speed (:mod:`dicesim.sim.linkscale`).
+        Components with an unfinished flow on a changed link are re-planned from now."""
+        if not 0.0 < scale <= 1.0:
+            raise ValueError(f"link scale must be in (0, 1], got {scale}")
+        old = self._scale_L
+        changed = links_L[old[links_L] != scale]
+        if changed.shape[0] == 0:
+            return
+        new = old.copy()
+        new[changed] = scale
+        self._scale_L = new
+        self._cap[changed] = self._lt.cap_L[changed] * scale
+        self._n_slow = int(np.count_nonzero(new != 1.0))
+        owners = self._owner_L[changed]
+        for cid in sorted(set(owners[owners >= 0].tolist())):
+            self._replan(self._comps[cid], changed, old)
 
     def link_stats(self) -> list[dict[str, Any]]:
         """Per directed link: ``link`` (u, v), ``link_class``, ``nbytes`` carried and ``busy_s``
@@ -224,17 +241,54 @@ class FlowNetwork:
         ]
 
     # ------------------------------------------------------------------ internals
-    def _remember(self, key: tuple, table: FlowTable, plan: Plan) -> None:
-        """Memoise a plan; evict the oldest ones while over the entry count or the byte budget."""
-        size = plan.nbytes_estimate
-        if size > self._memo_budget:
+    def _replan(self, comp: _Component, changed: np.ndarray, old_L: np.ndarray) -> None:
+        """Re-plan ``comp`` from now because the speed of ``changed`` links moved from ``old_L``;
+        nothing to do unless one of its unfinished flows crosses a changed link."""
+        r = _grid(self.env.now - comp.t0_s)
+        if not self._crosses(comp, r, changed):
             return
-        memo = self._memo
-        while memo and (len(memo) >= self._memo_size or self._memo_used + size > self._memo_budget):
-            _, old = memo.pop(next(iter(memo)))
-            self._memo_used -= old.nbytes_estimate
-        memo[key] = (table, plan)
-        self._memo_used += size
+        table, plan = comp.table, comp.plan
+        comp.history.append((("scale", scale_key(table.links_L, self._scale_L)), r))
+        comp.key_size += 1
+        self._account_to(comp, r)
+        survivors = [t for t, gf in zip(comp.order, plan.group_fin_G.tolist()) if gf > r]
+        finished = [t for t, gf in zip(comp.order, plan.group_fin_G.tolist()) if gf <= r] + comp.finished
+        new_table, new_plan = self._planned(comp, lambda: make_table(
+            r, rescale_waits(carry_over(table, plan, r), r, old_L, self._scale_L), self._cap))
+        self._release(comp, keep=new_table.links_L)
+        self._install(comp, r, new_table, new_plan, survivors, finished)
+
+    def _planned(self, comp: _Component, build: Callable[[], FlowTable]) -> tuple[FlowTable, Plan]:
+        """The plan of ``comp``'s history: memoised, or ``build()`` simulated (and memoised)."""
+        key = tuple(comp.history) if comp.key_size <= _KEY_MAX and self._memo_size > 0 else None
+        hit = self._memo.get(key) if key is not None else None
+        if hit is not None:
+            self.memo_hits += 1
+            return hit
+        self.memo_misses += 1
+        table = build()
+        plan = simulate(table)
+        size = plan.nbytes_estimate if key is not None else math.inf
+        if size <= self._memo_budget:  # evict the oldest plans while over the count or the budget
+            memo = self._memo
+            while memo and (len(memo) >= self._memo_size or self._memo_used + size > self._memo_budget):
+                _, old = memo.pop(next(iter(memo)))
+                self._memo_used -= old.nbytes_estimate
+            memo[key] = (table, plan)
+            self._memo_used += size
+        return table, plan
+
+    def _install(self, comp: _Component, r: float, table: FlowTable, plan: Plan, order: list[_Transfer],
+                 finished: list[_Transfer]) -> None:
+        """Make ``plan`` (from offset ``r``) the component's, with its transfers in table order."""
+        comp.table, comp.plan = table, plan
+        comp.acct_k, comp.acct_r = 0, r
+        comp.order = order
+        comp.finished = [t for t in finished if not t.delivered]
+        for t, gf in zip(order, plan.group_fin_G.tolist()):
+            t.done_rel = gf
+        self._owner_L[table.links_L] = comp.cid
+        self._schedule(comp)
 
     def _overlapping(self, g: FlowGroup, now: float) -> list[tuple[_Component, float]]:
         """Busy components with an unfinished flow on one of ``g``'s links, with their offsets."""
@@ -243,22 +297,25 @@ class FlowNetwork:
         if owners.size == 0:
             return []
         out = []
-        mark = self._mark_L
         for cid in sorted(set(owners.tolist())):
             c = self._comps[cid]
             r = _grid(now - c.t0_s)
-            table = c.table
-            if r < c.plan.fin_min:  # every flow still unfinished: all of its links are live
-                out.append((c, r))
-                continue
-            live_f = c.plan.fin_F > r
-            live_links = table.links_L[table.pair_link_P[live_f[table.pair_flow_P]]]
-            mark[live_links] = True
-            hit = bool(mark[g.links_L].any())
-            mark[live_links] = False
-            if hit:
+            if self._crosses(c, r, g.links_L):
                 out.append((c, r))
         return out
+
+    def _crosses(self, c: _Component, r: float, links_L: np.ndarray) -> bool:
+        """Whether a flow of ``c`` unfinished at offset ``r`` crosses one of ``links_L``, some of
+        which ``c`` owns."""
+        if r < c.plan.fin_min:  # every flow still unfinished: all of its links are live
+            return True
+        table, mark = c.table, self._mark_L
+        live_f = c.plan.fin_F > r
+        live_links = table.links_L[table.pair_link_P[live_f[table.pair_flow_P]]]
+        mark[live_links] = True
+        hit = bool(mark[links_L].any())
+        mark[live_links] = False
+        return hit
 
     def _take_over(self, g: FlowGroup, merge: list, now: float) -> None:
         """Close the busy periods of ``g``'s links that idle components still hold (hook only)."""

@@ -45,7 +45,9 @@ class HardwareProfile(BaseModel):
     classes its routes cross + (for all-to-all) the flows' transfer time over the graph, whose
     link bandwidths are scaled by ``link_bw_eff[class]``. Class lookups fall back to
     ``"default"``. While this rank's communication is in flight, compute runs
-    ``1 + interference`` times slower.
+    ``1 + interference`` times slower; while this rank computes, the links into and out of its
+    GPU carry ``1 / (1 + comm_interference)`` of their bandwidth and the latency of transfers
+    crossing them passes that much slower (0: communication is never slowed by compute).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -64,6 +66,7 @@ class HardwareProfile(BaseModel):
     host_op_s: float = Field(ge=0)
     host_collective_s: float = Field(ge=0)
     interference: float = Field(ge=0)
+    comm_interference: float = Field(default=0.0, ge=0)
     citations: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")
