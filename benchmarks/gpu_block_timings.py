@@ -170,7 +170,6 @@ def time_model(name: str, dev: torch.device, out: Path, gpu_key: str, peaks: dic
                                  "rows": int(d["rows"].iloc[0])})
             print(f"{name} b{batch} [{stream}]: " + ", ".join(f"{r['op']} {r['median_us']:.1f} us"
                                                              for r in rows_out[-len(ops):]), flush=True)
-    del block
     torch.cuda.empty_cache()
     return rows_out
 

@@ -67,11 +67,12 @@ class Comparison:
 def resolve_scenario(path: str | Path | None = None, *, model: str | None = None, topology: str | None = None,
                      world_size: int | None = None, batch: int | None = None, image_size: int | None = None,
                      steps: int | None = None, strategy: str | None = None, profile: str | None = None,
-                     routing: str | None = None, zipf_alpha: float | None = None) -> Scenario:
+                     routing: str | None = None, zipf_alpha: float | None = None,
+                     histogram: str | None = None) -> Scenario:
     """The scenario file at ``path`` (or the default study) with the given fields replaced.
 
     ``strategy`` is a preset name and replaces the whole strategy; ``zipf_alpha`` alone
-    switches uniform routing to Zipf.
+    switches uniform routing to Zipf, ``histogram`` alone to the measured load it names.
     """
     base = load_scenario(path) if path else make_scenario()
     fields = base.model_dump()
@@ -82,7 +83,9 @@ def resolve_scenario(path: str | Path | None = None, *, model: str | None = None
         fields["num_experts"] = None  # the file's expert count belonged to its model
     if strategy is not None:
         fields["strategy"] = make_strategy(strategy)
-    if routing is not None or zipf_alpha is not None:
+    if histogram is not None:
+        fields["routing"] = {**fields["routing"], "kind": routing or "histogram", "histogram": histogram}
+    elif routing is not None or zipf_alpha is not None:
         kind = routing or ("zipf" if fields["routing"]["kind"] == "uniform" else fields["routing"]["kind"])
         fields["routing"] = {**fields["routing"], "kind": kind,
                              **({"alpha": zipf_alpha} if zipf_alpha is not None else {})}

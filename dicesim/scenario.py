@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dicesim.errors import ConfigError, config_error_from_pydantic
 from dicesim.models import DTYPE_NBYTES, MODEL_NAMES, ModelPreset, get_model
+from dicesim.placement import make_placement
 from dicesim.strategy import STRATEGY_NAMES, StrategyConfig, make_strategy
 from dicesim.tomlio import read_toml
 
@@ -78,19 +79,10 @@ _ALLOWED = {
 }
 
 
-def check_parallelism(num_experts: int, world_size: int) -> None:
-    """World size W and experts E must satisfy W | E (E/W experts per rank) or E | W (groups)."""
-    if num_experts % world_size and world_size % num_experts:
-        raise ConfigError(
-            "world_size", f"{world_size} GPUs cannot hold {num_experts} experts evenly",
-            "a divisor or a multiple of the expert count",
-        )
-
-
 def validate_scenario(sc: Scenario) -> Scenario:
     """Cross-field checks that need more than one field. Returns the scenario unchanged."""
     preset = sc.preset()
-    check_parallelism(preset.num_experts, sc.world_size)
+    make_placement(sc.world_size, preset.num_experts, group_layout=sc.placement)
     preset.tokens_per_image(sc.image_size)
     sc.strategy.sync_layer_set(preset.depth)
     from dicesim.topology import get_topology, world_size

@@ -38,7 +38,7 @@ def test_sync_step_is_sum_of_parts():
     prep = prepare(**TINY, strategy="sync", steps=3, profile=prof, graph=fc_graph())
     res = simulate(**TINY, strategy="sync", steps=3, profile=prof, graph=fc_graph())
     cm, L = prep.spec.cost, prep.plan.num_layers
-    N, k, E, W = 32, 2, 4, 4  # 16 tokens/image x 2 (CFG); top-2; 4 experts on 4 ranks
+    N, k, E = 32, 2, 4  # 16 tokens/image x 2 (CFG); top-2; 4 experts on 4 ranks
     assert cm.workload.tokens == N
     pair_nbytes = (N * k // E) * cm.workload.row_nbytes()  # uniform: every pair carries copies/E rows
     a2a = LAT + prof.collective_base_s["all_to_all"] + pair_nbytes / BW  # one direct link per pair

@@ -9,28 +9,29 @@ from hypothesis import strategies as st
 
 from dicesim.errors import ConfigError
 from dicesim.scenario import RoutingConfig
-from dicesim.sim.routing import Placement, _largest_remainder, build_routing, expert_probs, kept_share
+from dicesim.placement import make_placement
+from dicesim.sim.routing import _largest_remainder, build_routing, expert_probs, kept_share
 
 
 def test_placement_groups():
-    p = Placement(world_size=8, num_experts=16)
+    p = make_placement(8, 16)
     assert p.groups() == (tuple(range(8)),) and p.experts_per_rank == 2
-    assert [p.owner_member(e) for e in (0, 7, 8, 15)] == [0, 7, 0, 7]
-    c = Placement(world_size=64, num_experts=8, mode="contiguous")
-    s = Placement(world_size=64, num_experts=8, mode="strided")
-    assert c.num_groups == s.num_groups == 8 and c.group_size == 8
+    assert [p.owner(e) for e in (0, 7, 8, 15)] == [0, 7, 0, 7]
+    c = make_placement(64, 8, group_layout="contiguous")
+    s = make_placement(64, 8, group_layout="strided")
+    assert c.num_groups == s.num_groups == 8 and c.ep_size == 8
     assert c.groups()[1] == tuple(range(8, 16))
     assert s.groups()[1] == tuple(range(1, 64, 8))
     for p in (c, s):  # every rank in exactly one group
         assert sorted(r for g in p.groups() for r in g) == list(range(64))
     with pytest.raises(ConfigError, match="world_size"):
-        Placement(world_size=6, num_experts=8)
-    with pytest.raises(ConfigError, match="placement"):
-        Placement(world_size=8, num_experts=8, mode="diagonal")
+        make_placement(6, 8)
+    with pytest.raises(ConfigError, match="group_layout"):
+        make_placement(8, 8, group_layout="diagonal")
 
 
 def _routing(W=4, E=8, L=3, T=5, tokens=100, sampling="expected", seed=0, cfg=RoutingConfig()):
-    return build_routing(cfg, Placement(world_size=W, num_experts=E), num_layers=L, num_steps=T,
+    return build_routing(cfg, make_placement(W, E), num_layers=L, num_steps=T,
                          tokens_per_rank=tokens, top_k=2, seed=seed, sampling=sampling)
 
 
@@ -54,7 +55,7 @@ def test_uniform_expected_is_balanced():
 
 
 def test_groups_route_inside_their_group():
-    rt = build_routing(RoutingConfig(), Placement(world_size=8, num_experts=4, mode="strided"), num_layers=1,
+    rt = build_routing(RoutingConfig(), make_placement(8, 4, group_layout="strided"), num_layers=1,
                        num_steps=1, tokens_per_rank=10, top_k=2, seed=0)
     assert rt.send_rows(0, 0, False).shape == (8, 4)
     assert (rt.recv_rows_LTW(False) == 20).all()
@@ -113,3 +114,36 @@ def test_largest_remainder_exact_total(values, extra):
     out = _largest_remainder(x, total)
     assert out.sum() == total
     assert (np.abs(out - x) < 1 + 1e-9).all()
+
+
+def test_rows_go_to_the_member_the_shared_placement_names():
+    # zipf load is uneven across experts, so which member holds which expert shows in the rows
+    cfg = RoutingConfig(kind="zipf", alpha=1.5)
+    for layout in ("modulo", "block"):
+        p = make_placement(2, 8, expert_layout=layout)
+        rt = build_routing(cfg, p, num_layers=1, num_steps=1, tokens_per_rank=1000, top_k=2, seed=3)
+        per_expert = rt.counts_LTWE[0, 0, 0]
+        expected = [sum(per_expert[e] for e in p.experts_of(m)) for m in range(2)]
+        assert rt.send_rows(0, 0, False)[0].tolist() == expected
+
+
+def test_histogram_from_an_executor_trace_drives_the_load(tmp_path):
+    from pathlib import Path
+
+    from dicesim.sim.routing import load_histogram
+    from dicesim.trace import read_trace
+
+    trace = Path(__file__).parents[1] / "traces" / "reference" / "validate-tiny-dice-w2-gloo.trace.json"
+    hist = load_histogram(str(trace))
+    _, meta = read_trace(trace)
+    raw = np.asarray(meta.extra["router_hist"])  # rank, step, layer, expert
+    assert hist.shape == (4, 4) and (hist == raw.sum(axis=(0, 1))).all()
+    probs = expert_probs(RoutingConfig(kind="histogram", histogram=str(trace)), 4, 4, seed=0)
+    assert np.allclose(probs.sum(axis=1), 1) and np.allclose(probs, hist / hist.sum(axis=1, keepdims=True))
+    with pytest.raises(ConfigError, match="no executor router histogram"):
+        from dicesim.trace import EventRecorder, TraceMeta, write_trace
+
+        rec = EventRecorder("sim")
+        rec.add(0, "compute", "compute", "attention", 0.0, 1.0)
+        write_trace(rec.to_frame(), TraceMeta(source="sim"), tmp_path, "sim")
+        load_histogram(str(tmp_path / "sim.events.parquet"))

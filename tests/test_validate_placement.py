@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from dicesim.errors import ConfigError
 from validate.dispatcher import recv_expert_ids, send_plan
-from validate.placement import make_placement, replicated
+from dicesim.placement import make_placement, replicated
 from validate.runner import random_kept_copy, role_order
 
 

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import torch
 import torch.distributed as dist
 
-from validate.placement import Placement
+from dicesim.placement import Placement
 
 #: tracer callback: (stream, kind, name, layer, step, tok_step, start, end, nbytes, rows); start/end are
 #: host ns or, for collectives on GPU, CUDA events the tracer resolves later

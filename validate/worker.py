@@ -25,7 +25,7 @@ from dicesim.plan import build_plan
 from dicesim.strategy import StrategyConfig
 from validate.dispatcher import Dispatcher, EmulatedDispatcher
 from validate.model import DiTMoE
-from validate.placement import Placement, make_placement, replicated
+from dicesim.placement import Placement, make_placement, replicated
 from validate.runner import PlanRunner, RunRecord
 from validate.sampler import SamplerConfig, initial_noise, sample
 from validate.tracing import RankTracer

@@ -25,7 +25,9 @@ _BATCH = typer.Option(None, "--batch", min=1, help="images per GPU")
 _IMAGE = typer.Option(None, "--image-size", min=16, help="image size (px)")
 _STEPS = typer.Option(None, "--steps", min=1, help="denoising steps")
 _PROFILE = typer.Option(None, "--profile", help="hardware profile TOML or built-in name")
-_ROUTING = typer.Option(None, "--routing", help="expert load: uniform or zipf")
+_ROUTING = typer.Option(None, "--routing", help="expert load: uniform, zipf or histogram")
+_HIST = typer.Option(None, "--histogram",
+                     help="measured router histogram: executor trace file/directory, .npy or .csv (layers x experts)")
 _ALPHA = typer.Option(None, "--zipf-alpha", min=0, help="Zipf exponent of the expert load")
 _JSON = typer.Option(False, "--json", help="print one JSON object on stdout and nothing else")
 
@@ -59,6 +61,7 @@ def simulate(
     batch: Optional[int] = _BATCH, image_size: Optional[int] = _IMAGE, steps: Optional[int] = _STEPS,
     strategy: Optional[str] = typer.Option(None, "--strategy", help="strategy preset, e.g. sync, displaced, dice"),
     profile: Optional[str] = _PROFILE, routing: Optional[str] = _ROUTING, zipf_alpha: Optional[float] = _ALPHA,
+    histogram: Optional[str] = _HIST,
     out: Optional[Path] = typer.Option(None, "--out", help="write tables, Perfetto trace and report.html here"),
     as_json: bool = _JSON,
 ) -> None:
@@ -69,7 +72,7 @@ def simulate(
 
     sc = resolve_scenario(scenario, model=model, topology=topology, world_size=world_size, batch=batch,
                           image_size=image_size, steps=steps, strategy=strategy, profile=profile, routing=routing,
-                          zipf_alpha=zipf_alpha)
+                          zipf_alpha=zipf_alpha, histogram=histogram)
     _warn_profile_range(sc)
     t0 = time.perf_counter()
     run = run_strategy(sc, trace_dir=out, timeline_steps=default_timeline_steps(sc.steps) if out else (),
@@ -109,6 +112,7 @@ def compare(
     model: Optional[str] = _MODEL, topology: Optional[str] = _TOPOLOGY, world_size: Optional[int] = _WORLD,
     batch: Optional[int] = _BATCH, image_size: Optional[int] = _IMAGE, steps: Optional[int] = _STEPS,
     profile: Optional[str] = _PROFILE, routing: Optional[str] = _ROUTING, zipf_alpha: Optional[float] = _ALPHA,
+    histogram: Optional[str] = _HIST,
     out: Path = typer.Option(Path("out/compare"), "--out", help="summary.csv/.parquet, traces, report.html"),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="parallel processes (default: CPUs)"),
     as_json: bool = _JSON,
@@ -120,7 +124,8 @@ def compare(
     from dicesim.strategy import COMPARE_DEFAULT
 
     sc = resolve_scenario(scenario, model=model, topology=topology, world_size=world_size, batch=batch,
-                          image_size=image_size, steps=steps, profile=profile, routing=routing, zipf_alpha=zipf_alpha)
+                          image_size=image_size, steps=steps, profile=profile, routing=routing, zipf_alpha=zipf_alpha,
+                          histogram=histogram)
     _warn_profile_range(sc)
     names = [s.strip() for s in strategies.split(",")] if strategies else list(COMPARE_DEFAULT)
     n_workers = workers or min(os.cpu_count() or 1, len(names))

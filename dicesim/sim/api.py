@@ -19,7 +19,8 @@ from dicesim.sim.costmodel import CostModel
 from dicesim.sim.engine import RunSpec, run_engine
 from dicesim.sim.metrics import SimResult, build_result
 from dicesim.sim.profile import HardwareProfile, get_profile, profile_for_gpu
-from dicesim.sim.routing import Placement, TokenRouting, build_routing
+from dicesim.placement import make_placement
+from dicesim.sim.routing import TokenRouting, build_routing
 from dicesim.topology import get_topology
 
 
@@ -64,7 +65,7 @@ def prepare(scenario: Scenario | None = None, *, profile: HardwareProfile | str 
     wl = block_workload(preset, batch=sc.batch, image_px=sc.image_size, cfg=sc.cfg, dtype=sc.dtype)
     G = graph if graph is not None else get_topology(sc.topology)
     prof = resolve_profile(profile, sc, G)
-    placement = Placement(world_size=sc.world_size, num_experts=preset.num_experts, mode=sc.placement)
+    placement = make_placement(sc.world_size, preset.num_experts, group_layout=sc.placement)
     plan = build_plan(sc.strategy, preset.depth, sc.steps)
     sampling = sampling or getattr(sc.routing, "sampling", None) or "expected"
     routing = build_routing(sc.routing, placement, num_layers=preset.depth, num_steps=sc.steps,

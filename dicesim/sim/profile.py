@@ -9,7 +9,6 @@ writes fitted ones with :func:`save_profile` (provenance in ``source``/``date``/
 from __future__ import annotations
 
 import os
-import tempfile
 import tomllib
 from importlib import resources
 from pathlib import Path
@@ -18,7 +17,9 @@ from typing import Literal
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from dicesim.atomic import write_atomic
 from dicesim.errors import ConfigError
+from dicesim.tomlio import read_toml
 
 #: op kinds the cost model distinguishes (plan action kinds map onto these)
 OP_KINDS: tuple[str, ...] = ("embed", "attention", "gate", "experts", "shared_expert", "local_combine", "final")
@@ -125,29 +126,14 @@ def profile_from_dict(data: dict, origin: str = "profile") -> HardwareProfile:
 
 def load_profile(path: str | os.PathLike) -> HardwareProfile:
     """Read a profile TOML file."""
-    p = Path(path)
-    try:
-        data = tomllib.loads(p.read_text())
-    except FileNotFoundError:
-        raise ConfigError("profile", f"file {str(p)!r} not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError("profile", f"{p}: not valid TOML ({exc})") from None
-    return profile_from_dict(data, origin=str(p))
+    data = read_toml(path, what="profile", error=lambda problem: ConfigError("profile", f"{path}: {problem}"))
+    return profile_from_dict(data, origin=str(path))
 
 
 def save_profile(profile: HardwareProfile, path: str | os.PathLike) -> Path:
     """Write ``profile`` as TOML atomically (temporary file + rename); returns the path."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            tomli_w.dump(profile.model_dump(mode="json"), fh)
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return p
+    data = profile.model_dump(mode="json")
+    return write_atomic(path, lambda tmp: tmp.write_bytes(tomli_w.dumps(data).encode("utf-8")))
 
 
 def _builtin_dir():

@@ -24,53 +24,11 @@ from typing import Literal
 import numpy as np
 
 from dicesim.errors import ConfigError
+from dicesim.placement import Placement
 from dicesim.scenario import RoutingConfig
 
 Sampling = Literal["expected", "multinomial"]
 SAMPLINGS: tuple[str, ...] = ("expected", "multinomial")
-PLACEMENTS: tuple[str, ...] = ("contiguous", "strided")
-
-
-@dataclass(frozen=True, kw_only=True)
-class Placement:
-    """Which ranks form expert-parallel groups and which member holds which expert."""
-
-    world_size: int
-    num_experts: int
-    mode: str = "contiguous"
-
-    def __post_init__(self) -> None:
-        W, E = self.world_size, self.num_experts
-        if W < 1 or E < 1:
-            raise ConfigError("world_size", f"world size {W} and expert count {E} must be >= 1")
-        if E % W and W % E:
-            raise ConfigError("world_size", f"{W} GPUs cannot hold {E} experts evenly",
-                              "a divisor or a multiple of the expert count")
-        if self.mode not in PLACEMENTS:
-            raise ConfigError("placement", f"unknown placement {self.mode!r}", PLACEMENTS)
-
-    @property
-    def group_size(self) -> int:
-        return min(self.world_size, self.num_experts)
-
-    @property
-    def num_groups(self) -> int:
-        return self.world_size // self.group_size
-
-    @property
-    def experts_per_rank(self) -> int:
-        return self.num_experts // self.group_size
-
-    def groups(self) -> tuple[tuple[int, ...], ...]:
-        """Member ranks of every group, member index order."""
-        S, G = self.group_size, self.num_groups
-        if self.mode == "contiguous":
-            return tuple(tuple(range(g * S, (g + 1) * S)) for g in range(G))
-        return tuple(tuple(range(g, self.world_size, G)) for g in range(G))
-
-    def owner_member(self, expert: int) -> int:
-        """Index (inside its group) of the member that holds ``expert``."""
-        return expert % self.group_size
 
 
 def expert_probs(cfg: RoutingConfig, num_layers: int, num_experts: int, seed: int,
@@ -102,11 +60,29 @@ def expert_probs(cfg: RoutingConfig, num_layers: int, num_experts: int, seed: in
     return hist / hist.sum(axis=1, keepdims=True)
 
 
+def histogram_from_trace(path: str | Path) -> np.ndarray:
+    """``[layers, experts]`` copies routed to each expert, summed over ranks and steps, from
+    an executor trace (file or directory) whose metadata carries ``router_hist``."""
+    from dicesim.trace import read_trace
+
+    _df, metas = read_trace(path)
+    hists = [np.asarray(m.extra["router_hist"], dtype=float) for m in (metas if isinstance(metas, list) else [metas])
+             if "router_hist" in m.extra]
+    if not hists:
+        raise ConfigError("routing.histogram", f"{path}: no executor router histogram in this trace")
+    if len({h.shape[2:] for h in hists}) != 1:
+        raise ConfigError("routing.histogram", f"{path}: traces of different models (layers x experts differ)")
+    return sum(h.sum(axis=(0, 1)) for h in hists)  # axes: rank, step, layer, expert
+
+
 def load_histogram(path: str | None) -> np.ndarray:
-    """Read a router histogram from ``.npy`` or ``.csv`` (rows = layers, columns = experts)."""
+    """Read a router histogram: ``.npy`` / ``.csv`` (rows = layers, columns = experts), or an
+    executor trace (``.trace.json``, ``.events.parquet`` or a directory of them)."""
     if not path:
         raise ConfigError("routing.histogram", "is required when routing.kind = 'histogram'")
     p = Path(path)
+    if p.is_dir() or p.name.endswith((".trace.json", ".trace.json.gz", ".events.parquet")):
+        return histogram_from_trace(p)
     if not p.is_file():
         raise ConfigError("routing.histogram", f"file {str(p)!r} not found")
     try:
@@ -116,7 +92,8 @@ def load_histogram(path: str | None) -> np.ndarray:
             return np.loadtxt(p, delimiter=",", ndmin=1)
     except (ValueError, OSError) as exc:
         raise ConfigError("routing.histogram", f"{p}: unreadable ({exc})") from None
-    raise ConfigError("routing.histogram", f"{p}: unsupported file type", (".npy", ".csv"))
+    raise ConfigError("routing.histogram", f"{p}: unsupported file type",
+                      (".npy", ".csv", ".trace.json", ".events.parquet", "a trace directory"))
 
 
 def _largest_remainder(target_X: np.ndarray, total: int) -> np.ndarray:
@@ -151,11 +128,12 @@ class TokenRouting:
         full = self.counts_LTWE
         T = self.tokens_per_rank
         skip = _largest_remainder(full / self.top_k, T)  # one copy per token on skip steps
-        S, E = self.placement.group_size, full.shape[-1]
+        S = self.placement.ep_size
+        fold_ES = np.zeros((full.shape[-1], S), dtype=np.int64)  # expert -> the group member holding it
+        fold_ES[np.arange(full.shape[-1]), list(self.placement.owner_table())] = 1
         send = {}
         for k, c in ((False, full), (True, skip)):
-            # owner member of expert e is e mod S: fold experts onto members
-            s = c.reshape(*c.shape[:-1], E // S, S).sum(axis=-2).astype(np.int64)
+            s = (c.astype(np.int64) @ fold_ES)
             s.setflags(write=False)
             send[k] = s
         object.__setattr__(self, "_send", send)

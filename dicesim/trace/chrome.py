@@ -236,8 +236,8 @@ def read_chrome(path: str | Path) -> tuple[pd.DataFrame, TraceMeta]:
     path = Path(path)
     doc = _load_json(path)
     if isinstance(doc, list):
-        raise TraceError(path, f"JSON array trace carries no metadata: missing schema version "
-                               f"(expected an object with otherData.schema_version)")
+        raise TraceError(path, "JSON array trace carries no metadata: missing schema version "
+                               "(expected an object with otherData.schema_version)")
     if not isinstance(doc, dict):
         raise TraceError(path, f"top-level JSON is a {type(doc).__name__}, expected an object with traceEvents")
     if "traceEvents" not in doc:

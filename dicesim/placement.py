@@ -1,5 +1,6 @@
 """Which rank holds which routed expert, and which ranks exchange tokens with each other.
 
+One definition for both halves (the simulator's routing and the executor's dispatcher).
 Placement is pure bookkeeping, kept apart from the math and the communication:
 
 - ``W`` divides ``E``: one expert-parallel (EP) group of all ``W`` ranks, ``E / W`` experts
@@ -119,8 +120,8 @@ def make_placement(
     if num_experts % world_size and world_size % num_experts:
         raise ConfigError(
             "world_size",
-            f"{world_size} ranks and {num_experts} experts: neither divides the other",
-            "world sizes that divide or are multiples of the expert count",
+            f"{world_size} GPUs cannot hold {num_experts} experts evenly (neither divides the other)",
+            "a divisor or a multiple of the expert count",
         )
     return Placement(world_size=world_size, num_experts=num_experts,
                      group_layout=group_layout, expert_layout=expert_layout)  # type: ignore[arg-type]
