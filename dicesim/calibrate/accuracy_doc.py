@@ -155,7 +155,7 @@ def write_accuracy(rep: AccuracyReport, out_md: str | Path, *, command: str) -> 
         Section(title="Measured vs predicted", items=[fig_accuracy(rep.rows),
                 "Filled markers: held-out configurations; open markers: configurations the profile was fitted on."]),
         Section(title="Held-out configurations", items=[rep.rows[rep.rows["held_out"]].drop(columns=["held_out"])]),
-    ], title=f"dicesim accuracy (fit on {rep.fit_on})")
+    ], title=f"dicesim accuracy (fit on {rep.fit_on})", plotlyjs="cdn")
     write_text_atomic(page, html)
     write_text_atomic(accuracy_markdown(rep, command=command, html_name=html.name), md)
     return md, html

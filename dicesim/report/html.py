@@ -42,7 +42,7 @@ class Section:
     items: Sequence[Item] = field(default_factory=tuple)
 
 
-def _render_item(item: Item, *, embed_js: bool) -> tuple[str, bool]:
+def _render_item(item: Item, *, embed_js: bool | str) -> tuple[str, bool]:
     """HTML of one item, and whether it consumed the one plotly.js embedding."""
     if isinstance(item, go.Figure):
         return item.to_html(full_html=False, include_plotlyjs=embed_js, config={"displaylogo": False}), True
@@ -54,14 +54,18 @@ def _render_item(item: Item, *, embed_js: bool) -> tuple[str, bool]:
     raise TypeError(f"report item must be a plotly Figure, a DataFrame or a str, got {type(item).__name__}")
 
 
-def render_report(sections: Iterable[Section], *, title: str = "dicesim report") -> str:
-    """The complete HTML page as a string (plotly.js embedded with the first figure)."""
+def render_report(sections: Iterable[Section], *, title: str = "dicesim report", plotlyjs: str = "embed") -> str:
+    """The complete HTML page as a string.
+
+    ``plotlyjs="embed"`` puts plotly.js (~4.5 MB) into the page once, with the first figure, so
+    it opens offline; ``"cdn"`` links it instead (small pages for documentation in the repo).
+    """
     body: list[str] = [f"<h1>{html.escape(title)}</h1>"]
     js_pending = True
     for sec in sections:
         body.append(f"<h2>{html.escape(sec.title)}</h2>")
         for item in sec.items:
-            text, used_js = _render_item(item, embed_js=js_pending)
+            text, used_js = _render_item(item, embed_js=(True if plotlyjs == "embed" else "cdn") if js_pending else False)
             js_pending = js_pending and not used_js
             body.append(text)
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
