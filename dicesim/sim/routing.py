@@ -121,7 +121,7 @@ class TokenRouting:
     tokens_per_rank: int
     top_k: int
     counts_LTWE: np.ndarray
-    top1_share: float = 0.55
+    top1_share: float = 0.6  # default of RoutingConfig.top1_share
     _send: dict = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
