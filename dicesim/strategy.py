@@ -85,6 +85,11 @@ class StrategyConfig(BaseModel):
             return True
         return self.sync_every > 0 and t % self.sync_every == 0
 
+    def kept_copy(self, top_k: int) -> int | None:
+        """Score rank (0 = highest) of the copy a skip step keeps; None for ``random``, which
+        keeps a fixed per-token random copy. ``low`` drops the lower-scored copy: it keeps 0."""
+        return {"low": 0, "high": top_k - 1}.get(self.cond_policy)
+
     def step_skips_copy(self, t: int) -> bool:
         """Whether a dispatch carrying step ``t``'s tokens sends only one copy per token."""
         return self.cond_interval > 1 and t % self.cond_interval != 0

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from dicesim.errors import ConfigError
 from dicesim.scenario import RoutingConfig
+from dicesim.strategy import make_strategy
 from dicesim.placement import make_placement
 from dicesim.sim.routing import _largest_remainder, build_routing, expert_probs, kept_share
 
@@ -99,9 +100,12 @@ def test_histogram(tmp_path):
 
 
 def test_kept_share():
-    assert kept_share("low", 0.6) == 0.6  # low skips the lower score: keeps top-1
-    assert kept_share("high", 0.6) == pytest.approx(0.4)
-    assert kept_share("random", 0.6) == 0.5
+    def kept(policy):
+        return make_strategy("dice", cond_policy=policy).kept_copy(2)
+
+    assert kept_share(kept("low"), 0.6) == 0.6  # low skips the lower score: keeps top-1
+    assert kept_share(kept("high"), 0.6) == pytest.approx(0.4)
+    assert kept_share(kept("random"), 0.6) == 0.5
 
 
 @settings(max_examples=50, deadline=None)

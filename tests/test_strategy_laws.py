@@ -189,3 +189,9 @@ def test_interweaved_ring_runs_over_async_layers_only():
 def test_periodic_sync_resets_lag():
     lags = lag_table(build_plan(make_strategy("displaced", sync_every=4), 1, 10))
     assert lags.kept[:, 0].tolist() == [0, 1, 2, 2, 0, 1, 2, 2, 0, 1]
+
+
+@pytest.mark.parametrize("policy,kept", [("low", 0), ("high", 1), ("random", None)])
+def test_which_copy_a_skip_step_keeps(policy, kept):
+    # copies are sorted by router score, so "low" (drop the lower score) keeps copy 0
+    assert make_strategy("dice", cond_policy=policy).kept_copy(2) == kept

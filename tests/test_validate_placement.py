@@ -9,8 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dicesim.errors import ConfigError
-from validate.dispatcher import recv_expert_ids, send_plan
 from dicesim.placement import make_placement, replicated
+from dicesim.strategy import make_strategy
+from validate.dispatcher import recv_expert_ids, send_plan
 from validate.runner import random_kept_copy, role_order
 
 
@@ -95,9 +96,13 @@ def test_dispatch_layout_round_trip(pair, seed):
 
 def test_role_order_policies():
     idx = torch.tensor([[3, 1], [0, 2]])
-    assert role_order(idx, "low", None).tolist() == [[0, 1], [0, 1]]
-    assert role_order(idx, "high", None).tolist() == [[1, 0], [1, 0]]
-    assert role_order(idx, "random", torch.tensor([1, 0])).tolist() == [[1, 0], [0, 1]]
+
+    def kept(policy):
+        return make_strategy("dice", cond_policy=policy).kept_copy(2)
+
+    assert role_order(idx, kept("low"), None).tolist() == [[0, 1], [0, 1]]
+    assert role_order(idx, kept("high"), None).tolist() == [[1, 0], [1, 0]]
+    assert role_order(idx, kept("random"), torch.tensor([1, 0])).tolist() == [[1, 0], [0, 1]]
 
 
 def test_random_policy_is_fixed_per_token_and_partition_free():

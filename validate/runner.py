@@ -57,15 +57,17 @@ def random_kept_copy(seed: int, layer: int, token_keys_N: np.ndarray, top_k: int
     return torch.from_numpy((h % np.uint64(top_k)).astype(np.int64))
 
 
-def role_order(idx_NK: torch.Tensor, policy: str, kept_random_N: torch.Tensor | None) -> torch.Tensor:
-    """Copy index of each role, ``role_copy_NK[:, 0]`` = the copy a skip step keeps."""
+def role_order(idx_NK: torch.Tensor, kept: int | None, kept_random_N: torch.Tensor | None) -> torch.Tensor:
+    """Copy index of each role, ``role_copy_NK[:, 0]`` = the copy a skip step keeps.
+
+    ``kept`` is :meth:`StrategyConfig.kept_copy` (copies are sorted by score); None means the
+    per-token choice ``kept_random_N``.
+    """
     N, K = idx_NK.shape
     dev = idx_NK.device
     copies_K = torch.arange(K, device=dev)
-    if policy == "low":
-        kept_N = torch.zeros(N, dtype=torch.int64, device=dev)
-    elif policy == "high":
-        kept_N = torch.full((N,), K - 1, dtype=torch.int64, device=dev)
+    if kept is not None:
+        kept_N = torch.full((N,), kept, dtype=torch.int64, device=dev)
     else:
         kept_N = kept_random_N.to(dev)
     others_NK = copies_K.expand(N, K)[copies_K.expand(N, K) != kept_N.unsqueeze(1)].view(N, K - 1)
@@ -193,7 +195,7 @@ class PlanRunner:
         with self.tracer.compute("gate", layer=a.layer, step=t, tok_step=t, flops=self._work.gate().flops):
             h_ND, gate_mlp_BD = blk.moe_input(self._x_BTD, self._c_BD, mod=self._mod)
             idx_NK, score_NK = blk.route(h_ND)
-            role_NK = role_order(idx_NK, self.strategy.cond_policy, self._kept_random[a.layer])
+            role_NK = role_order(idx_NK, self.strategy.kept_copy(idx_NK.shape[1]), self._kept_random[a.layer])
             self._cur[a.layer] = _LayerStep(x_BTD=self._x_BTD, h_ND=h_ND, gate_mlp_BD=gate_mlp_BD,
                                             idx_NK=idx_NK.gather(1, role_NK), score_NK=score_NK.gather(1, role_NK))
         self.record.router_hist[t, a.layer] += torch.bincount(idx_NK.reshape(-1), minlength=self.E).cpu().numpy()

@@ -69,5 +69,5 @@ def simulate_run(run: TraceRun, profile: HardwareProfile, graph: nx.DiGraph, *,
         spec = dataclasses.replace(spec, routing=routing)
     raw = run_engine(spec)
     return build_result(raw, plan=spec.plan, routing=spec.routing, row_nbytes=spec.row_nbytes, graph=spec.graph,
-                        cond_policy=sc.strategy.cond_policy, label=f"{run.stem} (simulated)",
+                        label=f"{run.stem} (simulated)",
                         meta={"scenario": sc.model_dump(mode="json"), "profile": profile.name})

@@ -13,13 +13,13 @@ import networkx as nx
 import numpy as np
 
 from dicesim.models import block_workload
+from dicesim.placement import make_placement
 from dicesim.plan import Plan, build_plan
 from dicesim.scenario import Scenario, make_scenario
 from dicesim.sim.costmodel import CostModel
 from dicesim.sim.engine import RunSpec, run_engine
 from dicesim.sim.metrics import SimResult, build_result
 from dicesim.sim.profile import HardwareProfile, get_profile, profile_for_gpu
-from dicesim.placement import make_placement
 from dicesim.sim.routing import TokenRouting, build_routing
 from dicesim.topology import get_topology
 
@@ -97,5 +97,5 @@ def simulate(scenario: Scenario | None = None, *, profile: HardwareProfile | str
     meta = {"scenario": sc.model_dump(mode="json"), "profile": spec.profile.name,
             "memo_hits": raw.memo_hits, "memo_misses": raw.memo_misses}
     return build_result(raw, plan=spec.plan, routing=spec.routing, row_nbytes=spec.row_nbytes, graph=spec.graph,
-                        cond_policy=sc.strategy.cond_policy, label=sc.label(), meta=meta)
+                        label=sc.label(), meta=meta)
 

@@ -102,7 +102,7 @@ def links_table(raw: RawRun, G: nx.DiGraph) -> pd.DataFrame:
 
 
 def build_result(raw: RawRun, *, plan: Plan, routing: TokenRouting, row_nbytes: int, graph: nx.DiGraph,
-                 cond_policy: str, label: str = "", meta: dict[str, Any] | None = None) -> SimResult:
+                 label: str = "", meta: dict[str, Any] | None = None) -> SimResult:
     """Assemble the :class:`SimResult` of one engine run."""
     T, W = plan.num_steps, routing.placement.world_size
     end_T = raw.step_end_WT.max(axis=0)
@@ -133,7 +133,7 @@ def build_result(raw: RawRun, *, plan: Plan, routing: TokenRouting, row_nbytes: 
     buffers = pd.DataFrame({
         "step": np.repeat(np.arange(T), W), "rank": np.tile(np.arange(W), T), "nbytes": buf_TW.ravel(),
     })
-    share = kept_share(cond_policy, routing.top1_share)
+    share = kept_share(plan.strategy.kept_copy(routing.top_k), routing.top1_share)
     lags, token_lags, lag_means = lag_tables(plan, routing.top_k, share)
     total = raw.total_s
     comm_sum = float(comm_W.sum())

@@ -105,9 +105,10 @@ def _largest_remainder(target_X: np.ndarray, total: int) -> np.ndarray:
     return base + (rank < short).astype(np.int64)
 
 
-def kept_share(policy: str, top1_share: float) -> float:
-    """Router-weight share of the copy a skip step keeps (policy low keeps the top-1 copy)."""
-    return {"low": top1_share, "high": 1.0 - top1_share, "random": 0.5}[policy]
+def kept_share(kept_copy: int | None, top1_share: float) -> float:
+    """Router-weight share of the copy a skip step keeps, top-2: ``kept_copy`` from
+    :meth:`StrategyConfig.kept_copy` (0 = the top-1 copy); None (random) keeps either, half each."""
+    return 0.5 if kept_copy is None else (top1_share if kept_copy == 0 else 1.0 - top1_share)
 
 
 @dataclass(frozen=True)
