@@ -29,6 +29,7 @@ from typing import Iterator
 
 import numpy as np
 
+from dicesim.errors import ConfigError
 from dicesim.strategy import StrategyConfig
 
 ACTION_KINDS = (
@@ -65,8 +66,6 @@ class Plan:
 
 def build_plan(strategy: StrategyConfig, num_layers: int, num_steps: int) -> Plan:
     """Every rank's ordered actions for ``num_steps`` steps of a ``num_layers``-layer model."""
-    from dicesim.errors import ConfigError
-
     if num_layers < 1:
         raise ConfigError("model.depth", f"must be >= 1, got {num_layers}", ">= 1")
     if num_steps < 1:

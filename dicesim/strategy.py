@@ -139,9 +139,10 @@ def make_strategy(name: str | None = None, **overrides: object) -> StrategyConfi
         if name not in presets:
             raise ConfigError("strategy", f"unknown strategy {name!r}", STRATEGY_NAMES)
         base = dict(presets[name], name=name)
-    fields = {**base, **{k: v for k, v in overrides.items() if v is not None}}
-    if overrides and name is not None and any(v is not None for v in overrides.values()):
-        fields["name"] = str(overrides.get("name") or f"{name}*")
+    given = {k: v for k, v in overrides.items() if v is not None}
+    fields = {**base, **given}
+    if given and name is not None:
+        fields["name"] = str(given.get("name") or f"{name}*")
     try:
         return StrategyConfig(**fields)
     except ValidationError as exc:

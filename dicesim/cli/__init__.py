@@ -20,14 +20,16 @@ app = typer.Typer(
 def _register() -> None:
     # Imported for their side effect of adding commands to `app`; kept in one place so the
     # command list reads top to bottom.
-    from dicesim.cli import check_cmd, presets_cmd, strategy_cmd  # noqa: F401
-
-    for optional in ("topology_cmd", "simulate_cmd", "calibrate_cmd", "sweep_cmd", "trace_cmd"):
-        try:
-            __import__(f"dicesim.cli.{optional}")
-        except ModuleNotFoundError as exc:  # command module not written yet
-            if exc.name != f"dicesim.cli.{optional}":
-                raise
+    from dicesim.cli import (  # noqa: F401
+        calibrate_cmd,
+        check_cmd,
+        presets_cmd,
+        simulate_cmd,
+        strategy_cmd,
+        sweep_cmd,
+        topology_cmd,
+        trace_cmd,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,7 @@ from rich.table import Table
 from dicesim.cli import app
 from dicesim.models import MODEL_NAMES, get_model
 from dicesim.strategy import STRATEGY_NAMES, make_strategy
+from dicesim.topology import TOPOLOGY_NAMES, get_topology, world_size
 
 
 @app.command()
@@ -31,10 +32,6 @@ def presets() -> None:
     for name in STRATEGY_NAMES:
         strategies.add_row(name, make_strategy(name).describe())
     console.print(strategies)
-    try:
-        from dicesim.topology import TOPOLOGY_NAMES, get_topology, world_size
-    except ImportError:  # topology package not installed in this build
-        return
     topologies = Table(title="Topology presets")
     for col in ("name", "GPUs", "GPU", "peer-to-peer"):
         topologies.add_column(col)

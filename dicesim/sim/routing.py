@@ -2,10 +2,8 @@
 
 Placement (``strategies.md``): with W ranks and E experts, either W | E (one expert-parallel
 group of all W ranks, E/W experts each) or E | W (W/E groups of E ranks, each a full set of
-experts; groups are data-parallel replicas). Member ``j`` of a group holds experts
-``e`` with ``e mod S == j`` (S = group size). ``contiguous`` groups are rank blocks
-(inside a server when S <= GPUs per server); ``strided`` groups take every (W/S)-th rank,
-so they span servers.
+experts; groups are data-parallel replicas). Which member holds which expert and which
+ranks form a group come from :mod:`dicesim.placement`, the definition the executor uses too.
 
 Load: per layer, a probability over experts (uniform, Zipf(alpha) with a seeded per-layer
 ranking, or a measured histogram). Copies per (layer, step, rank, expert) are either the
