@@ -18,8 +18,7 @@ import networkx as nx
 from dicesim.errors import ConfigError
 from dicesim.topology import hardware as hw
 from dicesim.topology.builders import multi_node, nvswitch_server, pcie_server
-from dicesim.topology.graph import LinkSpec, add_device, add_gpu, add_link, new_topology
-from dicesim.topology.hardware import sources_for
+from dicesim.topology.graph import LinkSpec
 from dicesim.topology.presets import PRESETS, get_topology
 from dicesim.topology.validate import validate_topology
 
@@ -28,24 +27,11 @@ def direct_attach_server(*, sockets: int, gpus_per_socket: int, gpu_link: LinkSp
                          socket_link: LinkSpec | None, p2p: bool, gpu: str, name: str) -> nx.DiGraph:
     """GPUs plugged straight into CPU root ports (no PCIe switch), ``gpus_per_socket`` per socket.
 
-    The root complex is a pass-through node (``hw.ROOT_PORT``) so a staged route is
-    GPU -> root port -> CPU -> memory -> CPU -> root port -> GPU, like the switched layout.
+    A root port is a one-GPU "switch" whose uplink is the root complex (``hw.ROOT_PORT``), so a
+    staged route is GPU -> root port -> CPU -> memory -> CPU -> root port -> GPU.
     """
-    specs = [gpu_link, host_mem, hw.ROOT_PORT] + ([socket_link] if socket_link else [])
-    G = new_topology(name=name, p2p=p2p, gpu=gpu, gpus_per_node=sockets * gpus_per_socket,
-                     sources=sources_for(s.source for s in specs))
-    cpus = []
-    for s in range(sockets):
-        cpu = add_device(G, f"n0.cpu{s}", "cpu")
-        add_link(G, cpu, add_device(G, f"n0.mem{s}", "host_mem"), host_mem)
-        cpus.append(cpu)
-        for t in range(s):
-            add_link(G, cpus[t], cpu, socket_link)  # type: ignore[arg-type]
-        for i in range(s * gpus_per_socket, (s + 1) * gpus_per_socket):
-            port = add_device(G, f"n0.pcie{i}", "pcie_switch")
-            add_link(G, port, cpu, hw.ROOT_PORT)
-            add_link(G, add_gpu(G, f"n0.gpu{i}", rank=i, server=0), port, gpu_link)
-    return G
+    return pcie_server(sockets=sockets, switches_per_socket=gpus_per_socket, gpus_per_switch=1, gpu_link=gpu_link,
+                       uplink=hw.ROOT_PORT, host_mem=host_mem, socket_link=socket_link, p2p=p2p, gpu=gpu, name=name)
 
 
 def _hgx(spec: LinkSpec, gpu: str, name: str) -> nx.DiGraph:
