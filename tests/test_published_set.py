@@ -133,3 +133,16 @@ def test_accuracy_published_bad_fit_on_is_one_line(tmp_path, capsys, args, expec
 def test_accuracy_without_traces_or_published_is_one_line(capsys):
     assert main(["accuracy"]) == 2
     assert "give trace directories or files, or --published" in capsys.readouterr().err
+
+
+def test_cpu_page_rewrite_keeps_the_published_section(tmp_path):
+    from dicesim.calibrate.published_doc import BEGIN, END, carry_section, write_published_section
+
+    md = tmp_path / "accuracy.md"
+    write_published_section(f"{BEGIN}\nfigures\n{END}\n", md)
+    kept = carry_section(md.read_text())
+    assert kept.startswith(BEGIN) and kept.rstrip().endswith(END)
+    md.write_text("# new CPU page\n\n" + kept)  # what write_accuracy does with a fresh CPU report
+    write_published_section(f"{BEGIN}\nnew figures\n{END}\n", md)
+    text = md.read_text()
+    assert text.startswith("# new CPU page") and "new figures" in text and text.count(BEGIN) == 1

@@ -7,7 +7,8 @@ The compute stream runs ops in order; an op starts when the stream is free and t
 has launched it. Collectives go to :class:`~dicesim.sim.collectives.Communicator` streams
 (one per expert-parallel group; a second one per group when ``count_comm = "separate"``);
 an all-to-all moves its per-pair flows over the graph through
-:class:`~dicesim.sim.network.FlowNetwork`. While any of a rank's collectives is in
+:class:`~dicesim.sim.network.FlowNetwork`, whose links carry what NCCL reaches on them
+(:mod:`dicesim.sim.nccl`: the topology's line rates times the transport's fitted share). While any of a rank's collectives is in
 flight, its compute runs ``1 + interference`` times slower; a running op's remaining work
 is re-timed on every change (exact; see :meth:`Engine._compute`). While a rank computes, the
 links of its endpoint run ``1 + comm_interference`` times slower (bandwidth and latency phase;
