@@ -18,13 +18,13 @@ def test_list_shows_every_preset_with_units(capsys):
     rc, out, _ = _run(capsys, "list")
     assert rc == 0
     assert all(name in out for name in TOPOLOGY_NAMES)
-    assert "nvlink4 370 GB/s" in out and "ib_ndr 48 GB/s" in out
+    assert "nvlink4 450 GB/s" in out and "ib_ndr 50 GB/s" in out
 
 
 def test_show_prints_link_classes_in_gbps_and_us(capsys):
     rc, out, _ = _run(capsys, "show", "8x-rtx4090-pcie", "--sources")
     assert rc == 0
-    assert "24 GB/s" in out and "0.6 us" in out and "20 GB/s" in out and "0.05 us" in out
+    assert "31.5 GB/s" in out and "0.6 us" in out and "20 GB/s" in out and "0.05 us" in out
     assert "staged through host memory" in out and "hardware.md" in out
 
 
@@ -40,7 +40,7 @@ def test_export_then_show_the_file(capsys, tmp_path):
     rc, out, _ = _run(capsys, "export", "dgx-a100", str(path))
     assert rc == 0 and "16 directed edges" in out
     rc, out, _ = _run(capsys, "show", str(path))
-    assert rc == 0 and "230 GB/s" in out
+    assert rc == 0 and "300 GB/s" in out
     assert get_topology(str(path)).graph["gpu"] == "a100-sxm"
 
 

@@ -63,7 +63,7 @@ def test_every_edge_is_duplex_and_cites_a_nonempty_source(name):
 def test_get_topology_returns_fresh_graphs():
     a, b = get_topology("dgx-h100"), get_topology("dgx-h100")
     a.edges["n0.gpu0", "n0.nvsw0"]["bw_Bps"] = 1.0
-    assert b.edges["n0.gpu0", "n0.nvsw0"]["bw_Bps"] == 370e9
+    assert b.edges["n0.gpu0", "n0.nvsw0"]["bw_Bps"] == 450e9
 
 
 def test_unknown_name_is_one_line_listing_presets():
@@ -74,9 +74,9 @@ def test_unknown_name_is_one_line_listing_presets():
 
 
 @pytest.mark.parametrize("name, link, bw_Bps", [
-    ("dgx-a100", "nvlink3", 230e9), ("dgx-h100", "nvlink4", 370e9), ("hgx-h200", "nvlink4", 370e9),
-    ("4x-l40s-pcie", "pcie4", 24e9), ("8x-rtx4090-pcie", "upi", 20e9), ("2x-dgx-h100-ib", "ib_ndr", 48e9),
-    ("2x-dgx-h100-ib", "pcie5", 64e9),
+    ("dgx-a100", "nvlink3", 300e9), ("dgx-h100", "nvlink4", 450e9), ("hgx-h200", "nvlink4", 450e9),
+    ("4x-l40s-pcie", "pcie4", 31.5e9), ("8x-rtx4090-pcie", "upi", 20e9), ("2x-dgx-h100-ib", "ib_ndr", 50e9),
+    ("2x-dgx-h100-ib", "pcie5", 63e9),
 ])
 def test_link_figures_match_hardware_brief(name, link, bw_Bps):
     df = links_table(get_topology(name))
@@ -134,7 +134,7 @@ def test_multi_node_routes_stay_local_or_use_nics():
             assert path[0] == (f"n{s // 8}.gpu{s % 8}", f"n{s // 8}.nic{s % 8}")
             assert path[-1] == (f"n{d // 8}.nic{d % 8}", f"n{d // 8}.gpu{d % 8}")
     assert table.latency_s[(0, 9)] == pytest.approx(0.6e-6 * 2 + 2.5e-6 * 2)
-    assert table.bottleneck_Bps[(0, 9)] == 48e9
+    assert table.bottleneck_Bps[(0, 9)] == 50e9
 
 
 def test_8x_dgx_h100_ib_has_one_nic_per_gpu():
@@ -146,7 +146,7 @@ def test_8x_dgx_h100_ib_has_one_nic_per_gpu():
 
 def test_summary_line_mentions_staging_for_consumer_gpus():
     assert "no p2p" in summary_line(get_topology("8x-rtx4090-pcie"))
-    assert summary_line(get_topology("dgx-h100")).startswith("8 x h100-sxm on 1 server, p2p; nvlink4 370 GB/s")
+    assert summary_line(get_topology("dgx-h100")).startswith("8 x h100-sxm on 1 server, p2p; nvlink4 450 GB/s")
 
 
 @pytest.mark.parametrize("name, src, dst, latency_s", [

@@ -29,16 +29,16 @@ _ALLOWED_NODES = (ast.Expression, ast.BoolOp, ast.And, ast.Or, ast.UnaryOp, ast.
                   ast.Name, ast.Load, ast.Constant, ast.Tuple, ast.List, ast.Set, *(_CMP))
 
 
-def _bad(expr: str, why: str) -> ConfigError:
-    return ConfigError("fit-on", f"{expr!r}: {why}", f"comparisons of {', '.join(FIELDS)} joined by and/or/not")
+def _bad(expr: str, why: str, fields: tuple[str, ...] = FIELDS) -> ConfigError:
+    return ConfigError("fit-on", f"{expr!r}: {why}", f"comparisons of {', '.join(fields)} joined by and/or/not")
 
 
-def compile_selector(expr: str) -> Callable[[dict[str, Any]], bool]:
-    """A predicate over a run's field dict; ConfigError for anything outside the grammar."""
+def compile_selector(expr: str, fields: tuple[str, ...] = FIELDS) -> Callable[[dict[str, Any]], bool]:
+    """A predicate over a field dict (default: a run's :data:`FIELDS`); ConfigError outside the grammar."""
     try:
         tree = ast.parse(expr.strip(), mode="eval")
     except SyntaxError as exc:
-        raise _bad(expr, f"not an expression ({exc.msg})") from None
+        raise _bad(expr, f"not an expression ({exc.msg})", fields) from None
 
     def ev(node: ast.AST, env: dict[str, Any]) -> Any:
         if isinstance(node, ast.Expression):
@@ -55,30 +55,30 @@ def compile_selector(expr: str) -> Callable[[dict[str, Any]], bool]:
             for op, comp in zip(node.ops, node.comparators):
                 right = ev(comp, env)
                 if type(op) not in _CMP:
-                    raise _bad(expr, f"operator {type(op).__name__} is not allowed")
+                    raise _bad(expr, f"operator {type(op).__name__} is not allowed", fields)
                 try:
                     if not _CMP[type(op)](left, right):
                         return False
                 except TypeError:
-                    raise _bad(expr, f"cannot compare {left!r} with {right!r}") from None
+                    raise _bad(expr, f"cannot compare {left!r} with {right!r}", fields) from None
                 left = right
             return True
         if isinstance(node, ast.Name):
             if node.id not in env:
-                raise _bad(expr, f"unknown name {node.id!r}")
+                raise _bad(expr, f"unknown name {node.id!r}", fields)
             return env[node.id]
         if isinstance(node, ast.Constant) and isinstance(node.value, (int, float, str)):
             return node.value
         if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
             return tuple(ev(e, env) for e in node.elts)
-        raise _bad(expr, f"{type(node).__name__} is not allowed")
+        raise _bad(expr, f"{type(node).__name__} is not allowed", fields)
 
     for n in ast.walk(tree):  # the whole tree is checked up front, not only the branches evaluated
-        if isinstance(n, ast.Name) and n.id not in FIELDS:
-            raise _bad(expr, f"unknown name {n.id!r}")
+        if isinstance(n, ast.Name) and n.id not in fields:
+            raise _bad(expr, f"unknown name {n.id!r}", fields)
         if not isinstance(n, _ALLOWED_NODES):
-            raise _bad(expr, f"{type(n).__name__} is not allowed")
-    return lambda fields: bool(ev(tree, fields))
+            raise _bad(expr, f"{type(n).__name__} is not allowed", fields)
+    return lambda values: bool(ev(tree, values))
 
 
 def split_runs(runs: Iterable[Any], expr: str = DEFAULT_FIT_ON) -> tuple[list[Any], list[Any]]:

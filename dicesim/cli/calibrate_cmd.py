@@ -84,8 +84,15 @@ def calibrate(
 
 @app.command()
 def accuracy(
-    traces: list[Path] = typer.Argument(..., help="trace directories or files of executor runs"),
-    fit_on: str = typer.Option("batch in (1, 4)", "--fit-on", help="runs to fit on; the rest are predicted"),
+    traces: Optional[list[Path]] = typer.Argument(None, help="trace directories or files of executor runs "
+                                                  "(with --published: published-set TOML files or directories, "
+                                                  "default traces/published)"),
+    fit_on: Optional[str] = typer.Option(None, "--fit-on", help="runs (figures) to fit on; the rest are predicted "
+                                         "(default 'batch in (1, 4)'; with --published 'role == \"fit\"')"),
+    published: bool = typer.Option(False, "--published", help="fit the NCCL model on published GPU measurements "
+                                   "and predict the rest (writes only its own section of --out)"),
+    write_model: Optional[Path] = typer.Option(None, "--write-model", help="with --published: write the fitted "
+                                               "NCCL model TOML here (dicesim/data/nccl.toml is the built-in one)"),
     out: Optional[Path] = typer.Option(None, "--out", help="write this Markdown page and its .html figure"),
     pooled: bool = typer.Option(False, "--pooled", help="one profile for all world sizes (default: one each)"),
     reps: str = typer.Option("median", "--reps", help="repetition representing a configuration: median or min"),
@@ -96,7 +103,20 @@ def accuracy(
     """Fit on part of the runs, predict the rest with the simulator, report the errors."""
     from dicesim.calibrate.accuracy import run_accuracy
     from dicesim.calibrate.accuracy_doc import write_accuracy
+    from dicesim.errors import ConfigError
 
+    if published:
+        from dicesim.calibrate.published import DEFAULT_FIT_ON
+        from dicesim.cli.published_cmd import run_published
+
+        run_published(list(traces or []), fit_on=fit_on or DEFAULT_FIT_ON, out=out, write_model=write_model,
+                      as_json=as_json)
+        return
+    if write_model is not None:
+        raise ConfigError("write-model", "only applies with --published")
+    if not traces:
+        raise ConfigError("traces", "give trace directories or files, or --published")
+    fit_on = fit_on or "batch in (1, 4)"
     runs = _load(traces, where)
     rep = run_accuracy(runs, fit_on=fit_on, per_world_size=not pooled, base=base, reps=reps)
     for w in rep.warnings:

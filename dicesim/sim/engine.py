@@ -7,7 +7,8 @@ The compute stream runs ops in order; an op starts when the stream is free and t
 has launched it. Collectives go to :class:`~dicesim.sim.collectives.Communicator` streams
 (one per expert-parallel group; a second one per group when ``count_comm = "separate"``);
 an all-to-all moves its per-pair flows over the graph through
-:class:`~dicesim.sim.network.FlowNetwork`. While any of a rank's collectives is in
+:class:`~dicesim.sim.network.FlowNetwork`, whose links carry what NCCL reaches on them
+(:mod:`dicesim.sim.nccl`: the topology's line rates times the transport's fitted share). While any of a rank's collectives is in
 flight, its compute runs ``1 + interference`` times slower; a running op's remaining work
 is re-timed on every change (exact; see :meth:`Engine._compute`). While a rank computes, the
 links of its endpoint run ``1 + comm_interference`` times slower (bandwidth and latency phase;
@@ -33,6 +34,7 @@ from dicesim.plan import Plan
 from dicesim.sim.collectives import Collective, Communicator
 from dicesim.sim.costmodel import CostModel
 from dicesim.sim.linkscale import efficiency_scaled_graph, rank_port_links
+from dicesim.sim.nccl import NcclModel, builtin_nccl_model, effective_graph, hop_latency_s, route_transports
 from dicesim.sim.network import FlowNetwork
 from dicesim.sim.profile import HardwareProfile
 from dicesim.sim.program import BLOCK, ISSUE, RUN, STEP_END, SYNC, WAIT, compile_program
@@ -59,6 +61,7 @@ class RunSpec:
     row_nbytes: int
     record: bool = False
     merge_compute: bool = True
+    nccl: NcclModel | None = None  # what NCCL reaches on the graph's links (None: the built-in model)
 
 
 @dataclass(frozen=True)
@@ -105,7 +108,8 @@ class Engine:
                                             f"has {world_size(spec.graph)} GPUs")
         self.env = env = simpy.Environment()
         self.rec = EventRecorder("sim") if spec.record else None
-        G = efficiency_scaled_graph(spec.graph, profile)
+        nccl = spec.nccl or builtin_nccl_model()
+        G = efficiency_scaled_graph(effective_graph(spec.graph, nccl), profile)
         self._edges = [(u, v, str(d.get("link", ""))) for u, v, d in G.edges(data=True)]
         self.net = FlowNetwork(env, G, on_link_busy=self._on_link if self.rec is not None else None)
         self.slow = 1.0 + profile.interference
@@ -133,8 +137,12 @@ class Engine:
                            for r in table.routes.values() for e in r), default=0.0)
             route_lat = max(table.latency_s.values(), default=0.0)
             multi = len(members) > 1
-            self._a2a_lat.append((profile.collective_base_s["all_to_all"] + cls_lat) if multi else 0.0)
-            self._cnt_lat.append((profile.collective_base_s["count_exchange"] + cls_lat + route_lat) if multi else 0.0)
+            # NCCL's own terms apply only where its transports carry the routes (not on CPU/gloo graphs)
+            transports = route_transports(G, table.routes.values())
+            lib_lat = (nccl.a2a_latency_s + hop_latency_s(nccl, transports)) if transports else 0.0
+            self._a2a_lat.append((profile.collective_base_s["all_to_all"] + cls_lat + lib_lat) if multi else 0.0)
+            self._cnt_lat.append((profile.collective_base_s["count_exchange"] + cls_lat + route_lat + lib_lat)
+                                 if multi else 0.0)
             self._matrix_id.append([_matrix_ids(routing, members, skip) for skip in (False, True)])
             kw = dict(starter=self._start, on_busy=self._on_busy, on_done=on_done, group=g)
             moe = Communicator(env, f"ep{g}", "comm", members, **kw)

@@ -1,8 +1,10 @@
 """Public link figures used by the presets, each with the citation that justifies it.
 
-Bandwidths are per direction and, where a measured figure exists, the effective one NCCL
-reaches rather than the datasheet peak. Edge latencies are derived from the small-message
-figures in docs/topologies.md ("Latency derivation"); calibration refines all of them.
+Bandwidths are **line rates** per direction (datasheet or standard arithmetic). What a
+collective library really reaches on a link is a separate, fitted factor of the NCCL model
+(:mod:`dicesim.sim.nccl`, docs/nccl.md), so a spec figure and its efficiency are never mixed.
+Edge latencies are derived from the small-message figures in docs/topologies.md ("Latency
+derivation"); calibration refines all of them.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from types import MappingProxyType
 from dicesim.topology.graph import LinkSpec
 
 _BRIEF = "shared brief hardware.md"
+_EFF = "What NCCL reaches on it is the fitted NCCL-model efficiency (docs/nccl.md)."
 _LAT_NV = (
     "Latency: DGX-A100 small all-reduce ~10 us (2 GPUs) to ~34 us (8 GPUs) fits a ring with "
     "2(W-1) hops of 2.0 us plus a 6 us NCCL base (base range 4-14 us); a hop is 2 edges, so 1.0 us per edge."
@@ -21,30 +24,46 @@ _LAT_PCIE = (
     "Latency: 8x RTX 4090 small all-reduce ~42 us = 6 us base + 14 hops of ~2.6 us; a host-staged hop is "
     "4 PCIe edges + 2 host-memory edges (0.1 us each), so 0.6 us per PCIe edge (per-hop PCIe range 1-6 us)."
 )
+_PCIE = "PCI-SIG PCIe {gen}: {gts} GT/s x 16 lanes x 128b/130b encoding / 8 = {bw} GB/s per direction (line rate). "
 
 SOURCES = MappingProxyType(
     {
         "nvlink3-a100": (
-            f"{_BRIEF}: A100 NVLink3 via NVSwitch, 300 GB/s per direction per GPU spec, ~230 GB/s NCCL bus "
-            "bandwidth (NVIDIA/nccl#1054: app-level ~80% of peak; NVIDIA/nccl-tests#228: ~220 GB/s measured). "
-            + _LAT_NV
+            "NVIDIA A100 datasheet: NVLink 600 GB/s bidirectional = 12 NVLink3 links x 25 GB/s per direction = "
+            "300 GB/s per direction per GPU (NVIDIA/nccl-tests#149, NCCL maintainer, 2023-07-05: '12 NVLinks ... "
+            "25GB/s (in each direction)'). " + _EFF + " " + _LAT_NV
         ),
         "nvlink4-h100": (
-            f"{_BRIEF}: H100 NVLink4 via NVSwitch, 450 GB/s per direction line rate, ~370 GB/s effective "
-            "(NVIDIA/nccl-tests#212, NCCL maintainer: ~20% protocol overhead, busbw of non-allreduce ops). "
-            "Latency as nvlink3-a100 (same per-hop range 0.5-3.4 us)."
+            "NVIDIA H100 SXM datasheet: NVLink 900 GB/s bidirectional = 18 NVLink4 links x 25 GB/s = 450 GB/s per "
+            "direction (NVIDIA/nccl-tests#212, NCCL maintainer, 2024-05-06: '450GB/s is the line rate'). "
+            + _EFF + " Latency as nvlink3-a100 (same per-hop range 0.5-3.4 us)."
         ),
         "nvlink4-h200": (
-            f"{_BRIEF}: H200 (HGX) lists NVLink peer-to-peer; it uses the same NVLink4/NVSwitch generation as "
-            "H100 (NVIDIA H200 datasheet: 900 GB/s bidirectional), so the H100 effective ~370 GB/s is assumed. "
-            "Latency as nvlink3-a100."
+            "NVIDIA H200 datasheet: NVLink 900 GB/s bidirectional, the same NVLink4/NVSwitch generation as H100: "
+            "450 GB/s per direction. " + _EFF + " Latency as nvlink3-a100."
+        ),
+        "nvlink4-h800": (
+            "NVIDIA H800 SXM: NVLink 400 GB/s bidirectional = 200 GB/s per direction (deepseek-ai/DeepSeek-V3#28, "
+            "2024-12-31: '400GB/s is the bidirectional theoretical value, 160GB/s our unidirectional measurement'). "
+            + _EFF + " Latency as nvlink3-a100."
+        ),
+        "nvlink4-h20": (
+            "NVIDIA H20: 18 NVLink4 links per GPU ('NV18' in nvidia-smi topo, NVIDIA/nccl-tests#321, 2025-06) x "
+            "25 GB/s = 450 GB/s per direction. " + _EFF + " Latency as nvlink3-a100."
         ),
         "pcie4-gpu": (
-            f"{_BRIEF}: PCIe 4.0 x16, 32 GB/s per direction spec, ~22-25 GB/s measured; 24 GB/s used. " + _LAT_PCIE
+            _PCIE.format(gen="4.0", gts=16, bw=31.5) + f"({_BRIEF}: 32 GB/s spec, ~22-25 GB/s measured.) "
+            + _EFF + " " + _LAT_PCIE
         ),
         "pcie4-uplink": (
-            f"{_BRIEF}: PCIe switch uplink to the CPU root port is PCIe 4.0 x16 (same ~24 GB/s effective), "
-            "shared by the 4 GPUs behind the switch. " + _LAT_PCIE
+            "PCIe switch uplink to the CPU root port, PCIe 4.0 x16: " + _PCIE.format(gen="4.0", gts=16, bw=31.5)
+            + "Shared by the GPUs behind the switch. " + _EFF + " " + _LAT_PCIE
+        ),
+        "pcie3-gpu": (
+            _PCIE.format(gen="3.0", gts=8, bw=15.75) + _EFF + " Latency per edge as pcie4-gpu."
+        ),
+        "pcie5-gpu": (
+            _PCIE.format(gen="5.0", gts=32, bw=63.0) + _EFF + " Latency per edge as pcie4-gpu."
         ),
         "upi": (
             f"{_BRIEF}: cross-socket (QPI/UPI) bandwidth varies and is often the bottleneck of 8-GPU PCIe boxes. "
@@ -52,33 +71,63 @@ SOURCES = MappingProxyType(
             "~20-25 GB/s per direction per link); latency 0.05 us (same page: remote hop adds ~40-50 ns). "
             "Assumption to calibrate."
         ),
+        "xgmi-rome": (
+            "AMD EPYC 7002 (Rome) two-socket: the sockets are joined by x16 Infinity Fabric (xGMI) links; with "
+            "160 PCIe lanes exposed, 96 lanes (3 x16 links) run socket to socket (servethehome.com, 'Why AMD EPYC "
+            "Rome 2P Will Have 128-160 PCIe Gen4 Lanes and a Bonus'); at 16 GT/s per lane, PCIe 4.0 signalling: "
+            "3 x 31.5 = 94.5 GB/s per direction. Latency 0.05 us as upi. Consistent with one GPU-to-GPU copy "
+            "across the sockets of an 8x RTX 4090 / 2x EPYC 7542 box reaching 20.6-22.5 GB/s (blog 'RTX4090 "
+            "GPUDirect P2P Unlocked!', 2025-02-07, p2pBandwidthLatencyTest), above the 20 GB/s of 'upi'."
+        ),
+        "upi-spr": (
+            "Intel Xeon Platinum 8480+ (Sapphire Rapids): 4 UPI links at 16 GT/s (Intel ARK); a UPI link carries "
+            "2 bytes per transfer per direction (20.8 GB/s at 10.4 GT/s, source of 'upi'), so 32 GB/s per link and "
+            "128 GB/s per direction for four. Latency 0.05 us as upi."
+        ),
         "ddr-host": (
             "Host memory of one socket: 8 channels DDR4-3200 x 8 B = 204.8 GB/s peak (JEDEC arithmetic), split "
             "evenly between the write (CPU->memory) and read (memory->CPU) directions: 102.4 GB/s each; latency "
             "0.1 us (DRAM access order). Assumption; not the bottleneck next to PCIe."
         ),
+        "ddr5-host": (
+            "Host memory of one socket: 8 channels DDR5-4800 x 8 B = 307.2 GB/s peak (JEDEC arithmetic), split "
+            "evenly between write and read: 153.6 GB/s each; latency 0.1 us. Assumption, as ddr-host."
+        ),
+        "root-port": (
+            "A GPU plugged straight into a CPU root port (no PCIe switch): the root complex is not a bottleneck "
+            "next to the x16 link, so its internal hop is 1 TB/s and 0.05 us. Assumption."
+        ),
         "pcie5-nic": (
-            f"{_BRIEF}: PCIe 5.0 x16, 64 GB/s per direction spec (datasheet peak; no measured GPU-NIC figure "
-            "given, the 48 GB/s NIC is the bottleneck). Latency 0.6 us per edge as pcie4-gpu."
+            "NIC attachment, PCIe 5.0 x16: " + _PCIE.format(gen="5.0", gts=32, bw=63.0)
+            + "(the 50 GB/s NIC is the bottleneck). Latency 0.6 us per edge as pcie4-gpu."
         ),
         "ib-ndr": (
-            f"{_BRIEF}: InfiniBand NDR ConnectX-7 400 Gb/s = 50 GB/s per NIC, 48-49 GB/s measured "
-            "(NVIDIA/nccl-tests#267; all-to-all does not aggregate NICs); 48 GB/s used. Latency: network hop "
-            "3-10 us, so 2.5 us per NIC<->switch edge (5 us NIC to NIC)."
+            "InfiniBand NDR ConnectX-7, 400 Gb/s = 50 GB/s per NIC per direction (line rate; NVIDIA/nccl-tests#267, "
+            "2025-01-23: 'CX-7 NICs at NDR rate (400Gbps) should achieve up to 48-49GB/s per NIC'; all-to-all does "
+            "not aggregate NICs). " + _EFF + " Latency: network hop 3-10 us, so 2.5 us per NIC<->switch edge "
+            "(5 us NIC to NIC)."
         ),
         "generic": "Builder default: numbers supplied by the caller, no external source.",
     }
 )
 
-NVLINK3_A100 = LinkSpec(bw_Bps=230e9, latency_s=1.0e-6, link="nvlink3", source="nvlink3-a100")
-NVLINK4_H100 = LinkSpec(bw_Bps=370e9, latency_s=1.0e-6, link="nvlink4", source="nvlink4-h100")
-NVLINK4_H200 = LinkSpec(bw_Bps=370e9, latency_s=1.0e-6, link="nvlink4", source="nvlink4-h200")
-PCIE4_GPU = LinkSpec(bw_Bps=24e9, latency_s=0.6e-6, link="pcie4", source="pcie4-gpu")
-PCIE4_UPLINK = LinkSpec(bw_Bps=24e9, latency_s=0.6e-6, link="pcie4", source="pcie4-uplink")
+NVLINK3_A100 = LinkSpec(bw_Bps=300e9, latency_s=1.0e-6, link="nvlink3", source="nvlink3-a100")
+NVLINK4_H100 = LinkSpec(bw_Bps=450e9, latency_s=1.0e-6, link="nvlink4", source="nvlink4-h100")
+NVLINK4_H200 = LinkSpec(bw_Bps=450e9, latency_s=1.0e-6, link="nvlink4", source="nvlink4-h200")
+NVLINK4_H800 = LinkSpec(bw_Bps=200e9, latency_s=1.0e-6, link="nvlink4", source="nvlink4-h800")
+NVLINK4_H20 = LinkSpec(bw_Bps=450e9, latency_s=1.0e-6, link="nvlink4", source="nvlink4-h20")
+PCIE4_GPU = LinkSpec(bw_Bps=31.5e9, latency_s=0.6e-6, link="pcie4", source="pcie4-gpu")
+PCIE4_UPLINK = LinkSpec(bw_Bps=31.5e9, latency_s=0.6e-6, link="pcie4", source="pcie4-uplink")
+PCIE3_GPU = LinkSpec(bw_Bps=15.75e9, latency_s=0.6e-6, link="pcie3", source="pcie3-gpu")
+PCIE5_GPU = LinkSpec(bw_Bps=63.0e9, latency_s=0.6e-6, link="pcie5", source="pcie5-gpu")
 UPI = LinkSpec(bw_Bps=20e9, latency_s=0.05e-6, link="upi", source="upi")
+XGMI_ROME = LinkSpec(bw_Bps=94.5e9, latency_s=0.05e-6, link="xgmi", source="xgmi-rome")
+UPI_SPR = LinkSpec(bw_Bps=128e9, latency_s=0.05e-6, link="upi", source="upi-spr")
 HOST_MEM_DDR4 = LinkSpec(bw_Bps=102.4e9, latency_s=0.1e-6, link="host_mem", source="ddr-host")
-PCIE5_NIC = LinkSpec(bw_Bps=64e9, latency_s=0.6e-6, link="pcie5", source="pcie5-nic")
-IB_NDR = LinkSpec(bw_Bps=48e9, latency_s=2.5e-6, link="ib_ndr", source="ib-ndr")
+HOST_MEM_DDR5 = LinkSpec(bw_Bps=153.6e9, latency_s=0.1e-6, link="host_mem", source="ddr5-host")
+ROOT_PORT = LinkSpec(bw_Bps=1e12, latency_s=0.05e-6, link="root_port", source="root-port")
+PCIE5_NIC = LinkSpec(bw_Bps=63.0e9, latency_s=0.6e-6, link="pcie5", source="pcie5-nic")
+IB_NDR = LinkSpec(bw_Bps=50e9, latency_s=2.5e-6, link="ib_ndr", source="ib-ndr")
 
 
 def sources_for(keys: Iterable[str]) -> dict[str, str]:

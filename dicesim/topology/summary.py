@@ -52,7 +52,7 @@ def links_table(G: nx.DiGraph) -> pd.DataFrame:
 
 
 def summary_line(G: nx.DiGraph) -> str:
-    """One line such as ``8 x h100-sxm on 1 server, p2p; nvlink4 370 GB/s, 1 us``."""
+    """One line such as ``8 x h100-sxm on 1 server, p2p; nvlink4 450 GB/s, 1 us``."""
     info = describe(G)
     gpu_links = [r for r in info["links"] if "gpu" in r["between"].split("<->")]
     slowest = min(info["links"], key=lambda r: r["bw_Bps"], default=None)
