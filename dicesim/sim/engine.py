@@ -95,6 +95,9 @@ class _Rank:
 class Engine:
     """Builds the simpy world for one :class:`RunSpec`; :meth:`run` executes it once."""
 
+    #: a one-rank group launches collectives only when they loop through host memory (sim/hoststaged.py)
+    loopback = False
+
     def __init__(self, spec: RunSpec):
         self.spec = spec
         routing, profile = spec.routing, spec.profile
@@ -257,7 +260,7 @@ class Engine:
         timeout, compute = env.timeout, self._compute
         moe, mm, cnt, cm, moe_n = st.moe, st.moe_m, st.cnt, st.cnt_m, st.moe.n
         hop = self.host_op_s
-        hcoll = self.host_coll_s if moe_n > 1 else 0.0  # a one-rank group launches no collective
+        hcoll = self.host_coll_s if moe_n > 1 or self.loopback else 0.0  # a one-rank group launches none
         exp_s = self.exp_s
         pend_d: dict[int, simpy.Event] = {}
         pend_c: dict[int, simpy.Event] = {}
