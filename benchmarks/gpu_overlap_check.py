@@ -21,6 +21,9 @@ Smoke run on a CPU (what tests/test_gpu_overlap_check.py runs, seconds):
    the sync runs, the measured staged bandwidth on the PCIe links; asynchronous runs held out);
 5. writes ``overlap_check.json``, ``overlap_check.md`` and ``README.md`` into ``--out`` and
    prints the tables.
+
+``--simulate-only`` repeats steps 4-5 from the files an earlier run left in ``--out`` (no device
+needed), e.g. on another machine if the simulation failed after the device runs.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-verify", dest="verify", action="store_false")
     p.add_argument("--copy-mib", type=int, default=256, help="bytes per copy in the bandwidth probe (MiB)")
     p.add_argument("--out", default="traces/gpu/overlap")
+    p.add_argument("--simulate-only", action="store_true", help="reuse the traces and logs already in --out")
     return p.parse_args(argv)
 
 
@@ -182,35 +186,43 @@ def simulate_all(paths: list[Path], profile_name: str, topology: str, bw: dict) 
     return {"shipped": shipped, "refit": refit, "refit_profile": refit_prof}
 
 
-def report(args, argv, device_name: str, torch_version: str, bw: dict, log: dict, tables: dict,
-           profile: str, topology: str, elapsed_s: float) -> str:
+def report(log: dict, device_name: str, torch_version: str, bw: dict, tables: dict, profile: str, topology: str,
+           sim_s: float) -> str:
+    """README / overlap_check.md: how the files were made, the copy path, both error tables."""
     from dicesim.calibrate.overlap_check import markdown_table
 
-    cmd = "PYTHONPATH=. python3 benchmarks/gpu_overlap_check.py " + " ".join(argv)
+    a = log["run"]
+    cmd = "PYTHONPATH=. python3 benchmarks/gpu_overlap_check.py " + " ".join(log["argv"])
     verify = ", ".join(f"{k} {v['max_abs_diff']:.3g}" for k, v in log["verify"].items()) or "not run"
     return (
-        f"# Host-staged overlap check: {args.model}, {args.world_size} emulated ranks on one {device_name}\n\n"
+        f"# Host-staged overlap check: {a['model']}, {a['world_size']} emulated ranks on one {device_name}\n\n"
         f"Captured {_dt.datetime.now(_dt.UTC).isoformat(timespec='seconds')} with torch {torch_version}:\n\n"
         f"    {cmd}\n\n"
-        f"{elapsed_s:.0f} s in all (model build {log['model_build_s']:.0f} s). Batches {args.batches} images per "
-        f"emulated rank (CFG doubles them), {args.image_size} px, {args.dtype}, {args.steps} steps; step 0 is "
-        f"left out of every mean. Traces: `hs-*.events.parquet` / `.trace.json` (shared schema, world size 1, "
-        f"`meta.extra.host_staged`).\n\n"
+        f"Device part {log['device_wall_s']:.0f} s (model build {log['model_build_s']:.0f} s), simulation "
+        f"{sim_s:.0f} s. Batches {a['batches']} images per emulated rank (CFG doubles them), {a['image_size']} px, "
+        f"{a['dtype']}, {a['steps']} steps; step 0 is left out of every mean. Traces: `hs-*.events.parquet` / "
+        f"`.trace.json` (shared schema, world size 1, `meta.extra.host_staged`); `runs.json`: per-run wall time "
+        f"and step latencies.\n\n"
         f"Copy path (`copy_bandwidth.json`, {bw['nbytes'] >> 20} MiB copies): device->host "
         f"{bw['d2h_Bps'] / 1e9:.1f} GB/s, host->device {bw['h2d_Bps'] / 1e9:.1f} GB/s, both at once "
         f"{bw['both_each_way_Bps'] / 1e9:.1f} GB/s each way, staged round trip {bw['staged_round_trip_Bps'] / 1e9:.1f}"
         f" GB/s.\n\nHost-staged vs emulated samples, max |difference|: {verify}.\n\n"
-        f"## Shipped: profile `{profile}`, topology `{topology}`\n\n{_md(tables['shipped'])}\n"
+        f"## Shipped: profile `{profile}`, topology `{topology}`\n\n{markdown_table(tables['shipped'])}\n"
         f"## Refit: compute and collective latencies fitted on the sync runs, links at the staged bandwidth\n\n"
         f"Asynchronous strategies are held out; `sync` rows are fitted. Interference stays "
         f"`{tables['refit_profile'].interference:g}` (the profile's): that is what this tests.\n\n"
-        f"{_md(tables['refit'])}")
+        f"{markdown_table(tables['refit'])}")
 
 
-def _md(rows) -> str:
-    from dicesim.calibrate.overlap_check import markdown_table
-
-    return markdown_table(rows)
+def _finite(x):
+    """JSON without NaN: non-finite floats become null."""
+    if isinstance(x, float):
+        return x if x == x and abs(x) != float("inf") else None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    return x
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -222,29 +234,40 @@ def main(argv: list[str] | None = None) -> int:
     from validate.hoststaged import checked_device
 
     t_start = time.perf_counter()
-    dev = checked_device(args.device)
-    if dev.type == "cpu":
-        torch.set_num_threads(1)  # the copy worker thread is the second
-    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
+    out = Path(args.out)
+    if args.simulate_only:
+        bw = json.loads((out / "copy_bandwidth.json").read_text())
+        name = bw.pop("device")
+        log = json.loads((out / "runs.json").read_text())
+        paths = sorted(out.glob("hs-*.events.parquet"))
+    else:
+        dev = checked_device(args.device)
+        if dev.type == "cpu":
+            torch.set_num_threads(1)  # the copy worker thread is the second
+        name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
+        out.mkdir(parents=True, exist_ok=True)
+        bw = copy_bandwidth(dev, args.copy_mib)
+        write_text_atomic(json.dumps(_finite({"device": name, **bw}), indent=1), out / "copy_bandwidth.json")
+        print(f"{name}: " + ", ".join(f"{k} {v / 1e9:.1f} GB/s" for k, v in bw.items() if k.endswith("Bps")),
+              flush=True)
+        paths, log = run_all(args, dev, out)
+        log.update(argv=argv, device_wall_s=time.perf_counter() - t_start,
+                   run={k: getattr(args, k) for k in ("model", "world_size", "batches", "steps", "image_size",
+                                                       "dtype", "seed")})
+        write_text_atomic(json.dumps(_finite(log), indent=1), out / "runs.json")
     h200 = "H200" in name
     profile = args.profile or ("h200-calibrated" if h200 else "h100-calibrated")
     topology = args.topology or ("1x-h200-host-staged" if h200 else "1x-h100-host-staged")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    bw = copy_bandwidth(dev, args.copy_mib)
-    write_text_atomic(json.dumps({"device": name, **bw}, indent=1), out / "copy_bandwidth.json")
-    print(f"{name}: " + ", ".join(f"{k} {v / 1e9:.1f} GB/s" for k, v in bw.items() if k.endswith("Bps")), flush=True)
-    paths, log = run_all(args, dev, out)
+    t_sim = time.perf_counter()
     tables = simulate_all(paths, profile, topology, bw)
-    elapsed = time.perf_counter() - t_start
-    text = report(args, argv, name, torch.__version__, bw, log, tables, profile, topology, elapsed)
-    doc = {"device": name, "torch": torch.__version__, "argv": argv, "profile": profile, "topology": topology,
-           "copy_bandwidth": bw, "log": log, "elapsed_s": elapsed,
-           "shipped": [asdict(r) for r in tables["shipped"]], "refit": [asdict(r) for r in tables["refit"]],
-           "refit_profile": tables["refit_profile"].model_dump(mode="json")}
-    write_text_atomic(json.dumps(doc, indent=1, allow_nan=False, default=float), out / "overlap_check.json")
+    text = report(log, name, torch.__version__, bw, tables, profile, topology, time.perf_counter() - t_sim)
     write_text_atomic(text, out / "overlap_check.md")
     write_text_atomic(text, out / "README.md")
+    doc = {"device": name, "torch": torch.__version__, "argv": argv, "profile": profile, "topology": topology,
+           "copy_bandwidth": bw, "log": log,
+           "shipped": [asdict(r) for r in tables["shipped"]], "refit": [asdict(r) for r in tables["refit"]],
+           "refit_profile": tables["refit_profile"].model_dump(mode="json")}
+    write_text_atomic(json.dumps(_finite(doc), indent=1, allow_nan=False), out / "overlap_check.json")
     print(text)
     return 0
 

@@ -66,18 +66,24 @@ class CudaCopyPath:
         self.d2h = torch.cuda.Stream(device)
         self.h2d = torch.cuda.Stream(device)
         self.max_chunks, self.min_chunk_nbytes = max_chunks, min_chunk_nbytes
-        self._stage = torch.empty(0, dtype=torch.uint8, pin_memory=True)
+        self._stage: torch.Tensor | None = None
         self._tail: torch.cuda.Event | None = None  # end of the last transfer: the next one starts after it
 
     def _staging(self, nbytes: int) -> torch.Tensor:
         # one buffer suffices: a transfer's device-to-host copies start after the previous transfer ended
-        if self._stage.numel() < nbytes:
-            self._stage = torch.empty(max(nbytes, 2 * self._stage.numel()), dtype=torch.uint8, pin_memory=True)
+        # (a replaced buffer is reused by the host allocator only once its recorded copies are done)
+        have = 0 if self._stage is None else self._stage.numel()
+        if have < nbytes:
+            self._stage = torch.empty(max(nbytes, 2 * have), dtype=torch.uint8, pin_memory=True)
         return self._stage
 
     def start(self, src_QD: torch.Tensor, dst_QD: torch.Tensor, cross_Q: torch.Tensor, local_Q: torch.Tensor,
               *, ready: Any) -> _CudaWork:
-        """Begin moving ``src_QD`` into ``dst_QD`` once ``ready`` (an event on the producer's stream) fires."""
+        """Begin moving ``src_QD`` into ``dst_QD`` once ``ready`` (an event on the producer's stream; None:
+        everything queued on the current stream so far) fires."""
+        if not isinstance(ready, torch.cuda.Event):
+            ready = torch.cuda.Event()
+            ready.record(torch.cuda.current_stream(self.device))
         C = int(cross_Q.numel())
         row_nbytes = src_QD[0].nbytes if src_QD.shape[0] else 0
         for s in (self.d2h, self.h2d):

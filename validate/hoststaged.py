@@ -74,6 +74,11 @@ class StagedHandle(A2AHandle):
         return self.recv_QD
 
 
+def count_keys(key_R: torch.Tensor, n: int) -> torch.Tensor:
+    """Occurrences of each of ``0 .. n-1`` in ``key_R``; unlike ``bincount`` no host sync on a GPU."""
+    return torch.zeros(n, dtype=torch.int64, device=key_R.device).scatter_add_(0, key_R, torch.ones_like(key_R))
+
+
 def owner_table(ranks: Placement) -> torch.Tensor:
     """``[W, E]``: global rank that receives a copy sent by rank ``w`` to expert ``e``."""
     groups = ranks.groups()
@@ -118,7 +123,7 @@ class HostStagedDispatcher(_DispatcherBase):
         """Send order, the staged count exchange (blocking) and the crossing rows of one exchange."""
         order_R, send_counts_SX = send_plan(expert_ids_R, self.placement)
         src_R = self._src_rows(int(expert_ids_R.shape[0]))
-        counts_K1 = torch.bincount(src_R * self._E + expert_ids_R, minlength=self._W * self._E).view(-1, 1)
+        counts_K1 = count_keys(src_R * self._E + expert_ids_R, self._W * self._E).view(-1, 1)
         got_K1 = self._exchange(counts_K1, self._count_cross, self._count_local, self._counts, name="counts",
                                 stream=self.count_stream, layer=layer, step=step, tok_step=tok_step, async_op=False)
         recv_counts_SX = got_K1.recv_QD.view(self._W, self._E).sum(dim=0, keepdim=True)
@@ -224,7 +229,7 @@ class HostStaged:
 
         def count(*, step: int, layer: int, idx_NK: torch.Tensor, **kw: Any) -> None:
             key = (self._src_N.unsqueeze(1) * E + idx_NK).reshape(-1)
-            self._hist[:, step, layer] += torch.bincount(key, minlength=self._hist.shape[0] * E).view(-1, E)
+            self._hist[:, step, layer] += count_keys(key, self._hist.shape[0] * E).view(-1, E)
             if inner is not None:
                 inner(step=step, layer=layer, idx_NK=idx_NK, **kw)
 
