@@ -10,7 +10,9 @@ Smoke run on a CPU (what tests/test_gpu_overlap_check.py runs, seconds):
         --batches 1 --steps 4 --image-size 32 --dtype fp32 --out /tmp/overlap
 
 1. measures the copy path: device -> pinned host, host -> device, both at once, and the staged
-   round trip through the executor's own copy path (``copy_bandwidth.json``);
+   round trip through the executor's own copy path (``copy_bandwidth.json``); then a preflight:
+   the tiny model through every strategy, host-staged against the emulation (seconds; stops the
+   script before the model build if the copy path is broken);
 2. runs sync, displaced, interweaved and dice as ``--world-size`` host-staged emulated ranks
    (as ``python -m validate run --transport host-staged``), one model for all runs, after a
    short warm-up run, and writes each trace (``hs-<model>-w<W>-b<B>-<strategy>``);
@@ -120,6 +122,23 @@ def copy_bandwidth(device, mib: int, reps: int = 5) -> dict[str, float]:
             "both_each_way_Bps": _rate_Bps(n, both_s), "staged_round_trip_Bps": _rate_Bps(n, staged_s)}
 
 
+def preflight(dev, strategies: list[str]) -> dict[str, float]:
+    """The tiny model through every strategy, host-staged against the emulation, before the big build:
+    a broken copy path fails here in seconds. Max |difference| of the samples per strategy."""
+    from dicesim.strategy import make_strategy
+    from validate.hoststaged import run_host_staged
+    from validate.worker import RunSpec, run_emulated
+
+    out = {}
+    for name in strategies:
+        spec = RunSpec(strategy=make_strategy(name), steps=3, batch=2, trace=False)
+        got = run_host_staged(spec, 4, dev, min_chunk_nbytes=1024).outcome.ranks[0].samples_BCLL
+        out[name] = (got - run_emulated(spec, 4, dev).samples_BCLL).abs().max().item()
+        if not out[name] <= 1e-4:
+            raise SystemExit(f"preflight: host-staged {name} differs from the emulation by {out[name]:.3g}")
+    return out
+
+
 def run_all(args: argparse.Namespace, dev, out: Path) -> tuple[list[Path], dict]:
     """Every host-staged run (traces written) and the verification against the emulation."""
     import torch
@@ -135,8 +154,11 @@ def run_all(args: argparse.Namespace, dev, out: Path) -> tuple[list[Path], dict]
     base = RunSpec(strategy=make_strategy("sync"), model=args.model, steps=args.steps, batch=args.batches[0],
                    image_size=args.image_size, dtype=args.dtype, seed=args.seed)
     t0 = time.perf_counter()
+    log = {"preflight_max_abs_diff": preflight(dev, strategies), "preflight_s": time.perf_counter() - t0}
+    print(f"preflight (tiny model, host-staged vs emulated): {log['preflight_max_abs_diff']}", flush=True)
+    t0 = time.perf_counter()
     model = build_model(replace(base, batch=W * base.batch), None, dev)
-    log = {"model_build_s": time.perf_counter() - t0}
+    log["model_build_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     run_host_staged(replace(base, steps=2), W, dev, model=model)  # warm-up: kernels, allocators, pinned pool
     log["warmup_s"] = time.perf_counter() - t0
@@ -153,7 +175,7 @@ def run_all(args: argparse.Namespace, dev, out: Path) -> tuple[list[Path], dict]
                              "mean_step_latency_s": s["mean_step_latency_s"],
                              "step_latency_s": s["step_latency_s"], "peak_held_nbytes": s["peak_held_nbytes"]})
             print(f"{stem}: {s['mean_step_latency_s'] * 1e3:.1f} ms/step, "
-                  f"{sum(s['staged_nbytes_per_step']) / 1e9:.2f} GB staged", flush=True)
+                  f"{sum(s['staged_nbytes_per_step']) / 2**20:.1f} MiB through host memory", flush=True)
             paths.append(files["parquet"])
             if args.verify and b == args.batches[0]:
                 ref = run_emulated(replace(spec, trace=False), W, dev, model=model)
@@ -206,7 +228,8 @@ def report(log: dict, device_name: str, torch_version: str, bw: dict, tables: di
         f"Copy path (`copy_bandwidth.json`, {bw['nbytes'] >> 20} MiB copies): device->host "
         f"{bw['d2h_Bps'] / 1e9:.1f} GB/s, host->device {bw['h2d_Bps'] / 1e9:.1f} GB/s, both at once "
         f"{bw['both_each_way_Bps'] / 1e9:.1f} GB/s each way, staged round trip {bw['staged_round_trip_Bps'] / 1e9:.1f}"
-        f" GB/s.\n\nHost-staged vs emulated samples, max |difference|: {verify}.\n\n"
+        f" GB/s.\n\nHost-staged vs emulated samples, max |difference|: {verify} (preflight, tiny model: "
+        f"{', '.join(f'{k} {v:.3g}' for k, v in log['preflight_max_abs_diff'].items())}).\n\n"
         f"## Shipped: profile `{profile}`, topology `{topology}`\n\n{markdown_table(tables['shipped'])}\n"
         f"## Refit: compute and collective latencies fitted on the sync runs, links at the staged bandwidth\n\n"
         f"Asynchronous strategies are held out; `sync` rows are fitted. Interference stays "

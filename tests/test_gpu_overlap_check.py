@@ -39,6 +39,7 @@ def test_host_staged_runs_equal_the_emulation(check):
     _code, _out, doc = check
     assert set(doc["log"]["verify"]) == {"sync", "displaced", "interweaved", "dice"}
     assert all(v["bitwise_equal"] for v in doc["log"]["verify"].values())
+    assert doc["log"]["preflight_max_abs_diff"] == {s: 0.0 for s in ("sync", "displaced", "interweaved", "dice")}
 
 
 def test_tables_have_a_row_per_run_and_the_same_bytes_on_both_sides(check):
