@@ -89,7 +89,10 @@ def run(
         if transport == "distributed":
             raise ConfigError("device", "the distributed transport picks devices by --backend", ("cpu",))
         summary = cli_run(spec, transport=transport, world_size=world_size, device=device, trace_out=trace_out)
-        print(json.dumps(summary, allow_nan=False)) if as_json else _print_human(summary)
+        if as_json:
+            print(json.dumps(summary, allow_nan=False))
+        else:
+            _print_human(summary)
         return
     if under_torchrun():
         outcomes = run_from_env([spec], backend=backend, timeout_s=timeout_s)

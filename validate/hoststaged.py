@@ -36,10 +36,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from dicesim.errors import ConfigError
 from dicesim.placement import Placement
 from validate.copypath import MIB, CopyPath, make_copy_path
 from validate.dispatcher import A2AHandle, RouteLayout, _DispatcherBase, recv_expert_ids, send_plan
+from validate.launch import RunOutcome
+from validate.summary import summarize, write_run_trace
 from validate.tracing import RankTracer
+from validate.worker import RunSpec, run_emulated
 
 TRANSPORTS: tuple[str, ...] = ("distributed", "host-staged")
 
@@ -248,8 +252,8 @@ class HostStaged:
             p.close()
 
 
-def host_staged_for(spec: Any, world_size: int, **chunking: int) -> HostStaged:
-    """The transport of ``spec`` (a :class:`validate.worker.RunSpec`) on ``world_size`` emulated ranks."""
+def host_staged_for(spec: RunSpec, world_size: int, **chunking: int) -> HostStaged:
+    """The transport of ``spec`` on ``world_size`` emulated ranks."""
     return HostStaged(ranks=spec.placement(world_size), batch=spec.batch, cfg=spec.guidance_scale is not None,
                       steps=spec.steps, separate_counts=spec.strategy.count_comm == "separate", **chunking)
 
@@ -259,7 +263,7 @@ class HostStagedRun:
     """One host-staged run: the outcome in the executor's usual form (one device, the global
     batch) plus what the emulation adds (emulated ranks, their routed copies, the device)."""
 
-    outcome: Any  # validate.launch.RunOutcome
+    outcome: RunOutcome
     emulated_world_size: int
     batch_per_emulated_rank: int
     router_hist_WTLE: np.ndarray
@@ -285,8 +289,6 @@ class HostStagedRun:
 
     def summary(self) -> dict[str, Any]:
         """The executor's JSON summary plus the emulation's fields (units in the names)."""
-        from validate.summary import summarize
-
         s = summarize(self.outcome)
         s.update(transport="host-staged", emulated_world_size=self.emulated_world_size,
                  batch_per_emulated_rank=self.batch_per_emulated_rank, device_name=self.device_name,
@@ -295,17 +297,12 @@ class HostStagedRun:
 
     def write_trace(self, out_dir: Any, stem: str | None = None) -> dict[str, Any]:
         """Trace files in the shared schema (atomic), metadata as the module doc says."""
-        from validate.summary import write_run_trace
-
         return write_run_trace(self.outcome, out_dir, stem, extra=self.extra())
 
 
-def run_host_staged(spec: Any, world_size: int, device: torch.device | str = "cpu", *, model: Any = None,
+def run_host_staged(spec: RunSpec, world_size: int, device: torch.device | str = "cpu", *, model: Any = None,
                     **chunking: int) -> HostStagedRun:
-    """Run ``spec`` (a :class:`validate.worker.RunSpec`) as ``world_size`` emulated ranks on ``device``."""
-    from validate.launch import RunOutcome
-    from validate.worker import run_emulated
-
+    """Run ``spec`` as ``world_size`` emulated ranks on ``device`` (``model``: reuse a built one)."""
     device = torch.device(device)
     transport = host_staged_for(spec, world_size, **chunking)
     try:
@@ -322,8 +319,6 @@ def run_host_staged(spec: Any, world_size: int, device: torch.device | str = "cp
 
 def checked_device(device: str) -> torch.device:
     """``cpu`` or ``cuda[:N]`` where it exists; ConfigError otherwise."""
-    from dicesim.errors import ConfigError
-
     try:
         dev = torch.device(device)
     except (RuntimeError, ValueError):
@@ -335,10 +330,8 @@ def checked_device(device: str) -> torch.device:
     return dev
 
 
-def cli_run(spec: Any, *, transport: str, world_size: int, device: str, trace_out: Any) -> dict[str, Any]:
+def cli_run(spec: RunSpec, *, transport: str, world_size: int, device: str, trace_out: Any) -> dict[str, Any]:
     """``python -m validate run --transport host-staged``: run, write the trace, return the summary."""
-    from dicesim.errors import ConfigError
-
     if transport not in TRANSPORTS:
         raise ConfigError("transport", f"unknown transport {transport!r}", TRANSPORTS)
     run = run_host_staged(spec, world_size, checked_device(device))
