@@ -334,7 +334,12 @@ def cli_run(spec: RunSpec, *, transport: str, world_size: int, device: str, trac
     """``python -m validate run --transport host-staged``: run, write the trace, return the summary."""
     if transport not in TRANSPORTS:
         raise ConfigError("transport", f"unknown transport {transport!r}", TRANSPORTS)
-    run = run_host_staged(spec, world_size, checked_device(device))
+    dev = checked_device(device)
+    if dev.type == "cpu":
+        # one compute thread, as each spawned rank gets: the copy worker is the other, and OpenMP
+        # threads spinning next to it made tiny-model steps ~40x slower on a loaded 2-core machine
+        torch.set_num_threads(1)
+    run = run_host_staged(spec, world_size, dev)
     summary = run.summary()
     if trace_out is not None:
         summary["trace_files"] = {k: str(v) for k, v in run.write_trace(trace_out).items()}
