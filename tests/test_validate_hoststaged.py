@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -159,6 +160,14 @@ def test_chunks_cover_the_rows_once():
         b = chunk_bounds(rows, row_nbytes, max_chunks=k, min_chunk_nbytes=m)
         assert b[0][0] == 0 and b[-1][1] == rows and all(x[1] == y[0] for x, y in zip(b, b[1:]))
         assert len(b) <= k and all((e - s) * row_nbytes >= m for s, e in b[:-1])
+
+
+def test_staged_bytes_are_counted_without_a_trace():
+    spec = RunSpec(strategy=make_strategy("dice"), steps=STEPS, batch=1)
+    traced, untraced = run_host_staged(spec, 4), run_host_staged(replace(spec, trace=False), 4)
+    assert untraced.staged_nbytes_per_step == traced.staged_nbytes_per_step
+    assert all(b > 0 for b in traced.staged_nbytes_per_step)
+    assert not untraced.outcome.ranks[0].trace_rows
 
 
 def test_cli_host_staged_json_and_trace(tmp_path, capsys):

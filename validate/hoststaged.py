@@ -116,6 +116,7 @@ class HostStagedDispatcher(_DispatcherBase):
         crosses = (self._owner_WE != torch.arange(W, device=dev).unsqueeze(1)).reshape(-1)
         self._count_cross, self._count_local = crosses.nonzero().squeeze(1), (~crosses).nonzero().squeeze(1)
         self._W, self._E = W, E
+        self.staged_nbytes_by_step: dict[int, int] = {}  # dispatch + combine bytes through host memory, by issue step
 
     def _src_rows(self, R: int) -> torch.Tensor:
         N = self._src_N.numel()
@@ -156,6 +157,8 @@ class HostStagedDispatcher(_DispatcherBase):
         work = path.start(send_QD, recv_QD, cross_Q, local_Q, ready=issue)
         C = int(cross_Q.numel())
         row_nbytes = send_QD[0].nbytes if send_QD.shape[0] else 0
+        if name != "counts":
+            self.staged_nbytes_by_step[step] = self.staged_nbytes_by_step.get(step, 0) + C * row_nbytes
         handle = StagedHandle(staged=work, moved_rows=C, moved_nbytes=C * row_nbytes, name=name, layer=layer,
                               step=step, tok_step=tok_step, send_RD=send_QD, recv_QD=recv_QD, issue_mark=issue,
                               stream=stream, sink=self.sink, clock=self.clock, mark=self.mark)
@@ -207,6 +210,7 @@ class HostStaged:
     max_chunks: int = 16
     min_chunk_nbytes: int = 4 * MIB
     paths: list[CopyPath] = field(default_factory=list)
+    dispatcher: HostStagedDispatcher | None = None
     _hist: torch.Tensor | None = None
     _src_N: torch.Tensor | None = None
 
@@ -223,9 +227,10 @@ class HostStaged:
         counts = make_copy_path(device, max_chunks=self.max_chunks, min_chunk_nbytes=self.min_chunk_nbytes) \
             if self.separate_counts else rows
         self.paths = [rows] + ([counts] if counts is not rows else [])
-        disp = HostStagedDispatcher(placement, ranks=self.ranks, src_rank_N=self._src_N, rows_path=rows,
-                                    counts_path=counts, sink=tracer.sink, clock=tracer.clock, mark=tracer.mark)
-        return tracer, disp
+        self.dispatcher = HostStagedDispatcher(placement, ranks=self.ranks, src_rank_N=self._src_N, rows_path=rows,
+                                               counts_path=counts, sink=tracer.sink, clock=tracer.clock,
+                                               mark=tracer.mark)
+        return tracer, self.dispatcher
 
     def probe(self, inner: Callable[..., None] | None) -> Callable[..., None]:
         """A runner probe that counts each emulated rank's routed copies, then calls ``inner``."""
@@ -247,6 +252,11 @@ class HostStaged:
     def router_hist_WTLE(self) -> np.ndarray:
         return self._hist.cpu().numpy()
 
+    def staged_nbytes_per_step(self) -> list[int]:
+        """Bytes the dispatches and combines issued in each step moved through host memory."""
+        by_step = self.dispatcher.staged_nbytes_by_step
+        return [int(by_step.get(t, 0)) for t in range(self.steps)]
+
     def close(self) -> None:
         for p in self.paths:
             p.close()
@@ -267,16 +277,9 @@ class HostStagedRun:
     emulated_world_size: int
     batch_per_emulated_rank: int
     router_hist_WTLE: np.ndarray
+    staged_nbytes_per_step: list[int]  # through host memory by the dispatches and combines issued in each step
     device_name: str
     chunking: dict[str, int]
-
-    def staged_nbytes_per_step(self) -> list[int]:
-        """Bytes that went through host memory in the dispatches and combines issued in each step."""
-        out = [0] * self.outcome.spec.steps
-        for row in self.outcome.ranks[0].trace_rows:
-            if row[1] == "collective" and row[2] != "counts":
-                out[row[4]] += int(row[8])
-        return out
 
     def extra(self) -> dict[str, Any]:
         """What the trace metadata carries under ``host_staged``."""
@@ -285,14 +288,14 @@ class HostStagedRun:
             "batch_per_emulated_rank": self.batch_per_emulated_rank, "device_name": self.device_name,
             "router_hist_axes": ["emulated_rank", "step", "layer", "expert"],
             "router_hist": self.router_hist_WTLE.tolist(), "chunking": dict(self.chunking),
-            "staged_nbytes_per_step": self.staged_nbytes_per_step()}}
+            "staged_nbytes_per_step": self.staged_nbytes_per_step}}
 
     def summary(self) -> dict[str, Any]:
         """The executor's JSON summary plus the emulation's fields (units in the names)."""
         s = summarize(self.outcome)
         s.update(transport="host-staged", emulated_world_size=self.emulated_world_size,
                  batch_per_emulated_rank=self.batch_per_emulated_rank, device_name=self.device_name,
-                 staged_nbytes_per_step=self.staged_nbytes_per_step())
+                 staged_nbytes_per_step=self.staged_nbytes_per_step)
         return s
 
     def write_trace(self, out_dir: Any, stem: str | None = None) -> dict[str, Any]:
@@ -313,7 +316,8 @@ def run_host_staged(spec: RunSpec, world_size: int, device: torch.device | str =
                          ranks=[result], clock_offsets_ns={0: 0}, clock_method="single-process")
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     return HostStagedRun(outcome=outcome, emulated_world_size=world_size, batch_per_emulated_rank=spec.batch,
-                         router_hist_WTLE=transport.router_hist_WTLE(), device_name=name,
+                         router_hist_WTLE=transport.router_hist_WTLE(),
+                         staged_nbytes_per_step=transport.staged_nbytes_per_step(), device_name=name,
                          chunking={"max_chunks": transport.max_chunks, "min_chunk_nbytes": transport.min_chunk_nbytes})
 
 
