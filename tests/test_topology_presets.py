@@ -30,6 +30,8 @@ EXPECTED = {  # name: (world size, servers, gpu key, p2p)
     "8x-dgx-h100-ib": (64, 8, "h100-sxm", True),
     "tiny-ring4": (4, 1, "generic", True),
     "tiny-2x2-ib": (4, 2, "h100-sxm", True),
+    "1x-h100-host-staged": (1, 1, "h100-sxm", False),
+    "1x-h200-host-staged": (1, 1, "h200", False),
 }
 
 

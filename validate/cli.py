@@ -62,6 +62,10 @@ def run(
     trace_out: Path | None = typer.Option(None, "--trace-out", help="directory for trace files"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON summary object"),
     timeout_s: float = typer.Option(30.0, "--timeout", help="collective timeout in s (bounds a hung run)"),
+    transport: str = typer.Option("distributed", "--transport",
+                                  help="distributed (a process per rank) | host-staged (the ranks emulated on one "
+                                       "device, cross-rank rows copied through host memory)"),
+    device: str = typer.Option("cpu", "--device", help="host-staged only: cpu | cuda"),
 ) -> None:
     """Run one strategy on local ranks (or as one torchrun rank) and report latency, lag, memory."""
     from validate.launch import launch, run_from_env, under_torchrun
@@ -79,6 +83,17 @@ def run(
                    image_size=image_size, seed=seed, guidance_scale=None if guidance_scale < 0 else guidance_scale,
                    shadow=shadow, group_layout=group_layout, dtype=dtype, trace=trace_out is not None,
                    checkpoint=None if checkpoint is None else str(checkpoint))
+    if transport != "distributed" or device != "cpu":
+        from validate.hoststaged import cli_run
+
+        if transport == "distributed":
+            raise ConfigError("device", "the distributed transport picks devices by --backend", ("cpu",))
+        summary = cli_run(spec, transport=transport, world_size=world_size, device=device, trace_out=trace_out)
+        if as_json:
+            print(json.dumps(summary, allow_nan=False))
+        else:
+            _print_human(summary)
+        return
     if under_torchrun():
         outcomes = run_from_env([spec], backend=backend, timeout_s=timeout_s)
         if outcomes is None:  # not rank 0
@@ -126,8 +141,13 @@ def quality(
 
 
 def _print_human(s: dict) -> None:
-    print(f"{s['strategy']} ({s['strategy_desc']}) on {s['world_size']} x {s['backend']} ranks, {s['model']}, "
-          f"{s['steps']} steps, batch {s['batch_per_rank']}/rank, {s['image_size_px']} px")
+    if s.get("transport") == "host-staged":
+        print(f"{s['strategy']} ({s['strategy_desc']}) as {s['emulated_world_size']} host-staged ranks on one "
+              f"{s['device_name']}, {s['model']}, {s['steps']} steps, batch {s['batch_per_emulated_rank']}/rank, "
+              f"{s['image_size_px']} px; {sum(s['staged_nbytes_per_step'])} B through host memory")
+    else:
+        print(f"{s['strategy']} ({s['strategy_desc']}) on {s['world_size']} x {s['backend']} ranks, {s['model']}, "
+              f"{s['steps']} steps, batch {s['batch_per_rank']}/rank, {s['image_size_px']} px")
     print(f"  mean step latency (steps 1..): {s['mean_step_latency_s'] * 1e3:.2f} ms; "
           f"exposed communication: {s['total_exposed_comm_s'] * 1e3:.2f} ms in total")
     print(f"  peak stale-buffer memory per rank: {s['peak_held_nbytes']} B; mean lag {s['mean_lag_steps']:.3f} steps "

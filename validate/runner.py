@@ -125,8 +125,9 @@ class PlanRunner:
 
     def __init__(self, *, model: DiTMoE, plan: Plan, dispatcher: _DispatcherBase, tracer: RankTracer,
                  rank: int, image_keys_B: list[int], shadow: _DispatcherBase | None = None,
-                 probe: Callable[..., None] | None = None):
+                 probe: Callable[..., None] | None = None, sync_step: Callable[[], None] | None = None):
         self.model, self.plan, self.disp, self.tracer, self.shadow = model, plan, dispatcher, tracer, shadow
+        self.sync_step = sync_step or torch.cuda.synchronize  # GPU step end (host-staged: compute stream only)
         self.probe = probe  # test hook: sees every layer's used output and (with shadow) the fresh one
         self.strategy = plan.strategy
         preset = model.preset
@@ -170,7 +171,7 @@ class PlanRunner:
         for action in self.plan.steps[t]:
             out = getattr(self, f"_do_{action.kind}")(action, t)
         if x_BCLL.is_cuda:
-            torch.cuda.synchronize()
+            self.sync_step()
         latency_s = time.perf_counter() - start
         self.tracer.end_step(t, int(latency_s * 1e9))
         self._end_of_step(t)

@@ -96,11 +96,13 @@ def trace_stem(outcome: RunOutcome) -> str:
     return re.sub(r"[^A-Za-z0-9_.@+-]+", "_", raw).strip("._") or "validate"
 
 
-def write_run_trace(outcome: RunOutcome, out_dir: str | Path, stem: str | None = None) -> dict[str, Path]:
+def write_run_trace(outcome: RunOutcome, out_dir: str | Path, stem: str | None = None,
+                    extra: dict[str, Any] | None = None) -> dict[str, Path]:
     """Write every rank's events (one clock) plus calibration side tables into ``out_dir``.
 
     ``meta.extra`` carries the router histogram (copies per expert, per rank, step and layer),
-    the placement, received rows per (layer, tok_step) and the held bytes per rank and step.
+    the placement, received rows per (layer, tok_step) and the held bytes per rank and step,
+    plus ``extra`` (e.g. the host-staged mode's emulated ranks).
     """
     spec = outcome.spec
     df = events_frame({r.rank: r.trace_rows for r in outcome.ranks}, outcome.clock_offsets_ns)
@@ -114,6 +116,7 @@ def write_run_trace(outcome: RunOutcome, out_dir: str | Path, stem: str | None =
         "held_nbytes_per_rank": [r.record.held_total_nbytes for r in outcome.ranks],
         "clock_alignment": outcome.clock_method,
         "summary": {k: v for k, v in summarize(outcome).items() if not k.startswith(("lag_", "shadow_rel_l2"))},
+        **(extra or {}),
     }
     meta = trace_meta(strategy=spec.strategy.name, world_size=outcome.world_size, model=spec.preset.name,
                       backend=outcome.backend, device=outcome.ranks[0].device,

@@ -192,21 +192,33 @@ def run_rank(spec: RunSpec, *, rank: int, world_size: int, device: torch.device,
 
 
 def run_emulated(spec: RunSpec, world_size: int, device: torch.device | str = "cpu", *,
-                 probe: Callable[..., None] | None = None) -> RankResult:
-    """The same plan in one process: every expert, all ``world_size * batch`` images, no communication."""
+                 probe: Callable[..., None] | None = None, transport: Any = None,
+                 model: DiTMoE | None = None) -> RankResult:
+    """The same plan in one process: every expert, all ``world_size * batch`` images, no communication.
+
+    ``transport``: a :class:`validate.hoststaged.HostStaged` makes every exchange move the rows
+    that would cross ranks through host memory instead. ``model``: a model built for this spec's
+    image size and seed, reused (e.g. across the strategies of one check).
+    """
     spec.check(world_size)
     device = torch.device(device)
     G = world_size * spec.batch
     whole = replace(spec, batch=G)
     placement = make_placement(1, whole.preset.num_experts)
-    tracer = RankTracer(0, device=device, enabled=spec.trace)
-    disp = EmulatedDispatcher(placement, sink=tracer.sink, clock=tracer.clock)
+    if transport is None:
+        tracer = RankTracer(0, device=device, enabled=spec.trace)
+        disp = EmulatedDispatcher(placement, sink=tracer.sink, clock=tracer.clock)
+    else:
+        tracer, disp = transport.attach(placement, device=device, enabled=spec.trace, num_layers=whole.preset.depth,
+                                        tokens_per_image=whole.preset.tokens_per_image(spec.image_size))
+        probe = transport.probe(probe)
     shadow = EmulatedDispatcher(placement) if spec.shadow else None
-    model = build_model(whole, None, device)
+    model = build_model(whole, None, device) if model is None else model
     plan = build_plan(spec.strategy, whole.preset.depth, spec.steps)
     z_GCLL, y_G = global_inputs(spec, G)
     runner = PlanRunner(model=model, plan=plan, dispatcher=disp, tracer=tracer, rank=0, shadow=shadow, probe=probe,
-                        image_keys_B=_image_keys(0, G, G, spec.guidance_scale is not None))
+                        image_keys_B=_image_keys(0, G, G, spec.guidance_scale is not None),
+                        sync_step=None if transport is None else transport.sync_step)
     samples = _sample_with(runner, whole, z_GCLL.to(device), y_G.to(device), model.null_class, -1)
     return RankResult(rank=0, samples_BCLL=samples.float().cpu(), record=runner.record,
                       trace_rows=tracer.rows(), device=str(device))

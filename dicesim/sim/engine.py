@@ -98,6 +98,11 @@ class _Rank:
 class Engine:
     """Builds the simpy world for one :class:`RunSpec`; :meth:`run` executes it once."""
 
+    #: a one-rank group launches collectives only when they loop through host memory (sim/hoststaged.py)
+    loopback = False
+    #: who moves the bytes: NCCL's transport factors apply for "nccl", none for "memcpy"
+    library = "nccl"
+
     def __init__(self, spec: RunSpec):
         self.spec = spec
         routing, profile = spec.routing, spec.profile
@@ -109,7 +114,7 @@ class Engine:
         self.env = env = simpy.Environment()
         self.rec = EventRecorder("sim") if spec.record else None
         nccl = spec.nccl or builtin_nccl_model()
-        G = efficiency_scaled_graph(effective_graph(spec.graph, nccl), profile)
+        G = efficiency_scaled_graph(effective_graph(spec.graph, nccl, self.library), profile)
         self._edges = [(u, v, str(d.get("link", ""))) for u, v, d in G.edges(data=True)]
         self.net = FlowNetwork(env, G, on_link_busy=self._on_link if self.rec is not None else None)
         self.slow = 1.0 + profile.interference
@@ -138,7 +143,7 @@ class Engine:
             route_lat = max(table.latency_s.values(), default=0.0)
             multi = len(members) > 1
             # NCCL's own terms apply only where its transports carry the routes (not on CPU/gloo graphs)
-            transports = route_transports(G, table.routes.values())
+            transports = route_transports(G, table.routes.values(), self.library)
             lib_lat = (nccl.a2a_latency_s + hop_latency_s(nccl, transports)) if transports else 0.0
             self._a2a_lat.append((profile.collective_base_s["all_to_all"] + cls_lat + lib_lat) if multi else 0.0)
             self._cnt_lat.append((profile.collective_base_s["count_exchange"] + cls_lat + route_lat + lib_lat)
@@ -265,7 +270,7 @@ class Engine:
         timeout, compute = env.timeout, self._compute
         moe, mm, cnt, cm, moe_n = st.moe, st.moe_m, st.cnt, st.cnt_m, st.moe.n
         hop = self.host_op_s
-        hcoll = self.host_coll_s if moe_n > 1 else 0.0  # a one-rank group launches no collective
+        hcoll = self.host_coll_s if moe_n > 1 or self.loopback else 0.0  # a one-rank group launches none
         exp_s = self.exp_s
         pend_d: dict[int, simpy.Event] = {}
         pend_c: dict[int, simpy.Event] = {}

@@ -108,7 +108,12 @@ def builtin_nccl_model() -> NcclModel:
 
 
 def link_transport(link_class: str, p2p: bool, library: str = "nccl") -> str | None:
-    """The transport a link of ``link_class`` carries, or None when no factor applies."""
+    """The transport a link of ``link_class`` carries, or None when no factor applies.
+
+    ``library`` ``"memcpy"`` (plain copy-engine copies, as the host-staged check makes) gets no
+    factor: its link figures are already measured copy rates."""
+    if library == "memcpy":
+        return None
     cls = link_class.lower()
     if cls.startswith("nvlink"):
         return "deepep_nvlink" if library == "deepep" else "nvlink"

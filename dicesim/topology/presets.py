@@ -16,6 +16,7 @@ import networkx as nx
 from dicesim.errors import TopologyError
 from dicesim.topology import hardware as hw
 from dicesim.topology.builders import multi_node, nvswitch_server, pcie_server, ring
+from dicesim.topology.host_staged import h100_host_staged, h200_host_staged
 from dicesim.topology.io import load_topology_file
 from dicesim.topology.validate import validate_topology
 
@@ -81,6 +82,8 @@ PRESETS: MappingProxyType[str, Callable[[], nx.DiGraph]] = MappingProxyType(
         "8x-dgx-h100-ib": partial(dgx_h100_ib, 8),
         "tiny-ring4": tiny_ring4,
         "tiny-2x2-ib": tiny_2x2_ib,
+        "1x-h100-host-staged": h100_host_staged,
+        "1x-h200-host-staged": h200_host_staged,
     }
 )
 
