@@ -183,7 +183,7 @@ def explorer(table: pd.DataFrame, *, x: str = "weighted_lag_steps", y: str = "st
     axis_opts = [(m, meta[m]["title"]) for m in metrics]
     controls += [_select("x", "x", axis_opts, x), _select("y", "y", axis_opts, y),
                  _select("color", "colour", [(c, c) for c in colours], color)]
-    payload = json.dumps(data, allow_nan=False).replace("</", "<\\/")
+    payload = json.dumps(data, allow_nan=False).replace("<", "\\u003c")  # no markup inside the script element
     controls_html = (f'<script type="application/json" id="{data_id}">{payload}</script>'
                      f'<div class="controls" id="{ctrl_id}" data-shown="" data-front="">{"".join(controls)}'
                      '<span class="status"></span></div>')
