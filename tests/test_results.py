@@ -12,7 +12,16 @@ import pytest
 
 from dicesim.cli import main
 from dicesim.errors import ConfigError
-from dicesim.results import IDENTITY, METRICS, PER_STEP, RESULT_SCHEMA, load_results, result_from_sim, results_frame
+from dicesim.results import (
+    IDENTITY,
+    METRICS,
+    PER_STEP,
+    RESULT_SCHEMA,
+    RunResult,
+    load_results,
+    result_from_sim,
+    results_frame,
+)
 from dicesim.scenario import make_scenario
 from dicesim.sim.api import simulate
 from dicesim.sweep import read_chunks
@@ -109,6 +118,8 @@ def test_old_sweep_chunks_are_read_with_the_schemas_names(tmp_path):
 def test_results_frame_columns_and_docs_list_every_field():
     frame = results_frame([])
     assert list(frame.columns) == [f.name for f in IDENTITY] + [f.name for f in METRICS]
+    names = {f.name for f in IDENTITY + METRICS + PER_STEP}
+    assert set(RunResult.model_fields) == names | {"schema_", "extra"}  # the documented list is the model
     doc = Path("docs/results.md").read_text(encoding="utf-8")
     for f in IDENTITY + METRICS + PER_STEP:
         assert f"`{f.name}`" in doc, f.name
