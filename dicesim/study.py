@@ -19,11 +19,12 @@ from typing import Any, Literal, Optional
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from dicesim.compare import headline_metrics
 from dicesim.errors import ConfigError, config_error_from_pydantic
 from dicesim.results import QualityFn
 from dicesim.scenario import Scenario, make_scenario
 from dicesim.strategy import COMPARE_DEFAULT, make_strategy
-from dicesim.sweep import SweepOutcome, headline_metrics, run_points
+from dicesim.sweep import SweepOutcome, run_points
 from dicesim.tomlio import read_toml
 
 #: the axes a study can vary, in the order the report uses them (first = bars, second = menu)

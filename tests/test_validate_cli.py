@@ -128,4 +128,4 @@ def test_runs_under_torchrun():
         cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert summary["world_size"] == 2 and summary["lag_kept_steps"][2] == [1, 1, 1, 1]
+    assert summary["world_size"] == 2 and summary["extra"]["lag_kept_steps"][2] == [1, 1, 1, 1]
