@@ -10,6 +10,7 @@ overlap, staleness and stale-buffer memory.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Sequence
@@ -21,19 +22,20 @@ from typing import Any
 import pandas as pd
 
 from dicesim.errors import ConfigError
+from dicesim.results import RunResult, result_from_sim, sim_metrics
 from dicesim.scenario import Scenario, load_scenario, make_scenario
 from dicesim.strategy import COMPARE_DEFAULT, make_strategy
 
-#: headline numbers of one run, SI units; ``exposed_comm_s`` is for the whole run,
-#: ``exposed_comm_step_s`` the mean per step (comparable with ``step_latency_s``)
+#: headline numbers of one run in the result schema (dicesim.results), SI units;
+#: ``exposed_comm_s`` is for the whole run, ``exposed_comm_step_s`` the mean per step
 METRIC_KEYS: tuple[str, ...] = (
-    "step_latency_s", "total_latency_s", "exposed_comm_s", "exposed_comm_step_s", "overlap_frac", "comm_frac",
-    "mean_lag", "weighted_lag", "peak_buffer_bytes",
+    "step_latency_s", "steady_step_latency_s", "total_latency_s", "exposed_comm_s", "exposed_comm_step_s",
+    "overlap_frac", "comm_frac", "mean_lag_steps", "weighted_lag_steps", "max_lag_steps", "peak_buffer_bytes",
 )
 #: columns of the comparison table, in print order
 TABLE_COLUMNS: tuple[str, ...] = (
-    "strategy", "step_latency_s", "speedup", "exposed_comm_step_s", "comm_frac", "overlap_frac", "mean_lag",
-    "weighted_lag", "peak_buffer_bytes",
+    "strategy", "step_latency_s", "speedup", "exposed_comm_step_s", "comm_frac", "overlap_frac", "mean_lag_steps",
+    "weighted_lag_steps", "peak_buffer_bytes",
 )
 
 
@@ -41,11 +43,13 @@ TABLE_COLUMNS: tuple[str, ...] = (
 class StrategyRun:
     """One strategy's simulated run, reduced to what reports need.
 
-    ``events`` holds only the steps in ``timeline_steps`` (the full table went to the trace).
+    ``events`` holds only the steps in ``timeline_steps`` (the full table went to the trace);
+    ``summary`` is ``result``'s scalar fields.
     """
 
     strategy: str
     scenario: Scenario
+    result: RunResult
     summary: dict[str, Any]
     per_step: pd.DataFrame
     lags: pd.DataFrame
@@ -93,14 +97,9 @@ def resolve_scenario(path: str | Path | None = None, *, model: str | None = None
 
 
 def headline_metrics(summary: dict[str, Any], per_step: pd.DataFrame | None = None) -> dict[str, float]:
-    """:data:`METRIC_KEYS` from a simulator summary (and per-step table for per-step exposure)."""
-    out = {k: float(summary[k]) for k in METRIC_KEYS if k in summary}
-    if per_step is not None and "exposed_comm_s" in per_step.columns and len(per_step):
-        out["exposed_comm_step_s"] = float(per_step["exposed_comm_s"].mean())
-    elif "exposed_comm_s" in summary:
-        steps = float(summary["total_latency_s"]) / float(summary["step_latency_s"]) if summary["step_latency_s"] else 1
-        out["exposed_comm_step_s"] = float(summary["exposed_comm_s"]) / max(round(steps), 1)
-    return out
+    """:data:`METRIC_KEYS` from a simulator summary (and per-step table for per-step figures)."""
+    metrics = sim_metrics(summary, per_step)
+    return {k: metrics[k] for k in METRIC_KEYS if k in metrics}
 
 
 def default_timeline_steps(steps: int) -> tuple[int, ...]:
@@ -125,16 +124,19 @@ def run_strategy(scenario: Scenario, *, trace_dir: str | Path | None = None,
     result = simulate(scenario, record=want_events)
     events = result.events if want_events else None
     name = scenario.strategy.name
+    run_result = result_from_sim(scenario, result.summary(), result.per_step)
     trace_path = None
     if events is not None and trace_dir is not None:
+        # the record in the metadata makes the trace file a result file too (dicesim results table)
         meta = TraceMeta(source="sim", scenario=scenario.model_dump(mode="json"), strategy=name,
                          world_size=scenario.world_size, model=scenario.model,
-                         extra={k: v for k, v in result.meta.items() if k != "scenario"})
+                         extra={**{k: v for k, v in result.meta.items() if k != "scenario"},
+                                "result": json.loads(run_result.to_json())})
         trace_path = write_trace(events, meta, trace_dir, trace_stem(name))["json"]
     if events is not None:
         events = events[events["step"].isin(list(timeline_steps))].reset_index(drop=True)
-    summary = {**result.summary(), **headline_metrics(result.summary(), result.per_step)}
-    return StrategyRun(strategy=name, scenario=scenario, summary=summary, per_step=result.per_step,
+    return StrategyRun(strategy=name, scenario=scenario, result=run_result, summary=run_result.row(),
+                       per_step=result.per_step,
                        lags=result.lags, links=result.links, events=events,
                        timeline_steps=tuple(timeline_steps), trace_path=trace_path)
 

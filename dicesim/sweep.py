@@ -11,10 +11,11 @@ key is already in a chunk are not evaluated again. A configuration the model rej
 experts on 3 GPUs) is recorded as ``skipped`` with its one-line reason; an unexpected
 exception is recorded as ``error`` and retried on the next run.
 
-Execution: ``workers=0`` evaluates in this process (tests, debugging); otherwise chunks go to a
-``dask.distributed`` cluster: a LocalCluster of ``workers`` processes, or the scheduler at
-``scheduler`` (workers there need dicesim installed; results come back to this process, so
-workers need no shared disk).
+Execution (:mod:`dicesim.cluster`): ``workers=0`` evaluates in this process (tests,
+debugging); otherwise chunks go to a ``dask.distributed`` cluster: a LocalCluster of
+``workers`` processes, or the scheduler at ``scheduler`` (workers there need dicesim
+installed; results come back to this process, so workers need no shared disk).
+:func:`run_points` runs any explicit list of configurations the same way (``dicesim study``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,16 +32,13 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dicesim.atomic import write_parquet_atomic
+from dicesim.cluster import map_jobs
 from dicesim.compare import METRIC_KEYS, headline_metrics
 from dicesim.errors import ConfigError, DicesimError, config_error_from_pydantic
+from dicesim.results import rename_legacy_columns
 from dicesim.scenario import Scenario, make_scenario, scenario_from_dict
 from dicesim.strategy import STRATEGY_NAMES, StrategyConfig, make_strategy
 from dicesim.tomlio import read_toml
-
-if sys.version_info >= (3, 11):
-    pass
-else:  # pragma: no cover
-    pass
 
 SWEEP_FORMAT = "dicesim-sweep/1"  # part of every key: bump it when a result's meaning changes
 SCENARIO_AXES = ("model", "num_experts", "batch", "image_size", "steps", "cfg", "dtype", "topology",
@@ -199,7 +196,7 @@ def point_scenario(base: Scenario, point: dict[str, Any]) -> tuple[Scenario, str
         moot = [k for k in overrides if k not in ("scheme", "count_comm")]
         if moot:
             raise ConfigError(f"axes.{moot[0]}", f"redundant: has no effect on scheme {strategy.scheme!r}")
-    preset_match = _matching_preset(strategy)
+    preset_match = matching_preset(strategy)
     if preset_match:
         label = preset_match
         strategy = strategy.model_copy(update={"name": label})
@@ -207,7 +204,7 @@ def point_scenario(base: Scenario, point: dict[str, Any]) -> tuple[Scenario, str
     return make_scenario(**fields), label
 
 
-def _matching_preset(strategy: StrategyConfig) -> str | None:
+def matching_preset(strategy: StrategyConfig) -> str | None:
     """Name of the preset this strategy equals in everything but its name, if any."""
     mine = strategy.model_dump(exclude={"name"})
     for name in STRATEGY_NAMES:
@@ -250,16 +247,27 @@ def evaluate_chunk(base: Scenario, items: Sequence[tuple[int, str, dict]], evalu
         status, reason, metrics = "ok", "", {}
         try:
             scenario, label = point_scenario(base, point)
-            summary = evaluate(scenario)
-            metrics = {k: float(summary[k]) for k in METRIC_KEYS if k in summary}
+            metrics = _scalars(evaluate(scenario))
         except DicesimError as exc:
             status, reason = "skipped", exc.one_line()
         except Exception as exc:  # noqa: BLE001 -- recorded, retried on the next run
             status, reason = "error", (f"{type(exc).__name__}: {exc}".splitlines() or [""])[0]
         row = {"index": index, "key": key, "status": status, "reason": reason, **_descriptor(base, point, label)}
-        row.update({k: metrics.get(k, float("nan")) for k in METRIC_KEYS})
+        row.update({k: metrics.pop(k, float("nan")) for k in METRIC_KEYS})
+        row.update(metrics)  # further columns an evaluator adds (a study's busiest link, ...)
         rows.append(row)
     return rows
+
+
+def _scalars(summary: dict) -> dict[str, Any]:
+    """Numbers as floats and text as text; lists and tables stay out of a result row."""
+    out: dict[str, Any] = {}
+    for k, v in summary.items():
+        if isinstance(v, str):
+            out[k] = v
+        elif isinstance(v, (int, float)) or hasattr(v, "dtype"):
+            out[k] = float(v)
+    return out
 
 
 def read_chunks(out_dir: str | Path) -> pd.DataFrame:
@@ -273,7 +281,7 @@ def read_chunks(out_dir: str | Path) -> pd.DataFrame:
             continue
     if not frames:
         return pd.DataFrame(columns=["index", "key", "status"])
-    df = pd.concat(frames, ignore_index=True)
+    df = rename_legacy_columns(pd.concat(frames, ignore_index=True))
     df = df.assign(_rank=(df["status"] == "error").astype(int)).sort_values(["key", "_rank"], kind="stable")
     return df.drop_duplicates("key").drop(columns="_rank")
 
@@ -290,28 +298,6 @@ def _write_chunk(out_dir: Path, rows: list[dict]) -> Path:
     return path
 
 
-def _run_dask(base: Scenario, chunks: list, evaluate: Evaluator | None, *, workers: int, scheduler: str | None,
-              processes: bool, sink: Callable[[list[dict]], None]) -> None:
-    from dask.distributed import Client, LocalCluster, as_completed
-
-    cluster = None
-    if scheduler:
-        client = Client(scheduler)
-    else:
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=processes,
-                               dashboard_address=None)
-        client = Client(cluster)
-    try:
-        [base_f] = client.scatter([base], broadcast=True)
-        futures = [client.submit(evaluate_chunk, base_f, chunk, evaluate, pure=False) for chunk in chunks]
-        for fut in as_completed(futures):
-            sink(fut.result())
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
-
-
 def run_sweep(spec: SweepSpec, out_dir: str | Path, *, workers: int = 0, scheduler: str | None = None,
               processes: bool = True, chunk_size: int | None = None, evaluate: Evaluator | None = None,
               on_chunk: Callable[[Path, list[dict]], None] | None = None) -> SweepOutcome:
@@ -321,25 +307,26 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, *, workers: int = 0, schedul
     Dask processes). ``on_chunk(path, rows)`` is called after each chunk is on disk. Returns
     the complete, deterministic result table (rows in configuration order) and counts.
     """
+    return run_points(spec.base, spec.points(), out_dir, workers=workers, scheduler=scheduler,
+                      processes=processes, chunk_size=chunk_size or spec.options.chunk_size, evaluate=evaluate,
+                      on_chunk=on_chunk)
+
+
+def run_points(base: Scenario, points: Sequence[dict[str, Any]], out_dir: str | Path, *, workers: int = 0,
+               scheduler: str | None = None, processes: bool = True, chunk_size: int = 16,
+               evaluate: Evaluator | None = None,
+               on_chunk: Callable[[Path, list[dict]], None] | None = None) -> SweepOutcome:
+    """:func:`run_sweep` for an explicit list of configurations (``{axis: value}`` on ``base``)."""
     out = Path(out_dir)
-    points = spec.points()
-    items = [(i, config_key(spec.base, p), p) for i, p in enumerate(points)]
+    items = [(i, config_key(base, p), p) for i, p in enumerate(points)]
     done = read_chunks(out)
     done_keys = set(done.loc[done["status"] != "error", "key"])
     pending = [it for it in items if it[1] not in done_keys]
-    chunks = _chunks(pending, chunk_size or spec.options.chunk_size)
-
-    def sink(rows: list[dict]) -> None:
+    for _, rows in map_jobs(evaluate_chunk, [(chunk, evaluate) for chunk in _chunks(pending, chunk_size)],
+                            workers=workers, scheduler=scheduler, processes=processes, shared=(base,)):
         path = _write_chunk(out, rows)
         if on_chunk is not None:
             on_chunk(path, rows)
-
-    if chunks and (workers > 0 or scheduler):
-        _run_dask(spec.base, chunks, evaluate, workers=max(workers, 1), scheduler=scheduler,
-                  processes=processes, sink=sink)
-    else:
-        for chunk in chunks:
-            sink(evaluate_chunk(spec.base, chunk, evaluate))
     table = collect_table(out, [it[1] for it in items])
     return SweepOutcome(table=table, n_total=len(items), n_cached=len(items) - len(pending), n_run=len(pending))
 

@@ -13,8 +13,8 @@ from dicesim.strategy import COMPARE_DEFAULT
 from dicesim.trace import read_trace
 
 TINY = ["--model", "tiny", "--world-size", "4", "--batch", "2", "--steps", "6"]
-SUMMARY_KEYS = ("step_latency_s", "total_latency_s", "exposed_comm_s", "overlap_frac", "comm_frac", "mean_lag",
-                "weighted_lag", "peak_buffer_bytes")
+SUMMARY_KEYS = ("step_latency_s", "total_latency_s", "exposed_comm_s", "overlap_frac", "comm_frac", "mean_lag_steps",
+                "weighted_lag_steps", "max_lag_steps", "peak_buffer_bytes")
 
 
 def test_simulate_json_is_one_object_with_the_summary_keys(capsys):
@@ -26,7 +26,10 @@ def test_simulate_json_is_one_object_with_the_summary_keys(capsys):
         assert key in doc, key
     assert doc["label"] == "tiny x4 8x-rtx4090-pcie b2 256px 6 steps dice"
     assert doc["step_latency_s"] > 0 and doc["total_latency_s"] == pytest.approx(6 * doc["step_latency_s"])
-    assert doc["weighted_lag"] > 0  # dice runs layers asynchronously
+    assert doc["weighted_lag_steps"] > 0  # dice runs layers asynchronously
+    assert doc["schema"] == "dicesim-result/1" and doc["source"] == "sim"
+    assert len(doc["per_step_latency_s"]) == 6 and sum(doc["per_step_latency_s"]) == pytest.approx(
+        doc["total_latency_s"])
 
 
 def test_simulate_flags_override_the_scenario_file(tmp_path, capsys):

@@ -112,7 +112,7 @@ def test_link_utilisation_in_percent_busiest_first_grouped():
 
 def test_pareto_figure_front_and_units():
     df = pd.DataFrame({"strategy": ["sync", "displaced", "interweaved", "dice", "bad"],
-                       "weighted_lag": [0.0, 1.9, 1.0, 0.6, 2.0],
+                       "weighted_lag_steps": [0.0, 1.9, 1.0, 0.6, 2.0],
                        "step_latency_s": [1.3, 0.80, 0.81, 1.0, 1.4]})
     fig = fig_pareto(df)
     front = [t for t in fig.data if t.name == "Pareto front"][0]

@@ -32,8 +32,8 @@ def fake_metrics(sc) -> dict:
     lat = (0.1 if s.scheme == "sync" else 0.05) * 8 / sc.world_size
     return dict(step_latency_s=lat, total_latency_s=lat * sc.steps, exposed_comm_s=lat / 4 * sc.steps,
                 exposed_comm_step_s=lat / 4, overlap_frac=0.0 if s.scheme == "sync" else 0.9, comm_frac=0.5,
-                mean_lag=0.0 if s.scheme == "sync" else float(s.cond_interval),
-                weighted_lag=0.0 if s.scheme == "sync" else 0.8 * s.cond_interval, peak_buffer_bytes=2.0**20)
+                mean_lag_steps=0.0 if s.scheme == "sync" else float(s.cond_interval),
+                weighted_lag_steps=0.0 if s.scheme == "sync" else 0.8 * s.cond_interval, peak_buffer_bytes=2.0**20)
 
 
 def failing_once(sc) -> dict:
@@ -183,7 +183,7 @@ def test_best_under_budget_and_speedup():
         "index": range(5), "key": list("abcde"), "status": ["ok", "ok", "ok", "ok", "skipped"], "reason": "",
         "strategy": ["sync", "displaced", "dice", "sync", "dice"], "topology": ["t"] * 5,
         "world_size": [8, 8, 8, 4, 4], "step_latency_s": [1.0, 0.5, 0.8, 2.0, math.nan],
-        "weighted_lag": [0.0, 1.9, 0.6, 0.0, math.nan],
+        "weighted_lag_steps": [0.0, 1.9, 0.6, 0.0, math.nan],
     })
     assert with_speedup(table)["speedup"].tolist()[:4] == pytest.approx([1.0, 2.0, 1.25, 1.0])
     best = best_under_budget(table).set_index("world_size")
@@ -240,4 +240,4 @@ def test_cli_sweep_rejects_workers_with_scheduler(tmp_path, capsys):
     path = tmp_path / "sweep.toml"
     path.write_text(SWEEP_TOML)
     code = main(["sweep", str(path), "--out", str(tmp_path), "--workers", "2", "--dask-scheduler", "tcp://x:1"])
-    assert code == 2 and "--dask-scheduler" in capsys.readouterr().err
+    assert code == 2 and "--scheduler" in capsys.readouterr().err

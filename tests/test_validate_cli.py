@@ -101,9 +101,11 @@ def test_json_summary_and_trace_files(tmp_path):
                 "--count-comm", "separate", "--seed", "3", "--trace-out", str(out), "--json")
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
-    assert summary["world_size"] == 2 and len(summary["step_latency_s"]) == 4
-    assert len(summary["exposed_comm_s"]) == 4 and len(summary["held_nbytes_per_rank"]) == 2
-    assert summary["mean_lag_steps"] > 0 and summary["shadow_rel_l2_max"] > 0
+    assert summary["schema"] == "dicesim-result/1" and summary["source"] == "executor"
+    assert summary["world_size"] == 2 and len(summary["per_step_latency_s"]) == 4
+    assert summary["total_latency_s"] == pytest.approx(sum(summary["per_step_latency_s"]))
+    assert len(summary["per_step_exposed_comm_s"]) == 4 and len(summary["extra"]["held_nbytes_per_rank"]) == 2
+    assert summary["mean_lag_steps"] > 0 and summary["shadow_rel_l2_max"] > 0 and summary["peak_buffer_bytes"] > 0
     files = sorted(p.name for p in out.iterdir())
     assert len(files) == 2 and not any(f.startswith(".") for f in files)
     df, meta = read_trace(next(out.glob("*.parquet")))
@@ -126,4 +128,4 @@ def test_runs_under_torchrun():
         cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert summary["world_size"] == 2 and summary["lag_kept_steps"][2] == [1, 1, 1, 1]
+    assert summary["world_size"] == 2 and summary["extra"]["lag_kept_steps"][2] == [1, 1, 1, 1]

@@ -7,7 +7,6 @@ dies or hangs: one line on stderr, exit code 1, no trace written.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -105,8 +104,10 @@ def run(
     if trace_out is not None:
         paths = write_run_trace(outcome, trace_out)
         summary["trace_files"] = {k: str(v) for k, v in paths.items()}
-    if as_json:
-        print(json.dumps(summary, allow_nan=False))
+    if as_json:  # the shared result schema (dicesim.results), the same the simulator prints
+        from dicesim.results import result_from_executor
+
+        print(result_from_executor(summary).to_json())
         return
     _print_human(summary)
 

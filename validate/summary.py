@@ -67,6 +67,7 @@ def summarize(outcome: RunOutcome) -> dict[str, Any]:
         "step_latency_s": _floats(lat.max(axis=0)),
         "step_latency_s_per_rank": [_floats(r) for r in lat],
         "exposed_comm_s": _floats(exposed.max(axis=0)),
+        "exposed_comm_s_per_rank": [_floats(r) for r in exposed],
         "mean_step_latency_s": float(lat.max(axis=0)[1:].mean() if lat.shape[1] > 1 else lat.max()),
         "total_exposed_comm_s": float(exposed.max(axis=0).sum()),
         "held_nbytes_per_rank": held.astype(int).tolist(),

@@ -78,18 +78,16 @@ def simulate(
     run = run_strategy(sc, trace_dir=out, timeline_steps=default_timeline_steps(sc.steps) if out else (),
                        record=out is not None)
     wall_s = time.perf_counter() - t0
-    doc = {"label": sc.label(), "strategy": sc.strategy.name, **run.summary}
     written: list[Path] = []
     if out is not None:
         for name, table in (("per_step", run.per_step), ("lags", run.lags), ("links", run.links)):
             written.append(write_parquet_atomic(table, out / f"{name}.parquet"))
-        summary_json = json.dumps({k: _finite(v) for k, v in doc.items()}, indent=2)
-        written.append(write_text_atomic(summary_json, out / "summary.json"))
+        written.append(write_text_atomic(run.result.to_json(indent=2) + "\n", out / "summary.json"))
         written.append(write_report(simulation_sections(run), out / "report.html", title=f"dicesim: {sc.label()}"))
         if run.trace_path is not None:
             written.insert(0, run.trace_path)
     if as_json:
-        _print_json(doc)
+        sys.stdout.write(run.result.to_json() + "\n")
         return
     con = make_console()
     con.print(f"{sc.label()}  ({sc.strategy.describe()}; simulated in {wall_s:.2f} s)")

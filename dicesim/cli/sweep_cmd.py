@@ -20,7 +20,7 @@ def sweep(
     out: Path = typer.Option(Path("out/sweep"), "--out", help="result directory (chunks/, sweep.parquet, report.html)"),
     workers: Optional[int] = typer.Option(None, "--workers", min=0,
                                           help="local Dask worker processes (0 = run in this process; default: CPUs)"),
-    dask_scheduler: Optional[str] = typer.Option(None, "--dask-scheduler",
+    dask_scheduler: Optional[str] = typer.Option(None, "--scheduler", "--dask-scheduler",
                                                  help="address of a running Dask scheduler, e.g. tcp://host:8786"),
     max_lag: Optional[float] = typer.Option(None, "--max-lag", min=0, help="budget: weighted lag (steps)"),
     max_latency_ms: Optional[float] = typer.Option(None, "--max-latency-ms", min=0, help="budget: step latency (ms)"),
@@ -32,7 +32,7 @@ def sweep(
     from dicesim.sweep import load_sweep, run_sweep, write_sweep_table
 
     if dask_scheduler and workers is not None:
-        raise ConfigError("--workers", "cannot be combined with --dask-scheduler (the cluster decides)")
+        raise ConfigError("--workers", "cannot be combined with --scheduler (the cluster decides)")
     spec = load_sweep(sweep_file)
     lag_budget = spec.options.max_lag if max_lag is None else max_lag
     latency_budget = spec.options.max_latency_ms if max_latency_ms is None else max_latency_ms

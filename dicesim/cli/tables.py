@@ -6,6 +6,7 @@ import sys
 
 import pandas as pd
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from dicesim.report.units import display_frame
@@ -23,7 +24,7 @@ def rich_table(df: pd.DataFrame, *, title: str | None = None, columns: list[str]
         table.add_column(str(header), justify="right" if numeric else "left",
                          min_width=None if numeric else min(longest, 28), overflow="fold")
     for row in shown.itertuples(index=False):
-        table.add_row(*[str(v) for v in row])
+        table.add_row(*[escape(str(v)) for v in row])  # labels such as "dice[cond_interval=4]" are not markup
     return table
 
 

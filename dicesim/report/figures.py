@@ -177,7 +177,7 @@ def fig_link_utilisation(links_df: pd.DataFrame, *, top: int = 40, value: str = 
     return fig
 
 
-def fig_pareto(sweep_df: pd.DataFrame, x: str = "weighted_lag", y: str = "step_latency_s", *,
+def fig_pareto(sweep_df: pd.DataFrame, x: str = "weighted_lag_steps", y: str = "step_latency_s", *,
                color: str = "strategy", hover: str | None = "label") -> go.Figure:
     """Scatter of every configuration in (x, y), coloured by ``color``, with the Pareto front.
 

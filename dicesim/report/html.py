@@ -20,7 +20,22 @@ import plotly.graph_objects as go
 from dicesim.atomic import write_text_atomic
 from dicesim.report.units import display_frame
 
-Item = Union[go.Figure, pd.DataFrame, str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Interactive:
+    """A plotly figure with controls above it and a script run once it is drawn.
+
+    ``controls_html`` is trusted markup built by dicesim (values already escaped);
+    ``script`` is JavaScript in which ``{plot_id}`` names the figure's element.
+    """
+
+    figure: go.Figure
+    controls_html: str
+    script: str
+
+
+Item = Union[go.Figure, Interactive, pd.DataFrame, str]
 
 _STYLE = """
 body { font-family: system-ui, -apple-system, Segoe UI, sans-serif; margin: 2em auto; max-width: 1200px;
@@ -31,6 +46,8 @@ table.dicesim th, table.dicesim td { border: 1px solid #ddd; padding: .25em .6em
 table.dicesim th { background: #f4f4f4; }
 table.dicesim td:first-child, table.dicesim th:first-child { text-align: left; }
 p.note { color: #555; }
+div.controls { display: flex; flex-wrap: wrap; gap: .4em 1.2em; align-items: center; margin: .5em 0; }
+div.controls label { font-size: .9em; } div.controls .status { color: #555; font-size: .9em; }
 """
 
 
@@ -46,12 +63,17 @@ def _render_item(item: Item, *, embed_js: bool | str) -> tuple[str, bool]:
     """HTML of one item, and whether it consumed the one plotly.js embedding."""
     if isinstance(item, go.Figure):
         return item.to_html(full_html=False, include_plotlyjs=embed_js, config={"displaylogo": False}), True
+    if isinstance(item, Interactive):
+        fig = item.figure.to_html(full_html=False, include_plotlyjs=embed_js, config={"displaylogo": False},
+                                  post_script=item.script)
+        return item.controls_html + fig, True
     if isinstance(item, pd.DataFrame):
         shown = display_frame(item)
         return shown.to_html(index=False, classes="dicesim", border=0, escape=True), False
     if isinstance(item, str):
         return f'<p class="note">{html.escape(item)}</p>', False
-    raise TypeError(f"report item must be a plotly Figure, a DataFrame or a str, got {type(item).__name__}")
+    raise TypeError(f"report item must be a plotly Figure, a DataFrame or a str (or an Interactive), "
+                    f"got {type(item).__name__}")
 
 
 def render_report(sections: Iterable[Section], *, title: str = "dicesim report", plotlyjs: str = "embed") -> str:

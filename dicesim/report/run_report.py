@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from dicesim.compare import Comparison, StrategyRun
 
 _SUMMARY_ROWS = ("step_latency_s", "total_latency_s", "exposed_comm_step_s", "comm_frac", "overlap_frac",
-                 "mean_lag", "weighted_lag", "max_lag", "peak_buffer_bytes")
+                 "mean_lag_steps", "weighted_lag_steps", "max_lag_steps", "peak_buffer_bytes")
 
 
 def link_frame(links: pd.DataFrame) -> pd.DataFrame:

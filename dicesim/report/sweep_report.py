@@ -12,8 +12,10 @@ import numpy as np
 import pandas as pd
 
 from dicesim.compare import METRIC_KEYS
-from dicesim.report.figures import fig_pareto, pareto_mask
+from dicesim.report.explorer import explorer
+from dicesim.report.figures import pareto_mask
 from dicesim.report.html import Section
+from dicesim.sweep import AXES
 
 #: columns that describe the strategy rather than the scenario it runs on
 STRATEGY_COLUMNS = frozenset({
@@ -23,11 +25,15 @@ STRATEGY_COLUMNS = frozenset({
 _BEST_DETAIL = ("sync_layers", "cond_interval")
 _NOT_DESCRIPTORS = frozenset({"index", "key", "status", "reason", "label", "speedup"})
 _METRICS = frozenset(METRIC_KEYS)
+_AXES = frozenset(AXES)
 
 
 def scenario_columns(table: pd.DataFrame) -> list[str]:
-    """Descriptor columns that are not about the strategy (model, topology, world_size, batch...)."""
-    return [c for c in table.columns if c not in STRATEGY_COLUMNS | _NOT_DESCRIPTORS | _METRICS]
+    """Descriptor columns that are not about the strategy (model, topology, world_size, batch...).
+
+    Only sweep axes count: columns an evaluator adds (a study's busiest link) describe results.
+    """
+    return [c for c in table.columns if c in _AXES and c not in STRATEGY_COLUMNS | _NOT_DESCRIPTORS | _METRICS]
 
 
 def with_speedup(table: pd.DataFrame) -> pd.DataFrame:
@@ -62,7 +68,7 @@ def best_under_budget(table: pd.DataFrame, *, max_lag: float | None = None, max_
     ok = df["status"] == "ok"
     feasible = ok.copy()
     if max_lag is not None:
-        feasible &= df["weighted_lag"] <= max_lag
+        feasible &= df["weighted_lag_steps"] <= max_lag
     if max_latency_ms is not None:
         feasible &= df["step_latency_s"] * 1e3 <= max_latency_ms
     df = df.assign(_feasible=feasible, _ok=ok)
@@ -72,26 +78,18 @@ def best_under_budget(table: pd.DataFrame, *, max_lag: float | None = None, max_
         if not part["_ok"].any():
             continue  # nothing valid ran here; the skipped table says why
         row = dict(zip(group_cols, keys))
-        cand = part[part["_feasible"]].sort_values(["step_latency_s", "weighted_lag", "index"], kind="stable")
+        cand = part[part["_feasible"]].sort_values(["step_latency_s", "weighted_lag_steps", "index"], kind="stable")
         row["feasible"] = f"{len(cand)} of {int(part['_ok'].sum())}"
         if len(cand):
             best = cand.iloc[0]
             row.update(best=best["strategy"], **{c: best[c] for c in _BEST_DETAIL if c in best.index},
-                       step_latency_s=best["step_latency_s"], weighted_lag=best["weighted_lag"],
+                       step_latency_s=best["step_latency_s"], weighted_lag_steps=best["weighted_lag_steps"],
                        speedup=best["speedup"])
         else:
             row.update(best="(none within budget)", **{c: "" for c in _BEST_DETAIL if c in df.columns},
-                       step_latency_s=np.nan, weighted_lag=np.nan, speedup=np.nan)
+                       step_latency_s=np.nan, weighted_lag_steps=np.nan, speedup=np.nan)
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def _labelled(table: pd.DataFrame) -> pd.DataFrame:
-    cols = scenario_columns(table)
-    label = table["strategy"].astype(str)
-    for c in cols:
-        label = label + f" {c}=" + table[c].astype(str)
-    return table.assign(label=label)
 
 
 def sweep_sections(table: pd.DataFrame, *, max_lag: float | None = None, max_latency_ms: float | None = None,
@@ -105,14 +103,18 @@ def sweep_sections(table: pd.DataFrame, *, max_lag: float | None = None, max_lat
     budget = ", ".join(filter(None, [f"weighted lag <= {max_lag} steps" if max_lag is not None else "",
                                      f"step latency <= {max_latency_ms} ms" if max_latency_ms is not None else ""]))
     shown = ["strategy", *scenario_columns(table), "sync_layers", "cond_interval", "step_latency_s", "speedup",
-             "exposed_comm_step_s", "overlap_frac", "mean_lag", "weighted_lag", "peak_buffer_bytes"]
+             "exposed_comm_step_s", "overlap_frac", "mean_lag_steps", "weighted_lag_steps", "peak_buffer_bytes"]
     shown = list(dict.fromkeys(c for c in shown if c in table.columns))
     sections = [Section(title="Sweep", items=(summary,))]
     if len(ok):
-        front = ok[pareto_mask(ok, "weighted_lag", "step_latency_s")].sort_values(["weighted_lag", "step_latency_s"])
+        front = ok[pareto_mask(ok, "weighted_lag_steps", "step_latency_s")].sort_values(
+            ["weighted_lag_steps", "step_latency_s"])
+        filters = [c for c in shown if c in ok.columns and c not in _METRICS and c != "speedup"]
         sections.append(Section(title="Step latency vs staleness", items=(
-            fig_pareto(_labelled(ok), x="weighted_lag", y="step_latency_s"),
-            "Pareto-optimal configurations (no other configuration is both faster and less stale):",
+            explorer(ok, x="weighted_lag_steps", y="step_latency_s", filters=filters, element_id="sweep-explorer"),
+            "Filter by any axis and pick the metrics; the dashed line is the Pareto front of what is shown "
+            "(the view is kept in the address, #...). Over the whole sweep, the Pareto-optimal configurations "
+            "(no other configuration is both faster and less stale) are:",
             front[shown],
         )))
         best = best_under_budget(table, max_lag=max_lag, max_latency_ms=max_latency_ms)

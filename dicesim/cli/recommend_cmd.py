@@ -1,0 +1,108 @@
+"""`dicesim recommend`: the strategy and modifiers that meet your limits, ranked, with the reasons."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.markup import escape
+
+from dicesim.atomic import write_parquet_atomic, write_text_atomic
+from dicesim.cli import app
+from dicesim.cli.simulate_cmd import (
+    _ALPHA,
+    _BATCH,
+    _HIST,
+    _IMAGE,
+    _MODEL,
+    _PROFILE,
+    _ROUTING,
+    _SCENARIO_HELP,
+    _STEPS,
+    _TOPOLOGY,
+    _WORLD,
+)
+from dicesim.cli.study_cmd import QUALITY_NOTE, csv_list, scale_out
+from dicesim.cli.tables import console as make_console, rich_table
+
+
+@app.command()
+def recommend(
+    scenario: Optional[Path] = typer.Argument(None, help=_SCENARIO_HELP),
+    model: Optional[str] = _MODEL, topology: Optional[str] = _TOPOLOGY, world_size: Optional[int] = _WORLD,
+    batch: Optional[int] = _BATCH, image_size: Optional[int] = _IMAGE, steps: Optional[int] = _STEPS,
+    profile: Optional[str] = _PROFILE, routing: Optional[str] = _ROUTING, zipf_alpha: Optional[float] = _ALPHA,
+    histogram: Optional[str] = _HIST,
+    max_lag: Optional[float] = typer.Option(None, "--max-lag", min=0,
+                                            help="limit: largest lag of any expert output (steps)"),
+    max_weighted_lag: Optional[float] = typer.Option(None, "--max-weighted-lag", min=0,
+                                                     help="limit: router-weighted mean lag (steps)"),
+    max_buffer_gib: Optional[float] = typer.Option(None, "--max-buffer-gib", min=0,
+                                                   help="limit: stale-buffer memory per GPU (GiB)"),
+    min_quality: Optional[float] = typer.Option(None, "--min-quality",
+                                                help="limit: predicted quality (needs a quality model)"),
+    latency_target_ms: Optional[float] = typer.Option(None, "--latency-target-ms", min=0,
+                                                      help="limit: step latency (ms)"),
+    schemes: Optional[str] = typer.Option(None, "--schemes", help="asynchronous schemes to search "
+                                                                  "(default: displaced,interweaved)"),
+    block_sizes: Optional[str] = typer.Option(None, "--block-sizes",
+                                              help="sizes of the synchronous deep blocks (default: every 1/8 of "
+                                                   "the depth)"),
+    cond_intervals: Optional[str] = typer.Option(None, "--cond-intervals", help="default: 1,2,4"),
+    cond_policies: Optional[str] = typer.Option(None, "--cond-policies", help="default: low,high,random"),
+    warmups: Optional[str] = typer.Option(None, "--warmups", help="warm-up steps (default: 1,2,4)"),
+    exhaustive: bool = typer.Option(False, "--exhaustive", help="simulate every screened candidate (no bounds)"),
+    top: int = typer.Option(10, "--top", min=1, help="candidates to list"),
+    out: Path = typer.Option(Path("out/recommend"), "--out", help="candidates.parquet/.csv and report.html"),
+    workers: Optional[int] = typer.Option(None, "--workers", min=0,
+                                          help="local Dask worker processes (0 = this process; default: CPUs)"),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="address of a running Dask scheduler"),
+) -> None:
+    """Search strategies and their modifiers under limits; rank them and show the Pareto front."""
+    from dicesim.compare import resolve_scenario
+    from dicesim.recommend import make_limits, search
+    from dicesim.report.html import write_report
+    from dicesim.report.recommend_report import exclusion_table, front_table, ranking_table, recommend_sections
+    from dicesim.report.units import unit_for
+    from dicesim.search_space import make_space
+
+    sc = resolve_scenario(scenario, model=model, topology=topology, world_size=world_size, batch=batch,
+                          image_size=image_size, steps=steps, profile=profile, routing=routing,
+                          zipf_alpha=zipf_alpha, histogram=histogram)
+    limits = make_limits(max_lag_steps=max_lag, max_weighted_lag_steps=max_weighted_lag,
+                         max_buffer_bytes=None if max_buffer_gib is None else max_buffer_gib * 2**30,
+                         min_quality=min_quality,
+                         max_step_latency_s=None if latency_target_ms is None else latency_target_ms / 1e3)
+    space = make_space(schemes=csv_list(schemes, "--schemes"), block_sizes=csv_list(block_sizes, "--block-sizes", int),
+                       cond_intervals=csv_list(cond_intervals, "--cond-intervals", int),
+                       cond_policies=csv_list(cond_policies, "--cond-policies"),
+                       warmups=csv_list(warmups, "--warmups", int))
+    n_workers = scale_out(workers, scheduler)
+    con = make_console()
+    con.print(f"{sc.setup_label()}; limits: {limits.describe()}")
+    t0 = time.perf_counter()
+    rec = search(sc, space, limits, exhaustive=exhaustive, workers=n_workers, scheduler=scheduler)
+    wall_s = time.perf_counter() - t0
+    out.mkdir(parents=True, exist_ok=True)
+    write_parquet_atomic(rec.table, out / "candidates.parquet")
+    write_text_atomic(rec.table.to_csv(index=False), out / "candidates.csv")
+    report = write_report(recommend_sections(rec, quality_note=QUALITY_NOTE), out / "report.html",
+                          title=f"dicesim recommend: {sc.setup_label()}")
+    best = rec.best
+    if best is not None:
+        con.print(f"[bold]Recommended: {escape(str(best['strategy']))}[/bold] - {escape(str(best['reason']))}; "
+                  f"{unit_for('step_latency_s').show(best['step_latency_s'])} ms per step"
+                  + (f", {best['speedup']:.2f}x over sync" if best["speedup"] == best["speedup"] else ""))
+        con.print(rich_table(ranking_table(rec, top), title=f"The {min(top, len(rec.ranked))} fastest within the limits"))
+        con.print(rich_table(front_table(rec), title="Pareto front: step latency vs weighted lag vs buffer memory"))
+    else:
+        con.print("[bold]No candidate meets every limit.[/bold]")
+    con.print(rich_table(exclusion_table(rec), title="Why the others are out"))
+    if rec.violations:
+        first = escape(f"{rec.violations[0][0]} slower than {rec.violations[0][1]}")
+        con.print(f"[yellow]the order the bounds assume failed for {len(rec.violations)} pairs (first: {first}); "
+                  "rerun with --exhaustive[/yellow]")
+    con.print(f"{len(rec.table)} candidates, {rec.n_classes} timing classes within the limits, {rec.n_simulated} "
+              f"simulated in {rec.rounds} rounds ({wall_s:.1f} s); wrote {out / 'candidates.csv'} and {report}")

@@ -1,0 +1,96 @@
+"""`dicesim study`: strategies compared along one or two axes, one offline HTML report."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from dicesim.atomic import write_parquet_atomic, write_text_atomic
+from dicesim.cli import app
+from dicesim.cli.tables import console as make_console, rich_table
+from dicesim.errors import ConfigError
+
+#: shown where the predicted-quality column would be, until a quality model is wired in
+QUALITY_NOTE = ("Predicted quality is not shown: this build has no quality model yet "
+                "(the measured staleness-vs-output numbers are in docs/staleness-quality.md).")
+
+
+def csv_list(value: Optional[str], option: str, kind: type = str) -> Optional[tuple]:
+    """``"a,b"`` -> ``("a", "b")`` (or ints); None stays None; bad items are one-line errors."""
+    if value is None:
+        return None
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    if not items:
+        raise ConfigError(option, "needs at least one value")
+    try:
+        return tuple(kind(v) for v in items)
+    except ValueError:
+        raise ConfigError(option, f"{value!r} is not a comma-separated list of {kind.__name__}s") from None
+
+
+def scale_out(workers: Optional[int], scheduler: Optional[str]) -> int:
+    """Local worker processes to start: none with a scheduler; default one per CPU."""
+    if scheduler and workers is not None:
+        raise ConfigError("--workers", "cannot be combined with --scheduler (the cluster decides)")
+    return (os.cpu_count() or 1) if workers is None else workers
+
+
+@app.command()
+def study(
+    study_file: Optional[Path] = typer.Argument(None, help="study TOML with a [study] table (default: the "
+                                                           "built-in topologies for XL/2 and G/2 across batches)"),
+    models: Optional[str] = typer.Option(None, "--models", help="comma-separated model presets, e.g. XL/2,G/2"),
+    topologies: Optional[str] = typer.Option(None, "--topologies", help="comma-separated topology presets or files"),
+    world_sizes: Optional[str] = typer.Option(None, "--world-sizes",
+                                              help="comma-separated GPU counts (default: every GPU of each topology)"),
+    batches: Optional[str] = typer.Option(None, "--batches", help="comma-separated images per GPU"),
+    image_sizes: Optional[str] = typer.Option(None, "--image-sizes", help="comma-separated image sizes (px)"),
+    strategies: Optional[str] = typer.Option(None, "--strategies", help="comma-separated presets (sync is added)"),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="denoising steps"),
+    out: Path = typer.Option(Path("out/study"), "--out", help="result directory (study.parquet, report.html)"),
+    workers: Optional[int] = typer.Option(None, "--workers", min=0,
+                                          help="local Dask worker processes (0 = this process; default: CPUs)"),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="address of a running Dask scheduler"),
+) -> None:
+    """Compare strategies across machines, GPU counts, batches or image sizes; rerun to resume."""
+    from dicesim.report.html import write_report
+    from dicesim.report.study_report import TABLE_COLUMNS, study_sections
+    from dicesim.report.study_text import fastest_per_setting, study_summary
+    from dicesim.study import load_study, make_study, run_study, study_table
+
+    base = load_study(study_file) if study_file else None
+    spec = make_study(base, models=csv_list(models, "--models"), topologies=csv_list(topologies, "--topologies"),
+                      world_sizes=csv_list(world_sizes, "--world-sizes", int),
+                      batches=csv_list(batches, "--batches", int),
+                      image_sizes=csv_list(image_sizes, "--image-sizes", int),
+                      strategies=csv_list(strategies, "--strategies"), steps=steps)
+    n_workers = scale_out(workers, scheduler)
+    con = make_console()
+    axes = spec.axes()
+    where = scheduler or (f"{n_workers} local Dask workers" if n_workers else "this process")
+    con.print(f"study {spec.name!r}: {', '.join(spec.models)} along {' and '.join(axes) or 'one setting'}; "
+              f"strategies {', '.join(spec.all_strategies())}; on {where}")
+    t0 = time.perf_counter()
+    outcome = run_study(spec, out, workers=n_workers, scheduler=scheduler)
+    wall_s = time.perf_counter() - t0
+    table = study_table(outcome.table)
+    skipped = outcome.table[outcome.table["status"] != "ok"]
+    write_parquet_atomic(outcome.table, out / "study.parquet")
+    cols = [c for c in TABLE_COLUMNS if c in table.columns]
+    write_text_atomic(table[cols].to_csv(index=False), out / "study.csv")
+    summary = study_summary(table, axes)
+    write_text_atomic("\n\n".join(summary) + "\n", out / "summary.txt")
+    report = write_report(study_sections(table, axes, skipped=skipped, quality_note=QUALITY_NOTE),
+                          out / "report.html", title=f"dicesim study: {spec.name}")
+    best = fastest_per_setting(table, axes)
+    if len(best):
+        con.print(rich_table(best, title="Fastest strategy per setting (and what sync waits for)"))
+    for paragraph in summary:
+        con.print(paragraph, soft_wrap=False)
+    con.print(f"{outcome.n_run} configurations simulated, {outcome.n_cached} reused, {len(skipped)} skipped "
+              f"in {wall_s:.1f} s; wrote {out / 'study.parquet'}, {out / 'study.csv'}, {out / 'summary.txt'} and "
+              f"{report}")

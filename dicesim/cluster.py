@@ -1,0 +1,73 @@
+"""Where evaluations run: this process, a LocalCluster of worker processes, or an existing Dask cluster.
+
+Sweeps, studies and ``recommend`` hand batches of independent, picklable jobs to
+:func:`map_jobs`. ``workers=0`` and no scheduler runs them here, in order (tests,
+debugging); ``workers=N`` starts a ``dask.distributed`` LocalCluster of N single-threaded
+worker processes for the duration of the call; ``scheduler="tcp://host:8786"`` connects to
+a running cluster (its workers need dicesim installed; results come back to this process,
+so no shared disk is needed). One scale-out mechanism for every command: Dask, not a
+home-made scheduler.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from dicesim.errors import ConfigError
+
+
+@contextmanager
+def dask_client(*, workers: int, scheduler: str | None = None, processes: bool = True) -> Iterator[Any]:
+    """A connected ``distributed.Client``; a LocalCluster it started is closed on exit."""
+    try:
+        from dask.distributed import Client, LocalCluster
+    except ImportError:  # pragma: no cover -- the sweep extra is part of the test install
+        raise ConfigError("--workers", "needs dask[distributed] (pip install 'dicesim[sweep]')", "0") from None
+    cluster = None
+    if scheduler:
+        try:
+            client = Client(scheduler, timeout="20s")
+        except (OSError, TimeoutError) as exc:
+            raise ConfigError("--scheduler", f"cannot reach Dask scheduler {scheduler!r}: {exc}") from None
+    else:
+        cluster = LocalCluster(n_workers=max(workers, 1), threads_per_worker=1, processes=processes,
+                               dashboard_address=None)
+        client = Client(cluster)
+    try:
+        yield client
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def map_jobs(fn: Callable[..., Any], jobs: Sequence[tuple], *, workers: int = 0, scheduler: str | None = None,
+             processes: bool = True, shared: tuple = (), client: Any = None) -> Iterator[tuple[int, Any]]:
+    """Yield ``(i, fn(*shared, *jobs[i]))`` for every job, in completion order.
+
+    ``shared`` arguments are sent to each worker once (scattered), not once per job. An
+    exception in a job propagates. ``client`` reuses an open client (see :func:`dask_client`).
+    """
+    if not jobs:
+        return
+    if client is None and workers <= 0 and not scheduler:
+        for i, job in enumerate(jobs):
+            yield i, fn(*shared, *job)
+        return
+    if client is None:
+        with dask_client(workers=workers, scheduler=scheduler, processes=processes) as own:
+            yield from _on_client(own, fn, jobs, shared)
+    else:
+        yield from _on_client(client, fn, jobs, shared)
+
+
+def _on_client(client: Any, fn: Callable[..., Any], jobs: Sequence[tuple], shared: tuple
+               ) -> Iterator[tuple[int, Any]]:
+    from dask.distributed import as_completed
+
+    shared_f = client.scatter(list(shared), broadcast=True) if shared else []
+    futures = {client.submit(fn, *shared_f, *job, pure=False): i for i, job in enumerate(jobs)}
+    for fut in as_completed(futures):
+        yield futures[fut], fut.result()

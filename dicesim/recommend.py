@@ -1,0 +1,336 @@
+"""``dicesim recommend``: the strategies and modifiers that meet a set of limits, ranked, with reasons.
+
+The search (docs/exploration.md has the full argument):
+
+1. **Exact screening.** Every candidate of the :class:`~dicesim.search_space.SearchSpace` gets
+   its lags, stale-buffer memory and (when a quality model is given) predicted quality from
+   its plan, without simulating. Candidates over the lag, memory or quality limits are out.
+2. **Timing classes.** Candidates with identical plans run identically; each class is
+   simulated at most once.
+3. **Branch and bound.** Classes are simulated in rounds along the partial order
+   :func:`~dicesim.search_space.at_least_as_fast` (fastest first). Before a class is
+   simulated, the slowest simulated class it is no faster than gives a lower bound on its
+   latency. It is skipped when that bound already exceeds the latency target, or when a
+   simulated, feasible candidate is at least as fast as the bound and no worse in lag,
+   memory and quality than every member of the class (so no member could be recommended or
+   be on the Pareto front). Skipped candidates are reported with the candidate that rules
+   them out. ``exhaustive=True`` simulates every screened class instead; the test suite
+   checks both give the same answer.
+
+The answer: feasible candidates ranked by step latency (then lag, then memory), the Pareto
+front of step latency vs router-weighted lag vs buffer memory (and quality when present),
+and a one-line reason for every other candidate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from dicesim.cluster import dask_client, map_jobs
+from dicesim.errors import ConfigError, config_error_from_pydantic
+from dicesim.report.units import unit_for
+from dicesim.results import QualityFn
+from dicesim.scenario import Scenario
+from dicesim.search_space import (
+    SearchSpace,
+    TimingClass,
+    at_least_as_fast,
+    candidates,
+    class_metrics,
+    timing_key,
+)
+from dicesim.strategy import StrategyConfig
+
+#: the objectives of the Pareto front and their sense (+1 minimise, -1 maximise)
+OBJECTIVES: dict[str, int] = {"step_latency_s": 1, "weighted_lag_steps": 1, "peak_buffer_bytes": 1,
+                              "predicted_quality": -1}
+_SLACK = 1e-9  # relative: equal latencies from the same plan on different workers
+
+
+class Limits(BaseModel):
+    """What a recommendation must respect; None = no limit."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_lag_steps: Optional[float] = Field(None, ge=0)
+    max_weighted_lag_steps: Optional[float] = Field(None, ge=0)
+    max_buffer_bytes: Optional[float] = Field(None, ge=0)
+    min_quality: Optional[float] = None
+    max_step_latency_s: Optional[float] = Field(None, gt=0)
+
+    def cheap_violation(self, row: dict[str, Any]) -> str:
+        """The first limit ``row`` breaks that needs no simulation ('' if none)."""
+        checks = (("max_lag_steps", self.max_lag_steps, "max lag", 1), ("weighted_lag_steps",
+                  self.max_weighted_lag_steps, "weighted lag", 1), ("peak_buffer_bytes", self.max_buffer_bytes,
+                  "peak buffer", 1), ("predicted_quality", self.min_quality, "predicted quality", -1))
+        for col, limit, what, sense in checks:
+            if limit is not None and sense * (row[col] - limit) > 0:
+                return f"{what} {_show(col, row[col])} {'>' if sense > 0 else '<'} limit {_show(col, limit)}"
+        return ""
+
+    def describe(self) -> str:
+        parts = [f"max lag <= {self.max_lag_steps:g} steps" if self.max_lag_steps is not None else "",
+                 f"weighted lag <= {self.max_weighted_lag_steps:g} steps"
+                 if self.max_weighted_lag_steps is not None else "",
+                 f"buffers <= {_show('peak_buffer_bytes', self.max_buffer_bytes)} per GPU"
+                 if self.max_buffer_bytes is not None else "",
+                 f"predicted quality >= {self.min_quality:g}" if self.min_quality is not None else "",
+                 f"step latency <= {_show('step_latency_s', self.max_step_latency_s)}"
+                 if self.max_step_latency_s is not None else ""]
+        return ", ".join(p for p in parts if p) or "no limits"
+
+
+def make_limits(**fields: object) -> Limits:
+    try:
+        return Limits(**fields)
+    except ValidationError as exc:
+        raise config_error_from_pydantic(exc, "limits") from None
+
+
+def _show(col: str, value: float) -> str:
+    u = unit_for(col)
+    return f"{u.show(value)} {u.unit}".strip()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Recommendation:
+    """Every candidate with its status and reason, the ranking and the Pareto front."""
+
+    scenario: Scenario
+    limits: Limits
+    table: pd.DataFrame  # one row per candidate
+    n_classes: int
+    n_simulated: int
+    rounds: int
+    violations: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def ranked(self) -> pd.DataFrame:
+        ok = self.table[self.table["status"].isin(["recommended", "feasible"])]
+        return ok.sort_values("rank", kind="stable").reset_index(drop=True)
+
+    @property
+    def front(self) -> pd.DataFrame:
+        return self.table[self.table["on_front"]].sort_values("step_latency_s", kind="stable").reset_index(drop=True)
+
+    @property
+    def best(self) -> pd.Series | None:
+        ranked = self.ranked
+        return ranked.iloc[0] if len(ranked) else None
+
+
+def screen(scenario: Scenario, space: SearchSpace, limits: Limits, *, quality: QualityFn | None = None,
+           client: Any = None) -> tuple[pd.DataFrame, list[TimingClass]]:
+    """Steps 1 and 2: every candidate's plan-derived metrics, cheap-limit verdict and timing class
+    (an index into the returned list of classes). ``client``: a Dask client to spread the work."""
+    from dicesim.sim.api import prepare
+
+    if limits.min_quality is not None and quality is None:
+        raise ConfigError("--min-quality", "needs a quality model, and this build has none yet")
+    prep = prepare(scenario)
+    L, T = scenario.preset().depth, scenario.steps
+    cands = candidates(space, L)
+    class_ids: dict[tuple, int] = {}
+    reps: list[StrategyConfig] = []
+    policies: list[dict[str, None]] = []
+    for strategy, _ in cands:
+        key = timing_key(strategy, L)
+        if key not in class_ids:
+            class_ids[key] = len(reps)
+            reps.append(strategy)
+            policies.append({})
+        policies[class_ids[key]][strategy.cond_policy] = None
+    jobs = [(s, tuple(p)) for s, p in zip(reps, policies)]
+    done = dict(map_jobs(class_metrics, jobs, shared=(prep.routing, prep.spec.row_nbytes, L, T), client=client))
+    classes = [done[i][0] for i in range(len(reps))]
+    rows = []
+    for strategy, sync_label in cands:
+        k = class_ids[timing_key(strategy, L)]
+        row: dict[str, Any] = {
+            "strategy": strategy.name, "scheme": strategy.scheme, "sync_layers": sync_label,
+            "cond_interval": strategy.cond_interval,
+            "cond_policy": strategy.cond_policy if strategy.cond_interval > 1 else "",
+            "warmup_steps": strategy.effective_warmup, "timing_class": k, **done[k][2][strategy.cond_policy],
+            "peak_buffer_bytes": done[k][1],
+            "predicted_quality": float(quality(scenario.with_strategy(strategy))) if quality is not None else np.nan,
+        }
+        row["reason"] = limits.cheap_violation(row)
+        row["status"] = "over limit" if row["reason"] else "screened"
+        row["_strategy"] = strategy
+        rows.append(row)
+    return pd.DataFrame(rows), classes
+
+
+def _dominates(a: dict[str, float], b: dict[str, float], cols: list[str]) -> bool:
+    """``a`` no worse than ``b`` in every objective of ``cols`` and better in one."""
+    better = False
+    for c in cols:
+        va, vb = OBJECTIVES[c] * float(a[c]), OBJECTIVES[c] * float(b[c])
+        tol = _SLACK * max(abs(va), abs(vb))
+        if va > vb + tol:
+            return False
+        better = better or va < vb - tol
+    return better
+
+
+def pareto_front(df: pd.DataFrame, cols: list[str]) -> np.ndarray:
+    """Rows no other row dominates in ``cols`` (senses from :data:`OBJECTIVES`); duplicates all kept."""
+    vals = df[cols].to_dict(orient="records")
+    return np.array([not any(_dominates(vals[j], vals[i], cols) for j in range(len(vals)) if j != i)
+                     for i in range(len(vals))], dtype=bool)
+
+
+def _simulate_latency(scenario: Scenario) -> dict[str, float]:
+    from dicesim.compare import headline_metrics
+    from dicesim.sim.api import simulate
+
+    result = simulate(scenario, record=False)
+    return headline_metrics(result.summary(), result.per_step)
+
+
+def search(scenario: Scenario, space: SearchSpace, limits: Limits, *, quality: QualityFn | None = None,
+           exhaustive: bool = False, workers: int = 0, scheduler: str | None = None, processes: bool = True,
+           evaluate: Callable[[Scenario], dict[str, float]] | None = None) -> Recommendation:
+    """Run the search on ``scenario`` (its strategy is ignored), in this process (``workers=0``),
+    on a LocalCluster of ``workers`` processes or on the Dask cluster at ``scheduler``.
+    ``evaluate(scenario) -> metrics`` replaces the simulator (tests)."""
+    if workers <= 0 and not scheduler:
+        return _search(scenario, space, limits, quality, exhaustive, evaluate, None)
+    with dask_client(workers=workers, scheduler=scheduler, processes=processes) as client:
+        return _search(scenario, space, limits, quality, exhaustive, evaluate, client)
+
+
+def _search(scenario: Scenario, space: SearchSpace, limits: Limits, quality: QualityFn | None, exhaustive: bool,
+            evaluate: Callable[[Scenario], dict[str, float]] | None, client: Any) -> Recommendation:
+    table, classes = screen(scenario, space, limits, quality=quality, client=client)
+    evaluate = evaluate or _simulate_latency
+    objectives = [c for c in OBJECTIVES if c != "predicted_quality" or quality is not None]
+    cheap = [c for c in objectives if c != "step_latency_s"]
+    members = {k: g.index.tolist() for k, g in table[table["status"] == "screened"].groupby("timing_class")}
+    names = table["strategy"].tolist()
+    values = {i: {c: float(table.at[i, c]) for c in cheap} for idxs in members.values() for i in idxs}
+    latency: dict[int, dict[str, float]] = {}
+    feasible_done: list[dict[str, float]] = []  # simulated candidates within every limit
+    pruned: dict[int, str] = {}
+    order = sorted(members, key=lambda k: (classes[k].rank(), k))
+    rounds = 0
+    while True:
+        pending = [k for k in order if k not in latency and k not in pruned]
+        if not pending:
+            break
+        # a class is ready when every class known to be at least as fast is resolved
+        ready = [k for k in pending if not any(j != k and j not in latency and j not in pruned
+                                               and at_least_as_fast(classes[j], classes[k]) for j in pending)]
+        batch = []
+        for k in ready:
+            lower, bound_by = 0.0, ""
+            for j, m in latency.items():
+                if at_least_as_fast(classes[j], classes[k]) and m["step_latency_s"] > lower:
+                    lower, bound_by = m["step_latency_s"], names[members[j][0]]
+            if not exhaustive and limits.max_step_latency_s is not None and lower > limits.max_step_latency_s:
+                pruned[k] = (f"bound: at least {_show('step_latency_s', lower)} (no faster than {bound_by}) > target "
+                             f"{_show('step_latency_s', limits.max_step_latency_s)}")
+                continue
+            if not exhaustive:
+                rival = _ruling_out([values[i] for i in members[k]], feasible_done, lower, objectives)
+                if rival:
+                    pruned[k] = (f"bound: dominated by {rival} (at least {_show('step_latency_s', lower)}, "
+                                 f"no faster than {bound_by})")
+                    continue
+            batch.append(k)
+        rounds += 1
+        jobs = [(scenario.with_strategy(table.at[members[k][0], "_strategy"]),) for k in batch]
+        for i, metrics in map_jobs(evaluate, jobs, client=client):
+            k = batch[i]
+            latency[k] = metrics
+            if limits.max_step_latency_s is None or metrics["step_latency_s"] <= limits.max_step_latency_s:
+                feasible_done += [{**values[i], "step_latency_s": metrics["step_latency_s"], "strategy": names[i]}
+                                  for i in members[k]]
+        feasible_done.sort(key=lambda r: r["step_latency_s"])
+    return _finish(scenario, limits, table, members, latency, pruned, objectives, rounds, classes)
+
+
+def _ruling_out(class_values: list[dict[str, float]], done: list[dict[str, Any]], lower: float,
+                objectives: list[str]) -> str:
+    """Name of a simulated feasible candidate (``done``, fastest first) that dominates every member
+    of a class whose latency is at least ``lower``; '' if there is none."""
+    if lower <= 0:
+        return ""
+    for d in done:
+        if d["step_latency_s"] > lower * (1 + _SLACK):
+            break
+        if all(_dominates(d, {**v, "step_latency_s": lower}, objectives) for v in class_values):
+            return str(d["strategy"])
+    return ""
+
+
+def _finish(scenario: Scenario, limits: Limits, table: pd.DataFrame, members: dict[int, list[int]],
+            latency: dict[int, dict[str, float]], pruned: dict[int, str], objectives: list[str], rounds: int,
+            classes: list[TimingClass]) -> Recommendation:
+    table = table.copy()
+    for col in ("step_latency_s", "exposed_comm_step_s", "speedup"):
+        table[col] = np.nan
+    for k, m in latency.items():
+        for idx in members[k]:
+            table.loc[idx, "step_latency_s"] = m["step_latency_s"]
+            table.loc[idx, "exposed_comm_step_s"] = m.get("exposed_comm_step_s", np.nan)
+            over = limits.max_step_latency_s is not None and m["step_latency_s"] > limits.max_step_latency_s
+            table.loc[idx, "status"] = "too slow" if over else "feasible"
+            table.loc[idx, "reason"] = (f"step latency {_show('step_latency_s', m['step_latency_s'])} > target "
+                                        f"{_show('step_latency_s', limits.max_step_latency_s)}") if over else ""
+    for k, why in pruned.items():
+        for idx in members[k]:
+            table.loc[idx, ["status", "reason"]] = ["pruned", why]
+    sync = table[(table["scheme"] == "sync") & table["step_latency_s"].notna()]
+    if len(sync):
+        table["speedup"] = float(sync["step_latency_s"].iloc[0]) / table["step_latency_s"]
+    ok = table["status"] == "feasible"
+    table["on_front"] = False
+    if ok.any():
+        front = pareto_front(table[ok], objectives)
+        table.loc[table.index[ok][front], "on_front"] = True
+    ranked = table[ok].sort_values(["step_latency_s", "weighted_lag_steps", "peak_buffer_bytes"], kind="stable")
+    table["rank"] = pd.array([pd.NA] * len(table), dtype="Int64")
+    table.loc[ranked.index, "rank"] = np.arange(1, len(ranked) + 1)
+    if len(ranked):
+        table.loc[ranked.index[0], "status"] = "recommended"
+    table["reason"] = [_reason(r, ranked) for _, r in table.iterrows()]
+    violations = _violations(table, members, latency, classes)
+    n_classes = len(members)
+    return Recommendation(scenario=scenario, limits=limits, table=table.drop(columns=["_strategy"]),
+                          n_classes=n_classes, n_simulated=len(latency), rounds=rounds, violations=violations)
+
+
+def _reason(row: pd.Series, ranked: pd.DataFrame) -> str:
+    """Why a candidate won, placed where it did, or was excluded."""
+    if row["status"] not in ("recommended", "feasible"):
+        return str(row["reason"])
+    best = ranked.iloc[0]
+    front = " (on the Pareto front)" if row["on_front"] else ""
+    if row["status"] == "recommended":
+        return "fastest within the limits" + front
+    slower = row["step_latency_s"] / best["step_latency_s"] - 1
+    less = best["weighted_lag_steps"] - row["weighted_lag_steps"]
+    mem = best["peak_buffer_bytes"] - row["peak_buffer_bytes"]
+    gains = [f"{less:.2f} steps less weighted lag" if less > 1e-12 else "",
+             f"{_show('peak_buffer_bytes', mem)} less buffer memory" if mem > 0 else ""]
+    trade = "; buys " + " and ".join(g for g in gains if g) if any(gains) else ""
+    return f"#{int(row['rank'])}: {100 * slower:.1f} % slower than {best['strategy']}{trade}{front}"
+
+
+def _violations(table: pd.DataFrame, members: dict[int, list[int]], latency: dict[int, dict[str, float]],
+                classes: list[TimingClass]) -> list[tuple[str, str]]:
+    """Simulated pairs where the assumed order failed (the faster-by-assumption class was slower)."""
+    out = []
+    for a in latency:
+        for b in latency:
+            if a != b and at_least_as_fast(classes[a], classes[b]) and (
+                    latency[a]["step_latency_s"] > latency[b]["step_latency_s"] * (1 + 1e-6)):
+                out.append((str(table.loc[members[a][0], "strategy"]), str(table.loc[members[b][0], "strategy"])))
+    return out

@@ -1,0 +1,117 @@
+"""Report sections and terminal tables of ``dicesim recommend``.
+
+Input is a :class:`dicesim.recommend.Recommendation` (plain tables); output is a list of
+:class:`~dicesim.report.html.Section` and the small tables the CLI prints.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from dicesim.report.explorer import explorer
+from dicesim.report.html import Section
+from dicesim.report.units import unit_for
+
+if TYPE_CHECKING:
+    from dicesim.recommend import Recommendation
+
+#: columns of the ranking and front tables, in print order (those present)
+RANK_COLUMNS: tuple[str, ...] = (
+    "rank", "strategy", "step_latency_s", "speedup", "weighted_lag_steps", "max_lag_steps", "peak_buffer_bytes",
+    "predicted_quality", "reason",
+)
+_LAYOUT = dict(template="plotly_white", margin=dict(l=70, r=30, t=60, b=60))
+
+
+def _columns(df: pd.DataFrame, cols: tuple[str, ...]) -> pd.DataFrame:
+    shown = [c for c in cols if c in df.columns and not (c == "predicted_quality" and df[c].isna().all())]
+    return df[shown]
+
+
+def ranking_table(rec: Recommendation, top: int = 10) -> pd.DataFrame:
+    """The ``top`` feasible candidates, fastest first, with why each placed where it did."""
+    return _columns(rec.ranked.head(top), RANK_COLUMNS)
+
+
+def front_table(rec: Recommendation) -> pd.DataFrame:
+    """The Pareto front (latency vs weighted lag vs buffer memory), fastest first."""
+    return _columns(rec.front, tuple(c for c in RANK_COLUMNS if c != "reason"))
+
+
+def exclusion_table(rec: Recommendation) -> pd.DataFrame:
+    """How many candidates each kind of reason excluded, with one example each."""
+    out = rec.table[~rec.table["status"].isin(["recommended", "feasible"])]
+    if out.empty:
+        return pd.DataFrame(columns=["status", "why", "candidates", "example"])
+    why = out["reason"].str.replace(r"\d[\d.,]*\s*(ms|MiB|GiB|steps|%)?", "#", regex=True)
+    why = why.str.replace(r"(dominated by|no faster than) \S+", r"\1 …", regex=True)
+    g = out.assign(why=why).groupby(["status", "why"], sort=False)
+    return pd.DataFrame({"candidates": g.size(), "example": g["strategy"].first() + ": " + g["reason"].first()}
+                        ).reset_index()
+
+
+def fig_front(table: pd.DataFrame) -> go.Figure:
+    """Latency vs weighted lag of every simulated candidate, buffer memory as colour, front circled."""
+    sim = table[table["step_latency_s"].notna() & table["status"].isin(["recommended", "feasible", "too slow"])]
+    ux, uy, um = unit_for("weighted_lag_steps"), unit_for("step_latency_s"), unit_for("peak_buffer_bytes")
+    fig = go.Figure()
+    for status, symbol in (("recommended", "star"), ("feasible", "circle"), ("too slow", "x")):
+        part = sim[sim["status"] == status]
+        if part.empty:
+            continue
+        fig.add_scatter(x=part["weighted_lag_steps"] * ux.scale, y=part["step_latency_s"] * uy.scale, mode="markers",
+                        name=status, text=part["strategy"], marker=dict(
+                            symbol=symbol, size=14 if status == "recommended" else 8,
+                            color=part["peak_buffer_bytes"] * um.scale, colorscale="Viridis", showscale=True,
+                            cmin=float(sim["peak_buffer_bytes"].min() * um.scale),
+                            cmax=float(sim["peak_buffer_bytes"].max() * um.scale),
+                            colorbar=dict(title=dict(text=um.title))),
+                        customdata=part["peak_buffer_bytes"] * um.scale,
+                        hovertemplate=(f"%{{text}}<br>{ux.label} %{{x:.3f}} {ux.unit}<br>{uy.label} %{{y:.3f}} "
+                                       f"{uy.unit}<br>{um.label} %{{customdata:.1f}} {um.unit}<extra>{status}</extra>"))
+    front = table[table["on_front"]]
+    if len(front):
+        fig.add_scatter(x=front["weighted_lag_steps"] * ux.scale, y=front["step_latency_s"] * uy.scale,
+                        mode="markers", name="Pareto front", hoverinfo="skip",
+                        marker=dict(symbol="circle-open", size=16, color="black", line=dict(width=1.5)))
+    fig.update_layout(title="Step latency vs staleness (colour: stale-buffer memory per GPU)",
+                      legend=dict(orientation="h", y=-0.2), **_LAYOUT)
+    fig.update_xaxes(title_text=ux.title)
+    fig.update_yaxes(title_text=uy.title)
+    return fig
+
+
+def recommend_sections(rec: Recommendation, *, quality_note: str = "") -> list[Section]:
+    """Sections of the recommend report: the answer, the front, the search, every candidate."""
+    sc = rec.scenario
+    best = rec.best
+    head = (f"Recommended: {best['strategy']} ({best['reason']}), {unit_for('step_latency_s').show(best['step_latency_s'])}"
+            f" ms per step" + (f", {best['speedup']:.2f}x over sync" if pd.notna(best.get("speedup")) else "") + "."
+            if best is not None else "No candidate meets every limit; the exclusion table says what ruled each out.")
+    search = (f"{len(rec.table)} candidates in {rec.n_classes} timing classes passed or failed the limits that need no "
+              f"simulation; {rec.n_simulated} classes were simulated in {rec.rounds} rounds, the rest were ruled "
+              "out by bounds (docs/exploration.md explains the search).")
+    if rec.violations:
+        search += (f" Warning: the order the bounds rely on failed for {len(rec.violations)} simulated pairs "
+                   f"(e.g. {rec.violations[0][0]} slower than {rec.violations[0][1]}); rerun with --exhaustive.")
+    sections = [Section(title="Recommendation", items=tuple(filter(None, (
+        f"{sc.setup_label()}; limits: {rec.limits.describe()}.", head, quality_note))) + (ranking_table(rec),)),
+        Section(title="Pareto front: latency vs staleness vs memory", items=(
+            fig_front(rec.table),
+            "No candidate on the front is beaten by another in step latency, weighted lag and buffer memory "
+            "together" + (" and predicted quality" if rec.table["predicted_quality"].notna().any() else "") + ".",
+            front_table(rec))),
+        Section(title="How the search went", items=(search, exclusion_table(rec)))]
+    simulated = rec.table[rec.table["step_latency_s"].notna()]
+    if len(simulated) > 1:
+        sections.append(Section(title="Explore the simulated candidates", items=(
+            explorer(simulated, filters=[c for c in ("scheme", "sync_layers", "cond_interval", "cond_policy",
+                                                     "warmup_steps", "status") if c in simulated.columns],
+                     color="scheme", element_id="recommend-explorer"),)))
+    cols = ("strategy", "status", "step_latency_s", "weighted_lag_steps", "max_lag_steps", "peak_buffer_bytes",
+            "predicted_quality", "reason")
+    sections.append(Section(title="Every candidate", items=(_columns(rec.table, cols),)))
+    return sections

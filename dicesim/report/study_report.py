@@ -1,0 +1,133 @@
+"""Report sections of a what-if study: speedup per setting, latency and memory along an axis, the summary.
+
+Input is the study table (:func:`dicesim.study.study_table`) and the study's varying axes;
+output is a list of :class:`~dicesim.report.html.Section`. Figures with more settings than
+fit one chart get a dropdown (plotly ``updatemenus``, no server and no network): one
+entry per model and value of the other axis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from dicesim.report.explorer import explorer
+from dicesim.report.html import Section
+from dicesim.report.study_text import fastest_per_setting, study_summary
+from dicesim.report.units import unit_for
+
+_LAYOUT = dict(template="plotly_white", margin=dict(l=70, r=30, t=90, b=60))
+#: columns of the study's result table, in print order (those present)
+TABLE_COLUMNS: tuple[str, ...] = (
+    "model", "topology", "world_size", "batch", "image_size", "strategy", "step_latency_s", "speedup",
+    "exposed_comm_share_frac", "weighted_lag_steps", "max_lag_steps", "peak_buffer_bytes", "predicted_quality",
+    "busiest_link_class", "busiest_link_busy_frac",
+)
+
+
+def fig_menu(df: pd.DataFrame, *, x: str, y: str, color: str = "strategy", menu: Sequence[str] = (),
+             kind: str = "bar", title: str = "") -> go.Figure:
+    """``y`` over ``x`` per ``color``; one dropdown entry per combination of the ``menu`` columns.
+
+    Bars for a categorical ``x``, lines with markers for a numeric one. Values are drawn in
+    the display unit of ``y`` (ms, %, MiB, ...).
+    """
+    u = unit_for(y)
+    menu = [m for m in menu if m in df.columns]
+    if menu:  # the largest value of the last menu column first: the setting the summary quotes
+        df = df.sort_values(menu, ascending=[True] * (len(menu) - 1) + [False], kind="stable")
+    keys = df[menu].astype(str).agg(" · ".join, axis=1) if menu else pd.Series("all", index=df.index)
+    entries = list(dict.fromkeys(keys.tolist()))
+    fig = go.Figure()
+    owners: list[str] = []
+    colours = list(dict.fromkeys(df[color].astype(str).tolist()))
+    for entry in entries:
+        part = df[keys == entry]
+        for c in colours:
+            g = part[part[color].astype(str) == c]
+            if g.empty:
+                continue
+            g = g.sort_values(x, kind="stable") if kind == "line" else g
+            xs = g[x].tolist() if kind == "line" else g[x].astype(str).tolist()
+            ys = (g[y].to_numpy(dtype=float) * u.scale).tolist()
+            common = dict(x=xs, y=ys, name=c, legendgroup=c, visible=entry == entries[0],
+                          hovertemplate=f"%{{x}}: %{{y:.3f}} {u.unit}<extra>{c}</extra>")
+            if kind == "line":
+                fig.add_scatter(mode="lines+markers", **common)
+            else:
+                fig.add_bar(**common)
+            owners.append(entry)
+    if len(entries) > 1:
+        buttons = [dict(label=e, method="update", args=[{"visible": [o == e for o in owners]},
+                                                       {"title.text": f"{title} ({e})"}]) for e in entries]
+        fig.update_layout(updatemenus=[dict(buttons=buttons, direction="down", x=1.0, xanchor="right", y=1.02,
+                                            yanchor="bottom", showactive=True)])
+    fig.update_layout(title=f"{title} ({entries[0]})" if len(entries) > 1 else title, barmode="group", **_LAYOUT)
+    fig.update_xaxes(title_text=unit_for(x).title if kind == "line" else x)
+    fig.update_yaxes(title_text=u.title, rangemode="tozero")
+    return fig
+
+
+def _line_axis(table: pd.DataFrame, axes: Sequence[str]) -> str:
+    """The axis to draw lines along: the last numeric varying axis, else the first axis."""
+    numeric = [a for a in axes if pd.api.types.is_numeric_dtype(table[a])]
+    return numeric[-1] if numeric else (axes[0] if axes else "topology")
+
+
+def study_sections(table: pd.DataFrame, axes: Sequence[str], *, skipped: pd.DataFrame | None = None,
+                   quality_note: str = "") -> list[Section]:
+    """Sections of ``dicesim study``'s report from the study table (ok rows with ``speedup``)."""
+    axes = list(axes)
+    bar_axis = axes[0] if axes else "topology"
+    line_axis = _line_axis(table, axes)
+    bar_menu = ["model"] + [a for a in axes if a != bar_axis]
+    line_menu = ["model"] + [a for a in axes if a != line_axis]
+    best = fastest_per_setting(table, axes)
+    sections = [Section(title="What changed and why", items=tuple(study_summary(table, axes)) + (
+        (quality_note,) if quality_note else ()) + ((best,) if len(best) else ()))]
+    if table.empty:
+        return sections + _skipped(skipped)
+    sections += [
+        Section(title="Speedup of each strategy over sync", items=(
+            fig_menu(table, x=bar_axis, y="speedup", menu=bar_menu, title="Speedup over sync"),
+            "Speedup = sync's step latency / the strategy's, on the same model and setting.")),
+        Section(title=f"Step latency vs {line_axis}", items=(
+            fig_menu(table, x=line_axis, y="step_latency_s", menu=line_menu, kind="line",
+                     title=f"Step latency vs {line_axis}"),)),
+        Section(title="Exposed communication", items=(
+            fig_menu(table, x=bar_axis, y="exposed_comm_share_frac", menu=bar_menu,
+                     title="Share of the step spent waiting for communication"),
+            "Exposed communication: the compute stream idle, waiting for an all-to-all (or for other ranks "
+            "to reach it), as a share of the step.")),
+        Section(title="Staleness", items=(
+            fig_menu(table, x="strategy", y="weighted_lag_steps", color="model", menu=bar_menu,
+                     title="Router-weighted mean lag of the expert outputs"),
+            fig_menu(table, x="strategy", y="max_lag_steps", color="model", menu=bar_menu,
+                     title="Largest lag of any expert output"))),
+        Section(title="Stale-buffer memory per GPU", items=(
+            fig_menu(table, x=line_axis, y="peak_buffer_bytes", menu=line_menu, kind="line",
+                     title="Peak stale-buffer memory per GPU"),
+            "Buffers held across steps (dispatch/combine in flight and the per-layer caches), peak over "
+            "ranks and steps; weights and activations of the step itself are not included.")),
+    ]
+    if "predicted_quality" in table.columns and table["predicted_quality"].notna().any():
+        sections.append(Section(title="Predicted quality", items=(
+            fig_menu(table, x="strategy", y="predicted_quality", color="model", menu=bar_menu,
+                     title="Predicted quality (higher is better)"),)))
+    filters = [c for c in ["model", *axes, "strategy"] if c in table.columns]
+    sections.append(Section(title="Explore: latency vs staleness vs memory", items=(
+        explorer(table, x="weighted_lag_steps", y="step_latency_s", filters=filters, element_id="study-explorer"),
+        "Pick a model, a setting and the metrics on each axis; the dashed line is the Pareto front of the "
+        "configurations shown. The view is kept in the address (#...), so it can be bookmarked.")))
+    cols = [c for c in TABLE_COLUMNS if c in table.columns]
+    sections.append(Section(title="All configurations", items=(table[cols],)))
+    return sections + _skipped(skipped)
+
+
+def _skipped(skipped: pd.DataFrame | None) -> list[Section]:
+    if skipped is None or skipped.empty:
+        return []
+    reasons = skipped.groupby(["status", "reason"], sort=True).size().reset_index(name="configurations")
+    return [Section(title="Skipped and failed configurations", items=(reasons,))]

@@ -1,0 +1,288 @@
+"""One result schema for predicted (simulator) and measured (executor) runs: ``dicesim-result/1``.
+
+Both halves describe a run with the same flat record (:class:`RunResult`): what ran
+(identity fields), the headline numbers with their units in their names, and per-step
+lists. ``dicesim simulate --json``, ``python -m validate run --json``, the compare, sweep,
+study and recommend tables and every report use these names, so a measured and a predicted
+run land in one table (:func:`results_frame`) and one plot. Definitions (docs/results.md):
+
+- ``step_latency_s`` is the mean over all steps (``total_latency_s / steps``);
+  ``steady_step_latency_s`` leaves out step 0 (first-call allocations, and the synchronous
+  first step of every asynchronous strategy), as calibration does;
+- communication figures are means over ranks; lags count steps over token-expert copies.
+
+Older documents (the simulator's ``mean_lag``/``weighted_lag``, the executor's
+``mean_step_latency_s``/``peak_held_nbytes`` and its per-step ``step_latency_s`` list) are
+still read: :func:`load_results` maps them onto the schema.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Optional
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from dicesim.errors import ConfigError, config_error_from_pydantic
+
+if TYPE_CHECKING:
+    from dicesim.scenario import Scenario
+
+RESULT_SCHEMA = "dicesim-result/1"
+
+#: predicted quality of a configuration (higher is better); the quality model computes it
+QualityFn = Callable[["Scenario"], float]
+
+
+@dataclass(frozen=True)
+class ResultField:
+    """One field of the schema: its unit and what it means (docs/results.md is built from these)."""
+
+    name: str
+    unit: str
+    meaning: str
+
+
+#: the scalar metrics, in table order
+METRICS: tuple[ResultField, ...] = (
+    ResultField("step_latency_s", "s", "mean step latency over all steps (total_latency_s / steps)"),
+    ResultField("steady_step_latency_s", "s", "mean step latency of steps 1.. (step 0 is warm-up on both sides)"),
+    ResultField("total_latency_s", "s", "whole sampling loop"),
+    ResultField("exposed_comm_step_s", "s", "compute stream waiting for communication, per step, mean over ranks"),
+    ResultField("exposed_comm_s", "s", "the same, summed over the run"),
+    ResultField("overlap_frac", "fraction", "communication time during which compute runs / communication time"),
+    ResultField("comm_frac", "fraction", "communication in flight / run time"),
+    ResultField("mean_lag_steps", "steps", "mean lag of the expert outputs used, over token-expert copies"),
+    ResultField("weighted_lag_steps", "steps", "the same weighted by router score (kept vs dropped copy)"),
+    ResultField("max_lag_steps", "steps", "largest lag of any copy, layer and step"),
+    ResultField("peak_buffer_bytes", "bytes", "stale buffers held across steps, peak over ranks and steps"),
+    ResultField("shadow_rel_l2_mean", "ratio", "executor --shadow: relative L2 error of stale MoE outputs, mean"),
+    ResultField("shadow_rel_l2_max", "ratio", "executor --shadow: the same, largest"),
+    ResultField("predicted_quality", "score", "quality model's prediction, higher is better (when available)"),
+)
+METRIC_NAMES: tuple[str, ...] = tuple(f.name for f in METRICS)
+IDENTITY: tuple[ResultField, ...] = (
+    ResultField("source", "", "`sim` (predicted) or `executor` (measured)"),
+    ResultField("label", "", "one-line description of the run"),
+    ResultField("strategy", "", "strategy name (preset, or preset with overrides)"),
+    ResultField("strategy_desc", "", "scheme and modifiers in words"),
+    ResultField("model", "", "model preset"),
+    ResultField("num_experts", "experts", "routed experts"),
+    ResultField("topology", "", "simulated topology (simulator)"),
+    ResultField("backend", "", "torch.distributed backend (executor)"),
+    ResultField("device", "", "device the executor ran on"),
+    ResultField("world_size", "GPUs", "ranks"),
+    ResultField("batch", "images", "images per rank (CFG doubles what travels)"),
+    ResultField("image_size", "px", "image side"),
+    ResultField("steps", "steps", "denoising steps"),
+)
+PER_STEP: tuple[ResultField, ...] = (
+    ResultField("per_step_latency_s", "s", "latency of every step (slowest rank)"),
+    ResultField("per_step_exposed_comm_s", "s", "exposed communication of every step, mean over ranks"),
+)
+
+#: old names -> schema names, for documents written before the schema
+_LEGACY_SIM = {"mean_lag": "mean_lag_steps", "weighted_lag": "weighted_lag_steps", "max_lag": "max_lag_steps"}
+_LEGACY_EXECUTOR = {
+    "mean_step_latency_s": "steady_step_latency_s", "total_exposed_comm_s": "exposed_comm_s",
+    "score_weighted_mean_lag_steps": "weighted_lag_steps", "peak_held_nbytes": "peak_buffer_bytes",
+    "batch_per_rank": "batch", "image_size_px": "image_size",
+}
+#: legacy table columns (sweep chunks, compare tables) -> schema names
+LEGACY_COLUMNS: dict[str, str] = dict(_LEGACY_SIM)
+
+
+class RunResult(BaseModel):
+    """One run, predicted or measured, in the shared schema (see the module docstring)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_: Literal["dicesim-result/1"] = Field(RESULT_SCHEMA, alias="schema")
+    source: Literal["sim", "executor"]
+    label: str = ""
+    strategy: str
+    strategy_desc: str = ""
+    model: str
+    num_experts: Optional[int] = None
+    topology: Optional[str] = None
+    backend: Optional[str] = None
+    device: Optional[str] = None
+    world_size: int = Field(ge=1)
+    batch: int = Field(ge=1)
+    image_size: int = Field(ge=1)
+    steps: int = Field(ge=1)
+    step_latency_s: float = Field(ge=0)
+    steady_step_latency_s: float = Field(ge=0)
+    total_latency_s: float = Field(ge=0)
+    exposed_comm_step_s: Optional[float] = None
+    exposed_comm_s: Optional[float] = None
+    overlap_frac: Optional[float] = None
+    comm_frac: Optional[float] = None
+    mean_lag_steps: float = Field(ge=0)
+    weighted_lag_steps: float = Field(ge=0)
+    max_lag_steps: float = Field(ge=0)
+    peak_buffer_bytes: float = Field(ge=0)
+    shadow_rel_l2_mean: Optional[float] = None
+    shadow_rel_l2_max: Optional[float] = None
+    predicted_quality: Optional[float] = None
+    per_step_latency_s: list[float] = Field(default_factory=list)
+    per_step_exposed_comm_s: list[float] = Field(default_factory=list)
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+    def row(self) -> dict[str, Any]:
+        """The scalar fields as one table row (per-step lists and ``extra`` left out)."""
+        return {k: v for k, v in self.model_dump(by_alias=True).items()
+                if k not in ("schema", "extra") and not k.startswith("per_step_")}
+
+    def to_json(self, **kw: Any) -> str:
+        """Strict JSON (no NaN or infinity: missing values are ``null``)."""
+        return json.dumps(_finite(self.model_dump(mode="json", by_alias=True)), allow_nan=False, **kw)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, (np.floating, np.integer)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _steady(per_step: Sequence[float]) -> float:
+    return float(np.mean(per_step[1:])) if len(per_step) > 1 else float(np.mean(per_step)) if len(per_step) else 0.0
+
+
+def sim_metrics(summary: dict[str, Any], per_step: pd.DataFrame | None = None) -> dict[str, float]:
+    """The schema's metrics from a simulator summary (``SimResult.summary()``) and per-step table."""
+    out = {_LEGACY_SIM.get(k, k): float(v) for k, v in summary.items()
+           if _LEGACY_SIM.get(k, k) in METRIC_NAMES and isinstance(v, (int, float, np.number))}
+    steps = int(round(summary["total_latency_s"] / summary["step_latency_s"])) if summary.get("step_latency_s") else 1
+    if per_step is not None and len(per_step):
+        lat = per_step["latency_s"].to_numpy(dtype=float)
+        out["steady_step_latency_s"] = _steady(lat)
+        out["exposed_comm_step_s"] = float(per_step["exposed_comm_s"].mean())
+    else:
+        out.setdefault("steady_step_latency_s", float(summary["step_latency_s"]))
+        out["exposed_comm_step_s"] = float(summary.get("exposed_comm_s", math.nan)) / max(steps, 1)
+    return out
+
+
+def result_from_sim(scenario: Scenario, summary: dict[str, Any], per_step: pd.DataFrame | None = None, *,
+                    quality: float | None = None) -> RunResult:
+    """The record of one simulated run."""
+    metrics = sim_metrics(summary, per_step)
+    kept = {k: v for k, v in summary.items() if _LEGACY_SIM.get(k, k) not in METRIC_NAMES}
+    lists = {}
+    if per_step is not None and len(per_step):
+        lists = {"per_step_latency_s": per_step["latency_s"].astype(float).tolist(),
+                 "per_step_exposed_comm_s": per_step["exposed_comm_s"].astype(float).tolist()}
+    preset = scenario.preset()
+    return RunResult(
+        source="sim", label=scenario.label(), strategy=scenario.strategy.name,
+        strategy_desc=scenario.strategy.describe(), model=scenario.model, num_experts=preset.num_experts,
+        topology=scenario.topology, world_size=scenario.world_size, batch=scenario.batch,
+        image_size=scenario.image_size, steps=scenario.steps, predicted_quality=quality,
+        **metrics, **lists, extra=_finite(kept))
+
+
+def result_from_executor(summary: dict[str, Any]) -> RunResult:
+    """The record of one executed run from :func:`validate.summary.summarize`'s dict (any version)."""
+    s = dict(summary)
+    lat = [float(v) for v in s.pop("step_latency_s")]
+    exposed_max = [float(v) for v in s.pop("exposed_comm_s", [])]
+    per_rank = s.pop("exposed_comm_s_per_rank", None)
+    # mean over ranks, as the simulator counts; summaries from before the per-rank lists have the max
+    exposed = np.mean(np.asarray(per_rank, dtype=float), axis=0).tolist() if per_rank else exposed_max
+    steps = int(s.get("steps", len(lat)))
+    renamed = {_LEGACY_EXECUTOR.get(k, k): v for k, v in s.items()}
+    fields = {k: renamed.pop(k) for k in list(renamed) if k in RunResult.model_fields and k not in METRIC_NAMES}
+    metrics = {k: renamed.pop(k) for k in list(renamed) if k in METRIC_NAMES}
+    metrics.update(step_latency_s=float(np.sum(lat)) / max(steps, 1), steady_step_latency_s=_steady(lat),
+                   total_latency_s=float(np.sum(lat)))
+    if exposed:
+        metrics.update(exposed_comm_s=float(np.sum(exposed)), exposed_comm_step_s=float(np.mean(exposed)))
+    fields.setdefault("label", f"{fields.get('model')} x{fields.get('world_size')} {fields.get('backend')} "
+                               f"b{fields.get('batch')} {fields.get('image_size')}px {steps} steps "
+                               f"{fields.get('strategy')} (measured)")
+    try:
+        return RunResult(source="executor", **fields, **metrics, per_step_latency_s=lat,
+                         per_step_exposed_comm_s=exposed, extra=_finite(renamed))
+    except ValidationError as exc:
+        raise config_error_from_pydantic(exc, "executor summary") from None
+
+
+def _from_document(doc: Any, where: str) -> list[RunResult]:
+    """Every run in one parsed JSON document (schema record, legacy summary, compare output)."""
+    if not isinstance(doc, dict):
+        raise ConfigError(where, f"expected a JSON object, got {type(doc).__name__}")
+    if doc.get("schema") == RESULT_SCHEMA:
+        try:
+            return [RunResult(**doc)]
+        except ValidationError as exc:
+            raise config_error_from_pydantic(exc, where) from None
+    if "schema" in doc:
+        raise ConfigError(f"{where}: schema", f"unknown result schema {doc['schema']!r}", (RESULT_SCHEMA,))
+    if "traceEvents" in doc:  # a Chrome trace: its metadata carries the run's result
+        return _from_trace_meta(doc.get("otherData") or {}, where)
+    if isinstance(doc.get("step_latency_s"), list):
+        return [result_from_executor(doc)]
+    raise ConfigError(where, "not a dicesim result: no 'schema' key and no executor summary "
+                             "(write it with `dicesim simulate --json` or `python -m validate run --json`)")
+
+
+def _from_trace_meta(meta: dict, where: str) -> list[RunResult]:
+    extra = meta.get("extra") or {}
+    if isinstance(extra.get("result"), dict):
+        return _from_document(extra["result"], where)
+    if isinstance(extra.get("summary"), dict):
+        return [result_from_executor(extra["summary"])]
+    raise ConfigError(where, "trace metadata carries no run result (traces from before the result schema)")
+
+
+def load_results(path: str | Path) -> list[RunResult]:
+    """The runs in a result file: a ``.json`` record, an executor summary or a trace file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(p.name, f"result file not found: {p}")
+    if p.name.endswith(".events.parquet"):
+        from dicesim.trace import read_trace
+
+        _, meta = read_trace(p)
+        return _from_trace_meta(meta.to_dict(), p.name)
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(p.name, f"not valid JSON: {' '.join(str(exc).split())}") from None
+    return _from_document(doc, p.name)
+
+
+def results_frame(results: Iterable[RunResult]) -> pd.DataFrame:
+    """One row per run with the schema's scalar columns (identity first, then metrics)."""
+    cols = [f.name for f in IDENTITY] + list(METRIC_NAMES)
+    df = pd.DataFrame([r.row() for r in results], columns=cols)
+    for c in METRIC_NAMES:
+        df[c] = df[c].astype("float64")
+    return df
+
+
+def per_step_frame(results: Iterable[RunResult]) -> pd.DataFrame:
+    """Long table ``label, source, step, latency_s, exposed_comm_s`` of every run's per-step lists."""
+    rows = []
+    for r in results:
+        exposed = r.per_step_exposed_comm_s or [math.nan] * len(r.per_step_latency_s)
+        rows += [(r.label, r.source, t, lat, exp) for t, (lat, exp) in enumerate(zip(r.per_step_latency_s, exposed))]
+    return pd.DataFrame(rows, columns=["label", "source", "step", "latency_s", "exposed_comm_s"])
+
+
+def rename_legacy_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """A table with pre-schema metric columns (``mean_lag``, ...) renamed to the schema's names."""
+    return df.rename(columns={k: v for k, v in LEGACY_COLUMNS.items() if k in df.columns and v not in df.columns})

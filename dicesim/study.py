@@ -1,0 +1,169 @@
+"""What-if studies: strategies compared along one or two axes, for one or more models, in one command.
+
+A study is a sweep with a fixed shape: models x (up to two varying axes among topology, GPU
+count, batch and image size) x strategies, with ``sync`` always present as the speedup
+baseline. It runs on the sweep machinery (:func:`dicesim.sweep.run_points`: chunks on
+disk, resume, Dask locally or on a cluster) with an evaluator that also keeps the busiest
+link of every run, which the written summary uses to say *why* a strategy gains where it
+does. :data:`DEFAULT_STUDY` is the embedded default: the built-in topologies for XL/2 and
+G/2 across batch sizes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from dicesim.compare import headline_metrics
+from dicesim.errors import ConfigError, config_error_from_pydantic
+from dicesim.results import QualityFn
+from dicesim.scenario import Scenario, make_scenario
+from dicesim.strategy import COMPARE_DEFAULT, make_strategy
+from dicesim.sweep import SweepOutcome, run_points
+from dicesim.tomlio import read_toml
+
+#: the axes a study can vary, in the order the report uses them (first = bars, second = menu)
+STUDY_AXES: tuple[str, ...] = ("topology", "world_size", "batch", "image_size")
+#: topologies of the default study (every built-in machine class; the multi-node one at 16 GPUs)
+DEFAULT_TOPOLOGIES: tuple[str, ...] = ("8x-rtx4090-pcie", "4x-l40s-pcie", "dgx-a100", "dgx-h100", "hgx-h200",
+                                       "2x-dgx-h100-ib")
+
+
+class StudyConfig(BaseModel):
+    """What a study compares. Lists of length > 1 are the study's axes (at most two of
+    :data:`STUDY_AXES`); an empty ``world_sizes`` means every GPU of each topology."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = "default"
+    models: tuple[str, ...] = Field(("XL/2", "G/2"), min_length=1)
+    topologies: tuple[str, ...] = Field(DEFAULT_TOPOLOGIES, min_length=1)
+    world_sizes: tuple[int, ...] = ()
+    batches: tuple[int, ...] = Field((8, 16, 32), min_length=1)
+    image_sizes: tuple[int, ...] = Field((256,), min_length=1)
+    strategies: tuple[str, ...] = Field(COMPARE_DEFAULT, min_length=1)
+    steps: int = Field(50, ge=1)
+    placement: Literal["contiguous", "strided"] = "contiguous"
+    chunk_size: int = Field(8, ge=1)
+
+    @field_validator("world_sizes", "batches", "image_sizes")
+    @classmethod
+    def _positive(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if any(x < 1 for x in v):
+            raise ValueError("values must be >= 1")
+        return tuple(dict.fromkeys(v))
+
+    @field_validator("models", "topologies", "strategies")
+    @classmethod
+    def _unique(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(s.strip() for s in v if s.strip()))
+
+    def axes(self) -> list[str]:
+        """The varying axes, in :data:`STUDY_AXES` order."""
+        sizes = {"topology": self.topologies, "world_size": self.world_sizes, "batch": self.batches,
+                 "image_size": self.image_sizes}
+        return [a for a in STUDY_AXES if len(sizes[a]) > 1]
+
+    def all_strategies(self) -> tuple[str, ...]:
+        """The strategies with ``sync`` first (the baseline every speedup is over)."""
+        return ("sync",) + tuple(s for s in self.strategies if s != "sync")
+
+
+DEFAULT_STUDY = StudyConfig()
+_ALLOWED = {"placement": ("contiguous", "strided"), "__keys__": tuple(StudyConfig.model_fields)}
+
+
+def make_study(base: StudyConfig | None = None, **overrides: Any) -> StudyConfig:
+    """``base`` (default: :data:`DEFAULT_STUDY`) with the given fields replaced, validated."""
+    fields = (base or DEFAULT_STUDY).model_dump()
+    fields.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        study = StudyConfig(**fields)
+    except ValidationError as exc:
+        raise config_error_from_pydantic(exc, "study", _ALLOWED) from None
+    axes = study.axes()
+    if len(axes) > 2:
+        raise ConfigError("study", f"varies {len(axes)} axes ({', '.join(axes)}); a study varies at most two",
+                          STUDY_AXES)
+    for name in study.all_strategies():
+        make_strategy(name)
+    for model in study.models:
+        make_scenario(model=model, world_size=1)  # unknown model names fail here, before any work
+    return study
+
+
+def load_study(path: str | Path) -> StudyConfig:
+    """A study TOML file: one ``[study]`` table with :class:`StudyConfig`'s fields."""
+    doc = read_toml(path, what="study")
+    unknown = sorted(set(doc) - {"study"})
+    if unknown:
+        raise ConfigError(f"{Path(path).name}: [{unknown[0]}]", "unknown section", ("study",))
+    if not isinstance(doc.get("study", {}), dict):
+        raise ConfigError("study", "must be a table")
+    return make_study(**doc.get("study", {}))
+
+
+def study_points(study: StudyConfig) -> list[dict[str, Any]]:
+    """Every configuration: model x topology x GPUs x batch x image size x strategy (strategy fastest)."""
+    from dicesim.topology import get_topology, world_size
+
+    points = []
+    for model in study.models:
+        for topo in study.topologies:
+            sizes = study.world_sizes or (world_size(get_topology(topo)),)
+            for ws in sizes:
+                for batch in study.batches:
+                    for image in study.image_sizes:
+                        points += [{"model": model, "topology": topo, "world_size": ws, "batch": batch,
+                                    "image_size": image, "strategy": s} for s in study.all_strategies()]
+    return points
+
+
+@dataclass(frozen=True)
+class StudyEvaluator:
+    """Simulate one configuration; keep the headline metrics and the busiest link (picklable)."""
+
+    quality: Optional[QualityFn] = None
+
+    def __call__(self, scenario: Scenario) -> dict[str, Any]:
+        from dicesim.report.run_report import link_frame
+        from dicesim.sim.api import simulate
+
+        result = simulate(scenario, record=False)
+        out: dict[str, Any] = headline_metrics(result.summary(), result.per_step)
+        out["exposed_comm_share_frac"] = (out["exposed_comm_step_s"] / out["step_latency_s"]
+                                          if out["step_latency_s"] > 0 else 0.0)
+        links = link_frame(result.links)
+        if len(links):
+            top = links.sort_values("busy_s", ascending=False, kind="stable").iloc[0]
+            alike = links[(links["link_class"] == top["link_class"]) & (links["busy_s"] >= 0.99 * top["busy_s"])]
+            out.update(busiest_link=str(top["link"]), busiest_link_class=str(top["link_class"]),
+                       busiest_link_busy_frac=float(top["busy_frac"]), busiest_link_count=float(len(alike)))
+        if self.quality is not None:
+            out["predicted_quality"] = float(self.quality(scenario))
+        return out
+
+
+def run_study(study: StudyConfig, out_dir: str | Path, *, workers: int = 0, scheduler: str | None = None,
+              processes: bool = True, quality: QualityFn | None = None,
+              on_chunk: Callable[[Path, list[dict]], None] | None = None) -> SweepOutcome:
+    """Evaluate every configuration of ``study`` not already in ``out_dir`` (resumable).
+
+    ``quality`` adds a ``predicted_quality`` column (and must be picklable for Dask processes).
+    """
+    base = make_scenario(steps=study.steps, placement=study.placement)
+    return run_points(base, study_points(study), out_dir, workers=workers, scheduler=scheduler,
+                      processes=processes, chunk_size=study.chunk_size, evaluate=StudyEvaluator(quality),
+                      on_chunk=on_chunk)
+
+
+def study_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The successful rows with ``speedup`` over ``sync`` on the same model and scenario."""
+    from dicesim.report.sweep_report import with_speedup
+
+    return with_speedup(table)[lambda d: d["status"] == "ok"].reset_index(drop=True)
