@@ -173,10 +173,12 @@ def test_staged_bytes_are_counted_without_a_trace():
 def test_cli_host_staged_json_and_trace(tmp_path, capsys):
     code = main(["run", "--transport", "host-staged", "--world-size", "2", "--steps", "3", "--strategy", "dice",
                  "--trace-out", str(tmp_path), "--json"])
-    doc = json.loads(capsys.readouterr().out)
-    assert code == 0 and doc["transport"] == "host-staged" and doc["emulated_world_size"] == 2
-    assert doc["world_size"] == 1 and doc["batch_per_rank"] == 2 * doc["batch_per_emulated_rank"]
-    assert sum(doc["staged_nbytes_per_step"]) > 0 and set(doc["trace_files"]) == {"json", "parquet"}
+    doc = json.loads(capsys.readouterr().out)  # the shared result schema; the emulation's fields in `extra`
+    ext = doc["extra"]
+    assert code == 0 and doc["schema"] == "dicesim-result/1" and doc["source"] == "executor"
+    assert ext["transport"] == "host-staged" and ext["emulated_world_size"] == 2
+    assert doc["world_size"] == 1 and doc["batch"] == 2 * ext["batch_per_emulated_rank"]
+    assert sum(ext["staged_nbytes_per_step"]) > 0 and set(ext["trace_files"]) == {"json", "parquet"}
 
 
 @pytest.mark.parametrize("args, needle", [

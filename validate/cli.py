@@ -67,8 +67,6 @@ def run(
     device: str = typer.Option("cpu", "--device", help="host-staged only: cpu | cuda"),
 ) -> None:
     """Run one strategy on local ranks (or as one torchrun rank) and report latency, lag, memory."""
-    from validate.launch import launch, run_from_env, under_torchrun
-    from validate.summary import summarize, write_run_trace
     from validate.worker import RunSpec
 
     strat = make_strategy(strategy, sync_layers=_sync_layers(sync_layers), cond_interval=cond_interval,
@@ -88,15 +86,28 @@ def run(
         if transport == "distributed":
             raise ConfigError("device", "the distributed transport picks devices by --backend", ("cpu",))
         summary = cli_run(spec, transport=transport, world_size=world_size, device=device, trace_out=trace_out)
-        if as_json:
-            print(json.dumps(summary, allow_nan=False))
-        else:
-            _print_human(summary)
+    else:
+        summary = _run_distributed(spec, world_size=world_size, backend=backend, timeout_s=timeout_s,
+                                   trace_out=trace_out)
+        if summary is None:  # a torchrun rank other than 0
+            return
+    if as_json:  # the shared result schema (dicesim.results), the same the simulator prints
+        from dicesim.results import result_from_executor
+
+        print(result_from_executor(summary).to_json())
         return
+    _print_human(summary)
+
+
+def _run_distributed(spec, *, world_size: int, backend: str, timeout_s: float, trace_out: Path | None) -> dict | None:
+    """Spawn (or join, under torchrun) the ranks of one run; rank 0's summary, None on other ranks."""
+    from validate.launch import launch, run_from_env, under_torchrun
+    from validate.summary import summarize, write_run_trace
+
     if under_torchrun():
         outcomes = run_from_env([spec], backend=backend, timeout_s=timeout_s)
         if outcomes is None:  # not rank 0
-            return
+            return None
     else:
         outcomes = launch([spec], world_size=world_size, backend=backend, timeout_s=timeout_s)
     outcome = outcomes[0]
@@ -104,12 +115,7 @@ def run(
     if trace_out is not None:
         paths = write_run_trace(outcome, trace_out)
         summary["trace_files"] = {k: str(v) for k, v in paths.items()}
-    if as_json:  # the shared result schema (dicesim.results), the same the simulator prints
-        from dicesim.results import result_from_executor
-
-        print(result_from_executor(summary).to_json())
-        return
-    _print_human(summary)
+    return summary
 
 
 @app.command()
