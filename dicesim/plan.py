@@ -74,6 +74,14 @@ class Plan:
         """Whether ``layer``'s output at step ``t`` may use copies kept from an earlier step."""
         return (t, layer) in self.cache_reads
 
+    @property
+    def cond_layers(self) -> frozenset[int]:
+        """Layers whose exchanges conditional communication may cut to one copy per token."""
+        s = self.strategy
+        if s.cond_interval == 1 or not s.is_async:
+            return frozenset()
+        return frozenset(range(self.num_layers)) if s.cond_scope == "all" else frozenset(self.async_layers)
+
 
 def build_plan(strategy: StrategyConfig, num_layers: int, num_steps: int) -> Plan:
     """Every rank's ordered actions for ``num_steps`` steps of a ``num_layers``-layer model."""
@@ -306,8 +314,7 @@ def _reference_buffers(plan: Plan) -> tuple[list[list[HeldBuffer]], GcFrees]:
     gc = s.buffer_policy == "reference_gc"
     gc_recv = gc and s.scheme == "interweaved"
     async_set = frozenset(plan.async_layers)
-    skip_layers = frozenset() if s.cond_interval == 1 or not s.is_async else \
-        (frozenset(range(plan.num_layers)) if s.cond_scope == "all" else async_set)
+    skip_layers = plan.cond_layers
     lt = lag_table(plan)
     caches: dict[str, dict[int, _Entry]] = {"dispatch": {}, "combine": {}}
     pending: dict[tuple[str, int, int], _Entry] = {}

@@ -86,6 +86,7 @@ class _LayerStep:
     idx_NK: torch.Tensor
     score_NK: torch.Tensor
     shared_ND: torch.Tensor | None = None
+    local_ND: torch.Tensor | None = None  # data parallel: every expert ran here, weighted and summed
 
 
 @dataclass
@@ -137,10 +138,8 @@ class PlanRunner:
         if self.strategy.buffer_policy == "separate":
             self.store: SeparateStore | ReferenceStore = SeparateStore(producer=producer)
         else:
-            s = self.strategy
-            skip_layers = frozenset() if s.cond_interval == 1 else \
-                frozenset(range(self.L) if s.cond_scope == "all" else plan.async_layers)
-            self.store = ReferenceStore(producer=producer, top_k=self.K, skip_layers=skip_layers, disp=dispatcher)
+            self.store = ReferenceStore(producer=producer, top_k=self.K, skip_layers=plan.cond_layers,
+                                        disp=dispatcher)
         self._gc = gc_frees(plan)
         self._one_copy = lag_table(plan).skip  # [T, L]: the output used came from a one-copy exchange
         self._producer: dict[int, list[int]] = {}
@@ -224,7 +223,7 @@ class PlanRunner:
         with self.tracer.compute("run_experts", layer=a.layer, step=t, tok_step=t, rows=rows_RD.shape[0],
                                  flops=self._work.expert_rows(rows_RD.shape[0], self.E).flops):
             out_RD = self._block(a.layer).experts.forward_rows(rows_RD, ids_R)
-        self._fresh_local = combine_copies(out_RD.view(-1, self.K, out_RD.shape[-1]), cur.score_NK)
+        cur.local_ND = combine_copies(out_RD.view(-1, self.K, out_RD.shape[-1]), cur.score_NK)
         self._producer[a.layer] = [t, t]
 
     def _do_issue_dispatch(self, a: Action, t: int) -> None:
@@ -277,8 +276,8 @@ class PlanRunner:
     def _do_local_combine(self, a: Action, t: int) -> None:
         l, cur = a.layer, self._cur[a.layer]
         with self.tracer.compute("local_combine", layer=l, step=t, tok_step=t, flops=self._work.local_combine().flops):
-            if self.strategy.scheme == "data_parallel":
-                routed_ND = self._fresh_local
+            if cur.local_ND is not None:
+                routed_ND = cur.local_ND
             else:
                 routed_ND = self.store.routed(l, cur.score_NK,
                                               next_one_copy=t + 1 < self.T and bool(self._one_copy[t + 1, l]))

@@ -36,13 +36,18 @@ def show(
     warmup: Optional[int] = typer.Option(None, help="synchronous warm-up steps"),
     cooldown: Optional[int] = typer.Option(None, help="synchronous cool-down steps"),
     sync_every: Optional[int] = typer.Option(None, help="periodic synchronous step every S steps"),
+    async_work: Optional[str] = typer.Option(None, help="every_step|consumed_only"),
+    cond_scope: Optional[str] = typer.Option(None, help="all|async"),
+    slot_order: Optional[str] = typer.Option(None, help="combine_first|shared_first"),
+    buffer_policy: Optional[str] = typer.Option(None, help="reference_gc|reference|separate"),
 ) -> None:
     """Lag table (steps) of each layer's expert output: `0` fresh, `k` k steps old; `a/b` = kept/dropped copy."""
     parsed_layers: object = sync_layers
     if sync_layers and sync_layers[0].isdigit():
         parsed_layers = [int(x) for x in sync_layers.split(",") if x.strip()]
     overrides = dict(sync_layers=parsed_layers, cond_interval=cond_interval, cond_policy=cond_policy,
-                     warmup_steps=warmup, cooldown_steps=cooldown, sync_every=sync_every)
+                     warmup_steps=warmup, cooldown_steps=cooldown, sync_every=sync_every, async_work=async_work,
+                     cond_scope=cond_scope, slot_order=slot_order, buffer_policy=buffer_policy)
     console = Console(width=max(100, 8 + 6 * steps))
     if reference_flags is not None:
         if name is not None or any(v is not None for v in overrides.values()):
