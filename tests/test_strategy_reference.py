@@ -197,6 +197,20 @@ def test_sync_layer_skip_halves_routed_volume():
     assert skip[0] == skip[2] == full[0] and skip[1] * 2 == full[1] and skip[3] * 2 == full[3]
 
 
+def test_token_lags_and_weighted_lag_show_the_synced_layers_dropped_copy():
+    """dice over 6 steps: a synced layer's kept copies are fresh, its dropped ones one step old on
+    the 3 odd steps; the score-weighted lag weights them by the dropped copy's router share."""
+    res = simulate(**TINY, strategy="dice", steps=6, profile=prof(), graph=fully_connected(4, 1e9, 1e-6))
+    tl = res.token_lags[res.token_lags["layer"] == 2].set_index("lag")["copy_frac"].to_dict()
+    assert tl == pytest.approx({0: 9 / 12, 1: 3 / 12})
+    lags = res.lags[res.lags["layer"] == 2]
+    share_dropped = 1.0 - res.meta["scenario"]["routing"]["top1_share"]
+    assert lags["weighted_lag"].to_numpy() == pytest.approx([0, share_dropped] * 3)
+    orig = simulate(**TINY, strategy=make_strategy("dice", cond_scope="async"), steps=6, profile=prof(),
+                    graph=fully_connected(4, 1e9, 1e-6)).summary()
+    assert res.summary()["mean_lag"] == pytest.approx(orig["mean_lag"] + 2 * 3 / (4 * 6 * 2))
+
+
 def test_slot_order_timing():
     """With a count exchange opening every async slot (shared communicator, every_step) the old combine
     has always arrived, so the order changes nothing; at the consumed-only tail it does."""

@@ -165,16 +165,20 @@ def test_summary_units_and_shapes(runs4):
     assert s["clock_alignment"] == "shared-monotonic"
 
 
+def _memory_cases():
+    return [(w, k) for w, specs in ((2, SPECS2), (4, SPECS4)) for k, v in specs.items()
+            if v.strategy.cond_interval == 1 and v.strategy.is_async and v.num_experts is None]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("label", [k for k, v in SPECS2.items() if v.strategy.cond_interval == 1 and
-                                   v.strategy.is_async])
-def test_simulator_memory_prediction_equals_measured_bytes(label, runs2):
+@pytest.mark.parametrize("world, label", _memory_cases())
+def test_simulator_memory_prediction_equals_measured_bytes(world, label, runs2, runs4):
     """The simulator's buffer bytes, fed the executor's own routing, equal what the executor's
-    ranks really held at every step end, in both accountings."""
-    outcome = runs2[label]
+    ranks really held at every step end, in every accounting."""
+    outcome = (runs2 if world == 2 else runs4)[label]
     spec, recs = outcome.spec, [r.record for r in sorted(outcome.ranks, key=lambda r: r.rank)]
     counts_LTWE = np.stack([r.router_hist for r in recs]).transpose(2, 1, 0, 3)  # [L, T, W, E]
-    routing = TokenRouting(placement=spec.placement(2), tokens_per_rank=recs[0].local_tokens,
+    routing = TokenRouting(placement=spec.placement(world), tokens_per_rank=recs[0].local_tokens,
                            top_k=spec.preset.top_k, counts_LTWE=counts_LTWE)
     plan = build_plan(spec.strategy, spec.preset.depth, spec.steps)
     predicted_TW = buffer_bytes_TW(plan, routing, recs[0].row_nbytes)
