@@ -171,7 +171,7 @@ class ReferenceStore:
         """``--auto-gc``: free one finished buffer of a cache entry."""
         ex = self.entries[kind].get(layer)
         if ex is None or ex.handle.tok_step != tok_step or part not in ex.handle.held_parts():
-            raise RuntimeError(f"gc of {kind}_{part} ({layer}, {tok_step}): not held by the cache {ex and (ex.handle.tok_step, ex.handle.held_parts())} {[(k, l, e.handle.tok_step) for k, c in self.entries.items() for l, e in c.items()]}")
+            raise RuntimeError(f"gc of {kind}_{part} of layer {layer}, step {tok_step}: the cache does not hold it")
         ex.handle.release(send=part == "send", recv=part == "recv")
 
     def held(self) -> dict[tuple[int, str, int], int]:
