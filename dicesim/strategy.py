@@ -142,13 +142,10 @@ class StrategyConfig(BaseModel):
             parts.append(f"warmup={self.effective_warmup},cooldown={self.cooldown_steps},every={self.sync_every}")
         if self.count_comm != "shared":
             parts.append("counts on separate communicator")
-        ref = {"async_work": "every_step", "cond_scope": "all", "slot_order": "combine_first"}
         if self.is_async:
-            own = [f"{k}={getattr(self, k)}" for k in ref if getattr(self, k) != ref[k]
-                   and (k != "cond_scope" or self.cond_interval > 1)]
-            if self.buffer_policy != "separate":
-                own.append(f"buffers={self.buffer_policy}")
-            parts += own
+            differ = [f"{k}={getattr(self, k)}" for k, v in REFERENCE_SEMANTICS.items()
+                      if getattr(self, k) != v and (k != "cond_scope" or self.cond_interval > 1)]
+            parts += differ or ["as the DICE code"]
         return " + ".join(parts)
 
 
