@@ -16,6 +16,10 @@ from dicesim.errors import ConfigError, config_error_from_pydantic
 Scheme = Literal["sync", "displaced", "interweaved", "data_parallel"]
 SyncPreset = Literal["none", "deep", "shallow", "alternate"]
 CondPolicy = Literal["low", "high", "random"]
+AsyncWork = Literal["consumed_only", "every_step"]
+CondScope = Literal["async", "all"]
+SlotOrder = Literal["shared_first", "combine_first"]
+BufferPolicy = Literal["separate", "reference", "reference_gc"]
 SCHEMES: tuple[str, ...] = ("sync", "displaced", "interweaved", "data_parallel")
 SYNC_PRESETS: tuple[str, ...] = ("none", "deep", "shallow", "alternate")
 ASYNC_SCHEMES = frozenset({"displaced", "interweaved"})
@@ -28,6 +32,25 @@ class StrategyConfig(BaseModel):
     ``t % n != 0`` send one copy per token (``cond_policy`` picks which to drop).
     ``warmup_steps`` is raised to 1 for asynchronous schemes: nothing is cached before the
     first step. ``sync_every`` 0 disables periodic synchronisation.
+
+    Four fields choose between the DICE reference code's semantics and dicesim's original
+    ones (docs/strategies.md cites the reference lines); the defaults are the original ones,
+    the paper's presets pick the reference's:
+
+    - ``async_work``: ``every_step`` issues dispatch, experts and combine at every
+      asynchronous step, the last one included, re-runs the experts on a sync step's
+      dispatched rows at the next asynchronous step, discards what is in flight when a
+      synchronous step starts and drains it after the last step (the reference);
+      ``consumed_only`` issues only work whose result is used.
+    - ``cond_scope``: conditional communication on ``all`` layers (the reference: synced
+      layers too, on asynchronous steps) or on asynchronous layers only (``async``).
+    - ``slot_order``: ``combine_first`` waits for the old combine before the shared expert
+      (the reference); ``shared_first`` runs the shared expert while it is in flight.
+    - ``buffer_policy``: ``separate`` counts a pending exchange's send and receive buffers
+      plus a per-layer output cache (an upper bound); ``reference`` keeps the reference's
+      per-layer cache entries (the combine receive buffer is the stale output);
+      ``reference_gc`` adds its ``--auto-gc`` (finished send buffers freed; with
+      ``interweaved`` also finished dispatch receive buffers).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -43,6 +66,10 @@ class StrategyConfig(BaseModel):
     stale_weights: Literal["current", "producer"] = "current"
     count_comm: Literal["shared", "separate"] = "shared"
     seed: int = 0  # fixes the per-token choice of the `random` conditional-communication policy
+    async_work: AsyncWork = "consumed_only"
+    cond_scope: CondScope = "async"
+    slot_order: SlotOrder = "shared_first"
+    buffer_policy: BufferPolicy = "separate"
 
     @field_validator("sync_layers", mode="before")
     @classmethod
@@ -94,6 +121,17 @@ class StrategyConfig(BaseModel):
         """Whether a dispatch carrying step ``t``'s tokens sends only one copy per token."""
         return self.cond_interval > 1 and t % self.cond_interval != 0
 
+    def layer_skips_copy(self, exchange_is_async: bool, t: int, num_steps: int) -> bool:
+        """Whether an exchange of step ``t``'s tokens sends one copy per token.
+
+        Asynchronous exchanges follow :meth:`step_skips_copy`. Synchronous ones (synced layers)
+        skip too with ``cond_scope="all"``, but never on a fully synchronous step: the reference
+        clears its skip cache when such a step starts, so nothing is there to reuse.
+        """
+        if not self.is_async or not self.step_skips_copy(t):
+            return False
+        return exchange_is_async or (self.cond_scope == "all" and not self.step_is_sync(t, num_steps))
+
     def describe(self) -> str:
         parts = [self.scheme]
         if self.sync_layers != "none":
@@ -104,18 +142,29 @@ class StrategyConfig(BaseModel):
             parts.append(f"warmup={self.effective_warmup},cooldown={self.cooldown_steps},every={self.sync_every}")
         if self.count_comm != "shared":
             parts.append("counts on separate communicator")
+        if self.is_async:
+            differ = [f"{k}={getattr(self, k)}" for k, v in REFERENCE_SEMANTICS.items()
+                      if getattr(self, k) != v and (k != "cond_scope" or self.cond_interval > 1)]
+            parts += differ or ["as the DICE code"]
         return " + ".join(parts)
 
 
+#: what the DICE reference code runs (docs/strategies.md, "The reference implementation");
+#: ``--auto-gc`` because the paper's memory saving of interweaved needs it
+REFERENCE_SEMANTICS: dict[str, str] = dict(async_work="every_step", cond_scope="all", slot_order="combine_first",
+                                           buffer_policy="reference_gc")
+
+
 def _presets() -> dict[str, dict]:
+    ref = REFERENCE_SEMANTICS
     return {
         "sync": dict(scheme="sync"),
         "data_parallel": dict(scheme="data_parallel"),
-        "displaced": dict(scheme="displaced"),
-        "interweaved": dict(scheme="interweaved"),
-        "displaced-deep": dict(scheme="displaced", sync_layers="deep"),
-        "interweaved-deep": dict(scheme="interweaved", sync_layers="deep"),
-        "dice": dict(scheme="interweaved", sync_layers="deep", cond_interval=2, cond_policy="low"),
+        "displaced": dict(scheme="displaced", **ref),
+        "interweaved": dict(scheme="interweaved", **ref),
+        "displaced-deep": dict(scheme="displaced", sync_layers="deep", **ref),
+        "interweaved-deep": dict(scheme="interweaved", sync_layers="deep", **ref),
+        "dice": dict(scheme="interweaved", sync_layers="deep", cond_interval=2, cond_policy="low", **ref),
     }
 
 
@@ -127,7 +176,9 @@ COMPARE_DEFAULT: tuple[str, ...] = ("sync", "displaced", "interweaved", "interwe
 _ALLOWED = {
     "scheme": SCHEMES, "sync_layers": SYNC_PRESETS + ("a list of layer indices",),
     "cond_policy": ("low", "high", "random"), "stale_weights": ("current", "producer"),
-    "count_comm": ("shared", "separate"),
+    "count_comm": ("shared", "separate"), "async_work": ("consumed_only", "every_step"),
+    "cond_scope": ("async", "all"), "slot_order": ("shared_first", "combine_first"),
+    "buffer_policy": ("separate", "reference", "reference_gc"),
 }
 
 

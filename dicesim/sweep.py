@@ -44,7 +44,7 @@ SWEEP_FORMAT = "dicesim-sweep/1"  # part of every key: bump it when a result's m
 SCENARIO_AXES = ("model", "num_experts", "batch", "image_size", "steps", "cfg", "dtype", "topology",
                  "world_size", "placement", "seed", "profile")
 STRATEGY_AXES = ("scheme", "sync_layers", "cond_interval", "cond_policy", "warmup_steps", "cooldown_steps",
-                 "sync_every", "stale_weights", "count_comm")
+                 "sync_every", "stale_weights", "count_comm", "async_work", "cond_scope", "slot_order", "buffer_policy")
 ROUTING_AXES = {"routing": "kind", "zipf_alpha": "alpha", "top1_share": "top1_share"}
 AXES: tuple[str, ...] = ("strategy",) + SCENARIO_AXES + STRATEGY_AXES + tuple(ROUTING_AXES)
 #: columns every sweep table has, before the metrics (descriptors of the configuration)

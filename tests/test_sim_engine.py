@@ -122,7 +122,7 @@ def _nominal_compute_W(prep) -> np.ndarray:
         for a in actions:
             if a.kind in ("sync_moe", "run_experts"):
                 out += cm.expert_times_s(recv[a.skip][a.layer, a.tok_step])
-            elif a.kind not in ("issue_dispatch", "wait_combine"):
+            elif a.kind not in ("issue_dispatch", "wait_combine", "discard", "drain"):
                 out += cm.action_time_s(a.kind)
     return out
 

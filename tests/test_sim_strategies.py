@@ -26,25 +26,40 @@ def graph(bw=1e8):
     return fully_connected(4, bw, 1e-6)
 
 
+ORIGINAL = dict(async_work="consumed_only", cond_scope="async", slot_order="shared_first", buffer_policy="separate")
+
+
 def test_buffer_bytes_formula():
-    # uniform routing, W | E: each rank receives as many rows as it sends (N * K)
+    # uniform routing, W | E: each rank receives as many rows as it sends (N * K), L = 4 async layers
     own = N * K * ROW_NBYTES
     expect = {
-        # per layer at a steady step end: dispatch send+recv of step t, combine send+recv of t-1, cache
-        "displaced": 5 * L * own,
+        # separate: per layer at a steady step end, dispatch send+recv of step t, combine send+recv of t-1, cache
+        ("displaced", "separate"): 5 * L * own,
         # per layer: combine send+recv (the ring's last layer: its dispatch instead), cache
-        "interweaved": 3 * L * own,
-        "sync": 0,
+        ("interweaved", "separate"): 3 * L * own,
+        # the reference's caches keep one dispatch and one combine entry per layer, both buffers each
+        ("displaced", "reference"): 4 * L * own,
+        ("interweaved", "reference"): 4 * L * own,
+        # --auto-gc: only the exchanges issued after the step's last count exchange keep their send
+        # buffer; displaced keeps every receive buffer (L dispatch, L combine) ...
+        ("displaced", "reference_gc"): (2 * L + 2) * own,
+        # ... interweaved frees finished dispatch receive buffers: the wrapping dispatch, L combine receives
+        ("interweaved", "reference_gc"): (L + 3) * own,
+        ("sync", "separate"): 0,
     }
-    for name, nbytes in expect.items():
-        res = simulate(**TINY, strategy=name, steps=8, profile=prof(), graph=graph())
+    peaks = {}
+    for (name, policy), nbytes in expect.items():
+        fields = ORIGINAL if policy == "separate" else dict(buffer_policy=policy)
+        strat = make_strategy(name, **(fields if name != "sync" else {}))
+        res = simulate(**TINY, strategy=strat, steps=8, profile=prof(), graph=graph())
         steady = res.buffers[res.buffers["step"] == 3]["nbytes"].to_numpy()
-        assert np.allclose(steady, nbytes), name
-        assert res.summary()["peak_buffer_bytes"] == max(nbytes, res.buffers["nbytes"].max())
-    # interweaved's saving over displaced
-    d = simulate(**TINY, strategy="displaced", steps=8, profile=prof(), graph=graph()).summary()
-    i = simulate(**TINY, strategy="interweaved", steps=8, profile=prof(), graph=graph()).summary()
-    assert i["peak_buffer_bytes"] < d["peak_buffer_bytes"]
+        assert np.allclose(steady, nbytes), (name, policy)
+        peaks[(name, policy)] = res.summary()["peak_buffer_bytes"]
+        assert peaks[(name, policy)] == max(nbytes, res.buffers["nbytes"].max())
+    # interweaved's saving over displaced: with separate buffers, and in the reference only with --auto-gc
+    assert peaks[("interweaved", "separate")] < peaks[("displaced", "separate")]
+    assert peaks[("interweaved", "reference_gc")] < peaks[("displaced", "reference_gc")]
+    assert peaks[("interweaved", "reference")] == peaks[("displaced", "reference")]
 
 
 def test_skip_step_halves_routed_bytes():

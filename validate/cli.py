@@ -54,6 +54,10 @@ def run(
     sync_every: int | None = typer.Option(None, "--sync-every", help="periodic synchronous step"),
     stale_weights: str | None = typer.Option(None, "--stale-weights", help="current|producer"),
     count_comm: str | None = typer.Option(None, "--count-comm", help="shared|separate"),
+    async_work: str | None = typer.Option(None, "--async-work", help="every_step|consumed_only"),
+    cond_scope: str | None = typer.Option(None, "--cond-scope", help="all|async"),
+    slot_order: str | None = typer.Option(None, "--slot-order", help="combine_first|shared_first"),
+    buffer_policy: str | None = typer.Option(None, "--buffer-policy", help="reference_gc|reference|separate"),
     group_layout: str = typer.Option("contiguous", "--group-layout", help="contiguous|strided (E < W)"),
     dtype: str = typer.Option("fp32", help="fp32|bf16|fp16"),
     shadow: bool = typer.Option(False, "--shadow", help="measure each layer's error against a fresh sync output"),
@@ -71,7 +75,8 @@ def run(
 
     strat = make_strategy(strategy, sync_layers=_sync_layers(sync_layers), cond_interval=cond_interval,
                           cond_policy=cond_policy, cooldown_steps=cooldown, sync_every=sync_every,
-                          stale_weights=stale_weights, count_comm=count_comm)
+                          stale_weights=stale_weights, count_comm=count_comm, async_work=async_work,
+                          cond_scope=cond_scope, slot_order=slot_order, buffer_policy=buffer_policy)
     if strat.seed != seed:  # the run seed also fixes the `random` policy's choice (not a strategy change)
         strat = strat.model_copy(update={"seed": seed})
     if timeout_s <= 0:

@@ -90,6 +90,7 @@ class A2AHandle:
         self.name, self.layer, self.tok_step, self.stream = name, layer, tok_step, stream
         self.issue_step = step
         self.send_RD, self.recv_QD = send_RD, recv_QD
+        self.sent_nbytes, self.sent_rows = send_RD.nbytes, int(send_RD.shape[0])  # kept for the trace after release
         self.issue_mark = issue_mark
         self.done_mark: Any = None
         self._sink, self._clock, self._mark = sink, clock, mark or clock
@@ -109,8 +110,12 @@ class A2AHandle:
 
     @property
     def nbytes(self) -> int:
-        """Payload bytes this handle keeps alive (send plus receive buffer)."""
-        return self.send_RD.nbytes + self.recv_QD.nbytes
+        """Payload bytes this handle keeps alive (send plus receive buffer, what is not released)."""
+        return sum(self.held_parts().values())
+
+    def held_parts(self) -> dict[str, int]:
+        """Bytes of the send and receive buffers this handle still holds, by part."""
+        return {part: buf.nbytes for part, buf in (("send", self.send_RD), ("recv", self.recv_QD)) if buf is not None}
 
     def wait(self, *, step: int) -> torch.Tensor:
         """Block until the transfer is done; records the collective and the exposed wait."""
@@ -124,15 +129,17 @@ class A2AHandle:
             self._recorded = True
             done = self.done_mark if self.done_mark is not None else end_ns
             self._sink(self.stream, "collective", self.name, self.layer, self.issue_step, self.tok_step,
-                       self.issue_mark, done, self.send_RD.nbytes, int(self.send_RD.shape[0]))
+                       self.issue_mark, done, self.sent_nbytes, self.sent_rows)
             self._sink("compute", "wait", f"wait:{self.name}", self.layer, step, self.tok_step,
                        start_ns, end_ns, 0, 0)
         return self.recv_QD
 
-    def release(self) -> None:
-        """Drop the buffers (the handle stays as a record of what it carried)."""
-        self.send_RD = self.send_RD.new_empty((0,) + tuple(self.send_RD.shape[1:]))
-        self.recv_QD = self.recv_QD.new_empty((0,) + tuple(self.recv_QD.shape[1:]))
+    def release(self, *, send: bool = True, recv: bool = True) -> None:
+        """Drop the buffers (the handle stays as a record of what it carried); call after :meth:`wait`."""
+        if send:
+            self.send_RD = None
+        if recv:
+            self.recv_QD = None
 
 
 class DispatcherLike(Protocol):

@@ -9,9 +9,10 @@ sampler's ``denoise(x, t, y, step_index)`` signature and executes exactly the ac
 Copy roles. Each token's K expert copies are re-ordered into *roles*: role 0 is the copy a
 conditional-communication skip step keeps (policy ``low``: the higher-scored copy 0;
 ``high``: copy K-1; ``random``: a per-token choice fixed by ``strategy.seed``), roles 1.. the
-copies it drops. Caches are ``[N, K, D]`` in role order, so a skip step refreshes role 0 and
-the dropped roles keep the output of the last full exchange. With ``stale_weights="producer"``
-the cache holds outputs already weighted by the producing step's scores (no extra tensor).
+copies it drops. What a layer keeps between steps, and the bytes it holds, belong to the
+buffer policy's store (:mod:`validate.stale`); the ``--auto-gc`` frees come from
+:func:`dicesim.plan.gc_frees`. Exchanges a synchronous step discards are waited for at that
+step's end and dropped.
 
 Lag is read from the data: a combine's handle carries the step whose tokens it moved.
 
@@ -29,9 +30,10 @@ import numpy as np
 import torch
 
 from dicesim.models import BlockWorkload
-from dicesim.plan import Action, Plan
-from validate.dispatcher import A2AHandle, RouteLayout, _DispatcherBase
+from dicesim.plan import Action, Plan, gc_frees, lag_table
+from validate.dispatcher import RouteLayout, _DispatcherBase
 from validate.model import DiTMoE, DiTMoEBlock, combine_copies
+from validate.stale import Exchange, ReferenceStore, SeparateStore
 from validate.tracing import RankTracer
 
 _MASK64 = (1 << 64) - 1
@@ -84,17 +86,7 @@ class _LayerStep:
     idx_NK: torch.Tensor
     score_NK: torch.Tensor
     shared_ND: torch.Tensor | None = None
-    fresh_NKD: torch.Tensor | None = None  # this step's own expert outputs (sync layers)
-
-
-@dataclass
-class _Pending:
-    """An exchange in flight: its handle, row layout and the producing step's role scores."""
-
-    handle: A2AHandle
-    layout: RouteLayout
-    skip: bool
-    score_NK: torch.Tensor | None  # kept only for producer weights
+    local_ND: torch.Tensor | None = None  # data parallel: every expert ran here, weighted and summed
 
 
 @dataclass
@@ -143,9 +135,17 @@ class PlanRunner:
         self._work = BlockWorkload(model=preset, images=len(image_keys_B), tokens_per_image=T_img,
                                    dtype_nbytes=torch.empty((), dtype=self.param_dtype).element_size())
         # cross-step state
-        self._cache: dict[int, torch.Tensor] = {}
+        producer = self.strategy.stale_weights == "producer"
+        if self.strategy.buffer_policy == "separate":
+            self.store: SeparateStore | ReferenceStore = SeparateStore(producer=producer)
+        else:
+            self.store = ReferenceStore(producer=producer, top_k=self.K, skip_layers=plan.cond_layers,
+                                        disp=dispatcher)
+        self._gc = gc_frees(plan)
+        self._one_copy = lag_table(plan).skip  # [T, L]: the output used came from a one-copy exchange
         self._producer: dict[int, list[int]] = {}
-        self._pending: dict[tuple[str, int, int], _Pending] = {}
+        self._pending: dict[tuple[str, int, int], Exchange] = {}
+        self._retired: list[Exchange] = []  # discarded by a sync step: waited for at its end
         # per-step scratch
         self._cur: dict[int, _LayerStep] = {}
         self.record = RunRecord(
@@ -167,9 +167,15 @@ class PlanRunner:
         start = time.perf_counter()
         self._x_in = (x_BCLL.to(self.param_dtype), t_B, y_B)
         self._cur = {}
+        self.store.begin_step()
         out = None
-        for action in self.plan.steps[t]:
-            out = getattr(self, f"_do_{action.kind}")(action, t)
+        for i, action in enumerate(self.plan.steps[t]):
+            result = getattr(self, f"_do_{action.kind}")(action, t)
+            if action.kind == "final":
+                out = result
+            for layer, what, tok_step in self._gc.get((t, i), ()):
+                kind, part = what.split("_")
+                self.store.gc(kind, layer, part, tok_step)
         if x_BCLL.is_cuda:
             self.sync_step()
         latency_s = time.perf_counter() - start
@@ -202,11 +208,15 @@ class PlanRunner:
         self.record.router_hist[t, a.layer] += torch.bincount(idx_NK.reshape(-1), minlength=self.E).cpu().numpy()
 
     def _do_sync_moe(self, a: Action, t: int) -> None:
-        cur = self._cur[a.layer]
-        cur.fresh_NKD = self._exchange_sync(self.disp, a.layer, t, cur, record=True)
-        self._producer[a.layer] = [t, t]
-        if a.layer in self.plan.async_layers:
-            self._cache[a.layer] = self._to_cache(cur.fresh_NKD, cur.score_NK)
+        l, cur = a.layer, self._cur[a.layer]
+        out_NkD, dispatch, combine = self._exchange_sync(self.disp, l, t, cur, skip=a.skip, record=True)
+        is_async = l in self.plan.async_layers
+        self.store.synced(l, out_NkD, cur.score_NK, skip=a.skip, dispatch=dispatch if is_async else None,
+                          combine=combine, cache_it=self.plan.reads_cache(l, t + 1))
+        self._producer[l] = [t, self._producer[l][1] if a.skip else t]
+        if a.keep:  # the next step re-runs this layer's experts on the rows it received
+            dispatch.handle.release(recv=False)
+            self._pending[("d", l, t)] = dispatch
 
     def _do_local_moe(self, a: Action, t: int) -> None:
         cur = self._cur[a.layer]
@@ -214,7 +224,7 @@ class PlanRunner:
         with self.tracer.compute("run_experts", layer=a.layer, step=t, tok_step=t, rows=rows_RD.shape[0],
                                  flops=self._work.expert_rows(rows_RD.shape[0], self.E).flops):
             out_RD = self._block(a.layer).experts.forward_rows(rows_RD, ids_R)
-        cur.fresh_NKD = out_RD.view(-1, self.K, out_RD.shape[-1])
+        cur.local_ND = combine_copies(out_RD.view(-1, self.K, out_RD.shape[-1]), cur.score_NK)
         self._producer[a.layer] = [t, t]
 
     def _do_issue_dispatch(self, a: Action, t: int) -> None:
@@ -224,18 +234,21 @@ class PlanRunner:
         self.record.recv_rows[(a.layer, t)] = lay.recv_rows
         handle = self.disp.dispatch(rows_RD, lay, layer=a.layer, step=t, tok_step=t, async_op=True)
         keep_scores = self.strategy.stale_weights == "producer"
-        self._pending[("d", a.layer, t)] = _Pending(handle=handle, layout=lay, skip=a.skip,
-                                                    score_NK=cur.score_NK if keep_scores else None)
+        ex = Exchange(handle=handle, layout=lay, skip=a.skip, score_NK=cur.score_NK if keep_scores else None)
+        self._pending[("d", a.layer, t)] = ex
+        self._put("dispatch", a.layer, ex)
 
     def _do_run_experts(self, a: Action, t: int) -> None:
-        pend = self._pending.pop(("d", a.layer, a.tok_step))
-        recv_QD = pend.handle.wait(step=t)
-        out_QD = self._run_experts(a.layer, recv_QD, pend.layout, t, pend.handle.tok_step)
-        pend.handle.release()
-        handle = self.disp.combine(out_QD, pend.layout, layer=a.layer, step=t, tok_step=pend.handle.tok_step,
+        ex = self._pending.pop(("d", a.layer, a.tok_step))
+        recv_QD = ex.handle.wait(step=t)
+        out_QD = self._run_experts(a.layer, recv_QD, ex.layout, t, ex.handle.tok_step)
+        if not self._cached("dispatch", ex):
+            ex.handle.release()
+        handle = self.disp.combine(out_QD, ex.layout, layer=a.layer, step=t, tok_step=ex.handle.tok_step,
                                    async_op=True)
-        self._pending[("c", a.layer, a.tok_step)] = _Pending(handle=handle, layout=pend.layout, skip=pend.skip,
-                                                             score_NK=pend.score_NK)
+        combine = Exchange(handle=handle, layout=ex.layout, skip=ex.skip, score_NK=ex.score_NK)
+        self._pending[("c", a.layer, a.tok_step)] = combine
+        self._put("combine", a.layer, combine)
 
     def _do_shared_expert(self, a: Action, t: int) -> None:
         cur = self._cur[a.layer]
@@ -244,36 +257,38 @@ class PlanRunner:
             cur.shared_ND = self._block(a.layer).shared_expert(cur.h_ND)
 
     def _do_wait_combine(self, a: Action, t: int) -> None:
-        pend = self._pending.pop(("c", a.layer, a.tok_step))
-        back_RD = self.disp.unpermute(pend.handle.wait(step=t), pend.layout)
-        produced = pend.handle.tok_step  # lag comes from the data, not from the action
-        cache = self._cache[a.layer]
-        D = back_RD.shape[-1]
-        if pend.skip:
-            score_N1 = None if pend.score_NK is None else pend.score_NK[:, :1]
-            cache[:, 0] = self._to_cache(back_RD.view(-1, 1, D), score_N1)[:, 0]
-            self._producer[a.layer][0] = produced
-        else:
-            cache.copy_(self._to_cache(back_RD.view(-1, self.K, D), pend.score_NK))
-            self._producer[a.layer] = [produced, produced]
-        pend.handle.release()
+        ex = self._pending.pop(("c", a.layer, a.tok_step))
+        back_RD = self.disp.unpermute(ex.handle.wait(step=t), ex.layout)
+        produced = ex.handle.tok_step  # lag comes from the data, not from the action
+        self.store.waited(a.layer, back_RD.view(-1, 1 if ex.skip else self.K, back_RD.shape[-1]), ex)
+        self._producer[a.layer] = [produced, self._producer[a.layer][1] if ex.skip else produced]
+
+    def _do_discard(self, a: Action, t: int) -> None:
+        self._retired += self._pending.values()
+        self._pending.clear()
+        self.store.clear()
+
+    def _do_drain(self, a: Action, t: int) -> None:
+        for ex in self._pending.values():
+            ex.handle.wait(step=t)
+            ex.handle.release()
+        self._pending.clear()
 
     def _do_local_combine(self, a: Action, t: int) -> None:
         l, cur = a.layer, self._cur[a.layer]
         with self.tracer.compute("local_combine", layer=l, step=t, tok_step=t, flops=self._work.local_combine().flops):
-            if cur.fresh_NKD is not None:
-                routed_ND = combine_copies(cur.fresh_NKD, cur.score_NK)
-            elif self.strategy.stale_weights == "producer":
-                routed_ND = self._cache[l].sum(dim=1)
+            if cur.local_ND is not None:
+                routed_ND = cur.local_ND
             else:
-                routed_ND = combine_copies(self._cache[l], cur.score_NK)
+                routed_ND = self.store.routed(l, cur.score_NK,
+                                              next_one_copy=t + 1 < self.T and bool(self._one_copy[t + 1, l]))
         kept, dropped = self._producer[l]
         self.record.lag_kept[t, l], self.record.lag_dropped[t, l] = t - kept, t - dropped
         s_kept, s_dropped = float(cur.score_NK[:, 0].sum()), float(cur.score_NK[:, 1:].sum())
         self.record.lag_score[t, l] = (s_kept * (t - kept) + s_dropped * (t - dropped), s_kept + s_dropped)
         shadow_NKD = None
         if self.shadow is not None:
-            shadow_NKD = self._exchange_sync(self.shadow, l, t, cur, record=False)
+            shadow_NKD = self._exchange_sync(self.shadow, l, t, cur, record=False)[0]
             used_ND, ref_ND = routed_ND + cur.shared_ND, combine_copies(shadow_NKD, cur.score_NK) + cur.shared_ND
             self.record.shadow_sq[t, l] = (float((used_ND - ref_ND).double().square().sum()),
                                            float(ref_ND.double().square().sum()))
@@ -304,37 +319,52 @@ class PlanRunner:
                                  flops=self._work.expert_rows(Q, len(bank)).flops):
             return bank.forward_rows(recv_QD, lay.recv_expert_ids_Q)
 
-    def _exchange_sync(self, disp: _DispatcherBase, layer: int, t: int, cur: _LayerStep, *,
-                       record: bool) -> torch.Tensor:
-        """Blocking count exchange, dispatch, experts, combine; outputs ``[N, K, D]`` in role order."""
-        rows_RD, ids_R = self._rows(cur, skip=False)
+    def _exchange_sync(self, disp: _DispatcherBase, layer: int, t: int, cur: _LayerStep, *, record: bool,
+                       skip: bool = False) -> tuple[torch.Tensor, Exchange, Exchange]:
+        """Blocking count exchange, dispatch, experts, combine of every role (``skip``: role 0 only).
+
+        Returns the outputs ``[N, k, D]`` in role order and both (completed) exchanges.
+        """
+        rows_RD, ids_R = self._rows(cur, skip=skip)
         lay = disp.layout(ids_R, layer=layer, step=t, tok_step=t)
         if record:
             self.record.recv_rows[(layer, t)] = lay.recv_rows
-        recv_QD = disp.dispatch(rows_RD, lay, layer=layer, step=t, tok_step=t, async_op=False).wait(step=t)
+        dispatch = disp.dispatch(rows_RD, lay, layer=layer, step=t, tok_step=t, async_op=False)
+        recv_QD = dispatch.wait(step=t)
         out_QD = self._run_experts(layer, recv_QD, lay, t, t) if record else \
             self._block(layer).experts.forward_rows(recv_QD, lay.recv_expert_ids_Q)
-        back_RD = disp.combine(out_QD, lay, layer=layer, step=t, tok_step=t, async_op=False).wait(step=t)
-        return disp.unpermute(back_RD, lay).view(-1, self.K, rows_RD.shape[-1])
+        combine = disp.combine(out_QD, lay, layer=layer, step=t, tok_step=t, async_op=False)
+        out_NkD = disp.unpermute(combine.wait(step=t), lay).view(cur.h_ND.shape[0], -1, rows_RD.shape[-1])
+        producer = cur.score_NK if self.strategy.stale_weights == "producer" else None
+        return (out_NkD, Exchange(handle=dispatch, layout=lay, skip=skip, score_NK=producer),
+                Exchange(handle=combine, layout=lay, skip=skip, score_NK=producer))
 
-    def _to_cache(self, out_NKD: torch.Tensor, score_NK: torch.Tensor | None) -> torch.Tensor:
-        if self.strategy.stale_weights == "producer":
-            return out_NKD * score_NK.unsqueeze(-1).to(out_NKD.dtype)
-        return out_NKD.clone()
+    def _cached(self, kind: str, ex: Exchange) -> bool:
+        return isinstance(self.store, ReferenceStore) and self.store.holds(kind, ex)
+
+    def _put(self, kind: str, layer: int, ex: Exchange) -> None:
+        """Reference policy: the new exchange becomes the layer's cache entry."""
+        if isinstance(self.store, ReferenceStore):
+            self.store.put(kind, layer, ex)
 
     def _end_of_step(self, t: int) -> None:
-        """Drop caches the next step does not read, then measure what is held into it."""
-        for l in list(self._cache):
-            if t + 1 >= self.T or self.plan.layer_is_sync(l, t + 1):
-                del self._cache[l]
-        held: dict[tuple[int, str, int], int] = {(l, "cache", -1): c.nbytes for l, c in self._cache.items()}
+        """Finish discarded exchanges, drop what the next step does not read, measure what is held."""
+        for ex in self._retired:
+            ex.handle.wait(step=t)
+            ex.handle.release()
+        self._retired.clear()
+        if t + 1 == self.T:
+            if self._pending:
+                raise RuntimeError(f"plan left exchanges pending after the last step: {sorted(self._pending)}")
+            self.store.clear()  # the sampler returns (the reference clears its caches: sample_ddp.py:281-283)
+        self.store.end_step({l for l in range(self.L) if self.plan.reads_cache(l, t + 1)},
+                            list(self._pending.values()))
+        held = self.store.held()
         meta = 0
-        for (kind, layer, tok_step), pend in self._pending.items():
+        for (kind, layer, tok_step), ex in self._pending.items():
             what = "dispatch" if kind == "d" else "combine"
-            held[(layer, f"{what}_send", tok_step)] = pend.handle.send_RD.nbytes
-            held[(layer, f"{what}_recv", tok_step)] = pend.handle.recv_QD.nbytes
-            meta += pend.layout.meta_nbytes() + (0 if pend.score_NK is None else pend.score_NK.nbytes)
+            if not self._cached(what, ex):
+                held.update({(layer, f"{what}_{part}", tok_step): n for part, n in ex.handle.held_parts().items()})
+            meta += ex.layout.meta_nbytes() + (0 if ex.score_NK is None else ex.score_NK.nbytes)
         self.record.held_nbytes.append(held)
         self.record.held_meta_nbytes.append(meta)
-        if t + 1 == self.T and self._pending:
-            raise RuntimeError(f"plan left exchanges pending after the last step: {sorted(self._pending)}")

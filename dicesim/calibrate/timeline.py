@@ -77,13 +77,13 @@ def measured_routing(run: TraceRun) -> TokenRouting | None:
                         counts_LTWE=counts_LTWE)
 
 
-def _skip_set(run: TraceRun, kinds: tuple[str, ...] = ("issue_dispatch", "run_experts"),
-              skip: bool = True) -> set[tuple[int, int]]:
-    """(layer, tok_step) of the plan's actions of ``kinds`` whose ``skip`` flag is ``skip`` (or any: None)."""
+def _skip_set(run: TraceRun, kinds: tuple[str, ...] = ("issue_dispatch", "run_experts", "sync_moe"),
+              skip: bool = True) -> set[tuple[int, int, int]]:
+    """(layer, tok_step, step) of the plan's actions of ``kinds`` whose ``skip`` flag is ``skip`` (or any: None)."""
     if run.strategy is None:
         return set()
     plan = build_plan(run.strategy, run.preset.depth, run.steps)
-    return {(a.layer, a.tok_step) for _, acts in plan for a in acts
+    return {(a.layer, a.tok_step, t) for t, acts in plan for a in acts
             if a.kind in kinds and (skip is None or a.skip == skip)}
 
 
@@ -93,7 +93,9 @@ def _max_link_nbytes(M_SS: np.ndarray, row_nbytes: int) -> float:
 
 
 def wait_neighbours(ev: pd.DataFrame) -> dict[tuple, tuple[float, float, float, float]]:
-    """(rank, name, layer, tok_step) of every wait -> (start, end, previous event's end, next event's start) in s."""
+    """(rank, name, layer, tok_step, step) of every wait -> (start, end, previous event's end, next event's
+    start) in s. ``step``: when the wait happened (an exchange of the same tokens can run twice:
+    ``async_work="every_step"`` re-runs a sync step's experts at the next step)."""
     track = ev[(ev["stream"] == "compute") & ev["kind"].isin(("compute", "wait"))].sort_values(
         ["rank", "start_us", "end_us"], kind="stable")
     r, k = track["rank"].to_numpy(), track["kind"].to_numpy()
@@ -104,8 +106,9 @@ def wait_neighbours(ev: pd.DataFrame) -> dict[tuple, tuple[float, float, float, 
     next_start = np.where(same_next, np.r_[s[1:], np.nan], e)
     out = {}
     names, layers, toks = track["name"].to_numpy(), track["layer"].to_numpy(), track["tok_step"].to_numpy()
+    steps = track["step"].to_numpy()
     for i in np.flatnonzero(k == "wait"):
-        out[(int(r[i]), _base_name(names[i]), int(layers[i]), int(toks[i]))] = (
+        out[(int(r[i]), _base_name(names[i]), int(layers[i]), int(toks[i]), int(steps[i]))] = (
             s[i], e[i], min(prev_end[i], s[i]), max(next_start[i], e[i]))
     return out
 
@@ -129,18 +132,21 @@ def collective_instances(run: TraceRun, *, straggler: bool | None = None) -> pd.
     wait_at = wait_neighbours(ev)
     group_of = _rank_groups(run)
     routing = measured_routing(run)
-    skips = _skip_set(run)
+    skips = {(layer, tok) for layer, tok, _ in _skip_set(run)}
     syncs = _skip_set(run, ("sync_moe",), None)  # awaited at once: no compute of the rank overlaps them
     row_nbytes = run.workload.row_nbytes()
     groups = run.meta.extra.get("ep_groups") or (routing.placement.groups() if routing else None)
     c = coll.assign(group=[group_of.get(int(r), 0) for r in coll["rank"]])
     rows = []
-    for (g, stream, name, layer, tok), grp in c.groupby(["group", "stream", "name", "layer", "tok_step"], sort=False):
+    for (g, stream, name, layer, tok, step), grp in c.groupby(["group", "stream", "name", "layer", "tok_step", "step"],
+                                                             sort=False):
         ranks = grp["rank"].to_numpy()
         issue_R = grp["start_us"].to_numpy() / 1e6
         done_R = grp["end_us"].to_numpy() / 1e6
         ready_R = issue_R.copy()
-        w = [wait_at.get((int(r), name, int(layer), int(tok))) for r in ranks]
+        # its wait: at the issue step or, for an asynchronous exchange, at most two steps later
+        w = [next((wait_at[k] for ws in range(int(step), int(step) + 3)
+                   if (k := (int(r), name, int(layer), int(tok), ws)) in wait_at), None) for r in ranks]
         if name == "counts":  # host work around the exchange is part of it: from the gate's end
             ready_R = np.array([wt[2] if wt else i for wt, i in zip(w, issue_R)])
         if routing is not None and name != "counts" and groups is not None:
@@ -170,7 +176,7 @@ def collective_instances(run: TraceRun, *, straggler: bool | None = None) -> pd.
         out.append((g, stream, name, layer, tok, step, members, issue, ready, start, done,
                     tuple(float(d) for d in done_R), max(raw, 0.0), raw,
                     any(blocked),
-                    link, nb, S, (layer, tok) in syncs))
+                    link, nb, S, (layer, tok, step) in syncs))
     return pd.DataFrame(out, columns=cols)
 
 

@@ -37,7 +37,7 @@ from dicesim.sim.linkscale import efficiency_scaled_graph, rank_port_links
 from dicesim.sim.nccl import NcclModel, builtin_nccl_model, effective_graph, hop_latency_s, route_transports
 from dicesim.sim.network import FlowNetwork
 from dicesim.sim.profile import HardwareProfile
-from dicesim.sim.program import BLOCK, ISSUE, RUN, STEP_END, SYNC, WAIT, compile_program
+from dicesim.sim.program import BLOCK, DISCARD, DRAIN, ISSUE, RUN, STEP_END, SYNC, SYNC_KEEP, WAIT, compile_program
 from dicesim.sim.routing import TokenRouting
 from dicesim.topology import all_pairs_routes, world_size
 from dicesim.trace import EventRecorder
@@ -159,6 +159,7 @@ class Engine:
         self.program = compile_program(spec.plan, spec.cost, host_op_s=self.host_op_s,
                                        merge=spec.merge_compute and not spec.record)
         self.recv = [routing.recv_rows_LTW(skip) for skip in (False, True)]
+        self._arrived = env.event().succeed()  # stands for a dispatch that already completed
         # expert time per [skip][layer][tok_step][rank], as nested lists for fast scalar reads
         self.exp_s = [spec.cost.expert_times_s(rows).tolist() for rows in self.recv]
 
@@ -305,9 +306,24 @@ class Engine:
                         t_prev = self.step_end[r, t - 1] if t else 0.0
                         rec.add(r, "host", "marker", f"step {t}", t_prev * 1e6, now * 1e6, -1, t)
                     continue
+                if op == DISCARD:  # never used; the collectives still run in order on their communicator
+                    pend_d.clear()
+                    pend_c.clear()
+                    continue
+                if op == DRAIN:  # the sampler synchronises before it returns
+                    now = env.now
+                    for ev in (*pend_d.values(), *pend_c.values()):
+                        if ev.callbacks is not None:
+                            yield ev
+                    pend_d.clear()
+                    pend_c.clear()
+                    exposed += env.now - now
+                    if rec is not None and env.now > now:
+                        rec.add(r, "compute", "wait", "wait_drain", now * 1e6, env.now * 1e6, -1, t, t)
+                    continue
                 _, layer, tok, skip = ins
                 key = layer + L * tok
-                if op == SYNC or op == ISSUE:
+                if op == SYNC or op == ISSUE or op == SYNC_KEEP:
                     # blocking count exchange: the host needs the counts to size the dispatch
                     host_t += hcoll
                     now = env.now
@@ -361,6 +377,8 @@ class Engine:
                     exposed += env.now - now
                     if rec is not None:
                         rec.add(r, "compute", "wait", "wait_combine", now * 1e6, env.now * 1e6, layer, t, tok)
+                if op == SYNC_KEEP:  # its dispatch has arrived: a later RUN re-runs the experts at once
+                    pend_d[key] = self._arrived
 
     # ---------------------------------------------------------------- recording hooks
     def _on_coll_done(self, comm: Communicator, coll: Collective) -> None:

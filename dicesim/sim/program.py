@@ -16,11 +16,13 @@ from dataclasses import dataclass
 from dicesim.plan import Plan
 from dicesim.sim.costmodel import CostModel
 
-# opcodes (ints: compared in the hot loop)
-BLOCK, SYNC, ISSUE, RUN, WAIT, STEP_END = range(6)
-OPCODE_NAMES = ("block", "sync_moe", "issue_dispatch", "run_experts", "wait_combine", "step_end")
+# opcodes (ints: compared in the hot loop); SYNC_KEEP = sync_moe whose dispatched rows stay for a later RUN
+BLOCK, SYNC, ISSUE, RUN, WAIT, STEP_END, DISCARD, DRAIN, SYNC_KEEP = range(9)
+OPCODE_NAMES = ("block", "sync_moe", "issue_dispatch", "run_experts", "wait_combine", "step_end", "discard", "drain",
+                "sync_moe")
 COMPUTE_KINDS = frozenset({"embed", "attention", "gate", "shared_expert", "local_combine", "final", "local_moe"})
-_COMM_OPS = {"sync_moe": SYNC, "issue_dispatch": ISSUE, "run_experts": RUN, "wait_combine": WAIT}
+_COMM_OPS = {"sync_moe": SYNC, "issue_dispatch": ISSUE, "run_experts": RUN, "wait_combine": WAIT,
+             "discard": DISCARD, "drain": DRAIN}
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,8 +38,8 @@ class Block:
 def compile_program(plan: Plan, cost: CostModel, *, host_op_s: float, merge: bool = True) -> tuple[tuple, ...]:
     """Per step, the tuple of instructions ``(opcode, ...)``.
 
-    ``(BLOCK, Block)``; ``(SYNC, layer, tok_step, False)``; ``(ISSUE|RUN|WAIT, layer, tok_step, skip)``;
-    ``(STEP_END, step)``.
+    ``(BLOCK, Block)``; ``(SYNC|SYNC_KEEP|ISSUE|RUN|WAIT, layer, tok_step, skip)``;
+    ``(DISCARD|DRAIN, -1, step, False)``; ``(STEP_END, step)``.
     """
     program = []
     for t, actions in plan:
@@ -67,7 +69,8 @@ def compile_program(plan: Plan, cost: CostModel, *, host_op_s: float, merge: boo
             if a.kind not in _COMM_OPS:
                 raise ValueError(f"plan action {a.kind!r} has no simulator instruction")
             flush()
-            out.append((_COMM_OPS[a.kind], a.layer, a.tok_step, bool(a.skip)))
+            op = SYNC_KEEP if a.kind == "sync_moe" and a.keep else _COMM_OPS[a.kind]
+            out.append((op, a.layer, a.tok_step, bool(a.skip)))
         flush()
         out.append((STEP_END, t))
         program.append(tuple(out))

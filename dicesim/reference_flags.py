@@ -1,0 +1,122 @@
+"""A DICE reference command line (``sample_ddp.py`` flags) as a :class:`StrategyConfig`.
+
+The reference (github Cobalt-27/DICE) chooses its strategy with command-line flags
+(``sample_ddp.py:374-391``); docs/strategies.md maps each to dicesim's fields and cites the
+code that gives it its meaning. :func:`strategy_from_reference_flags` applies that mapping,
+rejects what the reference itself rejects, and returns notes on what dicesim does differently.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+
+from dicesim.errors import ConfigError
+from dicesim.strategy import REFERENCE_SEMANTICS, StrategyConfig
+
+#: --ep-async-mode names the layers that run asynchronously; sync_layers names the others
+ASYNC_MODE_TO_SYNC_LAYERS = {"shallow": "deep", "deep": "shallow", "interleaved": "alternate", "all": "none"}
+SKIP_STRATEGY_TO_POLICY = {"low": "low", "high": "high", "rand": "random"}
+#: flags of sample_ddp.py that set the workload or the output, not the strategy
+_WORKLOAD_FLAGS = ("--model", "--vae", "--vae-path", "--sample-dir", "--per-proc-batch-size", "--num-fid-samples",
+                   "--num-experts", "--image-size", "--num-classes", "--cfg-scale", "--num-sampling-steps",
+                   "--global-seed", "--ckpt", "--extra-folder-name", "--extra-name")
+_WORKLOAD_SWITCHES = ("--tf32", "--trim-samples", "--single-img")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sample_ddp.py", add_help=False, allow_abbrev=False, exit_on_error=False)
+    for flag in ("--ep", "--ep-async", "--ep-async-pipeline", "--auto-gc", "--ep-score-use-latest", "--sp",
+                 "--sp-async", "--sp-legacy-cache", *_WORKLOAD_SWITCHES):
+        p.add_argument(flag, action="store_true")
+    p.add_argument("--ep-async-mode", choices=tuple(ASYNC_MODE_TO_SYNC_LAYERS))
+    p.add_argument("--ep-async-skip-strategy", choices=tuple(SKIP_STRATEGY_TO_POLICY))
+    for flag, default in (("--ep-async-warm-up", 0), ("--ep-async-cool-down", 0), ("--strided-sync", 0),
+                          ("--sp-async-warm-up", 0), ("--ep-async-noskip-step", 1)):
+        p.add_argument(flag, type=int, default=default)
+    for flag in _WORKLOAD_FLAGS:
+        p.add_argument(flag)
+    return p
+
+
+def _flags(cmdline: str) -> list[str]:
+    try:
+        tokens = shlex.split(cmdline)
+    except ValueError as exc:
+        raise ConfigError("reference flags", f"cannot split the command line ({exc})") from None
+    # drop a launcher prefix such as "torchrun --nproc_per_node 8 sample_ddp.py"
+    script = next((i for i, tok in enumerate(tokens) if tok.endswith(".py")), None)
+    return tokens[script + 1:] if script is not None else tokens
+
+
+def _require(cond: bool, problem: str, where: str) -> None:
+    if not cond:
+        raise ConfigError("reference flags", f"{problem} (the reference rejects it: {where})")
+
+
+def strategy_from_reference_flags(cmdline: str, *, name: str = "reference") -> tuple[StrategyConfig, list[str]]:
+    """The strategy a reference command line runs, and notes on where dicesim differs."""
+    try:
+        args, unknown = _parser().parse_known_args(_flags(cmdline))
+    except argparse.ArgumentError as exc:
+        raise ConfigError("reference flags", str(exc)) from None
+    if unknown:
+        raise ConfigError("reference flags", f"unknown flag or value {unknown[0]!r}",
+                          "the flags of sample_ddp.py:354-395")
+    if args.sp or args.sp_async or args.sp_legacy_cache or args.sp_async_warm_up:
+        raise ConfigError("reference flags", "sequence parallelism (--sp...) is not modelled by dicesim",
+                          "--ep, --ep-async and their options")
+    notes: list[str] = []
+    _require(args.ep or not args.ep_async, "--ep-async needs --ep", "models.py:40-41")
+    if not args.ep_async:
+        for flag, on in (("--auto-gc", args.auto_gc), ("--ep-async-pipeline", args.ep_async_pipeline),
+                         ("--ep-score-use-latest", args.ep_score_use_latest),
+                         ("--ep-async-warm-up", args.ep_async_warm_up > 0),
+                         ("--ep-async-cool-down", args.ep_async_cool_down > 0),
+                         ("--strided-sync", args.strided_sync > 0)):
+            _require(not on, f"{flag} needs --ep-async", "sample_ddp.py:410-431")
+        if args.ep_async_noskip_step != 1 or args.ep_async_skip_strategy:
+            notes.append("conditional communication flags have no effect without --ep-async (sample_ddp.py:182-191)")
+        scheme = "sync" if args.ep else "data_parallel"
+        return StrategyConfig(name=name, scheme=scheme), notes
+    _require(args.ep_async_mode is not None, "--ep-async needs --ep-async-mode", "models.py:329-338")
+    n = args.ep_async_noskip_step
+    _require(n >= 1, f"--ep-async-noskip-step must be >= 1, got {n}", "diep.py:68")
+    _require(n == 1 or args.ep_async_skip_strategy is not None,
+             "--ep-async-noskip-step > 1 needs --ep-async-skip-strategy", "diep.py:136-137")
+    if n > 2:
+        raise ConfigError("reference flags", f"--ep-async-noskip-step {n}: the reference's skip cache is emptied "
+                          "by each read (expertpara/ep_cache.py:215-220), so two one-copy steps in a row fail",
+                          "1 or 2")
+    fields: dict[str, object] = dict(
+        REFERENCE_SEMANTICS,
+        scheme="interweaved" if args.ep_async_pipeline else "displaced",
+        sync_layers=ASYNC_MODE_TO_SYNC_LAYERS[args.ep_async_mode],
+        # the first step always runs synchronously (diffusion/warmup.py:11-12), then the warm-up ones
+        warmup_steps=1 + max(args.ep_async_warm_up, 0),
+        cooldown_steps=max(args.ep_async_cool_down, 0),
+        sync_every=max(args.strided_sync, 0),
+        cond_interval=n,
+        buffer_policy="reference_gc" if args.auto_gc else "reference",
+        # the flag's name says the opposite of what the code does (sample_ddp.py:192, ep_fwd.py:190-193)
+        stale_weights="producer" if args.ep_score_use_latest else "current",
+    )
+    if n > 1:
+        fields["cond_policy"] = SKIP_STRATEGY_TO_POLICY[args.ep_async_skip_strategy]
+        notes.append("the reference skips when (T - t) % n != 0 (diep.py:61-68, step counted down), dicesim "
+                     "when t % n != 0: the same steps when n divides the step count T")
+        if args.ep_async_skip_strategy == "rand":
+            notes.append("'rand' draws one mask for every layer (diep.py:80-88); dicesim's 'random' draws one "
+                         "per layer from StrategyConfig.seed")
+    elif args.ep_async_skip_strategy is not None:
+        notes.append("--ep-async-skip-strategy has no effect with --ep-async-noskip-step 1 (diep.py:128)")
+    if args.strided_sync > 0:
+        notes.append("the reference syncs when (T - t) % S == 0 (diffusion/warmup.py:21-22), dicesim when "
+                     "t % S == 0: the same steps when S divides the step count T")
+    if args.model in ("DiT-XL/2", "DiT-G/2"):
+        notes.append("XL/2 and G/2 sample 50 rectified-flow steps whatever --num-sampling-steps says "
+                     "(sample_ddp.py:229)")
+    try:
+        return StrategyConfig(name=name, **fields), notes
+    except ValueError as exc:  # pydantic's ValidationError
+        raise ConfigError("reference flags", " ".join(str(exc).split())) from None
