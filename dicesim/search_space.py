@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from dicesim.errors import ConfigError, config_error_from_pydantic
 from dicesim.plan import Plan
-from dicesim.strategy import StrategyConfig
+from dicesim.strategy import REFERENCE_SEMANTICS, StrategyConfig
 from dicesim.sweep import matching_preset
 
 AsyncScheme = Literal["displaced", "interweaved"]
@@ -48,6 +48,9 @@ class SearchSpace(BaseModel):
     cond_policies: tuple[Policy, ...] = Field(("low", "high", "random"), min_length=1)
     warmups: tuple[int, ...] = Field((1, 2, 4), min_length=1)
     include_sync: bool = True
+    #: ``reference``: the DICE code's semantics, as the paper's presets run (strategy.REFERENCE_SEMANTICS);
+    #: ``original``: the StrategyConfig defaults (only consumed work, separate buffers, ...)
+    semantics: Literal["reference", "original"] = "reference"
 
     @field_validator("block_sizes", "cond_intervals", "warmups")
     @classmethod
@@ -98,6 +101,7 @@ def candidate_label(strategy: StrategyConfig, sync_label: str) -> str:
 def candidates(space: SearchSpace, num_layers: int) -> list[tuple[StrategyConfig, str]]:
     """Every strategy of ``space`` with the short label of its sync set, in a fixed order."""
     out: list[tuple[StrategyConfig, str]] = []
+    semantics = REFERENCE_SEMANTICS if space.semantics == "reference" else {}
     if space.include_sync:
         out.append((StrategyConfig(name="sync", scheme="sync"), "all"))
     try:
@@ -107,7 +111,7 @@ def candidates(space: SearchSpace, num_layers: int) -> list[tuple[StrategyConfig
                     for policy in (space.cond_policies if n > 1 else ("low",)):
                         for w in space.warmups:
                             s = StrategyConfig(scheme=scheme, sync_layers=sync_layers, cond_interval=n,
-                                               cond_policy=policy, warmup_steps=w)
+                                               cond_policy=policy, warmup_steps=w, **semantics)
                             out.append((s.model_copy(update={"name": candidate_label(s, sync_label)}), sync_label))
     except ValidationError as exc:
         raise config_error_from_pydantic(exc, "search") from None

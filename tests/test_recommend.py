@@ -36,11 +36,13 @@ def brute() -> pd.DataFrame:
 
 
 def _front(df: pd.DataFrame, cols: list[str]) -> set[str]:
-    """Brute-force Pareto front (all columns minimised)."""
+    """Brute-force Pareto front (all columns minimised); values within a relative 1e-9 are equal, as
+    the recommender treats them (the same plan timed on another worker can differ in the last bit)."""
     vals = df[cols].to_numpy()
+    lo, hi = vals * (1 - 1e-9), vals * (1 + 1e-9)
     keep = set()
     for i, name in enumerate(df.index):
-        dominated = any((vals[j] <= vals[i]).all() and (vals[j] < vals[i]).any() for j in range(len(vals)) if j != i)
+        dominated = any((vals[j] <= hi[i]).all() and (vals[j] < lo[i]).any() for j in range(len(vals)) if j != i)
         if not dominated:
             keep.add(name)
     return keep

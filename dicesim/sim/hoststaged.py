@@ -146,7 +146,7 @@ def staged_per_step(plan, staged: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     for t, actions in plan:
         for a in actions:
             if a.kind == "sync_moe":
-                out[t] += 2 * staged[False][a.layer, t]
+                out[t] += 2 * staged[a.skip][a.layer, t]  # conditional communication may cut sync layers too
             elif a.kind in ("issue_dispatch", "run_experts"):
                 out[t] += staged[a.skip][a.layer, a.tok_step]
     return out
