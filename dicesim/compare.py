@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from dicesim.errors import ConfigError
-from dicesim.scenario import Scenario, load_scenario, make_scenario
+from dicesim.scenario import Scenario, check_run_size, load_scenario, make_scenario
 from dicesim.strategy import COMPARE_DEFAULT, make_strategy
 
 #: headline numbers of one run, SI units; ``exposed_comm_s`` is for the whole run,
@@ -122,6 +122,8 @@ def run_strategy(scenario: Scenario, *, trace_dir: str | Path | None = None,
     from dicesim.trace import TraceMeta, write_trace
 
     want_events = record and (trace_dir is not None or bool(timeline_steps))
+    if want_events:
+        check_run_size(scenario, record=True)
     result = simulate(scenario, record=want_events)
     events = result.events if want_events else None
     name = scenario.strategy.name
@@ -168,6 +170,8 @@ def compare_strategies(scenario: Scenario, strategies: Sequence[str] = COMPARE_D
     if not names:
         raise ConfigError("strategies", "needs at least one strategy", COMPARE_DEFAULT)
     steps = tuple(default_timeline_steps(scenario.steps) if timeline_steps is None else timeline_steps)
+    if record:
+        check_run_size(scenario, record=True)  # here, not in a worker: the error must reach the CLI
     jobs = [(scenario.with_strategy(make_strategy(n)), trace_dir, steps, record) for n in names]
     if "sync" not in names:
         jobs.append((scenario.with_strategy(make_strategy("sync")), None, (), False))
