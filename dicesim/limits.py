@@ -71,6 +71,8 @@ EVENTS_PER_RANK_STEP_LAYER = 20
 MAX_SWEEP_POINTS = 100_000
 #: local executor ranks (each is a process on this machine)
 MAX_EXECUTOR_RANKS = 64
+#: executor collective timeout, seconds (a day; past it a hung rank is never noticed)
+MAX_TIMEOUT_S = 86_400
 #: executor checkpoints: a file larger than this many times the model's fp32 weights is not
 #: a checkpoint of it (EMA + weights + optimizer state is ~4x)
 CHECKPOINT_SIZE_FACTOR = 8

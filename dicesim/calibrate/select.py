@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from dicesim.errors import ConfigError
+from dicesim.limits import MAX_EXPRESSION_CHARS
 
 FIELDS = ("model", "batch", "world_size", "strategy", "steps", "image_size", "backend", "device", "stem")
 DEFAULT_FIT_ON = "batch in (1, 4)"
@@ -35,10 +36,14 @@ def _bad(expr: str, why: str) -> ConfigError:
 
 def compile_selector(expr: str) -> Callable[[dict[str, Any]], bool]:
     """A predicate over a run's field dict; ConfigError for anything outside the grammar."""
+    if len(expr) > MAX_EXPRESSION_CHARS:
+        raise _bad(expr[:40] + "...", f"{len(expr)} characters, longer than the {MAX_EXPRESSION_CHARS} allowed")
     try:
         tree = ast.parse(expr.strip(), mode="eval")
     except SyntaxError as exc:
         raise _bad(expr, f"not an expression ({exc.msg})") from None
+    except (RecursionError, MemoryError):
+        raise _bad(expr[:40] + "...", "nested too deeply") from None
 
     def ev(node: ast.AST, env: dict[str, Any]) -> Any:
         if isinstance(node, ast.Expression):
@@ -78,7 +83,13 @@ def compile_selector(expr: str) -> Callable[[dict[str, Any]], bool]:
             raise _bad(expr, f"unknown name {n.id!r}")
         if not isinstance(n, _ALLOWED_NODES):
             raise _bad(expr, f"{type(n).__name__} is not allowed")
-    return lambda fields: bool(ev(tree, fields))
+    def predicate(fields: dict[str, Any]) -> bool:
+        try:
+            return bool(ev(tree, fields))
+        except RecursionError:
+            raise _bad(expr[:40] + "...", "nested too deeply") from None
+
+    return predicate
 
 
 def split_runs(runs: Iterable[Any], expr: str = DEFAULT_FIT_ON) -> tuple[list[Any], list[Any]]:

@@ -15,6 +15,7 @@ import typer
 from dicesim.atomic import write_parquet_atomic, write_text_atomic
 from dicesim.cli import app
 from dicesim.cli.tables import console as make_console, metric_table, rich_table
+from dicesim.outlock import locks_output
 
 _SCENARIO_HELP = "scenario TOML (default: XL/2 on 8x-rtx4090-pcie, 8 GPUs, batch 32, 256 px, 50 steps)"
 # Option metadata shared by both commands; each flag overrides the scenario file's value.
@@ -55,6 +56,7 @@ def _warn_profile_range(sc) -> None:
 
 
 @app.command()
+@locks_output()
 def simulate(
     scenario: Optional[Path] = typer.Argument(None, help=_SCENARIO_HELP),
     model: Optional[str] = _MODEL, topology: Optional[str] = _TOPOLOGY, world_size: Optional[int] = _WORLD,
@@ -104,6 +106,7 @@ def simulate(
 
 
 @app.command()
+@locks_output()
 def compare(
     scenario: Optional[Path] = typer.Argument(None, help=_SCENARIO_HELP),
     strategies: Optional[str] = typer.Option(None, "--strategies",

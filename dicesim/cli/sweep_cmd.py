@@ -12,9 +12,11 @@ import typer
 from dicesim.cli import app
 from dicesim.cli.tables import console as make_console, rich_table
 from dicesim.errors import ConfigError
+from dicesim.outlock import locks_output
 
 
 @app.command()
+@locks_output()
 def sweep(
     sweep_file: Path = typer.Argument(..., help="sweep TOML: options, base scenario and one value list per axis"),
     out: Path = typer.Option(Path("out/sweep"), "--out", help="result directory (chunks/, sweep.parquet, report.html)"),
