@@ -176,6 +176,8 @@ def scenario_from_dict(doc: dict, path: Path = Path("<scenario>")) -> Scenario:
     if fields["topology"] and str(fields["topology"]).endswith((".toml", ".graphml")):
         fields["topology"] = str((path.parent / fields["topology"]).resolve()) if path.exists() else fields["topology"]
     preset = strat.pop("preset", None)
+    if preset is not None and not isinstance(preset, str):
+        raise ConfigError("strategy.preset", f"must be a preset name, got {type(preset).__name__}", STRATEGY_NAMES)
     fields["strategy"] = make_strategy(preset, **strat) if (preset or strat) else None
     if routing:
         try:

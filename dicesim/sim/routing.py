@@ -15,6 +15,7 @@ Everything is a pure function of (config, seed).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -92,9 +93,12 @@ def load_histogram(path: str | None) -> np.ndarray:
                           (".npy", ".csv", ".trace.json", ".events.parquet", "a trace directory"))
     check_file_size(p, MAX_HISTOGRAM_BYTES, lambda problem: ConfigError("routing.histogram", f"{p}: {problem}"))
     try:
-        hist = np.load(p, allow_pickle=False) if p.suffix == ".npy" else np.loadtxt(p, delimiter=",", ndmin=1)
-    except (ValueError, OSError, EOFError, UnicodeDecodeError) as exc:
-        raise ConfigError("routing.histogram", f"{p}: unreadable ({' '.join(str(exc).split())[:120]})") from None
+        with warnings.catch_warnings():  # "input contained no data": reported below as an empty histogram
+            warnings.simplefilter("ignore", UserWarning)
+            hist = np.load(p, allow_pickle=False) if p.suffix == ".npy" else np.loadtxt(p, delimiter=",", ndmin=1)
+    except Exception as exc:  # noqa: BLE001 -- a corrupt .npy header fails in the tokenizer, the parser, ...
+        raise ConfigError("routing.histogram", f"{p}: unreadable ({type(exc).__name__}: "
+                          f"{' '.join(str(exc).split())[:120]})") from None
     if not isinstance(hist, np.ndarray) or hist.dtype.kind not in "iuf" or hist.ndim not in (1, 2) or hist.size == 0:
         raise ConfigError("routing.histogram", f"{p}: holds {getattr(hist, 'dtype', type(hist).__name__)} values of "
                           f"shape {getattr(hist, 'shape', '?')}", "a non-empty [experts] or [layers, experts] array of numbers")

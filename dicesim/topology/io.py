@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +115,9 @@ def _load_graphml(path: Path) -> nx.DiGraph:
     except Exception as exc:  # noqa: BLE001 -- any parser error of a malformed file
         raise TopologyError(f"{path}: not valid GraphML (XML): {' '.join(str(exc).split())[:200]}") from None
     try:
-        G = nx.parse_graphml(raw)
+        with warnings.catch_warnings():  # "no key type ... using string": validation names what is wrong
+            warnings.simplefilter("ignore")
+            G = nx.parse_graphml(raw)
     except Exception as exc:  # ElementTree, networkx and type errors alike
         raise TopologyError(f"{path}: not valid GraphML: {' '.join(str(exc).split())[:200]}") from None
     if G.is_multigraph():
