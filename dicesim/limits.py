@@ -54,6 +54,8 @@ MAX_FIXED_TIME_S = 10.0
 MAX_WORLD_SIZE = 4096
 #: denoising steps (samplers use 25..1000)
 MAX_STEPS = 10_000
+#: MoE layers of a model or a strategy table (the presets have 4..40)
+MAX_LAYERS = 1024
 #: images per GPU; with the largest image this keeps every row and byte count inside int64
 MAX_BATCH = 1 << 20
 #: image side in pixels
@@ -69,6 +71,8 @@ MAX_RECORDED_EVENTS = 20_000_000
 EVENTS_PER_RANK_STEP_LAYER = 20
 #: configurations of one sweep
 MAX_SWEEP_POINTS = 100_000
+#: local worker processes of a sweep or comparison (each holds a simulation in memory)
+MAX_LOCAL_WORKERS = 256
 #: local executor ranks (each is a process on this machine)
 MAX_EXECUTOR_RANKS = 64
 #: executor collective timeout, seconds (a day; past it a hung rank is never noticed)
