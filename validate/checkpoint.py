@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -57,7 +58,9 @@ def read_checkpoint(path: str | os.PathLike[str], *, max_bytes: int | None = Non
     check_file_size(Path(path), limit, lambda problem: ConfigError("checkpoint", f"{path}: {problem}"),
                     what="checkpoint")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the outcome is reported below
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 -- a hostile file makes torch.load fail in many ways
         raise ConfigError("checkpoint", f"cannot read {path}: {' '.join(str(exc).split())[:200]}") from None
     for wrapper in _WRAPPER_KEYS:
