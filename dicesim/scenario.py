@@ -8,6 +8,8 @@ A scenario file has sections ``[model]``, ``[workload]``, ``[strategy]``, ``[top
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -15,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dicesim.errors import ConfigError, config_error_from_pydantic
 from dicesim.limits import (
-    INT64_MAX, MAX_BATCH, MAX_EXPERTS, MAX_IMAGE_PX, MAX_RECORDED_EVENTS, MAX_SIM_TABLE_NBYTES, MAX_STEPS,
+    INT64_MAX, INT64_MIN, MAX_BATCH, MAX_EXPERTS, MAX_IMAGE_PX, MAX_RECORDED_EVENTS, MAX_SIM_TABLE_NBYTES, MAX_STEPS,
     MAX_WORLD_SIZE, human_bytes, recorded_events, sim_table_nbytes,
 )
 from dicesim.models import DTYPE_NBYTES, MODEL_NAMES, ModelPreset, get_model
@@ -109,7 +111,7 @@ def _check_strategy_ints(sc: Scenario) -> None:
     for name, value in sc.strategy.model_dump().items():
         values = value if isinstance(value, tuple) else (value,)
         for v in values:
-            if isinstance(v, int) and not isinstance(v, bool) and not -INT64_MAX - 1 <= v <= INT64_MAX:
+            if isinstance(v, int) and not isinstance(v, bool) and not INT64_MIN <= v <= INT64_MAX:
                 raise ConfigError(f"strategy.{name}", f"{v} does not fit 64 bits", f"integers up to {INT64_MAX}")
 
 
@@ -191,6 +193,19 @@ def scenario_from_dict(doc: dict, path: Path = Path("<scenario>")) -> Scenario:
 
 
 def load_scenario(path: str | Path) -> Scenario:
-    """Read and validate a scenario TOML file."""
+    """Read and validate a scenario TOML file; every error names the file."""
     p = Path(path)
-    return scenario_from_dict(read_toml(p, what="scenario"), p)
+    with naming_file(p):
+        return scenario_from_dict(read_toml(p, what="scenario"), p)
+
+
+@contextmanager
+def naming_file(path: Path) -> Iterator[None]:
+    """Prefix a ConfigError raised inside with ``path``'s name unless it already names it."""
+    try:
+        yield
+    except ConfigError as exc:
+        line = exc.one_line()
+        if line.startswith(f"{path.name}: ") or line.startswith(f"{path}: "):
+            raise
+        raise ConfigError(path.name, line) from None

@@ -34,8 +34,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from dicesim.atomic import write_parquet_atomic
 from dicesim.compare import METRIC_KEYS, headline_metrics
 from dicesim.errors import ConfigError, DicesimError, config_error_from_pydantic
-from dicesim.scenario import Scenario, make_scenario, scenario_from_dict
 from dicesim.limits import MAX_SWEEP_POINTS
+from dicesim.scenario import Scenario, make_scenario, naming_file, scenario_from_dict
 from dicesim.sweep_limits import check_axis_values, check_sweep_size
 from dicesim.strategy import STRATEGY_NAMES, StrategyConfig, make_strategy
 from dicesim.tomlio import read_toml
@@ -156,7 +156,8 @@ def sweep_from_dict(doc: dict, path: Path = Path("<sweep>")) -> SweepSpec:
 def load_sweep(path: str | Path) -> SweepSpec:
     """Read and validate a sweep TOML file."""
     p = Path(path)
-    return sweep_from_dict(read_toml(p, what="sweep"), p)
+    with naming_file(p):
+        return sweep_from_dict(read_toml(p, what="sweep"), p)
 
 
 def _strategy_label(preset: str, overrides: dict[str, Any]) -> str:
