@@ -27,7 +27,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 
-from fuzz_cases import READERS, Outcome, Reader, hostile_file, seed_dir, try_input, verdict  # noqa: E402
+from fuzz_cases import (  # noqa: E402
+    READERS, Outcome, Reader, command_line, hostile_file, out_path, seed_dir, try_input, verdict,
+)
 
 BEGIN, END = "<!-- fuzz-results:begin -->", "<!-- fuzz-results:end -->"
 
@@ -77,14 +79,12 @@ def fuzz_subprocess(reader: Reader, examples: int, work: Path) -> dict:
                 p.unlink()
         f = work / reader.seed
         f.write_bytes(data)
-        out = work / ("quality.md" if reader.name == "checkpoint" else "out.toml" if "calibrate" in reader.argv(f, f)
-                      else "out")
+        out = out_path(reader, work)
         proc = subprocess.run([sys.executable, "-m", module, *reader.argv(f, out)], capture_output=True, text=True,
                               env=env, timeout=600)
         codes[proc.returncode] += 1
         o = Outcome(proc.returncode, proc.stdout, proc.stderr)
-        problem = verdict(o, out if reader.writes and out.suffix != "" or reader.name == "sweep" else None,
-                          expect_error=reader.expect_error)
+        problem = verdict(o, out if reader.writes else None, expect_error=reader.expect_error)
         if problem:
             findings[problem[:160]] += 1
     return {"tried": len(cases), "codes": codes, "findings": findings}
@@ -105,7 +105,7 @@ def markdown(results: dict, args: argparse.Namespace, wall_s: float) -> str:
     ]
     for name, r in results.items():
         reader = next(x for x in READERS if x.name == name)
-        cmd = " ".join(reader.argv(Path("FILE"), Path("OUT"))[:2])
+        cmd = command_line(reader)
         c, s = r["codes"], r.get("sub", {"tried": 0, "codes": Counter(), "findings": Counter()})
         other = sum(v for k, v in c.items() if k not in (0, 2))
         s_other = sum(v for k, v in s["codes"].items() if k not in (0, 2))

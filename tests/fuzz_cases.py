@@ -369,6 +369,17 @@ def _mutate_checkpoint(draw: st.DrawFn, path: Path) -> bytes:
     return sink.getvalue()
 
 
+def out_path(reader: Reader, work: Path) -> Path:
+    """Where ``reader``'s command writes (calibration: a profile file; quality: a page)."""
+    return work / {"calibrate-meta": "out.toml", "kineto": "out.toml", "checkpoint": "quality.md"}.get(reader.name, "out")
+
+
+def command_line(reader: Reader) -> str:
+    """The reader's command for tables, with the tiny scenario's flags shortened to ``...``."""
+    argv = " ".join(reader.argv(Path("FILE"), Path("OUT")))
+    return argv.replace(" ".join(TINY), "...")
+
+
 def try_input(reader: Reader, data: bytes, work: Path) -> tuple[Outcome, str | None]:
     """Write ``data`` as the reader's input in an empty ``work`` dir, run its command, judge it."""
     if work.exists():
@@ -376,8 +387,6 @@ def try_input(reader: Reader, data: bytes, work: Path) -> tuple[Outcome, str | N
     work.mkdir(parents=True)
     f = work / reader.seed
     f.write_bytes(data)
-    out = work / ("out.toml" if reader.name in ("calibrate-meta", "kineto") else "out")
-    if reader.name == "checkpoint":
-        out = work / "quality.md"
+    out = out_path(reader, work)
     o = run_cli(reader.argv(f, out), executor=reader.executor)
     return o, verdict(o, out if reader.writes else None, expect_error=reader.expect_error)
