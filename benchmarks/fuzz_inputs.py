@@ -15,6 +15,7 @@ import argparse
 import hashlib
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -28,19 +29,19 @@ sys.path.insert(0, str(ROOT / "tests"))
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 
 from fuzz_cases import (  # noqa: E402
-    READERS, Outcome, Reader, command_line, hostile_file, out_path, seed_dir, try_input, verdict,
+    READERS, Outcome, Reader, command_line, hostile_file, make_seeds, out_path, try_input, verdict,
 )
 
 BEGIN, END = "<!-- fuzz-results:begin -->", "<!-- fuzz-results:end -->"
 
 
-def fuzz_in_process(reader: Reader, examples: int, work: Path, keep: Path) -> dict:
+def fuzz_in_process(reader: Reader, seeds: Path, examples: int, work: Path, keep: Path) -> dict:
     seen: set[str] = set()
     codes: Counter = Counter()
     findings: Counter = Counter()
 
     @settings(max_examples=examples, database=None, deadline=None, suppress_health_check=list(HealthCheck))
-    @given(case=hostile_file(reader))
+    @given(case=hostile_file(reader, seeds))
     def one(case):
         how, data = case
         digest = hashlib.sha256(data).hexdigest()[:16]
@@ -58,14 +59,14 @@ def fuzz_in_process(reader: Reader, examples: int, work: Path, keep: Path) -> di
     return {"tried": len(seen), "codes": codes, "findings": findings}
 
 
-def fuzz_subprocess(reader: Reader, examples: int, work: Path) -> dict:
+def fuzz_subprocess(reader: Reader, seeds: Path, examples: int, work: Path) -> dict:
     """The same inputs through a real process: exit code, stderr lines, no traceback."""
     codes: Counter = Counter()
     findings: Counter = Counter()
     cases: list[bytes] = []
 
     @settings(max_examples=examples, database=None, deadline=None, suppress_health_check=list(HealthCheck))
-    @given(case=hostile_file(reader))
+    @given(case=hostile_file(reader, seeds))
     def collect(case):
         cases.append(case[1])
 
@@ -128,18 +129,22 @@ def main() -> int:
     ap.add_argument("--write", type=Path, help="replace the results section of this Markdown page")
     args = ap.parse_args()
     chosen = [r for r in READERS if not args.readers or r.name in args.readers.split(",")]
-    seed_dir()
     work_root = Path(tempfile.mkdtemp(prefix="dicesim-fuzz-"))
     results = {}
     t0 = time.perf_counter()
-    for reader in chosen:
-        t = time.perf_counter()
-        results[reader.name] = fuzz_in_process(reader, args.examples, work_root / reader.name, args.keep)
-        if args.subprocess:
-            results[reader.name]["sub"] = fuzz_subprocess(reader, args.subprocess, work_root / f"{reader.name}-sub")
-        r = results[reader.name]
-        print(f"{reader.name}: {r['tried']} inputs, exit codes {dict(r['codes'])}, "
-              f"{sum(r['findings'].values())} findings ({time.perf_counter() - t:.0f} s)", file=sys.stderr)
+    try:
+        seeds = make_seeds(work_root / "seeds")
+        for reader in chosen:
+            t = time.perf_counter()
+            results[reader.name] = fuzz_in_process(reader, seeds, args.examples, work_root / reader.name, args.keep)
+            if args.subprocess:
+                results[reader.name]["sub"] = fuzz_subprocess(reader, seeds, args.subprocess,
+                                                              work_root / f"{reader.name}-sub")
+            r = results[reader.name]
+            print(f"{reader.name}: {r['tried']} inputs, exit codes {dict(r['codes'])}, "
+                  f"{sum(r['findings'].values())} findings ({time.perf_counter() - t:.0f} s)", file=sys.stderr)
+    finally:
+        shutil.rmtree(work_root, ignore_errors=True)
     text = markdown(results, args, time.perf_counter() - t0)
     print(text)
     if args.write:

@@ -19,7 +19,6 @@ import shutil
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -134,21 +133,13 @@ def mutate_bytes(draw: st.DrawFn, raw: bytes) -> bytes:
 
 
 # --- seeds: valid files made by the project's own writers ---------------------------------
-@lru_cache(maxsize=None)
-def seed_dir() -> Path:
-    """A directory of valid seed files, made once per process."""
-    import tempfile
-
-    d = Path(tempfile.mkdtemp(prefix="dicesim-fuzz-seeds-"))
-    _make_seeds(d)
-    return d
-
-
-def _make_seeds(d: Path) -> None:
+def make_seeds(d: Path) -> Path:
+    """Write every reader's valid seed file into directory ``d``; returns ``d``."""
     from dicesim.sim.api import simulate
     from dicesim.topology import get_topology, save_graphml, save_toml
     from dicesim.trace import TraceMeta, write_trace
 
+    d.mkdir(parents=True, exist_ok=True)
     (d / "scenario.toml").write_text(tomli_w.dumps({
         "model": {"name": "tiny"}, "workload": {"batch": 1, "image_size": 32, "steps": 2},
         "strategy": {"preset": "dice", "cond_policy": "low"}, "topology": {"name": "tiny-ring4", "world_size": 4},
@@ -171,10 +162,12 @@ def _make_seeds(d: Path) -> None:
     hist = np.arange(1, 17, dtype=float).reshape(4, 4)
     np.save(d / "hist.npy", hist)
     np.savetxt(d / "hist.csv", hist, delimiter=",")
-    _make_checkpoint(d / "tiny.pt")
+    make_checkpoint(d / "tiny.pt")
+    return d
 
 
-def _make_checkpoint(path: Path) -> None:
+def make_checkpoint(path: Path) -> None:
+    """A valid checkpoint of the ``tiny`` model for 32 px images."""
     from dicesim.models import get_model
     from validate.checkpoint import save_checkpoint
     from validate.model import DiTMoE
@@ -233,7 +226,7 @@ class Reader:
     """One input boundary: its seed file, how to mutate it, and the command that reads it."""
 
     name: str
-    seed: str  # file name in seed_dir()
+    seed: str  # file name in the seed directory (make_seeds)
     fmt: str  # toml, json, bytes, parquet, npy, csv, checkpoint
     argv: Callable[[Path, Path], list[str]]  # (input file, output path) -> CLI arguments
     writes: bool = False  # the command writes the output path
@@ -269,9 +262,9 @@ READERS: tuple[Reader, ...] = (
 )
 
 
-def load_seed(reader: Reader) -> Any:
+def load_seed(reader: Reader, seeds: Path) -> Any:
     """The seed as the structure that structured mutations work on (None: bytes only)."""
-    path = seed_dir() / reader.seed
+    path = seeds / reader.seed
     if reader.fmt == "toml":
         import tomllib
 
@@ -285,15 +278,15 @@ def load_seed(reader: Reader) -> Any:
 
 
 @st.composite
-def hostile_file(draw: st.DrawFn, reader: Reader) -> tuple[str, bytes]:
-    """``(how, bytes)``: a mutated version of ``reader``'s seed file."""
-    path = seed_dir() / reader.seed
+def hostile_file(draw: st.DrawFn, reader: Reader, seeds: Path) -> tuple[str, bytes]:
+    """``(how, bytes)``: a mutated version of ``reader``'s seed file in ``seeds``."""
+    path = seeds / reader.seed
     raw = path.read_bytes()
     structured = reader.fmt in ("toml", "json", "parquet", "npy", "checkpoint") and draw(st.integers(0, 3)) > 0
     if not structured:
         return "bytes", mutate_bytes(draw, raw)
     if reader.fmt in ("toml", "json"):
-        doc = mutate_doc(draw, load_seed(reader), toml=reader.fmt == "toml", focus=reader.focus)
+        doc = mutate_doc(draw, load_seed(reader, seeds), toml=reader.fmt == "toml", focus=reader.focus)
         text = tomli_w.dumps(doc) if reader.fmt == "toml" else json.dumps(doc)
         data = text.encode("utf-8")
         if path.name.endswith(".gz"):

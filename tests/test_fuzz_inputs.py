@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fuzz_cases import READERS, hostile_file, run_cli, seed_dir, try_input, verdict
+from fuzz_cases import READERS, hostile_file, make_seeds, run_cli, try_input, verdict
 
 #: examples per reader in CI: cheap readers more, readers that simulate or sample fewer
 EXAMPLES = {"sweep": 10, "profile": 10, "checkpoint": 8, "histogram-npy": 12, "histogram-csv": 12, "kineto": 8,
@@ -20,8 +20,8 @@ _BY_NAME = {r.name: r for r in READERS}
 
 
 @pytest.fixture(scope="module")
-def seeds():
-    return seed_dir()
+def seeds(tmp_path_factory):
+    return make_seeds(tmp_path_factory.mktemp("seeds"))
 
 
 @pytest.mark.parametrize("name", sorted(_BY_NAME))
@@ -39,7 +39,7 @@ def test_hostile_input_ends_cleanly(seeds, tmp_path_factory, name):
     work = tmp_path_factory.mktemp(name.replace("-", "_")) / "work"
 
     @settings(max_examples=EXAMPLES.get(name, 25), suppress_health_check=list(HealthCheck), database=None)
-    @given(case=hostile_file(reader))
+    @given(case=hostile_file(reader, seeds))
     def check(case):
         how, data = case
         outcome, problem = try_input(reader, data, work)

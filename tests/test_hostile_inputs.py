@@ -190,10 +190,12 @@ def test_trace_meta_nan_is_refused(tmp_path):
 
 # --- checkpoints ---------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def tiny_state():
-    from fuzz_cases import seed_dir
+def tiny_state(tmp_path_factory):
+    from fuzz_cases import make_checkpoint
 
-    return torch.load(seed_dir() / "tiny.pt", weights_only=True)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    make_checkpoint(path)
+    return torch.load(path, weights_only=True)
 
 
 @pytest.mark.parametrize("change, needle", [
