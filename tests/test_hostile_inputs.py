@@ -260,3 +260,21 @@ def test_executor_ranges(capsys, argv, needle):
 def test_trace_meta_written_by_the_project_still_reads(tmp_path):
     df, meta = read_trace(EXEC_TRACE)
     assert isinstance(meta, TraceMeta) and meta.extra["router_hist"]
+
+
+def test_error_in_a_compare_worker_process_is_one_line(tmp_path, capsys):
+    """A reader's error raised in a worker process must cross back (errors pickle)."""
+    f = tmp_path / "bad.npy"
+    f.write_bytes(b"not an array")
+    line = _err(capsys, ["compare", *TINY, "--profile", "rtx4090", "--histogram", str(f), "--strategies", "sync,dice",
+                         "--workers", "2", "--out", str(tmp_path / "o")])
+    assert "routing.histogram" in line and "bad.npy" in line and not (tmp_path / "o").exists()
+
+
+def test_errors_survive_pickling():
+    import pickle
+
+    from dicesim.errors import ConfigError
+
+    err = pickle.loads(pickle.dumps(ConfigError("batch", "too big", ["1..8"])))
+    assert isinstance(err, ConfigError) and err.field == "batch" and err.one_line() == "batch: too big (allowed: 1..8)"
