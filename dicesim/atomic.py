@@ -7,11 +7,15 @@ the final name, and a previous version stays intact until the new one is complet
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
+
+#: names ``write_all_atomic`` gives its temp files: ``.<target>.<mkstemp's 8 characters>.tmp``
+_TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")
 
 
 def write_atomic(path: str | Path, dump: Callable[[Path], None]) -> Path:
@@ -49,3 +53,16 @@ def write_text_atomic(text: str, path: str | Path) -> Path:
 def write_parquet_atomic(df: pd.DataFrame, path: str | Path) -> Path:
     """Write ``df`` (without its index) as Parquet to ``path`` atomically."""
     return write_atomic(path, lambda tmp: df.to_parquet(tmp, index=False))
+
+
+def remove_stale_temps(out: str | Path) -> int:
+    """Delete the temp files that writers killed mid-write left for ``out`` (a result file, or
+    a result directory and its direct subdirectories); returns how many. Only for the holder
+    of ``out``'s output lock (:mod:`dicesim.outlock`): a live writer's temp file would go too."""
+    p = Path(out)
+    dirs = [p, *(d for d in p.iterdir() if d.is_dir())] if p.is_dir() else [p.parent]
+    prefix = "." if p.is_dir() else f".{p.name}."
+    stale = [t for d in dirs for t in d.glob(f"{prefix}*.tmp") if _TEMP_NAME.match(t.name) and t.is_file()]
+    for t in stale:
+        t.unlink(missing_ok=True)
+    return len(stale)

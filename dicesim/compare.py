@@ -23,7 +23,7 @@ import pandas as pd
 
 from dicesim.errors import ConfigError
 from dicesim.results import RunResult, result_from_sim, sim_metrics
-from dicesim.scenario import Scenario, load_scenario, make_scenario
+from dicesim.scenario import Scenario, check_run_size, load_scenario, make_scenario
 from dicesim.strategy import COMPARE_DEFAULT, make_strategy
 
 #: headline numbers of one run in the result schema (dicesim.results), SI units;
@@ -121,6 +121,8 @@ def run_strategy(scenario: Scenario, *, trace_dir: str | Path | None = None,
     from dicesim.trace import TraceMeta, write_trace
 
     want_events = record and (trace_dir is not None or bool(timeline_steps))
+    if want_events:
+        check_run_size(scenario, record=True)
     result = simulate(scenario, record=want_events)
     events = result.events if want_events else None
     name = scenario.strategy.name
@@ -170,6 +172,8 @@ def compare_strategies(scenario: Scenario, strategies: Sequence[str] = COMPARE_D
     if not names:
         raise ConfigError("strategies", "needs at least one strategy", COMPARE_DEFAULT)
     steps = tuple(default_timeline_steps(scenario.steps) if timeline_steps is None else timeline_steps)
+    if record:
+        check_run_size(scenario, record=True)  # here, not in a worker: the error must reach the CLI
     jobs = [(scenario.with_strategy(make_strategy(n)), trace_dir, steps, record) for n in names]
     if "sync" not in names:
         jobs.append((scenario.with_strategy(make_strategy("sync")), None, (), False))

@@ -13,6 +13,18 @@ class DicesimError(Exception):
     def one_line(self) -> str:
         return " ".join(str(self).split())
 
+    def __reduce__(self) -> tuple:
+        # subclasses take other constructor arguments than the message they store, so the
+        # default pickling (cls(*args)) fails: a worker process's error would break its pool
+        return (_restore, (type(self), self.args, self.__dict__))
+
+
+def _restore(cls: type, args: tuple, state: dict) -> DicesimError:
+    exc = cls.__new__(cls)
+    Exception.__init__(exc, *args)
+    exc.__dict__.update(state)
+    return exc
+
 
 def _allowed(allowed: Iterable[object] | str | None) -> str:
     if allowed is None:

@@ -8,12 +8,18 @@ A scenario file has sections ``[model]``, ``[workload]``, ``[strategy]``, ``[top
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dicesim.errors import ConfigError, config_error_from_pydantic
+from dicesim.limits import (
+    INT64_MAX, INT64_MIN, MAX_BATCH, MAX_EXPERTS, MAX_IMAGE_PX, MAX_RECORDED_EVENTS, MAX_SIM_TABLE_NBYTES, MAX_STEPS,
+    MAX_WORLD_SIZE, human_bytes, recorded_events, sim_table_nbytes,
+)
 from dicesim.models import DTYPE_NBYTES, MODEL_NAMES, ModelPreset, get_model
 from dicesim.placement import make_placement
 from dicesim.strategy import STRATEGY_NAMES, StrategyConfig, make_strategy
@@ -26,7 +32,7 @@ SECTIONS = ("model", "workload", "strategy", "topology", "routing", "profile")
 class RoutingConfig(BaseModel):
     """Expert load: uniform, Zipf(alpha) over experts, or a measured router histogram."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     kind: Literal["uniform", "zipf", "histogram"] = "uniform"
     alpha: float = Field(1.0, gt=0)
@@ -44,21 +50,21 @@ class RoutingConfig(BaseModel):
 class Scenario(BaseModel):
     """One fully specified configuration (model x workload x strategy x topology)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     model: str = "XL/2"
-    num_experts: Optional[int] = Field(None, ge=1)
-    batch: int = Field(32, ge=1)  # images per rank (CFG doubles what travels)
-    image_size: int = Field(256, ge=16)
-    steps: int = Field(50, ge=1)
+    num_experts: Optional[int] = Field(None, ge=1, le=MAX_EXPERTS)
+    batch: int = Field(32, ge=1, le=MAX_BATCH)  # images per rank (CFG doubles what travels)
+    image_size: int = Field(256, ge=16, le=MAX_IMAGE_PX)
+    steps: int = Field(50, ge=1, le=MAX_STEPS)
     cfg: bool = True
     dtype: Literal["bf16", "fp16", "fp32"] = "bf16"
     strategy: StrategyConfig = StrategyConfig(name="sync")
     topology: str = DEFAULT_TOPOLOGY
-    world_size: int = Field(8, ge=1)
+    world_size: int = Field(8, ge=1, le=MAX_WORLD_SIZE)
     placement: Literal["contiguous", "strided"] = "contiguous"
     routing: RoutingConfig = RoutingConfig()
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=INT64_MAX)  # numpy seeds are non-negative
     profile: Optional[str] = None  # hardware profile TOML; None = the GPU's datasheet profile
 
     def preset(self) -> ModelPreset:
@@ -95,7 +101,36 @@ def validate_scenario(sc: Scenario) -> Scenario:
                           f"1..{gpus}")
     if sc.routing.kind == "histogram" and not sc.routing.histogram:
         raise ConfigError("routing.histogram", "is required when routing.kind = 'histogram'")
+    _check_strategy_ints(sc)
+    check_run_size(sc)
     return sc
+
+
+def _check_strategy_ints(sc: Scenario) -> None:
+    # strategy counts from flags or files reach numpy and torch seeds: keep them inside int64
+    for name, value in sc.strategy.model_dump().items():
+        values = value if isinstance(value, tuple) else (value,)
+        for v in values:
+            if isinstance(v, int) and not isinstance(v, bool) and not INT64_MIN <= v <= INT64_MAX:
+                raise ConfigError(f"strategy.{name}", f"{v} does not fit 64 bits", f"integers up to {INT64_MAX}")
+
+
+def check_run_size(sc: Scenario, *, record: bool = False) -> None:
+    """ConfigError when simulating ``sc`` would not fit in memory (limits in docs/limits.md):
+    the routing tables always, the event table when ``record``."""
+    preset = sc.preset()
+    group = min(sc.world_size, preset.num_experts)
+    what = f"{sc.world_size} GPUs x {sc.steps} steps x {preset.depth} layers"
+    nbytes = sim_table_nbytes(layers=preset.depth, steps=sc.steps, world_size=sc.world_size,
+                              experts=preset.num_experts, group_size=group)
+    if nbytes > MAX_SIM_TABLE_NBYTES:
+        raise ConfigError("scenario", f"{what} x {preset.num_experts} experts needs {human_bytes(nbytes)} of routing "
+                          f"tables, over the {human_bytes(MAX_SIM_TABLE_NBYTES)} limit; use fewer steps or GPUs",
+                          "see docs/limits.md")
+    events = recorded_events(layers=preset.depth, steps=sc.steps, world_size=sc.world_size)
+    if record and events > MAX_RECORDED_EVENTS:
+        raise ConfigError("scenario", f"{what} records about {events:,} events, over the {MAX_RECORDED_EVENTS:,} "
+                          "limit of a trace; simulate without --out or with fewer steps", "see docs/limits.md")
 
 
 def make_scenario(**fields: object) -> Scenario:
@@ -143,6 +178,8 @@ def scenario_from_dict(doc: dict, path: Path = Path("<scenario>")) -> Scenario:
     if fields["topology"] and str(fields["topology"]).endswith((".toml", ".graphml")):
         fields["topology"] = str((path.parent / fields["topology"]).resolve()) if path.exists() else fields["topology"]
     preset = strat.pop("preset", None)
+    if preset is not None and not isinstance(preset, str):
+        raise ConfigError("strategy.preset", f"must be a preset name, got {type(preset).__name__}", STRATEGY_NAMES)
     fields["strategy"] = make_strategy(preset, **strat) if (preset or strat) else None
     if routing:
         try:
@@ -156,6 +193,19 @@ def scenario_from_dict(doc: dict, path: Path = Path("<scenario>")) -> Scenario:
 
 
 def load_scenario(path: str | Path) -> Scenario:
-    """Read and validate a scenario TOML file."""
+    """Read and validate a scenario TOML file; every error names the file."""
     p = Path(path)
-    return scenario_from_dict(read_toml(p, what="scenario"), p)
+    with naming_file(p):
+        return scenario_from_dict(read_toml(p, what="scenario"), p)
+
+
+@contextmanager
+def naming_file(path: Path) -> Iterator[None]:
+    """Prefix a ConfigError raised inside with ``path``'s name unless it already names it."""
+    try:
+        yield
+    except ConfigError as exc:
+        line = exc.one_line()
+        if line.startswith(f"{path.name}: ") or line.startswith(f"{path}: "):
+            raise
+        raise ConfigError(path.name, line) from None

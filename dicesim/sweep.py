@@ -35,8 +35,10 @@ from dicesim.atomic import write_parquet_atomic
 from dicesim.cluster import map_jobs
 from dicesim.compare import METRIC_KEYS, headline_metrics
 from dicesim.errors import ConfigError, DicesimError, config_error_from_pydantic
+from dicesim.limits import MAX_SWEEP_POINTS
 from dicesim.results import rename_legacy_columns
-from dicesim.scenario import Scenario, make_scenario, scenario_from_dict
+from dicesim.scenario import Scenario, make_scenario, naming_file, scenario_from_dict
+from dicesim.sweep_limits import check_axis_values, check_sweep_size
 from dicesim.strategy import STRATEGY_NAMES, StrategyConfig, make_strategy
 from dicesim.tomlio import read_toml
 
@@ -56,11 +58,11 @@ _CHUNK_DIR = "chunks"
 class SweepOptions(BaseModel):
     """The ``[sweep]`` table."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     name: str = "sweep"
     base: Optional[str] = None  # scenario TOML, relative to the sweep file
-    chunk_size: int = Field(16, ge=1)
+    chunk_size: int = Field(16, ge=1, le=MAX_SWEEP_POINTS)
     max_lag: Optional[float] = Field(None, ge=0)
     max_latency_ms: Optional[float] = Field(None, gt=0)
 
@@ -116,6 +118,8 @@ def sweep_from_dict(doc: dict, path: Path = Path("<sweep>")) -> SweepSpec:
     unknown = sorted(set(doc) - {"sweep", "base", "axes"})
     if unknown:
         raise ConfigError(f"{path.name}: [{unknown[0]}]", "unknown section", ("sweep", "base", "axes"))
+    if not isinstance(doc.get("sweep", {}), dict):
+        raise ConfigError(f"{path.name}: [sweep]", "must be a table of options")
     try:
         options = SweepOptions(**doc.get("sweep", {}))
     except ValidationError as exc:
@@ -138,7 +142,9 @@ def sweep_from_dict(doc: dict, path: Path = Path("<sweep>")) -> SweepSpec:
             raise ConfigError(f"axes.{name}", "unknown axis", AXES)
         if not isinstance(values, list) or not values:
             raise ConfigError(f"axes.{name}", "must be a non-empty list of values")
+        check_axis_values(name, values)
         axes[name] = tuple(tuple(v) if isinstance(v, list) else v for v in values)
+    check_sweep_size(axes)
     for preset in axes.get("strategy", ()):
         make_strategy(str(preset))  # unknown preset names fail here, before any work
     return SweepSpec(base=base, axes=axes, options=options)
@@ -147,7 +153,8 @@ def sweep_from_dict(doc: dict, path: Path = Path("<sweep>")) -> SweepSpec:
 def load_sweep(path: str | Path) -> SweepSpec:
     """Read and validate a sweep TOML file."""
     p = Path(path)
-    return sweep_from_dict(read_toml(p, what="sweep"), p)
+    with naming_file(p):
+        return sweep_from_dict(read_toml(p, what="sweep"), p)
 
 
 def _strategy_label(preset: str, overrides: dict[str, Any]) -> str:

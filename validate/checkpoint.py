@@ -16,14 +16,18 @@ those from a full checkpoint and ignores the other experts' weights.
 from __future__ import annotations
 
 import os
-import pickle
 import re
+import warnings
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import torch
 
 from dicesim.atomic import write_atomic
 from dicesim.errors import ConfigError
+from dicesim.inputs import check_file_size
+from dicesim.limits import CHECKPOINT_SIZE_FACTOR, MIN_CHECKPOINT_LIMIT_BYTES
+from dicesim.models import ModelPreset, get_model
 from validate.experts import ExpertBank
 from validate.model import DiTMoE
 
@@ -43,19 +47,41 @@ def save_checkpoint(model: DiTMoE, path: str | os.PathLike[str]) -> None:
     write_atomic(path, lambda tmp: torch.save(state, tmp))
 
 
-def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """Load a state dict from disk (tensors only), unwrapping ``ema``/``model`` and DDP prefixes."""
+def read_checkpoint(path: str | os.PathLike[str], *, max_bytes: int | None = None) -> dict[str, torch.Tensor]:
+    """Load a state dict from disk (tensors only), unwrapping ``ema``/``model`` and DDP prefixes.
+
+    Refused with one ConfigError: files over ``max_bytes`` (default: the limit for the largest
+    preset), anything ``torch.load(weights_only=True)`` cannot unpickle, non-string keys,
+    non-floating or non-finite weights.
+    """
+    limit = max_bytes if max_bytes is not None else checkpoint_limit_nbytes(get_model("G/2"))
+    check_file_size(Path(path), limit, lambda problem: ConfigError("checkpoint", f"{path}: {problem}"),
+                    what="checkpoint")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as exc:
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the outcome is reported below
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 -- a hostile file makes torch.load fail in many ways
         raise ConfigError("checkpoint", f"cannot read {path}: {' '.join(str(exc).split())[:200]}") from None
     for wrapper in _WRAPPER_KEYS:
         if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
             obj = obj[wrapper]
             break
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ConfigError("checkpoint", f"{path} does not hold a state dict of tensors")
+    if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
+        raise ConfigError("checkpoint", f"{path} does not hold a state dict of named tensors")
+    for k, v in obj.items():
+        if not v.is_floating_point():
+            raise ConfigError("checkpoint", f"{path}: {k} holds {v.dtype} values", "floating-point weights")
+        if not bool(torch.isfinite(v).all()):
+            raise ConfigError("checkpoint", f"{path}: {k} holds NaN or infinite values", "finite weights")
     return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def checkpoint_limit_nbytes(preset: ModelPreset) -> int:
+    """Largest checkpoint file accepted for ``preset``: ``CHECKPOINT_SIZE_FACTOR`` x its fp32 weights."""
+    D, H, E, L = preset.hidden, preset.expert_hidden, preset.num_experts, preset.depth
+    per_block = 10 * D * D + 3 * D * H * E + 3 * D * preset.shared_hidden + E * D  # attn+adaLN, experts, shared, gate
+    return max(MIN_CHECKPOINT_LIMIT_BYTES, CHECKPOINT_SIZE_FACTOR * 4 * L * per_block)
 
 
 def load_into_model(model: DiTMoE, state_dict: Mapping[str, torch.Tensor]) -> None:

@@ -14,6 +14,7 @@ import typer
 
 from dicesim.cli.entry import run_app
 from dicesim.errors import ConfigError
+from dicesim.limits import MAX_TIMEOUT_S
 from dicesim.strategy import make_strategy
 
 app = typer.Typer(name="validate", help="Expert-parallel DiT-MoE executor (torch.distributed).",
@@ -79,8 +80,8 @@ def run(
                           cond_scope=cond_scope, slot_order=slot_order, buffer_policy=buffer_policy)
     if strat.seed != seed:  # the run seed also fixes the `random` policy's choice (not a strategy change)
         strat = strat.model_copy(update={"seed": seed})
-    if timeout_s <= 0:
-        raise ConfigError("timeout", f"must be > 0, got {timeout_s}", "> 0")
+    if not 0 < timeout_s <= MAX_TIMEOUT_S:  # NaN fails too
+        raise ConfigError("timeout", f"must be > 0 s, got {timeout_s}", f"0 < timeout <= {MAX_TIMEOUT_S} s")
     spec = RunSpec(strategy=strat, model=model, num_experts=num_experts, steps=steps, batch=batch,
                    image_size=image_size, seed=seed, guidance_scale=None if guidance_scale < 0 else guidance_scale,
                    shadow=shadow, group_layout=group_layout, dtype=dtype, trace=trace_out is not None,

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from dicesim.errors import ConfigError
+from dicesim.errors import ConfigError, DicesimError
 from validate.tracing import clock_offsets_ns
 from validate.worker import GroupCache, RankResult, RunSpec, run_rank
 
@@ -46,6 +46,10 @@ _SETTLE_S = 1.0  # after a first failure, wait this long for the culprit's own r
 
 class RankFailure(RuntimeError):
     """A rank died, failed or hung; the message is one line."""
+
+
+class RankInputError(DicesimError):
+    """A rank refused its input (e.g. a checkpoint that does not fit the model): exit code 2."""
 
 
 @dataclass
@@ -126,7 +130,9 @@ def _worker(rank: int, world_size: int, backend: str, init_method: str, timeout_
         code = 0
     except BaseException as exc:  # noqa: BLE001 (reported to the launcher as one line)
         traceback.print_exc()
-        results.put(("error", rank, _one_line(exc)))
+        # bad input only a rank can see (a checkpoint that does not fit the model) stays bad input
+        kind = "input" if isinstance(exc, DicesimError) else "error"
+        results.put((kind, rank, exc.one_line() if isinstance(exc, DicesimError) else _one_line(exc)))
         code = 1
     log.flush()
     results.close()
@@ -207,6 +213,7 @@ def _watch(procs: list[Any], results: Any, world_size: int, timeout_s: float, lo
     """Collect rank 0's results; on the first sign of failure, settle briefly and name the culprit."""
     outcomes: list[RunOutcome] | None = None
     errors: dict[int, str] = {}
+    inputs: dict[int, str] = {}  # ranks that failed on bad input (DicesimError)
     fail_seen_at: float | None = None
     done_at: float | None = None
     while True:
@@ -217,6 +224,8 @@ def _watch(procs: list[Any], results: Any, world_size: int, timeout_s: float, lo
                     outcomes = pickle.loads(payload)
                 else:
                     errors.setdefault(rank, payload)
+                    if kind == "input":
+                        inputs.setdefault(rank, payload)
         except _queue.Empty:
             pass
         codes = [p.exitcode for p in procs]
@@ -233,6 +242,10 @@ def _watch(procs: list[Any], results: Any, world_size: int, timeout_s: float, lo
             fail_seen_at = time.monotonic()
         if fail_seen_at is not None and (all(c is not None for c in codes)
                                          or time.monotonic() - fail_seen_at > _SETTLE_S):
+            if inputs:
+                shutil.rmtree(log_dir, ignore_errors=True)
+                rank = min(inputs)
+                raise RankInputError(f"rank {rank}: {inputs[rank]}")
             silent = [r for r, c in enumerate(codes) if c is None and r not in errors]
             raise RankFailure(_failure_line(failed, errors, silent, log_dir))
         if fail_seen_at is None and all(c is not None for c in codes):

@@ -28,6 +28,7 @@ from validate.model import DiTMoE
 from dicesim.placement import Placement, make_placement, replicated
 from validate.runner import PlanRunner, RunRecord
 from validate.sampler import SamplerConfig, initial_noise, sample
+from validate.spec_limits import check_spec_limits
 from validate.tracing import RankTracer
 
 TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -75,6 +76,7 @@ class RunSpec:
             raise ConfigError("dtype", f"unknown dtype {self.dtype!r}", tuple(TORCH_DTYPES))
         if self.checkpoint is not None and not os.path.isfile(self.checkpoint):
             raise ConfigError("checkpoint", f"no such file {self.checkpoint}")
+        check_spec_limits(self, world_size)
         SamplerConfig(num_steps=self.steps, guidance_scale=self.guidance_scale)
         self.placement(world_size)
         build_plan(self.strategy, preset.depth, self.steps)

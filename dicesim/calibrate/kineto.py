@@ -23,8 +23,7 @@ one run (one rank), so collective fits need the executor's own multi-rank traces
 
 from __future__ import annotations
 
-import gzip
-import json
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -33,12 +32,14 @@ import numpy as np
 import pandas as pd
 
 from dicesim.errors import TraceError
+from dicesim.inputs import load_json_file
+from dicesim.limits import INT64_MAX, INT64_MIN, MAX_JSON_TRACE_BYTES, MAX_TRACE_TIME_US, MAX_WORLD_SIZE
 from dicesim.trace import EventRecorder, TraceMeta, coerce_events
 
 PREFIX = "dicesim:"
 COLLECTIVES = ("counts", "dispatch", "combine")
 DEVICE_CATS = ("kernel", "gpu_memcpy", "gpu_memset")  # device activity an annotation can launch
-_STEP_RE = re.compile(r"ProfilerStep#(\d+)")
+_STEP_RE = re.compile(r"ProfilerStep#(\d{1,9})")
 
 
 def is_kineto(path: str | Path) -> bool:
@@ -51,12 +52,32 @@ def is_kineto(path: str | Path) -> bool:
 
 
 def _load(path: Path) -> Any:
-    opener = gzip.open if path.name.endswith(".gz") else open
-    try:
-        with opener(path, "rt") as fh:
-            return json.load(fh)
-    except (OSError, ValueError, EOFError) as exc:
-        raise TraceError(path, f"not a readable JSON trace ({exc})") from None
+    return load_json_file(path, lambda problem: TraceError(path, problem), max_bytes=MAX_JSON_TRACE_BYTES,
+                          what="torch.profiler Chrome trace")
+
+
+def _x_events(doc: dict, path: Path) -> list[dict[str, Any]]:
+    """The complete ("X") events with the fields this reader uses, type-checked: ``name`` and
+    ``cat`` strings, finite ``ts`` and non-negative ``dur`` numbers, an ``args`` object."""
+    out = []
+    for i, e in enumerate(doc["traceEvents"]):
+        if not isinstance(e, dict) or e.get("ph") != "X":
+            continue
+        num = {}
+        for key, default in (("ts", None), ("dur", 0.0)):
+            v = e.get(key, default)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
+                    or abs(v) > MAX_TRACE_TIME_US or (key == "dur" and v < 0):
+                raise TraceError(path, f"traceEvents[{i}].{key} is {v!r} (allowed: finite numbers of us"
+                                       + (", >= 0" if key == "dur" else "") + ")")
+            num[key] = float(v)
+        args = e.get("args") or {}
+        if not isinstance(args, dict):
+            raise TraceError(path, f"traceEvents[{i}].args is a {type(args).__name__}, expected an object")
+        corr = args.get("correlation")
+        out.append({"name": str(e.get("name", "")), "cat": str(e.get("cat", "")), "ts": num["ts"], "dur": num["dur"],
+                    "corr": corr if type(corr) is int else None})
+    return out
 
 
 def parse_annotation(name: str) -> tuple[str, dict[str, str]] | None:
@@ -74,16 +95,20 @@ def parse_annotation(name: str) -> tuple[str, dict[str, str]] | None:
 
 def _int(args: dict[str, str], key: str, default: int) -> int:
     try:
-        return int(args[key])
+        value = int(args[key])
     except (KeyError, ValueError):
         return default
+    return value if INT64_MIN <= value <= INT64_MAX else default
 
 
-def _scenario(run_args: dict[str, str]) -> dict[str, Any]:
+def _scenario(run_args: dict[str, str], path: Path) -> dict[str, Any]:
     sc: dict[str, Any] = {}
     for k, v in run_args.items():
         if k in ("batch", "image_size", "world_size", "steps", "num_experts"):
-            sc[k] = int(v)
+            try:
+                sc[k] = int(v)
+            except ValueError:
+                raise TraceError(path, f"dicesim:run annotation has {k}={v[:40]!r} (allowed: an integer)") from None
         elif k == "cfg":
             sc[k] = v.lower() not in ("0", "false", "no")
         else:
@@ -107,12 +132,15 @@ def read_kineto(path: str | Path, *, scenario: dict[str, Any] | None = None) -> 
     doc = _load(path)
     if not isinstance(doc, dict) or not isinstance(doc.get("traceEvents"), list):
         raise TraceError(path, "no 'traceEvents' list: not a torch.profiler Chrome trace")
-    evs = [e for e in doc["traceEvents"] if isinstance(e, dict) and e.get("ph") == "X"]
-    rank = int((doc.get("distributedInfo") or {}).get("rank", 0))
+    evs = _x_events(doc, path)
+    info = doc.get("distributedInfo") or {}
+    rank = info.get("rank", 0) if isinstance(info, dict) else None
+    if type(rank) is not int or not 0 <= rank < MAX_WORLD_SIZE:
+        raise TraceError(path, f"distributedInfo.rank is {rank!r} (allowed: 0..{MAX_WORLD_SIZE - 1})")
     ann, steps, run_args = [], [], {}
     for e in evs:
-        name = str(e.get("name", ""))
-        ts, dur = float(e.get("ts", 0.0)), float(e.get("dur", 0.0))
+        name = e["name"]
+        ts, dur = e["ts"], e["dur"]
         if e.get("cat") in ("user_annotation", "cpu_op", "python_function") and name.startswith(PREFIX):
             kind, args = parse_annotation(name)
             if kind == "run":
@@ -133,16 +161,15 @@ def read_kineto(path: str | Path, *, scenario: dict[str, Any] | None = None) -> 
     a_e = np.array([a[1] for a in ann])
 
     # GPU: kernels -> launching annotation (correlation id -> runtime launch on the host thread)
-    launch_at = {e["args"]["correlation"]: float(e["ts"]) for e in evs
-                 if e.get("cat") in ("cuda_runtime", "cuda_driver") and "correlation" in e.get("args", {})}
+    launch_at = {e["corr"]: e["ts"] for e in evs
+                 if e["cat"] in ("cuda_runtime", "cuda_driver") and e["corr"] is not None}
     spans: dict[int, list[float]] = {}
     nccl: list[tuple[float, float, int]] = []
     for e in evs:
         if e.get("cat") not in DEVICE_CATS:
             continue
-        ks, ke = float(e["ts"]), float(e["ts"]) + float(e.get("dur", 0.0))
-        corr = (e.get("args") or {}).get("correlation")
-        host_t = launch_at.get(corr)
+        ks, ke = e["ts"], e["ts"] + e["dur"]
+        host_t = launch_at.get(e["corr"])
         i = _enclosing(a_s, a_e, host_t) if host_t is not None else -1
         if "nccl" in str(e.get("name", "")).lower():
             nccl.append((ks, ke, i))
@@ -175,15 +202,21 @@ def read_kineto(path: str | Path, *, scenario: dict[str, Any] | None = None) -> 
         rec.add(rank, "comm", "collective", kind if kind in COLLECTIVES else "dispatch", ks - t0, ke - t0,
                 _int(args, "layer", -1), step, _int(args, "tok_step", step), _int(args, "nbytes", 0),
                 _int(args, "rows", 0))
-    df = coerce_events(rec.to_frame(validate=False))
+    try:
+        df = coerce_events(rec.to_frame(validate=False))
+    except TraceError as exc:  # the recorder names no file
+        raise TraceError(path, exc.one_line().removeprefix("<recorder>: ")) from None
     df = _drop_nested(df)
-    sc = {**_scenario(run_args), **(scenario or {})}
+    sc = {**_scenario(run_args, path), **(scenario or {})}
     device = "gpu" if gpu else "cpu"
     props = doc.get("deviceProperties") or []
-    if gpu and props:
+    if gpu and isinstance(props, list) and props and isinstance(props[0], dict):
         device = str(props[0].get("name", "gpu"))
+    world = sc.get("world_size", 1)
+    if not 1 <= world <= MAX_WORLD_SIZE:
+        raise TraceError(path, f"dicesim:run annotation has world_size={world} (allowed: 1..{MAX_WORLD_SIZE})")
     meta = TraceMeta(source="kineto", scenario=sc, strategy=str(sc.get("strategy", "")),
-                     world_size=int(sc.get("world_size", 1)), model=str(sc.get("model", "")),
+                     world_size=world, model=str(sc.get("model", "")),
                      backend="nccl" if nccl else str(sc.get("backend", "")), device=device,
                      extra={"kineto_file": path.name, "rank": rank})
     return df, meta

@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 from pydantic import ValidationError
 
-from dicesim.errors import ConfigError, TraceError
+from dicesim.errors import ConfigError, TraceError, config_error_from_pydantic
+from dicesim.limits import MAX_WORLD_SIZE
 from dicesim.models import (
-    DTYPE_NBYTES,
     BlockWorkload,
     ModelPreset,
     block_workload,
@@ -28,6 +28,7 @@ from dicesim.models import (
 )
 from dicesim.strategy import StrategyConfig, make_strategy
 from dicesim.trace import TraceMeta, read_trace, trace_stems
+from dicesim.trace.runmeta import ScenarioMeta, ep_groups, router_hist, scenario_meta
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -83,20 +84,14 @@ class TraceRun:
                 "backend": self.meta.backend, "device": self.meta.device, "stem": self.stem}
 
 
-def _get(d: dict, *keys: str, default: Any = None) -> Any:
-    for k in keys:
-        if k in d and d[k] is not None:
-            return d[k]
-    return default
-
-
-def _strategy(meta: TraceMeta) -> StrategyConfig | None:
-    raw = meta.scenario.get("strategy")
+def _strategy(sc: ScenarioMeta, meta: TraceMeta, where: Path) -> StrategyConfig | None:
+    raw = sc.strategy
     if isinstance(raw, dict):
         try:
             return StrategyConfig(**raw)
         except ValidationError as exc:
-            raise TraceError("<trace meta>", f"scenario.strategy is not a strategy: {exc.errors()[0]['msg']}") from None
+            err = config_error_from_pydantic(exc, "scenario.strategy").one_line()
+            raise TraceError(where, f"metadata {err}") from None
     name = (raw if isinstance(raw, str) else meta.strategy).rstrip("*")
     try:
         return make_strategy(name)
@@ -104,48 +99,39 @@ def _strategy(meta: TraceMeta) -> StrategyConfig | None:
         return None
 
 
-def _router_hist(extra: dict, where: Path) -> np.ndarray | None:
-    hist = extra.get("router_hist")
-    if hist is None:
-        return None
-    arr = np.asarray(hist, dtype=np.int64)
-    axes = extra.get("router_hist_axes", ["rank", "step", "layer", "expert"])
-    if arr.ndim != 4 or list(axes) != ["rank", "step", "layer", "expert"]:
-        raise TraceError(where, f"router histogram has shape {arr.shape} and axes {axes}, "
-                                "expected [rank, step, layer, expert]")
-    return arr
+def _first(*values: Any, default: Any = None) -> Any:
+    return next((v for v in values if v is not None), default)
 
 
 def run_from_trace(events: pd.DataFrame, meta: TraceMeta, path: Path, stem: str) -> TraceRun:
-    """Describe one trace; TraceError if its metadata lacks what calibration needs."""
-    sc = meta.scenario
-    model = _get(sc, "model", default=meta.model)
+    """Describe one trace; TraceError if its metadata lacks what calibration needs or has it
+    in the wrong type, shape or range (parsed by :mod:`dicesim.trace.runmeta`)."""
+    sc = scenario_meta(meta, path)
+    model = sc.model or meta.model
     if not model:
         raise TraceError(path, "trace metadata names no model (scenario.model or model)")
     try:
-        preset = get_model(model, _get(sc, "num_experts"))
+        preset = get_model(model, sc.num_experts)
     except ConfigError as exc:
-        raise TraceError(path, f"unknown model in trace metadata: {exc}") from None
-    strategy = _strategy(meta)
+        raise TraceError(path, f"unknown model in trace metadata: {exc.one_line()}") from None
+    strategy = _strategy(sc, meta, path)
     # op-timing benchmarks time one rank of an ep_world-way group in a single process
-    world = int(_get(sc, "world_size", "ep_world", default=meta.world_size) or 1)
-    dtype = str(_get(sc, "dtype", default="bf16"))
-    if dtype not in DTYPE_NBYTES:
-        raise TraceError(path, f"unknown dtype {dtype!r} in trace metadata")
-    cfg = bool(_get(sc, "cfg", default=sc.get("guidance_scale", 1.0) is not None))
-    if "guidance_scale" in sc and "cfg" not in sc:
-        cfg = sc["guidance_scale"] is not None
+    world = _first(sc.world_size, sc.ep_world, meta.world_size or None, default=1)
+    if not 1 <= world <= MAX_WORLD_SIZE:
+        raise TraceError(path, f"metadata world_size {world} is out of range (allowed: 1..{MAX_WORLD_SIZE})")
+    cfg = sc.cfg if sc.cfg is not None else ("guidance_scale" not in sc.model_fields_set or sc.guidance_scale is not None)
     dp = strategy is not None and strategy.scheme == "data_parallel"
     ep = 1 if dp else min(world, preset.num_experts)
-    experts_on_rank = _get(sc, "experts_per_rank")
+    ep_groups(meta, path, world_size=world)
     return TraceRun(
         stem=stem, path=path, events=events, meta=meta, model=preset.name.split("@")[0],
-        num_experts=preset.num_experts, batch=int(_get(sc, "batch_per_rank", "batch", default=1)),
-        image_size=int(_get(sc, "image_size", default=256)), steps=int(_get(sc, "steps", default=1)),
-        cfg=cfg, dtype=dtype, world_size=world, strategy=strategy, ep_size=ep,
-        router_hist_WTLE=_router_hist(meta.extra, path),
-        extra_experts_on_rank=None if experts_on_rank is None else int(experts_on_rank),
-        attrs={"recv_rows": sc.get("recv_rows")},
+        num_experts=preset.num_experts, batch=_first(sc.batch_per_rank, sc.batch, default=1),
+        image_size=_first(sc.image_size, default=256), steps=_first(sc.steps, default=1),
+        cfg=cfg, dtype=sc.dtype or "bf16", world_size=world, strategy=strategy, ep_size=ep,
+        router_hist_WTLE=router_hist(meta, path, world_size=world, layers=preset.depth,
+                                     experts=preset.num_experts),
+        extra_experts_on_rank=sc.experts_per_rank,
+        attrs={"recv_rows": sc.recv_rows},
     )
 
 

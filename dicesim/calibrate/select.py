@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from dicesim.errors import ConfigError
+from dicesim.limits import MAX_EXPRESSION_CHARS
 
 FIELDS = ("model", "batch", "world_size", "strategy", "steps", "image_size", "backend", "device", "stem")
 DEFAULT_FIT_ON = "batch in (1, 4)"
@@ -35,10 +36,15 @@ def _bad(expr: str, why: str, fields: tuple[str, ...] = FIELDS) -> ConfigError:
 
 def compile_selector(expr: str, fields: tuple[str, ...] = FIELDS) -> Callable[[dict[str, Any]], bool]:
     """A predicate over a field dict (default: a run's :data:`FIELDS`); ConfigError outside the grammar."""
+    if len(expr) > MAX_EXPRESSION_CHARS:
+        raise _bad(expr[:40] + "...", f"{len(expr)} characters, longer than the {MAX_EXPRESSION_CHARS} allowed",
+                   fields)
     try:
         tree = ast.parse(expr.strip(), mode="eval")
     except SyntaxError as exc:
         raise _bad(expr, f"not an expression ({exc.msg})", fields) from None
+    except (RecursionError, MemoryError):
+        raise _bad(expr[:40] + "...", "nested too deeply", fields) from None
 
     def ev(node: ast.AST, env: dict[str, Any]) -> Any:
         if isinstance(node, ast.Expression):
@@ -78,7 +84,14 @@ def compile_selector(expr: str, fields: tuple[str, ...] = FIELDS) -> Callable[[d
             raise _bad(expr, f"unknown name {n.id!r}", fields)
         if not isinstance(n, _ALLOWED_NODES):
             raise _bad(expr, f"{type(n).__name__} is not allowed", fields)
-    return lambda values: bool(ev(tree, values))
+
+    def predicate(values: dict[str, Any]) -> bool:
+        try:
+            return bool(ev(tree, values))
+        except RecursionError:
+            raise _bad(expr[:40] + "...", "nested too deeply", fields) from None
+
+    return predicate
 
 
 def split_runs(runs: Iterable[Any], expr: str = DEFAULT_FIT_ON) -> tuple[list[Any], list[Any]]:

@@ -11,6 +11,7 @@ from typing import Optional
 import typer
 
 from dicesim.cli import app
+from dicesim.outlock import locks_output
 
 _WHERE = typer.Option(None, "--where", help='use only runs matching this expression, e.g. "world_size == 2"')
 _STREAM = typer.Option("compute", "--stream", help="compute track to fit (GPU op timings: compute or compute:graph)")
@@ -30,6 +31,7 @@ def _load(traces: list[Path], where: Optional[str]):
 
 
 @app.command()
+@locks_output()
 def calibrate(
     traces: list[Path] = typer.Argument(..., help="trace directories or files (executor, simulator, Kineto JSON)"),
     out: Path = typer.Option(..., "--out", help="calibrated profile TOML to write"),
@@ -83,6 +85,7 @@ def calibrate(
 
 
 @app.command()
+@locks_output()
 def accuracy(
     traces: Optional[list[Path]] = typer.Argument(None, help="trace directories or files of executor runs "
                                                   "(with --published: published-set TOML files or directories, "

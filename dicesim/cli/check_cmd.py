@@ -1,4 +1,4 @@
-"""`dicesim check FILE...`: validate scenario, topology and trace files without running anything."""
+"""`dicesim check FILE...`: validate scenario, sweep, topology, profile and trace files without running anything."""
 
 from __future__ import annotations
 
@@ -8,6 +8,16 @@ import typer
 
 from dicesim.cli import app
 from dicesim.errors import ConfigError
+from dicesim.limits import MAX_TEXT_FILE_BYTES
+
+
+def _head(path: Path) -> str:
+    """The file's text for sniffing its kind; an oversized file is refused by its reader later."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(MAX_TEXT_FILE_BYTES).decode("utf-8", errors="replace")
+    except OSError:
+        return ""
 
 
 def _kind(path: Path) -> str:
@@ -17,9 +27,11 @@ def _kind(path: Path) -> str:
     if name.endswith(".graphml"):
         return "topology"
     if name.endswith(".toml"):
-        head = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
+        head = _head(path)
         if "[[links]]" in head or "[[nodes]]" in head:
             return "topology"
+        if "[axes]" in head or "[sweep]" in head:
+            return "sweep"
         if "[profile]" in head and "[model]" not in head:
             return "profile"
         return "scenario"
@@ -39,6 +51,11 @@ def check_file(path: Path) -> str:
         G = get_topology(str(path))
         validate_topology(G)
         return f"topology: {G.graph.get('name', path.stem)} with {world_size(G)} GPUs"
+    if kind == "sweep":
+        from dicesim.sweep import load_sweep
+
+        spec = load_sweep(path)
+        return f"sweep: {spec.options.name!r}, {len(spec.points())} configurations over {', '.join(spec.axes)}"
     if kind == "profile":
         from dicesim.sim.profile import load_profile
 
@@ -50,7 +67,7 @@ def check_file(path: Path) -> str:
 
 
 @app.command()
-def check(paths: list[Path] = typer.Argument(..., help="scenario/topology/profile TOML, trace JSON/parquet")) -> None:
+def check(paths: list[Path] = typer.Argument(..., help="scenario/sweep/topology/profile TOML, GraphML, trace JSON/parquet")) -> None:
     """Validate files; the first problem is reported as one line with exit code 2."""
     for p in paths:
         if not p.exists():

@@ -17,7 +17,12 @@ def run_app(app: typer.Typer, argv: list[str] | None = None, *,
     ``failures`` maps further exception types (e.g. a failed rank) to their exit codes.
     """
     try:
-        app(args=argv, standalone_mode=False)
+        # typer turns Ctrl-C into Exit(130) and, outside standalone mode, returns that code
+        code = app(args=argv, standalone_mode=False)
+        if code == 130:
+            print("error: interrupted", file=sys.stderr)
+        if isinstance(code, int) and not isinstance(code, bool):
+            return code
     except DicesimError as exc:
         print(f"error: {exc.one_line()}", file=sys.stderr)
         return exc.exit_code

@@ -26,9 +26,11 @@ from dicesim.cli.simulate_cmd import (
 )
 from dicesim.cli.study_cmd import QUALITY_NOTE, csv_list, scale_out
 from dicesim.cli.tables import console as make_console, rich_table
+from dicesim.outlock import locks_output
 
 
 @app.command()
+@locks_output()
 def recommend(
     scenario: Optional[Path] = typer.Argument(None, help=_SCENARIO_HELP),
     model: Optional[str] = _MODEL, topology: Optional[str] = _TOPOLOGY, world_size: Optional[int] = _WORLD,

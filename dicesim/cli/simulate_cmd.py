@@ -15,6 +15,8 @@ import typer
 from dicesim.atomic import write_parquet_atomic, write_text_atomic
 from dicesim.cli import app
 from dicesim.cli.tables import console as make_console, metric_table, rich_table
+from dicesim.limits import MAX_LOCAL_WORKERS
+from dicesim.outlock import locks_output
 
 _SCENARIO_HELP = "scenario TOML (default: XL/2 on 8x-rtx4090-pcie, 8 GPUs, batch 32, 256 px, 50 steps)"
 # Option metadata shared by both commands; each flag overrides the scenario file's value.
@@ -55,6 +57,7 @@ def _warn_profile_range(sc) -> None:
 
 
 @app.command()
+@locks_output()
 def simulate(
     scenario: Optional[Path] = typer.Argument(None, help=_SCENARIO_HELP),
     model: Optional[str] = _MODEL, topology: Optional[str] = _TOPOLOGY, world_size: Optional[int] = _WORLD,
@@ -102,6 +105,7 @@ def simulate(
 
 
 @app.command()
+@locks_output()
 def compare(
     scenario: Optional[Path] = typer.Argument(None, help=_SCENARIO_HELP),
     strategies: Optional[str] = typer.Option(None, "--strategies",
@@ -112,7 +116,8 @@ def compare(
     profile: Optional[str] = _PROFILE, routing: Optional[str] = _ROUTING, zipf_alpha: Optional[float] = _ALPHA,
     histogram: Optional[str] = _HIST,
     out: Path = typer.Option(Path("out/compare"), "--out", help="summary.csv/.parquet, traces, report.html"),
-    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="parallel processes (default: CPUs)"),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, max=MAX_LOCAL_WORKERS,
+                                          help="parallel processes (default: CPUs)"),
     as_json: bool = _JSON,
 ) -> None:
     """Simulate several strategies on one scenario and put them side by side."""

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from dicesim.cli import app
 from dicesim.errors import ConfigError
+from dicesim.limits import MAX_LAYERS, MAX_STEPS
 from dicesim.plan import build_plan, lag_table
 from dicesim.reference_flags import strategy_from_reference_flags
 from dicesim.strategy import StrategyConfig, make_strategy
@@ -28,8 +29,8 @@ def show(
     reference_flags: Optional[str] = typer.Option(
         None, help='a DICE reference command line, e.g. "--ep --ep-async --ep-async-pipeline --ep-async-mode '
                    'shallow --ep-async-noskip-step 2 --ep-async-skip-strategy low --auto-gc"'),
-    layers: int = typer.Option(28, help="number of MoE layers"),
-    steps: int = typer.Option(10, help="number of denoising steps"),
+    layers: int = typer.Option(28, min=1, max=MAX_LAYERS, help="number of MoE layers"),
+    steps: int = typer.Option(10, min=1, max=MAX_STEPS, help="number of denoising steps"),
     sync_layers: Optional[str] = typer.Option(None, help="none|deep|shallow|alternate or comma-separated layers"),
     cond_interval: Optional[int] = typer.Option(None, help="conditional communication interval n"),
     cond_policy: Optional[str] = typer.Option(None, help="low|high|random"),
@@ -44,7 +45,11 @@ def show(
     """Lag table (steps) of each layer's expert output: `0` fresh, `k` k steps old; `a/b` = kept/dropped copy."""
     parsed_layers: object = sync_layers
     if sync_layers and sync_layers[0].isdigit():
-        parsed_layers = [int(x) for x in sync_layers.split(",") if x.strip()]
+        try:
+            parsed_layers = [int(x) for x in sync_layers.split(",") if x.strip()]
+        except ValueError:
+            raise ConfigError("sync_layers", f"{sync_layers[:40]!r} is not a comma-separated list of layers",
+                              ("none", "deep", "shallow", "alternate", "0,1,...")) from None
     overrides = dict(sync_layers=parsed_layers, cond_interval=cond_interval, cond_policy=cond_policy,
                      warmup_steps=warmup, cooldown_steps=cooldown, sync_every=sync_every, async_work=async_work,
                      cond_scope=cond_scope, slot_order=slot_order, buffer_policy=buffer_policy)

@@ -13,6 +13,7 @@ from dicesim.atomic import write_parquet_atomic, write_text_atomic
 from dicesim.cli import app
 from dicesim.cli.tables import console as make_console, rich_table
 from dicesim.errors import ConfigError
+from dicesim.outlock import locks_output
 
 #: shown where the predicted-quality column would be, until a quality model is wired in
 QUALITY_NOTE = ("Predicted quality is not shown: this build has no quality model yet "
@@ -40,6 +41,7 @@ def scale_out(workers: Optional[int], scheduler: Optional[str]) -> int:
 
 
 @app.command()
+@locks_output()
 def study(
     study_file: Optional[Path] = typer.Argument(None, help="study TOML with a [study] table (default: the "
                                                            "built-in topologies for XL/2 and G/2 across batches)"),

@@ -12,19 +12,22 @@ import typer
 from dicesim.cli import app
 from dicesim.cli.tables import console as make_console, rich_table
 from dicesim.errors import ConfigError
+from dicesim.limits import MAX_LOCAL_WORKERS, MAX_SWEEP_POINTS
+from dicesim.outlock import locks_output
 
 
 @app.command()
+@locks_output()
 def sweep(
     sweep_file: Path = typer.Argument(..., help="sweep TOML: options, base scenario and one value list per axis"),
     out: Path = typer.Option(Path("out/sweep"), "--out", help="result directory (chunks/, sweep.parquet, report.html)"),
-    workers: Optional[int] = typer.Option(None, "--workers", min=0,
+    workers: Optional[int] = typer.Option(None, "--workers", min=0, max=MAX_LOCAL_WORKERS,
                                           help="local Dask worker processes (0 = run in this process; default: CPUs)"),
     dask_scheduler: Optional[str] = typer.Option(None, "--scheduler", "--dask-scheduler",
                                                  help="address of a running Dask scheduler, e.g. tcp://host:8786"),
     max_lag: Optional[float] = typer.Option(None, "--max-lag", min=0, help="budget: weighted lag (steps)"),
     max_latency_ms: Optional[float] = typer.Option(None, "--max-latency-ms", min=0, help="budget: step latency (ms)"),
-    chunk_size: Optional[int] = typer.Option(None, "--chunk-size", min=1, help="configurations per result chunk"),
+    chunk_size: Optional[int] = typer.Option(None, "--chunk-size", min=1, max=MAX_SWEEP_POINTS, help="configurations per result chunk"),
 ) -> None:
     """Evaluate the cartesian product of the axes; rerun the same command to resume."""
     from dicesim.report.html import write_report

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from dicesim.atomic import write_atomic
 from dicesim.errors import ConfigError
+from dicesim.limits import MAX_FIXED_TIME_S
 from dicesim.tomlio import read_toml
 
 #: op kinds the cost model distinguishes (plan action kinds map onto these)
@@ -32,7 +33,7 @@ CollectiveKind = Literal["all_to_all", "count_exchange"]
 class OpEfficiency(BaseModel):
     """Fraction of peak reached by one op kind, and its fixed per-op cost on the GPU."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     compute_eff: float = Field(gt=0, le=1)
     mem_eff: float = Field(gt=0, le=1)
@@ -52,7 +53,7 @@ class HardwareProfile(BaseModel):
     crossing them passes that much slower (0: communication is never slowed by compute).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     name: str
     gpu: str
@@ -85,6 +86,11 @@ class HardwareProfile(BaseModel):
                 raise ValueError(f"{table} needs a 'default' entry")
             if any(v < 0 for v in values.values()):
                 raise ValueError(f"{table} values must be >= 0")
+        times = {**self.collective_base_s, **self.link_latency_s, "host_op_s": self.host_op_s,
+                 "host_collective_s": self.host_collective_s, **{k: o.launch_s for k, o in self.ops.items()}}
+        bad = sorted(k for k, v in times.items() if not 0 <= v <= MAX_FIXED_TIME_S)
+        if bad:
+            raise ValueError(f"{bad[0]}: fixed times must be in 0..{MAX_FIXED_TIME_S:g} s")
         if any(not 0 < v <= 1 for v in self.link_bw_eff.values()):
             raise ValueError("link_bw_eff values must be in (0, 1]")
         return self

@@ -15,6 +15,7 @@ Everything is a pure function of (config, seed).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -22,6 +23,8 @@ from typing import Literal
 import numpy as np
 
 from dicesim.errors import ConfigError
+from dicesim.inputs import check_file_size
+from dicesim.limits import MAX_HISTOGRAM_BYTES
 from dicesim.placement import Placement
 from dicesim.scenario import RoutingConfig
 
@@ -63,9 +66,11 @@ def histogram_from_trace(path: str | Path) -> np.ndarray:
     an executor trace (file or directory) whose metadata carries ``router_hist``."""
     from dicesim.trace import read_trace
 
+    from dicesim.trace.runmeta import router_hist
+
     _df, metas = read_trace(path)
-    hists = [np.asarray(m.extra["router_hist"], dtype=float) for m in (metas if isinstance(metas, list) else [metas])
-             if "router_hist" in m.extra]
+    hists = [router_hist(m, path).astype(float) for m in (metas if isinstance(metas, list) else [metas])
+             if m.extra.get("router_hist") is not None]
     if not hists:
         raise ConfigError("routing.histogram", f"{path}: no executor router histogram in this trace")
     if len({h.shape[2:] for h in hists}) != 1:
@@ -83,15 +88,21 @@ def load_histogram(path: str | None) -> np.ndarray:
         return histogram_from_trace(p)
     if not p.is_file():
         raise ConfigError("routing.histogram", f"file {str(p)!r} not found")
+    if p.suffix not in (".npy", ".csv"):
+        raise ConfigError("routing.histogram", f"{p}: unsupported file type",
+                          (".npy", ".csv", ".trace.json", ".events.parquet", "a trace directory"))
+    check_file_size(p, MAX_HISTOGRAM_BYTES, lambda problem: ConfigError("routing.histogram", f"{p}: {problem}"))
     try:
-        if p.suffix == ".npy":
-            return np.load(p, allow_pickle=False)
-        if p.suffix == ".csv":
-            return np.loadtxt(p, delimiter=",", ndmin=1)
-    except (ValueError, OSError) as exc:
-        raise ConfigError("routing.histogram", f"{p}: unreadable ({exc})") from None
-    raise ConfigError("routing.histogram", f"{p}: unsupported file type",
-                      (".npy", ".csv", ".trace.json", ".events.parquet", "a trace directory"))
+        with warnings.catch_warnings():  # "input contained no data": reported below as an empty histogram
+            warnings.simplefilter("ignore", UserWarning)
+            hist = np.load(p, allow_pickle=False) if p.suffix == ".npy" else np.loadtxt(p, delimiter=",", ndmin=1)
+    except Exception as exc:  # noqa: BLE001 -- a corrupt .npy header fails in the tokenizer, the parser, ...
+        raise ConfigError("routing.histogram", f"{p}: unreadable ({type(exc).__name__}: "
+                          f"{' '.join(str(exc).split())[:120]})") from None
+    if not isinstance(hist, np.ndarray) or hist.dtype.kind not in "iuf" or hist.ndim not in (1, 2) or hist.size == 0:
+        raise ConfigError("routing.histogram", f"{p}: holds {getattr(hist, 'dtype', type(hist).__name__)} values of "
+                          f"shape {getattr(hist, 'shape', '?')}", "a non-empty [experts] or [layers, experts] array of numbers")
+    return hist
 
 
 def _largest_remainder(target_X: np.ndarray, total: int) -> np.ndarray:

@@ -15,14 +15,19 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
 import networkx as nx
 import tomli_w
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import fromstring as defused_fromstring
 
 from dicesim.atomic import write_text_atomic
 from dicesim.errors import TopologyError
+from dicesim.inputs import read_bytes_bounded
+from dicesim.limits import MAX_TEXT_FILE_BYTES, MAX_TOPOLOGY_EDGES, MAX_TOPOLOGY_NODES
 from dicesim.tomlio import read_toml
 from dicesim.topology.validate import validate_topology
 
@@ -98,10 +103,23 @@ def _coerce(G: nx.DiGraph) -> None:
 
 
 def _load_graphml(path: Path) -> nx.DiGraph:
+    raw = read_bytes_bounded(path, MAX_TEXT_FILE_BYTES, lambda problem: TopologyError(f"{path}: {problem}"),
+                             what="GraphML file")
+    # defusedxml first: a document type declaration can define entities (billion laughs) or
+    # point at external files (XXE); GraphML needs neither, so any DTD is refused outright
     try:
-        G = nx.read_graphml(path)
+        defused_fromstring(raw, forbid_dtd=True, forbid_entities=True, forbid_external=True)
+    except DefusedXmlException as exc:
+        raise TopologyError(f"{path}: refused GraphML with a DTD, entity or external reference "
+                            f"({type(exc).__name__}); entity expansion and external entities are not allowed") from None
+    except Exception as exc:  # noqa: BLE001 -- any parser error of a malformed file
+        raise TopologyError(f"{path}: not valid GraphML (XML): {' '.join(str(exc).split())[:200]}") from None
+    try:
+        with warnings.catch_warnings():  # "no key type ... using string": validation names what is wrong
+            warnings.simplefilter("ignore")
+            G = nx.parse_graphml(raw)
     except Exception as exc:  # ElementTree, networkx and type errors alike
-        raise TopologyError(f"{path}: not valid GraphML: {' '.join(str(exc).split())}") from None
+        raise TopologyError(f"{path}: not valid GraphML: {' '.join(str(exc).split())[:200]}") from None
     if G.is_multigraph():
         raise TopologyError(f"{path}: parallel edges are not supported; merge them into one link")
     G = nx.DiGraph(G) if G.is_directed() else G.to_directed()
@@ -179,6 +197,9 @@ def load_topology_file(path: str | os.PathLike[str]) -> nx.DiGraph:
         G = _load_graphml(p) if suffix == ".graphml" else _load_toml(p)
     except (OSError, UnicodeDecodeError) as exc:
         raise TopologyError(f"{p}: cannot read ({exc.__class__.__name__})") from None
+    if G.number_of_nodes() > MAX_TOPOLOGY_NODES or G.number_of_edges() > MAX_TOPOLOGY_EDGES:
+        raise TopologyError(f"{p}: {G.number_of_nodes()} nodes and {G.number_of_edges()} directed edges, over the "
+                            f"limits of {MAX_TOPOLOGY_NODES} nodes and {MAX_TOPOLOGY_EDGES} edges (see docs/limits.md)")
     _coerce(G)
     try:
         validate_topology(G)

@@ -8,8 +8,12 @@ from collections import Counter
 import networkx as nx
 
 from dicesim.errors import TopologyError
+from dicesim.limits import MAX_LINK_BW_BPS, MAX_LINK_LATENCY_S, MAX_WORLD_SIZE
 from dicesim.topology.graph import NODE_KINDS
 from dicesim.topology.routing import all_pairs_routes
+
+
+_UPPER = {"bw_Bps": MAX_LINK_BW_BPS, "latency_s": MAX_LINK_LATENCY_S}
 
 
 def _fail(G: nx.DiGraph, problem: str) -> TopologyError:
@@ -43,6 +47,8 @@ def _check_nodes(G: nx.DiGraph) -> list[str]:
             gpus.append(n)
     if not gpus:
         raise _fail(G, "no GPU nodes (need at least one node with kind 'gpu')")
+    if len(gpus) > MAX_WORLD_SIZE:
+        raise _fail(G, f"{len(gpus)} GPUs, more than the limit of {MAX_WORLD_SIZE} (see docs/limits.md)")
     for n in gpus:
         for attr in ("rank", "server"):
             v = G.nodes[n].get(attr)
@@ -82,8 +88,9 @@ def _check_edges(G: nx.DiGraph) -> None:
             x = d.get(attr)
             if x is None:
                 raise _fail(G, f"edge {u}->{v} is missing {attr}")
-            if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) or x <= 0:
-                raise _fail(G, f"edge {u}->{v} has {attr}={x!r}; it must be a positive finite number")
+            high = _UPPER[attr]
+            if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) or not 0 < x <= high:
+                raise _fail(G, f"edge {u}->{v} has {attr}={x!r}; it must be a positive finite number up to {high:g}")
         link = d.get("link")
         if not isinstance(link, str) or not link:
             raise _fail(G, f"edge {u}->{v} needs a link class string, got {link!r}")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,8 @@ import numpy as np
 import pandas as pd
 
 from dicesim.errors import TraceError
+from dicesim.inputs import load_json_file
+from dicesim.limits import MAX_JSON_TRACE_BYTES, MAX_TRACE_EVENTS
 from dicesim.trace.schema import (
     COLUMNS, KNOWN_STREAMS, NA_VALUES, TraceMeta, check_schema_version, coerce_events,
     validate_events,
@@ -146,29 +147,8 @@ def dump_chrome(df: pd.DataFrame, meta: TraceMeta, path: str | Path, *, compress
 
 
 def _load_json(path: Path) -> object:
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise TraceError(path, f"cannot read: {exc.strerror or exc}") from None
-    if path.name.endswith(".gz"):
-        try:
-            raw = gzip.decompress(raw)
-        except (EOFError, OSError, zlib.error) as exc:
-            raise TraceError(path, f"truncated or corrupt gzip data ({exc})") from None
-    if not raw.strip():
-        raise TraceError(path, "empty file, expected a Chrome trace JSON object")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise TraceError(path, f"not a JSON text file (undecodable byte 0x{raw[exc.start]:02x} "
-                               f"at offset {exc.start})") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        if exc.pos >= len(text.rstrip()) or exc.msg.startswith("Unterminated string"):
-            raise TraceError(path, f"truncated JSON (document ends at line {exc.lineno} before it is "
-                                   f"complete)") from None
-        raise TraceError(path, f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    return load_json_file(path, lambda problem: TraceError(path, problem), max_bytes=MAX_JSON_TRACE_BYTES,
+                          what="Chrome trace JSON object")
 
 
 def _number(ev: dict, key: str, i: int, path: Path) -> float:
@@ -191,13 +171,16 @@ def _events_frame(xs: list[tuple[int, dict]], streams: dict, source: str, path: 
         bad = _first_bad([ev.get(key) for ev in evs], lambda v: type(v) in (int, float))
         if bad is not None:
             _number(evs[bad], key, xs[bad][0], path)  # raises the specific message
-    ts = np.array([ev["ts"] for ev in evs], dtype=np.float64)
-    dur = np.array([ev["dur"] for ev in evs], dtype=np.float64)
+    try:
+        ts = np.array([ev["ts"] for ev in evs], dtype=np.float64)
+        dur = np.array([ev["dur"] for ev in evs], dtype=np.float64)
+    except OverflowError:
+        raise TraceError(path, "an event's ts or dur is too large for a float (allowed: finite numbers)") from None
     if (dur < 0).any():
         j = int(np.flatnonzero(dur < 0)[0])
         raise TraceError(path, f"traceEvents[{xs[j][0]}] ({evs[j].get('name')!r}) has negative dur {float(dur[j])!r}")
     tracks = [(ev.get("pid"), ev.get("tid")) for ev in evs]
-    bad = _first_bad(tracks, lambda t: t in streams and type(t[0]) is int)
+    bad = _first_bad(tracks, lambda t: type(t[0]) is int and type(t[1]) is int and t in streams)
     if bad is not None:
         raise TraceError(path, f"traceEvents[{xs[bad][0]}] on pid {tracks[bad][0]!r} tid {tracks[bad][1]!r} "
                                f"has no thread_name metadata")
@@ -206,8 +189,11 @@ def _events_frame(xs: list[tuple[int, dict]], streams: dict, source: str, path: 
     if bad is not None:
         raise TraceError(path, f"traceEvents[{xs[bad][0]}] has non-object args")
     end = ts + dur
-    for j in [j for j, a in enumerate(args) if "end_us" in a]:
-        end[j] = a_end if type(a_end := args[j]["end_us"]) in (int, float) else np.nan
+    try:
+        for j in [j for j, a in enumerate(args) if "end_us" in a]:
+            end[j] = a_end if type(a_end := args[j]["end_us"]) in (int, float) else np.nan
+    except OverflowError:
+        raise TraceError(path, f"traceEvents[{xs[j][0]}] has an end_us too large for a float") from None
     cols: dict[str, object] = {
         "rank": [-1 if p == LINKS_PID else p for p, _ in tracks],
         "stream": [streams[t] for t in tracks],
@@ -250,6 +236,9 @@ def read_chrome(path: str | Path) -> tuple[pd.DataFrame, TraceMeta]:
     events = doc["traceEvents"]
     if not isinstance(events, list):
         raise TraceError(path, f"'traceEvents' is a {type(events).__name__}, expected a list")
+    if len(events) > MAX_TRACE_EVENTS:
+        raise TraceError(path, f"{len(events):,} trace events, more than the {MAX_TRACE_EVENTS:,} limit "
+                               "(see docs/limits.md)")
     streams: dict[tuple[Any, Any], str] = {}
     xs: list[tuple[int, dict]] = []
     for i, ev in enumerate(events):
@@ -258,7 +247,10 @@ def read_chrome(path: str | Path) -> tuple[pd.DataFrame, TraceMeta]:
         ph = ev.get("ph")
         if ph == "M" and ev.get("name") == "thread_name":
             args = ev.get("args") or {}
-            streams[(ev.get("pid"), ev.get("tid"))] = str(args.get("stream", args.get("name", "")))
+            track = (ev.get("pid"), ev.get("tid"))
+            if not isinstance(args, dict) or not all(type(t) is int for t in track):
+                raise TraceError(path, f"traceEvents[{i}] (thread_name) needs integer pid and tid and object args")
+            streams[track] = str(args.get("stream", args.get("name", "")))
         elif ph == "X":
             xs.append((i, ev))
     df = _events_frame(xs, streams, meta.source, path)

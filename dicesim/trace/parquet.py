@@ -8,7 +8,6 @@ instead of an Arrow stack of internals.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
@@ -16,6 +15,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dicesim.errors import TraceError
+from dicesim.inputs import check_file_size, parse_json_bounded
+from dicesim.limits import MAX_PARQUET_BYTES, MAX_PARQUET_UNCOMPRESSED_BYTES, MAX_TRACE_EVENTS, human_bytes
 from dicesim.trace.schema import (
     COLUMNS, DTYPES, SCHEMA_VERSION, TraceMeta, check_schema_version, coerce_events, validate_events,
 )
@@ -69,6 +70,7 @@ def read_parquet_meta(path: str | Path) -> TraceMeta:
     """Only the metadata of a Parquet trace (reads the footer, not the data)."""
     path = Path(path)
     _check_magic(path)
+    check_file_size(path, MAX_PARQUET_BYTES, lambda problem: TraceError(path, problem), what="Parquet trace")
     try:
         schema = pq.read_schema(str(path))
     except (pa.ArrowException, OSError) as exc:
@@ -81,10 +83,21 @@ def _meta_from_schema(schema: pa.Schema, path: Path) -> TraceMeta:
     version = md.get(_VERSION_KEY)
     check_schema_version(version.decode("utf-8", "replace") if version is not None else None, path)
     try:
-        raw = json.loads(md.get(_META_KEY, b"").decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise TraceError(path, "Parquet metadata 'dicesim.meta' is not valid JSON") from None
+        text = md.get(_META_KEY, b"").decode("utf-8")
+    except UnicodeDecodeError:
+        raise TraceError(path, "Parquet metadata 'dicesim.meta' is not valid JSON (not UTF-8)") from None
+    raw = parse_json_bounded(text, lambda problem: TraceError(path, f"Parquet metadata 'dicesim.meta': {problem}"))
     return TraceMeta.from_dict(raw, path)
+
+
+def _check_size(path: Path, meta: pq.FileMetaData) -> None:
+    """Refuse tables too large to load before Arrow allocates them (limits: docs/limits.md)."""
+    if meta.num_rows > MAX_TRACE_EVENTS:
+        raise TraceError(path, f"{meta.num_rows:,} events, more than the {MAX_TRACE_EVENTS:,} limit (see docs/limits.md)")
+    unpacked = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    if unpacked > MAX_PARQUET_UNCOMPRESSED_BYTES:
+        raise TraceError(path, f"row groups unpack to {human_bytes(unpacked)}, more than the "
+                               f"{human_bytes(MAX_PARQUET_UNCOMPRESSED_BYTES)} limit (see docs/limits.md)")
 
 
 def read_parquet(path: str | Path) -> tuple[pd.DataFrame, TraceMeta]:
@@ -95,7 +108,12 @@ def read_parquet(path: str | Path) -> tuple[pd.DataFrame, TraceMeta]:
     """
     path = Path(path)
     meta = read_parquet_meta(path)
-    schema = pq.read_schema(str(path))
+    try:
+        footer = pq.read_metadata(str(path))
+    except (pa.ArrowException, OSError) as exc:
+        raise TraceError(path, f"corrupt Parquet footer: {_arrow_problem(exc)}") from None
+    _check_size(path, footer)
+    schema = footer.schema.to_arrow_schema()
     missing = [c for c in COLUMNS if c not in schema.names]
     if missing:
         raise TraceError(path, "missing column(s): " + ", ".join(missing))

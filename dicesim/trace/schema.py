@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from dicesim.errors import ConfigError, TraceError
+from dicesim.inputs import check_data
 
 SCHEMA_VERSION = "dicesim-trace/1"
 
@@ -102,6 +103,9 @@ class TraceMeta:
         if not isinstance(data, Mapping):
             raise TraceError(where, f"trace metadata is a {type(data).__name__}, expected an object")
         check_schema_version(data.get("schema_version"), where)
+        # scenario and extra are free-form: bound them here so no reader meets deep nesting,
+        # integers past 64 bits or NaN in them (typed readers: dicesim.trace.runmeta)
+        check_data(data, lambda problem: TraceError(where, f"metadata {problem}"), where="meta")
         known = {f.name: f for f in fields(cls)}
         kwargs: dict[str, Any] = {}
         unknown: dict[str, Any] = {}

@@ -1,0 +1,40 @@
+"""Shape and size checks of a sweep's ``[axes]`` before any configuration is built.
+
+Kept beside :mod:`dicesim.sweep` so the grid is refused up front: a product past
+``MAX_SWEEP_POINTS`` would otherwise be materialised as a list of points first, and an axis
+value of the wrong shape would only surface as thousands of skipped rows.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+from dicesim.errors import ConfigError
+from dicesim.limits import MAX_SWEEP_POINTS
+
+#: axes whose values are lists (of layer indices); every other axis takes scalars
+LIST_AXES = frozenset({"sync_layers"})
+_SCALARS = (str, int, float, bool)
+
+
+def check_axis_values(name: str, values: Sequence[object]) -> None:
+    """ConfigError unless every value of axis ``name`` is a scalar (or, for ``sync_layers``, a
+    preset name or a flat list of integers)."""
+    for i, v in enumerate(values):
+        if isinstance(v, _SCALARS):
+            continue
+        if name in LIST_AXES and isinstance(v, list) and all(type(x) is int for x in v):
+            continue
+        want = "a preset name or a list of layer indices" if name in LIST_AXES else "a string, number or boolean"
+        raise ConfigError(f"axes.{name}[{i}]", f"{type(v).__name__} value {str(v)[:40]}", want)
+
+
+def check_sweep_size(axes: Mapping[str, Sequence[object]]) -> int:
+    """The number of configurations; ConfigError past ``MAX_SWEEP_POINTS``."""
+    total = math.prod(len(v) for v in axes.values())
+    if total > MAX_SWEEP_POINTS:
+        sizes = " x ".join(f"{len(v)} {k}" for k, v in axes.items())
+        raise ConfigError("axes", f"{sizes} = {total:,} configurations, more than the {MAX_SWEEP_POINTS:,} a sweep "
+                          "may hold; split it into several sweeps", "see docs/limits.md")
+    return total
