@@ -49,7 +49,7 @@ class Scenario(BaseModel):
     model: str = "XL/2"
     num_experts: Optional[int] = Field(None, ge=1)
     batch: int = Field(32, ge=1)  # images per rank (CFG doubles what travels)
-    image_size: int = Field(256, ge=16)
+    image_size: int = Field(256, ge=1)  # the preset checks it is a multiple of its patch in pixels
     steps: int = Field(50, ge=1)
     cfg: bool = True
     dtype: Literal["bf16", "fp16", "fp32"] = "bf16"

@@ -18,11 +18,11 @@ from dicesim.cli.tables import console as make_console, metric_table, rich_table
 
 _SCENARIO_HELP = "scenario TOML (default: XL/2 on 8x-rtx4090-pcie, 8 GPUs, batch 32, 256 px, 50 steps)"
 # Option metadata shared by both commands; each flag overrides the scenario file's value.
-_MODEL = typer.Option(None, "--model", help="model preset: tiny, small, S/2, B/2, XL/2, G/2")
+_MODEL = typer.Option(None, "--model", help="model preset: tiny, small, digits, S/2, B/2, XL/2, G/2")
 _TOPOLOGY = typer.Option(None, "--topology", help="topology preset or .toml/.graphml file")
 _WORLD = typer.Option(None, "--world-size", min=1, help="number of GPUs")
 _BATCH = typer.Option(None, "--batch", min=1, help="images per GPU")
-_IMAGE = typer.Option(None, "--image-size", min=16, help="image size (px)")
+_IMAGE = typer.Option(None, "--image-size", min=1, help="image size (px; digits: 8)")
 _STEPS = typer.Option(None, "--steps", min=1, help="denoising steps")
 _PROFILE = typer.Option(None, "--profile", help="hardware profile TOML or built-in name")
 _ROUTING = typer.Option(None, "--routing", help="expert load: uniform, zipf or histogram")
