@@ -28,12 +28,12 @@ from dicesim.strategy import COMPARE_DEFAULT, make_strategy
 #: ``exposed_comm_step_s`` the mean per step (comparable with ``step_latency_s``)
 METRIC_KEYS: tuple[str, ...] = (
     "step_latency_s", "total_latency_s", "exposed_comm_s", "exposed_comm_step_s", "overlap_frac", "comm_frac",
-    "mean_lag", "weighted_lag", "peak_buffer_bytes",
+    "mean_lag", "weighted_lag", "peak_buffer_bytes", "pred_fd_change", "pred_deviation",
 )
 #: columns of the comparison table, in print order
 TABLE_COLUMNS: tuple[str, ...] = (
     "strategy", "step_latency_s", "speedup", "exposed_comm_step_s", "comm_frac", "overlap_frac", "mean_lag",
-    "weighted_lag", "peak_buffer_bytes",
+    "weighted_lag", "peak_buffer_bytes", "pred_fd_change", "pred_deviation",
 )
 
 
@@ -92,6 +92,14 @@ def resolve_scenario(path: str | Path | None = None, *, model: str | None = None
     return make_scenario(**fields)
 
 
+def predicted_quality(scenario: Scenario) -> dict[str, Any]:
+    """The quality model's predicted FD change and deviation of the scenario's strategy, and
+    their basis (:mod:`dicesim.quality_model`; router top-1 share from the scenario)."""
+    from dicesim.quality_model import quality_columns
+
+    return quality_columns(scenario.strategy, scenario.preset().depth, scenario.steps, scenario.routing.top1_share)
+
+
 def headline_metrics(summary: dict[str, Any], per_step: pd.DataFrame | None = None) -> dict[str, float]:
     """:data:`METRIC_KEYS` from a simulator summary (and per-step table for per-step exposure)."""
     out = {k: float(summary[k]) for k in METRIC_KEYS if k in summary}
@@ -133,7 +141,8 @@ def run_strategy(scenario: Scenario, *, trace_dir: str | Path | None = None,
         trace_path = write_trace(events, meta, trace_dir, trace_stem(name))["json"]
     if events is not None:
         events = events[events["step"].isin(list(timeline_steps))].reset_index(drop=True)
-    summary = {**result.summary(), **headline_metrics(result.summary(), result.per_step)}
+    summary = {**result.summary(), **predicted_quality(scenario)}
+    summary.update(headline_metrics(summary, result.per_step))
     return StrategyRun(strategy=name, scenario=scenario, summary=summary, per_step=result.per_step,
                        lags=result.lags, links=result.links, events=events,
                        timeline_steps=tuple(timeline_steps), trace_path=trace_path)

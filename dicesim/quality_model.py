@@ -32,7 +32,6 @@ from typing import Any
 
 import numpy as np
 import scipy.optimize
-import scipy.stats
 
 from dicesim.errors import ConfigError
 from dicesim.plan import build_plan, lag_table
@@ -107,7 +106,8 @@ def _point(row: dict, default_steps: int, where: str) -> QualityPoint:
         values = {k: float(v) for k, v in row.items() if k not in ("label", "preset", "overrides", "steps")}
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(where, f"bad quality row {row!r}: {exc}") from None
-    return QualityPoint(label=label, strategy=make_strategy(preset, **overrides, name=label), values=values,
+    strategy = make_strategy(preset, **overrides).model_copy(update={"name": label})
+    return QualityPoint(label=label, strategy=strategy, values=values,
                         num_steps=int(row.get("steps", default_steps)))
 
 
@@ -155,11 +155,24 @@ def fit_quality(table: QualityTable, metric: str = "fd_change", exclude: tuple[s
     (all measured at the table's step count) minus ``exclude``."""
     points = tuple(p for p in table.points if p.label not in exclude)
     coef, _ = scipy.optimize.nnls(_design(table, points), _target(points, metric))
-    m = table.meta
-    basis = (f"fit of {metric} on {len(points)} strategies measured on the {m.get('model', '?')} DiT-MoE "
-             f"({table.num_layers} layers, {m['num_steps']} steps, {m.get('seeds', '?')} seeds; "
-             f"{table.path.name}): {coef[0]:.3g} x shallow + {coef[1]:.3g} x deep router-weighted lag/T")
+    basis = f"{metric} = {_formula(coef)}; {_source(table, len(points))}"
     return QualityFit(metric=metric, coef=(float(coef[0]), float(coef[1])), basis=basis)
+
+
+def _formula(coef: np.ndarray | tuple[float, float]) -> str:
+    return f"{coef[0]:.3g} f_shallow + {coef[1]:.3g} f_deep"
+
+
+def _source(table: QualityTable, count: int) -> str:
+    m = table.meta
+    return (f"f = router-weighted lag/T of the shallow/deep half; non-negative least squares on {count} strategies "
+            f"measured on the {m.get('model', '?')} DiT-MoE ({table.num_layers} layers, {m['num_steps']} steps, "
+            f"{m.get('seeds', '?')} seeds; {table.path.name}, docs/quality.md)")
+
+
+def _extrapolation(table: QualityTable, num_layers: int, num_steps: int) -> str:
+    same = num_layers == table.num_layers and num_steps == int(table.meta["num_steps"])
+    return "" if same else f"; extrapolated to {num_layers} layers, {num_steps} steps"
 
 
 def predict_quality(strategy: StrategyConfig | str, num_layers: int, num_steps: int, *, metric: str = "fd_change",
@@ -177,8 +190,7 @@ def predict_quality(strategy: StrategyConfig | str, num_layers: int, num_steps: 
     share = tab.top1_share if top1_share is None else top1_share
     fit = fit_quality(tab, metric)
     feats = staleness_features(strat, num_layers, num_steps, share)
-    same = num_layers == tab.num_layers and num_steps == int(tab.meta["num_steps"])
-    basis = fit.basis + ("" if same else f"; extrapolated to {num_layers} layers, {num_steps} steps")
+    basis = fit.basis + _extrapolation(tab, num_layers, num_steps)
     return QualityPrediction(metric=metric, value=fit.predict(feats), unit=METRICS[metric][1], basis=basis,
                              features=(float(feats[0]), float(feats[1])))
 
@@ -187,10 +199,12 @@ def quality_columns(strategy: StrategyConfig, num_layers: int, num_steps: int, t
                     table: QualityTable | None = None) -> dict[str, Any]:
     """The columns ``simulate``/``compare``/``sweep`` report: both predictions and their basis."""
     tab = table or load_quality_table()
-    fd = predict_quality(strategy, num_layers, num_steps, metric="fd_change", top1_share=top1_share, table=tab)
-    dev = predict_quality(strategy, num_layers, num_steps, metric="deviation", top1_share=top1_share, table=tab)
-    return {"pred_fd_change": fd.value, "pred_deviation": dev.value, "quality_basis": fd.basis.replace(
-        "fit of fd_change", "fit of FD change and deviation")}
+    fd_fit, dev_fit = fit_quality(tab, "fd_change"), fit_quality(tab, "deviation")
+    share = tab.top1_share if top1_share is None else top1_share
+    feats = staleness_features(strategy, num_layers, num_steps, share)
+    basis = (f"FD change = {_formula(fd_fit.coef)}, deviation = {_formula(dev_fit.coef)}; "
+             f"{_source(tab, len(tab.points))}{_extrapolation(tab, num_layers, num_steps)}")
+    return {"pred_fd_change": fd_fit.predict(feats), "pred_deviation": dev_fit.predict(feats), "quality_basis": basis}
 
 
 def leave_one_out(table: QualityTable, metric: str = "fd_change") -> list[tuple[str, float, float]]:
@@ -206,6 +220,8 @@ def leave_one_out(table: QualityTable, metric: str = "fd_change") -> list[tuple[
 
 def rank_agreement(measured: np.ndarray, predicted: np.ndarray) -> tuple[float, float]:
     """Spearman's rho and the share of strategy pairs both order the same way (ties: half)."""
+    import scipy.stats  # only here: the simulator's own path never needs it
+
     measured, predicted = np.asarray(measured, float), np.asarray(predicted, float)
     rho = float(scipy.stats.spearmanr(measured, predicted).statistic) if len(measured) > 2 else float("nan")
     agree, pairs = 0.0, 0

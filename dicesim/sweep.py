@@ -32,7 +32,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dicesim.atomic import write_parquet_atomic
-from dicesim.compare import METRIC_KEYS, headline_metrics
+from dicesim.compare import METRIC_KEYS, headline_metrics, predicted_quality
 from dicesim.errors import ConfigError, DicesimError, config_error_from_pydantic
 from dicesim.scenario import Scenario, make_scenario, scenario_from_dict
 from dicesim.strategy import STRATEGY_NAMES, StrategyConfig, make_strategy
@@ -221,7 +221,7 @@ def simulate_metrics(scenario: Scenario) -> dict[str, float]:
     from dicesim.sim.api import simulate
 
     result = simulate(scenario, record=False)
-    return headline_metrics(result.summary(), result.per_step)
+    return headline_metrics({**result.summary(), **predicted_quality(scenario)}, result.per_step)
 
 
 Evaluator = Callable[[Scenario], dict]

@@ -171,11 +171,11 @@ def _digits_quality(*, steps: int, seeds: int, images: int, guidance_scale: floa
 
 @app.command("train-small")
 def train_small_cmd(
-    steps: int = typer.Option(2000, help="optimizer steps"),
-    batch: int = typer.Option(128, help="images per step"),
+    steps: int = typer.Option(1500, help="optimizer steps"),
+    batch: int = typer.Option(64, help="images per step"),
     lr: float = typer.Option(1e-3, help="peak learning rate"),
     seed: int = typer.Option(0, help="seed of every random draw"),
-    threads: int = typer.Option(2, help="torch threads (fixed: results depend on it)"),
+    threads: int = typer.Option(1, help="torch threads (fixed: results depend on it)"),
     out_dir: Optional[Path] = typer.Option(None, "--out-dir", help="where to write (default: validate/data/digits)"),
 ) -> None:
     """Train the `digits` DiT-MoE and the digit classifier on scikit-learn's digits (deterministic)."""

@@ -16,6 +16,7 @@ images. Shape legend: B images, C channels, S pixels per side, F features.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,7 +51,9 @@ def frechet_distance(a: FeatureStats, b: FeatureStats) -> float:
     """Fréchet distance between two Gaussians (FID's formula); the matrix root's tiny
     imaginary part from round-off is dropped, as in the reference implementation."""
     diff = a.mu - b.mu
-    root, _ = scipy.linalg.sqrtm(a.cov @ b.cov, disp=False)
+    with warnings.catch_warnings():  # a near-singular product is handled below
+        warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
+        root = scipy.linalg.sqrtm(a.cov @ b.cov)
     if not np.isfinite(root).all():  # near-singular product: regularise as pytorch-fid does
         eps = np.eye(a.cov.shape[0]) * 1e-6
         root = scipy.linalg.sqrtm((a.cov + eps) @ (b.cov + eps))

@@ -22,7 +22,7 @@ import tomli_w
 from dicesim.atomic import write_all_atomic
 from dicesim.quality_model import load_quality_table
 from validate.classifier import load_classifier
-from validate.digits import CHECKPOINT_FILE, CLASSIFIER_FILE, DATA_DIR, TRAIN_LOG_FILE, load_digits_split
+from validate.digits import CLASSIFIER_FILE, DATA_DIR, TRAIN_LOG_FILE, load_digits_split
 from validate.image_grid import labelled_blocks
 from validate.image_metrics import feature_stats
 from validate.quality_doc import quality_markdown
@@ -40,6 +40,7 @@ class QualityPaths:
     doc: Path = REPO / "docs" / "quality.md"
     figure: Path = REPO / "docs" / "figures" / "quality-samples.png"
     table: Path = REPO / "dicesim" / "data" / "quality" / "digits.toml"
+    data_dir: Path = DATA_DIR  # read: classifier and training log
 
 
 def _rel(path: Path) -> str:
@@ -82,7 +83,7 @@ def run_quality(cfg: StudyConfig, paths: QualityPaths, *, check_steps: Sequence[
     """Everything the command does; returns the numbers the page was written from."""
     t0 = time.perf_counter()
     data = load_digits_split()
-    classifier = load_classifier(DATA_DIR / CLASSIFIER_FILE)
+    classifier = load_classifier(paths.data_dir / CLASSIFIER_FILE)
     scorer = Scorer(classifier=classifier, reference=feature_stats(classifier, data.train_x))
     real = real_scores(scorer, data.test_x, data.test_y, min(cfg.images, data.test_x.shape[0]))
     echo(f"real held-out digits: FD {real['fd_real']:.3f}, accuracy {real['accuracy_real']:.3f}; "
@@ -101,7 +102,7 @@ def run_quality(cfg: StudyConfig, paths: QualityPaths, *, check_steps: Sequence[
     dist = distributed_check(cfg, scorer, ["sync", "dice"], world_sizes, grids)
     for r in dist.itertuples():
         echo(f"  {r.world_size} ranks {r.strategy}: max |sample difference| {r.max_abs_diff:.2e}")
-    train_log = json.loads((DATA_DIR / TRAIN_LOG_FILE).read_text(encoding="utf-8"))
+    train_log = json.loads((paths.data_dir / TRAIN_LOG_FILE).read_text(encoding="utf-8"))
     table_text = measurement_toml(cfg, summary, checks_df, top1_share, command)
     grid = labelled_blocks([("real (held-out)", data.test_x[:GRID_IMAGES])]
                            + [(label, x[:GRID_IMAGES]) for label, x in grids.items()], cols=GRID_IMAGES)
@@ -113,7 +114,7 @@ def run_quality(cfg: StudyConfig, paths: QualityPaths, *, check_steps: Sequence[
     text = quality_markdown(summary=summary, per_seed=per_seed, real=real, dist=dist, train_log=train_log,
                             table=load_quality_table(paths.table), cfg=cfg, command=command, wall_s=wall_s,
                             figure=_rel(paths.figure), doc_dir=paths.doc.parent, figure_path=paths.figure,
-                            checkpoint=_rel(DATA_DIR / CHECKPOINT_FILE))
+                            checkpoint=_rel(Path(cfg.checkpoint)))
     write_all_atomic([(paths.doc, lambda tmp: tmp.write_text(text, encoding="utf-8"))])
     echo(f"wrote {_rel(paths.doc)}, {_rel(paths.figure)}, {_rel(paths.table)} in {wall_s:.0f} s")
     return {"summary": summary, "per_seed": per_seed, "real": real, "dist": dist, "checks": checks_df}

@@ -43,7 +43,8 @@ class StudyStrategy:
 
     def build(self, seed: int) -> StrategyConfig:
         """The strategy for one seed (the seed also fixes the ``random`` policy's choices)."""
-        return make_strategy(self.preset, **self.overrides, name=self.label, seed=seed)
+        strategy = make_strategy(self.preset, **self.overrides, seed=seed)
+        return strategy.model_copy(update={"name": self.label})
 
 
 COND = {"cond_interval": 2}
@@ -196,7 +197,7 @@ def real_scores(scorer: Scorer, heldout_x: torch.Tensor, heldout_y: torch.Tensor
     idx = torch.randperm(heldout_x.shape[0], generator=gen)[:count]
     noise = torch.randn((len(idx), *heldout_x.shape[1:]), generator=gen)
     real = heldout_x[idx]
-    return {"fd_real": frechet_distance(feature_stats(scorer.classifier, real), scorer.reference),
+    return {"count": len(idx), "fd_real": frechet_distance(feature_stats(scorer.classifier, real), scorer.reference),
             "accuracy_real": class_accuracy(scorer.classifier, real, heldout_y[idx]),
             "fd_noise": frechet_distance(feature_stats(scorer.classifier, noise), scorer.reference)}
 

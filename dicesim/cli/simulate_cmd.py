@@ -94,6 +94,7 @@ def simulate(
     con = make_console()
     con.print(f"{sc.label()}  ({sc.strategy.describe()}; simulated in {wall_s:.2f} s)")
     con.print(metric_table(summary_frame(run.summary).iloc[0].to_dict(), title="Summary"))
+    con.print(f"predicted quality: {run.summary['quality_basis']}")
     if len(run.links):
         con.print(rich_table(busiest_links(run.links, 5), title="Busiest links"))
     if written:
@@ -145,6 +146,8 @@ def compare(
     title = (f"{sc.model} on {sc.world_size} GPUs ({sc.topology}), batch {sc.batch}, {sc.image_size} px, "
              f"{sc.steps} steps")
     con.print(rich_table(table, title=title))
+    if cmp.runs:
+        con.print(f"predicted quality: {cmp.runs[0].summary['quality_basis']}")
     traces = ", ".join(r.trace_path.name for r in cmp.runs if r.trace_path is not None)
     con.print(f"wrote {out / 'summary.csv'}, {out / 'summary.parquet'}, {report} and traces {traces} "
               f"({wall_s:.1f} s)")

@@ -72,6 +72,8 @@ COLUMN_UNITS: dict[str, Unit] = {
     "bw_Bps": Unit(label="bandwidth", unit="GB/s", scale=1e-9, fmt="{:.1f}"),
     "mean_bw_Bps": Unit(label="bandwidth while busy", unit="GB/s", scale=1e-9, fmt="{:.2f}"),
     "speedup": Unit(label="speedup over sync", unit="x", fmt="{:.2f}"),
+    "pred_fd_change": Unit(label="predicted FD change", unit="FD units", fmt="{:.3f}"),
+    "pred_deviation": Unit(label="predicted deviation", unit="rel. L2 %", scale=100.0, fmt="{:.2f}"),
     "world_size": Unit(label="GPUs", unit="", fmt="{:.0f}"),
     "batch": Unit(label="batch per GPU", unit="images", fmt="{:.0f}"),
     "steps": Unit(label="steps", unit="", fmt="{:.0f}"),
