@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 import tomli_w
+import torch
 
 from dicesim.atomic import write_all_atomic
 from dicesim.quality_model import load_quality_table
@@ -81,6 +82,9 @@ def measurement_toml(cfg: StudyConfig, summary: pd.DataFrame, checks: pd.DataFra
 def run_quality(cfg: StudyConfig, paths: QualityPaths, *, check_steps: Sequence[int], world_sizes: Sequence[int],
                 command: str, echo: Callable[[str], None] = print) -> dict:
     """Everything the command does; returns the numbers the page was written from."""
+    # one thread: the numbers on the page do not depend on the machine's core count, and a
+    # shared machine does not stall a second thread
+    torch.set_num_threads(1)
     t0 = time.perf_counter()
     data = load_digits_split()
     classifier = load_classifier(paths.data_dir / CLASSIFIER_FILE)
