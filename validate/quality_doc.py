@@ -161,7 +161,9 @@ def quality_markdown(*, summary: pd.DataFrame, per_seed: pd.DataFrame, real: dic
             "(top-1 share as measured), averaged over steps and over the shallow (< L/2) or deep half of the "
             "layers, divided by the number of steps T. `predict_quality(strategy, num_layers, num_steps)` "
             "returns the prediction with its basis; `dicesim simulate`, `compare` and `sweep` report "
-            "`pred_fd_change` and `pred_deviation`. Each strategy is also predicted by a fit that left it out; "
+            "`pred_fd_change` and `pred_deviation`, with the router top-1 share of the scenario (`routing.top1_share`, "
+            "default 0.6) instead of the measured one, so their numbers for `digits` differ slightly from the fit "
+            "below. Each strategy is also predicted by a fit that left it out; "
             "the rank agreement of those predictions with the measurements is the model's held-out check.", ""]
     for metric in METRICS:
         out += _model_section(table, metric)
