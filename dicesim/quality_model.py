@@ -223,7 +223,8 @@ def rank_agreement(measured: np.ndarray, predicted: np.ndarray) -> tuple[float, 
     import scipy.stats  # only here: the simulator's own path never needs it
 
     measured, predicted = np.asarray(measured, float), np.asarray(predicted, float)
-    rho = float(scipy.stats.spearmanr(measured, predicted).statistic) if len(measured) > 2 else float("nan")
+    varied = len(measured) > 2 and np.ptp(measured) > 0 and np.ptp(predicted) > 0
+    rho = float(scipy.stats.spearmanr(measured, predicted).statistic) if varied else float("nan")
     agree, pairs = 0.0, 0
     for i in range(len(measured)):
         for j in range(i + 1, len(measured)):

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from dicesim.models import get_model
 from dicesim.quality_model import (
     METRICS, QualityTable, fit_quality, leave_one_out, rank_agreement, staleness_features,
 )
@@ -102,12 +103,14 @@ def quality_markdown(*, summary: pd.DataFrame, per_seed: pd.DataFrame, real: dic
     last = train_log["curve"][-1]
     clf = train_log["classifier"]
     rel_fig = os.path.relpath(figure_path, doc_dir)
+    m = get_model("digits")
     out = [
         "# Image quality: what each strategy's staleness costs", "",
         f"Command: `{command}` ({wall_s:.0f} s on this machine; written by the command, do not edit).", "",
         "## Setup", "",
-        f"- Model: the `digits` DiT-MoE preset (6 layers, hidden 48, 8 routed SwiGLU experts, top-2, shared expert, "
-        f"patch 2 on native 8x8 digits = 16 tokens), trained by `{train_log['command']}`: "
+        f"- Model: the `digits` DiT-MoE preset ({m.depth} layers, hidden {m.hidden}, {m.num_experts} routed SwiGLU "
+        f"experts, top-{m.top_k}, shared expert, patch {m.patch} on native 8x8 digits = {m.tokens_per_image(8)} "
+        f"tokens), trained by `{train_log['command']}`: "
         f"{train_log['config']['steps']} AdamW steps of {train_log['config']['batch']} images in "
         f"{train_log['seconds']:.0f} s, final held-out velocity MSE (EMA weights) {last['heldout_mse_ema']:.4f}. "
         f"Checkpoint `{checkpoint}` (public DiT-MoE layout); training log beside it.",

@@ -21,13 +21,16 @@ import tomli_w
 import torch
 
 from dicesim.atomic import write_all_atomic
+from dicesim.models import get_model
 from dicesim.quality_model import load_quality_table
 from validate.classifier import load_classifier
 from validate.digits import CLASSIFIER_FILE, DATA_DIR, TRAIN_LOG_FILE, load_digits_split
 from validate.image_grid import labelled_blocks
 from validate.image_metrics import feature_stats
 from validate.quality_doc import quality_markdown
-from validate.quality_study import STUDY, Scorer, StudyConfig, distributed_check, real_scores, run_study, summarize
+from validate.quality_study import (
+    STUDY, Scorer, StudyConfig, StudyStrategy, distributed_check, real_scores, run_study, summarize,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 STEPS_CHECK_LABELS = ("interweaved", "dice")
@@ -54,7 +57,7 @@ def _rel(path: Path) -> str:
 def measurement_toml(cfg: StudyConfig, summary: pd.DataFrame, checks: pd.DataFrame, top1_share: float,
                      command: str) -> str:
     """The table :mod:`dicesim.quality_model` reads: one row per strategy, preset + overrides."""
-    by_label = {s.label: s for s in STUDY}
+    by_label = {s.label: s for s in STUDY}  # the study's strategies are always a subset of STUDY
 
     def row(label: str, values: dict) -> dict:
         st = by_label[label]
@@ -65,7 +68,7 @@ def measurement_toml(cfg: StudyConfig, summary: pd.DataFrame, checks: pd.DataFra
         return out
 
     doc = {
-        "meta": {"model": "digits", "num_layers": 6, "num_steps": cfg.steps, "guidance_scale": cfg.guidance_scale,
+        "meta": {"model": "digits", "num_layers": get_model("digits").depth, "num_steps": cfg.steps, "guidance_scale": cfg.guidance_scale,
                  "images_per_seed": cfg.images, "seeds": len(cfg.seeds), "top1_share": round(top1_share, 6),
                  "checkpoint": _rel(Path(cfg.checkpoint)), "command": command,
                  "metrics": "fd: Frechet distance to the real training digits in the digit classifier's 64 features; "
@@ -80,8 +83,10 @@ def measurement_toml(cfg: StudyConfig, summary: pd.DataFrame, checks: pd.DataFra
 
 
 def run_quality(cfg: StudyConfig, paths: QualityPaths, *, check_steps: Sequence[int], world_sizes: Sequence[int],
-                command: str, echo: Callable[[str], None] = print) -> dict:
-    """Everything the command does; returns the numbers the page was written from."""
+                command: str, echo: Callable[[str], None] = print,
+                strategies: Sequence[StudyStrategy] = STUDY) -> dict:
+    """Everything the command does; returns the numbers the page was written from.
+    ``strategies`` (a subset of :data:`STUDY` with ``sync``, ``interweaved`` and ``dice``) is for tests."""
     # one thread: the numbers on the page do not depend on the machine's core count, and a
     # shared machine does not stall a second thread
     torch.set_num_threads(1)
@@ -93,8 +98,8 @@ def run_quality(cfg: StudyConfig, paths: QualityPaths, *, check_steps: Sequence[
     echo(f"real held-out digits: FD {real['fd_real']:.3f}, accuracy {real['accuracy_real']:.3f}; "
          f"noise: FD {real['fd_noise']:.1f}")
     echo(f"strategies ({len(cfg.seeds)} seeds x {cfg.images} images, {cfg.steps} steps):")
-    per_seed, grids, top1_share = run_study(cfg, scorer, echo=echo)
-    summary = summarize(per_seed)
+    per_seed, grids, top1_share = run_study(cfg, scorer, strategies, echo=echo)
+    summary = summarize(per_seed, strategies)
     checks = []
     for steps in check_steps:
         echo(f"lag/T check at {steps} steps:")

@@ -26,9 +26,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from dicesim.plan import build_plan, lag_table
+from dicesim.plan import build_plan
+from dicesim.sim.metrics import lag_tables
 from dicesim.strategy import StrategyConfig, make_strategy
 from validate.classifier import DigitClassifier
+from validate.digits import DIGITS_SIDE_PX
 from validate.image_metrics import FeatureStats, class_accuracy, deviation, feature_stats, frechet_distance
 from validate.worker import RunSpec, global_inputs, run_emulated
 
@@ -77,7 +79,7 @@ class StudyConfig:
         if self.images % world_size:
             raise ValueError(f"{self.images} images do not split over {world_size} ranks")
         return RunSpec(strategy=strategy, model="digits", steps=self.steps, batch=self.images // world_size,
-                       image_size=8, seed=seed, guidance_scale=self.guidance_scale, trace=False,
+                       image_size=DIGITS_SIDE_PX, seed=seed, guidance_scale=self.guidance_scale, trace=False,
                        checkpoint=self.checkpoint)
 
 
@@ -95,9 +97,9 @@ class Scorer:
 
 
 def plan_mean_lag(strategy: StrategyConfig, num_layers: int, num_steps: int, top_k: int) -> float:
-    """Mean lag over token-expert copies, (layer, step) cells and copies alike (from the plan)."""
-    lags = lag_table(build_plan(strategy, num_layers, num_steps))
-    return float(((lags.kept + (top_k - 1) * lags.dropped) / top_k).mean())
+    """Mean lag over token-expert copies, the simulator's ``mean_lag`` (from the plan)."""
+    _, _, means = lag_tables(build_plan(strategy, num_layers, num_steps), top_k, share_kept=0.5)
+    return means["mean_lag"]
 
 
 def top1_probe() -> tuple[Callable[..., None], Callable[[], float]]:
