@@ -31,11 +31,12 @@ from dicesim.strategy import COMPARE_DEFAULT, make_strategy
 METRIC_KEYS: tuple[str, ...] = (
     "step_latency_s", "steady_step_latency_s", "total_latency_s", "exposed_comm_s", "exposed_comm_step_s",
     "overlap_frac", "comm_frac", "mean_lag_steps", "weighted_lag_steps", "max_lag_steps", "peak_buffer_bytes",
+    "pred_fd_change", "pred_deviation",
 )
 #: columns of the comparison table, in print order
 TABLE_COLUMNS: tuple[str, ...] = (
     "strategy", "step_latency_s", "speedup", "exposed_comm_step_s", "comm_frac", "overlap_frac", "mean_lag_steps",
-    "weighted_lag_steps", "peak_buffer_bytes",
+    "weighted_lag_steps", "peak_buffer_bytes", "pred_fd_change", "pred_deviation",
 )
 
 
@@ -96,6 +97,14 @@ def resolve_scenario(path: str | Path | None = None, *, model: str | None = None
     return make_scenario(**fields)
 
 
+def predicted_quality(scenario: Scenario) -> dict[str, Any]:
+    """The quality model's predicted FD change and deviation of the scenario's strategy, and
+    their basis (:mod:`dicesim.quality_model`; router top-1 share from the scenario)."""
+    from dicesim.quality_model import quality_columns
+
+    return quality_columns(scenario.strategy, scenario.preset().depth, scenario.steps, scenario.routing.top1_share)
+
+
 def headline_metrics(summary: dict[str, Any], per_step: pd.DataFrame | None = None) -> dict[str, float]:
     """:data:`METRIC_KEYS` from a simulator summary (and per-step table for per-step figures)."""
     metrics = sim_metrics(summary, per_step)
@@ -126,7 +135,7 @@ def run_strategy(scenario: Scenario, *, trace_dir: str | Path | None = None,
     result = simulate(scenario, record=want_events)
     events = result.events if want_events else None
     name = scenario.strategy.name
-    run_result = result_from_sim(scenario, result.summary(), result.per_step)
+    run_result = result_from_sim(scenario, {**result.summary(), **predicted_quality(scenario)}, result.per_step)
     trace_path = None
     if events is not None and trace_dir is not None:
         # the record in the metadata makes the trace file a result file too (dicesim results table)

@@ -3,8 +3,8 @@
 The search (docs/exploration.md has the full argument):
 
 1. **Exact screening.** Every candidate of the :class:`~dicesim.search_space.SearchSpace` gets
-   its lags, stale-buffer memory and (when a quality model is given) predicted quality from
-   its plan, without simulating. Candidates over the lag, memory or quality limits are out.
+   its lags, stale-buffer memory and predicted quality cost (the quality model, docs/quality.md)
+   from its plan, without simulating. Candidates over the lag, memory or quality limits are out.
 2. **Timing classes.** Candidates with identical plans run identically; each class is
    simulated at most once.
 3. **Branch and bound.** Classes are simulated in rounds along the partial order
@@ -12,14 +12,16 @@ The search (docs/exploration.md has the full argument):
    simulated, the slowest simulated class it is no faster than gives a lower bound on its
    latency. It is skipped when that bound already exceeds the latency target, or when a
    simulated, feasible candidate is at least as fast as the bound and no worse in lag,
-   memory and quality than every member of the class (so no member could be recommended or
+   and memory than every member of the class (so no member could be recommended or
    be on the Pareto front). Skipped candidates are reported with the candidate that rules
    them out. ``exhaustive=True`` simulates every screened class instead; the test suite
    checks both give the same answer.
 
 The answer: feasible candidates ranked by step latency (then lag, then memory), the Pareto
-front of step latency vs router-weighted lag vs buffer memory (and quality when present),
-and a one-line reason for every other candidate.
+front of step latency vs router-weighted lag vs buffer memory, and a one-line reason for
+every other candidate. Predicted quality is a limit and a column, not an objective: the quality
+model is a function of the router-weighted lag per half of the layers, which the front already
+weighs.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dicesim.cluster import dask_client, map_jobs
+from dicesim.compare import predicted_quality
 from dicesim.errors import ConfigError, config_error_from_pydantic
 from dicesim.report.units import unit_for
 from dicesim.results import QualityFn
@@ -48,8 +51,7 @@ from dicesim.search_space import (
 from dicesim.strategy import StrategyConfig
 
 #: the objectives of the Pareto front and their sense (+1 minimise, -1 maximise)
-OBJECTIVES: dict[str, int] = {"step_latency_s": 1, "weighted_lag_steps": 1, "peak_buffer_bytes": 1,
-                              "predicted_quality": -1}
+OBJECTIVES: dict[str, int] = {"step_latency_s": 1, "weighted_lag_steps": 1, "peak_buffer_bytes": 1}
 _SLACK = 1e-9  # relative: equal latencies from the same plan on different workers
 
 
@@ -61,14 +63,15 @@ class Limits(BaseModel):
     max_lag_steps: Optional[float] = Field(None, ge=0)
     max_weighted_lag_steps: Optional[float] = Field(None, ge=0)
     max_buffer_bytes: Optional[float] = Field(None, ge=0)
-    min_quality: Optional[float] = None
+    #: the "minimum predicted quality" limit, as the quality loss it allows: FD increase over sync
+    max_fd_change: Optional[float] = Field(None, ge=0)
     max_step_latency_s: Optional[float] = Field(None, gt=0)
 
     def cheap_violation(self, row: dict[str, Any]) -> str:
         """The first limit ``row`` breaks that needs no simulation ('' if none)."""
         checks = (("max_lag_steps", self.max_lag_steps, "max lag", 1), ("weighted_lag_steps",
                   self.max_weighted_lag_steps, "weighted lag", 1), ("peak_buffer_bytes", self.max_buffer_bytes,
-                  "peak buffer", 1), ("predicted_quality", self.min_quality, "predicted quality", -1))
+                  "peak buffer", 1), ("pred_fd_change", self.max_fd_change, "predicted FD change", 1))
         for col, limit, what, sense in checks:
             if limit is not None and sense * (row[col] - limit) > 0:
                 return f"{what} {_show(col, row[col])} {'>' if sense > 0 else '<'} limit {_show(col, limit)}"
@@ -80,7 +83,7 @@ class Limits(BaseModel):
                  if self.max_weighted_lag_steps is not None else "",
                  f"buffers <= {_show('peak_buffer_bytes', self.max_buffer_bytes)} per GPU"
                  if self.max_buffer_bytes is not None else "",
-                 f"predicted quality >= {self.min_quality:g}" if self.min_quality is not None else "",
+                 f"predicted FD change <= {self.max_fd_change:g}" if self.max_fd_change is not None else "",
                  f"step latency <= {_show('step_latency_s', self.max_step_latency_s)}"
                  if self.max_step_latency_s is not None else ""]
         return ", ".join(p for p in parts if p) or "no limits"
@@ -131,8 +134,7 @@ def screen(scenario: Scenario, space: SearchSpace, limits: Limits, *, quality: Q
     (an index into the returned list of classes). ``client``: a Dask client to spread the work."""
     from dicesim.sim.api import prepare
 
-    if limits.min_quality is not None and quality is None:
-        raise ConfigError("--min-quality", "needs a quality model, and this build has none yet")
+    quality = quality or predicted_quality
     prep = prepare(scenario)
     L, T = scenario.preset().depth, scenario.steps
     cands = candidates(space, L)
@@ -158,7 +160,7 @@ def screen(scenario: Scenario, space: SearchSpace, limits: Limits, *, quality: Q
             "cond_policy": strategy.cond_policy if strategy.cond_interval > 1 else "",
             "warmup_steps": strategy.effective_warmup, "timing_class": k, **done[k][2][strategy.cond_policy],
             "peak_buffer_bytes": done[k][1],
-            "predicted_quality": float(quality(scenario.with_strategy(strategy))) if quality is not None else np.nan,
+            **quality(scenario.with_strategy(strategy)),
         }
         row["reason"] = limits.cheap_violation(row)
         row["status"] = "over limit" if row["reason"] else "screened"
@@ -210,7 +212,7 @@ def _search(scenario: Scenario, space: SearchSpace, limits: Limits, quality: Qua
             evaluate: Callable[[Scenario], dict[str, float]] | None, client: Any) -> Recommendation:
     table, classes = screen(scenario, space, limits, quality=quality, client=client)
     evaluate = evaluate or _simulate_latency
-    objectives = [c for c in OBJECTIVES if c != "predicted_quality" or quality is not None]
+    objectives = list(OBJECTIVES)
     cheap = [c for c in objectives if c != "step_latency_s"]
     members = {k: g.index.tolist() for k, g in table[table["status"] == "screened"].groupby("timing_class")}
     names = table["strategy"].tolist()

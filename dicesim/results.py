@@ -36,8 +36,9 @@ if TYPE_CHECKING:
 
 RESULT_SCHEMA = "dicesim-result/1"
 
-#: predicted quality of a configuration (higher is better); the quality model computes it
-QualityFn = Callable[["Scenario"], float]
+#: the quality model's columns for a configuration (``pred_fd_change``, ``pred_deviation``,
+#: ``quality_basis``); :func:`dicesim.compare.predicted_quality` is the built-in one
+QualityFn = Callable[["Scenario"], dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,9 @@ METRICS: tuple[ResultField, ...] = (
     ResultField("peak_buffer_bytes", "bytes", "stale buffers held across steps, peak over ranks and steps"),
     ResultField("shadow_rel_l2_mean", "ratio", "executor --shadow: relative L2 error of stale MoE outputs, mean"),
     ResultField("shadow_rel_l2_max", "ratio", "executor --shadow: the same, largest"),
-    ResultField("predicted_quality", "score", "quality model's prediction, higher is better (when available)"),
+    ResultField("pred_fd_change", "FD", "quality model: predicted Frechet-distance increase over sync, lower is "
+                "better (docs/quality.md; the basis is in `extra.quality_basis`)"),
+    ResultField("pred_deviation", "ratio", "quality model: predicted relative L2 distance of the samples from sync's"),
 )
 METRIC_NAMES: tuple[str, ...] = tuple(f.name for f in METRICS)
 IDENTITY: tuple[ResultField, ...] = (
@@ -81,6 +84,7 @@ IDENTITY: tuple[ResultField, ...] = (
     ResultField("batch", "images", "images per rank (CFG doubles what travels)"),
     ResultField("image_size", "px", "image side"),
     ResultField("steps", "steps", "denoising steps"),
+    ResultField("quality_basis", "", "what pred_fd_change and pred_deviation rest on (data, fit, extrapolation)"),
 )
 PER_STEP: tuple[ResultField, ...] = (
     ResultField("per_step_latency_s", "s", "latency of every step (slowest rank)"),
@@ -130,7 +134,9 @@ class RunResult(BaseModel):
     peak_buffer_bytes: float = Field(ge=0)
     shadow_rel_l2_mean: Optional[float] = None
     shadow_rel_l2_max: Optional[float] = None
-    predicted_quality: Optional[float] = None
+    pred_fd_change: Optional[float] = None
+    pred_deviation: Optional[float] = None
+    quality_basis: str = ""
     per_step_latency_s: list[float] = Field(default_factory=list)
     per_step_exposed_comm_s: list[float] = Field(default_factory=list)
     extra: dict[str, Any] = Field(default_factory=dict)
@@ -176,11 +182,10 @@ def sim_metrics(summary: dict[str, Any], per_step: pd.DataFrame | None = None) -
     return out
 
 
-def result_from_sim(scenario: Scenario, summary: dict[str, Any], per_step: pd.DataFrame | None = None, *,
-                    quality: float | None = None) -> RunResult:
-    """The record of one simulated run."""
+def result_from_sim(scenario: Scenario, summary: dict[str, Any], per_step: pd.DataFrame | None = None) -> RunResult:
+    """The record of one simulated run (``summary`` may carry the quality model's columns)."""
     metrics = sim_metrics(summary, per_step)
-    kept = {k: v for k, v in summary.items() if _LEGACY_SIM.get(k, k) not in METRIC_NAMES}
+    kept = {k: v for k, v in summary.items() if _LEGACY_SIM.get(k, k) not in METRIC_NAMES and k != "quality_basis"}
     lists = {}
     if per_step is not None and len(per_step):
         lists = {"per_step_latency_s": per_step["latency_s"].astype(float).tolist(),
@@ -190,7 +195,7 @@ def result_from_sim(scenario: Scenario, summary: dict[str, Any], per_step: pd.Da
         source="sim", label=scenario.label(), strategy=scenario.strategy.name,
         strategy_desc=scenario.strategy.describe(), model=scenario.model, num_experts=preset.num_experts,
         topology=scenario.topology, world_size=scenario.world_size, batch=scenario.batch,
-        image_size=scenario.image_size, steps=scenario.steps, predicted_quality=quality,
+        image_size=scenario.image_size, steps=scenario.steps, quality_basis=str(summary.get("quality_basis", "")),
         **metrics, **lists, extra=_finite(kept))
 
 

@@ -19,9 +19,8 @@ from typing import Any, Literal, Optional
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from dicesim.compare import headline_metrics
+from dicesim.compare import headline_metrics, predicted_quality
 from dicesim.errors import ConfigError, config_error_from_pydantic
-from dicesim.results import QualityFn
 from dicesim.scenario import Scenario, make_scenario
 from dicesim.strategy import COMPARE_DEFAULT, make_strategy
 from dicesim.sweep import SweepOutcome, run_points
@@ -126,9 +125,8 @@ def study_points(study: StudyConfig) -> list[dict[str, Any]]:
 
 @dataclass(frozen=True)
 class StudyEvaluator:
-    """Simulate one configuration; keep the headline metrics and the busiest link (picklable)."""
-
-    quality: Optional[QualityFn] = None
+    """Simulate one configuration; keep the headline metrics, the quality model's prediction and
+    the busiest link (picklable)."""
 
     def __call__(self, scenario: Scenario) -> dict[str, Any]:
         from dicesim.report.run_report import link_frame
@@ -144,21 +142,18 @@ class StudyEvaluator:
             alike = links[(links["link_class"] == top["link_class"]) & (links["busy_s"] >= 0.99 * top["busy_s"])]
             out.update(busiest_link=str(top["link"]), busiest_link_class=str(top["link_class"]),
                        busiest_link_busy_frac=float(top["busy_frac"]), busiest_link_count=float(len(alike)))
-        if self.quality is not None:
-            out["predicted_quality"] = float(self.quality(scenario))
+        out.update(predicted_quality(scenario))
         return out
 
 
 def run_study(study: StudyConfig, out_dir: str | Path, *, workers: int = 0, scheduler: str | None = None,
-              processes: bool = True, quality: QualityFn | None = None,
+              processes: bool = True,
               on_chunk: Callable[[Path, list[dict]], None] | None = None) -> SweepOutcome:
     """Evaluate every configuration of ``study`` not already in ``out_dir`` (resumable).
-
-    ``quality`` adds a ``predicted_quality`` column (and must be picklable for Dask processes).
     """
     base = make_scenario(steps=study.steps, placement=study.placement)
     return run_points(base, study_points(study), out_dir, workers=workers, scheduler=scheduler,
-                      processes=processes, chunk_size=study.chunk_size, evaluate=StudyEvaluator(quality),
+                      processes=processes, chunk_size=study.chunk_size, evaluate=StudyEvaluator(),
                       on_chunk=on_chunk)
 
 

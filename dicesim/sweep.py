@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dicesim.atomic import write_parquet_atomic
 from dicesim.cluster import map_jobs
-from dicesim.compare import METRIC_KEYS, headline_metrics
+from dicesim.compare import METRIC_KEYS, headline_metrics, predicted_quality
 from dicesim.errors import ConfigError, DicesimError, config_error_from_pydantic
 from dicesim.limits import MAX_SWEEP_POINTS
 from dicesim.results import rename_legacy_columns
@@ -225,7 +225,7 @@ def simulate_metrics(scenario: Scenario) -> dict[str, float]:
     from dicesim.sim.api import simulate
 
     result = simulate(scenario, record=False)
-    return headline_metrics(result.summary(), result.per_step)
+    return headline_metrics({**result.summary(), **predicted_quality(scenario)}, result.per_step)
 
 
 Evaluator = Callable[[Scenario], dict]

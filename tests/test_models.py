@@ -72,5 +72,14 @@ def test_bad_workload_names_field(kwargs, field):
 
 
 def test_unknown_model_lists_allowed():
-    with pytest.raises(ConfigError, match="allowed: tiny, small, S/2, B/2, XL/2, G/2"):
+    with pytest.raises(ConfigError, match="allowed: tiny, small, digits, S/2, B/2, XL/2, G/2"):
         get_model("XXL/2")
+
+
+def test_digits_preset_is_pixels_at_8px():
+    m = get_model("digits")
+    assert (m.depth, m.hidden, m.num_experts, m.top_k, m.latent_channels, m.out_channels) == (6, 48, 8, 2, 1, 1)
+    assert m.latent_side(8) == 8 and m.tokens_per_image(8) == 16
+    # the checkpoint must stay under 5 MB in fp32: experts dominate
+    D, H, S = m.hidden, m.expert_hidden, m.shared_hidden
+    assert m.depth * (10 * D * D + m.num_experts * 3 * D * H + 3 * D * S) * 4 < 5e6

@@ -116,19 +116,30 @@ def test_timing_classes_merge_only_runs_that_take_the_same_time():
     assert at_least_as_fast(a, b) and not at_least_as_fast(b, a)
 
 
-def toy_quality(scenario) -> float:
-    """A closed-form stand-in with the quality model's interface: fewer async layers, higher score."""
-    return 1.0 - 0.1 * (4 - len(scenario.strategy.sync_layer_set(4))) * (scenario.strategy.scheme != "sync")
+def toy_quality(scenario) -> dict:
+    """A closed-form stand-in with the quality model's interface: each async layer costs 0.1 FD."""
+    n_async = (4 - len(scenario.strategy.sync_layer_set(4))) * (scenario.strategy.scheme != "sync")
+    return {"pred_fd_change": 0.1 * n_async, "pred_deviation": 0.01 * n_async, "quality_basis": "toy"}
 
 
-def test_min_quality_is_a_limit_and_an_objective():
-    with pytest.raises(ConfigError, match="needs a quality model"):
-        search(SCENARIO, SPACE, make_limits(min_quality=0.8))
-    rec = search(SCENARIO, SPACE, make_limits(min_quality=0.85), quality=toy_quality)
+def test_quality_limit_excludes_exactly_the_candidates_over_it():
+    rec = search(SCENARIO, SPACE, make_limits(max_fd_change=0.15), quality=toy_quality)
     ok = rec.ranked
-    assert len(ok) and (ok["predicted_quality"] >= 0.85).all()
-    over = rec.table[rec.table["reason"].str.startswith("predicted quality")]
-    assert len(over) and (over["predicted_quality"] < 0.85).all()
+    assert len(ok) and (ok["pred_fd_change"] <= 0.15).all()
+    over = rec.table[rec.table["reason"].str.startswith("predicted FD change")]
+    assert len(over) and (over["pred_fd_change"] > 0.15).all()
+    assert rec.best["strategy"] != "sync"  # one async layer (deep3) is within the limit and faster
+
+
+def test_the_builtin_quality_model_fills_the_column_from_the_plan():
+    from dicesim.quality_model import quality_columns
+
+    table, _ = screen(SCENARIO, SPACE, make_limits())
+    row = table.set_index("strategy").loc["dice"]
+    expect = quality_columns(make_scenario(strategy="dice").strategy, 4, SCENARIO.steps,
+                             SCENARIO.routing.top1_share)
+    assert row["pred_fd_change"] == pytest.approx(expect["pred_fd_change"], rel=1e-12)
+    assert table.set_index("strategy").loc["sync", "pred_fd_change"] == 0.0
 
 
 def test_cli_prints_the_answer_and_writes_the_report(tmp_path, capsys):
@@ -143,7 +154,7 @@ def test_cli_prints_the_answer_and_writes_the_report(tmp_path, capsys):
 
 @pytest.mark.parametrize("args, needle", [
     (["--cond-intervals", "0"], "search.cond_intervals"),
-    (["--min-quality", "0.5"], "needs a quality model"),
+    (["--max-fd-change", "-1"], "--max-fd-change"),
     (["--schemes", "sync"], "search.schemes"),
     (["--workers", "2", "--scheduler", "tcp://x:1"], "--scheduler"),
 ])

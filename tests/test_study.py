@@ -83,7 +83,7 @@ def test_study_cli_writes_report_and_resumes(small, capsys):
     for name in ("study.parquet", "study.csv", "summary.txt", "report.html"):
         assert (out / name).is_file(), name
     html = (out / "report.html").read_text(encoding="utf-8")
-    assert "Speedup over sync" in html and "study-explorer" in html and "Predicted quality is not shown" in html
+    assert "Speedup over sync" in html and "study-explorer" in html and "Predicted quality cost" in html and "Predicted quality: FD change =" in html
     pd.testing.assert_frame_equal(pd.read_parquet(out / "study.parquet"), first.table)
 
 

@@ -136,9 +136,21 @@ def quality(
     seed: int = typer.Option(0, help="noise, labels and weight seed"),
     checkpoint: Optional[Path] = typer.Option(None, help="DiT-MoE checkpoint (public layout) instead of random weights"),
     out: Optional[Path] = typer.Option(None, help="write the markdown table here (atomically)"),
+    seeds: int = typer.Option(3, help="digits: seeds (noise and labels), >= 2 for a spread"),
+    images: int = typer.Option(200, help="digits: images per seed (divisible by every --world-sizes entry)"),
+    guidance_scale: float = typer.Option(1.5, "--guidance-scale", help="digits: CFG scale"),
+    check_steps: str = typer.Option("10,40", "--check-steps", help="digits: other step counts for the lag/T check"),
+    world_sizes: str = typer.Option("2,4", "--world-sizes", help="digits: gloo ranks for the distributed check"),
 ) -> None:
-    """Staleness vs output: lag, stale-layer error and final-latent deviation from sync, per strategy."""
+    """Staleness vs output. `--model digits`: the trained model's image quality per strategy
+    (FD, class accuracy, deviation) -> docs/quality.md, its figure and the simulator's quality table.
+    Other models: lag, stale-layer error and final-latent deviation from sync (random weights)."""
     from dicesim.atomic import write_text_atomic
+
+    if model == "digits":
+        _digits_quality(steps=steps, seeds=seeds, images=images, guidance_scale=guidance_scale,
+                        check_steps=check_steps, world_sizes=world_sizes, checkpoint=checkpoint, out=out)
+        return
     from validate.quality import staleness_markdown, staleness_table
     from validate.worker import RunSpec
 
@@ -151,6 +163,60 @@ def quality(
     if out is not None:
         write_text_atomic(text, out)
     typer.echo(text)
+
+
+def _int_list(value: str, field: str) -> list[int]:
+    try:
+        out = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(field, f"{value!r} is not a comma-separated list of integers", ("10,40",)) from None
+    if any(v < 1 for v in out):
+        raise ConfigError(field, f"{value!r} has a value below 1", (">= 1",))
+    return out
+
+
+def _digits_quality(*, steps: int, seeds: int, images: int, guidance_scale: float, check_steps: str,
+                    world_sizes: str, checkpoint: Path | None, out: Path | None) -> None:
+    from validate.digits import CHECKPOINT_FILE, DATA_DIR
+    from validate.quality_run import QualityPaths, run_quality
+    from validate.quality_study import StudyConfig
+
+    worlds, checks = _int_list(world_sizes, "world_sizes"), _int_list(check_steps, "check_steps")
+    if seeds < 2:
+        raise ConfigError("seeds", f"needs >= 2 seeds for a spread, got {seeds}", ">= 2")
+    if images < 2 or any(images % w for w in worlds):
+        raise ConfigError("images", f"{images} must be >= 2 and divisible by every world size {worlds}")
+    ckpt = checkpoint or DATA_DIR / CHECKPOINT_FILE
+    if not ckpt.is_file():
+        raise ConfigError("checkpoint", f"no such file {ckpt}; run `python -m validate train-small` first")
+    cfg = StudyConfig(checkpoint=str(ckpt), steps=steps, guidance_scale=guidance_scale, images=images,
+                      seeds=tuple(range(seeds)))
+    command = (f"python -m validate quality --model digits --steps {steps} --seeds {seeds} --images {images} "
+               f"--guidance-scale {guidance_scale:g} --check-steps {check_steps} --world-sizes {world_sizes}")
+    paths = QualityPaths() if out is None else QualityPaths(doc=out)
+    run_quality(cfg, paths, check_steps=checks, world_sizes=worlds, command=command, echo=typer.echo)
+
+
+@app.command("train-small")
+def train_small_cmd(
+    steps: int = typer.Option(1500, help="optimizer steps"),
+    batch: int = typer.Option(64, help="images per step"),
+    lr: float = typer.Option(1e-3, help="peak learning rate"),
+    seed: int = typer.Option(0, help="seed of every random draw"),
+    threads: int = typer.Option(1, help="torch threads (fixed: results depend on it)"),
+    out_dir: Optional[Path] = typer.Option(None, "--out-dir", help="where to write (default: validate/data/digits)"),
+) -> None:
+    """Train the `digits` DiT-MoE and the digit classifier on scikit-learn's digits (deterministic)."""
+    from validate.digits import DATA_DIR
+    from validate.train_small import TrainConfig, train_small
+
+    cfg = TrainConfig(steps=steps, batch=batch, lr=lr, seed=seed, threads=threads,
+                      warmup_steps=min(TrainConfig.warmup_steps, steps))
+    command = (f"python -m validate train-small --steps {steps} --batch {batch} --lr {lr:g} --seed {seed} "
+               f"--threads {threads}")
+    target = out_dir or DATA_DIR
+    log = train_small(cfg, target, command=command, echo=typer.echo)
+    typer.echo(f"wrote {target} in {log['seconds']:.0f} s: final held-out MSE {log['curve'][-1]['heldout_mse_ema']:.4f}")
 
 
 def _print_human(s: dict) -> None:

@@ -133,10 +133,18 @@ class Router(nn.Module):
         self.top_k = preset.top_k
         self.weight = nn.Parameter(torch.empty(preset.num_experts, preset.hidden))
 
+    def probs(self, h_ND: torch.Tensor) -> torch.Tensor:
+        """Router probabilities over all E experts (float32); training's balance loss needs them all."""
+        return F.linear(h_ND, self.weight).float().softmax(dim=-1)
+
     def forward(self, h_ND: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        scores_NE = F.linear(h_ND, self.weight).float().softmax(dim=-1)
-        score_NK, idx_NK = torch.topk(scores_NE, k=self.top_k, dim=-1, sorted=False)
-        return sort_copies(idx_NK, score_NK)
+        return top_k_copies(self.probs(h_ND), self.top_k)
+
+
+def top_k_copies(scores_NE: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k expert ids and scores per token, copy 0 = the higher score (see sort_copies)."""
+    score_NK, idx_NK = torch.topk(scores_NE, k=top_k, dim=-1, sorted=False)
+    return sort_copies(idx_NK, score_NK)
 
 
 def sort_copies(idx_NK: torch.Tensor, score_NK: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

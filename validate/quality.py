@@ -74,5 +74,5 @@ def staleness_markdown(table: pd.DataFrame, command: str) -> str:
             "staleness (single-process emulation, shown equal to the distributed executor by the tests). "
             "`layer output rel. L2` compares each stale MoE-layer output with a fresh synchronous computation of "
             "the same step (shadow mode); `final latent` compares the sampled latents with the `sync` run's. "
-            "Weights are random (no trained checkpoint can be fetched here), so this measures how far staleness "
-            "moves the computation, not FID.\n")
+            "Weights are random, so this measures how far staleness moves the computation; image quality on a "
+            "trained model is in docs/quality.md (`python -m validate quality --model digits`).\n")

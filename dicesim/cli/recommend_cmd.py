@@ -24,7 +24,7 @@ from dicesim.cli.simulate_cmd import (
     _TOPOLOGY,
     _WORLD,
 )
-from dicesim.cli.study_cmd import QUALITY_NOTE, csv_list, scale_out
+from dicesim.cli.study_cmd import csv_list, scale_out
 from dicesim.cli.tables import console as make_console, rich_table
 from dicesim.outlock import locks_output
 
@@ -43,8 +43,9 @@ def recommend(
                                                      help="limit: router-weighted mean lag (steps)"),
     max_buffer_gib: Optional[float] = typer.Option(None, "--max-buffer-gib", min=0,
                                                    help="limit: stale-buffer memory per GPU (GiB)"),
-    min_quality: Optional[float] = typer.Option(None, "--min-quality",
-                                                help="limit: predicted quality (needs a quality model)"),
+    max_fd_change: Optional[float] = typer.Option(
+        None, "--max-fd-change", min=0,
+        help="limit on predicted quality: FD increase over sync the quality model predicts (docs/quality.md)"),
     latency_target_ms: Optional[float] = typer.Option(None, "--latency-target-ms", min=0,
                                                       help="limit: step latency (ms)"),
     schemes: Optional[str] = typer.Option(None, "--schemes", help="asynchronous schemes to search "
@@ -75,7 +76,7 @@ def recommend(
                           zipf_alpha=zipf_alpha, histogram=histogram)
     limits = make_limits(max_lag_steps=max_lag, max_weighted_lag_steps=max_weighted_lag,
                          max_buffer_bytes=None if max_buffer_gib is None else max_buffer_gib * 2**30,
-                         min_quality=min_quality,
+                         max_fd_change=max_fd_change,
                          max_step_latency_s=None if latency_target_ms is None else latency_target_ms / 1e3)
     space = make_space(schemes=csv_list(schemes, "--schemes"), block_sizes=csv_list(block_sizes, "--block-sizes", int),
                        cond_intervals=csv_list(cond_intervals, "--cond-intervals", int),
@@ -90,7 +91,7 @@ def recommend(
     out.mkdir(parents=True, exist_ok=True)
     write_parquet_atomic(rec.table, out / "candidates.parquet")
     write_text_atomic(rec.table.to_csv(index=False), out / "candidates.csv")
-    report = write_report(recommend_sections(rec, quality_note=QUALITY_NOTE), out / "report.html",
+    report = write_report(recommend_sections(rec), out / "report.html",
                           title=f"dicesim recommend: {sc.setup_label()}")
     best = rec.best
     if best is not None:

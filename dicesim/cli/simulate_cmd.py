@@ -20,11 +20,11 @@ from dicesim.outlock import locks_output
 
 _SCENARIO_HELP = "scenario TOML (default: XL/2 on 8x-rtx4090-pcie, 8 GPUs, batch 32, 256 px, 50 steps)"
 # Option metadata shared by both commands; each flag overrides the scenario file's value.
-_MODEL = typer.Option(None, "--model", help="model preset: tiny, small, S/2, B/2, XL/2, G/2")
+_MODEL = typer.Option(None, "--model", help="model preset: tiny, small, digits, S/2, B/2, XL/2, G/2")
 _TOPOLOGY = typer.Option(None, "--topology", help="topology preset or .toml/.graphml file")
 _WORLD = typer.Option(None, "--world-size", min=1, help="number of GPUs")
 _BATCH = typer.Option(None, "--batch", min=1, help="images per GPU")
-_IMAGE = typer.Option(None, "--image-size", min=16, help="image size (px)")
+_IMAGE = typer.Option(None, "--image-size", min=1, help="image size (px; digits: 8)")
 _STEPS = typer.Option(None, "--steps", min=1, help="denoising steps")
 _PROFILE = typer.Option(None, "--profile", help="hardware profile TOML or built-in name")
 _ROUTING = typer.Option(None, "--routing", help="expert load: uniform, zipf or histogram")
@@ -95,6 +95,7 @@ def simulate(
     con = make_console()
     con.print(f"{sc.label()}  ({sc.strategy.describe()}; simulated in {wall_s:.2f} s)")
     con.print(metric_table(summary_frame(run.summary).iloc[0].to_dict(), title="Summary"))
+    con.print(f"predicted quality: {run.summary['quality_basis']}")
     if len(run.links):
         con.print(rich_table(busiest_links(run.links, 5), title="Busiest links"))
     if written:
@@ -148,6 +149,8 @@ def compare(
     title = (f"{sc.model} on {sc.world_size} GPUs ({sc.topology}), batch {sc.batch}, {sc.image_size} px, "
              f"{sc.steps} steps")
     con.print(rich_table(table, title=title))
+    if cmp.runs:
+        con.print(f"predicted quality: {cmp.runs[0].summary['quality_basis']}")
     traces = ", ".join(r.trace_path.name for r in cmp.runs if r.trace_path is not None)
     con.print(f"wrote {out / 'summary.csv'}, {out / 'summary.parquet'}, {report} and traces {traces} "
               f"({wall_s:.1f} s)")

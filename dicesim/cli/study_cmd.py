@@ -15,9 +15,6 @@ from dicesim.cli.tables import console as make_console, rich_table
 from dicesim.errors import ConfigError
 from dicesim.outlock import locks_output
 
-#: shown where the predicted-quality column would be, until a quality model is wired in
-QUALITY_NOTE = ("Predicted quality is not shown: this build has no quality model yet "
-                "(the measured staleness-vs-output numbers are in docs/staleness-quality.md).")
 
 
 def csv_list(value: Optional[str], option: str, kind: type = str) -> Optional[tuple]:
@@ -86,7 +83,7 @@ def study(
     write_text_atomic(table[cols].to_csv(index=False), out / "study.csv")
     summary = study_summary(table, axes)
     write_text_atomic("\n\n".join(summary) + "\n", out / "summary.txt")
-    report = write_report(study_sections(table, axes, skipped=skipped, quality_note=QUALITY_NOTE),
+    report = write_report(study_sections(table, axes, skipped=skipped),
                           out / "report.html", title=f"dicesim study: {spec.name}")
     best = fastest_per_setting(table, axes)
     if len(best):

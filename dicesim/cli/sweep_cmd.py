@@ -69,6 +69,10 @@ def sweep(
         title = "Best strategy per topology and world size" + (
             f" ({', '.join(b for b in budget if b)})" if any(budget) else "")
         console.print(rich_table(best, title=title))
+    from dicesim.quality_model import quality_columns
+
+    basis = quality_columns(spec.base.strategy, spec.base.preset().depth, spec.base.steps)["quality_basis"]
+    console.print(f"pred_fd_change / pred_deviation: {basis}")
     console.print(f"wrote {table_path} and {report_path}")
     if int(status.get("error", 0)):
         first = outcome.table.loc[outcome.table["status"] == "error", "reason"].iloc[0]

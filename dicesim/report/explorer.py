@@ -24,11 +24,11 @@ from dicesim.report.html import Interactive
 from dicesim.report.units import unit_for
 
 #: metrics where more is better (the front maximises them); every other metric is minimised
-HIGHER_IS_BETTER = frozenset({"speedup", "predicted_quality", "overlap_frac"})
+HIGHER_IS_BETTER = frozenset({"speedup", "overlap_frac"})
 #: the metrics offered on the axes, when present in the table
 DEFAULT_METRICS: tuple[str, ...] = (
     "step_latency_s", "weighted_lag_steps", "mean_lag_steps", "max_lag_steps", "peak_buffer_bytes", "speedup",
-    "exposed_comm_step_s", "exposed_comm_share_frac", "overlap_frac", "predicted_quality", "total_latency_s",
+    "exposed_comm_step_s", "exposed_comm_share_frac", "overlap_frac", "pred_fd_change", "total_latency_s",
 )
 _MAX_FILTER_VALUES = 60  # a column with more distinct values is a measurement, not an axis
 

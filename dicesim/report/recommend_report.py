@@ -13,6 +13,7 @@ import plotly.graph_objects as go
 
 from dicesim.report.explorer import explorer
 from dicesim.report.html import Section
+from dicesim.report.study_report import quality_notes
 from dicesim.report.units import unit_for
 
 if TYPE_CHECKING:
@@ -21,13 +22,13 @@ if TYPE_CHECKING:
 #: columns of the ranking and front tables, in print order (those present)
 RANK_COLUMNS: tuple[str, ...] = (
     "rank", "strategy", "step_latency_s", "speedup", "weighted_lag_steps", "max_lag_steps", "peak_buffer_bytes",
-    "predicted_quality", "reason",
+    "pred_fd_change", "reason",
 )
 _LAYOUT = dict(template="plotly_white", margin=dict(l=70, r=30, t=60, b=60))
 
 
 def _columns(df: pd.DataFrame, cols: tuple[str, ...]) -> pd.DataFrame:
-    shown = [c for c in cols if c in df.columns and not (c == "predicted_quality" and df[c].isna().all())]
+    shown = [c for c in cols if c in df.columns]
     return df[shown]
 
 
@@ -84,7 +85,7 @@ def fig_front(table: pd.DataFrame) -> go.Figure:
     return fig
 
 
-def recommend_sections(rec: Recommendation, *, quality_note: str = "") -> list[Section]:
+def recommend_sections(rec: Recommendation) -> list[Section]:
     """Sections of the recommend report: the answer, the front, the search, every candidate."""
     sc = rec.scenario
     best = rec.best
@@ -98,11 +99,11 @@ def recommend_sections(rec: Recommendation, *, quality_note: str = "") -> list[S
         search += (f" Warning: the order the bounds rely on failed for {len(rec.violations)} simulated pairs "
                    f"(e.g. {rec.violations[0][0]} slower than {rec.violations[0][1]}); rerun with --exhaustive.")
     sections = [Section(title="Recommendation", items=tuple(filter(None, (
-        f"{sc.setup_label()}; limits: {rec.limits.describe()}.", head, quality_note))) + (ranking_table(rec),)),
+        f"{sc.setup_label()}; limits: {rec.limits.describe()}.", head, *quality_notes(rec.table)))) + (ranking_table(rec),)),
         Section(title="Pareto front: latency vs staleness vs memory", items=(
             fig_front(rec.table),
             "No candidate on the front is beaten by another in step latency, weighted lag and buffer memory "
-            "together" + (" and predicted quality" if rec.table["predicted_quality"].notna().any() else "") + ".",
+            "together.",
             front_table(rec))),
         Section(title="How the search went", items=(search, exclusion_table(rec)))]
     simulated = rec.table[rec.table["step_latency_s"].notna()]
@@ -112,6 +113,6 @@ def recommend_sections(rec: Recommendation, *, quality_note: str = "") -> list[S
                                                      "warmup_steps", "status") if c in simulated.columns],
                      color="scheme", element_id="recommend-explorer"),)))
     cols = ("strategy", "status", "step_latency_s", "weighted_lag_steps", "max_lag_steps", "peak_buffer_bytes",
-            "predicted_quality", "reason")
+            "pred_fd_change", "reason")
     sections.append(Section(title="Every candidate", items=(_columns(rec.table, cols),)))
     return sections

@@ -18,7 +18,8 @@ if TYPE_CHECKING:
     from dicesim.compare import Comparison, StrategyRun
 
 _SUMMARY_ROWS = ("step_latency_s", "total_latency_s", "exposed_comm_step_s", "comm_frac", "overlap_frac",
-                 "mean_lag_steps", "weighted_lag_steps", "max_lag_steps", "peak_buffer_bytes")
+                 "mean_lag_steps", "weighted_lag_steps", "max_lag_steps", "peak_buffer_bytes",
+                 "pred_fd_change", "pred_deviation")
 
 
 def link_frame(links: pd.DataFrame) -> pd.DataFrame:
@@ -46,12 +47,19 @@ def summary_frame(summary: dict) -> pd.DataFrame:
     return pd.DataFrame([{k: summary[k] for k in _SUMMARY_ROWS if k in summary}])
 
 
+def _quality_note(summary: dict) -> tuple[str, ...]:
+    """Where the predicted quality columns come from (docs/quality.md)."""
+    basis = summary.get("quality_basis")
+    return (f"Predicted quality change (FD change, deviation from sync): {basis}.",) if basis else ()
+
+
 def simulation_sections(run: StrategyRun) -> list[Section]:
     """Sections for ``dicesim simulate``: headline numbers, timeline, staleness, links."""
     sc = run.scenario
     sections = [Section(title="Scenario", items=(
         f"{sc.label()}; strategy: {sc.strategy.describe()}; routing: {sc.routing.kind}.",
         summary_frame(run.summary),
+        *_quality_note(run.summary),
     ))]
     if run.events is not None and len(run.events):
         steps = ", ".join(str(s) for s in run.timeline_steps)
@@ -87,7 +95,8 @@ def comparison_sections(cmp: Comparison) -> list[Section]:
             f"{sc.model} on {sc.world_size} GPUs ({sc.topology}), batch {sc.batch} per GPU, {sc.image_size} px, "
             f"{sc.steps} steps, routing {sc.routing.kind}. Speedup is over the synchronous baseline.",
         )),
-        Section(title="Strategies side by side", items=(fig_latency_bars(cmp.table), cmp.table)),
+        Section(title="Strategies side by side", items=(fig_latency_bars(cmp.table), cmp.table,
+                                                        *_quality_note(cmp.runs[0].summary if cmp.runs else {}))),
         Section(title="Staleness per layer and step", items=tuple(
             fig_lag_heatmap(r.lags, value="weighted_lag", title=f"{r.strategy}: router-weighted lag")
             for r in cmp.runs)),

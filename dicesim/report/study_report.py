@@ -22,7 +22,7 @@ _LAYOUT = dict(template="plotly_white", margin=dict(l=70, r=30, t=90, b=60))
 #: columns of the study's result table, in print order (those present)
 TABLE_COLUMNS: tuple[str, ...] = (
     "model", "topology", "world_size", "batch", "image_size", "strategy", "step_latency_s", "speedup",
-    "exposed_comm_share_frac", "weighted_lag_steps", "max_lag_steps", "peak_buffer_bytes", "predicted_quality",
+    "exposed_comm_share_frac", "weighted_lag_steps", "max_lag_steps", "peak_buffer_bytes", "pred_fd_change",
     "busiest_link_class", "busiest_link_busy_frac",
 )
 
@@ -76,8 +76,7 @@ def _line_axis(table: pd.DataFrame, axes: Sequence[str]) -> str:
     return numeric[-1] if numeric else (axes[0] if axes else "topology")
 
 
-def study_sections(table: pd.DataFrame, axes: Sequence[str], *, skipped: pd.DataFrame | None = None,
-                   quality_note: str = "") -> list[Section]:
+def study_sections(table: pd.DataFrame, axes: Sequence[str], *, skipped: pd.DataFrame | None = None) -> list[Section]:
     """Sections of ``dicesim study``'s report from the study table (ok rows with ``speedup``)."""
     axes = list(axes)
     bar_axis = axes[0] if axes else "topology"
@@ -85,8 +84,8 @@ def study_sections(table: pd.DataFrame, axes: Sequence[str], *, skipped: pd.Data
     bar_menu = ["model"] + [a for a in axes if a != bar_axis]
     line_menu = ["model"] + [a for a in axes if a != line_axis]
     best = fastest_per_setting(table, axes)
-    sections = [Section(title="What changed and why", items=tuple(study_summary(table, axes)) + (
-        (quality_note,) if quality_note else ()) + ((best,) if len(best) else ()))]
+    sections = [Section(title="What changed and why", items=tuple(study_summary(table, axes))
+                        + ((best,) if len(best) else ()))]
     if table.empty:
         return sections + _skipped(skipped)
     sections += [
@@ -112,10 +111,11 @@ def study_sections(table: pd.DataFrame, axes: Sequence[str], *, skipped: pd.Data
             "Buffers held across steps (dispatch/combine in flight and the per-layer caches), peak over "
             "ranks and steps; weights and activations of the step itself are not included.")),
     ]
-    if "predicted_quality" in table.columns and table["predicted_quality"].notna().any():
-        sections.append(Section(title="Predicted quality", items=(
-            fig_menu(table, x="strategy", y="predicted_quality", color="model", menu=bar_menu,
-                     title="Predicted quality (higher is better)"),)))
+    if "pred_fd_change" in table.columns and table["pred_fd_change"].notna().any():
+        sections.append(Section(title="Predicted quality cost", items=(
+            fig_menu(table, x="strategy", y="pred_fd_change", color="model", menu=bar_menu,
+                     title="Predicted FD increase over sync (lower is better)"),
+            *quality_notes(table))))
     filters = [c for c in ["model", *axes, "strategy"] if c in table.columns]
     sections.append(Section(title="Explore: latency vs staleness vs memory", items=(
         explorer(table, x="weighted_lag_steps", y="step_latency_s", filters=filters, element_id="study-explorer"),
@@ -131,3 +131,10 @@ def _skipped(skipped: pd.DataFrame | None) -> list[Section]:
         return []
     reasons = skipped.groupby(["status", "reason"], sort=True).size().reset_index(name="configurations")
     return [Section(title="Skipped and failed configurations", items=(reasons,))]
+
+
+def quality_notes(table: pd.DataFrame) -> tuple[str, ...]:
+    """Where the predicted quality comes from: the quality model's basis, once per distinct basis."""
+    if "quality_basis" not in table.columns:
+        return ()
+    return tuple(f"Predicted quality: {b}." for b in dict.fromkeys(table["quality_basis"].dropna().astype(str)))
