@@ -26,6 +26,7 @@ It is checked by leave-one-out over the measured strategies (:func:`leave_one_ou
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -175,6 +176,20 @@ def _extrapolation(table: QualityTable, num_layers: int, num_steps: int) -> str:
     return "" if same else f"; extrapolated to {num_layers} layers, {num_steps} steps"
 
 
+def _fitted(table: QualityTable | None) -> tuple[QualityTable, dict[str, QualityFit]]:
+    """``table`` (default: the committed one) and its fit of every metric."""
+    if table is None:
+        return _builtin_fits()
+    return table, {m: fit_quality(table, m) for m in METRICS}
+
+
+@functools.lru_cache(maxsize=1)
+def _builtin_fits() -> tuple[QualityTable, dict[str, QualityFit]]:
+    # The committed table is package data, read-only: fitting it once per process keeps a
+    # sweep's per-configuration cost to the features of its own plan (the fit takes ~25 ms).
+    return _fitted(load_quality_table())
+
+
 def predict_quality(strategy: StrategyConfig | str, num_layers: int, num_steps: int, *, metric: str = "fd_change",
                     top1_share: float | None = None, table: QualityTable | None = None) -> QualityPrediction:
     """Predicted quality change of ``strategy`` on a ``num_layers``-layer model sampled in ``num_steps``.
@@ -185,10 +200,10 @@ def predict_quality(strategy: StrategyConfig | str, num_layers: int, num_steps: 
     other than the measured one the prediction carries the measured shape (which layers,
     how stale) to it; the magnitude is an extrapolation, and ``basis`` says so.
     """
-    tab = table or load_quality_table()
+    tab, fits = _fitted(table)
     strat = make_strategy(strategy) if isinstance(strategy, str) else strategy
     share = tab.top1_share if top1_share is None else top1_share
-    fit = fit_quality(tab, metric)
+    fit = fits[metric] if metric in fits else fit_quality(tab, metric)
     feats = staleness_features(strat, num_layers, num_steps, share)
     basis = fit.basis + _extrapolation(tab, num_layers, num_steps)
     return QualityPrediction(metric=metric, value=fit.predict(feats), unit=METRICS[metric][1], basis=basis,
@@ -198,8 +213,8 @@ def predict_quality(strategy: StrategyConfig | str, num_layers: int, num_steps: 
 def quality_columns(strategy: StrategyConfig, num_layers: int, num_steps: int, top1_share: float | None = None,
                     table: QualityTable | None = None) -> dict[str, Any]:
     """The columns ``simulate``/``compare``/``sweep`` report: both predictions and their basis."""
-    tab = table or load_quality_table()
-    fd_fit, dev_fit = fit_quality(tab, "fd_change"), fit_quality(tab, "deviation")
+    tab, fits = _fitted(table)
+    fd_fit, dev_fit = fits["fd_change"], fits["deviation"]
     share = tab.top1_share if top1_share is None else top1_share
     feats = staleness_features(strategy, num_layers, num_steps, share)
     basis = (f"FD change = {_formula(fd_fit.coef)}, deviation = {_formula(dev_fit.coef)}; "
