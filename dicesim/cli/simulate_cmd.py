@@ -31,6 +31,7 @@ _ROUTING = typer.Option(None, "--routing", help="expert load: uniform, zipf or h
 _HIST = typer.Option(None, "--histogram",
                      help="measured router histogram: executor trace file/directory, .npy or .csv (layers x experts)")
 _ALPHA = typer.Option(None, "--zipf-alpha", min=0, help="Zipf exponent of the expert load")
+_DTYPE = typer.Option(None, "--dtype", help="activation precision: bf16, fp16 or fp32 (sets bytes moved and held)")
 _JSON = typer.Option(False, "--json", help="print one JSON object on stdout and nothing else")
 
 
@@ -64,7 +65,7 @@ def simulate(
     batch: Optional[int] = _BATCH, image_size: Optional[int] = _IMAGE, steps: Optional[int] = _STEPS,
     strategy: Optional[str] = typer.Option(None, "--strategy", help="strategy preset, e.g. sync, displaced, dice"),
     profile: Optional[str] = _PROFILE, routing: Optional[str] = _ROUTING, zipf_alpha: Optional[float] = _ALPHA,
-    histogram: Optional[str] = _HIST,
+    histogram: Optional[str] = _HIST, dtype: Optional[str] = _DTYPE,
     out: Optional[Path] = typer.Option(None, "--out", help="write tables, Perfetto trace and report.html here"),
     as_json: bool = _JSON,
 ) -> None:
@@ -75,7 +76,7 @@ def simulate(
 
     sc = resolve_scenario(scenario, model=model, topology=topology, world_size=world_size, batch=batch,
                           image_size=image_size, steps=steps, strategy=strategy, profile=profile, routing=routing,
-                          zipf_alpha=zipf_alpha, histogram=histogram)
+                          zipf_alpha=zipf_alpha, histogram=histogram, dtype=dtype)
     _warn_profile_range(sc)
     t0 = time.perf_counter()
     run = run_strategy(sc, trace_dir=out, timeline_steps=default_timeline_steps(sc.steps) if out else (),
@@ -115,7 +116,7 @@ def compare(
     model: Optional[str] = _MODEL, topology: Optional[str] = _TOPOLOGY, world_size: Optional[int] = _WORLD,
     batch: Optional[int] = _BATCH, image_size: Optional[int] = _IMAGE, steps: Optional[int] = _STEPS,
     profile: Optional[str] = _PROFILE, routing: Optional[str] = _ROUTING, zipf_alpha: Optional[float] = _ALPHA,
-    histogram: Optional[str] = _HIST,
+    histogram: Optional[str] = _HIST, dtype: Optional[str] = _DTYPE,
     out: Path = typer.Option(Path("out/compare"), "--out", help="summary.csv/.parquet, traces, report.html"),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, max=MAX_LOCAL_WORKERS,
                                           help="parallel processes (default: CPUs)"),
@@ -129,7 +130,7 @@ def compare(
 
     sc = resolve_scenario(scenario, model=model, topology=topology, world_size=world_size, batch=batch,
                           image_size=image_size, steps=steps, profile=profile, routing=routing, zipf_alpha=zipf_alpha,
-                          histogram=histogram)
+                          histogram=histogram, dtype=dtype)
     _warn_profile_range(sc)
     names = [s.strip() for s in strategies.split(",")] if strategies else list(COMPARE_DEFAULT)
     n_workers = workers or min(os.cpu_count() or 1, len(names))
