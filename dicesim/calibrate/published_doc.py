@@ -2,24 +2,21 @@
 
 The section sits between two HTML comment markers, so ``dicesim accuracy --published``
 replaces only it and ``dicesim accuracy TRACES --out`` (the CPU section) keeps it
-(:func:`carry_section`).
+(:mod:`dicesim.report.marked`).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import re
 from pathlib import Path
 
 import pandas as pd
 
-from dicesim.atomic import write_text_atomic
 from dicesim.calibrate.published_fit import PublishedAccuracy
+from dicesim.report.marked import carry_sections, markers, replace_section
 from dicesim.sim.nccl import TRANSPORTS
 
-BEGIN = "<!-- published:begin (written by `dicesim accuracy --published`; edits here are overwritten) -->"
-END = "<!-- published:end -->"
-_BLOCK = re.compile(re.escape(BEGIN.split(" (")[0]) + r".*?" + re.escape(END), re.S)
+BEGIN, END = markers("published", "dicesim accuracy --published")
 
 
 def _pct(x: float) -> str:
@@ -120,18 +117,10 @@ latency and speedup figures are not in the set.
 
 
 def carry_section(old_text: str) -> str:
-    """The published section of an existing page (markers included), or ''."""
-    m = _BLOCK.search(old_text)
-    return m.group(0) + "\n" if m else ""
+    """The marked sections of an existing page (markers included), or ''."""
+    return carry_sections(old_text)
 
 
 def write_published_section(section: str, md_path: str | Path) -> Path:
     """Replace the published section of ``md_path`` (or append it), atomically; returns the path."""
-    p = Path(md_path)
-    old = p.read_text(encoding="utf-8") if p.is_file() else ""
-    if _BLOCK.search(old):
-        new = _BLOCK.sub(lambda _m: section.rstrip("\n"), old, count=1)
-    else:
-        new = (old.rstrip("\n") + "\n\n" if old else "") + section
-    write_text_atomic(new, p)
-    return p
+    return replace_section("published", section, md_path)

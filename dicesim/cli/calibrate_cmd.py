@@ -94,6 +94,8 @@ def accuracy(
                                          "(default 'batch in (1, 4)'; with --published 'role == \"fit\"')"),
     published: bool = typer.Option(False, "--published", help="fit the NCCL model on published GPU measurements "
                                    "and predict the rest (writes only its own section of --out)"),
+    paper: bool = typer.Option(False, "--paper", help="acceptance check: predict the DICE paper's own figures "
+                               "(traces/acceptance/dice-paper.toml; never fitted on) and write its section of --out"),
     write_model: Optional[Path] = typer.Option(None, "--write-model", help="with --published: write the fitted "
                                                "NCCL model TOML here (dicesim/data/nccl.toml is the built-in one)"),
     out: Optional[Path] = typer.Option(None, "--out", help="write this Markdown page and its .html figure"),
@@ -108,6 +110,9 @@ def accuracy(
     from dicesim.calibrate.accuracy_doc import write_accuracy
     from dicesim.errors import ConfigError
 
+    if paper:
+        _paper_check(traces, out, as_json)
+        return
     if published:
         from dicesim.calibrate.published import DEFAULT_FIT_ON
         from dicesim.cli.published_cmd import run_published
@@ -151,3 +156,27 @@ def accuracy(
           f"{s['held_out_in_rep_range']} of {len(held)} predictions inside the measured range over repetitions")
     if out is not None:
         print(f"wrote {out} and {out.with_suffix('.html')}")
+
+
+def _paper_check(files: Optional[list[Path]], out: Optional[Path], as_json: bool) -> None:
+    """``dicesim accuracy --paper [FILE]``: the DICE paper's figures against the presets' predictions."""
+    from dicesim.calibrate.paper_check import DEFAULT_FILE, paper_markdown, run_paper_check
+    from dicesim.errors import ConfigError
+    from dicesim.report.marked import replace_section
+
+    if files and len(files) > 1:
+        raise ConfigError("--paper", "takes at most one acceptance file", "traces/acceptance/dice-paper.toml")
+    path = files[0] if files else DEFAULT_FILE
+    check = run_paper_check(path)
+    if out is not None:
+        cmd = "dicesim accuracy --paper" + (f" {path}" if files else "") + f" --out {out}"
+        replace_section("paper", paper_markdown(check, command=cmd), out)
+    if as_json:
+        print(json.dumps({"summary": check.summary(), "rows": json.loads(check.rows.to_json(orient="records"))},
+                         allow_nan=False))
+        return
+    for s in check.summary():
+        print(f"{s['figure']}: paper {s['published']}; predicted {s['predicted']} on the default machine "
+              f"({s['inside']} of {s['cases']} cases inside; largest gap {s['largest_gap']:+.1%})")
+    if out is not None:
+        print(f"wrote its section of {out}")
