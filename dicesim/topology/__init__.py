@@ -28,7 +28,7 @@ from dicesim.topology.graph import (
 )
 from dicesim.topology.io import load_topology_file, save_graphml, save_toml
 from dicesim.topology.presets import PRESETS, TOPOLOGY_NAMES, get_topology
-from dicesim.topology.routing import Route, RouteTable, all_pairs_routes, route
+from dicesim.topology.routing import Route, RouteTable, all_pairs_routes, check_routable, group_routes, route
 from dicesim.topology.summary import describe, gpu_table, links_table, summary_line
 from dicesim.topology.validate import validate_topology
 
@@ -48,11 +48,13 @@ __all__ = [
     "add_gpu",
     "add_link",
     "all_pairs_routes",
+    "check_routable",
     "describe",
     "fully_connected",
     "get_topology",
     "gpu_nodes",
     "gpu_table",
+    "group_routes",
     "links_table",
     "load_topology_file",
     "multi_node",

@@ -9,7 +9,7 @@ import networkx as nx
 
 from dicesim.errors import TopologyError
 from dicesim.topology.graph import NODE_KINDS
-from dicesim.topology.routing import all_pairs_routes
+from dicesim.topology.routing import check_routable
 
 
 def _fail(G: nx.DiGraph, problem: str) -> TopologyError:
@@ -108,6 +108,6 @@ def validate_topology(G: nx.DiGraph) -> None:
     _check_servers(G, gpus)
     _check_edges(G)
     try:
-        all_pairs_routes(G)
+        check_routable(G)
     except TopologyError as exc:
         raise _fail(G, str(exc).split(": ", 1)[-1]) from None
