@@ -22,6 +22,7 @@ the next op yet). Stream time = compute + exposed + host gap, exactly.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import islice
 
 import networkx as nx
 import numpy as np
@@ -36,8 +37,9 @@ from dicesim.sim.linkscale import efficiency_scaled_graph, rank_port_links
 from dicesim.sim.network import FlowNetwork
 from dicesim.sim.profile import HardwareProfile
 from dicesim.sim.program import BLOCK, ISSUE, RUN, STEP_END, SYNC, WAIT, compile_program
+from dicesim.sim.reuse import DONE, WindowMemo, find_windows, reuse_blocker
 from dicesim.sim.routing import TokenRouting
-from dicesim.topology import all_pairs_routes, world_size
+from dicesim.topology import group_routes, world_size
 from dicesim.trace import EventRecorder
 
 #: per-rank cumulative counters snapshotted at each step end (columns of RawRun.counters_WTK)
@@ -59,6 +61,11 @@ class RunSpec:
     row_nbytes: int
     record: bool = False
     merge_compute: bool = True
+    #: simulate only these expert-parallel groups (None: all); the caller guarantees that the
+    #: others share no link with them (:mod:`dicesim.sim.fold` decides and fills them in)
+    groups: tuple[int, ...] | None = None
+    #: take repeated windows from the record instead of simulating them (:mod:`dicesim.sim.reuse`)
+    reuse: bool = False
 
 
 @dataclass(frozen=True)
@@ -73,6 +80,12 @@ class RawRun:
     collectives: int
     memo_hits: int
     memo_misses: int
+    #: simpy events scheduled (the engine's work, for the benchmark's floor ratio)
+    sim_events: int = 0
+    #: window reuse: windows of the simulated groups, how many were repeats, why not applied
+    windows: int = 0
+    windows_reused: int = 0
+    reuse_blocked: str | None = None
 
 
 class _Rank:
@@ -80,7 +93,7 @@ class _Rank:
 
     __slots__ = ("r", "proc", "group", "moe", "moe_m", "cnt", "cnt_m", "computing", "comm_active",
                  "comm_t0", "comm_busy", "ovl_t0", "ovl", "work_left", "seg_t", "seg_f", "toggled",
-                 "sched_slow", "intr_pending", "port_release")
+                 "sched_slow", "intr_pending", "port_release", "exp_s", "memo")
 
     def __init__(self, r: int):
         self.r = r
@@ -90,6 +103,7 @@ class _Rank:
         self.work_left = self.seg_t = 0.0
         self.seg_f = 1.0
         self.toggled = self.sched_slow = self.intr_pending = self.port_release = False
+        self.memo: WindowMemo | None = None
 
 
 class Engine:
@@ -118,24 +132,26 @@ class Engine:
         self.step_end = np.zeros((W, self.T))
         self.counters = np.zeros((W, self.T, len(COUNTERS)))
         self.groups = placement.groups()
-        self._routes: list[dict] = []
-        self._a2a_lat: list[float] = []
-        self._cnt_lat: list[float] = []
-        self._matrix_id: list[list[np.ndarray]] = []  # [group][skip] -> [L, T] id of the row matrix
+        self.active = tuple(range(len(self.groups))) if spec.groups is None else tuple(spec.groups)
+        self._routes: dict[int, dict] = {}
+        self._a2a_lat: dict[int, float] = {}
+        self._cnt_lat: dict[int, float] = {}
+        self._matrix_id: dict[int, list[np.ndarray]] = {}  # [group][skip] -> [L, T] id of the row matrix
         self._flow_cache: dict[tuple, object] = {}
         self.comms: list[Communicator] = []
         separate = spec.plan.strategy.count_comm == "separate"
         on_done = self._on_coll_done if self.rec is not None else None
-        for g, members in enumerate(self.groups):
-            table = all_pairs_routes(G, members)
-            self._routes.append(table.routes)
+        tables = group_routes(G, [self.groups[g] for g in self.active])
+        for g, table in zip(self.active, tables):
+            members = self.groups[g]
+            self._routes[g] = table.routes
             cls_lat = max((profile.link_latency(str(G.edges[e].get("link", "")))
                            for r in table.routes.values() for e in r), default=0.0)
             route_lat = max(table.latency_s.values(), default=0.0)
             multi = len(members) > 1
-            self._a2a_lat.append((profile.collective_base_s["all_to_all"] + cls_lat) if multi else 0.0)
-            self._cnt_lat.append((profile.collective_base_s["count_exchange"] + cls_lat + route_lat) if multi else 0.0)
-            self._matrix_id.append([_matrix_ids(routing, members, skip) for skip in (False, True)])
+            self._a2a_lat[g] = (profile.collective_base_s["all_to_all"] + cls_lat) if multi else 0.0
+            self._cnt_lat[g] = (profile.collective_base_s["count_exchange"] + cls_lat + route_lat) if multi else 0.0
+            self._matrix_id[g] = [_matrix_ids(routing, members, skip) for skip in (False, True)]
             kw = dict(starter=self._start, on_busy=self._on_busy, on_done=on_done, group=g)
             moe = Communicator(env, f"ep{g}", "comm", members, **kw)
             cnt = Communicator(env, f"ep{g}.counts", "comm:counts", members, **kw) if separate else moe
@@ -145,9 +161,56 @@ class Engine:
                 st.group, st.moe, st.moe_m, st.cnt, st.cnt_m = g, moe, m, cnt, m
         self.program = compile_program(spec.plan, spec.cost, host_op_s=self.host_op_s,
                                        merge=spec.merge_compute and not spec.record)
+        self.flat = [ins for prog in self.program for ins in prog]
         self.recv = [routing.recv_rows_LTW(skip) for skip in (False, True)]
-        # expert time per [skip][layer][tok_step][rank], as nested lists for fast scalar reads
-        self.exp_s = [spec.cost.expert_times_s(rows).tolist() for rows in self.recv]
+        # expert time per [skip][layer][tok_step] of each simulated rank, as nested lists for fast scalar reads
+        for r in self.active_ranks:
+            self.ranks[r].exp_s = [spec.cost.expert_times_s(rows[:, :, r]).tolist() for rows in self.recv]
+        self.memos: list[WindowMemo] = []
+        self.reuse_blocked: str | None = "not asked for" if not spec.reuse else None
+        if spec.reuse:
+            self._plan_reuse(G, tables)
+
+    @property
+    def active_ranks(self) -> list[int]:
+        """Global ranks this engine simulates."""
+        return [r for g in self.active for r in self.groups[g]]
+
+    def _plan_reuse(self, G: nx.DiGraph, tables: list) -> None:
+        """Give every group the window record of :mod:`dicesim.sim.reuse` where its cuts are exact."""
+        spec = self.spec
+        links = [np.array(sorted({self.net.link_id(e) for r in t.routes.values() for e in r}), dtype=np.intp)
+                 for t in tables]
+        owned = [set(lk.tolist()) for lk in links]
+        if self._ports is not None:  # a member's compute slows its endpoint links: they couple groups too
+            for g, o in zip(self.active, owned):
+                for r in self.groups[g]:
+                    o.update(self._ports[r].tolist())
+        seen: dict[int, int] = {}
+        shared: set[int] = set()
+        for i, o in enumerate(owned):
+            for link in o:
+                j = seen.setdefault(link, i)
+                if j != i:
+                    shared.update((i, j))
+        reasons = []
+        for i, g in enumerate(self.active):
+            members = self.groups[g]
+            why = reuse_blocker(count_comm=spec.plan.strategy.count_comm, members=len(members),
+                                count_latency_s=self._cnt_lat[g], record=spec.record)
+            if why is None and i in shared:
+                why = "its links are shared with another group"
+            win = find_windows(self.flat, self.L, self._matrix_id[g]) if why is None else None
+            if why is None and win is None:
+                why = "no count exchange to cut at"
+            if why is not None:
+                reasons.append(why)
+                continue
+            memo = WindowMemo(win, len(members), len(COUNTERS), links[i])
+            self.memos.append(memo)
+            for r in members:
+                self.ranks[r].memo = memo
+        self.reuse_blocked = reasons[0] if reasons else None
 
     # ---------------------------------------------------------------- collectives
     def _flow_group(self, g: int, direction: int, layer: int, tok: int, skip: bool):
@@ -258,96 +321,118 @@ class Engine:
         moe, mm, cnt, cm, moe_n = st.moe, st.moe_m, st.cnt, st.cnt_m, st.moe.n
         hop = self.host_op_s
         hcoll = self.host_coll_s if moe_n > 1 else 0.0  # a one-rank group launches no collective
-        exp_s = self.exp_s
+        exp_s, memo = st.exp_s, st.memo
         pend_d: dict[int, simpy.Event] = {}
         pend_c: dict[int, simpy.Event] = {}
         host_t = comp = exposed = host_gap = 0.0  # host clock; cumulative busy/idle seconds
-        for t, prog in enumerate(self.program):
-            for ins in prog:
-                op = ins[0]
-                if op == BLOCK:
-                    blk = ins[1]
-                    host_t += hop
-                    now = env.now
-                    if host_t > now:  # the stream waits for the host to launch the op
-                        host_gap += host_t - now
-                        yield timeout(host_t - now)
-                        now = host_t
-                    host_t += hop * (len(blk.durs_s) - 1)
-                    yield from compute(st, blk.total_s)
-                    comp += env.now - now
-                    if rec is not None:
-                        kind, layer, tok = blk.ops[0]
-                        rec.add(r, "compute", "compute", kind, now * 1e6, env.now * 1e6, layer, t, tok,
-                                0, 0, -1, blk.flops[0])
-                    continue
-                if op == STEP_END:
-                    now = env.now
-                    if st.comm_active:
-                        st.comm_busy += now - st.comm_t0
-                        st.comm_t0 = now
-                    self.step_end[r, t] = now
-                    self.counters[r, t] = (comp, st.comm_busy, st.ovl, exposed, host_gap)
-                    if rec is not None:
-                        t_prev = self.step_end[r, t - 1] if t else 0.0
-                        rec.add(r, "host", "marker", f"step {t}", t_prev * 1e6, now * 1e6, -1, t)
-                    continue
-                _, layer, tok, skip = ins
-                key = layer + L * tok
-                if op == SYNC or op == ISSUE:
-                    # blocking count exchange: the host needs the counts to size the dispatch
-                    host_t += hcoll
-                    now = env.now
-                    ev = cnt.issue(cm, "counts", _COUNTS, layer, tok, skip, t, host_t if host_t > now else now)
-                    if ev.callbacks is not None:
-                        yield ev
-                        exposed += env.now - now
-                        if rec is not None:
-                            rec.add(r, "compute", "wait", "wait_counts", now * 1e6, env.now * 1e6, layer, t, tok)
-                    now = env.now
-                    if host_t < now:
-                        host_t = now
-                    host_t += hcoll
-                    ev = moe.issue(mm, "dispatch", _DISPATCH, layer, tok, skip, t, host_t if host_t > now else now)
-                    if op == ISSUE:
-                        pend_d[key] = ev
-                        continue
-                else:
-                    ev = pend_d.pop(key) if op == RUN else pend_c.pop(key)
-                # SYNC and RUN: wait for the dispatch, run the experts, issue the combine
-                name = "wait_combine" if op == WAIT else "wait_dispatch"
-                if op != WAIT:
-                    host_t += hop  # experts launched; the stream waits on the dispatch
-                if ev.callbacks is not None:
-                    now = env.now
-                    yield ev
-                    exposed += env.now - now
-                    if rec is not None:
-                        rec.add(r, "compute", "wait", name, now * 1e6, env.now * 1e6, layer, t, tok)
-                if op == WAIT:
-                    continue
+        t = 0  # current step
+        it = iter(self.flat)
+        for ins in it:
+            op = ins[0]
+            if op == BLOCK:
+                blk = ins[1]
+                host_t += hop
                 now = env.now
-                if host_t > now:
+                if host_t > now:  # the stream waits for the host to launch the op
                     host_gap += host_t - now
                     yield timeout(host_t - now)
                     now = host_t
-                yield from compute(st, exp_s[skip][layer][tok][r])
+                host_t += hop * (len(blk.durs_s) - 1)
+                yield from compute(st, blk.total_s)
                 comp += env.now - now
                 if rec is not None:
-                    rows = int(self.recv[skip][layer, tok, r])
-                    rec.add(r, "compute", "compute", "experts", now * 1e6, env.now * 1e6, layer, t, tok,
-                            0, rows, -1, self.spec.cost.expert_cost(rows).flops)
+                    kind, layer, tok = blk.ops[0]
+                    rec.add(r, "compute", "compute", kind, now * 1e6, env.now * 1e6, layer, t, tok,
+                            0, 0, -1, blk.flops[0])
+                continue
+            if op == STEP_END:
+                t = ins[1]
+                now = env.now
+                if st.comm_active:
+                    st.comm_busy += now - st.comm_t0
+                    st.comm_t0 = now
+                self.step_end[r, t] = now
+                self.counters[r, t] = (comp, st.comm_busy, st.ovl, exposed, host_gap)
+                if rec is not None:
+                    t_prev = self.step_end[r, t - 1] if t else 0.0
+                    rec.add(r, "host", "marker", f"step {t}", t_prev * 1e6, now * 1e6, -1, t)
+                t += 1
+                continue
+            _, layer, tok, skip = ins
+            key = layer + L * tok
+            if op == SYNC or op == ISSUE:
+                # blocking count exchange: the host needs the counts to size the dispatch
                 host_t += hcoll
                 now = env.now
-                ev = moe.issue(mm, "combine", _COMBINE, layer, tok, skip, t, host_t if host_t > now else now)
-                if op == RUN:
-                    pend_c[key] = ev
-                    continue
-                if ev.callbacks is not None:  # SYNC: the combine is awaited at once
+                ev = cnt.issue(cm, "counts", _COUNTS, layer, tok, skip, t, host_t if host_t > now else now)
+                if ev.callbacks is not None:
                     yield ev
                     exposed += env.now - now
                     if rec is not None:
-                        rec.add(r, "compute", "wait", "wait_combine", now * 1e6, env.now * 1e6, layer, t, tok)
+                        rec.add(r, "compute", "wait", "wait_counts", now * 1e6, env.now * 1e6, layer, t, tok)
+                now = env.now
+                if host_t < now:
+                    host_t = now
+                if memo is not None:  # a cut (dicesim.sim.reuse): record it; jump over repeated windows
+                    jump = memo.cut(mm, now, (comp, st.comm_busy, st.ovl, exposed, host_gap), self.net, moe)
+                    if jump is not None:
+                        gain = memo.apply(jump, mm, r, now, (comp, st.comm_busy, st.ovl, exposed, host_gap),
+                                          self.step_end, self.counters).tolist()
+                        comp += gain[0]
+                        st.comm_busy += gain[1]
+                        st.ovl += gain[2]
+                        exposed += gain[3]
+                        host_gap += gain[4]
+                        ins = next(islice(it, jump.skip_n - 1, None))
+                        yield timeout(jump.duration_s)
+                        now = host_t = env.now
+                        op, layer, tok, skip = ins
+                        key = layer + L * tok
+                        t = int(memo.win.cut_step[jump.landing])
+                        pend_d = {k: DONE for k in memo.win.cut_pending[jump.landing][0]}
+                        pend_c = {k: DONE for k in memo.win.cut_pending[jump.landing][1]}
+                        memo.cut(mm, now, (comp, st.comm_busy, st.ovl, exposed, host_gap), self.net, moe)
+                host_t += hcoll
+                ev = moe.issue(mm, "dispatch", _DISPATCH, layer, tok, skip, t, host_t if host_t > now else now)
+                if op == ISSUE:
+                    pend_d[key] = ev
+                    continue
+            else:
+                ev = pend_d.pop(key) if op == RUN else pend_c.pop(key)
+            # SYNC and RUN: wait for the dispatch, run the experts, issue the combine
+            name = "wait_combine" if op == WAIT else "wait_dispatch"
+            if op != WAIT:
+                host_t += hop  # experts launched; the stream waits on the dispatch
+            if ev.callbacks is not None:
+                now = env.now
+                yield ev
+                exposed += env.now - now
+                if rec is not None:
+                    rec.add(r, "compute", "wait", name, now * 1e6, env.now * 1e6, layer, t, tok)
+            if op == WAIT:
+                continue
+            now = env.now
+            if host_t > now:
+                host_gap += host_t - now
+                yield timeout(host_t - now)
+                now = host_t
+            yield from compute(st, exp_s[skip][layer][tok])
+            comp += env.now - now
+            if rec is not None:
+                rows = int(self.recv[skip][layer, tok, r])
+                rec.add(r, "compute", "compute", "experts", now * 1e6, env.now * 1e6, layer, t, tok,
+                        0, rows, -1, self.spec.cost.expert_cost(rows).flops)
+            host_t += hcoll
+            now = env.now
+            ev = moe.issue(mm, "combine", _COMBINE, layer, tok, skip, t, host_t if host_t > now else now)
+            if op == RUN:
+                pend_c[key] = ev
+                continue
+            if ev.callbacks is not None:  # SYNC: the combine is awaited at once
+                yield ev
+                exposed += env.now - now
+                if rec is not None:
+                    rec.add(r, "compute", "wait", "wait_combine", now * 1e6, env.now * 1e6, layer, t, tok)
 
     # ---------------------------------------------------------------- recording hooks
     def _on_coll_done(self, comm: Communicator, coll: Collective) -> None:
@@ -367,11 +452,12 @@ class Engine:
     # ---------------------------------------------------------------- run
     def run(self) -> RawRun:
         """Execute the whole plan once and return the measurements."""
-        for st in self.ranks:
+        active = [self.ranks[r] for r in self.active_ranks]
+        for st in active:
             st.proc = self.env.process(self._rank_proc(st))
         self.env.run()
         unfinished = [c.name for c in self.comms if not c.idle] + [
-            f"rank {st.r}" for st in self.ranks if st.proc.is_alive]
+            f"rank {st.r}" for st in active if st.proc.is_alive]
         if unfinished:
             raise RuntimeError(f"simulation deadlocked: {', '.join(unfinished[:4])} did not finish")
         total = float(self.step_end[:, -1].max()) if self.T else 0.0
@@ -381,6 +467,8 @@ class Engine:
             events=self.rec.to_frame() if self.rec is not None else None,
             collectives=sum(c.count for c in self.comms),
             memo_hits=self.net.memo_hits, memo_misses=self.net.memo_misses,
+            sim_events=_scheduled(self.env), windows=sum(m.win.n_windows for m in self.memos),
+            windows_reused=sum(m.repeated for m in self.memos), reuse_blocked=self.reuse_blocked,
         )
 
 
@@ -392,6 +480,12 @@ def _matrix_ids(routing: TokenRouting, members: tuple[int, ...], skip: bool) -> 
     rows = flat.view(np.dtype((np.void, flat.dtype.itemsize * flat.shape[1]))).ravel()  # one key per matrix
     _, inv = np.unique(rows, return_inverse=True)
     return inv.reshape(L, T)
+
+
+def _scheduled(env: simpy.Environment) -> int:
+    """Events ``env`` has scheduled so far, read off its event-id counter (0 where simpy hides it)."""
+    text = repr(getattr(env, "_eid", ""))
+    return int(text[6:-1]) if text.startswith("count(") else 0
 
 
 def run_engine(spec: RunSpec) -> RawRun:

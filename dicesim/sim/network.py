@@ -240,6 +240,17 @@ class FlowNetwork:
             for e, c, b, s in zip(self._lt.edges, self._lt.classes, self._nbytes_L, self._busy_L)
         ]
 
+    def link_totals(self, links_L: np.ndarray) -> np.ndarray:
+        """``(2, len(links_L))``: bytes carried and busy seconds of links ``links_L`` accounted so far
+        (complete for links without a flow in flight)."""
+        return np.stack((self._nbytes_L[links_L], self._busy_L[links_L]))
+
+    def add_link_totals(self, links_L: np.ndarray, totals: np.ndarray) -> None:
+        """Add ``(2, len(links_L))`` bytes and busy seconds to links ``links_L``: traffic accounted
+        without simulating it (a repeated window, :mod:`dicesim.sim.reuse`)."""
+        self._nbytes_L[links_L] += totals[0]
+        self._busy_L[links_L] += totals[1]
+
     # ------------------------------------------------------------------ internals
     def _replan(self, comp: _Component, changed: np.ndarray, old_L: np.ndarray) -> None:
         """Re-plan ``comp`` from now because the speed of ``changed`` links moved from ``old_L``;
