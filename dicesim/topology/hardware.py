@@ -66,6 +66,34 @@ SOURCES = MappingProxyType(
             "(NVIDIA/nccl-tests#267; all-to-all does not aggregate NICs); 48 GB/s used. Latency: network hop "
             "3-10 us, so 2.5 us per NIC<->switch edge (5 us NIC to NIC)."
         ),
+        "ib-ndr-spine": (
+            "NVIDIA DGX SuperPOD reference architecture, DGX H100 (RA-11333-001; docs.nvidia.com/dgx-superpod/"
+            "reference-architecture-scalable-infrastructure-h100): scalable units (SU) of 32 DGX H100 systems on a "
+            "rail-optimised NDR 400 Gb/s InfiniBand compute fabric, one leaf switch per rail per SU. The same RA "
+            "family's component table (DGX B200 SuperPOD RA, same NDR fabric) lists for 4 SUs / 128 nodes / 1024 GPUs "
+            "32 leaf and 16 spine switches with 1024 node-leaf and 1024 leaf-spine cables: each leaf has as many "
+            "uplinks (32) as node ports (1:1). Per uplink the ib-ndr figure, 48 GB/s; a leaf's uplinks are one "
+            "aggregated edge (traffic spread evenly over the spines). Latency 2.5 us per leaf-spine edge, as ib-ndr."
+        ),
+        "roce-400g": (
+            "400 GbE RoCE NIC (BlueField-3 B3140H SuperNIC or ConnectX-7): 50 GB/s line rate; perftest reaches "
+            "392 Gb/s = 49 GB/s on one rail (NVIDIA/nccl#2409, where NCCL itself reached ~27 GB/s per rail: left to "
+            "the profile's link efficiency and calibration); 48 GB/s used, as ib-ndr. Latency 2.5 us per "
+            "NIC<->switch edge (shared brief hardware.md: network hop 3-10 us); an assumption to calibrate."
+        ),
+        "eth-spine": (
+            "NVIDIA Enterprise Reference Architecture east-west fabric (docs.nvidia.com/enterprise-reference-"
+            "architectures/rtx-pro-ai-factory, Networking Physical Topologies): Spectrum Ethernet switches in a full "
+            "non-blocking fat tree, rail-optimised through the SuperNICs, so a leaf has as many uplinks as node ports. "
+            "32 servers per leaf is assumed (as the InfiniBand preset). Per uplink the roce-400g figure; a leaf's "
+            "uplinks are one aggregated edge. Latency 2.5 us per leaf-spine edge, as roce-400g."
+        ),
+        "pcie4-nic": (
+            f"{_BRIEF}: PCIe 4.0 x16 between a PCIe switch and a NIC, the pcie4-gpu figure (24 GB/s effective). "
+            "Placement from the NVIDIA AI Enterprise reference architecture (compute node hardware): 'PCIe Optimized "
+            "2-8-5' = 2 sockets, 8 GPUs, 5 network adapters with GPUs balanced across sockets and root ports: 4 "
+            "east-west NICs, one per PCIe switch of 2 GPUs (the fifth, north-south, is not modelled). " + _LAT_PCIE
+        ),
         "generic": "Builder default: numbers supplied by the caller, no external source.",
     }
 )
@@ -79,6 +107,14 @@ UPI = LinkSpec(bw_Bps=20e9, latency_s=0.05e-6, link="upi", source="upi")
 HOST_MEM_DDR4 = LinkSpec(bw_Bps=102.4e9, latency_s=0.1e-6, link="host_mem", source="ddr-host")
 PCIE5_NIC = LinkSpec(bw_Bps=64e9, latency_s=0.6e-6, link="pcie5", source="pcie5-nic")
 IB_NDR = LinkSpec(bw_Bps=48e9, latency_s=2.5e-6, link="ib_ndr", source="ib-ndr")
+IB_NDR_UPLINK = LinkSpec(bw_Bps=48e9, latency_s=2.5e-6, link="ib_ndr", source="ib-ndr-spine")
+ROCE_400G = LinkSpec(bw_Bps=48e9, latency_s=2.5e-6, link="roce", source="roce-400g")
+ROCE_UPLINK = LinkSpec(bw_Bps=48e9, latency_s=2.5e-6, link="roce", source="eth-spine")
+PCIE4_NIC = LinkSpec(bw_Bps=24e9, latency_s=0.6e-6, link="pcie4", source="pcie4-nic")
+#: uplinks per leaf switch of the rail-optimised fabrics (ib-ndr-spine: 1:1 with 32 node ports)
+LEAF_UPLINKS = 32
+#: servers on one leaf switch per rail (ib-ndr-spine: one scalable unit)
+SERVERS_PER_LEAF = 32
 
 
 def sources_for(keys: Iterable[str]) -> dict[str, str]:
