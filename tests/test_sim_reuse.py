@@ -101,7 +101,7 @@ def test_window_keys_follow_the_plan():
     from dicesim.sim.engine import Engine
 
     eng = Engine(dataclasses.replace(prep.spec, reuse=True))
-    win = find_windows(eng.flat, eng.L, eng._matrix_id[0])
+    win = find_windows(eng.flat, eng.L, eng.gc[0].matrix_id)
     assert win.n_windows == 12
     src = win.src.tolist()
     assert src == [-1, 0, 0, -1, 0, 0, 0, 3, 0, 0, 0, -1]
@@ -114,7 +114,7 @@ def test_a_different_matrix_breaks_the_repeat():
     from dicesim.sim.engine import Engine
 
     eng = Engine(dataclasses.replace(prep.spec, reuse=True))
-    mid = [m.copy() for m in eng._matrix_id[0]]
+    mid = [m.copy() for m in eng.gc[0].matrix_id]
     mid[False][2, 1] = 99  # layer 2 of step 1 carries another matrix
     win = find_windows(eng.flat, eng.L, mid)
     assert win.src[6] == -1 and win.src[2] == 0  # its window (cut of layer 2, step 1) is simulated

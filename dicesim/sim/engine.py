@@ -21,71 +21,25 @@ the next op yet). Stream time = compute + exposed + host gap, exactly.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from itertools import islice
 
-import networkx as nx
 import numpy as np
-import pandas as pd
 import simpy
 
 from dicesim.errors import ConfigError
-from dicesim.plan import Plan
 from dicesim.sim.collectives import Collective, Communicator
-from dicesim.sim.costmodel import CostModel
+from dicesim.sim.groupcomm import COMBINE, DISPATCH, GroupComm
 from dicesim.sim.linkscale import efficiency_scaled_graph, rank_port_links
 from dicesim.sim.network import FlowNetwork
-from dicesim.sim.profile import HardwareProfile
 from dicesim.sim.program import BLOCK, ISSUE, RUN, STEP_END, SYNC, WAIT, compile_program
-from dicesim.sim.reuse import DONE, WindowMemo, find_windows, reuse_blocker
-from dicesim.sim.routing import TokenRouting
+from dicesim.sim.reuse import DONE, WindowMemo, isolated, window_memos
+from dicesim.sim.runspec import COUNTERS, RawRun, RunSpec  # noqa: F401  (re-exported)
 from dicesim.topology import group_routes, world_size
 from dicesim.trace import EventRecorder
 
-#: per-rank cumulative counters snapshotted at each step end (columns of RawRun.counters_WTK)
-COUNTERS = ("compute_busy_s", "comm_busy_s", "overlap_s", "exposed_comm_s", "host_gap_s")
-_DISPATCH, _COMBINE, _COUNTS = 0, 1, -1
+_COUNTS = -1  # direction of a count exchange (all-to-alls: groupcomm.DISPATCH / COMBINE)
 #: remaining compute below this many seconds counts as finished (float round-off after re-timing)
 _EPS_S = 1e-15
-
-
-@dataclass(frozen=True, kw_only=True)
-class RunSpec:
-    """Everything one simulation needs, already built and validated."""
-
-    plan: Plan
-    cost: CostModel
-    routing: TokenRouting
-    graph: nx.DiGraph
-    profile: HardwareProfile
-    row_nbytes: int
-    record: bool = False
-    merge_compute: bool = True
-    #: simulate only these expert-parallel groups (None: all); the caller guarantees that the
-    #: others share no link with them (:mod:`dicesim.sim.fold` decides and fills them in)
-    groups: tuple[int, ...] | None = None
-    #: take repeated windows from the record instead of simulating them (:mod:`dicesim.sim.reuse`)
-    reuse: bool = False
-
-
-@dataclass(frozen=True)
-class RawRun:
-    """What the engine measured. Times in seconds; ``counters_WTK`` cumulative at step ends."""
-
-    step_end_WT: np.ndarray
-    counters_WTK: np.ndarray
-    total_s: float
-    link_stats: list[dict]
-    events: pd.DataFrame | None
-    collectives: int
-    memo_hits: int
-    memo_misses: int
-    #: simpy events scheduled (the engine's work, for the benchmark's floor ratio)
-    sim_events: int = 0
-    #: window reuse: windows of the simulated groups, how many were repeats, why not applied
-    windows: int = 0
-    windows_reused: int = 0
-    reuse_blocked: str | None = None
 
 
 class _Rank:
@@ -133,25 +87,14 @@ class Engine:
         self.counters = np.zeros((W, self.T, len(COUNTERS)))
         self.groups = placement.groups()
         self.active = tuple(range(len(self.groups))) if spec.groups is None else tuple(spec.groups)
-        self._routes: dict[int, dict] = {}
-        self._a2a_lat: dict[int, float] = {}
-        self._cnt_lat: dict[int, float] = {}
-        self._matrix_id: dict[int, list[np.ndarray]] = {}  # [group][skip] -> [L, T] id of the row matrix
-        self._flow_cache: dict[tuple, object] = {}
+        self.gc: dict[int, GroupComm] = {}
         self.comms: list[Communicator] = []
         separate = spec.plan.strategy.count_comm == "separate"
         on_done = self._on_coll_done if self.rec is not None else None
         tables = group_routes(G, [self.groups[g] for g in self.active])
         for g, table in zip(self.active, tables):
             members = self.groups[g]
-            self._routes[g] = table.routes
-            cls_lat = max((profile.link_latency(str(G.edges[e].get("link", "")))
-                           for r in table.routes.values() for e in r), default=0.0)
-            route_lat = max(table.latency_s.values(), default=0.0)
-            multi = len(members) > 1
-            self._a2a_lat[g] = (profile.collective_base_s["all_to_all"] + cls_lat) if multi else 0.0
-            self._cnt_lat[g] = (profile.collective_base_s["count_exchange"] + cls_lat + route_lat) if multi else 0.0
-            self._matrix_id[g] = [_matrix_ids(routing, members, skip) for skip in (False, True)]
+            self.gc[g] = GroupComm(g, members, table, G, profile, routing, self.net, spec.row_nbytes)
             kw = dict(starter=self._start, on_busy=self._on_busy, on_done=on_done, group=g)
             moe = Communicator(env, f"ep{g}", "comm", members, **kw)
             cnt = Communicator(env, f"ep{g}.counts", "comm:counts", members, **kw) if separate else moe
@@ -166,72 +109,31 @@ class Engine:
         # expert time per [skip][layer][tok_step] of each simulated rank, as nested lists for fast scalar reads
         for r in self.active_ranks:
             self.ranks[r].exp_s = [spec.cost.expert_times_s(rows[:, :, r]).tolist() for rows in self.recv]
-        self.memos: list[WindowMemo] = []
-        self.reuse_blocked: str | None = "not asked for" if not spec.reuse else None
-        if spec.reuse:
-            self._plan_reuse(G, tables)
+        # groups that share no link with another group evolve on their own: exact shortcuts apply
+        gcs = [self.gc[g] for g in self.active]
+        ports = None if self._ports is None else [[self._ports[r] for r in gc.members] for gc in gcs]
+        alone = isolated([gc.links_L for gc in gcs], ports)
+        self.memos, self.reuse_blocked = window_memos(
+            self.flat, self.L, [(gc.members, gc.count_lat_s, gc.matrix_id, gc.links_L, ok) for gc, ok in zip(gcs, alone)],
+            n_counters=len(COUNTERS), count_comm=spec.plan.strategy.count_comm, record=spec.record, enabled=spec.reuse)
+        for memo in self.memos:
+            for r in memo.members:
+                self.ranks[r].memo = memo
+        if profile.comm_interference == 0:  # transfers of isolated groups start on idle links: plan them together
+            uses = {(ins[3], ins[1], ins[2]) for ins in self.flat if ins[0] in (SYNC, ISSUE)}
+            self.net.preplan([fg for gc, ok in zip(gcs, alone) if ok for fg in gc.distinct_groups(uses)])
 
     @property
     def active_ranks(self) -> list[int]:
         """Global ranks this engine simulates."""
         return [r for g in self.active for r in self.groups[g]]
 
-    def _plan_reuse(self, G: nx.DiGraph, tables: list) -> None:
-        """Give every group the window record of :mod:`dicesim.sim.reuse` where its cuts are exact."""
-        spec = self.spec
-        links = [np.array(sorted({self.net.link_id(e) for r in t.routes.values() for e in r}), dtype=np.intp)
-                 for t in tables]
-        owned = [set(lk.tolist()) for lk in links]
-        if self._ports is not None:  # a member's compute slows its endpoint links: they couple groups too
-            for g, o in zip(self.active, owned):
-                for r in self.groups[g]:
-                    o.update(self._ports[r].tolist())
-        seen: dict[int, int] = {}
-        shared: set[int] = set()
-        for i, o in enumerate(owned):
-            for link in o:
-                j = seen.setdefault(link, i)
-                if j != i:
-                    shared.update((i, j))
-        reasons = []
-        for i, g in enumerate(self.active):
-            members = self.groups[g]
-            why = reuse_blocker(count_comm=spec.plan.strategy.count_comm, members=len(members),
-                                count_latency_s=self._cnt_lat[g], record=spec.record)
-            if why is None and i in shared:
-                why = "its links are shared with another group"
-            win = find_windows(self.flat, self.L, self._matrix_id[g]) if why is None else None
-            if why is None and win is None:
-                why = "no count exchange to cut at"
-            if why is not None:
-                reasons.append(why)
-                continue
-            memo = WindowMemo(win, len(members), len(COUNTERS), links[i])
-            self.memos.append(memo)
-            for r in members:
-                self.ranks[r].memo = memo
-        self.reuse_blocked = reasons[0] if reasons else None
-
     # ---------------------------------------------------------------- collectives
-    def _flow_group(self, g: int, direction: int, layer: int, tok: int, skip: bool):
-        key = (g, direction, skip, int(self._matrix_id[g][skip][layer, tok]))
-        fg = self._flow_cache.get(key)
-        if fg is None:
-            M = self.spec.routing.group_matrix(self.groups[g], layer, tok, skip)
-            members, routes, rb = self.groups[g], self._routes[g], self.spec.row_nbytes
-            flows = []
-            for i, src in enumerate(members):
-                for j, dst in enumerate(members):
-                    if i != j and M[i, j] > 0:
-                        a, b = (src, dst) if direction == _DISPATCH else (dst, src)
-                        flows.append((routes[(a, b)], float(M[i, j] * rb)))
-            fg = self._flow_cache[key] = self.net.compile(flows, self._a2a_lat[g])
-        return fg
-
     def _start(self, comm: Communicator, coll: Collective) -> simpy.Event:
+        gc = self.gc[comm.group]
         if coll.direction == _COUNTS:
-            return self.env.timeout(self._cnt_lat[comm.group])
-        return self.net.transfer(self._flow_group(comm.group, coll.direction, coll.layer, coll.tok_step, coll.skip))
+            return self.env.timeout(gc.count_lat_s)
+        return self.net.transfer(gc.flow_group(coll.direction, coll.layer, coll.tok_step, coll.skip))
 
     def _on_busy(self, members: tuple[int, ...], delta: int) -> None:
         """A collective of ``members`` starts (+1) or ends (-1): busy time, overlap, interference."""
@@ -393,7 +295,7 @@ class Engine:
                         pend_c = {k: DONE for k in memo.win.cut_pending[jump.landing][1]}
                         memo.cut(mm, now, (comp, st.comm_busy, st.ovl, exposed, host_gap), self.net, moe)
                 host_t += hcoll
-                ev = moe.issue(mm, "dispatch", _DISPATCH, layer, tok, skip, t, host_t if host_t > now else now)
+                ev = moe.issue(mm, "dispatch", DISPATCH, layer, tok, skip, t, host_t if host_t > now else now)
                 if op == ISSUE:
                     pend_d[key] = ev
                     continue
@@ -424,7 +326,7 @@ class Engine:
                         0, rows, -1, self.spec.cost.expert_cost(rows).flops)
             host_t += hcoll
             now = env.now
-            ev = moe.issue(mm, "combine", _COMBINE, layer, tok, skip, t, host_t if host_t > now else now)
+            ev = moe.issue(mm, "combine", COMBINE, layer, tok, skip, t, host_t if host_t > now else now)
             if op == RUN:
                 pend_c[key] = ev
                 continue
@@ -441,7 +343,7 @@ class Engine:
         for m, r in enumerate(comm.members):
             rows = 0
             if M is not None:
-                rows = int(M[m].sum() - M[m, m]) if coll.direction == _DISPATCH else int(M[:, m].sum() - M[m, m])
+                rows = int(M[m].sum() - M[m, m]) if coll.direction == DISPATCH else int(M[:, m].sum() - M[m, m])
             self.rec.add(r, comm.stream, "collective", coll.kind, coll.start_s * 1e6, coll.end_s * 1e6,
                          coll.layer, coll.step, coll.tok_step, rows * self.spec.row_nbytes, rows)
 
@@ -470,16 +372,6 @@ class Engine:
             sim_events=_scheduled(self.env), windows=sum(m.win.n_windows for m in self.memos),
             windows_reused=sum(m.repeated for m in self.memos), reuse_blocked=self.reuse_blocked,
         )
-
-
-def _matrix_ids(routing: TokenRouting, members: tuple[int, ...], skip: bool) -> np.ndarray:
-    """``[L, T]`` ids, equal where the group's row matrix is equal (shares compiled flow groups)."""
-    full = np.ascontiguousarray(routing.send_rows_LTWS(skip)[:, :, list(members), :])
-    L, T = full.shape[:2]
-    flat = full.reshape(L * T, -1)
-    rows = flat.view(np.dtype((np.void, flat.dtype.itemsize * flat.shape[1]))).ravel()  # one key per matrix
-    _, inv = np.unique(rows, return_inverse=True)
-    return inv.reshape(L, T)
 
 
 def _scheduled(env: simpy.Environment) -> int:

@@ -24,7 +24,6 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-import networkx as nx
 import numpy as np
 import pandas as pd
 
@@ -60,7 +59,7 @@ class Fold:
                 "reason": self.reason}
 
 
-def _signature(G: nx.DiGraph, routes: dict, members: tuple[int, ...], link_id: dict, ports: list | None):
+def _signature(routes: dict, members: tuple[int, ...], link_id: dict, attrs_L: list, ports: list | None):
     """Canonical shape of one group: links numbered by first use over the member pairs in order."""
     local: dict[int, int] = {}
     order: list[int] = []
@@ -78,11 +77,7 @@ def _signature(G: nx.DiGraph, routes: dict, members: tuple[int, ...], link_id: d
                     order.append(lid)
                 ids.append(k)
             shape.append(tuple(ids))
-    edges = list(G.edges)
-    attrs = []
-    for lid in order:
-        d = G.edges[edges[lid]]
-        attrs.append((float(d["bw_Bps"]), float(d["latency_s"]), str(d.get("link", ""))))
+    attrs = [attrs_L[lid] for lid in order]
     port_sig = ()
     if ports is not None:  # which of the group's links a member's compute slows
         port_sig = tuple(sorted((m, local[lid]) for m, r in enumerate(members) for lid in ports[r] if lid in local))
@@ -98,13 +93,14 @@ def plan_fold(spec: RunSpec) -> Fold:
         return Fold(groups=groups, rep=tuple(range(n)), links=tuple(np.zeros(0, dtype=np.intp) for _ in groups),
                     reason="one expert-parallel group")
     link_id = {e: i for i, e in enumerate(G.edges)}
+    attrs_L = [(float(d["bw_Bps"]), float(d["latency_s"]), str(d.get("link", ""))) for _, _, d in G.edges(data=True)]
     ports = None
     if spec.profile.comm_interference > 0:
         nodes = gpu_nodes(G)
         ports = [sorted(link_id[e] for e in list(G.out_edges(v)) + list(G.in_edges(v))) for v in nodes]
     sigs, links = [], []
     for members, table in zip(groups, group_routes(G, groups)):
-        sig, order = _signature(G, table.routes, members, link_id, ports)
+        sig, order = _signature(table.routes, members, link_id, attrs_L, ports)
         sigs.append(sig)
         links.append(order)
     # isolated: no link (and no endpoint link whose slow-down matters) in common with another group

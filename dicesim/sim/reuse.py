@@ -45,6 +45,47 @@ class _Done:
 DONE = _Done()
 
 
+def isolated(links: list[np.ndarray], ports: list[list[np.ndarray]] | None) -> list[bool]:
+    """Per group: whether it shares no link with any other group. ``links``: each group's route
+    links; ``ports``: each member's endpoint links when compute slows them (they couple groups too)."""
+    owner: dict[int, int] = {}
+    shared: set[int] = set()
+    for i, lk in enumerate(links):
+        used = set(lk.tolist())
+        if ports is not None:
+            for p in ports[i]:
+                used.update(p.tolist())
+        for link in used:
+            j = owner.setdefault(link, i)
+            if j != i:
+                shared.update((i, j))
+    return [i not in shared for i in range(len(links))]
+
+
+def window_memos(flat: list[tuple], num_layers: int, groups: list[tuple], *, n_counters: int, count_comm: str,
+                 record: bool, enabled: bool) -> tuple[list[WindowMemo], str | None]:
+    """A :class:`WindowMemo` for every group where reuse is exact, and why it is not for the others.
+
+    ``groups``: ``(members, count_latency_s, matrix ids [skip][layer, tok], route links, isolated)``;
+    ``n_counters``: per-rank counters the engine snapshots at cuts.
+    """
+    if not enabled:
+        return [], "not asked for"
+    memos, reasons = [], []
+    for members, cnt_lat, mid, links, alone in groups:
+        why = reuse_blocker(count_comm=count_comm, members=len(members), count_latency_s=cnt_lat, record=record)
+        if why is None and not alone:
+            why = "its links are shared with another group"
+        win = find_windows(flat, num_layers, mid) if why is None else None
+        if why is None and win is None:
+            why = "no count exchange to cut at"
+        if why is not None:
+            reasons.append(why)
+            continue
+        memos.append(WindowMemo(win, tuple(members), n_counters, links))
+    return memos, (reasons[0] if reasons else None)
+
+
 def reuse_blocker(*, count_comm: str, members: int, count_latency_s: float, record: bool) -> str | None:
     """Why window reuse cannot apply to a group, or None when the cut argument holds."""
     if record:
@@ -194,9 +235,9 @@ class WindowMemo:
     group's links ``links_L``, collectives completed); every member records its own counters.
     """
 
-    def __init__(self, win: Windows, n_members: int, n_counters: int, links_L: np.ndarray):
-        n = win.cut_pc.shape[0]
-        self.win = win
+    def __init__(self, win: Windows, members: tuple[int, ...], n_counters: int, links_L: np.ndarray):
+        n, n_members = win.cut_pc.shape[0], len(members)
+        self.win, self.members = win, members
         self.links_L = links_L
         self.cut_t = np.zeros(n)
         self.cut_acc = np.zeros((n, n_members, n_counters))

@@ -1,0 +1,73 @@
+"""One expert-parallel group on the network: its routes, collective latencies and compiled transfers.
+
+The engine keeps one :class:`GroupComm` per simulated group. It turns a (direction, layer,
+token step, skip) collective into the :class:`~dicesim.sim.flowgroup.FlowGroup` of the group's
+row matrix, compiled once per distinct matrix (row matrices get integer ids, so equal
+all-to-alls share one group and the network's plans), and knows which network links the
+group's traffic can touch (what decides whether it is isolated from other groups).
+"""
+
+from __future__ import annotations
+
+import networkx as nx
+import numpy as np
+
+from dicesim.sim.flowgroup import FlowGroup
+from dicesim.sim.network import FlowNetwork
+from dicesim.sim.profile import HardwareProfile
+from dicesim.sim.routing import TokenRouting
+from dicesim.topology import RouteTable
+
+DISPATCH, COMBINE = 0, 1
+
+
+class GroupComm:
+    """Collective data movement of group ``g`` (global ranks ``members``) over ``net``."""
+
+    def __init__(self, g: int, members: tuple[int, ...], table: RouteTable, G: nx.DiGraph, profile: HardwareProfile,
+                 routing: TokenRouting, net: FlowNetwork, row_nbytes: int):
+        self.g, self.members, self.routing, self.row_nbytes = g, members, routing, row_nbytes
+        cls_lat = max((profile.link_latency(str(G.edges[e].get("link", "")))
+                       for r in table.routes.values() for e in r), default=0.0)
+        route_lat = max(table.latency_s.values(), default=0.0)
+        multi = len(members) > 1
+        self.a2a_lat_s = (profile.collective_base_s["all_to_all"] + cls_lat) if multi else 0.0
+        self.count_lat_s = (profile.collective_base_s["count_exchange"] + cls_lat + route_lat) if multi else 0.0
+        #: [skip] -> [L, T] id of the group's row matrix (equal ids for equal matrices)
+        self.matrix_id = [matrix_ids(routing, members, skip) for skip in (False, True)]
+        #: ids of the links the group's flows cross
+        self.links_L = np.array(sorted({net.link_id(e) for r in table.routes.values() for e in r}), dtype=np.intp)
+        # flow (i, j) of a dispatch carries member i's rows to member j; a combine brings them back
+        self._pairs = [net.pair_flows([table.routes[(a, b) if d == DISPATCH else (b, a)]
+                                       for a in members for b in members]) for d in (DISPATCH, COMBINE)]
+        self._cache: dict[tuple, FlowGroup] = {}
+
+    def flow_group(self, direction: int, layer: int, tok: int, skip: bool) -> FlowGroup:
+        """The transfer of one all-to-all (compiled once per distinct row matrix and direction)."""
+        key = (direction, skip, int(self.matrix_id[skip][layer, tok]))
+        fg = self._cache.get(key)
+        if fg is None:
+            nbytes = self.routing.group_matrix(self.members, layer, tok, skip) * self.row_nbytes
+            nbytes.flat[::nbytes.shape[0] + 1] = 0  # rows a rank keeps for its own experts do not travel
+            fg = self._cache[key] = self._pairs[direction].compile(nbytes.ravel(), self.a2a_lat_s)
+        return fg
+
+    def distinct_groups(self, uses) -> list[FlowGroup]:
+        """Every transfer of the ``(skip, layer, tok_step)`` all-to-alls in ``uses``, each distinct one once."""
+        seen, out = set(), []
+        for skip, layer, tok in uses:
+            mid = (skip, int(self.matrix_id[skip][layer, tok]))
+            if mid not in seen:
+                seen.add(mid)
+                out += [self.flow_group(d, layer, tok, skip) for d in (DISPATCH, COMBINE)]
+        return out
+
+
+def matrix_ids(routing: TokenRouting, members: tuple[int, ...], skip: bool) -> np.ndarray:
+    """``[L, T]`` ids, equal where the group's row matrix is equal (shares compiled flow groups)."""
+    full = np.ascontiguousarray(routing.send_rows_LTWS(skip)[:, :, list(members), :])
+    L, T = full.shape[:2]
+    flat = full.reshape(L * T, -1)
+    rows = flat.view(np.dtype((np.void, flat.dtype.itemsize * flat.shape[1]))).ravel()  # one key per matrix
+    _, inv = np.unique(rows, return_inverse=True)
+    return inv.reshape(L, T)
