@@ -131,6 +131,7 @@ def find_windows(flat: list[tuple], num_layers: int, mid: tuple[np.ndarray, np.n
     None when the program has no cut.
     """
     L = num_layers
+    mid = [m.tolist() for m in mid]  # scalar reads from nested lists, not numpy
     pend_d: dict[int, int] = {}  # pending key -> flat index of the instruction that issued it
     pend_c: dict[int, int] = {}
     cut_pc, cut_step, cut_pending = [], [], []
@@ -163,13 +164,13 @@ def find_windows(flat: list[tuple], num_layers: int, mid: tuple[np.ndarray, np.n
             cut_step.append(step)
             cut_pending.append((tuple(sorted(pend_d)), tuple(sorted(pend_c))))
             start = i
-            cur, cur_steps = [(op, skip, int(mid[skip][layer, tok]))], []
+            cur, cur_steps = [(op, skip, mid[skip][layer][tok])], []
             if op == ISSUE:
                 pend_d[key] = i
         elif op == RUN:
             at = pend_d.pop(key)
             if cur is not None:
-                cur.append((RUN, skip, int(mid[skip][layer, tok]), at - start if at >= start else -1))
+                cur.append((RUN, skip, mid[skip][layer][tok], at - start if at >= start else -1))
             pend_c[key] = i
         elif op == WAIT:
             at = pend_c.pop(key)
