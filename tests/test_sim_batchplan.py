@@ -97,3 +97,27 @@ def test_sampled_routing_result_is_unchanged_by_batched_planning():
     a, b = pre.run(), plain.run()
     assert np.array_equal(a.step_end_WT, b.step_end_WT) and np.array_equal(a.counters_WTK, b.counters_WTK)
     assert a.link_stats == b.link_stats
+
+
+def test_a_combine_over_mirrored_routes_takes_its_dispatch_plan_mirrored():
+    """On a switch (and across IB servers) every combine is its dispatch backwards: its plan, derived
+    from the dispatch's, equals planning it directly; host-staged routes are not mirrors."""
+    from dicesim.sim.batchplan import mirrored
+    from dicesim.sim.program import ISSUE, SYNC
+
+    for topology, W, mirror in (("dgx-h100", 8, True), ("2x-dgx-h100-ib", 16, True), ("8x-rtx4090-pcie", 8, False)):
+        kw = dict(model="tiny", num_experts=W if W <= 8 else 8, world_size=W if W <= 8 else 8, batch=1, image_size=64,
+                  topology=topology, strategy="dice", steps=3, sampling="multinomial", profile="h100-sxm")
+        if W == 16:
+            kw.update(world_size=16, placement="strided")
+        eng = Engine(prepare(**kw).spec)
+        gc = eng.gc[0]
+        assert (gc.rev_L is not None) is mirror, topology
+        if not mirror:
+            continue
+        uses = {(ins[3], ins[1], ins[2]) for ins in eng.flat if ins[0] in (SYNC, ISSUE)}
+        _, pairs = gc.distinct_groups(uses)
+        assert pairs
+        for c, d in pairs:
+            tc, td = eng.net._fresh_table(c), eng.net._fresh_table(d)
+            _same_plan(plan_one(tc), mirrored(plan_one(td), td, tc, gc.rev_L))

@@ -174,6 +174,19 @@ def _fill(pf, pl, pw, live, cap, l0, b_of_l, b_of_f):
     return rate, used
 
 
+def mirrored(plan: Plan, table: FlowTable, other: FlowTable, rev_L: np.ndarray) -> Plan | None:
+    """The plan of ``other`` when it is ``table`` with every link ``l`` replaced by ``rev_L[l]`` (same
+    flows in the same order with the same bytes and start times; ``rev_L[l]`` of ``l``'s capacity):
+    the same trajectory bit for bit, each link's busy time moved to its image. None if the flows
+    differ. (A combine over mirror-image routes is its dispatch's mirror.)"""
+    if not (np.array_equal(table.rem_F, other.rem_F) and np.array_equal(table.act_F, other.act_F)
+            and np.array_equal(table.pair_flow_P, other.pair_flow_P)):
+        return None
+    pos = np.searchsorted(table.links_L, rev_L[other.links_L])
+    return Plan(other, plan.t_seg, plan.fin_F.copy(), plan.group_fin_G.copy(), None, None, None,
+                plan.total_busy_L[pos].copy(), expand=_reference_segments(other))
+
+
 def _reference_segments(table: FlowTable):
     def expand():
         ref = simulate(table)

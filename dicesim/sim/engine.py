@@ -121,7 +121,10 @@ class Engine:
                 self.ranks[r].memo = memo
         if profile.comm_interference == 0:  # transfers of isolated groups start on idle links: plan them together
             uses = {(ins[3], ins[1], ins[2]) for ins in self.flat if ins[0] in (SYNC, ISSUE)}
-            self.net.preplan([fg for gc, ok in zip(gcs, alone) if ok for fg in gc.distinct_groups(uses)])
+            for gc, ok in zip(gcs, alone):
+                if ok:
+                    plan, mirrors = gc.distinct_groups(uses)
+                    self.net.preplan(plan, mirrors, gc.rev_L)
 
     @property
     def active_ranks(self) -> list[int]:

@@ -154,6 +154,10 @@ class PairFlows:
         self._w = np.array([w for r in resolved if r for w in r[1]], dtype=float)
         self._lat = np.array([r[2] if r else 0.0 for r in resolved], dtype=float)
 
+    def same_latency(self, other: PairFlows) -> bool:
+        """Whether route k of both lists has the same latency sum, bit for bit."""
+        return np.array_equal(self._lat, other._lat) and np.array_equal(self._routed, other._routed)
+
     def compile(self, nbytes_R: np.ndarray, extra_latency_s: float) -> FlowGroup:
         """Flows for every route with ``nbytes_R > 0`` (one count per route, in route order)."""
         nb = np.asarray(nbytes_R)

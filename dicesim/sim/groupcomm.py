@@ -41,6 +41,9 @@ class GroupComm:
         self._pairs = [net.pair_flows([table.routes[(a, b) if d == DISPATCH else (b, a)]
                                        for a in members for b in members]) for d in (DISPATCH, COMBINE)]
         self._cache: dict[tuple, FlowGroup] = {}
+        #: link id -> its reverse when every combine route is its dispatch route backwards with the
+        #: same capacities and latency sums (then a combine's plan is its dispatch's, mirrored)
+        self.rev_L = _mirror(table, members, net) if self._pairs[DISPATCH].same_latency(self._pairs[COMBINE]) else None
 
     def flow_group(self, direction: int, layer: int, tok: int, skip: bool) -> FlowGroup:
         """The transfer of one all-to-all (compiled once per distinct row matrix and direction)."""
@@ -52,15 +55,40 @@ class GroupComm:
             fg = self._cache[key] = self._pairs[direction].compile(nbytes.ravel(), self.a2a_lat_s)
         return fg
 
-    def distinct_groups(self, uses) -> list[FlowGroup]:
-        """Every transfer of the ``(skip, layer, tok_step)`` all-to-alls in ``uses``, each distinct one once."""
-        seen, out = set(), []
+    def distinct_groups(self, uses) -> tuple[list[FlowGroup], list[tuple[FlowGroup, FlowGroup]]]:
+        """Every transfer of the ``(skip, layer, tok_step)`` all-to-alls in ``uses``, each distinct one
+        once: the ones to plan, and ``(combine, dispatch)`` mirror pairs (see :attr:`rev_L`)."""
+        seen, plan, mirrors = set(), [], []
         for skip, layer, tok in uses:
             mid = (skip, int(self.matrix_id[skip][layer, tok]))
             if mid not in seen:
                 seen.add(mid)
-                out += [self.flow_group(d, layer, tok, skip) for d in (DISPATCH, COMBINE)]
-        return out
+                d, c = (self.flow_group(x, layer, tok, skip) for x in (DISPATCH, COMBINE))
+                plan.append(d)
+                if self.rev_L is None:
+                    plan.append(c)
+                else:
+                    mirrors.append((c, d))
+        return plan, mirrors
+
+
+def _mirror(table: RouteTable, members: tuple[int, ...], net: FlowNetwork) -> np.ndarray | None:
+    """Link id -> id of the same link backwards, if every route between members is the reverse of
+    the route back and each link's reverse has its capacity; else None."""
+    rev = np.full(len(net.links), -1, dtype=np.intp)
+    for a in members:
+        for b in members:
+            if a == b:
+                continue
+            there, back = table.routes[(a, b)], table.routes[(b, a)]
+            if tuple((v, u) for u, v in reversed(there)) != back:
+                return None
+            for u, v in there:
+                rev[net.link_id((u, v))] = net.link_id((v, u))
+    used = np.flatnonzero(rev >= 0)
+    if not np.array_equal(net.capacities_L[used], net.capacities_L[rev[used]]):
+        return None
+    return rev
 
 
 def matrix_ids(routing: TokenRouting, members: tuple[int, ...], skip: bool) -> np.ndarray:

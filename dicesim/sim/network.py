@@ -33,7 +33,7 @@ import networkx as nx
 import numpy as np
 import simpy
 
-from dicesim.sim.batchplan import plan_many
+from dicesim.sim.batchplan import mirrored, plan_many
 from dicesim.sim.flowgroup import Edge, FlowGroup, LinkTable, PairFlows, Route
 from dicesim.sim.flowplan import FlowTable, Plan, carry_over, make_table, simulate
 from dicesim.sim.linkscale import flow_scale_F, rescale_waits, scale_key
@@ -135,6 +135,13 @@ class FlowNetwork:
         return self._lt.link_id(edge)
 
     @property
+    def capacities_L(self) -> np.ndarray:
+        """Nominal bandwidth (bytes/s) of every link, in link-id order (read-only view)."""
+        v = self._lt.cap_L.view()
+        v.setflags(write=False)
+        return v
+
+    @property
     def idle(self) -> bool:
         """True when no transfer is in flight."""
         return not self._comps
@@ -148,15 +155,28 @@ class FlowNetwork:
         """Resolve ``routes`` once; :meth:`PairFlows.compile` then makes a group per byte-count vector."""
         return self._lt.pair_flows(routes)
 
-    def preplan(self, groups: Sequence[FlowGroup]) -> None:
+    def preplan(self, groups: Sequence[FlowGroup], mirrors: Sequence[tuple[FlowGroup, FlowGroup]] = (),
+                rev_L: np.ndarray | None = None) -> None:
         """Plan ``groups`` as transfers that start on idle links at full speed, all in one batch
         (:mod:`dicesim.sim.batchplan`, bit-identical to planning each on arrival). A later transfer of
-        one of them that does start that way uses its plan; any other start plans as usual."""
+        one of them that does start that way uses its plan; any other start plans as usual.
+        ``mirrors``: ``(group, image)`` pairs where ``group`` is ``image`` with each link ``l`` replaced
+        by ``rev_L[l]``; ``group`` then takes ``image``'s plan, mirrored (``image`` must be in ``groups``)."""
         todo = list({g.gid: g for g in groups if g.n_flows and g.gid not in self._pre}.values())
-        tables = [FlowTable(0.0, g.nbytes, g.lat_F + 0.0, g.pair_flow_P, g.pair_local_P, g.pair_weight_P, g.links_L,
-                            g.cap_L, _ZERO_START) for g in todo]
+        tables = [self._fresh_table(g) for g in todo]
         for g, table, plan in zip(todo, tables, plan_many(tables)):
             self._pre[g.gid] = (table, plan)
+        for g, image in mirrors:
+            if g.n_flows and g.gid not in self._pre and image.gid in self._pre:
+                table = self._fresh_table(g)
+                plan = mirrored(self._pre[image.gid][1], self._pre[image.gid][0], table, rev_L)
+                self._pre[g.gid] = (table, plan) if plan is not None else (table, plan_many([table])[0])
+
+    @staticmethod
+    def _fresh_table(g: FlowGroup) -> FlowTable:
+        """The table :meth:`transfer` builds for ``g`` starting alone on idle links at full speed."""
+        return FlowTable(0.0, g.nbytes, g.lat_F + 0.0, g.pair_flow_P, g.pair_local_P, g.pair_weight_P, g.links_L,
+                         g.cap_L, _ZERO_START)
 
     def transfer(self, flows: Sequence[tuple[Route, float]] | FlowGroup, extra_latency_s: float = 0.0,
                  tag: Any = None) -> simpy.Event:
