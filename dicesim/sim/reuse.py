@@ -79,6 +79,8 @@ def window_memos(flat: list[tuple], num_layers: int, groups: list[tuple], *, n_c
         win = find_windows(flat, num_layers, mid) if why is None else None
         if why is None and win is None:
             why = "no count exchange to cut at"
+        elif why is None and win.n_repeats == 0:
+            why = "no window repeats an earlier one"
         if why is not None:
             reasons.append(why)
             continue
