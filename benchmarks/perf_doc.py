@@ -133,8 +133,10 @@ and window reuse stays off too (a group's cut is not a cut of the groups it shar
   finishing flow per transfer, each a handful of numpy calls on a few dozen flows. Transfers of
   link-isolated groups start on idle links, so their plans are computed before the run, all
   together in lock step (one progressive-filling round raises every transfer's own level), bit
-  for bit the reference planner's. Transfers are built from routes resolved once per group
-  (`PairFlows`) instead of a loop per flow.
+  for bit the reference planner's. Where every route back is the route there reversed (a
+  switch, rail IB), a combine is its dispatch backwards and takes the dispatch's plan with the
+  links mirrored, which halves the planning. Transfers are built from routes resolved once per
+  group (`PairFlows`) instead of a loop per flow.
 - **Expected counts are one table** (`dicesim/sim/routing.py`): counts, sent and received rows
   are broadcast views over ranks and steps, so 1,024 ranks cost what 8 do.
 - **Routing at scale** (`dicesim/topology/routing.py`): per-group searches stop once the group is
