@@ -17,6 +17,12 @@ Per-step accounting per rank (cumulative, :data:`COUNTERS`): compute busy, comm 
 (any of its collectives in flight), their overlap, exposed communication (the stream
 idle waiting for a collective) and host gaps (idle because the host had not launched
 the next op yet). Stream time = compute + exposed + host gap, exactly.
+
+Exact shortcuts: ``RunSpec.groups`` limits the run to some expert-parallel groups (the
+others fold onto them, :mod:`dicesim.sim.fold`); with ``RunSpec.reuse`` a group whose windows
+between count exchanges repeat takes them from its record (:mod:`dicesim.sim.reuse`); the
+transfers of groups that share no link are planned in one batch before the run
+(:meth:`FlowNetwork.preplan`).
 """
 
 from __future__ import annotations
