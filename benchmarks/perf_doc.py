@@ -166,7 +166,7 @@ group. Batched plans equal the reference planner's bit for bit (`tests/test_sim_
   the start of issue 11 on this machine); what is left is numpy work proportional to transfers
   x flows x segments x filling rounds, which misses the 3x target.
 - Groups that share links (strided placement across fabric units, shared NICs) are simulated
-  rank by rank, so their cost grows with the GPU count like the "full" column (the 256-GPU
+  rank by rank, so their cost grows with the GPU count like the "full" column (the 320-GPU
   strided row above).
 
 ## Profiling
