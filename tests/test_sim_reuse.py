@@ -53,6 +53,8 @@ STRATEGIES = st.fixed_dictionaries({
     "warmup_steps": st.integers(0, 2),
     "cooldown_steps": st.integers(0, 2),
     "sync_every": st.sampled_from([0, 3]),
+    "async_work": st.sampled_from(["consumed_only", "every_step"]),  # every_step: discard, kept rows, drain
+    "cond_scope": st.sampled_from(["async", "all"]),
 })
 
 
@@ -60,7 +62,8 @@ STRATEGIES = st.fixed_dictionaries({
 @given(STRATEGIES, st.integers(2, 9), st.sampled_from([0.0, 0.3]), st.sampled_from([0.0, 5e-6, 5e-5]),
        st.sampled_from([0.0, 0.4]), st.sampled_from([1e7, 1e9]), st.sampled_from(["uniform", "zipf"]))
 @example({"name": "dice", "sync_layers": "deep", "cond_interval": 2, "cond_policy": "low", "warmup_steps": 1,
-          "cooldown_steps": 1, "sync_every": 3}, 9, 0.3, 5e-6, 0.4, 1e7, "zipf")
+          "cooldown_steps": 1, "sync_every": 3, "async_work": "every_step", "cond_scope": "all"}, 9, 0.3, 5e-6, 0.4,
+         1e7, "zipf")
 def test_reuse_is_exact_for_any_strategy_and_profile(strat, steps, interference, host_op_s, comm_interf, bw, load):
     from dicesim.scenario import RoutingConfig
 
@@ -72,6 +75,28 @@ def test_reuse_is_exact_for_any_strategy_and_profile(strat, steps, interference,
               routing=RoutingConfig(kind=load, alpha=1.2))
     full, fast = _pair(kw)
     assert_same_run(full, fast)
+
+
+@pytest.mark.parametrize("scheme", ["displaced", "interweaved"])
+def test_reference_ops_are_keyed_and_reused_exactly(scheme):
+    """The reference semantics add discard (a sync step drops what is in flight), kept rows (a sync
+    step's dispatch re-run at the next step) and a final drain: every one of them has a window key,
+    windows around them repeat, and the reused run is the full one."""
+    strategy = make_strategy(scheme, sync_layers="deep", cond_interval=2, sync_every=3, async_work="every_step")
+    kw = dict(TINY, topology="tiny-ring4", strategy=strategy, steps=11,
+              profile=_profile(interference=0.2, host_op_s=3e-6))
+    prep = prepare(**kw)
+    from dicesim.sim.engine import Engine
+    from dicesim.sim.program import DISCARD, DRAIN, SYNC_KEEP
+
+    eng = Engine(dataclasses.replace(prep.spec, reuse=True))
+    ops = {ins[0] for ins in eng.flat}
+    assert {DISCARD, DRAIN, SYNC_KEEP} <= ops
+    win = find_windows(eng.flat, eng.L, eng.gc[0].matrix_id)
+    assert win.src[-1] == -1  # the window with the drain is the run's own
+    full, fast = _pair(kw)
+    assert_same_run(full, fast)
+    assert fast.meta["reuse"]["reused_windows"] > 0
 
 
 def test_reuse_reports_why_it_does_not_apply():

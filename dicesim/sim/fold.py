@@ -11,7 +11,10 @@ layer and step. An isolated group then evolves exactly like any equivalent one (
 instructions, same arithmetic on the same numbers, in the same order), so the engine runs one
 *representative* per class and every other group takes its representative's step ends,
 counters, link totals (through the link correspondence) and events (renumbered). Groups that
-share links are all simulated together; nothing about them is folded.
+share links are all simulated together; nothing about them is folded. The NCCL model
+(:mod:`dicesim.sim.nccl`) does not break an equivalence: its bandwidth share and latencies
+depend only on a link's class and the graph's peer-to-peer flag, and every group runs the same
+plan (discards, kept rows and drains included).
 
 Traces of a folded run: every rank and link has its events, copied from its representative
 with the rank (and the link's track name) replaced, so a folded trace has the same rows as an
