@@ -67,8 +67,9 @@ def test_study_speedups_and_summary_say_where_hiding_pays(small):
     # PCIe without peer-to-peer exposes more of sync's step than NVLink, so hiding it pays more
     pcie, nvl = best.loc[("8x-rtx4090-pcie", 8)], best.loc[("dgx-h100", 8)]
     assert pcie["sync_exposed_comm_share_frac"] > nvl["sync_exposed_comm_share_frac"]
-    # (tiny on NVLink is bound by host launches at these batches: hiding communication gains ~nothing there)
-    assert pcie["speedup"] > 1.2 and pcie["speedup"] > nvl["speedup"] >= 1.0
+    # (tiny on NVLink is bound by host launches at these batches: hiding communication gains ~nothing there;
+    # every strategy ties with sync, and window reuse leaves float round-off of absolute times on a tie)
+    assert pcie["speedup"] > 1.2 and pcie["speedup"] > nvl["speedup"] >= 1.0 - 1e-12
     assert "host_mem" in pcie["sync_busiest_links"] and "nvlink4" in nvl["sync_busiest_links"]
     text = " ".join(study_summary(table, ["topology", "batch"]))
     assert "gains most on 8x-rtx4090-pcie" in text and "least on dgx-h100" in text

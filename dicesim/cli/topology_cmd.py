@@ -13,6 +13,8 @@ from rich.table import Table
 from dicesim.cli import app
 from dicesim.errors import ConfigError, TopologyError
 from dicesim.topology import (
+    SCALED,
+    SCALED_NAMES,
     TOPOLOGY_NAMES,
     all_pairs_routes,
     describe,
@@ -42,7 +44,8 @@ def _us(t_s: float) -> str:
 
 @topology_app.command("list")
 def list_cmd() -> None:
-    """List the preset topologies with their size and fastest / slowest links."""
+    """List the preset topologies with their size and fastest / slowest links (cluster presets take
+    a server count: ``128x-dgx-h100-rail``)."""
     table = Table(title="Topology presets (bandwidth per direction)", box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("name", no_wrap=True, min_width=max(map(len, TOPOLOGY_NAMES)))
     table.add_column("servers x GPUs", no_wrap=True)
@@ -58,6 +61,9 @@ def list_cmd() -> None:
             f"{fast['link']} {_gbps(fast['bw_Bps'])}", f"{slow['link']} {_gbps(slow['bw_Bps'])}",
         )
     Console().print(table)
+    Console().print("Cluster presets by server count: " + ", ".join(
+        f"{name} (N = {low}..{high})" for name, (_, low, high) in zip(SCALED_NAMES, SCALED.values()))
+        + ", e.g. 128x-dgx-h100-rail; `dicesim topology show NAME` for their links.")
 
 
 @topology_app.command("show")

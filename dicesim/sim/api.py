@@ -7,6 +7,9 @@ assembles the metrics. Everything is deterministic for the scenario's seed.
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import networkx as nx
@@ -17,7 +20,8 @@ from dicesim.placement import make_placement
 from dicesim.plan import Plan, build_plan
 from dicesim.scenario import Scenario, make_scenario
 from dicesim.sim.costmodel import CostModel
-from dicesim.sim.engine import RunSpec, run_engine
+from dicesim.sim.engine import RunSpec
+from dicesim.sim.fold import run_folded
 from dicesim.sim.metrics import SimResult, build_result
 from dicesim.sim.profile import HardwareProfile, get_profile, profile_for_gpu
 from dicesim.sim.routing import TokenRouting, build_routing
@@ -79,7 +83,8 @@ def prepare(scenario: Scenario | None = None, *, profile: HardwareProfile | str 
 
 def simulate(scenario: Scenario | None = None, *, profile: HardwareProfile | str | None = None,
              graph: nx.DiGraph | None = None, record: bool = False, sampling: str | None = None,
-             histogram: np.ndarray | None = None, merge_compute: bool = True, **fields: object) -> SimResult:
+             histogram: np.ndarray | None = None, merge_compute: bool = True, fold: bool = True,
+             reuse: bool = True, **fields: object) -> SimResult:
     """Simulate one scenario and return its :class:`SimResult`.
 
     ``scenario``: a :class:`~dicesim.scenario.Scenario`; or give its fields as keywords
@@ -89,13 +94,33 @@ def simulate(scenario: Scenario | None = None, *, profile: HardwareProfile | str
     ``graph``: use this topology graph instead of ``scenario.topology``. ``record``: keep the
     event table (slower). ``sampling``: ``"expected"`` (default) or ``"multinomial"`` routed
     counts. ``histogram``: a router histogram array for ``routing.kind = "histogram"``.
+    ``fold``: simulate one of each kind of equivalent, link-isolated expert-parallel group and copy
+    it to the others (:mod:`dicesim.sim.fold`); ``reuse``: take repeated windows between group-wide
+    cuts from the record (:mod:`dicesim.sim.reuse`). Both are exact (equal to the full run up to
+    float round-off); ``meta["fold"]`` and ``meta["reuse"]`` say whether and how much they applied.
     """
-    prep = prepare(scenario, profile=profile, graph=graph, record=record, sampling=sampling,
-                   histogram=histogram, merge_compute=merge_compute, **fields)
-    spec, sc = prep.spec, prep.scenario
-    raw = run_engine(spec)
-    meta = {"scenario": sc.model_dump(mode="json"), "profile": spec.profile.name,
-            "memo_hits": raw.memo_hits, "memo_misses": raw.memo_misses}
-    return build_result(raw, plan=spec.plan, routing=spec.routing, row_nbytes=spec.row_nbytes, graph=spec.graph,
-                        label=sc.label(), meta=meta)
+    with _collector_paused():
+        prep = prepare(scenario, profile=profile, graph=graph, record=record, sampling=sampling,
+                       histogram=histogram, merge_compute=merge_compute, **fields)
+        spec, sc = prep.spec, prep.scenario
+        raw, shortcuts = run_folded(spec, fold=fold, reuse=reuse)
+        meta = {"scenario": sc.model_dump(mode="json"), "profile": spec.profile.name,
+                "memo_hits": raw.memo_hits, "memo_misses": raw.memo_misses, "sim_events": raw.sim_events, **shortcuts}
+        return build_result(raw, plan=spec.plan, routing=spec.routing, row_nbytes=spec.row_nbytes, graph=spec.graph,
+                            label=sc.label(), meta=meta)
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause Python's cycle collector for one simulation. A run allocates some 10^5 short-lived
+    objects (plan actions, instructions, simpy events); the full collections they trigger scan
+    every object in the process and cost up to as much as the run itself. Collection resumes
+    (if it was on) when the run returns; nothing the run keeps depends on it."""
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_on:
+            gc.enable()
 

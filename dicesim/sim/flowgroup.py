@@ -85,6 +85,15 @@ class LinkTable:
             self._groups[key] = g
         return g
 
+    def pair_flows(self, routes: Sequence[Route]) -> PairFlows:
+        """Routes resolved once for transfers that differ only in their byte counts (see :class:`PairFlows`)."""
+        return PairFlows(self, [self._route(tuple(r)) if r else None for r in routes])
+
+    def _new_group(self, n_local: int, nbytes, lat_F, pair_flow_P, pair_link_P, pair_weight_P) -> FlowGroup:
+        gid = self._next_gid
+        self._next_gid += 1
+        return FlowGroup(self, gid, n_local, nbytes, lat_F, pair_flow_P, pair_link_P, pair_weight_P, self.cap_L)
+
     def _build(self, flows: tuple, extra_latency_s: float) -> FlowGroup:
         if not (0 <= extra_latency_s < math.inf):
             raise ValueError(f"extra_latency_s must be finite and >= 0, got {extra_latency_s}")
@@ -102,11 +111,9 @@ class LinkTable:
             lens.append(len(r_ids))
             ids.extend(r_ids)
             weights.extend(r_w)
-        gid = self._next_gid
-        self._next_gid += 1
-        return FlowGroup(self, gid, n_local, np.array(nbytes, dtype=float), np.array(lat, dtype=float),
-                         np.repeat(np.arange(len(nbytes), dtype=np.intp), lens),
-                         np.array(ids, dtype=np.intp), np.array(weights, dtype=float), self.cap_L)
+        return self._new_group(n_local, np.array(nbytes, dtype=float), np.array(lat, dtype=float),
+                               np.repeat(np.arange(len(nbytes), dtype=np.intp), lens),
+                               np.array(ids, dtype=np.intp), np.array(weights, dtype=float))
 
     def _route(self, route: Route) -> tuple[list[int], list[float], float]:
         hit = self._routes.get(route)
@@ -126,3 +133,40 @@ class LinkTable:
         hit = (ids, [float(counts[i]) for i in ids], lat)
         self._routes[route] = hit
         return hit
+
+
+class PairFlows:
+    """A fixed list of routes (say every ordered pair of an expert-parallel group) resolved once.
+
+    :meth:`compile` turns one byte count per route into the :class:`FlowGroup` that
+    :meth:`LinkTable.compile` would build for the routes with a positive count, in the same order,
+    with array operations instead of a loop per flow (sampled routing compiles thousands of them).
+    Each call makes a new group (no content cache: the caller keys its own).
+    """
+
+    def __init__(self, table: LinkTable, resolved: list[tuple[list[int], list[float], float] | None]):
+        self._table = table
+        self._routed = np.array([r is not None for r in resolved])
+        lens = np.array([len(r[0]) if r else 0 for r in resolved], dtype=np.intp)
+        self._len = lens
+        self._start = np.concatenate(([0], np.cumsum(lens)[:-1])).astype(np.intp)
+        self._ids = np.array([i for r in resolved if r for i in r[0]], dtype=np.intp)
+        self._w = np.array([w for r in resolved if r for w in r[1]], dtype=float)
+        self._lat = np.array([r[2] if r else 0.0 for r in resolved], dtype=float)
+
+    def same_latency(self, other: PairFlows) -> bool:
+        """Whether route k of both lists has the same latency sum, bit for bit."""
+        return np.array_equal(self._lat, other._lat) and np.array_equal(self._routed, other._routed)
+
+    def compile(self, nbytes_R: np.ndarray, extra_latency_s: float) -> FlowGroup:
+        """Flows for every route with ``nbytes_R > 0`` (one count per route, in route order)."""
+        nb = np.asarray(nbytes_R)
+        take = nb > 0
+        n_local = int(np.count_nonzero(take & ~self._routed))
+        ks = np.flatnonzero(take & self._routed)
+        lens = self._len[ks]
+        first = np.repeat(self._start[ks] - np.concatenate(([0], np.cumsum(lens)[:-1])), lens)
+        at = first + np.arange(int(lens.sum()), dtype=np.intp)
+        return self._table._new_group(n_local, nb[ks].astype(float), self._lat[ks] + float(extra_latency_s),
+                                      np.repeat(np.arange(ks.shape[0], dtype=np.intp), lens), self._ids[at],
+                                      self._w[at])

@@ -53,14 +53,16 @@ class Plan:
     """
 
     __slots__ = ("t_seg", "fin_F", "fin_min", "group_fin_G", "total_bytes_L", "total_busy_L", "_table",
-                 "_rates", "_drained", "_busy", "_rate_KF", "_cum_KF", "_seg_bytes_KL", "_seg_busy_KL")
+                 "_rates", "_drained", "_busy", "_expand", "_rate_KF", "_cum_KF", "_seg_bytes_KL", "_seg_busy_KL")
 
-    def __init__(self, table, t_seg, fin_F, group_fin_G, rates, drained, busy, total_busy_L):
+    def __init__(self, table, t_seg, fin_F, group_fin_G, rates, drained, busy, total_busy_L, expand=None):
+        """``rates``, ``drained``, ``busy``: per-segment lists; or None with ``expand()`` returning them
+        on first use (planners that do not walk segment by segment)."""
         self._table = table
         self.t_seg = t_seg  # (K+1,) segment boundaries, t_seg[0] = table.r0
         self.fin_F, self.group_fin_G = fin_F, group_fin_G
         self.fin_min = float(fin_F.min()) if fin_F.shape[0] else math.inf
-        self._rates, self._drained, self._busy = rates, drained, busy
+        self._rates, self._drained, self._busy, self._expand = rates, drained, busy, expand
         # every flow drains all of its bytes by the end of the plan
         pf, pl = table.pair_flow_P, table.pair_link_P
         self.total_bytes_L = np.bincount(pl, weights=table.pair_weight_P * table.rem_F[pf],
@@ -71,7 +73,7 @@ class Plan:
     @property
     def nbytes_estimate(self) -> int:
         """Rough memory of this plan once its lazy arrays exist (for the memo's budget)."""
-        n_k, n_f, n_l = len(self._rates), self.fin_F.shape[0], self.total_bytes_L.shape[0]
+        n_k, n_f, n_l = self.t_seg.shape[0] - 1, self.fin_F.shape[0], self.total_bytes_L.shape[0]
         n_p = self._table.pair_flow_P.shape[0]
         return 8 * (n_k * (4 * n_f + 2 * n_l) + 3 * n_f + 3 * n_p) + 1024
 
@@ -79,10 +81,16 @@ class Plan:
     def t_end(self) -> float:
         return float(self.t_seg[-1])
 
+    def _segments(self) -> None:
+        if self._rates is None:
+            self._rates, self._drained, self._busy = self._expand()
+            self._expand = None
+
     @property
     def rate_KF(self) -> np.ndarray:
         """(K, F) bytes/s of each flow in each segment."""
         if self._rate_KF is None:
+            self._segments()
             self._rate_KF = np.array(self._rates).reshape(len(self._rates), self.fin_F.shape[0])
         return self._rate_KF
 
@@ -90,6 +98,7 @@ class Plan:
     def cum_KF(self) -> np.ndarray:
         """(K+1, F) bytes each flow drained before each segment boundary."""
         if self._cum_KF is None:
+            self._segments()
             n_k, n_f = len(self._drained), self.fin_F.shape[0]
             cum = np.zeros((n_k + 1, n_f))
             if n_k:
@@ -101,6 +110,7 @@ class Plan:
     def seg_bytes_KL(self) -> np.ndarray:
         """(K, L) bytes each link carried in each segment."""
         if self._seg_bytes_KL is None:
+            self._segments()
             tb = self._table
             n_k, n_l = len(self._drained), tb.cap_L.shape[0]
             pf, pl = tb.pair_flow_P, tb.pair_link_P
@@ -114,6 +124,7 @@ class Plan:
     def seg_busy_KL(self) -> np.ndarray:
         """(K, L) whether each link had a draining flow in each segment."""
         if self._seg_busy_KL is None:
+            self._segments()
             n_l = self._table.cap_L.shape[0]
             self._seg_busy_KL = np.array(self._busy, dtype=bool).reshape(len(self._busy), n_l)
         return self._seg_busy_KL
@@ -121,7 +132,7 @@ class Plan:
     def remaining_at(self, table: FlowTable, r: float) -> np.ndarray:
         """Remaining bytes of every flow of ``table`` at instant ``r`` (>= table.r0)."""
         k = int(np.searchsorted(self.t_seg, r, side="right")) - 1
-        if k >= len(self._rates):
+        if k >= self.t_seg.shape[0] - 1:
             return np.zeros_like(table.rem_F)
         rem = table.rem_F - self.cum_KF[k] - self.rate_KF[k] * (r - self.t_seg[k])
         return np.maximum(rem, 0.0)
@@ -147,7 +158,8 @@ class Plan:
 
 
 def simulate(table: FlowTable) -> Plan:
-    """Run ``table`` forward under max-min sharing until every flow has finished."""
+    """Run ``table`` forward under max-min sharing until every flow has finished (one max-min solve
+    per segment; :mod:`dicesim.sim.batchplan` runs this same computation for many tables at once)."""
     rem = table.rem_F.copy()
     act = table.act_F
     pf, pl, pw, cap = table.pair_flow_P, table.pair_link_P, table.pair_weight_P, table.cap_L

@@ -29,11 +29,15 @@ from dicesim.placement import Placement, make_placement, replicated
 from dicesim.scenario import RoutingConfig
 from dicesim.sim.api import prepare
 from dicesim.sim.engine import Engine, RunSpec
+from dicesim.sim.flowgroup import FlowGroup
+from dicesim.sim.groupcomm import DISPATCH, GroupComm, collective_latencies
 from dicesim.sim.metrics import SimResult, build_result
+from dicesim.sim.nccl import NcclModel
+from dicesim.sim.network import FlowNetwork
 from dicesim.sim.profile import HardwareProfile
 from dicesim.sim.routing import TokenRouting, build_routing
 from dicesim.strategy import StrategyConfig, make_strategy
-from dicesim.topology import get_topology
+from dicesim.topology import RouteTable, get_topology
 from dicesim.topology.host_staged import loopback_route
 
 
@@ -66,6 +70,33 @@ def merged_routing(routing: TokenRouting) -> TokenRouting:
                         top1_share=routing.top1_share)
 
 
+class LoopbackComm(GroupComm):
+    """The one rank's exchanges: each one flow of the rows the emulated ranks would send each
+    other (``staged_rows[skip][layer, tok]``) along :func:`loopback_route`, with the collective
+    latencies of that route. Window reuse stays off for it (a one-rank group,
+    :func:`~dicesim.sim.reuse.reuse_blocker`): its windows would also have to key the staged rows."""
+
+    def __init__(self, g: int, members: tuple[int, ...], table: RouteTable, G: nx.DiGraph, profile: HardwareProfile,
+                 routing: TokenRouting, net: FlowNetwork, row_nbytes: int, *, nccl: NcclModel, library: str,
+                 staged_rows: tuple[np.ndarray, np.ndarray]):
+        super().__init__(g, members, table, G, profile, routing, net, row_nbytes, nccl=nccl, library=library)
+        self._net, self._staged = net, staged_rows
+        self._loop = loop = loopback_route(G, members[0])
+        route_lat = float(sum(G.edges[e]["latency_s"] for e in loop))
+        self.a2a_lat_s, self.count_lat_s = collective_latencies(G, [loop], route_lat, profile, nccl, library)
+        self.links_L = np.array(sorted({net.link_id(e) for e in loop}), dtype=np.intp)
+
+    def flow_group(self, direction: int, layer: int, tok: int, skip: bool) -> FlowGroup:
+        nbytes = float(self._staged[skip][layer, tok] * self.row_nbytes)
+        fg = self._cache.get(nbytes)
+        if fg is None:  # a dispatch and its combine move the same bytes along the same loop
+            fg = self._cache[nbytes] = self._net.compile([(self._loop, nbytes)], self.a2a_lat_s)
+        return fg
+
+    def distinct_groups(self, uses) -> tuple[list[FlowGroup], list]:
+        return [self.flow_group(DISPATCH, layer, tok, skip) for skip, layer, tok in uses], []
+
+
 class HostStagedEngine(Engine):
     """The engine with one rank whose collectives loop through host memory (see module doc)."""
 
@@ -75,22 +106,14 @@ class HostStagedEngine(Engine):
     def __init__(self, spec: RunSpec, *, staged_rows: tuple[np.ndarray, np.ndarray]):
         if spec.routing.placement.world_size != 1:
             raise ValueError("the host-staged engine runs one rank; the emulated ranks live in staged_rows")
+        self._staged = staged_rows  # [skip] -> [L, T] rows through host memory per exchange (for _group_comm)
         super().__init__(spec)
-        G, prof = spec.graph, spec.profile
-        self._loop = loopback_route(G, 0)
-        cls_lat = max(prof.link_latency(str(G.edges[e].get("link", ""))) for e in self._loop)
-        route_lat = float(sum(G.edges[e]["latency_s"] for e in self._loop))
-        self._a2a_lat[0] = prof.collective_base_s["all_to_all"] + cls_lat
-        self._cnt_lat[0] = prof.collective_base_s["count_exchange"] + cls_lat + route_lat
-        self._staged = staged_rows  # [skip] -> [L, T] rows through host memory per exchange
 
-    def _flow_group(self, g: int, direction: int, layer: int, tok: int, skip: bool):
-        nbytes = float(self._staged[skip][layer, tok] * self.spec.row_nbytes)
-        key = ("loopback", nbytes)
-        fg = self._flow_cache.get(key)
-        if fg is None:
-            fg = self._flow_cache[key] = self.net.compile([(self._loop, nbytes)], self._a2a_lat[0])
-        return fg
+    def _group_comm(self, g: int, members: tuple[int, ...], table: RouteTable, G: nx.DiGraph,
+                    nccl: NcclModel) -> GroupComm:
+        s = self.spec
+        return LoopbackComm(g, members, table, G, s.profile, s.routing, self.net, s.row_nbytes, nccl=nccl,
+                            library=self.library, staged_rows=self._staged)
 
     def _on_coll_done(self, comm, coll) -> None:
         rows = 0 if coll.direction < 0 else int(self._staged[coll.skip][coll.layer, coll.tok_step])

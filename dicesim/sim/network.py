@@ -33,11 +33,12 @@ import networkx as nx
 import numpy as np
 import simpy
 
-from dicesim.sim.flowgroup import Edge, FlowGroup, LinkTable, Route
+from dicesim.sim.batchplan import mirrored, plan_many
+from dicesim.sim.flowgroup import Edge, FlowGroup, LinkTable, PairFlows, Route
 from dicesim.sim.flowplan import FlowTable, Plan, carry_over, make_table, simulate
 from dicesim.sim.linkscale import flow_scale_F, rescale_waits, scale_key
 
-__all__ = ["Edge", "FlowGroup", "FlowNetwork", "LinkBusyHook", "Route", "TransferDone"]
+__all__ = ["Edge", "FlowGroup", "FlowNetwork", "LinkBusyHook", "PairFlows", "Route", "TransferDone"]
 LinkBusyHook = Callable[[int, float, float, float], None]
 """``on_link_busy(link_id, start_s, end_s, nbytes)``: one maximal busy period of one link."""
 
@@ -112,6 +113,7 @@ class FlowNetwork:
         self._memo_budget, self._memo_used = int(memo_bytes), 0
         self.memo_hits = 0
         self.memo_misses = 0
+        self._pre: dict[int, tuple[FlowTable, Plan]] = {}  # gid -> plan as a transfer on idle links
         self._comps: dict[int, _Component] = {}
         self._next_cid = 0
         self._owner_L = np.full(n_l, -1, dtype=np.intp)  # component holding each link's flows
@@ -133,6 +135,13 @@ class FlowNetwork:
         return self._lt.link_id(edge)
 
     @property
+    def capacities_L(self) -> np.ndarray:
+        """Nominal bandwidth (bytes/s) of every link, in link-id order (read-only view)."""
+        v = self._lt.cap_L.view()
+        v.setflags(write=False)
+        return v
+
+    @property
     def idle(self) -> bool:
         """True when no transfer is in flight."""
         return not self._comps
@@ -141,6 +150,33 @@ class FlowNetwork:
         """Resolve ``[(route, nbytes), ...]`` once; pass the result to :meth:`transfer` repeatedly.
         Results are cached by content, so compiling equal flows twice returns the same group."""
         return self._lt.compile(flows, extra_latency_s)
+
+    def pair_flows(self, routes: Sequence[Route]) -> PairFlows:
+        """Resolve ``routes`` once; :meth:`PairFlows.compile` then makes a group per byte-count vector."""
+        return self._lt.pair_flows(routes)
+
+    def preplan(self, groups: Sequence[FlowGroup], mirrors: Sequence[tuple[FlowGroup, FlowGroup]] = (),
+                rev_L: np.ndarray | None = None) -> None:
+        """Plan ``groups`` as transfers that start on idle links at full speed, all in one batch
+        (:mod:`dicesim.sim.batchplan`, bit-identical to planning each on arrival). A later transfer of
+        one of them that does start that way uses its plan; any other start plans as usual.
+        ``mirrors``: ``(group, image)`` pairs where ``group`` is ``image`` with each link ``l`` replaced
+        by ``rev_L[l]``; ``group`` then takes ``image``'s plan, mirrored (``image`` must be in ``groups``)."""
+        todo = list({g.gid: g for g in groups if g.n_flows and g.gid not in self._pre}.values())
+        tables = [self._fresh_table(g) for g in todo]
+        for g, table, plan in zip(todo, tables, plan_many(tables)):
+            self._pre[g.gid] = (table, plan)
+        for g, image in mirrors:
+            if g.n_flows and g.gid not in self._pre and image.gid in self._pre:
+                table = self._fresh_table(g)
+                plan = mirrored(self._pre[image.gid][1], self._pre[image.gid][0], table, rev_L)
+                self._pre[g.gid] = (table, plan) if plan is not None else (table, plan_many([table])[0])
+
+    @staticmethod
+    def _fresh_table(g: FlowGroup) -> FlowTable:
+        """The table :meth:`transfer` builds for ``g`` starting alone on idle links at full speed."""
+        return FlowTable(0.0, g.nbytes, g.lat_F + 0.0, g.pair_flow_P, g.pair_local_P, g.pair_weight_P, g.links_L,
+                         g.cap_L, _ZERO_START)
 
     def transfer(self, flows: Sequence[tuple[Route, float]] | FlowGroup, extra_latency_s: float = 0.0,
                  tag: Any = None) -> simpy.Event:
@@ -240,6 +276,17 @@ class FlowNetwork:
             for e, c, b, s in zip(self._lt.edges, self._lt.classes, self._nbytes_L, self._busy_L)
         ]
 
+    def link_totals(self, links_L: np.ndarray) -> np.ndarray:
+        """``(2, len(links_L))``: bytes carried and busy seconds of links ``links_L`` accounted so far
+        (complete for links without a flow in flight)."""
+        return np.stack((self._nbytes_L[links_L], self._busy_L[links_L]))
+
+    def add_link_totals(self, links_L: np.ndarray, totals: np.ndarray) -> None:
+        """Add ``(2, len(links_L))`` bytes and busy seconds to links ``links_L``: traffic accounted
+        without simulating it (a repeated window, :mod:`dicesim.sim.reuse`)."""
+        self._nbytes_L[links_L] += totals[0]
+        self._busy_L[links_L] += totals[1]
+
     # ------------------------------------------------------------------ internals
     def _replan(self, comp: _Component, changed: np.ndarray, old_L: np.ndarray) -> None:
         """Re-plan ``comp`` from now because the speed of ``changed`` links moved from ``old_L``;
@@ -259,7 +306,12 @@ class FlowNetwork:
         self._install(comp, r, new_table, new_plan, survivors, finished)
 
     def _planned(self, comp: _Component, build: Callable[[], FlowTable]) -> tuple[FlowTable, Plan]:
-        """The plan of ``comp``'s history: memoised, or ``build()`` simulated (and memoised)."""
+        """The plan of ``comp``'s history: preplanned, memoised, or ``build()`` simulated (and memoised)."""
+        if len(comp.history) == 1 and type(comp.history[0][0]) is int:  # one transfer on idle links
+            hit = self._pre.get(comp.history[0][0])
+            if hit is not None:
+                self.memo_hits += 1
+                return hit
         key = tuple(comp.history) if comp.key_size <= _KEY_MAX and self._memo_size > 0 else None
         hit = self._memo.get(key) if key is not None else None
         if hit is not None:

@@ -42,6 +42,7 @@ def compile_program(plan: Plan, cost: CostModel, *, host_op_s: float, merge: boo
     ``(DISCARD|DRAIN, -1, step, False)``; ``(STEP_END, step)``.
     """
     program = []
+    times: dict[tuple[str, ...], tuple] = {}  # the same run of op kinds recurs in every layer and step
     for t, actions in plan:
         out: list[tuple] = []
         pending: list[tuple[str, int, int]] = []
@@ -49,12 +50,15 @@ def compile_program(plan: Plan, cost: CostModel, *, host_op_s: float, merge: boo
         def flush() -> None:
             if not pending:
                 return
-            durs = [cost.action_time_s(k) for k, _, _ in pending]
-            flops = [cost.action_cost(k).flops for k, _, _ in pending]
+            kinds = tuple(k for k, _, _ in pending)
+            known = times.get(kinds)
+            if known is None:
+                durs = tuple(cost.action_time_s(k) for k in kinds)
+                known = times[kinds] = (durs, tuple(cost.action_cost(k).flops for k in kinds), sum(durs), min(durs))
+            durs, flops, total, shortest = known
             # merging is exact only if the host keeps ahead of the stream inside the block
-            if merge and host_op_s <= min(durs):
-                out.append((BLOCK, Block(total_s=sum(durs), durs_s=tuple(durs), ops=tuple(pending),
-                                         flops=tuple(flops))))
+            if merge and host_op_s <= shortest:
+                out.append((BLOCK, Block(total_s=total, durs_s=durs, ops=tuple(pending), flops=flops)))
             else:
                 for op, d, f in zip(pending, durs, flops):
                     out.append((BLOCK, Block(total_s=d, durs_s=(d,), ops=(op,), flops=(f,))))

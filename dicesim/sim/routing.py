@@ -133,20 +133,27 @@ class TokenRouting:
     counts_LTWE: np.ndarray
     top1_share: float = 0.6  # default of RoutingConfig.top1_share
     _send: dict = field(init=False, repr=False, compare=False)
+    _recv: dict = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         full = self.counts_LTWE
-        T = self.tokens_per_rank
-        skip = _largest_remainder(full / self.top_k, T)  # one copy per token on skip steps
+        # expected counts repeat one [L, E] table over steps and ranks (a broadcast view): derive
+        # everything from that table and broadcast the results, so thousands of ranks cost nothing
+        same = full.ndim == 4 and full.strides[1] == 0 and full.strides[2] == 0
+        base = full[:, :1, :1, :] if same else full
+        skip = _largest_remainder(base / self.top_k, self.tokens_per_rank)  # one copy per token on skip steps
         S = self.placement.ep_size
         fold_ES = np.zeros((full.shape[-1], S), dtype=np.int64)  # expert -> the group member holding it
         fold_ES[np.arange(full.shape[-1]), list(self.placement.owner_table())] = 1
         send = {}
-        for k, c in ((False, full), (True, skip)):
+        for k, c in ((False, base), (True, skip)):
             s = (c.astype(np.int64) @ fold_ES)
+            if same:
+                s = np.broadcast_to(s, full.shape[:3] + (S,))
             s.setflags(write=False)
             send[k] = s
         object.__setattr__(self, "_send", send)
+        object.__setattr__(self, "_recv", {})
 
     @property
     def num_layers(self) -> int:
@@ -169,12 +176,25 @@ class TokenRouting:
         return self._send[bool(skip)][layer, step][list(group)]
 
     def recv_rows_LTW(self, skip: bool) -> np.ndarray:
-        """``[L, T, W]``: rows each rank receives for its experts (self-traffic included)."""
-        out = np.zeros(self._send[False].shape[:3], dtype=np.int64)
+        """``[L, T, W]``: rows each rank receives for its experts (self-traffic included); read-only."""
+        out = self._recv.get(bool(skip))
+        if out is not None:
+            return out
         send = self._send[bool(skip)]
-        for group in self.placement.groups():
-            g = list(group)
-            out[:, :, g] = send[:, :, g, :].sum(axis=2)
+        groups = self.placement.groups()
+        if send.strides[1] == 0 and send.strides[2] == 0:  # every rank sends the same rows (expected counts)
+            pos = np.empty(self.placement.world_size, dtype=np.intp)  # each rank's place in its group
+            for group in groups:
+                pos[list(group)] = np.arange(len(group))
+            per_member = send[:, :1, 0, :] * len(groups[0])
+            out = np.broadcast_to(per_member[:, :, pos], send.shape[:3])
+        else:
+            out = np.zeros(send.shape[:3], dtype=np.int64)
+            for group in groups:
+                g = list(group)
+                out[:, :, g] = send[:, :, g, :].sum(axis=2)
+            out.setflags(write=False)
+        self._recv[bool(skip)] = out
         return out
 
     def sent_rows(self, skip: bool) -> int:
@@ -193,7 +213,7 @@ def build_routing(cfg: RoutingConfig, placement: Placement, *, num_layers: int, 
     copies = tokens_per_rank * top_k
     if sampling == "expected":
         per_layer = _largest_remainder(probs_LE * copies, copies)  # [L, E]
-        counts = np.broadcast_to(per_layer[:, None, None, :], (L, T, W, E)).copy()
+        counts = np.broadcast_to(per_layer[:, None, None, :], (L, T, W, E))  # one table, read-only view
     else:
         counts = np.empty((L, T, W, E), dtype=np.int64)
         for l in range(L):

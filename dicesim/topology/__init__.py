@@ -7,7 +7,15 @@ many look-ups, one ``all_pairs_routes`` table per graph. The data model is descr
 """
 
 from dicesim.errors import TopologyError
-from dicesim.topology.builders import fully_connected, multi_node, nvswitch_server, pcie_server, ring, single_switch
+from dicesim.topology.builders import (
+    fully_connected,
+    multi_node,
+    nvswitch_server,
+    pcie_server,
+    rail_fabric,
+    ring,
+    single_switch,
+)
 from dicesim.topology.graph import (
     EDGE_ATTRS,
     GPU_KEYS,
@@ -27,8 +35,8 @@ from dicesim.topology.graph import (
     world_size,
 )
 from dicesim.topology.io import load_topology_file, save_graphml, save_toml
-from dicesim.topology.presets import PRESETS, TOPOLOGY_NAMES, get_topology
-from dicesim.topology.routing import Route, RouteTable, all_pairs_routes, route
+from dicesim.topology.presets import PRESETS, SCALED, SCALED_NAMES, TOPOLOGY_NAMES, get_topology
+from dicesim.topology.routing import Route, RouteTable, all_pairs_routes, check_routable, group_routes, route
 from dicesim.topology.summary import describe, gpu_table, links_table, summary_line
 from dicesim.topology.validate import validate_topology
 
@@ -38,6 +46,8 @@ __all__ = [
     "GRAPH_ATTRS",
     "NODE_KINDS",
     "PRESETS",
+    "SCALED",
+    "SCALED_NAMES",
     "TOPOLOGY_NAMES",
     "Edge",
     "LinkSpec",
@@ -48,11 +58,13 @@ __all__ = [
     "add_gpu",
     "add_link",
     "all_pairs_routes",
+    "check_routable",
     "describe",
     "fully_connected",
     "get_topology",
     "gpu_nodes",
     "gpu_table",
+    "group_routes",
     "links_table",
     "load_topology_file",
     "multi_node",
@@ -63,6 +75,7 @@ __all__ = [
     "path_latency_s",
     "pcie_server",
     "rank_node",
+    "rail_fabric",
     "ring",
     "route",
     "save_graphml",

@@ -2,7 +2,8 @@
 
 A *node builder* returns a one-server topology (server 0, node ids prefixed ``n0.``, ranks
 0..g-1); ``multi_node`` copies it per server, renumbers ranks and joins the servers through NICs
-and one network switch. Builders do not validate; ``validate_topology`` does.
+and one network switch; ``rail_fabric`` joins them through a rail-optimised leaf-spine fabric.
+Builders do not validate; ``validate_topology`` does.
 """
 
 from __future__ import annotations
@@ -112,19 +113,13 @@ def pcie_server(*, sockets: int, switches_per_socket: int, gpus_per_switch: int,
     return G
 
 
-def multi_node(servers: int, node_builder: NodeBuilder, nic_bw_Bps: float, nic_latency_s: float = 2.5e-6, *,
-               nic_link: str = "ib_ndr", nic_source: str = "generic", attach: LinkSpec = PCIE5_NIC,
-               nics_per_server: int | None = None, attach_to: Sequence[str] | None = None,
-               sources: Mapping[str, str] | None = None, name: str | None = None) -> nx.DiGraph:
-    """``servers`` copies of ``node_builder()`` joined by NICs to one network switch ``ib.sw0``.
-
-    Each server gets ``nics_per_server`` NICs (default: one per GPU). NIC k attaches with
-    ``attach`` to ``attach_to[k]`` (local ``n0.`` ids; default GPU k*g//nics, so one NIC per GPU
-    when counts match) and to the switch with (nic_bw_Bps, nic_latency_s). Ranks stay contiguous
-    per server: server s holds ranks s*g .. s*g+g-1.
-    """
+def _servers_with_nics(servers: int, node_builder: NodeBuilder, nic: LinkSpec, attach: LinkSpec,
+                       nics_per_server: int | None, attach_to: Sequence[str] | None,
+                       sources: Mapping[str, str] | None, extra: Sequence[LinkSpec], name: str | None,
+                       suffix: str, hub: str, on_nic: Callable[[nx.DiGraph, int, int, str], None]) -> nx.DiGraph:
+    """``servers`` renumbered copies of ``node_builder()`` with their NICs attached, after the network
+    switch ``hub``; ``on_nic(G, server, k, nic_node)`` joins NIC k of each server to the network."""
     _check_count("servers", servers)
-    nic = LinkSpec(bw_Bps=nic_bw_Bps, latency_s=nic_latency_s, link=nic_link, source=nic_source)
     base = node_builder()
     local_gpus = gpu_nodes(base)
     g = len(local_gpus)
@@ -134,13 +129,14 @@ def multi_node(servers: int, node_builder: NodeBuilder, nic_bw_Bps: float, nic_l
     if len(targets) != n_nics or any(t not in base for t in targets):
         raise ConfigError("attach_to", f"needs {n_nics} node ids of the server graph", sorted(base.nodes))
     known = {**SOURCES, **dict(sources or {}), **base.graph["sources"]}
-    missing = [k for k in (nic.source, attach.source) if k not in known]
+    keys = [nic.source, attach.source] + [s.source for s in extra]
+    missing = [k for k in keys if k not in known]
     if missing:
         raise ConfigError("sources", f"no citation text for {missing}")
-    all_sources = {**base.graph["sources"], **{k: known[k] for k in (attach.source, nic.source)}}
-    G = new_topology(name=name or f"{servers}x-{base.graph['name']}", p2p=base.graph["p2p"],
+    all_sources = {**base.graph["sources"], **{k: known[k] for k in keys}}
+    G = new_topology(name=name or f"{servers}x-{base.graph['name']}{suffix}", p2p=base.graph["p2p"],
                      gpu=base.graph["gpu"], gpus_per_node=g, sources=all_sources)
-    switch = add_device(G, "ib.sw0", "net_switch")
+    add_device(G, hub, "net_switch")
     for s in range(servers):
         pre = server_prefix(s)
         rename = {n: pre + n.removeprefix(server_prefix(0)) for n in base.nodes}
@@ -154,5 +150,55 @@ def multi_node(servers: int, node_builder: NodeBuilder, nic_bw_Bps: float, nic_l
         for k, target in enumerate(targets):
             nic_node = add_device(G, f"{pre}nic{k}", "nic")
             add_link(G, rename[target], nic_node, attach)
-            add_link(G, nic_node, switch, nic)
+            on_nic(G, s, k, nic_node)
     return G
+
+
+def multi_node(servers: int, node_builder: NodeBuilder, nic_bw_Bps: float, nic_latency_s: float = 2.5e-6, *,
+               nic_link: str = "ib_ndr", nic_source: str = "generic", attach: LinkSpec = PCIE5_NIC,
+               nics_per_server: int | None = None, attach_to: Sequence[str] | None = None,
+               sources: Mapping[str, str] | None = None, name: str | None = None) -> nx.DiGraph:
+    """``servers`` copies of ``node_builder()`` joined by NICs to one network switch ``ib.sw0``.
+
+    Each server gets ``nics_per_server`` NICs (default: one per GPU). NIC k attaches with
+    ``attach`` to ``attach_to[k]`` (local ``n0.`` ids; default GPU k*g//nics, so one NIC per GPU
+    when counts match) and to the switch with (nic_bw_Bps, nic_latency_s). Ranks stay contiguous
+    per server: server s holds ranks s*g .. s*g+g-1.
+    """
+    nic = LinkSpec(bw_Bps=nic_bw_Bps, latency_s=nic_latency_s, link=nic_link, source=nic_source)
+
+    def to_switch(G: nx.DiGraph, _s: int, _k: int, nic_node: str) -> None:
+        add_link(G, nic_node, "ib.sw0", nic)
+
+    return _servers_with_nics(servers, node_builder, nic, attach, nics_per_server, attach_to, sources, (), name, "",
+                              "ib.sw0", to_switch)
+
+
+def rail_fabric(servers: int, node_builder: NodeBuilder, nic: LinkSpec, *, attach: LinkSpec, uplink: LinkSpec,
+                servers_per_leaf: int = 32, uplinks_per_leaf: int = 32, nics_per_server: int | None = None,
+                attach_to: Sequence[str] | None = None, sources: Mapping[str, str] | None = None,
+                name: str | None = None) -> nx.DiGraph:
+    """``servers`` copies of ``node_builder()`` on a rail-optimised two-level (leaf-spine) fabric.
+
+    NIC k of every server is on rail k. Servers form units of ``servers_per_leaf``; each unit has
+    one leaf switch per rail (``net.u<unit>.leaf<k>``) to which NIC k of each of its servers
+    connects with ``nic``. Every leaf joins one logical spine (``net.spine``) through one link of
+    ``uplinks_per_leaf`` x ``uplink`` bandwidth: the spine switches with traffic spread evenly over
+    them (ECMP / adaptive routing) as a fluid, so the leaf's uplink total, not one port, limits
+    cross-leaf traffic. Same-rail traffic inside a unit crosses one leaf; the rest is routed by
+    latency (over the spine, or over the server's own fabric to a NIC on the destination's rail).
+    NICs attach as in :func:`multi_node`; ranks stay contiguous per server.
+    """
+    _check_count("servers_per_leaf", servers_per_leaf)
+    _check_count("uplinks_per_leaf", uplinks_per_leaf)
+    trunk = LinkSpec(bw_Bps=uplink.bw_Bps * uplinks_per_leaf, latency_s=uplink.latency_s, link=uplink.link,
+                     source=uplink.source)
+
+    def to_leaf(G: nx.DiGraph, s: int, k: int, nic_node: str) -> None:
+        leaf = f"net.u{s // servers_per_leaf}.leaf{k}"
+        if leaf not in G:
+            add_link(G, add_device(G, leaf, "net_switch"), "net.spine", trunk)
+        add_link(G, nic_node, leaf, nic)
+
+    return _servers_with_nics(servers, node_builder, nic, attach, nics_per_server, attach_to, sources, (uplink,),
+                              name, "-rail", "net.spine", to_leaf)

@@ -107,6 +107,35 @@ SOURCES = MappingProxyType(
             "not aggregate NICs). " + _EFF + " Latency: network hop 3-10 us, so 2.5 us per NIC<->switch edge "
             "(5 us NIC to NIC)."
         ),
+        "ib-ndr-spine": (
+            "NVIDIA DGX SuperPOD reference architecture, DGX H100 (RA-11333-001; docs.nvidia.com/dgx-superpod/"
+            "reference-architecture-scalable-infrastructure-h100): scalable units (SU) of 32 DGX H100 systems on a "
+            "rail-optimised NDR 400 Gb/s InfiniBand compute fabric, one leaf switch per rail per SU. The same RA "
+            "family's component table (DGX B200 SuperPOD RA, same NDR fabric) lists for 4 SUs / 128 nodes / 1024 GPUs "
+            "32 leaf and 16 spine switches with 1024 node-leaf and 1024 leaf-spine cables: each leaf has as many "
+            "uplinks (32) as node ports (1:1). Per uplink the ib-ndr line rate, 50 GB/s; a leaf's uplinks are one "
+            "aggregated edge (traffic spread evenly over the spines). " + _EFF + " Latency 2.5 us per leaf-spine "
+            "edge, as ib-ndr."
+        ),
+        "roce-400g": (
+            "400 GbE RoCE NIC (BlueField-3 B3140H SuperNIC or ConnectX-7): 50 GB/s line rate; perftest reaches "
+            "392 Gb/s = 49 GB/s on one rail (NVIDIA/nccl#2409, where NCCL itself reached ~27 GB/s per rail). The line "
+            "rate is used; " + _EFF[0].lower() + _EFF[1:] + " Latency 2.5 us per NIC<->switch edge (shared brief "
+            "hardware.md: network hop 3-10 us); an assumption to calibrate."
+        ),
+        "eth-spine": (
+            "NVIDIA Enterprise Reference Architecture east-west fabric (docs.nvidia.com/enterprise-reference-"
+            "architectures/rtx-pro-ai-factory, Networking Physical Topologies): Spectrum Ethernet switches in a full "
+            "non-blocking fat tree, rail-optimised through the SuperNICs, so a leaf has as many uplinks as node ports. "
+            "32 servers per leaf is assumed (as the InfiniBand preset). Per uplink the roce-400g figure; a leaf's "
+            "uplinks are one aggregated edge. " + _EFF + " Latency 2.5 us per leaf-spine edge, as roce-400g."
+        ),
+        "pcie4-nic": (
+            "PCIe 4.0 x16 between a PCIe switch and a NIC: " + _PCIE.format(gen="4.0", gts=16, bw=31.5) + _EFF + " "
+            "Placement from the NVIDIA AI Enterprise reference architecture (compute node hardware): 'PCIe Optimized "
+            "2-8-5' = 2 sockets, 8 GPUs, 5 network adapters with GPUs balanced across sockets and root ports: 4 "
+            "east-west NICs, one per PCIe switch of 2 GPUs (the fifth, north-south, is not modelled). " + _LAT_PCIE
+        ),
         "generic": "Builder default: numbers supplied by the caller, no external source.",
     }
 )
@@ -128,6 +157,14 @@ HOST_MEM_DDR5 = LinkSpec(bw_Bps=153.6e9, latency_s=0.1e-6, link="host_mem", sour
 ROOT_PORT = LinkSpec(bw_Bps=1e12, latency_s=0.05e-6, link="root_port", source="root-port")
 PCIE5_NIC = LinkSpec(bw_Bps=63.0e9, latency_s=0.6e-6, link="pcie5", source="pcie5-nic")
 IB_NDR = LinkSpec(bw_Bps=50e9, latency_s=2.5e-6, link="ib_ndr", source="ib-ndr")
+IB_NDR_UPLINK = LinkSpec(bw_Bps=50e9, latency_s=2.5e-6, link="ib_ndr", source="ib-ndr-spine")
+ROCE_400G = LinkSpec(bw_Bps=50e9, latency_s=2.5e-6, link="roce", source="roce-400g")
+ROCE_UPLINK = LinkSpec(bw_Bps=50e9, latency_s=2.5e-6, link="roce", source="eth-spine")
+PCIE4_NIC = LinkSpec(bw_Bps=31.5e9, latency_s=0.6e-6, link="pcie4", source="pcie4-nic")
+#: uplinks per leaf switch of the rail-optimised fabrics (ib-ndr-spine: 1:1 with 32 node ports)
+LEAF_UPLINKS = 32
+#: servers on one leaf switch per rail (ib-ndr-spine: one scalable unit)
+SERVERS_PER_LEAF = 32
 
 
 def sources_for(keys: Iterable[str]) -> dict[str, str]:

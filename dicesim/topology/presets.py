@@ -6,6 +6,7 @@ lists each preset's layout and figures.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -15,7 +16,7 @@ import networkx as nx
 
 from dicesim.errors import TopologyError
 from dicesim.topology import hardware as hw
-from dicesim.topology.builders import multi_node, nvswitch_server, pcie_server, ring
+from dicesim.topology.builders import multi_node, nvswitch_server, pcie_server, rail_fabric, ring
 from dicesim.topology.host_staged import h100_host_staged, h200_host_staged
 from dicesim.topology.io import load_topology_file
 from dicesim.topology.validate import validate_topology
@@ -59,6 +60,30 @@ def dgx_h100_ib(servers: int) -> nx.DiGraph:
                       nic_source=hw.IB_NDR.source, attach=hw.PCIE5_NIC, name=f"{servers}x-dgx-h100-ib")
 
 
+def dgx_h100_rail(servers: int) -> nx.DiGraph:
+    """``servers`` DGX H100 as in a DGX SuperPOD: 8 NDR NICs per node (one per GPU, PCIe 5), one leaf
+    switch per rail per 32 nodes, each leaf 1:1 to the spine (aggregated)."""
+    return rail_fabric(servers, dgx_h100, hw.IB_NDR, attach=hw.PCIE5_NIC, uplink=hw.IB_NDR_UPLINK,
+                       servers_per_leaf=hw.SERVERS_PER_LEAF, uplinks_per_leaf=hw.LEAF_UPLINKS,
+                       name=f"{servers}x-dgx-h100-rail")
+
+
+def l40s_pcie_8x() -> nx.DiGraph:
+    """8x L40S in a 'PCIe Optimized 2-8-5' server: 2 sockets joined by UPI, per socket two PCIe 4.0
+    switches of 2 GPUs each; peer-to-peer through the switches and the host."""
+    return pcie_server(sockets=2, switches_per_socket=2, gpus_per_switch=2, gpu_link=hw.PCIE4_GPU,
+                       uplink=hw.PCIE4_UPLINK, host_mem=hw.HOST_MEM_DDR4, socket_link=hw.UPI, p2p=True,
+                       gpu="l40s", name="8x-l40s-pcie")
+
+
+def l40s_roce(servers: int) -> nx.DiGraph:
+    """``servers`` 2-8-5 L40S servers on rail-optimised 400 GbE RoCE: one NIC per PCIe switch (4 per
+    server, rail k = switch k), one leaf per rail per 32 servers, each leaf 1:1 to the spine."""
+    return rail_fabric(servers, l40s_pcie_8x, hw.ROCE_400G, attach=hw.PCIE4_NIC, uplink=hw.ROCE_UPLINK,
+                       servers_per_leaf=hw.SERVERS_PER_LEAF, uplinks_per_leaf=hw.LEAF_UPLINKS,
+                       nics_per_server=4, attach_to=[f"n0.pcie{j}" for j in range(4)], name=f"{servers}x-l40s-roce")
+
+
 def tiny_ring4() -> nx.DiGraph:
     """4 GPUs in a ring of generic 100 GB/s, 1 us links: small closed-form cases for tests."""
     return ring(4, 100e9, 1e-6, link="generic", name="tiny-ring4")
@@ -90,18 +115,37 @@ PRESETS: MappingProxyType[str, Callable[[], nx.DiGraph]] = MappingProxyType(
 TOPOLOGY_NAMES: tuple[str, ...] = tuple(PRESETS)
 """Preset names accepted by get_topology, in display order."""
 
+#: cluster presets by server count: ``<N>x-<family>`` for N in (low, high), e.g. ``128x-dgx-h100-rail``
+SCALED: MappingProxyType[str, tuple[Callable[[int], nx.DiGraph], int, int]] = MappingProxyType(
+    {"dgx-h100-rail": (dgx_h100_rail, 2, 128), "l40s-roce": (l40s_roce, 2, 128)}
+)
+SCALED_NAMES: tuple[str, ...] = tuple(f"<N>x-{k}" for k in SCALED)
+_SCALED_RE = re.compile(r"^(\d+)x-([a-z0-9-]+)$")
+
+
+def _scaled(key: str) -> nx.DiGraph | None:
+    m = _SCALED_RE.match(key)
+    if m is None or m.group(2) not in SCALED:
+        return None
+    build, low, high = SCALED[m.group(2)]
+    n = int(m.group(1))
+    if not low <= n <= high:
+        raise TopologyError(f"topology {key!r}: {n} servers out of range (allowed: {low}..{high})")
+    return build(n)
+
 
 def get_topology(name_or_path: str | Path) -> nx.DiGraph:
-    """A validated topology: a preset name (see TOPOLOGY_NAMES) or a .graphml/.toml file path.
+    """A validated topology: a preset name (see TOPOLOGY_NAMES, and SCALED_NAMES with N servers) or a
+    .graphml/.toml file path.
 
     Returns a fresh graph each call, so callers may annotate it freely.
     """
     key = str(name_or_path)
-    if key in PRESETS:
-        G = PRESETS[key]()
+    G = PRESETS[key]() if key in PRESETS else _scaled(key)
+    if G is not None:
         validate_topology(G)
         return G
     if Path(key).suffix.lower() in (".graphml", ".toml") or Path(key).exists():
         return load_topology_file(key)
-    raise TopologyError(f"unknown topology {key!r} (allowed: {', '.join(TOPOLOGY_NAMES)}, "
+    raise TopologyError(f"unknown topology {key!r} (allowed: {', '.join(TOPOLOGY_NAMES + SCALED_NAMES)}, "
                         "or a .graphml/.toml file)")

@@ -10,7 +10,7 @@ import networkx as nx
 from dicesim.errors import TopologyError
 from dicesim.limits import MAX_LINK_BW_BPS, MAX_LINK_LATENCY_S, MAX_WORLD_SIZE
 from dicesim.topology.graph import NODE_KINDS
-from dicesim.topology.routing import all_pairs_routes
+from dicesim.topology.routing import check_routable
 
 
 _UPPER = {"bw_Bps": MAX_LINK_BW_BPS, "latency_s": MAX_LINK_LATENCY_S}
@@ -115,6 +115,6 @@ def validate_topology(G: nx.DiGraph) -> None:
     _check_servers(G, gpus)
     _check_edges(G)
     try:
-        all_pairs_routes(G)
+        check_routable(G)
     except TopologyError as exc:
         raise _fail(G, str(exc).split(": ", 1)[-1]) from None

@@ -1,0 +1,118 @@
+"""One expert-parallel group on the network: its routes, collective latencies and compiled transfers.
+
+The engine keeps one :class:`GroupComm` per simulated group. It turns a (direction, layer,
+token step, skip) collective into the :class:`~dicesim.sim.flowgroup.FlowGroup` of the group's
+row matrix, compiled once per distinct matrix (row matrices get integer ids, so equal
+all-to-alls share one group and the network's plans), and knows which network links the
+group's traffic can touch (what decides whether it is isolated from other groups).
+"""
+
+from __future__ import annotations
+
+import networkx as nx
+import numpy as np
+
+from dicesim.sim.flowgroup import FlowGroup
+from dicesim.sim.nccl import NcclModel, hop_latency_s, route_transports
+from dicesim.sim.network import FlowNetwork
+from dicesim.sim.profile import HardwareProfile
+from dicesim.sim.routing import TokenRouting
+from dicesim.topology import RouteTable
+
+DISPATCH, COMBINE = 0, 1
+
+
+class GroupComm:
+    """Collective data movement of group ``g`` (global ranks ``members``) over ``net``."""
+
+    def __init__(self, g: int, members: tuple[int, ...], table: RouteTable, G: nx.DiGraph, profile: HardwareProfile,
+                 routing: TokenRouting, net: FlowNetwork, row_nbytes: int, *, nccl: NcclModel, library: str):
+        self.g, self.members, self.routing, self.row_nbytes = g, members, routing, row_nbytes
+        self.a2a_lat_s = self.count_lat_s = 0.0  # a one-rank group exchanges nothing
+        if len(members) > 1:
+            self.a2a_lat_s, self.count_lat_s = collective_latencies(
+                G, table.routes.values(), max(table.latency_s.values(), default=0.0), profile, nccl, library)
+        #: [skip] -> [L, T] id of the group's row matrix (equal ids for equal matrices)
+        self.matrix_id = [matrix_ids(routing, members, skip) for skip in (False, True)]
+        #: ids of the links the group's flows cross
+        self.links_L = np.array(sorted({net.link_id(e) for r in table.routes.values() for e in r}), dtype=np.intp)
+        # flow (i, j) of a dispatch carries member i's rows to member j; a combine brings them back
+        self._pairs = [net.pair_flows([table.routes[(a, b) if d == DISPATCH else (b, a)]
+                                       for a in members for b in members]) for d in (DISPATCH, COMBINE)]
+        self._cache: dict[tuple, FlowGroup] = {}
+        #: link id -> its reverse when every combine route is its dispatch route backwards with the
+        #: same capacities and latency sums (then a combine's plan is its dispatch's, mirrored)
+        self.rev_L = _mirror(table, members, net) if self._pairs[DISPATCH].same_latency(self._pairs[COMBINE]) else None
+
+    def flow_group(self, direction: int, layer: int, tok: int, skip: bool) -> FlowGroup:
+        """The transfer of one all-to-all (compiled once per distinct row matrix and direction)."""
+        key = (direction, skip, int(self.matrix_id[skip][layer, tok]))
+        fg = self._cache.get(key)
+        if fg is None:
+            nbytes = self.routing.group_matrix(self.members, layer, tok, skip) * self.row_nbytes
+            nbytes.flat[::nbytes.shape[0] + 1] = 0  # rows a rank keeps for its own experts do not travel
+            fg = self._cache[key] = self._pairs[direction].compile(nbytes.ravel(), self.a2a_lat_s)
+        return fg
+
+    def distinct_groups(self, uses) -> tuple[list[FlowGroup], list[tuple[FlowGroup, FlowGroup]]]:
+        """Every transfer of the ``(skip, layer, tok_step)`` all-to-alls in ``uses``, each distinct one
+        once: the ones to plan, and ``(combine, dispatch)`` mirror pairs (see :attr:`rev_L`)."""
+        seen, plan, mirrors = set(), [], []
+        for skip, layer, tok in uses:
+            mid = (skip, int(self.matrix_id[skip][layer, tok]))
+            if mid not in seen:
+                seen.add(mid)
+                d, c = (self.flow_group(x, layer, tok, skip) for x in (DISPATCH, COMBINE))
+                plan.append(d)
+                if self.rev_L is None:
+                    plan.append(c)
+                else:
+                    mirrors.append((c, d))
+        return plan, mirrors
+
+
+def collective_latencies(G: nx.DiGraph, routes, route_lat_s: float, profile: HardwareProfile, nccl: NcclModel,
+                         library: str) -> tuple[float, float]:
+    """``(all-to-all, count exchange)`` fixed latency of a group whose flows take ``routes`` (edges of
+    ``G``); ``route_lat_s``: the longest route's latency sum, which the latency-bound count exchange
+    pays in full (an all-to-all's flows pay their own route latency in the network).
+
+    The profile's base and link-class terms always apply; NCCL's own terms (its all-to-all
+    latency and the slowest protocol hop) only where NCCL transports carry the routes, so not on
+    CPU/gloo graphs or for ``library = "memcpy"``.
+    """
+    routes = list(routes)
+    cls_lat = max((profile.link_latency(str(G.edges[e].get("link", ""))) for r in routes for e in r), default=0.0)
+    transports = route_transports(G, routes, library)
+    lib_lat = (nccl.a2a_latency_s + hop_latency_s(nccl, transports)) if transports else 0.0
+    return (profile.collective_base_s["all_to_all"] + cls_lat + lib_lat,
+            profile.collective_base_s["count_exchange"] + cls_lat + route_lat_s + lib_lat)
+
+
+def _mirror(table: RouteTable, members: tuple[int, ...], net: FlowNetwork) -> np.ndarray | None:
+    """Link id -> id of the same link backwards, if every route between members is the reverse of
+    the route back and each link's reverse has its capacity; else None."""
+    rev = np.full(len(net.links), -1, dtype=np.intp)
+    for a in members:
+        for b in members:
+            if a == b:
+                continue
+            there, back = table.routes[(a, b)], table.routes[(b, a)]
+            if tuple((v, u) for u, v in reversed(there)) != back:
+                return None
+            for u, v in there:
+                rev[net.link_id((u, v))] = net.link_id((v, u))
+    used = np.flatnonzero(rev >= 0)
+    if not np.array_equal(net.capacities_L[used], net.capacities_L[rev[used]]):
+        return None
+    return rev
+
+
+def matrix_ids(routing: TokenRouting, members: tuple[int, ...], skip: bool) -> np.ndarray:
+    """``[L, T]`` ids, equal where the group's row matrix is equal (shares compiled flow groups)."""
+    full = np.ascontiguousarray(routing.send_rows_LTWS(skip)[:, :, list(members), :])
+    L, T = full.shape[:2]
+    flat = full.reshape(L * T, -1)
+    rows = flat.view(np.dtype((np.void, flat.dtype.itemsize * flat.shape[1]))).ravel()  # one key per matrix
+    _, inv = np.unique(rows, return_inverse=True)
+    return inv.reshape(L, T)

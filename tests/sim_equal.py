@@ -1,0 +1,30 @@
+"""Shared check for the exact shortcuts (folding, window reuse): two results are the same run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+TABLES = ("per_step", "per_rank", "lags", "token_lags", "buffers", "links")
+
+
+def assert_same_run(a, b, rtol: float = 1e-9, atol: float = 1e-15) -> None:
+    """Every headline number and every table of ``a`` and ``b`` agree (``rtol``); exact shortcuts
+    may only differ by float round-off of absolute times."""
+    assert a.totals.keys() == b.totals.keys()
+    for k, v in a.totals.items():
+        assert np.isclose(v, b.totals[k], rtol=rtol, atol=atol), (k, v, b.totals[k])
+    for name in TABLES:
+        x, y = getattr(a, name), getattr(b, name)
+        assert list(x.columns) == list(y.columns) and len(x) == len(y), name
+        for col in x.columns:
+            if pd.api.types.is_numeric_dtype(x[col]):
+                assert np.allclose(x[col].to_numpy(float), y[col].to_numpy(float), rtol=rtol, atol=atol,
+                                   equal_nan=True), (name, col)
+            else:
+                assert (x[col].to_numpy() == y[col].to_numpy()).all(), (name, col)
+
+
+def sorted_events(ev: pd.DataFrame) -> pd.DataFrame:
+    """Events in a canonical row order (folded traces list the copies after the originals)."""
+    return ev.sort_values(list(ev.columns), kind="stable").reset_index(drop=True)
