@@ -137,11 +137,20 @@ def _same(ref: pd.DataFrame, prim: str | None) -> str:
 def _deep_note(part: pd.DataFrame) -> str:
     if "sync_layers" not in part.columns:
         return ""
-    deep = sorted(part.loc[part["sync_layers"].astype(str) == "deep", "strategy"].unique())
-    if not deep:
+    deep = part[part["sync_layers"].astype(str) == "deep"]
+    if deep.empty:
         return ""
-    return (f" {', '.join(deep)} keep the deep half of the layers synchronous, so they hide only the other "
-            "half's all-to-alls and recover less of that share than the fully asynchronous schemes.")
+    cond = deep["cond_interval"] > 1 if "cond_interval" in deep.columns else pd.Series(False, index=deep.index)
+    plain, skipping = sorted(deep.loc[~cond, "strategy"].unique()), sorted(deep.loc[cond, "strategy"].unique())
+    note = ""
+    if plain:
+        note += (f" {', '.join(plain)} keep the deep half of the layers synchronous, so they hide only the other "
+                 "half's all-to-alls.")
+    if skipping:
+        note += (f" {', '.join(skipping)} keep the deep half synchronous too, but on skip steps every layer sends one "
+                 "copy per token and its experts run half the rows (conditional communication): that cuts the "
+                 "synchronous layers' traffic and the expert work as well.")
+    return note
 
 
 def _secondary(part: pd.DataFrame, prim: str, sec: str) -> str:
