@@ -123,6 +123,7 @@ def read_parquet(path: str | Path) -> tuple[pd.DataFrame, TraceMeta]:
             raise TraceError(path, f"column {c!r} has Arrow type {have}, expected {want}")
     try:
         table = pq.read_table(str(path), columns=list(COLUMNS))
+        table.validate(full=True)  # string pages are not checked for UTF-8 until pandas converts them
     except (pa.ArrowException, OSError) as exc:
         raise TraceError(path, f"corrupt Parquet data: {_arrow_problem(exc)}") from None
     if table.num_rows and any(table.column(c).null_count for c in COLUMNS):
