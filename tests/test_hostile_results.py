@@ -4,11 +4,14 @@ fuzzing found in older readers (each case is a class of docs/fuzzing.md, made sm
 
 from __future__ import annotations
 
+import gzip
 import json
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
+from dicesim.cli import main
 from dicesim.trace import read_trace, write_trace
 from fuzz_cases import EXEC_TRACE
 from test_hostile_inputs import _err
@@ -46,3 +49,93 @@ def test_invalid_utf8_in_a_parquet_trace(tmp_path, capsys):
     i = table.schema.get_field_index("name")
     pq.write_table(table.set_column(i, "name", _bad_utf8(table.num_rows)), path)
     assert "corrupt Parquet data" in _err(capsys, ["check", str(path)])
+
+
+# --- result files ----------------------------------------------------------------------------
+@pytest.mark.parametrize("edit, needle", [
+    (lambda s: s["step_latency_s"].__setitem__(1, None), "executor summary.step_latency_s.1: Input should be a valid number"),
+    (lambda s: s.__setitem__("step_latency_s", [{}]), "executor summary.step_latency_s.0"),
+    (lambda s: s.__setitem__("exposed_comm_s_per_rank", [[0.1], [0.1, 0.2]]), "one value per step (6)"),
+    (lambda s: s.__setitem__("steps", [6]), "executor summary.steps"),
+])
+def test_executor_summary_is_typed(tmp_path, capsys, edit, needle):
+    doc = _exec_doc()
+    edit(doc["otherData"]["extra"]["summary"])
+    out = tmp_path / "t.csv"
+    assert needle in _err(capsys, ["results", "table", _write(tmp_path, "x.trace.json", doc), "--out", str(out)])
+    assert not out.exists()
+
+
+def test_trace_metadata_of_the_wrong_type(tmp_path, capsys):
+    doc = _exec_doc()
+    doc["otherData"] = [1]
+    assert "trace metadata is a list" in _err(capsys, ["results", "table", _write(tmp_path, "o.trace.json", doc)])
+
+
+@pytest.mark.parametrize("text, needle", [("1e999", "inf is not a finite number"), ("NaN", "not a JSON number"),
+                                           ("[" * 100 + "]" * 100, "nested deeper than 32")])
+def test_result_json_numbers_and_nesting(tmp_path, capsys, text, needle):
+    f = tmp_path / "r.json"
+    f.write_text('{"schema": "dicesim-result/1", "step_latency_s": ' + text + "}")
+    assert needle in _err(capsys, ["results", "table", str(f)])
+
+
+def test_gzipped_trace_is_a_result_file(tmp_path, capsys):
+    f = tmp_path / "g.trace.json.gz"
+    f.write_bytes(gzip.compress(EXEC_TRACE.read_bytes()))
+    assert main(["results", "table", str(f), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["source"] == "executor"
+
+
+# --- result tables ---------------------------------------------------------------------------
+@pytest.fixture
+def table(tmp_path, capsys):
+    path = tmp_path / "t.parquet"
+    assert main(["results", "table", str(EXEC_TRACE), "--out", str(path)]) == 0
+    capsys.readouterr()
+    return path
+
+
+def _report(capsys, path, code=2):
+    out = path.with_suffix(".html")
+    line = _err(capsys, ["results", "report", str(path), "--out", str(out)]) if code == 2 else None
+    assert not out.exists()
+    return line
+
+
+def test_table_with_invalid_utf8(table, capsys):
+    t = pq.read_table(table)
+    pq.write_table(t.set_column(t.schema.get_field_index("label"), "label", _bad_utf8(t.num_rows)), table)
+    assert "not a readable Parquet table" in _report(capsys, table)
+
+
+@pytest.mark.parametrize("column, values, needle", [
+    ("step_latency_s", ["x"], "column 'step_latency_s': holds 'x' (allowed: numbers"),
+    ("step_latency_s", [float("inf")], "column 'step_latency_s': holds an infinite value"),
+    ("batch", [True], "column 'batch': holds 'True'"),
+    ("status", [1.5], "column 'status': holds '1.5' (allowed: text)"),
+    ("label", [[1, 2]], "column 'label': holds list<element: int64> values"),
+])
+def test_table_columns_are_typed(table, capsys, column, values, needle):
+    t = pq.read_table(table)
+    arr = pa.array(values)
+    i = t.schema.get_field_index(column)
+    t = t.set_column(i, column, arr) if i >= 0 else t.append_column(column, arr)
+    pq.write_table(t, table)
+    assert needle in _report(capsys, table)
+
+
+def test_table_pandas_metadata_is_not_trusted(table, capsys):
+    t = pq.read_table(table)
+    md = dict(t.schema.metadata)
+    pandas_md = json.loads(md[b"pandas"])
+    pandas_md["columns"][0]["name"] = 7  # pandas named the column 7: the explorer called 7.endswith
+    md[b"pandas"] = json.dumps(pandas_md).encode()
+    pq.write_table(t.replace_schema_metadata(md), table)
+    assert main(["results", "report", str(table), "--out", str(table.with_suffix(".html"))]) == 0
+
+
+def test_csv_table_with_text_in_a_metric(tmp_path, capsys):
+    f = tmp_path / "t.csv"
+    f.write_text("strategy,step_latency_s,weighted_lag_steps\ndice,0.1,0.5\nsync,fast,0\n")
+    assert "column 'step_latency_s': holds 'fast'" in _report(capsys, f)
