@@ -139,3 +139,20 @@ def test_csv_table_with_text_in_a_metric(tmp_path, capsys):
     f = tmp_path / "t.csv"
     f.write_text("strategy,step_latency_s,weighted_lag_steps\ndice,0.1,0.5\nsync,fast,0\n")
     assert "column 'step_latency_s': holds 'fast'" in _report(capsys, f)
+
+
+# --- study files ---------------------------------------------------------------------------
+@pytest.mark.parametrize("text, needle", [
+    ("", "s.toml: [study]: is required"),
+    ("[study]\nsteps = 1000000\n", "s.toml: study.steps: Input should be less than or equal to 10000"),
+    ("[study]\nbatches = [0]\n", "study.batches.0: Input should be greater than or equal to 1"),
+    ("[study]\nbase = 3\n", "study.base: unknown key"),
+    ("[study]\nmodels = ['tiny']\ntopologies = ['4x-l40s-pcie']\nbatches = " + str(list(range(1, 2001))) + "\nimage_sizes = "
+     + str(list(range(32, 132))) + "\n", "configurations, more than the 100,000 a study may hold"),
+])
+def test_study_file_fields(tmp_path, capsys, text, needle):
+    f = tmp_path / "s.toml"
+    f.write_text(text)
+    out = tmp_path / "out"
+    assert needle in _err(capsys, ["study", str(f), "--out", str(out), "--workers", "0"])
+    assert not out.exists()
