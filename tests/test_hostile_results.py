@@ -13,7 +13,7 @@ import pytest
 
 from dicesim.cli import main
 from dicesim.trace import read_trace, write_trace
-from fuzz_cases import EXEC_TRACE
+from fuzz_cases import EXEC_TRACE, ROOT
 from test_hostile_inputs import _err
 
 
@@ -156,3 +156,19 @@ def test_study_file_fields(tmp_path, capsys, text, needle):
     out = tmp_path / "out"
     assert needle in _err(capsys, ["study", str(f), "--out", str(out), "--workers", "0"])
     assert not out.exists()
+    if text:  # `check` tells a study by its [study] table: an empty file is an (empty) scenario to it
+        assert needle in _err(capsys, ["check", str(f)])
+
+
+# --- check knows every kind ------------------------------------------------------------------
+def test_check_recognises_each_kind(tmp_path, capsys, table):
+    study = tmp_path / "s.toml"
+    study.write_text('[study]\nmodels = ["tiny"]\ntopologies = ["4x-l40s-pcie"]\nbatches = [1, 2]\n')
+    result = tmp_path / "r.json"
+    assert main(["results", "table", str(EXEC_TRACE), "--json"]) == 0
+    result.write_text(capsys.readouterr().out)
+    paths = [ROOT / "traces/published/nvswitch.toml", ROOT / "traces/acceptance/dice-paper.toml", study, result, table,
+             EXEC_TRACE]
+    assert main(["check", *map(str, paths)]) == 0
+    kinds = [line.split(": ", 1)[1].split(":")[0] for line in capsys.readouterr().out.splitlines()]
+    assert kinds == ["published set", "acceptance set", "study", "result", "result table", "trace"]

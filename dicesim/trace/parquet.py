@@ -78,6 +78,19 @@ def read_parquet_meta(path: str | Path) -> TraceMeta:
     return _meta_from_schema(schema, path)
 
 
+def is_trace_parquet(path: str | Path) -> bool:
+    """Whether a Parquet file carries a trace's schema version (only its footer is read). A
+    file that cannot be read counts as a trace, so that the trace reader says what is wrong."""
+    path = Path(path)
+    try:
+        if path.stat().st_size > MAX_PARQUET_BYTES:
+            return True
+        md = pq.read_schema(str(path)).metadata or {}
+    except (pa.ArrowException, OSError):
+        return True
+    return _VERSION_KEY in md
+
+
 def _meta_from_schema(schema: pa.Schema, path: Path) -> TraceMeta:
     md = schema.metadata or {}
     version = md.get(_VERSION_KEY)
