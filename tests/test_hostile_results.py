@@ -13,7 +13,7 @@ import pytest
 
 from dicesim.cli import main
 from dicesim.trace import read_trace, write_trace
-from fuzz_cases import EXEC_TRACE, ROOT
+from fuzz_cases import ACCEPTANCE, EXEC_TRACE, PUBLISHED
 from test_hostile_inputs import _err
 
 
@@ -167,8 +167,7 @@ def test_check_recognises_each_kind(tmp_path, capsys, table):
     result = tmp_path / "r.json"
     assert main(["results", "table", str(EXEC_TRACE), "--json"]) == 0
     result.write_text(capsys.readouterr().out)
-    paths = [ROOT / "traces/published/nvswitch.toml", ROOT / "traces/acceptance/dice-paper.toml", study, result, table,
-             EXEC_TRACE]
+    paths = [PUBLISHED, ACCEPTANCE, study, result, table, EXEC_TRACE]
     assert main(["check", *map(str, paths)]) == 0
     kinds = [line.split(": ", 1)[1].split(":")[0] for line in capsys.readouterr().out.splitlines()]
     assert kinds == ["published set", "acceptance set", "study", "result", "result table", "trace"]
