@@ -65,6 +65,7 @@ def make_seeds(d: Path) -> Path:
     make_checkpoint(d / "tiny.pt")
     shutil.copy(DIGITS_CHECKPOINT, d / "digits.pt")
     shutil.copy(PUBLISHED, d / "published.toml")
+    shutil.copy(ROOT / "docs" / "accuracy.md", d / "accuracy.md")
     (d / "acceptance.toml").write_text(tomli_w.dumps(tiny_acceptance(tomllib.loads(ACCEPTANCE.read_text()))))
     (d / "study.toml").write_text(tomli_w.dumps({"study": {
         "name": "fuzz", "models": ["tiny"], "topologies": ["4x-l40s-pcie"], "world_sizes": [4], "batches": [1, 2],
@@ -226,6 +227,9 @@ READERS: tuple[Reader, ...] = (
            lambda f, o: ["results", "report", str(f), "--out", str(o)], writes=True, out="report.html"),
     Reader("table-csv", "table.csv", "csv",
            lambda f, o: ["results", "report", str(f), "--out", str(o)], writes=True, out="report.html"),
+    # the page `--out` rewrites is read too: its other writers' marked sections are kept
+    Reader("accuracy-page", "accuracy.md", "bytes",
+           lambda f, o: ["accuracy", "--published", str(PUBLISHED), "--out", str(f), "--json"]),
     Reader("check-published", "published.toml", "toml", _check),
     Reader("check-acceptance", "acceptance.toml", "toml", _check),
     Reader("check-study", "study.toml", "toml", _check),

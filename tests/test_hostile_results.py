@@ -160,6 +160,14 @@ def test_study_file_fields(tmp_path, capsys, text, needle):
         assert needle in _err(capsys, ["check", str(f)])
 
 
+def test_page_that_out_rewrites_must_be_text(tmp_path, capsys):
+    page = tmp_path / "accuracy.md"
+    page.write_bytes(b"<!-- published:begin -->\xac\x00")
+    line = _err(capsys, ["accuracy", "--published", str(PUBLISHED), "--out", str(page)])
+    assert "not a UTF-8 text page (byte 0xac at offset 24)" in line
+    assert page.read_bytes() == b"<!-- published:begin -->\xac\x00"
+
+
 # --- check knows every kind ------------------------------------------------------------------
 def test_check_recognises_each_kind(tmp_path, capsys, table):
     study = tmp_path / "s.toml"
