@@ -111,6 +111,8 @@ def _read_parquet(p: Path, fail: Any) -> pd.DataFrame:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from dicesim.trace.parquet import PARQUET_ERRORS
+
     try:
         footer = pq.read_metadata(str(p))
         if footer.num_rows > MAX_RESULT_TABLE_ROWS:
@@ -122,7 +124,7 @@ def _read_parquet(p: Path, fail: Any) -> pd.DataFrame:
                        f"{human_bytes(MAX_PARQUET_UNCOMPRESSED_BYTES)} limit (see docs/limits.md)")
         table = pq.read_table(str(p))
         table.validate(full=True)  # string pages are not checked for UTF-8 until they are converted
-    except (pa.ArrowException, OSError) as exc:
+    except PARQUET_ERRORS as exc:
         raise fail(f"not a readable Parquet table: {' '.join(str(exc).split())[:200]}") from None
     flat = (pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean, pa.types.is_string,
             pa.types.is_large_string, pa.types.is_null, pa.types.is_dictionary)

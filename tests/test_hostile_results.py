@@ -51,6 +51,15 @@ def test_invalid_utf8_in_a_parquet_trace(tmp_path, capsys):
     assert "corrupt Parquet data" in _err(capsys, ["check", str(path)])
 
 
+@pytest.mark.parametrize("argv", [["check"], ["results", "report"]])
+def test_column_name_not_utf8_in_a_parquet_footer(tmp_path, capsys, argv):
+    f = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"step_latency_s": [0.1]}), f, store_schema=False)
+    f.write_bytes(f.read_bytes().replace(b"step_latency_s", b"\x84tep_latency_s"))
+    line = _err(capsys, [*argv, str(f)])
+    assert "t.parquet: " in line and "can't decode byte 0x84" in line
+
+
 # --- result files ----------------------------------------------------------------------------
 @pytest.mark.parametrize("edit, needle", [
     (lambda s: s["step_latency_s"].__setitem__(1, None), "executor summary.step_latency_s.1: Input should be a valid number"),

@@ -21,6 +21,9 @@ from dicesim.trace.schema import (
     COLUMNS, DTYPES, SCHEMA_VERSION, TraceMeta, check_schema_version, coerce_events, validate_events,
 )
 
+#: what pyarrow raises on a corrupt file: a footer whose names or metadata are not UTF-8
+#: raises UnicodeDecodeError, not an ArrowException
+PARQUET_ERRORS = (pa.ArrowException, OSError, UnicodeDecodeError)
 _META_KEY = b"dicesim.meta"
 _VERSION_KEY = b"dicesim.schema_version"
 _MAGIC = b"PAR1"
@@ -73,7 +76,7 @@ def read_parquet_meta(path: str | Path) -> TraceMeta:
     check_file_size(path, MAX_PARQUET_BYTES, lambda problem: TraceError(path, problem), what="Parquet trace")
     try:
         schema = pq.read_schema(str(path))
-    except (pa.ArrowException, OSError) as exc:
+    except PARQUET_ERRORS as exc:
         raise TraceError(path, f"corrupt Parquet footer: {_arrow_problem(exc)}") from None
     return _meta_from_schema(schema, path)
 
@@ -86,7 +89,7 @@ def is_trace_parquet(path: str | Path) -> bool:
         if path.stat().st_size > MAX_PARQUET_BYTES:
             return True
         md = pq.read_schema(str(path)).metadata or {}
-    except (pa.ArrowException, OSError):
+    except PARQUET_ERRORS:
         return True
     return _VERSION_KEY in md
 
@@ -123,7 +126,7 @@ def read_parquet(path: str | Path) -> tuple[pd.DataFrame, TraceMeta]:
     meta = read_parquet_meta(path)
     try:
         footer = pq.read_metadata(str(path))
-    except (pa.ArrowException, OSError) as exc:
+    except PARQUET_ERRORS as exc:
         raise TraceError(path, f"corrupt Parquet footer: {_arrow_problem(exc)}") from None
     _check_size(path, footer)
     schema = footer.schema.to_arrow_schema()
@@ -137,7 +140,7 @@ def read_parquet(path: str | Path) -> tuple[pd.DataFrame, TraceMeta]:
     try:
         table = pq.read_table(str(path), columns=list(COLUMNS))
         table.validate(full=True)  # string pages are not checked for UTF-8 until pandas converts them
-    except (pa.ArrowException, OSError) as exc:
+    except PARQUET_ERRORS as exc:
         raise TraceError(path, f"corrupt Parquet data: {_arrow_problem(exc)}") from None
     if table.num_rows and any(table.column(c).null_count for c in COLUMNS):
         bad = next(c for c in COLUMNS if table.column(c).null_count)
