@@ -285,9 +285,10 @@ def out_path(reader: Reader, work: Path) -> Path:
 
 
 def command_line(reader: Reader) -> str:
-    """The reader's command for tables, with the tiny scenario's flags shortened to ``...``."""
+    """The reader's command for tables, with the tiny scenario's flags shortened to ``...`` and
+    committed files named from the repository root."""
     argv = " ".join(reader.argv(Path("FILE"), Path("OUT")))
-    return argv.replace(" ".join(TINY), "...")
+    return argv.replace(" ".join(TINY), "...").replace(f"{ROOT}/", "")
 
 
 def try_input(reader: Reader, data: bytes, work: Path) -> tuple[Outcome, str | None]:
