@@ -21,7 +21,7 @@ import pandas as pd
 from pydantic import ValidationError
 
 from dicesim.errors import ConfigError, DicesimError, config_error_from_pydantic
-from dicesim.inputs import check_data, check_file_size, load_json_file
+from dicesim.inputs import Fail, check_data, check_file_size, load_json_file
 from dicesim.limits import (
     MAX_JSON_TRACE_BYTES, MAX_PARQUET_UNCOMPRESSED_BYTES, MAX_RESULT_TABLE_BYTES, MAX_RESULT_TABLE_ROWS, human_bytes,
 )
@@ -102,12 +102,16 @@ def load_result_table(path: str | Path) -> pd.DataFrame:
         raise ConfigError(p.name, f"unknown table format {p.suffix!r}", TABLE_FORMATS)
     check_file_size(p, MAX_RESULT_TABLE_BYTES, fail, what="result table")
     df = _read_parquet(p, fail) if p.suffix == ".parquet" else _read_csv(p, fail)
-    if len(df) > MAX_RESULT_TABLE_ROWS:
-        raise fail(f"{len(df):,} rows, more than the {MAX_RESULT_TABLE_ROWS:,} a table may hold (see docs/limits.md)")
+    _check_rows(len(df), fail)
     return _typed(rename_legacy_columns(df), p.name)
 
 
-def _read_parquet(p: Path, fail: Any) -> pd.DataFrame:
+def _check_rows(rows: int, fail: Fail) -> None:
+    if rows > MAX_RESULT_TABLE_ROWS:
+        raise fail(f"{rows:,} rows, more than the {MAX_RESULT_TABLE_ROWS:,} a table may hold (see docs/limits.md)")
+
+
+def _read_parquet(p: Path, fail: Fail) -> pd.DataFrame:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -115,9 +119,7 @@ def _read_parquet(p: Path, fail: Any) -> pd.DataFrame:
 
     try:
         footer = pq.read_metadata(str(p))
-        if footer.num_rows > MAX_RESULT_TABLE_ROWS:
-            raise fail(f"{footer.num_rows:,} rows, more than the {MAX_RESULT_TABLE_ROWS:,} a table may hold "
-                       "(see docs/limits.md)")
+        _check_rows(footer.num_rows, fail)  # before any page is read
         unpacked = sum(footer.row_group(i).total_byte_size for i in range(footer.num_row_groups))
         if unpacked > MAX_PARQUET_UNCOMPRESSED_BYTES:
             raise fail(f"row groups unpack to {human_bytes(unpacked)}, more than the "
@@ -139,7 +141,7 @@ def _read_parquet(p: Path, fail: Any) -> pd.DataFrame:
     return table.to_pandas(ignore_metadata=True)
 
 
-def _read_csv(p: Path, fail: Any) -> pd.DataFrame:
+def _read_csv(p: Path, fail: Fail) -> pd.DataFrame:
     try:
         return pd.read_csv(p, encoding="utf-8")
     except (ValueError, OSError, csv.Error) as exc:  # pandas' ParserError and EmptyDataError are ValueErrors

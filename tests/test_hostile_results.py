@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import json
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -142,6 +143,17 @@ def test_table_pandas_metadata_is_not_trusted(table, capsys):
     md[b"pandas"] = json.dumps(pandas_md).encode()
     pq.write_table(t.replace_schema_metadata(md), table)
     assert main(["results", "report", str(table), "--out", str(table.with_suffix(".html"))]) == 0
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_table_row_limit(tmp_path, capsys, monkeypatch, suffix):
+    import dicesim.result_files as result_files
+
+    monkeypatch.setattr(result_files, "MAX_RESULT_TABLE_ROWS", 2)
+    f = tmp_path / f"t{suffix}"
+    df = pd.DataFrame({"strategy": ["a", "b", "c"], "step_latency_s": [0.1, 0.2, 0.3]})
+    df.to_parquet(f) if suffix == ".parquet" else df.to_csv(f, index=False)
+    assert "3 rows, more than the 2 a table may hold" in _report(capsys, f)
 
 
 def test_csv_table_with_text_in_a_metric(tmp_path, capsys):
