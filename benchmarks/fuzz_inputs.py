@@ -1,6 +1,6 @@
 """Long hostile-input fuzzing of every reader: many more examples than CI, plus real subprocesses.
 
-Uses the mutators and readers of tests/fuzz_cases.py. In-process mode drives the CLI entry
+Uses the readers of tests/fuzz_cases.py (mutations: tests/fuzz_mutate.py). In-process mode drives the CLI entry
 function; subprocess mode runs ``python -m dicesim`` / ``python -m validate`` per input and
 checks the real exit code and stderr. Prints a Markdown summary (inputs tried, exit codes,
 findings per reader) and, with ``--write docs/fuzzing.md``, replaces the results section of

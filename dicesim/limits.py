@@ -71,6 +71,11 @@ MAX_RECORDED_EVENTS = 20_000_000
 EVENTS_PER_RANK_STEP_LAYER = 20
 #: configurations of one sweep
 MAX_SWEEP_POINTS = 100_000
+#: result tables given to `results report` or `check` (Parquet or CSV): bytes on disk and rows.
+#: The largest table a command writes is a sweep's, one row per configuration; its HTML
+#: explorer embeds every row, so a larger table would make a page no browser opens
+MAX_RESULT_TABLE_BYTES = 256 * MiB
+MAX_RESULT_TABLE_ROWS = MAX_SWEEP_POINTS
 #: local worker processes of a sweep or comparison (each holds a simulation in memory)
 MAX_LOCAL_WORKERS = 256
 #: local executor ranks (each is a process on this machine)

@@ -13,7 +13,7 @@ run land in one table (:func:`results_frame`) and one plot. Definitions (docs/re
 
 Older documents (the simulator's ``mean_lag``/``weighted_lag``, the executor's
 ``mean_step_latency_s``/``peak_held_nbytes`` and its per-step ``step_latency_s`` list) are
-still read: :func:`load_results` maps them onto the schema.
+still read: :func:`dicesim.result_files.load_results` maps them onto the schema.
 """
 
 from __future__ import annotations
@@ -22,14 +22,14 @@ import json
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from dicesim.errors import ConfigError, config_error_from_pydantic
+from dicesim.errors import config_error_from_pydantic
+from dicesim.limits import MAX_STEPS, MAX_WORLD_SIZE
 
 if TYPE_CHECKING:
     from dicesim.scenario import Scenario
@@ -199,15 +199,38 @@ def result_from_sim(scenario: Scenario, summary: dict[str, Any], per_step: pd.Da
         **metrics, **lists, extra=_finite(kept))
 
 
-def result_from_executor(summary: dict[str, Any]) -> RunResult:
-    """The record of one executed run from :func:`validate.summary.summarize`'s dict (any version)."""
-    s = dict(summary)
-    lat = [float(v) for v in s.pop("step_latency_s")]
-    exposed_max = [float(v) for v in s.pop("exposed_comm_s", [])]
-    per_rank = s.pop("exposed_comm_s_per_rank", None)
+class ExecutorTimes(BaseModel):
+    """The per-step lists of an executor summary that its record is computed from."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", allow_inf_nan=False)
+
+    step_latency_s: list[Annotated[float, Field(ge=0)]] = Field(min_length=1, max_length=MAX_STEPS)
+    exposed_comm_s: list[Annotated[float, Field(ge=0)]] = Field(default_factory=list, max_length=MAX_STEPS)
+    exposed_comm_s_per_rank: Optional[list[list[Annotated[float, Field(ge=0)]]]] = Field(
+        None, max_length=MAX_WORLD_SIZE)
+    steps: Optional[int] = Field(None, ge=1, le=MAX_STEPS)
+
+    @field_validator("exposed_comm_s_per_rank")
+    @classmethod
+    def _one_value_per_step(cls, rows: Optional[list[list[float]]], info: ValidationInfo) -> Optional[list[list[float]]]:
+        steps = len(info.data.get("step_latency_s", ()))
+        if rows and any(len(r) != steps for r in rows):
+            raise ValueError(f"needs one list per rank with one value per step ({steps})")
+        return rows
+
+
+def result_from_executor(summary: dict[str, Any], *, where: str = "executor summary") -> RunResult:
+    """The record of one executed run from :func:`validate.summary.summarize`'s dict (any version);
+    ``where`` starts the one-line error that a summary not fitting the schema raises."""
+    try:
+        times = ExecutorTimes(**summary)
+    except ValidationError as exc:
+        raise config_error_from_pydantic(exc, where) from None
+    s = {k: v for k, v in summary.items() if k not in ExecutorTimes.model_fields or k == "steps"}
+    lat, per_rank = times.step_latency_s, times.exposed_comm_s_per_rank
     # mean over ranks, as the simulator counts; summaries from before the per-rank lists have the max
-    exposed = np.mean(np.asarray(per_rank, dtype=float), axis=0).tolist() if per_rank else exposed_max
-    steps = int(s.get("steps", len(lat)))
+    exposed = np.mean(np.asarray(per_rank, dtype=float), axis=0).tolist() if per_rank else times.exposed_comm_s
+    steps = times.steps or len(lat)
     renamed = {_LEGACY_EXECUTOR.get(k, k): v for k, v in s.items()}
     fields = {k: renamed.pop(k) for k in list(renamed) if k in RunResult.model_fields and k not in METRIC_NAMES}
     metrics = {k: renamed.pop(k) for k in list(renamed) if k in METRIC_NAMES}
@@ -222,52 +245,7 @@ def result_from_executor(summary: dict[str, Any]) -> RunResult:
         return RunResult(source="executor", **fields, **metrics, per_step_latency_s=lat,
                          per_step_exposed_comm_s=exposed, extra=_finite(renamed))
     except ValidationError as exc:
-        raise config_error_from_pydantic(exc, "executor summary") from None
-
-
-def _from_document(doc: Any, where: str) -> list[RunResult]:
-    """Every run in one parsed JSON document (schema record, legacy summary, compare output)."""
-    if not isinstance(doc, dict):
-        raise ConfigError(where, f"expected a JSON object, got {type(doc).__name__}")
-    if doc.get("schema") == RESULT_SCHEMA:
-        try:
-            return [RunResult(**doc)]
-        except ValidationError as exc:
-            raise config_error_from_pydantic(exc, where) from None
-    if "schema" in doc:
-        raise ConfigError(f"{where}: schema", f"unknown result schema {doc['schema']!r}", (RESULT_SCHEMA,))
-    if "traceEvents" in doc:  # a Chrome trace: its metadata carries the run's result
-        return _from_trace_meta(doc.get("otherData") or {}, where)
-    if isinstance(doc.get("step_latency_s"), list):
-        return [result_from_executor(doc)]
-    raise ConfigError(where, "not a dicesim result: no 'schema' key and no executor summary "
-                             "(write it with `dicesim simulate --json` or `python -m validate run --json`)")
-
-
-def _from_trace_meta(meta: dict, where: str) -> list[RunResult]:
-    extra = meta.get("extra") or {}
-    if isinstance(extra.get("result"), dict):
-        return _from_document(extra["result"], where)
-    if isinstance(extra.get("summary"), dict):
-        return [result_from_executor(extra["summary"])]
-    raise ConfigError(where, "trace metadata carries no run result (traces from before the result schema)")
-
-
-def load_results(path: str | Path) -> list[RunResult]:
-    """The runs in a result file: a ``.json`` record, an executor summary or a trace file."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(p.name, f"result file not found: {p}")
-    if p.name.endswith(".events.parquet"):
-        from dicesim.trace import read_trace
-
-        _, meta = read_trace(p)
-        return _from_trace_meta(meta.to_dict(), p.name)
-    try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(p.name, f"not valid JSON: {' '.join(str(exc).split())}") from None
-    return _from_document(doc, p.name)
+        raise config_error_from_pydantic(exc, where) from None
 
 
 def results_frame(results: Iterable[RunResult]) -> pd.DataFrame:

@@ -75,7 +75,10 @@ class StrategyConfig(BaseModel):
     @classmethod
     def _layers_tuple(cls, v: object) -> object:
         if isinstance(v, (list, set, frozenset)):
-            return tuple(sorted(int(x) for x in v))
+            try:
+                return tuple(sorted(int(x) for x in v))
+            except (TypeError, ValueError, OverflowError):
+                return tuple(v)  # not layer indices: the field's validation names the bad item
         return v
 
     @property

@@ -14,13 +14,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from dicesim.compare import headline_metrics, predicted_quality
 from dicesim.errors import ConfigError, config_error_from_pydantic
+from dicesim.limits import MAX_BATCH, MAX_IMAGE_PX, MAX_STEPS, MAX_SWEEP_POINTS, MAX_WORLD_SIZE
 from dicesim.scenario import Scenario, make_scenario
 from dicesim.strategy import COMPARE_DEFAULT, make_strategy
 from dicesim.sweep import SweepOutcome, run_points
@@ -42,19 +43,17 @@ class StudyConfig(BaseModel):
     name: str = "default"
     models: tuple[str, ...] = Field(("XL/2", "G/2"), min_length=1)
     topologies: tuple[str, ...] = Field(DEFAULT_TOPOLOGIES, min_length=1)
-    world_sizes: tuple[int, ...] = ()
-    batches: tuple[int, ...] = Field((8, 16, 32), min_length=1)
-    image_sizes: tuple[int, ...] = Field((256,), min_length=1)
+    world_sizes: tuple[Annotated[int, Field(ge=1, le=MAX_WORLD_SIZE)], ...] = ()
+    batches: tuple[Annotated[int, Field(ge=1, le=MAX_BATCH)], ...] = Field((8, 16, 32), min_length=1)
+    image_sizes: tuple[Annotated[int, Field(ge=1, le=MAX_IMAGE_PX)], ...] = Field((256,), min_length=1)
     strategies: tuple[str, ...] = Field(COMPARE_DEFAULT, min_length=1)
-    steps: int = Field(50, ge=1)
+    steps: int = Field(50, ge=1, le=MAX_STEPS)
     placement: Literal["contiguous", "strided"] = "contiguous"
-    chunk_size: int = Field(8, ge=1)
+    chunk_size: int = Field(8, ge=1, le=MAX_SWEEP_POINTS)
 
     @field_validator("world_sizes", "batches", "image_sizes")
     @classmethod
-    def _positive(cls, v: tuple[int, ...]) -> tuple[int, ...]:
-        if any(x < 1 for x in v):
-            raise ValueError("values must be >= 1")
+    def _unique_sizes(cls, v: tuple[int, ...]) -> tuple[int, ...]:
         return tuple(dict.fromkeys(v))
 
     @field_validator("models", "topologies", "strategies")
@@ -77,7 +76,7 @@ DEFAULT_STUDY = StudyConfig()
 _ALLOWED = {"placement": ("contiguous", "strided"), "__keys__": tuple(StudyConfig.model_fields)}
 
 
-def make_study(base: StudyConfig | None = None, **overrides: Any) -> StudyConfig:
+def make_study(base: StudyConfig | None = None, /, **overrides: Any) -> StudyConfig:
     """``base`` (default: :data:`DEFAULT_STUDY`) with the given fields replaced, validated."""
     fields = (base or DEFAULT_STUDY).model_dump()
     fields.update({k: v for k, v in overrides.items() if v is not None})
@@ -89,6 +88,10 @@ def make_study(base: StudyConfig | None = None, **overrides: Any) -> StudyConfig
     if len(axes) > 2:
         raise ConfigError("study", f"varies {len(axes)} axes ({', '.join(axes)}); a study varies at most two",
                           STUDY_AXES)
+    size = study_size(study)
+    if size > MAX_SWEEP_POINTS:
+        raise ConfigError("study", f"{size:,} configurations, more than the {MAX_SWEEP_POINTS:,} a study may hold; "
+                                   "split it into several studies", "see docs/limits.md")
     for name in study.all_strategies():
         make_strategy(name)
     for model in study.models:
@@ -97,14 +100,28 @@ def make_study(base: StudyConfig | None = None, **overrides: Any) -> StudyConfig
 
 
 def load_study(path: str | Path) -> StudyConfig:
-    """A study TOML file: one ``[study]`` table with :class:`StudyConfig`'s fields."""
+    """A study TOML file: one ``[study]`` table with :class:`StudyConfig`'s fields (an empty
+    table is the default study; a file without the table is refused, it would silently be too)."""
+    name = Path(path).name
     doc = read_toml(path, what="study")
     unknown = sorted(set(doc) - {"study"})
     if unknown:
-        raise ConfigError(f"{Path(path).name}: [{unknown[0]}]", "unknown section", ("study",))
-    if not isinstance(doc.get("study", {}), dict):
-        raise ConfigError("study", "must be a table")
-    return make_study(**doc.get("study", {}))
+        raise ConfigError(f"{name}: [{unknown[0]}]", "unknown section", ("study",))
+    if "study" not in doc:
+        raise ConfigError(f"{name}: [study]", "is required (`dicesim study` without a file runs the default study)")
+    if not isinstance(doc["study"], dict):
+        raise ConfigError(f"{name}: study", "must be a table")
+    try:
+        return make_study(**doc["study"])
+    except ConfigError as exc:
+        raise ConfigError(name, exc.one_line()) from None
+
+
+def study_size(study: StudyConfig) -> int:
+    """The number of configurations, counted without building them (one GPU count per topology
+    when ``world_sizes`` is empty)."""
+    return (len(study.models) * len(study.topologies) * max(len(study.world_sizes), 1) * len(study.batches)
+            * len(study.image_sizes) * len(study.all_strategies()))
 
 
 def study_points(study: StudyConfig) -> list[dict[str, Any]]:

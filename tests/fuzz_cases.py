@@ -1,12 +1,12 @@
 """Hostile-input fuzzing of every reader (shared by tests/test_fuzz_inputs.py and
 benchmarks/fuzz_inputs.py).
 
-Each :class:`Reader` starts from a valid file that the project's own writers make, mutates it
-(structured: wrong types, missing and unknown keys, extra nesting, NaN/inf, huge integers;
-byte-level: truncation, flipped and inserted bytes, random bytes) and feeds it to a CLI
-command in this process. :func:`verdict` says whether the command ended cleanly: exit code 0
-or 2, at most 3 lines of ``error: ...`` on stderr, no traceback, and nothing left in the output
-directory after an error.
+Each :class:`Reader` starts from a valid file that the project's own writers make or that is
+committed (the published set, the acceptance file, the digits checkpoint), mutates it
+(:mod:`fuzz_mutate`: structured and byte-level) and feeds it to a CLI command in this
+process. :func:`verdict` says whether the command ended cleanly: exit code 0 or 2, at most 3
+lines of ``error: ...`` on stderr, no traceback, and nothing left in the output directory
+after an error.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import math
 import shutil
+import tomllib
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,118 +26,21 @@ import numpy as np
 import tomli_w
 from hypothesis import strategies as st
 
+from fuzz_mutate import mutate_bytes, mutate_checkpoint, mutate_csv, mutate_doc, mutate_npy, mutate_parquet
+
 ROOT = Path(__file__).resolve().parents[1]
 EXEC_TRACE = ROOT / "traces" / "reference" / "validate-tiny-dice-w2-gloo.trace.json"
 KINETO_TRACE = ROOT / "tests" / "data" / "kineto-h200-tiny-b2.pt.trace.json.gz"
+PUBLISHED = ROOT / "traces" / "published" / "nvswitch.toml"
+ACCEPTANCE = ROOT / "traces" / "acceptance" / "dice-paper.toml"
+DIGITS_CHECKPOINT = ROOT / "validate" / "data" / "digits" / "dit_moe_digits.pt"
 TINY = ["--model", "tiny", "--topology", "tiny-ring4", "--world-size", "4", "--steps", "2", "--batch", "1",
         "--image-size", "32"]
-
-# --- replacement values: what a hostile or careless writer puts where a value was ---------
-HUGE_INTS = (2**63, -(2**63) - 1, 2**64 + 1, 10**30, -(10**40))
-NON_FINITE = (math.nan, math.inf, -math.inf)
-
-
-def _nested(value: object, depth: int) -> object:
-    for _ in range(depth):
-        value = [value]
-    return value
-
-
-def replacement(draw: st.DrawFn, *, toml: bool) -> object:
-    """A value of the wrong type, range or shape (TOML has no null: None is left out there)."""
-    kinds = ["huge", "nonfinite", "string", "bool", "list", "table", "nested", "negative", "zero", "float", "empty"]
-    if not toml:
-        kinds.append("null")
-    kind = draw(st.sampled_from(kinds))
-    if kind == "huge":
-        return draw(st.sampled_from(HUGE_INTS))
-    if kind == "nonfinite":
-        return draw(st.sampled_from(NON_FINITE))
-    if kind == "string":
-        return draw(st.sampled_from(["", "x", "two", "1e3", "-1", "nan", "\x00", "é" * 3, "[", "{}"]))
-    if kind == "bool":
-        return draw(st.booleans())
-    if kind == "list":
-        return draw(st.lists(st.integers(-3, 3), max_size=3))
-    if kind == "table":
-        return {"x": draw(st.integers(-2, 2))}
-    if kind == "nested":
-        return _nested(1, draw(st.integers(20, 60)))
-    if kind == "negative":
-        return -draw(st.integers(1, 10**6))
-    if kind == "zero":
-        return 0
-    if kind == "float":
-        return draw(st.sampled_from([0.5, -0.5, 1e300, -1e-300, 3.0]))
-    if kind == "empty":
-        return draw(st.sampled_from([[], {}]))
-    return None
-
-
-def _paths(doc: object, prefix: tuple = ()) -> list[tuple]:
-    """Every path to a value inside ``doc`` (dict keys and list indices), lists cut at 4 items."""
-    out = [prefix] if prefix else []
-    if isinstance(doc, dict):
-        for k, v in doc.items():
-            out += _paths(v, prefix + (k,))
-    elif isinstance(doc, list):
-        for i, v in enumerate(doc[:4]):
-            out += _paths(v, prefix + (i,))
-    return out
-
-
-def _get(doc: Any, path: tuple) -> Any:
-    for p in path:
-        doc = doc[p]
-    return doc
-
-
-def mutate_doc(draw: st.DrawFn, doc: Any, *, toml: bool, focus: tuple = ()) -> Any:
-    """A deep copy of ``doc`` with one structured mutation (paths under ``focus`` are preferred)."""
-    doc = json.loads(json.dumps(doc))
-    paths = _paths(doc)
-    focused = [p for p in paths if p[: len(focus)] == focus] if focus else []
-    path = draw(st.sampled_from(focused if focused and draw(st.booleans()) else paths))
-    parent, key = _get(doc, path[:-1]), path[-1]
-    op = draw(st.sampled_from(["replace", "replace", "replace", "delete", "add", "wrap"]))
-    if op == "delete" and not (isinstance(parent, list) and toml and len(parent) == 1):
-        del parent[key]
-    elif op == "add" and isinstance(parent, dict):
-        parent[draw(st.sampled_from(["zz_unknown", "batch", "model", "steps", "router_hist", "schema_version"]))] = \
-            replacement(draw, toml=toml)
-    elif op == "wrap":
-        parent[key] = _nested(parent[key], draw(st.integers(2, 50)))
-    else:
-        parent[key] = replacement(draw, toml=toml)
-    return doc
-
-
-def mutate_bytes(draw: st.DrawFn, raw: bytes) -> bytes:
-    """Truncation, flipped bytes, inserted bytes, a duplicated slice or random bytes."""
-    op = draw(st.sampled_from(["truncate", "flip", "insert", "duplicate", "random"]))
-    if op == "random" or not raw:
-        return draw(st.binary(max_size=256))
-    i = draw(st.integers(0, len(raw) - 1))
-    if op == "truncate":
-        return raw[:i]
-    if op == "flip":
-        n = draw(st.integers(1, 8))
-        b = bytearray(raw)
-        for j in range(i, min(i + n, len(b))):
-            b[j] ^= draw(st.integers(1, 255))
-        return bytes(b)
-    if op == "insert":
-        return raw[:i] + draw(st.binary(min_size=1, max_size=16)) + raw[i:]
-    j = draw(st.integers(i, min(len(raw), i + 64)))
-    return raw[:j] + raw[i:j] * draw(st.integers(2, 50)) + raw[j:]
-
 
 # --- seeds: valid files made by the project's own writers ---------------------------------
 def make_seeds(d: Path) -> Path:
     """Write every reader's valid seed file into directory ``d``; returns ``d``."""
-    from dicesim.sim.api import simulate
     from dicesim.topology import get_topology, save_graphml, save_toml
-    from dicesim.trace import TraceMeta, write_trace
 
     d.mkdir(parents=True, exist_ok=True)
     (d / "scenario.toml").write_text(tomli_w.dumps({
@@ -153,17 +56,49 @@ def make_seeds(d: Path) -> Path:
     save_toml(G, d / "topology.toml")
     save_graphml(G, d / "topology.graphml")
     shutil.copy(ROOT / "dicesim" / "data" / "profiles" / "rtx4090.toml", d / "profile.toml")
-    res = simulate(model="tiny", strategy="dice", topology="tiny-ring4", world_size=4, steps=2, batch=1,
-                   image_size=32, profile="rtx4090", record=True)
-    meta = TraceMeta(source="sim", scenario=res.meta["scenario"], strategy="dice", world_size=4, model="tiny")
-    write_trace(res.events, meta, d, "sim")
+    write_result_seeds(d)
     shutil.copy(EXEC_TRACE, d / "exec.trace.json")
     shutil.copy(KINETO_TRACE, d / "kineto.trace.json.gz")
     hist = np.arange(1, 17, dtype=float).reshape(4, 4)
     np.save(d / "hist.npy", hist)
     np.savetxt(d / "hist.csv", hist, delimiter=",")
     make_checkpoint(d / "tiny.pt")
+    shutil.copy(DIGITS_CHECKPOINT, d / "digits.pt")
+    shutil.copy(PUBLISHED, d / "published.toml")
+    shutil.copy(ROOT / "docs" / "accuracy.md", d / "accuracy.md")
+    (d / "acceptance.toml").write_text(tomli_w.dumps(tiny_acceptance(tomllib.loads(ACCEPTANCE.read_text()))))
+    (d / "study.toml").write_text(tomli_w.dumps({"study": {
+        "name": "fuzz", "models": ["tiny"], "topologies": ["4x-l40s-pcie"], "world_sizes": [4], "batches": [1, 2],
+        "image_sizes": [32],
+        "strategies": ["dice"], "steps": 2, "chunk_size": 2}}))
     return d
+
+
+def tiny_acceptance(doc: dict) -> dict:
+    """The committed acceptance file on the tiny setting: same schema and figures, but each
+    prediction simulates the tiny model on 4 GPUs for 2 steps (milliseconds, not seconds)."""
+    doc["setting"] = {"topology": "tiny-ring4", "world_size": 4, "image_size": 32, "steps": 2, "batches": [1],
+                      "profile": "rtx4090"}
+    for fig in doc["figure"]:
+        fig["models"] = ["tiny"]
+    return doc
+
+
+def write_result_seeds(d: Path) -> None:
+    """A simulated run as a trace carrying its result (JSON and Parquet), its `simulate --json`
+    record, and the `results table` of it and the committed executor run (Parquet and CSV)."""
+    from dicesim.compare import run_strategy
+    from dicesim.result_files import load_results
+    from dicesim.results import results_frame
+    from dicesim.scenario import make_scenario
+
+    sc = make_scenario(model="tiny", strategy="dice", topology="tiny-ring4", world_size=4, steps=2, batch=1,
+                       image_size=32, profile="rtx4090")
+    run = run_strategy(sc, trace_dir=d)  # dice.trace.json and dice.events.parquet
+    (d / "result.json").write_text(run.result.to_json(indent=2) + "\n")
+    table = results_frame([run.result, *load_results(EXEC_TRACE)])
+    table.to_parquet(d / "table.parquet", index=False)
+    table.to_csv(d / "table.csv", index=False)
 
 
 def make_checkpoint(path: Path) -> None:
@@ -233,32 +168,76 @@ class Reader:
     executor: bool = False
     expect_error: bool = False  # every input ends in exit 2 (the command is set up to stop before work)
     focus: tuple = ()
+    out: str = "out"  # name of the output path in the work directory
 
+
+def _check(f: Path, o: Path) -> list[str]:
+    return ["check", str(f)]
+
+
+def _results_table(f: Path, o: Path) -> list[str]:
+    return ["results", "table", str(f), "--out", str(o)]
+
+
+def _simulate_histogram(f: Path, o: Path) -> list[str]:
+    return ["simulate", *TINY, "--profile", "rtx4090", "--histogram", str(f), "--json"]
+
+
+#: calibration stops after every trace is read and typed when --where matches nothing
+_CALIBRATE_NOTHING = ("--where", "batch == 12345")
+#: 65 gloo ranks are past the executor's limit: the digits study stops right after its checkpoint is checked
+_DIGITS_STOP = ("--seeds", "2", "--images", "130", "--world-sizes", "65")
 
 READERS: tuple[Reader, ...] = (
-    Reader("scenario", "scenario.toml", "toml", lambda f, o: ["check", str(f)]),
+    Reader("scenario", "scenario.toml", "toml", _check),
     Reader("sweep", "sweep.toml", "toml", lambda f, o: ["sweep", str(f), "--out", str(o), "--workers", "0"],
            writes=True),
-    Reader("topology-toml", "topology.toml", "toml", lambda f, o: ["check", str(f)]),
-    Reader("topology-graphml", "topology.graphml", "bytes", lambda f, o: ["check", str(f)]),
+    Reader("topology-toml", "topology.toml", "toml", _check),
+    Reader("topology-graphml", "topology.graphml", "bytes", _check),
     Reader("profile", "profile.toml", "toml", lambda f, o: ["simulate", *TINY, "--profile", str(f), "--json"]),
-    Reader("trace-json", "sim.trace.json", "json", lambda f, o: ["trace", "summary", str(f)], focus=("otherData",)),
-    Reader("trace-parquet", "sim.events.parquet", "parquet", lambda f, o: ["check", str(f)]),
-    # --where that matches nothing stops calibration after every trace is read and typed
+    Reader("trace-json", "dice.trace.json", "json", lambda f, o: ["trace", "summary", str(f)], focus=("otherData",)),
+    Reader("trace-parquet", "dice.events.parquet", "parquet", _check),
     Reader("calibrate-meta", "exec.trace.json", "json",
-           lambda f, o: ["calibrate", str(f), "--out", str(o), "--where", "batch == 12345"],
-           writes=True, expect_error=True, focus=("otherData",)),
+           lambda f, o: ["calibrate", str(f), "--out", str(o), *_CALIBRATE_NOTHING],
+           writes=True, expect_error=True, focus=("otherData",), out="out.toml"),
     Reader("kineto", "kineto.trace.json.gz", "json",
-           lambda f, o: ["calibrate", str(f), "--out", str(o), "--where", "batch == 12345"],
-           writes=True, expect_error=True),
-    Reader("histogram-npy", "hist.npy", "npy", lambda f, o: ["simulate", *TINY, "--profile", "rtx4090",
-                                                             "--histogram", str(f), "--json"]),
-    Reader("histogram-csv", "hist.csv", "bytes", lambda f, o: ["simulate", *TINY, "--profile", "rtx4090",
-                                                               "--histogram", str(f), "--json"]),
+           lambda f, o: ["calibrate", str(f), "--out", str(o), *_CALIBRATE_NOTHING],
+           writes=True, expect_error=True, out="out.toml"),
+    Reader("histogram-npy", "hist.npy", "npy", _simulate_histogram),
+    Reader("histogram-csv", "hist.csv", "csv", _simulate_histogram),
     Reader("checkpoint", "tiny.pt", "checkpoint",
            lambda f, o: ["quality", "--model", "tiny", "--steps", "2", "--image-size", "32", "--batch", "1",
                          "--strategies", "displaced", "--checkpoint", str(f), "--out", str(o)],
-           writes=True, executor=True),
+           writes=True, executor=True, out="quality.md"),
+    # readers added after the hostile-input work
+    Reader("published", "published.toml", "toml",
+           lambda f, o: ["accuracy", "--published", str(f), "--write-model", str(o), "--json"],
+           writes=True, out="nccl.toml"),
+    Reader("acceptance", "acceptance.toml", "toml", lambda f, o: ["accuracy", "--paper", str(f), "--json"]),
+    Reader("study", "study.toml", "toml", lambda f, o: ["study", str(f), "--out", str(o), "--workers", "0"],
+           writes=True),
+    Reader("result-json", "result.json", "json", lambda f, o: [*_results_table(f, o), "--report", str(o) + ".html"],
+           writes=True, out="table.csv"),
+    Reader("result-trace", "dice.trace.json", "json", _results_table, writes=True,
+           focus=("otherData", "extra", "result"), out="table.csv"),
+    Reader("result-summary", "exec.trace.json", "json", _results_table, writes=True,
+           focus=("otherData", "extra", "summary"), out="table.csv"),
+    Reader("result-parquet", "dice.events.parquet", "parquet", _results_table, writes=True, out="table.csv"),
+    Reader("table-parquet", "table.parquet", "parquet",
+           lambda f, o: ["results", "report", str(f), "--out", str(o)], writes=True, out="report.html"),
+    Reader("table-csv", "table.csv", "csv",
+           lambda f, o: ["results", "report", str(f), "--out", str(o)], writes=True, out="report.html"),
+    # the page `--out` rewrites is read too: its other writers' marked sections are kept
+    Reader("accuracy-page", "accuracy.md", "bytes",
+           lambda f, o: ["accuracy", "--published", str(PUBLISHED), "--out", str(f), "--json"]),
+    Reader("check-published", "published.toml", "toml", _check),
+    Reader("check-acceptance", "acceptance.toml", "toml", _check),
+    Reader("check-study", "study.toml", "toml", _check),
+    Reader("check-result", "result.json", "json", _check),
+    Reader("check-table", "table.parquet", "parquet", _check),
+    Reader("digits-checkpoint", "digits.pt", "checkpoint",
+           lambda f, o: ["quality", "--model", "digits", "--checkpoint", str(f), *_DIGITS_STOP, "--out", str(o)],
+           writes=True, executor=True, expect_error=True, out="quality.md"),
 )
 
 
@@ -266,8 +245,6 @@ def load_seed(reader: Reader, seeds: Path) -> Any:
     """The seed as the structure that structured mutations work on (None: bytes only)."""
     path = seeds / reader.seed
     if reader.fmt == "toml":
-        import tomllib
-
         return tomllib.loads(path.read_text())
     if reader.fmt == "json":
         import gzip
@@ -282,8 +259,7 @@ def hostile_file(draw: st.DrawFn, reader: Reader, seeds: Path) -> tuple[str, byt
     """``(how, bytes)``: a mutated version of ``reader``'s seed file in ``seeds``."""
     path = seeds / reader.seed
     raw = path.read_bytes()
-    structured = reader.fmt in ("toml", "json", "parquet", "npy", "checkpoint") and draw(st.integers(0, 3)) > 0
-    if not structured:
+    if reader.fmt == "bytes" or draw(st.integers(0, 3)) == 0:
         return "bytes", mutate_bytes(draw, raw)
     if reader.fmt in ("toml", "json"):
         doc = mutate_doc(draw, load_seed(reader, seeds), toml=reader.fmt == "toml", focus=reader.focus)
@@ -295,82 +271,24 @@ def hostile_file(draw: st.DrawFn, reader: Reader, seeds: Path) -> tuple[str, byt
             data = gzip.compress(data, mtime=0)
         return "structured", data
     if reader.fmt == "parquet":
-        return "structured", _mutate_parquet(draw, path)
+        return "structured", mutate_parquet(draw, path)
+    if reader.fmt == "csv":
+        return "structured", mutate_csv(draw, raw)
     if reader.fmt == "npy":
-        return "structured", _mutate_npy(draw)
-    return "structured", _mutate_checkpoint(draw, path)
-
-
-def _mutate_parquet(draw: st.DrawFn, path: Path) -> bytes:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(path)
-    md = dict(table.schema.metadata)
-    if draw(st.booleans()):
-        meta = json.loads(md[b"dicesim.meta"])
-        md[b"dicesim.meta"] = json.dumps(mutate_doc(draw, meta, toml=False)).encode()
-        table = table.replace_schema_metadata(md)
-    else:
-        col = draw(st.sampled_from(table.column_names))
-        i = table.column_names.index(col)
-        n = table.num_rows
-        kind = draw(st.sampled_from(["strings", "floats", "nan", "huge", "nulls"]))
-        arr = {"strings": lambda: pa.array(["x"] * n), "floats": lambda: pa.array([0.5] * n),
-               "nan": lambda: pa.array([math.nan] * n), "huge": lambda: pa.array([2**62] * n, pa.int64()),
-               "nulls": lambda: pa.array([None] * n, table.schema.field(col).type)}[kind]()
-        table = table.set_column(i, pa.field(col, arr.type), arr).replace_schema_metadata(md)
-    sink = io.BytesIO()
-    pq.write_table(table, sink)
-    return sink.getvalue()
-
-
-def _mutate_npy(draw: st.DrawFn) -> bytes:
-    kind = draw(st.sampled_from(["nan", "negative", "strings", "complex", "3d", "empty", "zeros", "shape"]))
-    arr = {
-        "nan": np.full((4, 4), math.nan), "negative": -np.ones((4, 4)), "strings": np.array([["a", "b"]]),
-        "complex": np.ones((4, 4), complex), "3d": np.ones((2, 4, 4)), "empty": np.zeros((0,)),
-        "zeros": np.zeros((4, 4)), "shape": np.ones((3, 5)),
-    }[kind]
-    sink = io.BytesIO()
-    np.save(sink, arr)
-    return sink.getvalue()
-
-
-def _mutate_checkpoint(draw: st.DrawFn, path: Path) -> bytes:
-    import torch
-
-    state = torch.load(path, weights_only=True)
-    key = draw(st.sampled_from(sorted(state)))
-    kind = draw(st.sampled_from(["drop", "nan", "int", "shape", "list", "wrap", "rename"]))
-    if kind == "drop":
-        del state[key]
-    elif kind == "nan":
-        state[key] = state[key].clone().fill_(math.nan)
-    elif kind == "int":
-        state[key] = state[key].to(torch.int64)
-    elif kind == "shape":
-        state[key] = torch.zeros(state[key].numel() + 1)
-    elif kind == "list":
-        state[key] = [1, 2, 3]
-    elif kind == "wrap":
-        state = {"model": {"nested": state}}
-    else:
-        state["blocks.99." + key] = state.pop(key)
-    sink = io.BytesIO()
-    torch.save(state, sink)
-    return sink.getvalue()
+        return "structured", mutate_npy(draw)
+    return "structured", mutate_checkpoint(draw, path)
 
 
 def out_path(reader: Reader, work: Path) -> Path:
-    """Where ``reader``'s command writes (calibration: a profile file; quality: a page)."""
-    return work / {"calibrate-meta": "out.toml", "kineto": "out.toml", "checkpoint": "quality.md"}.get(reader.name, "out")
+    """Where ``reader``'s command writes."""
+    return work / reader.out
 
 
 def command_line(reader: Reader) -> str:
-    """The reader's command for tables, with the tiny scenario's flags shortened to ``...``."""
+    """The reader's command for tables, with the tiny scenario's flags shortened to ``...`` and
+    committed files named from the repository root."""
     argv = " ".join(reader.argv(Path("FILE"), Path("OUT")))
-    return argv.replace(" ".join(TINY), "...")
+    return argv.replace(" ".join(TINY), "...").replace(f"{ROOT}/", "")
 
 
 def try_input(reader: Reader, data: bytes, work: Path) -> tuple[Outcome, str | None]:

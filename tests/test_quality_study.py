@@ -66,8 +66,24 @@ def test_written_table_feeds_the_quality_model_and_the_page(run):
 
 @pytest.mark.parametrize("args, needle", [
     (["--seeds", "1"], "seeds"), (["--images", "7"], "divisible"), (["--check-steps", "a"], "check_steps"),
+    (["--check-steps", "20000"], "check_steps: 20000 is out of range"),
+    (["--images", "130", "--world-sizes", "2,65"], "world_sizes: 65 is out of range (allowed: integers 1..64)"),
+    (["--steps", "0"], "steps: 0 is out of range"),
 ])
 def test_bad_digits_options_are_one_line(args, needle, capsys):
     assert main(["quality", "--model", "digits", *args]) == 2
-    err = capsys.readouterr().err.strip()
+    captured = capsys.readouterr()
+    err = captured.err.strip()
     assert needle in err and len(err.splitlines()) == 1
+    assert captured.out == ""  # refused before the real digits were even scored
+
+
+def test_checkpoint_of_another_model_is_refused_before_sampling(tmp_path, capsys):
+    from fuzz_cases import make_checkpoint
+
+    ckpt = tmp_path / "tiny.pt"
+    make_checkpoint(ckpt)
+    assert main(["quality", "--model", "digits", "--checkpoint", str(ckpt), "--out", str(tmp_path / "q.md")]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("error: checkpoint: ") and "missing" in captured.err and captured.out == ""
+    assert not (tmp_path / "q.md").exists()

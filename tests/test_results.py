@@ -12,13 +12,13 @@ import pytest
 
 from dicesim.cli import main
 from dicesim.errors import ConfigError
+from dicesim.result_files import load_results
 from dicesim.results import (
     IDENTITY,
     METRICS,
     PER_STEP,
     RESULT_SCHEMA,
     RunResult,
-    load_results,
     result_from_sim,
     results_frame,
 )

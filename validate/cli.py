@@ -191,6 +191,7 @@ def _digits_quality(*, steps: int, seeds: int, images: int, guidance_scale: floa
         raise ConfigError("checkpoint", f"no such file {ckpt}; run `python -m validate train-small` first")
     cfg = StudyConfig(checkpoint=str(ckpt), steps=steps, guidance_scale=guidance_scale, images=images,
                       seeds=tuple(range(seeds)))
+    cfg.check(check_steps=checks, world_sizes=worlds)
     command = (f"python -m validate quality --model digits --steps {steps} --seeds {seeds} --images {images} "
                f"--guidance-scale {guidance_scale:g} --check-steps {check_steps} --world-sizes {world_sizes}")
     paths = QualityPaths() if out is None else QualityPaths(doc=out)

@@ -26,13 +26,14 @@ import numpy as np
 import pandas as pd
 import torch
 
+from dicesim.limits import MAX_EXECUTOR_RANKS, MAX_STEPS, check_range
 from dicesim.plan import build_plan
 from dicesim.sim.metrics import lag_tables
 from dicesim.strategy import StrategyConfig, make_strategy
 from validate.classifier import DigitClassifier
 from validate.digits import DIGITS_SIDE_PX
 from validate.image_metrics import FeatureStats, class_accuracy, deviation, feature_stats, frechet_distance
-from validate.worker import RunSpec, global_inputs, run_emulated
+from validate.worker import RunSpec, build_model, global_inputs, run_emulated
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,17 @@ class StudyConfig:
         return RunSpec(strategy=strategy, model="digits", steps=self.steps, batch=self.images // world_size,
                        image_size=DIGITS_SIDE_PX, seed=seed, guidance_scale=self.guidance_scale, trace=False,
                        checkpoint=self.checkpoint)
+
+    def check(self, *, check_steps: Sequence[int] = (), world_sizes: Sequence[int] = ()) -> None:
+        """Refuse settings out of range and a checkpoint that is unreadable or does not fit the
+        ``digits`` model with one ConfigError, before any sampling (a study takes minutes)."""
+        spec = self.spec(make_strategy("sync"), self.seeds[0] if self.seeds else 0)
+        spec.check(1)  # ranges, then the checkpoint file: format, dtypes, finite weights
+        build_model(spec, None, torch.device("cpu"))  # its names and shapes fit the model
+        for steps in check_steps:
+            check_range("check_steps", steps, 1, MAX_STEPS)
+        for world_size in world_sizes:
+            check_range("world_sizes", world_size, 1, MAX_EXECUTOR_RANKS)
 
 
 @dataclass(frozen=True)

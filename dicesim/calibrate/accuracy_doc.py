@@ -16,7 +16,7 @@ from plotly.subplots import make_subplots
 
 from dicesim.atomic import write_text_atomic
 from dicesim.calibrate.accuracy import AccuracyReport
-from dicesim.report.marked import carry_sections
+from dicesim.report.marked import carry_sections, read_page
 from dicesim.report.html import Section, render_report
 
 
@@ -152,14 +152,14 @@ def write_accuracy(rep: AccuracyReport, out_md: str | Path, *, command: str) -> 
     """Write ``out_md`` and the figure page ``<stem>.html`` beside it (both atomically)."""
     md = Path(out_md)
     html = md.with_suffix(".html")
+    # the published-GPU and paper sections are written by `dicesim accuracy --published/--paper`; keep them
+    kept = carry_sections(read_page(md))
     page = render_report([
         Section(title="Measured vs predicted", items=[fig_accuracy(rep.rows),
                 "Filled markers: held-out configurations; open markers: configurations the profile was fitted on."]),
         Section(title="Held-out configurations", items=[rep.rows[rep.rows["held_out"]].drop(columns=["held_out"])]),
     ], title=f"dicesim accuracy (fit on {rep.fit_on})", plotlyjs="cdn")
     write_text_atomic(page, html)
-    # the published-GPU and paper sections are written by `dicesim accuracy --published/--paper`; keep them
-    kept = carry_sections(md.read_text(encoding="utf-8")) if md.is_file() else ""
     text = accuracy_markdown(rep, command=command, html_name=html.name)
     write_text_atomic(text + ("\n" + kept if kept else ""), md)
     return md, html

@@ -1,4 +1,4 @@
-"""`dicesim check FILE...`: validate scenario, sweep, topology, profile and trace files without running anything."""
+"""`dicesim check FILE...`: validate any input file the project reads without running anything."""
 
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ from dicesim.cli import app
 from dicesim.errors import ConfigError
 from dicesim.limits import MAX_TEXT_FILE_BYTES
 
+#: what `check` recognises, for the "unrecognised file type" message
+SUFFIXES = (".toml", ".graphml", ".json", ".json.gz", ".parquet", "directory")
+
 
 def _head(path: Path) -> str:
     """The file's text for sniffing its kind; an oversized file is refused by its reader later."""
@@ -20,27 +23,48 @@ def _head(path: Path) -> str:
         return ""
 
 
+def _toml_kind(head: str) -> str:
+    if "dicesim-published/" in head:
+        return "published"
+    if "dicesim-acceptance/" in head:
+        return "acceptance"
+    if "[[links]]" in head or "[[nodes]]" in head:
+        return "topology"
+    if "[axes]" in head or "[sweep]" in head:
+        return "sweep"
+    if "[study]" in head:
+        return "study"
+    if "[profile]" in head and "[model]" not in head:
+        return "profile"
+    return "scenario"
+
+
+def _json_kind(head: str) -> str:
+    """A result record or executor summary, unless it is a Chrome trace (whose metadata may hold one)."""
+    if '"traceEvents"' not in head and ('"dicesim-result/' in head or '"step_latency_s"' in head):
+        return "result"
+    return "trace"
+
+
 def _kind(path: Path) -> str:
     name = path.name
-    if name.endswith((".json", ".json.gz", ".parquet")) or path.is_dir():
+    if path.is_dir() or name.endswith(".json.gz"):
         return "trace"
+    if name.endswith(".json"):
+        return _json_kind(_head(path))
+    if name.endswith(".parquet"):
+        from dicesim.trace.parquet import is_trace_parquet
+
+        return "trace" if name.endswith(".events.parquet") or is_trace_parquet(path) else "table"
     if name.endswith(".graphml"):
         return "topology"
     if name.endswith(".toml"):
-        head = _head(path)
-        if "[[links]]" in head or "[[nodes]]" in head:
-            return "topology"
-        if "[axes]" in head or "[sweep]" in head:
-            return "sweep"
-        if "[profile]" in head and "[model]" not in head:
-            return "profile"
-        return "scenario"
-    raise ConfigError(str(path), "unrecognised file type", (".toml", ".graphml", ".json", ".parquet", "directory"))
+        return _toml_kind(_head(path))
+    raise ConfigError(str(path), "unrecognised file type", SUFFIXES)
 
 
-def check_file(path: Path) -> str:
-    """Validate one file; returns a one-line description, raises a DicesimError otherwise."""
-    kind = _kind(path)
+def _check_run_input(kind: str, path: Path) -> str:
+    """Scenario, topology, sweep, profile and trace files."""
     if kind == "scenario":
         from dicesim.scenario import load_scenario
 
@@ -66,8 +90,46 @@ def check_file(path: Path) -> str:
     return f"trace: {len(df)} events, {df['rank'].nunique()} ranks"
 
 
+def _check_evaluation_input(kind: str, path: Path) -> str:
+    """Published and acceptance sets, study files, result files and result tables."""
+    if kind == "published":
+        from dicesim.calibrate.published import parse_file
+
+        figs = parse_file(path)
+        return f"published set: {len(figs)} figures ({sum(f.role == 'fit' for f in figs)} to fit on)"
+    if kind == "acceptance":
+        from dicesim.calibrate.paper_check import load_paper_set
+
+        ps = load_paper_set(path)
+        return f"acceptance set: {len(ps.figure)} figures on {ps.setting.topology}, {ps.setting.world_size} GPUs"
+    if kind == "study":
+        from dicesim.study import load_study, study_size
+
+        spec = load_study(path)
+        return f"study: {spec.name!r}, {study_size(spec)} configurations over {', '.join(spec.axes()) or 'one setting'}"
+    if kind == "result":
+        from dicesim.result_files import load_results
+
+        runs = load_results(path)
+        return f"result: {len(runs)} run(s), " + "; ".join(r.label for r in runs)
+    from dicesim.result_files import load_result_table
+
+    df = load_result_table(path)
+    return f"result table: {len(df)} rows, {len(df.columns)} columns"
+
+
+def check_file(path: Path) -> str:
+    """Validate one file; returns a one-line description, raises a DicesimError otherwise."""
+    kind = _kind(path)
+    if kind in ("published", "acceptance", "study", "result", "table"):
+        return _check_evaluation_input(kind, path)
+    return _check_run_input(kind, path)
+
+
 @app.command()
-def check(paths: list[Path] = typer.Argument(..., help="scenario/sweep/topology/profile TOML, GraphML, trace JSON/parquet")) -> None:
+def check(paths: list[Path] = typer.Argument(..., help="scenario, sweep, study, topology, profile, published-set or "
+                                                        "acceptance TOML; GraphML; trace or result JSON; trace or "
+                                                        "result-table Parquet; trace directory")) -> None:
     """Validate files; the first problem is reported as one line with exit code 2."""
     for p in paths:
         if not p.exists():

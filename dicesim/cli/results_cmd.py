@@ -42,7 +42,8 @@ def table(
     """Put predicted and measured runs in one table (and one report)."""
     from dicesim.report.html import write_report
     from dicesim.report.results_report import results_sections
-    from dicesim.results import load_results, results_frame
+    from dicesim.result_files import load_results
+    from dicesim.results import results_frame
 
     runs = [r for f in files for r in load_results(f)]
     df = results_frame(runs)
@@ -73,15 +74,10 @@ def report_cmd(
     """An interactive Pareto explorer of any result table, with a filter per axis (works offline)."""
     from dicesim.report.html import write_report
     from dicesim.report.results_report import table_sections
-    from dicesim.results import rename_legacy_columns
+    from dicesim.result_files import load_result_table
 
-    if not table_file.is_file():
-        raise ConfigError(table_file.name, f"result table not found: {table_file}")
-    try:
-        df = pd.read_parquet(table_file) if table_file.suffix == ".parquet" else pd.read_csv(table_file)
-    except Exception as exc:  # noqa: BLE001 -- any unreadable file is one line for the user
-        raise ConfigError(table_file.name, f"not a readable table: {' '.join(str(exc).split())[:200]}") from None
+    df = load_result_table(table_file)
     target = out or table_file.with_suffix(".html")
-    path = write_report(table_sections(rename_legacy_columns(df), x=x, y=y), target,
+    path = write_report(table_sections(df, x=x, y=y), target,
                         title=f"dicesim: {table_file.name}")
     make_console().print(f"wrote {path}")

@@ -12,6 +12,9 @@ import re
 from pathlib import Path
 
 from dicesim.atomic import write_text_atomic
+from dicesim.errors import ConfigError, DicesimError
+from dicesim.inputs import read_bytes_bounded
+from dicesim.limits import MAX_TEXT_FILE_BYTES
 
 _ANY = re.compile(r"<!-- (?P<name>[a-z][a-z0-9_-]*):begin\b.*?<!-- (?P=name):end -->", re.S)
 
@@ -30,10 +33,28 @@ def carry_sections(text: str) -> str:
     return "".join(m.group(0) + "\n" for m in _ANY.finditer(text))
 
 
+def read_page(md_path: str | Path) -> str:
+    """The text of the page a command is about to rewrite ('' when there is none yet); a page
+    that is too large or not UTF-8 text is refused, since its sections could not be kept."""
+    p = Path(md_path)
+    if not p.exists():
+        return ""
+
+    def fail(problem: str) -> DicesimError:
+        return ConfigError(f"--out {p}", problem)
+
+    raw = read_bytes_bounded(p, MAX_TEXT_FILE_BYTES, fail, what="Markdown page")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise fail(f"not a UTF-8 text page (byte 0x{raw[exc.start]:02x} at offset {exc.start}), so its marked "
+                   "sections cannot be kept; choose another --out") from None
+
+
 def replace_section(name: str, section: str, md_path: str | Path) -> Path:
     """Replace section ``name`` of ``md_path`` with ``section`` (or append it), atomically."""
     p = Path(md_path)
-    old = p.read_text(encoding="utf-8") if p.is_file() else ""
+    old = read_page(p)
     block = _block(name)
     if block.search(old):
         new = block.sub(lambda _m: section.rstrip("\n"), old, count=1)

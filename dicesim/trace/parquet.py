@@ -21,6 +21,9 @@ from dicesim.trace.schema import (
     COLUMNS, DTYPES, SCHEMA_VERSION, TraceMeta, check_schema_version, coerce_events, validate_events,
 )
 
+#: what pyarrow raises on a corrupt file: a footer whose names or metadata are not UTF-8
+#: raises UnicodeDecodeError, not an ArrowException
+PARQUET_ERRORS = (pa.ArrowException, OSError, UnicodeDecodeError)
 _META_KEY = b"dicesim.meta"
 _VERSION_KEY = b"dicesim.schema_version"
 _MAGIC = b"PAR1"
@@ -73,9 +76,22 @@ def read_parquet_meta(path: str | Path) -> TraceMeta:
     check_file_size(path, MAX_PARQUET_BYTES, lambda problem: TraceError(path, problem), what="Parquet trace")
     try:
         schema = pq.read_schema(str(path))
-    except (pa.ArrowException, OSError) as exc:
+    except PARQUET_ERRORS as exc:
         raise TraceError(path, f"corrupt Parquet footer: {_arrow_problem(exc)}") from None
     return _meta_from_schema(schema, path)
+
+
+def is_trace_parquet(path: str | Path) -> bool:
+    """Whether a Parquet file carries a trace's schema version (only its footer is read). A
+    file that cannot be read counts as a trace, so that the trace reader says what is wrong."""
+    path = Path(path)
+    try:
+        if path.stat().st_size > MAX_PARQUET_BYTES:
+            return True
+        md = pq.read_schema(str(path)).metadata or {}
+    except PARQUET_ERRORS:
+        return True
+    return _VERSION_KEY in md
 
 
 def _meta_from_schema(schema: pa.Schema, path: Path) -> TraceMeta:
@@ -110,7 +126,7 @@ def read_parquet(path: str | Path) -> tuple[pd.DataFrame, TraceMeta]:
     meta = read_parquet_meta(path)
     try:
         footer = pq.read_metadata(str(path))
-    except (pa.ArrowException, OSError) as exc:
+    except PARQUET_ERRORS as exc:
         raise TraceError(path, f"corrupt Parquet footer: {_arrow_problem(exc)}") from None
     _check_size(path, footer)
     schema = footer.schema.to_arrow_schema()
@@ -123,7 +139,8 @@ def read_parquet(path: str | Path) -> tuple[pd.DataFrame, TraceMeta]:
             raise TraceError(path, f"column {c!r} has Arrow type {have}, expected {want}")
     try:
         table = pq.read_table(str(path), columns=list(COLUMNS))
-    except (pa.ArrowException, OSError) as exc:
+        table.validate(full=True)  # string pages are not checked for UTF-8 until pandas converts them
+    except PARQUET_ERRORS as exc:
         raise TraceError(path, f"corrupt Parquet data: {_arrow_problem(exc)}") from None
     if table.num_rows and any(table.column(c).null_count for c in COLUMNS):
         bad = next(c for c in COLUMNS if table.column(c).null_count)
