@@ -72,9 +72,8 @@ How fast one `simulate()` call is: plan, routing, engine run and every metric, w
 recording. This page is written by `{command}`; the text is the template in
 `benchmarks/perf_doc.py` (rerun the command, do not edit the page).
 
-Measured on: {machine}. The machine was shared with other engineers' test runs when these
-figures were taken, so they are upper bounds; process CPU time is far steadier than wall time
-under that load, which is why the CPU-second targets use it.
+Measured on: {machine}. The load average says how busy the machine was; process CPU time is
+far steadier than wall time under load, which is why the CPU-second targets use it.
 
 ## Targets (issue 11)
 
