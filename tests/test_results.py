@@ -61,13 +61,9 @@ def test_executor_summary_maps_onto_the_schema():
 
 def test_measured_and_predicted_runs_share_one_table_and_report(tmp_path, capsys):
     sim_json = tmp_path / "sim.json"
-    # the committed executor run predates the reference semantics of the paper presets: it ran
-    # dicesim's original ones, so the prediction runs those (the same plan on both halves)
-    scenario = tmp_path / "dice-original.toml"
-    scenario.write_text('[strategy]\npreset = "dice"\nasync_work = "consumed_only"\ncond_scope = "async"\n'
-                        'slot_order = "shared_first"\nbuffer_policy = "separate"\n', encoding="utf-8")
-    args = ["simulate", str(scenario), "--model", "small", "--world-size", "2", "--batch", "2", "--image-size", "64",
-            "--steps", "8", "--profile", str(SIDE / "cpu-gloo-w2.toml"),
+    # the committed executor run is the `dice` preset in fp32 (CPU): predict the same plan and bytes
+    args = ["simulate", "--model", "small", "--world-size", "2", "--batch", "2", "--image-size", "64", "--steps", "8",
+            "--strategy", "dice", "--dtype", "fp32", "--profile", str(SIDE / "cpu-gloo-w2.toml"),
             "--topology", str(SIDE / "cpu-gloo-w2.topology-w2.toml"), "--json"]
     assert main(args) == 0
     sim_json.write_text(capsys.readouterr().out)
