@@ -32,6 +32,13 @@ def _rel_l2(x: torch.Tensor, ref: torch.Tensor) -> float:
     return float((x - ref).norm() / ref.norm().clamp_min(1e-30))
 
 
+def _cosine(x: torch.Tensor, ref: torch.Tensor) -> float:
+    """Cosine similarity in float64, clamped to [-1, 1]: float32 rounding can put two
+    identical samples a few ulps above 1."""
+    c = torch.nn.functional.cosine_similarity(x.flatten().double(), ref.flatten().double(), dim=0)
+    return float(c.clamp(-1.0, 1.0))
+
+
 def staleness_table(strategies: Sequence[str], base: RunSpec, *, world_size: int = 2) -> pd.DataFrame:
     """One row per strategy (``sync`` is always run first as the reference)."""
     names = ["sync", *[s for s in strategies if s != "sync"]]
@@ -55,7 +62,7 @@ def staleness_table(strategies: Sequence[str], base: RunSpec, *, world_size: int
             "stale_layer_steps_frac": float(stale.mean()),
             "layer_rel_l2": float(np.nanmean(layer_err[stale])) if stale.any() else 0.0,
             "sample_rel_l2": _rel_l2(x, reference),
-            "sample_cosine": float(torch.nn.functional.cosine_similarity(x.flatten(), reference.flatten(), dim=0)),
+            "sample_cosine": _cosine(x, reference),
         })
     return pd.DataFrame(rows)
 
