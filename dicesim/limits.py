@@ -80,6 +80,8 @@ MAX_RESULT_TABLE_ROWS = MAX_SWEEP_POINTS
 MAX_LOCAL_WORKERS = 256
 #: local executor ranks (each is a process on this machine)
 MAX_EXECUTOR_RANKS = 64
+#: seeds of `validate quality --model digits` (each seed runs every strategy; 3 take ~3 min)
+MAX_QUALITY_SEEDS = 1000
 #: executor collective timeout, seconds (a day; past it a hung rank is never noticed)
 MAX_TIMEOUT_S = 86_400
 #: executor checkpoints: a file larger than this many times the model's fp32 weights is not

@@ -87,3 +87,4 @@ def test_checkpoint_of_another_model_is_refused_before_sampling(tmp_path, capsys
     captured = capsys.readouterr()
     assert captured.err.startswith("error: checkpoint: ") and "missing" in captured.err and captured.out == ""
     assert not (tmp_path / "q.md").exists()
+

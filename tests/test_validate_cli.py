@@ -50,6 +50,14 @@ def test_bad_input_is_one_line_exit_2(args, needle, capsys):
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize("seeds", ["1", "1001", "1000000000"])
+def test_quality_seed_count_outside_its_range_is_refused_before_any_work(seeds, capsys):
+    # a billion seeds once built a billion-element tuple before anything checked it
+    code = main(["quality", "--model", "digits", "--seeds", seeds])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "seeds" in err and "2..1000" in err, err
+
+
 def test_bad_input_real_process_exit_code():
     proc = _cli("run", "--world-size", "3", "--strategy", "dice")
     assert proc.returncode == 2 and proc.stdout == ""

@@ -14,7 +14,7 @@ import typer
 
 from dicesim.cli.entry import run_app
 from dicesim.errors import ConfigError
-from dicesim.limits import MAX_TIMEOUT_S
+from dicesim.limits import MAX_QUALITY_SEEDS, MAX_TIMEOUT_S, check_range
 from dicesim.strategy import make_strategy
 
 app = typer.Typer(name="validate", help="Expert-parallel DiT-MoE executor (torch.distributed).",
@@ -182,8 +182,7 @@ def _digits_quality(*, steps: int, seeds: int, images: int, guidance_scale: floa
     from validate.quality_study import StudyConfig
 
     worlds, checks = _int_list(world_sizes, "world_sizes"), _int_list(check_steps, "check_steps")
-    if seeds < 2:
-        raise ConfigError("seeds", f"needs >= 2 seeds for a spread, got {seeds}", ">= 2")
+    check_range("seeds", seeds, 2, MAX_QUALITY_SEEDS)  # >= 2 for a spread
     if images < 2 or any(images % w for w in worlds):
         raise ConfigError("images", f"{images} must be >= 2 and divisible by every world size {worlds}")
     ckpt = checkpoint or DATA_DIR / CHECKPOINT_FILE
