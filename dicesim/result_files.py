@@ -22,9 +22,7 @@ from pydantic import ValidationError
 
 from dicesim.errors import ConfigError, DicesimError, config_error_from_pydantic
 from dicesim.inputs import Fail, check_data, check_file_size, load_json_file
-from dicesim.limits import (
-    MAX_JSON_TRACE_BYTES, MAX_PARQUET_UNCOMPRESSED_BYTES, MAX_RESULT_TABLE_BYTES, MAX_RESULT_TABLE_ROWS, human_bytes,
-)
+from dicesim.limits import MAX_JSON_TRACE_BYTES, MAX_RESULT_TABLE_BYTES, MAX_RESULT_TABLE_ROWS
 from dicesim.results import METRIC_NAMES, RESULT_SCHEMA, RunResult, rename_legacy_columns, result_from_executor
 
 #: table columns that must hold numbers: the schema's metrics and counts, and what sweeps add
@@ -115,15 +113,12 @@ def _read_parquet(p: Path, fail: Fail) -> pd.DataFrame:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from dicesim.trace.parquet import PARQUET_ERRORS
+    from dicesim.trace.parquet import PARQUET_ERRORS, check_unpacked_size
 
     try:
         footer = pq.read_metadata(str(p))
         _check_rows(footer.num_rows, fail)  # before any page is read
-        unpacked = sum(footer.row_group(i).total_byte_size for i in range(footer.num_row_groups))
-        if unpacked > MAX_PARQUET_UNCOMPRESSED_BYTES:
-            raise fail(f"row groups unpack to {human_bytes(unpacked)}, more than the "
-                       f"{human_bytes(MAX_PARQUET_UNCOMPRESSED_BYTES)} limit (see docs/limits.md)")
+        check_unpacked_size(footer, fail)
         table = pq.read_table(str(p))
         table.validate(full=True)  # string pages are not checked for UTF-8 until they are converted
     except PARQUET_ERRORS as exc:

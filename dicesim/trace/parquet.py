@@ -8,6 +8,7 @@ instead of an Arrow stack of internals.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -110,10 +111,15 @@ def _check_size(path: Path, meta: pq.FileMetaData) -> None:
     """Refuse tables too large to load before Arrow allocates them (limits: docs/limits.md)."""
     if meta.num_rows > MAX_TRACE_EVENTS:
         raise TraceError(path, f"{meta.num_rows:,} events, more than the {MAX_TRACE_EVENTS:,} limit (see docs/limits.md)")
+    check_unpacked_size(meta, lambda problem: TraceError(path, problem))
+
+
+def check_unpacked_size(meta: pq.FileMetaData, fail: Callable[[str], Exception]) -> None:
+    """Refuse a Parquet file whose row groups (from the footer) unpack past the limit."""
     unpacked = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
     if unpacked > MAX_PARQUET_UNCOMPRESSED_BYTES:
-        raise TraceError(path, f"row groups unpack to {human_bytes(unpacked)}, more than the "
-                               f"{human_bytes(MAX_PARQUET_UNCOMPRESSED_BYTES)} limit (see docs/limits.md)")
+        raise fail(f"row groups unpack to {human_bytes(unpacked)}, more than the "
+                   f"{human_bytes(MAX_PARQUET_UNCOMPRESSED_BYTES)} limit (see docs/limits.md)")
 
 
 def read_parquet(path: str | Path) -> tuple[pd.DataFrame, TraceMeta]:
