@@ -70,6 +70,8 @@ def test_predictions_are_the_simulators_ratios_and_gaps_follow_the_band(tmp_path
 
 @pytest.mark.parametrize("edit, needle", [
     (("value = 1.1", "value = \"fast\""), "value"),
+    (("value = 1.1", "value = 0.0"), "value"),  # fuzzing: the relative gap divided by it
+    (("low = 0.0\nhigh = 0.99", "low = 0.0\nhigh = 0.0"), "high"),
     (("low = 0.0\nhigh = 0.99", "low = 0.9\nhigh = 0.1"), "low"),
     (("metric = \"speedup\"", "metric = \"latency\""), "metric"),
     (("batches = [1, 2]", "batches = []"), "batches"),

@@ -47,9 +47,11 @@ class PaperFigure(BaseModel):
     metric: Literal["speedup", "sync_comm_share"]
     strategy: str
     models: tuple[str, ...] = Field(min_length=1)
-    value: Optional[float] = None
-    low: Optional[float] = None
-    high: Optional[float] = None
+    # both metrics are non-negative ratios; a gap is relative to the band edge it passes, so an
+    # edge a prediction can pass (value, high) must be positive
+    value: Optional[float] = Field(None, gt=0)
+    low: Optional[float] = Field(None, ge=0)
+    high: Optional[float] = Field(None, gt=0)
     unit: str
     quote: str
     source: str
