@@ -1,6 +1,6 @@
 """The per-step operation plan every rank executes, and what follows from it.
 
-``build_plan`` turns a :class:`~dicesim.strategy.StrategyConfig` into the ordered list of
+``build_plan`` turns a :class:`~dicesim.strategy.ExpertParallelStrategy` into the ordered list of
 :class:`Action` each rank runs at each step. The simulator schedules these actions on
 simpy streams; the executor runs them with torch.distributed. Lags (:func:`lag_table`)
 and cross-step buffers (:func:`held_buffers`) are *derived* by replaying the plan, so the
@@ -35,7 +35,7 @@ from typing import Iterator
 import numpy as np
 
 from dicesim.errors import ConfigError
-from dicesim.strategy import StrategyConfig
+from dicesim.strategy import ExpertParallelStrategy
 
 ACTION_KINDS = (
     "embed", "attention", "gate", "sync_moe", "local_moe", "issue_dispatch", "run_experts",
@@ -56,7 +56,7 @@ class Action:
 class Plan:
     """Ordered actions per step, plus the facts they were built from."""
 
-    strategy: StrategyConfig
+    strategy: ExpertParallelStrategy
     num_layers: int
     num_steps: int
     steps: tuple[tuple[Action, ...], ...]
@@ -83,7 +83,7 @@ class Plan:
         return frozenset(range(self.num_layers)) if s.cond_scope == "all" else frozenset(self.async_layers)
 
 
-def build_plan(strategy: StrategyConfig, num_layers: int, num_steps: int) -> Plan:
+def build_plan(strategy: ExpertParallelStrategy, num_layers: int, num_steps: int) -> Plan:
     """Every rank's ordered actions for ``num_steps`` steps of a ``num_layers``-layer model."""
     if num_layers < 1:
         raise ConfigError("model.depth", f"must be >= 1, got {num_layers}", ">= 1")

@@ -37,7 +37,7 @@ import scipy.optimize
 from dicesim.errors import ConfigError
 from dicesim.plan import build_plan, lag_table
 from dicesim.sim.routing import kept_share
-from dicesim.strategy import StrategyConfig, make_strategy
+from dicesim.strategy import ExpertParallelStrategy, make_strategy
 from dicesim.tomlio import read_toml
 
 DEFAULT_TABLE = Path(__file__).parent / "data" / "quality" / "digits.toml"
@@ -54,7 +54,7 @@ class QualityPoint:
     """One measured strategy: its config and the table's numbers (means and spreads)."""
 
     label: str
-    strategy: StrategyConfig
+    strategy: ExpertParallelStrategy
     values: dict[str, float]
     num_steps: int
 
@@ -128,7 +128,7 @@ def load_quality_table(path: str | Path = DEFAULT_TABLE) -> QualityTable:
     return QualityTable(path=p, meta=dict(meta), points=points, checks=checks)
 
 
-def staleness_features(strategy: StrategyConfig, num_layers: int, num_steps: int, top1_share: float,
+def staleness_features(strategy: ExpertParallelStrategy, num_layers: int, num_steps: int, top1_share: float,
                        top_k: int = 2) -> np.ndarray:
     """(shallow, deep): router-weighted lag averaged over steps and each half's layers, over T."""
     lags = lag_table(build_plan(strategy, num_layers, num_steps))
@@ -190,7 +190,7 @@ def _builtin_fits() -> tuple[QualityTable, dict[str, QualityFit]]:
     return _fitted(load_quality_table())
 
 
-def predict_quality(strategy: StrategyConfig | str, num_layers: int, num_steps: int, *, metric: str = "fd_change",
+def predict_quality(strategy: ExpertParallelStrategy | str, num_layers: int, num_steps: int, *, metric: str = "fd_change",
                     top1_share: float | None = None, table: QualityTable | None = None) -> QualityPrediction:
     """Predicted quality change of ``strategy`` on a ``num_layers``-layer model sampled in ``num_steps``.
 
@@ -210,7 +210,7 @@ def predict_quality(strategy: StrategyConfig | str, num_layers: int, num_steps: 
                              features=(float(feats[0]), float(feats[1])))
 
 
-def quality_columns(strategy: StrategyConfig, num_layers: int, num_steps: int, top1_share: float | None = None,
+def quality_columns(strategy: ExpertParallelStrategy, num_layers: int, num_steps: int, top1_share: float | None = None,
                     table: QualityTable | None = None) -> dict[str, Any]:
     """The columns ``simulate``/``compare``/``sweep`` report: both predictions and their basis."""
     tab, fits = _fitted(table)

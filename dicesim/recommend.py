@@ -48,7 +48,7 @@ from dicesim.search_space import (
     class_metrics,
     timing_key,
 )
-from dicesim.strategy import StrategyConfig
+from dicesim.strategy import ExpertParallelStrategy
 
 #: the objectives of the Pareto front and their sense (+1 minimise, -1 maximise)
 OBJECTIVES: dict[str, int] = {"step_latency_s": 1, "weighted_lag_steps": 1, "peak_buffer_bytes": 1}
@@ -139,7 +139,7 @@ def screen(scenario: Scenario, space: SearchSpace, limits: Limits, *, quality: Q
     L, T = scenario.preset().depth, scenario.steps
     cands = candidates(space, L)
     class_ids: dict[tuple, int] = {}
-    reps: list[StrategyConfig] = []
+    reps: list[ExpertParallelStrategy] = []
     policies: list[dict[str, None]] = []
     for strategy, _ in cands:
         key = timing_key(strategy, L)

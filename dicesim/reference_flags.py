@@ -1,4 +1,4 @@
-"""A DICE reference command line (``sample_ddp.py`` flags) as a :class:`StrategyConfig`.
+"""A DICE reference command line (``sample_ddp.py`` flags) as a :class:`ExpertParallelStrategy`.
 
 The reference (github Cobalt-27/DICE) chooses its strategy with command-line flags
 (``sample_ddp.py:374-391``); docs/strategies.md maps each to dicesim's fields and cites the
@@ -12,7 +12,7 @@ import argparse
 import shlex
 
 from dicesim.errors import ConfigError
-from dicesim.strategy import REFERENCE_SEMANTICS, StrategyConfig
+from dicesim.strategy import REFERENCE_SEMANTICS, ExpertParallelStrategy
 
 #: --ep-async-mode names the layers that run asynchronously; sync_layers names the others
 ASYNC_MODE_TO_SYNC_LAYERS = {"shallow": "deep", "deep": "shallow", "interleaved": "alternate", "all": "none"}
@@ -54,7 +54,7 @@ def _require(cond: bool, problem: str, where: str) -> None:
         raise ConfigError("reference flags", f"{problem} (the reference rejects it: {where})")
 
 
-def strategy_from_reference_flags(cmdline: str, *, name: str = "reference") -> tuple[StrategyConfig, list[str]]:
+def strategy_from_reference_flags(cmdline: str, *, name: str = "reference") -> tuple[ExpertParallelStrategy, list[str]]:
     """The strategy a reference command line runs, and notes on where dicesim differs."""
     try:
         args, unknown = _parser().parse_known_args(_flags(cmdline))
@@ -78,7 +78,7 @@ def strategy_from_reference_flags(cmdline: str, *, name: str = "reference") -> t
         if args.ep_async_noskip_step != 1 or args.ep_async_skip_strategy:
             notes.append("conditional communication flags have no effect without --ep-async (sample_ddp.py:182-191)")
         scheme = "sync" if args.ep else "data_parallel"
-        return StrategyConfig(name=name, scheme=scheme), notes
+        return ExpertParallelStrategy(name=name, scheme=scheme), notes
     _require(args.ep_async_mode is not None, "--ep-async needs --ep-async-mode", "models.py:329-338")
     n = args.ep_async_noskip_step
     _require(n >= 1, f"--ep-async-noskip-step must be >= 1, got {n}", "diep.py:68")
@@ -117,6 +117,6 @@ def strategy_from_reference_flags(cmdline: str, *, name: str = "reference") -> t
         notes.append("XL/2 and G/2 sample 50 rectified-flow steps whatever --num-sampling-steps says "
                      "(sample_ddp.py:229)")
     try:
-        return StrategyConfig(name=name, **fields), notes
+        return ExpertParallelStrategy(name=name, **fields), notes
     except ValueError as exc:  # pydantic's ValidationError
         raise ConfigError("reference flags", " ".join(str(exc).split())) from None

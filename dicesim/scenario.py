@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SerializeAsAny, ValidationError
 
 from dicesim.errors import ConfigError, config_error_from_pydantic
 from dicesim.limits import (
@@ -22,7 +22,7 @@ from dicesim.limits import (
 )
 from dicesim.models import DTYPE_NBYTES, MODEL_NAMES, ModelPreset, get_model
 from dicesim.placement import make_placement
-from dicesim.strategy import STRATEGY_NAMES, StrategyConfig, make_strategy
+from dicesim.strategy import ExpertParallelStrategy, Strategy, as_strategy, make_strategy, strategy_names
 from dicesim.tomlio import read_toml
 
 DEFAULT_TOPOLOGY = "8x-rtx4090-pcie"
@@ -59,7 +59,8 @@ class Scenario(BaseModel):
     steps: int = Field(50, ge=1, le=MAX_STEPS)
     cfg: bool = True
     dtype: Literal["bf16", "fp16", "fp32"] = "bf16"
-    strategy: StrategyConfig = StrategyConfig(name="sync")
+    #: any family's config; a table of fields reads as its family's (default: expert-parallel)
+    strategy: Annotated[SerializeAsAny[Strategy], BeforeValidator(as_strategy)] = ExpertParallelStrategy(name="sync")
     topology: str = DEFAULT_TOPOLOGY
     world_size: int = Field(8, ge=1, le=MAX_WORLD_SIZE)
     placement: Literal["contiguous", "strided"] = "contiguous"
@@ -70,7 +71,7 @@ class Scenario(BaseModel):
     def preset(self) -> ModelPreset:
         return get_model(self.model, self.num_experts)
 
-    def with_strategy(self, strategy: StrategyConfig) -> "Scenario":
+    def with_strategy(self, strategy: Strategy) -> "Scenario":
         return self.model_copy(update={"strategy": strategy})
 
     def setup_label(self) -> str:
@@ -83,7 +84,7 @@ class Scenario(BaseModel):
 
 _ALLOWED = {
     "model": MODEL_NAMES, "dtype": tuple(DTYPE_NBYTES), "placement": ("contiguous", "strided"),
-    "kind": ("uniform", "zipf", "histogram"), "sampling": ("expected", "multinomial"), "preset": STRATEGY_NAMES,
+    "kind": ("uniform", "zipf", "histogram"), "sampling": ("expected", "multinomial"), "preset": strategy_names(),
 }
 
 
@@ -92,7 +93,7 @@ def validate_scenario(sc: Scenario) -> Scenario:
     preset = sc.preset()
     make_placement(sc.world_size, preset.num_experts, group_layout=sc.placement)
     preset.tokens_per_image(sc.image_size)
-    sc.strategy.sync_layer_set(preset.depth)
+    sc.strategy.check_model(preset.depth)
     from dicesim.topology import get_topology, world_size
 
     gpus = world_size(get_topology(sc.topology))
@@ -179,7 +180,7 @@ def scenario_from_dict(doc: dict, path: Path = Path("<scenario>")) -> Scenario:
         fields["topology"] = str((path.parent / fields["topology"]).resolve()) if path.exists() else fields["topology"]
     preset = strat.pop("preset", None)
     if preset is not None and not isinstance(preset, str):
-        raise ConfigError("strategy.preset", f"must be a preset name, got {type(preset).__name__}", STRATEGY_NAMES)
+        raise ConfigError("strategy.preset", f"must be a preset name, got {type(preset).__name__}", strategy_names())
     fields["strategy"] = make_strategy(preset, **strat) if (preset or strat) else None
     if routing:
         try:

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from dicesim.errors import ConfigError, config_error_from_pydantic
 from dicesim.plan import Plan
-from dicesim.strategy import REFERENCE_SEMANTICS, StrategyConfig
+from dicesim.strategy import REFERENCE_SEMANTICS, ExpertParallelStrategy
 from dicesim.sweep import matching_preset
 
 AsyncScheme = Literal["displaced", "interweaved"]
@@ -49,7 +49,7 @@ class SearchSpace(BaseModel):
     warmups: tuple[int, ...] = Field((1, 2, 4), min_length=1)
     include_sync: bool = True
     #: ``reference``: the DICE code's semantics, as the paper's presets run (strategy.REFERENCE_SEMANTICS);
-    #: ``original``: the StrategyConfig defaults (only consumed work, separate buffers, ...)
+    #: ``original``: the ExpertParallelStrategy defaults (only consumed work, separate buffers, ...)
     semantics: Literal["reference", "original"] = "reference"
 
     @field_validator("block_sizes", "cond_intervals", "warmups")
@@ -76,7 +76,7 @@ def make_space(**fields: object) -> SearchSpace:
 def _sync_sets(space: SearchSpace, num_layers: int) -> list[tuple[str, object]]:
     """(label, sync_layers value) per distinct layer set: presets first, then deep blocks."""
     seen: dict[frozenset[int], tuple[str, object]] = {}
-    probe = StrategyConfig(scheme="interweaved")
+    probe = ExpertParallelStrategy(scheme="interweaved")
     for preset in space.sync_presets:
         layers = probe.model_copy(update={"sync_layers": preset}).sync_layer_set(num_layers)
         seen.setdefault(frozenset(layers), (preset, preset))
@@ -86,7 +86,7 @@ def _sync_sets(space: SearchSpace, num_layers: int) -> list[tuple[str, object]]:
     return list(seen.values())
 
 
-def candidate_label(strategy: StrategyConfig, sync_label: str) -> str:
+def candidate_label(strategy: ExpertParallelStrategy, sync_label: str) -> str:
     """A preset's name when the candidate equals one, else ``scheme[sync=..,cond=n/policy,warmup=w]``."""
     preset = matching_preset(strategy)
     if preset:
@@ -98,19 +98,19 @@ def candidate_label(strategy: StrategyConfig, sync_label: str) -> str:
     return f"{strategy.scheme}[{','.join(parts)}]"
 
 
-def candidates(space: SearchSpace, num_layers: int) -> list[tuple[StrategyConfig, str]]:
+def candidates(space: SearchSpace, num_layers: int) -> list[tuple[ExpertParallelStrategy, str]]:
     """Every strategy of ``space`` with the short label of its sync set, in a fixed order."""
-    out: list[tuple[StrategyConfig, str]] = []
+    out: list[tuple[ExpertParallelStrategy, str]] = []
     semantics = REFERENCE_SEMANTICS if space.semantics == "reference" else {}
     if space.include_sync:
-        out.append((StrategyConfig(name="sync", scheme="sync"), "all"))
+        out.append((ExpertParallelStrategy(name="sync", scheme="sync"), "all"))
     try:
         for scheme in space.schemes:
             for sync_label, sync_layers in _sync_sets(space, num_layers):
                 for n in space.cond_intervals:
                     for policy in (space.cond_policies if n > 1 else ("low",)):
                         for w in space.warmups:
-                            s = StrategyConfig(scheme=scheme, sync_layers=sync_layers, cond_interval=n,
+                            s = ExpertParallelStrategy(scheme=scheme, sync_layers=sync_layers, cond_interval=n,
                                                cond_policy=policy, warmup_steps=w, **semantics)
                             out.append((s.model_copy(update={"name": candidate_label(s, sync_label)}), sync_label))
     except ValidationError as exc:
@@ -121,7 +121,7 @@ def candidates(space: SearchSpace, num_layers: int) -> list[tuple[StrategyConfig
     return out
 
 
-def timing_key(strategy: StrategyConfig, num_layers: int) -> tuple:
+def timing_key(strategy: ExpertParallelStrategy, num_layers: int) -> tuple:
     """Equal for two candidates whose plans are equal (so the engine runs them identically):
     the timing fields, with the sync layers as a set and the warm-up as it takes effect."""
     fields = strategy.model_dump(exclude=set(TIMING_FREE) | {"sync_layers", "warmup_steps"})
@@ -170,7 +170,7 @@ def lag_metrics(plan: Plan, top_k: int, share_kept: float) -> dict[str, float]:
             "max_lag_steps": means["max_lag"]}
 
 
-def class_metrics(routing, row_nbytes: int, num_layers: int, num_steps: int, strategy: StrategyConfig,
+def class_metrics(routing, row_nbytes: int, num_layers: int, num_steps: int, strategy: ExpertParallelStrategy,
                   policies: tuple[str, ...]) -> tuple[TimingClass, float, dict[str, dict[str, float]]]:
     """Everything but time for one timing class: its order facts, peak stale-buffer bytes per GPU
     and the lags for each conditional-communication policy among its members."""

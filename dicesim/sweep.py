@@ -39,7 +39,7 @@ from dicesim.limits import MAX_SWEEP_POINTS
 from dicesim.results import rename_legacy_columns
 from dicesim.scenario import Scenario, make_scenario, naming_file, scenario_from_dict
 from dicesim.sweep_limits import check_axis_values, check_sweep_size
-from dicesim.strategy import STRATEGY_NAMES, StrategyConfig, make_strategy
+from dicesim.strategy import Strategy, make_strategy, parse_strategy, strategy_names
 from dicesim.tomlio import read_toml
 
 SWEEP_FORMAT = "dicesim-sweep/1"  # part of every key: bump it when a result's meaning changes
@@ -195,10 +195,7 @@ def point_scenario(base: Scenario, point: dict[str, Any]) -> tuple[Scenario, str
             fields["routing"] = {**fields["routing"], ROUTING_AXES[name]: value}
     preset_name = str(preset or strat_fields["name"])
     label = _strategy_label(preset_name, overrides)
-    try:
-        strategy = StrategyConfig(**{**strat_fields, **overrides, "name": label})
-    except ValidationError as exc:
-        raise config_error_from_pydantic(exc, "strategy") from None
+    strategy = parse_strategy({**strat_fields, **overrides, "name": label})
     if not strategy.is_async and strategy.scheme == strat_fields["scheme"]:
         moot = [k for k in overrides if k not in ("scheme", "count_comm")]
         if moot:
@@ -211,10 +208,10 @@ def point_scenario(base: Scenario, point: dict[str, Any]) -> tuple[Scenario, str
     return make_scenario(**fields), label
 
 
-def matching_preset(strategy: StrategyConfig) -> str | None:
+def matching_preset(strategy: Strategy) -> str | None:
     """Name of the preset this strategy equals in everything but its name, if any."""
     mine = strategy.model_dump(exclude={"name"})
-    for name in STRATEGY_NAMES:
+    for name in strategy_names():
         if make_strategy(name).model_dump(exclude={"name"}) == mine:
             return name
     return None

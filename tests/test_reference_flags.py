@@ -1,4 +1,4 @@
-"""`dicesim strategy show --reference-flags`: a DICE reference command line as a StrategyConfig."""
+"""`dicesim strategy show --reference-flags`: a DICE reference command line as an ExpertParallelStrategy."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from dicesim.plan import build_plan, buffer_rows, held_buffers, lag_table
-from dicesim.strategy import StrategyConfig, make_strategy
+from dicesim.strategy import ExpertParallelStrategy, make_strategy
 
 layers_st = st.integers(1, 12)
 steps_st = st.integers(1, 16)
@@ -18,7 +18,7 @@ def configs(draw, scheme=None):
     L = draw(layers_st)
     sync = draw(st.one_of(st.sampled_from(["none", "deep", "shallow", "alternate"]),
                           st.lists(st.integers(0, L - 1), max_size=L).map(tuple)))
-    cfg = StrategyConfig(
+    cfg = ExpertParallelStrategy(
         scheme=scheme or draw(st.sampled_from(["sync", "displaced", "interweaved", "data_parallel"])),
         sync_layers=sync,
         cond_interval=draw(st.integers(1, 4)),
@@ -62,7 +62,7 @@ def test_warmup_steps_are_lag_zero_and_first_step_always_sync_for_async(c):
         assert warm >= 1
 
 
-def _no_cond(cfg: StrategyConfig) -> StrategyConfig:
+def _no_cond(cfg: ExpertParallelStrategy) -> ExpertParallelStrategy:
     return cfg.model_copy(update={"cond_interval": 1})
 
 

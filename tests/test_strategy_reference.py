@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from dicesim.plan import build_plan, held_buffers, lag_table
 from dicesim.sim.api import prepare, simulate
 from dicesim.sim.profile import get_profile
-from dicesim.strategy import StrategyConfig, make_strategy
+from dicesim.strategy import ExpertParallelStrategy, make_strategy
 from dicesim.topology import fully_connected
 
 ORIGINAL = dict(async_work="consumed_only", cond_scope="async", slot_order="shared_first", buffer_policy="separate")
@@ -53,7 +53,7 @@ def test_displaced_scope_all_with_periodic_sync():
 @st.composite
 def configs(draw):
     L = draw(st.integers(1, 8))
-    cfg = StrategyConfig(
+    cfg = ExpertParallelStrategy(
         scheme=draw(st.sampled_from(["displaced", "interweaved"])),
         sync_layers=draw(st.sampled_from(["none", "deep", "shallow", "alternate"])),
         cond_interval=draw(st.integers(1, 2)),

@@ -29,7 +29,7 @@ import torch
 from dicesim.limits import MAX_EXECUTOR_RANKS, MAX_STEPS, check_range
 from dicesim.plan import build_plan
 from dicesim.sim.metrics import lag_tables
-from dicesim.strategy import StrategyConfig, make_strategy
+from dicesim.strategy import Strategy, make_strategy
 from validate.classifier import DigitClassifier
 from validate.digits import DIGITS_SIDE_PX
 from validate.image_metrics import FeatureStats, class_accuracy, deviation, feature_stats, frechet_distance
@@ -44,7 +44,7 @@ class StudyStrategy:
     preset: str
     overrides: dict = field(default_factory=dict)
 
-    def build(self, seed: int) -> StrategyConfig:
+    def build(self, seed: int) -> Strategy:
         """The strategy for one seed (the seed also fixes the ``random`` policy's choices)."""
         strategy = make_strategy(self.preset, **self.overrides, seed=seed)
         return strategy.model_copy(update={"name": self.label})
@@ -76,7 +76,7 @@ class StudyConfig:
     images: int = 200  # per seed
     seeds: tuple[int, ...] = (0, 1, 2)
 
-    def spec(self, strategy: StrategyConfig, seed: int, *, world_size: int = 1) -> RunSpec:
+    def spec(self, strategy: Strategy, seed: int, *, world_size: int = 1) -> RunSpec:
         if self.images % world_size:
             raise ValueError(f"{self.images} images do not split over {world_size} ranks")
         return RunSpec(strategy=strategy, model="digits", steps=self.steps, batch=self.images // world_size,
@@ -108,7 +108,7 @@ class Scorer:
                 "deviation": deviation(samples_BCSS, sync_BCSS)}
 
 
-def plan_mean_lag(strategy: StrategyConfig, num_layers: int, num_steps: int, top_k: int) -> float:
+def plan_mean_lag(strategy: Strategy, num_layers: int, num_steps: int, top_k: int) -> float:
     """Mean lag over token-expert copies, the simulator's ``mean_lag`` (from the plan)."""
     _, _, means = lag_tables(build_plan(strategy, num_layers, num_steps), top_k, share_kept=0.5)
     return means["mean_lag"]

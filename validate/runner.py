@@ -62,7 +62,7 @@ def random_kept_copy(seed: int, layer: int, token_keys_N: np.ndarray, top_k: int
 def role_order(idx_NK: torch.Tensor, kept: int | None, kept_random_N: torch.Tensor | None) -> torch.Tensor:
     """Copy index of each role, ``role_copy_NK[:, 0]`` = the copy a skip step keeps.
 
-    ``kept`` is :meth:`StrategyConfig.kept_copy` (copies are sorted by score); None means the
+    ``kept`` is :meth:`ExpertParallelStrategy.kept_copy` (copies are sorted by score); None means the
     per-token choice ``kept_random_N``.
     """
     N, K = idx_NK.shape

@@ -22,7 +22,7 @@ import torch.distributed as dist
 from dicesim.errors import ConfigError
 from dicesim.models import DTYPE_NBYTES, ModelPreset, get_model
 from dicesim.plan import build_plan
-from dicesim.strategy import StrategyConfig
+from dicesim.strategy import Strategy
 from validate.dispatcher import Dispatcher, EmulatedDispatcher
 from validate.model import DiTMoE
 from dicesim.placement import Placement, make_placement, replicated
@@ -41,7 +41,7 @@ CRASH_EXIT_CODE = 17
 class RunSpec:
     """One executor run. ``batch`` is images per rank (before CFG doubles them)."""
 
-    strategy: StrategyConfig
+    strategy: Strategy
     model: str = "tiny"
     num_experts: int | None = None
     steps: int = 20

@@ -16,9 +16,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import ValidationError
 
-from dicesim.errors import ConfigError, TraceError, config_error_from_pydantic
+from dicesim.errors import ConfigError, TraceError
 from dicesim.limits import MAX_WORLD_SIZE
 from dicesim.models import (
     BlockWorkload,
@@ -26,7 +25,7 @@ from dicesim.models import (
     block_workload,
     get_model,
 )
-from dicesim.strategy import StrategyConfig, make_strategy
+from dicesim.strategy import Strategy, make_strategy, parse_strategy
 from dicesim.trace import TraceMeta, read_trace, trace_stems
 from dicesim.trace.runmeta import ScenarioMeta, ep_groups, router_hist, scenario_meta
 
@@ -47,7 +46,7 @@ class TraceRun:
     cfg: bool
     dtype: str
     world_size: int
-    strategy: StrategyConfig | None
+    strategy: Strategy | None
     ep_size: int
     router_hist_WTLE: np.ndarray | None = None
     extra_experts_on_rank: int | None = None
@@ -84,14 +83,13 @@ class TraceRun:
                 "backend": self.meta.backend, "device": self.meta.device, "stem": self.stem}
 
 
-def _strategy(sc: ScenarioMeta, meta: TraceMeta, where: Path) -> StrategyConfig | None:
+def _strategy(sc: ScenarioMeta, meta: TraceMeta, where: Path) -> Strategy | None:
     raw = sc.strategy
     if isinstance(raw, dict):
-        try:
-            return StrategyConfig(**raw)
-        except ValidationError as exc:
-            err = config_error_from_pydantic(exc, "scenario.strategy").one_line()
-            raise TraceError(where, f"metadata {err}") from None
+        try:  # no family in the metadata: an expert-parallel strategy (every trace before families)
+            return parse_strategy(raw, where="scenario.strategy")
+        except ConfigError as exc:
+            raise TraceError(where, f"metadata {exc.one_line()}") from None
     name = (raw if isinstance(raw, str) else meta.strategy).rstrip("*")
     try:
         return make_strategy(name)

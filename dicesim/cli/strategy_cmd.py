@@ -17,7 +17,7 @@ from dicesim.errors import ConfigError
 from dicesim.limits import MAX_LAYERS, MAX_STEPS
 from dicesim.plan import build_plan, lag_table
 from dicesim.reference_flags import strategy_from_reference_flags
-from dicesim.strategy import StrategyConfig, make_strategy
+from dicesim.strategy import ExpertParallelStrategy, make_strategy
 
 strategy_app = typer.Typer(help="Inspect strategies.", no_args_is_help=True)
 app.add_typer(strategy_app, name="strategy")
@@ -81,7 +81,7 @@ def show(
     console.print("S = layer always synchronous; lag unit: denoising steps")
 
 
-def _print_fields(console: Console, cfg: StrategyConfig, notes: list[str]) -> None:
+def _print_fields(console: Console, cfg: ExpertParallelStrategy, notes: list[str]) -> None:
     table = Table(title="StrategyConfig of the reference command line")
     table.add_column("field")
     table.add_column("value")

@@ -88,7 +88,7 @@ def simulate(scenario: Scenario | None = None, *, profile: HardwareProfile | str
     """Simulate one scenario and return its :class:`SimResult`.
 
     ``scenario``: a :class:`~dicesim.scenario.Scenario`; or give its fields as keywords
-    (``model``, ``strategy`` (preset name or StrategyConfig), ``world_size``, ``topology``, ...);
+    (``model``, ``strategy`` (preset name or Strategy), ``world_size``, ``topology``, ...);
     keywords given with a scenario override its fields. ``profile``: a HardwareProfile, a
     built-in name or a TOML path (default: the scenario's, else the topology GPU's built-in).
     ``graph``: use this topology graph instead of ``scenario.topology``. ``record``: keep the

@@ -36,7 +36,7 @@ from dicesim.sim.nccl import NcclModel
 from dicesim.sim.network import FlowNetwork
 from dicesim.sim.profile import HardwareProfile
 from dicesim.sim.routing import TokenRouting, build_routing
-from dicesim.strategy import StrategyConfig, make_strategy
+from dicesim.strategy import Strategy, make_strategy
 from dicesim.topology import RouteTable, get_topology
 from dicesim.topology.host_staged import loopback_route
 
@@ -52,7 +52,7 @@ def staged_rows_LT(routing: TokenRouting, skip: bool) -> np.ndarray:
     return out
 
 
-def emulated_placement(strategy: StrategyConfig, world_size: int, num_experts: int,
+def emulated_placement(strategy: Strategy, world_size: int, num_experts: int,
                        group_layout: str = "contiguous") -> Placement:
     """The W-rank placement the emulated ranks follow (the executor's ``RunSpec.placement``)."""
     if strategy.scheme == "data_parallel":
@@ -121,7 +121,7 @@ class HostStagedEngine(Engine):
                      coll.step, coll.tok_step, rows * self.spec.row_nbytes, rows)
 
 
-def simulate_host_staged(*, model: str, strategy: StrategyConfig | str, world_size: int, batch: int, steps: int,
+def simulate_host_staged(*, model: str, strategy: Strategy | str, world_size: int, batch: int, steps: int,
                          profile: HardwareProfile | str, topology: str | nx.DiGraph = "1x-h100-host-staged",
                          image_size: int = 256, cfg: bool = True, dtype: str = "bf16",
                          num_experts: int | None = None, group_layout: str = "contiguous",

@@ -1,17 +1,22 @@
-"""Strategy configuration: the one definition of a strategy that simulator and executor share.
+"""The expert-parallel family's config: the one definition simulator and executor share.
 
-A strategy is an immutable, validated :class:`StrategyConfig`. :mod:`dicesim.plan` turns it
-into the exact sequence of operations every rank runs, and derives lags and buffers from
-that sequence, so no rule is written twice. Semantics follow ``strategies.md``.
+Every rank holds a slice of the routed experts; each MoE layer exchanges tokens with
+all-to-alls. A strategy of this family is an immutable, validated
+:class:`ExpertParallelStrategy`; :mod:`dicesim.plan.expert` turns it into the exact sequence of
+operations every rank runs and derives lags and buffers from that sequence, so no rule is
+written twice. Semantics follow ``strategies.md``.
 """
 
 from __future__ import annotations
 
-from typing import Literal, Union
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import ClassVar, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 
-from dicesim.errors import ConfigError, config_error_from_pydantic
+from dicesim.errors import ConfigError
+from dicesim.strategy.base import FamilyConfig, Strategy
 
 Scheme = Literal["sync", "displaced", "interweaved", "data_parallel"]
 SyncPreset = Literal["none", "deep", "shallow", "alternate"]
@@ -25,7 +30,7 @@ SYNC_PRESETS: tuple[str, ...] = ("none", "deep", "shallow", "alternate")
 ASYNC_SCHEMES = frozenset({"displaced", "interweaved"})
 
 
-class StrategyConfig(BaseModel):
+class ExpertParallelStrategy(Strategy):
     """How each MoE layer communicates at each step.
 
     ``cond_interval`` 1 means every step sends both copies; ``n > 1`` means steps with
@@ -53,9 +58,15 @@ class StrategyConfig(BaseModel):
       ``interweaved`` also finished dispatch receive buffers).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    family: ClassVar[str] = "expert_parallel"
+    allowed: ClassVar[dict[str, tuple[str, ...]]] = {
+        "scheme": SCHEMES, "sync_layers": SYNC_PRESETS + ("a list of layer indices",),
+        "cond_policy": ("low", "high", "random"), "stale_weights": ("current", "producer"),
+        "count_comm": ("shared", "separate"), "async_work": ("consumed_only", "every_step"),
+        "cond_scope": ("async", "all"), "slot_order": ("shared_first", "combine_first"),
+        "buffer_policy": ("separate", "reference", "reference_gc"),
+    }
 
-    name: str = "custom"
     scheme: Scheme = "sync"
     sync_layers: Union[SyncPreset, tuple[int, ...]] = "none"
     cond_interval: int = Field(1, ge=1)
@@ -106,6 +117,9 @@ class StrategyConfig(BaseModel):
             "alternate": range(1, num_layers, 2),  # odd layers sync, so layer 0 starts the async ring
         }
         return frozenset(by_preset[sl])
+
+    def check_model(self, num_layers: int) -> None:
+        self.sync_layer_set(num_layers)
 
     def step_is_sync(self, t: int, num_steps: int) -> bool:
         """Whether step ``t`` runs every layer synchronously (warm-up, cool-down, periodic)."""
@@ -158,46 +172,15 @@ REFERENCE_SEMANTICS: dict[str, str] = dict(async_work="every_step", cond_scope="
                                            buffer_policy="reference_gc")
 
 
-def _presets() -> dict[str, dict]:
-    ref = REFERENCE_SEMANTICS
-    return {
-        "sync": dict(scheme="sync"),
-        "data_parallel": dict(scheme="data_parallel"),
-        "displaced": dict(scheme="displaced", **ref),
-        "interweaved": dict(scheme="interweaved", **ref),
-        "displaced-deep": dict(scheme="displaced", sync_layers="deep", **ref),
-        "interweaved-deep": dict(scheme="interweaved", sync_layers="deep", **ref),
-        "dice": dict(scheme="interweaved", sync_layers="deep", cond_interval=2, cond_policy="low", **ref),
-    }
+#: preset name -> fields (docs/strategies.md); read-only
+PRESETS: Mapping[str, Mapping[str, object]] = MappingProxyType({
+    "sync": dict(scheme="sync"),
+    "data_parallel": dict(scheme="data_parallel"),
+    "displaced": dict(scheme="displaced", **REFERENCE_SEMANTICS),
+    "interweaved": dict(scheme="interweaved", **REFERENCE_SEMANTICS),
+    "displaced-deep": dict(scheme="displaced", sync_layers="deep", **REFERENCE_SEMANTICS),
+    "interweaved-deep": dict(scheme="interweaved", sync_layers="deep", **REFERENCE_SEMANTICS),
+    "dice": dict(scheme="interweaved", sync_layers="deep", cond_interval=2, cond_policy="low", **REFERENCE_SEMANTICS),
+})
 
-
-STRATEGY_NAMES: tuple[str, ...] = tuple(_presets())
-#: strategies `dicesim compare` puts side by side by default
-COMPARE_DEFAULT: tuple[str, ...] = ("sync", "displaced", "interweaved", "interweaved-deep", "dice")
-
-
-_ALLOWED = {
-    "scheme": SCHEMES, "sync_layers": SYNC_PRESETS + ("a list of layer indices",),
-    "cond_policy": ("low", "high", "random"), "stale_weights": ("current", "producer"),
-    "count_comm": ("shared", "separate"), "async_work": ("consumed_only", "every_step"),
-    "cond_scope": ("async", "all"), "slot_order": ("shared_first", "combine_first"),
-    "buffer_policy": ("separate", "reference", "reference_gc"),
-}
-
-
-def make_strategy(name: str | None = None, **overrides: object) -> StrategyConfig:
-    """A named preset (``dice``, ``displaced``, ...) with field overrides, validated."""
-    base: dict = {}
-    if name is not None:
-        presets = _presets()
-        if name not in presets:
-            raise ConfigError("strategy", f"unknown strategy {name!r}", STRATEGY_NAMES)
-        base = dict(presets[name], name=name)
-    given = {k: v for k, v in overrides.items() if v is not None}
-    fields = {**base, **given}
-    if given and name is not None:
-        fields["name"] = str(given.get("name") or f"{name}*")
-    try:
-        return StrategyConfig(**fields)
-    except ValidationError as exc:
-        raise config_error_from_pydantic(exc, "strategy", _ALLOWED) from None
+FAMILY = FamilyConfig(name="expert_parallel", config=ExpertParallelStrategy, presets=PRESETS)
