@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from dicesim.errors import ConfigError
+from dicesim.plan import LagTable
 from dicesim.results import RunResult, result_from_sim, sim_metrics
 from dicesim.scenario import Scenario, check_run_size, load_scenario, make_scenario
 from dicesim.strategy import COMPARE_DEFAULT, make_strategy
@@ -97,12 +98,14 @@ def resolve_scenario(path: str | Path | None = None, *, model: str | None = None
     return make_scenario(**fields)
 
 
-def predicted_quality(scenario: Scenario) -> dict[str, Any]:
+def predicted_quality(scenario: Scenario, lags: LagTable | None = None) -> dict[str, Any]:
     """The quality model's predicted FD change and deviation of the scenario's strategy, and
-    their basis (:mod:`dicesim.quality_model`; router top-1 share from the scenario)."""
+    their basis (:mod:`dicesim.quality_model`; router top-1 share from the scenario).
+    ``lags``: the simulated run's own lag table (before a run: its plan's)."""
     from dicesim.quality_model import quality_columns
 
-    return quality_columns(scenario.strategy, scenario.preset().depth, scenario.steps, scenario.routing.top1_share)
+    return quality_columns(scenario.strategy, scenario.preset().depth, scenario.steps, scenario.routing.top1_share,
+                           lags=lags)
 
 
 def headline_metrics(summary: dict[str, Any], per_step: pd.DataFrame | None = None) -> dict[str, float]:
@@ -135,7 +138,7 @@ def run_strategy(scenario: Scenario, *, trace_dir: str | Path | None = None,
     result = simulate(scenario, record=want_events)
     events = result.events if want_events else None
     name = scenario.strategy.name
-    run_result = result_from_sim(scenario, {**result.summary(), **predicted_quality(scenario)}, result.per_step)
+    run_result = result_from_sim(scenario, {**result.summary(), **predicted_quality(scenario, result.lag_table)}, result.per_step)
     trace_path = None
     if events is not None and trace_dir is not None:
         # the record in the metadata makes the trace file a result file too (dicesim results table)

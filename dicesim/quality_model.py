@@ -6,8 +6,8 @@ digit-classifier features) against ``sync`` and the deviation of the samples fro
 ``sync`` samples, on the trained ``digits`` DiT-MoE. Each row names its strategy as a preset
 plus overrides, so the plan measured is rebuilt here with :func:`~dicesim.strategy.make_strategy`.
 
-Features come from the plan alone (:func:`dicesim.plan.lag_table`), so the simulator can
-compute them for any strategy, depth and step count:
+Features come from a lag table alone (:class:`dicesim.plan.LagTable`): a simulated run's own
+(:func:`quality_columns` with ``lags``), or its plan's for any strategy, depth and step count:
 
 - per (layer, step), the router-score-weighted lag of the two copies: the kept copy's lag
   weighted by its share of the router score, the dropped copy's by the rest (the share of the
@@ -35,8 +35,8 @@ import numpy as np
 import scipy.optimize
 
 from dicesim.errors import ConfigError
-from dicesim.plan import build_plan, lag_table
-from dicesim.sim.routing import kept_share
+from dicesim.plan import LagTable, build_plan
+from dicesim.plan.staleness import kept_share
 from dicesim.strategy import ExpertParallelStrategy, make_strategy
 from dicesim.tomlio import read_toml
 
@@ -129,9 +129,11 @@ def load_quality_table(path: str | Path = DEFAULT_TABLE) -> QualityTable:
 
 
 def staleness_features(strategy: ExpertParallelStrategy, num_layers: int, num_steps: int, top1_share: float,
-                       top_k: int = 2) -> np.ndarray:
-    """(shallow, deep): router-weighted lag averaged over steps and each half's layers, over T."""
-    lags = lag_table(build_plan(strategy, num_layers, num_steps))
+                       top_k: int = 2, lags: LagTable | None = None) -> np.ndarray:
+    """(shallow, deep): router-weighted lag averaged over steps and each half's layers, over T.
+
+    ``lags``: the lag table of a run of ``strategy`` (default: its plan's)."""
+    lags = build_plan(strategy, num_layers, num_steps).lags if lags is None else lags
     share = kept_share(strategy.kept_copy(top_k), top1_share)
     weighted_TL = share * lags.kept + (1.0 - share) * lags.dropped
     per_layer_L = weighted_TL.mean(axis=0) / num_steps
@@ -211,12 +213,14 @@ def predict_quality(strategy: ExpertParallelStrategy | str, num_layers: int, num
 
 
 def quality_columns(strategy: ExpertParallelStrategy, num_layers: int, num_steps: int, top1_share: float | None = None,
-                    table: QualityTable | None = None) -> dict[str, Any]:
-    """The columns ``simulate``/``compare``/``sweep`` report: both predictions and their basis."""
+                    table: QualityTable | None = None, lags: LagTable | None = None) -> dict[str, Any]:
+    """The columns ``simulate``/``compare``/``sweep`` report: both predictions and their basis.
+
+    ``lags``: the run's own lag table (after a simulation); without it, the plan's."""
     tab, fits = _fitted(table)
     fd_fit, dev_fit = fits["fd_change"], fits["deviation"]
     share = tab.top1_share if top1_share is None else top1_share
-    feats = staleness_features(strategy, num_layers, num_steps, share)
+    feats = staleness_features(strategy, num_layers, num_steps, share, lags=lags)
     basis = (f"FD change = {_formula(fd_fit.coef)}, deviation = {_formula(dev_fit.coef)}; "
              f"{_source(tab, len(tab.points))}{_extrapolation(tab, num_layers, num_steps)}")
     return {"pred_fd_change": fd_fit.predict(feats), "pred_deviation": dev_fit.predict(feats), "quality_basis": basis}

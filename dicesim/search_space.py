@@ -25,7 +25,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from dicesim.errors import ConfigError, config_error_from_pydantic
-from dicesim.plan import Plan
+from dicesim.plan import Plan, buffer_bytes_TW, build_plan
+from dicesim.plan.staleness import kept_share, lag_means
 from dicesim.strategy import REFERENCE_SEMANTICS, ExpertParallelStrategy
 from dicesim.sweep import matching_preset
 
@@ -162,10 +163,8 @@ def at_least_as_fast(a: TimingClass, b: TimingClass) -> bool:
 
 
 def lag_metrics(plan: Plan, top_k: int, share_kept: float) -> dict[str, float]:
-    """Mean, router-weighted and largest lag of ``plan`` (the simulator's own derivation)."""
-    from dicesim.sim.metrics import lag_tables
-
-    _, _, means = lag_tables(plan, top_k, share_kept)
+    """Mean, router-weighted and largest lag of ``plan`` (the figures the simulator reports)."""
+    means = lag_means(plan.lags, top_k, share_kept)
     return {"mean_lag_steps": means["mean_lag"], "weighted_lag_steps": means["weighted_lag"],
             "max_lag_steps": means["max_lag"]}
 
@@ -174,10 +173,6 @@ def class_metrics(routing, row_nbytes: int, num_layers: int, num_steps: int, str
                   policies: tuple[str, ...]) -> tuple[TimingClass, float, dict[str, dict[str, float]]]:
     """Everything but time for one timing class: its order facts, peak stale-buffer bytes per GPU
     and the lags for each conditional-communication policy among its members."""
-    from dicesim.plan import build_plan
-    from dicesim.sim.metrics import buffer_bytes_TW
-    from dicesim.sim.routing import kept_share
-
     plan = build_plan(strategy, num_layers, num_steps)
     buf = buffer_bytes_TW(plan, routing, row_nbytes)
     lags = {}

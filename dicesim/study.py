@@ -159,7 +159,7 @@ class StudyEvaluator:
             alike = links[(links["link_class"] == top["link_class"]) & (links["busy_s"] >= 0.99 * top["busy_s"])]
             out.update(busiest_link=str(top["link"]), busiest_link_class=str(top["link_class"]),
                        busiest_link_busy_frac=float(top["busy_frac"]), busiest_link_count=float(len(alike)))
-        out.update(predicted_quality(scenario))
+        out.update(predicted_quality(scenario, result.lag_table))
         return out
 
 

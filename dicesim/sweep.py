@@ -222,7 +222,7 @@ def simulate_metrics(scenario: Scenario) -> dict[str, float]:
     from dicesim.sim.api import simulate
 
     result = simulate(scenario, record=False)
-    return headline_metrics({**result.summary(), **predicted_quality(scenario)}, result.per_step)
+    return headline_metrics({**result.summary(), **predicted_quality(scenario, result.lag_table)}, result.per_step)
 
 
 Evaluator = Callable[[Scenario], dict]

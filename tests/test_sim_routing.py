@@ -11,7 +11,8 @@ from dicesim.errors import ConfigError
 from dicesim.scenario import RoutingConfig
 from dicesim.strategy import make_strategy
 from dicesim.placement import make_placement
-from dicesim.sim.routing import _largest_remainder, build_routing, expert_probs, kept_share
+from dicesim.plan.staleness import kept_share
+from dicesim.sim.routing import _largest_remainder, build_routing, expert_probs
 
 
 def test_placement_groups():

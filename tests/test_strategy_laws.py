@@ -6,7 +6,8 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from dicesim.plan import build_plan, buffer_rows, held_buffers, lag_table
+from dicesim.plan import build_plan, held_buffers, lag_table
+from dicesim.plan.expert.buffers import buffer_rows
 from dicesim.strategy import ExpertParallelStrategy, make_strategy
 
 layers_st = st.integers(1, 12)

@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from dicesim.plan import build_plan, lag_table
-from dicesim.sim.metrics import buffer_bytes_TW
+from dicesim.plan import buffer_bytes_TW, build_plan, lag_table
 from dicesim.sim.routing import TokenRouting
 from dicesim.strategy import make_strategy
 from validate.launch import launch

@@ -28,7 +28,7 @@ import torch
 
 from dicesim.limits import MAX_EXECUTOR_RANKS, MAX_STEPS, check_range
 from dicesim.plan import build_plan
-from dicesim.sim.metrics import lag_tables
+from dicesim.plan.staleness import lag_means
 from dicesim.strategy import Strategy, make_strategy
 from validate.classifier import DigitClassifier
 from validate.digits import DIGITS_SIDE_PX
@@ -110,8 +110,7 @@ class Scorer:
 
 def plan_mean_lag(strategy: Strategy, num_layers: int, num_steps: int, top_k: int) -> float:
     """Mean lag over token-expert copies, the simulator's ``mean_lag`` (from the plan)."""
-    _, _, means = lag_tables(build_plan(strategy, num_layers, num_steps), top_k, share_kept=0.5)
-    return means["mean_lag"]
+    return lag_means(build_plan(strategy, num_layers, num_steps).lags, top_k, share_kept=0.5)["mean_lag"]
 
 
 def top1_probe() -> tuple[Callable[..., None], Callable[[], float]]:

@@ -11,7 +11,7 @@ conditional-communication skip step keeps (policy ``low``: the higher-scored cop
 ``high``: copy K-1; ``random``: a per-token choice fixed by ``strategy.seed``), roles 1.. the
 copies it drops. What a layer keeps between steps, and the bytes it holds, belong to the
 buffer policy's store (:mod:`validate.stale`); the ``--auto-gc`` frees come from
-:func:`dicesim.plan.gc_frees`. Exchanges a synchronous step discards are waited for at that
+:attr:`dicesim.plan.Plan.gc_frees`. Exchanges a synchronous step discards are waited for at that
 step's end and dropped.
 
 Lag is read from the data: a combine's handle carries the step whose tokens it moved.
@@ -30,7 +30,8 @@ import numpy as np
 import torch
 
 from dicesim.models import BlockWorkload
-from dicesim.plan import Action, Plan, gc_frees, lag_table
+from dicesim.plan import Action, Plan
+from dicesim.plan.expert.rules import cond_layers
 from validate.dispatcher import RouteLayout, _DispatcherBase
 from validate.model import DiTMoE, DiTMoEBlock, combine_copies
 from validate.stale import Exchange, ReferenceStore, SeparateStore
@@ -139,10 +140,10 @@ class PlanRunner:
         if self.strategy.buffer_policy == "separate":
             self.store: SeparateStore | ReferenceStore = SeparateStore(producer=producer)
         else:
-            self.store = ReferenceStore(producer=producer, top_k=self.K, skip_layers=plan.cond_layers,
+            self.store = ReferenceStore(producer=producer, top_k=self.K, skip_layers=cond_layers(plan),
                                         disp=dispatcher)
-        self._gc = gc_frees(plan)
-        self._one_copy = lag_table(plan).skip  # [T, L]: the output used came from a one-copy exchange
+        self._gc = plan.gc_frees
+        self._one_copy = plan.lags.skip  # [T, L]: the output used came from a one-copy exchange
         self._producer: dict[int, list[int]] = {}
         self._pending: dict[tuple[str, int, int], Exchange] = {}
         self._retired: list[Exchange] = []  # discarded by a sync step: waited for at its end
@@ -174,8 +175,7 @@ class PlanRunner:
             if action.kind == "final":
                 out = result
             for layer, what, tok_step in self._gc.get((t, i), ()):
-                kind, part = what.split("_")
-                self.store.gc(kind, layer, part, tok_step)
+                self.store.gc(what.exchange, layer, what.part, tok_step)
         if x_BCLL.is_cuda:
             self.sync_step()
         latency_s = time.perf_counter() - start

@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from dicesim.plan import HeldBuffer, buffer_rows, build_plan, held_buffers
+from dicesim.plan import HeldBuffer, build_plan
+from dicesim.plan.expert.buffers import buffer_rows
 from dicesim.trace import write_trace
 from validate.launch import RunOutcome
 from validate.runner import RunRecord
@@ -24,7 +25,7 @@ def expected_held_nbytes(outcome: RunOutcome, rec: RunRecord, t: int) -> dict[tu
     spec = outcome.spec
     plan = build_plan(spec.strategy, spec.preset.depth, spec.steps)
     out: dict[tuple[int, str, int], int] = {}
-    for hb in held_buffers(plan, t):
+    for hb in plan.held[t]:
         rows = buffer_rows(hb, local_tokens=rec.local_tokens, top_k=spec.preset.top_k,
                            recv_rows=rec.recv_rows.get((hb.layer, hb.tok_step), 0))
         out[_key(hb)] = rows * rec.row_nbytes

@@ -114,12 +114,6 @@ def _largest_remainder(target_X: np.ndarray, total: int) -> np.ndarray:
     return base + (rank < short).astype(np.int64)
 
 
-def kept_share(kept_copy: int | None, top1_share: float) -> float:
-    """Router-weight share of the copy a skip step keeps, top-2: ``kept_copy`` from
-    :meth:`ExpertParallelStrategy.kept_copy` (0 = the top-1 copy); None (random) keeps either, half each."""
-    return 0.5 if kept_copy is None else (top1_share if kept_copy == 0 else 1.0 - top1_share)
-
-
 @dataclass(frozen=True)
 class TokenRouting:
     """Routed rows between ranks for every (layer, step); arrays are read-only.

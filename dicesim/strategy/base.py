@@ -47,6 +47,10 @@ class Strategy(BaseModel):
         """Whether some step may use an output that is older than the step (a stale one)."""
         raise NotImplementedError
 
+    def step_is_sync(self, t: int, num_steps: int) -> bool:
+        """Whether step ``t`` of ``num_steps`` runs fully synchronously (every output fresh)."""
+        raise NotImplementedError
+
     def check_model(self, num_layers: int) -> None:
         """ConfigError when the strategy cannot run on a model of ``num_layers`` layers."""
 

@@ -138,17 +138,6 @@ class ExpertParallelStrategy(Strategy):
         """Whether a dispatch carrying step ``t``'s tokens sends only one copy per token."""
         return self.cond_interval > 1 and t % self.cond_interval != 0
 
-    def layer_skips_copy(self, exchange_is_async: bool, t: int, num_steps: int) -> bool:
-        """Whether an exchange of step ``t``'s tokens sends one copy per token.
-
-        Asynchronous exchanges follow :meth:`step_skips_copy`. Synchronous ones (synced layers)
-        skip too with ``cond_scope="all"``, but never on a fully synchronous step: the reference
-        clears its skip cache when such a step starts, so nothing is there to reuse.
-        """
-        if not self.is_async or not self.step_skips_copy(t):
-            return False
-        return exchange_is_async or (self.cond_scope == "all" and not self.step_is_sync(t, num_steps))
-
     def describe(self) -> str:
         parts = [self.scheme]
         if self.sync_layers != "none":

@@ -1,0 +1,152 @@
+"""The expert-parallel family's plan rules: what every rank runs at every step, and its lags.
+
+:func:`build` turns an :class:`~dicesim.strategy.expert.ExpertParallelStrategy` into the
+ordered list of actions (:mod:`dicesim.plan.expert.kinds`) each rank runs at each step. The
+simulator schedules them on simpy streams; the executor runs them with torch.distributed.
+Lags (:func:`lag_table`) and cross-step buffers (:mod:`dicesim.plan.expert.buffers`) are
+*derived* by replaying the plan, so the rules live in one place: the issue/consume decisions
+below, and :func:`layer_skips_copy`, which decides which exchanges send one copy per token
+(conditional communication; the reference's skip-cache gating, ``expertpara/diep.py``
+``ep_skip_now``, belongs there too).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dicesim.plan.expert.kinds import MoEAction as M
+from dicesim.plan.vocabulary import Action, ActionKind as K, LagTable, Plan
+from dicesim.strategy.expert import ExpertParallelStrategy
+
+
+def layer_skips_copy(strategy: ExpertParallelStrategy, exchange_is_async: bool, t: int, num_steps: int) -> bool:
+    """Whether an exchange of step ``t``'s tokens sends one copy per token.
+
+    Asynchronous exchanges follow :meth:`~ExpertParallelStrategy.step_skips_copy`. Synchronous
+    ones (synced layers) skip too with ``cond_scope="all"``, but never on a fully synchronous
+    step: the reference clears its skip cache when such a step starts, so nothing is there to reuse.
+    """
+    s = strategy
+    if not s.is_async or not s.step_skips_copy(t):
+        return False
+    return exchange_is_async or (s.cond_scope == "all" and not s.step_is_sync(t, num_steps))
+
+
+def cond_layers(plan: Plan) -> frozenset[int]:
+    """Layers whose exchanges conditional communication may cut to one copy per token."""
+    s = plan.strategy
+    if s.cond_interval == 1 or not s.is_async:
+        return frozenset()
+    return frozenset(range(plan.num_layers)) if s.cond_scope == "all" else frozenset(plan.async_layers)
+
+
+def build(strategy: ExpertParallelStrategy, num_layers: int, num_steps: int) -> Plan:
+    """Every rank's ordered actions for ``num_steps`` steps of a ``num_layers``-layer model (checked >= 1)."""
+    sync_set = strategy.sync_layer_set(num_layers)
+    async_layers = tuple(l for l in range(num_layers) if l not in sync_set) if strategy.is_async else ()
+    T = num_steps
+    displaced = strategy.scheme == "displaced"
+    every_step = strategy.async_work == "every_step"
+
+    def step_async(t: int) -> bool:
+        return 0 <= t < T and not strategy.step_is_sync(t, T)
+
+    if every_step:  # the reference: every async step dispatches, whether or not anyone uses it
+        issues = step_async
+    elif displaced:
+        # D(l,t) is processed at t+1 and its combine used at t+2: issue only if both happen.
+        def issues(t: int) -> bool:
+            return step_async(t + 1) and step_async(t + 2)
+    else:
+        def issues(t: int) -> bool:
+            return step_async(t + 1)
+
+    ring_prev = {a: async_layers[i - 1] for i, a in enumerate(async_layers)}  # wraps to the last
+
+    def source(l: int, t: int) -> tuple[int, int]:
+        """(layer, tok_step) whose dispatched rows the slot of async layer ``l`` at step ``t`` runs."""
+        if displaced:
+            return l, t - 1
+        src = ring_prev[l]  # interweaved: the previous async layer of this step, or the ring's last of t-1
+        return src, (t if src < l else t - 1)
+
+    dispatched: dict[tuple[int, int], bool] = {}  # rows sent (or kept from a sync step), experts not run; -> skip
+    combining: dict[tuple[int, int], bool] = {}  # combines issued, not yet waited for
+    cache_reads: set[tuple[int, int]] = set()
+    steps: list[tuple[Action, ...]] = []
+    for t in range(T):
+        acts: list[Action] = []
+        full_sync = not step_async(t)
+        if full_sync and (dispatched or combining):
+            # the reference clears its caches when a synchronous step starts: what is in flight is never used
+            acts.append(Action(K.DISCARD, -1, t))
+            dispatched.clear()
+            combining.clear()
+        acts.append(Action(K.EMBED, -1, t))
+        # reference work: the next step's slots re-run the experts on this sync step's dispatched rows
+        rerun = {source(l, t + 1) for l in async_layers} if every_step and full_sync and step_async(t + 1) else set()
+        for l in range(num_layers):
+            acts += [Action(K.ATTENTION, l, t), Action(M.GATE, l, t)]
+            if strategy.scheme == "data_parallel":
+                acts += [Action(M.LOCAL_MOE, l, t), Action(M.SHARED_EXPERT, l, t), Action(M.LOCAL_COMBINE, l, t)]
+                continue
+            if full_sync or l in sync_set:
+                skip = layer_skips_copy(strategy, False, t, T)
+                keep = (l, t) in rerun
+                acts.append(Action(M.SYNC_MOE, l, t, skip, keep))
+                if keep:
+                    dispatched[(l, t)] = skip
+                if skip:
+                    cache_reads.add((t, l))
+                acts += [Action(M.SHARED_EXPERT, l, t), Action(M.LOCAL_COMBINE, l, t)]
+                continue
+            cache_reads.add((t, l))
+            if issues(t):
+                skip = layer_skips_copy(strategy, True, t, T)
+                acts.append(Action(M.ISSUE_DISPATCH, l, t, skip))
+                dispatched[(l, t)] = skip
+            src = source(l, t)
+            if src in dispatched:
+                skip = dispatched.pop(src)
+                acts.append(Action(M.RUN_EXPERTS, src[0], src[1], skip))
+                combining[src] = skip
+            used = (l, t - 2 if displaced else t - 1)
+            wait = [Action(M.WAIT_COMBINE, l, used[1], combining.pop(used))] if used in combining else []
+            shared = [Action(M.SHARED_EXPERT, l, t)]
+            acts += wait + shared if strategy.slot_order == "combine_first" else shared + wait
+            acts.append(Action(M.LOCAL_COMBINE, l, t))
+        acts.append(Action(K.FINAL, -1, t))
+        if t == T - 1 and (dispatched or combining):
+            acts.append(Action(K.DRAIN, -1, t))  # the sampler synchronises before it returns
+        steps.append(tuple(acts))
+    return Plan(strategy=strategy, num_layers=num_layers, num_steps=T, steps=tuple(steps),
+                async_layers=async_layers, cache_reads=frozenset(cache_reads))
+
+
+
+def lag_table(plan: Plan) -> LagTable:
+    """Replay the plan's cache updates and read off the producing step of each output used."""
+    T, L = plan.num_steps, plan.num_layers
+    kept = np.zeros((T, L), dtype=np.int32)
+    dropped = np.zeros((T, L), dtype=np.int32)
+    skip = np.zeros((T, L), dtype=bool)
+    producer = [[0, 0] for _ in range(L)]  # (kept copy, dropped copy) producing step
+    last_skip = [False] * L
+    for t, actions in plan:
+        for a in actions:
+            if a.kind == M.SYNC_MOE or a.kind == M.LOCAL_MOE:
+                # a one-copy sync exchange refreshes the kept copy; the dropped one stays cached
+                producer[a.layer] = [t, producer[a.layer][1] if a.skip else t]
+                last_skip[a.layer] = a.skip
+            elif a.kind == M.WAIT_COMBINE:
+                producer[a.layer][0] = a.tok_step
+                if not a.skip:
+                    producer[a.layer][1] = a.tok_step
+                last_skip[a.layer] = a.skip
+            elif a.kind == M.LOCAL_COMBINE:
+                kept[t, a.layer] = t - producer[a.layer][0]
+                dropped[t, a.layer] = t - producer[a.layer][1]
+                skip[t, a.layer] = last_skip[a.layer]
+    return LagTable(kept=kept, dropped=dropped, skip=skip)
+
+

@@ -1,0 +1,87 @@
+"""One parallel layout shared by both halves: which ranks form which groups, which images each
+rank owns, where each expert lives, and which communicators a group needs.
+
+Like torchtitan's ``ParallelDims``: the strategy's family builds it once per run
+(:meth:`dicesim.plan.family.PlanFamily.layout`), and the simulator's engine and the executor's
+worker read it; no call site decides placement or communicators on its own.
+
+- **groups** (:meth:`ParallelLayout.groups`): the ranks that exchange with each other; groups are
+  data-parallel replicas of each other (expert parallelism: the expert-parallel groups of
+  :class:`~dicesim.placement.Placement`);
+- **experts** (:meth:`ParallelLayout.experts_of`): the routed experts a rank holds;
+- **images** (:meth:`ParallelLayout.images_of`): the images whose tokens a rank owns (rank ``r``
+  of a batch of ``b`` per rank: images ``r*b .. r*b+b-1``, numbered globally);
+- **communicators** (:attr:`ParallelLayout.communicators`): per group, the in-order collective
+  streams it opens, and which one each :class:`~dicesim.plan.vocabulary.CollectiveKind` runs on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dicesim.placement import Placement
+from dicesim.plan.vocabulary import CollectiveKind
+
+
+@dataclass(frozen=True)
+class CommSpec:
+    """One communicator of a group: ``purpose`` names its torch.distributed group, ``suffix`` the
+    simulator's communicator name after the group's (``ep0`` + suffix), ``stream`` its trace stream."""
+
+    purpose: str
+    suffix: str
+    stream: str
+
+
+#: the communicator every group opens (collectives of every kind unless routed elsewhere)
+MAIN_COMM = CommSpec(purpose="rows", suffix="", stream="comm")
+#: the separate communicator for count exchanges (``count_comm = "separate"``)
+COUNTS_COMM = CommSpec(purpose="counts", suffix=".counts", stream="comm:counts")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ParallelLayout:
+    """How one run's ranks split the work (see the module docstring); build it with a family's
+    :meth:`~dicesim.plan.family.PlanFamily.layout`."""
+
+    placement: Placement
+    #: the communicators each group opens; the first is the main one
+    communicators: tuple[CommSpec, ...] = (MAIN_COMM,)
+    #: collective kind -> index into ``communicators`` (kinds not named run on the main one)
+    comm_by_kind: tuple[tuple[CollectiveKind, int], ...] = ()
+
+    @property
+    def world_size(self) -> int:
+        return self.placement.world_size
+
+    @property
+    def replicated(self) -> bool:
+        """Every rank holds every expert (no expert exchange at all)."""
+        return self.placement.replicate_all
+
+    def groups(self) -> tuple[tuple[int, ...], ...]:
+        """Global ranks of every group, group 0 first; every rank is in exactly one."""
+        return self.placement.groups()
+
+    def group_rank(self, rank: int) -> int:
+        """Position of global ``rank`` inside its group (0 when every expert is replicated)."""
+        return 0 if self.replicated else self.placement.ep_rank(rank)
+
+    def experts_of(self, rank: int) -> tuple[int, ...]:
+        """Global ids of the routed experts global ``rank`` holds."""
+        return self.placement.experts_of(self.group_rank(rank))
+
+    @property
+    def experts_per_rank(self) -> int:
+        return self.placement.experts_per_rank
+
+    def images_of(self, rank: int, batch: int) -> range:
+        """Global ids of the images whose tokens ``rank`` owns, with ``batch`` images per rank."""
+        return range(rank * batch, (rank + 1) * batch)
+
+    def comm_index(self, kind: CollectiveKind) -> int:
+        """Which of :attr:`communicators` a collective of ``kind`` runs on."""
+        return dict(self.comm_by_kind).get(kind, 0)
+
+    def describe(self) -> str:
+        return self.placement.describe()
