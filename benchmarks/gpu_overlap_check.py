@@ -191,7 +191,7 @@ def simulate_all(paths: list[Path], profile_name: str, topology: str, bw: dict) 
     """Simulate every run with the shipped profile and with the sync-refit one; the check rows of both."""
     from dicesim.calibrate.overlap_check import check_rows, refit_on_sync, simulate_trace
     from dicesim.calibrate.runs import load_runs
-    from dicesim.sim.profile import get_profile
+    from dicesim.sim.costs.profile import get_profile
     from dicesim.topology import get_topology
     from dicesim.topology.graph import LinkSpec
     from dicesim.topology.host_staged import one_gpu_host_staged

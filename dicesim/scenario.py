@@ -21,7 +21,7 @@ from dicesim.limits import (
     MAX_WORLD_SIZE, human_bytes, recorded_events, sim_table_nbytes,
 )
 from dicesim.models import DTYPE_NBYTES, MODEL_NAMES, ModelPreset, get_model
-from dicesim.placement import make_placement
+from dicesim.plan import layout_for
 from dicesim.strategy import ExpertParallelStrategy, Strategy, as_strategy, make_strategy, strategy_names
 from dicesim.tomlio import read_toml
 
@@ -91,7 +91,7 @@ _ALLOWED = {
 def validate_scenario(sc: Scenario) -> Scenario:
     """Cross-field checks that need more than one field. Returns the scenario unchanged."""
     preset = sc.preset()
-    make_placement(sc.world_size, preset.num_experts, group_layout=sc.placement)
+    layout_for(sc.strategy, sc.world_size, preset.num_experts, group_layout=sc.placement)
     preset.tokens_per_image(sc.image_size)
     sc.strategy.check_model(preset.depth)
     from dicesim.topology import get_topology, world_size

@@ -9,8 +9,8 @@ from dicesim.models import get_model
 from dicesim.placement import make_placement
 from dicesim.sim.api import simulate
 from dicesim.sim.hoststaged import merged_routing, simulate_host_staged, staged_rows_LT
-from dicesim.sim.profile import get_profile
-from dicesim.sim.routing import TokenRouting
+from dicesim.sim.costs.profile import get_profile
+from dicesim.sim.costs.routing import TokenRouting
 from dicesim.topology import get_topology, validate_topology
 from dicesim.topology.host_staged import HOST_MEM_DDR5, PCIE5_HOST_H100, loopback_route
 

@@ -8,8 +8,8 @@ import numpy as np
 import simpy
 
 from dicesim.sim.api import simulate
-from dicesim.sim.collectives import Communicator
-from dicesim.sim.profile import get_profile
+from dicesim.sim.engine.communicator import Communicator
+from dicesim.sim.costs.profile import get_profile
 from dicesim.strategy import make_strategy
 from dicesim.topology import fully_connected
 

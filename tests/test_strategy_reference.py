@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from dicesim.plan import build_plan, held_buffers, lag_table
 from dicesim.sim.api import prepare, simulate
-from dicesim.sim.profile import get_profile
+from dicesim.sim.costs.profile import get_profile
 from dicesim.strategy import ExpertParallelStrategy, make_strategy
 from dicesim.topology import fully_connected
 

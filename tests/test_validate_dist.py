@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from dicesim.plan import buffer_bytes_TW, build_plan, lag_table
-from dicesim.sim.routing import TokenRouting
+from dicesim.sim.costs.routing import TokenRouting
 from dicesim.strategy import make_strategy
 from validate.launch import launch
 from validate.model import DiTMoE

@@ -21,7 +21,7 @@ from dicesim.calibrate.measure import measured_metrics
 from dicesim.calibrate.runs import load_runs
 from dicesim.plan import build_plan
 from dicesim.sim.hoststaged import staged_rows_LT
-from dicesim.sim.routing import TokenRouting
+from dicesim.sim.costs.routing import TokenRouting
 from dicesim.strategy import make_strategy
 from dicesim.trace import read_trace
 from validate.cli import main

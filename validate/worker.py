@@ -21,11 +21,11 @@ import torch.distributed as dist
 
 from dicesim.errors import ConfigError
 from dicesim.models import DTYPE_NBYTES, ModelPreset, get_model
-from dicesim.plan import build_plan
+from dicesim.plan import CollectiveKind, ParallelLayout, build_plan, layout_for
 from dicesim.strategy import Strategy
 from validate.dispatcher import Dispatcher, EmulatedDispatcher
 from validate.model import DiTMoE
-from dicesim.placement import Placement, make_placement, replicated
+from dicesim.placement import Placement
 from validate.runner import PlanRunner, RunRecord
 from validate.sampler import SamplerConfig, initial_noise, sample
 from validate.spec_limits import check_spec_limits
@@ -60,11 +60,13 @@ class RunSpec:
     def preset(self) -> ModelPreset:
         return get_model(self.model, self.num_experts)
 
+    def layout(self, world_size: int) -> ParallelLayout:
+        """Groups, experts, images and communicators of ``world_size`` ranks (the strategy's family decides)."""
+        return layout_for(self.strategy, world_size, self.preset.num_experts, group_layout=self.group_layout,
+                          expert_layout=self.expert_layout)
+
     def placement(self, world_size: int) -> Placement:
-        E = self.preset.num_experts
-        if self.strategy.scheme == "data_parallel":
-            return replicated(world_size, E)
-        return make_placement(world_size, E, group_layout=self.group_layout, expert_layout=self.expert_layout)
+        return self.layout(world_size).placement
 
     def check(self, world_size: int) -> None:
         """Raise ConfigError for anything wrong before a process is started."""
@@ -78,7 +80,7 @@ class RunSpec:
             raise ConfigError("checkpoint", f"no such file {self.checkpoint}")
         check_spec_limits(self, world_size)
         SamplerConfig(num_steps=self.steps, guidance_scale=self.guidance_scale)
-        self.placement(world_size)
+        self.layout(world_size)
         build_plan(self.strategy, preset.depth, self.steps)
 
     def scenario(self, world_size: int, backend: str) -> dict[str, Any]:
@@ -151,11 +153,13 @@ class GroupCache:
     timeout: Any = None  # datetime.timedelta; new_group would otherwise wait 30 minutes
     groups: dict[tuple, Any] = field(default_factory=dict)
 
-    def ep_group(self, placement: Placement, rank: int, purpose: str) -> Any:
-        key = (placement.group_layout, placement.ep_size, placement.num_groups, purpose)
+    def group(self, layout: ParallelLayout, rank: int, purpose: str) -> Any:
+        """This rank's process group for ``purpose`` (one per communicator of the layout, or ``shadow``)."""
+        p = layout.placement
+        key = (p.group_layout, p.ep_size, p.num_groups, purpose)
         if key not in self.groups:
             mine = None
-            for members in placement.groups():
+            for members in layout.groups():
                 g = dist.new_group(list(members), timeout=self.timeout)  # collective: all ranks, same order
                 if rank in members:
                     mine = g
@@ -166,28 +170,28 @@ class GroupCache:
 def run_rank(spec: RunSpec, *, rank: int, world_size: int, device: torch.device, groups: GroupCache) -> RankResult:
     """Run ``spec`` on this rank of an initialised default process group."""
     preset = spec.preset
-    placement = spec.placement(world_size)
-    ep_rank = 0 if placement.replicate_all else placement.ep_rank(rank)
+    layout = spec.layout(world_size)
+    placement, ep_rank = layout.placement, layout.group_rank(rank)
     tracer = RankTracer(rank, device=device, enabled=spec.trace)
-    if placement.replicate_all:
+    if layout.replicated:
         disp = EmulatedDispatcher(placement, sink=tracer.sink, clock=tracer.clock)
         shadow = EmulatedDispatcher(placement) if spec.shadow else None
     else:
-        group = groups.ep_group(placement, rank, "rows")
-        counts = group if spec.strategy.count_comm == "shared" else groups.ep_group(placement, rank, "counts")
-        disp = Dispatcher(placement, ep_rank, group=group, count_group=counts, sink=tracer.sink, clock=tracer.clock,
-                          mark=tracer.mark)
+        comms = [groups.group(layout, rank, c.purpose) for c in layout.communicators]
+        disp = Dispatcher(placement, ep_rank, group=comms[0], count_group=comms[layout.comm_index(CollectiveKind.COUNTS)],
+                          sink=tracer.sink, clock=tracer.clock, mark=tracer.mark)
         shadow = None
         if spec.shadow:
-            sg = groups.ep_group(placement, rank, "shadow")
+            sg = groups.group(layout, rank, "shadow")
             shadow = Dispatcher(placement, ep_rank, group=sg, count_group=sg)
-    model = build_model(spec, placement.experts_of(ep_rank), device)
+    model = build_model(spec, layout.experts_of(rank), device)
     plan = build_plan(spec.strategy, preset.depth, spec.steps)
     G = world_size * spec.batch
     z_GCLL, y_G = global_inputs(spec, G)
-    mine = slice(rank * spec.batch, (rank + 1) * spec.batch)
+    images = layout.images_of(rank, spec.batch)
+    mine = slice(images.start, images.stop)
     runner = PlanRunner(model=model, plan=plan, dispatcher=disp, tracer=tracer, rank=rank, shadow=shadow,
-                        image_keys_B=_image_keys(rank * spec.batch, spec.batch, G, spec.guidance_scale is not None))
+                        image_keys_B=_image_keys(images.start, len(images), G, spec.guidance_scale is not None))
     samples = _sample_with(runner, spec, z_GCLL[mine].to(device), y_G[mine].to(device), model.null_class, rank)
     return RankResult(rank=rank, samples_BCLL=samples.float().cpu(), record=runner.record,
                       trace_rows=tracer.rows(), device=str(device))
@@ -206,7 +210,7 @@ def run_emulated(spec: RunSpec, world_size: int, device: torch.device | str = "c
     device = torch.device(device)
     G = world_size * spec.batch
     whole = replace(spec, batch=G)
-    placement = make_placement(1, whole.preset.num_experts)
+    placement = whole.placement(1)  # one process holds every expert
     if transport is None:
         tracer = RankTracer(0, device=device, enabled=spec.trace)
         disp = EmulatedDispatcher(placement, sink=tracer.sink, clock=tracer.clock)

@@ -32,7 +32,7 @@ from dicesim.errors import TraceError
 from dicesim.report.units import unit_for
 from dicesim.sim.hoststaged import simulate_host_staged
 from dicesim.sim.metrics import SimResult
-from dicesim.sim.profile import HardwareProfile
+from dicesim.sim.costs.profile import HardwareProfile
 
 
 def host_staged_meta(run: TraceRun) -> dict:

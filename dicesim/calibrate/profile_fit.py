@@ -31,7 +31,7 @@ import numpy as np
 from dicesim.calibrate.fit_comm import CommFit
 from dicesim.calibrate.fit_compute import OpFit
 from dicesim.calibrate.runs import TraceRun
-from dicesim.sim.profile import (
+from dicesim.sim.costs.profile import (
     OP_KINDS,
     HardwareProfile,
     OpEfficiency,
@@ -191,7 +191,7 @@ def fitted_ranges(profile: HardwareProfile) -> dict[str, tuple[float, float]]:
 def range_warnings(profile: HardwareProfile, scenario: object) -> list[str]:
     """What in ``scenario`` lies outside the range ``profile`` was fitted on (empty if none or unknown)."""
     from dicesim.models import block_workload
-    from dicesim.sim.costmodel import embed_cost, final_cost
+    from dicesim.sim.costs.costmodel import embed_cost, final_cost
 
     ranges = fitted_ranges(profile)
     if not ranges:

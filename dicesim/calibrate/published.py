@@ -23,8 +23,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from dicesim.errors import ConfigError, config_error_from_pydantic
-from dicesim.sim.collective_ops import OPERATIONS
-from dicesim.sim.deepep import DeepEPConfig
+from dicesim.sim.microbench.collective_ops import OPERATIONS
+from dicesim.sim.microbench.deepep import DeepEPConfig
 from dicesim.tomlio import read_toml
 
 SCHEMA = "dicesim-published/1"

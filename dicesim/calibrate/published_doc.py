@@ -14,7 +14,7 @@ import pandas as pd
 
 from dicesim.calibrate.published_fit import PublishedAccuracy
 from dicesim.report.marked import carry_sections, markers, replace_section
-from dicesim.sim.nccl import TRANSPORTS
+from dicesim.sim.network.nccl import TRANSPORTS
 
 BEGIN, END = markers("published", "dicesim accuracy --published")
 

@@ -28,8 +28,8 @@ from scipy.optimize import lsq_linear, minimize_scalar
 from dicesim.calibrate.published import DEFAULT_FIT_ON, FIELDS, Figure
 from dicesim.calibrate.select import compile_selector
 from dicesim.errors import ConfigError
-from dicesim.sim.collective_ops import simulate_op
-from dicesim.sim.nccl import TRANSPORTS, NcclModel, nccl_model_from_dict
+from dicesim.sim.microbench.collective_ops import simulate_op
+from dicesim.sim.network.nccl import TRANSPORTS, NcclModel, nccl_model_from_dict
 from dicesim.topology.machines import get_machine
 
 _METRIC_KEY = {"busbw": "busbw_Bps", "algbw": "algbw_Bps", "time": "time_s",

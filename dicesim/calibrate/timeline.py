@@ -38,8 +38,7 @@ import pandas as pd
 
 from dicesim.calibrate.runs import TraceRun
 from dicesim.plan import build_plan
-from dicesim.placement import make_placement
-from dicesim.sim.routing import TokenRouting
+from dicesim.sim.costs.routing import TokenRouting
 
 #: trace op names -> profile op kinds (None: untimed helper ops, treated like gaps)
 NAME_TO_KIND: dict[str, str] = {
@@ -61,8 +60,7 @@ def _base_name(name: str) -> str:
 def _rank_groups(run: TraceRun) -> dict[int, int]:
     groups = run.meta.extra.get("ep_groups")
     if not groups:
-        groups = make_placement(run.world_size, run.num_experts).groups() \
-            if run.world_size > 1 else [[0]]
+        groups = run.layout.groups() if run.world_size > 1 else [[0]]
     return {int(r): g for g, members in enumerate(groups) for r in members}
 
 
@@ -72,8 +70,7 @@ def measured_routing(run: TraceRun) -> TokenRouting | None:
         return None
     counts_LTWE = np.ascontiguousarray(run.router_hist_WTLE.transpose(2, 1, 0, 3))
     counts_LTWE.setflags(write=False)
-    placement = make_placement(run.world_size, run.num_experts)
-    return TokenRouting(placement=placement, tokens_per_rank=run.workload.tokens, top_k=run.preset.top_k,
+    return TokenRouting(placement=run.layout.placement, tokens_per_rank=run.workload.tokens, top_k=run.preset.top_k,
                         counts_LTWE=counts_LTWE)
 
 

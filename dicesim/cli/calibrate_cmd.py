@@ -43,7 +43,7 @@ def calibrate(
 ) -> None:
     """Fit a hardware profile (compute, collectives, interference, host) from traced runs."""
     from dicesim.calibrate.api import calibrate_runs
-    from dicesim.sim.profile import save_profile
+    from dicesim.sim.costs.profile import save_profile
     from dicesim.topology import save_toml
 
     runs = _load(traces, where)

@@ -81,7 +81,7 @@ def _check_run_input(kind: str, path: Path) -> str:
         spec = load_sweep(path)
         return f"sweep: {spec.options.name!r}, {len(spec.points())} configurations over {', '.join(spec.axes)}"
     if kind == "profile":
-        from dicesim.sim.profile import load_profile
+        from dicesim.sim.costs.profile import load_profile
 
         return f"profile: {load_profile(path).name}"
     from dicesim.trace import read_trace

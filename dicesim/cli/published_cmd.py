@@ -15,7 +15,7 @@ def run_published(paths: list[Path], *, fit_on: str, out: Path | None, write_mod
     from dicesim.calibrate.published import load_published
     from dicesim.calibrate.published_doc import published_markdown, write_published_section
     from dicesim.calibrate.published_fit import run_published_accuracy
-    from dicesim.sim.nccl import save_nccl_model
+    from dicesim.sim.network.nccl import save_nccl_model
 
     srcs = paths or [DEFAULT_DIR]
     rep = run_published_accuracy(load_published(srcs), fit_on=fit_on)

@@ -52,7 +52,7 @@ def _warn_profile_range(sc) -> None:
     """One stderr line when a calibrated profile is used outside the sizes it was fitted on."""
     if sc.profile:
         from dicesim.calibrate import warn_outside_range
-        from dicesim.sim.profile import get_profile
+        from dicesim.sim.costs.profile import get_profile
 
         warn_outside_range(get_profile(sc.profile), sc)
 

@@ -19,12 +19,12 @@ from dicesim.models import block_workload
 from dicesim.placement import make_placement
 from dicesim.plan import Plan, build_plan
 from dicesim.scenario import Scenario, make_scenario
-from dicesim.sim.costmodel import CostModel
-from dicesim.sim.engine import RunSpec
+from dicesim.sim.costs.costmodel import CostModel
+from dicesim.sim.engine.engine import RunSpec
 from dicesim.sim.fold import run_folded
 from dicesim.sim.metrics import SimResult, build_result
-from dicesim.sim.profile import HardwareProfile, get_profile, profile_for_gpu
-from dicesim.sim.routing import TokenRouting, build_routing
+from dicesim.sim.costs.profile import HardwareProfile, get_profile, profile_for_gpu
+from dicesim.sim.costs.routing import TokenRouting, build_routing
 from dicesim.topology import get_topology
 
 
@@ -96,7 +96,7 @@ def simulate(scenario: Scenario | None = None, *, profile: HardwareProfile | str
     counts. ``histogram``: a router histogram array for ``routing.kind = "histogram"``.
     ``fold``: simulate one of each kind of equivalent, link-isolated expert-parallel group and copy
     it to the others (:mod:`dicesim.sim.fold`); ``reuse``: take repeated windows between group-wide
-    cuts from the record (:mod:`dicesim.sim.reuse`). Both are exact (equal to the full run up to
+    cuts from the record (:mod:`dicesim.sim.engine.reuse`). Both are exact (equal to the full run up to
     float round-off); ``meta["fold"]`` and ``meta["reuse"]`` say whether and how much they applied.
     """
     with _collector_paused():

@@ -12,7 +12,7 @@ instructions, same arithmetic on the same numbers, in the same order), so the en
 *representative* per class and every other group takes its representative's step ends,
 counters, link totals (through the link correspondence) and events (renumbered). Groups that
 share links are all simulated together; nothing about them is folded. The NCCL model
-(:mod:`dicesim.sim.nccl`) does not break an equivalence: its bandwidth share and latencies
+(:mod:`dicesim.sim.network.nccl`) does not break an equivalence: its bandwidth share and latencies
 depend only on a link's class and the graph's peer-to-peer flag, and every group runs the same
 plan (discards, kept rows and drains included).
 
@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dicesim.sim.engine import RawRun, RunSpec, run_engine
+from dicesim.sim.engine.engine import RawRun, RunSpec, run_engine
 from dicesim.topology import gpu_nodes, group_routes
 
 

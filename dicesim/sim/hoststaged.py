@@ -15,7 +15,7 @@ experiment (docs/gpu-overlap-check.md):
   copy engines run them); the count exchange is a latency, as between GPUs;
 - **order and interference**: the exchanges run in issue order on one communicator (two with
   ``count_comm = "separate"``), and compute runs ``1 + interference`` times slower while one
-  is in flight, exactly as for a rank of a multi-GPU run (:mod:`dicesim.sim.engine`).
+  is in flight, exactly as for a rank of a multi-GPU run (:mod:`dicesim.sim.engine.engine`).
 """
 
 from __future__ import annotations
@@ -25,17 +25,18 @@ import dataclasses
 import networkx as nx
 import numpy as np
 
-from dicesim.placement import Placement, make_placement, replicated
+from dicesim.placement import Placement, make_placement
+from dicesim.plan import layout_for
 from dicesim.scenario import RoutingConfig
 from dicesim.sim.api import prepare
-from dicesim.sim.engine import Engine, RunSpec
-from dicesim.sim.flowgroup import FlowGroup
-from dicesim.sim.groupcomm import DISPATCH, GroupComm, collective_latencies
+from dicesim.sim.engine.engine import Engine, RunSpec
+from dicesim.sim.network.flowgroup import FlowGroup
+from dicesim.sim.engine.groupcomm import DISPATCH, GroupComm, collective_latencies
 from dicesim.sim.metrics import SimResult, build_result
-from dicesim.sim.nccl import NcclModel
-from dicesim.sim.network import FlowNetwork
-from dicesim.sim.profile import HardwareProfile
-from dicesim.sim.routing import TokenRouting, build_routing
+from dicesim.sim.network.nccl import NcclModel
+from dicesim.sim.network.network import FlowNetwork
+from dicesim.sim.costs.profile import HardwareProfile
+from dicesim.sim.costs.routing import TokenRouting, build_routing
 from dicesim.strategy import Strategy, make_strategy
 from dicesim.topology import RouteTable, get_topology
 from dicesim.topology.host_staged import loopback_route
@@ -54,10 +55,8 @@ def staged_rows_LT(routing: TokenRouting, skip: bool) -> np.ndarray:
 
 def emulated_placement(strategy: Strategy, world_size: int, num_experts: int,
                        group_layout: str = "contiguous") -> Placement:
-    """The W-rank placement the emulated ranks follow (the executor's ``RunSpec.placement``)."""
-    if strategy.scheme == "data_parallel":
-        return replicated(world_size, num_experts)
-    return make_placement(world_size, num_experts, group_layout=group_layout)
+    """The W-rank placement the emulated ranks follow (the executor's, from the same layout)."""
+    return layout_for(strategy, world_size, num_experts, group_layout=group_layout).placement
 
 
 def merged_routing(routing: TokenRouting) -> TokenRouting:

@@ -26,8 +26,8 @@ import pandas as pd
 
 from dicesim.plan import LagTable, Plan, family_of
 from dicesim.plan.staleness import kept_share, lag_frames
-from dicesim.sim.engine import COUNTERS, RawRun
-from dicesim.sim.routing import TokenRouting
+from dicesim.sim.engine.engine import COUNTERS, RawRun
+from dicesim.sim.costs.routing import TokenRouting
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,10 @@ has launched it. Collectives go to :class:`~dicesim.sim.collectives.Communicator
 (one per expert-parallel group; a second one per group when ``count_comm = "separate"``);
 an all-to-all moves its per-pair flows over the graph through
 :class:`~dicesim.sim.network.FlowNetwork`, whose links carry what NCCL reaches on them
-(:mod:`dicesim.sim.nccl`: the topology's line rates times the transport's fitted share);
+(:mod:`dicesim.sim.network.nccl`: the topology's line rates times the transport's fitted share);
 what a group's collectives move and their fixed latencies come from its
 :class:`~dicesim.sim.groupcomm.GroupComm`. How compute and communication slow each other
-(exactly, op by op) is :mod:`dicesim.sim.streams`.
+(exactly, op by op) is :mod:`dicesim.sim.engine.streams`.
 
 Per-step accounting per rank (cumulative, :data:`COUNTERS`): compute busy, comm busy
 (any of its collectives in flight), their overlap, exposed communication (the stream
@@ -20,7 +20,7 @@ the next op yet). Stream time = compute + exposed + host gap, exactly.
 
 Exact shortcuts: ``RunSpec.groups`` limits the run to some expert-parallel groups (the
 others fold onto them, :mod:`dicesim.sim.fold`); with ``RunSpec.reuse`` a group whose windows
-between count exchanges repeat takes them from its record (:mod:`dicesim.sim.reuse`); the
+between count exchanges repeat takes them from its record (:mod:`dicesim.sim.engine.reuse`); the
 transfers of groups that share no link are planned in one batch before the run
 (:meth:`FlowNetwork.preplan`).
 """
@@ -34,15 +34,15 @@ import numpy as np
 import simpy
 
 from dicesim.errors import ConfigError
-from dicesim.sim.collectives import Collective, Communicator
-from dicesim.sim.groupcomm import COMBINE, DISPATCH, GroupComm
-from dicesim.sim.linkscale import efficiency_scaled_graph, rank_port_links
-from dicesim.sim.nccl import NcclModel, builtin_nccl_model, effective_graph
-from dicesim.sim.network import FlowNetwork
-from dicesim.sim.program import BLOCK, DISCARD, DRAIN, ISSUE, RUN, STEP_END, SYNC, SYNC_KEEP, WAIT, compile_program
-from dicesim.sim.reuse import DONE, isolated, window_memos
-from dicesim.sim.runspec import COUNTERS, RawRun, RunSpec  # noqa: F401  (re-exported)
-from dicesim.sim.streams import ComputeStreams, RankState
+from dicesim.sim.engine.communicator import Collective, Communicator
+from dicesim.sim.engine.groupcomm import COMBINE, DISPATCH, GroupComm
+from dicesim.sim.network.linkscale import efficiency_scaled_graph, rank_port_links
+from dicesim.sim.network.nccl import NcclModel, builtin_nccl_model, effective_graph
+from dicesim.sim.network.network import FlowNetwork
+from dicesim.sim.engine.program import BLOCK, DISCARD, DRAIN, ISSUE, RUN, STEP_END, SYNC, SYNC_KEEP, WAIT, compile_program
+from dicesim.sim.engine.reuse import DONE, isolated, window_memos
+from dicesim.sim.engine.runspec import COUNTERS, RawRun, RunSpec  # noqa: F401  (re-exported)
+from dicesim.sim.engine.streams import ComputeStreams, RankState
 from dicesim.topology import RouteTable, group_routes, world_size
 from dicesim.trace import EventRecorder
 
@@ -216,7 +216,7 @@ class Engine:
                 now = env.now
                 if host_t < now:
                     host_t = now
-                if memo is not None:  # a cut (dicesim.sim.reuse): record it; jump over repeated windows
+                if memo is not None:  # a cut (dicesim.sim.engine.reuse): record it; jump over repeated windows
                     jump = memo.cut(mm, now, (comp, st.comm_busy, st.ovl, exposed, host_gap), self.net, moe)
                     if jump is not None:
                         gain = memo.apply(jump, mm, r, now, (comp, st.comm_busy, st.ovl, exposed, host_gap),

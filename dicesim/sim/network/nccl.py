@@ -47,7 +47,7 @@ class NcclModel(BaseModel):
     Collective time = ``base_latency_s`` (+ ``a2a_latency_s`` for an all-to-all: its grouped
     send/receive pairs) + hops x (route latency + ``hop_latency_s[transport]``) + the flows'
     drain time over links whose bandwidth is ``bw_eff[transport]`` x line rate
-    (:mod:`dicesim.sim.collective_ops`). ``fitted`` maps each parameter to how it was obtained.
+    (:mod:`dicesim.sim.microbench.collective_ops`). ``fitted`` maps each parameter to how it was obtained.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")

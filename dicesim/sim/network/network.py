@@ -9,7 +9,7 @@ flows finish when their latency ends; local flows (empty route) finish at once.
 
 How it stays fast. Transfers whose flows share links (transitively) form a *component*; flows
 in different components cannot slow each other, so each component is planned on its own. A
-component plans the whole trajectory of its flows at once (:mod:`dicesim.sim.flowplan`) and
+component plans the whole trajectory of its flows at once (:mod:`dicesim.sim.network.flowplan`) and
 schedules one simpy timeout per transfer completion; a new transfer that shares a link with a
 busy component re-plans it from the current instant. Plans are memoised per component
 *history* (which transfers arrived at which offset since the component formed), so identical
@@ -17,7 +17,7 @@ transfers on otherwise idle links, and identical lock-step or periodic overlaps,
 plan is a pure function of that history, so memoisation never changes a result. To make
 periodic overlaps repeat bit-exactly, an arrival's offset inside a component is rounded up to a
 2**-40 s (~0.9 ps) grid, with or without memoisation; that is the only approximation.
-Link speed can change over time (:meth:`FlowNetwork.set_link_scale`, :mod:`dicesim.sim.linkscale`):
+Link speed can change over time (:meth:`FlowNetwork.set_link_scale`, :mod:`dicesim.sim.network.linkscale`):
 a change re-plans only the components with an unfinished flow on a changed link, and is part of
 their history.
 """
@@ -33,10 +33,10 @@ import networkx as nx
 import numpy as np
 import simpy
 
-from dicesim.sim.batchplan import mirrored, plan_many
-from dicesim.sim.flowgroup import Edge, FlowGroup, LinkTable, PairFlows, Route
-from dicesim.sim.flowplan import FlowTable, Plan, carry_over, make_table, simulate
-from dicesim.sim.linkscale import flow_scale_F, rescale_waits, scale_key
+from dicesim.sim.network.batchplan import mirrored, plan_many
+from dicesim.sim.network.flowgroup import Edge, FlowGroup, LinkTable, PairFlows, Route
+from dicesim.sim.network.flowplan import FlowTable, Plan, carry_over, make_table, simulate
+from dicesim.sim.network.linkscale import flow_scale_F, rescale_waits, scale_key
 
 __all__ = ["Edge", "FlowGroup", "FlowNetwork", "LinkBusyHook", "PairFlows", "Route", "TransferDone"]
 LinkBusyHook = Callable[[int, float, float, float], None]
@@ -158,7 +158,7 @@ class FlowNetwork:
     def preplan(self, groups: Sequence[FlowGroup], mirrors: Sequence[tuple[FlowGroup, FlowGroup]] = (),
                 rev_L: np.ndarray | None = None) -> None:
         """Plan ``groups`` as transfers that start on idle links at full speed, all in one batch
-        (:mod:`dicesim.sim.batchplan`, bit-identical to planning each on arrival). A later transfer of
+        (:mod:`dicesim.sim.network.batchplan`, bit-identical to planning each on arrival). A later transfer of
         one of them that does start that way uses its plan; any other start plans as usual.
         ``mirrors``: ``(group, image)`` pairs where ``group`` is ``image`` with each link ``l`` replaced
         by ``rev_L[l]``; ``group`` then takes ``image``'s plan, mirrored (``image`` must be in ``groups``)."""
@@ -249,7 +249,7 @@ class FlowNetwork:
 
     def set_link_scale(self, links_L: np.ndarray, scale: float) -> None:
         """From now on, links ``links_L`` (ids) carry ``scale`` (0 < scale <= 1) of their bandwidth and
-        the latency of flows crossing them advances at that speed (:mod:`dicesim.sim.linkscale`).
+        the latency of flows crossing them advances at that speed (:mod:`dicesim.sim.network.linkscale`).
         Components with an unfinished flow on a changed link are re-planned from now."""
         if not 0.0 < scale <= 1.0:
             raise ValueError(f"link scale must be in (0, 1], got {scale}")
@@ -283,7 +283,7 @@ class FlowNetwork:
 
     def add_link_totals(self, links_L: np.ndarray, totals: np.ndarray) -> None:
         """Add ``(2, len(links_L))`` bytes and busy seconds to links ``links_L``: traffic accounted
-        without simulating it (a repeated window, :mod:`dicesim.sim.reuse`)."""
+        without simulating it (a repeated window, :mod:`dicesim.sim.engine.reuse`)."""
         self._nbytes_L[links_L] += totals[0]
         self._busy_L[links_L] += totals[1]
 

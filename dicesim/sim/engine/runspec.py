@@ -1,6 +1,6 @@
 """What one engine run needs (:class:`RunSpec`) and what it measured (:class:`RawRun`).
 
-Kept apart from :mod:`dicesim.sim.engine` so the shortcuts built around the engine (folding,
+Kept apart from :mod:`dicesim.sim.engine.engine` so the shortcuts built around the engine (folding,
 metrics) can name them without the simpy model; the engine re-exports both.
 """
 
@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 
 from dicesim.plan import Plan
-from dicesim.sim.costmodel import CostModel
-from dicesim.sim.nccl import NcclModel
-from dicesim.sim.profile import HardwareProfile
-from dicesim.sim.routing import TokenRouting
+from dicesim.sim.costs.costmodel import CostModel
+from dicesim.sim.network.nccl import NcclModel
+from dicesim.sim.costs.profile import HardwareProfile
+from dicesim.sim.costs.routing import TokenRouting
 
 #: per-rank cumulative counters snapshotted at each step end (columns of RawRun.counters_WTK)
 COUNTERS = ("compute_busy_s", "comm_busy_s", "overlap_s", "exposed_comm_s", "host_gap_s")
@@ -38,7 +38,7 @@ class RunSpec:
     #: simulate only these expert-parallel groups (None: all); the caller guarantees that the
     #: others share no link with them (:mod:`dicesim.sim.fold` decides and fills them in)
     groups: tuple[int, ...] | None = None
-    #: take repeated windows from the record instead of simulating them (:mod:`dicesim.sim.reuse`)
+    #: take repeated windows from the record instead of simulating them (:mod:`dicesim.sim.engine.reuse`)
     reuse: bool = False
 
 

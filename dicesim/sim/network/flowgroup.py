@@ -16,7 +16,7 @@ import networkx as nx
 import numpy as np
 
 from dicesim.errors import TopologyError
-from dicesim.sim.flowplan import local_links
+from dicesim.sim.network.flowplan import local_links
 
 Edge = tuple[Any, Any]
 Route = tuple[Edge, ...]

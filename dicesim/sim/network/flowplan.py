@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from dicesim.sim.maxmin import maxmin_core
+from dicesim.sim.network.maxmin import maxmin_core
 
 #: flows whose drain time is within this relative distance of the earliest finish together
 _FINISH_RTOL = 1e-10
@@ -159,7 +159,7 @@ class Plan:
 
 def simulate(table: FlowTable) -> Plan:
     """Run ``table`` forward under max-min sharing until every flow has finished (one max-min solve
-    per segment; :mod:`dicesim.sim.batchplan` runs this same computation for many tables at once)."""
+    per segment; :mod:`dicesim.sim.network.batchplan` runs this same computation for many tables at once)."""
     rem = table.rem_F.copy()
     act = table.act_F
     pf, pl, pw, cap = table.pair_flow_P, table.pair_link_P, table.pair_weight_P, table.cap_L

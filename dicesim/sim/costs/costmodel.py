@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dicesim.models import BlockWorkload, OpCost
-from dicesim.sim.profile import HardwareProfile
+from dicesim.sim.costs.profile import HardwareProfile
 
 #: plan action kind -> profile op kind whose efficiency times it
 ACTION_OP_KIND: dict[str, str] = {

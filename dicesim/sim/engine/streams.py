@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import simpy
 
-from dicesim.sim.network import FlowNetwork
+from dicesim.sim.network.network import FlowNetwork
 
 #: remaining compute below this many seconds counts as finished (float round-off after re-timing)
 _EPS_S = 1e-15

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dicesim.plan import Plan
-from dicesim.sim.costmodel import CostModel
+from dicesim.sim.costs.costmodel import CostModel
 
 # opcodes (ints: compared in the hot loop); SYNC_KEEP = sync_moe whose dispatched rows stay for a later RUN
 BLOCK, SYNC, ISSUE, RUN, WAIT, STEP_END, DISCARD, DRAIN, SYNC_KEEP = range(9)

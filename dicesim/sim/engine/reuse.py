@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dicesim.sim.program import BLOCK, DISCARD, DRAIN, ISSUE, RUN, STEP_END, SYNC, SYNC_KEEP, WAIT
+from dicesim.sim.engine.program import BLOCK, DISCARD, DRAIN, ISSUE, RUN, STEP_END, SYNC, SYNC_KEEP, WAIT
 
 _COUNT, _END, _STEP, _DISCARD = ("count",), ("end",), ("step",), ("discard",)
 

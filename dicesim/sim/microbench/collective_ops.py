@@ -9,7 +9,7 @@ metrics are then computed exactly as the benchmark defines them:
 
 - nccl-tests (``doc/PERFORMANCE.md``): ``algbw = nbytes / t``; all-to-all ``busbw = algbw
   (n-1)/n``; all-reduce ``busbw = algbw 2(n-1)/n``.
-- DeepEP: logical bytes over time (:mod:`dicesim.sim.deepep`).
+- DeepEP: logical bytes over time (:mod:`dicesim.sim.microbench.deepep`).
 
 Latency: ``base_latency_s`` once, plus per protocol hop the route latency and the
 transport's ``hop_latency_s``. An all-to-all sends to every peer at once (one hop) and adds
@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 import networkx as nx
 import simpy
 
-from dicesim.sim.deepep import DeepEPConfig, deepep_traffic
-from dicesim.sim.nccl import NcclModel, effective_graph, hop_latency_s, route_transports
-from dicesim.sim.network import FlowNetwork
+from dicesim.sim.microbench.deepep import DeepEPConfig, deepep_traffic
+from dicesim.sim.network.nccl import NcclModel, effective_graph, hop_latency_s, route_transports
+from dicesim.sim.network.network import FlowNetwork
 from dicesim.topology import all_pairs_routes, num_servers, world_size
 
 OPERATIONS: tuple[str, ...] = ("all_to_all", "all_reduce", "deepep_dispatch", "deepep_combine")

@@ -12,11 +12,11 @@ from __future__ import annotations
 import networkx as nx
 import numpy as np
 
-from dicesim.sim.flowgroup import FlowGroup
-from dicesim.sim.nccl import NcclModel, hop_latency_s, route_transports
-from dicesim.sim.network import FlowNetwork
-from dicesim.sim.profile import HardwareProfile
-from dicesim.sim.routing import TokenRouting
+from dicesim.sim.network.flowgroup import FlowGroup
+from dicesim.sim.network.nccl import NcclModel, hop_latency_s, route_transports
+from dicesim.sim.network.network import FlowNetwork
+from dicesim.sim.costs.profile import HardwareProfile
+from dicesim.sim.costs.routing import TokenRouting
 from dicesim.topology import RouteTable
 
 DISPATCH, COMBINE = 0, 1

@@ -46,7 +46,7 @@ class HardwareProfile(BaseModel):
     Collective time = ``collective_base_s[kind]`` + the largest ``link_latency_s`` of the link
     classes its routes cross + (for all-to-all) the flows' transfer time over the graph, whose
     link bandwidths are scaled by ``link_bw_eff[class]`` on top of the NCCL model's per-transport
-    share (:mod:`dicesim.sim.nccl`). Class lookups fall back to
+    share (:mod:`dicesim.sim.network.nccl`). Class lookups fall back to
     ``"default"``. While this rank's communication is in flight, compute runs
     ``1 + interference`` times slower; while this rank computes, the links into and out of its
     GPU carry ``1 / (1 + comm_interference)`` of their bandwidth and the latency of transfers

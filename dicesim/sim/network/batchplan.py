@@ -19,8 +19,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from dicesim.sim.flowplan import _FINISH_RTOL, FlowTable, Plan, simulate
-from dicesim.sim.maxmin import _CAP_FLOOR, _TIE_RTOL
+from dicesim.sim.network.flowplan import _FINISH_RTOL, FlowTable, Plan, simulate
+from dicesim.sim.network.maxmin import _CAP_FLOOR, _TIE_RTOL
 
 
 def plan_many(tables: Sequence[FlowTable]) -> list[Plan]:
