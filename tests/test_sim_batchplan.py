@@ -103,7 +103,8 @@ def test_a_combine_over_mirrored_routes_takes_its_dispatch_plan_mirrored():
     """On a switch (and across IB servers) every combine is its dispatch backwards: its plan, derived
     from the dispatch's, equals planning it directly; host-staged routes are not mirrors."""
     from dicesim.sim.network.batchplan import mirrored
-    from dicesim.sim.engine.program import ISSUE, SYNC
+    from dicesim.plan import CollectiveKind
+    from dicesim.sim.engine.program import ISSUE
 
     for topology, W, mirror in (("dgx-h100", 8, True), ("2x-dgx-h100-ib", 16, True), ("8x-rtx4090-pcie", 8, False)):
         kw = dict(model="tiny", num_experts=W if W <= 8 else 8, world_size=W if W <= 8 else 8, batch=1, image_size=64,
@@ -115,7 +116,8 @@ def test_a_combine_over_mirrored_routes_takes_its_dispatch_plan_mirrored():
         assert (gc.rev_L is not None) is mirror, topology
         if not mirror:
             continue
-        uses = {(ins[3], ins[1], ins[2]) for ins in eng.flat if ins[0] in (SYNC, ISSUE)}
+        uses = {(c.skip, c.layer, c.tok_step) for c in (ins[2] for ins in eng.flat if ins[0] == ISSUE)
+                if c.kind == CollectiveKind.DISPATCH}
         _, pairs = gc.distinct_groups(uses)
         assert pairs
         for c, d in pairs:

@@ -282,7 +282,7 @@ def test_zero_comm_interference_is_bit_identical_to_before(strategy, bw):
 def test_both_directions_together_keep_the_accounting_exact():
     """Compute slowed by comm and comm slowed by compute at once, on 4 ranks with shared links: the
     stream-time identity holds, compute re-timing stays exact, and recording changes nothing."""
-    from dicesim.sim.engine.engine import COUNTERS
+    from dicesim.sim.engine.runspec import COUNTERS
 
     f = 0.2
     prof = _quiet(comm_interference=0.7, interference=f, host_op_s=2e-6)

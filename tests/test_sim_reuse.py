@@ -87,12 +87,12 @@ def test_reference_ops_are_keyed_and_reused_exactly(scheme):
               profile=_profile(interference=0.2, host_op_s=3e-6))
     prep = prepare(**kw)
     from dicesim.sim.engine.engine import Engine
-    from dicesim.sim.engine.program import DISCARD, DRAIN, SYNC_KEEP
+    from dicesim.sim.engine.program import FORGET, WAIT, WAIT_ALL
 
     eng = Engine(dataclasses.replace(prep.spec, reuse=True))
     ops = {ins[0] for ins in eng.flat}
-    assert {DISCARD, DRAIN, SYNC_KEEP} <= ops
-    win = find_windows(eng.flat, eng.L, eng.gc[0].matrix_id)
+    assert {FORGET, WAIT_ALL} <= ops and any(ins[0] == WAIT and not ins[3] for ins in eng.flat)  # + kept rows
+    win = find_windows(eng.flat, eng.gc[0].matrix_id)
     assert win.src[-1] == -1  # the window with the drain is the run's own
     full, fast = _pair(kw)
     assert_same_run(full, fast)
@@ -126,7 +126,7 @@ def test_window_keys_follow_the_plan():
     from dicesim.sim.engine.engine import Engine
 
     eng = Engine(dataclasses.replace(prep.spec, reuse=True))
-    win = find_windows(eng.flat, eng.L, eng.gc[0].matrix_id)
+    win = find_windows(eng.flat, eng.gc[0].matrix_id)
     assert win.n_windows == 12
     src = win.src.tolist()
     assert src == [-1, 0, 0, -1, 0, 0, 0, 3, 0, 0, 0, -1]
@@ -141,7 +141,7 @@ def test_a_different_matrix_breaks_the_repeat():
     eng = Engine(dataclasses.replace(prep.spec, reuse=True))
     mid = [m.copy() for m in eng.gc[0].matrix_id]
     mid[False][2, 1] = 99  # layer 2 of step 1 carries another matrix
-    win = find_windows(eng.flat, eng.L, mid)
+    win = find_windows(eng.flat, mid)
     assert win.src[6] == -1 and win.src[2] == 0  # its window (cut of layer 2, step 1) is simulated
 
 

@@ -7,7 +7,7 @@ up to):
 
 - **linear**: ``t = launch_s + flops * s_per_flop + nbytes * s_per_byte`` (all >= 0);
 - **roofline**: ``t = launch_s + max(flops * s_per_flop, nbytes * s_per_byte)``, the form
-  :class:`~dicesim.sim.profile.HardwareProfile` stores (``s_per_flop = 1 / (peak *
+  :class:`~dicesim.sim.costs.profile.HardwareProfile` stores (``s_per_flop = 1 / (peak *
   compute_eff)``, ``s_per_byte = 1 / (mem_bw * mem_eff)``).
 
 Both minimise relative squared error weighted by sample count; the simpler model (fewer

@@ -1,4 +1,4 @@
-"""Fits -> a :class:`~dicesim.sim.profile.HardwareProfile` (with provenance), a CPU topology, range checks.
+"""Fits -> a :class:`~dicesim.sim.costs.profile.HardwareProfile` (with provenance), a CPU topology, range checks.
 
 Mapping (per op kind, from the roofline fit ``launch + max(F * a, B * b)``): ``launch_s = launch``,
 ``compute_eff = 1 / (a * peak)``, ``mem_eff = 1 / (b * mem_bw)``. ``peak`` and ``mem_bw`` stay

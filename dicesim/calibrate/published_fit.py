@@ -1,6 +1,6 @@
 """Fit the NCCL model on part of the published set and predict every figure with it.
 
-Every prediction is a real simulator run (:func:`dicesim.sim.collective_ops.simulate_op`):
+Every prediction is a real simulator run (:func:`dicesim.sim.microbench.collective_ops.simulate_op`):
 the operation's flows on the machine's graph through the simpy flow network. The fit:
 
 1. bandwidth efficiencies (``bw_eff``), transport by transport, each a bounded 1-D search

@@ -16,11 +16,10 @@ import networkx as nx
 import numpy as np
 
 from dicesim.models import block_workload
-from dicesim.placement import make_placement
-from dicesim.plan import Plan, build_plan
+from dicesim.plan import Plan, build_plan, layout_for
 from dicesim.scenario import Scenario, make_scenario
 from dicesim.sim.costs.costmodel import CostModel
-from dicesim.sim.engine.engine import RunSpec
+from dicesim.sim.engine.runspec import EngineSpec
 from dicesim.sim.fold import run_folded
 from dicesim.sim.metrics import SimResult, build_result
 from dicesim.sim.costs.profile import HardwareProfile, get_profile, profile_for_gpu
@@ -33,7 +32,7 @@ class Prepared:
     """The built inputs of one simulation (exposed for tests, calibration and sweeps)."""
 
     scenario: Scenario
-    spec: RunSpec
+    spec: EngineSpec
 
     @property
     def plan(self) -> Plan:
@@ -69,14 +68,14 @@ def prepare(scenario: Scenario | None = None, *, profile: HardwareProfile | str 
     wl = block_workload(preset, batch=sc.batch, image_px=sc.image_size, cfg=sc.cfg, dtype=sc.dtype)
     G = graph if graph is not None else get_topology(sc.topology)
     prof = resolve_profile(profile, sc, G)
-    placement = make_placement(sc.world_size, preset.num_experts, group_layout=sc.placement)
+    layout = layout_for(sc.strategy, sc.world_size, preset.num_experts, group_layout=sc.placement)
     plan = build_plan(sc.strategy, preset.depth, sc.steps)
     sampling = sampling or getattr(sc.routing, "sampling", None) or "expected"
-    routing = build_routing(sc.routing, placement, num_layers=preset.depth, num_steps=sc.steps,
+    routing = build_routing(sc.routing, layout.placement, num_layers=preset.depth, num_steps=sc.steps,
                             tokens_per_rank=wl.tokens, top_k=preset.top_k, seed=sc.seed, sampling=sampling,
                             histogram=histogram)
-    cost = CostModel(prof, wl, experts_on_rank=placement.experts_per_rank)
-    spec = RunSpec(plan=plan, cost=cost, routing=routing, graph=G, profile=prof, row_nbytes=wl.row_nbytes(),
+    cost = CostModel(prof, wl, experts_on_rank=layout.experts_per_rank)
+    spec = EngineSpec(plan=plan, layout=layout, cost=cost, routing=routing, graph=G, profile=prof, row_nbytes=wl.row_nbytes(),
                    record=record, merge_compute=merge_compute)
     return Prepared(scenario=sc, spec=spec)
 

@@ -26,12 +26,15 @@ import networkx as nx
 import numpy as np
 
 from dicesim.placement import Placement, make_placement
-from dicesim.plan import layout_for
+from dicesim.plan import CollectiveKind, family_of, layout_for
+from dicesim.plan.vocabulary import Issue
 from dicesim.scenario import RoutingConfig
 from dicesim.sim.api import prepare
-from dicesim.sim.engine.engine import Engine, RunSpec
+from dicesim.sim.engine.engine import Engine
+from dicesim.sim.engine.runspec import EngineSpec
 from dicesim.sim.network.flowgroup import FlowGroup
-from dicesim.sim.engine.groupcomm import DISPATCH, GroupComm, collective_latencies
+from dicesim.sim.engine.groupcomm import COUNTS, DISPATCH, GroupComm, collective_latencies
+from dicesim.sim.engine.program import Coll
 from dicesim.sim.metrics import SimResult, build_result
 from dicesim.sim.network.nccl import NcclModel
 from dicesim.sim.network.network import FlowNetwork
@@ -73,7 +76,7 @@ class LoopbackComm(GroupComm):
     """The one rank's exchanges: each one flow of the rows the emulated ranks would send each
     other (``staged_rows[skip][layer, tok]``) along :func:`loopback_route`, with the collective
     latencies of that route. Window reuse stays off for it (a one-rank group,
-    :func:`~dicesim.sim.reuse.reuse_blocker`): its windows would also have to key the staged rows."""
+    :func:`~dicesim.sim.engine.reuse.reuse_blocker`): its windows would also have to key the staged rows."""
 
     def __init__(self, g: int, members: tuple[int, ...], table: RouteTable, G: nx.DiGraph, profile: HardwareProfile,
                  routing: TokenRouting, net: FlowNetwork, row_nbytes: int, *, nccl: NcclModel, library: str,
@@ -92,6 +95,9 @@ class LoopbackComm(GroupComm):
             fg = self._cache[nbytes] = self._net.compile([(self._loop, nbytes)], self.a2a_lat_s)
         return fg
 
+    def moved_rows(self, coll: Coll) -> list[int]:
+        return [0 if coll.kind == COUNTS else int(self._staged[coll.skip][coll.layer, coll.tok_step])]
+
     def distinct_groups(self, uses) -> tuple[list[FlowGroup], list]:
         return [self.flow_group(DISPATCH, layer, tok, skip) for skip, layer, tok in uses], []
 
@@ -102,8 +108,8 @@ class HostStagedEngine(Engine):
     loopback = True
     library = "memcpy"  # cudaMemcpyAsync on copy engines, not NCCL: the topology holds measured copy rates
 
-    def __init__(self, spec: RunSpec, *, staged_rows: tuple[np.ndarray, np.ndarray]):
-        if spec.routing.placement.world_size != 1:
+    def __init__(self, spec: EngineSpec, *, staged_rows: tuple[np.ndarray, np.ndarray]):
+        if spec.layout.world_size != 1:
             raise ValueError("the host-staged engine runs one rank; the emulated ranks live in staged_rows")
         self._staged = staged_rows  # [skip] -> [L, T] rows through host memory per exchange (for _group_comm)
         super().__init__(spec)
@@ -113,11 +119,6 @@ class HostStagedEngine(Engine):
         s = self.spec
         return LoopbackComm(g, members, table, G, s.profile, s.routing, self.net, s.row_nbytes, nccl=nccl,
                             library=self.library, staged_rows=self._staged)
-
-    def _on_coll_done(self, comm, coll) -> None:
-        rows = 0 if coll.direction < 0 else int(self._staged[coll.skip][coll.layer, coll.tok_step])
-        self.rec.add(0, comm.stream, "collective", coll.kind, coll.start_s * 1e6, coll.end_s * 1e6, coll.layer,
-                     coll.step, coll.tok_step, rows * self.spec.row_nbytes, rows)
 
 
 def simulate_host_staged(*, model: str, strategy: Strategy | str, world_size: int, batch: int, steps: int,
@@ -163,12 +164,14 @@ def simulate_host_staged(*, model: str, strategy: Strategy | str, world_size: in
 
 
 def staged_per_step(plan, staged: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """Rows through host memory issued in each step (dispatches and combines) under ``plan``."""
+    """Rows through host memory issued in each step (dispatches and combines) under ``plan``;
+    conditional communication may cut synced layers too (``skip``)."""
+    lower = family_of(plan.strategy).lower
+    moves = (CollectiveKind.DISPATCH, CollectiveKind.COMBINE)
     out = np.zeros(plan.num_steps, dtype=np.int64)
     for t, actions in plan:
         for a in actions:
-            if a.kind == "sync_moe":
-                out[t] += 2 * staged[a.skip][a.layer, t]  # conditional communication may cut sync layers too
-            elif a.kind in ("issue_dispatch", "run_experts"):
-                out[t] += staged[a.skip][a.layer, a.tok_step]
+            n = sum(1 for e in lower(a) if type(e) is Issue and e.kind in moves)
+            if n:
+                out[t] += n * staged[a.skip][a.layer, a.tok_step]
     return out

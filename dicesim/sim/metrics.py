@@ -26,7 +26,7 @@ import pandas as pd
 
 from dicesim.plan import LagTable, Plan, family_of
 from dicesim.plan.staleness import kept_share, lag_frames
-from dicesim.sim.engine.engine import COUNTERS, RawRun
+from dicesim.sim.engine.runspec import COUNTERS, RawRun
 from dicesim.sim.costs.routing import TokenRouting
 
 

@@ -177,7 +177,7 @@ def buffer_rows(hb: HeldBuffer, *, local_tokens: int, top_k: int, recv_rows: Any
 def buffer_nbytes_TW(plan: Plan, routing: Any, row_nbytes: int) -> np.ndarray:
     """Cross-step buffer bytes held by each rank at the end of each step, ``[T, W]``.
 
-    ``routing``: the run's token routing (:class:`dicesim.sim.routing.TokenRouting`: received
+    ``routing``: the run's token routing (:class:`dicesim.sim.costs.routing.TokenRouting`: received
     rows per layer, step and rank, tokens per rank, top-k)."""
     W = routing.placement.world_size
     recv = [routing.recv_rows_LTW(False), routing.recv_rows_LTW(True)]

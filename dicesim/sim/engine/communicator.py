@@ -7,14 +7,16 @@ launch done) and collective ``n - 1`` has finished; all members then see it in f
 until it ends. So an asynchronous all-to-all delays every later collective on the same
 communicator, including a small blocking count exchange.
 
-The communicator does not know what a collective moves: its ``starter(communicator,
-collective)`` starts the data movement and returns the simpy event that ends it (a network
-transfer, or a timeout).
+The communicator does not know what a collective moves: it carries the plan's description of
+it (``coll``, a :class:`~dicesim.sim.engine.program.Coll`: kind, layer, token step, ...) and
+its ``starter(communicator, collective)`` starts the data movement and returns the simpy event
+that ends it (a network transfer, or a timeout).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import simpy
 
@@ -23,19 +25,13 @@ Starter = Callable[["Communicator", "Collective"], simpy.Event]
 
 
 class Collective:
-    """One collective instance: what it carries, who has issued it, when it ran, its completion event.
+    """One collective instance: what it carries (``coll``), who has issued it, when it ran, its
+    completion event. ``step`` is the step in which it was issued."""
 
-    ``direction`` is 0 (dispatch) or 1 (combine) for all-to-alls, -1 for a count exchange;
-    ``step`` is the step in which it was issued.
-    """
+    __slots__ = ("seq", "coll", "step", "arrived", "ready_at", "done", "start_s", "end_s")
 
-    __slots__ = ("seq", "kind", "direction", "layer", "tok_step", "skip", "step", "arrived", "ready_at",
-                 "done", "start_s", "end_s")
-
-    def __init__(self, seq: int, kind: str, direction: int, layer: int, tok_step: int, skip: bool, step: int,
-                 done: simpy.Event):
-        self.seq, self.kind, self.direction, self.done = seq, kind, direction, done
-        self.layer, self.tok_step, self.skip, self.step = layer, tok_step, skip, step
+    def __init__(self, seq: int, coll: Any, step: int, done: simpy.Event):
+        self.seq, self.coll, self.step, self.done = seq, coll, step, done
         self.arrived = 0
         self.ready_at = 0.0
         self.start_s = self.end_s = -1.0
@@ -65,9 +61,9 @@ class Communicator:
         self._starter, self._on_busy, self._on_done = starter, on_busy, on_done
         self.count = 0  # collectives completed
 
-    def issue(self, member: int, kind: str, direction: int, layer: int, tok_step: int, skip: bool, step: int,
-              ready_at: float) -> simpy.Event:
-        """Member ``member`` (index into ``members``) issues its next collective, ready at ``ready_at``.
+    def issue(self, member: int, what: Any, step: int, ready_at: float) -> simpy.Event:
+        """Member ``member`` (index into ``members``) issues its next collective, carrying ``what``,
+        ready at ``ready_at``.
 
         Every member must issue the same sequence of collectives. Returns the completion event.
         """
@@ -75,11 +71,11 @@ class Communicator:
         self._issued[member] = seq + 1
         coll = self._open.get(seq)
         if coll is None:
-            coll = Collective(seq, kind, direction, layer, tok_step, skip, step, self.env.event())
+            coll = Collective(seq, what, step, self.env.event())
             self._open[seq] = coll
-        elif coll.kind != kind or coll.layer != layer or coll.tok_step != tok_step:
+        elif coll.coll != what:
             raise RuntimeError(f"communicator {self.name}: members disagree on collective {seq}: "
-                               f"{coll.kind} layer {coll.layer} vs {kind} layer {layer}")
+                               f"{coll.coll} vs {what}")
         coll.arrived += 1
         if ready_at > coll.ready_at:
             coll.ready_at = ready_at

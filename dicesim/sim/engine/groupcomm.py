@@ -1,10 +1,19 @@
-"""One expert-parallel group on the network: its routes, collective latencies and compiled transfers.
+"""One group on the network: its routes, collective latencies and what each collective moves.
 
-The engine keeps one :class:`GroupComm` per simulated group. It turns a (direction, layer,
-token step, skip) collective into the :class:`~dicesim.sim.flowgroup.FlowGroup` of the group's
-row matrix, compiled once per distinct matrix (row matrices get integer ids, so equal
-all-to-alls share one group and the network's plans), and knows which network links the
-group's traffic can touch (what decides whether it is isolated from other groups).
+The engine keeps one :class:`GroupComm` per simulated group and asks it to start every
+collective (:meth:`GroupComm.start`), whatever its kind in the one collective vocabulary
+(:class:`~dicesim.plan.CollectiveKind`):
+
+- ``counts``: a latency (the count exchange is latency-bound);
+- ``dispatch`` / ``combine``: an all-to-all of the group's row matrix for (layer, token step,
+  skip), compiled once per distinct matrix into a :class:`~dicesim.sim.network.flowgroup.FlowGroup`
+  (row matrices get integer ids, so equal all-to-alls share one group and the network's plans);
+- ``kv_gather``: an all-gather: every member sends the keys and values of its tokens, of every
+  layer the collective covers, to every other member (sequence parallelism; its latency is
+  taken to be the all-to-all's, a statement until it is measured).
+
+It also knows which network links the group's traffic can touch (what decides whether it is
+isolated from other groups).
 """
 
 from __future__ import annotations
@@ -12,6 +21,8 @@ from __future__ import annotations
 import networkx as nx
 import numpy as np
 
+from dicesim.plan import CollectiveKind
+from dicesim.sim.engine.program import Coll
 from dicesim.sim.network.flowgroup import FlowGroup
 from dicesim.sim.network.nccl import NcclModel, hop_latency_s, route_transports
 from dicesim.sim.network.network import FlowNetwork
@@ -19,7 +30,8 @@ from dicesim.sim.costs.profile import HardwareProfile
 from dicesim.sim.costs.routing import TokenRouting
 from dicesim.topology import RouteTable
 
-DISPATCH, COMBINE = 0, 1
+DISPATCH, COMBINE, COUNTS, KV_GATHER = (int(k) for k in (CollectiveKind.DISPATCH, CollectiveKind.COMBINE,
+                                                             CollectiveKind.COUNTS, CollectiveKind.KV_GATHER))
 
 
 class GroupComm:
@@ -27,7 +39,7 @@ class GroupComm:
 
     def __init__(self, g: int, members: tuple[int, ...], table: RouteTable, G: nx.DiGraph, profile: HardwareProfile,
                  routing: TokenRouting, net: FlowNetwork, row_nbytes: int, *, nccl: NcclModel, library: str):
-        self.g, self.members, self.routing, self.row_nbytes = g, members, routing, row_nbytes
+        self.g, self.members, self.routing, self.row_nbytes, self.net = g, members, routing, row_nbytes, net
         self.a2a_lat_s = self.count_lat_s = 0.0  # a one-rank group exchanges nothing
         if len(members) > 1:
             self.a2a_lat_s, self.count_lat_s = collective_latencies(
@@ -43,6 +55,38 @@ class GroupComm:
         #: link id -> its reverse when every combine route is its dispatch route backwards with the
         #: same capacities and latency sums (then a combine's plan is its dispatch's, mirrored)
         self.rev_L = _mirror(table, members, net) if self._pairs[DISPATCH].same_latency(self._pairs[COMBINE]) else None
+
+    def start(self, coll: Coll):
+        """Start ``coll`` now on the group's links; the simpy event that fires when it has ended."""
+        if coll.kind == COUNTS:
+            return self.net.env.timeout(self.count_lat_s)
+        if coll.kind == KV_GATHER:
+            return self.net.transfer(self.gather_group(coll.span))
+        return self.net.transfer(self.flow_group(coll.kind, coll.layer, coll.tok_step, coll.skip))
+
+    def moved_rows(self, coll: Coll) -> list[int]:
+        """Rows each member sent to the others in ``coll`` (for the trace; 0 for a count exchange)."""
+        S = len(self.members)
+        if coll.kind == COUNTS:
+            return [0] * S
+        if coll.kind == KV_GATHER:
+            return [2 * self.routing.tokens_per_rank * coll.span * (S - 1)] * S
+        M = self.routing.group_matrix(self.members, coll.layer, coll.tok_step, coll.skip)
+        if coll.kind == DISPATCH:
+            return [int(M[m].sum() - M[m, m]) for m in range(S)]
+        return [int(M[:, m].sum() - M[m, m]) for m in range(S)]  # a combine sends back what arrived
+
+    def gather_group(self, span: int) -> FlowGroup:
+        """The transfer of one K/V all-gather covering ``span`` layers: each member's keys and
+        values of its tokens (2 rows per token and layer) to every other member."""
+        key = (KV_GATHER, span)
+        fg = self._cache.get(key)
+        if fg is None:
+            S = len(self.members)
+            nbytes = np.full((S, S), 2.0 * self.routing.tokens_per_rank * self.row_nbytes * span)
+            nbytes.flat[::S + 1] = 0  # a rank's own slice does not travel
+            fg = self._cache[key] = self._pairs[DISPATCH].compile(nbytes.ravel(), self.a2a_lat_s)
+        return fg
 
     def flow_group(self, direction: int, layer: int, tok: int, skip: bool) -> FlowGroup:
         """The transfer of one all-to-all (compiled once per distinct row matrix and direction)."""

@@ -1,21 +1,20 @@
 """Window reuse: simulate each distinct stretch of a run between two group-wide cuts once.
 
-Why a repeat is exact. With the count exchange on the all-to-all communicator
-(``count_comm = "shared"``) every communicating MoE layer starts with a blocking count
-exchange that runs in issue order behind every earlier collective of its expert-parallel
-group. When it completes, at ``tau``, every member is blocked on it, every earlier collective
-of the group has finished (none of its flows is left in the network), no member computes,
-and every member's host clock is ``tau`` (the host waited for the counts). The group's whole
-state is then fixed by its position in the plan (which asynchronous results are pending,
-all of them complete) and by ``tau``: a *cut*. What happens between two consecutive cuts (a
-*window*) depends only on the instructions inside it and the data they reference: compute
-block durations, which all-to-all matrix each transfer carries (so its flows and the
-experts' received rows), which instruction issued the collective a wait refers to, and which
-of the collectives issued inside the window a drain waits for (a discard only changes that
-set; a kept dispatch, ``SYNC_KEEP``, is a cut like any sync layer and its rows are pending
-like an issued dispatch that has arrived). Two
-windows with equal keys evolve identically, shifted in time; this is the steady state
-("step t+1 is step t with the same inputs") taken down to one layer, so repeats inside a
+Why a repeat is exact. A *cut* is a blocking collective on a group's main communicator of a
+kind the strategy's family names (:meth:`dicesim.plan.PlanFamily.window_cuts`; expert
+parallelism: the count exchange, when it shares the all-to-all communicator). Collectives run
+in issue order on a communicator, so when a cut completes, at ``tau``, every member is blocked
+on it, every earlier collective of the group has finished (none of its flows is left in the
+network), no member computes, and every member's host clock is ``tau`` (the host waited for
+it). The group's whole state is then fixed by its position in the program (which collectives
+are pending, all of them complete) and by ``tau``. What happens between two consecutive cuts
+(a *window*) depends only on the instructions inside it and the data they reference: compute
+block durations, what each collective carries (for an all-to-all: which matrix, so its flows
+and the experts' received rows), which instruction issued the collective a wait refers to,
+and which of the collectives issued inside the window a wait-all waits for (a forget only
+changes that set; rows kept for a later wait are pending like an issued dispatch that has
+arrived). Two windows with equal keys evolve identically, shifted in time; this is the steady
+state ("step t+1 is step t with the same inputs") taken down to one layer, so repeats inside a
 step are found as well.
 
 A window whose key was seen before is not simulated: its members advance their clocks by
@@ -33,9 +32,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dicesim.sim.engine.program import BLOCK, DISCARD, DRAIN, ISSUE, RUN, STEP_END, SYNC, SYNC_KEEP, WAIT
+from dicesim.plan import CollectiveKind, WindowCuts
+from dicesim.sim.engine.program import BLOCKING, COMPUTE, FORGET, ISSUE, ROWS, STEP_END, WAIT, WAIT_ALL
 
-_COUNT, _END, _STEP, _DISCARD = ("count",), ("end",), ("step",), ("discard",)
+_CUT, _END, _STEP, _FORGET = ("cut",), ("end",), ("step",), ("forget",)
+_ROUTED = (int(CollectiveKind.DISPATCH), int(CollectiveKind.COMBINE))
 
 
 class _Done:
@@ -65,24 +66,23 @@ def isolated(links: list[np.ndarray], ports: list[list[np.ndarray]] | None) -> l
     return [i not in shared for i in range(len(links))]
 
 
-def window_memos(flat: list[tuple], num_layers: int, groups: list[tuple], *, n_counters: int, count_comm: str,
-                 record: bool, enabled: bool) -> tuple[list[WindowMemo], str | None]:
+def window_memos(flat: list[tuple], groups: list[tuple], *, n_counters: int, cuts: WindowCuts, record: bool,
+                 enabled: bool) -> tuple[list[WindowMemo], str | None]:
     """A :class:`WindowMemo` for every group where reuse is exact, and why it is not for the others.
 
-    ``groups``: ``(members, count_latency_s, matrix ids [skip][layer, tok], route links, isolated)``;
-    ``n_counters``: per-rank counters the engine snapshots at cuts.
+    ``groups``: ``(members, cut latency_s, matrix ids [skip][layer, tok], route links, isolated)``;
+    ``n_counters``: per-rank counters the engine snapshots at cuts; ``cuts``: the family's cut points.
     """
     if not enabled:
         return [], "not asked for"
+    has_cut = any(ins[0] == BLOCKING and ins[3] for ins in flat)
     memos, reasons = [], []
-    for members, cnt_lat, mid, links, alone in groups:
-        why = reuse_blocker(count_comm=count_comm, members=len(members), count_latency_s=cnt_lat, record=record)
+    for members, cut_lat, mid, links, alone in groups:
+        why = reuse_blocker(cuts=cuts, has_cut=has_cut, members=len(members), cut_latency_s=cut_lat, record=record)
         if why is None and not alone:
             why = "its links are shared with another group"
-        win = find_windows(flat, num_layers, mid) if why is None else None
-        if why is None and win is None:
-            why = "no count exchange to cut at"
-        elif why is None and win.n_repeats == 0:
+        win = find_windows(flat, mid) if why is None else None
+        if why is None and win.n_repeats == 0:
             why = "no window repeats an earlier one"
         if why is not None:
             reasons.append(why)
@@ -91,15 +91,19 @@ def window_memos(flat: list[tuple], num_layers: int, groups: list[tuple], *, n_c
     return memos, (reasons[0] if reasons else None)
 
 
-def reuse_blocker(*, count_comm: str, members: int, count_latency_s: float, record: bool) -> str | None:
-    """Why window reuse cannot apply to a group, or None when the cut argument holds."""
+def reuse_blocker(*, cuts: WindowCuts, has_cut: bool, members: int, cut_latency_s: float,
+                  record: bool) -> str | None:
+    """Why window reuse cannot apply to a group, or None when the cut argument holds
+    (``has_cut``: the program holds a cut at all)."""
     if record:
         return "events are recorded (every window is simulated so the trace is complete)"
-    if count_comm != "shared":
-        return "counts on a separate communicator (a count exchange is not a cut)"
+    if cuts.blocked is not None:
+        return cuts.blocked
+    if not has_cut:
+        return cuts.none_found
     if members < 2:
         return "one-rank groups exchange nothing"
-    if not count_latency_s > 0:
+    if not cut_latency_s > 0:
         return "zero count-exchange latency"
     return None
 
@@ -115,7 +119,7 @@ class Windows:
 
     cut_pc: np.ndarray
     cut_step: np.ndarray
-    cut_pending: tuple[tuple[tuple[int, ...], tuple[int, ...]], ...]
+    cut_pending: tuple[tuple[int, ...], ...]
     steps: tuple[np.ndarray, ...]
     src: np.ndarray
     run_end: np.ndarray
@@ -129,16 +133,14 @@ class Windows:
         return int(np.count_nonzero(self.src >= 0))
 
 
-def find_windows(flat: list[tuple], num_layers: int, mid: tuple[np.ndarray, np.ndarray]) -> Windows | None:
+def find_windows(flat: list[tuple], mid: tuple[np.ndarray, np.ndarray]) -> Windows | None:
     """Cuts, window keys and repeats of ``flat`` (the compiled program, steps concatenated).
 
-    ``mid[skip][layer, tok_step]``: id of the group's row matrix, equal for equal matrices.
-    None when the program has no cut.
+    ``mid[skip][layer, tok_step]``: id of the group's row matrix, equal for equal matrices (what an
+    all-to-all moves and the rows the experts run on). None when the program has no cut.
     """
-    L = num_layers
     mid = [m.tolist() for m in mid]  # scalar reads from nested lists, not numpy
-    pend_d: dict[int, int] = {}  # pending key -> flat index of the instruction that issued it
-    pend_c: dict[int, int] = {}
+    pend: dict[int, int] = {}  # pending handles (the flat index of the issuing instruction)
     cut_pc, cut_step, cut_pending = [], [], []
     keys: list[tuple] = []
     steps: list[list[int]] = []
@@ -147,10 +149,10 @@ def find_windows(flat: list[tuple], num_layers: int, mid: tuple[np.ndarray, np.n
     start = step = 0
     for i, ins in enumerate(flat):
         op = ins[0]
-        if op == BLOCK:
+        if op == COMPUTE:
             if cur is not None:
                 blk = ins[1]
-                cur.append((BLOCK, blk.total_s, len(blk.durs_s)))
+                cur.append((COMPUTE, blk.total_s, len(blk.durs_s)))
             continue
         if op == STEP_END:
             if cur is not None:
@@ -158,44 +160,44 @@ def find_windows(flat: list[tuple], num_layers: int, mid: tuple[np.ndarray, np.n
                 cur_steps.append(ins[1])
             step = ins[1] + 1
             continue
-        if op == DISCARD:  # what a later DRAIN waits for changes; nothing else does
-            pend_d.clear()
-            pend_c.clear()
+        if op == FORGET:  # what a later WAIT_ALL waits for changes; nothing else does
+            pend.clear()
             if cur is not None:
-                cur.append(_DISCARD)
+                cur.append(_FORGET)
             continue
-        if op == DRAIN:
+        if op == WAIT_ALL:
             # it waits for the pending collectives issued inside the window (those from before the
-            # cut have completed): key them by position, as RUN and WAIT key their source
+            # cut have completed): key them by position, as a WAIT keys its source
             if cur is not None:
-                cur.append((DRAIN, tuple(sorted(at - start for at in (*pend_d.values(), *pend_c.values())
-                                                if at >= start))))
-            pend_d.clear()
-            pend_c.clear()
+                cur.append((WAIT_ALL, tuple(sorted(at - start for at in pend if at >= start))))
+            pend.clear()
             continue
-        _, layer, tok, skip = ins
-        key = layer + L * tok
-        if op == SYNC or op == ISSUE or op == SYNC_KEEP:
+        if op == BLOCKING:
+            coll = ins[2]
+            if not ins[3]:
+                if cur is not None:
+                    cur.append((BLOCKING, ins[1], _payload(coll, mid)))
+                continue
             if cur is not None:
-                cur.append(_COUNT)
+                cur.append(_CUT)
                 keys.append(tuple(cur))
                 steps.append(cur_steps)
             cut_pc.append(i)
             cut_step.append(step)
-            cut_pending.append((tuple(sorted(pend_d)), tuple(sorted(pend_c))))
+            cut_pending.append(tuple(sorted(pend)))
             start = i
-            cur, cur_steps = [(op, skip, mid[skip][layer][tok])], []
-            if op != SYNC:  # an issued dispatch, or (SYNC_KEEP) rows kept for a later RUN
-                pend_d[key] = i
-        elif op == RUN:
-            at = pend_d.pop(key)
+            cur, cur_steps = [(BLOCKING, ins[1], _payload(coll, mid))], []
+        elif op == ISSUE:
+            pend[ins[3]] = i
             if cur is not None:
-                cur.append((RUN, skip, mid[skip][layer][tok], at - start if at >= start else -1))
-            pend_c[key] = i
+                cur.append((ISSUE, ins[1], _payload(ins[2], mid)))
         elif op == WAIT:
-            at = pend_c.pop(key)
+            at = pend.pop(ins[1]) if ins[3] else pend[ins[1]]
             if cur is not None:
-                cur.append((WAIT, at - start if at >= start else -1))
+                cur.append((WAIT, at - start if at >= start else -1, ins[3]))
+        elif op == ROWS:
+            if cur is not None:
+                cur.append((ROWS, ins[3], mid[ins[3]][ins[1]][ins[2]]))
         else:
             raise ValueError(f"instruction {op!r} has no window key")
     if cur is None:
@@ -224,6 +226,14 @@ def find_windows(flat: list[tuple], num_layers: int, mid: tuple[np.ndarray, np.n
     return Windows(cut_pc=np.array(cut_pc, dtype=np.intp), cut_step=np.array(cut_step, dtype=np.intp),
                    cut_pending=tuple(cut_pending), steps=tuple(np.array(s, dtype=np.intp) for s in steps),
                    src=src, run_end=run_end)
+
+
+def _payload(coll, mid: list) -> tuple:
+    """What a collective's duration depends on: the group's matrix for an all-to-all, the layers
+    covered for an all-gather, nothing else for a latency-bound one."""
+    if coll.kind in _ROUTED:
+        return (coll.kind, coll.skip, mid[coll.skip][coll.layer][coll.tok_step])
+    return (coll.kind, coll.span)
 
 
 @dataclass(frozen=True)
@@ -291,6 +301,20 @@ class WindowMemo:
             comm.count += int((self.cut_coll[vs + 1] - self.cut_coll[vs]).sum())
         self._pos[m] = w1 + 1
         return jump
+
+    def jump(self, m: int, r: int, now: float, acc: tuple, net, comm, step_end_WT: np.ndarray,
+             counters_WTK: np.ndarray) -> tuple[Jump, list[float]] | None:
+        """Member ``m`` (global rank ``r``) is at its next cut: record it; where a run of repeated
+        windows starts here, the jump over it and the member's counter gain (step ends written)."""
+        jump = self.cut(m, now, acc, net, comm)
+        if jump is None:
+            return None
+        return jump, self.apply(jump, m, r, now, acc, step_end_WT, counters_WTK).tolist()
+
+    def landing(self, jump: Jump) -> tuple[int, dict]:
+        """Step and pending collectives (all complete) of a member after ``jump``."""
+        w = jump.landing
+        return int(self.win.cut_step[w]), {h: DONE for h in self.win.cut_pending[w]}
 
     def apply(self, jump: Jump, m: int, r: int, now: float, acc: tuple, step_end_WT: np.ndarray,
               counters_WTK: np.ndarray) -> np.ndarray:

@@ -1,7 +1,7 @@
-"""What one engine run needs (:class:`RunSpec`) and what it measured (:class:`RawRun`).
+"""What one engine run needs (:class:`EngineSpec`) and what it measured (:class:`RawRun`).
 
 Kept apart from :mod:`dicesim.sim.engine.engine` so the shortcuts built around the engine (folding,
-metrics) can name them without the simpy model; the engine re-exports both.
+metrics) can name them without the simpy model.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import networkx as nx
 import numpy as np
 import pandas as pd
 
-from dicesim.plan import Plan
+from dicesim.plan import ParallelLayout, Plan
 from dicesim.sim.costs.costmodel import CostModel
 from dicesim.sim.network.nccl import NcclModel
 from dicesim.sim.costs.profile import HardwareProfile
@@ -23,10 +23,11 @@ COUNTERS = ("compute_busy_s", "comm_busy_s", "overlap_s", "exposed_comm_s", "hos
 
 
 @dataclass(frozen=True, kw_only=True)
-class RunSpec:
+class EngineSpec:
     """Everything one simulation needs, already built and validated."""
 
     plan: Plan
+    layout: ParallelLayout
     cost: CostModel
     routing: TokenRouting
     graph: nx.DiGraph
@@ -35,7 +36,7 @@ class RunSpec:
     record: bool = False
     merge_compute: bool = True
     nccl: NcclModel | None = None  # what NCCL reaches on the graph's links (None: the built-in model)
-    #: simulate only these expert-parallel groups (None: all); the caller guarantees that the
+    #: simulate only these groups of the layout (None: all); the caller guarantees that the
     #: others share no link with them (:mod:`dicesim.sim.fold` decides and fills them in)
     groups: tuple[int, ...] | None = None
     #: take repeated windows from the record instead of simulating them (:mod:`dicesim.sim.engine.reuse`)

@@ -4,7 +4,7 @@ While any of a rank's collectives is in flight, its compute runs ``1 + interfere
 slower; a running op's remaining work is re-timed on every change, so the result is exact
 (not rounded to op boundaries; see :meth:`ComputeStreams.compute`). While a rank computes,
 the links of its endpoint run ``1 + comm_interference`` times slower (bandwidth and latency
-phase, :meth:`~dicesim.sim.network.FlowNetwork.set_link_scale`), so its transfers are re-planned
+phase, :meth:`~dicesim.sim.network.network.FlowNetwork.set_link_scale`), so its transfers are re-planned
 when its compute starts and stops. The same state also accumulates each rank's comm-busy and
 overlap seconds, which the engine snapshots at step ends.
 """
@@ -21,9 +21,11 @@ _EPS_S = 1e-15
 
 
 class RankState:
-    """Mutable per-rank state shared by the rank process and the communicator callbacks."""
+    """Mutable per-rank state shared by the rank process and the communicator callbacks.
 
-    __slots__ = ("r", "proc", "group", "moe", "moe_m", "cnt", "cnt_m", "computing", "comm_active",
+    ``comms``: its group's communicators, in the layout's order; ``mids``: its member index in each."""
+
+    __slots__ = ("r", "proc", "group", "comms", "mids", "computing", "comm_active",
                  "comm_t0", "comm_busy", "ovl_t0", "ovl", "work_left", "seg_t", "seg_f", "toggled",
                  "sched_slow", "intr_pending", "port_release", "exp_s", "memo")
 

@@ -3,8 +3,8 @@
 This is how the published set is predicted: the operation a benchmark measured (an
 nccl-tests all-to-all or ring all-reduce of ``nbytes`` per rank, or a DeepEP dispatch or
 combine) becomes the flows that library moves, on the graph as the NCCL model says the
-library sees it (:func:`dicesim.sim.nccl.effective_graph`), and
-:class:`~dicesim.sim.network.FlowNetwork` times them, max-min sharing every link. The
+library sees it (:func:`dicesim.sim.network.nccl.effective_graph`), and
+:class:`~dicesim.sim.network.network.FlowNetwork` times them, max-min sharing every link. The
 metrics are then computed exactly as the benchmark defines them:
 
 - nccl-tests (``doc/PERFORMANCE.md``): ``algbw = nbytes / t``; all-to-all ``busbw = algbw

@@ -3,7 +3,7 @@
 A transfer that starts on idle links (nothing else in flight on them, no link slowed) has a plan
 that depends on its own flows only. With sampled routing every all-to-all carries different
 volumes, so thousands of such plans are needed and the reference planner
-(:func:`dicesim.sim.flowplan.simulate`: one max-min solve per finishing segment, each
+(:func:`dicesim.sim.network.flowplan.simulate`: one max-min solve per finishing segment, each
 a few small numpy calls) spends its time in per-call overhead. Here all tables advance in lock
 step: one progressive-filling round raises every table's own level at once (per-table maxima by
 segmented reduction), one step moves every table to its own next event. Every table goes
@@ -19,13 +19,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from dicesim.sim.network.flowplan import _FINISH_RTOL, FlowTable, Plan, simulate
+from dicesim.sim.network.flowplan import _FINISH_RTOL, FlowTable, Trajectory, simulate
 from dicesim.sim.network.maxmin import _CAP_FLOOR, _TIE_RTOL
 
 
-def plan_many(tables: Sequence[FlowTable]) -> list[Plan]:
-    """The :func:`~dicesim.sim.flowplan.simulate` plan of every table, computed together."""
-    out: list[Plan | None] = [None] * len(tables)
+def plan_many(tables: Sequence[FlowTable]) -> list[Trajectory]:
+    """The :func:`~dicesim.sim.network.flowplan.simulate` plan of every table, computed together."""
+    out: list[Trajectory | None] = [None] * len(tables)
     batch = []
     for i, tb in enumerate(tables):
         if tb.rem_F.shape[0] == 0 or not np.isfinite(tb.cap_L).all():
@@ -38,7 +38,7 @@ def plan_many(tables: Sequence[FlowTable]) -> list[Plan]:
     return out  # type: ignore[return-value]
 
 
-def _lockstep(tables: list[FlowTable]) -> list[Plan]:
+def _lockstep(tables: list[FlowTable]) -> list[Trajectory]:
     nf = np.array([tb.rem_F.shape[0] for tb in tables])
     nl = np.array([tb.cap_L.shape[0] for tb in tables])
     f0 = np.concatenate(([0], np.cumsum(nf)[:-1])).astype(np.intp)
@@ -117,7 +117,7 @@ def _lockstep(tables: list[FlowTable]) -> list[Plan]:
     plans = []
     for b, tb in enumerate(tables):
         f = fin[f0[b]:f0[b] + nf[b]].copy()
-        plans.append(Plan(tb, all_t[bounds[b]:bounds[b + 1]], f, np.maximum.reduceat(f, tb.group_start_G), None,
+        plans.append(Trajectory(tb, all_t[bounds[b]:bounds[b + 1]], f, np.maximum.reduceat(f, tb.group_start_G), None,
                           None, None, busy_tot[l0[b]:l0[b] + nl[b]].copy(), expand=_reference_segments(tb)))
     return plans
 
@@ -142,7 +142,7 @@ def _compact(w: dict, going: np.ndarray, fin: np.ndarray) -> dict:
 
 
 def _fill(pf, pl, pw, live, cap, l0, b_of_l, b_of_f):
-    """:func:`dicesim.sim.maxmin.maxmin_core` over the live pairs of every table, each at its own level.
+    """:func:`dicesim.sim.network.maxmin.maxmin_core` over the live pairs of every table, each at its own level.
 
     The load of the unfrozen pairs is updated by subtraction instead of recounted: multiplicities
     are small integers, so both give the same floats.
@@ -174,7 +174,7 @@ def _fill(pf, pl, pw, live, cap, l0, b_of_l, b_of_f):
     return rate, used
 
 
-def mirrored(plan: Plan, table: FlowTable, other: FlowTable, rev_L: np.ndarray) -> Plan | None:
+def mirrored(plan: Trajectory, table: FlowTable, other: FlowTable, rev_L: np.ndarray) -> Trajectory | None:
     """The plan of ``other`` when it is ``table`` with every link ``l`` replaced by ``rev_L[l]`` (same
     flows in the same order with the same bytes and start times; ``rev_L[l]`` of ``l``'s capacity):
     the same trajectory bit for bit, each link's busy time moved to its image. None if the flows
@@ -183,7 +183,7 @@ def mirrored(plan: Plan, table: FlowTable, other: FlowTable, rev_L: np.ndarray) 
             and np.array_equal(table.pair_flow_P, other.pair_flow_P)):
         return None
     pos = np.searchsorted(table.links_L, rev_L[other.links_L])
-    return Plan(other, plan.t_seg, plan.fin_F.copy(), plan.group_fin_G.copy(), None, None, None,
+    return Trajectory(other, plan.t_seg, plan.fin_F.copy(), plan.group_fin_G.copy(), None, None, None,
                 plan.total_busy_L[pos].copy(), expand=_reference_segments(other))
 
 

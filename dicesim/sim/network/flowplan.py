@@ -2,7 +2,7 @@
 
 A :class:`FlowTable` is the state of every unfinished flow at one instant (remaining bytes,
 activation time, which links it loads). :func:`simulate` runs that state forward, assuming no
-flow joins, and returns a :class:`Plan`: the instants where the set of draining flows changes
+flow joins, and returns a :class:`Trajectory`: the instants where the set of draining flows changes
 (a latency ends or a flow drains), the max-min rates between them, each flow's finish time and
 each group's completion time. The network keeps one plan per component of links, reads group
 completions off it, and only re-plans when a new transfer arrives (Ciw's processor-sharing idea,
@@ -44,8 +44,8 @@ class FlowTable:
         self.group_start_G = group_start_G
 
 
-class Plan:
-    """Trajectory of a :class:`FlowTable` with no further arrivals (read-only).
+class Trajectory:
+    """The trajectory of a :class:`FlowTable`'s flows with no further arrivals (read-only).
 
     Completion times and whole-plan link totals are computed eagerly; the per-segment arrays
     (only needed when a transfer arrives mid-plan, or for the busy-period hook) are built on
@@ -157,7 +157,7 @@ class Plan:
         return k, pieces
 
 
-def simulate(table: FlowTable) -> Plan:
+def simulate(table: FlowTable) -> Trajectory:
     """Run ``table`` forward under max-min sharing until every flow has finished (one max-min solve
     per segment; :mod:`dicesim.sim.network.batchplan` runs this same computation for many tables at once)."""
     rem = table.rem_F.copy()
@@ -219,7 +219,7 @@ def simulate(table: FlowTable) -> Plan:
             live |= newly
             n_live += int(np.count_nonzero(newly))
     group_fin = np.maximum.reduceat(fin, table.group_start_G) if n_f else np.zeros(0)
-    return Plan(table, np.array(t_list), fin, group_fin, rates, drained_list, busy_list, busy_tot)
+    return Trajectory(table, np.array(t_list), fin, group_fin, rates, drained_list, busy_list, busy_tot)
 
 
 def make_table(r0: float, parts: list[tuple], cap_global: np.ndarray) -> FlowTable:
@@ -246,7 +246,7 @@ def local_links(gpl: np.ndarray, n_links: int) -> tuple[np.ndarray, np.ndarray]:
     return links, remap[gpl]
 
 
-def carry_over(table: FlowTable, plan: Plan, r: float, shift: float = 0.0) -> list[tuple]:
+def carry_over(table: FlowTable, plan: Trajectory, r: float, shift: float = 0.0) -> list[tuple]:
     """Parts (see :func:`make_table`) of the groups of ``table`` with flows unfinished at ``r``, in
     table order; activation times are moved by ``-shift`` (re-basing onto another time origin).
     A group survives exactly when ``plan.group_fin_G > r``."""

@@ -24,7 +24,7 @@ def flow_scale_F(pair_flow_P: np.ndarray, pair_link_P: np.ndarray, scale_L: np.n
 
 
 def rescale_waits(parts: list[tuple], r: float, old_L: np.ndarray, new_L: np.ndarray) -> list[tuple]:
-    """Carried-over parts (see :func:`dicesim.sim.flowplan.make_table`, global link ids) with the
+    """Carried-over parts (see :func:`dicesim.sim.network.flowplan.make_table`, global link ids) with the
     remaining latency of flows not yet draining at ``r`` converted from speed ``old_L`` to ``new_L``."""
     out = []
     for rem, act, pf, gpl, pw in parts:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import networkx as nx
@@ -35,56 +34,14 @@ import simpy
 
 from dicesim.sim.network.batchplan import mirrored, plan_many
 from dicesim.sim.network.flowgroup import Edge, FlowGroup, LinkTable, PairFlows, Route
-from dicesim.sim.network.flowplan import FlowTable, Plan, carry_over, make_table, simulate
+from dicesim.sim.network.flowplan import FlowTable, Trajectory, carry_over, make_table, simulate
+from dicesim.sim.network.components import KEY_MAX, Component, Transfer, TransferDone, grid
+from dicesim.sim.network.ledger import LinkBusyHook, LinkLedger
 from dicesim.sim.network.linkscale import flow_scale_F, rescale_waits, scale_key
 
 __all__ = ["Edge", "FlowGroup", "FlowNetwork", "LinkBusyHook", "PairFlows", "Route", "TransferDone"]
-LinkBusyHook = Callable[[int, float, float, float], None]
-"""``on_link_busy(link_id, start_s, end_s, nbytes)``: one maximal busy period of one link."""
 
-_GRID_EXP = 40  # arrival offsets inside a component live on a 2**-_GRID_EXP s grid
-_KEY_MAX = 32  # components with longer histories are not memoised (keys would rarely repeat)
 _ZERO_START = np.zeros(1, dtype=np.intp)
-
-
-@dataclass(frozen=True, slots=True)
-class TransferDone:
-    """Value of a transfer's completion event."""
-
-    tag: Any
-    start_s: float
-    end_s: float
-
-
-class _Transfer:
-    __slots__ = ("event", "tag", "start_s", "done_rel", "delivered")
-
-    def __init__(self, event, tag, start_s):
-        self.event, self.tag, self.start_s = event, tag, start_s
-        self.done_rel = math.inf
-        self.delivered = False
-
-
-class _Component:
-    """Transfers that share links. ``order`` is aligned with the groups of ``table``; ``finished``
-    holds transfers with no flow left in the table whose completion is not delivered yet."""
-
-    __slots__ = ("cid", "t0_s", "history", "key_size", "order", "finished", "table", "plan",
-                 "acct_k", "acct_r", "version")
-
-    def __init__(self, cid: int, t0_s: float):
-        self.cid, self.t0_s = cid, t0_s
-        self.history: list[tuple[Any, float]] = []
-        self.key_size = 0  # > _KEY_MAX: not memoised
-        self.order: list[_Transfer] = []
-        self.finished: list[_Transfer] = []
-        self.table: FlowTable | None = None
-        self.plan: Plan | None = None
-        self.acct_k, self.acct_r, self.version = 0, 0.0, 0
-
-
-def _grid(r: float) -> float:
-    return math.ldexp(math.ceil(math.ldexp(r, _GRID_EXP)), -_GRID_EXP)
 
 
 class FlowNetwork:
@@ -107,22 +64,17 @@ class FlowNetwork:
         self._cap = lt.cap_L.copy()  # current capacities: nominal x speed scale
         self._scale_L = np.ones(n_l)  # link speed scales (set_link_scale)
         self._n_slow = 0  # links with a scale below 1
-        self._hook = on_link_busy
+        self._ledger = LinkLedger(n_l, on_link_busy)
         self._memo_size = int(memo_size)
-        self._memo: dict[tuple, tuple[FlowTable, Plan]] = {}
+        self._memo: dict[tuple, tuple[FlowTable, Trajectory]] = {}
         self._memo_budget, self._memo_used = int(memo_bytes), 0
         self.memo_hits = 0
         self.memo_misses = 0
-        self._pre: dict[int, tuple[FlowTable, Plan]] = {}  # gid -> plan as a transfer on idle links
-        self._comps: dict[int, _Component] = {}
+        self._pre: dict[int, tuple[FlowTable, Trajectory]] = {}  # gid -> plan as a transfer on idle links
+        self._comps: dict[int, Component] = {}
         self._next_cid = 0
         self._owner_L = np.full(n_l, -1, dtype=np.intp)  # component holding each link's flows
         self._mark_L = np.zeros(n_l, dtype=bool)  # scratch
-        self._nbytes_L = np.zeros(n_l)
-        self._busy_L = np.zeros(n_l)
-        self._open_start_L = np.full(n_l, np.nan)  # busy periods (hook only)
-        self._open_bytes_L = np.zeros(n_l)
-        self._last_end_L = np.zeros(n_l)
 
     # ------------------------------------------------------------------ public API
     @property
@@ -190,23 +142,23 @@ class FlowNetwork:
         ev = self.env.event()
         if g.n_flows == 0:
             return ev.succeed(TransferDone(tag, now, now))
-        rec = _Transfer(ev, tag, now)
+        rec = Transfer(ev, tag, now)
         entry, lat_F = g.gid, g.lat_F  # history entry; latency at the links' current speed
         if self._n_slow:
             sk = scale_key(g.links_L, self._scale_L)
             if sk[0]:
                 entry, lat_F = (g.gid, sk), g.lat_F / flow_scale_F(g.pair_flow_P, g.pair_link_P, self._scale_L)
         merge = self._overlapping(g, now)
-        if self._hook is not None:
+        if self._ledger.hook is not None:
             self._take_over(g, merge, now)
-        old: list[tuple[_Component, float, float]] = []  # (component, offset, re-basing shift)
+        old: list[tuple[Component, float, float]] = []  # (component, offset, re-basing shift)
         if len(merge) == 1:
             comp, r = merge[0]
             comp.history.append((entry, r))
             comp.key_size += 1
             old.append((comp, r, 0.0))
         else:
-            comp = _Component(self._next_cid, now)
+            comp = Component(self._next_cid, now)
             self._next_cid += 1
             self._comps[comp.cid] = comp
             r = 0.0
@@ -218,8 +170,8 @@ class FlowNetwork:
             else:
                 comp.history.append((entry, 0.0))
                 comp.key_size = 1
-        survivors: list[_Transfer] = []
-        finished: list[_Transfer] = []
+        survivors: list[Transfer] = []
+        finished: list[Transfer] = []
         for c, rc, shift in old:
             self._account_to(c, rc)
             for t, gf in zip(c.order, c.plan.group_fin_G.tolist()):
@@ -273,25 +225,24 @@ class FlowNetwork:
             self._account_to(c, self.env.now - c.t0_s)
         return [
             {"link": e, "link_class": c, "nbytes": float(b), "busy_s": float(s)}
-            for e, c, b, s in zip(self._lt.edges, self._lt.classes, self._nbytes_L, self._busy_L)
+            for e, c, b, s in zip(self._lt.edges, self._lt.classes, self._ledger.nbytes_L, self._ledger.busy_L)
         ]
 
     def link_totals(self, links_L: np.ndarray) -> np.ndarray:
         """``(2, len(links_L))``: bytes carried and busy seconds of links ``links_L`` accounted so far
         (complete for links without a flow in flight)."""
-        return np.stack((self._nbytes_L[links_L], self._busy_L[links_L]))
+        return self._ledger.totals(links_L)
 
     def add_link_totals(self, links_L: np.ndarray, totals: np.ndarray) -> None:
         """Add ``(2, len(links_L))`` bytes and busy seconds to links ``links_L``: traffic accounted
         without simulating it (a repeated window, :mod:`dicesim.sim.engine.reuse`)."""
-        self._nbytes_L[links_L] += totals[0]
-        self._busy_L[links_L] += totals[1]
+        self._ledger.add_totals(links_L, totals)
 
     # ------------------------------------------------------------------ internals
-    def _replan(self, comp: _Component, changed: np.ndarray, old_L: np.ndarray) -> None:
+    def _replan(self, comp: Component, changed: np.ndarray, old_L: np.ndarray) -> None:
         """Re-plan ``comp`` from now because the speed of ``changed`` links moved from ``old_L``;
         nothing to do unless one of its unfinished flows crosses a changed link."""
-        r = _grid(self.env.now - comp.t0_s)
+        r = grid(self.env.now - comp.t0_s)
         if not self._crosses(comp, r, changed):
             return
         table, plan = comp.table, comp.plan
@@ -305,14 +256,14 @@ class FlowNetwork:
         self._release(comp, keep=new_table.links_L)
         self._install(comp, r, new_table, new_plan, survivors, finished)
 
-    def _planned(self, comp: _Component, build: Callable[[], FlowTable]) -> tuple[FlowTable, Plan]:
+    def _planned(self, comp: Component, build: Callable[[], FlowTable]) -> tuple[FlowTable, Trajectory]:
         """The plan of ``comp``'s history: preplanned, memoised, or ``build()`` simulated (and memoised)."""
         if len(comp.history) == 1 and type(comp.history[0][0]) is int:  # one transfer on idle links
             hit = self._pre.get(comp.history[0][0])
             if hit is not None:
                 self.memo_hits += 1
                 return hit
-        key = tuple(comp.history) if comp.key_size <= _KEY_MAX and self._memo_size > 0 else None
+        key = tuple(comp.history) if comp.key_size <= KEY_MAX and self._memo_size > 0 else None
         hit = self._memo.get(key) if key is not None else None
         if hit is not None:
             self.memo_hits += 1
@@ -330,8 +281,8 @@ class FlowNetwork:
             self._memo_used += size
         return table, plan
 
-    def _install(self, comp: _Component, r: float, table: FlowTable, plan: Plan, order: list[_Transfer],
-                 finished: list[_Transfer]) -> None:
+    def _install(self, comp: Component, r: float, table: FlowTable, plan: Trajectory, order: list[Transfer],
+                 finished: list[Transfer]) -> None:
         """Make ``plan`` (from offset ``r``) the component's, with its transfers in table order."""
         comp.table, comp.plan = table, plan
         comp.acct_k, comp.acct_r = 0, r
@@ -342,7 +293,7 @@ class FlowNetwork:
         self._owner_L[table.links_L] = comp.cid
         self._schedule(comp)
 
-    def _overlapping(self, g: FlowGroup, now: float) -> list[tuple[_Component, float]]:
+    def _overlapping(self, g: FlowGroup, now: float) -> list[tuple[Component, float]]:
         """Busy components with an unfinished flow on one of ``g``'s links, with their offsets."""
         owners = self._owner_L[g.links_L]
         owners = owners[owners >= 0]
@@ -351,12 +302,12 @@ class FlowNetwork:
         out = []
         for cid in sorted(set(owners.tolist())):
             c = self._comps[cid]
-            r = _grid(now - c.t0_s)
+            r = grid(now - c.t0_s)
             if self._crosses(c, r, g.links_L):
                 out.append((c, r))
         return out
 
-    def _crosses(self, c: _Component, r: float, links_L: np.ndarray) -> bool:
+    def _crosses(self, c: Component, r: float, links_L: np.ndarray) -> bool:
         """Whether a flow of ``c`` unfinished at offset ``r`` crosses one of ``links_L``, some of
         which ``c`` owns."""
         if r < c.plan.fin_min:  # every flow still unfinished: all of its links are live
@@ -375,13 +326,12 @@ class FlowNetwork:
         owners = self._owner_L[g.links_L]
         for cid in sorted(set(owners[owners >= 0].tolist()) - merged):
             c = self._comps[cid]
-            self._account_to(c, _grid(now - c.t0_s))
+            self._account_to(c, grid(now - c.t0_s))
             taken = g.links_L[owners == cid]
             self._owner_L[taken] = -1
-            for i in taken[~np.isnan(self._open_start_L[taken])].tolist():
-                self._emit(i)
+            self._ledger.close(taken)
 
-    def _schedule(self, comp: _Component) -> None:
+    def _schedule(self, comp: Component) -> None:
         nxt = min(t.done_rel for t in comp.order + comp.finished if not t.delivered)
         comp.version += 1
         delay = max(comp.t0_s + nxt - self.env.now, 0.0)
@@ -412,7 +362,7 @@ class FlowNetwork:
         for t in done:
             t.event.succeed(TransferDone(t.tag, t.start_s, now))
 
-    def _release(self, comp: _Component, keep: np.ndarray | None) -> None:
+    def _release(self, comp: Component, keep: np.ndarray | None) -> None:
         """Give up ``comp``'s links (except ``keep``); close their busy periods for the hook."""
         links = comp.table.links_L
         if keep is not None:
@@ -422,38 +372,8 @@ class FlowNetwork:
             mark[keep] = False
         mine = links[self._owner_L[links] == comp.cid]
         self._owner_L[mine] = -1
-        if self._hook is not None:
-            for i in mine[~np.isnan(self._open_start_L[mine])].tolist():
-                self._emit(i)
+        if self._ledger.hook is not None:
+            self._ledger.close(mine)
 
-    def _account_to(self, comp: _Component, r: float) -> None:
-        plan, links = comp.plan, comp.table.links_L
-        if self._hook is None and comp.acct_k == 0 and comp.acct_r == plan.t_seg[0] and r >= plan.t_end:
-            self._nbytes_L[links] += plan.total_bytes_L
-            self._busy_L[links] += plan.total_busy_L
-            comp.acct_k, comp.acct_r = plan.t_seg.shape[0] - 1, r
-            return
-        comp.acct_k, pieces = plan.walk(comp.acct_k, comp.acct_r, r)
-        comp.acct_r = max(comp.acct_r, r)
-        for a, b, busy_L, bytes_L in pieces:
-            self._nbytes_L[links] += bytes_L
-            self._busy_L[links[busy_L]] += b - a
-            if self._hook is not None:
-                self._track(comp, links, a, b, busy_L, bytes_L)
-
-    def _track(self, comp: _Component, links, a: float, b: float, busy_L, bytes_L) -> None:
-        opened, t0 = self._open_start_L, comp.t0_s
-        quiet = links[~busy_L]
-        quiet = quiet[self._owner_L[quiet] == comp.cid]  # a link taken over is not ours to close
-        for i in quiet[~np.isnan(opened[quiet])].tolist():
-            self._emit(i)
-        on = links[busy_L]
-        opened[on[np.isnan(opened[on])]] = t0 + a
-        self._last_end_L[on] = t0 + b
-        self._open_bytes_L[links] += bytes_L
-
-    def _emit(self, i: int) -> None:
-        start, nbytes = float(self._open_start_L[i]), float(self._open_bytes_L[i])
-        self._open_start_L[i] = np.nan
-        self._open_bytes_L[i] = 0.0
-        self._hook(i, start, float(self._last_end_L[i]), nbytes)
+    def _account_to(self, comp: Component, r: float) -> None:
+        self._ledger.account(comp, r, self._owner_L)
