@@ -73,7 +73,7 @@ def copy_bandwidth(device, mib: int, reps: int = 5) -> dict[str, float]:
     """Copy bandwidths (bytes/s): each direction alone, both at once, and the staged round trip."""
     import torch
 
-    from validate.copypath import make_copy_path
+    from validate.executor.copypath import make_copy_path
 
     n = mib << 20
     cuda = device.type == "cuda"
@@ -126,8 +126,8 @@ def preflight(dev, strategies: list[str]) -> dict[str, float]:
     """The tiny model through every strategy, host-staged against the emulation, before the big build:
     a broken copy path fails here in seconds. Max |difference| of the samples per strategy."""
     from dicesim.strategy import make_strategy
-    from validate.hoststaged import run_host_staged
-    from validate.worker import RunSpec, run_emulated
+    from validate.executor.hoststaged import run_host_staged
+    from validate.executor.worker import RunSpec, run_emulated
 
     out = {}
     for name in strategies:
@@ -144,8 +144,8 @@ def run_all(args: argparse.Namespace, dev, out: Path) -> tuple[list[Path], dict]
     import torch
 
     from dicesim.strategy import make_strategy
-    from validate.hoststaged import run_host_staged
-    from validate.worker import RunSpec, build_model, run_emulated
+    from validate.executor.hoststaged import run_host_staged
+    from validate.executor.worker import RunSpec, build_model, run_emulated
 
     W = args.world_size
     strategies = [s for s in args.strategies.split(",") if s]
@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from dicesim.atomic import write_text_atomic
-    from validate.hoststaged import checked_device
+    from validate.executor.hoststaged import checked_device
 
     t_start = time.perf_counter()
     out = Path(args.out)

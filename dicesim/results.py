@@ -220,7 +220,7 @@ class ExecutorTimes(BaseModel):
 
 
 def result_from_executor(summary: dict[str, Any], *, where: str = "executor summary") -> RunResult:
-    """The record of one executed run from :func:`validate.summary.summarize`'s dict (any version);
+    """The record of one executed run from :func:`validate.executor.summary.summarize`'s dict (any version);
     ``where`` starts the one-line error that a summary not fitting the schema raises."""
     try:
         times = ExecutorTimes(**summary)

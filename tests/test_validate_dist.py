@@ -17,11 +17,11 @@ import torch
 from dicesim.plan import buffer_bytes_TW, build_plan, lag_table
 from dicesim.sim.costs.routing import TokenRouting
 from dicesim.strategy import make_strategy
-from validate.launch import launch
-from validate.model import DiTMoE
-from validate.sampler import SamplerConfig, sample_reference
-from validate.summary import expected_held_nbytes, shadow_error, summarize
-from validate.worker import RunSpec, global_inputs, run_emulated
+from validate.executor.launch import launch
+from validate.model.model import DiTMoE
+from validate.model.sampler import SamplerConfig, sample_reference
+from validate.executor.summary import expected_held_nbytes, shadow_error, summarize
+from validate.executor.worker import RunSpec, global_inputs, run_emulated
 
 torch.set_num_threads(1)
 STEPS = 6

@@ -16,8 +16,8 @@ import torch
 
 from dicesim.plan import build_plan, held_buffers, lag_table
 from dicesim.strategy import make_strategy
-from validate.runner import RunRecord
-from validate.worker import RunSpec, run_emulated
+from validate.executor.runner import RunRecord
+from validate.executor.worker import RunSpec, run_emulated
 
 torch.set_num_threads(1)
 

@@ -72,7 +72,7 @@ def run(
     device: str = typer.Option("cpu", "--device", help="host-staged only: cpu | cuda"),
 ) -> None:
     """Run one strategy on local ranks (or as one torchrun rank) and report latency, lag, memory."""
-    from validate.worker import RunSpec
+    from validate.executor.worker import RunSpec
 
     strat = make_strategy(strategy, sync_layers=_sync_layers(sync_layers), cond_interval=cond_interval,
                           cond_policy=cond_policy, cooldown_steps=cooldown, sync_every=sync_every,
@@ -87,7 +87,7 @@ def run(
                    shadow=shadow, group_layout=group_layout, dtype=dtype, trace=trace_out is not None,
                    checkpoint=None if checkpoint is None else str(checkpoint))
     if transport != "distributed" or device != "cpu":
-        from validate.hoststaged import cli_run
+        from validate.executor.hoststaged import cli_run
 
         if transport == "distributed":
             raise ConfigError("device", "the distributed transport picks devices by --backend", ("cpu",))
@@ -107,8 +107,8 @@ def run(
 
 def _run_distributed(spec, *, world_size: int, backend: str, timeout_s: float, trace_out: Path | None) -> dict | None:
     """Spawn (or join, under torchrun) the ranks of one run; rank 0's summary, None on other ranks."""
-    from validate.launch import launch, run_from_env, under_torchrun
-    from validate.summary import summarize, write_run_trace
+    from validate.executor.launch import launch, run_from_env, under_torchrun
+    from validate.executor.summary import summarize, write_run_trace
 
     if under_torchrun():
         outcomes = run_from_env([spec], backend=backend, timeout_s=timeout_s)
@@ -151,8 +151,8 @@ def quality(
         _digits_quality(steps=steps, seeds=seeds, images=images, guidance_scale=guidance_scale,
                         check_steps=check_steps, world_sizes=world_sizes, checkpoint=checkpoint, out=out)
         return
-    from validate.quality import staleness_markdown, staleness_table
-    from validate.worker import RunSpec
+    from validate.quality.staleness import staleness_markdown, staleness_table
+    from validate.executor.worker import RunSpec
 
     base = RunSpec(strategy=make_strategy("sync"), model=model, steps=steps, batch=batch, image_size=image_size,
                    seed=seed, checkpoint=str(checkpoint) if checkpoint else None)
@@ -177,9 +177,9 @@ def _int_list(value: str, field: str) -> list[int]:
 
 def _digits_quality(*, steps: int, seeds: int, images: int, guidance_scale: float, check_steps: str,
                     world_sizes: str, checkpoint: Path | None, out: Path | None) -> None:
-    from validate.digits import CHECKPOINT_FILE, DATA_DIR
-    from validate.quality_run import QualityPaths, run_quality
-    from validate.quality_study import StudyConfig
+    from validate.digits.data import CHECKPOINT_FILE, DATA_DIR
+    from validate.quality.run import QualityPaths, run_quality
+    from validate.quality.study import QualityStudyConfig
 
     worlds, checks = _int_list(world_sizes, "world_sizes"), _int_list(check_steps, "check_steps")
     check_range("seeds", seeds, 2, MAX_QUALITY_SEEDS)  # >= 2 for a spread
@@ -188,7 +188,7 @@ def _digits_quality(*, steps: int, seeds: int, images: int, guidance_scale: floa
     ckpt = checkpoint or DATA_DIR / CHECKPOINT_FILE
     if not ckpt.is_file():
         raise ConfigError("checkpoint", f"no such file {ckpt}; run `python -m validate train-small` first")
-    cfg = StudyConfig(checkpoint=str(ckpt), steps=steps, guidance_scale=guidance_scale, images=images,
+    cfg = QualityStudyConfig(checkpoint=str(ckpt), steps=steps, guidance_scale=guidance_scale, images=images,
                       seeds=tuple(range(seeds)))
     cfg.check(check_steps=checks, world_sizes=worlds)
     command = (f"python -m validate quality --model digits --steps {steps} --seeds {seeds} --images {images} "
@@ -207,8 +207,8 @@ def train_small_cmd(
     out_dir: Optional[Path] = typer.Option(None, "--out-dir", help="where to write (default: validate/data/digits)"),
 ) -> None:
     """Train the `digits` DiT-MoE and the digit classifier on scikit-learn's digits (deterministic)."""
-    from validate.digits import DATA_DIR
-    from validate.train_small import TrainConfig, train_small
+    from validate.digits.data import DATA_DIR
+    from validate.digits.train import TrainConfig, train_small
 
     cfg = TrainConfig(steps=steps, batch=batch, lr=lr, seed=seed, threads=threads,
                       warmup_steps=min(TrainConfig.warmup_steps, steps))
@@ -239,6 +239,6 @@ def _print_human(s: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: user errors and rank failures become one line on stderr."""
-    from validate.launch import RankFailure
+    from validate.executor.launch import RankFailure
 
     return run_app(app, argv, failures=((RankFailure, 1),))

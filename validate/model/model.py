@@ -9,7 +9,7 @@ Deviations from the public code, all deliberate:
 - router softmax runs in float32 (bf16 scores tie too often to tell copy 0 from copy 1);
 - the K copies of a token are re-ordered so copy 0 carries the higher score;
 - weights are random everywhere (no adaLN-Zero zeros), so an untrained model already
-  produces non-trivial, routing-sensitive outputs; see :mod:`validate.experts`.
+  produces non-trivial, routing-sensitive outputs; see :mod:`validate.model.experts`.
 
 Shape legend: B images in the batch (CFG halves included), C latent channels,
 O output channels, L latent side, P patch side, T tokens per image = (L/P)^2,
@@ -28,7 +28,7 @@ from torch import nn
 
 from dicesim.errors import ConfigError
 from dicesim.models import ModelPreset
-from validate.experts import ExpertBank, SwiGLU, init_params
+from validate.model.experts import ExpertBank, SwiGLU, init_params
 
 LN_EPS = 1e-6
 FREQ_DIM = 256  # width of the sinusoidal timestep features fed to the timestep MLP
@@ -194,7 +194,7 @@ class DiTMoEBlock(nn.Module):
     """One adaLN-Zero block: attention half, then MoE half (routed top-k + shared expert).
 
     ``expert_ids`` picks which routed experts this instance holds (all by default); their
-    weights do not depend on that choice (see :class:`validate.experts.ExpertBank`).
+    weights do not depend on that choice (see :class:`validate.model.experts.ExpertBank`).
     """
 
     def __init__(self, preset: ModelPreset, layer: int, *, seed: int = 0, expert_ids: tuple[int, ...] | None = None):

@@ -3,7 +3,7 @@
 :class:`RunSpec` is the validated description of a run (model, strategy, sizes, seeds).
 :func:`run_rank` executes it on an initialised torch.distributed rank; :func:`run_emulated`
 executes the same plan in one process holding every expert and every image, with the
-:class:`~validate.dispatcher.EmulatedDispatcher` (no communication): the reference the
+:class:`~validate.executor.dispatcher.EmulatedDispatcher` (no communication): the reference the
 distributed run must match. Images are numbered globally (rank ``r`` samples images
 ``r*batch .. r*batch+batch-1``), so noise, labels and the ``random`` copy policy do not depend
 on how images are spread over ranks.
@@ -23,13 +23,13 @@ from dicesim.errors import ConfigError
 from dicesim.models import DTYPE_NBYTES, ModelPreset, get_model
 from dicesim.plan import CollectiveKind, ParallelLayout, build_plan, layout_for
 from dicesim.strategy import Strategy
-from validate.dispatcher import Dispatcher, EmulatedDispatcher
-from validate.model import DiTMoE
+from validate.executor.dispatcher import Dispatcher, EmulatedDispatcher
+from validate.model.model import DiTMoE
 from dicesim.placement import Placement
-from validate.runner import PlanRunner, RunRecord
-from validate.sampler import SamplerConfig, initial_noise, sample
-from validate.spec_limits import check_spec_limits
-from validate.tracing import RankTracer
+from validate.executor.runner import PlanRunner, RunRecord
+from validate.model.sampler import SamplerConfig, initial_noise, sample
+from validate.executor.spec_limits import check_spec_limits
+from validate.executor.tracing import RankTracer
 
 TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 #: hidden test hook: "RANK:STEP" makes that rank die (os._exit) or hang at the start of that step
@@ -116,7 +116,7 @@ def build_model(spec: RunSpec, expert_ids: tuple[int, ...] | None, device: torch
     """This rank's model: every dense weight, only the routed experts in ``expert_ids``."""
     model = DiTMoE.for_image(spec.preset, spec.image_size, seed=spec.seed, expert_ids=expert_ids)
     if spec.checkpoint is not None:
-        from validate.checkpoint import load_into_model, read_checkpoint
+        from validate.model.checkpoint import load_into_model, read_checkpoint
 
         load_into_model(model, read_checkpoint(spec.checkpoint))
     return model.to(device=device, dtype=TORCH_DTYPES[spec.dtype]).eval()
@@ -202,7 +202,7 @@ def run_emulated(spec: RunSpec, world_size: int, device: torch.device | str = "c
                  model: DiTMoE | None = None) -> RankResult:
     """The same plan in one process: every expert, all ``world_size * batch`` images, no communication.
 
-    ``transport``: a :class:`validate.hoststaged.HostStaged` makes every exchange move the rows
+    ``transport``: a :class:`validate.executor.hoststaged.HostStaged` makes every exchange move the rows
     that would cross ranks through host memory instead. ``model``: a model built for this spec's
     image size and seed, reused (e.g. across the strategies of one check).
     """

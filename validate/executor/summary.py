@@ -1,6 +1,6 @@
 """Turn gathered per-rank results into the run summary and the trace files.
 
-Pure functions of a :class:`~validate.launch.RunOutcome`; the only writer is
+Pure functions of a :class:`~validate.executor.launch.RunOutcome`; the only writer is
 :func:`write_run_trace`, which goes through :func:`dicesim.trace.write_trace` (atomic).
 """
 
@@ -15,9 +15,9 @@ import numpy as np
 from dicesim.plan import HeldBuffer, build_plan
 from dicesim.plan.expert.buffers import buffer_rows
 from dicesim.trace import write_trace
-from validate.launch import RunOutcome
-from validate.runner import RunRecord
-from validate.tracing import events_frame, trace_meta
+from validate.executor.launch import RunOutcome
+from validate.executor.runner import RunRecord
+from validate.executor.tracing import events_frame, trace_meta
 
 
 def expected_held_nbytes(outcome: RunOutcome, rec: RunRecord, t: int) -> dict[tuple[int, str, int], int]:

@@ -1,7 +1,7 @@
 """Staleness versus output: what each strategy's stale expert outputs do to the samples.
 
 For every strategy the sampling loop runs in one process with exactly the plan's staleness
-(:func:`validate.worker.run_emulated`: same numerics as the distributed run, tested equal),
+(:func:`validate.executor.worker.run_emulated`: same numerics as the distributed run, tested equal),
 with shadow mode on: each MoE layer's stale output is compared with a fresh synchronous
 computation of the same step. Reported per strategy:
 
@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 
 from dicesim.strategy import make_strategy
-from validate.worker import RunSpec, run_emulated
+from validate.executor.worker import RunSpec, run_emulated
 
 
 def _rel_l2(x: torch.Tensor, ref: torch.Tensor) -> float:

@@ -128,7 +128,7 @@ def model_denoiser(model: torch.nn.Module) -> Denoise:
 def sample_reference(
     model: torch.nn.Module, y_B: torch.Tensor, *, config: SamplerConfig, seed: int, on_step: StepCallback | None = None
 ) -> torch.Tensor:
-    """Single-process reference sampling of ``validate.model.DiTMoE`` from seeded noise."""
+    """Single-process reference sampling of ``validate.model.model.DiTMoE`` from seeded noise."""
     param = next(model.parameters())
     z_BCLL = initial_noise(
         batch=y_B.shape[0],

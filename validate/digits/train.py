@@ -1,9 +1,9 @@
 """Train the ``digits`` DiT-MoE on scikit-learn's handwritten digits, deterministically.
 
-The network is :class:`validate.model.DiTMoE` itself, driven through the same pieces the
+The network is :class:`validate.model.model.DiTMoE` itself, driven through the same pieces the
 expert-parallel executor calls (patch embedding, adaLN attention half, router, routed
 SwiGLU experts with top-2, shared expert, gated residual, head), so the checkpoint this
-writes is in the public DiT-MoE layout and loads through :mod:`validate.checkpoint`.
+writes is in the public DiT-MoE layout and loads through :mod:`validate.model.checkpoint`.
 
 The recipe follows DiT-MoE (feizc/DiT-MoE ``train.py`` / ``rectified_flow.py``):
 - rectified flow: x_t = (1 - t) x_0 + t noise, target v = noise - x_0, t = sigmoid(N(0, 1))
@@ -40,8 +40,8 @@ import torch.nn.functional as F
 from dicesim.atomic import write_all_atomic
 from dicesim.errors import ConfigError
 from dicesim.models import get_model
-from validate.digits import DIGITS_SIDE_PX, DigitsSplit
-from validate.model import DiTMoE, top_k_copies
+from validate.digits.data import DIGITS_SIDE_PX, DigitsSplit
+from validate.model.model import DiTMoE, top_k_copies
 
 MODEL_NAME = "digits"
 
@@ -205,9 +205,9 @@ def train_small(cfg: TrainConfig, out_dir: str | os.PathLike[str], *, command: s
     classifier weights and ``train_log.json`` (both runs' settings, the loss curve, held-out
     classifier accuracy, wall-clock seconds and the command).
     """
-    from validate.checkpoint import export_state_dict
-    from validate.classifier import accuracy, save_classifier, train_classifier
-    from validate.digits import CHECKPOINT_FILE, CLASSIFIER_FILE, TRAIN_LOG_FILE, load_digits_split
+    from validate.model.checkpoint import export_state_dict
+    from validate.digits.classifier import accuracy, save_classifier, train_classifier
+    from validate.digits.data import CHECKPOINT_FILE, CLASSIFIER_FILE, TRAIN_LOG_FILE, load_digits_split
 
     out = Path(out_dir)
     data = load_digits_split()

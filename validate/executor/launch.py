@@ -35,8 +35,8 @@ import torch
 import torch.distributed as dist
 
 from dicesim.errors import ConfigError, DicesimError
-from validate.tracing import clock_offsets_ns
-from validate.worker import GroupCache, RankResult, RunSpec, run_rank
+from validate.executor.tracing import clock_offsets_ns
+from validate.executor.worker import GroupCache, RankResult, RunSpec, run_rank
 
 BACKENDS: tuple[str, ...] = ("gloo", "nccl")
 _POLL_S = 0.05
@@ -149,7 +149,7 @@ def _context() -> Any:
     import multiprocessing as mp
 
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["torch", "torch.distributed", "validate.worker", "validate.launch"])
+    ctx.set_forkserver_preload(["torch", "torch.distributed", "validate.executor.worker", "validate.executor.launch"])
     return ctx
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -142,17 +142,10 @@ class A2AHandle:
             self.recv_QD = None
 
 
-class DispatcherLike(Protocol):
-    placement: Placement
-    ep_rank: int
+class DispatcherBase:
+    """What every dispatcher shares: the layout of one exchange, dispatch, combine and un-permute
+    (:class:`Dispatcher` moves rows over process groups, :class:`EmulatedDispatcher` does not)."""
 
-    def exchange_counts(self, send_counts_SX: torch.Tensor, *, layer: int, step: int, tok_step: int) -> torch.Tensor: ...
-
-    def all_to_all(self, send_RD: torch.Tensor, in_splits: list[int], out_splits: list[int], *, name: str,
-                   layer: int, step: int, tok_step: int, async_op: bool) -> A2AHandle: ...
-
-
-class _DispatcherBase:
     def __init__(self, placement: Placement, ep_rank: int, *, sink: EventSink | None,
                  clock: Callable[[], int] = time.monotonic_ns, mark: Callable[[], Any] | None = None):
         self.placement, self.ep_rank = placement, ep_rank
@@ -194,7 +187,7 @@ class _DispatcherBase:
         raise NotImplementedError
 
 
-class Dispatcher(_DispatcherBase):
+class Dispatcher(DispatcherBase):
     """All-to-all over a torch.distributed EP group; counts optionally on their own group.
 
     ``group`` carries the rows; ``count_group`` the token counts (the same group for
@@ -232,7 +225,7 @@ class Dispatcher(_DispatcherBase):
         return handle
 
 
-class EmulatedDispatcher(_DispatcherBase):
+class EmulatedDispatcher(DispatcherBase):
     """Same interface, one process holding every expert: rows are copied, nothing is sent.
 
     The receive buffer is a copy (not a view) so the emulation holds the same buffers,

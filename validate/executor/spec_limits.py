@@ -8,19 +8,28 @@ every rank; whether its keys and shapes fit the model is checked where the model
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from dicesim.errors import ConfigError
 from dicesim.limits import INT64_MAX, MAX_BATCH, MAX_EXECUTOR_RANKS, MAX_STEPS, check_range
-
-if TYPE_CHECKING:
-    from validate.worker import RunSpec
 
 #: CFG guidance scales past this are not a sampling setting but an overflow
 MAX_GUIDANCE_SCALE = 1e6
 
 
-def check_spec_limits(spec: RunSpec, world_size: int) -> None:
+class RunFields(Protocol):
+    """The fields of an executor run this module checks (:class:`validate.executor.worker.RunSpec`)."""
+
+    steps: int
+    batch: int
+    seed: int
+    guidance_scale: float | None
+    checkpoint: str | None
+    strategy: Any
+    preset: Any
+
+
+def check_spec_limits(spec: RunFields, world_size: int) -> None:
     """ConfigError naming the first field of ``spec`` (or ``world_size``) out of range."""
     check_range("world_size", world_size, 1, MAX_EXECUTOR_RANKS)
     check_range("steps", spec.steps, 1, MAX_STEPS)
@@ -32,6 +41,6 @@ def check_spec_limits(spec: RunSpec, world_size: int) -> None:
         raise ConfigError("guidance_scale", f"{g!r} is not a usable scale",
                           f"finite numbers up to {MAX_GUIDANCE_SCALE:g}, or < 0 to turn CFG off")
     if spec.checkpoint is not None:
-        from validate.checkpoint import checkpoint_limit_nbytes, read_checkpoint
+        from validate.model.checkpoint import checkpoint_limit_nbytes, read_checkpoint
 
         read_checkpoint(spec.checkpoint, max_bytes=checkpoint_limit_nbytes(spec.preset))

@@ -3,7 +3,7 @@
 FID measures the Fréchet distance between Inception-v3 features of real and generated
 images; Inception knows nothing about 8x8 digits, so the same recipe uses this network's
 penultimate layer instead (64 features). It is a two-convolution CNN trained on the
-training split of :mod:`validate.digits` and checked on the held-out split; its weights
+training split of :mod:`validate.digits.data` and checked on the held-out split; its weights
 are committed (``validate/data/digits/classifier.pt``) so every quality run measures with
 the same network.
 
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dicesim.atomic import write_atomic
-from validate.digits import NUM_CLASSES, DigitsSplit
+from validate.digits.data import NUM_CLASSES, DigitsSplit
 
 FEATURES = 64
 

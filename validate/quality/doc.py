@@ -17,7 +17,7 @@ from dicesim.models import get_model
 from dicesim.quality_model import (
     METRICS, QualityTable, fit_quality, leave_one_out, rank_agreement, staleness_features,
 )
-from validate.quality_study import StudyConfig
+from validate.quality.study import QualityStudyConfig
 
 
 def _pm(mean: float, std: float, digits: int = 3) -> str:
@@ -97,7 +97,7 @@ def _model_section(table: QualityTable, metric: str) -> list[str]:
 
 
 def quality_markdown(*, summary: pd.DataFrame, per_seed: pd.DataFrame, real: dict, dist: pd.DataFrame,
-                     train_log: dict, table: QualityTable, cfg: StudyConfig, command: str, wall_s: float,
+                     train_log: dict, table: QualityTable, cfg: QualityStudyConfig, command: str, wall_s: float,
                      figure: str, doc_dir: Path, figure_path: Path, checkpoint: str) -> str:
     """The whole page."""
     last = train_log["curve"][-1]

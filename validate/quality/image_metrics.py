@@ -1,7 +1,7 @@
 """Image-quality metrics for generated digits, in the digit classifier's feature space.
 
 - Fréchet distance (FD): the FID recipe (Heusel et al. 2017) with the domain classifier of
-  :mod:`validate.classifier` in place of Inception-v3: fit a Gaussian to each image set's
+  :mod:`validate.digits.classifier` in place of Inception-v3: fit a Gaussian to each image set's
   64 penultimate features and take
   ``|mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2))``.
   Lower is better; it is biased upwards for small sets, so only sets of equal size are compared.
@@ -23,7 +23,7 @@ import numpy as np
 import scipy.linalg
 import torch
 
-from validate.classifier import DigitClassifier
+from validate.digits.classifier import DigitClassifier
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """``python -m validate quality --model digits``: measure, record, fit, and write docs/quality.md.
 
 Steps: score the real digits (floor and noise ceiling), run the strategy study on the
-trained checkpoint (:mod:`validate.quality_study`), check the lag/T scaling at other step
+trained checkpoint (:mod:`validate.quality.study`), check the lag/T scaling at other step
 counts, run ``sync`` and ``dice`` through the real gloo executor on 2 and 4 ranks, then
 write (each atomically) the measurement table the simulator's quality model is fitted from
 (``dicesim/data/quality/digits.toml``), the sample grid (PNG) and the page.
@@ -23,16 +23,16 @@ import torch
 from dicesim.atomic import write_all_atomic
 from dicesim.models import get_model
 from dicesim.quality_model import load_quality_table
-from validate.classifier import load_classifier
-from validate.digits import CLASSIFIER_FILE, DATA_DIR, TRAIN_LOG_FILE, load_digits_split
-from validate.image_grid import labelled_blocks
-from validate.image_metrics import feature_stats
-from validate.quality_doc import quality_markdown
-from validate.quality_study import (
-    STUDY, Scorer, StudyConfig, StudyStrategy, distributed_check, real_scores, run_study, summarize,
+from validate.digits.classifier import load_classifier
+from validate.digits.data import CLASSIFIER_FILE, DATA_DIR, TRAIN_LOG_FILE, load_digits_split
+from validate.quality.image_grid import labelled_blocks
+from validate.quality.image_metrics import feature_stats
+from validate.quality.doc import quality_markdown
+from validate.quality.study import (
+    STUDY, QualityStudyConfig, Scorer, StudyStrategy, distributed_check, real_scores, run_study, summarize,
 )
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 STEPS_CHECK_LABELS = ("interweaved", "dice")
 GRID_IMAGES = 20
 
@@ -54,7 +54,7 @@ def _rel(path: Path) -> str:
         return str(path)
 
 
-def measurement_toml(cfg: StudyConfig, summary: pd.DataFrame, checks: pd.DataFrame, top1_share: float,
+def measurement_toml(cfg: QualityStudyConfig, summary: pd.DataFrame, checks: pd.DataFrame, top1_share: float,
                      command: str) -> str:
     """The table :mod:`dicesim.quality_model` reads: one row per strategy, preset + overrides."""
     by_label = {s.label: s for s in STUDY}  # the study's strategies are always a subset of STUDY
@@ -82,7 +82,7 @@ def measurement_toml(cfg: StudyConfig, summary: pd.DataFrame, checks: pd.DataFra
     return "# written by python -m validate quality --model digits; do not edit by hand\n" + tomli_w.dumps(doc)
 
 
-def run_quality(cfg: StudyConfig, paths: QualityPaths, *, check_steps: Sequence[int], world_sizes: Sequence[int],
+def run_quality(cfg: QualityStudyConfig, paths: QualityPaths, *, check_steps: Sequence[int], world_sizes: Sequence[int],
                 command: str, echo: Callable[[str], None] = print,
                 strategies: Sequence[StudyStrategy] = STUDY) -> dict:
     """Everything the command does; returns the numbers the page was written from.

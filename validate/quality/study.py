@@ -1,9 +1,9 @@
 """What each strategy's staleness costs in image quality, on the trained ``digits`` DiT-MoE.
 
 For every strategy of :data:`STUDY` and every seed, the sampling loop runs with exactly the
-strategy's plan (:func:`validate.worker.run_emulated`: the single-process twin of the
+strategy's plan (:func:`validate.executor.worker.run_emulated`: the single-process twin of the
 distributed executor, same numerics), from the same noise and labels as the ``sync`` run of
-that seed. The samples are scored with :mod:`validate.image_metrics`: Fréchet distance to
+that seed. The samples are scored with :mod:`validate.quality.image_metrics`: Fréchet distance to
 the real training digits in the classifier's feature space, class accuracy under the asked
 label, and deviation from the ``sync`` samples. Seeds give mean and spread; because every
 strategy of a seed shares its noise, the FD change against ``sync`` is taken per seed
@@ -30,10 +30,10 @@ from dicesim.limits import MAX_EXECUTOR_RANKS, MAX_STEPS, check_range
 from dicesim.plan import build_plan
 from dicesim.plan.staleness import lag_means
 from dicesim.strategy import Strategy, make_strategy
-from validate.classifier import DigitClassifier
-from validate.digits import DIGITS_SIDE_PX
-from validate.image_metrics import FeatureStats, class_accuracy, deviation, feature_stats, frechet_distance
-from validate.worker import RunSpec, build_model, global_inputs, run_emulated
+from validate.digits.classifier import DigitClassifier
+from validate.digits.data import DIGITS_SIDE_PX
+from validate.quality.image_metrics import FeatureStats, class_accuracy, deviation, feature_stats, frechet_distance
+from validate.executor.worker import RunSpec, build_model, global_inputs, run_emulated
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ STUDY: tuple[StudyStrategy, ...] = (
 
 
 @dataclass(frozen=True, kw_only=True)
-class StudyConfig:
+class QualityStudyConfig:
     """Sampling settings shared by every strategy and seed."""
 
     checkpoint: str
@@ -128,7 +128,7 @@ def top1_probe() -> tuple[Callable[..., None], Callable[[], float]]:
     return probe, lambda: float(sums[0] / sums[1])
 
 
-def run_study(cfg: StudyConfig, scorer: Scorer, strategies: Sequence[StudyStrategy] = STUDY, *,
+def run_study(cfg: QualityStudyConfig, scorer: Scorer, strategies: Sequence[StudyStrategy] = STUDY, *,
               echo: Callable[[str], None] = print) -> tuple[pd.DataFrame, dict[str, torch.Tensor], float]:
     """One row per (strategy, seed); the samples of the first seed per strategy; the top-1 share.
 
@@ -176,13 +176,13 @@ def summarize(per_seed: pd.DataFrame, strategies: Sequence[StudyStrategy] = STUD
     return agg.loc[order].reset_index()
 
 
-def distributed_check(cfg: StudyConfig, scorer: Scorer, labels: Sequence[str], world_sizes: Sequence[int],
+def distributed_check(cfg: QualityStudyConfig, scorer: Scorer, labels: Sequence[str], world_sizes: Sequence[int],
                       emulated: dict[str, torch.Tensor], *, timeout_s: float = 120.0) -> pd.DataFrame:
     """Run ``labels`` (first seed) on gloo ranks and compare with the emulated samples ``emulated``.
 
     One row per (world size, strategy): max |difference| of the samples and both runs' metrics.
     """
-    from validate.launch import launch
+    from validate.executor.launch import launch
 
     by_label = {s.label: s for s in STUDY}
     seed = cfg.seeds[0]

@@ -1,18 +1,15 @@
-"""Interpret a :class:`dicesim.plan.Plan` on one rank: the expert-parallel DiT-MoE forward.
+"""The expert-parallel family's executor: one handler per action kind, on one rank.
 
 :class:`PlanRunner` is the per-run object. It owns everything that lives across steps
-(per-layer expert-output caches, pending all-to-all handles, producing steps, measurements),
-so two runs in one process never share state. Its :meth:`PlanRunner.denoise` has the
-sampler's ``denoise(x, t, y, step_index)`` signature and executes exactly the actions of
-``plan.steps[step_index]``, in order; no strategy rule is re-derived here.
+(pending all-to-all handles, producing steps, measurements, and the buffer policy's store of
+expert outputs, :mod:`validate.executor.stale`), so two runs in one process never share state.
+It registers one handler per action kind (:meth:`PlanRunner.handlers`); the generic
+:class:`~validate.executor.interpreter.PlanInterpreter` runs exactly the actions of
+``plan.steps[step_index]``, in order, and hands the ``--auto-gc`` frees
+(:attr:`dicesim.plan.Plan.gc_frees`) to the store; no strategy rule is re-derived here.
 
-Copy roles. Each token's K expert copies are re-ordered into *roles*: role 0 is the copy a
-conditional-communication skip step keeps (policy ``low``: the higher-scored copy 0;
-``high``: copy K-1; ``random``: a per-token choice fixed by ``strategy.seed``), roles 1.. the
-copies it drops. What a layer keeps between steps, and the bytes it holds, belong to the
-buffer policy's store (:mod:`validate.stale`); the ``--auto-gc`` frees come from
-:attr:`dicesim.plan.Plan.gc_frees`. Exchanges a synchronous step discards are waited for at that
-step's end and dropped.
+Copies are in role order (:mod:`validate.executor.roles`: role 0 is the copy a skip step
+keeps). Exchanges a synchronous step discards are waited for at that step's end and dropped.
 
 Lag is read from the data: a combine's handle carries the step whose tokens it moved.
 
@@ -22,60 +19,23 @@ per token, D hidden, R routed rows sent, Q rows received.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 import numpy as np
 import torch
 
 from dicesim.models import BlockWorkload
-from dicesim.plan import Action, Plan
+from dicesim.plan import Action, ActionKind as K, Plan
+from dicesim.plan.expert.kinds import Held, MoEAction as M
 from dicesim.plan.expert.rules import cond_layers
-from validate.dispatcher import RouteLayout, _DispatcherBase
-from validate.model import DiTMoE, DiTMoEBlock, combine_copies
-from validate.stale import Exchange, ReferenceStore, SeparateStore
-from validate.tracing import RankTracer
-
-_MASK64 = (1 << 64) - 1
-
-
-def _mix64(x: np.ndarray) -> np.ndarray:
-    """splitmix64 finaliser on uint64 arrays (wrapping arithmetic)."""
-    with np.errstate(over="ignore"):
-        x = x + np.uint64(0x9E3779B97F4A7C15)
-        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return x ^ (x >> np.uint64(31))
-
-
-def random_kept_copy(seed: int, layer: int, token_keys_N: np.ndarray, top_k: int) -> torch.Tensor:
-    """Copy index each token keeps under the ``random`` policy: fixed per (seed, layer, token).
-
-    A hash of the token's global key, not an RNG stream, so any partition of the tokens over
-    ranks (or the single-process emulation) picks the same copy.
-    """
-    salt = _mix64(np.array([(seed * 1_000_003 + layer) & _MASK64], dtype=np.uint64))
-    h = _mix64(token_keys_N.astype(np.uint64) ^ salt)
-    return torch.from_numpy((h % np.uint64(top_k)).astype(np.int64))
-
-
-def role_order(idx_NK: torch.Tensor, kept: int | None, kept_random_N: torch.Tensor | None) -> torch.Tensor:
-    """Copy index of each role, ``role_copy_NK[:, 0]`` = the copy a skip step keeps.
-
-    ``kept`` is :meth:`ExpertParallelStrategy.kept_copy` (copies are sorted by score); None means the
-    per-token choice ``kept_random_N``.
-    """
-    N, K = idx_NK.shape
-    dev = idx_NK.device
-    copies_K = torch.arange(K, device=dev)
-    if kept is not None:
-        kept_N = torch.full((N,), kept, dtype=torch.int64, device=dev)
-    else:
-        kept_N = kept_random_N.to(dev)
-    others_NK = copies_K.expand(N, K)[copies_K.expand(N, K) != kept_N.unsqueeze(1)].view(N, K - 1)
-    return torch.cat([kept_N.unsqueeze(1), others_NK], dim=1)
-
+from validate.executor.dispatcher import RouteLayout, DispatcherBase
+from validate.executor.interpreter import Handler, PlanInterpreter
+from validate.executor.roles import random_kept_copy, role_order
+from validate.executor.stale import Exchange, make_store
+from validate.executor.tracing import RankTracer
+from validate.model.model import DiTMoE, DiTMoEBlock, combine_copies
 
 @dataclass
 class _LayerStep:
@@ -113,14 +73,16 @@ class RunRecord:
         return [sum(d.values()) for d in self.held_nbytes]
 
 
-class PlanRunner:
-    """Runs one strategy plan on one rank; ``denoise`` plugs into :func:`validate.sampler.sample`."""
+class PlanRunner(PlanInterpreter):
+    """Runs one expert-parallel plan on one rank; ``denoise`` plugs into :func:`validate.model.sampler.sample`.
 
-    def __init__(self, *, model: DiTMoE, plan: Plan, dispatcher: _DispatcherBase, tracer: RankTracer,
-                 rank: int, image_keys_B: list[int], shadow: _DispatcherBase | None = None,
+    ``sync_step`` ends a GPU step (host-staged: the compute stream only)."""
+
+    def __init__(self, *, model: DiTMoE, plan: Plan, dispatcher: DispatcherBase, tracer: RankTracer,
+                 rank: int, image_keys_B: list[int], shadow: DispatcherBase | None = None,
                  probe: Callable[..., None] | None = None, sync_step: Callable[[], None] | None = None):
-        self.model, self.plan, self.disp, self.tracer, self.shadow = model, plan, dispatcher, tracer, shadow
-        self.sync_step = sync_step or torch.cuda.synchronize  # GPU step end (host-staged: compute stream only)
+        super().__init__(plan, sync_step=sync_step)
+        self.model, self.disp, self.tracer, self.shadow = model, dispatcher, tracer, shadow
         self.probe = probe  # test hook: sees every layer's used output and (with shadow) the fresh one
         self.strategy = plan.strategy
         preset = model.preset
@@ -136,13 +98,8 @@ class PlanRunner:
         self._work = BlockWorkload(model=preset, images=len(image_keys_B), tokens_per_image=T_img,
                                    dtype_nbytes=torch.empty((), dtype=self.param_dtype).element_size())
         # cross-step state
-        producer = self.strategy.stale_weights == "producer"
-        if self.strategy.buffer_policy == "separate":
-            self.store: SeparateStore | ReferenceStore = SeparateStore(producer=producer)
-        else:
-            self.store = ReferenceStore(producer=producer, top_k=self.K, skip_layers=cond_layers(plan),
-                                        disp=dispatcher)
-        self._gc = plan.gc_frees
+        self.store = make_store(self.strategy.buffer_policy, producer=self.strategy.stale_weights == "producer",
+                                top_k=self.K, skip_layers=cond_layers(plan), disp=dispatcher)
         self._one_copy = plan.lags.skip  # [T, L]: the output used came from a one-copy exchange
         self._producer: dict[int, list[int]] = {}
         self._pending: dict[tuple[str, int, int], Exchange] = {}
@@ -160,30 +117,29 @@ class PlanRunner:
             row_nbytes=preset.hidden * self._work.dtype_nbytes,
         )
 
-    # ------------------------------------------------------------------ sampler hook
-    @torch.no_grad()
-    def denoise(self, x_BCLL: torch.Tensor, t_B: torch.Tensor, y_B: torch.Tensor, step_index: int) -> torch.Tensor:
-        """Run step ``step_index`` of the plan on this rank's network batch."""
-        t = step_index
-        start = time.perf_counter()
+    # ------------------------------------------------------------------ the interpreter's hooks
+    def handlers(self) -> Mapping[StrEnum, Handler]:
+        return {
+            K.EMBED: self._do_embed, K.ATTENTION: self._do_attention, M.GATE: self._do_gate,
+            M.SYNC_MOE: self._do_sync_moe, M.LOCAL_MOE: self._do_local_moe, M.ISSUE_DISPATCH: self._do_issue_dispatch,
+            M.RUN_EXPERTS: self._do_run_experts, M.SHARED_EXPERT: self._do_shared_expert,
+            M.WAIT_COMBINE: self._do_wait_combine, M.LOCAL_COMBINE: self._do_local_combine, K.FINAL: self._do_final,
+            K.DISCARD: self._do_discard, K.DRAIN: self._do_drain,
+        }
+
+    def begin_step(self, x_BCLL: torch.Tensor, t_B: torch.Tensor, y_B: torch.Tensor, t: int) -> None:
         self._x_in = (x_BCLL.to(self.param_dtype), t_B, y_B)
         self._cur = {}
         self.store.begin_step()
-        out = None
-        for i, action in enumerate(self.plan.steps[t]):
-            result = getattr(self, f"_do_{action.kind}")(action, t)
-            if action.kind == "final":
-                out = result
-            for layer, what, tok_step in self._gc.get((t, i), ()):
-                self.store.gc(what.exchange, layer, what.part, tok_step)
-        if x_BCLL.is_cuda:
-            self.sync_step()
-        latency_s = time.perf_counter() - start
+
+    def free(self, what: StrEnum, layer: int, tok_step: int) -> None:
+        self.store.gc(Held(what), layer, tok_step)
+
+    def end_step(self, t: int, latency_s: float) -> None:
         self.tracer.end_step(t, int(latency_s * 1e9))
         self._end_of_step(t)
         self.record.step_latency_s.append(latency_s)
         self.record.exposed_comm_s.append(self.tracer.exposed_ns.get(t, 0) / 1e9)
-        return out
 
     # ------------------------------------------------------------------ actions
     def _do_embed(self, a: Action, t: int) -> None:
@@ -236,19 +192,19 @@ class PlanRunner:
         keep_scores = self.strategy.stale_weights == "producer"
         ex = Exchange(handle=handle, layout=lay, skip=a.skip, score_NK=cur.score_NK if keep_scores else None)
         self._pending[("d", a.layer, t)] = ex
-        self._put("dispatch", a.layer, ex)
+        self.store.put("dispatch", a.layer, ex)
 
     def _do_run_experts(self, a: Action, t: int) -> None:
         ex = self._pending.pop(("d", a.layer, a.tok_step))
         recv_QD = ex.handle.wait(step=t)
         out_QD = self._run_experts(a.layer, recv_QD, ex.layout, t, ex.handle.tok_step)
-        if not self._cached("dispatch", ex):
+        if not self.store.holds("dispatch", ex):
             ex.handle.release()
         handle = self.disp.combine(out_QD, ex.layout, layer=a.layer, step=t, tok_step=ex.handle.tok_step,
                                    async_op=True)
         combine = Exchange(handle=handle, layout=ex.layout, skip=ex.skip, score_NK=ex.score_NK)
         self._pending[("c", a.layer, a.tok_step)] = combine
-        self._put("combine", a.layer, combine)
+        self.store.put("combine", a.layer, combine)
 
     def _do_shared_expert(self, a: Action, t: int) -> None:
         cur = self._cur[a.layer]
@@ -319,7 +275,7 @@ class PlanRunner:
                                  flops=self._work.expert_rows(Q, len(bank)).flops):
             return bank.forward_rows(recv_QD, lay.recv_expert_ids_Q)
 
-    def _exchange_sync(self, disp: _DispatcherBase, layer: int, t: int, cur: _LayerStep, *, record: bool,
+    def _exchange_sync(self, disp: DispatcherBase, layer: int, t: int, cur: _LayerStep, *, record: bool,
                        skip: bool = False) -> tuple[torch.Tensor, Exchange, Exchange]:
         """Blocking count exchange, dispatch, experts, combine of every role (``skip``: role 0 only).
 
@@ -339,14 +295,6 @@ class PlanRunner:
         return (out_NkD, Exchange(handle=dispatch, layout=lay, skip=skip, score_NK=producer),
                 Exchange(handle=combine, layout=lay, skip=skip, score_NK=producer))
 
-    def _cached(self, kind: str, ex: Exchange) -> bool:
-        return isinstance(self.store, ReferenceStore) and self.store.holds(kind, ex)
-
-    def _put(self, kind: str, layer: int, ex: Exchange) -> None:
-        """Reference policy: the new exchange becomes the layer's cache entry."""
-        if isinstance(self.store, ReferenceStore):
-            self.store.put(kind, layer, ex)
-
     def _end_of_step(self, t: int) -> None:
         """Finish discarded exchanges, drop what the next step does not read, measure what is held."""
         for ex in self._retired:
@@ -363,7 +311,7 @@ class PlanRunner:
         meta = 0
         for (kind, layer, tok_step), ex in self._pending.items():
             what = "dispatch" if kind == "d" else "combine"
-            if not self._cached(what, ex):
+            if not self.store.holds(what, ex):
                 held.update({(layer, f"{what}_{part}", tok_step): n for part, n in ex.handle.held_parts().items()})
             meta += ex.layout.meta_nbytes() + (0 if ex.score_NK is None else ex.score_NK.nbytes)
         self.record.held_nbytes.append(held)

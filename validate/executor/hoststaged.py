@@ -2,9 +2,9 @@
 
 ``python -m validate run --transport host-staged --world-size W --device cuda`` runs the plan
 in one process that holds every expert and the global batch, as
-:func:`~validate.worker.run_emulated` does, but every count exchange, dispatch and combine
+:func:`~validate.executor.worker.run_emulated` does, but every count exchange, dispatch and combine
 moves the bytes that would cross ranks device -> pinned host memory -> device on copy streams
-of its own (:mod:`validate.copypath`), as NCCL does between GPUs without peer-to-peer. The
+of its own (:mod:`validate.executor.copypath`), as NCCL does between GPUs without peer-to-peer. The
 consumer waits on the copy's CUDA event, so asynchronous strategies really overlap the copies
 with compute. On a CPU the same runs with plain host buffers on a worker thread (for tests).
 
@@ -38,12 +38,12 @@ import torch
 
 from dicesim.errors import ConfigError
 from dicesim.placement import Placement
-from validate.copypath import MIB, CopyPath, make_copy_path
-from validate.dispatcher import A2AHandle, RouteLayout, _DispatcherBase, recv_expert_ids, send_plan
-from validate.launch import RunOutcome
-from validate.summary import summarize, write_run_trace
-from validate.tracing import RankTracer
-from validate.worker import RunSpec, run_emulated
+from validate.executor.copypath import MIB, CopyPath, make_copy_path
+from validate.executor.dispatcher import A2AHandle, RouteLayout, DispatcherBase, recv_expert_ids, send_plan
+from validate.executor.launch import RunOutcome
+from validate.executor.summary import summarize, write_run_trace
+from validate.executor.tracing import RankTracer
+from validate.executor.worker import RunSpec, run_emulated
 
 TRANSPORTS: tuple[str, ...] = ("distributed", "host-staged")
 
@@ -91,7 +91,7 @@ def owner_table(ranks: Placement) -> torch.Tensor:
                          for w in range(ranks.world_size)], dtype=torch.int64)
 
 
-class HostStagedDispatcher(_DispatcherBase):
+class HostStagedDispatcher(DispatcherBase):
     """One process holding every expert whose exchanges move the cross-rank rows through host memory.
 
     ``placement``: the one-rank placement of the process; ``ranks``: the W-rank placement the
@@ -196,7 +196,7 @@ class DeviceWaitTracer(RankTracer):
 
 @dataclass
 class HostStaged:
-    """The transport :func:`validate.worker.run_emulated` takes for one host-staged run.
+    """The transport :func:`validate.executor.worker.run_emulated` takes for one host-staged run.
 
     Holds the run's copy paths and the routed copies per emulated rank (``router_hist_WTLE``,
     filled by the runner's probe). One instance per run: nothing is shared between runs.

@@ -27,7 +27,7 @@ PIXEL_MAX = 16.0  # the data set's grey levels are 0..16
 SPLIT_SEED = 0
 HOLDOUT_FRAC = 0.2
 #: the committed files `python -m validate train-small` writes and the quality study reads
-DATA_DIR = Path(__file__).parent / "data" / "digits"
+DATA_DIR = Path(__file__).parent.parent / "data" / "digits"
 CHECKPOINT_FILE, CLASSIFIER_FILE, TRAIN_LOG_FILE = "dit_moe_digits.pt", "classifier.pt", "train_log.json"
 
 

@@ -1,5 +1,5 @@
 """SwiGLU experts, a bank of routed experts addressable by global id, and the weight
-initialisation every module of :mod:`validate.model` uses.
+initialisation every module of :mod:`validate.model.model` uses.
 
 Initialisation is keyed by name, not by construction order: each parameter draws from its
 own ``torch.Generator`` seeded with a hash of ``(seed, public checkpoint name)``, e.g.

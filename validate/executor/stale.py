@@ -1,8 +1,9 @@
 """What one rank keeps of each layer's expert outputs between steps, per buffer policy.
 
-The strategy's ``buffer_policy`` (see :mod:`dicesim.strategy`) decides which tensors stay
-alive; :func:`dicesim.plan.held_buffers_by_step` predicts their bytes and the runner measures
-the tensors a store really holds at every step end:
+The strategy's ``buffer_policy`` (see :mod:`dicesim.strategy.expert`) picks the store
+(:func:`make_store`); every store implements :class:`OutputStore`, so the runner never asks
+which one it has. :attr:`dicesim.plan.Plan.held` predicts the bytes and the runner measures the
+tensors a store really holds at every step end:
 
 - :class:`SeparateStore` (``separate``): a per-layer output cache ``[N, K, D]`` in role order,
   refreshed from each used exchange; in-flight exchanges keep their own buffers (the runner's).
@@ -10,7 +11,7 @@ the tensors a store really holds at every step end:
   (``expertpara/ep_cache.py``): one dispatch and one combine entry per async layer, each the
   exchange's own send/receive tensors, replaced by the next put; the combine's receive
   buffer *is* the stale output, un-permuted when used; a skip cache of the dropped copies.
-  The ``--auto-gc`` frees come from :func:`dicesim.plan.gc_frees`.
+  The ``--auto-gc`` frees come from :attr:`dicesim.plan.Plan.gc_frees`.
 
 Both return the routed expert output a layer uses (weighted, summed over copies). Copies are
 in role order (role 0 = the copy a skip exchange keeps). With ``producer`` weights the stored
@@ -21,12 +22,15 @@ Shape legend: N local token rows, K copies per token, D hidden, R rows sent, Q r
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
-from validate.dispatcher import A2AHandle, RouteLayout, _DispatcherBase
-from validate.model import combine_copies
+from dicesim.plan.expert.kinds import Held
+from validate.executor.dispatcher import A2AHandle, RouteLayout, DispatcherBase
+from validate.model.model import combine_copies
 
 
 @dataclass
@@ -37,6 +41,31 @@ class Exchange:
     layout: RouteLayout
     skip: bool
     score_NK: torch.Tensor | None
+
+
+class OutputStore(Protocol):
+    """What the runner asks of a buffer policy's store of expert outputs (see the module docstring)."""
+
+    def begin_step(self) -> None: ...
+
+    def synced(self, layer: int, out_NkD: torch.Tensor, score_NK: torch.Tensor, *, skip: bool,
+               dispatch: Exchange | None, combine: Exchange, cache_it: bool) -> None: ...
+
+    def put(self, kind: str, layer: int, ex: Exchange) -> None: ...
+
+    def holds(self, kind: str, ex: Exchange) -> bool: ...
+
+    def waited(self, layer: int, back_NkD: torch.Tensor, ex: Exchange) -> None: ...
+
+    def routed(self, layer: int, score_NK: torch.Tensor, *, next_one_copy: bool = False) -> torch.Tensor: ...
+
+    def end_step(self, reads_next: set[int], pending: list[Exchange]) -> None: ...
+
+    def clear(self) -> None: ...
+
+    def gc(self, what: Held, layer: int, tok_step: int) -> None: ...
+
+    def held(self) -> dict[tuple[int, str, int], int]: ...
 
 
 def weigh(out_NkD: torch.Tensor, score_Nk: torch.Tensor | None) -> torch.Tensor:
@@ -61,6 +90,12 @@ class SeparateStore:
         self._fresh[layer] = (out_NkD, score_NK)
         if cache_it:
             self.cache[layer] = weigh(out_NkD, score_NK if self.producer else None).clone()
+
+    def put(self, kind: str, layer: int, ex: Exchange) -> None:
+        """In-flight exchanges keep their own buffers (the runner's): nothing to store."""
+
+    def holds(self, kind: str, ex: Exchange) -> bool:
+        return False
 
     def waited(self, layer: int, back_NkD: torch.Tensor, ex: Exchange) -> None:
         """A combine arrived: refresh the roles it carried."""
@@ -87,8 +122,8 @@ class SeparateStore:
     def clear(self) -> None:
         self.cache.clear()
 
-    def gc(self, kind: str, layer: int, part: str, tok_step: int) -> None:
-        raise RuntimeError(f"buffer policy 'separate' frees nothing by gc, got {kind}_{part} of layer {layer}")
+    def gc(self, what: Held, layer: int, tok_step: int) -> None:
+        raise RuntimeError(f"buffer policy 'separate' frees nothing by gc, got {what} of layer {layer}")
 
     def held(self) -> dict[tuple[int, str, int], int]:
         return {(l, "cache", -1): c.nbytes for l, c in self.cache.items()}
@@ -97,7 +132,7 @@ class SeparateStore:
 class ReferenceStore:
     """The reference's per-layer cache entries; stale outputs read from the combine receive buffers."""
 
-    def __init__(self, *, producer: bool, top_k: int, skip_layers: frozenset[int], disp: _DispatcherBase):
+    def __init__(self, *, producer: bool, top_k: int, skip_layers: frozenset[int], disp: DispatcherBase):
         self.producer, self.K, self.skip_layers, self.disp = producer, top_k, skip_layers, disp
         self.entries: dict[str, dict[int, Exchange]] = {"dispatch": {}, "combine": {}}
         self.skip: dict[int, torch.Tensor] = {}
@@ -167,8 +202,9 @@ class ReferenceStore:
         self.skip.clear()
         self._before.clear()
 
-    def gc(self, kind: str, layer: int, part: str, tok_step: int) -> None:
+    def gc(self, what: Held, layer: int, tok_step: int) -> None:
         """``--auto-gc``: free one finished buffer of a cache entry."""
+        kind, part = what.exchange, what.part
         ex = self.entries[kind].get(layer)
         if ex is None or ex.handle.tok_step != tok_step or part not in ex.handle.held_parts():
             raise RuntimeError(f"gc of {kind}_{part} of layer {layer}, step {tok_step}: the cache does not hold it")
@@ -182,3 +218,18 @@ class ReferenceStore:
                     out[(l, f"{kind}_{part}", ex.handle.tok_step)] = n
         out.update({(l, "skip_cache", -1): t.nbytes for l, t in self.skip.items()})
         return out
+
+
+#: buffer policy -> its store, built from the run's facts
+STORES: dict[str, Callable[..., OutputStore]] = {
+    "separate": lambda *, producer, **_: SeparateStore(producer=producer),
+    "reference": lambda **kw: ReferenceStore(**kw),
+    "reference_gc": lambda **kw: ReferenceStore(**kw),
+}
+
+
+def make_store(policy: str, *, producer: bool, top_k: int, skip_layers: frozenset[int],
+               disp: DispatcherBase) -> OutputStore:
+    """The store of buffer policy ``policy`` (``producer``: outputs kept weighted by the producing
+    step's scores; ``skip_layers``: layers whose exchanges may send one copy per token)."""
+    return STORES[policy](producer=producer, top_k=top_k, skip_layers=skip_layers, disp=disp)

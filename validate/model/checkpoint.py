@@ -1,6 +1,6 @@
 """Checkpoints in the public DiT-MoE layout (feizc/DiT-MoE ``models.py``).
 
-:class:`validate.model.DiTMoE` names its modules like the public model, so its state dict
+:class:`validate.model.model.DiTMoE` names its modules like the public model, so its state dict
 already has that layout: ``x_embedder.proj.weight``, ``t_embedder.mlp.0.weight``,
 ``y_embedder.embedding_table.weight``, ``pos_embed``, ``blocks.{i}.attn.qkv.weight``,
 ``blocks.{i}.adaLN_modulation.1.weight``, ``blocks.{i}.moe.gate.weight`` (E x D),
@@ -28,8 +28,8 @@ from dicesim.errors import ConfigError
 from dicesim.inputs import check_file_size
 from dicesim.limits import CHECKPOINT_SIZE_FACTOR, MIN_CHECKPOINT_LIMIT_BYTES
 from dicesim.models import ModelPreset, get_model
-from validate.experts import ExpertBank
-from validate.model import DiTMoE
+from validate.model.experts import ExpertBank
+from validate.model.model import DiTMoE
 
 _EXPERT_KEY = re.compile(r"^blocks\.(\d+)\.moe\.experts\.(\d+)\.")
 _WRAPPER_KEYS = ("ema", "model", "state_dict", "module")  # training scripts nest the weights
