@@ -189,7 +189,7 @@ def run_all(args: argparse.Namespace, dev, out: Path) -> tuple[list[Path], dict]
 
 def simulate_all(paths: list[Path], profile_name: str, topology: str, bw: dict) -> dict[str, list]:
     """Simulate every run with the shipped profile and with the sync-refit one; the check rows of both."""
-    from dicesim.calibrate.overlap_check import check_rows, refit_on_sync, simulate_trace
+    from dicesim.calibrate.overlap.check import check_rows, refit_on_sync, simulate_trace
     from dicesim.calibrate.runs import load_runs
     from dicesim.sim.costs.profile import get_profile
     from dicesim.topology import get_topology
@@ -211,7 +211,7 @@ def simulate_all(paths: list[Path], profile_name: str, topology: str, bw: dict) 
 def report(log: dict, device_name: str, torch_version: str, bw: dict, tables: dict, profile: str, topology: str,
            sim_s: float) -> str:
     """README / overlap_check.md: how the files were made, the copy path, both error tables."""
-    from dicesim.calibrate.overlap_check import markdown_table
+    from dicesim.calibrate.overlap.check import markdown_table
 
     a = log["run"]
     cmd = "PYTHONPATH=. python3 benchmarks/gpu_overlap_check.py " + " ".join(log["argv"])

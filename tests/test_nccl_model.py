@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from dicesim.calibrate.published import load_published
-from dicesim.calibrate.published_fit import predict, prior_model, run_published_accuracy
+from dicesim.calibrate.published.set import load_published
+from dicesim.calibrate.published.fit import predict, prior_model, run_published_accuracy
 from dicesim.errors import ConfigError
 from dicesim.sim.api import prepare
 from dicesim.sim.microbench.collective_ops import simulate_op

@@ -81,7 +81,7 @@ def test_same_work_as_one_rank_with_the_global_batch():
 
 
 def test_compute_slows_only_while_copies_run_and_counts_queue_behind_them():
-    from dicesim.calibrate.slowdown import compute_slowdown
+    from dicesim.calibrate.overlap.slowdown import compute_slowdown
 
     def run(strategy, **kw):
         return simulate_host_staged(strategy=strategy, world_size=4, batch=4, profile=_quiet(**kw), record=True,

@@ -114,7 +114,7 @@ def accuracy(
         _paper_check(traces, out, as_json)
         return
     if published:
-        from dicesim.calibrate.published import DEFAULT_FIT_ON
+        from dicesim.calibrate.published.set import DEFAULT_FIT_ON
         from dicesim.cli.published_cmd import run_published
 
         run_published(list(traces or []), fit_on=fit_on or DEFAULT_FIT_ON, out=out, write_model=write_model,
@@ -160,7 +160,7 @@ def accuracy(
 
 def _paper_check(files: Optional[list[Path]], out: Optional[Path], as_json: bool) -> None:
     """``dicesim accuracy --paper [FILE]``: the DICE paper's figures against the presets' predictions."""
-    from dicesim.calibrate.paper_check import DEFAULT_FILE, paper_markdown, run_paper_check
+    from dicesim.calibrate.published.paper import DEFAULT_FILE, paper_markdown, run_paper_check
     from dicesim.errors import ConfigError
     from dicesim.report.marked import replace_section
 

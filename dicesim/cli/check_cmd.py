@@ -93,12 +93,12 @@ def _check_run_input(kind: str, path: Path) -> str:
 def _check_evaluation_input(kind: str, path: Path) -> str:
     """Published and acceptance sets, study files, result files and result tables."""
     if kind == "published":
-        from dicesim.calibrate.published import parse_file
+        from dicesim.calibrate.published.set import parse_file
 
         figs = parse_file(path)
         return f"published set: {len(figs)} figures ({sum(f.role == 'fit' for f in figs)} to fit on)"
     if kind == "acceptance":
-        from dicesim.calibrate.paper_check import load_paper_set
+        from dicesim.calibrate.published.paper import load_paper_set
 
         ps = load_paper_set(path)
         return f"acceptance set: {len(ps.figure)} figures on {ps.setting.topology}, {ps.setting.world_size} GPUs"

@@ -132,7 +132,7 @@ def simulate_host_staged(*, model: str, strategy: Strategy | str, world_size: in
     ``counts_WTLE``: the run's routed copies per emulated rank, step, layer and expert (the
     executor's ``host_staged.router_hist``); without it, ``routing`` (default uniform) decides.
     ``topology``: a one-GPU host-staged preset name or graph. ``record`` keeps the event table
-    (every op its own event, for :mod:`dicesim.calibrate.slowdown`).
+    (every op its own event, for :mod:`dicesim.calibrate.overlap.slowdown`).
     """
     strat = make_strategy(strategy) if isinstance(strategy, str) else strategy
     G = get_topology(topology) if isinstance(topology, str) else topology

@@ -26,7 +26,7 @@ from dicesim.calibrate.fit_compute import fit_compute
 from dicesim.calibrate.measure import FIRST_STEP, measured_metrics, simulated_metrics
 from dicesim.calibrate.profile_fit import anchors_from, build_profile, provenance_of
 from dicesim.calibrate.runs import TraceRun
-from dicesim.calibrate.slowdown import compute_slowdown
+from dicesim.calibrate.overlap.slowdown import compute_slowdown
 from dicesim.calibrate.timeline import collective_instances
 from dicesim.errors import TraceError
 from dicesim.report.units import unit_for

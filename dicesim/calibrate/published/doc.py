@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dicesim.calibrate.published_fit import PublishedAccuracy
+from dicesim.calibrate.published.fit import PublishedAccuracy
 from dicesim.report.marked import carry_sections, markers, replace_section
 from dicesim.sim.network.nccl import TRANSPORTS
 

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import lsq_linear, minimize_scalar
 
-from dicesim.calibrate.published import DEFAULT_FIT_ON, FIELDS, Figure
+from dicesim.calibrate.published.set import DEFAULT_FIT_ON, FIELDS, Figure
 from dicesim.calibrate.select import compile_selector
 from dicesim.errors import ConfigError
 from dicesim.sim.microbench.collective_ops import simulate_op
