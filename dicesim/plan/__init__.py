@@ -37,7 +37,7 @@ def held_buffers(plan: Plan, t: int) -> list[HeldBuffer]:
 
 def buffer_bytes_TW(plan: Plan, routing: object, row_nbytes: int) -> np.ndarray:
     """Cross-step buffer bytes held by each rank at the end of each step, ``[T, W]``."""
-    return family_of(plan.strategy).buffer_nbytes_TW(plan, routing, row_nbytes)
+    return plan.rules.buffer_nbytes_TW(plan, routing, row_nbytes)
 
 
 def layout_for(strategy: object, world_size: int, num_experts: int, *, group_layout: str = "contiguous",

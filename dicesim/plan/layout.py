@@ -6,9 +6,9 @@ Like torchtitan's ``ParallelDims``: the strategy's family builds it once per run
 worker read it; no call site decides placement or communicators on its own.
 
 - **groups** (:meth:`ParallelLayout.groups`): the ranks that exchange with each other; groups are
-  data-parallel replicas of each other (expert parallelism: the expert-parallel groups of
-  :class:`~dicesim.placement.Placement`);
-- **experts** (:meth:`ParallelLayout.experts_of`): the routed experts a rank holds;
+  data-parallel replicas of each other (expert parallelism: the expert-parallel groups of its
+  :class:`~dicesim.placement.Placement`; sequence parallelism: the ranks sharing images);
+- **experts** (:meth:`ParallelLayout.experts_of`): the routed experts a rank holds (``placement``);
 - **images** (:meth:`ParallelLayout.images_of`): the images whose tokens a rank owns (rank ``r``
   of a batch of ``b`` per rank: images ``r*b .. r*b+b-1``, numbered globally);
 - **communicators** (:attr:`ParallelLayout.communicators`): per group, the in-order collective
@@ -45,6 +45,8 @@ class ParallelLayout:
     :meth:`~dicesim.plan.family.PlanFamily.layout`."""
 
     placement: Placement
+    #: global ranks of every group, group 0 first; every rank is in exactly one
+    group_ranks: tuple[tuple[int, ...], ...]
     #: the communicators each group opens; the first is the main one
     communicators: tuple[CommSpec, ...] = (MAIN_COMM,)
     #: collective kind -> index into ``communicators`` (kinds not named run on the main one)
@@ -61,15 +63,16 @@ class ParallelLayout:
 
     def groups(self) -> tuple[tuple[int, ...], ...]:
         """Global ranks of every group, group 0 first; every rank is in exactly one."""
-        return self.placement.groups()
+        return self.group_ranks
 
     def group_rank(self, rank: int) -> int:
-        """Position of global ``rank`` inside its group (0 when every expert is replicated)."""
-        return 0 if self.replicated else self.placement.ep_rank(rank)
+        """Position of global ``rank`` inside its group."""
+        return next(members.index(rank) for members in self.group_ranks if rank in members)
 
     def experts_of(self, rank: int) -> tuple[int, ...]:
         """Global ids of the routed experts global ``rank`` holds."""
-        return self.placement.experts_of(self.group_rank(rank))
+        p = self.placement
+        return p.experts_of(0 if p.replicate_all else p.ep_rank(rank))
 
     @property
     def experts_per_rank(self) -> int:

@@ -16,10 +16,10 @@ cost tables and result files keep the names they always had.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -112,8 +112,8 @@ class Plan:
     """Ordered actions per step, plus the facts they were built from.
 
     What the plan implies (lags, buffers held at step ends, buffers freed early) is derived
-    once by the strategy's family (:func:`dicesim.plan.family_of`) and kept here, so every
-    reader (metrics, quality model, search, executor) reads the same table.
+    once by the family's rules that built it (``rules``, a :class:`dicesim.plan.PlanFamily`) and
+    kept here, so every reader (metrics, quality model, search, executor) reads the same table.
     """
 
     strategy: Strategy
@@ -121,6 +121,7 @@ class Plan:
     num_steps: int
     steps: tuple[tuple[Action, ...], ...]
     async_layers: tuple[int, ...]
+    rules: Any = field(compare=False, repr=False)
     cache_reads: frozenset[tuple[int, int]] = frozenset()
 
     def __iter__(self) -> Iterator[tuple[int, tuple[Action, ...]]]:
@@ -136,23 +137,17 @@ class Plan:
 
     @cached_property
     def lags(self) -> LagTable:
-        from dicesim.plan.family import family_of
-
-        return family_of(self.strategy).lags(self)
+        return self.rules.lags(self)
 
     @cached_property
     def held(self) -> tuple[tuple[HeldBuffer, ...], ...]:
         """Buffers alive at the end of every step (nothing after the last one)."""
-        from dicesim.plan.family import family_of
-
-        return family_of(self.strategy).held_buffers(self)
+        return self.rules.held_buffers(self)
 
     @cached_property
     def gc_frees(self) -> GcFrees:
         """Buffers freed right after an action, before the step ends (empty for most strategies)."""
-        from dicesim.plan.family import family_of
-
-        return family_of(self.strategy).gc_frees(self)
+        return self.rules.gc_frees(self)
 
 
 # ---------------------------------------------------------------- effects (what the simulator compiles)

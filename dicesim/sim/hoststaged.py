@@ -26,7 +26,7 @@ import networkx as nx
 import numpy as np
 
 from dicesim.placement import Placement, make_placement
-from dicesim.plan import CollectiveKind, family_of, layout_for
+from dicesim.plan import CollectiveKind, layout_for
 from dicesim.plan.vocabulary import Issue
 from dicesim.scenario import RoutingConfig
 from dicesim.sim.api import prepare
@@ -166,7 +166,7 @@ def simulate_host_staged(*, model: str, strategy: Strategy | str, world_size: in
 def staged_per_step(plan, staged: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     """Rows through host memory issued in each step (dispatches and combines) under ``plan``;
     conditional communication may cut synced layers too (``skip``)."""
-    lower = family_of(plan.strategy).lower
+    lower = plan.rules.lower
     moves = (CollectiveKind.DISPATCH, CollectiveKind.COMBINE)
     out = np.zeros(plan.num_steps, dtype=np.int64)
     for t, actions in plan:

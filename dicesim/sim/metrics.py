@@ -24,7 +24,7 @@ import networkx as nx
 import numpy as np
 import pandas as pd
 
-from dicesim.plan import LagTable, Plan, family_of
+from dicesim.plan import LagTable, Plan
 from dicesim.plan.staleness import kept_share, lag_frames
 from dicesim.sim.engine.runspec import COUNTERS, RawRun
 from dicesim.sim.costs.routing import TokenRouting
@@ -85,7 +85,7 @@ def build_result(raw: RawRun, *, plan: Plan, routing: TokenRouting, row_nbytes: 
             "host_gap_s": per_WTK[..., k["host_gap_s"]].mean(axis=0),
             "comm_frac": np.where(lat_T > 0, comm_WT.mean(axis=0) / lat_T, 0.0),
         })
-    buf_TW = family_of(plan.strategy).memory_TW(plan, routing, row_nbytes)["stale_buffers"]
+    buf_TW = plan.rules.memory_TW(plan, routing, row_nbytes)["stale_buffers"]
     tot_WK = cum[:, -1, :] if T else np.zeros((W, len(COUNTERS)))
     comp_W = tot_WK[:, k["compute_busy_s"]]
     comm_W = tot_WK[:, k["comm_busy_s"]]

@@ -51,6 +51,11 @@ class Strategy(BaseModel):
         """Whether step ``t`` of ``num_steps`` runs fully synchronously (every output fresh)."""
         raise NotImplementedError
 
+    def kept_copy(self, top_k: int) -> int | None:
+        """Score rank of the copy an exchange that sends one copy per token keeps (None: a fixed
+        random one); a family that never drops a copy keeps the top one."""
+        return 0
+
     def check_model(self, num_layers: int) -> None:
         """ConfigError when the strategy cannot run on a model of ``num_layers`` layers."""
 

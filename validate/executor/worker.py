@@ -155,8 +155,7 @@ class GroupCache:
 
     def group(self, layout: ParallelLayout, rank: int, purpose: str) -> Any:
         """This rank's process group for ``purpose`` (one per communicator of the layout, or ``shadow``)."""
-        p = layout.placement
-        key = (p.group_layout, p.ep_size, p.num_groups, purpose)
+        key = (layout.groups(), purpose)
         if key not in self.groups:
             mine = None
             for members in layout.groups():

@@ -30,7 +30,7 @@ class ExpertParallelPlan:
     name = "expert_parallel"
 
     def build(self, strategy: ExpertParallelStrategy, num_layers: int, num_steps: int) -> Plan:
-        return rules.build(strategy, num_layers, num_steps)
+        return rules.build(strategy, num_layers, num_steps, self)
 
     def lower(self, action: Action) -> tuple[Effect, ...]:
         return kinds.lower(action)
@@ -65,10 +65,11 @@ class ExpertParallelPlan:
         else:
             placement = make_placement(world_size, num_experts, group_layout=group_layout,
                                        expert_layout=expert_layout)
+        # the expert-parallel groups exchange tokens (one-rank groups when every expert is local)
         if strategy.count_comm == "separate":
-            return ParallelLayout(placement=placement, communicators=(MAIN_COMM, COUNTS_COMM),
-                                  comm_by_kind=((CollectiveKind.COUNTS, 1),))
-        return ParallelLayout(placement=placement)
+            return ParallelLayout(placement=placement, group_ranks=placement.groups(),
+                                  communicators=(MAIN_COMM, COUNTS_COMM), comm_by_kind=((CollectiveKind.COUNTS, 1),))
+        return ParallelLayout(placement=placement, group_ranks=placement.groups())
 
 
 EXPERT_PARALLEL = ExpertParallelPlan()

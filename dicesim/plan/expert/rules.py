@@ -12,6 +12,8 @@ below, and :func:`layer_skips_copy`, which decides which exchanges send one copy
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from dicesim.plan.expert.kinds import MoEAction as M
@@ -40,8 +42,9 @@ def cond_layers(plan: Plan) -> frozenset[int]:
     return frozenset(range(plan.num_layers)) if s.cond_scope == "all" else frozenset(plan.async_layers)
 
 
-def build(strategy: ExpertParallelStrategy, num_layers: int, num_steps: int) -> Plan:
-    """Every rank's ordered actions for ``num_steps`` steps of a ``num_layers``-layer model (checked >= 1)."""
+def build(strategy: ExpertParallelStrategy, num_layers: int, num_steps: int, rules: Any) -> Plan:
+    """Every rank's ordered actions for ``num_steps`` steps of a ``num_layers``-layer model (checked >= 1);
+    ``rules``: the family object the plan asks for what it implies (lags, buffers)."""
     sync_set = strategy.sync_layer_set(num_layers)
     async_layers = tuple(l for l in range(num_layers) if l not in sync_set) if strategy.is_async else ()
     T = num_steps
@@ -120,7 +123,7 @@ def build(strategy: ExpertParallelStrategy, num_layers: int, num_steps: int) -> 
             acts.append(Action(K.DRAIN, -1, t))  # the sampler synchronises before it returns
         steps.append(tuple(acts))
     return Plan(strategy=strategy, num_layers=num_layers, num_steps=T, steps=tuple(steps),
-                async_layers=async_layers, cache_reads=frozenset(cache_reads))
+                async_layers=async_layers, rules=rules, cache_reads=frozenset(cache_reads))
 
 
 

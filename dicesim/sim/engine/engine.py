@@ -24,7 +24,7 @@ import numpy as np
 import simpy
 
 from dicesim.errors import ConfigError
-from dicesim.plan import CollectiveKind, family_of
+from dicesim.plan import CollectiveKind
 from dicesim.sim.engine.communicator import Collective, Communicator
 from dicesim.sim.engine.groupcomm import GroupComm
 from dicesim.sim.engine.program import ISSUE, compile_program
@@ -101,7 +101,7 @@ class Engine:
         alone = isolated([gc.links_L for gc in gcs], ports_of)
         self.memos, self.reuse_blocked = window_memos(
             self.flat, [(gc.members, gc.count_lat_s, gc.matrix_id, gc.links_L, ok) for gc, ok in zip(gcs, alone)],
-            n_counters=len(COUNTERS), cuts=family_of(spec.plan.strategy).window_cuts(spec.plan.strategy),
+            n_counters=len(COUNTERS), cuts=spec.plan.rules.window_cuts(spec.plan.strategy),
             record=spec.record, enabled=spec.reuse)
         for memo in self.memos:
             for r in memo.members:

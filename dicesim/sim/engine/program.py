@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import NamedTuple
 
-from dicesim.plan import ParallelLayout, Plan, family_of
+from dicesim.plan import ParallelLayout, Plan
 from dicesim.plan.vocabulary import Blocking, Compute, Forget, Issue, RowsCompute, Wait, WaitAll
 from dicesim.sim.costs.costmodel import CostModel
 
@@ -79,7 +79,7 @@ def compile_program(plan: Plan, cost: CostModel, layout: ParallelLayout, *, host
     ``(WAIT, handle, Coll, release)``; ``(BLOCKING, comm, Coll, cut)``; ``(WAIT_ALL,)``; ``(FORGET,)``;
     ``(STEP_END, step)``. ``comm`` indexes ``layout.communicators``.
     """
-    family = family_of(plan.strategy)
+    family = plan.rules
     cut_kinds = family.window_cuts(plan.strategy).kinds
     program = []
     times: dict[tuple[str, ...], tuple] = {}  # the same run of op kinds recurs in every layer and step

@@ -19,17 +19,35 @@ consulted at cuts: it hands back the jump over repeated windows and the counters
 from __future__ import annotations
 
 from itertools import islice
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
+
+import numpy as np
+import simpy
 
 from dicesim.sim.engine.program import BLOCKING, COMPUTE, FORGET, ISSUE, ROWS, STEP_END, WAIT, WAIT_ALL
-from dicesim.sim.engine.recording import WAIT_NAMES
-from dicesim.sim.engine.streams import RankState
-
-if TYPE_CHECKING:
-    from dicesim.sim.engine.engine import Engine
+from dicesim.sim.engine.recording import WAIT_NAMES, TraceHooks
+from dicesim.sim.engine.streams import ComputeStreams, RankState
 
 
-def rank_process(eng: Engine, st: RankState):
+class RankWorld(Protocol):
+    """What a rank process reads of the world it runs in (:class:`~dicesim.sim.engine.engine.Engine`)."""
+
+    env: simpy.Environment
+    net: Any  # the FlowNetwork (window reuse reads and adds its link totals)
+    streams: ComputeStreams
+    trace: TraceHooks | None
+    spec: Any  # the EngineSpec (its cost model prices the experts' flops for the trace)
+    flat: list[tuple]  # the compiled program, steps concatenated
+    host_op_s: float
+    host_coll_s: float
+    loopback: bool
+    step_end: np.ndarray  # [W, T], written at step ends
+    counters: np.ndarray  # [W, T, K], written at step ends
+
+    def recv_rows(self, skip: bool, layer: int, tok: int, r: int) -> int: ...
+
+
+def rank_process(eng: RankWorld, st: RankState):
     """The simpy process of rank ``st.r``: walk ``eng.flat`` once (see the module docstring)."""
     env, rec, r = eng.env, eng.trace, st.r
     timeout, compute = env.timeout, eng.streams.compute
