@@ -32,6 +32,7 @@ from dicesim.calibrate.measure import measured_metrics, simulated_metrics
 from dicesim.calibrate.predict import simulate_run
 from dicesim.calibrate.runs import TraceRun, config_key
 from dicesim.plan import build_plan
+from dicesim.plan.expert.kinds import MoEAction
 from dicesim.sim.costs.profile import HardwareProfile
 
 MAX_SLOWED_SHARE = 0.9  # k = ci / (1 + ci) searched in [0, this]: ci <= 9
@@ -53,7 +54,7 @@ def _has_async_layers(run: TraceRun) -> bool:
     if run.strategy is None or run.world_size < 2 or run.ep_size < 2:
         return False
     plan = build_plan(run.strategy, run.preset.depth, run.steps)
-    return any(a.kind == "issue_dispatch" for _, acts in plan for a in acts)
+    return any(a.kind == MoEAction.ISSUE_DISPATCH for _, acts in plan for a in acts)
 
 
 def overlapped_configs(runs: list[TraceRun]) -> list[tuple[TraceRun, float]]:

@@ -1,9 +1,10 @@
 """The per-family interface of the plan, and the registry that finds a strategy's family.
 
 A family (expert parallelism now, sequence parallelism next) implements :class:`PlanFamily`
-in a module of its own under :mod:`dicesim.plan` and is listed in :data:`BUILTIN` (or added
-with :func:`register_plan_family`). Everything that follows from a strategy's rules asks its
-family here; nothing else in the project decides by family or scheme:
+in a package of its own under :mod:`dicesim.plan` (:mod:`dicesim.plan.expert`) and is registered
+once, by :mod:`dicesim.plan`'s ``__init__`` (or by :func:`register_plan_family`, as a test's toy
+family is). Everything that follows from a strategy's rules asks its family here; nothing else
+in the project decides by family or scheme:
 
 - **plan rules**: :meth:`PlanFamily.build`, the ordered actions of every rank and step;
 - **collectives**: :meth:`PlanFamily.lower`, each action as effects over the one collective
