@@ -28,6 +28,7 @@ import torch
 
 from dicesim.limits import MAX_EXECUTOR_RANKS, MAX_STEPS, check_range
 from dicesim.plan import build_plan
+from dicesim.progress import NO_PROGRESS, Ticker
 from dicesim.sim.metrics import lag_tables
 from dicesim.strategy import StrategyConfig, make_strategy
 from validate.classifier import DigitClassifier
@@ -130,16 +131,19 @@ def top1_probe() -> tuple[Callable[..., None], Callable[[], float]]:
 
 
 def run_study(cfg: StudyConfig, scorer: Scorer, strategies: Sequence[StudyStrategy] = STUDY, *,
-              echo: Callable[[str], None] = print) -> tuple[pd.DataFrame, dict[str, torch.Tensor], float]:
+              echo: Callable[[str], None] = print, ticker: Ticker = NO_PROGRESS
+              ) -> tuple[pd.DataFrame, dict[str, torch.Tensor], float]:
     """One row per (strategy, seed); the samples of the first seed per strategy; the top-1 share.
 
     ``sync`` runs first for every seed: it is the reference of deviation and FD change.
+    ``ticker`` hears of each (strategy, seed) sampled.
     """
     rows, grids = [], {}
     ordered = sorted(strategies, key=lambda s: s.label != "sync")
     if ordered[0].label != "sync":
         raise ValueError("the study needs the sync strategy as its reference")
     top1_share = float("nan")
+    ticker.expect(len(cfg.seeds) * len(ordered))
     for seed in cfg.seeds:
         sync_x = None
         for st in ordered:
@@ -161,6 +165,7 @@ def run_study(cfg: StudyConfig, scorer: Scorer, strategies: Sequence[StudyStrate
                 grids[st.label] = x
             echo(f"  seed {seed} {st.label:24s} FD {row['fd']:7.3f}  accuracy {row['accuracy']:.3f}  "
                  f"deviation {row['deviation']:.4f}")
+            ticker.advance()
     table = pd.DataFrame(rows)
     sync_fd = table[table.strategy == "sync"].set_index("seed")["fd"]
     table["fd_change"] = table["fd"] - table["seed"].map(sync_fd)
