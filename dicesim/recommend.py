@@ -35,6 +35,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dicesim.cluster import dask_client, map_jobs
+from dicesim.progress import NO_PROGRESS, Ticker
 from dicesim.compare import predicted_quality
 from dicesim.errors import ConfigError, config_error_from_pydantic
 from dicesim.report.units import unit_for
@@ -198,18 +199,20 @@ def _simulate_latency(scenario: Scenario) -> dict[str, float]:
 
 def search(scenario: Scenario, space: SearchSpace, limits: Limits, *, quality: QualityFn | None = None,
            exhaustive: bool = False, workers: int = 0, scheduler: str | None = None, processes: bool = True,
-           evaluate: Callable[[Scenario], dict[str, float]] | None = None) -> Recommendation:
+           evaluate: Callable[[Scenario], dict[str, float]] | None = None,
+           ticker: Ticker = NO_PROGRESS) -> Recommendation:
     """Run the search on ``scenario`` (its strategy is ignored), in this process (``workers=0``),
     on a LocalCluster of ``workers`` processes or on the Dask cluster at ``scheduler``.
-    ``evaluate(scenario) -> metrics`` replaces the simulator (tests)."""
+    ``evaluate(scenario) -> metrics`` replaces the simulator (tests); ``ticker`` hears of each
+    round's timing classes to simulate and of each one simulated."""
     if workers <= 0 and not scheduler:
-        return _search(scenario, space, limits, quality, exhaustive, evaluate, None)
+        return _search(scenario, space, limits, quality, exhaustive, evaluate, None, ticker)
     with dask_client(workers=workers, scheduler=scheduler, processes=processes) as client:
-        return _search(scenario, space, limits, quality, exhaustive, evaluate, client)
+        return _search(scenario, space, limits, quality, exhaustive, evaluate, client, ticker)
 
 
 def _search(scenario: Scenario, space: SearchSpace, limits: Limits, quality: QualityFn | None, exhaustive: bool,
-            evaluate: Callable[[Scenario], dict[str, float]] | None, client: Any) -> Recommendation:
+            evaluate: Callable[[Scenario], dict[str, float]] | None, client: Any, ticker: Ticker) -> Recommendation:
     table, classes = screen(scenario, space, limits, quality=quality, client=client)
     evaluate = evaluate or _simulate_latency
     objectives = list(OBJECTIVES)
@@ -248,7 +251,9 @@ def _search(scenario: Scenario, space: SearchSpace, limits: Limits, quality: Qua
             batch.append(k)
         rounds += 1
         jobs = [(scenario.with_strategy(table.at[members[k][0], "_strategy"]),) for k in batch]
+        ticker.expect(len(jobs))
         for i, metrics in map_jobs(evaluate, jobs, client=client):
+            ticker.advance()
             k = batch[i]
             latency[k] = metrics
             if limits.max_step_latency_s is None or metrics["step_latency_s"] <= limits.max_step_latency_s:

@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dicesim.atomic import write_parquet_atomic
 from dicesim.cluster import map_jobs
+from dicesim.progress import NO_PROGRESS, Ticker
 from dicesim.compare import METRIC_KEYS, headline_metrics, predicted_quality
 from dicesim.errors import ConfigError, DicesimError, config_error_from_pydantic
 from dicesim.limits import MAX_SWEEP_POINTS
@@ -304,31 +305,36 @@ def _write_chunk(out_dir: Path, rows: list[dict]) -> Path:
 
 def run_sweep(spec: SweepSpec, out_dir: str | Path, *, workers: int = 0, scheduler: str | None = None,
               processes: bool = True, chunk_size: int | None = None, evaluate: Evaluator | None = None,
-              on_chunk: Callable[[Path, list[dict]], None] | None = None) -> SweepOutcome:
+              on_chunk: Callable[[Path, list[dict]], None] | None = None,
+              ticker: Ticker = NO_PROGRESS) -> SweepOutcome:
     """Evaluate every configuration of ``spec`` not already in ``out_dir``'s chunks.
 
     ``evaluate(scenario) -> summary dict`` defaults to the simulator (must be picklable for
-    Dask processes). ``on_chunk(path, rows)`` is called after each chunk is on disk. Returns
-    the complete, deterministic result table (rows in configuration order) and counts.
+    Dask processes). ``on_chunk(path, rows)`` is called after each chunk is on disk; ``ticker``
+    hears how many configurations are to run and each chunk that finished. Returns the
+    complete, deterministic result table (rows in configuration order) and counts.
     """
     return run_points(spec.base, spec.points(), out_dir, workers=workers, scheduler=scheduler,
                       processes=processes, chunk_size=chunk_size or spec.options.chunk_size, evaluate=evaluate,
-                      on_chunk=on_chunk)
+                      on_chunk=on_chunk, ticker=ticker)
 
 
 def run_points(base: Scenario, points: Sequence[dict[str, Any]], out_dir: str | Path, *, workers: int = 0,
                scheduler: str | None = None, processes: bool = True, chunk_size: int = 16,
                evaluate: Evaluator | None = None,
-               on_chunk: Callable[[Path, list[dict]], None] | None = None) -> SweepOutcome:
+               on_chunk: Callable[[Path, list[dict]], None] | None = None,
+               ticker: Ticker = NO_PROGRESS) -> SweepOutcome:
     """:func:`run_sweep` for an explicit list of configurations (``{axis: value}`` on ``base``)."""
     out = Path(out_dir)
     items = [(i, config_key(base, p), p) for i, p in enumerate(points)]
     done = read_chunks(out)
     done_keys = set(done.loc[done["status"] != "error", "key"])
     pending = [it for it in items if it[1] not in done_keys]
+    ticker.expect(len(pending))
     for _, rows in map_jobs(evaluate_chunk, [(chunk, evaluate) for chunk in _chunks(pending, chunk_size)],
                             workers=workers, scheduler=scheduler, processes=processes, shared=(base,)):
         path = _write_chunk(out, rows)
+        ticker.advance(len(rows))
         if on_chunk is not None:
             on_chunk(path, rows)
     table = collect_table(out, [it[1] for it in items])

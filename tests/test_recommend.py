@@ -152,6 +152,28 @@ def test_cli_prints_the_answer_and_writes_the_report(tmp_path, capsys):
     assert "Pareto front" in (out / "report.html").read_text(encoding="utf-8")
 
 
+def test_cli_output_reads_in_a_100_column_terminal(tmp_path, capsys, monkeypatch):
+    """Every line fits 100 columns and each ranked candidate is one table row on one line, with
+    its reason listed below the table (the wide table wrapped every row into 5 lines)."""
+    monkeypatch.setenv("COLUMNS", "100")
+    assert main(["recommend", *TINY, "--out", str(tmp_path / "rec")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert max(len(line) for line in lines) <= 100
+    ranked = pd.read_parquet(tmp_path / "rec" / "candidates.parquet")
+    ranked = ranked[ranked["status"].isin(["recommended", "feasible"])].sort_values(
+        ["step_latency_s", "weighted_lag_steps", "peak_buffer_bytes"], kind="stable").head(10)
+    for rank, name in enumerate(ranked["strategy"], start=1):
+        row = [line for line in lines if line.split()[:2] == [str(rank), name]]
+        assert len(row) == 1, (rank, name)
+        assert len(row[0].split()) == 8  # rank, strategy and six numbers: nothing folded onto a second line
+    reasons = lines.index("Why each placed where it did")
+    assert [line.split(":")[0].strip() for line in lines[reasons + 1:] if line.startswith("  #")] == \
+        [f"#{r}" for r in range(1, len(ranked) + 1)]
+    wide = tmp_path / "wide"
+    assert main(["recommend", *TINY, "--wide", "--out", str(wide)]) == 0
+    assert "reason" in capsys.readouterr().out  # the full table keeps its reason column
+
+
 @pytest.mark.parametrize("args, needle", [
     (["--cond-intervals", "0"], "search.cond_intervals"),
     (["--max-fd-change", "-1"], "--max-fd-change"),

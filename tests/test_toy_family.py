@@ -69,7 +69,7 @@ def test_every_layer_gathers_every_rank_once_per_step(family):
 
 def test_stale_gathers_hide_communication_and_cost_their_buffers(family):
     sync, stale = _run(make_strategy("toy-gather")), _run(make_strategy("toy-gather-stale"))
-    L, T = 4, KW["steps"]
+    L = 4
     lags = stale.lag_table.kept
     assert (lags[0] == 0).all() and (lags[1:] == 1).all()
     assert stale.totals["exposed_comm_s"] < sync.totals["exposed_comm_s"]

@@ -15,9 +15,12 @@ import typer
 from dicesim.cli.entry import run_app
 from dicesim.errors import ConfigError
 from dicesim.limits import MAX_QUALITY_SEEDS, MAX_TIMEOUT_S, check_range
+from dicesim.progress import progress_bar
 from dicesim.strategy import make_strategy
 
-app = typer.Typer(name="validate", help="Expert-parallel DiT-MoE executor (torch.distributed).",
+app = typer.Typer(name="validate", help="Expert-parallel DiT-MoE executor (torch.distributed).\n\n"
+                  "Example (dice on 2 gloo CPU ranks; `python3 -m validate COMMAND --help` shows one per command):"
+                  "\n\n    python3 -m validate run --world-size 2 --model tiny --strategy dice --steps 10",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
 
@@ -71,7 +74,12 @@ def run(
                                        "device, cross-rank rows copied through host memory)"),
     device: str = typer.Option("cpu", "--device", help="host-staged only: cpu | cuda"),
 ) -> None:
-    """Run one strategy on local ranks (or as one torchrun rank) and report latency, lag, memory."""
+    """Run one strategy on local ranks (or as one torchrun rank) and report latency, lag, memory.
+
+    Example (dice on 2 gloo CPU ranks, tiny model):
+
+        python3 -m validate run --world-size 2 --model tiny --strategy dice --steps 10
+    """
     from validate.executor.worker import RunSpec
 
     strat = make_strategy(strategy, sync_layers=_sync_layers(sync_layers), cond_interval=cond_interval,
@@ -144,7 +152,12 @@ def quality(
 ) -> None:
     """Staleness vs output. `--model digits`: the trained model's image quality per strategy
     (FD, class accuracy, deviation) -> docs/quality.md, its figure and the simulator's quality table.
-    Other models: lag, stale-layer error and final-latent deviation from sync (random weights)."""
+    Other models: lag, stale-layer error and final-latent deviation from sync (random weights).
+
+    Example (dice against sync on the tiny model, random weights, ~10 s):
+
+        python3 -m validate quality --model tiny --steps 6 --strategies dice
+    """
     from dicesim.atomic import write_text_atomic
 
     if model == "digits":
@@ -156,7 +169,9 @@ def quality(
 
     base = RunSpec(strategy=make_strategy("sync"), model=model, steps=steps, batch=batch, image_size=image_size,
                    seed=seed, checkpoint=str(checkpoint) if checkpoint else None)
-    table = staleness_table([s.strip() for s in strategies.split(",") if s.strip()], base, world_size=world_size)
+    with progress_bar("quality", unit="strategies") as ticker:
+        table = staleness_table([s.strip() for s in strategies.split(",") if s.strip()], base, world_size=world_size,
+                                ticker=ticker)
     command = (f"python -m validate quality --strategies {strategies} --model {model} --steps {steps} "
                f"--batch {batch} --world-size {world_size} --image-size {image_size} --seed {seed}")
     text = staleness_markdown(table, command)
@@ -194,7 +209,9 @@ def _digits_quality(*, steps: int, seeds: int, images: int, guidance_scale: floa
     command = (f"python -m validate quality --model digits --steps {steps} --seeds {seeds} --images {images} "
                f"--guidance-scale {guidance_scale:g} --check-steps {check_steps} --world-sizes {world_sizes}")
     paths = QualityPaths() if out is None else QualityPaths(doc=out)
-    run_quality(cfg, paths, check_steps=checks, world_sizes=worlds, command=command, echo=typer.echo)
+    with progress_bar("quality", unit="samples") as ticker:
+        run_quality(cfg, paths, check_steps=checks, world_sizes=worlds, command=command, echo=typer.echo,
+                    ticker=ticker)
 
 
 @app.command("train-small")
@@ -206,7 +223,12 @@ def train_small_cmd(
     threads: int = typer.Option(1, help="torch threads (fixed: results depend on it)"),
     out_dir: Optional[Path] = typer.Option(None, "--out-dir", help="where to write (default: validate/data/digits)"),
 ) -> None:
-    """Train the `digits` DiT-MoE and the digit classifier on scikit-learn's digits (deterministic)."""
+    """Train the `digits` DiT-MoE and the digit classifier on scikit-learn's digits (deterministic).
+
+    Example (a 10-step smoke run into out/; the committed checkpoint took --steps 1500):
+
+        python3 -m validate train-small --steps 10 --out-dir out/digits
+    """
     from validate.digits.data import DATA_DIR
     from validate.digits.train import TrainConfig, train_small
 
@@ -215,7 +237,8 @@ def train_small_cmd(
     command = (f"python -m validate train-small --steps {steps} --batch {batch} --lr {lr:g} --seed {seed} "
                f"--threads {threads}")
     target = out_dir or DATA_DIR
-    log = train_small(cfg, target, command=command, echo=typer.echo)
+    with progress_bar("train-small", unit="steps") as ticker:
+        log = train_small(cfg, target, command=command, echo=typer.echo, ticker=ticker)
     typer.echo(f"wrote {target} in {log['seconds']:.0f} s: final held-out MSE {log['curve'][-1]['heldout_mse_ema']:.4f}")
 
 

@@ -130,7 +130,12 @@ def check_file(path: Path) -> str:
 def check(paths: list[Path] = typer.Argument(..., help="scenario, sweep, study, topology, profile, published-set or "
                                                         "acceptance TOML; GraphML; trace or result JSON; trace or "
                                                         "result-table Parquet; trace directory")) -> None:
-    """Validate files; the first problem is reported as one line with exit code 2."""
+    """Validate files; the first problem is reported as one line with exit code 2.
+
+    Example:
+
+        dicesim check examples/default.toml examples/sweep-xl2.toml
+    """
     for p in paths:
         if not p.exists():
             raise ConfigError(str(p), "file not found")

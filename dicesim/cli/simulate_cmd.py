@@ -17,6 +17,7 @@ from dicesim.cli import app
 from dicesim.cli.tables import console as make_console, metric_table, rich_table
 from dicesim.limits import MAX_LOCAL_WORKERS
 from dicesim.outlock import locks_output
+from dicesim.progress import progress_bar
 
 _SCENARIO_HELP = "scenario TOML (default: XL/2 on 8x-rtx4090-pcie, 8 GPUs, batch 32, 256 px, 50 steps)"
 # Option metadata shared by both commands; each flag overrides the scenario file's value.
@@ -69,7 +70,12 @@ def simulate(
     out: Optional[Path] = typer.Option(None, "--out", help="write tables, Perfetto trace and report.html here"),
     as_json: bool = _JSON,
 ) -> None:
-    """Simulate one scenario: latency, overlap, exposed communication, staleness, buffer memory."""
+    """Simulate one scenario: latency, overlap, exposed communication, staleness, buffer memory.
+
+    Example (G/2 with DICE on a DGX H100):
+
+        dicesim simulate --model G/2 --topology dgx-h100 --world-size 8 --strategy dice
+    """
     from dicesim.compare import default_timeline_steps, resolve_scenario, run_strategy, trace_stem
     from dicesim.report.html import write_report
     from dicesim.report.run_report import busiest_links, simulation_sections, summary_frame
@@ -122,7 +128,12 @@ def compare(
                                           help="parallel processes (default: CPUs)"),
     as_json: bool = _JSON,
 ) -> None:
-    """Simulate several strategies on one scenario and put them side by side."""
+    """Simulate several strategies on one scenario and put them side by side.
+
+    Example (XL/2 at batch 8 on a DGX H100, 20 steps, ~10 s):
+
+        dicesim compare --model XL/2 --topology dgx-h100 --batch 8 --steps 20
+    """
     from dicesim.compare import compare_strategies, resolve_scenario
     from dicesim.report.html import write_report
     from dicesim.report.run_report import comparison_sections
@@ -135,7 +146,8 @@ def compare(
     names = [s.strip() for s in strategies.split(",")] if strategies else list(COMPARE_DEFAULT)
     n_workers = workers or min(os.cpu_count() or 1, len(names))
     t0 = time.perf_counter()
-    cmp = compare_strategies(sc, names, trace_dir=out, workers=n_workers)
+    with progress_bar("compare", unit="strategies") as ticker:
+        cmp = compare_strategies(sc, names, trace_dir=out, workers=n_workers, ticker=ticker)
     table = cmp.table
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(table.to_csv(index=False), out / "summary.csv")

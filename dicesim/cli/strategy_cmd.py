@@ -42,7 +42,12 @@ def show(
     slot_order: Optional[str] = typer.Option(None, help="combine_first|shared_first"),
     buffer_policy: Optional[str] = typer.Option(None, help="reference_gc|reference|separate"),
 ) -> None:
-    """Lag table (steps) of each layer's expert output: `0` fresh, `k` k steps old; `a/b` = kept/dropped copy."""
+    """Lag table (steps) of each layer's expert output: `0` fresh, `k` k steps old; `a/b` = kept/dropped copy.
+
+    Example:
+
+        dicesim strategy show dice --layers 28 --steps 10
+    """
     parsed_layers: object = sync_layers
     if sync_layers and sync_layers[0].isdigit():
         try:

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from dicesim.atomic import write_all_atomic
 from dicesim.errors import ConfigError
 from dicesim.models import get_model
+from dicesim.progress import NO_PROGRESS, Ticker
 from validate.digits.data import DIGITS_SIDE_PX, DigitsSplit
 from validate.model.model import DiTMoE, top_k_copies
 
@@ -149,9 +150,10 @@ def ema_decay_at(cfg: TrainConfig, step: int) -> float:
     return min(cfg.ema_decay, (1 + step) / (10 + step))
 
 
-def train(cfg: TrainConfig, data: DigitsSplit, *, on_log: Callable[[dict], None] | None = None
-          ) -> tuple[DiTMoE, dict]:
-    """Train; returns the EMA model (eval mode) and the log (config, loss curve, seconds)."""
+def train(cfg: TrainConfig, data: DigitsSplit, *, on_log: Callable[[dict], None] | None = None,
+          ticker: Ticker = NO_PROGRESS) -> tuple[DiTMoE, dict]:
+    """Train; returns the EMA model (eval mode) and the log (config, loss curve, seconds).
+    ``ticker`` hears of each optimizer step."""
     torch.set_num_threads(cfg.threads)
     torch.use_deterministic_algorithms(True)
     model = new_model(cfg.seed, cfg.label_dropout).train()
@@ -166,6 +168,7 @@ def train(cfg: TrainConfig, data: DigitsSplit, *, on_log: Callable[[dict], None]
     order, pos = torch.randperm(n, generator=gen), 0
     sums = [0.0, 0.0, 0]
     start = time.perf_counter()
+    ticker.expect(cfg.steps)
     for step in range(cfg.steps):
         if pos + cfg.batch > n:  # a new epoch: fresh permutation, the partial tail is dropped
             order, pos = torch.randperm(n, generator=gen), 0
@@ -184,6 +187,7 @@ def train(cfg: TrainConfig, data: DigitsSplit, *, on_log: Callable[[dict], None]
             for p_ema, p in zip(ema.parameters(), model.parameters()):
                 p_ema.lerp_(p, 1.0 - decay)
         sums = [sums[0] + mse.item(), sums[1] + balance.item(), sums[2] + 1]
+        ticker.advance()
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
             row = {"step": step + 1, "train_mse": sums[0] / sums[2], "balance": sums[1] / sums[2],
                    "heldout_mse_ema": eval_loss(ema, eval_x, eval_y), "lr": lr_at(cfg, step),
@@ -198,7 +202,7 @@ def train(cfg: TrainConfig, data: DigitsSplit, *, on_log: Callable[[dict], None]
 
 
 def train_small(cfg: TrainConfig, out_dir: str | os.PathLike[str], *, command: str,
-                echo: Callable[[str], None] = print) -> dict:
+                echo: Callable[[str], None] = print, ticker: Ticker = NO_PROGRESS) -> dict:
     """Train the classifier and the DiT-MoE; write both weights and the log to ``out_dir``.
 
     Files (all written atomically): the DiT-MoE checkpoint in the public layout, the
@@ -222,7 +226,7 @@ def train_small(cfg: TrainConfig, out_dir: str | os.PathLike[str], *, command: s
         echo(f"step {row['step']:5d}  train MSE {row['train_mse']:.4f}  held-out MSE (EMA) {row['heldout_mse_ema']:.4f}"
              f"  balance {row['balance']:.3f}  {row['elapsed_s']:.0f} s")
 
-    model, log = train(cfg, data, on_log=report)
+    model, log = train(cfg, data, on_log=report, ticker=ticker)
     log.update(command=command, classifier={"heldout_accuracy": clf_acc, "heldout_images": int(data.test_x.shape[0]),
                                              "seconds": clf_s, "file": CLASSIFIER_FILE},
                checkpoint=CHECKPOINT_FILE)

@@ -22,6 +22,7 @@ import torch
 
 from dicesim.atomic import write_all_atomic
 from dicesim.models import get_model
+from dicesim.progress import NO_PROGRESS, Ticker
 from dicesim.quality_model import load_quality_table
 from validate.digits.classifier import load_classifier
 from validate.digits.data import CLASSIFIER_FILE, DATA_DIR, TRAIN_LOG_FILE, load_digits_split
@@ -84,7 +85,7 @@ def measurement_toml(cfg: QualityStudyConfig, summary: pd.DataFrame, checks: pd.
 
 def run_quality(cfg: QualityStudyConfig, paths: QualityPaths, *, check_steps: Sequence[int], world_sizes: Sequence[int],
                 command: str, echo: Callable[[str], None] = print,
-                strategies: Sequence[StudyStrategy] = STUDY) -> dict:
+                strategies: Sequence[StudyStrategy] = STUDY, ticker: Ticker = NO_PROGRESS) -> dict:
     """Everything the command does; returns the numbers the page was written from.
     ``strategies`` (a subset of :data:`STUDY` with ``sync``, ``interweaved`` and ``dice``) is for tests."""
     # one thread: the numbers on the page do not depend on the machine's core count, and a
@@ -98,13 +99,13 @@ def run_quality(cfg: QualityStudyConfig, paths: QualityPaths, *, check_steps: Se
     echo(f"real held-out digits: FD {real['fd_real']:.3f}, accuracy {real['accuracy_real']:.3f}; "
          f"noise: FD {real['fd_noise']:.1f}")
     echo(f"strategies ({len(cfg.seeds)} seeds x {cfg.images} images, {cfg.steps} steps):")
-    per_seed, grids, top1_share = run_study(cfg, scorer, strategies, echo=echo)
+    per_seed, grids, top1_share = run_study(cfg, scorer, strategies, echo=echo, ticker=ticker)
     summary = summarize(per_seed, strategies)
     checks = []
     for steps in check_steps:
         echo(f"lag/T check at {steps} steps:")
         sub = [s for s in STUDY if s.label in ("sync", *STEPS_CHECK_LABELS)]
-        rows, _, _ = run_study(replace(cfg, steps=steps), scorer, sub, echo=echo)
+        rows, _, _ = run_study(replace(cfg, steps=steps), scorer, sub, echo=echo, ticker=ticker)
         checks.append(summarize(rows, sub).query("strategy != 'sync'").assign(steps=steps))
     checks_df = pd.concat(checks, ignore_index=True) if checks else pd.DataFrame()
     echo(f"distributed executor on {', '.join(map(str, world_sizes))} gloo ranks:")

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from dicesim.progress import NO_PROGRESS, Ticker
 from dicesim.strategy import make_strategy
 from validate.executor.worker import RunSpec, run_emulated
 
@@ -39,10 +40,12 @@ def _cosine(x: torch.Tensor, ref: torch.Tensor) -> float:
     return float(c.clamp(-1.0, 1.0))
 
 
-def staleness_table(strategies: Sequence[str], base: RunSpec, *, world_size: int = 2) -> pd.DataFrame:
-    """One row per strategy (``sync`` is always run first as the reference)."""
+def staleness_table(strategies: Sequence[str], base: RunSpec, *, world_size: int = 2,
+                    ticker: Ticker = NO_PROGRESS) -> pd.DataFrame:
+    """One row per strategy (``sync`` is always run first as the reference); ``ticker`` hears of each run."""
     names = ["sync", *[s for s in strategies if s != "sync"]]
     rows, reference = [], None
+    ticker.expect(len(names))
     for name in names:
         spec = replace(base, strategy=make_strategy(name), shadow=True, trace=False)
         res = run_emulated(spec, world_size)
@@ -64,6 +67,7 @@ def staleness_table(strategies: Sequence[str], base: RunSpec, *, world_size: int
             "sample_rel_l2": _rel_l2(x, reference),
             "sample_cosine": _cosine(x, reference),
         })
+        ticker.advance()
     return pd.DataFrame(rows)
 
 

@@ -29,6 +29,7 @@ import torch
 from dicesim.limits import MAX_EXECUTOR_RANKS, MAX_STEPS, check_range
 from dicesim.plan import build_plan
 from dicesim.plan.staleness import lag_means
+from dicesim.progress import NO_PROGRESS, Ticker
 from dicesim.strategy import Strategy, make_strategy
 from validate.digits.classifier import DigitClassifier
 from validate.digits.data import DIGITS_SIDE_PX
@@ -129,16 +130,19 @@ def top1_probe() -> tuple[Callable[..., None], Callable[[], float]]:
 
 
 def run_study(cfg: QualityStudyConfig, scorer: Scorer, strategies: Sequence[StudyStrategy] = STUDY, *,
-              echo: Callable[[str], None] = print) -> tuple[pd.DataFrame, dict[str, torch.Tensor], float]:
+              echo: Callable[[str], None] = print, ticker: Ticker = NO_PROGRESS
+              ) -> tuple[pd.DataFrame, dict[str, torch.Tensor], float]:
     """One row per (strategy, seed); the samples of the first seed per strategy; the top-1 share.
 
     ``sync`` runs first for every seed: it is the reference of deviation and FD change.
+    ``ticker`` hears of each (strategy, seed) sampled.
     """
     rows, grids = [], {}
     ordered = sorted(strategies, key=lambda s: s.label != "sync")
     if ordered[0].label != "sync":
         raise ValueError("the study needs the sync strategy as its reference")
     top1_share = float("nan")
+    ticker.expect(len(cfg.seeds) * len(ordered))
     for seed in cfg.seeds:
         sync_x = None
         for st in ordered:
@@ -160,6 +164,7 @@ def run_study(cfg: QualityStudyConfig, scorer: Scorer, strategies: Sequence[Stud
                 grids[st.label] = x
             echo(f"  seed {seed} {st.label:24s} FD {row['fd']:7.3f}  accuracy {row['accuracy']:.3f}  "
                  f"deviation {row['deviation']:.4f}")
+            ticker.advance()
     table = pd.DataFrame(rows)
     sync_fd = table[table.strategy == "sync"].set_index("seed")["fd"]
     table["fd_change"] = table["fd"] - table["seed"].map(sync_fd)

@@ -20,6 +20,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dicesim.errors import ConfigError, config_error_from_pydantic
+from dicesim.progress import NO_PROGRESS, Ticker
 from dicesim.report.marked import markers
 from dicesim.tomlio import read_toml
 
@@ -96,7 +97,7 @@ def _metric(metric: str, sync: dict, run: dict) -> float:
     return sync["exposed_comm_step_s"] / sync["step_latency_s"]  # sync_comm_share: every all-to-all blocks
 
 
-def predict_rows(ps: PaperSet) -> pd.DataFrame:
+def predict_rows(ps: PaperSet, ticker: Ticker = NO_PROGRESS) -> pd.DataFrame:
     """One row per (figure, model, topology, batch): the prediction and whether it meets the figure."""
     from dicesim.compare import headline_metrics
     from dicesim.scenario import make_scenario
@@ -116,9 +117,11 @@ def predict_rows(ps: PaperSet) -> pd.DataFrame:
         return memo[key]
 
     rows = []
+    topologies = (st.topology, *st.other_topologies)
+    ticker.expect(sum(len(fig.models) for fig in ps.figure) * len(topologies) * len(st.batches))
     for fig in ps.figure:
         lo, hi = fig.band()
-        for topology in (st.topology, *st.other_topologies):
+        for topology in topologies:
             for model in fig.models:
                 for batch in st.batches:
                     sync = run(model, topology, batch, "sync")
@@ -126,6 +129,7 @@ def predict_rows(ps: PaperSet) -> pd.DataFrame:
                     gap = 0.0 if lo <= pred <= hi else (pred - hi) / hi if pred > hi else (pred - lo) / lo
                     rows.append(dict(figure=fig.id, model=model, topology=topology, batch=batch, predicted=pred,
                                      published_low=lo, published_high=hi, gap=gap, default=topology == st.topology))
+                    ticker.advance()
     return pd.DataFrame(rows)
 
 
@@ -147,9 +151,9 @@ class PaperCheck:
         return out
 
 
-def run_paper_check(path: str | Path = DEFAULT_FILE) -> PaperCheck:
+def run_paper_check(path: str | Path = DEFAULT_FILE, ticker: Ticker = NO_PROGRESS) -> PaperCheck:
     ps = load_paper_set(path)
-    return PaperCheck(paper=ps, rows=predict_rows(ps))
+    return PaperCheck(paper=ps, rows=predict_rows(ps, ticker))
 
 
 def _show_band(lo: float, hi: float, unit: str) -> str:
