@@ -19,7 +19,7 @@ from dicesim.placement import make_placement, replicated
 from dicesim.plan.expert import buffers, kinds, rules
 from dicesim.plan.family import WindowCuts
 from dicesim.plan.layout import COUNTS_COMM, MAIN_COMM, ParallelLayout
-from dicesim.plan.vocabulary import Action, CollectiveKind, Effect, GcFrees, HeldBuffer, LagTable, Plan
+from dicesim.plan.vocabulary import CollectiveKind, GcFrees, HeldBuffer, LagTable, Plan
 from dicesim.strategy.expert import ExpertParallelStrategy
 
 
@@ -32,8 +32,8 @@ class ExpertParallelPlan:
     def build(self, strategy: ExpertParallelStrategy, num_layers: int, num_steps: int) -> Plan:
         return rules.build(strategy, num_layers, num_steps, self)
 
-    def lower(self, action: Action) -> tuple[Effect, ...]:
-        return kinds.lower(action)
+    #: what an action does, as effects over the collective vocabulary (the simulator compiles them)
+    lower = staticmethod(kinds.lower)
 
     def window_cuts(self, strategy: ExpertParallelStrategy) -> WindowCuts:
         # a blocking count exchange on the all-to-all communicator waits behind every earlier collective

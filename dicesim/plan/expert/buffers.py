@@ -14,9 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from dicesim.plan.expert.kinds import Held, MoEAction as M
+from dicesim.plan.expert.kinds import (
+    CACHE, COMBINE_RECV, COMBINE_SEND, DISCARD, DISPATCH_RECV, DISPATCH_SEND, DRAIN, HELD_OF, ISSUE_DISPATCH,
+    LOCAL_COMBINE, RUN_EXPERTS, SKIP_CACHE, SYNC_MOE, WAIT_COMBINE,
+)
 from dicesim.plan.expert.rules import cond_layers
-from dicesim.plan.vocabulary import Action, ActionKind as K, GcFrees, HeldBuffer, Plan
+from dicesim.plan.vocabulary import Action, GcFrees, HeldBuffer, Plan
 
 Replay = Callable[[Plan], tuple[tuple[tuple[HeldBuffer, ...], ...], GcFrees]]
 
@@ -39,24 +42,24 @@ def _separate(plan: Plan) -> tuple[tuple[HeldBuffer, ...], ...]:
     by_step: list[tuple[HeldBuffer, ...]] = []
 
     def bufs(a: Action, kind: str, parts: tuple[str, ...] = ("send", "recv")) -> list[HeldBuffer]:
-        return [HeldBuffer(a.layer, Held.of(kind, p), a.tok_step, a.skip) for p in parts]
+        return [HeldBuffer(a.layer, HELD_OF[(kind, p)], a.tok_step, a.skip) for p in parts]
 
     for t, actions in plan:
         for a in actions:
-            if a.kind == M.ISSUE_DISPATCH:
+            if a.kind == ISSUE_DISPATCH:
                 pending[("d", a.layer, a.tok_step)] = bufs(a, "dispatch")
-            elif a.kind == M.SYNC_MOE and a.keep:  # only the received rows are needed again
+            elif a.kind == SYNC_MOE and a.keep:  # only the received rows are needed again
                 pending[("d", a.layer, a.tok_step)] = bufs(a, "dispatch", ("recv",))
-            elif a.kind == M.RUN_EXPERTS:
+            elif a.kind == RUN_EXPERTS:
                 pending.pop(("d", a.layer, a.tok_step))
                 pending[("c", a.layer, a.tok_step)] = bufs(a, "combine")
-            elif a.kind == M.WAIT_COMBINE:
+            elif a.kind == WAIT_COMBINE:
                 pending.pop(("c", a.layer, a.tok_step))
-            elif a.kind == K.DISCARD or a.kind == K.DRAIN:
+            elif a.kind == DISCARD or a.kind == DRAIN:
                 pending.clear()
         out = [hb for held in pending.values() for hb in held]
         # the cache carries a layer's outputs into the next step when that step may reuse them
-        out += [HeldBuffer(l, Held.CACHE, -1, False) for l in range(plan.num_layers) if plan.reads_cache(l, t + 1)]
+        out += [HeldBuffer(l, CACHE, -1, False) for l in range(plan.num_layers) if plan.reads_cache(l, t + 1)]
         by_step.append(tuple(out))
     return tuple(by_step)
 
@@ -103,7 +106,7 @@ def _reference(plan: Plan) -> tuple[tuple[tuple[HeldBuffer, ...], ...], GcFrees]
     def free(kind: str, e: _Entry, part: str, where: tuple[int, int]) -> None:
         if e.seq <= done and part in e.parts:
             e.parts.discard(part)
-            frees.setdefault(where, []).append((e.layer, Held.of(kind, part), e.tok_step))
+            frees.setdefault(where, []).append((e.layer, HELD_OF[(kind, part)], e.tok_step))
 
     def put(kind: str, e: _Entry, where: tuple[int, int]) -> None:
         if gc:  # the entry being replaced goes anyway
@@ -115,28 +118,28 @@ def _reference(plan: Plan) -> tuple[tuple[tuple[HeldBuffer, ...], ...], GcFrees]
     for t, actions in plan:
         for i, a in enumerate(actions):
             k, l, where = a.kind, a.layer, (t, i)
-            if k == K.DISCARD:
+            if k == DISCARD:
                 for c in caches.values():
                     c.clear()
                 pending.clear()
                 skip_held.clear()
-            elif k == K.DRAIN:
+            elif k == DRAIN:
                 done = seq
                 pending.clear()
-            elif k == M.SYNC_MOE:
+            elif k == SYNC_MOE:
                 done = seq  # blocking on the all-to-all communicator
                 if l in async_set:  # forced-sync steps put into the async caches (diep.py:207-219, 272-282)
                     put("dispatch", _Entry(l, t, a.skip, 0, {"recv"}), where)
                     put("combine", _Entry(l, t, a.skip, 0, {"recv"}), where)
                     if a.keep:
                         pending[("dispatch", l, t)] = caches["dispatch"][l]
-            elif k == M.ISSUE_DISPATCH:
+            elif k == ISSUE_DISPATCH:
                 if s.count_comm == "shared":
                     done = seq
                 seq += 1
                 pending[("dispatch", l, t)] = e = _Entry(l, t, a.skip, seq, {"send", "recv"})
                 put("dispatch", e, where)
-            elif k == M.RUN_EXPERTS:
+            elif k == RUN_EXPERTS:
                 done = max(done, pending.pop(("dispatch", l, a.tok_step)).seq)
                 if gc_recv:
                     for e in caches["dispatch"].values():
@@ -144,9 +147,9 @@ def _reference(plan: Plan) -> tuple[tuple[tuple[HeldBuffer, ...], ...], GcFrees]
                 seq += 1
                 pending[("combine", l, a.tok_step)] = e = _Entry(l, a.tok_step, a.skip, seq, {"send", "recv"})
                 put("combine", e, where)
-            elif k == M.WAIT_COMBINE:
+            elif k == WAIT_COMBINE:
                 done = max(done, pending.pop(("combine", l, a.tok_step)).seq)
-            elif k == M.LOCAL_COMBINE and l in skip_layers:
+            elif k == LOCAL_COMBINE and l in skip_layers:
                 if not lt.skip[t, l]:
                     skip_held.add(l)
                 elif not (t + 1 < plan.num_steps and lt.skip[t + 1, l]):
@@ -155,8 +158,8 @@ def _reference(plan: Plan) -> tuple[tuple[tuple[HeldBuffer, ...], ...], GcFrees]
         if t + 1 < plan.num_steps:
             live = [(kind, e) for kind, c in caches.items() for e in c.values()]
             live += [(key[0], e) for key, e in pending.items() if caches[key[0]].get(e.layer) is not e]
-            out = [HeldBuffer(e.layer, Held.of(kind, p), e.tok_step, e.skip) for kind, e in live for p in sorted(e.parts)]
-            out += [HeldBuffer(l, Held.SKIP_CACHE, -1, False) for l in sorted(skip_held)]
+            out = [HeldBuffer(e.layer, HELD_OF[(kind, p)], e.tok_step, e.skip) for kind, e in live for p in sorted(e.parts)]
+            out += [HeldBuffer(l, SKIP_CACHE, -1, False) for l in sorted(skip_held)]
         by_step.append(tuple(out))
     return tuple(by_step), frees
 
@@ -166,12 +169,20 @@ def _reference(plan: Plan) -> tuple[tuple[tuple[HeldBuffer, ...], ...], GcFrees]
 def buffer_rows(hb: HeldBuffer, *, local_tokens: int, top_k: int, recv_rows: Any) -> Any:
     """Rows of a held buffer; ``recv_rows`` = rows this rank received for (layer, tok_step)
     (an int, or an array over ranks)."""
-    own = local_tokens * (1 if hb.skip else top_k)
-    return {
-        Held.DISPATCH_SEND: own, Held.COMBINE_RECV: own,
-        Held.DISPATCH_RECV: recv_rows, Held.COMBINE_SEND: recv_rows,
-        Held.CACHE: local_tokens * top_k, Held.SKIP_CACHE: local_tokens * (top_k - 1),
-    }[hb.what]
+    what = hb.what
+    if what in _OWN_ROWS:  # this rank's own token copies
+        return local_tokens * (1 if hb.skip else top_k)
+    if what in _RECEIVED_ROWS:  # the rows this rank received for its experts
+        return recv_rows
+    if what == CACHE:
+        return local_tokens * top_k
+    if what == SKIP_CACHE:
+        return local_tokens * (top_k - 1)
+    raise KeyError(f"no row count for held buffer {what!r}")
+
+
+_OWN_ROWS = frozenset({DISPATCH_SEND, COMBINE_RECV})
+_RECEIVED_ROWS = frozenset({DISPATCH_RECV, COMBINE_SEND})
 
 
 def buffer_nbytes_TW(plan: Plan, routing: Any, row_nbytes: int) -> np.ndarray:

@@ -43,6 +43,15 @@ class MoEAction(StrEnum):
     LOCAL_COMBINE = "local_combine"
 
 
+#: the kinds as plain module names: the plan's loops compare and build thousands of actions, and
+#: reading a member off its enum class costs a lookup each time
+EMBED, ATTENTION, FINAL, DISCARD, DRAIN = (ActionKind.EMBED, ActionKind.ATTENTION, ActionKind.FINAL,
+                                          ActionKind.DISCARD, ActionKind.DRAIN)
+GATE, SYNC_MOE, LOCAL_MOE, SHARED_EXPERT, LOCAL_COMBINE = (MoEAction.GATE, MoEAction.SYNC_MOE, MoEAction.LOCAL_MOE,
+                                                          MoEAction.SHARED_EXPERT, MoEAction.LOCAL_COMBINE)
+ISSUE_DISPATCH, RUN_EXPERTS, WAIT_COMBINE = MoEAction.ISSUE_DISPATCH, MoEAction.RUN_EXPERTS, MoEAction.WAIT_COMBINE
+
+
 class Held(StrEnum):
     """What a rank keeps of an exchange or a layer's outputs between steps.
 
@@ -71,7 +80,14 @@ class Held(StrEnum):
 
     @classmethod
     def of(cls, exchange: str, part: str) -> "Held":
-        return cls(f"{exchange}_{part}")
+        return HELD_OF[(exchange, part)]
+
+
+#: (exchange, part) -> the buffer kind (``Held.of``)
+HELD_OF = {(h.exchange, h.part): h for h in Held if h.part}
+CACHE, SKIP_CACHE = Held.CACHE, Held.SKIP_CACHE
+DISPATCH_SEND, DISPATCH_RECV, COMBINE_SEND, COMBINE_RECV = (Held.DISPATCH_SEND, Held.DISPATCH_RECV, Held.COMBINE_SEND,
+                                                            Held.COMBINE_RECV)
 
 
 _D, _C, _N = CollectiveKind.DISPATCH, CollectiveKind.COMBINE, CollectiveKind.COUNTS

@@ -16,8 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from dicesim.plan.expert.kinds import MoEAction as M
-from dicesim.plan.vocabulary import Action, ActionKind as K, LagTable, Plan
+from dicesim.plan.expert.kinds import (
+    ATTENTION, DISCARD, DRAIN, EMBED, FINAL, GATE, ISSUE_DISPATCH, LOCAL_COMBINE, LOCAL_MOE, RUN_EXPERTS, SHARED_EXPERT,
+    SYNC_MOE, WAIT_COMBINE,
+)
+from dicesim.plan.vocabulary import Action, LagTable, Plan
 from dicesim.strategy.expert import ExpertParallelStrategy
 
 
@@ -82,45 +85,45 @@ def build(strategy: ExpertParallelStrategy, num_layers: int, num_steps: int, rul
         full_sync = not step_async(t)
         if full_sync and (dispatched or combining):
             # the reference clears its caches when a synchronous step starts: what is in flight is never used
-            acts.append(Action(K.DISCARD, -1, t))
+            acts.append(Action(DISCARD, -1, t))
             dispatched.clear()
             combining.clear()
-        acts.append(Action(K.EMBED, -1, t))
+        acts.append(Action(EMBED, -1, t))
         # reference work: the next step's slots re-run the experts on this sync step's dispatched rows
         rerun = {source(l, t + 1) for l in async_layers} if every_step and full_sync and step_async(t + 1) else set()
         for l in range(num_layers):
-            acts += [Action(K.ATTENTION, l, t), Action(M.GATE, l, t)]
+            acts += [Action(ATTENTION, l, t), Action(GATE, l, t)]
             if strategy.scheme == "data_parallel":
-                acts += [Action(M.LOCAL_MOE, l, t), Action(M.SHARED_EXPERT, l, t), Action(M.LOCAL_COMBINE, l, t)]
+                acts += [Action(LOCAL_MOE, l, t), Action(SHARED_EXPERT, l, t), Action(LOCAL_COMBINE, l, t)]
                 continue
             if full_sync or l in sync_set:
                 skip = layer_skips_copy(strategy, False, t, T)
                 keep = (l, t) in rerun
-                acts.append(Action(M.SYNC_MOE, l, t, skip, keep))
+                acts.append(Action(SYNC_MOE, l, t, skip, keep))
                 if keep:
                     dispatched[(l, t)] = skip
                 if skip:
                     cache_reads.add((t, l))
-                acts += [Action(M.SHARED_EXPERT, l, t), Action(M.LOCAL_COMBINE, l, t)]
+                acts += [Action(SHARED_EXPERT, l, t), Action(LOCAL_COMBINE, l, t)]
                 continue
             cache_reads.add((t, l))
             if issues(t):
                 skip = layer_skips_copy(strategy, True, t, T)
-                acts.append(Action(M.ISSUE_DISPATCH, l, t, skip))
+                acts.append(Action(ISSUE_DISPATCH, l, t, skip))
                 dispatched[(l, t)] = skip
             src = source(l, t)
             if src in dispatched:
                 skip = dispatched.pop(src)
-                acts.append(Action(M.RUN_EXPERTS, src[0], src[1], skip))
+                acts.append(Action(RUN_EXPERTS, src[0], src[1], skip))
                 combining[src] = skip
             used = (l, t - 2 if displaced else t - 1)
-            wait = [Action(M.WAIT_COMBINE, l, used[1], combining.pop(used))] if used in combining else []
-            shared = [Action(M.SHARED_EXPERT, l, t)]
+            wait = [Action(WAIT_COMBINE, l, used[1], combining.pop(used))] if used in combining else []
+            shared = [Action(SHARED_EXPERT, l, t)]
             acts += wait + shared if strategy.slot_order == "combine_first" else shared + wait
-            acts.append(Action(M.LOCAL_COMBINE, l, t))
-        acts.append(Action(K.FINAL, -1, t))
+            acts.append(Action(LOCAL_COMBINE, l, t))
+        acts.append(Action(FINAL, -1, t))
         if t == T - 1 and (dispatched or combining):
-            acts.append(Action(K.DRAIN, -1, t))  # the sampler synchronises before it returns
+            acts.append(Action(DRAIN, -1, t))  # the sampler synchronises before it returns
         steps.append(tuple(acts))
     return Plan(strategy=strategy, num_layers=num_layers, num_steps=T, steps=tuple(steps),
                 async_layers=async_layers, rules=rules, cache_reads=frozenset(cache_reads))
@@ -137,16 +140,16 @@ def lag_table(plan: Plan) -> LagTable:
     last_skip = [False] * L
     for t, actions in plan:
         for a in actions:
-            if a.kind == M.SYNC_MOE or a.kind == M.LOCAL_MOE:
+            if a.kind == SYNC_MOE or a.kind == LOCAL_MOE:
                 # a one-copy sync exchange refreshes the kept copy; the dropped one stays cached
                 producer[a.layer] = [t, producer[a.layer][1] if a.skip else t]
                 last_skip[a.layer] = a.skip
-            elif a.kind == M.WAIT_COMBINE:
+            elif a.kind == WAIT_COMBINE:
                 producer[a.layer][0] = a.tok_step
                 if not a.skip:
                     producer[a.layer][1] = a.tok_step
                 last_skip[a.layer] = a.skip
-            elif a.kind == M.LOCAL_COMBINE:
+            elif a.kind == LOCAL_COMBINE:
                 kept[t, a.layer] = t - producer[a.layer][0]
                 dropped[t, a.layer] = t - producer[a.layer][1]
                 skip[t, a.layer] = last_skip[a.layer]

@@ -79,65 +79,119 @@ def compile_program(plan: Plan, cost: CostModel, layout: ParallelLayout, *, host
     ``(WAIT, handle, Coll, release)``; ``(BLOCKING, comm, Coll, cut)``; ``(WAIT_ALL,)``; ``(FORGET,)``;
     ``(STEP_END, step)``. ``comm`` indexes ``layout.communicators``.
     """
-    family = plan.rules
-    cut_kinds = family.window_cuts(plan.strategy).kinds
+    lower, recipes = plan.rules.lower, _Recipes(plan, layout)
+    known, flush = recipes.known, _Blocks(cost, host_op_s=host_op_s, merge=merge).flush
+    new = tuple.__new__
     program = []
-    times: dict[tuple[str, ...], tuple] = {}  # the same run of op kinds recurs in every layer and step
-    pending: dict[tuple[int, int, int], int] = {}  # (kind, layer, tok_step) issued, not released -> handle
+    pending: dict[tuple[int, int, int], tuple] = {}  # (kind, layer, tok_step) issued, not released -> (handle, Coll)
     n = 0  # flat index of the next instruction (a handle names the instruction that issued)
     for t, actions in plan:
         out: list[tuple] = []
         ops: list[tuple[str, int, int]] = []
-
-        def flush() -> None:
-            if not ops:
-                return
-            kinds = tuple(k for k, _, _ in ops)
-            known = times.get(kinds)
-            if known is None:
-                durs = tuple(cost.action_time_s(k) for k in kinds)
-                known = times[kinds] = (durs, tuple(cost.action_cost(k).flops for k in kinds), sum(durs), min(durs))
-            durs, flops, total, shortest = known
-            # merging is exact only if the host keeps ahead of the stream inside the block
-            if merge and host_op_s <= shortest:
-                out.append((COMPUTE, Block(total_s=total, durs_s=durs, ops=tuple(ops), flops=flops)))
-            else:
-                for op, d, f in zip(ops, durs, flops):
-                    out.append((COMPUTE, Block(total_s=d, durs_s=(d,), ops=(op,), flops=(f,))))
-            ops.clear()
-
         for a in actions:
-            for eff in family.lower(a):
-                if type(eff) is Compute:
-                    ops += [(eff.op, layer, a.tok_step) for layer in a.layers]
-                    continue
-                flush()
-                start = n + len(out)
-                if type(eff) is Issue:
-                    coll = Coll(int(eff.kind), a.layer, a.tok_step, bool(a.skip), a.span)
-                    out.append((ISSUE, layout.comm_index(eff.kind), coll, start))
-                    pending[(int(eff.kind), a.layer, a.tok_step)] = start
-                elif type(eff) is Wait:
-                    key = (int(eff.kind), a.layer, a.tok_step)
-                    handle = pending.pop(key) if eff.release else pending[key]
-                    out.append((WAIT, handle, Coll(*key, bool(a.skip), a.span), eff.release))
-                elif type(eff) is RowsCompute:
-                    out.append((ROWS, a.layer, a.tok_step, bool(a.skip), eff.op))
-                elif type(eff) is Blocking:
-                    comm = layout.comm_index(eff.kind)
-                    cut = eff.kind in cut_kinds and comm == 0
-                    out.append((BLOCKING, comm, Coll(int(eff.kind), a.layer, a.tok_step, bool(a.skip), a.span), cut))
-                elif type(eff) is Forget:
-                    pending.clear()
-                    out.append((FORGET,))
-                elif type(eff) is WaitAll:
-                    pending.clear()
-                    out.append((WAIT_ALL,))
+            effects = lower(a)
+            hit = known.get(id(effects))
+            steps = hit[1] if hit is not None and hit[0] is effects else recipes.of(effects)
+            if steps.__class__ is str:  # one compute op (most actions): its cost name
+                if a.span == 1:
+                    ops.append((steps, a.layer, a.tok_step))
                 else:
-                    raise ValueError(f"plan action {a.kind!r} has an effect the simulator cannot run: {eff!r}")
-        flush()
+                    ops += [(steps, layer, a.tok_step) for layer in a.layers]
+                continue
+            for code, x, y in steps:
+                if code == COMPUTE:
+                    if a.span == 1:
+                        ops.append((x, a.layer, a.tok_step))
+                    else:
+                        ops += [(x, layer, a.tok_step) for layer in a.layers]
+                    continue
+                if ops:
+                    flush(ops, out)
+                if code == ISSUE:  # x: collective kind, y: communicator
+                    issued = (n + len(out), new(Coll, (x, a.layer, a.tok_step, a.skip, a.span)))
+                    pending[(x, a.layer, a.tok_step)] = issued
+                    out.append((ISSUE, y, issued[1], issued[0]))
+                elif code == WAIT:  # x: collective kind, y: release
+                    key = (x, a.layer, a.tok_step)
+                    handle, coll = pending.pop(key) if y else pending[key]
+                    out.append((WAIT, handle, coll, y))
+                elif code == ROWS:
+                    out.append((ROWS, a.layer, a.tok_step, a.skip, x))
+                elif code == BLOCKING:  # x: collective kind, y: (communicator, cut)
+                    out.append((BLOCKING, y[0], new(Coll, (x, a.layer, a.tok_step, a.skip, a.span)), y[1]))
+                else:  # FORGET, WAIT_ALL: what was pending is not waited for one by one
+                    pending.clear()
+                    out.append((code,))
+        if ops:
+            flush(ops, out)
         out.append((STEP_END, t))
         program.append(tuple(out))
         n += len(out)
     return tuple(program)
 
+
+class _Recipes:
+    """Effects as ``(code, x, y)`` steps, translated once per effects tuple a family hands out
+    (kept alive here, so the identity that keys it stays unique)."""
+
+    def __init__(self, plan: Plan, layout: ParallelLayout):
+        self._cuts = plan.rules.window_cuts(plan.strategy).kinds
+        self._layout = layout
+        #: id(effects) -> (effects, steps)
+        self.known: dict[int, tuple[tuple, list[tuple]]] = {}
+
+    def of(self, effects: tuple) -> list[tuple] | str:
+        """The steps of ``effects``; one compute effect alone: its op name."""
+        hit = self.known.get(id(effects))
+        if hit is not None and hit[0] is effects:
+            return hit[1]
+        steps = [self._step(e) for e in effects]
+        if len(steps) == 1 and steps[0][0] == COMPUTE:
+            steps = steps[0][1]
+        self.known[id(effects)] = (effects, steps)
+        return steps
+
+    def _step(self, eff) -> tuple:
+        kind = type(eff)
+        if kind is Compute:
+            return COMPUTE, eff.op, None
+        if kind is RowsCompute:
+            return ROWS, eff.op, None
+        if kind is Issue:
+            return ISSUE, int(eff.kind), self._layout.comm_index(eff.kind)
+        if kind is Wait:
+            return WAIT, int(eff.kind), eff.release
+        if kind is Blocking:
+            comm = self._layout.comm_index(eff.kind)
+            return BLOCKING, int(eff.kind), (comm, eff.kind in self._cuts and comm == 0)
+        if kind is Forget:
+            return FORGET, None, None
+        if kind is WaitAll:
+            return WAIT_ALL, None, None
+        raise ValueError(f"an effect the simulator cannot run: {eff!r}")
+
+
+class _Blocks:
+    """Consecutive compute ops as blocks; op durations per run of op kinds computed once (the same
+    run recurs in every layer and step)."""
+
+    def __init__(self, cost: CostModel, *, host_op_s: float, merge: bool):
+        self.cost, self.host_op_s, self.merge = cost, host_op_s, merge
+        self._times: dict[tuple[str, ...], tuple] = {}
+
+    def flush(self, ops: list[tuple[str, int, int]], out: list[tuple]) -> None:
+        """Append ``ops`` (not empty) to ``out`` as blocks, and empty it."""
+        kinds = tuple(k for k, _, _ in ops)
+        known = self._times.get(kinds)
+        if known is None:
+            cost = self.cost
+            durs = tuple(cost.action_time_s(k) for k in kinds)
+            known = self._times[kinds] = (durs, tuple(cost.action_cost(k).flops for k in kinds), sum(durs), min(durs))
+        durs, flops, total, shortest = known
+        # merging is exact only if the host keeps ahead of the stream inside the block
+        if self.merge and self.host_op_s <= shortest:
+            out.append((COMPUTE, Block(total_s=total, durs_s=durs, ops=tuple(ops), flops=flops)))
+        else:
+            for op, d, f in zip(ops, durs, flops):
+                out.append((COMPUTE, Block(total_s=d, durs_s=(d,), ops=(op,), flops=(f,))))
+        ops.clear()

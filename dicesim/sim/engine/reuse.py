@@ -173,10 +173,11 @@ def find_windows(flat: list[tuple], mid: tuple[np.ndarray, np.ndarray]) -> Windo
             pend.clear()
             continue
         if op == BLOCKING:
-            coll = ins[2]
+            c = ins[2]  # Coll: kind, layer, tok_step, skip, span
+            pay = (c[0], c[3], mid[c[3]][c[1]][c[2]]) if c[0] in _ROUTED else (c[0], c[4])
             if not ins[3]:
                 if cur is not None:
-                    cur.append((BLOCKING, ins[1], _payload(coll, mid)))
+                    cur.append((BLOCKING, ins[1], pay))
                 continue
             if cur is not None:
                 cur.append(_CUT)
@@ -186,11 +187,14 @@ def find_windows(flat: list[tuple], mid: tuple[np.ndarray, np.ndarray]) -> Windo
             cut_step.append(step)
             cut_pending.append(tuple(sorted(pend)))
             start = i
-            cur, cur_steps = [(BLOCKING, ins[1], _payload(coll, mid))], []
+            cur, cur_steps = [(BLOCKING, ins[1], pay)], []
         elif op == ISSUE:
             pend[ins[3]] = i
             if cur is not None:
-                cur.append((ISSUE, ins[1], _payload(ins[2], mid)))
+                # what the collective's duration depends on: the group's matrix for an all-to-all,
+                # the layers covered for an all-gather, nothing else for a latency-bound one
+                c = ins[2]
+                cur.append((ISSUE, ins[1], (c[0], c[3], mid[c[3]][c[1]][c[2]]) if c[0] in _ROUTED else (c[0], c[4])))
         elif op == WAIT:
             at = pend.pop(ins[1]) if ins[3] else pend[ins[1]]
             if cur is not None:
@@ -226,14 +230,6 @@ def find_windows(flat: list[tuple], mid: tuple[np.ndarray, np.ndarray]) -> Windo
     return Windows(cut_pc=np.array(cut_pc, dtype=np.intp), cut_step=np.array(cut_step, dtype=np.intp),
                    cut_pending=tuple(cut_pending), steps=tuple(np.array(s, dtype=np.intp) for s in steps),
                    src=src, run_end=run_end)
-
-
-def _payload(coll, mid: list) -> tuple:
-    """What a collective's duration depends on: the group's matrix for an all-to-all, the layers
-    covered for an all-gather, nothing else for a latency-bound one."""
-    if coll.kind in _ROUTED:
-        return (coll.kind, coll.skip, mid[coll.skip][coll.layer][coll.tok_step])
-    return (coll.kind, coll.span)
 
 
 @dataclass(frozen=True)
