@@ -87,11 +87,11 @@ def test_reference_ops_are_keyed_and_reused_exactly(scheme):
               profile=_profile(interference=0.2, host_op_s=3e-6))
     prep = prepare(**kw)
     from dicesim.sim.engine.engine import Engine
-    from dicesim.sim.engine.program import FORGET, WAIT, WAIT_ALL
+    from dicesim.sim.engine.program import FORGET, ISSUE, WAIT_ALL, WAIT_KEEP
 
     eng = Engine(dataclasses.replace(prep.spec, reuse=True))
     ops = {ins[0] for ins in eng.flat}
-    assert {FORGET, WAIT_ALL} <= ops and any(ins[0] == WAIT and not ins[3] for ins in eng.flat)  # + kept rows
+    assert {FORGET, WAIT_ALL} <= ops and any(ins[0] == ISSUE and ins[4] == WAIT_KEEP for ins in eng.flat)  # kept rows
     win = find_windows(eng.flat, eng.gc[0].matrix_id)
     assert win.src[-1] == -1  # the window with the drain is the run's own
     full, fast = _pair(kw)

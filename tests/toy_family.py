@@ -66,6 +66,7 @@ class ToyRules:
     """The toy family's plan rules (:class:`dicesim.plan.PlanFamily`)."""
 
     name = "toy_gather"
+    static_lowering: dict = {}  # every kind's effects go through lower()
 
     def build(self, s: ToyStrategy, num_layers: int, num_steps: int) -> Plan:
         steps = []

@@ -24,7 +24,9 @@ a test), never during a run.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -55,6 +57,9 @@ class PlanFamily(Protocol):
     """What a family of strategies implements (see the module docstring)."""
 
     name: str
+    #: action kinds whose effects depend on the kind alone -> those effects (what :meth:`lower`
+    #: returns for them; the compiler reads it instead of calling ``lower`` thousands of times)
+    static_lowering: Mapping[StrEnum, tuple[Effect, ...]]
 
     def build(self, strategy: Strategy, num_layers: int, num_steps: int) -> Plan: ...
 

@@ -34,6 +34,7 @@ class ExpertParallelPlan:
 
     #: what an action does, as effects over the collective vocabulary (the simulator compiles them)
     lower = staticmethod(kinds.lower)
+    static_lowering = kinds.STATIC_LOWERING
 
     def window_cuts(self, strategy: ExpertParallelStrategy) -> WindowCuts:
         # a blocking count exchange on the all-to-all communicator waits behind every earlier collective

@@ -109,9 +109,9 @@ def _reference(plan: Plan) -> tuple[tuple[tuple[HeldBuffer, ...], ...], GcFrees]
             frees.setdefault(where, []).append((e.layer, HELD_OF[(kind, part)], e.tok_step))
 
     def put(kind: str, e: _Entry, where: tuple[int, int]) -> None:
-        if gc:  # the entry being replaced goes anyway
+        if gc:  # the entry being replaced goes anyway (free's test inline: most entries are freed already)
             for old in caches[kind].values():
-                if old.layer != e.layer:
+                if old.layer != e.layer and old.seq <= done and "send" in old.parts:
                     free(kind, old, "send", where)
         caches[kind][e.layer] = e
 

@@ -107,6 +107,8 @@ LOWERING: dict[StrEnum, tuple[Effect, ...]] = {
 }
 #: sync_moe whose dispatched rows a later run_experts re-runs: the dispatch stays pending
 _SYNC_KEEP = (Blocking(_N), Issue(_D), Wait(_D, release=False), _EXPERTS, Issue(_C), Wait(_C))
+#: kinds whose effects do not depend on the action's other fields (sync_moe does: ``keep``)
+STATIC_LOWERING: dict[StrEnum, tuple[Effect, ...]] = {k: v for k, v in LOWERING.items() if k != MoEAction.SYNC_MOE}
 
 
 def lower(action: Action) -> tuple[Effect, ...]:

@@ -53,6 +53,8 @@ def build(strategy: ExpertParallelStrategy, num_layers: int, num_steps: int, rul
     T = num_steps
     displaced = strategy.scheme == "displaced"
     every_step = strategy.async_work == "every_step"
+    data_parallel = strategy.scheme == "data_parallel"
+    combine_first = strategy.slot_order == "combine_first"
 
     def step_async(t: int) -> bool:
         return 0 <= t < T and not strategy.step_is_sync(t, T)
@@ -91,13 +93,16 @@ def build(strategy: ExpertParallelStrategy, num_layers: int, num_steps: int, rul
         acts.append(Action(EMBED, -1, t))
         # reference work: the next step's slots re-run the experts on this sync step's dispatched rows
         rerun = {source(l, t + 1) for l in async_layers} if every_step and full_sync and step_async(t + 1) else set()
+        # which exchanges of this step send one copy per token (the same for every layer of a kind)
+        skip_sync, skip_async = layer_skips_copy(strategy, False, t, T), layer_skips_copy(strategy, True, t, T)
+        issue_t = issues(t)
         for l in range(num_layers):
             acts += [Action(ATTENTION, l, t), Action(GATE, l, t)]
-            if strategy.scheme == "data_parallel":
+            if data_parallel:
                 acts += [Action(LOCAL_MOE, l, t), Action(SHARED_EXPERT, l, t), Action(LOCAL_COMBINE, l, t)]
                 continue
             if full_sync or l in sync_set:
-                skip = layer_skips_copy(strategy, False, t, T)
+                skip = skip_sync
                 keep = (l, t) in rerun
                 acts.append(Action(SYNC_MOE, l, t, skip, keep))
                 if keep:
@@ -107,8 +112,8 @@ def build(strategy: ExpertParallelStrategy, num_layers: int, num_steps: int, rul
                 acts += [Action(SHARED_EXPERT, l, t), Action(LOCAL_COMBINE, l, t)]
                 continue
             cache_reads.add((t, l))
-            if issues(t):
-                skip = layer_skips_copy(strategy, True, t, T)
+            if issue_t:
+                skip = skip_async
                 acts.append(Action(ISSUE_DISPATCH, l, t, skip))
                 dispatched[(l, t)] = skip
             src = source(l, t)
@@ -119,7 +124,7 @@ def build(strategy: ExpertParallelStrategy, num_layers: int, num_steps: int, rul
             used = (l, t - 2 if displaced else t - 1)
             wait = [Action(WAIT_COMBINE, l, used[1], combining.pop(used))] if used in combining else []
             shared = [Action(SHARED_EXPERT, l, t)]
-            acts += wait + shared if strategy.slot_order == "combine_first" else shared + wait
+            acts += wait + shared if combine_first else shared + wait
             acts.append(Action(LOCAL_COMBINE, l, t))
         acts.append(Action(FINAL, -1, t))
         if t == T - 1 and (dispatched or combining):

@@ -7,7 +7,9 @@ order, nothing re-derived. The engine reads only these:
 - ``COMPUTE``: compute whose time the workload fixes (:class:`Block`);
 - ``ROWS``: compute whose time depends on the rows this rank received (experts);
 - ``ISSUE``: issue a collective on one of the group's communicators; it stays pending under a
-  handle (the flat index of the issuing instruction);
+  handle (the flat index of the issuing instruction); ``wait``: the compute stream waits for it
+  at once (an action's wait that follows its issue directly is folded into it; ``WAIT_KEEP``: it
+  stays pending for a later wait);
 - ``WAIT``: the compute stream waits for a pending collective (``release``: it is done with);
 - ``BLOCKING``: the host issues a collective and waits for it; ``cut`` marks a window-reuse cut
   point (the family's :meth:`~dicesim.plan.PlanFamily.window_cuts`);
@@ -47,6 +49,9 @@ class Op(IntEnum):
 
 
 COMPUTE, ROWS, ISSUE, WAIT, BLOCKING, WAIT_ALL, FORGET, STEP_END = (int(op) for op in Op)
+#: ``wait`` of an ISSUE: none; the stream waits at once and is done with it; waits and keeps it pending
+NO_WAIT, WAIT_RELEASE, WAIT_KEEP = 0, 1, 2
+_ISSUE_WAIT = -1  # a compile step only: an issue and the wait for it, one instruction
 
 
 class Coll(NamedTuple):
@@ -75,12 +80,13 @@ def compile_program(plan: Plan, cost: CostModel, layout: ParallelLayout, *, host
                     merge: bool = True) -> tuple[tuple, ...]:
     """Per step, the tuple of instructions (layouts in the module docstring):
 
-    ``(COMPUTE, Block)``; ``(ROWS, layer, tok_step, skip, name)``; ``(ISSUE, comm, Coll, handle)``;
+    ``(COMPUTE, Block)``; ``(ROWS, layer, tok_step, skip, name)``; ``(ISSUE, comm, Coll, handle, wait)``;
     ``(WAIT, handle, Coll, release)``; ``(BLOCKING, comm, Coll, cut)``; ``(WAIT_ALL,)``; ``(FORGET,)``;
     ``(STEP_END, step)``. ``comm`` indexes ``layout.communicators``.
     """
     lower, recipes = plan.rules.lower, _Recipes(plan, layout)
     known, flush = recipes.known, _Blocks(cost, host_op_s=host_op_s, merge=merge).flush
+    static = {kind: recipes.of(effects) for kind, effects in plan.rules.static_lowering.items()}
     new = tuple.__new__
     program = []
     pending: dict[tuple[int, int, int], tuple] = {}  # (kind, layer, tok_step) issued, not released -> (handle, Coll)
@@ -89,9 +95,11 @@ def compile_program(plan: Plan, cost: CostModel, layout: ParallelLayout, *, host
         out: list[tuple] = []
         ops: list[tuple[str, int, int]] = []
         for a in actions:
-            effects = lower(a)
-            hit = known.get(id(effects))
-            steps = hit[1] if hit is not None and hit[0] is effects else recipes.of(effects)
+            steps = static.get(a.kind)
+            if steps is None:
+                effects = lower(a)
+                hit = known.get(id(effects))
+                steps = hit[1] if hit is not None and hit[0] is effects else recipes.of(effects)
             if steps.__class__ is str:  # one compute op (most actions): its cost name
                 if a.span == 1:
                     ops.append((steps, a.layer, a.tok_step))
@@ -110,7 +118,13 @@ def compile_program(plan: Plan, cost: CostModel, layout: ParallelLayout, *, host
                 if code == ISSUE:  # x: collective kind, y: communicator
                     issued = (n + len(out), new(Coll, (x, a.layer, a.tok_step, a.skip, a.span)))
                     pending[(x, a.layer, a.tok_step)] = issued
-                    out.append((ISSUE, y, issued[1], issued[0]))
+                    out.append((ISSUE, y, issued[1], issued[0], NO_WAIT))
+                elif code == _ISSUE_WAIT:  # x: collective kind, y: (communicator, wait): issued and awaited at once
+                    here = n + len(out)
+                    coll = new(Coll, (x, a.layer, a.tok_step, a.skip, a.span))
+                    if y[1] == WAIT_KEEP:
+                        pending[(x, a.layer, a.tok_step)] = (here, coll)
+                    out.append((ISSUE, y[0], coll, here, y[1]))
                 elif code == WAIT:  # x: collective kind, y: release
                     key = (x, a.layer, a.tok_step)
                     handle, coll = pending.pop(key) if y else pending[key]
@@ -145,7 +159,15 @@ class _Recipes:
         hit = self.known.get(id(effects))
         if hit is not None and hit[0] is effects:
             return hit[1]
-        steps = [self._step(e) for e in effects]
+        steps = []
+        for e in effects:
+            step = self._step(e)
+            last = steps[-1] if steps else None
+            if step[0] == WAIT and last is not None and last[0] == ISSUE and last[1] == step[1]:
+                # a wait for the collective issued just before: the stream waits at once
+                steps[-1] = (_ISSUE_WAIT, step[1], (last[2], WAIT_RELEASE if step[2] else WAIT_KEEP))
+            else:
+                steps.append(step)
         if len(steps) == 1 and steps[0][0] == COMPUTE:
             steps = steps[0][1]
         self.known[id(effects)] = (effects, steps)

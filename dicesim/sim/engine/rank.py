@@ -24,7 +24,9 @@ from typing import Any, Protocol
 import numpy as np
 import simpy
 
-from dicesim.sim.engine.program import BLOCKING, COMPUTE, FORGET, ISSUE, ROWS, STEP_END, WAIT, WAIT_ALL
+from dicesim.sim.engine.program import (
+    BLOCKING, COMPUTE, FORGET, ISSUE, ROWS, STEP_END, WAIT, WAIT_ALL, WAIT_RELEASE,
+)
 from dicesim.sim.engine.recording import WAIT_NAMES, TraceHooks
 from dicesim.sim.engine.streams import ComputeStreams, RankState
 
@@ -75,10 +77,18 @@ def rank_process(eng: RankWorld, st: RankState):
             if rec is not None:
                 rec.compute(r, blk, now, env.now, t)
         elif op == ISSUE:
-            c = ins[1]
+            c, wait = ins[1], ins[4]
             host_t += hcoll
             now = env.now
-            pend[ins[3]] = comms[c].issue(mids[c], ins[2], t, host_t if host_t > now else now)
+            ev = comms[c].issue(mids[c], ins[2], t, host_t if host_t > now else now)
+            if wait != WAIT_RELEASE:
+                pend[ins[3]] = ev
+            if wait and ev.callbacks is not None:  # the stream waits for it at once
+                yield ev
+                exposed += env.now - now
+                if rec is not None:
+                    coll = ins[2]
+                    rec.wait(r, WAIT_NAMES[coll.kind], now, env.now, coll.layer, t, coll.tok_step)
         elif op == WAIT:
             ev = pend.pop(ins[1]) if ins[3] else pend[ins[1]]
             if ev.callbacks is not None:

@@ -33,7 +33,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from dicesim.plan import CollectiveKind, WindowCuts
-from dicesim.sim.engine.program import BLOCKING, COMPUTE, FORGET, ISSUE, ROWS, STEP_END, WAIT, WAIT_ALL
+from dicesim.sim.engine.program import (
+    BLOCKING, COMPUTE, FORGET, ISSUE, ROWS, STEP_END, WAIT, WAIT_ALL, WAIT_RELEASE,
+)
 
 _CUT, _END, _STEP, _FORGET = ("cut",), ("end",), ("step",), ("forget",)
 _ROUTED = (int(CollectiveKind.DISPATCH), int(CollectiveKind.COMBINE))
@@ -189,12 +191,14 @@ def find_windows(flat: list[tuple], mid: tuple[np.ndarray, np.ndarray]) -> Windo
             start = i
             cur, cur_steps = [(BLOCKING, ins[1], pay)], []
         elif op == ISSUE:
-            pend[ins[3]] = i
+            if ins[4] != WAIT_RELEASE:
+                pend[ins[3]] = i
             if cur is not None:
                 # what the collective's duration depends on: the group's matrix for an all-to-all,
                 # the layers covered for an all-gather, nothing else for a latency-bound one
                 c = ins[2]
-                cur.append((ISSUE, ins[1], (c[0], c[3], mid[c[3]][c[1]][c[2]]) if c[0] in _ROUTED else (c[0], c[4])))
+                pay = (c[0], c[3], mid[c[3]][c[1]][c[2]]) if c[0] in _ROUTED else (c[0], c[4])
+                cur.append((ISSUE, ins[1], pay, ins[4]))
         elif op == WAIT:
             at = pend.pop(ins[1]) if ins[3] else pend[ins[1]]
             if cur is not None:
