@@ -75,8 +75,8 @@ def prepare(scenario: Scenario | None = None, *, profile: HardwareProfile | str 
                             tokens_per_rank=wl.tokens, top_k=preset.top_k, seed=sc.seed, sampling=sampling,
                             histogram=histogram)
     cost = CostModel(prof, wl, experts_on_rank=layout.experts_per_rank)
-    spec = EngineSpec(plan=plan, layout=layout, cost=cost, routing=routing, graph=G, profile=prof, row_nbytes=wl.row_nbytes(),
-                   record=record, merge_compute=merge_compute)
+    spec = EngineSpec(plan=plan, layout=layout, cost=cost, routing=routing, graph=G, profile=prof,
+                      row_nbytes=wl.row_nbytes(), record=record, merge_compute=merge_compute)
     return Prepared(scenario=sc, spec=spec)
 
 

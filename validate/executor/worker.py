@@ -177,8 +177,9 @@ def run_rank(spec: RunSpec, *, rank: int, world_size: int, device: torch.device,
         shadow = EmulatedDispatcher(placement) if spec.shadow else None
     else:
         comms = [groups.group(layout, rank, c.purpose) for c in layout.communicators]
-        disp = Dispatcher(placement, ep_rank, group=comms[0], count_group=comms[layout.comm_index(CollectiveKind.COUNTS)],
-                          sink=tracer.sink, clock=tracer.clock, mark=tracer.mark)
+        counts = comms[layout.comm_index(CollectiveKind.COUNTS)]
+        disp = Dispatcher(placement, ep_rank, group=comms[0], count_group=counts, sink=tracer.sink, clock=tracer.clock,
+                          mark=tracer.mark)
         shadow = None
         if spec.shadow:
             sg = groups.group(layout, rank, "shadow")

@@ -158,7 +158,8 @@ def _reference(plan: Plan) -> tuple[tuple[tuple[HeldBuffer, ...], ...], GcFrees]
         if t + 1 < plan.num_steps:
             live = [(kind, e) for kind, c in caches.items() for e in c.values()]
             live += [(key[0], e) for key, e in pending.items() if caches[key[0]].get(e.layer) is not e]
-            out = [HeldBuffer(e.layer, HELD_OF[(kind, p)], e.tok_step, e.skip) for kind, e in live for p in sorted(e.parts)]
+            out = [HeldBuffer(e.layer, HELD_OF[(kind, p)], e.tok_step, e.skip)
+                   for kind, e in live for p in sorted(e.parts)]
             out += [HeldBuffer(l, SKIP_CACHE, -1, False) for l in sorted(skip_held)]
         by_step.append(tuple(out))
     return tuple(by_step), frees

@@ -108,7 +108,8 @@ class Engine:
                 self.ranks[r].memo = memo
         if profile.comm_interference == 0:  # transfers of isolated groups start on idle links: plan them together
             # (skip, layer, tok_step) of every dispatch (Coll fields 3, 1, 2); each plans its combine too
-            uses = {(ins[2][3], ins[2][1], ins[2][2]) for ins in self.flat if ins[0] == ISSUE and ins[2][0] == _DISPATCH}
+            uses = {(ins[2][3], ins[2][1], ins[2][2]) for ins in self.flat
+                    if ins[0] == ISSUE and ins[2][0] == _DISPATCH}
             for gc, ok in zip(gcs, alone):
                 if ok:
                     plan, mirrors = gc.distinct_groups(uses)
