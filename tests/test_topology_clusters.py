@@ -57,7 +57,7 @@ def test_out_of_range_and_unknown_cluster_names_are_one_line_errors():
 @pytest.mark.parametrize("topology, placement, folds", [
     ("16x-dgx-h100-rail", "contiguous", True),  # each group inside one server
     ("16x-dgx-h100-rail", "strided", True),  # one rail per group, one leaf per rail: nothing shared
-    ("64x-dgx-h100-rail", "strided", False),  # two units: the groups of a rail share the leaf uplinks
+    ("64x-dgx-h100-rail", "strided", True),  # two units: the groups of a rail share the uplinks in lock step
     ("64x-l40s-roce", "contiguous", True),
 ])
 def test_folding_follows_the_fabric(topology, placement, folds):
@@ -66,8 +66,7 @@ def test_folding_follows_the_fabric(topology, placement, folds):
                    batch=1).spec
     fold = plan_fold(spec)
     assert fold.applied is folds
-    if not folds:
-        assert fold.reason == "groups share links"
+    assert bool(fold.shares) is (placement == "strided" and topology.startswith("64x"))
 
 
 def test_folded_cluster_run_equals_the_full_run():

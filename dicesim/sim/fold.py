@@ -32,6 +32,7 @@ import pandas as pd
 
 from dicesim.sim.engine.engine import run_engine
 from dicesim.sim.engine.runspec import EngineSpec, RawRun
+from dicesim.sim.network.flowgroup import LinkShare
 from dicesim.topology import gpu_nodes, group_routes
 
 
@@ -40,14 +41,18 @@ class Fold:
     """Which groups the engine simulates and where every other group takes its results from.
 
     ``rep[g]`` is the simulated group whose results group ``g`` takes (``g`` itself when
-    simulated); ``links[g]``: group ``g``'s links (global ids) in the order of its class's
-    canonical numbering, so ``links[g][k]`` corresponds to ``links[rep[g]][k]``.
+    simulated). ``link_of_L[l]``: the link of the simulated network whose totals physical link ``l``
+    takes (``l`` itself where nothing folds onto another link, -1 where no group's flow goes).
+    ``shares``: per simulated group that stands for groups sharing its links in lock step, how its
+    flows load the quotient network (:class:`~dicesim.sim.network.flowgroup.LinkShare`); empty when
+    the folded groups are isolated.
     """
 
     groups: tuple[tuple[int, ...], ...]
     rep: tuple[int, ...]
-    links: tuple[np.ndarray, ...]
+    link_of_L: np.ndarray
     reason: str | None
+    shares: dict[int, LinkShare] = dataclasses.field(default_factory=dict)
 
     @property
     def simulated(self) -> tuple[int, ...]:
@@ -60,7 +65,7 @@ class Fold:
     def info(self) -> dict[str, Any]:
         """What :func:`dicesim.sim.api.simulate` reports in ``meta["fold"]``."""
         return {"applied": self.applied, "groups": len(self.groups), "simulated_groups": len(self.simulated),
-                "reason": self.reason}
+                "reason": self.reason, "shared_links": bool(self.shares)}
 
 
 def _signature(routes: dict, members: tuple[int, ...], link_id: dict, attrs_L: list, ports: list | None):
@@ -93,10 +98,10 @@ def plan_fold(spec: EngineSpec) -> Fold:
     G = spec.graph
     groups = spec.layout.groups()
     n = len(groups)
-    if n < 2:
-        return Fold(groups=groups, rep=tuple(range(n)), links=tuple(np.zeros(0, dtype=np.intp) for _ in groups),
-                    reason="one expert-parallel group")
     link_id = {e: i for i, e in enumerate(G.edges)}
+    n_links = len(link_id)
+    if n < 2:
+        return Fold(groups=groups, rep=tuple(range(n)), link_of_L=np.arange(n_links), reason="one expert-parallel group")
     attrs_L = [(float(d["bw_Bps"]), float(d["latency_s"]), str(d.get("link", ""))) for _, _, d in G.edges(data=True)]
     ports = None
     if spec.profile.comm_interference > 0:
@@ -107,7 +112,88 @@ def plan_fold(spec: EngineSpec) -> Fold:
         sig, order = _signature(table.routes, members, link_id, attrs_L, ports)
         sigs.append(sig)
         links.append(order)
-    # isolated: no link (and no endpoint link whose slow-down matters) in common with another group
+    cls = _classes(spec, groups, sigs)
+    quotient = _quotient(groups, cls, links, attrs_L, ports, n_links)
+    if quotient is None:  # sharing that is not in lock step: fold only the isolated groups
+        return _isolated_fold(groups, cls, links, ports, n_links)
+    rep, link_of_L, shares = quotient
+    reason = None
+    if all(r == g for g, r in enumerate(rep)):
+        reason = ("groups share links" if shares
+                  else "no two groups carry the same load over the same link structure")
+    return Fold(groups=groups, rep=rep, link_of_L=link_of_L, reason=reason,
+                shares=shares if any(r != g for g, r in enumerate(rep)) else {})
+
+
+def _classes(spec: EngineSpec, groups, sigs) -> list[int]:
+    """Per group, the first group of its class: same link structure and the same routed rows."""
+    send = [spec.routing.send_rows_LTWS(skip) for skip in (False, True)]
+    first: dict[tuple, list[int]] = {}
+    cls = []
+    for g, members in enumerate(groups):
+        cands = first.setdefault(sigs[g], [])
+        mine = list(members)
+        for h in cands:
+            if all(np.array_equal(s[:, :, mine, :], s[:, :, list(groups[h]), :]) for s in send):
+                cls.append(h)
+                break
+        else:
+            cands.append(g)
+            cls.append(g)
+    return cls
+
+
+def _quotient(groups, cls, links, attrs_L, ports, n_links):
+    """Fold every class onto its first group, on a network where the first group's flows stand for
+    the whole class: ``(rep, link_of_L, shares)``, or None where that is not exact.
+
+    Each link's *users* are (class, role) pairs: group ``g`` of class ``c`` uses link ``l`` as its
+    ``k``-th link (canonical numbering). A class evolves in lock step (every group like its first)
+    when every link that any group uses in a role is used by the same classes, in the same roles, as
+    often: then each link sees the same load as every other link of its kind, and the simulated
+    groups reproduce it by loading their own link of that kind once per copy. Roles that always share
+    one link are one link of the quotient network.
+    """
+    users: dict[int, dict[tuple[int, int], int]] = {}
+    for g, order in enumerate(links):
+        c = cls[g]
+        for k, lid in enumerate(order.tolist()):
+            u = users.setdefault(lid, {})
+            u[(c, k)] = u.get((c, k), 0) + 1
+    kind_of: dict[tuple[int, int], tuple] = {}
+    for u in users.values():
+        kind = tuple(sorted(u.items()))
+        for role in u:
+            if kind_of.setdefault(role, kind) != kind:
+                return None  # a role meets different company on different links: not in lock step
+    remap = np.arange(n_links)
+    weight: dict[int, np.ndarray] = {}
+    quot: dict[tuple, int] = {}
+    for kind in set(kind_of.values()):
+        own = [int(links[c][k]) for (c, k), _ in kind]  # the simulated groups' links of this kind
+        if len({attrs_L[lid] for lid in own}) != 1:
+            return None
+        q = quot[kind] = min(own)
+        for (c, k), m in kind:
+            remap[links[c][k]] = q
+            weight.setdefault(c, np.ones(n_links))[links[c][k]] = m
+    if ports is not None:  # compute slows a member's endpoint links: only where they are its own
+        for c in set(cls):
+            w = weight.get(c, np.ones(n_links))
+            for r in groups[c]:
+                if any(remap[lid] != lid or w[lid] != 1 for lid in ports[r]):
+                    return None
+    link_of_L = np.full(n_links, -1, dtype=np.intp)
+    for lid, u in users.items():
+        link_of_L[lid] = quot[kind_of[next(iter(u))]]
+    shared = not np.array_equal(remap, np.arange(n_links)) or any((w != 1).any() for w in weight.values())
+    shares = {c: LinkShare(remap, weight[c]) for c in set(cls) if c in weight} if shared else {}
+    return tuple(cls), link_of_L, shares
+
+
+def _isolated_fold(groups, cls, links, ports, n_links) -> Fold:
+    """Fold isolated groups onto the first isolated group of their class; simulate every group that
+    shares a link."""
     owner: dict[int, int] = {}
     coupled: set[int] = set()
     for g, members in enumerate(groups):
@@ -118,26 +204,20 @@ def plan_fold(spec: EngineSpec) -> Fold:
             h = owner.setdefault(lid, g)
             if h != g:
                 coupled.update((g, h))
-    send = [spec.routing.send_rows_LTWS(skip) for skip in (False, True)]
-    rep = list(range(n))
-    classes: dict[tuple, list[int]] = {}
-    for g in range(n):
+    rep = list(range(len(groups)))
+    first: dict[int, int] = {}
+    link_of_L = np.arange(n_links)
+    for g in range(len(groups)):
         if g in coupled:
             continue
-        cands = classes.setdefault(sigs[g], [])
-        mine = list(groups[g])
-        for h in cands:
-            theirs = list(groups[h])
-            if all(np.array_equal(s[:, :, mine, :], s[:, :, theirs, :]) for s in send):
-                rep[g] = h
-                break
-        else:
-            cands.append(g)
+        h = first.setdefault(cls[g], g)
+        rep[g] = h
+        link_of_L[links[g]] = links[h]
     reason = None
     if all(r == g for g, r in enumerate(rep)):
-        reason = ("groups share links" if len(coupled) == n
+        reason = ("groups share links" if len(coupled) == len(groups)
                   else "no two groups carry the same load over the same link structure")
-    return Fold(groups=groups, rep=tuple(rep), links=tuple(links), reason=reason)
+    return Fold(groups=groups, rep=tuple(rep), link_of_L=link_of_L, reason=reason)
 
 
 def expand(raw: RawRun, fold: Fold, edges: list) -> RawRun:
@@ -148,15 +228,16 @@ def expand(raw: RawRun, fold: Fold, edges: list) -> RawRun:
     nbytes = np.array([s["nbytes"] for s in raw.link_stats])
     busy = np.array([s["busy_s"] for s in raw.link_stats])
     rank_of: dict[int, int] = {}  # folded rank -> the rank whose results it takes
-    link_of: dict[int, int] = {}
     for g, h in enumerate(fold.rep):
         if g == h:
             continue
         mine, theirs = list(fold.groups[g]), list(fold.groups[h])
         step_end[mine], counters[mine] = step_end[theirs], counters[theirs]
-        nbytes[fold.links[g]], busy[fold.links[g]] = nbytes[fold.links[h]], busy[fold.links[h]]
         rank_of.update(zip(mine, theirs))
-        link_of.update(zip(fold.links[g].tolist(), fold.links[h].tolist()))
+    taken = np.flatnonzero((fold.link_of_L >= 0) & (fold.link_of_L != np.arange(fold.link_of_L.shape[0])))
+    src = fold.link_of_L[taken]
+    nbytes[taken], busy[taken] = nbytes[src], busy[src]
+    link_of = dict(zip(taken.tolist(), src.tolist()))
     stats = [dict(s, nbytes=float(b), busy_s=float(t)) for s, b, t in zip(raw.link_stats, nbytes, busy)]
     n_sim = len(fold.simulated)
     if raw.collectives % n_sim:
@@ -198,11 +279,13 @@ def run_folded(spec: EngineSpec, *, fold: bool = True, reuse: bool = True) -> tu
     """Run ``spec``, folding equivalent isolated groups (``fold``) and reusing repeated windows
     (``reuse``); both exact, both reported in the returned ``{"fold": ..., "reuse": ...}``."""
     plan = plan_fold(spec) if fold else None
-    sub = dataclasses.replace(spec, groups=plan.simulated if plan is not None and plan.applied else None, reuse=reuse)
+    applied = plan is not None and plan.applied
+    sub = dataclasses.replace(spec, groups=plan.simulated if applied else None, reuse=reuse,
+                              shares=plan.shares if applied and plan.shares else None)
     raw = run_engine(sub)
     info_fold = plan.info() if plan is not None else {"applied": False, "groups": len(spec.layout.groups()),
                                                      "simulated_groups": len(spec.layout.groups()),
-                                                     "reason": "turned off"}
+                                                     "reason": "turned off", "shared_links": False}
     info_reuse = {"applied": raw.windows_reused > 0, "windows": raw.windows, "reused_windows": raw.windows_reused,
                   "reason": raw.reuse_blocked if reuse else "turned off"}
     if plan is not None:
