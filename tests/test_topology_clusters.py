@@ -48,7 +48,7 @@ def test_roce_nics_hang_off_the_pcie_switches():
 
 def test_out_of_range_and_unknown_cluster_names_are_one_line_errors():
     with pytest.raises(TopologyError, match="out of range"):
-        get_topology("129x-dgx-h100-rail")
+        get_topology("2049x-dgx-h100-rail")
     with pytest.raises(TopologyError) as exc:
         get_topology("16x-dgx-b200-rail")
     assert all(n in str(exc.value) for n in SCALED_NAMES)
@@ -76,3 +76,10 @@ def test_folded_cluster_run_equals_the_full_run():
     fast = simulate(**kw)
     assert fast.meta["fold"]["simulated_groups"] == 1 and len(gpu_nodes(get_topology("4x-l40s-roce"))) == 32
     assert_same_run(full, fast)
+
+
+@pytest.mark.parametrize("name", ["2x-dgx-h100-rail", "33x-dgx-h100-rail", "5x-l40s-roce", "dgx-h100"])
+def test_topology_gpus_counts_without_building_the_cluster(name):
+    from dicesim.topology import topology_gpus
+
+    assert topology_gpus(name) == world_size(get_topology(name))

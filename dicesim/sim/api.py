@@ -17,7 +17,7 @@ import numpy as np
 
 from dicesim.models import block_workload
 from dicesim.plan import Plan, build_plan, layout_for
-from dicesim.scenario import Scenario, make_scenario
+from dicesim.scenario import Scenario, check_run_size, make_scenario
 from dicesim.sim.costs.costmodel import CostModel
 from dicesim.sim.engine.runspec import EngineSpec
 from dicesim.sim.fold import run_folded
@@ -71,6 +71,8 @@ def prepare(scenario: Scenario | None = None, *, profile: HardwareProfile | str 
     layout = layout_for(sc.strategy, sc.world_size, preset.num_experts, group_layout=sc.placement)
     plan = build_plan(sc.strategy, preset.depth, sc.steps)
     sampling = sampling or getattr(sc.routing, "sampling", None) or "expected"
+    if sampling != sc.routing.sampling:  # the keyword draws tables the scenario's check did not count
+        check_run_size(sc.model_copy(update={"routing": sc.routing.model_copy(update={"sampling": sampling})}))
     routing = build_routing(sc.routing, layout.placement, num_layers=preset.depth, num_steps=sc.steps,
                             tokens_per_rank=wl.tokens, top_k=preset.top_k, seed=sc.seed, sampling=sampling,
                             histogram=histogram)

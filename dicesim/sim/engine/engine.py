@@ -78,7 +78,7 @@ class Engine:
         self.active = tuple(range(len(self.groups))) if spec.groups is None else tuple(spec.groups)
         self.comms: list[Communicator] = []
         on_done = self.trace.collective if self.trace is not None else None
-        tables = group_routes(G, [self.groups[g] for g in self.active])
+        tables = spec.routes if spec.routes is not None else group_routes(G, [self.groups[g] for g in self.active])
         for g, table in zip(self.active, tables):
             members = self.groups[g]
             self.gc[g] = self._group_comm(g, members, table, G, nccl)

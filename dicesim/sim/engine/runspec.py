@@ -19,6 +19,7 @@ from dicesim.sim.network.flowgroup import LinkShare
 from dicesim.sim.network.nccl import NcclModel
 from dicesim.sim.costs.profile import HardwareProfile
 from dicesim.sim.costs.routing import TokenRouting
+from dicesim.topology import RouteTable
 
 #: per-rank cumulative counters snapshotted at each step end (columns of RawRun.counters_WTK)
 COUNTERS = ("compute_busy_s", "comm_busy_s", "overlap_s", "exposed_comm_s", "host_gap_s")
@@ -46,6 +47,9 @@ class EngineSpec:
     #: simulated group -> how its flows stand for the folded groups that share its links in lock step
     #: (:class:`~dicesim.sim.network.flowgroup.LinkShare`, decided by :mod:`dicesim.sim.fold`)
     shares: Mapping[int, LinkShare] | None = None
+    #: route tables of the simulated groups, in order, when already computed on a graph with the same
+    #: latencies (routes depend on latencies only); None: the engine routes them
+    routes: tuple[RouteTable, ...] | None = None
 
 
 @dataclass(frozen=True)
