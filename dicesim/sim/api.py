@@ -7,6 +7,7 @@ assembles the metrics. Everything is deterministic for the scenario's seed.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +23,7 @@ from dicesim.sim.costs.costmodel import CostModel
 from dicesim.sim.engine.runspec import EngineSpec
 from dicesim.sim.fold import run_folded
 from dicesim.sim.metrics import SimResult, build_result
+from dicesim.sim.sample import predicted_totals
 from dicesim.sim.costs.profile import HardwareProfile, get_profile, profile_for_gpu
 from dicesim.sim.costs.routing import TokenRouting, build_routing
 from dicesim.topology import get_topology
@@ -85,7 +87,7 @@ def prepare(scenario: Scenario | None = None, *, profile: HardwareProfile | str 
 def simulate(scenario: Scenario | None = None, *, profile: HardwareProfile | str | None = None,
              graph: nx.DiGraph | None = None, record: bool = False, sampling: str | None = None,
              histogram: np.ndarray | None = None, merge_compute: bool = True, fold: bool = True,
-             reuse: bool = True, **fields: object) -> SimResult:
+             reuse: bool = True, sample_groups: int | None = None, **fields: object) -> SimResult:
     """Simulate one scenario and return its :class:`SimResult`.
 
     ``scenario``: a :class:`~dicesim.scenario.Scenario`; or give its fields as keywords
@@ -99,16 +101,23 @@ def simulate(scenario: Scenario | None = None, *, profile: HardwareProfile | str
     it to the others (:mod:`dicesim.sim.fold`); ``reuse``: take repeated windows between group-wide
     cuts from the record (:mod:`dicesim.sim.engine.reuse`). Both are exact (equal to the full run up to
     float round-off); ``meta["fold"]`` and ``meta["reuse"]`` say whether and how much they applied.
+    ``sample_groups``: with sampled routing, groups that are alike but carry different draws do not
+    fold; more than :data:`~dicesim.sim.sample.SAMPLE_ABOVE` of them are then sampled (None), ``k`` of
+    them simulated (``k``) or all (0). A sampled run's total is a prediction with an interval
+    (``step_latency_low_s`` / ``_high_s`` in the totals, ``meta["sample"]``; :mod:`dicesim.sim.sample`).
     """
     with _collector_paused():
         prep = prepare(scenario, profile=profile, graph=graph, record=record, sampling=sampling,
                        histogram=histogram, merge_compute=merge_compute, **fields)
         spec, sc = prep.spec, prep.scenario
-        raw, shortcuts = run_folded(spec, fold=fold, reuse=reuse)
+        raw, shortcuts = run_folded(spec, fold=fold, reuse=reuse, sample_groups=sample_groups, seed=sc.seed)
         meta = {"scenario": sc.model_dump(mode="json"), "profile": spec.profile.name,
                 "memo_hits": raw.memo_hits, "memo_misses": raw.memo_misses, "sim_events": raw.sim_events, **shortcuts}
-        return build_result(raw, plan=spec.plan, routing=spec.routing, row_nbytes=spec.row_nbytes, graph=spec.graph,
-                            label=sc.label(), meta=meta)
+        res = build_result(raw, plan=spec.plan, routing=spec.routing, row_nbytes=spec.row_nbytes, graph=spec.graph,
+                           label=sc.label(), meta=meta)
+        if "sample" in shortcuts:
+            res = dataclasses.replace(res, totals=predicted_totals(res.totals, shortcuts["sample"], sc.steps))
+        return res
 
 
 @contextmanager

@@ -33,6 +33,7 @@ import pandas as pd
 from dicesim.sim.engine.engine import run_engine
 from dicesim.sim.engine.runspec import EngineSpec, RawRun
 from dicesim.sim.network.flowgroup import LinkShare
+from dicesim.sim.sample import GroupSample, plan_sample, sample_info
 from dicesim.topology import RouteTable, gpu_nodes, group_routes
 
 
@@ -55,6 +56,8 @@ class Fold:
     shares: dict[int, LinkShare] = dataclasses.field(default_factory=dict)
     #: route tables of the simulated groups (the engine routes on a graph with the same latencies)
     routes: tuple[RouteTable, ...] | None = None
+    #: alike groups sampled instead of folded (:mod:`dicesim.sim.sample`): results are predicted
+    sample: GroupSample | None = None
 
     @property
     def simulated(self) -> tuple[int, ...]:
@@ -66,6 +69,9 @@ class Fold:
 
     def info(self) -> dict[str, Any]:
         """What :func:`dicesim.sim.api.simulate` reports in ``meta["fold"]``."""
+        if self.sample is not None:  # a prediction, not a fold: meta["sample"] says what was simulated
+            return {"applied": False, "groups": len(self.groups), "simulated_groups": len(self.simulated),
+                    "reason": "no two groups carry the same load; alike groups sampled", "shared_links": False}
         return {"applied": self.applied, "groups": len(self.groups), "simulated_groups": len(self.simulated),
                 "reason": self.reason, "shared_links": bool(self.shares)}
 
@@ -95,8 +101,10 @@ def _signature(routes: dict, members: tuple[int, ...], link_id: dict, attrs_L: l
     return (len(members), tuple(shape), tuple(attrs), port_sig), np.array(order, dtype=np.intp)
 
 
-def plan_fold(spec: EngineSpec) -> Fold:
-    """Decide which expert-parallel groups of ``spec`` fold onto which (see the module docstring)."""
+def plan_fold(spec: EngineSpec, *, sample_groups: int | None = 0, seed: int = 0) -> Fold:
+    """Decide which expert-parallel groups of ``spec`` fold onto which (see the module docstring).
+    Where nothing folds, alike groups with drawn routing may be sampled instead (``sample_groups``,
+    :mod:`dicesim.sim.sample`; 0: never)."""
     G = spec.graph
     groups = spec.layout.groups()
     n = len(groups)
@@ -116,6 +124,14 @@ def plan_fold(spec: EngineSpec) -> Fold:
         sigs.append(sig)
         links.append(order)
     cls = _classes(spec, groups, sigs)
+    if len(set(cls)) == n and sample_groups != 0:  # nothing folds: alike groups may be sampled
+        sample = plan_sample(spec, sigs, _isolated(groups, links, ports), sample_groups, seed)
+        if sample is not None:
+            link_of_L = np.arange(n_links)
+            for g, h in enumerate(sample.rep):
+                link_of_L[links[g]] = links[h]
+            return Fold(groups=groups, rep=sample.rep, link_of_L=link_of_L, reason="alike groups sampled",
+                        routes=tuple(tables[g] for g in sample.chosen), sample=sample)
     quotient = _quotient(groups, cls, links, attrs_L, ports, n_links)
     if quotient is None:  # sharing that is not in lock step: fold only the isolated groups
         fold = _isolated_fold(groups, cls, links, ports, n_links)
@@ -135,6 +151,8 @@ def _classes(spec: EngineSpec, groups, sigs) -> list[int]:
     send = [spec.routing.send_rows_LTWS(skip) for skip in (False, True)]
     if all(s.strides[1] == 0 and s.strides[2] == 0 for s in send):  # expected counts: every rank sends alike
         send = []
+    elif spec.routing.drawn:  # independent draws per rank: groups with equal rows are vanishingly rare
+        return list(range(len(groups)))
     first: dict[tuple, list[int]] = {}
     cls = []
     for g, members in enumerate(groups):
@@ -198,9 +216,8 @@ def _quotient(groups, cls, links, attrs_L, ports, n_links):
     return tuple(cls), link_of_L, shares
 
 
-def _isolated_fold(groups, cls, links, ports, n_links) -> Fold:
-    """Fold isolated groups onto the first isolated group of their class; simulate every group that
-    shares a link."""
+def _isolated(groups, links, ports) -> list[bool]:
+    """Per group: whether it shares no link (nor, with ``ports``, an endpoint link) with another."""
     owner: dict[int, int] = {}
     coupled: set[int] = set()
     for g, members in enumerate(groups):
@@ -211,6 +228,14 @@ def _isolated_fold(groups, cls, links, ports, n_links) -> Fold:
             h = owner.setdefault(lid, g)
             if h != g:
                 coupled.update((g, h))
+    return [g not in coupled for g in range(len(groups))]
+
+
+def _isolated_fold(groups, cls, links, ports, n_links) -> Fold:
+    """Fold isolated groups onto the first isolated group of their class; simulate every group that
+    shares a link."""
+    alone = _isolated(groups, links, ports)
+    coupled = {g for g, ok in enumerate(alone) if not ok}
     rep = list(range(len(groups)))
     first: dict[int, int] = {}
     link_of_L = np.arange(n_links)
@@ -282,10 +307,13 @@ def _expand_events(ev: pd.DataFrame, rank_of: dict[int, int], link_of: dict[int,
     return out
 
 
-def run_folded(spec: EngineSpec, *, fold: bool = True, reuse: bool = True) -> tuple[RawRun, dict[str, Any]]:
-    """Run ``spec``, folding equivalent isolated groups (``fold``) and reusing repeated windows
-    (``reuse``); both exact, both reported in the returned ``{"fold": ..., "reuse": ...}``."""
-    plan = plan_fold(spec) if fold else None
+def run_folded(spec: EngineSpec, *, fold: bool = True, reuse: bool = True, sample_groups: int | None = 0,
+               seed: int = 0) -> tuple[RawRun, dict[str, Any]]:
+    """Run ``spec``, folding equivalent groups (``fold``) and reusing repeated windows (``reuse``);
+    both exact, both reported in the returned ``{"fold": ..., "reuse": ...}``. ``sample_groups``:
+    where nothing folds, simulate a sample of alike groups and predict the rest (``"sample"`` in the
+    returned dict, :mod:`dicesim.sim.sample`; 0: never, None: when there are many)."""
+    plan = plan_fold(spec, sample_groups=sample_groups, seed=seed) if fold else None
     applied = plan is not None and plan.applied
     sub = dataclasses.replace(spec, groups=plan.simulated if applied else None, reuse=reuse,
                               shares=plan.shares if applied and plan.shares else None,
@@ -296,6 +324,9 @@ def run_folded(spec: EngineSpec, *, fold: bool = True, reuse: bool = True) -> tu
                                                      "reason": "turned off", "shared_links": False}
     info_reuse = {"applied": raw.windows_reused > 0, "windows": raw.windows, "reused_windows": raw.windows_reused,
                   "reason": raw.reuse_blocked if reuse else "turned off"}
+    out = {"fold": info_fold, "reuse": info_reuse}
+    if plan is not None and plan.sample is not None:
+        out["sample"] = sample_info(plan.sample, raw, seed)
     if plan is not None:
         raw = expand(raw, plan, list(spec.graph.edges))
-    return raw, {"fold": info_fold, "reuse": info_reuse}
+    return raw, out
