@@ -54,7 +54,7 @@ def test_sampled_runs_cover_the_full_simulation(strategy, seeds):
     """16 alike groups with their own draws, 4 simulated: over these seeds the interval holds the full
     simulation's step latency at about the stated rate (29 of 30 when this was written, on 40 seeds
     of both strategies 39; 85% is allowed, below the binomial 1% tail at 95%), and the estimate is
-    within one percent (the groups' own spread is 0.1-0.6%)."""
+    within 1.5% (0.95% at most when this was written; the groups' own spread is 0.1-0.6%)."""
     G = _slow_servers()
     hits, errs = 0, []
     for seed in seeds:
@@ -66,7 +66,7 @@ def test_sampled_runs_cover_the_full_simulation(strategy, seeds):
         t = fast.totals
         hits += t["step_latency_low_s"] <= full.totals["step_latency_s"] <= t["step_latency_high_s"]
         errs.append(abs(t["step_latency_s"] / full.totals["step_latency_s"] - 1))
-    assert hits >= 0.85 * len(seeds) and max(errs) < 1e-2
+    assert hits >= 0.85 * len(seeds) and max(errs) < 1.5e-2
 
 
 def test_sampling_only_where_groups_are_alike_and_drawn():

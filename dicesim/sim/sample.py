@@ -40,7 +40,7 @@ from dicesim.sim.engine.runspec import EngineSpec, RawRun
 #: simulate a sample when more than this many alike groups would otherwise all be simulated
 SAMPLE_ABOVE = 16
 #: groups simulated by default when sampling
-DEFAULT_SAMPLED = 4
+DEFAULT_SAMPLED = 3
 #: coverage of the reported interval
 CONFIDENCE = 0.95
 #: Monte Carlo draws of the pivot

@@ -155,8 +155,13 @@ class TokenRouting:
         by_member = np.argsort(owner, kind="stable")
         starts = np.searchsorted(owner[by_member], np.arange(self.placement.ep_size))
         send = {}
+        one_each = owner.shape[0] == self.placement.ep_size and (by_member == np.arange(owner.shape[0])).all()
         for k, c in ((False, base), (True, skip)):
-            s = np.add.reduceat(c.astype(np.int64)[..., by_member], starts, axis=-1)
+            c = c.astype(np.int64, copy=False)
+            # member m holds expert m: the counts are the send table already (shared only when nobody
+            # else can write to them: the caller's read-only counts or our own one-copy table)
+            mine = k or not c.flags.writeable
+            s = c if one_each and mine else np.add.reduceat(c[..., by_member], starts, axis=-1)
             if same:
                 s = np.broadcast_to(s, full.shape[:3] + (self.placement.ep_size,))
             s.setflags(write=False)
