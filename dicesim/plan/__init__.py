@@ -19,6 +19,7 @@ from dicesim.plan.expert import EXPERT_PARALLEL
 from dicesim.plan.family import (
     PlanFamily, WindowCuts, build_plan, family_of, register_plan_family, unregister_plan_family,
 )
+from dicesim.plan.cache import PlanCache
 from dicesim.plan.layout import ParallelLayout
 from dicesim.plan.vocabulary import Action, ActionKind, CollectiveKind, GcFrees, HeldBuffer, LagTable, Plan
 
@@ -48,7 +49,7 @@ def layout_for(strategy: object, world_size: int, num_experts: int, *, group_lay
 
 
 __all__ = [
-    "Action", "ActionKind", "CollectiveKind", "GcFrees", "HeldBuffer", "LagTable", "ParallelLayout", "Plan",
+    "Action", "ActionKind", "CollectiveKind", "GcFrees", "HeldBuffer", "LagTable", "ParallelLayout", "Plan", "PlanCache",
     "PlanFamily", "WindowCuts", "buffer_bytes_TW", "build_plan", "family_of", "held_buffers", "lag_table",
     "layout_for", "register_plan_family", "unregister_plan_family",
 ]

@@ -17,7 +17,7 @@ import networkx as nx
 import numpy as np
 
 from dicesim.models import block_workload
-from dicesim.plan import Plan, build_plan, layout_for
+from dicesim.plan import Plan, PlanCache, build_plan, layout_for
 from dicesim.scenario import Scenario, check_run_size, make_scenario
 from dicesim.sim.costs.costmodel import CostModel
 from dicesim.sim.engine.runspec import EngineSpec
@@ -58,7 +58,8 @@ def resolve_profile(profile: HardwareProfile | str | None, scenario: Scenario, G
 
 def prepare(scenario: Scenario | None = None, *, profile: HardwareProfile | str | None = None,
             graph: nx.DiGraph | None = None, record: bool = False, sampling: str | None = None,
-            histogram: np.ndarray | None = None, merge_compute: bool = True, **fields: object) -> Prepared:
+            histogram: np.ndarray | None = None, merge_compute: bool = True, plans: PlanCache | None = None,
+            **fields: object) -> Prepared:
     """Build everything :func:`simulate` runs, without running it. Arguments as :func:`simulate`."""
     if scenario is None:
         sc = make_scenario(**fields)
@@ -71,7 +72,8 @@ def prepare(scenario: Scenario | None = None, *, profile: HardwareProfile | str 
     G = graph if graph is not None else get_topology(sc.topology)
     prof = resolve_profile(profile, sc, G)
     layout = layout_for(sc.strategy, sc.world_size, preset.num_experts, group_layout=sc.placement)
-    plan = build_plan(sc.strategy, preset.depth, sc.steps)
+    plan = plans.get(sc.strategy, preset.depth, sc.steps) if plans is not None else build_plan(
+        sc.strategy, preset.depth, sc.steps)
     sampling = sampling or getattr(sc.routing, "sampling", None) or "expected"
     if sampling != sc.routing.sampling:  # the keyword draws tables the scenario's check did not count
         check_run_size(sc.model_copy(update={"routing": sc.routing.model_copy(update={"sampling": sampling})}))
@@ -87,7 +89,8 @@ def prepare(scenario: Scenario | None = None, *, profile: HardwareProfile | str 
 def simulate(scenario: Scenario | None = None, *, profile: HardwareProfile | str | None = None,
              graph: nx.DiGraph | None = None, record: bool = False, sampling: str | None = None,
              histogram: np.ndarray | None = None, merge_compute: bool = True, fold: bool = True,
-             reuse: bool = True, sample_groups: int | None = None, **fields: object) -> SimResult:
+             reuse: bool = True, sample_groups: int | None = None, plans: PlanCache | None = None,
+             **fields: object) -> SimResult:
     """Simulate one scenario and return its :class:`SimResult`.
 
     ``scenario``: a :class:`~dicesim.scenario.Scenario`; or give its fields as keywords
@@ -105,10 +108,11 @@ def simulate(scenario: Scenario | None = None, *, profile: HardwareProfile | str
     fold; more than :data:`~dicesim.sim.sample.SAMPLE_ABOVE` of them are then sampled (None), ``k`` of
     them simulated (``k``) or all (0). A sampled run's total is a prediction with an interval
     (``step_latency_low_s`` / ``_high_s`` in the totals, ``meta["sample"]``; :mod:`dicesim.sim.sample`).
+    ``plans``: a :class:`~dicesim.plan.PlanCache` of the caller's that many simulations share.
     """
     with _collector_paused():
         prep = prepare(scenario, profile=profile, graph=graph, record=record, sampling=sampling,
-                       histogram=histogram, merge_compute=merge_compute, **fields)
+                       histogram=histogram, merge_compute=merge_compute, plans=plans, **fields)
         spec, sc = prep.spec, prep.scenario
         raw, shortcuts = run_folded(spec, fold=fold, reuse=reuse, sample_groups=sample_groups, seed=sc.seed)
         meta = {"scenario": sc.model_dump(mode="json"), "profile": spec.profile.name,
