@@ -52,7 +52,7 @@ def test_flag_mapping(flags, fields):
     ("--ep --auto-gc", "--auto-gc needs --ep-async"),
     ("--ep --ep-async --ep-async-mode all --ep-async-noskip-step 2", "needs --ep-async-skip-strategy"),
     ("--ep --ep-async --ep-async-mode all --ep-async-noskip-step 3 --ep-async-skip-strategy low", "allowed: 1 or 2"),
-    ("--sp --sp-async", "sequence parallelism"),
+    ("--sp --ep", "not modelled by dicesim yet"),
     ('--ep "--ep-async', "cannot split the command line"),
 ])
 def test_bad_flags_are_config_errors(flags, message):

@@ -9,8 +9,13 @@ collective (:meth:`GroupComm.start`), whatever its kind in the one collective vo
   skip), compiled once per distinct matrix into a :class:`~dicesim.sim.network.flowgroup.FlowGroup`
   (row matrices get integer ids, so equal all-to-alls share one group and the network's plans);
 - ``kv_gather``: an all-gather: every member sends the keys and values of its tokens, of every
-  layer the collective covers, to every other member (sequence parallelism; its latency is
-  taken to be the all-to-all's, a statement until it is measured).
+  layer the collective covers, to every other member (sequence parallelism);
+- ``token_gather``: the same with one row per token (K or V alone; the tokens at a forward's end);
+- ``scatter`` / ``broadcast``: member 0 sends every other member one row per token of a slice /
+  one row per image (the conditioning).
+
+The gathers, the scatter and the broadcast take the all-to-all's fixed latency: a statement until
+it is measured.
 
 It also knows which network links the group's traffic can touch (what decides whether it is
 isolated from other groups).
@@ -32,14 +37,21 @@ from dicesim.topology import RouteTable
 
 DISPATCH, COMBINE, COUNTS, KV_GATHER = (int(k) for k in (CollectiveKind.DISPATCH, CollectiveKind.COMBINE,
                                                              CollectiveKind.COUNTS, CollectiveKind.KV_GATHER))
+TOKEN_GATHER, SCATTER, BROADCAST = (int(k) for k in (CollectiveKind.TOKEN_GATHER, CollectiveKind.SCATTER,
+                                                     CollectiveKind.BROADCAST))
+#: all-gathers -> rows per token and layer each member sends to every other member
+_GATHER_ROWS = {KV_GATHER: 2, TOKEN_GATHER: 1}
 
 
 class GroupComm:
-    """Collective data movement of group ``g`` (global ranks ``members``) over ``net``."""
+    """Collective data movement of group ``g`` (global ranks ``members``) over ``net``; ``images``:
+    images each rank computes (rows of a ``broadcast``)."""
 
     def __init__(self, g: int, members: tuple[int, ...], table: RouteTable, G: nx.DiGraph, profile: HardwareProfile,
-                 routing: TokenRouting, net: FlowNetwork, row_nbytes: int, *, nccl: NcclModel, library: str):
+                 routing: TokenRouting, net: FlowNetwork, row_nbytes: int, *, nccl: NcclModel, library: str,
+                 images: int = 0):
         self.g, self.members, self.routing, self.row_nbytes, self.net = g, members, routing, row_nbytes, net
+        self.images = images
         self.a2a_lat_s = self.count_lat_s = 0.0  # a one-rank group exchanges nothing
         if len(members) > 1:
             self.a2a_lat_s, self.count_lat_s = collective_latencies(
@@ -60,8 +72,10 @@ class GroupComm:
         """Start ``coll`` now on the group's links; the simpy event that fires when it has ended."""
         if coll.kind == COUNTS:
             return self.net.env.timeout(self.count_lat_s)
-        if coll.kind == KV_GATHER:
-            return self.net.transfer(self.gather_group(coll.span))
+        if coll.kind in _GATHER_ROWS:
+            return self.net.transfer(self.gather_group(coll.span, coll.kind))
+        if coll.kind == SCATTER or coll.kind == BROADCAST:
+            return self.net.transfer(self.root_group(coll.kind))
         return self.net.transfer(self.flow_group(coll.kind, coll.layer, coll.tok_step, coll.skip))
 
     def moved_rows(self, coll: Coll) -> list[int]:
@@ -69,23 +83,38 @@ class GroupComm:
         S = len(self.members)
         if coll.kind == COUNTS:
             return [0] * S
-        if coll.kind == KV_GATHER:
-            return [2 * self.routing.tokens_per_rank * coll.span * (S - 1)] * S
+        if coll.kind in _GATHER_ROWS:
+            return [_GATHER_ROWS[coll.kind] * self.routing.tokens_per_rank * coll.span * (S - 1)] * S
+        if coll.kind == SCATTER or coll.kind == BROADCAST:
+            return [self._root_rows(coll.kind) * (S - 1)] + [0] * (S - 1)
         M = self.routing.group_matrix(self.members, coll.layer, coll.tok_step, coll.skip)
         if coll.kind == DISPATCH:
             return [int(M[m].sum() - M[m, m]) for m in range(S)]
         return [int(M[:, m].sum() - M[m, m]) for m in range(S)]  # a combine sends back what arrived
 
-    def gather_group(self, span: int) -> FlowGroup:
-        """The transfer of one K/V all-gather covering ``span`` layers: each member's keys and
-        values of its tokens (2 rows per token and layer) to every other member."""
-        key = (KV_GATHER, span)
+    def gather_group(self, span: int, kind: int = KV_GATHER) -> FlowGroup:
+        """The transfer of one all-gather covering ``span`` layers: each member's rows of its tokens
+        (``kv_gather``: keys and values, 2 rows per token and layer; ``token_gather``: 1) to every other member."""
+        key = (kind, span)
         fg = self._cache.get(key)
         if fg is None:
             S = len(self.members)
-            nbytes = np.full((S, S), 2.0 * self.routing.tokens_per_rank * self.row_nbytes * span)
+            nbytes = np.full((S, S), float(_GATHER_ROWS[kind] * self.routing.tokens_per_rank * self.row_nbytes * span))
             nbytes.flat[::S + 1] = 0  # a rank's own slice does not travel
             fg = self._cache[key] = self._pairs[DISPATCH].compile(nbytes.ravel(), self.a2a_lat_s)
+        return fg
+
+    def _root_rows(self, kind: int) -> int:
+        return self.routing.tokens_per_rank if kind == SCATTER else self.images
+
+    def root_group(self, kind: int) -> FlowGroup:
+        """The transfer of a ``scatter`` (a slice of tokens) or ``broadcast`` (a row per image) from member 0."""
+        fg = self._cache.get((kind, 0))
+        if fg is None:
+            S = len(self.members)
+            nbytes = np.zeros((S, S))
+            nbytes[0, 1:] = self._root_rows(kind) * self.row_nbytes
+            fg = self._cache[(kind, 0)] = self._pairs[DISPATCH].compile(nbytes.ravel(), self.a2a_lat_s)
         return fg
 
     def flow_group(self, direction: int, layer: int, tok: int, skip: bool) -> FlowGroup:
