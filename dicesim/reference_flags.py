@@ -1,9 +1,11 @@
-"""A DICE reference command line (``sample_ddp.py`` flags) as a :class:`ExpertParallelStrategy`.
+"""A DICE reference command line (``sample_ddp.py`` flags) as a dicesim strategy.
 
 The reference (github Cobalt-27/DICE) chooses its strategy with command-line flags
-(``sample_ddp.py:374-391``); docs/strategies.md maps each to dicesim's fields and cites the
-code that gives it its meaning. :func:`strategy_from_reference_flags` applies that mapping,
-rejects what the reference itself rejects, and returns notes on what dicesim does differently.
+(``sample_ddp.py:374-391``); docs/strategies.md (``--ep*``) and docs/sequence-parallel.md
+(``--sp*``) map each to dicesim's fields and cite the code that gives it its meaning.
+:func:`strategy_from_reference_flags` applies that mapping, rejects what the reference itself
+rejects (and the one combination dicesim does not model, ``--sp --ep``), and returns notes on
+what dicesim does differently.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import argparse
 import shlex
 
 from dicesim.errors import ConfigError
-from dicesim.strategy import REFERENCE_SEMANTICS, ExpertParallelStrategy
+from dicesim.strategy import REFERENCE_SEMANTICS, ExpertParallelStrategy, SequenceParallelStrategy, Strategy
 
 #: --ep-async-mode names the layers that run asynchronously; sync_layers names the others
 ASYNC_MODE_TO_SYNC_LAYERS = {"shallow": "deep", "deep": "shallow", "interleaved": "alternate", "all": "none"}
@@ -54,7 +56,7 @@ def _require(cond: bool, problem: str, where: str) -> None:
         raise ConfigError("reference flags", f"{problem} (the reference rejects it: {where})")
 
 
-def strategy_from_reference_flags(cmdline: str, *, name: str = "reference") -> tuple[ExpertParallelStrategy, list[str]]:
+def strategy_from_reference_flags(cmdline: str, *, name: str = "reference") -> tuple[Strategy, list[str]]:
     """The strategy a reference command line runs, and notes on where dicesim differs."""
     try:
         args, unknown = _parser().parse_known_args(_flags(cmdline))
@@ -64,8 +66,7 @@ def strategy_from_reference_flags(cmdline: str, *, name: str = "reference") -> t
         raise ConfigError("reference flags", f"unknown flag or value {unknown[0]!r}",
                           "the flags of sample_ddp.py:354-395")
     if args.sp or args.sp_async or args.sp_legacy_cache or args.sp_async_warm_up:
-        raise ConfigError("reference flags", "sequence parallelism (--sp...) is not modelled by dicesim",
-                          "--ep, --ep-async and their options")
+        return _sequence_from_flags(args, name)
     notes: list[str] = []
     _require(args.ep or not args.ep_async, "--ep-async needs --ep", "models.py:40-41")
     if not args.ep_async:
@@ -132,3 +133,50 @@ def strategy_from_reference_flags(cmdline: str, *, name: str = "reference") -> t
         return ExpertParallelStrategy(name=name, **fields), notes
     except ValueError as exc:  # pydantic's ValidationError
         raise ConfigError("reference flags", " ".join(str(exc).split())) from None
+
+
+#: flags that only asynchronous expert parallelism accepts (sample_ddp.py:412-431)
+_EP_ASYNC_ONLY = ("ep_async_pipeline", "ep_score_use_latest", "ep_async_warm_up", "ep_async_cool_down",
+                  "strided_sync")
+
+
+def _sequence_from_flags(args: argparse.Namespace, name: str) -> tuple[SequenceParallelStrategy, list[str]]:
+    """``--sp`` (and its options) as a :class:`SequenceParallelStrategy` (docs/sequence-parallel.md)."""
+    _require(args.sp or not args.sp_async, "--sp-async needs --sp", "models.py:44-45")
+    _require(args.sp_async or args.sp_async_warm_up <= 0, "--sp-async-warm-up needs --sp-async",
+             "sample_ddp.py:422-423")
+    _require(args.sp_async or not args.sp_legacy_cache, "--sp-legacy-cache needs --sp-async", "sample_ddp.py:425-426")
+    _require(args.sp_async or args.ep_async or not args.auto_gc, "--auto-gc needs --ep-async or --sp-async",
+             "sample_ddp.py:410-411")
+    _require(args.ep or not args.ep_async, "--ep-async needs --ep", "models.py:40-41")
+    if not args.ep_async:
+        for flag in _EP_ASYNC_ONLY:
+            _require(not getattr(args, flag), f"--{flag.replace('_', '-')} needs --ep-async", "sample_ddp.py:412-431")
+    if args.ep:
+        raise ConfigError("reference flags", "--sp with --ep (sequence-parallel attention, expert-parallel MoE on each "
+                          "rank's token slice, models.py:322-354) is not modelled by dicesim yet",
+                          "--sp [--sp-async] without --ep")
+    notes: list[str] = []
+    if args.ep_async_noskip_step != 1 or args.ep_async_skip_strategy:
+        notes.append("conditional communication flags have no effect without --ep-async (sample_ddp.py:182-191)")
+    if args.auto_gc:
+        notes.append("--auto-gc has no effect on the comm manager: sp_init always gets auto_gc=True "
+                     "(sample_ddp.py:194), which only the legacy cache reads (df.py:38-45)")
+    if args.sp_legacy_cache:
+        notes.append("--sp-legacy-cache is not modelled: dicesim runs the comm manager's collectives and buffers "
+                     "instead. The legacy cache (df.py:64-88, sp_cache.py) has the same K/V lag (1 step, measured) "
+                     "but sends K and V of every layer separately (2L asynchronous all-gathers per step instead of "
+                     "ceil(L/4)) and holds about (W-1)/W of a K/V set per layer plus the own slices in flight")
+    warmup = max(args.sp_async_warm_up, 0)
+    if warmup and args.model not in (None, "DiT-XL/2", "DiT-G/2"):
+        notes.append(f"on the DDPM path (DiT-S/B/L) --sp-async-warm-up {warmup} leaves {warmup} fresh steps, not "
+                     f"{warmup + 1}: its counter runs T-1..0 (diffusion/gaussian_diffusion.py:501); dicesim counts "
+                     "the rectified-flow path's")
+    if args.single_img:
+        notes.append("--single-img: the batch is rank 0's --per-proc-batch-size images (x2 with guidance), computed "
+                     "by every rank (sample_ddp.py:213); dicesim's batch is then the images of one rank")
+    if args.model in ("DiT-XL/2", "DiT-G/2"):
+        notes.append("XL/2 and G/2 sample 50 rectified-flow steps whatever --num-sampling-steps says "
+                     "(sample_ddp.py:229)")
+    return SequenceParallelStrategy(name=name, kv_async=args.sp_async, warmup_steps=warmup,
+                                    single_img=args.single_img), notes

@@ -65,7 +65,7 @@ def test_flag_mapping(flags, fields):
     ("--ep --ep-async --ep-async-mode all --ep-async-noskip-step 2", "needs --ep-async-skip-strategy"),
     ("--ep --ep-async --ep-async-mode all --ep-async-noskip-step 0 --ep-async-skip-strategy low",
      "ZeroDivisionError at step 1"),
-    ("--sp --sp-async", "sequence parallelism"),
+    ("--sp --ep", "not modelled by dicesim yet"),
     ('--ep "--ep-async', "cannot split the command line"),
 ])
 def test_bad_flags_are_config_errors(flags, message):

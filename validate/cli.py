@@ -88,7 +88,7 @@ def run(
                           stale_weights=stale_weights, count_comm=count_comm, async_work=async_work,
                           cond_scope=cond_scope, cond_gate=cond_gate, slot_order=slot_order,
                           buffer_policy=buffer_policy)
-    if strat.seed != seed:  # the run seed also fixes the `random` policy's choice (not a strategy change)
+    if getattr(strat, "seed", seed) != seed:  # the run seed also fixes the `random` policy's choice (not a strategy change)
         strat = strat.model_copy(update={"seed": seed})
     if not 0 < timeout_s <= MAX_TIMEOUT_S:  # NaN fails too
         raise ConfigError("timeout", f"must be > 0 s, got {timeout_s}", f"0 < timeout <= {MAX_TIMEOUT_S} s")
@@ -255,7 +255,8 @@ def _print_human(s: dict) -> None:
     print(f"  mean step latency (steps 1..): {s['mean_step_latency_s'] * 1e3:.2f} ms; "
           f"exposed communication: {s['total_exposed_comm_s'] * 1e3:.2f} ms in total")
     print(f"  peak stale-buffer memory per rank: {s['peak_held_nbytes']} B; mean lag {s['mean_lag_steps']:.3f} steps "
-          f"(score-weighted {s['score_weighted_mean_lag_steps']:.3f} steps, max {s['max_lag_steps']} steps)")
+          f"(score-weighted {s['score_weighted_mean_lag_steps']:.3f} steps, max {s['max_lag_steps']} steps)"
+          + ("" if s.get("lag_of", "expert output") == "expert output" else f"; lag of the {s['lag_of']}"))
     if s.get("shadow_rel_l2_mean") is not None:
         print(f"  shadow relative L2 error: mean {s['shadow_rel_l2_mean']:.4f}, max {s['shadow_rel_l2_max']:.4f}")
     for kind, path in s.get("trace_files", {}).items():

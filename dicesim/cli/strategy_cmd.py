@@ -17,7 +17,7 @@ from dicesim.errors import ConfigError
 from dicesim.limits import MAX_LAYERS, MAX_STEPS
 from dicesim.plan import build_plan, lag_table
 from dicesim.reference_flags import strategy_from_reference_flags
-from dicesim.strategy import ExpertParallelStrategy, make_strategy
+from dicesim.strategy import Strategy, make_strategy
 
 strategy_app = typer.Typer(help="Inspect strategies.", no_args_is_help=True)
 app.add_typer(strategy_app, name="strategy")
@@ -44,6 +44,7 @@ def show(
     buffer_policy: Optional[str] = typer.Option(None, help="reference_gc|reference|separate"),
 ) -> None:
     """Lag table (steps) of each layer's expert output: `0` fresh, `k` k steps old; `a/b` = kept/dropped copy.
+    Sequence-parallel strategies (sp, distrifusion): the lag of the K/V of the other ranks' token slices.
 
     Example:
 
@@ -72,7 +73,7 @@ def show(
         cfg = make_strategy(name, **overrides)
     plan = build_plan(cfg, layers, steps)
     lags = lag_table(plan)
-    table = Table(title=f"{cfg.name}: {cfg.describe()} — lag in steps (layer x step)")
+    table = Table(title=f"{cfg.name}: {cfg.describe()} — lag of the {cfg.lag_subject} in steps (layer x step)")
     table.add_column("layer", justify="right")
     for t in range(steps):
         table.add_column(f"t{t}", justify="right")
@@ -84,10 +85,10 @@ def show(
         mark = "S" if l not in plan.async_layers else ""
         table.add_row(f"{l}{mark}", *cells)
     console.print(table)
-    console.print("S = layer always synchronous; lag unit: denoising steps")
+    console.print(f"S = layer always synchronous; lag of the {cfg.lag_subject}; unit: denoising steps")
 
 
-def _print_fields(console: Console, cfg: ExpertParallelStrategy, notes: list[str]) -> None:
+def _print_fields(console: Console, cfg: Strategy, notes: list[str]) -> None:
     table = Table(title="StrategyConfig of the reference command line")
     table.add_column("field")
     table.add_column("value")

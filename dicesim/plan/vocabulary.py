@@ -37,6 +37,9 @@ class CollectiveKind(IntEnum):
     COMBINE = 1  # all-to-all: expert outputs back to the ranks owning the tokens
     COUNTS = 2  # all-to-all of row counts before a dispatch (latency-bound, the host needs them)
     KV_GATHER = 3  # all-gather: every rank's keys and values of its token slice (sequence parallelism)
+    TOKEN_GATHER = 4  # all-gather: one row per token of every rank's slice (K or V alone; a forward's tokens)
+    SCATTER = 5  # rank 0 sends every other rank its slice of the tokens (one row per token)
+    BROADCAST = 6  # rank 0 sends every other rank one row per image (the conditioning)
 
     @property
     def label(self) -> str:
