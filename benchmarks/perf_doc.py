@@ -33,13 +33,15 @@ def _num(x: float, fmt: str) -> str:
 
 
 def fig_scaling(scaling: list) -> go.Figure:
-    """CPU seconds per ``simulate`` call against GPUs, with and without the exact shortcuts."""
+    """CPU seconds per ``simulate`` call against GPUs, both routing modes, with and without the shortcuts."""
     fig = go.Figure()
-    fig.add_scatter(x=[w for _, w, _, _ in scaling], y=[f.cpu_s for _, _, f, _ in scaling], mode="lines+markers",
-                    name="fold + reuse + batched plans (default)")
-    full = [(w, m.cpu_s) for _, w, _, m in scaling if m is not None]
-    fig.add_scatter(x=[w for w, _ in full], y=[c for _, c in full], mode="lines+markers",
-                    name="full simulation (fold=False, reuse=False)")
+    for mode in ("expected", "multinomial"):
+        rows = [r for r in scaling if r[0].endswith(mode) and r[2] is not None]
+        fig.add_scatter(x=[w for _, w, _, _, _ in rows], y=[f.cpu_s for _, _, f, _, _ in rows], mode="lines+markers",
+                        name=f"{mode} routing (default shortcuts)")
+        full = [(w, m.cpu_s) for _, w, _, m, _ in rows if m is not None]
+        fig.add_scatter(x=[w for w, _ in full], y=[c for _, c in full], mode="lines+markers",
+                        name=f"{mode} routing, full simulation", line={"dash": "dot"})
     fig.update_layout(title="XL/2, dice, 50 steps, batch 8: CPU time per simulate() call",
                       xaxis_title="GPUs", yaxis_title="CPU time (s)", xaxis_type="log", yaxis_type="log",
                       height=420, width=760)
@@ -61,7 +63,8 @@ def _page(*, machine: str, per_event_s: float, targets: list[Row], scaling: list
                        f"{r.events or '–'} | {_num(r.floor, '.0f')} |" for r in targets)
     s_rows = "\n".join(
         f"| {name} | {w} | {f.cpu_s:.3f} | {_num(m.cpu_s if m else float('nan'), '.2f')} | {f.events} | "
-        f"{m.events if m else '–'} | {f.step_latency_s * 1e3:.3f} |" for name, w, f, m in scaling)
+        f"{m.events if m else '–'} | {f.step_latency_s * 1e3:.3f} | {note or '–'} |" if f is not None
+        else f"| {name} | {w} | – | – | – | – | – | {note} |" for name, w, f, m, note in scaling)
     o_rows = "\n".join(
         f"| {name} | {f.cpu_s:.3f} | {m.cpu_s:.2f} | {'yes' if f.meta['fold']['applied'] else 'no'} | "
         f"{f.meta['reuse']['reused_windows']} of {f.meta['reuse']['windows']} | {f.step_latency_s * 1e3:.3f} |"
@@ -98,8 +101,8 @@ CPU seconds per call against the number of GPUs (plot: [performance.html](perfor
 "full" is the same call with `fold=False, reuse=False`: every rank, every step simulated; both
 give the same step latency (the script checks it to 1e-9).
 
-| case | GPUs | CPU s | CPU s, full | simpy events | events, full | step latency (ms) |
-|---|---|---|---|---|---|---|
+| case | GPUs | CPU s | CPU s, full | simpy events | events, full | step latency (ms) | sampled groups: predicted step latency, 95% interval (ms); or why not run |
+|---|---|---|---|---|---|---|---|
 {s_rows}
 
 | other case | CPU s | CPU s, full | folded | windows reused | step latency (ms) |
