@@ -240,6 +240,8 @@ def _search(scenario: Scenario, space: SearchSpace, limits: Limits, quality: Qua
             break
         # a class is ready when every class known to be at least as fast is resolved
         ready = [k for k in pending if all(j in latency or j in pruned for j in faster[k])]
+        if not ready:  # pragma: no cover -- the first pending class in ``order`` always is
+            raise RuntimeError("recommend: no timing class is ready (a cycle in the assumed order)")
         batch = []
         for k in ready:
             lower, bound_by = 0.0, ""
