@@ -101,6 +101,8 @@ def simulate(
         return
     con = make_console()
     con.print(f"{sc.label()}  ({sc.strategy.describe()}; simulated in {wall_s:.2f} s)")
+    if run.summary.get("memory_note"):
+        con.print(run.summary["memory_note"], markup=False, highlight=False)
     con.print(metric_table(summary_frame(run.summary).iloc[0].to_dict(), title="Summary"))
     con.print(f"predicted quality: {run.summary['quality_basis']}")
     if len(run.links):
@@ -117,8 +119,8 @@ def simulate(
 def compare(
     scenario: Optional[Path] = typer.Argument(None, help=_SCENARIO_HELP),
     strategies: Optional[str] = typer.Option(None, "--strategies",
-                                             help="comma-separated presets (default: sync,displaced,interweaved,"
-                                                  "interweaved-deep,dice)"),
+                                             help="comma-separated presets (default: every family's "
+                                                  "comparison presets, `dicesim presets`)"),
     model: Optional[str] = _MODEL, topology: Optional[str] = _TOPOLOGY, world_size: Optional[int] = _WORLD,
     batch: Optional[int] = _BATCH, image_size: Optional[int] = _IMAGE, steps: Optional[int] = _STEPS,
     profile: Optional[str] = _PROFILE, routing: Optional[str] = _ROUTING, zipf_alpha: Optional[float] = _ALPHA,
@@ -162,6 +164,9 @@ def compare(
     title = (f"{sc.model} on {sc.world_size} GPUs ({sc.topology}), batch {sc.batch}, {sc.image_size} px, "
              f"{sc.steps} steps")
     con.print(rich_table(table, title=title))
+    for r in cmp.runs:
+        if r.summary.get("fits") is False:
+            con.print(f"{r.strategy}: {r.summary['memory_note']}", markup=False, highlight=False)
     if cmp.runs:
         con.print(f"predicted quality: {cmp.runs[0].summary['quality_basis']}")
     traces = ", ".join(r.trace_path.name for r in cmp.runs if r.trace_path is not None)

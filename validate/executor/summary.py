@@ -80,6 +80,11 @@ def summarize(outcome: RunOutcome) -> dict[str, Any]:
         "lag_dropped_steps": lag_dropped.tolist(),
         "clock_alignment": outcome.clock_method,
     }
+    mem = [r.memory for r in sorted(outcome.ranks, key=lambda r: r.rank)]
+    if all(mem):  # --measure-memory (docs/memory.md): exact weights, peak of the tensors allocated
+        out["memory_weights_nbytes_per_rank"] = [m["weights_parameters_nbytes"] + m["weights_buffers_nbytes"]
+                                                 for m in mem]
+        out["memory_peak_live_nbytes_per_rank"] = [m["peak_live_nbytes"] for m in mem]
     err = shadow_error(outcome)
     if err is not None:
         out["shadow_rel_l2"] = [[None if np.isnan(v) else float(v) for v in row] for row in err]
