@@ -268,7 +268,7 @@ def _scalars(summary: dict) -> dict[str, Any]:
     """Numbers as floats and text as text; lists and tables stay out of a result row."""
     out: dict[str, Any] = {}
     for k, v in summary.items():
-        if isinstance(v, str):
+        if isinstance(v, str) or (k == "fits" and (v is None or isinstance(v, bool))):  # fits: True/False/None
             out[k] = v
         elif isinstance(v, (int, float)) or hasattr(v, "dtype"):
             out[k] = float(v)
