@@ -3,7 +3,9 @@
 One 2-rank gloo run of the tiny preset per strategy with ``measure_memory``: every rank counts
 its model's parameters and buffers (the weights, exactly) and the peak bytes of the tensors the
 run allocated while sampling (:class:`validate.executor.memprobe.LiveTensorBytes`). The
-prediction is :func:`dicesim.plan.memory.estimate_memory` fed the routing each rank really saw.
+prediction is :func:`dicesim.plan.memory.estimate_memory` fed the routing each rank really saw
+(:func:`validate.executor.summary.memory_comparison`, what ``python -m validate run --measure-memory``
+prints).
 
 - weights: equal, byte for byte;
 - live tensors: the working set of one block plus the buffers held across steps, within the
@@ -17,16 +19,12 @@ keeps its tensors), which the model does not count (docs/memory.md, "What is lef
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
-from dicesim.models import block_workload
-from dicesim.plan import build_plan
-from dicesim.plan.memory import estimate_memory
-from dicesim.sim.costs.routing import TokenRouting
 from dicesim.strategy import make_strategy
 from validate.executor.launch import launch
+from validate.executor.summary import memory_comparison
 from validate.executor.worker import RunSpec
 
 torch.set_num_threads(1)
@@ -43,28 +41,10 @@ def outcomes():
     return dict(zip(CASES, launch(specs, world_size=W, backend="gloo")))
 
 
-def _predicted(outcome):
-    spec = outcome.spec
-    ranks = sorted(outcome.ranks, key=lambda r: r.rank)
-    recs = [r.record for r in ranks]
-    layout = spec.layout(W)
-    counts_LTWE = np.stack([r.router_hist for r in recs]).transpose(2, 1, 0, 3)
-    routing = TokenRouting(placement=layout.placement, tokens_per_rank=recs[0].local_tokens,
-                           top_k=spec.preset.top_k, counts_LTWE=counts_LTWE)
-    wl = block_workload(spec.preset, batch=spec.batch, image_px=spec.image_size, dtype=spec.dtype)
-    est = estimate_memory(build_plan(spec.strategy, spec.preset.depth, spec.steps), layout, wl,
-                          image_tokens=spec.preset.tokens_per_image(spec.image_size), routing=routing,
-                          row_nbytes=recs[0].row_nbytes, capacity_bytes=None)
-    return ranks, est
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(CASES))
 def test_predicted_memory_matches_the_executors_allocations(outcomes, name):
-    ranks, est = _predicted(outcomes[name])
-    held = [h for h in est.holders_W if h not in ("weights", "activations", "runtime", "allocator_slack")]
-    for r in ranks:
-        m = r.memory
-        assert m["weights_parameters_nbytes"] + m["weights_buffers_nbytes"] == est.holders_W["weights"][r.rank]
-        predicted = est.holders_W["activations"][r.rank] + sum(est.holders_W[h][r.rank] for h in held)
-        assert abs(m["peak_live_nbytes"] / predicted - 1) <= TOLERANCE, (name, r.rank, m, predicted)
+    c = memory_comparison(outcomes[name])
+    assert c["memory_weights_nbytes_per_rank"] == c["memory_predicted_weights_nbytes_per_rank"]
+    for measured, predicted in zip(c["memory_peak_live_nbytes_per_rank"], c["memory_predicted_live_nbytes_per_rank"]):
+        assert abs(measured / predicted - 1) <= TOLERANCE, (name, measured, predicted)

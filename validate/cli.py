@@ -257,8 +257,11 @@ def _print_human(s: dict) -> None:
     print(f"  peak stale-buffer memory per rank: {s['peak_held_nbytes']} B; mean lag {s['mean_lag_steps']:.3f} steps "
           f"(score-weighted {s['score_weighted_mean_lag_steps']:.3f} steps, max {s['max_lag_steps']} steps)")
     if s.get("memory_peak_live_nbytes_per_rank"):
-        print(f"  memory per rank: weights {max(s['memory_weights_nbytes_per_rank'])} B, peak of the tensors "
-              f"allocated while sampling {max(s['memory_peak_live_nbytes_per_rank'])} B (docs/memory.md)")
+        for r, (w, pw, live, plive) in enumerate(zip(
+                s["memory_weights_nbytes_per_rank"], s["memory_predicted_weights_nbytes_per_rank"],
+                s["memory_peak_live_nbytes_per_rank"], s["memory_predicted_live_nbytes_per_rank"])):
+            print(f"  rank {r} memory: weights {w} B (predicted {pw} B); tensors allocated while sampling, peak "
+                  f"{live} B (predicted working set + held buffers {plive} B, measured/predicted {live / plive:.3f})")
     if s.get("shadow_rel_l2_mean") is not None:
         print(f"  shadow relative L2 error: mean {s['shadow_rel_l2_mean']:.4f}, max {s['shadow_rel_l2_max']:.4f}")
     for kind, path in s.get("trace_files", {}).items():

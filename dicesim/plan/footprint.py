@@ -82,9 +82,12 @@ def rank_work(workload: BlockWorkload, layout: ParallelLayout, routing: Any, *, 
                         expert_rows_W=np.full(W, -(-senders * N * k // E)))
     recv_W = np.asarray(routing.recv_rows_LTW(False)).max(axis=(0, 1)) if exchange else np.full(W, N * k)
     G_W = np.zeros(W, dtype=np.int64)
-    for members in layout.groups():
+    counts = np.asarray(counts)
+    if not exchange:  # every expert local: each rank's experts see only its own copies
+        G_W[:] = counts.max(axis=(0, 1, 3))
+    for members in layout.groups() if exchange else ():
         # rows each expert receives from its group, at every layer and step (one exchange each)
-        per_E = np.asarray(counts)[:, :, list(members), :].sum(axis=2).max(axis=(0, 1))
+        per_E = counts[:, :, list(members), :].sum(axis=2).max(axis=(0, 1))
         for r in members:
             G_W[r] = max(int(per_E[e]) for e in layout.experts_of(r))
     return RankWork(tokens=N, images=workload.images, image_tokens=image_tokens,
