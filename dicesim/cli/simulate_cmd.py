@@ -163,7 +163,16 @@ def compare(
     con = make_console()
     title = (f"{sc.model} on {sc.world_size} GPUs ({sc.topology}), batch {sc.batch}, {sc.image_size} px, "
              f"{sc.steps} steps")
-    con.print(rich_table(table, title=title))
+    # memory is in the files; on screen one line (a table this wide would fold its headers), and a
+    # line for each strategy that does not fit
+    con.print(rich_table(table, title=title, columns=[c for c in table.columns
+                                                      if c not in ("peak_memory_bytes", "fits")]))
+    mem = [(r.strategy, r.summary.get("peak_memory_bytes")) for r in cmp.runs]
+    cap = cmp.runs[0].summary.get("memory_capacity_bytes") if cmp.runs else None
+    if mem and all(v is not None for _, v in mem):
+        of = f" of {cap / 2**30:.1f} GiB" if cap is not None and math.isfinite(cap) else ""
+        con.print("memory per GPU" + of + ": " + ", ".join(f"{n} {v / 2**30:.1f} GiB" for n, v in mem),
+                  markup=False, highlight=False)
     for r in cmp.runs:
         if r.summary.get("fits") is False:
             con.print(f"{r.strategy}: {r.summary['memory_note']}", markup=False, highlight=False)

@@ -51,10 +51,12 @@ class SimResult:
     meta: dict[str, Any] = field(default_factory=dict)
     #: the run's own lag table (what the quality model reads after the run)
     lag_table: LagTable | None = None
+    #: memory per GPU and the verdict against the GPU's (docs/memory.md)
+    memory: MemoryEstimate | None = None
 
     def summary(self) -> dict[str, Any]:
-        """Headline numbers (seconds, bytes, fractions, steps of lag)."""
-        return dict(self.totals)
+        """Headline numbers (seconds, bytes, fractions, steps of lag) and the memory verdict."""
+        return {**self.totals, **(self.memory.totals() if self.memory is not None else {})}
 
 
 def links_table(raw: RawRun, G: nx.DiGraph) -> pd.DataFrame:
@@ -121,8 +123,7 @@ def build_result(raw: RawRun, *, plan: Plan, routing: TokenRouting, row_nbytes: 
         **lag_means,
         "peak_buffer_bytes": float(buf_TW.max()) if buf_TW.size else 0.0,
         "collectives": raw.collectives,
-        **(memory.totals() if memory is not None else {}),
     }
     return SimResult(label=label, totals=totals, per_step=per_step, per_rank=per_rank, lags=lags,
                      token_lags=token_lags, buffers=buffers, links=links_table(raw, graph), events=raw.events,
-                     meta=dict(meta or {}), lag_table=plan.lags)
+                     meta=dict(meta or {}), lag_table=plan.lags, memory=memory)
