@@ -37,8 +37,9 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from dicesim.alternatives import alternative_class, alternative_presets, alternative_rows, memory_base, memory_columns, \
-    memory_reason
+from dicesim.alternatives import (
+    alternative_class, alternative_presets, alternative_rows, memory_base, memory_columns, memory_reason,
+)
 from dicesim.cluster import dask_client, map_jobs
 from dicesim.progress import NO_PROGRESS, Ticker
 from dicesim.compare import predicted_quality

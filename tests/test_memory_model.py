@@ -124,7 +124,8 @@ def test_runtime_allowance_counts_the_communicators_a_layout_uses():
     sep = make_strategy("dice", count_comm="separate")
     two = runtime_nbytes(build_plan(sep, preset.depth, 4), layout_for(sep, 8, 8))
     assert two["nccl"] == 2 * 7 * RUNTIME.p2p_per_peer_nbytes  # the count exchanges' own communicator
-    groups = runtime_nbytes(build_plan(make_strategy("sync"), preset.depth, 4), layout_for(make_strategy("sync"), 16, 8))
+    sync = make_strategy("sync")
+    groups = runtime_nbytes(build_plan(sync, preset.depth, 4), layout_for(sync, 16, 8))
     assert groups["nccl"] == 7 * RUNTIME.p2p_per_peer_nbytes  # 16 GPUs, groups of 8
 
 

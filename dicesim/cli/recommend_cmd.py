@@ -145,7 +145,8 @@ def print_recommendation(con: Console, rec: Recommendation, *, top: int, wide: b
     if len(ranked):
         if wide:
             con.print(rich_table(ranked, title=title))
-            con.print(rich_table(front_table(rec), title="Pareto front: step latency vs weighted lag vs memory per GPU"))
+            con.print(rich_table(front_table(rec),
+                                 title="Pareto front: step latency vs weighted lag vs memory per GPU"))
         else:
             table, legend = compact_table(ranked, _SHORT, title=title)
             con.print(table)

@@ -97,7 +97,8 @@ def _model_summary(model: str, part: pd.DataFrame, axes: list[str]) -> list[str]
     if len(best) > 1:
         top = best.sort_values("speedup", ascending=False, kind="stable")
         hi, lo = top.iloc[0], top.iloc[-1]
-        lines.append(f"{model}{ref_note}: the fastest strategy that fits gains most on {_setting(hi, axes)} ({hi['fastest']} "
+        lines.append(f"{model}{ref_note}: the fastest strategy that fits gains most on {_setting(hi, axes)} "
+                     f"({hi['fastest']} "
                      f"{hi['speedup']:.2f}x over sync) and least on {_setting(lo, axes)} ({lo['fastest']} "
                      f"{lo['speedup']:.2f}x).")
         lines.append(f"Why: the gain follows the share of its step sync spends waiting for communication, "

@@ -60,7 +60,8 @@ def memory_comparison(outcome: RunOutcome) -> dict[str, list[int]]:
     held = [h for h in est.holders_W if h not in ("weights", "activations", "runtime", "allocator_slack")]
     live_W = est.holders_W["activations"] + sum((est.holders_W[h] for h in held), np.zeros(outcome.world_size))
     mem = [r.memory for r in sorted(outcome.ranks, key=lambda r: r.rank)]
-    return {"memory_weights_nbytes_per_rank": [m["weights_parameters_nbytes"] + m["weights_buffers_nbytes"] for m in mem],
+    return {"memory_weights_nbytes_per_rank": [m["weights_parameters_nbytes"] + m["weights_buffers_nbytes"]
+                                               for m in mem],
             "memory_predicted_weights_nbytes_per_rank": [int(v) for v in est.holders_W["weights"]],
             "memory_peak_live_nbytes_per_rank": [m["peak_live_nbytes"] for m in mem],
             "memory_predicted_live_nbytes_per_rank": [int(round(v)) for v in live_W]}
