@@ -157,11 +157,11 @@ def _memory_probe(spec: RunSpec) -> Any:
     return LiveTensorBytes() if spec.measure_memory else nullcontext()
 
 
-def _memory_of(probe: Any, model: DiTMoE) -> dict[str, int] | None:
-    if not isinstance(probe, LiveTensorBytes):
+def _memory_of(mem: Any, model: DiTMoE) -> dict[str, int] | None:
+    if not isinstance(mem, LiveTensorBytes):
         return None
     return {**{f"weights_{k}_nbytes": v for k, v in module_nbytes(model).items()},
-            "peak_live_nbytes": probe.peak_nbytes}
+            "peak_live_nbytes": mem.peak_nbytes}
 
 
 @dataclass
@@ -210,10 +210,10 @@ def run_rank(spec: RunSpec, *, rank: int, world_size: int, device: torch.device,
     mine = slice(images.start, images.stop)
     runner = PlanRunner(model=model, plan=plan, dispatcher=disp, tracer=tracer, rank=rank, shadow=shadow,
                         image_keys_B=_image_keys(images.start, len(images), G, spec.guidance_scale is not None))
-    with _memory_probe(spec) as probe:
+    with _memory_probe(spec) as mem:
         samples = _sample_with(runner, spec, z_GCLL[mine].to(device), y_G[mine].to(device), model.null_class, rank)
     return RankResult(rank=rank, samples_BCLL=samples.float().cpu(), record=runner.record,
-                      trace_rows=tracer.rows(), device=str(device), memory=_memory_of(probe, model))
+                      trace_rows=tracer.rows(), device=str(device), memory=_memory_of(mem, model))
 
 
 def run_emulated(spec: RunSpec, world_size: int, device: torch.device | str = "cpu", *,
@@ -244,7 +244,7 @@ def run_emulated(spec: RunSpec, world_size: int, device: torch.device | str = "c
     runner = PlanRunner(model=model, plan=plan, dispatcher=disp, tracer=tracer, rank=0, shadow=shadow, probe=probe,
                         image_keys_B=_image_keys(0, G, G, spec.guidance_scale is not None),
                         sync_step=None if transport is None else transport.sync_step)
-    with _memory_probe(spec) as probe:
+    with _memory_probe(spec) as mem:
         samples = _sample_with(runner, whole, z_GCLL.to(device), y_G.to(device), model.null_class, -1)
     return RankResult(rank=0, samples_BCLL=samples.float().cpu(), record=runner.record,
-                      trace_rows=tracer.rows(), device=str(device), memory=_memory_of(probe, model))
+                      trace_rows=tracer.rows(), device=str(device), memory=_memory_of(mem, model))
