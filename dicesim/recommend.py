@@ -339,7 +339,7 @@ def _reason(row: pd.Series, ranked: pd.DataFrame) -> str:
     less = best["weighted_lag_steps"] - row["weighted_lag_steps"]
     mem = best["peak_memory_bytes"] - row["peak_memory_bytes"]
     gains = [f"{less:.2f} steps less weighted lag" if less > 1e-12 else "",
-             f"{_show('peak_memory_bytes', mem)} less memory per GPU" if mem > 0 else ""]
+             f"{_show('peak_buffer_bytes', mem)} less memory per GPU" if mem > 0 else ""]
     trade = "; buys " + " and ".join(g for g in gains if g) if any(gains) else ""
     return f"#{int(row['rank'])}: {100 * slower:.1f} % slower than {best['strategy']}{trade}{front}"
 
