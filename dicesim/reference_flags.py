@@ -81,21 +81,30 @@ def strategy_from_reference_flags(cmdline: str, *, name: str = "reference") -> t
         return ExpertParallelStrategy(name=name, scheme=scheme), notes
     _require(args.ep_async_mode is not None, "--ep-async needs --ep-async-mode", "models.py:329-338")
     n = args.ep_async_noskip_step
-    _require(n >= 1, f"--ep-async-noskip-step must be >= 1, got {n}", "diep.py:68")
     _require(n == 1 or args.ep_async_skip_strategy is not None,
-             "--ep-async-noskip-step > 1 needs --ep-async-skip-strategy", "diep.py:136-137")
-    if n > 2:
-        raise ConfigError("reference flags", f"--ep-async-noskip-step {n}: the reference's skip cache is emptied "
-                          "by each read (expertpara/ep_cache.py:215-220), so two one-copy steps in a row fail",
-                          "1 or 2")
+             "--ep-async-noskip-step other than 1 needs --ep-async-skip-strategy", "diep.py:136-137")
+    if n == 0:
+        raise ConfigError("reference flags", "--ep-async-noskip-step 0: the reference takes its step counter "
+                          "modulo n (expertpara/diep.py:68) and fails with ZeroDivisionError at step 1, the "
+                          "first step whose layers hold a skip-cache entry", "1 (off) or an interval >= 2")
+    if n < 0:  # i % -n != 0 exactly when i % n != 0; -1 enables skipping on no step
+        notes.append(f"--ep-async-noskip-step {n} acts as {-n} in the reference (diep.py:68: i % {n} is 0 "
+                     f"exactly when i % {-n} is; read, not run)")
+        n = -n
+    warm_up, strided, cool_down = max(args.ep_async_warm_up, 0), max(args.strided_sync, 0), args.ep_async_cool_down
+    if cool_down > 0 and not (warm_up or strided):
+        notes.append("--ep-async-cool-down alone is ignored by the reference: ep_forced_sync returns before its "
+                     "cool-down test unless --ep-async-warm-up or --strided-sync is set (diffusion/warmup.py:13-14, "
+                     "23-24); so is it here")
+        cool_down = 0
     fields: dict[str, object] = dict(
         REFERENCE_SEMANTICS,
         scheme="interweaved" if args.ep_async_pipeline else "displaced",
         sync_layers=ASYNC_MODE_TO_SYNC_LAYERS[args.ep_async_mode],
         # the first step always runs synchronously (diffusion/warmup.py:11-12), then the warm-up ones
-        warmup_steps=1 + max(args.ep_async_warm_up, 0),
-        cooldown_steps=max(args.ep_async_cool_down, 0),
-        sync_every=max(args.strided_sync, 0),
+        warmup_steps=1 + warm_up,
+        cooldown_steps=max(cool_down, 0),
+        sync_every=strided,
         cond_interval=n,
         buffer_policy="reference_gc" if args.auto_gc else "reference",
         # the flag's name says the opposite of what the code does (sample_ddp.py:192, ep_fwd.py:190-193)
@@ -103,13 +112,16 @@ def strategy_from_reference_flags(cmdline: str, *, name: str = "reference") -> t
     )
     if n > 1:
         fields["cond_policy"] = SKIP_STRATEGY_TO_POLICY[args.ep_async_skip_strategy]
-        notes.append("the reference skips when (T - t) % n != 0 (diep.py:61-68, step counted down), dicesim "
-                     "when t % n != 0: the same steps when n divides the step count T")
+        if n > 2:
+            notes.append(f"with --ep-async-noskip-step {n} the reference runs or fails depending on the step count "
+                         "and the layers (a one-copy output that finds no skip-cache entry, expertpara/ep_fwd.py:184); "
+                         "the plan is refused, naming the step, where it fails")
         if args.ep_async_skip_strategy == "rand":
             notes.append("'rand' draws one mask for every layer (diep.py:80-88); dicesim's 'random' draws one "
                          "per layer from StrategyConfig.seed")
     elif args.ep_async_skip_strategy is not None:
-        notes.append("--ep-async-skip-strategy has no effect with --ep-async-noskip-step 1 (diep.py:128)")
+        notes.append(f"--ep-async-skip-strategy has no effect with --ep-async-noskip-step {args.ep_async_noskip_step} "
+                     "(diep.py:128: no step is a candidate)")
     if args.strided_sync > 0:
         notes.append("the reference syncs when (T - t) % S == 0 (diffusion/warmup.py:21-22), dicesim when "
                      "t % S == 0: the same steps when S divides the step count T")

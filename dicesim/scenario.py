@@ -181,7 +181,10 @@ def scenario_from_dict(doc: dict, path: Path = Path("<scenario>")) -> Scenario:
     preset = strat.pop("preset", None)
     if preset is not None and not isinstance(preset, str):
         raise ConfigError("strategy.preset", f"must be a preset name, got {type(preset).__name__}", strategy_names())
-    fields["strategy"] = make_strategy(preset, **strat) if (preset or strat) else None
+    label = strat.pop("name", None)  # a label, not make_strategy's preset argument
+    fields["strategy"] = make_strategy(preset, **strat) if (preset or strat or label is not None) else None
+    if label is not None:
+        fields["strategy"] = fields["strategy"].model_copy(update={"name": str(label)})
     if routing:
         try:
             fields["routing"] = RoutingConfig(**routing)

@@ -60,6 +60,7 @@ def run(
     count_comm: str | None = typer.Option(None, "--count-comm", help="shared|separate"),
     async_work: str | None = typer.Option(None, "--async-work", help="every_step|consumed_only"),
     cond_scope: str | None = typer.Option(None, "--cond-scope", help="all|async"),
+    cond_gate: str | None = typer.Option(None, "--cond-gate", help="reference|every_candidate"),
     slot_order: str | None = typer.Option(None, "--slot-order", help="combine_first|shared_first"),
     buffer_policy: str | None = typer.Option(None, "--buffer-policy", help="reference_gc|reference|separate"),
     group_layout: str = typer.Option("contiguous", "--group-layout", help="contiguous|strided (E < W)"),
@@ -87,7 +88,8 @@ def run(
     strat = make_strategy(strategy, sync_layers=_sync_layers(sync_layers), cond_interval=cond_interval,
                           cond_policy=cond_policy, cooldown_steps=cooldown, sync_every=sync_every,
                           stale_weights=stale_weights, count_comm=count_comm, async_work=async_work,
-                          cond_scope=cond_scope, slot_order=slot_order, buffer_policy=buffer_policy)
+                          cond_scope=cond_scope, cond_gate=cond_gate, slot_order=slot_order,
+                          buffer_policy=buffer_policy)
     if strat.seed != seed:  # the run seed also fixes the `random` policy's choice (not a strategy change)
         strat = strat.model_copy(update={"seed": seed})
     if not 0 < timeout_s <= MAX_TIMEOUT_S:  # NaN fails too

@@ -39,6 +39,7 @@ def show(
     sync_every: Optional[int] = typer.Option(None, help="periodic synchronous step every S steps"),
     async_work: Optional[str] = typer.Option(None, help="every_step|consumed_only"),
     cond_scope: Optional[str] = typer.Option(None, help="all|async"),
+    cond_gate: Optional[str] = typer.Option(None, help="reference|every_candidate"),
     slot_order: Optional[str] = typer.Option(None, help="combine_first|shared_first"),
     buffer_policy: Optional[str] = typer.Option(None, help="reference_gc|reference|separate"),
 ) -> None:
@@ -57,7 +58,7 @@ def show(
                               ("none", "deep", "shallow", "alternate", "0,1,...")) from None
     overrides = dict(sync_layers=parsed_layers, cond_interval=cond_interval, cond_policy=cond_policy,
                      warmup_steps=warmup, cooldown_steps=cooldown, sync_every=sync_every, async_work=async_work,
-                     cond_scope=cond_scope, slot_order=slot_order, buffer_policy=buffer_policy)
+                     cond_scope=cond_scope, cond_gate=cond_gate, slot_order=slot_order, buffer_policy=buffer_policy)
     console = Console(width=max(100, 8 + 6 * steps))
     if reference_flags is not None:
         if name is not None or any(v is not None for v in overrides.values()):

@@ -20,7 +20,9 @@ from dicesim.plan.family import (
     PlanFamily, WindowCuts, build_plan, family_of, register_plan_family, unregister_plan_family,
 )
 from dicesim.plan.layout import ParallelLayout
-from dicesim.plan.vocabulary import Action, ActionKind, CollectiveKind, GcFrees, HeldBuffer, LagTable, Plan
+from dicesim.plan.vocabulary import (
+    Action, ActionKind, CollectiveKind, GcFrees, HeldBuffer, LagTable, Plan, PlanRefused,
+)
 
 register_plan_family(EXPERT_PARALLEL)
 
@@ -49,6 +51,6 @@ def layout_for(strategy: object, world_size: int, num_experts: int, *, group_lay
 
 __all__ = [
     "Action", "ActionKind", "CollectiveKind", "GcFrees", "HeldBuffer", "LagTable", "ParallelLayout", "Plan",
-    "PlanFamily", "WindowCuts", "buffer_bytes_TW", "build_plan", "family_of", "held_buffers", "lag_table",
+    "PlanFamily", "PlanRefused", "WindowCuts", "buffer_bytes_TW", "build_plan", "family_of", "held_buffers", "lag_table",
     "layout_for", "register_plan_family", "unregister_plan_family",
 ]

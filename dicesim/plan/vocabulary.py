@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from dicesim.errors import ConfigError
+
 if TYPE_CHECKING:
     from dicesim.strategy import Strategy
 
@@ -148,6 +150,16 @@ class Plan:
     def gc_frees(self) -> GcFrees:
         """Buffers freed right after an action, before the step ends (empty for most strategies)."""
         return self.rules.gc_frees(self)
+
+
+class PlanRefused(ConfigError):
+    """A strategy whose plan cannot run as written: the reference code it follows fails at a known
+    step of this run (one line, exit code 2, like every :class:`ConfigError`). Searches drop such
+    candidates and say why in ``brief`` (``dicesim recommend``); a sweep records the point as skipped."""
+
+    def __init__(self, field: str, problem: str, allowed: str, *, brief: str):
+        super().__init__(field, problem, allowed)
+        self.brief = brief
 
 
 # ---------------------------------------------------------------- effects (what the simulator compiles)
