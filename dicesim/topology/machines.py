@@ -79,9 +79,10 @@ MACHINES: MappingProxyType[str, Callable[[], nx.DiGraph]] = MappingProxyType({
                                   socket_link=None, p2p=False, gpu="rtx2080ti", name="2x-rtx2080ti-pcie3"),
     "hgx-h800": _H800,
     "hgx-h20": partial(_hgx, hw.NVLINK4_H20, "h20", "hgx-h20"),
-    # DeepEP README: H800 nodes, 'each connected to a CX7 InfiniBand 400 Gb/s RDMA network card' (one per
-    # GPU); the fabric is not stated, so one non-blocking switch. 1 node: the low-latency kernels of
-    # February 2025 send to same-node peers through the NICs too (internode_ll.cu @ ebfe47e:142-143)
+    # DeepEP README @ 3b1045d, lines 15 and 28: H800 GPUs 'each connected to a CX7 InfiniBand 400 Gb/s RDMA
+    # network card' (one NIC per GPU); the fabric is not stated, so one non-blocking switch. 1 node: the
+    # low-latency kernels of February 2025 send to same-node peers through the NICs too
+    # (csrc/kernels/internode_ll.cu @ ebfe47e:142-143)
     **{f"{n}x-hgx-h800-ib": partial(_ib, n, _H800, f"{n}x-hgx-h800-ib") for n in (1, 2, 4, 8, 16, 32)},
     # deepseek-ai/DeepEP#493: two 8x H200 nodes, CX7 400 Gb/s InfiniBand (one NIC per GPU assumed, as
     # DeepEP's normal kernels expect)
