@@ -62,7 +62,7 @@ def rank_workload(strategy: object, wl: BlockWorkload, world_size: int) -> Block
 
 
 __all__ = [
-    "Action", "ActionKind", "CollectiveKind", "GcFrees", "HeldBuffer", "LagTable", "ParallelLayout", "Plan", "PlanCache",
-    "PlanFamily", "PlanRefused", "WindowCuts", "buffer_bytes_TW", "build_plan", "family_of", "held_buffers", "lag_table",
-    "layout_for", "rank_workload", "register_plan_family", "unregister_plan_family",
+    "Action", "ActionKind", "CollectiveKind", "GcFrees", "HeldBuffer", "LagTable", "ParallelLayout", "Plan",
+    "PlanCache", "PlanFamily", "PlanRefused", "WindowCuts", "buffer_bytes_TW", "build_plan", "family_of",
+    "held_buffers", "lag_table", "layout_for", "rank_workload", "register_plan_family", "unregister_plan_family",
 ]
