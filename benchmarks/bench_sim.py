@@ -1,4 +1,4 @@
-"""Simulator and interactive-command speed against the issue-11 and issue-17 targets; regenerates docs/performance.md from the measurements.
+"""Simulator and interactive-command speed against the issue-11 and -17 targets; writes docs/performance.md.
 
 Run: ``python benchmarks/bench_sim.py`` prints every target beside the measured figure and the
 ratio to the floor (simpy's own event rate, measured in the same run). ``--write`` also rewrites
@@ -157,8 +157,8 @@ def main() -> None:
     m_g2 = measure(rep, **g2)
     m_g2_full = measure(rep, **g2, fold=False, reuse=False)
     m_multi = measure(rep, **g2, sampling="multinomial")
-    study_wall, study_cpu, study_load = command_wall_s(["dicesim", "study"], args.runs)
-    rec_wall, rec_cpu, rec_load = command_wall_s(["dicesim", "recommend"], args.runs)
+    study_wall, study_cpu, study_load = command_wall_s([sys.executable, "-m", "dicesim", "study"], args.runs)
+    rec_wall, rec_cpu, rec_load = command_wall_s([sys.executable, "-m", "dicesim", "recommend"], args.runs)
     targets = [
         Row("XL/2, 1,024 GPUs (`128x-dgx-h100-rail`), multinomial routing, 50 steps, dice (issue 17)", "<= 5 s CPU",
             f"{m_big_multi.cpu_s:.2f} s{interval(m_big_multi)}", m_big_multi.cpu_s <= 5.0, m_big_multi.events,
