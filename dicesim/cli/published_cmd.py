@@ -68,7 +68,7 @@ def run_published(paths: list[Path], *, fit_on: str, out: Path | None, write_mod
 
 def _print(rep, fit_on: str) -> None:
     from dicesim.calibrate.published.doc import by_source, param_value
-    from dicesim.calibrate.published.step_level import NOT_YET
+    from dicesim.calibrate.published.step_level import NOT_YET, step_lines
 
     c = rep.collective
     print(f"collective level: NCCL model fitted on {fit_on!r} ({len(c.split.fit)} figures); "
@@ -90,4 +90,7 @@ def _print(rep, fit_on: str) -> None:
                   f"max {r.max_abs:.1%} ({'met' if r.met else 'not met'})"
                   + (f"; on one source: {r.one_source_params}" if r.one_source_params else ""))
     print(c.summary.line())
+    if rep.step_rows is not None:
+        for line in step_lines(rep.step_rows):
+            print(line)
     print(rep.step.line() if rep.step is not None else NOT_YET)
