@@ -58,6 +58,7 @@ def run_published(paths: list[Path], *, fit_on: str, out: Path | None, write_mod
                         "sources": list(p.sources)} for p in c.fit.params],
             "rows": json.loads(c.rows.to_json(orient="records")),
             "cross_validation": None if rep.crossval is None else json.loads(rep.crossval.to_json(orient="records")),
+            "step_rows": None if rep.step_rows is None else json.loads(rep.step_rows.to_json(orient="records")),
         }, allow_nan=False))
         return
     _print(rep, fit_on)

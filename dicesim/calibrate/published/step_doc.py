@@ -31,7 +31,7 @@ def _figures(rows: pd.DataFrame) -> str:
         "figure": rows["id"],
         "split": [s if not why else f"{s}: {why}" for s, why in zip(rows["split"], rows["reason"])],
         "family": rows["family"],
-        "run": [f"{m}, {g} x {gpu}, {meth}" + (" + compile" if c else "")
+        "run": [f"{m}, {g} x {gpu}, {meth}" + (" + compile" if c and "compile" not in meth else "")
                 for m, g, gpu, meth, c in zip(rows["model"], rows["gpus"], rows["gpu"], rows["method"],
                                               rows["compiled"])],
         "simulated on": [f"`{p}` on `{m}`" if p else "-" for p, m in zip(rows["profile"], rows["machine"])],
