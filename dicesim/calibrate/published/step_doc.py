@@ -26,6 +26,19 @@ def _families(sums: dict) -> str:
                                            "max abs error"]))
 
 
+def _by_run(rows: pd.DataFrame) -> str:
+    """Held-out and baseline errors per model and GPU: where the model is weakest."""
+    r = rows[rows["split"].isin(["held-out", "baseline"])]
+    out = []
+    for (model, gpu), g in r.groupby(["model", "gpu"], sort=True):
+        held, base = g[g["split"] == "held-out"], g[g["split"] == "baseline"]
+        out.append((model, gpu, len(held), "-" if held.empty else f"{held['error'].median():+.1%}",
+                    "-" if held.empty else f"{held['error'].abs().max():.1%}",
+                    ", ".join(f"{e:+.1%}" for e in base["error"]) or "-"))
+    return _md(pd.DataFrame(out, columns=["model", "GPU", "held-out", "median signed error", "max abs error",
+                                          "one-GPU baseline error"]))
+
+
 def _figures(rows: pd.DataFrame) -> str:
     t = pd.DataFrame({
         "figure": rows["id"],
@@ -71,6 +84,10 @@ whole pipeline call. Held-out errors per interconnect family, with the profile's
 compute-communication interference on and off:
 
 {_families(sums)}
+
+Per model and GPU (signed: negative = predicted faster than published):
+
+{_by_run(rows)}
 
 Hardware (a figure's stated GPU -> what it is simulated on):
 
