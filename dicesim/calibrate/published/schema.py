@@ -110,8 +110,8 @@ class Figure(BaseModel):
     requires: tuple[str, ...] = ()
     family: Literal["consumer-pcie", "nvswitch", "infiniband", "roce"]
     gpu: str = Field(min_length=1)
-    gpus: int = Field(ge=1)
-    nodes: int = Field(ge=1)
+    gpus: int = Field(ge=2, strict=True)  # a collective on one GPU moves nothing (and `true` is no count)
+    nodes: int = Field(ge=1, strict=True)
     interconnect: str = Field(min_length=1)
     topology: str = Field(min_length=1)
     operation: Literal["all_to_all", "all_reduce", "deepep_dispatch", "deepep_combine",
