@@ -131,8 +131,8 @@ def step_level_rows(paths: list[Path] | None = None) -> pd.DataFrame | None:
 
 
 def outcome_rows(paths: list[Path] | None = None) -> pd.DataFrame:
-    """Refused configurations checked against the layout rules; OOM and peak-memory figures listed
-    with what checks them (the per-GPU memory model is not part of this step-level check)."""
+    """Refused configurations checked against the layout rules; OOM and peak-memory figures listed,
+    not checked (the verdict says why)."""
     figs, sources = load_step_figures(paths)
     rows = []
     for f in figs:
@@ -145,7 +145,9 @@ def outcome_rows(paths: list[Path] | None = None) -> pd.DataFrame:
             verdict = "agrees" if why else "disagrees: the layout rules let it run"
             predicted = why or "runs"
         else:
-            verdict = "not checked: needs the per-GPU memory model of dense presets (not built)"
+            # the per-GPU memory model (dicesim/plan/memory.py) counts the DiT-MoE families' holders; dense
+            # presets have none yet, and these peaks include text encoders, the VAE and offloading
+            verdict = "not checked: no memory holders for dense presets, text encoders, VAE or offload"
             predicted = "-"
         published = f"{f['value']:g} {f['unit']}" if kind == "memory" else kind.upper()
         rows.append({"id": f["id"], "kind": kind, "evidence": f.get("evidence", ""), "gpus": int(f["gpus"]),
