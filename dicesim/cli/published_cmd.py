@@ -58,6 +58,7 @@ def run_published(paths: list[Path], *, fit_on: str, out: Path | None, write_mod
                         "sources": list(p.sources)} for p in c.fit.params],
             "rows": json.loads(c.rows.to_json(orient="records")),
             "cross_validation": None if rep.crossval is None else json.loads(rep.crossval.to_json(orient="records")),
+            "step_rows": None if rep.step_rows is None else json.loads(rep.step_rows.to_json(orient="records")),
         }, allow_nan=False))
         return
     _print(rep, fit_on)
@@ -68,7 +69,7 @@ def run_published(paths: list[Path], *, fit_on: str, out: Path | None, write_mod
 
 def _print(rep, fit_on: str) -> None:
     from dicesim.calibrate.published.doc import by_source, param_value
-    from dicesim.calibrate.published.step_level import NOT_YET
+    from dicesim.calibrate.published.step_level import NOT_YET, step_lines
 
     c = rep.collective
     print(f"collective level: NCCL model fitted on {fit_on!r} ({len(c.split.fit)} figures); "
@@ -90,4 +91,7 @@ def _print(rep, fit_on: str) -> None:
                   f"max {r.max_abs:.1%} ({'met' if r.met else 'not met'})"
                   + (f"; on one source: {r.one_source_params}" if r.one_source_params else ""))
     print(c.summary.line())
+    if rep.step_rows is not None:
+        for line in step_lines(rep.step_rows):
+            print(line)
     print(rep.step.line() if rep.step is not None else NOT_YET)
