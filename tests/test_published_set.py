@@ -146,7 +146,8 @@ def _small_set(tmp_path: Path) -> Path:
 def test_accuracy_published_writes_its_own_section_and_keeps_the_page(tmp_path, capsys):
     md = tmp_path / "accuracy.md"
     md.write_text("# CPU accuracy\n\nkept text\n")
-    args = ["accuracy", "--published", str(_small_set(tmp_path)), "--out", str(md),
+    steps = Path(__file__).parents[1] / "traces" / "published" / "steps"  # the step level reads the given places
+    args = ["accuracy", "--published", str(_small_set(tmp_path)), str(steps), "--out", str(md),
             "--write-model", str(tmp_path / "nccl.toml"), "--no-cross-validation"]
     assert main(args) == 0
     out = capsys.readouterr().out

@@ -152,3 +152,21 @@ def test_hardware_mapping_and_figure_runs():
     f = next(x for x in figs if x["id"] == "paraattention-mochi-a100x4-cfg2ring2-eager")
     r = dense_run(f)
     assert r.cfg_on and r.parallel.cfg == 2 and r.parallel.ring == 2 and r.parallel.world == f["gpus"]
+
+
+def test_a_broken_step_file_is_one_line_naming_file_and_figure(tmp_path):
+    from dicesim.calibrate.published.step_level import step_level_rows
+    from dicesim.errors import TraceError
+
+    from pathlib import Path
+
+    good = (Path(__file__).parents[1] / "traces" / "published" / "steps" / "xdit.toml").read_text()
+    head, _, rest = good.partition("[[figure]]")
+    first = rest.split("[[figure]]")[0]
+    broken = tmp_path / "broken.toml"
+    broken.write_text(head + "[[figure]]" + "\n".join(l for l in first.splitlines() if not l.startswith("gpu ")))
+    with pytest.raises(ConfigError, match=r"broken\.toml: figure .*missing field 'gpu'"):
+        step_level_rows([broken])
+    (tmp_path / "bad.toml").write_text("schema = [")
+    with pytest.raises(TraceError, match="not a readable TOML"):
+        step_level_rows([tmp_path / "bad.toml"])

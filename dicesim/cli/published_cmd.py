@@ -36,7 +36,9 @@ def run_published(paths: list[Path], *, fit_on: str, out: Path | None, write_mod
             read_page(page)
     figs = load_published(paths or [DEFAULT_DIR])
     with progress_bar("published set", unit="figures predicted") as ticker:
-        rep = run(figs, fit_on, cross_validation=cross_validation, ticker=ticker)
+        # the step level reads the same places: a given directory's `steps/` (or the directory), or files
+        step_paths = None if not paths else [p / "steps" if (p / "steps").is_dir() else p for p in paths]
+        rep = run(figs, fit_on, cross_validation=cross_validation, step_paths=step_paths, ticker=ticker)
     command = _command(paths, fit_on, out, write_model, nccl_page, cross_validation)
     if out is not None:
         write_published_section(published_markdown(rep, command=command), out)

@@ -23,6 +23,7 @@ import pandas as pd
 
 from dicesim.calibrate.published.levels import STEP_TARGET, LevelSummary, summarize
 from dicesim.dense_models import get_dense_model
+from dicesim.errors import ConfigError, TraceError
 from dicesim.sim.costs.profile import get_profile
 from dicesim.sim.dense import DenseParallel, DenseRun, not_modelled, predict_dense, refusal
 from dicesim.sim.network.nccl import builtin_nccl_model
@@ -59,12 +60,24 @@ def load_step_figures(paths: list[Path] | None = None) -> tuple[list[dict], dict
     figs: list[dict] = []
     sources: dict[str, dict] = {}
     for f in files:
-        data = tomllib.loads(f.read_text())
+        try:
+            data = tomllib.loads(f.read_text())
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise TraceError(f, f"not a readable TOML step-level file: {exc}") from None
         if data.get("schema") != "dicesim-published-steps/1":
             continue
+        if not isinstance(data.get("sources", {}), dict) or not isinstance(data.get("figure", []), list):
+            raise TraceError(f, "[sources] must be a table and [[figure]] an array of tables")
         sources.update(data.get("sources", {}))
-        figs += data.get("figure", [])
+        figs += [{**fig, "_file": str(f)} if isinstance(fig, dict) else fig for fig in data.get("figure", [])]
     return figs, sources
+
+
+def _figure_error(f: object, exc: Exception) -> ConfigError:
+    """A step figure the predictor cannot read, named by its file and id, in one line."""
+    where = f"{f.get('_file', 'step set')}: figure {f.get('id', '?')!r}" if isinstance(f, dict) else "step set"
+    what = f"missing field {exc.args[0]!r}" if isinstance(exc, KeyError) else str(exc).splitlines()[0]
+    return ConfigError(where, what, "the fields of schema dicesim-published-steps/1 (traces/published/steps/README.md)")
 
 
 def dense_run(fig: dict) -> DenseRun:
@@ -103,31 +116,41 @@ def step_level_rows(paths: list[Path] | None = None) -> pd.DataFrame | None:
     graphs: dict[str, object] = {}
     rows = []
     for f in lat:
-        run = dense_run(f)
-        hw = hardware_for(str(f["gpu"]))
-        split, reason = _split(f, run, hw)
-        pred = pred_off = comp = exposed = float("nan")
-        prof = machine = basis = ""
-        if hw is not None and not not_modelled(run) and not refusal(run):
-            prof, machine, basis = hw
-            G = graphs.setdefault(machine, get_machine(machine))
-            profile = get_profile(prof)
-            on = predict_dense(run, profile, G, nccl, interference=True)
-            off = predict_dense(run, profile, G, nccl, interference=False)
-            pred, pred_off, comp, exposed = on.total_s, off.total_s, on.compute_s, on.exposed_comm_s
-        src = sources.get(f["source"], {})
-        value = float(f["value"])
-        rows.append({
-            "id": f["id"], "split": split, "reason": reason, "family": f["interconnect_family"],
-            "published": value, "predicted": pred, "unit": "s", "error": pred / value - 1,
-            "predicted_no_interference": pred_off, "error_no_interference": pred_off / value - 1,
-            "compute_s": comp, "exposed_comm_s": exposed, "model": f["model"], "gpu": f["gpu"],
-            "gpus": int(f["gpus"]), "method": f["method"], "compiled": bool(f.get("compiled", False)),
-            "profile": prof, "machine": machine, "hardware_basis": basis, "scope": f.get("scope", ""),
-            "group": f"{f['source']}:{f['model']}:{f['height_px']}x{f['width_px']}:{f['gpu']}",
-            "source_unit": f["source"], "source": f["source"], "url": src.get("url", ""),
-        })
+        try:
+            rows.append(_row(f, sources, nccl, graphs))
+        except ConfigError:
+            raise
+        except (KeyError, ValueError, TypeError, AttributeError) as exc:
+            raise _figure_error(f, exc) from None
     return pd.DataFrame(rows)
+
+
+def _row(f: dict, sources: dict, nccl: object, graphs: dict) -> dict:
+    """One latency figure's row: its split, the prediction with interference on and off, its source."""
+    run = dense_run(f)
+    hw = hardware_for(str(f["gpu"]))
+    split, reason = _split(f, run, hw)
+    pred = pred_off = comp = exposed = float("nan")
+    prof = machine = basis = ""
+    if hw is not None and not not_modelled(run) and not refusal(run):
+        prof, machine, basis = hw
+        G = graphs.setdefault(machine, get_machine(machine))
+        profile = get_profile(prof)
+        on = predict_dense(run, profile, G, nccl, interference=True)
+        off = predict_dense(run, profile, G, nccl, interference=False)
+        pred, pred_off, comp, exposed = on.total_s, off.total_s, on.compute_s, on.exposed_comm_s
+    src = sources.get(f["source"], {})
+    value = float(f["value"])
+    return {
+        "id": f["id"], "split": split, "reason": reason, "family": f["interconnect_family"],
+        "published": value, "predicted": pred, "unit": "s", "error": pred / value - 1,
+        "predicted_no_interference": pred_off, "error_no_interference": pred_off / value - 1,
+        "compute_s": comp, "exposed_comm_s": exposed, "model": f["model"], "gpu": f["gpu"],
+        "gpus": int(f["gpus"]), "method": f["method"], "compiled": bool(f.get("compiled", False)),
+        "profile": prof, "machine": machine, "hardware_basis": basis, "scope": f.get("scope", ""),
+        "group": f"{f['source']}:{f['model']}:{f['height_px']}x{f['width_px']}:{f['gpu']}",
+        "source_unit": f["source"], "source": f["source"], "url": src.get("url", ""),
+    }
 
 
 def outcome_rows(paths: list[Path] | None = None) -> pd.DataFrame:
