@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from dicesim.cluster import dask_client, map_jobs
 from dicesim.compare import predicted_quality
 from dicesim.errors import ConfigError, config_error_from_pydantic
+from dicesim.membudget import plan_workers, scenario_nbytes, usable_cpus
 from dicesim.report.units import unit_for
 from dicesim.results import QualityFn
 from dicesim.scenario import Scenario
@@ -197,11 +198,14 @@ def _simulate_latency(scenario: Scenario) -> dict[str, float]:
 
 
 def search(scenario: Scenario, space: SearchSpace, limits: Limits, *, quality: QualityFn | None = None,
-           exhaustive: bool = False, workers: int = 0, scheduler: str | None = None, processes: bool = True,
+           exhaustive: bool = False, workers: int | None = 0, scheduler: str | None = None, processes: bool = True,
            evaluate: Callable[[Scenario], dict[str, float]] | None = None) -> Recommendation:
     """Run the search on ``scenario`` (its strategy is ignored), in this process (``workers=0``),
     on a LocalCluster of ``workers`` processes or on the Dask cluster at ``scheduler``.
-    ``evaluate(scenario) -> metrics`` replaces the simulator (tests)."""
+    ``evaluate(scenario) -> metrics`` replaces the simulator (tests). ``workers=None``: as many
+    as the CPUs and the memory allow (:func:`dicesim.membudget.plan_workers`)."""
+    if not scheduler:
+        workers = plan_workers(workers, [scenario_nbytes(scenario, record=False)], jobs=usable_cpus())
     if workers <= 0 and not scheduler:
         return _search(scenario, space, limits, quality, exhaustive, evaluate, None)
     with dask_client(workers=workers, scheduler=scheduler, processes=processes) as client:
@@ -222,13 +226,20 @@ def _search(scenario: Scenario, space: SearchSpace, limits: Limits, quality: Qua
     pruned: dict[int, str] = {}
     order = sorted(members, key=lambda k: (classes[k].rank(), k))
     rounds = 0
-    while True:
+    # Progress: `ready` is never empty while classes are pending. The order is a preorder, so
+    # among the pending classes some have no *strictly* faster pending class; classes that are
+    # at least as fast as each other (equal order facts: with 1 or 2 steps many plans differ
+    # but share their sync layers and steps) are ready together instead of waiting on each other
+    # forever. Every round resolves all ready classes, so there are at most len(order) rounds.
+    for _ in range(len(order) + 1):
         pending = [k for k in order if k not in latency and k not in pruned]
         if not pending:
             break
-        # a class is ready when every class known to be at least as fast is resolved
-        ready = [k for k in pending if not any(j != k and j not in latency and j not in pruned
-                                               and at_least_as_fast(classes[j], classes[k]) for j in pending)]
+        # a class is ready when every class known to be strictly faster is resolved
+        ready = [k for k in pending if not any(j != k and at_least_as_fast(classes[j], classes[k])
+                                               and not at_least_as_fast(classes[k], classes[j]) for j in pending)]
+        if not ready:  # cannot happen for a preorder; refuse rather than spin
+            raise RuntimeError(f"recommend: no class of {len(pending)} pending is ready (the order has a cycle)")
         batch = []
         for k in ready:
             lower, bound_by = 0.0, ""

@@ -163,7 +163,7 @@ def load_runs(paths: list[str | Path]) -> list[TraceRun]:
     return sorted(runs, key=lambda r: (str(r.path.parent), r.stem))
 
 
-_REP = re.compile(r"-r\d+$")
+_REP = re.compile(r"-r\d+$", re.ASCII)
 
 
 def config_key(run: TraceRun) -> str:

@@ -8,7 +8,9 @@ import typer
 
 from dicesim.cli import app
 from dicesim.errors import ConfigError
+from dicesim.inputs import check_regular_file
 from dicesim.limits import MAX_TEXT_FILE_BYTES
+from dicesim.terminal import printable
 
 #: what `check` recognises, for the "unrecognised file type" message
 SUFFIXES = (".toml", ".graphml", ".json", ".json.gz", ".parquet", "directory")
@@ -16,6 +18,7 @@ SUFFIXES = (".toml", ".graphml", ".json", ".json.gz", ".parquet", "directory")
 
 def _head(path: Path) -> str:
     """The file's text for sniffing its kind; an oversized file is refused by its reader later."""
+    check_regular_file(path, lambda problem: ConfigError(str(path), problem))  # never open a FIFO
     try:
         with open(path, "rb") as fh:
             return fh.read(MAX_TEXT_FILE_BYTES).decode("utf-8", errors="replace")
@@ -134,4 +137,4 @@ def check(paths: list[Path] = typer.Argument(..., help="scenario, sweep, study, 
     for p in paths:
         if not p.exists():
             raise ConfigError(str(p), "file not found")
-        typer.echo(f"ok  {p}: {check_file(p)}")
+        typer.echo(printable(f"ok  {p}: {check_file(p)}", markup=False))  # names in files are untrusted text

@@ -26,6 +26,8 @@ from dicesim.cli.simulate_cmd import (
 )
 from dicesim.cli.study_cmd import csv_list, scale_out
 from dicesim.cli.tables import console as make_console, rich_table
+from dicesim.content_key import scenario_files
+from dicesim.outguard import Output, check_outputs
 from dicesim.outlock import locks_output
 
 
@@ -83,6 +85,8 @@ def recommend(
                        cond_policies=csv_list(cond_policies, "--cond-policies"),
                        warmups=csv_list(warmups, "--warmups", int))
     n_workers = scale_out(workers, scheduler)
+    check_outputs([Output("--out", out, "dir", ("candidates.parquet", "candidates.csv", "report.html"))],
+                  [scenario, *scenario_files(sc.model_dump())])
     con = make_console()
     con.print(f"{sc.setup_label()}; limits: {limits.describe()}")
     t0 = time.perf_counter()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Optional
@@ -13,7 +12,10 @@ from dicesim.atomic import write_parquet_atomic, write_text_atomic
 from dicesim.cli import app
 from dicesim.cli.tables import console as make_console, rich_table
 from dicesim.errors import ConfigError
+from dicesim.membudget import plan_workers
+from dicesim.outguard import Output, check_outputs
 from dicesim.outlock import locks_output
+from dicesim.strict_table import ascii_int_list
 
 
 
@@ -24,17 +26,22 @@ def csv_list(value: Optional[str], option: str, kind: type = str) -> Optional[tu
     items = [v.strip() for v in value.split(",") if v.strip()]
     if not items:
         raise ConfigError(option, "needs at least one value")
-    try:
-        return tuple(kind(v) for v in items)
-    except ValueError:
-        raise ConfigError(option, f"{value!r} is not a comma-separated list of {kind.__name__}s") from None
+    values = ascii_int_list(value, option, "comma-separated integers") if kind is int else tuple(map(kind, items))
+    dup = next((v for i, v in enumerate(values) if v in values[:i]), None)
+    if dup is not None:  # a repeated value would simulate one configuration twice
+        raise ConfigError(option, f"{dup!r} is given twice", "each value once")
+    return values
 
 
-def scale_out(workers: Optional[int], scheduler: Optional[str]) -> int:
-    """Local worker processes to start: none with a scheduler; default one per CPU."""
+def scale_out(workers: Optional[int], scheduler: Optional[str]) -> Optional[int]:
+    """Local worker processes to start: none with a scheduler; None = as many as the CPUs and the
+    memory allow (planned where the runs are known, :mod:`dicesim.membudget`); never more than
+    the CPUs."""
     if scheduler and workers is not None:
         raise ConfigError("--workers", "cannot be combined with --scheduler (the cluster decides)")
-    return (os.cpu_count() or 1) if workers is None else workers
+    if scheduler:
+        return 0
+    return None if workers is None else plan_workers(workers, [], jobs=workers)
 
 
 @app.command()
@@ -60,6 +67,7 @@ def study(
     from dicesim.report.study_report import TABLE_COLUMNS, study_sections
     from dicesim.report.study_text import fastest_per_setting, study_summary
     from dicesim.study import load_study, make_study, run_study, study_table
+    from dicesim.sweep import RESULT_DIR_FILES
 
     base = load_study(study_file) if study_file else None
     spec = make_study(base, models=csv_list(models, "--models"), topologies=csv_list(topologies, "--topologies"),
@@ -67,10 +75,13 @@ def study(
                       batches=csv_list(batches, "--batches", int),
                       image_sizes=csv_list(image_sizes, "--image-sizes", int),
                       strategies=csv_list(strategies, "--strategies"), steps=steps)
+    check_outputs([Output("--out", out, "dir", (*RESULT_DIR_FILES, "study.parquet", "study.csv", "summary.txt"))],
+                  [study_file, *spec.topologies])
     n_workers = scale_out(workers, scheduler)
     con = make_console()
     axes = spec.axes()
-    where = scheduler or (f"{n_workers} local Dask workers" if n_workers else "this process")
+    where = scheduler or ("local Dask workers" if n_workers is None else
+                          f"{n_workers} local Dask workers" if n_workers else "this process")
     con.print(f"study {spec.name!r}: {', '.join(spec.models)} along {' and '.join(axes) or 'one setting'}; "
               f"strategies {', '.join(spec.all_strategies())}; on {where}")
     t0 = time.perf_counter()

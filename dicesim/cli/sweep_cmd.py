@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Optional
@@ -13,6 +12,8 @@ from dicesim.cli import app
 from dicesim.cli.tables import console as make_console, rich_table
 from dicesim.errors import ConfigError
 from dicesim.limits import MAX_LOCAL_WORKERS, MAX_SWEEP_POINTS
+from dicesim.membudget import plan_workers, points_nbytes
+from dicesim.outguard import Output, check_outputs
 from dicesim.outlock import locks_output
 
 
@@ -32,16 +33,17 @@ def sweep(
     """Evaluate the cartesian product of the axes; rerun the same command to resume."""
     from dicesim.report.html import write_report
     from dicesim.report.sweep_report import best_under_budget, sweep_sections
-    from dicesim.sweep import load_sweep, run_sweep, write_sweep_table
+    from dicesim.sweep import RESULT_DIR_FILES, load_sweep, run_sweep, sweep_inputs, write_sweep_table
 
     if dask_scheduler and workers is not None:
         raise ConfigError("--workers", "cannot be combined with --scheduler (the cluster decides)")
     spec = load_sweep(sweep_file)
+    check_outputs([Output("--out", out, "dir", (*RESULT_DIR_FILES, "sweep.parquet"))], sweep_inputs(spec, sweep_file))
     lag_budget = spec.options.max_lag if max_lag is None else max_lag
     latency_budget = spec.options.max_latency_ms if max_latency_ms is None else max_latency_ms
-    n_workers = (os.cpu_count() or 1) if workers is None else workers
     console = make_console()
     total = len(spec.points())
+    n_workers = 0 if dask_scheduler else plan_workers(workers, [points_nbytes(spec.base, spec.points())], jobs=total)
     where = dask_scheduler or (f"{n_workers} local Dask workers" if n_workers else "this process")
     console.print(f"sweep {spec.options.name!r}: {total} configurations on {where}, results in {out}")
     done = [0]

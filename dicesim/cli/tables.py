@@ -5,18 +5,17 @@ from __future__ import annotations
 import sys
 
 import pandas as pd
-from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from dicesim.report.units import display_frame
+from dicesim.terminal import SafeConsole, printable
 
 
 def rich_table(df: pd.DataFrame, *, title: str | None = None, columns: list[str] | None = None) -> Table:
     """A rich Table of ``df`` with values scaled to display units (ms, %, MiB, GB/s)."""
     cols = list(df.columns) if columns is None else columns
     shown = display_frame(df, cols)
-    table = Table(title=title)
+    table = Table(title=None if title is None else printable(title))
     for src, header in zip(cols, shown.columns):
         numeric = pd.api.types.is_numeric_dtype(df[src]) and not pd.api.types.is_bool_dtype(df[src])
         # names (strategies, links) must stay legible: give them width, fold what is longer
@@ -24,7 +23,8 @@ def rich_table(df: pd.DataFrame, *, title: str | None = None, columns: list[str]
         table.add_column(str(header), justify="right" if numeric else "left",
                          min_width=None if numeric else min(longest, 28), overflow="fold")
     for row in shown.itertuples(index=False):
-        table.add_row(*[escape(str(v)) for v in row])  # labels such as "dice[cond_interval=4]" are not markup
+        # labels such as "dice[cond_interval=4]" are not markup, and names read from files are escaped
+        table.add_row(*[printable(v) for v in row])
     return table
 
 
@@ -39,7 +39,7 @@ def metric_table(values: dict, *, title: str | None = None) -> Table:
     return table
 
 
-def console(*, stderr: bool = False) -> Console:
+def console(*, stderr: bool = False) -> SafeConsole:
     """A console that is wide enough for result tables when output goes to a file or pipe."""
     stream = sys.stderr if stderr else sys.stdout
-    return Console(stderr=stderr, width=None if stream.isatty() else 160)
+    return SafeConsole(stderr=stderr, width=None if stream.isatty() else 160)
