@@ -43,7 +43,7 @@ def _from_document(doc: Any, where: str) -> list[RunResult]:
         try:
             return [RunResult(**doc)]
         except ValidationError as exc:
-            raise config_error_from_pydantic(exc, f"{where}: result") from None
+            raise config_error_from_pydantic(exc, f"{where}: result", model=RunResult) from None
     if "schema" in doc:
         raise ConfigError(f"{where}: schema", f"unknown result schema {doc['schema']!r}", (RESULT_SCHEMA,))
     if "traceEvents" in doc:  # a Chrome trace: its metadata carries the run's result

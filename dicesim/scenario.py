@@ -145,7 +145,7 @@ def make_scenario(**fields: object) -> Scenario:
     try:
         sc = Scenario(**{k: v for k, v in fields.items() if v is not None})
     except ValidationError as exc:
-        raise config_error_from_pydantic(exc, "", _ALLOWED) from None
+        raise config_error_from_pydantic(exc, "", _ALLOWED, model=Scenario) from None
     return validate_scenario(sc)
 
 
@@ -185,7 +185,7 @@ def scenario_from_dict(doc: dict, path: Path = Path("<scenario>")) -> Scenario:
         try:
             fields["routing"] = RoutingConfig(**routing)
         except ValidationError as exc:
-            raise config_error_from_pydantic(exc, "routing", _ALLOWED) from None
+            raise config_error_from_pydantic(exc, "routing", _ALLOWED, model=RoutingConfig) from None
     profile = doc.get("profile")
     if isinstance(profile, dict):
         profile = take_table(profile, ("file",), "profile").get("file")

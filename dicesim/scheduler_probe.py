@@ -25,8 +25,8 @@ import socket
 import struct
 import time
 
+from dicesim import limits
 from dicesim.errors import ConfigError
-from dicesim.limits import MAX_SCHEDULER_HANDSHAKE_BYTES, SCHEDULER_CONNECT_TIMEOUT_S
 
 _ADDRESS = re.compile(r"(?:(?P<scheme>[a-z]+)://)?(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(?P<port>[0-9]{1,5})",
                       re.ASCII)
@@ -82,7 +82,7 @@ def _looks_like_dask(frames: bytes) -> bool:
     return isinstance(msg, dict) and "pickle-protocol" in msg
 
 
-def check_scheduler(address: str, *, timeout_s: float = SCHEDULER_CONNECT_TIMEOUT_S) -> str:
+def check_scheduler(address: str, *, timeout_s: float | None = None) -> str:
     """The address, once a Dask scheduler has answered there (see the module docstring).
 
     An ``inproc://`` address (a cluster in this very process, as tests start) is not probed: it
@@ -90,6 +90,7 @@ def check_scheduler(address: str, *, timeout_s: float = SCHEDULER_CONNECT_TIMEOU
     """
     if address.startswith("inproc://"):
         return address
+    timeout_s = limits.SCHEDULER_CONNECT_TIMEOUT_S if timeout_s is None else timeout_s
     scheme, host, port = parse_address(address)
     deadline = time.monotonic() + timeout_s
     try:
@@ -106,7 +107,7 @@ def check_scheduler(address: str, *, timeout_s: float = SCHEDULER_CONNECT_TIMEOU
         try:
             head = _read_exactly(sock, 8, deadline)
             (nbytes,) = struct.unpack("<Q", head)
-            if not 16 <= nbytes <= MAX_SCHEDULER_HANDSHAKE_BYTES:
+            if not 16 <= nbytes <= limits.MAX_SCHEDULER_HANDSHAKE_BYTES:
                 raise _fail(address, f"the server's first message announces {nbytes:,} bytes; not a Dask scheduler")
             frames = _read_exactly(sock, nbytes, deadline)
         except (TimeoutError, socket.timeout):

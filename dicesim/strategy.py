@@ -200,4 +200,4 @@ def make_strategy(name: str | None = None, **overrides: object) -> StrategyConfi
     try:
         return StrategyConfig(**fields)
     except ValidationError as exc:
-        raise config_error_from_pydantic(exc, "strategy", _ALLOWED) from None
+        raise config_error_from_pydantic(exc, "strategy", _ALLOWED, model=StrategyConfig) from None

@@ -135,7 +135,7 @@ def sweep_from_dict(doc: dict, path: Path = Path("<sweep>")) -> SweepSpec:
     try:
         options = SweepOptions(**doc.get("sweep", {}))
     except ValidationError as exc:
-        raise config_error_from_pydantic(exc, "sweep") from None
+        raise config_error_from_pydantic(exc, "sweep", model=SweepOptions) from None
     base_doc: dict = {}
     base_path = path
     if options.base:

@@ -85,7 +85,7 @@ def load_paper_set(path: str | Path = DEFAULT_FILE) -> PaperSet:
         for f in ps.figure:
             f.band()
     except ValidationError as exc:
-        raise config_error_from_pydantic(exc, p.name) from None
+        raise config_error_from_pydantic(exc, p.name, model=PaperSet) from None
     except ValueError as exc:
         raise ConfigError(f"{p.name}: figure", str(exc)) from None
     _check_work(ps, p.name)

@@ -172,7 +172,7 @@ def parse_file(path: str | Path) -> list[Figure]:
         try:
             fig = Figure(**item)
         except ValidationError as exc:
-            raise config_error_from_pydantic(exc, where, {"__keys__": tuple(Figure.model_fields),
+            raise config_error_from_pydantic(exc, where, model=Figure, allowed={"__keys__": tuple(Figure.model_fields),
                                                           "operation": OPERATIONS, "metric": tuple(METRICS)}) from None
         _check_machine(fig, where)
         out.append(fig)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import typer
@@ -13,7 +14,7 @@ from dicesim.limits import MAX_TEXT_FILE_BYTES
 from dicesim.terminal import printable
 
 #: what `check` recognises, for the "unrecognised file type" message
-SUFFIXES = (".toml", ".graphml", ".json", ".json.gz", ".parquet", "directory")
+SUFFIXES = (".toml", ".graphml", ".json", ".json.gz", ".parquet", ".csv", "directory")
 
 
 def _head(path: Path) -> str:
@@ -37,8 +38,8 @@ def _toml_kind(head: str) -> str:
         return "sweep"
     if "[study]" in head:
         return "study"
-    if "[profile]" in head and "[model]" not in head:
-        return "profile"
+    if ("[profile]" in head or re.search(r"^\s*peak_tflops\s*=", head, re.M)) and "[model]" not in head:
+        return "profile"  # a profile file is flat (peak_tflops, [ops.*]); a scenario may name one in [profile]
     return "scenario"
 
 
@@ -61,6 +62,8 @@ def _kind(path: Path) -> str:
         return "trace" if name.endswith(".events.parquet") or is_trace_parquet(path) else "table"
     if name.endswith(".graphml"):
         return "topology"
+    if name.endswith(".csv"):  # a result table (docs/limits.md: `check` reads Parquet and CSV tables)
+        return "table"
     if name.endswith(".toml"):
         return _toml_kind(_head(path))
     raise ConfigError(str(path), "unrecognised file type", SUFFIXES)

@@ -132,7 +132,7 @@ def compare(
     histogram: Optional[str] = _HIST, dtype: Optional[str] = _DTYPE,
     out: Path = typer.Option(Path("out/compare"), "--out", help="summary.csv/.parquet, traces, report.html"),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, max=MAX_LOCAL_WORKERS,
-                                          help="parallel processes (default: CPUs)"),
+                                          help="parallel processes (default: as many as the CPUs and memory hold)"),
     as_json: bool = _JSON,
 ) -> None:
     """Simulate several strategies on one scenario and put them side by side."""

@@ -59,7 +59,7 @@ def study(
     steps: Optional[int] = typer.Option(None, "--steps", min=1, help="denoising steps"),
     out: Path = typer.Option(Path("out/study"), "--out", help="result directory (study.parquet, report.html)"),
     workers: Optional[int] = typer.Option(None, "--workers", min=0,
-                                          help="local Dask worker processes (0 = this process; default: CPUs)"),
+                                          help="local Dask worker processes (0 = this process; default: as many as the CPUs and memory hold)"),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="address of a running Dask scheduler"),
 ) -> None:
     """Compare strategies across machines, GPU counts, batches or image sizes; rerun to resume."""

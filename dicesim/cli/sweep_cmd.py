@@ -23,7 +23,7 @@ def sweep(
     sweep_file: Path = typer.Argument(..., help="sweep TOML: options, base scenario and one value list per axis"),
     out: Path = typer.Option(Path("out/sweep"), "--out", help="result directory (chunks/, sweep.parquet, report.html)"),
     workers: Optional[int] = typer.Option(None, "--workers", min=0, max=MAX_LOCAL_WORKERS,
-                                          help="local Dask worker processes (0 = run in this process; default: CPUs)"),
+                                          help="local Dask worker processes (0 = run in this process; default: as many as the CPUs and memory hold)"),
     dask_scheduler: Optional[str] = typer.Option(None, "--scheduler", "--dask-scheduler",
                                                  help="address of a running Dask scheduler, e.g. tcp://host:8786"),
     max_lag: Optional[float] = typer.Option(None, "--max-lag", min=0, help="budget: weighted lag (steps)"),

@@ -18,7 +18,7 @@ import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from dicesim.atomic import write_atomic
-from dicesim.errors import ConfigError
+from dicesim.errors import ConfigError, model_keys_at
 from dicesim.limits import physical_problem
 from dicesim.tomlio import read_toml
 
@@ -135,7 +135,8 @@ def profile_from_dict(data: dict, origin: str = "profile") -> HardwareProfile:
         loc = ".".join(str(p) for p in err["loc"])
         field = f"profile.{loc}" if loc else "profile"
         if err["type"] == "extra_forbidden":
-            raise ConfigError(field, f"unknown key in {origin}") from None
+            keys = model_keys_at(HardwareProfile, err["loc"][:-1])
+            raise ConfigError(field, f"unknown key in {origin}", keys) from None
         raise ConfigError(field, f"{err['msg']} in {origin}") from None
     except TypeError as exc:
         raise ConfigError("profile", f"{exc} in {origin}") from None
