@@ -38,7 +38,9 @@ def scenario_files(fields: Mapping[str, Any]) -> list[str]:
     reference: its topology and profile when they are files, and its router histogram."""
     routing = fields.get("routing") or {}
     hist = routing.get("histogram") if isinstance(routing, Mapping) else getattr(routing, "histogram", None)
-    out = [v for v in (fields.get("topology"), fields.get("profile")) if is_file_reference(v)]
+    # a name without a suffix or a directory is still read as a file when one exists under it
+    out = [v for v in (fields.get("topology"), fields.get("profile"))
+           if is_file_reference(v) or (isinstance(v, str) and v and os.path.isfile(v))]
     if hist:
         out.append(str(hist))
     return out

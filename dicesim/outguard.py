@@ -210,7 +210,3 @@ def check_outputs(outputs: Sequence[Output], inputs: Iterable[str | os.PathLike[
     for o in outs:
         _check_place(o)
 
-
-def existing_inputs(*paths: str | os.PathLike[str] | None) -> list[Path]:
-    """The given paths that name files or directories (preset names are not paths)."""
-    return [Path(p) for p in paths if p is not None and str(p) != "" and os.path.lexists(p)]
