@@ -19,9 +19,9 @@ import torch
 
 from dicesim.atomic import write_text_atomic
 from dicesim.strategy import make_strategy
-from validate.launch import launch
-from validate.summary import summarize
-from validate.worker import RunSpec
+from validate.executor.launch import launch
+from validate.executor.summary import summarize
+from validate.executor.worker import RunSpec
 
 STRATEGIES = ("sync", "data_parallel", "displaced", "interweaved", "displaced-deep", "interweaved-deep", "dice")
 

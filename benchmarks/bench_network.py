@@ -19,7 +19,7 @@ import time
 import networkx as nx
 import simpy
 
-from dicesim.sim.network import FlowNetwork
+from dicesim.sim.network.network import FlowNetwork
 
 MiB = 1 << 20
 

@@ -20,7 +20,7 @@ import torch
 
 from dicesim.models import block_workload, get_model
 from dicesim.trace import EventRecorder, TraceMeta, write_trace
-from validate.model import DiTMoEBlock, combine_copies, copies_to_rows
+from validate.model.model import DiTMoEBlock, combine_copies, copies_to_rows
 
 BATCHES = tuple(int(b) for b in sys.argv[3].split(",")) if len(sys.argv) > 3 else (1, 2, 4, 8, 16, 32)
 MODELS = tuple(sys.argv[2].split(",")) if len(sys.argv) > 2 else ("XL/2", "G/2")

@@ -73,7 +73,7 @@ def copy_bandwidth(device, mib: int, reps: int = 5) -> dict[str, float]:
     """Copy bandwidths (bytes/s): each direction alone, both at once, and the staged round trip."""
     import torch
 
-    from validate.copypath import make_copy_path
+    from validate.executor.copypath import make_copy_path
 
     n = mib << 20
     cuda = device.type == "cuda"
@@ -126,8 +126,8 @@ def preflight(dev, strategies: list[str]) -> dict[str, float]:
     """The tiny model through every strategy, host-staged against the emulation, before the big build:
     a broken copy path fails here in seconds. Max |difference| of the samples per strategy."""
     from dicesim.strategy import make_strategy
-    from validate.hoststaged import run_host_staged
-    from validate.worker import RunSpec, run_emulated
+    from validate.executor.hoststaged import run_host_staged
+    from validate.executor.worker import RunSpec, run_emulated
 
     out = {}
     for name in strategies:
@@ -144,8 +144,8 @@ def run_all(args: argparse.Namespace, dev, out: Path) -> tuple[list[Path], dict]
     import torch
 
     from dicesim.strategy import make_strategy
-    from validate.hoststaged import run_host_staged
-    from validate.worker import RunSpec, build_model, run_emulated
+    from validate.executor.hoststaged import run_host_staged
+    from validate.executor.worker import RunSpec, build_model, run_emulated
 
     W = args.world_size
     strategies = [s for s in args.strategies.split(",") if s]
@@ -189,9 +189,9 @@ def run_all(args: argparse.Namespace, dev, out: Path) -> tuple[list[Path], dict]
 
 def simulate_all(paths: list[Path], profile_name: str, topology: str, bw: dict) -> dict[str, list]:
     """Simulate every run with the shipped profile and with the sync-refit one; the check rows of both."""
-    from dicesim.calibrate.overlap_check import check_rows, refit_on_sync, simulate_trace
+    from dicesim.calibrate.overlap.check import check_rows, refit_on_sync, simulate_trace
     from dicesim.calibrate.runs import load_runs
-    from dicesim.sim.profile import get_profile
+    from dicesim.sim.costs.profile import get_profile
     from dicesim.topology import get_topology
     from dicesim.topology.graph import LinkSpec
     from dicesim.topology.host_staged import one_gpu_host_staged
@@ -211,7 +211,7 @@ def simulate_all(paths: list[Path], profile_name: str, topology: str, bw: dict) 
 def report(log: dict, device_name: str, torch_version: str, bw: dict, tables: dict, profile: str, topology: str,
            sim_s: float) -> str:
     """README / overlap_check.md: how the files were made, the copy path, both error tables."""
-    from dicesim.calibrate.overlap_check import markdown_table
+    from dicesim.calibrate.overlap.check import markdown_table
 
     a = log["run"]
     cmd = "PYTHONPATH=. python3 benchmarks/gpu_overlap_check.py " + " ".join(log["argv"])
@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from dicesim.atomic import write_text_atomic
-    from validate.hoststaged import checked_device
+    from validate.executor.hoststaged import checked_device
 
     t_start = time.perf_counter()
     out = Path(args.out)

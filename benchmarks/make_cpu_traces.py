@@ -44,10 +44,10 @@ def _rank_main(rank: int, world_size: int, port: int, specs: list, stems: list, 
     import torch
     import torch.distributed as dist
 
-    from validate.launch import RunOutcome
-    from validate.summary import write_run_trace
-    from validate.tracing import clock_offsets_ns
-    from validate.worker import GroupCache, run_rank
+    from validate.executor.launch import RunOutcome
+    from validate.executor.summary import write_run_trace
+    from validate.executor.tracing import clock_offsets_ns
+    from validate.executor.worker import GroupCache, run_rank
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size,
@@ -83,7 +83,7 @@ def _run_group(world_size: int, args: argparse.Namespace, out: Path) -> list[str
     import torch.multiprocessing as tmp
 
     from dicesim.strategy import make_strategy
-    from validate.worker import RunSpec
+    from validate.executor.worker import RunSpec
 
     names = list(args.strategies)
     order = [(rep, b, names[(i + 2 * rep) % len(names)]) for rep in range(args.reps) for b in args.batches

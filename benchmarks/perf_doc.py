@@ -119,7 +119,7 @@ and window reuse stays off too (a group's cut is not a cut of the groups it shar
   one per class; the others copy its step ends, counters, link totals and (when recording)
   events. Contiguous groups inside a server always fold; groups that share a NIC, a leaf uplink
   or any link never do. `meta["fold"]` says what happened.
-- **Window reuse** (`dicesim/sim/reuse.py`). With counts on the all-to-all communicator, every
+- **Window reuse** (`dicesim/sim/engine/reuse.py`). With counts on the all-to-all communicator, every
   communicating layer starts with a blocking count exchange that queues behind all earlier
   collectives: when it completes the group is idle and its state is fixed by its place in the
   plan (a *cut*). Between two cuts (a window) the evolution depends only on the window's
@@ -127,7 +127,7 @@ and window reuse stays off too (a group's cut is not a cut of the groups it shar
   from the record: clocks advance by the recorded duration, counters, link totals and
   collective counts by the recorded amounts. This is steady-state detection at layer
   granularity (repeats inside a step count too). `meta["reuse"]` gives windows and repeats.
-- **Batched plans for sampled routing** (`dicesim/sim/batchplan.py`). With `sampling =
+- **Batched plans for sampled routing** (`dicesim/sim/network/batchplan.py`). With `sampling =
   "multinomial"` no two all-to-alls are alike; the time went into one max-min solve per
   finishing flow per transfer, each a handful of numpy calls on a few dozen flows. Transfers of
   link-isolated groups start on idle links, so their plans are computed before the run, all
@@ -136,7 +136,7 @@ and window reuse stays off too (a group's cut is not a cut of the groups it shar
   switch, rail IB), a combine is its dispatch backwards and takes the dispatch's plan with the
   links mirrored, which halves the planning. Transfers are built from routes resolved once per
   group (`PairFlows`) instead of a loop per flow.
-- **Expected counts are one table** (`dicesim/sim/routing.py`): counts, sent and received rows
+- **Expected counts are one table** (`dicesim/sim/costs/routing.py`): counts, sent and received rows
   are broadcast views over ranks and steps, so 1,024 ranks cost what 8 do.
 - **Routing at scale** (`dicesim/topology/routing.py`): per-group searches stop once the group is
   reached, and topology validation checks reachability without an all-pairs table (it used to

@@ -25,8 +25,9 @@ def dask_client(*, workers: int, scheduler: str | None = None, processes: bool =
     """A connected ``distributed.Client``; a LocalCluster it started is closed on exit."""
     try:
         from dask.distributed import Client, LocalCluster
-    except ImportError:  # pragma: no cover -- the sweep extra is part of the test install
-        raise ConfigError("--workers", "needs dask[distributed] (pip install 'dicesim[sweep]')", "0") from None
+    except ImportError:  # pragma: no cover -- a core dependency; only a broken install lacks it
+        raise ConfigError("--workers", "needs dask[distributed], a core dependency of dicesim: reinstall with "
+                          "`python3 -m pip install -e .`", "0") from None
     cluster = None
     if scheduler:
         check_scheduler(scheduler)  # address, connection and handshake, each bounded in time

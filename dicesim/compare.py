@@ -15,6 +15,7 @@ import math
 import re
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ from typing import Any
 import pandas as pd
 
 from dicesim.errors import ConfigError
+from dicesim.plan import LagTable
+from dicesim.progress import NO_PROGRESS, Ticker
 from dicesim.results import RunResult, result_from_sim, sim_metrics
 from dicesim.scenario import Scenario, check_run_size, load_scenario, make_scenario
 from dicesim.strategy import COMPARE_DEFAULT, make_strategy
@@ -97,12 +100,14 @@ def resolve_scenario(path: str | Path | None = None, *, model: str | None = None
     return make_scenario(**fields)
 
 
-def predicted_quality(scenario: Scenario) -> dict[str, Any]:
+def predicted_quality(scenario: Scenario, lags: LagTable | None = None) -> dict[str, Any]:
     """The quality model's predicted FD change and deviation of the scenario's strategy, and
-    their basis (:mod:`dicesim.quality_model`; router top-1 share from the scenario)."""
+    their basis (:mod:`dicesim.quality_model`; router top-1 share from the scenario).
+    ``lags``: the simulated run's own lag table (before a run: its plan's)."""
     from dicesim.quality_model import quality_columns
 
-    return quality_columns(scenario.strategy, scenario.preset().depth, scenario.steps, scenario.routing.top1_share)
+    return quality_columns(scenario.strategy, scenario.preset().depth, scenario.steps, scenario.routing.top1_share,
+                           lags=lags)
 
 
 def headline_metrics(summary: dict[str, Any], per_step: pd.DataFrame | None = None) -> dict[str, float]:
@@ -135,7 +140,7 @@ def run_strategy(scenario: Scenario, *, trace_dir: str | Path | None = None,
     result = simulate(scenario, record=want_events)
     events = result.events if want_events else None
     name = scenario.strategy.name
-    run_result = result_from_sim(scenario, {**result.summary(), **predicted_quality(scenario)}, result.per_step)
+    run_result = result_from_sim(scenario, {**result.summary(), **predicted_quality(scenario, result.lag_table)}, result.per_step)
     trace_path = None
     if events is not None and trace_dir is not None:
         # the record in the metadata makes the trace file a result file too (dicesim results table)
@@ -171,11 +176,12 @@ def comparison_table(runs: Sequence[StrategyRun], sync_step_latency_s: float) ->
 
 def compare_strategies(scenario: Scenario, strategies: Sequence[str] = COMPARE_DEFAULT, *,
                        trace_dir: str | Path | None = None, workers: int = 1, record: bool = True,
-                       timeline_steps: Sequence[int] | None = None) -> Comparison:
+                       timeline_steps: Sequence[int] | None = None, ticker: Ticker = NO_PROGRESS) -> Comparison:
     """Simulate every strategy preset in ``strategies`` on ``scenario``, in ``workers`` processes.
 
     A ``sync`` run is added as the speedup baseline when it is not among ``strategies``
     (it is then not part of the table). Traces go to ``trace_dir/<strategy>.trace.json``.
+    ``ticker`` hears of each strategy simulated.
     """
     names = list(dict.fromkeys(s.strip() for s in strategies if s.strip()))
     if not names:
@@ -186,11 +192,17 @@ def compare_strategies(scenario: Scenario, strategies: Sequence[str] = COMPARE_D
     jobs = [(scenario.with_strategy(make_strategy(n)), trace_dir, steps, record) for n in names]
     if "sync" not in names:
         jobs.append((scenario.with_strategy(make_strategy("sync")), None, (), False))
-    if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
-            runs = list(pool.map(_run_one, jobs))
-    else:
-        runs = [_run_one(job) for job in jobs]
+    ticker.expect(len(jobs))
+    runs = []
+    with ExitStack() as stack:
+        if workers > 1 and len(jobs) > 1:
+            pool = stack.enter_context(ProcessPoolExecutor(max_workers=min(workers, len(jobs))))
+            done = pool.map(_run_one, jobs)
+        else:
+            done = map(_run_one, jobs)
+        for run in done:  # in job order
+            runs.append(run)
+            ticker.advance()
     baseline = next(r for r in runs if r.strategy == "sync")
     shown = tuple(runs[: len(names)])
     table = comparison_table(shown, float(baseline.summary["step_latency_s"]))

@@ -131,7 +131,7 @@ MEMORY_BUDGET_FRACTION = 0.8
 
 def sim_table_nbytes(*, layers: int, steps: int, world_size: int, experts: int, group_size: int) -> int:
     """Bytes of the routing tables a simulation builds: int64 counts ``[L, T, W, E]`` plus the
-    full and one-copy send tables ``[L, T, W, S]`` (``dicesim.sim.routing.TokenRouting``)."""
+    full and one-copy send tables ``[L, T, W, S]`` (``dicesim.sim.costs.routing.TokenRouting``)."""
     return 8 * layers * steps * world_size * (experts + 2 * group_size)
 
 

@@ -35,6 +35,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dicesim.cluster import dask_client, map_jobs
+from dicesim.progress import NO_PROGRESS, Ticker
 from dicesim.compare import predicted_quality
 from dicesim.errors import ConfigError, config_error_from_pydantic
 from dicesim.membudget import plan_workers, scenario_nbytes, usable_cpus
@@ -49,7 +50,7 @@ from dicesim.search_space import (
     class_metrics,
     timing_key,
 )
-from dicesim.strategy import StrategyConfig
+from dicesim.strategy import ExpertParallelStrategy
 
 #: the objectives of the Pareto front and their sense (+1 minimise, -1 maximise)
 OBJECTIVES: dict[str, int] = {"step_latency_s": 1, "weighted_lag_steps": 1, "peak_buffer_bytes": 1}
@@ -130,9 +131,10 @@ class Recommendation:
 
 
 def screen(scenario: Scenario, space: SearchSpace, limits: Limits, *, quality: QualityFn | None = None,
-           client: Any = None) -> tuple[pd.DataFrame, list[TimingClass]]:
+           client: Any = None) -> tuple[pd.DataFrame, list[TimingClass | None]]:
     """Steps 1 and 2: every candidate's plan-derived metrics, cheap-limit verdict and timing class
-    (an index into the returned list of classes). ``client``: a Dask client to spread the work."""
+    (an index into the returned list of classes; None for a class the reference cannot run, whose
+    candidates get status ``cannot run``). ``client``: a Dask client to spread the work."""
     from dicesim.sim.api import prepare
 
     quality = quality or predicted_quality
@@ -140,7 +142,7 @@ def screen(scenario: Scenario, space: SearchSpace, limits: Limits, *, quality: Q
     L, T = scenario.preset().depth, scenario.steps
     cands = candidates(space, L)
     class_ids: dict[tuple, int] = {}
-    reps: list[StrategyConfig] = []
+    reps: list[ExpertParallelStrategy] = []
     policies: list[dict[str, None]] = []
     for strategy, _ in cands:
         key = timing_key(strategy, L)
@@ -151,7 +153,8 @@ def screen(scenario: Scenario, space: SearchSpace, limits: Limits, *, quality: Q
         policies[class_ids[key]][strategy.cond_policy] = None
     jobs = [(s, tuple(p)) for s, p in zip(reps, policies)]
     done = dict(map_jobs(class_metrics, jobs, shared=(prep.routing, prep.spec.row_nbytes, L, T), client=client))
-    classes = [done[i][0] for i in range(len(reps))]
+    # a refused class (the reference cannot run it) has no metrics, only the refusal
+    classes = [None if isinstance(done[i], str) else done[i][0] for i in range(len(reps))]
     rows = []
     for strategy, sync_label in cands:
         k = class_ids[timing_key(strategy, L)]
@@ -159,10 +162,13 @@ def screen(scenario: Scenario, space: SearchSpace, limits: Limits, *, quality: Q
             "strategy": strategy.name, "scheme": strategy.scheme, "sync_layers": sync_label,
             "cond_interval": strategy.cond_interval,
             "cond_policy": strategy.cond_policy if strategy.cond_interval > 1 else "",
-            "warmup_steps": strategy.effective_warmup, "timing_class": k, **done[k][2][strategy.cond_policy],
-            "peak_buffer_bytes": done[k][1],
-            **quality(scenario.with_strategy(strategy)),
+            "warmup_steps": strategy.effective_warmup, "timing_class": k,
         }
+        if isinstance(done[k], str):
+            rows.append({**row, "reason": done[k], "status": "cannot run", "_strategy": strategy})
+            continue
+        row.update(**done[k][2][strategy.cond_policy], peak_buffer_bytes=done[k][1],
+                   **quality(scenario.with_strategy(strategy)))
         row["reason"] = limits.cheap_violation(row)
         row["status"] = "over limit" if row["reason"] else "screened"
         row["_strategy"] = strategy
@@ -199,21 +205,23 @@ def _simulate_latency(scenario: Scenario) -> dict[str, float]:
 
 def search(scenario: Scenario, space: SearchSpace, limits: Limits, *, quality: QualityFn | None = None,
            exhaustive: bool = False, workers: int | None = 0, scheduler: str | None = None, processes: bool = True,
-           evaluate: Callable[[Scenario], dict[str, float]] | None = None) -> Recommendation:
+           evaluate: Callable[[Scenario], dict[str, float]] | None = None,
+           ticker: Ticker = NO_PROGRESS) -> Recommendation:
     """Run the search on ``scenario`` (its strategy is ignored), in this process (``workers=0``),
     on a LocalCluster of ``workers`` processes or on the Dask cluster at ``scheduler``.
-    ``evaluate(scenario) -> metrics`` replaces the simulator (tests). ``workers=None``: as many
+    ``evaluate(scenario) -> metrics`` replaces the simulator (tests); ``ticker`` hears of each
+    round's timing classes to simulate and of each one simulated. ``workers=None``: as many
     as the CPUs and the memory allow (:func:`dicesim.membudget.plan_workers`)."""
     if not scheduler:
         workers = plan_workers(workers, [scenario_nbytes(scenario, record=False)], jobs=usable_cpus())
     if workers <= 0 and not scheduler:
-        return _search(scenario, space, limits, quality, exhaustive, evaluate, None)
+        return _search(scenario, space, limits, quality, exhaustive, evaluate, None, ticker)
     with dask_client(workers=workers, scheduler=scheduler, processes=processes) as client:
-        return _search(scenario, space, limits, quality, exhaustive, evaluate, client)
+        return _search(scenario, space, limits, quality, exhaustive, evaluate, client, ticker)
 
 
 def _search(scenario: Scenario, space: SearchSpace, limits: Limits, quality: QualityFn | None, exhaustive: bool,
-            evaluate: Callable[[Scenario], dict[str, float]] | None, client: Any) -> Recommendation:
+            evaluate: Callable[[Scenario], dict[str, float]] | None, client: Any, ticker: Ticker) -> Recommendation:
     table, classes = screen(scenario, space, limits, quality=quality, client=client)
     evaluate = evaluate or _simulate_latency
     objectives = list(OBJECTIVES)
@@ -259,7 +267,9 @@ def _search(scenario: Scenario, space: SearchSpace, limits: Limits, quality: Qua
             batch.append(k)
         rounds += 1
         jobs = [(scenario.with_strategy(table.at[members[k][0], "_strategy"]),) for k in batch]
+        ticker.expect(len(jobs))
         for i, metrics in map_jobs(evaluate, jobs, client=client):
+            ticker.advance()
             k = batch[i]
             latency[k] = metrics
             if limits.max_step_latency_s is None or metrics["step_latency_s"] <= limits.max_step_latency_s:
@@ -285,7 +295,7 @@ def _ruling_out(class_values: list[dict[str, float]], done: list[dict[str, Any]]
 
 def _finish(scenario: Scenario, limits: Limits, table: pd.DataFrame, members: dict[int, list[int]],
             latency: dict[int, dict[str, float]], pruned: dict[int, str], objectives: list[str], rounds: int,
-            classes: list[TimingClass]) -> Recommendation:
+            classes: list[TimingClass | None]) -> Recommendation:
     table = table.copy()
     for col in ("step_latency_s", "exposed_comm_step_s", "speedup"):
         table[col] = np.nan
@@ -338,7 +348,7 @@ def _reason(row: pd.Series, ranked: pd.DataFrame) -> str:
 
 
 def _violations(table: pd.DataFrame, members: dict[int, list[int]], latency: dict[int, dict[str, float]],
-                classes: list[TimingClass]) -> list[tuple[str, str]]:
+                classes: list[TimingClass | None]) -> list[tuple[str, str]]:
     """Simulated pairs where the assumed order failed (the faster-by-assumption class was slower)."""
     out = []
     for a in latency:

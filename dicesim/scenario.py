@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SerializeAsAny, ValidationError
 
 from dicesim.content_key import is_file_reference
 from dicesim.errors import ConfigError, config_error_from_pydantic
@@ -22,8 +22,8 @@ from dicesim.limits import (
     MAX_WORLD_SIZE, human_bytes, recorded_events, sim_table_nbytes,
 )
 from dicesim.models import DTYPE_NBYTES, MODEL_NAMES, ModelPreset, get_model
-from dicesim.placement import make_placement
-from dicesim.strategy import STRATEGY_NAMES, StrategyConfig, make_strategy
+from dicesim.plan import layout_for
+from dicesim.strategy import ExpertParallelStrategy, Strategy, as_strategy, make_strategy, strategy_names
 from dicesim.strict_table import take_table
 from dicesim.tomlio import read_toml
 
@@ -61,7 +61,8 @@ class Scenario(BaseModel):
     steps: int = Field(50, ge=1, le=MAX_STEPS)
     cfg: bool = True
     dtype: Literal["bf16", "fp16", "fp32"] = "bf16"
-    strategy: StrategyConfig = StrategyConfig(name="sync")
+    #: any family's config; a table of fields reads as its family's (default: expert-parallel)
+    strategy: Annotated[SerializeAsAny[Strategy], BeforeValidator(as_strategy)] = ExpertParallelStrategy(name="sync")
     topology: str = DEFAULT_TOPOLOGY
     world_size: int = Field(8, ge=1, le=MAX_WORLD_SIZE)
     placement: Literal["contiguous", "strided"] = "contiguous"
@@ -72,7 +73,7 @@ class Scenario(BaseModel):
     def preset(self) -> ModelPreset:
         return get_model(self.model, self.num_experts)
 
-    def with_strategy(self, strategy: StrategyConfig) -> "Scenario":
+    def with_strategy(self, strategy: Strategy) -> "Scenario":
         return self.model_copy(update={"strategy": strategy})
 
     def setup_label(self) -> str:
@@ -85,16 +86,16 @@ class Scenario(BaseModel):
 
 _ALLOWED = {
     "model": MODEL_NAMES, "dtype": tuple(DTYPE_NBYTES), "placement": ("contiguous", "strided"),
-    "kind": ("uniform", "zipf", "histogram"), "sampling": ("expected", "multinomial"), "preset": STRATEGY_NAMES,
+    "kind": ("uniform", "zipf", "histogram"), "sampling": ("expected", "multinomial"), "preset": strategy_names(),
 }
 
 
 def validate_scenario(sc: Scenario) -> Scenario:
     """Cross-field checks that need more than one field. Returns the scenario unchanged."""
     preset = sc.preset()
-    make_placement(sc.world_size, preset.num_experts, group_layout=sc.placement)
-    preset.tokens_per_image(sc.image_size)
-    sc.strategy.sync_layer_set(preset.depth)
+    layout_for(sc.strategy, sc.world_size, preset.num_experts, group_layout=sc.placement)
+    sc.strategy.check_split(sc.world_size, preset.tokens_per_image(sc.image_size))
+    sc.strategy.check_model(preset.depth)
     from dicesim.topology import get_topology, world_size
 
     gpus = world_size(get_topology(sc.topology))
@@ -179,8 +180,11 @@ def scenario_from_dict(doc: dict, path: Path = Path("<scenario>")) -> Scenario:
         raise ConfigError(f"topology.{next(iter(topo))}", "unknown key", ("name", "file", "world_size", "placement"))
     preset = strat.pop("preset", None)
     if preset is not None and not isinstance(preset, str):
-        raise ConfigError("strategy.preset", f"must be a preset name, got {type(preset).__name__}", STRATEGY_NAMES)
-    fields["strategy"] = make_strategy(preset, **strat) if (preset or strat) else None
+        raise ConfigError("strategy.preset", f"must be a preset name, got {type(preset).__name__}", strategy_names())
+    label = strat.pop("name", None)  # a label, not make_strategy's preset argument
+    fields["strategy"] = make_strategy(preset, **strat) if (preset or strat or label is not None) else None
+    if label is not None:
+        fields["strategy"] = fields["strategy"].model_copy(update={"name": str(label)})
     if routing:
         try:
             fields["routing"] = RoutingConfig(**routing)

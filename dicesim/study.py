@@ -23,6 +23,7 @@ from dicesim.compare import headline_metrics, predicted_quality
 from dicesim.content_key import is_file_reference
 from dicesim.errors import ConfigError, config_error_from_pydantic
 from dicesim.limits import MAX_BATCH, MAX_IMAGE_PX, MAX_STEPS, MAX_SWEEP_POINTS, MAX_WORLD_SIZE
+from dicesim.progress import NO_PROGRESS, Ticker
 from dicesim.scenario import Scenario, make_scenario, relative_to
 from dicesim.strategy import COMPARE_DEFAULT, make_strategy
 from dicesim.sweep import SweepOutcome, run_points
@@ -167,19 +168,19 @@ class StudyEvaluator:
             alike = links[(links["link_class"] == top["link_class"]) & (links["busy_s"] >= 0.99 * top["busy_s"])]
             out.update(busiest_link=str(top["link"]), busiest_link_class=str(top["link_class"]),
                        busiest_link_busy_frac=float(top["busy_frac"]), busiest_link_count=float(len(alike)))
-        out.update(predicted_quality(scenario))
+        out.update(predicted_quality(scenario, result.lag_table))
         return out
 
 
 def run_study(study: StudyConfig, out_dir: str | Path, *, workers: int | None = 0, scheduler: str | None = None,
               processes: bool = True,
-              on_chunk: Callable[[Path, list[dict]], None] | None = None) -> SweepOutcome:
-    """Evaluate every configuration of ``study`` not already in ``out_dir`` (resumable).
-    """
+              on_chunk: Callable[[Path, list[dict]], None] | None = None,
+              ticker: Ticker = NO_PROGRESS) -> SweepOutcome:
+    """Evaluate every configuration of ``study`` not already in ``out_dir`` (resumable)."""
     base = make_scenario(steps=study.steps, placement=study.placement)
     return run_points(base, study_points(study), out_dir, workers=workers, scheduler=scheduler,
                       processes=processes, chunk_size=study.chunk_size, evaluate=StudyEvaluator(),
-                      on_chunk=on_chunk)
+                      on_chunk=on_chunk, ticker=ticker)
 
 
 def study_table(table: pd.DataFrame) -> pd.DataFrame:

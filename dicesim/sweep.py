@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dicesim.atomic import write_parquet_atomic
 from dicesim.cluster import map_jobs
+from dicesim.progress import NO_PROGRESS, Ticker
 from dicesim.compare import METRIC_KEYS, headline_metrics, predicted_quality
 from dicesim.content_key import Digests, is_file_reference, scenario_files
 from dicesim.errors import ConfigError, DicesimError, config_error_from_pydantic
@@ -41,14 +42,16 @@ from dicesim.membudget import plan_workers, points_nbytes
 from dicesim.results import RESULT_SCHEMA, rename_legacy_columns
 from dicesim.scenario import Scenario, make_scenario, naming_file, relative_to, resolve_paths, scenario_from_dict
 from dicesim.sweep_limits import check_axis_values, check_sweep_size
-from dicesim.strategy import STRATEGY_NAMES, StrategyConfig, make_strategy
+from dicesim.strategy import Strategy, make_strategy, parse_strategy, strategy_names
 from dicesim.tomlio import read_toml
 
-SWEEP_FORMAT = "dicesim-sweep/2"  # part of every key: bump it when a result's meaning changes
+# part of every key: bump it when a result's meaning changes (2: cond_gate; 3: keys cover file contents)
+SWEEP_FORMAT = "dicesim-sweep/3"
 SCENARIO_AXES = ("model", "num_experts", "batch", "image_size", "steps", "cfg", "dtype", "topology",
                  "world_size", "placement", "seed", "profile")
 STRATEGY_AXES = ("scheme", "sync_layers", "cond_interval", "cond_policy", "warmup_steps", "cooldown_steps",
-                 "sync_every", "stale_weights", "count_comm", "async_work", "cond_scope", "slot_order", "buffer_policy")
+                 "sync_every", "stale_weights", "count_comm", "async_work", "cond_scope", "slot_order", "buffer_policy",
+                 "cond_gate")
 ROUTING_AXES = {"routing": "kind", "zipf_alpha": "alpha", "top1_share": "top1_share"}
 #: axes whose values may name files
 FILE_AXES = ("topology", "profile")
@@ -210,10 +213,7 @@ def point_scenario(base: Scenario, point: dict[str, Any]) -> tuple[Scenario, str
             fields["routing"] = {**fields["routing"], ROUTING_AXES[name]: value}
     preset_name = str(preset or strat_fields["name"])
     label = _strategy_label(preset_name, overrides)
-    try:
-        strategy = StrategyConfig(**{**strat_fields, **overrides, "name": label})
-    except ValidationError as exc:
-        raise config_error_from_pydantic(exc, "strategy") from None
+    strategy = parse_strategy({**strat_fields, **overrides, "name": label})
     if not strategy.is_async and strategy.scheme == strat_fields["scheme"]:
         moot = [k for k in overrides if k not in ("scheme", "count_comm")]
         if moot:
@@ -226,10 +226,10 @@ def point_scenario(base: Scenario, point: dict[str, Any]) -> tuple[Scenario, str
     return make_scenario(**fields), label
 
 
-def matching_preset(strategy: StrategyConfig) -> str | None:
+def matching_preset(strategy: Strategy) -> str | None:
     """Name of the preset this strategy equals in everything but its name, if any."""
     mine = strategy.model_dump(exclude={"name"})
-    for name in STRATEGY_NAMES:
+    for name in strategy_names():
         if make_strategy(name).model_dump(exclude={"name"}) == mine:
             return name
     return None
@@ -240,7 +240,7 @@ def simulate_metrics(scenario: Scenario) -> dict[str, float]:
     from dicesim.sim.api import simulate
 
     result = simulate(scenario, record=False)
-    return headline_metrics({**result.summary(), **predicted_quality(scenario)}, result.per_step)
+    return headline_metrics({**result.summary(), **predicted_quality(scenario, result.lag_table)}, result.per_step)
 
 
 Evaluator = Callable[[Scenario], dict]
@@ -338,22 +338,25 @@ def _write_chunk(out_dir: Path, rows: list[dict]) -> Path:
 
 def run_sweep(spec: SweepSpec, out_dir: str | Path, *, workers: int | None = 0, scheduler: str | None = None,
               processes: bool = True, chunk_size: int | None = None, evaluate: Evaluator | None = None,
-              on_chunk: Callable[[Path, list[dict]], None] | None = None) -> SweepOutcome:
+              on_chunk: Callable[[Path, list[dict]], None] | None = None,
+              ticker: Ticker = NO_PROGRESS) -> SweepOutcome:
     """Evaluate every configuration of ``spec`` not already in ``out_dir``'s chunks.
 
     ``evaluate(scenario) -> summary dict`` defaults to the simulator (must be picklable for
-    Dask processes). ``on_chunk(path, rows)`` is called after each chunk is on disk. Returns
-    the complete, deterministic result table (rows in configuration order) and counts.
+    Dask processes). ``on_chunk(path, rows)`` is called after each chunk is on disk; ``ticker``
+    hears how many configurations are to run and each chunk that finished. Returns the
+    complete, deterministic result table (rows in configuration order) and counts.
     """
     return run_points(spec.base, spec.points(), out_dir, workers=workers, scheduler=scheduler,
                       processes=processes, chunk_size=chunk_size or spec.options.chunk_size, evaluate=evaluate,
-                      on_chunk=on_chunk)
+                      on_chunk=on_chunk, ticker=ticker)
 
 
 def run_points(base: Scenario, points: Sequence[dict[str, Any]], out_dir: str | Path, *, workers: int | None = 0,
                scheduler: str | None = None, processes: bool = True, chunk_size: int = 16,
                evaluate: Evaluator | None = None,
-               on_chunk: Callable[[Path, list[dict]], None] | None = None) -> SweepOutcome:
+               on_chunk: Callable[[Path, list[dict]], None] | None = None,
+               ticker: Ticker = NO_PROGRESS) -> SweepOutcome:
     """:func:`run_sweep` for an explicit list of configurations (``{axis: value}`` on ``base``).
 
     ``workers=None`` starts as many local workers as the CPUs and the memory allow
@@ -366,9 +369,11 @@ def run_points(base: Scenario, points: Sequence[dict[str, Any]], out_dir: str | 
     pending = [it for it in items if it[1] not in done_keys]
     if not scheduler:  # local workers: bounded by the CPUs and the memory their runs need
         workers = plan_workers(workers, [points_nbytes(base, [p for _, _, p in pending])], jobs=len(pending))
+    ticker.expect(len(pending))
     for _, rows in map_jobs(evaluate_chunk, [(chunk, evaluate) for chunk in _chunks(pending, chunk_size)],
                             workers=workers, scheduler=scheduler, processes=processes, shared=(base,)):
         path = _write_chunk(out, rows)
+        ticker.advance(len(rows))
         if on_chunk is not None:
             on_chunk(path, rows)
     table = collect_table(out, [it[1] for it in items])

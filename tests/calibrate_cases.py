@@ -9,8 +9,8 @@ import numpy as np
 from dicesim.calibrate.profile_fit import cpu_base_profile
 from dicesim.scenario import make_scenario
 from dicesim.sim.api import prepare
-from dicesim.sim.engine import run_engine
-from dicesim.sim.profile import OP_KINDS, HardwareProfile
+from dicesim.sim.engine.engine import run_engine
+from dicesim.sim.costs.profile import OP_KINDS, HardwareProfile
 from dicesim.topology import save_toml, single_switch
 from dicesim.trace import TraceMeta, write_trace
 

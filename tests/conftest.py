@@ -2,6 +2,7 @@
 
 import os
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 # Machines here have 2 cores shared by multi-process gloo tests: wall-clock deadlines would
@@ -9,3 +10,11 @@ from hypothesis import HealthCheck, settings
 settings.register_profile("dev", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("ci", deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+
+@pytest.fixture(autouse=True)
+def _no_inherited_terminal_width(monkeypatch):
+    """Tables follow ``COLUMNS`` (dicesim.cli.tables.console); pytest-xdist workers inherit
+    COLUMNS=80 from execnet, so every test starts without it, as a serial run does, and a test
+    that wants a width sets it."""
+    monkeypatch.delenv("COLUMNS", raising=False)

@@ -109,8 +109,8 @@ def write_result_seeds(d: Path) -> None:
 def make_checkpoint(path: Path) -> None:
     """A valid checkpoint of the ``tiny`` model for 32 px images."""
     from dicesim.models import get_model
-    from validate.checkpoint import save_checkpoint
-    from validate.model import DiTMoE
+    from validate.model.checkpoint import save_checkpoint
+    from validate.model.model import DiTMoE
 
     save_checkpoint(DiTMoE.for_image(get_model("tiny"), 32, seed=1), path)
 

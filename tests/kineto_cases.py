@@ -8,7 +8,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
 from dicesim.models import get_model
-from validate.model import DiTMoEBlock, copies_to_rows
+from validate.model.model import DiTMoEBlock, copies_to_rows
 
 
 def profile_tiny_block(path: Path, *, batch: int = 1, steps: int = 3, image_size: int = 32,

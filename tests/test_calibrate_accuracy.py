@@ -12,7 +12,7 @@ from dicesim.calibrate.accuracy_doc import write_accuracy
 from dicesim.calibrate.runs import load_runs
 from dicesim.cli import main
 from dicesim.sim.api import simulate
-from dicesim.sim.profile import load_profile
+from dicesim.sim.costs.profile import load_profile
 
 REF = Path(__file__).resolve().parent.parent / "traces" / "cpu"
 SUBSET = sorted(str(p) for p in REF.glob("cpu-small-w2-b*-*.events.parquet")

@@ -19,7 +19,7 @@ from dicesim.calibrate.accuracy import run_accuracy
 from dicesim.calibrate.api import calibrate_runs
 from dicesim.calibrate.runs import load_runs
 from dicesim.models import block_workload, get_model
-from dicesim.sim.costmodel import CostModel
+from dicesim.sim.costs.costmodel import CostModel
 
 INTERFERENCE = 0.25
 COMM_INTERFERENCE = 0.4

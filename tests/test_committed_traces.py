@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from dicesim.plan import build_plan, lag_table
-from dicesim.strategy import STRATEGY_NAMES, StrategyConfig
+from dicesim.strategy import STRATEGY_NAMES, ExpertParallelStrategy
 from dicesim.trace import read_trace
 
 TRACES = Path(__file__).parents[1] / "traces"
@@ -49,7 +49,7 @@ def test_reference_executor_lags_match_the_plan(strategy):
     _, meta = read_trace(TRACES / "reference" / f"validate-tiny-{strategy}-w2-gloo.trace.json")
     summary = meta.extra["summary"]
     # the fields the run recorded: traces made before a preset changed keep their own semantics
-    lags = lag_table(build_plan(StrategyConfig(**meta.scenario["strategy"]), 4, 6))
+    lags = lag_table(build_plan(ExpertParallelStrategy(**meta.scenario["strategy"]), 4, 6))
     per_copy = (lags.kept + lags.dropped) / 2  # top-2: one kept and one dropped copy per token
     assert summary["mean_lag_steps"] == pytest.approx(float(per_copy.mean()))
     assert summary["max_lag_steps"] == lags.max_lag

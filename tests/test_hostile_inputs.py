@@ -203,7 +203,7 @@ def tiny_state(tmp_path_factory):
 ])
 def test_checkpoint_contents(tmp_path, tiny_state, change, needle):
     from dicesim.errors import ConfigError
-    from validate.checkpoint import read_checkpoint
+    from validate.model.checkpoint import read_checkpoint
 
     state = dict(tiny_state)
     key = sorted(state)[0]
@@ -224,7 +224,7 @@ def test_checkpoint_contents(tmp_path, tiny_state, change, needle):
 
 def test_checkpoint_size_limit(tmp_path):
     from dicesim.errors import ConfigError
-    from validate.checkpoint import read_checkpoint
+    from validate.model.checkpoint import read_checkpoint
 
     f = tmp_path / "c.pt"
     f.write_bytes(b"\0" * 2048)

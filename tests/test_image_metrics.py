@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from validate.classifier import accuracy, load_classifier
-from validate.digits import CLASSIFIER_FILE, DATA_DIR, load_digits_split
-from validate.image_metrics import FeatureStats, class_accuracy, deviation, feature_stats, frechet_distance
+from validate.digits.classifier import accuracy, load_classifier
+from validate.digits.data import CLASSIFIER_FILE, DATA_DIR, load_digits_split
+from validate.quality.image_metrics import FeatureStats, class_accuracy, deviation, feature_stats, frechet_distance
 
 torch.set_num_threads(1)
 

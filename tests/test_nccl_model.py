@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from dicesim.calibrate.published import load_published
-from dicesim.calibrate.published_fit import predict, prior_model, run_published_accuracy
+from dicesim.calibrate.published.set import load_published
+from dicesim.calibrate.published.fit import predict, prior_model, run_published_accuracy
 from dicesim.errors import ConfigError
 from dicesim.sim.api import prepare
-from dicesim.sim.collective_ops import simulate_op
-from dicesim.sim.deepep import DeepEPConfig, deepep_traffic
-from dicesim.sim.engine import run_engine
-from dicesim.sim.nccl import builtin_nccl_model, effective_graph, link_transport, nccl_model_from_dict
-from dicesim.sim.profile import get_profile
+from dicesim.sim.microbench.collective_ops import simulate_op
+from dicesim.sim.microbench.deepep import DeepEPConfig, deepep_traffic
+from dicesim.sim.engine.engine import run_engine
+from dicesim.sim.network.nccl import builtin_nccl_model, effective_graph, link_transport, nccl_model_from_dict
+from dicesim.sim.costs.profile import get_profile
 from dicesim.topology import get_topology, pcie_server, ring, single_switch
 from dicesim.topology import hardware as hw
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dicesim.calibrate.paper_check import load_paper_set, predict_rows
+from dicesim.calibrate.published.paper import load_paper_set, predict_rows
 from dicesim.cli import main
 from dicesim.errors import ConfigError
 from dicesim.scenario import make_scenario

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import tomli_w
 
-from dicesim.calibrate.published import DEFAULT_FIT_ON, load_published, parse_file
-from dicesim.calibrate.published_fit import split_figures
+from dicesim.calibrate.published.set import DEFAULT_FIT_ON, load_published, parse_file
+from dicesim.calibrate.published.fit import split_figures
 from dicesim.cli import main
 from dicesim.errors import ConfigError
 
@@ -136,7 +136,7 @@ def test_accuracy_without_traces_or_published_is_one_line(capsys):
 
 
 def test_cpu_page_rewrite_keeps_the_published_section(tmp_path):
-    from dicesim.calibrate.published_doc import BEGIN, END, carry_section, write_published_section
+    from dicesim.calibrate.published.doc import BEGIN, END, carry_section, write_published_section
 
     md = tmp_path / "accuracy.md"
     write_published_section(f"{BEGIN}\nfigures\n{END}\n", md)

@@ -10,11 +10,11 @@ from PIL import Image
 
 from dicesim.quality_model import fit_quality, load_quality_table
 from validate.cli import main
-from validate.digits import CHECKPOINT_FILE, DATA_DIR
-from validate.quality_run import QualityPaths, run_quality
-from validate.quality_study import STUDY, StudyConfig
+from validate.digits.data import CHECKPOINT_FILE, DATA_DIR
+from validate.quality.run import QualityPaths, run_quality
+from validate.quality.study import STUDY, QualityStudyConfig
 
-SUB = [s for s in STUDY if s.label in ("sync", "displaced", "interweaved", "dice")]
+SUB = [s for s in STUDY if s.label in ("sync", "displaced", "interweaved", "dice", "sp", "distrifusion")]
 pytestmark = pytest.mark.skipif(not (DATA_DIR / CHECKPOINT_FILE).is_file(), reason="checkpoint not trained yet")
 
 
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.skipif(not (DATA_DIR / CHECKPOINT_FILE).is_file(), reas
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("quality")
     paths = QualityPaths(doc=out / "quality.md", figure=out / "figures" / "samples.png", table=out / "digits.toml")
-    cfg = StudyConfig(checkpoint=str(DATA_DIR / CHECKPOINT_FILE), steps=4, images=8, seeds=(0, 1))
+    cfg = QualityStudyConfig(checkpoint=str(DATA_DIR / CHECKPOINT_FILE), steps=4, images=8, seeds=(0, 1))
     result = run_quality(cfg, paths, check_steps=[2], world_sizes=[2], command="test", echo=lambda _: None,
                          strategies=SUB)
     torch.set_num_threads(1)

@@ -8,10 +8,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dicesim.sim.api import prepare
-from dicesim.sim.engine import Engine
-from dicesim.sim.batchplan import plan_many
-from dicesim.sim.flowplan import FlowTable, simulate as plan_one
-from dicesim.sim.network import FlowNetwork
+from dicesim.sim.engine.engine import Engine
+from dicesim.sim.network.batchplan import plan_many
+from dicesim.sim.network.flowplan import FlowTable, simulate as plan_one
+from dicesim.sim.network.network import FlowNetwork
 from dicesim.topology import all_pairs_routes, get_topology
 
 TABLES = st.integers(1, 5).flatmap(lambda n_l: st.tuples(
@@ -102,8 +102,9 @@ def test_sampled_routing_result_is_unchanged_by_batched_planning():
 def test_a_combine_over_mirrored_routes_takes_its_dispatch_plan_mirrored():
     """On a switch (and across IB servers) every combine is its dispatch backwards: its plan, derived
     from the dispatch's, equals planning it directly; host-staged routes are not mirrors."""
-    from dicesim.sim.batchplan import mirrored
-    from dicesim.sim.program import ISSUE, SYNC
+    from dicesim.sim.network.batchplan import mirrored
+    from dicesim.plan import CollectiveKind
+    from dicesim.sim.engine.program import ISSUE
 
     for topology, W, mirror in (("dgx-h100", 8, True), ("2x-dgx-h100-ib", 16, True), ("8x-rtx4090-pcie", 8, False)):
         kw = dict(model="tiny", num_experts=W if W <= 8 else 8, world_size=W if W <= 8 else 8, batch=1, image_size=64,
@@ -115,7 +116,8 @@ def test_a_combine_over_mirrored_routes_takes_its_dispatch_plan_mirrored():
         assert (gc.rev_L is not None) is mirror, topology
         if not mirror:
             continue
-        uses = {(ins[3], ins[1], ins[2]) for ins in eng.flat if ins[0] in (SYNC, ISSUE)}
+        uses = {(c.skip, c.layer, c.tok_step) for c in (ins[2] for ins in eng.flat if ins[0] == ISSUE)
+                if c.kind == CollectiveKind.DISPATCH}
         _, pairs = gc.distinct_groups(uses)
         assert pairs
         for c, d in pairs:

@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 from dicesim.errors import ConfigError
 from dicesim.plan import lag_table
 from dicesim.sim.api import prepare, simulate
-from dicesim.sim.engine import COUNTERS, run_engine
-from dicesim.sim.profile import get_profile
+from dicesim.sim.engine.engine import run_engine
+from dicesim.sim.engine.runspec import COUNTERS
+from dicesim.sim.costs.profile import get_profile
 from dicesim.topology import fully_connected, get_topology
 
 REL = 1e-9

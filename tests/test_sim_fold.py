@@ -10,9 +10,9 @@ import pytest
 from sim_equal import assert_same_run, sorted_events
 
 from dicesim.sim.api import prepare, simulate
-from dicesim.sim.engine import run_engine
+from dicesim.sim.engine.engine import run_engine
 from dicesim.sim.fold import plan_fold
-from dicesim.sim.profile import get_profile
+from dicesim.sim.costs.profile import get_profile
 from dicesim.topology import add_device, add_gpu, add_link, multi_node, new_topology, nvswitch_server
 from dicesim.topology import hardware as hw
 from dicesim.topology.graph import LinkSpec

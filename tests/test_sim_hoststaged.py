@@ -9,8 +9,8 @@ from dicesim.models import get_model
 from dicesim.placement import make_placement
 from dicesim.sim.api import simulate
 from dicesim.sim.hoststaged import merged_routing, simulate_host_staged, staged_rows_LT
-from dicesim.sim.profile import get_profile
-from dicesim.sim.routing import TokenRouting
+from dicesim.sim.costs.profile import get_profile
+from dicesim.sim.costs.routing import TokenRouting
 from dicesim.topology import get_topology, validate_topology
 from dicesim.topology.host_staged import HOST_MEM_DDR5, PCIE5_HOST_H100, loopback_route
 
@@ -81,7 +81,7 @@ def test_same_work_as_one_rank_with_the_global_batch():
 
 
 def test_compute_slows_only_while_copies_run_and_counts_queue_behind_them():
-    from dicesim.calibrate.slowdown import compute_slowdown
+    from dicesim.calibrate.overlap.slowdown import compute_slowdown
 
     def run(strategy, **kw):
         return simulate_host_staged(strategy=strategy, world_size=4, batch=4, profile=_quiet(**kw), record=True,

@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dicesim.sim.api import prepare, simulate
-from dicesim.sim.engine import run_engine
-from dicesim.sim.network import FlowNetwork
-from dicesim.sim.profile import get_profile
+from dicesim.sim.engine.engine import run_engine
+from dicesim.sim.network.network import FlowNetwork
+from dicesim.sim.costs.profile import get_profile
 from dicesim.strategy import make_strategy
 from dicesim.topology import fully_connected, single_switch
 
@@ -123,7 +123,7 @@ def test_memo_is_exact_under_speed_changes(transfers, toggles):
 def reference_finish_s(flows, toggles, cap):
     """Independent time-stepped-by-events reference: ``flows`` [(start_s, links, nbytes, lat_s)],
     ``toggles`` [(t_s, link, scale)]; max-min over scaled capacities, latency at the slowest scale."""
-    from dicesim.sim.maxmin import maxmin_rates
+    from dicesim.sim.network.maxmin import maxmin_rates
 
     scale = np.ones(len(cap))
     lat_left = [f[3] for f in flows]
@@ -264,7 +264,8 @@ GOLDEN = {
 @pytest.mark.parametrize("strategy, bw", sorted(GOLDEN))
 def test_zero_comm_interference_is_bit_identical_to_before(strategy, bw):
     # the presets' fields of that time (docs/strategies.md: the reference semantics came later)
-    original = dict(async_work="consumed_only", cond_scope="async", slot_order="shared_first", buffer_policy="separate")
+    original = dict(async_work="consumed_only", cond_scope="async", slot_order="shared_first", buffer_policy="separate",
+                    cond_gate="every_candidate")
     kw = dict(model="tiny", world_size=4, batch=1, image_size=64, topology="tiny-ring4",
               strategy=make_strategy(strategy, **original),
               steps=4, graph=fully_connected(4, bw, 1e-6), sampling="multinomial", seed=2)
@@ -282,7 +283,7 @@ def test_zero_comm_interference_is_bit_identical_to_before(strategy, bw):
 def test_both_directions_together_keep_the_accounting_exact():
     """Compute slowed by comm and comm slowed by compute at once, on 4 ranks with shared links: the
     stream-time identity holds, compute re-timing stays exact, and recording changes nothing."""
-    from dicesim.sim.engine import COUNTERS
+    from dicesim.sim.engine.runspec import COUNTERS
 
     f = 0.2
     prof = _quiet(comm_interference=0.7, interference=f, host_op_s=2e-6)

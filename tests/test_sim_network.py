@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dicesim.errors import TopologyError
-from dicesim.sim.maxmin import maxmin_rates
-from dicesim.sim.network import FlowNetwork, TransferDone
+from dicesim.sim.network.maxmin import maxmin_rates
+from dicesim.sim.network.network import FlowNetwork, TransferDone
 
 REL = 1e-9
 

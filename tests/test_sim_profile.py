@@ -8,8 +8,8 @@ import pytest
 
 from dicesim.errors import ConfigError
 from dicesim.models import OpCost, block_workload, get_model
-from dicesim.sim.costmodel import CostModel, embed_cost, final_cost
-from dicesim.sim.profile import (
+from dicesim.sim.costs.costmodel import CostModel, embed_cost, final_cost
+from dicesim.sim.costs.profile import (
     OP_KINDS,
     HardwareProfile,
     builtin_profile_names,

@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 from sim_equal import assert_same_run
 
 from dicesim.sim.api import prepare, simulate
-from dicesim.sim.engine import run_engine
-from dicesim.sim.profile import get_profile
-from dicesim.sim.reuse import find_windows
+from dicesim.sim.engine.engine import run_engine
+from dicesim.sim.costs.profile import get_profile
+from dicesim.sim.engine.reuse import find_windows
 from dicesim.strategy import make_strategy
 from dicesim.topology import add_gpu, add_link, fully_connected, new_topology
 from dicesim.topology.graph import LinkSpec
@@ -86,13 +86,13 @@ def test_reference_ops_are_keyed_and_reused_exactly(scheme):
     kw = dict(TINY, topology="tiny-ring4", strategy=strategy, steps=11,
               profile=_profile(interference=0.2, host_op_s=3e-6))
     prep = prepare(**kw)
-    from dicesim.sim.engine import Engine
-    from dicesim.sim.program import DISCARD, DRAIN, SYNC_KEEP
+    from dicesim.sim.engine.engine import Engine
+    from dicesim.sim.engine.program import FORGET, ISSUE, WAIT_ALL, WAIT_KEEP
 
     eng = Engine(dataclasses.replace(prep.spec, reuse=True))
     ops = {ins[0] for ins in eng.flat}
-    assert {DISCARD, DRAIN, SYNC_KEEP} <= ops
-    win = find_windows(eng.flat, eng.L, eng.gc[0].matrix_id)
+    assert {FORGET, WAIT_ALL} <= ops and any(ins[0] == ISSUE and ins[4] == WAIT_KEEP for ins in eng.flat)  # kept rows
+    win = find_windows(eng.flat, eng.gc[0].matrix_id)
     assert win.src[-1] == -1  # the window with the drain is the run's own
     full, fast = _pair(kw)
     assert_same_run(full, fast)
@@ -123,10 +123,10 @@ def test_window_keys_follow_the_plan():
     """Sync, 3 steps, 4 layers: 12 cuts. Inside a step the three layer-to-layer windows are equal;
     the windows across a step boundary are equal to each other; the last one (to the end) is unique."""
     prep = prepare(**TINY, topology="tiny-ring4", strategy="sync", steps=3, profile="h100-sxm")
-    from dicesim.sim.engine import Engine
+    from dicesim.sim.engine.engine import Engine
 
     eng = Engine(dataclasses.replace(prep.spec, reuse=True))
-    win = find_windows(eng.flat, eng.L, eng.gc[0].matrix_id)
+    win = find_windows(eng.flat, eng.gc[0].matrix_id)
     assert win.n_windows == 12
     src = win.src.tolist()
     assert src == [-1, 0, 0, -1, 0, 0, 0, 3, 0, 0, 0, -1]
@@ -136,12 +136,12 @@ def test_window_keys_follow_the_plan():
 
 def test_a_different_matrix_breaks_the_repeat():
     prep = prepare(**TINY, topology="tiny-ring4", strategy="sync", steps=3, profile="h100-sxm")
-    from dicesim.sim.engine import Engine
+    from dicesim.sim.engine.engine import Engine
 
     eng = Engine(dataclasses.replace(prep.spec, reuse=True))
     mid = [m.copy() for m in eng.gc[0].matrix_id]
     mid[False][2, 1] = 99  # layer 2 of step 1 carries another matrix
-    win = find_windows(eng.flat, eng.L, mid)
+    win = find_windows(eng.flat, mid)
     assert win.src[6] == -1 and win.src[2] == 0  # its window (cut of layer 2, step 1) is simulated
 
 

@@ -11,7 +11,8 @@ from dicesim.errors import ConfigError
 from dicesim.scenario import RoutingConfig
 from dicesim.strategy import make_strategy
 from dicesim.placement import make_placement
-from dicesim.sim.routing import _largest_remainder, build_routing, expert_probs, kept_share
+from dicesim.plan.staleness import kept_share
+from dicesim.sim.costs.routing import _largest_remainder, build_routing, expert_probs
 
 
 def test_placement_groups():
@@ -134,7 +135,7 @@ def test_rows_go_to_the_member_the_shared_placement_names():
 def test_histogram_from_an_executor_trace_drives_the_load(tmp_path):
     from pathlib import Path
 
-    from dicesim.sim.routing import load_histogram
+    from dicesim.sim.costs.routing import load_histogram
     from dicesim.trace import read_trace
 
     trace = Path(__file__).parents[1] / "traces" / "reference" / "validate-tiny-dice-w2-gloo.trace.json"

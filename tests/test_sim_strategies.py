@@ -8,8 +8,8 @@ import numpy as np
 import simpy
 
 from dicesim.sim.api import simulate
-from dicesim.sim.collectives import Communicator
-from dicesim.sim.profile import get_profile
+from dicesim.sim.engine.communicator import Communicator
+from dicesim.sim.costs.profile import get_profile
 from dicesim.strategy import make_strategy
 from dicesim.topology import fully_connected
 
@@ -26,7 +26,8 @@ def graph(bw=1e8):
     return fully_connected(4, bw, 1e-6)
 
 
-ORIGINAL = dict(async_work="consumed_only", cond_scope="async", slot_order="shared_first", buffer_policy="separate")
+ORIGINAL = dict(async_work="consumed_only", cond_scope="async", slot_order="shared_first", buffer_policy="separate",
+                cond_gate="every_candidate")
 
 
 def test_buffer_bytes_formula():
@@ -123,7 +124,7 @@ def test_communicator_in_issue_order_closed_form():
     busy: list[tuple[float, tuple, int]] = []
 
     def starter(_comm, coll):
-        return env.timeout(durations[coll.kind])
+        return env.timeout(durations[coll.coll])
 
     comm = Communicator(env, "c", "comm", (0, 1), starter=starter,
                         on_busy=lambda members, d: busy.append((env.now, members, d)))
@@ -131,8 +132,8 @@ def test_communicator_in_issue_order_closed_form():
 
     def rank(m, arrive_s):
         yield env.timeout(arrive_s)
-        comm.issue(m, "async", 0, 0, 0, False, 0, env.now)
-        ev = comm.issue(m, "block", -1, 1, 0, False, 0, env.now)
+        comm.issue(m, "async", 0, env.now)
+        ev = comm.issue(m, "block", 0, env.now)
         yield ev
         done_at[m] = env.now
 
@@ -148,6 +149,6 @@ def test_communicator_waits_for_host_ready_time():
     env = simpy.Environment()
     comm = Communicator(env, "c", "comm", (0, 1), starter=lambda _c, _x: env.timeout(1.0),
                         on_busy=lambda m, d: None)
-    evs = [comm.issue(0, "x", 0, 0, 0, False, 0, 0.0), comm.issue(1, "x", 0, 0, 0, False, 0, 3.0)]
+    evs = [comm.issue(0, "x", 0, 0.0), comm.issue(1, "x", 0, 3.0)]
     env.run()
     assert evs[0].value.start_s == 3.0 and evs[1].value.end_s == 4.0

@@ -6,8 +6,9 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from dicesim.plan import build_plan, buffer_rows, held_buffers, lag_table
-from dicesim.strategy import StrategyConfig, make_strategy
+from dicesim.plan import build_plan, held_buffers, lag_table
+from dicesim.plan.expert.buffers import buffer_rows
+from dicesim.strategy import ExpertParallelStrategy, make_strategy
 
 layers_st = st.integers(1, 12)
 steps_st = st.integers(1, 16)
@@ -18,7 +19,7 @@ def configs(draw, scheme=None):
     L = draw(layers_st)
     sync = draw(st.one_of(st.sampled_from(["none", "deep", "shallow", "alternate"]),
                           st.lists(st.integers(0, L - 1), max_size=L).map(tuple)))
-    cfg = StrategyConfig(
+    cfg = ExpertParallelStrategy(
         scheme=scheme or draw(st.sampled_from(["sync", "displaced", "interweaved", "data_parallel"])),
         sync_layers=sync,
         cond_interval=draw(st.integers(1, 4)),
@@ -62,7 +63,7 @@ def test_warmup_steps_are_lag_zero_and_first_step_always_sync_for_async(c):
         assert warm >= 1
 
 
-def _no_cond(cfg: StrategyConfig) -> StrategyConfig:
+def _no_cond(cfg: ExpertParallelStrategy) -> ExpertParallelStrategy:
     return cfg.model_copy(update={"cond_interval": 1})
 
 
@@ -115,8 +116,8 @@ def test_skip_step_volume_halves(c):
     plan = build_plan(cfg, L, T)
     for t, actions in plan:
         for a in actions:
-            if a.kind in ("issue_dispatch", "run_experts", "wait_combine"):
-                assert a.skip == cfg.step_skips_copy(a.tok_step)
+            if a.kind in ("issue_dispatch", "run_experts", "wait_combine"):  # dicesim's original gate
+                assert a.skip == cfg.cond_candidate(a.tok_step, T)
     from dicesim.plan import HeldBuffer
     full = buffer_rows(HeldBuffer(0, "dispatch_send", 1, False), local_tokens=100, top_k=2, recv_rows=0)
     half = buffer_rows(HeldBuffer(0, "dispatch_send", 1, True), local_tokens=100, top_k=2, recv_rows=0)

@@ -1,5 +1,5 @@
 """train-small: a few steps lower the loss, runs are reproducible, and the committed
-checkpoint is in the public DiT-MoE layout (loads through validate.checkpoint, whole or by expert)."""
+checkpoint is in the public DiT-MoE layout (loads through validate.model.checkpoint, whole or by expert)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from dicesim.models import get_model
-from validate.checkpoint import load_into_bank, load_into_model, read_checkpoint, save_checkpoint
-from validate.digits import CHECKPOINT_FILE, DATA_DIR, DIGITS_SIDE_PX, load_digits_split
-from validate.experts import ExpertBank
-from validate.model import DiTMoE
-from validate.sampler import SamplerConfig, sample_reference
-from validate.train_small import TrainConfig, eval_loss, new_model, train
+from validate.model.checkpoint import load_into_bank, load_into_model, read_checkpoint, save_checkpoint
+from validate.digits.data import CHECKPOINT_FILE, DATA_DIR, DIGITS_SIDE_PX, load_digits_split
+from validate.model.experts import ExpertBank
+from validate.model.model import DiTMoE
+from validate.model.sampler import SamplerConfig, sample_reference
+from validate.digits.train import TrainConfig, eval_loss, new_model, train
 
 QUICK = TrainConfig(steps=25, batch=32, lr=3e-3, warmup_steps=5, ema_decay=0.0, threads=1, log_every=25)
 

@@ -1,4 +1,4 @@
-"""validate.checkpoint: public DiT-MoE layout, round trips, subset loading, one-line errors.
+"""validate.model.checkpoint: public DiT-MoE layout, round trips, subset loading, one-line errors.
 
 ``public_forward`` re-derives the forward pass from a bare state dict with the formulas of
 the public DiT-MoE code (manual attention, dense top-2 MoE with unsorted topk), so the
@@ -15,9 +15,9 @@ import torch.nn.functional as F
 
 from dicesim.errors import ConfigError
 from dicesim.models import get_model
-from validate.checkpoint import export_state_dict, load_into_bank, load_into_model, read_checkpoint, save_checkpoint
-from validate.experts import ExpertBank
-from validate.model import DiTMoE
+from validate.model.checkpoint import export_state_dict, load_into_bank, load_into_model, read_checkpoint, save_checkpoint
+from validate.model.experts import ExpertBank
+from validate.model.model import DiTMoE
 
 torch.set_num_threads(1)
 PRESET = get_model("tiny")
@@ -54,7 +54,7 @@ def public_layout(preset, side: int, seed: int) -> dict[str, torch.Tensor]:
 
 
 def public_forward(sd, preset, side, x, t, y):
-    """Forward pass from a bare public-layout state dict (independent of validate.model)."""
+    """Forward pass from a bare public-layout state dict (independent of validate.model.model)."""
     P, O, heads, D = preset.patch, preset.out_channels, preset.heads, preset.hidden
 
     def lin(v, name, bias=True):

@@ -17,8 +17,8 @@ import pytest
 from dicesim.strategy import make_strategy
 from dicesim.trace import read_trace
 from validate.cli import main
-from validate.launch import RankFailure, launch
-from validate.worker import CRASH_EXIT_CODE, HANG_ENV, RunSpec
+from validate.executor.launch import RankFailure, launch
+from validate.executor.worker import CRASH_EXIT_CODE, HANG_ENV, RunSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -20,11 +20,11 @@ pytestmark = [pytest.mark.gpu,
 
 
 def test_nccl_runs_match_references(tmp_path):
-    from validate.launch import launch
-    from validate.model import DiTMoE
-    from validate.sampler import SamplerConfig, sample_reference
-    from validate.summary import expected_held_nbytes, summarize, write_run_trace
-    from validate.worker import RunSpec, global_inputs, run_emulated
+    from validate.executor.launch import launch
+    from validate.model.model import DiTMoE
+    from validate.model.sampler import SamplerConfig, sample_reference
+    from validate.executor.summary import expected_held_nbytes, summarize, write_run_trace
+    from validate.executor.worker import RunSpec, global_inputs, run_emulated
 
     world = min(2, torch.cuda.device_count())
     specs = [RunSpec(strategy=make_strategy(name), steps=5, batch=2, shadow=shadow)

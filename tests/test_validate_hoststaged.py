@@ -21,13 +21,13 @@ from dicesim.calibrate.measure import measured_metrics
 from dicesim.calibrate.runs import load_runs
 from dicesim.plan import build_plan
 from dicesim.sim.hoststaged import staged_rows_LT
-from dicesim.sim.routing import TokenRouting
+from dicesim.sim.costs.routing import TokenRouting
 from dicesim.strategy import make_strategy
 from dicesim.trace import read_trace
 from validate.cli import main
-from validate.copypath import chunk_bounds
-from validate.hoststaged import run_host_staged
-from validate.worker import RunSpec, run_emulated
+from validate.executor.copypath import chunk_bounds
+from validate.executor.hoststaged import run_host_staged
+from validate.executor.worker import RunSpec, run_emulated
 
 torch.set_num_threads(1)
 STEPS = 5
@@ -63,7 +63,7 @@ def runs():
             idx[(step, layer)] = idx_NK.clone()
 
         spec = _spec(name)
-        from validate.hoststaged import host_staged_for
+        from validate.executor.hoststaged import host_staged_for
 
         transport = host_staged_for(spec, W)
         staged = run_emulated(spec, W, transport=transport, probe=probe)

@@ -1,4 +1,4 @@
-"""validate.model / validate.experts: shapes, routing order, piece composition, subset banks."""
+"""validate.model.model / validate.model.experts: shapes, routing order, piece composition, subset banks."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import torch.nn.functional as F
 
 from dicesim.errors import ConfigError
 from dicesim.models import get_model
-from validate.experts import ExpertBank, param_seed
-from validate.model import (
+from validate.model.experts import ExpertBank, param_seed
+from validate.model.model import (
     DiTMoE,
     combine_copies,
     copies_to_rows,

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from dicesim.errors import ConfigError
 from dicesim.placement import make_placement, replicated
 from dicesim.strategy import make_strategy
-from validate.dispatcher import recv_expert_ids, send_plan
-from validate.runner import random_kept_copy, role_order
+from validate.executor.dispatcher import recv_expert_ids, send_plan
+from validate.executor.roles import random_kept_copy, role_order
 
 
 def test_modulo_and_block_layouts():

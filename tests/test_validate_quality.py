@@ -7,8 +7,8 @@ import torch
 
 from dicesim.plan import build_plan, lag_table
 from dicesim.strategy import make_strategy
-from validate.quality import staleness_markdown, staleness_table
-from validate.worker import RunSpec
+from validate.quality.staleness import staleness_markdown, staleness_table
+from validate.executor.worker import RunSpec
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""validate.sampler: Euler rectified flow with one-batch CFG, closed forms and determinism."""
+"""validate.model.sampler: Euler rectified flow with one-batch CFG, closed forms and determinism."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import torch
 
 from dicesim.errors import ConfigError
 from dicesim.models import get_model
-from validate.model import DiTMoE
-from validate.sampler import SamplerConfig, initial_noise, model_denoiser, sample, sample_reference, step_times
+from validate.model.model import DiTMoE
+from validate.model.sampler import SamplerConfig, initial_noise, model_denoiser, sample, sample_reference, step_times
 
 torch.set_num_threads(1)
 PRESET = get_model("tiny")

@@ -16,11 +16,14 @@ from dicesim.cli.entry import run_app
 from dicesim.cli.study_cmd import csv_list
 from dicesim.errors import ConfigError
 from dicesim.limits import MAX_QUALITY_SEEDS, MAX_TIMEOUT_S, check_range
+from dicesim.progress import progress_bar
 from dicesim.strategy import make_strategy
 from dicesim.outguard import Output, check_outputs
 from dicesim.strict_table import ascii_int_list
 
-app = typer.Typer(name="validate", help="Expert-parallel DiT-MoE executor (torch.distributed).",
+app = typer.Typer(name="validate", help="Expert-parallel DiT-MoE executor (torch.distributed).\n\n"
+                  "Example (dice on 2 gloo CPU ranks; `python3 -m validate COMMAND --help` shows one per command):"
+                  "\n\n    python3 -m validate run --world-size 2 --model tiny --strategy dice --steps 10",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
 
@@ -56,6 +59,7 @@ def run(
     count_comm: str | None = typer.Option(None, "--count-comm", help="shared|separate"),
     async_work: str | None = typer.Option(None, "--async-work", help="every_step|consumed_only"),
     cond_scope: str | None = typer.Option(None, "--cond-scope", help="all|async"),
+    cond_gate: str | None = typer.Option(None, "--cond-gate", help="reference|every_candidate"),
     slot_order: str | None = typer.Option(None, "--slot-order", help="combine_first|shared_first"),
     buffer_policy: str | None = typer.Option(None, "--buffer-policy", help="reference_gc|reference|separate"),
     group_layout: str = typer.Option("contiguous", "--group-layout", help="contiguous|strided (E < W)"),
@@ -70,14 +74,20 @@ def run(
                                        "device, cross-rank rows copied through host memory)"),
     device: str = typer.Option("cpu", "--device", help="host-staged only: cpu | cuda"),
 ) -> None:
-    """Run one strategy on local ranks (or as one torchrun rank) and report latency, lag, memory."""
-    from validate.worker import RunSpec
+    """Run one strategy on local ranks (or as one torchrun rank) and report latency, lag, memory.
+
+    Example (dice on 2 gloo CPU ranks, tiny model):
+
+        python3 -m validate run --world-size 2 --model tiny --strategy dice --steps 10
+    """
+    from validate.executor.worker import RunSpec
 
     strat = make_strategy(strategy, sync_layers=_sync_layers(sync_layers), cond_interval=cond_interval,
                           cond_policy=cond_policy, cooldown_steps=cooldown, sync_every=sync_every,
                           stale_weights=stale_weights, count_comm=count_comm, async_work=async_work,
-                          cond_scope=cond_scope, slot_order=slot_order, buffer_policy=buffer_policy)
-    if strat.seed != seed:  # the run seed also fixes the `random` policy's choice (not a strategy change)
+                          cond_scope=cond_scope, cond_gate=cond_gate, slot_order=slot_order,
+                          buffer_policy=buffer_policy)
+    if getattr(strat, "seed", seed) != seed:  # the run seed also fixes the `random` policy's choice (not a strategy change)
         strat = strat.model_copy(update={"seed": seed})
     if not 0 < timeout_s <= MAX_TIMEOUT_S:  # NaN fails too
         raise ConfigError("timeout", f"must be > 0 s, got {timeout_s}", f"0 < timeout <= {MAX_TIMEOUT_S} s")
@@ -89,7 +99,7 @@ def run(
                    shadow=shadow, group_layout=group_layout, dtype=dtype, trace=trace_out is not None,
                    checkpoint=None if checkpoint is None else str(checkpoint))
     if transport != "distributed" or device != "cpu":
-        from validate.hoststaged import cli_run
+        from validate.executor.hoststaged import cli_run
 
         if transport == "distributed":
             raise ConfigError("device", "the distributed transport picks devices by --backend", ("cpu",))
@@ -109,8 +119,8 @@ def run(
 
 def _run_distributed(spec, *, world_size: int, backend: str, timeout_s: float, trace_out: Path | None) -> dict | None:
     """Spawn (or join, under torchrun) the ranks of one run; rank 0's summary, None on other ranks."""
-    from validate.launch import launch, run_from_env, under_torchrun
-    from validate.summary import summarize, write_run_trace
+    from validate.executor.launch import launch, run_from_env, under_torchrun
+    from validate.executor.summary import summarize, write_run_trace
 
     if under_torchrun():
         outcomes = run_from_env([spec], backend=backend, timeout_s=timeout_s)
@@ -146,7 +156,12 @@ def quality(
 ) -> None:
     """Staleness vs output. `--model digits`: the trained model's image quality per strategy
     (FD, class accuracy, deviation) -> docs/quality.md, its figure and the simulator's quality table.
-    Other models: lag, stale-layer error and final-latent deviation from sync (random weights)."""
+    Other models: lag, stale-layer error and final-latent deviation from sync (random weights).
+
+    Example (dice against sync on the tiny model, random weights, ~10 s):
+
+        python3 -m validate quality --model tiny --steps 6 --strategies dice
+    """
     from dicesim.atomic import write_text_atomic
 
     if out is not None:
@@ -155,13 +170,14 @@ def quality(
         _digits_quality(steps=steps, seeds=seeds, images=images, guidance_scale=guidance_scale,
                         check_steps=check_steps, world_sizes=world_sizes, checkpoint=checkpoint, out=out)
         return
-    from validate.quality import staleness_markdown, staleness_table
-    from validate.worker import RunSpec
+    from validate.quality.staleness import staleness_markdown, staleness_table
+    from validate.executor.worker import RunSpec
 
     base = RunSpec(strategy=make_strategy("sync"), model=model, steps=steps, batch=batch, image_size=image_size,
                    seed=seed, checkpoint=str(checkpoint) if checkpoint else None)
     names = csv_list(strategies, "--strategies")  # ",,," is no strategy at all: refused, as by compare
-    table = staleness_table(list(names or ()), base, world_size=world_size)
+    with progress_bar("quality", unit="strategies") as ticker:
+        table = staleness_table(list(names or ()), base, world_size=world_size, ticker=ticker)
     command = (f"python -m validate quality --strategies {strategies} --model {model} --steps {steps} "
                f"--batch {batch} --world-size {world_size} --image-size {image_size} --seed {seed}")
     text = staleness_markdown(table, command)
@@ -179,9 +195,9 @@ def _int_list(value: str, field: str) -> list[int]:
 
 def _digits_quality(*, steps: int, seeds: int, images: int, guidance_scale: float, check_steps: str,
                     world_sizes: str, checkpoint: Path | None, out: Path | None) -> None:
-    from validate.digits import CHECKPOINT_FILE, DATA_DIR
-    from validate.quality_run import QualityPaths, run_quality
-    from validate.quality_study import StudyConfig
+    from validate.digits.data import CHECKPOINT_FILE, DATA_DIR
+    from validate.quality.run import QualityPaths, run_quality
+    from validate.quality.study import QualityStudyConfig
 
     worlds, checks = _int_list(world_sizes, "world_sizes"), _int_list(check_steps, "check_steps")
     check_range("seeds", seeds, 2, MAX_QUALITY_SEEDS)  # >= 2 for a spread
@@ -190,7 +206,7 @@ def _digits_quality(*, steps: int, seeds: int, images: int, guidance_scale: floa
     ckpt = checkpoint or DATA_DIR / CHECKPOINT_FILE
     if not ckpt.exists():
         raise ConfigError("checkpoint", f"no such file {ckpt}; run `python -m validate train-small` first")
-    cfg = StudyConfig(checkpoint=str(ckpt), steps=steps, guidance_scale=guidance_scale, images=images,
+    cfg = QualityStudyConfig(checkpoint=str(ckpt), steps=steps, guidance_scale=guidance_scale, images=images,
                       seeds=tuple(range(seeds)))
     cfg.check(check_steps=checks, world_sizes=worlds)
     command = (f"python -m validate quality --model digits --steps {steps} --seeds {seeds} --images {images} "
@@ -198,7 +214,9 @@ def _digits_quality(*, steps: int, seeds: int, images: int, guidance_scale: floa
     paths = QualityPaths() if out is None else QualityPaths(doc=out)
     check_outputs([Output("--out", paths.doc), Output("its figure", paths.figure), Output("its table", paths.table)],
                   [ckpt, paths.data_dir / "classifier.pt", paths.data_dir / "train_log.json"])
-    run_quality(cfg, paths, check_steps=checks, world_sizes=worlds, command=command, echo=typer.echo)
+    with progress_bar("quality", unit="samples") as ticker:
+        run_quality(cfg, paths, check_steps=checks, world_sizes=worlds, command=command, echo=typer.echo,
+                    ticker=ticker)
 
 
 @app.command("train-small")
@@ -210,9 +228,14 @@ def train_small_cmd(
     threads: int = typer.Option(1, help="torch threads (fixed: results depend on it)"),
     out_dir: Optional[Path] = typer.Option(None, "--out-dir", help="where to write (default: validate/data/digits)"),
 ) -> None:
-    """Train the `digits` DiT-MoE and the digit classifier on scikit-learn's digits (deterministic)."""
-    from validate.digits import CHECKPOINT_FILE, CLASSIFIER_FILE, DATA_DIR, TRAIN_LOG_FILE
-    from validate.train_small import TrainConfig, train_small
+    """Train the `digits` DiT-MoE and the digit classifier on scikit-learn's digits (deterministic).
+
+    Example (a 10-step smoke run into out/; the committed checkpoint took --steps 1500):
+
+        python3 -m validate train-small --steps 10 --out-dir out/digits
+    """
+    from validate.digits.data import CHECKPOINT_FILE, CLASSIFIER_FILE, DATA_DIR, TRAIN_LOG_FILE
+    from validate.digits.train import TrainConfig, train_small
 
     cfg = TrainConfig(steps=steps, batch=batch, lr=lr, seed=seed, threads=threads,
                       warmup_steps=min(TrainConfig.warmup_steps, steps))
@@ -220,7 +243,8 @@ def train_small_cmd(
                f"--threads {threads}")
     target = out_dir or DATA_DIR
     check_outputs([Output("--out-dir", target, "dir", (CHECKPOINT_FILE, CLASSIFIER_FILE, TRAIN_LOG_FILE))])
-    log = train_small(cfg, target, command=command, echo=typer.echo)
+    with progress_bar("train-small", unit="steps") as ticker:
+        log = train_small(cfg, target, command=command, echo=typer.echo, ticker=ticker)
     typer.echo(f"wrote {target} in {log['seconds']:.0f} s: final held-out MSE {log['curve'][-1]['heldout_mse_ema']:.4f}")
 
 
@@ -235,7 +259,8 @@ def _print_human(s: dict) -> None:
     print(f"  mean step latency (steps 1..): {s['mean_step_latency_s'] * 1e3:.2f} ms; "
           f"exposed communication: {s['total_exposed_comm_s'] * 1e3:.2f} ms in total")
     print(f"  peak stale-buffer memory per rank: {s['peak_held_nbytes']} B; mean lag {s['mean_lag_steps']:.3f} steps "
-          f"(score-weighted {s['score_weighted_mean_lag_steps']:.3f} steps, max {s['max_lag_steps']} steps)")
+          f"(score-weighted {s['score_weighted_mean_lag_steps']:.3f} steps, max {s['max_lag_steps']} steps)"
+          + ("" if s.get("lag_of", "expert output") == "expert output" else f"; lag of the {s['lag_of']}"))
     if s.get("shadow_rel_l2_mean") is not None:
         print(f"  shadow relative L2 error: mean {s['shadow_rel_l2_mean']:.4f}, max {s['shadow_rel_l2_max']:.4f}")
     for kind, path in s.get("trace_files", {}).items():
@@ -244,6 +269,6 @@ def _print_human(s: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: user errors and rank failures become one line on stderr."""
-    from validate.launch import RankFailure
+    from validate.executor.launch import RankFailure
 
     return run_app(app, argv, failures=((RankFailure, 1),))

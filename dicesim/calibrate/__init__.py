@@ -7,7 +7,7 @@ Pipeline (one module per step):
 - :mod:`~dicesim.calibrate.timeline`: per-op samples (host gaps attributed) and collective
   instances (service times, busiest-link bytes from the measured routing);
 - :mod:`~dicesim.calibrate.fit_compute` / :mod:`~dicesim.calibrate.fit_comm`: the fits;
-- :mod:`~dicesim.calibrate.profile_fit`: fits -> :class:`~dicesim.sim.profile.HardwareProfile`
+- :mod:`~dicesim.calibrate.profile_fit`: fits -> :class:`~dicesim.sim.costs.profile.HardwareProfile`
   with provenance and fitted range, the CPU topology, out-of-range warnings;
 - :mod:`~dicesim.calibrate.predict` / :mod:`~dicesim.calibrate.measure` /
   :mod:`~dicesim.calibrate.accuracy`: rebuild runs as scenarios, simulate, compare.

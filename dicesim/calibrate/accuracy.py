@@ -29,6 +29,7 @@ from dicesim.calibrate.profile_fit import range_warnings
 from dicesim.calibrate.runs import TraceRun, config_key
 from dicesim.calibrate.select import DEFAULT_FIT_ON, split_runs
 from dicesim.errors import ConfigError
+from dicesim.progress import NO_PROGRESS, Ticker
 
 METRICS = ("step_latency_s", "exposed_comm_s", "overlap_frac")
 REP_POLICIES = ("median", "min")
@@ -97,12 +98,14 @@ def _rank_agreement(meas: dict[str, float], pred: dict[str, float], tie_rel: flo
 
 
 def run_accuracy(runs: list[TraceRun], *, fit_on: str = DEFAULT_FIT_ON, per_world_size: bool = True,
-                 base: object = None, tie_rel: float = 0.03, reps: str = "median") -> AccuracyReport:
+                 base: object = None, tie_rel: float = 0.03, reps: str = "median",
+                 ticker: Ticker = NO_PROGRESS) -> AccuracyReport:
     """Fit on the runs ``fit_on`` selects, predict every configuration, compare (see module doc).
 
     ``tie_rel``: measured step latencies closer than this fraction count as ties when the
     predicted ranking is compared with the measured one (reported beside the strict result).
     ``reps``: which repetition represents a configuration (``median`` or ``min``).
+    ``ticker`` hears of each configuration simulated.
     """
     chosen = representatives(runs, reps)
     fit, held = split_runs([c[0] for c in chosen.values()], fit_on)
@@ -111,7 +114,9 @@ def run_accuracy(runs: list[TraceRun], *, fit_on: str = DEFAULT_FIT_ON, per_worl
     cals = _calibrations(fit, {r.world_size for r in runs}, per_world_size, base)
     held_keys = {config_key(r) for r in held}
     rows, warnings = [], []
+    ticker.expect(len(chosen))
     for key, (run, m, lat) in chosen.items():
+        ticker.advance()
         cal = cals[run.world_size]
         pred = simulated_metrics(simulate_run(run, cal.profile, cal.topology(run.world_size)))
         issues = range_warnings(cal.profile, scenario_of(run)) if key in held_keys else []

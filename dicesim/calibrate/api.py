@@ -20,7 +20,7 @@ from dicesim.calibrate.profile_fit import (
 from dicesim.calibrate.runs import TraceRun
 from dicesim.calibrate.timeline import collective_instances, compute_samples
 from dicesim.errors import TraceError
-from dicesim.sim.profile import HardwareProfile, get_profile, profile_for_gpu
+from dicesim.sim.costs.profile import HardwareProfile, get_profile, profile_for_gpu
 
 
 @dataclass(frozen=True)

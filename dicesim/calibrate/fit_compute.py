@@ -7,7 +7,7 @@ up to):
 
 - **linear**: ``t = launch_s + flops * s_per_flop + nbytes * s_per_byte`` (all >= 0);
 - **roofline**: ``t = launch_s + max(flops * s_per_flop, nbytes * s_per_byte)``, the form
-  :class:`~dicesim.sim.profile.HardwareProfile` stores (``s_per_flop = 1 / (peak *
+  :class:`~dicesim.sim.costs.profile.HardwareProfile` stores (``s_per_flop = 1 / (peak *
   compute_eff)``, ``s_per_byte = 1 / (mem_bw * mem_eff)``).
 
 Both minimise relative squared error weighted by sample count; the simpler model (fewer
@@ -28,7 +28,7 @@ import pandas as pd
 
 from dicesim.calibrate.lsq import rel_errors, robust_nnls, weighted_median
 from dicesim.calibrate.runs import TraceRun
-from dicesim.sim.costmodel import embed_cost, final_cost
+from dicesim.sim.costs.costmodel import embed_cost, final_cost
 
 STALL_FACTOR = 50.0  # a sample this many times its configuration's median is not the op's work
 PARSIMONY = 0.005  # relative-RMS slack for preferring fewer terms
@@ -68,7 +68,7 @@ def add_work(samples: pd.DataFrame, run: TraceRun) -> pd.DataFrame:
     wl = run.workload
     fixed = {"attention": wl.attention_half(), "gate": wl.gate(), "shared_expert": wl.shared_expert(),
              "local_combine": wl.local_combine(), "embed": embed_cost(wl), "final": final_cost(wl)}
-    dp = run.strategy is not None and run.strategy.scheme == "data_parallel"
+    dp = run.experts_replicated
     flops, nbytes = np.zeros(len(samples)), np.zeros(len(samples))
     for i, (kind, rows) in enumerate(zip(samples["kind"], samples["rows"])):
         if kind == "experts":

@@ -1,7 +1,7 @@
 """Communication slowed by compute (``comm_interference``), fitted on the step latency of async runs.
 
 The simulator runs a rank's transfers ``1 + comm_interference`` times slower while the rank
-computes (:mod:`dicesim.sim.linkscale`). Only collectives that overlap compute feel it, i.e.
+computes (:mod:`dicesim.sim.network.linkscale`). Only collectives that overlap compute feel it, i.e.
 those of asynchronous layers; their latency and bandwidth without it come from the
 synchronous layers' collectives (:mod:`dicesim.calibrate.fit_comm`), and every op time from
 :mod:`dicesim.calibrate.fit_compute`. What is left is one number, fitted here by least
@@ -32,7 +32,8 @@ from dicesim.calibrate.measure import measured_metrics, simulated_metrics
 from dicesim.calibrate.predict import simulate_run
 from dicesim.calibrate.runs import TraceRun, config_key
 from dicesim.plan import build_plan
-from dicesim.sim.profile import HardwareProfile
+from dicesim.plan.expert.kinds import MoEAction
+from dicesim.sim.costs.profile import HardwareProfile
 
 MAX_SLOWED_SHARE = 0.9  # k = ci / (1 + ci) searched in [0, this]: ci <= 9
 GRID = 10  # coarse grid points over k before the local search
@@ -53,7 +54,7 @@ def _has_async_layers(run: TraceRun) -> bool:
     if run.strategy is None or run.world_size < 2 or run.ep_size < 2:
         return False
     plan = build_plan(run.strategy, run.preset.depth, run.steps)
-    return any(a.kind == "issue_dispatch" for _, acts in plan for a in acts)
+    return any(a.kind == MoEAction.ISSUE_DISPATCH for _, acts in plan for a in acts)
 
 
 def overlapped_configs(runs: list[TraceRun]) -> list[tuple[TraceRun, float]]:

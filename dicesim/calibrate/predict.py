@@ -22,9 +22,9 @@ from dicesim.calibrate.runs import TraceRun
 from dicesim.calibrate.timeline import measured_routing
 from dicesim.scenario import RoutingConfig, Scenario, make_scenario
 from dicesim.sim.api import prepare
-from dicesim.sim.engine import run_engine
+from dicesim.sim.engine.engine import run_engine
 from dicesim.sim.metrics import SimResult, build_result
-from dicesim.sim.profile import HardwareProfile
+from dicesim.sim.costs.profile import HardwareProfile
 from dicesim.topology import save_toml
 
 

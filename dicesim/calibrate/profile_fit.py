@@ -1,4 +1,4 @@
-"""Fits -> a :class:`~dicesim.sim.profile.HardwareProfile` (with provenance), a CPU topology, range checks.
+"""Fits -> a :class:`~dicesim.sim.costs.profile.HardwareProfile` (with provenance), a CPU topology, range checks.
 
 Mapping (per op kind, from the roofline fit ``launch + max(F * a, B * b)``): ``launch_s = launch``,
 ``compute_eff = 1 / (a * peak)``, ``mem_eff = 1 / (b * mem_bw)``. ``peak`` and ``mem_bw`` stay
@@ -31,7 +31,7 @@ import numpy as np
 from dicesim.calibrate.fit_comm import CommFit
 from dicesim.calibrate.fit_compute import OpFit
 from dicesim.calibrate.runs import TraceRun
-from dicesim.sim.profile import (
+from dicesim.sim.costs.profile import (
     OP_KINDS,
     HardwareProfile,
     OpEfficiency,
@@ -191,7 +191,7 @@ def fitted_ranges(profile: HardwareProfile) -> dict[str, tuple[float, float]]:
 def range_warnings(profile: HardwareProfile, scenario: object) -> list[str]:
     """What in ``scenario`` lies outside the range ``profile`` was fitted on (empty if none or unknown)."""
     from dicesim.models import block_workload
-    from dicesim.sim.costmodel import embed_cost, final_cost
+    from dicesim.sim.costs.costmodel import embed_cost, final_cost
 
     ranges = fitted_ranges(profile)
     if not ranges:

@@ -16,9 +16,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import ValidationError
 
-from dicesim.errors import ConfigError, TraceError, config_error_from_pydantic
+from dicesim.errors import ConfigError, TraceError
 from dicesim.limits import MAX_WORLD_SIZE
 from dicesim.models import (
     BlockWorkload,
@@ -26,7 +25,8 @@ from dicesim.models import (
     block_workload,
     get_model,
 )
-from dicesim.strategy import StrategyConfig, make_strategy
+from dicesim.plan import ParallelLayout, layout_for
+from dicesim.strategy import Strategy, make_strategy, parse_strategy
 from dicesim.trace import TraceMeta, read_trace, trace_stems
 from dicesim.trace.runmeta import ScenarioMeta, ep_groups, router_hist, scenario_meta
 
@@ -47,7 +47,7 @@ class TraceRun:
     cfg: bool
     dtype: str
     world_size: int
-    strategy: StrategyConfig | None
+    strategy: Strategy | None
     ep_size: int
     router_hist_WTLE: np.ndarray | None = None
     extra_experts_on_rank: int | None = None
@@ -69,6 +69,17 @@ class TraceRun:
         return self.num_experts // max(self.ep_size, 1)
 
     @property
+    def layout(self) -> ParallelLayout | None:
+        """The run's parallel layout (:func:`trace_layout`)."""
+        return trace_layout(self.strategy, self.world_size, self.num_experts)
+
+    @property
+    def experts_replicated(self) -> bool:
+        """Every rank holds every expert (the data-parallel baseline)."""
+        layout = self.layout
+        return layout is not None and layout.replicated
+
+    @property
     def strategy_name(self) -> str:
         return (self.strategy.name if self.strategy is not None else self.meta.strategy).rstrip("*")
 
@@ -84,14 +95,23 @@ class TraceRun:
                 "backend": self.meta.backend, "device": self.meta.device, "stem": self.stem}
 
 
-def _strategy(sc: ScenarioMeta, meta: TraceMeta, where: Path) -> StrategyConfig | None:
+def trace_layout(strategy: Strategy | None, world_size: int, num_experts: int) -> ParallelLayout | None:
+    """The layout a traced run's strategy's family gives it (``sync`` where the trace names no
+    strategy); None where world size and expert count form none: an op-timing benchmark times
+    one rank of a group it never builds."""
+    try:
+        return layout_for(strategy if strategy is not None else make_strategy("sync"), world_size, num_experts)
+    except ConfigError:
+        return None
+
+
+def _strategy(sc: ScenarioMeta, meta: TraceMeta, where: Path) -> Strategy | None:
     raw = sc.strategy
     if isinstance(raw, dict):
-        try:
-            return StrategyConfig(**raw)
-        except ValidationError as exc:
-            err = config_error_from_pydantic(exc, "scenario.strategy").one_line()
-            raise TraceError(where, f"metadata {err}") from None
+        try:  # no family in the metadata: an expert-parallel strategy (every trace before families)
+            return parse_strategy(raw, where="scenario.strategy")
+        except ConfigError as exc:
+            raise TraceError(where, f"metadata {exc.one_line()}") from None
     name = (raw if isinstance(raw, str) else meta.strategy).rstrip("*")
     try:
         return make_strategy(name)
@@ -120,14 +140,14 @@ def run_from_trace(events: pd.DataFrame, meta: TraceMeta, path: Path, stem: str)
     if not 1 <= world <= MAX_WORLD_SIZE:
         raise TraceError(path, f"metadata world_size {world} is out of range (allowed: 1..{MAX_WORLD_SIZE})")
     cfg = sc.cfg if sc.cfg is not None else ("guidance_scale" not in sc.model_fields_set or sc.guidance_scale is not None)
-    dp = strategy is not None and strategy.scheme == "data_parallel"
-    ep = 1 if dp else min(world, preset.num_experts)
     ep_groups(meta, path, world_size=world)
+    layout = trace_layout(strategy, world, preset.num_experts)
     return TraceRun(
         stem=stem, path=path, events=events, meta=meta, model=preset.name.split("@")[0],
         num_experts=preset.num_experts, batch=_first(sc.batch_per_rank, sc.batch, default=1),
         image_size=_first(sc.image_size, default=256), steps=_first(sc.steps, default=1),
-        cfg=cfg, dtype=sc.dtype or "bf16", world_size=world, strategy=strategy, ep_size=ep,
+        cfg=cfg, dtype=sc.dtype or "bf16", world_size=world, strategy=strategy,
+        ep_size=layout.placement.ep_size if layout is not None else min(world, preset.num_experts),
         router_hist_WTLE=router_hist(meta, path, world_size=world, layers=preset.depth,
                                      experts=preset.num_experts),
         extra_experts_on_rank=sc.experts_per_rank,

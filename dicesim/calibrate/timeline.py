@@ -38,8 +38,8 @@ import pandas as pd
 
 from dicesim.calibrate.runs import TraceRun
 from dicesim.plan import build_plan
-from dicesim.placement import make_placement
-from dicesim.sim.routing import TokenRouting
+from dicesim.plan.expert.kinds import MoEAction
+from dicesim.sim.costs.routing import TokenRouting
 
 #: trace op names -> profile op kinds (None: untimed helper ops, treated like gaps)
 NAME_TO_KIND: dict[str, str] = {
@@ -61,8 +61,7 @@ def _base_name(name: str) -> str:
 def _rank_groups(run: TraceRun) -> dict[int, int]:
     groups = run.meta.extra.get("ep_groups")
     if not groups:
-        groups = make_placement(run.world_size, run.num_experts).groups() \
-            if run.world_size > 1 else [[0]]
+        groups = run.layout.groups() if run.world_size > 1 else [[0]]
     return {int(r): g for g, members in enumerate(groups) for r in members}
 
 
@@ -72,12 +71,12 @@ def measured_routing(run: TraceRun) -> TokenRouting | None:
         return None
     counts_LTWE = np.ascontiguousarray(run.router_hist_WTLE.transpose(2, 1, 0, 3))
     counts_LTWE.setflags(write=False)
-    placement = make_placement(run.world_size, run.num_experts)
-    return TokenRouting(placement=placement, tokens_per_rank=run.workload.tokens, top_k=run.preset.top_k,
+    return TokenRouting(placement=run.layout.placement, tokens_per_rank=run.workload.tokens, top_k=run.preset.top_k,
                         counts_LTWE=counts_LTWE)
 
 
-def _skip_set(run: TraceRun, kinds: tuple[str, ...] = ("issue_dispatch", "run_experts", "sync_moe"),
+def _skip_set(run: TraceRun, kinds: tuple[MoEAction, ...] = (MoEAction.ISSUE_DISPATCH, MoEAction.RUN_EXPERTS,
+                                                              MoEAction.SYNC_MOE),
               skip: bool = True) -> set[tuple[int, int, int]]:
     """(layer, tok_step, step) of the plan's actions of ``kinds`` whose ``skip`` flag is ``skip`` (or any: None)."""
     if run.strategy is None:
@@ -133,7 +132,7 @@ def collective_instances(run: TraceRun, *, straggler: bool | None = None) -> pd.
     group_of = _rank_groups(run)
     routing = measured_routing(run)
     skips = {(layer, tok) for layer, tok, _ in _skip_set(run)}
-    syncs = _skip_set(run, ("sync_moe",), None)  # awaited at once: no compute of the rank overlaps them
+    syncs = _skip_set(run, (MoEAction.SYNC_MOE,), None)  # awaited at once: no compute of the rank overlaps them
     row_nbytes = run.workload.row_nbytes()
     groups = run.meta.extra.get("ep_groups") or (routing.placement.groups() if routing else None)
     c = coll.assign(group=[group_of.get(int(r), 0) for r in coll["rank"]])

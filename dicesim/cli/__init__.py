@@ -10,7 +10,10 @@ from dicesim.cli.entry import run_app
 
 app = typer.Typer(
     name="dicesim",
-    help="Simulate expert-parallel DiT-MoE inference strategies (sync, displaced, DICE) on real interconnects.",
+    help="Simulate expert-parallel DiT-MoE inference strategies (sync, displaced, DICE) on real interconnects.\n\n"
+         "Example (XL/2 with DICE on 8x RTX 4090 over PCIe; `dicesim COMMAND --help` shows one per "
+         "command):\n\n"
+         "    dicesim simulate --model XL/2 --topology 8x-rtx4090-pcie --strategy dice",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

@@ -13,6 +13,7 @@ import typer
 from dicesim.cli import app
 from dicesim.outguard import Output, check_outputs
 from dicesim.outlock import locks_output
+from dicesim.progress import progress_bar
 from dicesim.terminal import printable
 
 _WHERE = typer.Option(None, "--where", help='use only runs matching this expression, e.g. "world_size == 2"')
@@ -43,9 +44,14 @@ def calibrate(
     where: Optional[str] = _WHERE, stream: str = _STREAM,
     as_json: bool = typer.Option(False, "--json", help="print the fit summary as one JSON object"),
 ) -> None:
-    """Fit a hardware profile (compute, collectives, interference, host) from traced runs."""
+    """Fit a hardware profile (compute, collectives, interference, host) from traced runs.
+
+    Example (the committed H100 op timings, ~3 s):
+
+        dicesim calibrate traces/gpu/h100 --out out/h100.toml
+    """
     from dicesim.calibrate.api import calibrate_runs
-    from dicesim.sim.profile import save_profile
+    from dicesim.sim.costs.profile import save_profile
     from dicesim.topology import save_toml
 
     # the profile, and beside it one topology per world size
@@ -110,7 +116,12 @@ def accuracy(
     where: Optional[str] = _WHERE,
     as_json: bool = typer.Option(False, "--json", help="print the summary as one JSON object"),
 ) -> None:
-    """Fit on part of the runs, predict the rest with the simulator, report the errors."""
+    """Fit on part of the runs, predict the rest with the simulator, report the errors.
+
+    Example (the NCCL model fitted on part of the published GPU measurements, ~3 s):
+
+        dicesim accuracy --published
+    """
     from dicesim.calibrate.accuracy import run_accuracy
     from dicesim.calibrate.accuracy_doc import write_accuracy
     from dicesim.errors import ConfigError
@@ -123,7 +134,7 @@ def accuracy(
         _paper_check(traces, out, as_json)
         return
     if published:
-        from dicesim.calibrate.published import DEFAULT_FIT_ON
+        from dicesim.calibrate.published.set import DEFAULT_FIT_ON
         from dicesim.cli.published_cmd import run_published
 
         run_published(list(traces or []), fit_on=fit_on or DEFAULT_FIT_ON, out=out, write_model=write_model,
@@ -135,7 +146,8 @@ def accuracy(
         raise ConfigError("traces", "give trace directories or files, or --published")
     fit_on = fit_on or "batch in (1, 4)"
     runs = _load(traces, where)
-    rep = run_accuracy(runs, fit_on=fit_on, per_world_size=not pooled, base=base, reps=reps)
+    with progress_bar("accuracy", unit="configurations predicted") as ticker:
+        rep = run_accuracy(runs, fit_on=fit_on, per_world_size=not pooled, base=base, reps=reps, ticker=ticker)
     for w in rep.warnings:
         print(f"warning: {printable(w, markup=False)}", file=sys.stderr)
     if out is not None:
@@ -169,14 +181,15 @@ def accuracy(
 
 def _paper_check(files: Optional[list[Path]], out: Optional[Path], as_json: bool) -> None:
     """``dicesim accuracy --paper [FILE]``: the DICE paper's figures against the presets' predictions."""
-    from dicesim.calibrate.paper_check import DEFAULT_FILE, paper_markdown, run_paper_check
+    from dicesim.calibrate.published.paper import DEFAULT_FILE, paper_markdown, run_paper_check
     from dicesim.errors import ConfigError
     from dicesim.report.marked import replace_section
 
     if files and len(files) > 1:
         raise ConfigError("--paper", "takes at most one acceptance file", "traces/acceptance/dice-paper.toml")
     path = files[0] if files else DEFAULT_FILE
-    check = run_paper_check(path)
+    with progress_bar("paper check", unit="predictions") as ticker:
+        check = run_paper_check(path, ticker)
     if out is not None:
         cmd = "dicesim accuracy --paper" + (f" {path}" if files else "") + f" --out {out}"
         replace_section("paper", paper_markdown(check, command=cmd), out)

@@ -87,7 +87,7 @@ def _check_run_input(kind: str, path: Path) -> str:
         spec = load_sweep(path)
         return f"sweep: {spec.options.name!r}, {len(spec.points())} configurations over {', '.join(spec.axes)}"
     if kind == "profile":
-        from dicesim.sim.profile import load_profile
+        from dicesim.sim.costs.profile import load_profile
 
         return f"profile: {load_profile(path).name}"
     from dicesim.trace import read_trace
@@ -99,12 +99,12 @@ def _check_run_input(kind: str, path: Path) -> str:
 def _check_evaluation_input(kind: str, path: Path) -> str:
     """Published and acceptance sets, study files, result files and result tables."""
     if kind == "published":
-        from dicesim.calibrate.published import parse_file
+        from dicesim.calibrate.published.set import parse_file
 
         figs = parse_file(path)
         return f"published set: {len(figs)} figures ({sum(f.role == 'fit' for f in figs)} to fit on)"
     if kind == "acceptance":
-        from dicesim.calibrate.paper_check import load_paper_set
+        from dicesim.calibrate.published.paper import load_paper_set
 
         ps = load_paper_set(path)
         return f"acceptance set: {len(ps.figure)} figures on {ps.setting.topology}, {ps.setting.world_size} GPUs"
@@ -136,7 +136,12 @@ def check_file(path: Path) -> str:
 def check(paths: list[Path] = typer.Argument(..., help="scenario, sweep, study, topology, profile, published-set or "
                                                         "acceptance TOML; GraphML; trace or result JSON; trace or "
                                                         "result-table Parquet; trace directory")) -> None:
-    """Validate files; the first problem is reported as one line with exit code 2."""
+    """Validate files; the first problem is reported as one line with exit code 2.
+
+    Example:
+
+        dicesim check examples/default.toml examples/sweep-xl2.toml
+    """
     for p in paths:
         if not p.exists():
             raise ConfigError(str(p), "file not found")

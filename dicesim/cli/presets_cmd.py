@@ -13,7 +13,12 @@ from dicesim.topology import TOPOLOGY_NAMES, get_topology, world_size
 
 @app.command()
 def presets() -> None:
-    """List model, strategy and topology presets."""
+    """List model, strategy and topology presets.
+
+    Example:
+
+        dicesim presets
+    """
     console = Console()
     models = Table(title="Model presets (DiT-MoE)")
     for col in ("name", "depth", "hidden", "heads", "experts", "top-k", "expert hidden", "shared hidden",

@@ -12,10 +12,10 @@ DEFAULT_DIR = Path("traces/published")
 def run_published(paths: list[Path], *, fit_on: str, out: Path | None, write_model: Path | None,
                   as_json: bool) -> None:
     """Load, fit, predict; print a table (or JSON); write the docs section and the model if asked."""
-    from dicesim.calibrate.published import load_published
-    from dicesim.calibrate.published_doc import published_markdown, write_published_section
-    from dicesim.calibrate.published_fit import run_published_accuracy
-    from dicesim.sim.nccl import save_nccl_model
+    from dicesim.calibrate.published.set import load_published
+    from dicesim.calibrate.published.doc import published_markdown, write_published_section
+    from dicesim.calibrate.published.fit import run_published_accuracy
+    from dicesim.sim.network.nccl import save_nccl_model
 
     srcs = paths or [DEFAULT_DIR]
     rep = run_published_accuracy(load_published(srcs), fit_on=fit_on)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
+from rich.console import Console
 from rich.markup import escape
 
 from dicesim.atomic import write_parquet_atomic, write_text_atomic
@@ -25,10 +27,14 @@ from dicesim.cli.simulate_cmd import (
     _WORLD,
 )
 from dicesim.cli.study_cmd import csv_list, scale_out
-from dicesim.cli.tables import console as make_console, rich_table
+from dicesim.cli.tables import compact_table, console as make_console, print_notes, rich_table
 from dicesim.content_key import scenario_files
 from dicesim.outguard import Output, check_outputs
 from dicesim.outlock import locks_output
+from dicesim.progress import progress_bar
+
+if TYPE_CHECKING:
+    from dicesim.recommend import Recommendation
 
 
 @app.command()
@@ -60,16 +66,23 @@ def recommend(
     warmups: Optional[str] = typer.Option(None, "--warmups", help="warm-up steps (default: 1,2,4)"),
     exhaustive: bool = typer.Option(False, "--exhaustive", help="simulate every screened candidate (no bounds)"),
     top: int = typer.Option(10, "--top", min=1, help="candidates to list"),
+    wide: bool = typer.Option(False, "--wide", help="full tables with the reasons in a column (needs ~200 columns); "
+                              "default: tables that fit 100 columns, reasons listed below them"),
     out: Path = typer.Option(Path("out/recommend"), "--out", help="candidates.parquet/.csv and report.html"),
     workers: Optional[int] = typer.Option(None, "--workers", min=0,
                                           help="local Dask worker processes (0 = this process; default: CPUs)"),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="address of a running Dask scheduler"),
 ) -> None:
-    """Search strategies and their modifiers under limits; rank them and show the Pareto front."""
+    """Search strategies and their modifiers under limits; rank them and show the Pareto front.
+
+    Example (XL/2 on a DGX H100, 20 steps, no expert output more than 1 step stale, ~15 s):
+
+        dicesim recommend --model XL/2 --topology dgx-h100 --steps 20 --max-lag 1
+    """
     from dicesim.compare import resolve_scenario
     from dicesim.recommend import make_limits, search
     from dicesim.report.html import write_report
-    from dicesim.report.recommend_report import exclusion_table, front_table, ranking_table, recommend_sections
+    from dicesim.report.recommend_report import recommend_sections
     from dicesim.report.units import unit_for
     from dicesim.search_space import make_space
 
@@ -87,10 +100,11 @@ def recommend(
     n_workers = scale_out(workers, scheduler)
     check_outputs([Output("--out", out, "dir", ("candidates.parquet", "candidates.csv", "report.html"))],
                   [scenario, *scenario_files(sc.model_dump())])
-    con = make_console()
+    con = make_console(min_width=200 if wide else 0)
     con.print(f"{sc.setup_label()}; limits: {limits.describe()}")
     t0 = time.perf_counter()
-    rec = search(sc, space, limits, exhaustive=exhaustive, workers=n_workers, scheduler=scheduler)
+    with progress_bar("recommend", unit="timing classes simulated") as ticker:
+        rec = search(sc, space, limits, exhaustive=exhaustive, workers=n_workers, scheduler=scheduler, ticker=ticker)
     wall_s = time.perf_counter() - t0
     out.mkdir(parents=True, exist_ok=True)
     write_parquet_atomic(rec.table, out / "candidates.parquet")
@@ -102,14 +116,50 @@ def recommend(
         con.print(f"[bold]Recommended: {escape(str(best['strategy']))}[/bold] - {escape(str(best['reason']))}; "
                   f"{unit_for('step_latency_s').show(best['step_latency_s'])} ms per step"
                   + (f", {best['speedup']:.2f}x over sync" if best["speedup"] == best["speedup"] else ""))
-        con.print(rich_table(ranking_table(rec, top), title=f"The {min(top, len(rec.ranked))} fastest within the limits"))
-        con.print(rich_table(front_table(rec), title="Pareto front: step latency vs weighted lag vs buffer memory"))
     else:
         con.print("[bold]No candidate meets every limit.[/bold]")
-    con.print(rich_table(exclusion_table(rec), title="Why the others are out"))
+    print_recommendation(con, rec, top=top, wide=wide)
     if rec.violations:
         first = escape(f"{rec.violations[0][0]} slower than {rec.violations[0][1]}")
         con.print(f"[yellow]the order the bounds assume failed for {len(rec.violations)} pairs (first: {first}); "
                   "rerun with --exhaustive[/yellow]")
     con.print(f"{len(rec.table)} candidates, {rec.n_classes} timing classes within the limits, {rec.n_simulated} "
               f"simulated in {rec.rounds} rounds ({wall_s:.1f} s); wrote {out / 'candidates.csv'} and {report}")
+
+
+#: the columns of the narrow ranking table and their short headers (the legend gives units)
+_SHORT = {"rank": "#", "strategy": "strategy", "step_latency_s": "ms", "speedup": "x",
+          "weighted_lag_steps": "wlag", "max_lag_steps": "max", "peak_buffer_bytes": "MiB", "pred_fd_change": "FD+"}
+
+
+_RANK_PREFIX = re.compile(r"^#\d+: ")
+
+
+def print_recommendation(con: Console, rec: Recommendation, *, top: int, wide: bool) -> None:
+    """The ranking, the Pareto front and the exclusions. By default each table row is one line
+    in 100 columns: the strategy with its numbers, the reasons as a numbered list below."""
+    from dicesim.report.recommend_report import exclusion_table, front_table, ranking_table
+
+    ranked = ranking_table(rec, top)
+    title = f"The {min(top, len(rec.ranked))} fastest within the limits"
+    if len(ranked):
+        if wide:
+            con.print(rich_table(ranked, title=title))
+            con.print(rich_table(front_table(rec), title="Pareto front: step latency vs weighted lag vs buffer memory"))
+        else:
+            table, legend = compact_table(ranked, _SHORT, title=title)
+            con.print(table)
+            con.print(escape(legend), style="dim")
+            reasons = [_RANK_PREFIX.sub("", str(r)) for r in ranked["reason"]]
+            print_notes(con, "Why each placed where it did",
+                        [f"#{rank}: {why}" for rank, why in zip(ranked["rank"], reasons)])
+            front = front_table(rec)
+            con.print(f"Pareto front (step latency vs weighted lag vs buffer memory): {len(front)} candidates, ranks "
+                      + ", ".join(str(r) for r in front["rank"].tolist())
+                      + " (table: --wide, or report.html)", soft_wrap=False)
+    out = exclusion_table(rec)
+    if wide:
+        con.print(rich_table(out, title="Why the others are out"))
+    elif len(out):
+        print_notes(con, "Why the others are out", [f"{r.status}, {r.candidates} candidates: {r.why} (e.g. {r.example})"
+                                                    for r in out.itertuples()])

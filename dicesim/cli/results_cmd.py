@@ -40,7 +40,12 @@ def table(
     report: Optional[Path] = typer.Option(None, "--report", help="write an HTML report (table and plots)"),
     as_json: bool = typer.Option(False, "--json", help="print the records (JSON lines) instead of a table"),
 ) -> None:
-    """Put predicted and measured runs in one table (and one report)."""
+    """Put predicted and measured runs in one table (and one report).
+
+    Example (a CPU executor run and its prediction, committed):
+
+        dicesim results table traces/side-by-side/executor-small-w2-b2-dice.trace.json traces/side-by-side/sim-small-w2-b2-dice.trace.json --out out/both.csv
+    """
     from dicesim.report.html import write_report
     from dicesim.report.results_report import results_sections
     from dicesim.result_files import load_results
@@ -74,7 +79,12 @@ def report_cmd(
     x: str = typer.Option("weighted_lag_steps", "--x", help="metric on the x axis"),
     y: str = typer.Option("step_latency_s", "--y", help="metric on the y axis"),
 ) -> None:
-    """An interactive Pareto explorer of any result table, with a filter per axis (works offline)."""
+    """An interactive Pareto explorer of any result table, with a filter per axis (works offline).
+
+    Example (after the `dicesim study` example, which writes out/study/study.parquet):
+
+        dicesim results report out/study/study.parquet
+    """
     from dicesim.report.html import write_report
     from dicesim.report.results_report import table_sections
     from dicesim.result_files import load_result_table

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import textwrap
 
 import pandas as pd
+from rich import box
+from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from dicesim.report.units import display_frame
@@ -28,6 +33,28 @@ def rich_table(df: pd.DataFrame, *, title: str | None = None, columns: list[str]
     return table
 
 
+def compact_table(df: pd.DataFrame, short: dict[str, str], *, title: str | None = None) -> tuple[Table, str]:
+    """A narrow table (one line per row in about 100 columns) and the legend of its short headers.
+
+    ``short`` maps each column to print onto a header of a few characters; the legend gives
+    every short header its full label and unit (``ms/step: step latency (ms)``).
+    """
+    cols = [c for c in short if c in df.columns]
+    shown = display_frame(df, cols)
+    table = Table(title=None if title is None else printable(title), box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, show_edge=False)
+    legend = []
+    for src, full in zip(cols, shown.columns):
+        numeric = pd.api.types.is_numeric_dtype(df[src]) and not pd.api.types.is_bool_dtype(df[src])
+        longest = int(shown[full].astype(str).str.len().max()) if len(shown) else 0
+        table.add_column(short[src], justify="right" if numeric else "left", no_wrap=numeric,
+                         min_width=None if numeric else longest, overflow="fold")
+        if numeric and short[src] != full:
+            legend.append(f"{short[src]}: {full}")
+    for row in shown.itertuples(index=False):
+        table.add_row(*[printable(v) for v in row])  # names read from files are escaped
+    return table, "; ".join(legend)
+
+
 def metric_table(values: dict, *, title: str | None = None) -> Table:
     """A two-column (metric with unit, value) table of one run's headline numbers."""
     shown = display_frame(pd.DataFrame([values]))
@@ -39,7 +66,24 @@ def metric_table(values: dict, *, title: str | None = None) -> Table:
     return table
 
 
-def console(*, stderr: bool = False) -> SafeConsole:
-    """A console that is wide enough for result tables when output goes to a file or pipe."""
+def print_notes(con: Console, title: str, notes: list[str]) -> None:
+    """A titled list of sentences, each wrapped to the console with a hanging indent."""
+    con.print(f"[bold]{printable(title)}[/bold]")
+    for note in notes:
+        # the note is escaped before it is wrapped: the wrap's own line breaks must stay line breaks
+        con.print(escape(textwrap.fill(printable(note, markup=False), width=con.width, initial_indent="  ",
+                                       subsequent_indent="    ", break_on_hyphens=False)), soft_wrap=True)
+
+
+def console(*, stderr: bool = False, min_width: int = 0) -> SafeConsole:
+    """A console for result tables: the terminal's width (``COLUMNS`` when set), and 160 columns
+    when output goes to a file or pipe with no ``COLUMNS``; at least ``min_width`` columns (wide
+    tables are then wrapped by the terminal, never cut)."""
     stream = sys.stderr if stderr else sys.stdout
-    return SafeConsole(stderr=stderr, width=None if stream.isatty() else 160)
+    columns = os.environ.get("COLUMNS", "")
+    width = int(columns) if columns.isascii() and columns.isdigit() and int(columns) >= 40 else None
+    if width is None and not stream.isatty():
+        width = 160
+    if min_width and (width or Console(stderr=stderr).width) < min_width:
+        width = min_width
+    return SafeConsole(stderr=stderr, width=width)

@@ -47,7 +47,12 @@ def _us(t_s: float) -> str:
 @topology_app.command("list")
 def list_cmd() -> None:
     """List the preset topologies with their size and fastest / slowest links (cluster presets take
-    a server count: ``128x-dgx-h100-rail``)."""
+    a server count: ``128x-dgx-h100-rail``).
+
+    Example:
+
+        dicesim topology list
+    """
     table = Table(title="Topology presets (bandwidth per direction)", box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("name", no_wrap=True, min_width=max(map(len, TOPOLOGY_NAMES)))
     table.add_column("servers x GPUs", no_wrap=True)
@@ -74,7 +79,12 @@ def show_cmd(
     sources: bool = typer.Option(False, "--sources", help="Print the citation text of every source."),
     html: Optional[Path] = typer.Option(None, "--html", help="Also draw the graph into this HTML file."),
 ) -> None:
-    """Show a topology: GPUs, servers, node counts and each link class with bandwidth and latency."""
+    """Show a topology: GPUs, servers, node counts and each link class with bandwidth and latency.
+
+    Example:
+
+        dicesim topology show 8x-rtx4090-pcie
+    """
     if html is not None:
         check_outputs([Output("--html", html)], [name])
     G = get_topology(name)
@@ -111,7 +121,12 @@ def route_cmd(
     src: int = typer.Argument(..., help="Source rank."),
     dst: int = typer.Argument(..., help="Destination rank."),
 ) -> None:
-    """Print the hops of the route from rank SRC to rank DST, with its latency and bottleneck."""
+    """Print the hops of the route from rank SRC to rank DST, with its latency and bottleneck.
+
+    Example (GPU 0 to GPU 7 across the two PCIe switches and sockets):
+
+        dicesim topology route 8x-rtx4090-pcie 0 7
+    """
     G = get_topology(name)
     W = world_size(G)
     for field, rank in (("src", src), ("dst", dst)):
@@ -137,7 +152,12 @@ def export_cmd(
     name: str = typer.Argument(..., help=_NAME_HELP),
     out: Path = typer.Argument(..., help="Output file, .toml or .graphml (written atomically)."),
 ) -> None:
-    """Write a topology to a TOML or GraphML file, e.g. as a starting point for a custom machine."""
+    """Write a topology to a TOML or GraphML file, e.g. as a starting point for a custom machine.
+
+    Example:
+
+        dicesim topology export dgx-h100 my-machine.toml
+    """
     suffix = out.suffix.lower()
     if suffix not in (".toml", ".graphml"):
         raise ConfigError("out", f"unknown file type {suffix or '(none)'!r}", [".toml", ".graphml"])

@@ -28,7 +28,12 @@ def _single(path: Path):
 
 @trace_app.command("summary")
 def summary(path: Path = typer.Argument(..., help="trace .json/.parquet or a directory")) -> None:
-    """Per-step time, compute busy and exposed communication (mean over ranks), in ms."""
+    """Per-step time, compute busy and exposed communication (mean over ranks), in ms.
+
+    Example:
+
+        dicesim trace summary traces/side-by-side/sim-small-w2-b2-dice.trace.json
+    """
     from dicesim.trace import per_step_table
 
     df, meta = _single(path)
@@ -49,7 +54,12 @@ def merge(
     out: Path = typer.Option(..., "--out", help="merged Chrome JSON to write"),
     labels: Optional[str] = typer.Option(None, help="comma-separated labels, one per trace (default: source)"),
 ) -> None:
-    """Merge traces into one Perfetto file: each input becomes its own group of ranks, from t=0."""
+    """Merge traces into one Perfetto file: each input becomes its own group of ranks, from t=0.
+
+    Example (open the output in https://ui.perfetto.dev):
+
+        dicesim trace merge traces/side-by-side/executor-small-w2-b2-dice.trace.json traces/side-by-side/sim-small-w2-b2-dice.trace.json --out out/merged.trace.json
+    """
     from dicesim.trace.merge import write_merged
 
     if len(paths) < 2:

@@ -1,12 +1,13 @@
 """Report sections and terminal tables of ``dicesim recommend``.
 
-Input is a :class:`dicesim.recommend.Recommendation` (plain tables); output is a list of
-:class:`~dicesim.report.html.Section` and the small tables the CLI prints.
+Input is a :class:`dicesim.recommend.Recommendation` (plain tables; what is read of it:
+:class:`RecommendationView`); output is a list of :class:`~dicesim.report.html.Section` and the
+small tables the CLI prints.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -16,8 +17,21 @@ from dicesim.report.html import Section
 from dicesim.report.study_report import quality_notes
 from dicesim.report.units import unit_for
 
-if TYPE_CHECKING:
-    from dicesim.recommend import Recommendation
+
+
+class RecommendationView(Protocol):
+    """What the report reads of a recommendation (the search lives above the reports)."""
+
+    scenario: Any
+    table: pd.DataFrame
+    ranked: pd.DataFrame
+    front: pd.DataFrame
+    best: pd.Series | None
+    limits: Any
+    n_classes: int
+    n_simulated: int
+    rounds: int
+    violations: list
 
 #: columns of the ranking and front tables, in print order (those present)
 RANK_COLUMNS: tuple[str, ...] = (
@@ -32,17 +46,17 @@ def _columns(df: pd.DataFrame, cols: tuple[str, ...]) -> pd.DataFrame:
     return df[shown]
 
 
-def ranking_table(rec: Recommendation, top: int = 10) -> pd.DataFrame:
+def ranking_table(rec: RecommendationView, top: int = 10) -> pd.DataFrame:
     """The ``top`` feasible candidates, fastest first, with why each placed where it did."""
     return _columns(rec.ranked.head(top), RANK_COLUMNS)
 
 
-def front_table(rec: Recommendation) -> pd.DataFrame:
+def front_table(rec: RecommendationView) -> pd.DataFrame:
     """The Pareto front (latency vs weighted lag vs buffer memory), fastest first."""
     return _columns(rec.front, tuple(c for c in RANK_COLUMNS if c != "reason"))
 
 
-def exclusion_table(rec: Recommendation) -> pd.DataFrame:
+def exclusion_table(rec: RecommendationView) -> pd.DataFrame:
     """How many candidates each kind of reason excluded, with one example each."""
     out = rec.table[~rec.table["status"].isin(["recommended", "feasible"])]
     if out.empty:
@@ -85,7 +99,7 @@ def fig_front(table: pd.DataFrame) -> go.Figure:
     return fig
 
 
-def recommend_sections(rec: Recommendation) -> list[Section]:
+def recommend_sections(rec: RecommendationView) -> list[Section]:
     """Sections of the recommend report: the answer, the front, the search, every candidate."""
     sc = rec.scenario
     best = rec.best

@@ -16,15 +16,14 @@ import networkx as nx
 import numpy as np
 
 from dicesim.models import block_workload
-from dicesim.placement import make_placement
-from dicesim.plan import Plan, build_plan
+from dicesim.plan import Plan, build_plan, layout_for, rank_workload
 from dicesim.scenario import Scenario, make_scenario
-from dicesim.sim.costmodel import CostModel
-from dicesim.sim.engine import RunSpec
+from dicesim.sim.costs.costmodel import CostModel
+from dicesim.sim.engine.runspec import EngineSpec
 from dicesim.sim.fold import run_folded
 from dicesim.sim.metrics import SimResult, build_result
-from dicesim.sim.profile import HardwareProfile, get_profile, profile_for_gpu
-from dicesim.sim.routing import TokenRouting, build_routing
+from dicesim.sim.costs.profile import HardwareProfile, get_profile, profile_for_gpu
+from dicesim.sim.costs.routing import TokenRouting, build_routing
 from dicesim.topology import get_topology
 
 
@@ -33,7 +32,7 @@ class Prepared:
     """The built inputs of one simulation (exposed for tests, calibration and sweeps)."""
 
     scenario: Scenario
-    spec: RunSpec
+    spec: EngineSpec
 
     @property
     def plan(self) -> Plan:
@@ -66,18 +65,19 @@ def prepare(scenario: Scenario | None = None, *, profile: HardwareProfile | str 
     else:
         sc = scenario
     preset = sc.preset()
-    wl = block_workload(preset, batch=sc.batch, image_px=sc.image_size, cfg=sc.cfg, dtype=sc.dtype)
+    wl = rank_workload(sc.strategy, block_workload(preset, batch=sc.batch, image_px=sc.image_size, cfg=sc.cfg,
+                                                   dtype=sc.dtype), sc.world_size)
     G = graph if graph is not None else get_topology(sc.topology)
     prof = resolve_profile(profile, sc, G)
-    placement = make_placement(sc.world_size, preset.num_experts, group_layout=sc.placement)
+    layout = layout_for(sc.strategy, sc.world_size, preset.num_experts, group_layout=sc.placement)
     plan = build_plan(sc.strategy, preset.depth, sc.steps)
     sampling = sampling or getattr(sc.routing, "sampling", None) or "expected"
-    routing = build_routing(sc.routing, placement, num_layers=preset.depth, num_steps=sc.steps,
+    routing = build_routing(sc.routing, layout.placement, num_layers=preset.depth, num_steps=sc.steps,
                             tokens_per_rank=wl.tokens, top_k=preset.top_k, seed=sc.seed, sampling=sampling,
                             histogram=histogram)
-    cost = CostModel(prof, wl, experts_on_rank=placement.experts_per_rank)
-    spec = RunSpec(plan=plan, cost=cost, routing=routing, graph=G, profile=prof, row_nbytes=wl.row_nbytes(),
-                   record=record, merge_compute=merge_compute)
+    cost = CostModel(prof, wl, experts_on_rank=layout.experts_per_rank)
+    spec = EngineSpec(plan=plan, layout=layout, cost=cost, routing=routing, graph=G, profile=prof,
+                      row_nbytes=wl.row_nbytes(), record=record, merge_compute=merge_compute)
     return Prepared(scenario=sc, spec=spec)
 
 
@@ -88,7 +88,7 @@ def simulate(scenario: Scenario | None = None, *, profile: HardwareProfile | str
     """Simulate one scenario and return its :class:`SimResult`.
 
     ``scenario``: a :class:`~dicesim.scenario.Scenario`; or give its fields as keywords
-    (``model``, ``strategy`` (preset name or StrategyConfig), ``world_size``, ``topology``, ...);
+    (``model``, ``strategy`` (preset name or Strategy), ``world_size``, ``topology``, ...);
     keywords given with a scenario override its fields. ``profile``: a HardwareProfile, a
     built-in name or a TOML path (default: the scenario's, else the topology GPU's built-in).
     ``graph``: use this topology graph instead of ``scenario.topology``. ``record``: keep the
@@ -96,7 +96,7 @@ def simulate(scenario: Scenario | None = None, *, profile: HardwareProfile | str
     counts. ``histogram``: a router histogram array for ``routing.kind = "histogram"``.
     ``fold``: simulate one of each kind of equivalent, link-isolated expert-parallel group and copy
     it to the others (:mod:`dicesim.sim.fold`); ``reuse``: take repeated windows between group-wide
-    cuts from the record (:mod:`dicesim.sim.reuse`). Both are exact (equal to the full run up to
+    cuts from the record (:mod:`dicesim.sim.engine.reuse`). Both are exact (equal to the full run up to
     float round-off); ``meta["fold"]`` and ``meta["reuse"]`` say whether and how much they applied.
     """
     with _collector_paused():

@@ -12,7 +12,7 @@ instructions, same arithmetic on the same numbers, in the same order), so the en
 *representative* per class and every other group takes its representative's step ends,
 counters, link totals (through the link correspondence) and events (renumbered). Groups that
 share links are all simulated together; nothing about them is folded. The NCCL model
-(:mod:`dicesim.sim.nccl`) does not break an equivalence: its bandwidth share and latencies
+(:mod:`dicesim.sim.network.nccl`) does not break an equivalence: its bandwidth share and latencies
 depend only on a link's class and the graph's peer-to-peer flag, and every group runs the same
 plan (discards, kept rows and drains included).
 
@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dicesim.sim.engine import RawRun, RunSpec, run_engine
+from dicesim.sim.engine.engine import run_engine
+from dicesim.sim.engine.runspec import EngineSpec, RawRun
 from dicesim.topology import gpu_nodes, group_routes
 
 
@@ -87,10 +88,10 @@ def _signature(routes: dict, members: tuple[int, ...], link_id: dict, attrs_L: l
     return (len(members), tuple(shape), tuple(attrs), port_sig), np.array(order, dtype=np.intp)
 
 
-def plan_fold(spec: RunSpec) -> Fold:
+def plan_fold(spec: EngineSpec) -> Fold:
     """Decide which expert-parallel groups of ``spec`` fold onto which (see the module docstring)."""
     G = spec.graph
-    groups = spec.routing.placement.groups()
+    groups = spec.layout.groups()
     n = len(groups)
     if n < 2:
         return Fold(groups=groups, rep=tuple(range(n)), links=tuple(np.zeros(0, dtype=np.intp) for _ in groups),
@@ -193,14 +194,14 @@ def _expand_events(ev: pd.DataFrame, rank_of: dict[int, int], link_of: dict[int,
     return out
 
 
-def run_folded(spec: RunSpec, *, fold: bool = True, reuse: bool = True) -> tuple[RawRun, dict[str, Any]]:
+def run_folded(spec: EngineSpec, *, fold: bool = True, reuse: bool = True) -> tuple[RawRun, dict[str, Any]]:
     """Run ``spec``, folding equivalent isolated groups (``fold``) and reusing repeated windows
     (``reuse``); both exact, both reported in the returned ``{"fold": ..., "reuse": ...}``."""
     plan = plan_fold(spec) if fold else None
     sub = dataclasses.replace(spec, groups=plan.simulated if plan is not None and plan.applied else None, reuse=reuse)
     raw = run_engine(sub)
-    info_fold = plan.info() if plan is not None else {"applied": False, "groups": len(spec.routing.placement.groups()),
-                                                     "simulated_groups": len(spec.routing.placement.groups()),
+    info_fold = plan.info() if plan is not None else {"applied": False, "groups": len(spec.layout.groups()),
+                                                     "simulated_groups": len(spec.layout.groups()),
                                                      "reason": "turned off"}
     info_reuse = {"applied": raw.windows_reused > 0, "windows": raw.windows, "reused_windows": raw.windows_reused,
                   "reason": raw.reuse_blocked if reuse else "turned off"}

@@ -15,7 +15,7 @@ experiment (docs/gpu-overlap-check.md):
   copy engines run them); the count exchange is a latency, as between GPUs;
 - **order and interference**: the exchanges run in issue order on one communicator (two with
   ``count_comm = "separate"``), and compute runs ``1 + interference`` times slower while one
-  is in flight, exactly as for a rank of a multi-GPU run (:mod:`dicesim.sim.engine`).
+  is in flight, exactly as for a rank of a multi-GPU run (:mod:`dicesim.sim.engine.engine`).
 """
 
 from __future__ import annotations
@@ -25,18 +25,22 @@ import dataclasses
 import networkx as nx
 import numpy as np
 
-from dicesim.placement import Placement, make_placement, replicated
+from dicesim.placement import Placement, make_placement
+from dicesim.plan import CollectiveKind, layout_for
+from dicesim.plan.vocabulary import Issue
 from dicesim.scenario import RoutingConfig
 from dicesim.sim.api import prepare
-from dicesim.sim.engine import Engine, RunSpec
-from dicesim.sim.flowgroup import FlowGroup
-from dicesim.sim.groupcomm import DISPATCH, GroupComm, collective_latencies
+from dicesim.sim.engine.engine import Engine
+from dicesim.sim.engine.runspec import EngineSpec
+from dicesim.sim.network.flowgroup import FlowGroup
+from dicesim.sim.engine.groupcomm import COUNTS, DISPATCH, GroupComm, collective_latencies
+from dicesim.sim.engine.program import Coll
 from dicesim.sim.metrics import SimResult, build_result
-from dicesim.sim.nccl import NcclModel
-from dicesim.sim.network import FlowNetwork
-from dicesim.sim.profile import HardwareProfile
-from dicesim.sim.routing import TokenRouting, build_routing
-from dicesim.strategy import StrategyConfig, make_strategy
+from dicesim.sim.network.nccl import NcclModel
+from dicesim.sim.network.network import FlowNetwork
+from dicesim.sim.costs.profile import HardwareProfile
+from dicesim.sim.costs.routing import TokenRouting, build_routing
+from dicesim.strategy import Strategy, make_strategy
 from dicesim.topology import RouteTable, get_topology
 from dicesim.topology.host_staged import loopback_route
 
@@ -52,12 +56,10 @@ def staged_rows_LT(routing: TokenRouting, skip: bool) -> np.ndarray:
     return out
 
 
-def emulated_placement(strategy: StrategyConfig, world_size: int, num_experts: int,
+def emulated_placement(strategy: Strategy, world_size: int, num_experts: int,
                        group_layout: str = "contiguous") -> Placement:
-    """The W-rank placement the emulated ranks follow (the executor's ``RunSpec.placement``)."""
-    if strategy.scheme == "data_parallel":
-        return replicated(world_size, num_experts)
-    return make_placement(world_size, num_experts, group_layout=group_layout)
+    """The W-rank placement the emulated ranks follow (the executor's, from the same layout)."""
+    return layout_for(strategy, world_size, num_experts, group_layout=group_layout).placement
 
 
 def merged_routing(routing: TokenRouting) -> TokenRouting:
@@ -74,7 +76,7 @@ class LoopbackComm(GroupComm):
     """The one rank's exchanges: each one flow of the rows the emulated ranks would send each
     other (``staged_rows[skip][layer, tok]``) along :func:`loopback_route`, with the collective
     latencies of that route. Window reuse stays off for it (a one-rank group,
-    :func:`~dicesim.sim.reuse.reuse_blocker`): its windows would also have to key the staged rows."""
+    :func:`~dicesim.sim.engine.reuse.reuse_blocker`): its windows would also have to key the staged rows."""
 
     def __init__(self, g: int, members: tuple[int, ...], table: RouteTable, G: nx.DiGraph, profile: HardwareProfile,
                  routing: TokenRouting, net: FlowNetwork, row_nbytes: int, *, nccl: NcclModel, library: str,
@@ -93,6 +95,9 @@ class LoopbackComm(GroupComm):
             fg = self._cache[nbytes] = self._net.compile([(self._loop, nbytes)], self.a2a_lat_s)
         return fg
 
+    def moved_rows(self, coll: Coll) -> list[int]:
+        return [0 if coll.kind == COUNTS else int(self._staged[coll.skip][coll.layer, coll.tok_step])]
+
     def distinct_groups(self, uses) -> tuple[list[FlowGroup], list]:
         return [self.flow_group(DISPATCH, layer, tok, skip) for skip, layer, tok in uses], []
 
@@ -103,8 +108,8 @@ class HostStagedEngine(Engine):
     loopback = True
     library = "memcpy"  # cudaMemcpyAsync on copy engines, not NCCL: the topology holds measured copy rates
 
-    def __init__(self, spec: RunSpec, *, staged_rows: tuple[np.ndarray, np.ndarray]):
-        if spec.routing.placement.world_size != 1:
+    def __init__(self, spec: EngineSpec, *, staged_rows: tuple[np.ndarray, np.ndarray]):
+        if spec.layout.world_size != 1:
             raise ValueError("the host-staged engine runs one rank; the emulated ranks live in staged_rows")
         self._staged = staged_rows  # [skip] -> [L, T] rows through host memory per exchange (for _group_comm)
         super().__init__(spec)
@@ -115,13 +120,8 @@ class HostStagedEngine(Engine):
         return LoopbackComm(g, members, table, G, s.profile, s.routing, self.net, s.row_nbytes, nccl=nccl,
                             library=self.library, staged_rows=self._staged)
 
-    def _on_coll_done(self, comm, coll) -> None:
-        rows = 0 if coll.direction < 0 else int(self._staged[coll.skip][coll.layer, coll.tok_step])
-        self.rec.add(0, comm.stream, "collective", coll.kind, coll.start_s * 1e6, coll.end_s * 1e6, coll.layer,
-                     coll.step, coll.tok_step, rows * self.spec.row_nbytes, rows)
 
-
-def simulate_host_staged(*, model: str, strategy: StrategyConfig | str, world_size: int, batch: int, steps: int,
+def simulate_host_staged(*, model: str, strategy: Strategy | str, world_size: int, batch: int, steps: int,
                          profile: HardwareProfile | str, topology: str | nx.DiGraph = "1x-h100-host-staged",
                          image_size: int = 256, cfg: bool = True, dtype: str = "bf16",
                          num_experts: int | None = None, group_layout: str = "contiguous",
@@ -132,7 +132,7 @@ def simulate_host_staged(*, model: str, strategy: StrategyConfig | str, world_si
     ``counts_WTLE``: the run's routed copies per emulated rank, step, layer and expert (the
     executor's ``host_staged.router_hist``); without it, ``routing`` (default uniform) decides.
     ``topology``: a one-GPU host-staged preset name or graph. ``record`` keeps the event table
-    (every op its own event, for :mod:`dicesim.calibrate.slowdown`).
+    (every op its own event, for :mod:`dicesim.calibrate.overlap.slowdown`).
     """
     strat = make_strategy(strategy) if isinstance(strategy, str) else strategy
     G = get_topology(topology) if isinstance(topology, str) else topology
@@ -164,12 +164,14 @@ def simulate_host_staged(*, model: str, strategy: StrategyConfig | str, world_si
 
 
 def staged_per_step(plan, staged: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """Rows through host memory issued in each step (dispatches and combines) under ``plan``."""
+    """Rows through host memory issued in each step (dispatches and combines) under ``plan``;
+    conditional communication may cut synced layers too (``skip``)."""
+    lower = plan.rules.lower
+    moves = (CollectiveKind.DISPATCH, CollectiveKind.COMBINE)
     out = np.zeros(plan.num_steps, dtype=np.int64)
     for t, actions in plan:
         for a in actions:
-            if a.kind == "sync_moe":
-                out[t] += 2 * staged[a.skip][a.layer, t]  # conditional communication may cut sync layers too
-            elif a.kind in ("issue_dispatch", "run_experts"):
-                out[t] += staged[a.skip][a.layer, a.tok_step]
+            n = sum(1 for e in lower(a) if type(e) is Issue and e.kind in moves)
+            if n:
+                out[t] += n * staged[a.skip][a.layer, a.tok_step]
     return out

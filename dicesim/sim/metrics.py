@@ -8,11 +8,11 @@ Definitions (per rank, then averaged over ranks unless said otherwise):
 - exposed communication: the compute stream idle waiting for a collective (including
   waiting for other ranks to reach it);
 - overlap_frac = overlap / comm busy; comm_frac = comm busy / run time;
-- lags come from :func:`dicesim.plan.lag_table`; ``mean_lag`` averages over token-expert
-  copies (kept copy weight 1, dropped copies top_k - 1); ``weighted_lag`` weights the kept
-  and dropped copy by their router-score share (``top1_share``, cond policy);
-- buffers: :func:`dicesim.plan.held_buffers_by_step` (every step end), rows from
-  :func:`dicesim.plan.buffer_rows` with this rank's received rows, times the row bytes.
+- lags: the run's plan's own lag table (derived once, :attr:`dicesim.plan.Plan.lags`), as
+  figures by :mod:`dicesim.plan.staleness` (``mean_lag`` over token-expert copies,
+  ``weighted_lag`` by router-score share: ``top1_share`` and the cond policy);
+- buffers: the run's held buffers (:attr:`dicesim.plan.Plan.held`) in bytes per rank and step,
+  from the strategy family's memory (:meth:`dicesim.plan.PlanFamily.memory_TW`).
 """
 
 from __future__ import annotations
@@ -25,9 +25,10 @@ import numpy as np
 import pandas as pd
 
 from dicesim.limits import check_finite_figures
-from dicesim.plan import Plan, buffer_rows, held_buffers_by_step, lag_table
-from dicesim.sim.engine import COUNTERS, RawRun
-from dicesim.sim.routing import TokenRouting, kept_share
+from dicesim.plan import LagTable, Plan
+from dicesim.plan.staleness import kept_share, lag_frames
+from dicesim.sim.engine.runspec import COUNTERS, RawRun
+from dicesim.sim.costs.routing import TokenRouting
 
 
 @dataclass(frozen=True)
@@ -44,49 +45,12 @@ class SimResult:
     links: pd.DataFrame
     events: pd.DataFrame | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    #: the run's own lag table (what the quality model reads after the run)
+    lag_table: LagTable | None = None
 
     def summary(self) -> dict[str, Any]:
         """Headline numbers (seconds, bytes, fractions, steps of lag)."""
         return dict(self.totals)
-
-
-def buffer_bytes_TW(plan: Plan, routing: TokenRouting, row_nbytes: int) -> np.ndarray:
-    """Cross-step buffer bytes held by each rank at the end of each step, ``[T, W]``."""
-    W = routing.placement.world_size
-    recv = [routing.recv_rows_LTW(False), routing.recv_rows_LTW(True)]
-    zeros = np.zeros(W, dtype=np.int64)
-    out = np.zeros((plan.num_steps, W))
-    for t, held in enumerate(held_buffers_by_step(plan)):
-        total = np.zeros(W)
-        for hb in held:
-            rr = recv[hb.skip][hb.layer, hb.tok_step] if hb.tok_step >= 0 else zeros
-            total += buffer_rows(hb, local_tokens=routing.tokens_per_rank, top_k=routing.top_k, recv_rows=rr)
-        out[t] = total * row_nbytes
-    return out
-
-
-def lag_tables(plan: Plan, top_k: int, share_kept: float) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, float]]:
-    """Per (step, layer) lags, per-layer token-copy lag distribution, and the means."""
-    lt = lag_table(plan)
-    T, L = lt.kept.shape
-    weighted = share_kept * lt.kept + (1.0 - share_kept) * lt.dropped
-    steps, layers = np.meshgrid(np.arange(T), np.arange(L), indexing="ij")
-    lags = pd.DataFrame({
-        "step": steps.ravel(), "layer": layers.ravel(), "lag_kept": lt.kept.ravel(),
-        "lag_dropped": lt.dropped.ravel(), "skip": lt.skip.ravel(), "weighted_lag": weighted.ravel(),
-    })
-    rows = []
-    for l in range(L):
-        vals = np.concatenate([lt.kept[:, l], lt.dropped[:, l]])
-        wts = np.concatenate([np.ones(T), np.full(T, top_k - 1.0)])
-        for lag in np.unique(vals):
-            rows.append((l, int(lag), float(wts[vals == lag].sum() / wts.sum())))
-    token_lags = pd.DataFrame(rows, columns=["layer", "lag", "copy_frac"])
-    copy_mean = (lt.kept + (top_k - 1) * lt.dropped) / top_k
-    means = {"mean_lag": float(copy_mean.mean()) if copy_mean.size else 0.0,
-             "weighted_lag": float(weighted.mean()) if weighted.size else 0.0,
-             "max_lag": float(lt.max_lag)}
-    return lags, token_lags, means
 
 
 def links_table(raw: RawRun, G: nx.DiGraph) -> pd.DataFrame:
@@ -122,7 +86,7 @@ def build_result(raw: RawRun, *, plan: Plan, routing: TokenRouting, row_nbytes: 
             "host_gap_s": per_WTK[..., k["host_gap_s"]].mean(axis=0),
             "comm_frac": np.where(lat_T > 0, comm_WT.mean(axis=0) / lat_T, 0.0),
         })
-    buf_TW = buffer_bytes_TW(plan, routing, row_nbytes)
+    buf_TW = plan.rules.memory_TW(plan, routing, row_nbytes)["stale_buffers"]
     tot_WK = cum[:, -1, :] if T else np.zeros((W, len(COUNTERS)))
     comp_W = tot_WK[:, k["compute_busy_s"]]
     comm_W = tot_WK[:, k["comm_busy_s"]]
@@ -135,7 +99,7 @@ def build_result(raw: RawRun, *, plan: Plan, routing: TokenRouting, row_nbytes: 
         "step": np.repeat(np.arange(T), W), "rank": np.tile(np.arange(W), T), "nbytes": buf_TW.ravel(),
     })
     share = kept_share(plan.strategy.kept_copy(routing.top_k), routing.top1_share)
-    lags, token_lags, lag_means = lag_tables(plan, routing.top_k, share)
+    lags, token_lags, lag_means = lag_frames(plan.lags, routing.top_k, share)
     total = raw.total_s
     comm_sum = float(comm_W.sum())
     totals = {
@@ -154,4 +118,4 @@ def build_result(raw: RawRun, *, plan: Plan, routing: TokenRouting, row_nbytes: 
     check_finite_figures({**totals, **per_step.sum(numeric_only=True).to_dict()}, where=label or "simulation")
     return SimResult(label=label, totals=totals, per_step=per_step, per_rank=per_rank, lags=lags,
                      token_lags=token_lags, buffers=buffers, links=links_table(raw, graph), events=raw.events,
-                     meta=dict(meta or {}))
+                     meta=dict(meta or {}), lag_table=plan.lags)

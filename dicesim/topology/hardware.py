@@ -2,7 +2,7 @@
 
 Bandwidths are **line rates** per direction (datasheet or standard arithmetic). What a
 collective library really reaches on a link is a separate, fitted factor of the NCCL model
-(:mod:`dicesim.sim.nccl`, docs/nccl.md), so a spec figure and its efficiency are never mixed.
+(:mod:`dicesim.sim.network.nccl`, docs/nccl.md), so a spec figure and its efficiency are never mixed.
 Edge latencies are derived from the small-message figures in docs/topologies.md ("Latency
 derivation"); calibration refines all of them.
 """

@@ -1,6 +1,6 @@
 """One GPU whose all-to-all bytes go GPU -> pinned host memory -> GPU: the host-staged check.
 
-The executor's host-staged mode (``validate/hoststaged.py``) runs W emulated ranks on one
+The executor's host-staged mode (``validate/executor/hoststaged.py``) runs W emulated ranks on one
 GPU and moves every row that would cross ranks down to pinned host memory and back up, as
 NCCL does between GPUs without peer-to-peer. This is the graph the simulator runs that
 experiment on: GPU -> PCIe switch -> CPU root port -> host memory and back, every link

@@ -1,0 +1,216 @@
+"""One group on the network: its routes, collective latencies and what each collective moves.
+
+The engine keeps one :class:`GroupComm` per simulated group and asks it to start every
+collective (:meth:`GroupComm.start`), whatever its kind in the one collective vocabulary
+(:class:`~dicesim.plan.CollectiveKind`):
+
+- ``counts``: a latency (the count exchange is latency-bound);
+- ``dispatch`` / ``combine``: an all-to-all of the group's row matrix for (layer, token step,
+  skip), compiled once per distinct matrix into a :class:`~dicesim.sim.network.flowgroup.FlowGroup`
+  (row matrices get integer ids, so equal all-to-alls share one group and the network's plans);
+- ``kv_gather``: an all-gather: every member sends the keys and values of its tokens, of every
+  layer the collective covers, to every other member (sequence parallelism);
+- ``token_gather``: the same with one row per token (K or V alone; the tokens at a forward's end);
+- ``scatter`` / ``broadcast``: member 0 sends every other member one row per token of a slice /
+  one row per image (the conditioning).
+
+An all-gather moves as NCCL's ring does (its algorithm for all-gather, and gloo's): member i
+forwards the slices of S-1 members to member i+1, so each ring hop carries (S-1) slices and a
+socket link that the ring crosses twice carries what it carries, not what every member pair
+would send across it; its latency is S-1 protocol hops in a row, as the ring all-reduce of
+:mod:`dicesim.sim.microbench.collective_ops` (the profile's ``all_to_all`` base latency stands in
+for an all-gather's: a statement until one is measured). The scatter and the broadcast go from
+member 0 to every other member directly (the broadcast's ring pipeline is not modelled: it moves
+one row per image) with the all-to-all's fixed latency.
+
+It also knows which network links the group's traffic can touch (what decides whether it is
+isolated from other groups).
+"""
+
+from __future__ import annotations
+
+import networkx as nx
+import numpy as np
+
+from dicesim.plan import CollectiveKind
+from dicesim.sim.engine.program import Coll
+from dicesim.sim.network.flowgroup import FlowGroup
+from dicesim.sim.network.nccl import NcclModel, hop_latency_s, route_transports
+from dicesim.sim.network.network import FlowNetwork
+from dicesim.sim.costs.profile import HardwareProfile
+from dicesim.sim.costs.routing import TokenRouting
+from dicesim.topology import RouteTable
+
+DISPATCH, COMBINE, COUNTS, KV_GATHER = (int(k) for k in (CollectiveKind.DISPATCH, CollectiveKind.COMBINE,
+                                                             CollectiveKind.COUNTS, CollectiveKind.KV_GATHER))
+TOKEN_GATHER, SCATTER, BROADCAST = (int(k) for k in (CollectiveKind.TOKEN_GATHER, CollectiveKind.SCATTER,
+                                                     CollectiveKind.BROADCAST))
+#: all-gathers -> rows per token and layer each member sends to every other member
+_GATHER_ROWS = {KV_GATHER: 2, TOKEN_GATHER: 1}
+
+
+class GroupComm:
+    """Collective data movement of group ``g`` (global ranks ``members``) over ``net``; ``images``:
+    images each rank computes (rows of a ``broadcast``)."""
+
+    def __init__(self, g: int, members: tuple[int, ...], table: RouteTable, G: nx.DiGraph, profile: HardwareProfile,
+                 routing: TokenRouting, net: FlowNetwork, row_nbytes: int, *, nccl: NcclModel, library: str,
+                 images: int = 0):
+        self.g, self.members, self.routing, self.row_nbytes, self.net = g, members, routing, row_nbytes, net
+        self.images = images
+        self.a2a_lat_s = self.count_lat_s = self.ring_lat_s = 0.0  # a one-rank group exchanges nothing
+        if len(members) > 1:
+            self.a2a_lat_s, self.count_lat_s = collective_latencies(
+                G, table.routes.values(), max(table.latency_s.values(), default=0.0), profile, nccl, library)
+            self.ring_lat_s = ring_latency(G, table, members, profile, nccl, library)
+        #: [skip] -> [L, T] id of the group's row matrix (equal ids for equal matrices)
+        self.matrix_id = [matrix_ids(routing, members, skip) for skip in (False, True)]
+        #: ids of the links the group's flows cross
+        self.links_L = np.array(sorted({net.link_id(e) for r in table.routes.values() for e in r}), dtype=np.intp)
+        # flow (i, j) of a dispatch carries member i's rows to member j; a combine brings them back
+        self._pairs = [net.pair_flows([table.routes[(a, b) if d == DISPATCH else (b, a)]
+                                       for a in members for b in members]) for d in (DISPATCH, COMBINE)]
+        self._cache: dict[tuple, FlowGroup] = {}
+        #: link id -> its reverse when every combine route is its dispatch route backwards with the
+        #: same capacities and latency sums (then a combine's plan is its dispatch's, mirrored)
+        self.rev_L = _mirror(table, members, net) if self._pairs[DISPATCH].same_latency(self._pairs[COMBINE]) else None
+
+    def start(self, coll: Coll):
+        """Start ``coll`` now on the group's links; the simpy event that fires when it has ended."""
+        if coll.kind == COUNTS:
+            return self.net.env.timeout(self.count_lat_s)
+        if coll.kind in _GATHER_ROWS:
+            return self.net.transfer(self.gather_group(coll.span, coll.kind))
+        if coll.kind == SCATTER or coll.kind == BROADCAST:
+            return self.net.transfer(self.root_group(coll.kind))
+        return self.net.transfer(self.flow_group(coll.kind, coll.layer, coll.tok_step, coll.skip))
+
+    def moved_rows(self, coll: Coll) -> list[int]:
+        """Rows each member sent to the others in ``coll`` (for the trace; 0 for a count exchange)."""
+        S = len(self.members)
+        if coll.kind == COUNTS:
+            return [0] * S
+        if coll.kind in _GATHER_ROWS:
+            return [_GATHER_ROWS[coll.kind] * self.routing.tokens_per_rank * coll.span * (S - 1)] * S
+        if coll.kind == SCATTER or coll.kind == BROADCAST:
+            return [self._root_rows(coll.kind) * (S - 1)] + [0] * (S - 1)
+        M = self.routing.group_matrix(self.members, coll.layer, coll.tok_step, coll.skip)
+        if coll.kind == DISPATCH:
+            return [int(M[m].sum() - M[m, m]) for m in range(S)]
+        return [int(M[:, m].sum() - M[m, m]) for m in range(S)]  # a combine sends back what arrived
+
+    def gather_group(self, span: int, kind: int = KV_GATHER) -> FlowGroup:
+        """The transfer of one all-gather covering ``span`` layers of each member's rows of its tokens
+        (``kv_gather``: keys and values, 2 rows per token and layer; ``token_gather``: 1), as a ring:
+        member i sends member i+1 the slices of every member but i+1."""
+        key = (kind, span)
+        fg = self._cache.get(key)
+        if fg is None:
+            S = len(self.members)
+            nbytes = np.zeros((S, S))
+            if S > 1:
+                slice_nbytes = _GATHER_ROWS[kind] * self.routing.tokens_per_rank * self.row_nbytes * span
+                nbytes[np.arange(S), (np.arange(S) + 1) % S] = (S - 1) * slice_nbytes
+            fg = self._cache[key] = self._pairs[DISPATCH].compile(nbytes.ravel(), self.ring_lat_s)
+        return fg
+
+    def _root_rows(self, kind: int) -> int:
+        return self.routing.tokens_per_rank if kind == SCATTER else self.images
+
+    def root_group(self, kind: int) -> FlowGroup:
+        """The transfer of a ``scatter`` (a slice of tokens) or ``broadcast`` (a row per image) from member 0."""
+        fg = self._cache.get((kind, 0))
+        if fg is None:
+            S = len(self.members)
+            nbytes = np.zeros((S, S))
+            nbytes[0, 1:] = self._root_rows(kind) * self.row_nbytes
+            fg = self._cache[(kind, 0)] = self._pairs[DISPATCH].compile(nbytes.ravel(), self.a2a_lat_s)
+        return fg
+
+    def flow_group(self, direction: int, layer: int, tok: int, skip: bool) -> FlowGroup:
+        """The transfer of one all-to-all (compiled once per distinct row matrix and direction)."""
+        key = (direction, skip, int(self.matrix_id[skip][layer, tok]))
+        fg = self._cache.get(key)
+        if fg is None:
+            nbytes = self.routing.group_matrix(self.members, layer, tok, skip) * self.row_nbytes
+            nbytes.flat[::nbytes.shape[0] + 1] = 0  # rows a rank keeps for its own experts do not travel
+            fg = self._cache[key] = self._pairs[direction].compile(nbytes.ravel(), self.a2a_lat_s)
+        return fg
+
+    def distinct_groups(self, uses) -> tuple[list[FlowGroup], list[tuple[FlowGroup, FlowGroup]]]:
+        """Every transfer of the ``(skip, layer, tok_step)`` all-to-alls in ``uses``, each distinct one
+        once: the ones to plan, and ``(combine, dispatch)`` mirror pairs (see :attr:`rev_L`)."""
+        seen, plan, mirrors = set(), [], []
+        for skip, layer, tok in uses:
+            mid = (skip, int(self.matrix_id[skip][layer, tok]))
+            if mid not in seen:
+                seen.add(mid)
+                d, c = (self.flow_group(x, layer, tok, skip) for x in (DISPATCH, COMBINE))
+                plan.append(d)
+                if self.rev_L is None:
+                    plan.append(c)
+                else:
+                    mirrors.append((c, d))
+        return plan, mirrors
+
+
+def collective_latencies(G: nx.DiGraph, routes, route_lat_s: float, profile: HardwareProfile, nccl: NcclModel,
+                         library: str) -> tuple[float, float]:
+    """``(all-to-all, count exchange)`` fixed latency of a group whose flows take ``routes`` (edges of
+    ``G``); ``route_lat_s``: the longest route's latency sum, which the latency-bound count exchange
+    pays in full (an all-to-all's flows pay their own route latency in the network).
+
+    The profile's base and link-class terms always apply; NCCL's own terms (its all-to-all
+    latency and the slowest protocol hop) only where NCCL transports carry the routes, so not on
+    CPU/gloo graphs or for ``library = "memcpy"``.
+    """
+    routes = list(routes)
+    cls_lat = max((profile.link_latency(str(G.edges[e].get("link", ""))) for r in routes for e in r), default=0.0)
+    transports = route_transports(G, routes, library)
+    lib_lat = (nccl.a2a_latency_s + hop_latency_s(nccl, transports)) if transports else 0.0
+    return (profile.collective_base_s["all_to_all"] + cls_lat + lib_lat,
+            profile.collective_base_s["count_exchange"] + cls_lat + route_lat_s + lib_lat)
+
+
+def ring_latency(G: nx.DiGraph, table: RouteTable, members: tuple[int, ...], profile: HardwareProfile,
+                 nccl: NcclModel, library: str) -> float:
+    """Fixed latency of a ring all-gather over ``members`` (in member order): the base and link-class terms,
+    S-1 protocol hops in a row where NCCL transports carry the ring, and S-2 more ring-route latencies
+    (each flow pays its own route once in the network)."""
+    S = len(members)
+    hops = [(members[i], members[(i + 1) % S]) for i in range(S)]
+    routes = [table.routes[h] for h in hops]
+    cls_lat = max((profile.link_latency(str(G.edges[e].get("link", ""))) for r in routes for e in r), default=0.0)
+    transports = route_transports(G, routes, library)
+    hop_s = hop_latency_s(nccl, transports) if transports else 0.0
+    ring_route_s = max(table.latency_s[h] for h in hops)
+    return profile.collective_base_s["all_to_all"] + cls_lat + (S - 1) * hop_s + max(S - 2, 0) * ring_route_s
+
+
+def _mirror(table: RouteTable, members: tuple[int, ...], net: FlowNetwork) -> np.ndarray | None:
+    """Link id -> id of the same link backwards, if every route between members is the reverse of
+    the route back and each link's reverse has its capacity; else None."""
+    rev = np.full(len(net.links), -1, dtype=np.intp)
+    for a in members:
+        for b in members:
+            if a == b:
+                continue
+            there, back = table.routes[(a, b)], table.routes[(b, a)]
+            if tuple((v, u) for u, v in reversed(there)) != back:
+                return None
+            for u, v in there:
+                rev[net.link_id((u, v))] = net.link_id((v, u))
+    used = np.flatnonzero(rev >= 0)
+    if not np.array_equal(net.capacities_L[used], net.capacities_L[rev[used]]):
+        return None
+    return rev
+
+
+def matrix_ids(routing: TokenRouting, members: tuple[int, ...], skip: bool) -> np.ndarray:
+    """``[L, T]`` ids, equal where the group's row matrix is equal (shares compiled flow groups)."""
+    full = np.ascontiguousarray(routing.send_rows_LTWS(skip)[:, :, list(members), :])
+    L, T = full.shape[:2]
+    flat = full.reshape(L * T, -1)
+    rows = flat.view(np.dtype((np.void, flat.dtype.itemsize * flat.shape[1]))).ravel()  # one key per matrix
+    _, inv = np.unique(rows, return_inverse=True)
+    return inv.reshape(L, T)

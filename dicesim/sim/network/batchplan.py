@@ -1,0 +1,195 @@
+"""Plans of many independent transfers at once: the reference planner, vectorised across tables.
+
+A transfer that starts on idle links (nothing else in flight on them, no link slowed) has a plan
+that depends on its own flows only. With sampled routing every all-to-all carries different
+volumes, so thousands of such plans are needed and the reference planner
+(:func:`dicesim.sim.network.flowplan.simulate`: one max-min solve per finishing segment, each
+a few small numpy calls) spends its time in per-call overhead. Here all tables advance in lock
+step: one progressive-filling round raises every table's own level at once (per-table maxima by
+segmented reduction), one step moves every table to its own next event. Every table goes
+through exactly the operations the reference applies to it, in the same order, so each plan is
+the reference's plan bit for bit (tested); the per-segment arrays are rebuilt by the reference
+if something ever reads them. Tables with an infinite-capacity link are left to the reference.
+Legend: B tables, F flows, P (flow, link) pairs, L links (all concatenated), K segments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from dicesim.sim.network.flowplan import _FINISH_RTOL, FlowTable, Trajectory, simulate
+from dicesim.sim.network.maxmin import _CAP_FLOOR, _TIE_RTOL
+
+
+def plan_many(tables: Sequence[FlowTable]) -> list[Trajectory]:
+    """The :func:`~dicesim.sim.network.flowplan.simulate` plan of every table, computed together."""
+    out: list[Trajectory | None] = [None] * len(tables)
+    batch = []
+    for i, tb in enumerate(tables):
+        if tb.rem_F.shape[0] == 0 or not np.isfinite(tb.cap_L).all():
+            out[i] = simulate(tb)
+        else:
+            batch.append(i)
+    if batch:
+        for i, plan in zip(batch, _lockstep([tables[i] for i in batch])):
+            out[i] = plan
+    return out  # type: ignore[return-value]
+
+
+def _lockstep(tables: list[FlowTable]) -> list[Trajectory]:
+    nf = np.array([tb.rem_F.shape[0] for tb in tables])
+    nl = np.array([tb.cap_L.shape[0] for tb in tables])
+    f0 = np.concatenate(([0], np.cumsum(nf)[:-1])).astype(np.intp)
+    l0 = np.concatenate(([0], np.cumsum(nl)[:-1])).astype(np.intp)
+    n_b = len(tables)
+    fin = np.full(int(nf.sum()), np.inf)
+    busy_tot = np.zeros(int(nl.sum()))
+    # the working set: tables still moving, their unfinished flows, their links (ids into the above)
+    w = {"fid": np.arange(fin.shape[0]), "lid": np.arange(busy_tot.shape[0]), "bid": np.arange(n_b),
+         "rem": np.concatenate([tb.rem_F for tb in tables]), "act": np.concatenate([tb.act_F for tb in tables]),
+         "cap": np.concatenate([tb.cap_L for tb in tables]),
+         "pf": np.concatenate([tb.pair_flow_P + o for tb, o in zip(tables, f0)]),
+         "pl": np.concatenate([tb.pair_link_P + o for tb, o in zip(tables, l0)]),
+         "pw": np.concatenate([tb.pair_weight_P for tb in tables]), "f0": f0, "l0": l0,
+         "b_of_f": np.repeat(np.arange(n_b), nf), "b_of_l": np.repeat(np.arange(n_b), nl),
+         "t": np.array([tb.r0 for tb in tables], dtype=float)}
+    t_f = w["t"][w["b_of_f"]]
+    started = w["act"] <= t_f
+    done0 = started & (w["rem"] <= 0.0)
+    fin[done0] = t_f[done0]
+    w["live"] = started & (w["rem"] > 0.0)
+    # activation instants still ahead, per table, in order (padded with inf)
+    acts = [sorted(set(tb.act_F[tb.act_F > tb.r0].tolist())) for tb in tables]
+    w["acts"] = np.full((n_b, max((len(a) for a in acts), default=0) + 1), np.inf)
+    for b, a in enumerate(acts):
+        w["acts"][b, :len(a)] = a
+    w["a_i"] = np.zeros(n_b, dtype=np.intp)
+    w["n_acts"] = np.array([len(a) for a in acts])
+    seg_b: list[np.ndarray] = [np.arange(n_b)]  # per step: the tables that moved, and to when
+    seg_t: list[np.ndarray] = [w["t"].copy()]
+    size = fin.shape[0]
+    while True:
+        live, rem, t, a_i = w["live"], w["rem"], w["t"], w["a_i"]
+        b_of_f, b_of_l = w["b_of_f"], w["b_of_l"]
+        going = (np.add.reduceat(live, w["f0"]) > 0) | (a_i < w["n_acts"])
+        if not going.any():
+            break
+        if np.count_nonzero(live | (fin[w["fid"]] == np.inf)) < size // 2:  # half the flows are done
+            w = _compact(w, going, fin)
+            size = w["fid"].shape[0]
+            continue
+        t_act = w["acts"][np.arange(t.shape[0]), a_i]
+        rate, used = _fill(w["pf"], w["pl"], w["pw"], live, w["cap"], w["l0"], b_of_l, b_of_f)
+        ttf = np.full(rem.shape[0], np.inf)
+        np.divide(rem, rate, out=ttf, where=live)
+        dt_fin = np.minimum.reduceat(ttf, w["f0"])
+        finish = going & (t + dt_fin <= t_act)
+        step = going & ~finish  # the next waiting flow starts first
+        t_next = np.where(finish, t + dt_fin, np.where(step, t_act, t))
+        dt = np.where(finish, dt_fin, np.where(step, t_next - t, 0.0))
+        dt_f = dt[b_of_f]
+        finishing = finish[b_of_f] & (ttf <= dt_f * (1.0 + _FINISH_RTOL))
+        drained = rate * dt_f
+        drained[finishing] = rem[finishing]
+        rem = rem - drained
+        rem[finishing] = 0.0
+        fin[w["fid"][finishing]] = t_next[b_of_f][finishing]
+        live &= ~finishing
+        grow = (t_next > t)[b_of_l] & used
+        busy_tot[w["lid"][grow]] += (t_next - t)[b_of_l][grow]
+        t = np.where(going, t_next, t)
+        moved = np.flatnonzero(going)
+        seg_b.append(w["bid"][moved])
+        seg_t.append(t[moved])
+        due = going & (t_act <= t)
+        if due.any():
+            newly = due[b_of_f] & (w["act"] == t_act[b_of_f])
+            a_i[due] += 1
+            zero = newly & (rem <= 0.0)
+            fin[w["fid"][zero]] = t[b_of_f][zero]
+            live |= newly & ~zero
+        w["rem"], w["t"] = rem, t
+    order = np.argsort(np.concatenate(seg_b), kind="stable")
+    all_t = np.concatenate(seg_t)[order]
+    bounds = np.concatenate(([0], np.cumsum(np.bincount(np.concatenate(seg_b), minlength=n_b))))
+    plans = []
+    for b, tb in enumerate(tables):
+        f = fin[f0[b]:f0[b] + nf[b]].copy()
+        plans.append(Trajectory(tb, all_t[bounds[b]:bounds[b + 1]], f, np.maximum.reduceat(f, tb.group_start_G), None,
+                          None, None, busy_tot[l0[b]:l0[b] + nl[b]].copy(), expand=_reference_segments(tb)))
+    return plans
+
+
+def _compact(w: dict, going: np.ndarray, fin: np.ndarray) -> dict:
+    """The working set without finished tables and finished flows (they take part in nothing more)."""
+    keep_f = going[w["b_of_f"]] & (w["live"] | (fin[w["fid"]] == np.inf))
+    keep_l = going[w["b_of_l"]]
+    new_b = np.cumsum(going) - 1
+    new_f = np.cumsum(keep_f) - 1
+    new_l = np.cumsum(keep_l) - 1
+    keep_p = keep_f[w["pf"]]
+    b_of_f, b_of_l = new_b[w["b_of_f"][keep_f]], new_b[w["b_of_l"][keep_l]]
+    n_b = int(np.count_nonzero(going))
+    out = {"fid": w["fid"][keep_f], "lid": w["lid"][keep_l], "bid": w["bid"][going],
+           "rem": w["rem"][keep_f], "act": w["act"][keep_f], "live": w["live"][keep_f], "cap": w["cap"][keep_l],
+           "pf": new_f[w["pf"][keep_p]], "pl": new_l[w["pl"][keep_p]], "pw": w["pw"][keep_p],
+           "b_of_f": b_of_f, "b_of_l": b_of_l, "t": w["t"][going], "acts": w["acts"][going],
+           "a_i": w["a_i"][going], "n_acts": w["n_acts"][going],
+           "f0": np.searchsorted(b_of_f, np.arange(n_b)), "l0": np.searchsorted(b_of_l, np.arange(n_b))}
+    return out
+
+
+def _fill(pf, pl, pw, live, cap, l0, b_of_l, b_of_f):
+    """:func:`dicesim.sim.network.maxmin.maxmin_core` over the live pairs of every table, each at its own level.
+
+    The load of the unfrozen pairs is updated by subtraction instead of recounted: multiplicities
+    are small integers, so both give the same floats.
+    """
+    n_f, n_l = live.shape[0], cap.shape[0]
+    keep = live[pf]
+    qpf, qpl, qpw = pf[keep], pl[keep], pw[keep]
+    rate = np.zeros(n_f)
+    cap_rem = cap.copy()
+    frozen = np.zeros(n_f, dtype=bool)
+    load = np.bincount(qpl, weights=qpw, minlength=n_l)
+    used = load > 0
+    while qpf.shape[0]:
+        press = load / cap_rem  # 0 on idle links
+        top_b = np.maximum.reduceat(press, l0)
+        top_l = top_b[b_of_l]
+        hit_l = press >= top_l * (1.0 - _TIE_RTOL)
+        hit_f = qpf[hit_l[qpl]]
+        level_b = np.divide(1.0, top_b, out=np.zeros_like(top_b), where=top_b > 0)
+        rate[hit_f] = level_b[b_of_f[hit_f]]
+        frozen[hit_f] = True
+        fpair = frozen[qpf]
+        gone = np.bincount(qpl[fpair], weights=qpw[fpair], minlength=n_l)
+        cap_rem -= level_b[b_of_l] * gone
+        np.maximum(cap_rem, _CAP_FLOOR, out=cap_rem)
+        load -= gone
+        keep = ~fpair
+        qpf, qpl, qpw = qpf[keep], qpl[keep], qpw[keep]
+    return rate, used
+
+
+def mirrored(plan: Trajectory, table: FlowTable, other: FlowTable, rev_L: np.ndarray) -> Trajectory | None:
+    """The plan of ``other`` when it is ``table`` with every link ``l`` replaced by ``rev_L[l]`` (same
+    flows in the same order with the same bytes and start times; ``rev_L[l]`` of ``l``'s capacity):
+    the same trajectory bit for bit, each link's busy time moved to its image. None if the flows
+    differ. (A combine over mirror-image routes is its dispatch's mirror.)"""
+    if not (np.array_equal(table.rem_F, other.rem_F) and np.array_equal(table.act_F, other.act_F)
+            and np.array_equal(table.pair_flow_P, other.pair_flow_P)):
+        return None
+    pos = np.searchsorted(table.links_L, rev_L[other.links_L])
+    return Trajectory(other, plan.t_seg, plan.fin_F.copy(), plan.group_fin_G.copy(), None, None, None,
+                plan.total_busy_L[pos].copy(), expand=_reference_segments(other))
+
+
+def _reference_segments(table: FlowTable):
+    def expand():
+        ref = simulate(table)
+        ref._segments()
+        return ref._rates, ref._drained, ref._busy
+    return expand

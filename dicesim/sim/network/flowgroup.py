@@ -1,0 +1,172 @@
+"""Links of a topology as integer ids, and transfers compiled against them.
+
+:class:`LinkTable` validates a topology graph once and turns routes (tuples of directed edges)
+into link-id arrays, with a cache per route and per transfer. A :class:`FlowGroup` is one
+compiled transfer: flat (flow, link, multiplicity) pairs that the planner consumes directly.
+Legend: F flows, P (flow, link) pairs, L links.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import networkx as nx
+import numpy as np
+
+from dicesim.errors import TopologyError
+from dicesim.sim.network.flowplan import local_links
+
+Edge = tuple[Any, Any]
+Route = tuple[Edge, ...]
+
+
+class FlowGroup:
+    """A compiled transfer (made by :meth:`FlowNetwork.compile`); reuse it for repeated identical
+    transfers: it skips route resolution and key hashing. Read-only."""
+
+    __slots__ = ("owner", "gid", "n_flows", "n_local", "nbytes", "lat_F", "pair_flow_P",
+                 "pair_link_P", "pair_weight_P", "links_L", "pair_local_P", "cap_L")
+
+    def __init__(self, owner, gid, n_local, nbytes, lat_F, pair_flow_P, pair_link_P, pair_weight_P,
+                 cap_global):
+        self.owner, self.gid, self.n_local = owner, gid, n_local
+        self.nbytes, self.lat_F = nbytes, lat_F
+        self.n_flows = int(nbytes.shape[0])
+        self.pair_flow_P, self.pair_link_P, self.pair_weight_P = pair_flow_P, pair_link_P, pair_weight_P
+        # the group's own link numbering, so a plan of this group alone needs no set union
+        links, local = local_links(pair_link_P, cap_global.shape[0])
+        self.links_L, self.pair_local_P, self.cap_L = links, local, cap_global[links]
+
+
+class LinkTable:
+    """Directed edges of ``G`` as link ids with capacity, latency and class; compiles transfers."""
+
+    def __init__(self, G: nx.DiGraph, *, group_cache_size: int = 4096):
+        self.edges: list[Edge] = list(G.edges)
+        self._link_id = {e: i for i, e in enumerate(self.edges)}
+        cap, lat, cls = [], [], []
+        for u, v, d in G.edges(data=True):
+            bw, lt = d.get("bw_Bps"), d.get("latency_s")
+            if not isinstance(bw, (int, float)) or not bw > 0:
+                raise TopologyError(f"edge {u}->{v}: bw_Bps must be a positive number, got {bw!r}")
+            if not isinstance(lt, (int, float)) or not (0 <= lt < math.inf):
+                raise TopologyError(f"edge {u}->{v}: latency_s must be finite and >= 0, got {lt!r}")
+            cap.append(float(bw))
+            lat.append(float(lt))
+            cls.append(str(d.get("link", d.get("link_class", ""))))
+        self.cap_L = np.array(cap, dtype=float)
+        self.classes = cls
+        self._lat = lat
+        self._group_cache_size = int(group_cache_size)
+        self._routes: dict[Route, tuple[list[int], list[float], float]] = {}
+        self._groups: dict[Any, FlowGroup] = {}
+        self._next_gid = 0
+
+    def link_id(self, edge: Edge) -> int:
+        try:
+            return self._link_id[edge]
+        except KeyError:
+            raise TopologyError(f"no link {edge[0]}->{edge[1]} in the topology") from None
+
+    def compile(self, flows: Sequence[tuple[Route, float]], extra_latency_s: float) -> FlowGroup:
+        """The :class:`FlowGroup` of ``[(route, nbytes), ...]`` (cached by content)."""
+        try:
+            key = (tuple(flows), float(extra_latency_s))
+            hash(key)
+        except TypeError:  # routes given as lists
+            key = (tuple((tuple(map(tuple, r)), b) for r, b in flows), float(extra_latency_s))
+        g = self._groups.get(key)
+        if g is None:
+            g = self._build(key[0], key[1])
+            if len(self._groups) >= self._group_cache_size:
+                self._groups.pop(next(iter(self._groups)))
+            self._groups[key] = g
+        return g
+
+    def pair_flows(self, routes: Sequence[Route]) -> PairFlows:
+        """Routes resolved once for transfers that differ only in their byte counts (see :class:`PairFlows`)."""
+        return PairFlows(self, [self._route(tuple(r)) if r else None for r in routes])
+
+    def _new_group(self, n_local: int, nbytes, lat_F, pair_flow_P, pair_link_P, pair_weight_P) -> FlowGroup:
+        gid = self._next_gid
+        self._next_gid += 1
+        return FlowGroup(self, gid, n_local, nbytes, lat_F, pair_flow_P, pair_link_P, pair_weight_P, self.cap_L)
+
+    def _build(self, flows: tuple, extra_latency_s: float) -> FlowGroup:
+        if not (0 <= extra_latency_s < math.inf):
+            raise ValueError(f"extra_latency_s must be finite and >= 0, got {extra_latency_s}")
+        nbytes, lat, lens, ids, weights = [], [], [], [], []
+        n_local = 0
+        for route, b in flows:
+            if not (0 <= b < math.inf):
+                raise ValueError(f"flow nbytes must be finite and >= 0, got {b}")
+            if not route:
+                n_local += 1
+                continue
+            r_ids, r_w, r_lat = self._route(route)
+            nbytes.append(b)
+            lat.append(r_lat + extra_latency_s)
+            lens.append(len(r_ids))
+            ids.extend(r_ids)
+            weights.extend(r_w)
+        return self._new_group(n_local, np.array(nbytes, dtype=float), np.array(lat, dtype=float),
+                               np.repeat(np.arange(len(nbytes), dtype=np.intp), lens),
+                               np.array(ids, dtype=np.intp), np.array(weights, dtype=float))
+
+    def _route(self, route: Route) -> tuple[list[int], list[float], float]:
+        hit = self._routes.get(route)
+        if hit is not None:
+            return hit
+        counts: dict[int, int] = {}
+        lat = 0.0
+        prev = None
+        for e in route:
+            if prev is not None and prev[1] != e[0]:
+                raise TopologyError(f"route is not contiguous: {prev[0]}->{prev[1]} then {e[0]}->{e[1]}")
+            i = self.link_id(tuple(e))
+            counts[i] = counts.get(i, 0) + 1
+            lat += self._lat[i]
+            prev = e
+        ids = sorted(counts)  # a link crossed twice (staged through host memory) is loaded twice
+        hit = (ids, [float(counts[i]) for i in ids], lat)
+        self._routes[route] = hit
+        return hit
+
+
+class PairFlows:
+    """A fixed list of routes (say every ordered pair of an expert-parallel group) resolved once.
+
+    :meth:`compile` turns one byte count per route into the :class:`FlowGroup` that
+    :meth:`LinkTable.compile` would build for the routes with a positive count, in the same order,
+    with array operations instead of a loop per flow (sampled routing compiles thousands of them).
+    Each call makes a new group (no content cache: the caller keys its own).
+    """
+
+    def __init__(self, table: LinkTable, resolved: list[tuple[list[int], list[float], float] | None]):
+        self._table = table
+        self._routed = np.array([r is not None for r in resolved])
+        lens = np.array([len(r[0]) if r else 0 for r in resolved], dtype=np.intp)
+        self._len = lens
+        self._start = np.concatenate(([0], np.cumsum(lens)[:-1])).astype(np.intp)
+        self._ids = np.array([i for r in resolved if r for i in r[0]], dtype=np.intp)
+        self._w = np.array([w for r in resolved if r for w in r[1]], dtype=float)
+        self._lat = np.array([r[2] if r else 0.0 for r in resolved], dtype=float)
+
+    def same_latency(self, other: PairFlows) -> bool:
+        """Whether route k of both lists has the same latency sum, bit for bit."""
+        return np.array_equal(self._lat, other._lat) and np.array_equal(self._routed, other._routed)
+
+    def compile(self, nbytes_R: np.ndarray, extra_latency_s: float) -> FlowGroup:
+        """Flows for every route with ``nbytes_R > 0`` (one count per route, in route order)."""
+        nb = np.asarray(nbytes_R)
+        take = nb > 0
+        n_local = int(np.count_nonzero(take & ~self._routed))
+        ks = np.flatnonzero(take & self._routed)
+        lens = self._len[ks]
+        first = np.repeat(self._start[ks] - np.concatenate(([0], np.cumsum(lens)[:-1])), lens)
+        at = first + np.arange(int(lens.sum()), dtype=np.intp)
+        return self._table._new_group(n_local, nb[ks].astype(float), self._lat[ks] + float(extra_latency_s),
+                                      np.repeat(np.arange(ks.shape[0], dtype=np.intp), lens), self._ids[at],
+                                      self._w[at])
