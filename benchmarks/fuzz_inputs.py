@@ -98,7 +98,8 @@ def fuzz_subprocess(reader: Reader, seeds: Path, examples: int, work: Path) -> d
 
 
 HOSTILE_TESTS = ("test_hostile_physical.py", "test_hostile_resume.py", "test_hostile_outputs.py",
-                  "test_hostile_misread.py", "test_hostile_hangs.py", "test_hostile_resources.py")
+                  "test_hostile_misread.py", "test_hostile_hangs.py", "test_hostile_resources.py",
+                  "test_hostile_sequence.py")
 
 
 def run_hostile_tests(scale: int) -> dict:

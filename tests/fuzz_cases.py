@@ -57,6 +57,16 @@ def make_seeds(d: Path) -> Path:
         "base": {"model": {"name": "tiny"}, "workload": {"batch": 1, "image_size": 32, "steps": 2},
                  "topology": {"name": "tiny-ring4", "world_size": 4}, "profile": {"file": "rtx4090"}},
         "axes": {"strategy": ["sync", "dice"], "sync_layers": [[0, 1]], "batch": [1]}}))
+    # the sequence family (sp, distrifusion) through the same readers: its [strategy] fields and its sweeps
+    (d / "scenario-sp.toml").write_text(tomli_w.dumps({
+        "model": {"name": "tiny"}, "workload": {"batch": 1, "image_size": 32, "steps": 3},
+        "strategy": {"preset": "distrifusion", "warmup_steps": 1}, "topology": {"name": "tiny-ring4", "world_size": 4},
+        "profile": {"file": "rtx4090"}}))
+    (d / "sweep-sp.toml").write_text(tomli_w.dumps({
+        "sweep": {"name": "fuzz-sp", "chunk_size": 2},
+        "base": {"model": {"name": "tiny"}, "workload": {"batch": 1, "image_size": 32, "steps": 3},
+                 "topology": {"name": "tiny-ring4", "world_size": 4}, "profile": {"file": "rtx4090"}},
+        "axes": {"strategy": ["sp", "distrifusion"], "warmup_steps": [0, 1]}}))
     G = get_topology("tiny-ring4")
     save_toml(G, d / "topology.toml")
     save_graphml(G, d / "topology.graphml")
@@ -224,6 +234,9 @@ _DIGITS_STOP = ("--seeds", "2", "--images", "130", "--world-sizes", "65")
 READERS: tuple[Reader, ...] = (
     Reader("scenario", "scenario.toml", "toml", _check),
     Reader("sweep", "sweep.toml", "toml", lambda f, o: ["sweep", str(f), "--out", str(o), "--workers", "0"],
+           writes=True),
+    Reader("scenario-sp", "scenario-sp.toml", "toml", lambda f, o: ["simulate", str(f), "--json"]),
+    Reader("sweep-sp", "sweep-sp.toml", "toml", lambda f, o: ["sweep", str(f), "--out", str(o), "--workers", "0"],
            writes=True),
     Reader("topology-toml", "topology.toml", "toml", _check),
     Reader("topology-graphml", "topology.graphml", "bytes", _check),

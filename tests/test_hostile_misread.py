@@ -42,6 +42,10 @@ def _toml_seeds() -> dict[str, dict]:
     return {
         "scenario": SCENARIO,
         "sweep": {"sweep": {"name": "s", "chunk_size": 2}, "base": SCENARIO, "axes": {"strategy": ["sync", "dice"]}},
+        # the sequence family's [strategy] table (its own fields) and a sweep over its presets
+        "scenario-sp": {**SCENARIO, "strategy": {"preset": "distrifusion", "warmup_steps": 1}},
+        "sweep-sp": {"sweep": {"name": "s", "chunk_size": 2}, "base": {**SCENARIO, "strategy": {"preset": "sp"}},
+                     "axes": {"strategy": ["sp", "distrifusion"]}},
         "topology": tomllib.loads((d / "t.toml").read_text()),
         "profile": tomllib.loads(PROFILE.read_text()),
         "published": tomllib.loads(PUBLISHED.read_text()),

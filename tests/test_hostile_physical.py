@@ -33,6 +33,11 @@ ANY_FLOAT = st.one_of(
 )
 
 
+#: one strategy of each family and each exchange: expert all-to-alls (dice), blocking K/V
+#: all-gathers (sp), asynchronous flattened K/V all-gathers (distrifusion)
+FAMILIES = st.sampled_from(["dice", "sp", "distrifusion"])
+
+
 def _topology(tmp_path, bw_Bps: float, latency_s: float):
     from dicesim.topology import get_topology, save_toml
 
@@ -141,24 +146,26 @@ def test_a_non_finite_result_is_refused_not_written():
 
 # --- property: every accepted input gives finite results ----------------------------------
 @settings(max_examples=30 * FUZZ_SCALE, deadline=None, database=None, suppress_health_check=list(HealthCheck))
-@given(bw=st.one_of(st.floats(1e6, 1e15), ANY_FLOAT), latency=st.one_of(st.floats(1e-9, 10.0), ANY_FLOAT))
-def test_every_accepted_topology_gives_finite_results(tmp_path_factory, bw, latency):
+@given(bw=st.one_of(st.floats(1e6, 1e15), ANY_FLOAT), latency=st.one_of(st.floats(1e-9, 10.0), ANY_FLOAT),
+       strategy=FAMILIES)
+def test_every_accepted_topology_gives_finite_results(tmp_path_factory, bw, latency, strategy):
     f = _topology(tmp_path_factory.mktemp("t"), bw, latency)
     _accepted_or_one_line(run_cli(["simulate", *TINY[:2], "--topology", str(f), *TINY[4:], "--profile", "rtx4090",
-                                   "--json"]))
+                                   "--strategy", strategy, "--json"]))
 
 
 @settings(max_examples=30 * FUZZ_SCALE, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 @given(peak=st.one_of(st.floats(1e-6, 1e5), ANY_FLOAT), mem=st.one_of(st.floats(1e-3, 1e5), ANY_FLOAT),
        eff=st.one_of(st.floats(1e-6, 1.0), ANY_FLOAT), launch=st.one_of(st.floats(0.0, 10.0), ANY_FLOAT),
-       interference=st.one_of(st.floats(0.0, 100.0), ANY_FLOAT))
-def test_every_accepted_profile_gives_finite_results(tmp_path_factory, peak, mem, eff, launch, interference):
+       interference=st.one_of(st.floats(0.0, 100.0), ANY_FLOAT), strategy=FAMILIES)
+def test_every_accepted_profile_gives_finite_results(tmp_path_factory, peak, mem, eff, launch, interference,
+                                                     strategy):
     prof = tomllib.loads(PROFILE.read_text())
     prof.update(peak_tflops=peak, mem_bw_GBps=mem, interference=interference)
     prof["ops"]["experts"].update(compute_eff=eff, launch_s=launch)
     f = tmp_path_factory.mktemp("p") / "p.toml"
     f.write_text(tomli_w.dumps(prof))
-    _accepted_or_one_line(run_cli([*SIM, "--profile", str(f)]))
+    _accepted_or_one_line(run_cli([*SIM, "--profile", str(f), "--strategy", strategy]))
 
 
 @settings(max_examples=20 * FUZZ_SCALE, deadline=None, database=None, suppress_health_check=list(HealthCheck))
