@@ -85,3 +85,31 @@ def test_an_accepted_distrifusion_scenario_gives_finite_results(tmp_path):
     assert o.code == 0, o.err
     doc = json.loads(o.out)
     assert doc["step_latency_s"] > 0 and doc["mean_lag_steps"] == 0  # every step is a warm-up step: fresh K/V
+
+
+@pytest.mark.parametrize("values, needle", [
+    ([0, True], "axes.warmup_steps[1]: 'True' is a boolean, the axis's first value '0' a number"),
+    (["\u0000", 1], "axes.warmup_steps[1]: '1' is a number"),
+])
+def test_an_axis_holds_values_of_one_kind(tmp_path, values, needle):
+    """Found by the long fuzz run on the sweep-sp reader: a warmup_steps axis of ``[0, true]`` was
+    simulated (true read as 1) and the table could not be written (ArrowTypeError traceback)."""
+    f = tmp_path / "s.toml"
+    f.write_text(tomli_w.dumps({"sweep": {"name": "s"}, "base": BASE,
+                                "axes": {"strategy": ["sp", "distrifusion"], "warmup_steps": values}}))
+    _refused(run_cli(["check", str(f)]), needle)
+    o = run_cli(["sweep", str(f), "--out", str(tmp_path / "out"), "--workers", "0"])
+    assert verdict(o, tmp_path / "out", expect_error=True) is None, o.err or o.crash
+
+
+def test_check_reads_a_trace_s_strategy_as_calibration_does(tmp_path):
+    """`check` said "ok" for a trace whose recorded strategy had an unknown key, which
+    `calibrate` then refused: both read it strictly now (both families)."""
+    from fuzz_cases import ROOT
+
+    for stem in ("validate-tiny-sp-w2-gloo", "validate-tiny-distrifusion-w2-gloo"):
+        doc = json.loads((ROOT / "traces" / "reference" / f"{stem}.trace.json").read_text())
+        doc["otherData"]["scenario"]["strategy"]["kv_asnyc"] = True
+        f = tmp_path / f"{stem}.trace.json"
+        f.write_text(json.dumps(doc))
+        _refused(run_cli(["check", str(f)]), "scenario.strategy.kv_asnyc: unknown key (allowed: name, kv_async")

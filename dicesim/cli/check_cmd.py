@@ -92,7 +92,12 @@ def _check_run_input(kind: str, path: Path) -> str:
         return f"profile: {load_profile(path).name}"
     from dicesim.trace import read_trace
 
-    df, _meta = read_trace(path)
+    df, meta = read_trace(path)
+    if meta.scenario:  # the run spec and strategy as calibration reads them: an unknown key is refused here too
+        from dicesim.calibrate.runs import trace_strategy
+        from dicesim.trace.runmeta import scenario_meta
+
+        trace_strategy(scenario_meta(meta, path), meta, path)
     return f"trace: {len(df)} events, {df['rank'].nunique()} ranks"
 
 
