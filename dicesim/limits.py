@@ -202,6 +202,9 @@ PHYSICAL: Mapping[str, PhysicalRange] = {
     "efficiency": PhysicalRange(1e-6, 1.0, "of peak", "1e-06 to 1 of peak"),
     "fixed_time_s": PhysicalRange(0.0, 10.0, "s", "0 to 10 s"),
     "interference": PhysicalRange(0.0, 100.0, "x", "0 to 100 (up to 101x slower)"),
+    # a GPU's memory as the driver reports it: 24 GiB (RTX 4090) .. 141 GB (H200); the range spans
+    # the smallest and largest accelerators with room on both sides
+    "gpu_memory_bytes": PhysicalRange(1 << 28, 1 << 42, "B", "256 MiB to 4 TiB"),
     # router histograms: tokens routed to one expert; sums over 4096 experts stay finite and exact
     "tokens": PhysicalRange(0.0, 1e15, "tokens", "0 to 1e+15 tokens per expert"),
     # published figures (nccl-tests, DeepEP) as stored: GB/s and microseconds

@@ -77,6 +77,9 @@ def test_implausible_link_bandwidth_is_refused_with_its_range(tmp_path, bw):
     ("peak_tflops", 1e-300, "peak_tflops: 1e-300 is outside the plausible range (allowed: 1e-06 to 1e+05 TFLOP/s"),
     ("mem_bw_GBps", 5e-324, "mem_bw_GBps: 5e-324 is outside the plausible range"),
     ("interference", 1e308, "interference: 1e+308 is outside the plausible range (allowed: 0 to 100"),
+    # the per-GPU memory model's capacity (issue 23): one byte, or 4 EiB, is no GPU
+    ("memory_capacity_bytes", 1, "memory_capacity_bytes: 1 is outside the plausible range (allowed: 256 MiB to 4 TiB"),
+    ("memory_capacity_bytes", 1 << 62, "memory_capacity_bytes: 4611686018427387904 is outside the plausible range"),
 ])
 def test_implausible_profile_rates_are_refused(tmp_path, field, value, needle):
     prof = tomllib.loads(PROFILE.read_text())
