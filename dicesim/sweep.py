@@ -298,18 +298,6 @@ def _scalars(summary: dict) -> dict[str, Any]:
 RESULT_DIR_FILES = (f"{_CHUNK_DIR}/", f"{_CHUNK_DIR}/chunk-*.parquet", "report.html")
 
 
-def sweep_inputs(spec: SweepSpec, sweep_file: Path) -> list[str]:
-    """Every file a sweep reads: the sweep file, its base scenario and the files its
-    configurations name (topologies, profiles, the router histogram)."""
-    files = [str(sweep_file)]
-    if spec.options.base:
-        files.append(str(sweep_file.parent / spec.options.base))
-    fields = spec.base.model_dump()
-    files += scenario_files(fields)
-    files += [v for name in FILE_AXES for v in spec.axes.get(name, ()) if is_file_reference(v)]
-    return files
-
-
 def read_chunks(out_dir: str | Path) -> pd.DataFrame:
     """Every readable result chunk under ``out_dir``, one row per key (ok/skipped beat error)."""
     chunk_dir = Path(out_dir) / _CHUNK_DIR

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
@@ -16,6 +16,9 @@ from dicesim.membudget import plan_workers, points_nbytes
 from dicesim.outguard import Output, check_outputs
 from dicesim.outlock import locks_output
 from dicesim.progress import progress_bar
+
+if TYPE_CHECKING:
+    from dicesim.sweep import SweepSpec
 
 
 @app.command()
@@ -39,12 +42,12 @@ def sweep(
     """
     from dicesim.report.html import write_report
     from dicesim.report.sweep_report import best_under_budget, over_memory, sweep_sections
-    from dicesim.sweep import RESULT_DIR_FILES, load_sweep, run_sweep, sweep_inputs, write_sweep_table
+    from dicesim.sweep import RESULT_DIR_FILES, load_sweep, run_sweep, write_sweep_table
 
     if dask_scheduler and workers is not None:
         raise ConfigError("--workers", "cannot be combined with --scheduler (the cluster decides)")
     spec = load_sweep(sweep_file)
-    check_outputs([Output("--out", out, "dir", (*RESULT_DIR_FILES, "sweep.parquet"))], sweep_inputs(spec, sweep_file))
+    check_outputs([Output("--out", out, "dir", (*RESULT_DIR_FILES, "sweep.parquet"))], _sweep_inputs(spec, sweep_file))
     lag_budget = spec.options.max_lag if max_lag is None else max_lag
     latency_budget = spec.options.max_latency_ms if max_latency_ms is None else max_latency_ms
     console = make_console()
@@ -91,3 +94,17 @@ def sweep(
         first = outcome.table.loc[outcome.table["status"] == "error", "reason"].iloc[0]
         console.print(f"[yellow]{int(status['error'])} configurations failed (first: {first}); "
                       "rerun to retry them[/yellow]")
+
+
+def _sweep_inputs(spec: SweepSpec, sweep_file: Path) -> list[str]:
+    """Every file a sweep reads, for the output check: the sweep file, its base scenario and the
+    files its configurations name (topologies, profiles, the router histogram)."""
+    from dicesim.content_key import is_file_reference, scenario_files
+    from dicesim.sweep import FILE_AXES
+
+    files = [str(sweep_file)]
+    if spec.options.base:
+        files.append(str(sweep_file.parent / spec.options.base))
+    files += scenario_files(spec.base.model_dump())
+    files += [v for name in FILE_AXES for v in spec.axes.get(name, ()) if is_file_reference(v)]
+    return files
