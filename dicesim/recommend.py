@@ -44,6 +44,7 @@ from dicesim.cluster import dask_client, map_jobs
 from dicesim.progress import NO_PROGRESS, Ticker
 from dicesim.compare import predicted_quality
 from dicesim.errors import ConfigError, config_error_from_pydantic
+from dicesim.membudget import plan_workers, scenario_nbytes, usable_cpus
 from dicesim.report.units import unit_for
 from dicesim.results import QualityFn
 from dicesim.scenario import Scenario
@@ -218,13 +219,16 @@ def _simulate_latency(scenario: Scenario) -> dict[str, float]:
 
 
 def search(scenario: Scenario, space: SearchSpace, limits: Limits, *, quality: QualityFn | None = None,
-           exhaustive: bool = False, workers: int = 0, scheduler: str | None = None, processes: bool = True,
+           exhaustive: bool = False, workers: int | None = 0, scheduler: str | None = None, processes: bool = True,
            evaluate: Callable[[Scenario], dict[str, float]] | None = None,
            ticker: Ticker = NO_PROGRESS) -> Recommendation:
     """Run the search on ``scenario`` (its strategy is ignored), in this process (``workers=0``),
     on a LocalCluster of ``workers`` processes or on the Dask cluster at ``scheduler``.
     ``evaluate(scenario) -> metrics`` replaces the simulator (tests); ``ticker`` hears of each
-    round's timing classes to simulate and of each one simulated."""
+    round's timing classes to simulate and of each one simulated. ``workers=None``: as many
+    as the CPUs and the memory allow (:func:`dicesim.membudget.plan_workers`)."""
+    if not scheduler:
+        workers = plan_workers(workers, [scenario_nbytes(scenario, record=False)], jobs=usable_cpus())
     if workers <= 0 and not scheduler:
         return _search(scenario, space, limits, quality, exhaustive, evaluate, None, ticker)
     with dask_client(workers=workers, scheduler=scheduler, processes=processes) as client:
@@ -249,7 +253,12 @@ def _search(scenario: Scenario, space: SearchSpace, limits: Limits, quality: Qua
     # timing keys) the earlier one goes first: otherwise each waits for the other and none is ever ready
     faster = {k: [j for j in order[:i] if at_least_as_fast(classes[j], classes[k])] for i, k in enumerate(order)}
     rounds = 0
-    while True:
+    # Progress: `ready` is never empty while classes are pending. The order is a preorder, so
+    # among the pending classes some have no *strictly* faster pending class; classes that are
+    # at least as fast as each other (equal order facts: with 1 or 2 steps many plans differ
+    # but share their sync layers and steps) are ready together instead of waiting on each other
+    # forever. Every round resolves all ready classes, so there are at most len(order) rounds.
+    for _ in range(len(order) + 1):
         pending = [k for k in order if k not in latency and k not in pruned]
         if not pending:
             break

@@ -243,7 +243,7 @@ def result_from_executor(summary: dict[str, Any], *, where: str = "executor summ
     try:
         times = ExecutorTimes(**summary)
     except ValidationError as exc:
-        raise config_error_from_pydantic(exc, where) from None
+        raise config_error_from_pydantic(exc, where, model=ExecutorTimes) from None
     s = {k: v for k, v in summary.items() if k not in ExecutorTimes.model_fields or k == "steps"}
     lat, per_rank = times.step_latency_s, times.exposed_comm_s_per_rank
     # mean over ranks, as the simulator counts; summaries from before the per-rank lists have the max
@@ -263,7 +263,7 @@ def result_from_executor(summary: dict[str, Any], *, where: str = "executor summ
         return RunResult(source="executor", **fields, **metrics, per_step_latency_s=lat,
                          per_step_exposed_comm_s=exposed, extra=_finite(renamed))
     except ValidationError as exc:
-        raise config_error_from_pydantic(exc, where) from None
+        raise config_error_from_pydantic(exc, where, model=RunResult) from None
 
 
 def results_frame(results: Iterable[RunResult]) -> pd.DataFrame:

@@ -15,6 +15,7 @@ from typing import Annotated, Literal, Optional
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SerializeAsAny, ValidationError
 
+from dicesim.content_key import is_file_reference
 from dicesim.errors import ConfigError, config_error_from_pydantic
 from dicesim.limits import (
     INT64_MAX, INT64_MIN, MAX_BATCH, MAX_EXPERTS, MAX_IMAGE_PX, MAX_RECORDED_EVENTS, MAX_SIM_TABLE_NBYTES, MAX_STEPS,
@@ -23,6 +24,7 @@ from dicesim.limits import (
 from dicesim.models import DTYPE_NBYTES, MODEL_NAMES, ModelPreset, get_model
 from dicesim.plan import layout_for
 from dicesim.strategy import ExpertParallelStrategy, Strategy, as_strategy, make_strategy, strategy_names
+from dicesim.strict_table import take_table
 from dicesim.tomlio import read_toml
 
 DEFAULT_TOPOLOGY = "8x-rtx4090-pcie"
@@ -145,7 +147,7 @@ def make_scenario(**fields: object) -> Scenario:
     try:
         sc = Scenario(**{k: v for k, v in fields.items() if v is not None})
     except ValidationError as exc:
-        raise config_error_from_pydantic(exc, "", _ALLOWED) from None
+        raise config_error_from_pydantic(exc, "", _ALLOWED, model=Scenario) from None
     return validate_scenario(sc)
 
 
@@ -177,8 +179,6 @@ def scenario_from_dict(doc: dict, path: Path = Path("<scenario>")) -> Scenario:
     fields["placement"] = topo.pop("placement", None)
     if topo:
         raise ConfigError(f"topology.{next(iter(topo))}", "unknown key", ("name", "file", "world_size", "placement"))
-    if fields["topology"] and str(fields["topology"]).endswith((".toml", ".graphml")):
-        fields["topology"] = str((path.parent / fields["topology"]).resolve()) if path.exists() else fields["topology"]
     preset = strat.pop("preset", None)
     if preset is not None and not isinstance(preset, str):
         raise ConfigError("strategy.preset", f"must be a preset name, got {type(preset).__name__}", strategy_names())
@@ -190,18 +190,58 @@ def scenario_from_dict(doc: dict, path: Path = Path("<scenario>")) -> Scenario:
         try:
             fields["routing"] = RoutingConfig(**routing)
         except ValidationError as exc:
-            raise config_error_from_pydantic(exc, "routing", _ALLOWED) from None
+            raise config_error_from_pydantic(exc, "routing", _ALLOWED, model=RoutingConfig) from None
     profile = doc.get("profile")
+    if isinstance(profile, dict):
+        profile = take_table(profile, ("file",), "profile").get("file")
     if profile is not None:
-        fields["profile"] = profile.get("file") if isinstance(profile, dict) else profile
+        fields["profile"] = profile
     return make_scenario(**fields)
+
+
+def relative_to(path: Path, value: object) -> object:
+    """A file name ``value`` as written in the file ``path``: absolute, relative to that file."""
+    if not isinstance(value, str) or not value or not path.exists():
+        return value
+    try:
+        return value if Path(value).is_absolute() else str((path.parent / value).resolve())
+    except (OSError, ValueError):  # a NUL in the name: the reader names the problem
+        return value
+
+
+def resolve_paths(doc: dict, path: Path) -> dict:
+    """``doc`` (a parsed scenario, or a sweep's ``[base]`` tables) with every file it names --
+    topology, profile, router histogram -- made absolute relative to ``path``, the file that
+    names them (the working directory has no say). Returns a new dict; ``doc`` is unchanged."""
+    if not path.exists():
+        return doc
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in doc.items()}
+
+    def rebase(value: object) -> object:
+        return relative_to(path, value)
+
+    topo = out.get("topology")
+    if isinstance(topo, dict):
+        for key in ("name", "file"):
+            value = topo.get(key)
+            if key in topo and (key == "file" or str(value).endswith((".toml", ".graphml"))):
+                topo[key] = rebase(value)
+    prof = out.get("profile")
+    if isinstance(prof, dict) and "file" in prof and is_file_reference(prof["file"]):
+        prof["file"] = rebase(prof["file"])
+    elif is_file_reference(prof):
+        out["profile"] = rebase(prof)
+    routing = out.get("routing")
+    if isinstance(routing, dict) and routing.get("histogram"):
+        routing["histogram"] = rebase(routing["histogram"])
+    return out
 
 
 def load_scenario(path: str | Path) -> Scenario:
     """Read and validate a scenario TOML file; every error names the file."""
     p = Path(path)
     with naming_file(p):
-        return scenario_from_dict(read_toml(p, what="scenario"), p)
+        return scenario_from_dict(resolve_paths(read_toml(p, what="scenario"), p), p)
 
 
 @contextmanager

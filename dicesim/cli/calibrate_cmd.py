@@ -11,8 +11,10 @@ from typing import Optional
 import typer
 
 from dicesim.cli import app
+from dicesim.outguard import Output, check_outputs
 from dicesim.outlock import locks_output
 from dicesim.progress import progress_bar
+from dicesim.terminal import printable
 
 _WHERE = typer.Option(None, "--where", help='use only runs matching this expression, e.g. "world_size == 2"')
 _STREAM = typer.Option("compute", "--stream", help="compute track to fit (GPU op timings: compute or compute:graph)")
@@ -52,6 +54,9 @@ def calibrate(
     from dicesim.sim.costs.profile import save_profile
     from dicesim.topology import save_toml
 
+    # the profile, and beside it one topology per world size
+    check_outputs([Output("--out", out), Output("--out", out.parent, "dir", (f"{out.stem}.topology-w*.toml",))],
+                  [*traces, base])
     runs = _load(traces, where)
     cal = calibrate_runs(runs, base=base, stream=stream, name=name or out.stem)
     save_profile(cal.profile, out)
@@ -128,6 +133,10 @@ def accuracy(
     from dicesim.calibrate.accuracy_doc import write_accuracy
     from dicesim.errors import ConfigError
 
+    # the page is rewritten in place by design (its other sections are kept): not an input here
+    check_outputs([*([Output("--out", out)] if out else []),
+                   *([Output("--out", out.with_suffix(".html"))] if out and not (paper or published) else []),
+                   *([Output("--write-model", write_model)] if write_model else [])], [*(traces or []), base])
     if paper:
         raise typer.Exit(_paper_check(traces, out, as_json))
     if published:
@@ -146,7 +155,7 @@ def accuracy(
     with progress_bar("accuracy", unit="configurations predicted") as ticker:
         rep = run_accuracy(runs, fit_on=fit_on, per_world_size=not pooled, base=base, reps=reps, ticker=ticker)
     for w in rep.warnings:
-        print(f"warning: {w}", file=sys.stderr)
+        print(f"warning: {printable(w, markup=False)}", file=sys.stderr)
     if out is not None:
         parts = ["dicesim accuracy", *map(str, traces), "--fit-on", shlex.quote(fit_on), "--reps", reps]
         parts += (["--pooled"] if pooled else []) + (["--base", base] if base else [])
@@ -199,7 +208,8 @@ def _paper_check(files: Optional[list[Path]], out: Optional[Path], as_json: bool
                           "outside": outside}, allow_nan=False))
         return 1 if outside else 0
     for s in check.summary():
-        print(f"{s['figure']}: paper {s['published']}; predicted {s['predicted']} on the default machine "
+        print(f"{printable(s['figure'], markup=False)}: paper {s['published']}; predicted {s['predicted']} "
+              "on the default machine "
               f"({s['inside']} of {s['cases']} cases inside; largest gap {s['largest_gap']:+.1%})")
     if out is not None:
         print(f"wrote its section of {out}")

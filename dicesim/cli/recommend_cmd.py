@@ -28,6 +28,8 @@ from dicesim.cli.simulate_cmd import (
 )
 from dicesim.cli.study_cmd import csv_list, scale_out
 from dicesim.cli.tables import compact_table, console as make_console, print_notes, rich_table
+from dicesim.content_key import scenario_files
+from dicesim.outguard import Output, check_outputs
 from dicesim.outlock import locks_output
 from dicesim.progress import progress_bar
 
@@ -103,6 +105,8 @@ def recommend(
     # search: 88 in 19 rounds), too few at a time to pay for a cluster (measured on 2 CPUs: 21 s of CPU
     # here against 38 s with 2 workers, and twice the wall time)
     n_workers = scale_out(workers, scheduler, (0, 0.0))
+    check_outputs([Output("--out", out, "dir", ("candidates.parquet", "candidates.csv", "report.html"))],
+                  [scenario, *scenario_files(sc.model_dump())])
     con = make_console(min_width=200 if wide else 0)
     con.print(f"{sc.setup_label()}; limits: {limits.describe()}")
     t0 = time.perf_counter()

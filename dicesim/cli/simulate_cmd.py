@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -16,8 +15,12 @@ from dicesim.atomic import write_parquet_atomic, write_text_atomic
 from dicesim.cli import app
 from dicesim.cli.tables import console as make_console, metric_table, rich_table
 from dicesim.limits import MAX_LOCAL_WORKERS
+from dicesim.content_key import scenario_files
+from dicesim.membudget import plan_workers, scenario_nbytes
+from dicesim.outguard import Output, check_outputs
 from dicesim.outlock import locks_output
 from dicesim.progress import progress_bar
+from dicesim.terminal import printable
 
 _SCENARIO_HELP = "scenario TOML (default: XL/2 on 8x-rtx4090-pcie, 8 GPUs, batch 32, 256 px, 50 steps)"
 # Option metadata shared by both commands; each flag overrides the scenario file's value.
@@ -34,6 +37,8 @@ _HIST = typer.Option(None, "--histogram",
 _ALPHA = typer.Option(None, "--zipf-alpha", min=0, help="Zipf exponent of the expert load")
 _DTYPE = typer.Option(None, "--dtype", help="activation precision: bf16, fp16 or fp32 (sets bytes moved and held)")
 _JSON = typer.Option(False, "--json", help="print one JSON object on stdout and nothing else")
+#: what `simulate --out` writes besides its trace
+RUN_FILES = ("per_step.parquet", "lags.parquet", "links.parquet", "summary.json", "report.html")
 
 
 def _finite(value: Any) -> Any:
@@ -83,7 +88,15 @@ def simulate(
     sc = resolve_scenario(scenario, model=model, topology=topology, world_size=world_size, batch=batch,
                           image_size=image_size, steps=steps, strategy=strategy, profile=profile, routing=routing,
                           zipf_alpha=zipf_alpha, histogram=histogram, dtype=dtype)
+    if out is not None:
+        stem = trace_stem(sc.strategy.name)
+        check_outputs([Output("--out", out, "dir", (*RUN_FILES, f"{stem}.trace.json", f"{stem}.events.parquet"))],
+                      [scenario, *scenario_files(sc.model_dump())])
     _warn_profile_range(sc)
+    from dicesim.scenario import check_run_size
+
+    check_run_size(sc, record=out is not None)  # the documented limits first, then this machine's memory
+    plan_workers(0, [scenario_nbytes(sc, record=out is not None)], jobs=1)  # one run that fits in memory
     t0 = time.perf_counter()
     run = run_strategy(sc, trace_dir=out, timeline_steps=default_timeline_steps(sc.steps) if out else (),
                        record=out is not None)
@@ -100,7 +113,7 @@ def simulate(
         sys.stdout.write(run.result.to_json() + "\n")
         return
     con = make_console()
-    con.print(f"{sc.label()}  ({sc.strategy.describe()}; simulated in {wall_s:.2f} s)")
+    con.print(f"{printable(sc.label())}  ({sc.strategy.describe()}; simulated in {wall_s:.2f} s)")
     if run.summary.get("memory_note"):
         con.print(run.summary["memory_note"], markup=False, highlight=False)
     con.print(metric_table(summary_frame(run.summary).iloc[0].to_dict(), title="Summary"))
@@ -129,7 +142,7 @@ def compare(
     histogram: Optional[str] = _HIST, dtype: Optional[str] = _DTYPE,
     out: Path = typer.Option(Path("out/compare"), "--out", help="summary.csv/.parquet, traces, report.html"),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, max=MAX_LOCAL_WORKERS,
-                                          help="parallel processes (default: CPUs)"),
+                                          help="parallel processes (default: as many as the CPUs and memory hold)"),
     as_json: bool = _JSON,
 ) -> None:
     """Simulate several strategies on one scenario and put them side by side.
@@ -138,7 +151,7 @@ def compare(
 
         dicesim compare --model XL/2 --topology dgx-h100 --batch 8 --steps 20
     """
-    from dicesim.compare import compare_strategies, resolve_scenario
+    from dicesim.compare import compare_strategies, resolve_scenario, trace_stem
     from dicesim.report.html import write_report
     from dicesim.report.run_report import comparison_sections
     from dicesim.strategy import COMPARE_DEFAULT
@@ -146,9 +159,17 @@ def compare(
     sc = resolve_scenario(scenario, model=model, topology=topology, world_size=world_size, batch=batch,
                           image_size=image_size, steps=steps, profile=profile, routing=routing, zipf_alpha=zipf_alpha,
                           histogram=histogram, dtype=dtype)
-    _warn_profile_range(sc)
     names = [s.strip() for s in strategies.split(",")] if strategies else list(COMPARE_DEFAULT)
-    n_workers = workers or min(os.cpu_count() or 1, len(names))
+    stems = [trace_stem(n) for n in names if n]
+    check_outputs([Output("--out", out, "dir", ("summary.csv", "summary.parquet", "report.html",
+                                                *(f"{s}{x}" for s in stems for x in (".trace.json", ".events.parquet"))))],
+                  [scenario, *scenario_files(sc.model_dump())])
+    _warn_profile_range(sc)
+    # several recorded simulations at once: as many as the CPUs and the memory hold (membudget)
+    from dicesim.scenario import check_run_size
+
+    check_run_size(sc, record=True)
+    n_workers = plan_workers(workers, [scenario_nbytes(sc, record=True)], jobs=len(names))
     t0 = time.perf_counter()
     with progress_bar("compare", unit="strategies") as ticker:
         cmp = compare_strategies(sc, names, trace_dir=out, workers=n_workers, ticker=ticker)

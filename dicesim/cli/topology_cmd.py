@@ -12,6 +12,8 @@ from rich.table import Table
 
 from dicesim.cli import app
 from dicesim.errors import ConfigError, TopologyError
+from dicesim.outguard import Output, check_outputs
+from dicesim.terminal import SafeConsole, printable
 from dicesim.topology import (
     SCALED,
     SCALED_NAMES,
@@ -83,6 +85,8 @@ def show_cmd(
 
         dicesim topology show 8x-rtx4090-pcie
     """
+    if html is not None:
+        check_outputs([Output("--html", html)], [name])
     G = get_topology(name)
     if html is not None:
         from dicesim.report.html import Section, write_report
@@ -92,22 +96,23 @@ def show_cmd(
         write_report([Section(title=G.graph.get("name", name), items=[fig_topology(G), links_table(G)])], html,
                      title=f"topology {G.graph.get('name', name)}")
     info = describe(G)
-    console = Console()
+    console = SafeConsole()
     p2p = "yes" if info["p2p"] else "no (GPU-to-GPU traffic staged through host memory)"
-    console.print(f"[bold]{info['name']}[/bold]: {info['world_size']} x {info['gpu']} GPUs, "
+    # names come from the file: printed escaped (no control sequences, no rich markup)
+    console.print(f"[bold]{printable(info['name'])}[/bold]: {info['world_size']} x {printable(info['gpu'])} GPUs, "
                   f"{info['servers']} server(s), {info['gpus_per_node']} GPUs per server, peer-to-peer: {p2p}")
-    console.print("nodes: " + ", ".join(f"{k} {v}" for k, v in info["nodes"].items()))
+    console.print("nodes: " + ", ".join(f"{printable(k)} {v}" for k, v in info["nodes"].items()))
     table = Table(title="Link classes (edges are directed; bandwidth per direction)", box=box.SIMPLE_HEAD)
     for col in ("link", "between", "edges", "bandwidth", "latency", "source"):
         right = col in ("edges", "bandwidth", "latency")
         table.add_column(col, justify="right" if right else "left", no_wrap=col != "source")
     for r in info["links"]:
-        table.add_row(r["link"], r["between"], str(r["directed_edges"]), _gbps(r["bw_Bps"]),
-                      _us(r["latency_s"]), r["source"])
+        table.add_row(printable(r["link"]), printable(r["between"]), str(r["directed_edges"]), _gbps(r["bw_Bps"]),
+                      _us(r["latency_s"]), printable(r["source"]))
     console.print(table)
     if sources:
         for key, text in sorted(G.graph["sources"].items()):
-            console.print(f"[bold]{key}[/bold]: {text}")
+            console.print(f"[bold]{printable(key)}[/bold]: {printable(text)}")
 
 
 @topology_app.command("route")
@@ -129,13 +134,13 @@ def route_cmd(
             raise ConfigError(field, f"rank {rank} out of range", f"0..{W - 1}")
     table_ = all_pairs_routes(G, sorted({src, dst}))
     path = table_.route(src, dst)
-    table = Table(title=f"{G.graph['name']}: rank {src} -> rank {dst}", box=box.SIMPLE_HEAD)
+    table = Table(title=f"{printable(G.graph['name'])}: rank {src} -> rank {dst}", box=box.SIMPLE_HEAD)
     for col in ("from", "to", "link", "bandwidth", "latency"):
         table.add_column(col, justify="right" if col in ("bandwidth", "latency") else "left")
     for u, v in path:
         d = G.edges[u, v]
-        table.add_row(u, v, d["link"], _gbps(d["bw_Bps"]), _us(d["latency_s"]))
-    console = Console()
+        table.add_row(printable(u), printable(v), printable(d["link"]), _gbps(d["bw_Bps"]), _us(d["latency_s"]))
+    console = SafeConsole()
     console.print(table)
     bottleneck = table_.bottleneck_Bps[(src, dst)]
     console.print(f"{len(path)} hops, latency {_us(table_.latency_s[(src, dst)])}, bottleneck "
@@ -158,6 +163,7 @@ def export_cmd(
         raise ConfigError("out", f"unknown file type {suffix or '(none)'!r}", [".toml", ".graphml"])
     if not out.parent.exists():
         raise TopologyError(f"{out}: directory {out.parent} does not exist")
+    check_outputs([Output("OUT", out)], [name])
     G = get_topology(name)
     (save_toml if suffix == ".toml" else save_graphml)(G, out)
     Console().print(f"wrote {out} ({world_size(G)} GPUs, {G.number_of_edges()} directed edges)")

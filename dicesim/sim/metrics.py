@@ -28,6 +28,7 @@ import networkx as nx
 import numpy as np
 import pandas as pd
 
+from dicesim.limits import check_finite_figures
 from dicesim.plan import LagTable, Plan
 from dicesim.plan.memory import MemoryEstimate
 from dicesim.plan.staleness import kept_share, lag_frames
@@ -124,6 +125,7 @@ def build_result(raw: RawRun, *, plan: Plan, routing: TokenRouting, row_nbytes: 
         "peak_buffer_bytes": float(buf_TW.max()) if buf_TW.size else 0.0,
         "collectives": raw.collectives,
     }
+    check_finite_figures({**totals, **per_step.sum(numeric_only=True).to_dict()}, where=label or "simulation")
     return SimResult(label=label, totals=totals, per_step=per_step, per_rank=per_rank, lags=lags,
                      token_lags=token_lags, buffers=buffers, links=links_table(raw, graph), events=raw.events,
                      meta=dict(meta or {}), lag_table=plan.lags, memory=memory)

@@ -121,7 +121,7 @@ SCALED: MappingProxyType[str, tuple[Callable[[int], nx.DiGraph], int, int]] = Ma
     {"dgx-h100-rail": (dgx_h100_rail, 2, 2048), "l40s-roce": (l40s_roce, 2, 128)}
 )
 SCALED_NAMES: tuple[str, ...] = tuple(f"<N>x-{k}" for k in SCALED)
-_SCALED_RE = re.compile(r"^(\d+)x-([a-z0-9-]+)$")
+_SCALED_RE = re.compile(r"^([0-9]+)x-([a-z0-9-]+)$")  # ASCII digits: \d matches "٣"
 
 
 def _scaled(key: str) -> nx.DiGraph | None:

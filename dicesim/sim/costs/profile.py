@@ -18,8 +18,8 @@ import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from dicesim.atomic import write_atomic
-from dicesim.errors import ConfigError
-from dicesim.limits import MAX_FIXED_TIME_S
+from dicesim.errors import ConfigError, model_keys_at
+from dicesim.limits import physical_problem
 from dicesim.tomlio import read_toml
 
 #: op kinds the cost model distinguishes (plan action kinds map onto these)
@@ -89,13 +89,25 @@ class HardwareProfile(BaseModel):
                 raise ValueError(f"{table} needs a 'default' entry")
             if any(v < 0 for v in values.values()):
                 raise ValueError(f"{table} values must be >= 0")
-        times = {**self.collective_base_s, **self.link_latency_s, "host_op_s": self.host_op_s,
-                 "host_collective_s": self.host_collective_s, **{k: o.launch_s for k, o in self.ops.items()}}
-        bad = sorted(k for k, v in times.items() if not 0 <= v <= MAX_FIXED_TIME_S)
-        if bad:
-            raise ValueError(f"{bad[0]}: fixed times must be in 0..{MAX_FIXED_TIME_S:g} s")
-        if any(not 0 < v <= 1 for v in self.link_bw_eff.values()):
-            raise ValueError("link_bw_eff values must be in (0, 1]")
+        times = {**{f"collective_base_s.{k}": v for k, v in self.collective_base_s.items()},
+                 **{f"link_latency_s.{k}": v for k, v in self.link_latency_s.items()},
+                 "host_op_s": self.host_op_s, "host_collective_s": self.host_collective_s,
+                 **{f"ops.{k}.launch_s": o.launch_s for k, o in self.ops.items()}}
+        # every number against its physical range (dicesim.limits.PHYSICAL): bounded from below
+        # too, so no rate near zero reaches the cost model
+        checks = [("peak_tflops", "peak_tflops", self.peak_tflops), ("mem_bw_GBps", "mem_bw_GBps", self.mem_bw_GBps),
+                  ("interference", "interference", self.interference),
+                  ("comm_interference", "interference", self.comm_interference),
+                  *((k, "fixed_time_s", v) for k, v in sorted(times.items())),
+                  *((f"link_bw_eff.{k}", "efficiency", v) for k, v in sorted(self.link_bw_eff.items())),
+                  *((f"ops.{k}.{f}", "efficiency", getattr(o, f)) for k, o in sorted(self.ops.items())
+                    for f in ("compute_eff", "mem_eff")),
+                  *((("memory_capacity_bytes", "gpu_memory_bytes", self.memory_capacity_bytes),)
+                    if self.memory_capacity_bytes is not None else ())]
+        for field, quantity, value in checks:
+            problem = physical_problem(quantity, value)
+            if problem:
+                raise ValueError(f"{field}: {problem}")
         return self
 
     @property
@@ -128,7 +140,8 @@ def profile_from_dict(data: dict, origin: str = "profile") -> HardwareProfile:
         loc = ".".join(str(p) for p in err["loc"])
         field = f"profile.{loc}" if loc else "profile"
         if err["type"] == "extra_forbidden":
-            raise ConfigError(field, f"unknown key in {origin}") from None
+            keys = model_keys_at(HardwareProfile, err["loc"][:-1])
+            raise ConfigError(field, f"unknown key in {origin}", keys) from None
         raise ConfigError(field, f"{err['msg']} in {origin}") from None
     except TypeError as exc:
         raise ConfigError("profile", f"{exc} in {origin}") from None
