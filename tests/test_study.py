@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pandas as pd
 import pytest
 
@@ -125,4 +126,6 @@ def test_a_cluster_starts_only_where_it_pays():
     assert workers_that_pay(288, 1.0, 2) == 2 and workers_that_pay(4, 10.0, 2) == 2
     assert workers_that_pay(10_000, 100.0, 1) == 0
     assert all(workers_that_pay(100, s, 2) <= workers_that_pay(100, 2 * s, 2) for s in (0.01, 0.1, 0.5, 1.0))
-    assert scale_out(3, None, (1, 0.0)) == 3 and scale_out(0, None, (10_000, 100.0)) == 0
+    assert scale_out(1, None, (1, 0.0)) == 1 and scale_out(0, None, (10_000, 100.0)) == 0
+    # by default: this process where a cluster does not pay, else as many as the CPUs and memory hold (None)
+    assert scale_out(None, None, (288, STUDY_CONFIG_CPU_S)) == 0 and scale_out(None, None, (4, 10.0)) == (None if (os.cpu_count() or 1) >= 2 else 0)
