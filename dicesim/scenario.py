@@ -75,8 +75,31 @@ class Scenario(BaseModel):
         return self.model_copy(update={"strategy": strategy})
 
     def setup_label(self) -> str:
-        """Model, GPUs, topology and workload, without the strategy."""
-        return f"{self.model} x{self.world_size} {self.topology} b{self.batch} {self.image_size}px {self.steps} steps"
+        """Model, GPUs, machine and workload, without the strategy; every field set away from its default
+        (the expert count, placement, precision, routing, profile, CFG) is named, so a what-if shows."""
+        from dicesim.topology import machine_name
+
+        return (f"{self.model}{self._model_note()} x{self.world_size} {machine_name(self.topology)} b{self.batch} "
+                f"{self.image_size}px {self.steps} steps{''.join(' ' + o for o in self.overrides())}")
+
+    def _model_note(self) -> str:
+        preset = get_model(self.model)
+        return f" ({self.num_experts} experts)" if self.num_experts and self.num_experts != preset.num_experts else ""
+
+    def overrides(self) -> list[str]:
+        """The non-default settings besides model, machine and workload sizes, as short labels."""
+        out = []
+        if self.placement != "contiguous":
+            out.append(f"placement={self.placement}")
+        if self.dtype != "bf16":
+            out.append(self.dtype)
+        if not self.cfg:
+            out.append("no-cfg")
+        if self.routing.kind != "uniform":
+            out.append(f"routing={self.routing.kind}" + (f"({self.routing.alpha:g})" if self.routing.kind == "zipf" else ""))
+        if self.profile:
+            out.append(f"profile={Path(self.profile).stem if self.profile.endswith('.toml') else self.profile}")
+        return out
 
     def label(self) -> str:
         return f"{self.setup_label()} {self.strategy.name}"

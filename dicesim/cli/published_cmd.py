@@ -10,7 +10,7 @@ DEFAULT_DIR = Path("traces/published")
 
 
 def run_published(paths: list[Path], *, fit_on: str, out: Path | None, write_model: Path | None,
-                  as_json: bool) -> None:
+                  as_json: bool, write_accuracy: Path | None = None) -> None:
     """Load, fit, predict; print a table (or JSON); write the docs section and the model if asked."""
     from dicesim.calibrate.published.set import load_published
     from dicesim.calibrate.published.doc import published_markdown, write_published_section
@@ -25,6 +25,8 @@ def run_published(paths: list[Path], *, fit_on: str, out: Path | None, write_mod
         write_published_section(published_markdown(rep, command=" ".join(parts)), out)
     if write_model is not None:
         save_nccl_model(rep.model, write_model)
+    if write_accuracy is not None:
+        record_collective_level(rep.summary, write_accuracy, paths, fit_on)
     if as_json:
         print(json.dumps({"summary": rep.summary, "model": rep.model.model_dump(mode="json"),
                           "rows": json.loads(rep.rows.to_json(orient="records"))}, allow_nan=False))
@@ -40,5 +42,14 @@ def run_published(paths: list[Path], *, fit_on: str, out: Path | None, write_mod
     m = rep.model
     print("NCCL model: bw_eff " + ", ".join(f"{t} {v:.3f}" for t, v in m.bw_eff.items())
           + f"; base {m.base_latency_s * 1e6:.2f} us, all-to-all {m.a2a_latency_s * 1e6:.2f} us")
-    for p in ([out] if out else []) + ([write_model] if write_model else []):
+    for p in ([out] if out else []) + ([write_model] if write_model else []) + ([write_accuracy] if write_accuracy else []):
         print(f"wrote {p}")
+
+
+def record_collective_level(summary: dict, path: Path, paths: list[Path], fit_on: str) -> None:
+    """The collective level of the accuracy file (error bands read it): held-out errors overall and per family."""
+    from dicesim.evidence import make_level, record_level
+
+    cmd = " ".join(["dicesim accuracy --published", *map(str, paths), "--fit-on", shlex.quote(fit_on),
+                    "--write-accuracy", str(path)])
+    record_level(path, "collective", make_level(summary, summary["per_family"], command=cmd))

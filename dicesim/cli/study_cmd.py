@@ -11,7 +11,7 @@ import typer
 
 from dicesim.atomic import write_parquet_atomic, write_text_atomic
 from dicesim.cli import app
-from dicesim.cli.tables import console as make_console, rich_table
+from dicesim.cli.tables import console as make_console, emit_frame
 from dicesim.errors import ConfigError
 from dicesim.outlock import locks_output
 from dicesim.progress import progress_bar
@@ -55,6 +55,7 @@ def study(
     workers: Optional[int] = typer.Option(None, "--workers", min=0,
                                           help="local Dask worker processes (0 = this process; default: CPUs)"),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="address of a running Dask scheduler"),
+    fmt: str = typer.Option("table", "--format", help="tables as table (rich), csv or markdown; never cut"),
 ) -> None:
     """Compare strategies across machines, GPU counts, batches or image sizes; rerun to resume.
 
@@ -68,7 +69,10 @@ def study(
     from dicesim.study import load_study, make_study, run_study, study_table
 
     base = load_study(study_file) if study_file else None
-    spec = make_study(base, models=csv_list(models, "--models"), topologies=csv_list(topologies, "--topologies"),
+    given = (models, topologies, world_sizes, batches, image_sizes, strategies, steps)
+    # the embedded default's name would mislabel a study made of other axes
+    name = "custom" if base is None and any(v is not None for v in given) else None
+    spec = make_study(base, name=name, models=csv_list(models, "--models"), topologies=csv_list(topologies, "--topologies"),
                       world_sizes=csv_list(world_sizes, "--world-sizes", int),
                       batches=csv_list(batches, "--batches", int),
                       image_sizes=csv_list(image_sizes, "--image-sizes", int),
@@ -94,7 +98,7 @@ def study(
                           out / "report.html", title=f"dicesim study: {spec.name}")
     best = fastest_per_setting(table, axes)
     if len(best):
-        con.print(rich_table(best, title="Fastest strategy per setting (and what sync waits for)"))
+        emit_frame(con, best, fmt=fmt, title="Fastest strategy per setting, its error band, and what sync waits for")
     for paragraph in summary:
         con.print(paragraph, soft_wrap=False)
     con.print(f"{outcome.n_run} configurations simulated, {outcome.n_cached} reused, {len(skipped)} skipped "
