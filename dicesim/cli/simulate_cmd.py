@@ -169,10 +169,12 @@ def compare(
     """Simulate several strategies on one scenario and put them side by side, with a verdict on their
     order (error bands), the assumptions on the bottleneck and what the run does.
 
-    Example (8 L40S in a two-socket PCIe box with P2P, XL/2 at 512 px, batch 16; is the winner robust?):
+    Example (8 L40S on PCIe with P2P, XL/2 at 512 px, batch 16, 20 steps; is the winner robust?):
 
-        dicesim topology derive 8x-rtx4090-pcie --gpu l40s --p2p --name my-box
-        dicesim compare --topology my-box.toml --image-size 512 --batch 16 --sensitivity
+        dicesim compare --topology 8x-l40s-pcie --image-size 512 --batch 16 --steps 20 --sensitivity
+
+    Your own machine: `dicesim topology derive 8x-rtx4090-pcie --gpu l40s --p2p --name my-box`, then
+    `--topology my-box.toml`.
     """
     from dicesim.compare import compare_strategies, resolve_scenario, runs_sensitivity, what_if_text
     from dicesim.report.html import write_report

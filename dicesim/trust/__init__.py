@@ -8,13 +8,13 @@ and whether its answer survives the parameters nobody measured (docs/trust.md).
 - :mod:`~dicesim.trust.sensitivity`: the unmeasured parameters on the bottleneck varied, flips named.
 """
 
-from dicesim.trust.assess import Assessment, assess_run, bottleneck_classes
+from dicesim.trust.assess import Assessment, assess_run, bottleneck_classes, bottleneck_links
 from dicesim.trust.facts import RunFacts, run_facts, what_if_changes, what_if_note
 from dicesim.trust.provenance import profile_basis
 from dicesim.trust.sensitivity import Knob, Sensitivity, knobs_for, sensitivity
 from dicesim.trust.verdict import Verdict, band_text, order_verdict
 
 __all__ = [
-    "Assessment", "Knob", "RunFacts", "Sensitivity", "Verdict", "assess_run", "band_text", "bottleneck_classes",
+    "Assessment", "Knob", "RunFacts", "Sensitivity", "Verdict", "assess_run", "band_text", "bottleneck_classes", "bottleneck_links",
     "knobs_for", "order_verdict", "profile_basis", "run_facts", "sensitivity", "what_if_changes", "what_if_note",
 ]

@@ -40,24 +40,34 @@ class Assessment:
     band: ErrorBand
     assumptions: tuple[Assumption, ...]
     facts: RunFacts
-    #: link classes on the bottleneck (what the sensitivity varies first)
-    bottleneck_classes: tuple[str, ...]
+    #: (link class, citation key) of the links on the bottleneck: each cited figure is one parameter
+    bottleneck: tuple[tuple[str, str], ...]
+
+    @property
+    def bottleneck_classes(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(c for c, _ in self.bottleneck))
 
 
-def bottleneck_classes(links: pd.DataFrame) -> tuple[str, ...]:
-    """Classes of the links whose utilisation is within :data:`BOTTLENECK_SHARE` of the busiest's."""
+def bottleneck_links(links: pd.DataFrame, G: nx.DiGraph) -> tuple[tuple[str, str], ...]:
+    """(class, source) of the links whose utilisation is within :data:`BOTTLENECK_SHARE` of the busiest's."""
     if links is None or not len(links) or float(links["utilisation"].max()) <= 0:
         return ()
     ranked = busiest_links(links)
-    top = float(ranked["utilisation"].iloc[0])
-    return tuple(dict.fromkeys(ranked.loc[ranked["utilisation"] >= BOTTLENECK_SHARE * top, "link_class"].astype(str)))
+    top = ranked[ranked["utilisation"] >= BOTTLENECK_SHARE * float(ranked["utilisation"].iloc[0])]
+    return tuple(dict.fromkeys((str(c), str(G.edges[u, v].get("source", "")))
+                               for u, v, c in zip(top["src"], top["dst"], top["link_class"])))
+
+
+def bottleneck_classes(links: pd.DataFrame, G: nx.DiGraph) -> tuple[str, ...]:
+    """The classes of :func:`bottleneck_links`."""
+    return tuple(dict.fromkeys(c for c, _ in bottleneck_links(links, G)))
 
 
 def _gbps(values: list[float]) -> str:
     return " / ".join(f"{v / 1e9:g}" for v in sorted(set(values))) + " GB/s per direction"
 
 
-def link_assumptions(G: nx.DiGraph, classes: tuple[str, ...], bottleneck: tuple[str, ...],
+def link_assumptions(G: nx.DiGraph, classes: tuple[str, ...], bottleneck: tuple[tuple[str, str], ...],
                      nccl: NcclModel) -> list[Assumption]:
     """One entry per (link class, source) the run's collectives cross, then one per transport efficiency."""
     by_source: dict[tuple[str, str], list[float]] = {}
@@ -66,7 +76,7 @@ def link_assumptions(G: nx.DiGraph, classes: tuple[str, ...], bottleneck: tuple[
         if cls in classes:
             by_source.setdefault((cls, str(d.get("source", ""))), []).append(float(d["bw_Bps"]))
     out = [Assumption(parameter=f"{cls} link bandwidth", value=_gbps(bws), status=link_status(G, src),
-                      source=src, on_bottleneck=cls in bottleneck)
+                      source=src, on_bottleneck=(cls, src) in bottleneck)
            for (cls, src), bws in sorted(by_source.items())]
     p2p = bool(G.graph.get("p2p", True))
     transports = {t: cls for cls in classes if (t := link_transport(cls, p2p)) is not None}
@@ -74,7 +84,7 @@ def link_assumptions(G: nx.DiGraph, classes: tuple[str, ...], bottleneck: tuple[
         status, note = efficiency_status(nccl, t)
         out.append(Assumption(parameter=f"NCCL efficiency on {t}", value=f"{nccl.bw_eff[t]:.3f} of line rate",
                               status=status, source=note,
-                              on_bottleneck=any(link_transport(c, p2p) == t for c in bottleneck)))
+                              on_bottleneck=any(link_transport(c, p2p) == t for c, _ in bottleneck)))
     return out
 
 
@@ -92,7 +102,7 @@ def assess_run(scenario: Scenario, G: nx.DiGraph, profile: HardwareProfile, summ
     band = band_for(step_s=step_s, comm_busy_step_s=comm, exposed_step_s=exposed, families=facts.families,
                     evidence=evidence, compute_basis=profile_basis(profile), profile=profile.name, cpu=facts.cpu,
                     stand_in=STAND_IN)
-    neck = bottleneck_classes(links)
+    neck = bottleneck_links(links, G)
     items = link_assumptions(G, facts.link_classes, neck, nccl)
     c_status, c_source = compute_status(profile)
     items.append(Assumption(parameter="compute throughput (profile)", value=f"{profile.name} ({profile_basis(profile)})",
@@ -101,4 +111,4 @@ def assess_run(scenario: Scenario, G: nx.DiGraph, profile: HardwareProfile, summ
     items.append(Assumption(parameter="compute slow-down while communicating", value=f"x{1 + profile.interference:g}",
                             status=i_status, source=i_source,
                             on_bottleneck=float(summary.get("overlap_frac", 0.0) or 0.0) > 0))
-    return Assessment(band=band, assumptions=tuple(items), facts=facts, bottleneck_classes=neck)
+    return Assessment(band=band, assumptions=tuple(items), facts=facts, bottleneck=neck)

@@ -41,7 +41,7 @@ _BISECT_STEPS = 4
 class Knob:
     """One varied parameter: what it scales and over which factors."""
 
-    key: str  # "link:upi", "eff:shm", "compute", "interference"
+    key: str  # "link:upi@upi" (class@source), "eff:shm", "compute", "interference"
     label: str
     base: float  # value at factor 1, in ``unit``
     unit: str
@@ -55,7 +55,8 @@ class Knob:
         return min(f, self.cap)
 
     def value(self, f: float) -> str:
-        return f"{self.base * self.factor(f):.3g} {self.unit}".strip()
+        v = self.base * self.factor(f)
+        return f"{v:,.0f} {self.unit}".strip() if abs(v) >= 100 else f"{v:.3g} {self.unit}".strip()
 
     def grid(self) -> tuple[float, ...]:
         """The ends of the range and their geometric midpoints to 1, without 1 (ascending)."""
@@ -76,28 +77,32 @@ class Knob:
             return G, profile.with_updates(interference=profile.interference * f)
         H = G.copy()
         p2p = bool(G.graph.get("p2p", True))
+        cls_name, _, source = name.partition("@")
         for _, _, d in H.edges(data=True):
             cls = str(d.get("link", ""))
-            if (kind == "link" and cls == name) or (kind == "eff" and link_transport(cls, p2p) == name):
+            if (kind == "link" and cls == cls_name and (not source or d.get("source") == source)) or (
+                    kind == "eff" and link_transport(cls, p2p) == name):
                 d["bw_Bps"] = float(d["bw_Bps"]) * f
         return H, profile
 
 
 def knobs_for(assumptions: Sequence[Assumption], G: nx.DiGraph, profile: HardwareProfile, nccl: NcclModel,
-              evidence: Evidence, bottleneck: Sequence[str]) -> list[Knob]:
-    """The knobs of a run: its bottleneck's unmeasured links and efficiencies, compute and interference
-    when they are not measured (see the module docstring for the ranges)."""
+              evidence: Evidence, bottleneck: Sequence[tuple[str, str]]) -> list[Knob]:
+    """The knobs of a run: its bottleneck's unmeasured links (each (class, citation) one parameter) and
+    efficiencies, compute and interference when they are not measured (ranges: the module docstring)."""
     knobs: list[Knob] = []
     p2p = bool(G.graph.get("p2p", True))
-    for cls in bottleneck:
-        items = [a for a in assumptions if a.parameter == f"{cls} link bandwidth"]
-        if items and all(a.status == "measured" for a in items):
+    classes = {c for c, _ in bottleneck}
+    for cls, src in bottleneck:
+        item = next((a for a in assumptions if a.parameter == f"{cls} link bandwidth" and a.source == src), None)
+        if item is not None and item.status == "measured":
             continue
-        bws = [float(d["bw_Bps"]) for _, _, d in G.edges(data=True) if d.get("link") == cls]
-        status = next((a.status for a in items if a.status != "measured"), "assumed")
-        knobs.append(Knob(key=f"link:{cls}", label=f"{cls} bandwidth", base=max(bws) / 1e9, unit="GB/s",
-                          status=status, low=0.5, high=2.0))
-    for t in dict.fromkeys(t for c in bottleneck if (t := link_transport(c, p2p)) is not None):
+        bws = [float(d["bw_Bps"]) for _, _, d in G.edges(data=True) if d.get("link") == cls and d.get("source") == src]
+        several = sum(1 for c, _ in bottleneck if c == cls) > 1
+        knobs.append(Knob(key=f"link:{cls}@{src}", label=f"{cls} bandwidth" + (f" ({src})" if several else ""),
+                          base=max(bws) / 1e9, unit="GB/s", status=item.status if item else "assumed",
+                          low=0.5, high=2.0))
+    for t in dict.fromkeys(t for c in sorted(classes) if (t := link_transport(c, p2p)) is not None):
         fam = evidence.collective.families.get(TRANSPORT_FAMILY.get(t, "")) if evidence.collective else None
         e = fam.max_abs_err if fam is not None and fam.held_out else 0.5
         eff = nccl.bw_eff[t]  # type: ignore[index]
@@ -111,7 +116,8 @@ def knobs_for(assumptions: Sequence[Assumption], G: nx.DiGraph, profile: Hardwar
     inter = next((a for a in assumptions if a.parameter.startswith("compute slow-down")), None)
     if inter is not None and inter.status != "measured" and profile.interference > 0:
         knobs.append(Knob(key="interference", label="compute slow-down while communicating",
-                          base=profile.interference, unit="(extra share)", status=inter.status, low=0.5, high=2.0))
+                          base=profile.interference * 100, unit="% longer compute", status=inter.status,
+                          low=0.5, high=2.0))
     return knobs
 
 
