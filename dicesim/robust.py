@@ -65,8 +65,8 @@ def trust_ranked(rec, *, top: int = 5, sensitivity: bool = False, workers: int =
     elif choice == nominal and worst[nominal] == 0:
         sentence = f"{nominal} is the fastest candidate at every point of the sensitivity ranges: robust."
     elif choice == nominal:
-        sentence = (f"{nominal} is not always fastest (it falls {worst[nominal]:.1%} behind at {where[nominal]}), but no "
-                    "other candidate falls behind less anywhere in the ranges: it stays the recommendation.")
+        sentence = (f"{nominal} is not always fastest (it falls {worst[nominal]:.1%} behind at {where[nominal]}), "
+                    "but no other candidate falls behind less anywhere in the ranges: it stays the recommendation.")
     else:
         sentence = (f"Preferred for robustness: {choice} instead of the nominal fastest {nominal}. Over the "
                     f"sensitivity ranges {nominal} falls up to {worst[nominal]:.1%} behind the fastest candidate (at "

@@ -107,7 +107,8 @@ class Scenario(BaseModel):
         if not self.cfg:
             out.append("no-cfg")
         if self.routing.kind != "uniform":
-            out.append(f"routing={self.routing.kind}" + (f"({self.routing.alpha:g})" if self.routing.kind == "zipf" else ""))
+            alpha = f"({self.routing.alpha:g})" if self.routing.kind == "zipf" else ""
+            out.append(f"routing={self.routing.kind}{alpha}")
         if self.profile:
             out.append(f"profile={Path(self.profile).stem if self.profile.endswith('.toml') else self.profile}")
         return out

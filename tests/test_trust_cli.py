@@ -54,7 +54,8 @@ def test_what_if_flags_show_in_labels_and_in_checks_line(tmp_path, capsys):
                  "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["num_experts"] == 16 and "(16 experts)" in doc["label"] and "fp16" in doc["label"]
-    assert "What-if (num_experts 8 -> 16, placement contiguous -> strided, dtype bf16 -> fp16)" in doc["extra"]["what_if"]
+    what = "What-if (num_experts 8 -> 16, placement contiguous -> strided, dtype bf16 -> fp16)"
+    assert what in doc["extra"]["what_if"]
 
 
 def test_topology_derive_writes_a_named_machine(tmp_path, capsys):
@@ -113,7 +114,8 @@ def test_presets_list_profiles_with_their_basis(capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")
     assert main(["presets"]) == 0
     text = capsys.readouterr().out
-    rows = {line.split("│")[1].strip(): line for line in text.splitlines() if "calibrated" in line or "l40s  " in line}
+    rows = {line.split("│")[1].strip(): line for line in text.splitlines()
+            if "calibrated" in line or "l40s  " in line}
     assert "measured" in rows["h100-calibrated"] and "measured" in rows["h200-calibrated"]
     assert "datasheet" in text and "<N>x-hgx-h100-roce" in text
 

@@ -42,8 +42,9 @@ def run_published(paths: list[Path], *, fit_on: str, out: Path | None, write_mod
     m = rep.model
     print("NCCL model: bw_eff " + ", ".join(f"{t} {v:.3f}" for t, v in m.bw_eff.items())
           + f"; base {m.base_latency_s * 1e6:.2f} us, all-to-all {m.a2a_latency_s * 1e6:.2f} us")
-    for p in ([out] if out else []) + ([write_model] if write_model else []) + ([write_accuracy] if write_accuracy else []):
-        print(f"wrote {p}")
+    for p in (out, write_model, write_accuracy):
+        if p is not None:
+            print(f"wrote {p}")
 
 
 def record_collective_level(summary: dict, path: Path, paths: list[Path], fit_on: str) -> None:

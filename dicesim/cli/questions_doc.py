@@ -138,8 +138,8 @@ def exploration_markdown(workdir: Path) -> str:
     load = os.getloadavg()[0]
     begin, end = markers("study-default", _WRITER_X)
     return (f"{begin}\n\nThe default study, run by `dicesim study --workers 2` ({n} simulations): "
-            f"{wall_s:.0f} s wall, {cpu_s:.0f} s of user CPU in this process and its reaped workers, on a 2-core machine "
-            f"with a load average of {load:.1f} when it finished (other work on the machine inflates the wall "
+            f"{wall_s:.0f} s wall, {cpu_s:.0f} s of user CPU in this process and its reaped workers, on a 2-core "
+            f"machine with a load average of {load:.1f} when it finished (other work on the machine inflates the wall "
             f"time). Its generated summary (`summary.txt`), verbatim:\n\n"
             + "\n\n".join(f"> {p}" for p in summary.split("\n\n")) + f"\n\n{end}\n")
 

@@ -72,7 +72,8 @@ def study(
     given = (models, topologies, world_sizes, batches, image_sizes, strategies, steps)
     # the embedded default's name would mislabel a study made of other axes
     name = "custom" if base is None and any(v is not None for v in given) else None
-    spec = make_study(base, name=name, models=csv_list(models, "--models"), topologies=csv_list(topologies, "--topologies"),
+    spec = make_study(base, name=name, models=csv_list(models, "--models"),
+                      topologies=csv_list(topologies, "--topologies"),
                       world_sizes=csv_list(world_sizes, "--world-sizes", int),
                       batches=csv_list(batches, "--batches", int),
                       image_sizes=csv_list(image_sizes, "--image-sizes", int),

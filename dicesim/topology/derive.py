@@ -39,7 +39,8 @@ def derive_topology(base: nx.DiGraph, *, name: str, gpu: str | None = None, p2p:
         if not gbps > 0:
             raise ConfigError("--bw", f"{cls}={gbps:g}: bandwidth must be > 0 GB/s")
         key = f"user-{cls}"
-        sources[key] = (f"{gbps:g} GB/s per direction for every {cls} link, set by `{command or 'dicesim topology derive'}`"
+        by = command or "dicesim topology derive"
+        sources[key] = (f"{gbps:g} GB/s per direction for every {cls} link, set by `{by}`"
                         f": a value supplied by the user, an assumption until measured (was: "
                         f"{_old_bw(G, cls)}).")
         for _, _, d in G.edges(data=True):

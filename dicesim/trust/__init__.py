@@ -15,6 +15,7 @@ from dicesim.trust.sensitivity import Knob, Sensitivity, knobs_for, sensitivity
 from dicesim.trust.verdict import Verdict, band_text, order_verdict
 
 __all__ = [
-    "Assessment", "Knob", "RunFacts", "Sensitivity", "Verdict", "assess_run", "band_text", "bottleneck_classes", "bottleneck_links",
+    "Assessment", "Knob", "RunFacts", "Sensitivity", "Verdict", "assess_run", "band_text", "bottleneck_classes",
+    "bottleneck_links",
     "knobs_for", "order_verdict", "profile_basis", "run_facts", "sensitivity", "what_if_changes", "what_if_note",
 ]

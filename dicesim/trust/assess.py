@@ -105,7 +105,8 @@ def assess_run(scenario: Scenario, G: nx.DiGraph, profile: HardwareProfile, summ
     neck = bottleneck_links(links, G)
     items = link_assumptions(G, facts.link_classes, neck, nccl)
     c_status, c_source = compute_status(profile)
-    items.append(Assumption(parameter="compute throughput (profile)", value=f"{profile.name} ({profile_basis(profile)})",
+    items.append(Assumption(parameter="compute throughput (profile)",
+                            value=f"{profile.name} ({profile_basis(profile)})",
                             status=c_status, source=c_source, on_bottleneck=exposed < 0.5 * step_s))
     i_status, i_source = interference_status(profile)
     items.append(Assumption(parameter="compute slow-down while communicating", value=f"x{1 + profile.interference:g}",

@@ -169,7 +169,8 @@ def what_if_note(changes: list[str], base_facts: RunFacts, facts: RunFacts, base
     same, moved = [], []
     for label, a, b in (
         ("token copies each GPU sends per all-to-all", base_facts.rows_per_rank, facts.rows_per_rank),
-        ("bytes each GPU sends per all-to-all", round(base_facts.a2a_nbytes_per_rank), round(facts.a2a_nbytes_per_rank)),
+        ("bytes each GPU sends per all-to-all", round(base_facts.a2a_nbytes_per_rank),
+         round(facts.a2a_nbytes_per_rank)),
         ("links the all-to-alls cross", base_facts.link_classes, facts.link_classes),
         ("GPUs per exchange group", len(base_facts.groups[0]), len(facts.groups[0])),
         ("servers each group spans", base_facts.group_servers[0:1], facts.group_servers[0:1]),
