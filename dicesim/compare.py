@@ -141,9 +141,13 @@ def trace_stem(strategy: str) -> str:
 
 
 def run_strategy(scenario: Scenario, *, trace_dir: str | Path | None = None,
-                 timeline_steps: Sequence[int] = (), record: bool = True, trace_format: str = "gz") -> StrategyRun:
+                 timeline_steps: Sequence[int] = (), record: bool = True, trace_format: str = "gz",
+                 accuracy: str | Path | None = None) -> StrategyRun:
     """Simulate ``scenario``; write its trace to ``trace_dir`` (if given and ``trace_format`` is not
-    ``none``); keep a timeline slice; assess the run (band, assumptions, facts)."""
+    ``none``); keep a timeline slice; assess the run (band, assumptions, facts), its band from the
+    accuracy file ``accuracy`` (default: the built-in one)."""
+    from dicesim.evidence import load_evidence
+
     from dicesim.sim.api import resolve_profile, simulate
     from dicesim.topology import get_topology
     from dicesim.trace import TraceMeta, write_trace
@@ -161,7 +165,7 @@ def run_strategy(scenario: Scenario, *, trace_dir: str | Path | None = None,
     events = result.events if want_events else None
     name = scenario.strategy.name
     summary = result.summary()
-    assessment = assess_run(scenario, G, profile, summary, result.links)
+    assessment = assess_run(scenario, G, profile, summary, result.links, evidence=load_evidence(accuracy))
     run_result = result_from_sim(scenario, {**summary, **predicted_quality(scenario, result.lag_table),
                                             "profile": profile.name, "run_facts": assessment.facts.sentences()},
                                  result.per_step, error_band=assessment.band, assumptions=assessment.assumptions)
@@ -182,8 +186,9 @@ def run_strategy(scenario: Scenario, *, trace_dir: str | Path | None = None,
 
 
 def _run_one(args: tuple) -> StrategyRun:
-    scenario, trace_dir, steps, record, trace_format = args
-    return run_strategy(scenario, trace_dir=trace_dir, timeline_steps=steps, record=record, trace_format=trace_format)
+    scenario, trace_dir, steps, record, trace_format, accuracy = args
+    return run_strategy(scenario, trace_dir=trace_dir, timeline_steps=steps, record=record, trace_format=trace_format,
+                        accuracy=accuracy)
 
 
 def comparison_table(runs: Sequence[StrategyRun], sync_step_latency_s: float) -> pd.DataFrame:
@@ -201,12 +206,13 @@ def comparison_table(runs: Sequence[StrategyRun], sync_step_latency_s: float) ->
 def compare_strategies(scenario: Scenario, strategies: Sequence[str] = COMPARE_DEFAULT, *,
                        trace_dir: str | Path | None = None, workers: int = 1, record: bool = True,
                        timeline_steps: Sequence[int] | None = None, ticker: Ticker = NO_PROGRESS,
-                       trace_format: str = "gz") -> Comparison:
+                       trace_format: str = "gz", accuracy: str | Path | None = None) -> Comparison:
     """Simulate every strategy preset in ``strategies`` on ``scenario``, in ``workers`` processes.
 
     A ``sync`` run is added as the speedup baseline when it is not among ``strategies``
     (it is then not part of the table). Traces go to ``trace_dir/<strategy>.trace.json.gz``
-    (``trace_format``: ``gz``, ``json`` or ``none``). ``ticker`` hears of each strategy simulated.
+    (``trace_format``: ``gz``, ``json`` or ``none``). ``ticker`` hears of each strategy simulated;
+    ``accuracy``: the accuracy file the bands read (default: the built-in one).
     """
     names = list(dict.fromkeys(s.strip() for s in strategies if s.strip()))
     if not names:
@@ -214,9 +220,10 @@ def compare_strategies(scenario: Scenario, strategies: Sequence[str] = COMPARE_D
     steps = tuple(default_timeline_steps(scenario.steps) if timeline_steps is None else timeline_steps)
     if record:
         check_run_size(scenario, record=True)  # here, not in a worker: the error must reach the CLI
-    jobs = [(scenario.with_strategy(make_strategy(n)), trace_dir, steps, record, trace_format) for n in names]
+    jobs = [(scenario.with_strategy(make_strategy(n)), trace_dir, steps, record, trace_format, accuracy)
+            for n in names]
     if "sync" not in names:
-        jobs.append((scenario.with_strategy(make_strategy("sync")), None, (), False, trace_format))
+        jobs.append((scenario.with_strategy(make_strategy("sync")), None, (), False, trace_format, accuracy))
     ticker.expect(len(jobs))
     runs = []
     with ExitStack() as stack:
@@ -237,7 +244,8 @@ def compare_strategies(scenario: Scenario, strategies: Sequence[str] = COMPARE_D
     return Comparison(scenario=scenario, runs=shown, table=table, verdict=verdict)
 
 
-def runs_sensitivity(runs: Sequence[StrategyRun], *, workers: int = 1) -> Sensitivity:
+def runs_sensitivity(runs: Sequence[StrategyRun], *, workers: int = 1,
+                     accuracy: str | Path | None = None) -> Sensitivity:
     """Vary the unmeasured parameters on the bottleneck of ``runs`` (the union of their bottlenecks; the
     assumptions of the fastest) and simulate every run's strategy at each point
     (:func:`dicesim.trust.sensitivity`)."""
@@ -252,7 +260,7 @@ def runs_sensitivity(runs: Sequence[StrategyRun], *, workers: int = 1) -> Sensit
     profile = resolve_profile(None, sc, G)
     neck = tuple(dict.fromkeys(c for r in runs if r.assessment for c in r.assessment.bottleneck))
     assumptions = fastest.assessment.assumptions if fastest.assessment else ()
-    knobs = knobs_for(assumptions, G, profile, builtin_nccl_model(), load_evidence(), neck)
+    knobs = knobs_for(assumptions, G, profile, builtin_nccl_model(), load_evidence(accuracy), neck)
     nominal = {r.strategy: float(r.summary["step_latency_s"]) for r in runs}
     return sensitivity(sc, {r.strategy: r.scenario.strategy for r in runs}, nominal, knobs, G, profile,
                        workers=workers)

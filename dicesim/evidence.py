@@ -124,26 +124,40 @@ def evidence_from_dict(doc: dict, origin: str = "accuracy file") -> Evidence:
         raise config_error_from_pydantic(exc, origin) from None
 
 
-def load_evidence(path: str | Path | None = None) -> Evidence:
-    """The accuracy file at ``path``, or the built-in one (an absent built-in file is no evidence)."""
-    if path is None:
-        f = _builtin_path()
-        if not f.is_file():
-            return Evidence()
-        import tomllib
-
-        return evidence_from_dict(tomllib.loads(f.read_text(encoding="utf-8")), "built-in accuracy.toml")
-    p = Path(path)
-    if not p.exists():
+def builtin_evidence() -> Evidence:
+    """The built-in accuracy file (an absent one is no evidence)."""
+    f = _builtin_path()
+    if not f.is_file():
         return Evidence()
-    return evidence_from_dict(read_toml(p, what="accuracy file"), p.name)
+    import tomllib
+
+    return evidence_from_dict(tomllib.loads(f.read_text(encoding="utf-8")), "built-in accuracy.toml")
+
+
+def read_evidence(path: str | Path) -> Evidence:
+    """The accuracy file at ``path`` as it is (a file not there yet is no evidence)."""
+    p = Path(path)
+    return evidence_from_dict(read_toml(p, what="accuracy file"), p.name) if p.exists() else Evidence()
+
+
+def load_evidence(path: str | Path | None = None) -> Evidence:
+    """What error bands read: the built-in file, with each level that the file at ``path`` holds in place
+    of the built-in one (your own measurements replace the built-in ones, level by level)."""
+    base = builtin_evidence()
+    if path is None:
+        return base
+    if not Path(path).is_file():
+        raise ConfigError("--accuracy", f"{path}: file not found",
+                          "a file written by `dicesim accuracy ... --write-accuracy FILE`")
+    mine = read_evidence(path)
+    return base.model_copy(update={k: getattr(mine, k) for k in LEVELS if getattr(mine, k) is not None})
 
 
 def record_level(path: str | Path, name: str, level: Level) -> Path:
     """Replace level ``name`` of the accuracy file at ``path`` (the others are kept), atomically."""
     if name not in LEVELS:
         raise ConfigError("level", f"unknown level {name!r}", LEVELS)
-    old = load_evidence(path)
+    old = read_evidence(path)
     new = old.model_copy(update={name: level})
     doc = new.model_dump(mode="json", by_alias=True, exclude_none=True)
     head = ("# Held-out prediction errors written by `dicesim accuracy ... --write-accuracy`; error bands read them\n"

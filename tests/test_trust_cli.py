@@ -156,3 +156,17 @@ def test_study_named_custom_with_bands_per_setting(tmp_path, capsys):
     csv = pd.read_csv(tmp_path / "s" / "study.csv")
     assert (csv["step_latency_low_s"] <= csv["step_latency_s"]).all()
     assert (csv["step_latency_s"] <= csv["step_latency_high_s"]).all()
+
+
+def test_bands_read_your_own_accuracy_file(tmp_path, capsys):
+    from dicesim.evidence import make_level, record_level
+
+    mine = tmp_path / "mine.toml"
+    fam = {"consumer-pcie": {"held_out": 4, "median_abs_err": 0.3, "max_abs_err": 0.5}}
+    record_level(mine, "collective", make_level({"held_out": 4, "median_abs_err": 0.3, "max_abs_err": 0.5}, fam,
+                                                command="dicesim accuracy --published my.toml"))
+    args = ["simulate", "--model", "XL/2", "--batch", "8", "--steps", "4", "--strategy", "dice", "--json"]
+    assert main([*args, "--accuracy", str(mine)]) == 0
+    assert json.loads(capsys.readouterr().out)["error_band"]["comm_max_err"] == 0.5
+    assert main([*args, "--accuracy", str(tmp_path / "absent.toml")]) == 2
+    assert "--accuracy" in capsys.readouterr().err

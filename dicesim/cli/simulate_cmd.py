@@ -44,6 +44,8 @@ _SENSITIVITY = typer.Option(False, "--sensitivity", help="vary each unmeasured p
                             "and say whether the answer holds or where it flips (docs/trust.md)")
 _FORMAT = typer.Option("table", "--format", help="tables as table (rich), csv or markdown; tables are never cut")
 _TRACES = typer.Option("gz", "--traces", help="Perfetto traces: gz (compressed, Perfetto opens it), json or none")
+_ACCURACY = typer.Option(None, "--accuracy", help="accuracy file the error bands read (written by `dicesim accuracy "
+                         "... --write-accuracy FILE`, e.g. on your own traces; default: the built-in one)")
 _WHAT_IF = ("num_experts", "placement", "dtype")
 
 
@@ -87,7 +89,8 @@ def simulate(
     histogram: Optional[str] = _HIST, dtype: Optional[str] = _DTYPE, num_experts: Optional[int] = _EXPERTS,
     placement: Optional[str] = _PLACEMENT,
     out: Optional[Path] = typer.Option(None, "--out", help="write tables, Perfetto trace and report.html here"),
-    traces: str = _TRACES, sensitivity: bool = _SENSITIVITY, fmt: str = _FORMAT, as_json: bool = _JSON,
+    traces: str = _TRACES, sensitivity: bool = _SENSITIVITY, fmt: str = _FORMAT,
+    accuracy: Optional[Path] = _ACCURACY, as_json: bool = _JSON,
 ) -> None:
     """Simulate one scenario: latency with its error band, overlap, exposed communication, staleness, buffer
     memory, the assumptions on the bottleneck and what the run does.
@@ -108,12 +111,12 @@ def simulate(
     _warn_profile_range(sc)
     t0 = time.perf_counter()
     run = run_strategy(sc, trace_dir=out, timeline_steps=default_timeline_steps(sc.steps) if out else (),
-                       record=out is not None, trace_format=traces)
+                       record=out is not None, trace_format=traces, accuracy=accuracy)
     wall_s = time.perf_counter() - t0
     step_s = float(run.summary["step_latency_s"])
     what_if = what_if_text(_base_of(scenario, fields), sc, step_s) if any(fields[k] is not None for k in _WHAT_IF) \
         else ""
-    sens = runs_sensitivity([run]) if sensitivity else None
+    sens = runs_sensitivity([run], accuracy=accuracy) if sensitivity else None
     extra = {**run.result.extra, **({"what_if": what_if} if what_if else {}),
              **({"sensitivity": {"verdict": sens.verdict(), "rows": sens.rows()}} if sens else {})}
     result = run.result.model_copy(update={"extra": extra})
@@ -161,7 +164,7 @@ def compare(
     histogram: Optional[str] = _HIST, dtype: Optional[str] = _DTYPE, num_experts: Optional[int] = _EXPERTS,
     placement: Optional[str] = _PLACEMENT,
     out: Path = typer.Option(Path("out/compare"), "--out", help="summary.csv/.parquet, traces, report.html"),
-    traces: str = _TRACES, sensitivity: bool = _SENSITIVITY, fmt: str = _FORMAT,
+    traces: str = _TRACES, sensitivity: bool = _SENSITIVITY, fmt: str = _FORMAT, accuracy: Optional[Path] = _ACCURACY,
     workers: Optional[int] = typer.Option(None, "--workers", min=1, max=MAX_LOCAL_WORKERS,
                                           help="parallel processes (default: CPUs)"),
     as_json: bool = _JSON,
@@ -191,13 +194,14 @@ def compare(
     n_workers = workers or min(os.cpu_count() or 1, len(names))
     t0 = time.perf_counter()
     with progress_bar("compare", unit="strategies") as ticker:
-        cmp = compare_strategies(sc, names, trace_dir=out, workers=n_workers, ticker=ticker, trace_format=traces)
+        cmp = compare_strategies(sc, names, trace_dir=out, workers=n_workers, ticker=ticker, trace_format=traces,
+                                 accuracy=accuracy)
     sync = next((r for r in cmp.runs if r.strategy == "sync"), None)
     what_if = ""
     if any(fields[k] is not None for k in _WHAT_IF):
         ref = sync or cmp.runs[0]
         what_if = what_if_text(_base_of(scenario, fields), ref.scenario, float(ref.summary["step_latency_s"]))
-    sens = runs_sensitivity(cmp.runs, workers=n_workers) if sensitivity else None
+    sens = runs_sensitivity(cmp.runs, workers=n_workers, accuracy=accuracy) if sensitivity else None
     table = cmp.table
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(table.to_csv(index=False), out / "summary.csv")
