@@ -138,6 +138,8 @@ def simulate(
         con.print(metric_table(summary_frame(run.summary).iloc[0].to_dict(), title="Summary"))
     else:
         emit_frame(con, summary_frame(run.summary), fmt=fmt, title="Summary")
+    if sc.strategy.lag_subject != "expert output":  # the lag and buffer rows mean something else for this family
+        con.print(f"lags: of the {sc.strategy.lag_subject}; peak buffer: the K/V buffers held across steps")
     con.print(f"predicted quality: {run.summary['quality_basis']}")
     if len(run.links):
         emit_frame(con, busiest_links(run.links, 5), fmt=fmt, title="Busiest links (by utilisation of capacity)")

@@ -85,6 +85,12 @@ def trust_section(run: StrategyRun, *, verdict: str = "", what_if: str = "", sen
     return Section(title="Assumptions and accuracy", items=tuple(items))
 
 
+def _lag_name(strategy) -> str:
+    """What a strategy's lag heatmap shows: router-weighted expert-output lag, or its family's own lag."""
+    subject = strategy.lag_subject
+    return "Router-weighted lag" if subject == "expert output" else f"Lag of the {subject}"
+
+
 def simulation_sections(run: StrategyRun, *, what_if: str = "", sensitivity=None) -> list[Section]:
     """Sections for ``dicesim simulate``: headline numbers, how far to trust them, timeline, staleness, links."""
     sc = run.scenario
@@ -100,7 +106,7 @@ def simulation_sections(run: StrategyRun, *, what_if: str = "", sensitivity=None
             "The full run is in the Perfetto trace (open it at ui.perfetto.dev).",
         )))
     sections.append(Section(title="Staleness", items=(
-        fig_lag_heatmap(run.lags, value="weighted_lag", title="Router-weighted lag per layer and step"),
+        fig_lag_heatmap(run.lags, value="weighted_lag", title=f"{_lag_name(sc.strategy)} per layer and step"),
     )))
     if len(run.links):
         sections.append(Section(title="Interconnect", items=(
@@ -140,7 +146,8 @@ def comparison_sections(cmp: Comparison, *, what_if: str = "", sensitivity=None)
                                                         *_quality_note(cmp.runs[0].summary if cmp.runs else {}))),
         trust_section(fastest, verdict=verdict, what_if=what_if, sensitivity=sensitivity),
         Section(title="Staleness per layer and step", items=tuple(
-            fig_lag_heatmap(r.lags, value="weighted_lag", title=f"{r.strategy}: router-weighted lag", zmax=top)
+            fig_lag_heatmap(r.lags, value="weighted_lag", zmax=top,
+                            title=f"{r.strategy}: {_lag_name(r.scenario.strategy).lower()}")
             for r in cmp.runs) + ("All maps share one colour scale: the same colour is the same lag.",)),
     ]
     tl = timeline_run(cmp)
