@@ -80,7 +80,7 @@ def recommend(
                                           help="local Dask worker processes (0 = this process; default: CPUs)"),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="address of a running Dask scheduler"),
 ) -> None:
-    """Search strategies and their modifiers under limits; rank them and show the Pareto front.
+    """Search strategies and their modifiers under limits; rank them with error bands and show the Pareto front.
 
     Example (XL/2 on a DGX H100, 20 steps, no expert output more than 1 step stale, ~15 s):
 

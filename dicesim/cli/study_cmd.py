@@ -41,7 +41,7 @@ def scale_out(workers: Optional[int], scheduler: Optional[str]) -> int:
 @app.command()
 @locks_output()
 def study(
-    study_file: Optional[Path] = typer.Argument(None, help="study TOML with a [study] table (default: the "
+    study_file: Optional[Path] = typer.Argument(None, help="study TOML with a \\[study] table (default: the "
                                                            "built-in topologies for XL/2 and G/2 across batches)"),
     models: Optional[str] = typer.Option(None, "--models", help="comma-separated model presets, e.g. XL/2,G/2"),
     topologies: Optional[str] = typer.Option(None, "--topologies", help="comma-separated topology presets or files"),
@@ -57,7 +57,7 @@ def study(
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="address of a running Dask scheduler"),
     fmt: str = typer.Option("table", "--format", help="tables as table (rich), csv or markdown; never cut"),
 ) -> None:
-    """Compare strategies across machines, GPU counts, batches or image sizes; rerun to resume.
+    """Compare strategies across machines, GPU counts, batches or image sizes, with a band per setting; rerun to resume.
 
     Example (XL/2 on PCIe vs NVSwitch at batch 8, 20 steps, ~5 s):
 

@@ -30,7 +30,8 @@ from dicesim.topology.hardware import source_status
 
 topology_app = typer.Typer(
     name="topology",
-    help="Interconnect topologies: list presets, show one, trace a route, export to TOML/GraphML.",
+    help="Interconnect topologies: list presets, show one, trace a route, export to TOML/GraphML, derive a machine "
+         "from a preset (another GPU, peer-to-peer, a link's bandwidth).",
     no_args_is_help=True,
 )
 app.add_typer(topology_app, name="topology")

@@ -88,6 +88,19 @@ def link_assumptions(G: nx.DiGraph, classes: tuple[str, ...], bottleneck: tuple[
     return out
 
 
+def _coverage_note(scenario: Scenario, facts: RunFacts, band: ErrorBand, evidence: Evidence) -> str:
+    """What the band's evidence did not measure for this run: a collective kind the published set lacks
+    (its all-reduce and all-to-all errors stand in), a strategy the CPU runs did not include."""
+    if band.covers == "communication" and facts.collective != "all-to-all":
+        return (f"; {facts.collective}s are not in the published set: the family's all-reduce and all-to-all "
+                "errors stand in")
+    cpu = evidence.cpu
+    if band.covers == "step" and facts.cpu and cpu is not None and cpu.families \
+            and scenario.strategy.name not in cpu.families:
+        return f"; {scenario.strategy.name} was not among the held-out CPU runs: all runs' errors stand in"
+    return ""
+
+
 def assess_run(scenario: Scenario, G: nx.DiGraph, profile: HardwareProfile, summary: dict[str, Any],
                links: pd.DataFrame, *, nccl: NcclModel | None = None, evidence: Evidence | None = None) -> Assessment:
     """The :class:`Assessment` of a run of ``scenario`` on ``G`` with ``profile``; ``summary`` holds the
@@ -102,6 +115,7 @@ def assess_run(scenario: Scenario, G: nx.DiGraph, profile: HardwareProfile, summ
     band = band_for(step_s=step_s, comm_busy_step_s=comm, exposed_step_s=exposed, families=facts.families,
                     evidence=evidence, compute_basis=profile_basis(profile), profile=profile.name, cpu=facts.cpu,
                     stand_in=STAND_IN)
+    band = band.model_copy(update={"statement": band.statement + _coverage_note(scenario, facts, band, evidence)})
     neck = bottleneck_links(links, G)
     items = link_assumptions(G, facts.link_classes, neck, nccl)
     c_status, c_source = compute_status(profile)

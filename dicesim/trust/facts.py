@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import networkx as nx
 
 from dicesim.models import block_workload
-from dicesim.plan import layout_for
+from dicesim.plan import layout_for, rank_workload
 from dicesim.scenario import Scenario
 from dicesim.sim.network.nccl import link_transport
 from dicesim.strategy.base import DEFAULT_FAMILY
@@ -48,6 +48,10 @@ class RunFacts:
     cpu: bool
     rows_per_rank: int
     a2a_nbytes_per_rank: float
+    #: the family's exchange and what it carries: the all-to-alls of expert traffic, or (sequence
+    #: parallelism) the all-gathers of K/V slices
+    collective: str = "all-to-all"
+    traffic: str = "expert traffic"
 
     def sentences(self) -> list[str]:
         """The facts as sentences every output prints under "What the run does"."""
@@ -55,7 +59,8 @@ class RunFacts:
             return [f"Every GPU holds all {self.num_experts} experts (data parallel): no all-to-all, so no link "
                     "carries expert traffic."]
         n, size = len(self.groups), len(self.groups[0])
-        kind = "expert-parallel group" if self.expert_parallel else "exchange group"
+        kind = "expert-parallel group" if self.expert_parallel else (
+            "sequence-parallel group" if self.collective != "all-to-all" else "exchange group")
         spans = sorted({len(s) for s in self.group_servers})
         where = (f"inside one server each (servers {_ids(sorted({s[0] for s in self.group_servers}))})"
                  if spans == [1] else f"each spread over {spans[-1]} servers")
@@ -63,12 +68,19 @@ class RunFacts:
               f"one {kind} of all {size} GPUs" + ("" if spans == [1] else f" over {spans[-1]} servers")
         held = (f"; each GPU holds {self.experts_per_rank} of the {self.num_experts} experts"
                 if self.expert_parallel else "")
+        if self.collective != "all-to-all":
+            held = f"; each GPU holds all {self.num_experts} experts and 1/{size} of every image's tokens"
         out = [f"{lay}{held}."]
         links = ", ".join(self.link_classes) or "no link"
-        net = ("the network carries expert traffic" if self.crosses_network else
-               "the network carries no expert traffic")
-        out.append(f"Its all-to-alls cross {links}: {net}; each GPU sends about "
-                   f"{self.a2a_nbytes_per_rank / 2**20:.1f} MiB per all-to-all ({self.rows_per_rank} token copies).")
+        net = f"the network carries {'' if self.crosses_network else 'no '}{self.traffic}"
+        if self.collective == "all-to-all":
+            out.append(f"Its all-to-alls cross {links}: {net}; each GPU sends about "
+                       f"{self.a2a_nbytes_per_rank / 2**20:.1f} MiB per all-to-all ({self.rows_per_rank} token "
+                       "copies).")
+        else:
+            out.append(f"Its {self.collective}s cross {links}: {net}; each GPU sends about "
+                       f"{self.a2a_nbytes_per_rank / 2**20:.1f} MiB per attention layer (K and V of its "
+                       f"{self.rows_per_rank} tokens, ring all-gather: to {size - 1} ranks in turn).")
         if n > 1 and not self.crosses_network and self.placement == "contiguous" and _multi_server(self):
             out.append("With --placement strided each group would take one GPU per server in turn, and its "
                        "all-to-alls would cross the network.")
@@ -93,7 +105,9 @@ def run_facts(scenario: Scenario, G: nx.DiGraph) -> RunFacts:
     classes: set[str] = set()
     families: set[str] = set()
     network = False
-    exchanging = [g for g in groups if len(g) > 1] if not layout.replicated else []
+    # the sequence family's ranks hold every expert (a replicated placement) yet gather K/V in their group
+    sequence = layout.token_split > 1
+    exchanging = [g for g in groups if len(g) > 1] if sequence or not layout.replicated else []
     for table in group_routes(G, exchanging):
         for path in table.routes.values():
             for u, v in path:
@@ -108,15 +122,20 @@ def run_facts(scenario: Scenario, G: nx.DiGraph) -> RunFacts:
                         dtype=scenario.dtype)
     size = len(groups[0]) if groups else 1
     rows = wl.routed_rows
+    nbytes = 0.0 if layout.replicated else rows * wl.row_nbytes() * (size - 1) / size
+    if sequence:  # K and V of this rank's slice, each sent to the size-1 other ranks around the ring
+        rows = rank_workload(scenario.strategy, wl, scenario.world_size).tokens
+        nbytes = 2.0 * rows * wl.row_nbytes() * (size - 1)
     return RunFacts(
         machine=str(G.graph.get("name", scenario.topology)), world_size=scenario.world_size, groups=groups,
         group_servers=tuple(tuple(sorted({server.get(r, 0) for r in g})) for g in groups),
         placement=scenario.placement, expert_parallel=scenario.strategy.family == DEFAULT_FAMILY,
-        replicated=layout.replicated, num_experts=preset.num_experts, experts_per_rank=layout.experts_per_rank,
+        replicated=layout.replicated and not sequence, num_experts=preset.num_experts,
+        experts_per_rank=layout.experts_per_rank,
         link_classes=tuple(sorted(classes)), transports=tuple(transports),
         families=tuple(sorted(families)),
         crosses_network=network, cpu=str(G.graph.get("gpu", "")) == "cpu", rows_per_rank=rows,
-        a2a_nbytes_per_rank=0.0 if layout.replicated else rows * wl.row_nbytes() * (size - 1) / size)
+        a2a_nbytes_per_rank=nbytes, **({"collective": "K/V all-gather", "traffic": "K/V traffic"} if sequence else {}))
 
 
 def _family(link_class: str, p2p: bool, at_nic: bool) -> str:
@@ -167,11 +186,12 @@ def what_if_note(changes: list[str], base_facts: RunFacts, facts: RunFacts, base
     if abs(rel) >= NEGLIGIBLE:
         return f"What-if ({what}): {moved_by}."
     same, moved = [], []
+    per = "all-to-all" if facts.collective == "all-to-all" else "attention layer"
     for label, a, b in (
-        ("token copies each GPU sends per all-to-all", base_facts.rows_per_rank, facts.rows_per_rank),
-        ("bytes each GPU sends per all-to-all", round(base_facts.a2a_nbytes_per_rank),
-         round(facts.a2a_nbytes_per_rank)),
-        ("links the all-to-alls cross", base_facts.link_classes, facts.link_classes),
+        (f"token {'copies' if per == 'all-to-all' else 'slice'} each GPU sends per {per}", base_facts.rows_per_rank,
+         facts.rows_per_rank),
+        (f"bytes each GPU sends per {per}", round(base_facts.a2a_nbytes_per_rank), round(facts.a2a_nbytes_per_rank)),
+        (f"links the {facts.collective}s cross", base_facts.link_classes, facts.link_classes),
         ("GPUs per exchange group", len(base_facts.groups[0]), len(facts.groups[0])),
         ("servers each group spans", base_facts.group_servers[0:1], facts.group_servers[0:1]),
     ):
