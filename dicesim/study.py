@@ -160,7 +160,7 @@ class StudyEvaluator:
         trust = assess_run(scenario, G, profile, result.summary(), result.links)
         out.update(step_latency_low_s=trust.band.low_s, step_latency_high_s=trust.band.high_s,
                    band_covers=trust.band.covers, band_family=trust.band.family or "",
-                   network_expert_traffic=trust.facts.crosses_network)
+                   network_expert_traffic=trust.facts.crosses_network, lag_of=scenario.strategy.lag_subject)
         out["exposed_comm_share_frac"] = (out["exposed_comm_step_s"] / out["step_latency_s"]
                                           if out["step_latency_s"] > 0 else 0.0)
         links = busiest_links(link_frame(result.links))

@@ -198,7 +198,8 @@ def point_scenario(base: Scenario, point: dict[str, Any]) -> tuple[Scenario, str
     preset_name = str(preset or strat_fields["name"])
     label = _strategy_label(preset_name, overrides)
     strategy = parse_strategy({**strat_fields, **overrides, "name": label})
-    if not strategy.is_async and strategy.scheme == strat_fields["scheme"]:
+    # (the sequence family has no scheme: its axes are its own fields)
+    if not strategy.is_async and "scheme" in strat_fields and strategy.scheme == strat_fields["scheme"]:
         moot = [k for k in overrides if k not in ("scheme", "count_comm")]
         if moot:
             raise ConfigError(f"axes.{moot[0]}", f"redundant: has no effect on scheme {strategy.scheme!r}")
@@ -237,7 +238,8 @@ def _descriptor(base: Scenario, point: dict[str, Any], label: str) -> dict[str, 
     row: dict[str, Any] = {
         "strategy": label, "model": base.model, "topology": base.topology, "world_size": base.world_size,
         "batch": base.batch, "image_size": base.image_size, "steps": base.steps,
-        "sync_layers": strat.sync_layers, "cond_interval": strat.cond_interval,
+        # a family without these fields (sequence parallelism) has no synchronous layers and no skip steps
+        "sync_layers": getattr(strat, "sync_layers", "none"), "cond_interval": getattr(strat, "cond_interval", 1),
     }
     row.update({k: v for k, v in point.items() if k != "strategy"})
     return {k: _show(v) if isinstance(v, (list, tuple)) or k == "sync_layers" else v for k, v in row.items()}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -170,3 +171,15 @@ def test_bands_read_your_own_accuracy_file(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["error_band"]["comm_max_err"] == 0.5
     assert main([*args, "--accuracy", str(tmp_path / "absent.toml")]) == 2
     assert "--accuracy" in capsys.readouterr().err
+
+
+def test_study_of_the_sequence_family_has_bands_and_names_its_lag(tmp_path, capsys):
+    assert main(["study", "--models", "XL/2", "--topologies", "dgx-h100", "--batches", "4", "--steps", "4",
+                 "--strategies", "sp,distrifusion,dice", "--workers", "0", "--out", str(tmp_path / "s")]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    df = pd.read_parquet(tmp_path / "s" / "study.parquet")
+    assert (df["status"] == "ok").all(), df[["strategy", "reason"]]  # sp has no scheme; the sweep must not ask
+    seq = df[df["strategy"].isin(["sp", "distrifusion"])]
+    assert len(seq) == 2 and (seq["band_covers"] == "communication").all() and (seq["band_family"] == "nvswitch").all()
+    assert (seq["step_latency_low_s"] < seq["step_latency_high_s"]).all()
+    assert re.search(r"distrifusion \d\.\d\d steps of K/V", text) and re.search(r"dice \d\.\d\d steps \(max", text)

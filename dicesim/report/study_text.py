@@ -175,11 +175,14 @@ def _deep_note(part: pd.DataFrame) -> str:
     plain, skipping = sorted(deep.loc[~cond, "strategy"].unique()), sorted(deep.loc[cond, "strategy"].unique())
     note = ""
     if plain:
-        note += (f" {', '.join(plain)} keep the deep half of the layers synchronous, so they hide only the other "
-                 "half's all-to-alls.")
+        one = len(plain) == 1
+        note += (f" {', '.join(plain)} {'keeps' if one else 'keep'} the deep half of the layers synchronous, so "
+                 f"{'it hides' if one else 'they hide'} only the other half's all-to-alls.")
     if skipping:
-        note += (f" {', '.join(skipping)} keep the deep half synchronous too, but on skip steps every layer sends one "
-                 "copy per token and its experts run half the rows (conditional communication): that cuts the "
+        verb = "keep" if len(skipping) > 1 else "keeps"
+        note += (f" {', '.join(skipping)} {verb} the deep half synchronous{' too' if plain else ''}, but on skip "
+                 "steps every layer sends one copy per token and its experts run half the rows (conditional "
+                 "communication): that cuts the "
                  "synchronous layers' traffic and the expert work as well.")
     return note
 
@@ -210,10 +213,13 @@ def _staleness(ref: pd.DataFrame, axes: Sequence[str]) -> str:
     for _, r in setting.iterrows():
         if r["strategy"] == "sync":
             continue
-        parts.append(f"{r['strategy']} {r['weighted_lag_steps']:.2f} steps (max {int(r['max_lag_steps'])}), "
+        kv = "lag_of" in r.index and str(r["lag_of"]) not in ("expert output", "", "nan")
+        parts.append(f"{r['strategy']} {r['weighted_lag_steps']:.2f} steps{' of K/V' if kv else ''} "
+                     f"(max {int(r['max_lag_steps'])}), "
                      f"{_fmt('peak_buffer_bytes', r['peak_buffer_bytes'])}")
     if not parts:
         return ""
-    return (f"Staleness and memory on {_setting(first, axes)} (router-weighted mean lag; stale buffers per GPU): "
+    return (f"Staleness and memory on {_setting(first, axes)} (router-weighted mean lag of the expert outputs, "
+            "or of the other ranks' K/V for sequence parallelism; stale buffers per GPU): "
             + "; ".join(parts) + ". Lags follow from the strategy alone; buffer memory grows with the tokens "
             "per GPU (batch, image size) and with the experts each GPU holds.")
