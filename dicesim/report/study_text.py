@@ -210,16 +210,19 @@ def _staleness(ref: pd.DataFrame, axes: Sequence[str]) -> str:
     for a in axes[:1]:
         setting = setting[setting[a] == first[a]]
     parts = []
+    any_kv = False
     for _, r in setting.iterrows():
         if r["strategy"] == "sync":
             continue
         kv = "lag_of" in r.index and str(r["lag_of"]) not in ("expert output", "", "nan")
+        any_kv = any_kv or kv
         parts.append(f"{r['strategy']} {r['weighted_lag_steps']:.2f} steps{' of K/V' if kv else ''} "
                      f"(max {int(r['max_lag_steps'])}), "
                      f"{_fmt('peak_buffer_bytes', r['peak_buffer_bytes'])}")
     if not parts:
         return ""
-    return (f"Staleness and memory on {_setting(first, axes)} (router-weighted mean lag of the expert outputs, "
-            "or of the other ranks' K/V for sequence parallelism; stale buffers per GPU): "
+    of_kv = ", or of the other ranks' K/V for sequence parallelism" if any_kv else ""
+    return (f"Staleness and memory on {_setting(first, axes)} (router-weighted mean lag{of_kv}; "
+            "stale buffers per GPU): "
             + "; ".join(parts) + ". Lags follow from the strategy alone; buffer memory grows with the tokens "
             "per GPU (batch, image size) and with the experts each GPU holds.")
