@@ -278,3 +278,14 @@ def test_sensitivity_flips_between_sp_and_distrifusion_where_the_simulator_does(
 
     assert {winner(flip.factor / 1.05), winner(flip.factor * 1.05)} == {"sp", "distrifusion"}
     assert winner(2.0) == "distrifusion"  # more bandwidth: the overlapped gathers win
+
+
+def test_sequence_group_spans_servers_and_placement_changes_nothing_for_it():
+    G = get_topology("2x-dgx-h100-ib")
+    base = make_scenario(topology="2x-dgx-h100-ib", world_size=16, strategy="sp")
+    strided = make_scenario(topology="2x-dgx-h100-ib", world_size=16, strategy="sp", placement="strided")
+    f = run_facts(base, G)
+    assert f.groups == (tuple(range(16)),) and f.group_servers == ((0, 1),) and f.crosses_network
+    assert "infiniband" in f.families and "the network carries K/V traffic" in " ".join(f.sentences())
+    note = what_if_note(what_if_changes(base, strided), f, run_facts(strided, G), 1.0, 1.0)
+    assert "changed almost nothing" in note and "sequence parallelism gathers over all GPUs" in note

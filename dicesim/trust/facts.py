@@ -201,7 +201,9 @@ def what_if_note(changes: list[str], base_facts: RunFacts, facts: RunFacts, base
         held = (f" What does change is what each GPU holds: {facts.experts_per_rank} experts instead of "
                 f"{base_facts.experts_per_rank} (weight memory, and weight reads that the compute hides: the expert "
                 "work follows the token copies a GPU receives, top-k of every token whatever the expert count).")
-    if len(base_facts.groups) == 1 and len(facts.groups) == 1 and any(c.startswith("placement") for c in changes):
+    if facts.collective != "all-to-all" and any(c.startswith("placement") for c in changes):
+        held += " Placement forms expert-parallel groups; sequence parallelism gathers over all GPUs in one group."
+    elif len(base_facts.groups) == 1 and len(facts.groups) == 1 and any(c.startswith("placement") for c in changes):
         held += " Placement only matters with more GPUs than experts (several groups); here there is one group."
     why = f"the {', the '.join(same)} are the same" if same else "what changed cancels out"
     extra = f"; changed: {', '.join(moved)}" if moved else ""
