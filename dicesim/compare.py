@@ -16,7 +16,7 @@ import re
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +35,15 @@ from dicesim.trust import Assessment, Sensitivity, Verdict, assess_run, knobs_fo
 METRIC_KEYS: tuple[str, ...] = (
     "step_latency_s", "steady_step_latency_s", "total_latency_s", "exposed_comm_s", "exposed_comm_step_s",
     "overlap_frac", "comm_frac", "mean_lag_steps", "weighted_lag_steps", "max_lag_steps", "peak_buffer_bytes",
-    "pred_fd_change", "pred_deviation",
+    "peak_memory_bytes", "memory_capacity_bytes", "memory_margin_bytes", "pred_fd_change", "pred_deviation",
 )
+#: the memory verdict a result row carries beside the metrics (``fits``: bool, None when unknown)
+VERDICT_KEYS: tuple[str, ...] = ("fits", "memory_note")
 #: columns of the comparison table, in print order
 TABLE_COLUMNS: tuple[str, ...] = (
     "strategy", "step_latency_s", "step_latency_low_s", "step_latency_high_s", "speedup", "exposed_comm_step_s",
-    "comm_frac", "overlap_frac", "mean_lag_steps", "weighted_lag_steps", "peak_buffer_bytes", "pred_fd_change",
-    "pred_deviation",
+    "comm_frac", "overlap_frac", "mean_lag_steps", "weighted_lag_steps", "peak_buffer_bytes", "peak_memory_bytes",
+    "fits", "pred_fd_change", "pred_deviation",
 )
 #: how traces are written: gzip-compressed Chrome JSON (Perfetto opens it), plain JSON, or not at all
 TRACE_FORMATS: tuple[str, ...] = ("gz", "json", "none")
@@ -77,6 +79,20 @@ class Comparison:
     runs: tuple[StrategyRun, ...]
     table: pd.DataFrame
     verdict: Verdict | None = None
+
+    @property
+    def fastest_run(self) -> StrategyRun:
+        """The verdict's fastest run (the fastest that fits its GPUs' memory), else the fastest."""
+        by_name = {r.strategy: r for r in self.runs}
+        if self.verdict is not None and self.verdict.fastest in by_name:
+            return by_name[self.verdict.fastest]
+        return min(self.runs, key=lambda r: float(r.summary["step_latency_s"]))
+
+
+def fitting(runs: Sequence[StrategyRun]) -> tuple[StrategyRun, ...]:
+    """The runs that may win: those not known to exceed their GPUs' memory (all of them when none fits)."""
+    fit = tuple(r for r in runs if r.summary.get("fits") is not False)
+    return fit or tuple(runs)
 
 
 def resolve_scenario(path: str | Path | None = None, *, model: str | None = None, topology: str | None = None,
@@ -122,10 +138,13 @@ def predicted_quality(scenario: Scenario, lags: LagTable | None = None) -> dict[
                            lags=lags)
 
 
-def headline_metrics(summary: dict[str, Any], per_step: pd.DataFrame | None = None) -> dict[str, float]:
-    """:data:`METRIC_KEYS` from a simulator summary (and per-step table for per-step figures)."""
+def headline_metrics(summary: dict[str, Any], per_step: pd.DataFrame | None = None) -> dict[str, Any]:
+    """:data:`METRIC_KEYS` from a simulator summary (and per-step table for per-step figures), and
+    the memory verdict (:data:`VERDICT_KEYS`) where the summary has one."""
     metrics = sim_metrics(summary, per_step)
-    return {k: metrics[k] for k in METRIC_KEYS if k in metrics}
+    out: dict[str, Any] = {k: metrics[k] for k in METRIC_KEYS if k in metrics}
+    out.update({k: summary[k] for k in VERDICT_KEYS if k in summary})
+    return out
 
 
 def default_timeline_steps(steps: int) -> tuple[int, ...]:
@@ -239,21 +258,26 @@ def compare_strategies(scenario: Scenario, strategies: Sequence[str] = COMPARE_D
     shown = tuple(runs[: len(names)])
     sync_s = float(baseline.summary["step_latency_s"])
     table = comparison_table(shown, sync_s)
-    verdict = order_verdict([(r.strategy, float(r.summary["step_latency_s"]), r.result.error_band) for r in shown],
-                            baseline_s=sync_s)
+    contenders = fitting(shown)
+    verdict = order_verdict([(r.strategy, float(r.summary["step_latency_s"]), r.result.error_band)
+                             for r in contenders], baseline_s=sync_s)
+    left_out = [r.strategy for r in shown if r not in contenders]
+    if left_out:  # a configuration that does not fit never wins (docs/memory.md)
+        verdict = replace(verdict, sentence=f"{verdict.sentence} Left out, over GPU memory: {', '.join(left_out)}.")
     return Comparison(scenario=scenario, runs=shown, table=table, verdict=verdict)
 
 
 def runs_sensitivity(runs: Sequence[StrategyRun], *, workers: int = 1,
                      accuracy: str | Path | None = None) -> Sensitivity:
-    """Vary the unmeasured parameters on the bottleneck of ``runs`` (the union of their bottlenecks; the
-    assumptions of the fastest) and simulate every run's strategy at each point
+    """Vary the unmeasured parameters on the bottleneck of ``runs`` that fit their GPUs' memory (the union
+    of their bottlenecks; the assumptions of the fastest) and simulate every run's strategy at each point
     (:func:`dicesim.trust.sensitivity`)."""
     from dicesim.evidence import load_evidence
     from dicesim.sim.api import resolve_profile
     from dicesim.sim.network.nccl import builtin_nccl_model
     from dicesim.topology import get_topology
 
+    runs = fitting(runs)
     fastest = min(runs, key=lambda r: float(r.summary["step_latency_s"]))
     sc = fastest.scenario
     G = get_topology(sc.topology)

@@ -134,6 +134,8 @@ def simulate(
         return
     con = make_console()
     con.print(f"{sc.label()}  ({sc.strategy.describe()}; simulated in {wall_s:.2f} s)")
+    if run.summary.get("memory_note"):
+        con.print(run.summary["memory_note"], markup=False, highlight=False)
     if fmt == "table":
         con.print(metric_table(summary_frame(run.summary).iloc[0].to_dict(), title="Summary"))
     else:
@@ -158,8 +160,8 @@ def simulate(
 def compare(
     scenario: Optional[Path] = typer.Argument(None, help=_SCENARIO_HELP),
     strategies: Optional[str] = typer.Option(None, "--strategies",
-                                             help="comma-separated presets (default: sync,displaced,interweaved,"
-                                                  "interweaved-deep,dice)"),
+                                             help="comma-separated presets (default: every family's "
+                                                  "comparison presets, `dicesim presets`)"),
     model: Optional[str] = _MODEL, topology: Optional[str] = _TOPOLOGY, world_size: Optional[int] = _WORLD,
     batch: Optional[int] = _BATCH, image_size: Optional[int] = _IMAGE, steps: Optional[int] = _STEPS,
     profile: Optional[str] = _PROFILE, routing: Optional[str] = _ROUTING, zipf_alpha: Optional[float] = _ALPHA,
@@ -211,7 +213,7 @@ def compare(
     report = write_report(comparison_sections(cmp, what_if=what_if, sensitivity=sens), out / "report.html",
                           title=f"dicesim compare: {sc.setup_label()}")
     wall_s = time.perf_counter() - t0
-    fastest = min(cmp.runs, key=lambda r: float(r.summary["step_latency_s"]))
+    fastest = cmp.fastest_run
     facts = fastest.assessment.facts.sentences() if fastest.assessment else []
     if as_json:
         rows = [{k: _finite(v) for k, v in row.items()} for row in table.to_dict(orient="records")]
@@ -229,7 +231,19 @@ def compare(
     title = (f"{sc.model} on {sc.world_size} GPUs ({machine_name(sc.topology)}), batch {sc.batch}, {sc.image_size} "
              f"px, {sc.steps} steps" + "".join(f", {o}" for o in sc.overrides())
              + (f", {sc.preset().num_experts} experts" if sc.num_experts else ""))
-    emit_frame(con, table, fmt=fmt, title=title)
+    # memory is in the files (and in csv/markdown); on screen one line (a table this wide would fold its
+    # headers), and a line for each strategy that does not fit
+    emit_frame(con, table if fmt != "table" else table.drop(columns=["peak_memory_bytes", "fits"], errors="ignore"),
+               fmt=fmt, title=title)
+    mem = [(r.strategy, r.summary.get("peak_memory_bytes")) for r in cmp.runs]
+    cap = cmp.runs[0].summary.get("memory_capacity_bytes") if cmp.runs else None
+    if mem and all(v is not None for _, v in mem):
+        of = f" of {cap / 2**30:.1f} GiB" if cap is not None and math.isfinite(cap) else ""
+        con.print("memory per GPU" + of + ": " + ", ".join(f"{n} {v / 2**30:.1f} GiB" for n, v in mem),
+                  markup=False, highlight=False)
+    for r in cmp.runs:
+        if r.summary.get("fits") is False:
+            con.print(f"{r.strategy}: {r.summary['memory_note']}", markup=False, highlight=False)
     if cmp.runs:
         con.print(f"predicted quality: {cmp.runs[0].summary['quality_basis']}")
     print_trust(con, band=fastest.result.error_band, assumptions=fastest.result.assumptions, facts=facts,

@@ -65,6 +65,7 @@ def study(
     """
     from dicesim.report.html import write_report
     from dicesim.report.study_report import TABLE_COLUMNS, study_sections
+    from dicesim.report.study_families import family_summary, family_winners
     from dicesim.report.study_text import fastest_per_setting, study_summary
     from dicesim.study import load_study, make_study, run_study, study_table
 
@@ -99,7 +100,13 @@ def study(
                           out / "report.html", title=f"dicesim study: {spec.name}")
     best = fastest_per_setting(table, axes)
     if len(best):
-        emit_frame(con, best, fmt=fmt, title="Fastest strategy per setting, its error band, and what sync waits for")
+        emit_frame(con, best, fmt=fmt, title="Fastest strategy per setting that fits, its error band, and what sync "
+                   "waits for")
+    winners = family_winners(table)
+    if len(winners):
+        emit_frame(con, winners, fmt=fmt, title="Which family wins (fastest that fits GPU memory)")
+        for line in family_summary(table):
+            con.print(line, soft_wrap=False, markup=False)
     for paragraph in summary:
         con.print(paragraph, soft_wrap=False)
     con.print(f"{outcome.n_run} configurations simulated, {outcome.n_cached} reused, {len(skipped)} skipped "

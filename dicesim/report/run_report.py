@@ -21,7 +21,7 @@ _UTILISATION = ("Utilisation = bytes carried / (what collectives reach on the li
                 "the one measure of the busiest link in every output.")
 _SUMMARY_ROWS = ("step_latency_s", "total_latency_s", "exposed_comm_step_s", "comm_frac", "overlap_frac",
                  "mean_lag_steps", "weighted_lag_steps", "max_lag_steps", "peak_buffer_bytes",
-                 "pred_fd_change", "pred_deviation")
+                 "peak_memory_bytes", "memory_capacity_bytes", "pred_fd_change", "pred_deviation")
 
 
 def link_frame(links: pd.DataFrame) -> pd.DataFrame:
@@ -96,6 +96,7 @@ def simulation_sections(run: StrategyRun, *, what_if: str = "", sensitivity=None
     sc = run.scenario
     sections = [Section(title="Scenario", items=(
         f"{sc.label()}; strategy: {sc.strategy.describe()}; routing: {sc.routing.kind}.",
+        *((f"Memory per GPU: {run.summary['memory_note']}.",) if run.summary.get("memory_note") else ()),
         summary_frame(run.summary),
         *_quality_note(run.summary),
     )), trust_section(run, what_if=what_if, sensitivity=sensitivity)]
@@ -133,7 +134,7 @@ def comparison_sections(cmp: Comparison, *, what_if: str = "", sensitivity=None)
 
     sc = cmp.scenario
     top = lag_scale_max([r.lags for r in cmp.runs], "weighted_lag")
-    fastest = min(cmp.runs, key=lambda r: float(r.summary["step_latency_s"]))
+    fastest = cmp.fastest_run
     verdict = cmp.verdict.sentence if cmp.verdict else ""
     sections = [
         Section(title="Scenario", items=(

@@ -12,7 +12,7 @@ import os
 import tomllib
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Optional
 
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -51,6 +51,8 @@ class HardwareProfile(BaseModel):
     ``1 + interference`` times slower; while this rank computes, the links into and out of its
     GPU carry ``1 / (1 + comm_interference)`` of their bandwidth and the latency of transfers
     crossing them passes that much slower (0: communication is never slowed by compute).
+    ``memory_capacity_bytes``: the GPU's memory as the driver reports it (None: unknown, e.g. a
+    CPU profile), which the per-GPU memory model compares its total with (docs/memory.md).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
@@ -62,6 +64,7 @@ class HardwareProfile(BaseModel):
     fitted_range: str = "not fitted"
     peak_tflops: float = Field(gt=0)
     mem_bw_GBps: float = Field(gt=0)
+    memory_capacity_bytes: Optional[int] = Field(None, gt=0)
     ops: dict[OpKind, OpEfficiency]
     collective_base_s: dict[CollectiveKind, float]
     link_latency_s: dict[str, float]
@@ -139,7 +142,7 @@ def load_profile(path: str | os.PathLike) -> HardwareProfile:
 
 def save_profile(profile: HardwareProfile, path: str | os.PathLike) -> Path:
     """Write ``profile`` as TOML atomically (temporary file + rename); returns the path."""
-    data = profile.model_dump(mode="json")
+    data = profile.model_dump(mode="json", exclude_none=True)  # TOML has no null: an unknown capacity is left out
     return write_atomic(path, lambda tmp: tmp.write_bytes(tomli_w.dumps(data).encode("utf-8")))
 
 
