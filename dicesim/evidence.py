@@ -15,6 +15,8 @@ A prediction's :class:`ErrorBand` is built from that file (:func:`band_for`):
   largest held-out error) can move the step by at most ``e`` times the communication in
   flight per step upwards, and downwards by at most that much and never below the step
   without its exposed communication. The band then says the whole-step error is unmeasured;
+- a run with no collective at all (data parallelism) has nothing a collective error can move:
+  its communication-only band is the point, and it says the whole-step error is unmeasured;
 - without a measured family either, the band is the point itself and says so.
 
 Bands of two strategies on one machine share their errors (the same links and the same
@@ -196,6 +198,10 @@ def band_for(*, step_s: float, comm_busy_step_s: float, exposed_step_s: float, f
                          statement=f"+/-{e:.0%} on the whole step (held-out {what}: median {st.median_abs_err:.1%}, "
                                    f"max {e:.1%}, {st.held_out} checks)")
     basis = f"compute profile {profile or '?'}: {compute_basis}"
+    if comm is None and comm_busy_step_s <= 0:  # nothing crosses a link: no collective error can move it
+        return ErrorBand(low_s=step_s, high_s=step_s, covers="communication", **common,
+                         statement=f"communication only: none to be wrong about (no collective in the run); the "
+                                   f"whole-step error is unmeasured ({basis})")
     if comm is None:
         return ErrorBand(low_s=step_s, high_s=step_s, covers="none", **common,
                          statement=f"no band: no held-out measurement of this machine's collectives or whole steps "

@@ -289,3 +289,42 @@ def test_sequence_group_spans_servers_and_placement_changes_nothing_for_it():
     assert "infiniband" in f.families and "the network carries K/V traffic" in " ".join(f.sentences())
     note = what_if_note(what_if_changes(base, strided), f, run_facts(strided, G), 1.0, 1.0)
     assert "changed almost nothing" in note and "sequence parallelism gathers over all GPUs" in note
+
+
+def test_accuracy_published_writes_both_levels_and_a_step_level_gives_a_whole_step_band(tmp_path):
+    """The step level, once `dicesim accuracy --published` predicts it, lands in the accuracy file under the
+    band's family names, and a run on that family then gets a whole-step band."""
+    from types import SimpleNamespace
+
+    from dicesim.calibrate.published.levels import COLLECTIVE_TARGET, STEP_TARGET, LevelSummary
+    from dicesim.cli.published_cmd import record_published_levels
+
+    def summary(level, target, fams):
+        return LevelSummary(level=level, target=target, figures=sum(v["figures"] for v in fams.values()), runs=3,
+                            sources=2, median_abs=0.1, max_abs=max(v["max_abs"] for v in fams.values()),
+                            per_family=fams)
+
+    coll = summary("collective", COLLECTIVE_TARGET, {"consumer-pcie": {"figures": 4, "median_abs": 0.1,
+                                                                       "max_abs": 0.2}})
+    step = summary("step", STEP_TARGET, {"pcie": {"figures": 5, "median_abs": 0.12, "max_abs": 0.3},
+                                         "none": {"figures": 2, "median_abs": 0.05, "max_abs": 0.06}})
+    path = tmp_path / "acc.toml"
+    record_published_levels(SimpleNamespace(collective=SimpleNamespace(summary=coll), step=step), path, "cmd")
+    ev = load_evidence(path)
+    assert ev.step.families.keys() == {"consumer-pcie"} and ev.step.held_out == 7
+    assert ev.collective.families["consumer-pcie"].max_abs_err == 0.2
+    band = band_for(step_s=1.0, comm_busy_step_s=0.5, exposed_step_s=0.2, families=("consumer-pcie",), evidence=ev,
+                    compute_basis="datasheet")
+    assert band.covers == "step" and band.low_s == pytest.approx(0.7) and band.high_s == pytest.approx(1.3)
+
+
+def test_a_run_without_collectives_has_a_point_band_that_still_orders():
+    ev = Evidence(collective=_level(**{"consumer-pcie": 0.3}))
+    dp = band_for(step_s=0.4, comm_busy_step_s=0.0, exposed_step_s=0.0, families=(), evidence=ev,
+                  compute_basis="datasheet", profile="l40s")
+    assert (dp.low_s, dp.high_s, dp.covers) == (0.4, 0.4, "communication")
+    assert "none to be wrong about" in dp.statement and "whole-step error is unmeasured" in dp.statement
+    ep = band_for(step_s=0.8, comm_busy_step_s=0.5, exposed_step_s=0.3, families=("consumer-pcie",), evidence=ev,
+                  compute_basis="datasheet", profile="l40s")
+    v = order_verdict([("data_parallel", 0.4, dp), ("displaced", 0.8, ep)])
+    assert v.fastest == "data_parallel" and v.resolved  # 0.4 against 0.65-0.95: the bands do not overlap

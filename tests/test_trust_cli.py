@@ -152,7 +152,12 @@ def test_study_named_custom_with_bands_per_setting(tmp_path, capsys):
                  "--steps", "4", "--workers", "0", "--out", str(tmp_path / "s"), "--format", "csv"]) == 0
     text = capsys.readouterr().out
     assert "study 'custom'" in text and "Error bands (XL/2)" in text
-    table = pd.read_csv(io.StringIO("\n".join(line for line in text.splitlines() if line.count(",") > 5)))
+    lines = text.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("model,") and ",fastest," in line)
+    n = lines[head].count(",")
+    block = [lines[head], *(line for line in lines[head + 1:head + 3] if line.count(",") >= n)]
+    table = pd.read_csv(io.StringIO("\n".join(block)))
+    assert len(table) == 2  # one row per setting: the whole table, never cut
     assert {"step_latency_low_s", "step_latency_high_s", "order_resolved"} <= set(table.columns)
     csv = pd.read_csv(tmp_path / "s" / "study.csv")
     assert (csv["step_latency_low_s"] <= csv["step_latency_s"]).all()

@@ -31,6 +31,7 @@ from dicesim.sim.costs.profile import HardwareProfile
 from dicesim.sim.network.nccl import NcclModel, link_transport
 from dicesim.strategy import Strategy, make_strategy
 from dicesim.trust.facts import TRANSPORT_FAMILY
+from dicesim.trust.provenance import link_status
 
 #: ties between strategies closer than this (relative) share the win
 TIE = 1e-9
@@ -100,7 +101,7 @@ def knobs_for(assumptions: Sequence[Assumption], G: nx.DiGraph, profile: Hardwar
         bws = [float(d["bw_Bps"]) for _, _, d in G.edges(data=True) if d.get("link") == cls and d.get("source") == src]
         several = sum(1 for c, _ in bottleneck if c == cls) > 1
         knobs.append(Knob(key=f"link:{cls}@{src}", label=f"{cls} bandwidth" + (f" ({src})" if several else ""),
-                          base=max(bws) / 1e9, unit="GB/s", status=item.status if item else "assumed",
+                          base=max(bws) / 1e9, unit="GB/s", status=item.status if item else link_status(G, src),
                           low=0.5, high=2.0))
     for t in dict.fromkeys(t for c in sorted(classes) if (t := link_transport(c, p2p)) is not None):
         fam = evidence.collective.families.get(TRANSPORT_FAMILY.get(t, "")) if evidence.collective else None

@@ -33,6 +33,8 @@ def band_text(band: ErrorBand | None) -> str:
     if band is None or band.covers == "none":
         return "no measured band"
     what = "whole step" if band.covers == "step" else "communication only"
+    if band.covers == "communication" and band.high_s <= band.low_s:
+        return f"{_ms(band.low_s)} (no communication to be wrong about; the whole-step error is unmeasured)"
     return f"{band.low_s * 1e3:.1f}-{band.high_s * 1e3:.1f} ms ({what})"
 
 
