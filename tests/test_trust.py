@@ -164,6 +164,7 @@ def test_compare_cli_sensitivity_json_on_a_robust_case(tmp_path, capsys):
                  "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["sensitivity"]["robust"] and "robust" in doc["sensitivity"]["verdict"]
+    assert doc["fastest"] == min(doc["strategies"], key=lambda r: r["step_latency_s"])["strategy"]
     assert {r["parameter"] for r in doc["sensitivity"]["rows"]} >= {"nvlink4 bandwidth", "compute throughput"}
     assert all(r["error_band"]["family"] == "nvswitch" for r in doc["strategies"])
     assert not list((tmp_path / "o").glob("*.trace.json*"))  # --traces none

@@ -37,7 +37,7 @@ def _run(argv: list[str]) -> dict:
 def _answer(cmd: str, doc: dict) -> str:
     """A compare answer: the command, the verdict, the band, the assumptions, the facts, what-if, sensitivity."""
     rows = doc["strategies"]
-    band = next((r["error_band"] for r in rows if r["error_band"]), None)
+    band = next((r["error_band"] for r in rows if r["strategy"] == doc.get("fastest")), None)
     lines = [f"```sh\n{cmd}\n```", "", f"- **Verdict.** {doc['verdict']}"]
     if band:
         lines.append(f"- **Band.** {band['statement']}.")

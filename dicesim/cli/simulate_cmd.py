@@ -220,7 +220,7 @@ def compare(
         for row, run in zip(rows, cmp.runs):
             row["error_band"] = run.result.error_band.model_dump() if run.result.error_band else None
         _print_json({"label": sc.setup_label(), "strategies": rows,
-                     "verdict": cmp.verdict.sentence if cmp.verdict else "",
+                     "verdict": cmp.verdict.sentence if cmp.verdict else "", "fastest": fastest.strategy,
                      "order_resolved": cmp.verdict.resolved if cmp.verdict else None,
                      "assumptions": [a.model_dump() for a in fastest.result.assumptions], "run_facts": facts,
                      "what_if": what_if,
