@@ -80,6 +80,8 @@ def fastest_per_setting(table: pd.DataFrame, axes: Sequence[str]) -> pd.DataFram
         row.update(fastest=best["strategy"], speedup=best["speedup"], step_latency_s=best["step_latency_s"],
                    sync_step_latency_s=s["step_latency_s"], sync_exposed_comm_share_frac=s["exposed_comm_share_frac"],
                    not_fitting=", ".join(g.loc[big, "strategy"].astype(str)))
+        if "parallelism" in g.columns:
+            row["fastest_parallelism"] = best["parallelism"]
         if {"step_latency_low_s", "step_latency_high_s"} <= set(g.columns):
             rivals = [str(r["strategy"]) for _, r in g[~big].iterrows() if r["strategy"] != best["strategy"]
                       and r["step_latency_low_s"] <= best["step_latency_high_s"]
@@ -141,7 +143,9 @@ def _why(hi: pd.Series, lo: pd.Series, axes: list[str]) -> str:
     share = "exposed_comm_share_frac"
     a, b = _fmt(share, hi[f"sync_{share}"]), _fmt(share, lo[f"sync_{share}"])
     if hi[f"sync_{share}"] >= lo[f"sync_{share}"]:
-        return (f"Why: there is more communication to hide there: sync waits for it {a} of its step"
+        # data parallelism wins by sending nothing, the other families by hiding what they send
+        verb = "avoid" if str(hi.get("fastest_parallelism")) == "data_parallel" else "hide"
+        return (f"Why: there is more communication to {verb} there: sync waits for it {a} of its step"
                 f"{_links(hi)}, against {b} on {_setting(lo, axes)}{_links(lo)}.")
     return (f"Sync waits for communication {a} of its step there{_links(hi)} and {b} on {_setting(lo, axes)}"
             f"{_links(lo)}: the exposed share alone does not set the gain; how much compute each strategy can "
