@@ -192,7 +192,7 @@ def band_for(*, step_s: float, comm_busy_step_s: float, exposed_step_s: float, f
     if step_fams:
         fam, st = max(step_fams, key=lambda f: f[1].max_abs_err)
         e = st.max_abs_err
-        what = "CPU executor runs" if cpu else f"published {fam} whole steps"
+        what = "CPU executor runs" if cpu else f"published {fam} whole steps (dense DiT inference)"
         return ErrorBand(low_s=max(step_s * (1 - e), 0.0), high_s=step_s * (1 + e), covers="step", family=fam,
                          step_median_err=st.median_abs_err, step_max_err=e, **common,
                          statement=f"+/-{e:.0%} on the whole step (held-out {what}: median {st.median_abs_err:.1%}, "

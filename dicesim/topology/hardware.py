@@ -167,7 +167,8 @@ SOURCE_STATUS = MappingProxyType({
     "nvlink4-h20": "cited", "pcie4-gpu": "cited", "pcie4-uplink": "cited", "pcie3-gpu": "cited",
     "pcie5-gpu": "cited", "upi": "assumed", "xgmi-rome": "cited", "upi-spr": "cited", "ddr-host": "assumed",
     "ddr5-host": "assumed", "root-port": "assumed", "pcie5-nic": "cited", "ib-ndr": "cited", "ib-ndr-spine": "cited",
-    "roce-400g": "cited", "roce-400g-hgx": "cited", "roce-100g": "cited", "eth-spine": "cited", "pcie4-nic": "cited",
+    "roce-400g": "cited", "roce-400g-hgx": "cited", "roce-100g": "cited", "nvlink3-a800": "cited",
+    "eth-spine": "cited", "pcie4-nic": "cited",
     "pcie5-host-h100": "measured",
     "pcie5-host-h200": "assumed", "pcie5-uplink": "assumed", "generic": "assumed",
 })
