@@ -198,7 +198,7 @@ def band_for(*, step_s: float, comm_busy_step_s: float, exposed_step_s: float, f
                          statement=f"+/-{e:.0%} on the whole step (held-out {what}: median {st.median_abs_err:.1%}, "
                                    f"max {e:.1%}, {st.held_out} checks)")
     basis = f"compute profile {profile or '?'}: {compute_basis}"
-    if comm is None and comm_busy_step_s <= 0:  # nothing crosses a link: no collective error can move it
+    if comm_busy_step_s <= 0:  # nothing crosses a link: no collective error can move it
         return ErrorBand(low_s=step_s, high_s=step_s, covers="communication", **common,
                          statement=f"communication only: none to be wrong about (no collective in the run); the "
                                    f"whole-step error is unmeasured ({basis})")

@@ -339,3 +339,16 @@ def test_a_run_without_collectives_has_a_point_band_that_still_orders():
                   compute_basis="datasheet", profile="l40s")
     v = order_verdict([("data_parallel", 0.4, dp), ("displaced", 0.8, ep)])
     assert v.fastest == "data_parallel" and v.resolved  # 0.4 against 0.65-0.95: the bands do not overlap
+
+
+def test_a_run_without_collectives_takes_its_machines_whole_step_band():
+    sc = make_scenario(model="XL/2", topology="dgx-h100", batch=4, steps=4, strategy="data_parallel")
+    G, profile = get_topology("dgx-h100"), get_profile("h100-sxm")
+    r = simulate(sc, graph=G, profile=profile)
+    ev = Evidence(step=_level(nvswitch=0.2), collective=_level(nvswitch=0.1))
+    a = assess_run(sc, G, profile, r.summary(), r.links, evidence=ev)
+    step = r.summary()["step_latency_s"]
+    assert a.facts.families == () and a.band.covers == "step" and a.band.family == "nvswitch"
+    assert (a.band.low_s, a.band.high_s) == (pytest.approx(0.8 * step), pytest.approx(1.2 * step))
+    b = assess_run(sc, G, profile, r.summary(), r.links, evidence=Evidence(collective=_level(nvswitch=0.1))).band
+    assert (b.low_s, b.high_s, b.covers) == (step, step, "communication") and "none to be wrong about" in b.statement

@@ -26,7 +26,7 @@ from dicesim.scenario import Scenario
 from dicesim.sim.costs.profile import HardwareProfile
 from dicesim.sim.metrics import busiest_links
 from dicesim.sim.network.nccl import NcclModel, builtin_nccl_model, link_transport
-from dicesim.trust.facts import STAND_IN, RunFacts, run_facts
+from dicesim.trust.facts import STAND_IN, RunFacts, machine_families, run_facts
 from dicesim.trust.provenance import compute_status, efficiency_status, interference_status, link_status, profile_basis
 
 #: links within this share of the top utilisation count as the bottleneck
@@ -112,7 +112,9 @@ def assess_run(scenario: Scenario, G: nx.DiGraph, profile: HardwareProfile, summ
     step_s = float(summary["step_latency_s"])
     exposed = float(summary.get("exposed_comm_s", 0.0)) / steps
     comm = float(summary.get("comm_busy_s", 0.0)) / steps
-    band = band_for(step_s=step_s, comm_busy_step_s=comm, exposed_step_s=exposed, families=facts.families,
+    # a run that crosses no link is still judged by its machine's whole-step figures
+    families = facts.families or machine_families(G, scenario.world_size)
+    band = band_for(step_s=step_s, comm_busy_step_s=comm, exposed_step_s=exposed, families=families,
                     evidence=evidence, compute_basis=profile_basis(profile), profile=profile.name, cpu=facts.cpu,
                     stand_in=STAND_IN)
     band = band.model_copy(update={"statement": band.statement + _coverage_note(scenario, facts, band, evidence)})

@@ -138,6 +138,21 @@ def run_facts(scenario: Scenario, G: nx.DiGraph) -> RunFacts:
         a2a_nbytes_per_rank=nbytes, **({"collective": "K/V all-gather", "traffic": "K/V traffic"} if sequence else {}))
 
 
+def machine_families(G: nx.DiGraph, world_size: int) -> tuple[str, ...]:
+    """The published families of the links between the ``world_size`` GPUs a run uses, as if they all
+    exchanged: a run that sends nothing (data parallelism) still runs on that machine, whose whole steps
+    the step level may have measured."""
+    p2p = bool(G.graph.get("p2p", True))
+    fams: set[str] = set()
+    for table in group_routes(G, [tuple(range(world_size))] if world_size > 1 else []):
+        for path in table.routes.values():
+            for u, v in path:
+                at_nic = G.nodes[u].get("kind") in _NETWORK_NODES or G.nodes[v].get("kind") in _NETWORK_NODES
+                fams.add(_family(str(G.edges[u, v].get("link", "")), p2p, at_nic))
+    fams.discard("")
+    return tuple(sorted(fams))
+
+
 def _family(link_class: str, p2p: bool, at_nic: bool) -> str:
     """The published family a hop's errors come from: RoCE or InfiniBand for network links, the network
     (``""``, resolved by the caller) for the PCIe hop into or out of a NIC (GPUDirect's hop is part of the
