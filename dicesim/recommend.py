@@ -120,6 +120,8 @@ class Recommendation:
     n_simulated: int
     rounds: int
     violations: list[tuple[str, str]] = field(default_factory=list)
+    #: every candidate's strategy by name (what a re-run or the sensitivity needs)
+    strategies: dict[str, ExpertParallelStrategy] = field(default_factory=dict)
 
     @property
     def ranked(self) -> pd.DataFrame:
@@ -346,7 +348,8 @@ def _finish(scenario: Scenario, limits: Limits, table: pd.DataFrame, members: di
     violations = _violations(table, members, latency, classes)
     n_classes = len(members)
     return Recommendation(scenario=scenario, limits=limits, table=table.drop(columns=["_strategy"]),
-                          n_classes=n_classes, n_simulated=len(latency), rounds=rounds, violations=violations)
+                          n_classes=n_classes, n_simulated=len(latency), rounds=rounds, violations=violations,
+                          strategies=dict(zip(table["strategy"], table["_strategy"])))
 
 
 def _reason(row: pd.Series, ranked: pd.DataFrame) -> str:

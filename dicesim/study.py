@@ -161,18 +161,28 @@ class StudyEvaluator:
 
     def __call__(self, scenario: Scenario) -> dict[str, Any]:
         from dicesim.report.run_report import link_frame
-        from dicesim.sim.api import simulate
+        from dicesim.sim.api import resolve_profile, simulate
+        from dicesim.sim.metrics import busiest_links
+        from dicesim.topology import get_topology
+        from dicesim.trust import assess_run
 
-        result = simulate(scenario, record=False, plans=self.plans)
+        G = get_topology(scenario.topology)
+        profile = resolve_profile(None, scenario, G)
+        result = simulate(scenario, graph=G, profile=profile, record=False, plans=self.plans)
         out: dict[str, Any] = headline_metrics(result.summary(), result.per_step)
+        trust = assess_run(scenario, G, profile, result.summary(), result.links)
+        out.update(step_latency_low_s=trust.band.low_s, step_latency_high_s=trust.band.high_s,
+                   band_covers=trust.band.covers, band_family=trust.band.family or "",
+                   network_expert_traffic=trust.facts.crosses_network, lag_of=scenario.strategy.lag_subject)
         out["exposed_comm_share_frac"] = (out["exposed_comm_step_s"] / out["step_latency_s"]
                                           if out["step_latency_s"] > 0 else 0.0)
-        links = link_frame(result.links)
+        links = busiest_links(link_frame(result.links))
         if len(links):
-            top = links.sort_values("busy_s", ascending=False, kind="stable").iloc[0]
-            alike = links[(links["link_class"] == top["link_class"]) & (links["busy_s"] >= 0.99 * top["busy_s"])]
+            top = links.iloc[0]
+            alike = links[(links["link_class"] == top["link_class"])
+                          & (links["utilisation"] >= 0.99 * top["utilisation"])]
             out.update(busiest_link=str(top["link"]), busiest_link_class=str(top["link_class"]),
-                       busiest_link_busy_frac=float(top["busy_frac"]), busiest_link_count=float(len(alike)))
+                       busiest_link_utilisation=float(top["utilisation"]), busiest_link_count=float(len(alike)))
         out.update(predicted_quality(scenario, result.lag_table))
         out["parallelism"] = parallelism(scenario)
         return out

@@ -109,7 +109,7 @@ def write_result_seeds(d: Path) -> None:
 
     sc = make_scenario(model="tiny", strategy="dice", topology="tiny-ring4", world_size=4, steps=2, batch=1,
                        image_size=32, profile="rtx4090")
-    run = run_strategy(sc, trace_dir=d)  # dice.trace.json and dice.events.parquet
+    run = run_strategy(sc, trace_dir=d, trace_format="json")  # dice.trace.json and dice.events.parquet
     (d / "result.json").write_text(run.result.to_json(indent=2) + "\n")
     table = results_frame([run.result, *load_results(EXEC_TRACE)])
     table.to_parquet(d / "table.parquet", index=False)

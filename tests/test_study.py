@@ -73,7 +73,8 @@ def test_study_speedups_and_summary_say_where_hiding_pays(small):
     # (tiny on NVLink is bound by host launches at these batches: hiding communication gains ~nothing there;
     # every strategy ties with sync, and window reuse leaves float round-off of absolute times on a tie)
     assert pcie["speedup"] > 1.2 and pcie["speedup"] > nvl["speedup"] >= 1.0 - 1e-12
-    assert "host_mem" in pcie["sync_busiest_links"] and "nvlink4" in nvl["sync_busiest_links"]
+    # busiest by utilisation of capacity: without peer-to-peer every byte climbs the switch uplink and comes back
+    assert "pcie4" in pcie["sync_busiest_links"] and "nvlink4" in nvl["sync_busiest_links"]
     text = " ".join(study_summary(table, ["topology", "batch"]))
     assert "gains most on 8x-rtx4090-pcie" in text and "least on dgx-h100" in text
     assert "From batch 2 to batch 8" in text and "Staleness and memory" in text

@@ -114,6 +114,10 @@ def accuracy(
     cross_validation: bool = typer.Option(True, "--cross-validation/--no-cross-validation",
                                           help="with --published: refit on the other splits (about a minute)"),
     out: Optional[Path] = typer.Option(None, "--out", help="write this Markdown page and its .html figure"),
+    write_accuracy_to: Optional[Path] = typer.Option(
+        None, "--write-accuracy", help="record the held-out errors in this accuracy file, where error bands read "
+        "them (its own level only: collective with --published, cpu with traces; dicesim/data/accuracy.toml is the "
+        "built-in one)"),
     pooled: bool = typer.Option(False, "--pooled", help="one profile for all world sizes (default: one each)"),
     reps: str = typer.Option("median", "--reps", help="repetition representing a configuration: median or min"),
     base: Optional[str] = typer.Option(None, "--base", help="profile to start from (see calibrate)"),
@@ -144,7 +148,8 @@ def accuracy(
         from dicesim.cli.published_cmd import run_published
 
         run_published(list(traces or []), fit_on=fit_on or DEFAULT_FIT_ON, out=out, write_model=write_model,
-                      nccl_page=nccl_page, cross_validation=cross_validation, as_json=as_json)
+                      nccl_page=nccl_page, cross_validation=cross_validation, as_json=as_json,
+                      write_accuracy=write_accuracy_to)
         return
     if write_model is not None or nccl_page is not None:
         raise ConfigError("write-model" if write_model is not None else "nccl-page", "only applies with --published")
@@ -161,6 +166,8 @@ def accuracy(
         parts += (["--pooled"] if pooled else []) + (["--base", base] if base else [])
         parts += (["--where", shlex.quote(where)] if where else []) + ["--out", str(out)]
         write_accuracy(rep, out, command=" ".join(parts))
+    if write_accuracy_to is not None:
+        _record_cpu_level(rep, write_accuracy_to, traces, fit_on, reps, pooled)
     if as_json:
         print(json.dumps({"summary": rep.summary, "rows": json.loads(rep.rows.to_json(orient="records")),
                           "rankings": json.loads(rep.rankings.to_json(orient="records"))}, allow_nan=False))
@@ -183,6 +190,21 @@ def accuracy(
           f"{s['held_out_in_rep_range']} of {len(held)} predictions inside the measured range over repetitions")
     if out is not None:
         print(f"wrote {out} and {out.with_suffix('.html')}")
+
+
+def _record_cpu_level(rep, path: Path, traces: list[Path], fit_on: str, reps: str, pooled: bool) -> None:
+    """The CPU executor level of the accuracy file: held-out step-latency errors, per strategy as families."""
+    from dicesim.evidence import make_level, record_level
+
+    held = rep.rows[rep.rows["held_out"]]
+    err = held["step_err"].abs()
+    per = {str(s): {"held_out": int(len(g)), "median_abs_err": float(g.abs().median()),
+                    "max_abs_err": float(g.abs().max())} for s, g in held.groupby("strategy")["step_err"]}
+    cmd = " ".join(["dicesim accuracy", *map(str, traces), "--fit-on", shlex.quote(fit_on), "--reps", reps]
+                   + (["--pooled"] if pooled else []) + ["--write-accuracy", str(path)])
+    record_level(path, "cpu", make_level({"held_out": int(len(held)), "median_abs_err": float(err.median()),
+                                          "max_abs_err": float(err.max())}, per, command=cmd))
+    print(f"recorded the cpu level in {path}")
 
 
 def _paper_check(files: Optional[list[Path]], out: Optional[Path], as_json: bool) -> int:

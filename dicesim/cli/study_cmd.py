@@ -11,7 +11,7 @@ import typer
 
 from dicesim.atomic import write_parquet_atomic, write_text_atomic
 from dicesim.cli import app
-from dicesim.cli.tables import console as make_console, rich_table
+from dicesim.cli.tables import console as make_console, emit_frame
 from dicesim.cluster import workers_that_pay
 from dicesim.errors import ConfigError
 from dicesim.membudget import plan_workers
@@ -61,7 +61,7 @@ def scale_out(workers: Optional[int], scheduler: Optional[str], jobs: tuple[int,
 @app.command()
 @locks_output()
 def study(
-    study_file: Optional[Path] = typer.Argument(None, help="study TOML with a [study] table (default: the "
+    study_file: Optional[Path] = typer.Argument(None, help="study TOML with a \\[study] table (default: the "
                                                            "built-in topologies for XL/2 and G/2 across batches)"),
     models: Optional[str] = typer.Option(None, "--models", help="comma-separated model presets, e.g. XL/2,G/2"),
     topologies: Optional[str] = typer.Option(None, "--topologies", help="comma-separated topology presets or files"),
@@ -77,8 +77,9 @@ def study(
                                                "the CPUs and memory hold when the study is large enough to pay for "
                                                "the cluster, else this process)"),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="address of a running Dask scheduler"),
+    fmt: str = typer.Option("table", "--format", help="tables as table (rich), csv or markdown; never cut"),
 ) -> None:
-    """Compare strategies across machines, GPU counts, batches or image sizes; rerun to resume.
+    """Compare strategies across machines, GPU counts, batches or image sizes, with a band per setting; rerun to resume.
 
     Example (XL/2 on PCIe vs NVSwitch at batch 8, 20 steps, ~5 s):
 
@@ -92,7 +93,11 @@ def study(
     from dicesim.sweep import RESULT_DIR_FILES
 
     base = load_study(study_file) if study_file else None
-    spec = make_study(base, models=csv_list(models, "--models"), topologies=csv_list(topologies, "--topologies"),
+    given = (models, topologies, world_sizes, batches, image_sizes, strategies, steps)
+    # the embedded default's name would mislabel a study made of other axes
+    name = "custom" if base is None and any(v is not None for v in given) else None
+    spec = make_study(base, name=name, models=csv_list(models, "--models"),
+                      topologies=csv_list(topologies, "--topologies"),
                       world_sizes=csv_list(world_sizes, "--world-sizes", int),
                       batches=csv_list(batches, "--batches", int),
                       image_sizes=csv_list(image_sizes, "--image-sizes", int),
@@ -121,10 +126,11 @@ def study(
                           out / "report.html", title=f"dicesim study: {spec.name}")
     best = fastest_per_setting(table, axes)
     if len(best):
-        con.print(rich_table(best, title="Fastest strategy per setting that fits (and what sync waits for)"))
+        emit_frame(con, best, fmt=fmt, title="Fastest strategy per setting that fits, its error band, and what sync "
+                   "waits for")
     winners = family_winners(table)
     if len(winners):
-        con.print(rich_table(winners, title="Which family wins (fastest that fits GPU memory)"))
+        emit_frame(con, winners, fmt=fmt, title="Which family wins (fastest that fits GPU memory)")
         for line in family_summary(table):
             con.print(line, soft_wrap=False, markup=False)
     for paragraph in summary:

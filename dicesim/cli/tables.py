@@ -75,6 +75,45 @@ def print_notes(con: Console, title: str, notes: list[str]) -> None:
                                        subsequent_indent="    ", break_on_hyphens=False)), soft_wrap=True)
 
 
+#: how a command prints its tables: rich tables for people, or whole CSV / Markdown for files and scripts
+FORMATS: tuple[str, ...] = ("table", "csv", "markdown")
+
+
+def print_table(con: Console, table: Table) -> None:
+    """Print ``table`` whole: when it needs more columns than the console has, it is drawn at its own
+    width (a terminal then wraps the long lines; a file or pipe receives them as they are), never cut."""
+    from rich.measure import Measurement
+
+    need = Measurement.get(con, con.options.update_width(1 << 16), table)
+    width = need.maximum if not con.is_terminal else need.minimum
+    if width > con.width:
+        Console(file=con.file, width=width, force_terminal=con.is_terminal, no_color=con.no_color).print(table)
+    else:
+        con.print(table)
+
+
+def markdown_table(df: pd.DataFrame) -> str:
+    """``df`` as a Markdown table in display units (headers carry them)."""
+    shown = display_frame(df)
+    head = "| " + " | ".join(map(str, shown.columns)) + " |\n|" + "---|" * len(shown.columns) + "\n"
+    return head + "\n".join("| " + " | ".join(str(v) for v in row) + " |" for row in shown.itertuples(index=False))
+
+
+def emit_frame(con: Console, df: pd.DataFrame, *, fmt: str = "table", title: str | None = None) -> None:
+    """One result table in ``fmt`` (:data:`FORMATS`): a rich table, CSV in SI units (the column names
+    carry them), or Markdown in display units."""
+    from dicesim.errors import ConfigError
+
+    if fmt not in FORMATS:
+        raise ConfigError("--format", f"unknown format {fmt!r}", FORMATS)
+    if fmt == "csv":
+        con.file.write(df.to_csv(index=False))
+    elif fmt == "markdown":
+        con.file.write((f"**{title}**\n\n" if title else "") + markdown_table(df) + "\n\n")
+    else:
+        print_table(con, rich_table(df, title=title))
+
+
 def console(*, stderr: bool = False, min_width: int = 0) -> SafeConsole:
     """A console for result tables: the terminal's width (``COLUMNS`` when set), and 160 columns
     when output goes to a file or pipe with no ``COLUMNS``; at least ``min_width`` columns (wide
