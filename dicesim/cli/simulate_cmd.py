@@ -211,9 +211,9 @@ def compare(
     names = [s.strip() for s in strategies.split(",")] if strategies else list(COMPARE_DEFAULT)
     stems = [trace_stem(n) for n in names if n]
     check_outputs([Output("--out", out, "dir", ("summary.csv", "summary.parquet", "report.html",
-                                                *(f"{s}{x}" for s in stems for x in (".trace.json", ".trace.json.gz", ".events.parquet"))))],
+                                                *(f"{s}{x}" for s in stems
+                                                  for x in (".trace.json", ".trace.json.gz", ".events.parquet"))))],
                   [scenario, *scenario_files(sc.model_dump())])
-    _warn_profile_range(sc)
     # several recorded simulations at once: as many as the CPUs and the memory hold (membudget)
     from dicesim.scenario import check_run_size
 
