@@ -12,7 +12,7 @@ import os
 import tomllib
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Optional
 
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from dicesim.atomic import write_atomic
 from dicesim.errors import ConfigError
 from dicesim.limits import MAX_FIXED_TIME_S
+from dicesim.sim.costs.host import HostModel
 from dicesim.tomlio import read_toml
 
 #: op kinds the cost model distinguishes (plan action kinds map onto these)
@@ -51,6 +52,11 @@ class HardwareProfile(BaseModel):
     ``1 + interference`` times slower; while this rank computes, the links into and out of its
     GPU carry ``1 / (1 + comm_interference)`` of their bandwidth and the latency of transfers
     crossing them passes that much slower (0: communication is never slowed by compute).
+
+    ``host``: the host of an eager executor (:mod:`dicesim.sim.costs.host`): per op, the host
+    seconds to issue it and the syncs before it; without it the host costs ``host_op_s`` per op
+    launch and ``host_collective_s`` per collective. :attr:`basis` says whether the profile rests
+    on measurements (a fitted profile) or on datasheets and stated assumptions.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
@@ -70,6 +76,7 @@ class HardwareProfile(BaseModel):
     host_collective_s: float = Field(ge=0)
     interference: float = Field(ge=0)
     comm_interference: float = Field(default=0.0, ge=0)
+    host: Optional[HostModel] = None
     citations: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -94,6 +101,18 @@ class HardwareProfile(BaseModel):
         if any(not 0 < v <= 1 for v in self.link_bw_eff.values()):
             raise ValueError("link_bw_eff values must be in (0, 1]")
         return self
+
+    @property
+    def basis(self) -> Literal["measured", "datasheet"]:
+        """``measured``: fitted from traces (``fitted_range`` says on what); ``datasheet``: vendor
+        figures and stated assumptions only."""
+        return "datasheet" if self.fitted_range == "not fitted" else "measured"
+
+    def describe(self) -> str:
+        """One line for outputs: the profile's name and what it rests on."""
+        what = "measured" if self.basis == "measured" else "datasheet"
+        host = "; eager host model" if self.host is not None else ""
+        return f"{self.name} ({what}{host})"
 
     @property
     def peak_flops(self) -> float:
@@ -139,7 +158,7 @@ def load_profile(path: str | os.PathLike) -> HardwareProfile:
 
 def save_profile(profile: HardwareProfile, path: str | os.PathLike) -> Path:
     """Write ``profile`` as TOML atomically (temporary file + rename); returns the path."""
-    data = profile.model_dump(mode="json")
+    data = profile.model_dump(mode="json", exclude_none=True)  # TOML has no null: no host model, no table
     return write_atomic(path, lambda tmp: tmp.write_bytes(tomli_w.dumps(data).encode("utf-8")))
 
 

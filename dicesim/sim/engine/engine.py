@@ -27,7 +27,7 @@ from dicesim.errors import ConfigError
 from dicesim.plan import CollectiveKind
 from dicesim.sim.engine.communicator import Collective, Communicator
 from dicesim.sim.engine.groupcomm import GroupComm
-from dicesim.sim.engine.program import ISSUE, compile_program
+from dicesim.sim.engine.program import ISSUE, HostTable, compile_program
 from dicesim.sim.engine.rank import rank_process
 from dicesim.sim.engine.recording import TraceHooks
 from dicesim.sim.engine.reuse import isolated, window_memos
@@ -65,7 +65,6 @@ class Engine:
         edges = [(u, v, str(d.get("link", ""))) for u, v, d in G.edges(data=True)]
         self.trace = TraceHooks(edges, self.gc, spec.row_nbytes) if spec.record else None
         self.net = FlowNetwork(env, G, on_link_busy=self.trace.link if self.trace is not None else None)
-        self.host_op_s, self.host_coll_s = profile.host_op_s, profile.host_collective_s
         self.T, self.L = spec.plan.num_steps, spec.plan.num_layers
         self.ranks = [RankState(r) for r in range(W)]
         # endpoint links per rank, slowed while the rank computes (None: comm_interference == 0)
@@ -88,7 +87,11 @@ class Engine:
             for m, r in enumerate(members):
                 st = self.ranks[r]
                 st.group, st.comms, st.mids = g, comms, (m,) * len(comms)
-        self.program = compile_program(spec.plan, spec.cost, layout, host_op_s=self.host_op_s,
+        host = HostTable(spec.cost)
+        launches = len(self.groups[0]) > 1 or self.loopback  # a one-rank group launches no collective
+        self.coll_host = [host.collective(int(k), launches=launches) for k in CollectiveKind]
+        self.sync_s = profile.host.sync_s if profile.host is not None else 0.0
+        self.program = compile_program(spec.plan, spec.cost, layout, host=host,
                                        merge=spec.merge_compute and not spec.record)
         self.flat = [ins for prog in self.program for ins in prog]
         self.recv = [routing.recv_rows_LTW(skip) for skip in (False, True)]
