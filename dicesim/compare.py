@@ -140,7 +140,9 @@ def run_strategy(scenario: Scenario, *, trace_dir: str | Path | None = None,
     result = simulate(scenario, record=want_events)
     events = result.events if want_events else None
     name = scenario.strategy.name
-    run_result = result_from_sim(scenario, {**result.summary(), **predicted_quality(scenario, result.lag_table)}, result.per_step)
+    run_result = result_from_sim(scenario, {**result.summary(), **predicted_quality(scenario, result.lag_table),
+                                            "profile": result.meta["profile"],
+                                            "profile_basis": result.meta["profile_basis"]}, result.per_step)
     trace_path = None
     if events is not None and trace_dir is not None:
         # the record in the metadata makes the trace file a result file too (dicesim results table)

@@ -85,6 +85,8 @@ IDENTITY: tuple[ResultField, ...] = (
     ResultField("image_size", "px", "image side"),
     ResultField("steps", "steps", "denoising steps"),
     ResultField("quality_basis", "", "what pred_fd_change and pred_deviation rest on (data, fit, extrapolation)"),
+    ResultField("profile", "", "hardware profile the simulator timed the run with (simulator)"),
+    ResultField("profile_basis", "", "what that profile rests on: measured (fitted from traces) or datasheet"),
 )
 PER_STEP: tuple[ResultField, ...] = (
     ResultField("per_step_latency_s", "s", "latency of every step (slowest rank)"),
@@ -137,6 +139,8 @@ class RunResult(BaseModel):
     pred_fd_change: Optional[float] = None
     pred_deviation: Optional[float] = None
     quality_basis: str = ""
+    profile: str = ""
+    profile_basis: str = ""
     per_step_latency_s: list[float] = Field(default_factory=list)
     per_step_exposed_comm_s: list[float] = Field(default_factory=list)
     extra: dict[str, Any] = Field(default_factory=dict)
@@ -185,7 +189,8 @@ def sim_metrics(summary: dict[str, Any], per_step: pd.DataFrame | None = None) -
 def result_from_sim(scenario: Scenario, summary: dict[str, Any], per_step: pd.DataFrame | None = None) -> RunResult:
     """The record of one simulated run (``summary`` may carry the quality model's columns)."""
     metrics = sim_metrics(summary, per_step)
-    kept = {k: v for k, v in summary.items() if _LEGACY_SIM.get(k, k) not in METRIC_NAMES and k != "quality_basis"}
+    kept = {k: v for k, v in summary.items()
+            if _LEGACY_SIM.get(k, k) not in METRIC_NAMES and k not in ("quality_basis", "profile", "profile_basis")}
     lists = {}
     if per_step is not None and len(per_step):
         lists = {"per_step_latency_s": per_step["latency_s"].astype(float).tolist(),
@@ -196,6 +201,7 @@ def result_from_sim(scenario: Scenario, summary: dict[str, Any], per_step: pd.Da
         strategy_desc=scenario.strategy.describe(), model=scenario.model, num_experts=preset.num_experts,
         topology=scenario.topology, world_size=scenario.world_size, batch=scenario.batch,
         image_size=scenario.image_size, steps=scenario.steps, quality_basis=str(summary.get("quality_basis", "")),
+        profile=str(summary.get("profile", "")), profile_basis=str(summary.get("profile_basis", "")),
         **metrics, **lists, extra=_finite(kept))
 
 

@@ -66,7 +66,7 @@ class Scenario(BaseModel):
     placement: Literal["contiguous", "strided"] = "contiguous"
     routing: RoutingConfig = RoutingConfig()
     seed: int = Field(0, ge=0, le=INT64_MAX)  # numpy seeds are non-negative
-    profile: Optional[str] = None  # hardware profile TOML; None = the GPU's datasheet profile
+    profile: Optional[str] = None  # hardware profile TOML or name; None = the GPU's best-evidenced built-in
 
     def preset(self) -> ModelPreset:
         return get_model(self.model, self.num_experts)

@@ -49,6 +49,12 @@ def _print_json(obj: dict) -> None:
                                 allow_nan=False) + "\n")
 
 
+def profile_line(result) -> str:
+    """Which profile timed a simulated run and what it rests on (one line for the text outputs)."""
+    what = {"measured": "measured: fitted from traces", "datasheet": "datasheet figures and stated assumptions"}
+    return f"{result.profile} ({what.get(result.profile_basis, result.profile_basis)})"
+
+
 def _warn_profile_range(sc) -> None:
     """One stderr line when a calibrated profile is used outside the sizes it was fitted on."""
     if sc.profile:
@@ -101,6 +107,7 @@ def simulate(
         return
     con = make_console()
     con.print(f"{sc.label()}  ({sc.strategy.describe()}; simulated in {wall_s:.2f} s)")
+    con.print(f"hardware profile: {profile_line(run.result)}")
     con.print(metric_table(summary_frame(run.summary).iloc[0].to_dict(), title="Summary"))
     con.print(f"predicted quality: {run.summary['quality_basis']}")
     if len(run.links):
@@ -162,6 +169,8 @@ def compare(
     title = (f"{sc.model} on {sc.world_size} GPUs ({sc.topology}), batch {sc.batch}, {sc.image_size} px, "
              f"{sc.steps} steps")
     con.print(rich_table(table, title=title))
+    if cmp.runs:
+        con.print(f"hardware profile: {profile_line(cmp.runs[0].result)}")
     if cmp.runs:
         con.print(f"predicted quality: {cmp.runs[0].summary['quality_basis']}")
     traces = ", ".join(r.trace_path.name for r in cmp.runs if r.trace_path is not None)

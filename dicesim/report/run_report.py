@@ -53,11 +53,17 @@ def _quality_note(summary: dict) -> tuple[str, ...]:
     return (f"Predicted quality change (FD change, deviation from sync): {basis}.",) if basis else ()
 
 
+def _profile_note(run: StrategyRun) -> str:
+    r = run.result
+    return (f"Hardware profile: {r.profile} ({'measured: fitted from traces' if r.profile_basis == 'measured' else 'datasheet figures and stated assumptions'}).")
+
+
 def simulation_sections(run: StrategyRun) -> list[Section]:
     """Sections for ``dicesim simulate``: headline numbers, timeline, staleness, links."""
     sc = run.scenario
     sections = [Section(title="Scenario", items=(
         f"{sc.label()}; strategy: {sc.strategy.describe()}; routing: {sc.routing.kind}.",
+        _profile_note(run),
         summary_frame(run.summary),
         *_quality_note(run.summary),
     ))]
@@ -94,6 +100,7 @@ def comparison_sections(cmp: Comparison) -> list[Section]:
         Section(title="Scenario", items=(
             f"{sc.model} on {sc.world_size} GPUs ({sc.topology}), batch {sc.batch} per GPU, {sc.image_size} px, "
             f"{sc.steps} steps, routing {sc.routing.kind}. Speedup is over the synchronous baseline.",
+            *((_profile_note(cmp.runs[0]),) if cmp.runs else ()),
         )),
         Section(title="Strategies side by side", items=(fig_latency_bars(cmp.table), cmp.table,
                                                         *_quality_note(cmp.runs[0].summary if cmp.runs else {}))),

@@ -44,7 +44,8 @@ class Prepared:
 
 
 def resolve_profile(profile: HardwareProfile | str | None, scenario: Scenario, G: nx.DiGraph) -> HardwareProfile:
-    """Explicit profile > the scenario's profile file > the built-in profile of the topology's GPU."""
+    """Explicit profile > the scenario's profile file > the topology's GPU's best-evidenced built-in profile
+    (measured where the project has measurements of that GPU, else its datasheet profile)."""
     if isinstance(profile, HardwareProfile):
         return profile
     if profile is not None:
@@ -104,6 +105,7 @@ def simulate(scenario: Scenario | None = None, *, profile: HardwareProfile | str
         spec, sc = prep.spec, prep.scenario
         raw, shortcuts = run_folded(spec, fold=fold, reuse=reuse)
         meta = {"scenario": sc.model_dump(mode="json"), "profile": spec.profile.name,
+                "profile_basis": spec.profile.basis, "profile_desc": spec.profile.describe(),
                 "memo_hits": raw.memo_hits, "memo_misses": raw.memo_misses, "sim_events": raw.sim_events, **shortcuts}
         return build_result(raw, plan=spec.plan, routing=spec.routing, row_nbytes=spec.row_nbytes, graph=spec.graph,
                             label=sc.label(), meta=meta)

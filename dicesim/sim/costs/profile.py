@@ -182,17 +182,21 @@ def get_profile(name_or_path: str | os.PathLike) -> HardwareProfile:
     return profile_from_dict(tomllib.loads(f.read_text()), origin=f"built-in profile {name}")
 
 
-#: substrings of a topology name or ``gpu`` graph attribute that pick a built-in profile
-_GPU_HINTS: tuple[tuple[str, str], ...] = (
-    ("4090", "rtx4090"), ("l40s", "l40s"), ("a100", "a100-sxm"), ("h200", "h200"), ("h100", "h100-sxm"),
+#: substrings of a topology name or ``gpu`` graph attribute -> (the GPU's datasheet profile, its
+#: best-evidenced profile: measured where the project has op timings of that GPU, else the datasheet)
+_GPU_HINTS: tuple[tuple[str, str, str], ...] = (
+    ("4090", "rtx4090", "rtx4090"), ("l40s", "l40s", "l40s"), ("a100", "a100-sxm", "a100-sxm"),
+    ("h200", "h200", "h200-calibrated"), ("h100", "h100-sxm", "h100-calibrated"),
 )
 
 
-def profile_for_gpu(hint: str) -> HardwareProfile:
-    """The built-in profile whose GPU ``hint`` (topology name or GPU model) mentions."""
+def profile_for_gpu(hint: str, *, datasheet: bool = False) -> HardwareProfile:
+    """The built-in profile of the GPU ``hint`` (topology name or GPU model) mentions: the best-evidenced
+    one (measured where the project has measurements of that GPU, ``traces/gpu``), or its datasheet
+    profile (``datasheet=True``: what a calibration starts from)."""
     low = hint.lower()
-    for needle, name in _GPU_HINTS:
+    for needle, sheet, best in _GPU_HINTS:
         if needle in low:
-            return get_profile(name)
+            return get_profile(sheet if datasheet else best)
     raise ConfigError("profile", f"cannot tell the GPU of {hint!r}; pass a profile explicitly",
                       builtin_profile_names())
