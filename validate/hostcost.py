@@ -229,22 +229,30 @@ def _per_call(probe: _Probe, kind: str) -> np.ndarray:
     return np.array(probe.launch_log[kind], dtype=float)
 
 
-def measure_executor(*, steps: int, strategies: tuple[str, ...] = ("sync", "data_parallel")) -> dict:
-    """Per executor host op kind: host seconds (quantile), launches and syncs per call."""
+STRATEGIES = ("sync", "data_parallel")
+
+
+def executor_counts() -> dict[str, dict[str, float]]:
+    """Per executor host op kind (the experts op excepted): launches, syncs and trace marks per call,
+    counted over one step of each of :data:`STRATEGIES` (deterministic: no timing)."""
     _one_rank_group()
-    timed, counted = _Probe(), _Probe()
-    for strategy in strategies:
-        _run(timed, strategy=strategy, steps=steps, count=False)
+    counted = _Probe()
+    for strategy in STRATEGIES:
         _run(counted, strategy=strategy, steps=1, count=True)
-    out = {}
-    for kind in sorted(timed.times):
-        if kind == "experts":  # measured on its own, per local expert: measure_experts
-            continue
-        n = counted.calls[kind]
-        out[kind] = {"host_s": _q(timed.times[kind]), "calls": timed.calls[kind],
-                     "launches": counted.launches[kind] / n, "syncs": counted.syncs[kind] / n,
-                     "events": counted.events[kind] / n}
-    return out
+    return {kind: {"launches": counted.launches[kind] / n, "syncs": counted.syncs[kind] / n,
+                   "events": counted.events[kind] / n}
+            for kind, n in sorted(counted.calls.items()) if kind != "experts"}
+
+
+def measure_executor(*, steps: int) -> dict:
+    """Per executor host op kind: host seconds (quantile) and :func:`executor_counts`."""
+    _one_rank_group()
+    timed = _Probe()
+    for strategy in STRATEGIES:
+        _run(timed, strategy=strategy, steps=steps, count=False)
+    counts = executor_counts()
+    # the experts op is measured on its own, per local expert: measure_experts
+    return {kind: {"host_s": _q(timed.times[kind]), "calls": timed.calls[kind], **counts[kind]} for kind in counts}
 
 
 def measure_experts(*, steps: int, local: tuple[int, ...] = (2, 4, 8)) -> dict:
