@@ -116,12 +116,16 @@ class BlockWorkload:
 
     ``images`` counts what travels through the network: with CFG the conditional and
     unconditional halves travel as one batch, so it is twice the per-rank batch.
+    ``token_split``: ranks that share each image's tokens (sequence parallelism: every rank
+    holds a slice of ``tokens_per_image`` tokens of every image, and attention's queries see the
+    ``tokens_per_image * token_split`` keys of the whole image); 1 when each rank holds whole images.
     """
 
     model: ModelPreset
     images: int
     tokens_per_image: int
     dtype_nbytes: int = 2
+    token_split: int = 1
 
     @property
     def tokens(self) -> int:
@@ -148,6 +152,23 @@ class BlockWorkload:
         # x in, qkv out, attn out, proj out, residual read+write; fused attention keeps scores on chip
         acts = N * D * w * (1 + 3 + 1 + 1 + 2)
         return OpCost(flops=float(flops), nbytes=float(weights + acts))
+
+    def attention_qkv(self) -> OpCost:
+        """The attention half up to the keys and values a sequence-parallel rank gathers: adaLN,
+        LayerNorm + modulate, QKV projection of the local tokens."""
+        b, D, w, N = self.images, self.model.hidden, self.dtype_nbytes, self.tokens
+        flops = 2 * b * D * 6 * D + 2 * N * D * 3 * D + 4 * N * D
+        nbytes = (6 * D * D + 3 * D * D) * w + N * D * w * (1 + 3)
+        return OpCost(flops=float(flops), nbytes=float(nbytes))
+
+    def attention_core(self) -> OpCost:
+        """The rest of the attention half: the local queries against every key of their images
+        (QK^T and AV), output projection, gated residual; reads the gathered keys and values."""
+        b, n, D, w, N = self.images, self.tokens_per_image, self.model.hidden, self.dtype_nbytes, self.tokens
+        n_kv = n * self.token_split
+        flops = 2 * 2 * b * n * n_kv * D + 2 * N * D * D + 8 * N * D
+        nbytes = D * D * w + N * D * w * (1 + 1 + 2) + 2 * b * n_kv * D * w
+        return OpCost(flops=float(flops), nbytes=float(nbytes))
 
     def gate(self) -> OpCost:
         """LN + modulation + router logits, softmax, top-k and local permutation of copies."""

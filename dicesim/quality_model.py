@@ -22,6 +22,12 @@ Features come from a lag table alone (:class:`dicesim.plan.LagTable`): a simulat
 Model: quality change = a_shallow * f_shallow + a_deep * f_deep with a >= 0 (non-negative
 least squares, no intercept: ``sync`` costs nothing, and more staleness never helps).
 It is checked by leave-one-out over the measured strategies (:func:`leave_one_out`).
+
+Only expert-output lag is covered: the features are the lag of MoE outputs, and every fitted
+point is an expert-parallel strategy. A sequence-parallel strategy (``sp``, ``distrifusion``) is
+stale in its attention's keys and values instead, which these features do not describe; for it
+every prediction is NaN and the basis says why (:func:`covers`). Rows of such strategies in the
+table are measurements the fit leaves out.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ import scipy.optimize
 from dicesim.errors import ConfigError
 from dicesim.plan import LagTable, build_plan
 from dicesim.plan.staleness import kept_share
-from dicesim.strategy import ExpertParallelStrategy, make_strategy
+from dicesim.strategy import Strategy, make_strategy
 from dicesim.tomlio import read_toml
 
 DEFAULT_TABLE = Path(__file__).parent / "data" / "quality" / "digits.toml"
@@ -47,6 +53,19 @@ METRICS: dict[str, tuple[str, str]] = {
     "deviation": ("deviation_mean", "relative L2 distance from the sync samples"),
 }
 FEATURES = ("shallow", "deep")
+#: the one family whose staleness the features describe
+COVERED_FAMILY = "expert_parallel"
+
+
+def covers(strategy: Strategy) -> bool:
+    """Whether the model predicts for ``strategy``: expert-output lag only (see the module docstring)."""
+    return type(strategy).family == COVERED_FAMILY
+
+
+def not_covered(strategy: Strategy) -> str:
+    """The basis of a prediction the model does not make (NaN values)."""
+    return (f"not predicted: the quality model is fitted on expert-output lag (expert-parallel strategies); "
+            f"it does not cover the {strategy.lag_subject} of the {type(strategy).family} family (docs/quality.md)")
 
 
 @dataclass(frozen=True)
@@ -54,7 +73,7 @@ class QualityPoint:
     """One measured strategy: its config and the table's numbers (means and spreads)."""
 
     label: str
-    strategy: ExpertParallelStrategy
+    strategy: Strategy
     values: dict[str, float]
     num_steps: int
 
@@ -75,6 +94,11 @@ class QualityTable:
     @property
     def top1_share(self) -> float:
         return float(self.meta["top1_share"])
+
+    @property
+    def fitted(self) -> tuple[QualityPoint, ...]:
+        """The points the model is fitted on: the strategies whose staleness its features describe."""
+        return tuple(p for p in self.points if covers(p.strategy))
 
 
 @dataclass(frozen=True)
@@ -128,7 +152,7 @@ def load_quality_table(path: str | Path = DEFAULT_TABLE) -> QualityTable:
     return QualityTable(path=p, meta=dict(meta), points=points, checks=checks)
 
 
-def staleness_features(strategy: ExpertParallelStrategy, num_layers: int, num_steps: int, top1_share: float,
+def staleness_features(strategy: Strategy, num_layers: int, num_steps: int, top1_share: float,
                        top_k: int = 2, lags: LagTable | None = None) -> np.ndarray:
     """(shallow, deep): router-weighted lag averaged over steps and each half's layers, over T.
 
@@ -156,7 +180,7 @@ def _target(points: tuple[QualityPoint, ...], metric: str) -> np.ndarray:
 def fit_quality(table: QualityTable, metric: str = "fd_change", exclude: tuple[str, ...] = ()) -> QualityFit:
     """Non-negative least squares of ``metric`` on the features, over the table's strategies
     (all measured at the table's step count) minus ``exclude``."""
-    points = tuple(p for p in table.points if p.label not in exclude)
+    points = tuple(p for p in table.fitted if p.label not in exclude)
     coef, _ = scipy.optimize.nnls(_design(table, points), _target(points, metric))
     basis = f"{metric} = {_formula(coef)}; {_source(table, len(points))}"
     return QualityFit(metric=metric, coef=(float(coef[0]), float(coef[1])), basis=basis)
@@ -192,7 +216,7 @@ def _builtin_fits() -> tuple[QualityTable, dict[str, QualityFit]]:
     return _fitted(load_quality_table())
 
 
-def predict_quality(strategy: ExpertParallelStrategy | str, num_layers: int, num_steps: int, *, metric: str = "fd_change",
+def predict_quality(strategy: Strategy | str, num_layers: int, num_steps: int, *, metric: str = "fd_change",
                     top1_share: float | None = None, table: QualityTable | None = None) -> QualityPrediction:
     """Predicted quality change of ``strategy`` on a ``num_layers``-layer model sampled in ``num_steps``.
 
@@ -204,6 +228,9 @@ def predict_quality(strategy: ExpertParallelStrategy | str, num_layers: int, num
     """
     tab, fits = _fitted(table)
     strat = make_strategy(strategy) if isinstance(strategy, str) else strategy
+    if not covers(strat):
+        return QualityPrediction(metric=metric, value=float("nan"), unit=METRICS[metric][1], basis=not_covered(strat),
+                                 features=(float("nan"), float("nan")))
     share = tab.top1_share if top1_share is None else top1_share
     fit = fits[metric] if metric in fits else fit_quality(tab, metric)
     feats = staleness_features(strat, num_layers, num_steps, share)
@@ -212,24 +239,27 @@ def predict_quality(strategy: ExpertParallelStrategy | str, num_layers: int, num
                              features=(float(feats[0]), float(feats[1])))
 
 
-def quality_columns(strategy: ExpertParallelStrategy, num_layers: int, num_steps: int, top1_share: float | None = None,
+def quality_columns(strategy: Strategy, num_layers: int, num_steps: int, top1_share: float | None = None,
                     table: QualityTable | None = None, lags: LagTable | None = None) -> dict[str, Any]:
-    """The columns ``simulate``/``compare``/``sweep`` report: both predictions and their basis.
+    """The columns ``simulate``/``compare``/``sweep`` report: both predictions and their basis
+    (NaN, with the reason as basis, for a strategy the model does not cover).
 
     ``lags``: the run's own lag table (after a simulation); without it, the plan's."""
+    if not covers(strategy):
+        return {"pred_fd_change": float("nan"), "pred_deviation": float("nan"), "quality_basis": not_covered(strategy)}
     tab, fits = _fitted(table)
     fd_fit, dev_fit = fits["fd_change"], fits["deviation"]
     share = tab.top1_share if top1_share is None else top1_share
     feats = staleness_features(strategy, num_layers, num_steps, share, lags=lags)
     basis = (f"FD change = {_formula(fd_fit.coef)}, deviation = {_formula(dev_fit.coef)}; "
-             f"{_source(tab, len(tab.points))}{_extrapolation(tab, num_layers, num_steps)}")
+             f"{_source(tab, len(tab.fitted))}{_extrapolation(tab, num_layers, num_steps)}")
     return {"pred_fd_change": fd_fit.predict(feats), "pred_deviation": dev_fit.predict(feats), "quality_basis": basis}
 
 
 def leave_one_out(table: QualityTable, metric: str = "fd_change") -> list[tuple[str, float, float]]:
     """(label, measured, predicted by a fit without that strategy) for every non-sync strategy."""
     out = []
-    for p in table.points:
+    for p in table.fitted:
         if p.strategy.is_async:
             fit = fit_quality(table, metric, exclude=(p.label,))
             feats = staleness_features(p.strategy, table.num_layers, p.num_steps, table.top1_share)

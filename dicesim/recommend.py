@@ -130,9 +130,10 @@ class Recommendation:
 
 
 def screen(scenario: Scenario, space: SearchSpace, limits: Limits, *, quality: QualityFn | None = None,
-           client: Any = None) -> tuple[pd.DataFrame, list[TimingClass]]:
+           client: Any = None) -> tuple[pd.DataFrame, list[TimingClass | None]]:
     """Steps 1 and 2: every candidate's plan-derived metrics, cheap-limit verdict and timing class
-    (an index into the returned list of classes). ``client``: a Dask client to spread the work."""
+    (an index into the returned list of classes; None for a class the reference cannot run, whose
+    candidates get status ``cannot run``). ``client``: a Dask client to spread the work."""
     from dicesim.sim.api import prepare
 
     quality = quality or predicted_quality
@@ -151,7 +152,8 @@ def screen(scenario: Scenario, space: SearchSpace, limits: Limits, *, quality: Q
         policies[class_ids[key]][strategy.cond_policy] = None
     jobs = [(s, tuple(p)) for s, p in zip(reps, policies)]
     done = dict(map_jobs(class_metrics, jobs, shared=(prep.routing, prep.spec.row_nbytes, L, T), client=client))
-    classes = [done[i][0] for i in range(len(reps))]
+    # a refused class (the reference cannot run it) has no metrics, only the refusal
+    classes = [None if isinstance(done[i], str) else done[i][0] for i in range(len(reps))]
     rows = []
     for strategy, sync_label in cands:
         k = class_ids[timing_key(strategy, L)]
@@ -159,10 +161,13 @@ def screen(scenario: Scenario, space: SearchSpace, limits: Limits, *, quality: Q
             "strategy": strategy.name, "scheme": strategy.scheme, "sync_layers": sync_label,
             "cond_interval": strategy.cond_interval,
             "cond_policy": strategy.cond_policy if strategy.cond_interval > 1 else "",
-            "warmup_steps": strategy.effective_warmup, "timing_class": k, **done[k][2][strategy.cond_policy],
-            "peak_buffer_bytes": done[k][1],
-            **quality(scenario.with_strategy(strategy)),
+            "warmup_steps": strategy.effective_warmup, "timing_class": k,
         }
+        if isinstance(done[k], str):
+            rows.append({**row, "reason": done[k], "status": "cannot run", "_strategy": strategy})
+            continue
+        row.update(**done[k][2][strategy.cond_policy], peak_buffer_bytes=done[k][1],
+                   **quality(scenario.with_strategy(strategy)))
         row["reason"] = limits.cheap_violation(row)
         row["status"] = "over limit" if row["reason"] else "screened"
         row["_strategy"] = strategy
@@ -279,7 +284,7 @@ def _ruling_out(class_values: list[dict[str, float]], done: list[dict[str, Any]]
 
 def _finish(scenario: Scenario, limits: Limits, table: pd.DataFrame, members: dict[int, list[int]],
             latency: dict[int, dict[str, float]], pruned: dict[int, str], objectives: list[str], rounds: int,
-            classes: list[TimingClass]) -> Recommendation:
+            classes: list[TimingClass | None]) -> Recommendation:
     table = table.copy()
     for col in ("step_latency_s", "exposed_comm_step_s", "speedup"):
         table[col] = np.nan
@@ -332,7 +337,7 @@ def _reason(row: pd.Series, ranked: pd.DataFrame) -> str:
 
 
 def _violations(table: pd.DataFrame, members: dict[int, list[int]], latency: dict[int, dict[str, float]],
-                classes: list[TimingClass]) -> list[tuple[str, str]]:
+                classes: list[TimingClass | None]) -> list[tuple[str, str]]:
     """Simulated pairs where the assumed order failed (the faster-by-assumption class was slower)."""
     out = []
     for a in latency:

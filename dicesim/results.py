@@ -59,10 +59,12 @@ METRICS: tuple[ResultField, ...] = (
     ResultField("exposed_comm_s", "s", "the same, summed over the run"),
     ResultField("overlap_frac", "fraction", "communication time during which compute runs / communication time"),
     ResultField("comm_frac", "fraction", "communication in flight / run time"),
-    ResultField("mean_lag_steps", "steps", "mean lag of the expert outputs used, over token-expert copies"),
+    ResultField("mean_lag_steps", "steps", "mean lag of the expert outputs used, over token-expert copies "
+                "(sequence parallelism: of the other ranks' K/V; `extra.lag_of` says which)"),
     ResultField("weighted_lag_steps", "steps", "the same weighted by router score (kept vs dropped copy)"),
     ResultField("max_lag_steps", "steps", "largest lag of any copy, layer and step"),
-    ResultField("peak_buffer_bytes", "bytes", "stale buffers held across steps, peak over ranks and steps"),
+    ResultField("peak_buffer_bytes", "bytes", "stale buffers held across steps, peak over ranks and steps "
+                "(DistriFusion: its K/V buffers)"),
     ResultField("shadow_rel_l2_mean", "ratio", "executor --shadow: relative L2 error of stale MoE outputs, mean"),
     ResultField("shadow_rel_l2_max", "ratio", "executor --shadow: the same, largest"),
     ResultField("pred_fd_change", "FD", "quality model: predicted Frechet-distance increase over sync, lower is "
@@ -202,7 +204,7 @@ def result_from_sim(scenario: Scenario, summary: dict[str, Any], per_step: pd.Da
         topology=scenario.topology, world_size=scenario.world_size, batch=scenario.batch,
         image_size=scenario.image_size, steps=scenario.steps, quality_basis=str(summary.get("quality_basis", "")),
         profile=str(summary.get("profile", "")), profile_basis=str(summary.get("profile_basis", "")),
-        **metrics, **lists, extra=_finite(kept))
+        **metrics, **lists, extra=_finite({**kept, "lag_of": scenario.strategy.lag_subject}))
 
 
 class ExecutorTimes(BaseModel):

@@ -92,7 +92,7 @@ def validate_scenario(sc: Scenario) -> Scenario:
     """Cross-field checks that need more than one field. Returns the scenario unchanged."""
     preset = sc.preset()
     layout_for(sc.strategy, sc.world_size, preset.num_experts, group_layout=sc.placement)
-    preset.tokens_per_image(sc.image_size)
+    sc.strategy.check_split(sc.world_size, preset.tokens_per_image(sc.image_size))
     sc.strategy.check_model(preset.depth)
     from dicesim.topology import get_topology, world_size
 
@@ -181,7 +181,10 @@ def scenario_from_dict(doc: dict, path: Path = Path("<scenario>")) -> Scenario:
     preset = strat.pop("preset", None)
     if preset is not None and not isinstance(preset, str):
         raise ConfigError("strategy.preset", f"must be a preset name, got {type(preset).__name__}", strategy_names())
-    fields["strategy"] = make_strategy(preset, **strat) if (preset or strat) else None
+    label = strat.pop("name", None)  # a label, not make_strategy's preset argument
+    fields["strategy"] = make_strategy(preset, **strat) if (preset or strat or label is not None) else None
+    if label is not None:
+        fields["strategy"] = fields["strategy"].model_copy(update={"name": str(label)})
     if routing:
         try:
             fields["routing"] = RoutingConfig(**routing)

@@ -12,9 +12,13 @@ Time needs the engine, but two facts cut the simulations needed:
   the stale-output weights change which copy is kept and how it is weighted, never what is
   sent or computed, so they share one simulation;
 - :func:`at_least_as_fast`: a candidate that keeps a superset of the layers synchronous, on
-  a superset of synchronous steps and sending both copies on a superset of steps does at
-  least the same blocking communication, so it is assumed no faster (the search checks this
+  a superset of synchronous steps and sending both copies in a superset of the exchanges does
+  at least the same blocking communication, so it is assumed no faster (the search checks this
   assumption on every pair it simulates and reports violations).
+
+A candidate the DICE reference cannot run (its plan is refused, :class:`~dicesim.plan.PlanRefused`:
+conditional communication whose one-copy outputs find no skip-cache entry) is screened out
+with the refusal as its reason.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from dicesim.errors import ConfigError, config_error_from_pydantic
-from dicesim.plan import Plan, buffer_bytes_TW, build_plan
+from dicesim.plan import Plan, PlanRefused, buffer_bytes_TW, build_plan
 from dicesim.plan.staleness import kept_share, lag_means
 from dicesim.strategy import REFERENCE_SEMANTICS, ExpertParallelStrategy
 from dicesim.sweep import matching_preset
@@ -132,13 +136,14 @@ def timing_key(strategy: ExpertParallelStrategy, num_layers: int) -> tuple:
 
 @dataclass(frozen=True)
 class TimingClass:
-    """What the partial order compares: layers and steps that run synchronously, steps that send both copies."""
+    """What the partial order compares: layers and steps that run synchronously, exchanges (token
+    step, layer) that send both copies."""
 
     scheme: str
     fixed: tuple  # every other timing field: candidates differing here are not compared
     sync_layers: frozenset[int]
     sync_steps: frozenset[int]
-    full_steps: frozenset[int]
+    full_exchanges: frozenset[tuple[int, int]]
 
     @classmethod
     def of(cls, plan: Plan) -> "TimingClass":
@@ -146,20 +151,22 @@ class TimingClass:
         fixed = tuple(sorted(s.model_dump(exclude=set(TIMING_FREE) | {
             "scheme", "sync_layers", "warmup_steps", "cooldown_steps", "sync_every", "cond_interval"}).items()))
         layers = frozenset(range(plan.num_layers)) - frozenset(plan.async_layers)
+        # an action's skip flag is its exchange's: the plan's gate decided it (rules.layer_skips_copy)
+        one_copy = {(a.tok_step, a.layer) for _, actions in plan for a in actions if a.skip}
+        full = frozenset((t, l) for t in range(T) for l in range(plan.num_layers) if (t, l) not in one_copy)
         return cls(scheme=s.scheme, fixed=fixed, sync_layers=layers,
-                   sync_steps=frozenset(t for t in range(T) if s.step_is_sync(t, T)),
-                   full_steps=frozenset(t for t in range(T) if not s.step_skips_copy(t)))
+                   sync_steps=frozenset(t for t in range(T) if s.step_is_sync(t, T)), full_exchanges=full)
 
     def rank(self) -> int:
         """Grows along the order: a strictly slower class (by :func:`at_least_as_fast`) ranks higher."""
-        return len(self.sync_layers) + len(self.sync_steps) + len(self.full_steps)
+        return len(self.sync_layers) + len(self.sync_steps) + len(self.full_exchanges)
 
 
 def at_least_as_fast(a: TimingClass, b: TimingClass) -> bool:
     """Whether ``a`` is assumed no slower than ``b``: same scheme, and every synchronous layer,
-    synchronous step and full-communication step of ``a`` is one of ``b``'s too."""
+    synchronous step and full-communication exchange of ``a`` is one of ``b``'s too."""
     return (a.scheme == b.scheme and a.fixed == b.fixed and a.sync_layers <= b.sync_layers
-            and a.sync_steps <= b.sync_steps and a.full_steps <= b.full_steps)
+            and a.sync_steps <= b.sync_steps and a.full_exchanges <= b.full_exchanges)
 
 
 def lag_metrics(plan: Plan, top_k: int, share_kept: float) -> dict[str, float]:
@@ -170,10 +177,14 @@ def lag_metrics(plan: Plan, top_k: int, share_kept: float) -> dict[str, float]:
 
 
 def class_metrics(routing, row_nbytes: int, num_layers: int, num_steps: int, strategy: ExpertParallelStrategy,
-                  policies: tuple[str, ...]) -> tuple[TimingClass, float, dict[str, dict[str, float]]]:
+                  policies: tuple[str, ...]) -> tuple[TimingClass | None, float, dict[str, dict[str, float]]] | str:
     """Everything but time for one timing class: its order facts, peak stale-buffer bytes per GPU
-    and the lags for each conditional-communication policy among its members."""
-    plan = build_plan(strategy, num_layers, num_steps)
+    and the lags for each conditional-communication policy among its members; or, for a class
+    whose plan is refused, why (short: ``dicesim strategy show`` gives the whole refusal)."""
+    try:
+        plan = build_plan(strategy, num_layers, num_steps)
+    except PlanRefused as exc:
+        return exc.brief
     buf = buffer_bytes_TW(plan, routing, row_nbytes)
     lags = {}
     for policy in policies:

@@ -43,11 +43,12 @@ from dicesim.sweep_limits import check_axis_values, check_sweep_size
 from dicesim.strategy import Strategy, make_strategy, parse_strategy, strategy_names
 from dicesim.tomlio import read_toml
 
-SWEEP_FORMAT = "dicesim-sweep/1"  # part of every key: bump it when a result's meaning changes
+SWEEP_FORMAT = "dicesim-sweep/2"  # part of every key: bump it when a result's meaning changes (2: cond_gate)
 SCENARIO_AXES = ("model", "num_experts", "batch", "image_size", "steps", "cfg", "dtype", "topology",
                  "world_size", "placement", "seed", "profile")
 STRATEGY_AXES = ("scheme", "sync_layers", "cond_interval", "cond_policy", "warmup_steps", "cooldown_steps",
-                 "sync_every", "stale_weights", "count_comm", "async_work", "cond_scope", "slot_order", "buffer_policy")
+                 "sync_every", "stale_weights", "count_comm", "async_work", "cond_scope", "slot_order", "buffer_policy",
+                 "cond_gate")
 ROUTING_AXES = {"routing": "kind", "zipf_alpha": "alpha", "top1_share": "top1_share"}
 AXES: tuple[str, ...] = ("strategy",) + SCENARIO_AXES + STRATEGY_AXES + tuple(ROUTING_AXES)
 #: columns every sweep table has, before the metrics (descriptors of the configuration)

@@ -43,6 +43,9 @@ SCENARIO_CASES = {
     "unknown_topology": (GOOD.replace('"8x-rtx4090-pcie"', '"9x-rtx4090"'), "9x-rtx4090"),
     "strategy_not_table": ('strategy = "dice"\n' + GOOD.replace('[strategy]\npreset = "dice"', ""),
                            "[strategy]: must be a table"),
+    # a [strategy] table of fields with a `name` (as a trace's metadata holds it) is a label, not a preset
+    "strategy_fields_named": (GOOD.replace('preset = "dice"', 'name = "mine"\nscheme = "displaced"\ncond_gate = "x"'),
+                              "cond_gate: Input should be 'reference' or 'every_candidate'"),
 }
 
 

@@ -14,7 +14,7 @@ from validate.digits.data import CHECKPOINT_FILE, DATA_DIR
 from validate.quality.run import QualityPaths, run_quality
 from validate.quality.study import STUDY, QualityStudyConfig
 
-SUB = [s for s in STUDY if s.label in ("sync", "displaced", "interweaved", "dice")]
+SUB = [s for s in STUDY if s.label in ("sync", "displaced", "interweaved", "dice", "sp", "distrifusion")]
 pytestmark = pytest.mark.skipif(not (DATA_DIR / CHECKPOINT_FILE).is_file(), reason="checkpoint not trained yet")
 
 

@@ -111,9 +111,17 @@ def test_timing_classes_merge_only_runs_that_take_the_same_time():
     lat = {p: simulate(dice.with_strategy(dice.strategy.model_copy(update={"cond_policy": p}))).summary()[
         "step_latency_s"] for p in ("low", "high", "random")}
     assert lat["low"] == lat["high"] == lat["random"]  # exactly: the policy never changes what is sent
-    a, b = (TimingClass.of(build_plan(dice.strategy.model_copy(update=u), 4, 8))
-            for u in ({"sync_layers": (3,)}, {"sync_layers": (2, 3), "warmup_steps": 2}))
+    def cls(**update):
+        return TimingClass.of(build_plan(dice.strategy.model_copy(update=update), 4, 8))
+    # more synchronous layers and steps, both copies everywhere: no faster
+    a, b = cls(sync_layers=(3,), cond_interval=1), cls(sync_layers=(2, 3), warmup_steps=2, cond_interval=1)
     assert at_least_as_fast(a, b) and not at_least_as_fast(b, a)
+    # both copies in every exchange: no faster than conditional communication
+    assert at_least_as_fast(cls(), cls(cond_interval=1)) and not at_least_as_fast(cls(cond_interval=1), cls())
+    # the reference's gate lets a synced layer skip more often than an async one (every odd step, not
+    # every fourth), so a layer more in sync does not order the classes
+    c, d = cls(sync_layers=(3,)), cls(sync_layers=(2, 3))
+    assert not at_least_as_fast(c, d) and not at_least_as_fast(d, c)
 
 
 def toy_quality(scenario) -> dict:
@@ -184,3 +192,17 @@ def test_cli_bad_input_is_one_line_exit_2(args, needle, tmp_path, capsys):
     assert main(["recommend", *TINY, *args, "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert needle in err and err.count("\n") == 1
+
+
+def test_candidates_the_reference_cannot_run_are_screened_out_with_the_step():
+    """Interweaved with interval 4 fails in the DICE reference (8 steps: at step 4, layer 0); its
+    candidates are reported as such, never simulated nor recommended."""
+    space = make_space(schemes=("interweaved",), sync_presets=("none", "deep"), block_sizes=(1,),
+                       cond_intervals=(1, 2, 4), cond_policies=("low",), warmups=(1,))
+    rec = search(SCENARIO, space, make_limits(), exhaustive=True)
+    t = rec.table
+    out = t[t["cond_interval"] == 4]
+    assert len(out) and (out["status"] == "cannot run").all()
+    assert out["reason"].str.contains(r"the DICE reference fails at step \d+ of 8").all()
+    assert out["step_latency_s"].isna().all() and rec.best["cond_interval"] != 4
+    assert (t.loc[t["cond_interval"] < 4, "status"] != "cannot run").all()

@@ -34,6 +34,18 @@ def test_dice_command_line_is_the_dice_preset():
      dict(cond_interval=2, cond_policy="random", cond_scope="all")),
     # the flag's name is the opposite of what the code does
     ("--ep --ep-async --ep-async-mode all --ep-score-use-latest", dict(stale_weights="producer")),
+    # the reference runs n = 3 to the end for T = 50 (harness: dice_n3_28x50, displaced_cond_n3_28x50)
+    ("--ep --ep-async --ep-async-pipeline --ep-async-mode shallow --ep-async-noskip-step 3 "
+     "--ep-async-skip-strategy low", dict(cond_interval=3, cond_gate="reference")),
+    # i % -n is 0 exactly when i % n is (diep.py:68)
+    ("--ep --ep-async --ep-async-mode all --ep-async-noskip-step -2 --ep-async-skip-strategy high",
+     dict(cond_interval=2, cond_policy="high")),
+    # cool-down alone is ignored (diffusion/warmup.py:13-14; harness: interweaved_cooldown_only)
+    ("--ep --ep-async --ep-async-mode all --ep-async-pipeline --ep-async-cool-down 3",
+     dict(warmup_steps=1, cooldown_steps=0)),
+    # with a warm-up it counts (harness: interweaved_warmup_cooldown, forced steps 0, 1, 2, 47, 48, 49)
+    ("--ep --ep-async --ep-async-mode all --ep-async-pipeline --ep-async-warm-up 2 --ep-async-cool-down 3",
+     dict(warmup_steps=3, cooldown_steps=3)),
 ])
 def test_flag_mapping(flags, fields):
     cfg, _ = strategy_from_reference_flags(flags)
@@ -51,8 +63,9 @@ def test_flag_mapping(flags, fields):
     ("--ep-async --ep-async-mode all", "--ep-async needs --ep"),
     ("--ep --auto-gc", "--auto-gc needs --ep-async"),
     ("--ep --ep-async --ep-async-mode all --ep-async-noskip-step 2", "needs --ep-async-skip-strategy"),
-    ("--ep --ep-async --ep-async-mode all --ep-async-noskip-step 3 --ep-async-skip-strategy low", "allowed: 1 or 2"),
-    ("--sp --sp-async", "sequence parallelism"),
+    ("--ep --ep-async --ep-async-mode all --ep-async-noskip-step 0 --ep-async-skip-strategy low",
+     "ZeroDivisionError at step 1"),
+    ("--sp --ep", "not modelled by dicesim yet"),
     ('--ep "--ep-async', "cannot split the command line"),
 ])
 def test_bad_flags_are_config_errors(flags, message):
@@ -73,3 +86,18 @@ def test_cli_errors_one_line_exit_2(capsys, args):
     assert main(["strategy", "show", *args]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "\n" not in err and "Traceback" not in err
+
+
+def test_cool_down_alone_is_noted_as_ignored():
+    _, notes = strategy_from_reference_flags("--ep --ep-async --ep-async-mode all --ep-async-cool-down 3")
+    assert any("--ep-async-cool-down alone is ignored" in n for n in notes)
+
+
+def test_interval_the_reference_fails_on_is_refused_naming_the_step(capsys):
+    """dice with n = 4, 28 layers, 50 steps: the reference fails at step 6 (i = 44), layer 0
+    (harness: dice_n4_28x50); n = 3 runs to the end."""
+    flags = DICE_CMD.replace("--ep-async-noskip-step 2", "--ep-async-noskip-step {n}")
+    assert main(["strategy", "show", "--steps", "50", "--reference-flags", flags.format(n=4)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "at step 6 of 50 (its i = 44), layer 0" in err and "ep_fwd.py:184" in err
+    assert main(["strategy", "show", "--steps", "50", "--reference-flags", flags.format(n=3)]) == 0

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import tomli_w
 
 from dicesim.cli import main
 from dicesim.errors import ConfigError
@@ -61,13 +62,17 @@ def test_executor_summary_maps_onto_the_schema():
 
 def test_measured_and_predicted_runs_share_one_table_and_report(tmp_path, capsys):
     sim_json = tmp_path / "sim.json"
-    # the committed executor run is the `dice` preset in fp32 (CPU): predict the same plan and bytes
-    args = ["simulate", "--model", "small", "--world-size", "2", "--batch", "2", "--image-size", "64", "--steps", "8",
-            "--strategy", "dice", "--dtype", "fp32", "--profile", str(SIDE / "cpu-gloo-w2.toml"),
+    exec_trace = SIDE / "executor-small-w2-b2-dice.trace.json"
+    # the committed executor run is `dice` in fp32 (CPU), recorded before cond_gate existed: predict the
+    # strategy it records (its fields, read with today's defaults), so the same plan and bytes
+    _, meta = read_trace(exec_trace)
+    scenario = tmp_path / "run.toml"
+    scenario.write_text(tomli_w.dumps({"model": {"name": "small"}, "strategy": meta.scenario["strategy"]}))
+    args = ["simulate", str(scenario), "--world-size", "2", "--batch", "2", "--image-size", "64", "--steps", "8",
+            "--dtype", "fp32", "--profile", str(SIDE / "cpu-gloo-w2.toml"),
             "--topology", str(SIDE / "cpu-gloo-w2.topology-w2.toml"), "--json"]
     assert main(args) == 0
     sim_json.write_text(capsys.readouterr().out)
-    exec_trace = SIDE / "executor-small-w2-b2-dice.trace.json"
     table, report = tmp_path / "both.parquet", tmp_path / "both.html"
     assert main(["results", "table", str(exec_trace), str(sim_json), "--out", str(table), "--report", str(report)]) == 0
     text = capsys.readouterr().out

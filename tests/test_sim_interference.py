@@ -264,7 +264,8 @@ GOLDEN = {
 @pytest.mark.parametrize("strategy, bw", sorted(GOLDEN))
 def test_zero_comm_interference_is_bit_identical_to_before(strategy, bw):
     # the presets' fields of that time (docs/strategies.md: the reference semantics came later)
-    original = dict(async_work="consumed_only", cond_scope="async", slot_order="shared_first", buffer_policy="separate")
+    original = dict(async_work="consumed_only", cond_scope="async", slot_order="shared_first", buffer_policy="separate",
+                    cond_gate="every_candidate")
     kw = dict(model="tiny", world_size=4, batch=1, image_size=64, topology="tiny-ring4",
               strategy=make_strategy(strategy, **original),
               steps=4, graph=fully_connected(4, bw, 1e-6), sampling="multinomial", seed=2)

@@ -26,7 +26,8 @@ def graph(bw=1e8):
     return fully_connected(4, bw, 1e-6)
 
 
-ORIGINAL = dict(async_work="consumed_only", cond_scope="async", slot_order="shared_first", buffer_policy="separate")
+ORIGINAL = dict(async_work="consumed_only", cond_scope="async", slot_order="shared_first", buffer_policy="separate",
+                cond_gate="every_candidate")
 
 
 def test_buffer_bytes_formula():

@@ -18,7 +18,8 @@ from dicesim.sim.costs.profile import get_profile
 from dicesim.strategy import ExpertParallelStrategy, make_strategy
 from dicesim.topology import fully_connected
 
-ORIGINAL = dict(async_work="consumed_only", cond_scope="async", slot_order="shared_first", buffer_policy="separate")
+ORIGINAL = dict(async_work="consumed_only", cond_scope="async", slot_order="shared_first", buffer_policy="separate",
+                cond_gate="every_candidate")
 TINY = dict(model="tiny", world_size=4, batch=1, image_size=64, topology="tiny-ring4")  # 4 layers, 4 experts
 
 
@@ -29,9 +30,19 @@ def prof(**kw):
 
 # ---------------------------------------------------------------- lag tables
 def test_dice_lag_table_reference_scope_all():
-    """Synced layers (2, 3) skip on odd steps too: their dropped copy is one step old."""
+    """Synced layers (2, 3) skip on odd steps too: their dropped copy is one step old. The async
+    layers (0, 1) skip at step 1 (arriving at 2) and 5, not 3: step 2's one-copy output deleted
+    their skip-cache entry and step 3 decides before step 2's full output restores it."""
     lt = lag_table(build_plan(make_strategy("dice"), 4, 6))
     assert lt.kept.tolist() == [[0, 0, 0, 0]] + [[1, 1, 0, 0]] * 5
+    assert lt.dropped.tolist() == [[0, 0, 0, 0], [1, 1, 1, 1], [2, 2, 0, 0], [1, 1, 1, 1], [1, 1, 0, 0], [1, 1, 1, 1]]
+    assert lt.skip.astype(int).tolist() == [[0, 0, 0, 0], [0, 0, 1, 1], [1, 1, 0, 0], [0, 0, 1, 1], [0, 0, 0, 0],
+                                            [0, 0, 1, 1]]
+
+
+def test_dice_lag_table_every_candidate_gate_skips_every_odd_step():
+    """dicesim's original gate: every candidate step sends one copy on every layer."""
+    lt = lag_table(build_plan(make_strategy("dice", cond_gate="every_candidate"), 4, 6))
     assert lt.dropped.tolist() == [[0, 0, 0, 0], [1, 1, 1, 1], [2, 2, 0, 0], [1, 1, 1, 1], [2, 2, 0, 0], [1, 1, 1, 1]]
     assert lt.skip.astype(int).tolist() == [[0, 0, 0, 0], [0, 0, 1, 1], [1, 1, 0, 0], [0, 0, 1, 1], [1, 1, 0, 0],
                                             [0, 0, 1, 1]]
@@ -40,7 +51,7 @@ def test_dice_lag_table_reference_scope_all():
 def test_dice_lag_table_async_scope_keeps_synced_layers_fresh():
     lt = lag_table(build_plan(make_strategy("dice", cond_scope="async"), 4, 6))
     assert lt.kept.tolist() == [[0, 0, 0, 0]] + [[1, 1, 0, 0]] * 5
-    assert lt.dropped.tolist() == [[0, 0, 0, 0], [1, 1, 0, 0], [2, 2, 0, 0], [1, 1, 0, 0], [2, 2, 0, 0], [1, 1, 0, 0]]
+    assert lt.dropped.tolist() == [[0, 0, 0, 0], [1, 1, 0, 0], [2, 2, 0, 0], [1, 1, 0, 0], [1, 1, 0, 0], [1, 1, 0, 0]]
 
 
 def test_displaced_scope_all_with_periodic_sync():
@@ -114,11 +125,13 @@ def test_slot_order_puts_the_old_combine_before_the_shared_expert():
     assert slot("shared_first") == ["issue_dispatch", "run_experts", "shared_expert", "wait_combine", "local_combine"]
 
 
-@pytest.mark.parametrize("interval, held_after_skip", [(2, False), (3, True)])
-def test_skip_cache_emptied_by_its_read_unless_the_next_output_needs_it(interval, held_after_skip):
-    """The reference empties its skip cache when a one-copy output reads it (interval 2); with 3,
-    where the reference fails, the dropped copies stay for the second one-copy output in a row."""
-    plan = build_plan(make_strategy("displaced", cond_interval=interval, sync_layers=[0, 1, 2]), 4, 8)
+@pytest.mark.parametrize("interval, gate, held_after_skip", [(2, "reference", False), (3, "reference", False),
+                                                             (3, "every_candidate", True)])
+def test_skip_cache_emptied_by_its_read_unless_the_next_output_needs_it(interval, gate, held_after_skip):
+    """The reference empties its skip cache when a one-copy output reads it; with dicesim's
+    original gate and interval 3 the dropped copies stay for the second one-copy output in a row."""
+    strategy = make_strategy("displaced", cond_interval=interval, sync_layers=[0, 1, 2], cond_gate=gate)
+    plan = build_plan(strategy, 4, 8)
     lt = lag_table(plan)
     for t in range(7):
         held = any(h.what == "skip_cache" and h.layer == 3 for h in held_buffers(plan, t))
@@ -129,12 +142,15 @@ def test_skip_cache_emptied_by_its_read_unless_the_next_output_needs_it(interval
 
 
 def test_reference_buffers_hold_per_layer_entries_and_skip_cache():
-    """dice, 4 layers (0, 1 async): at a step end, the wrapping dispatch, both combine entries
-    (layer 0's in flight, layer 1's already used) and the skip cache of layers whose output was full."""
+    """dice, 4 layers (0, 1 async), 5 steps: at a step end, the wrapping dispatch, both combine
+    entries (layer 0's in flight, layer 1's already used) and the skip cache of layers whose output
+    was full. With T = 5 the reference's counter i = 5 - t makes the even steps the candidates: at
+    step 2 the synced layers' one-copy outputs read theirs, the async layers' full outputs (of step 1)
+    stored theirs."""
     plan = build_plan(make_strategy("dice"), 4, 5)
     held = {(h.layer, h.what, h.tok_step) for h in held_buffers(plan, 2)}
     assert held == {(1, "dispatch_send", 2), (1, "dispatch_recv", 2), (0, "combine_send", 2),
-                    (0, "combine_recv", 2), (1, "combine_recv", 1), (2, "skip_cache", -1), (3, "skip_cache", -1)}
+                    (0, "combine_recv", 2), (1, "combine_recv", 1), (0, "skip_cache", -1), (1, "skip_cache", -1)}
     assert held_buffers(plan, 4) == []  # the run drains and returns
 
 

@@ -50,7 +50,8 @@ SPECS4 = {
     "dice-2experts-contiguous": _spec("dice", num_experts=2, group_layout="contiguous"),
     "dice-2experts-strided": _spec("dice", num_experts=2, group_layout="strided"),
 }
-ORIGINAL = dict(async_work="consumed_only", cond_scope="async", slot_order="shared_first", buffer_policy="separate")
+ORIGINAL = dict(async_work="consumed_only", cond_scope="async", slot_order="shared_first", buffer_policy="separate",
+                cond_gate="every_candidate")
 # the DICE reference's semantics (the presets) against dicesim's original ones, field by field
 SPECS2 = {
     "sync": _spec("sync"),
@@ -207,3 +208,28 @@ def test_reference_work_is_what_the_executor_ran(runs2):
     assert combines_by_step("displaced-reference") == [L] * STEPS
     # consumed_only with a cool-down step: nothing issued whose combine would land on step 5 or later
     assert combines_by_step("displaced-consumed-reference") == [L, 0, L, L, 0, L]
+
+
+@pytest.mark.slow
+def test_executor_skips_follow_the_plans_skip_cache_gate(runs2):
+    """dice (reference gate), 4 layers, 6 steps: the rows each rank really sent per dispatch say
+    which exchanges carried one copy per token; they are the plan's, so the async layers (0, 1)
+    skip at steps 1 and 5 only (step 3 finds their skip-cache entry deleted by step 2's one-copy
+    output) and the synced layers (2, 3) at 1, 3, 5; the measured lags are the plan's too."""
+    out = runs2["dice"]
+    spec = out.spec
+    plan = build_plan(spec.strategy, spec.preset.depth, spec.steps)
+    planned = {(a.layer, a.tok_step): a.skip for _, acts in plan for a in acts if a.kind in ("issue_dispatch",
+                                                                                             "sync_moe")}
+    lags = lag_table(plan)
+    for r in out.ranks:
+        rec = r.record
+        sent = {(row[3], row[5]): row[9] for row in r.trace_rows if row[1] == "collective" and row[2] == "dispatch"}
+        assert set(sent) == set(planned)
+        assert set(sent.values()) == {rec.local_tokens, 2 * rec.local_tokens}
+        measured = {k: rows == rec.local_tokens for k, rows in sent.items()}
+        assert measured == planned
+        skip_steps = {l: sorted(t for (ll, t), one in measured.items() if one and ll == l) for l in range(4)}
+        assert skip_steps == {0: [1, 5], 1: [1, 5], 2: [1, 3, 5], 3: [1, 3, 5]}
+        np.testing.assert_array_equal(rec.lag_kept, lags.kept)
+        np.testing.assert_array_equal(rec.lag_dropped, lags.dropped)

@@ -29,9 +29,12 @@ CASES = {
     "dice-high": dict(cond_policy="high"),
     "dice-random": dict(cond_policy="random", seed=5),
     "dice-producer": dict(stale_weights="producer"),
-    # interval 3: two one-copy outputs in a row (the reference's own code fails there)
-    "displaced-cond": dict(cond_interval=3, cond_policy="low", cooldown_steps=1),
-    "displaced-cond-separate": dict(cond_interval=3, cond_policy="low", cooldown_steps=1, buffer_policy="separate"),
+    # interval 3 with dicesim's original gate: two one-copy outputs in a row (the reference fails there)
+    "displaced-cond": dict(cond_interval=3, cond_policy="low", cooldown_steps=1, cond_gate="every_candidate"),
+    "displaced-cond-separate": dict(cond_interval=3, cond_policy="low", cooldown_steps=1, buffer_policy="separate",
+                                    cond_gate="every_candidate"),
+    # the reference's gate on displaced layers: a skip-cache entry read two steps after its skip
+    "displaced-cond-gate": dict(cond_interval=2, cond_policy="low", cooldown_steps=1),
     "interweaved-original": dict(async_work="consumed_only", cond_scope="async", slot_order="shared_first",
                                  buffer_policy="separate"),
     "interweaved-every3": dict(sync_every=3),
@@ -92,18 +95,21 @@ def test_shadow_error_zero_for_sync_positive_for_async_layers():
 
 
 def test_skip_steps_send_half_the_rows():
-    """Conditional communication: a skip step's exchange moves one copy per token, a full one K.
+    """Conditional communication: a skip exchange moves one copy per token, a full one K.
 
-    ``dice`` follows the reference: synced layers skip too, on every odd step that is not a
-    fully synchronous one (step 0 is)."""
+    ``dice`` follows the reference: with 7 steps its counter i = 7 - t makes the even steps the
+    candidates; synced layers skip on each (step 0 is fully synchronous), async layers only
+    while their skip-cache entry exists: steps 2 and 6, not 4 (step 3's one-copy output deleted it)."""
     _, rec, plan = _run("dice")
     K = 2
-    synced_skips = 0
+    planned = {(a.layer, a.tok_step): a.skip for _, acts in plan for a in acts if a.kind in ("issue_dispatch",
+                                                                                             "sync_moe")}
+    assert set(rec.recv_rows) == set(planned)
     for (layer, tok_step), rows in rec.recv_rows.items():
-        skip = tok_step % 2 == 1
-        assert rows == rec.local_tokens * (1 if skip else K), (layer, tok_step)
-        synced_skips += skip and layer not in plan.async_layers
-    assert synced_skips > 0
+        assert rows == rec.local_tokens * (1 if planned[(layer, tok_step)] else K), (layer, tok_step)
+    skips = {l: sorted(t for (ll, t), one in planned.items() if one and ll == l) for l in range(plan.num_layers)}
+    assert {l: skips[l] for l in plan.async_layers} == {l: [2, 6] for l in plan.async_layers}
+    assert all(skips[l] == [2, 4, 6] for l in range(plan.num_layers) if l not in plan.async_layers)
 
 
 def test_emulated_held_bytes_follow_the_plan():

@@ -60,6 +60,7 @@ def run(
     count_comm: str | None = typer.Option(None, "--count-comm", help="shared|separate"),
     async_work: str | None = typer.Option(None, "--async-work", help="every_step|consumed_only"),
     cond_scope: str | None = typer.Option(None, "--cond-scope", help="all|async"),
+    cond_gate: str | None = typer.Option(None, "--cond-gate", help="reference|every_candidate"),
     slot_order: str | None = typer.Option(None, "--slot-order", help="combine_first|shared_first"),
     buffer_policy: str | None = typer.Option(None, "--buffer-policy", help="reference_gc|reference|separate"),
     group_layout: str = typer.Option("contiguous", "--group-layout", help="contiguous|strided (E < W)"),
@@ -85,8 +86,9 @@ def run(
     strat = make_strategy(strategy, sync_layers=_sync_layers(sync_layers), cond_interval=cond_interval,
                           cond_policy=cond_policy, cooldown_steps=cooldown, sync_every=sync_every,
                           stale_weights=stale_weights, count_comm=count_comm, async_work=async_work,
-                          cond_scope=cond_scope, slot_order=slot_order, buffer_policy=buffer_policy)
-    if strat.seed != seed:  # the run seed also fixes the `random` policy's choice (not a strategy change)
+                          cond_scope=cond_scope, cond_gate=cond_gate, slot_order=slot_order,
+                          buffer_policy=buffer_policy)
+    if getattr(strat, "seed", seed) != seed:  # the run seed also fixes the `random` policy's choice (not a strategy change)
         strat = strat.model_copy(update={"seed": seed})
     if not 0 < timeout_s <= MAX_TIMEOUT_S:  # NaN fails too
         raise ConfigError("timeout", f"must be > 0 s, got {timeout_s}", f"0 < timeout <= {MAX_TIMEOUT_S} s")
@@ -253,7 +255,8 @@ def _print_human(s: dict) -> None:
     print(f"  mean step latency (steps 1..): {s['mean_step_latency_s'] * 1e3:.2f} ms; "
           f"exposed communication: {s['total_exposed_comm_s'] * 1e3:.2f} ms in total")
     print(f"  peak stale-buffer memory per rank: {s['peak_held_nbytes']} B; mean lag {s['mean_lag_steps']:.3f} steps "
-          f"(score-weighted {s['score_weighted_mean_lag_steps']:.3f} steps, max {s['max_lag_steps']} steps)")
+          f"(score-weighted {s['score_weighted_mean_lag_steps']:.3f} steps, max {s['max_lag_steps']} steps)"
+          + ("" if s.get("lag_of", "expert output") == "expert output" else f"; lag of the {s['lag_of']}"))
     if s.get("shadow_rel_l2_mean") is not None:
         print(f"  shadow relative L2 error: mean {s['shadow_rel_l2_mean']:.4f}, max {s['shadow_rel_l2_max']:.4f}")
     for kind, path in s.get("trace_files", {}).items():

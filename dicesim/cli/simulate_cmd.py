@@ -109,6 +109,8 @@ def simulate(
     con.print(f"{sc.label()}  ({sc.strategy.describe()}; simulated in {wall_s:.2f} s)")
     con.print(f"hardware profile: {profile_line(run.result)}")
     con.print(metric_table(summary_frame(run.summary).iloc[0].to_dict(), title="Summary"))
+    if sc.strategy.lag_subject != "expert output":  # the lag and buffer rows mean something else for this family
+        con.print(f"lags: of the {sc.strategy.lag_subject}; peak buffer: the K/V buffers held across steps")
     con.print(f"predicted quality: {run.summary['quality_basis']}")
     if len(run.links):
         con.print(rich_table(busiest_links(run.links, 5), title="Busiest links"))

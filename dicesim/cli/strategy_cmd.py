@@ -17,7 +17,7 @@ from dicesim.errors import ConfigError
 from dicesim.limits import MAX_LAYERS, MAX_STEPS
 from dicesim.plan import build_plan, lag_table
 from dicesim.reference_flags import strategy_from_reference_flags
-from dicesim.strategy import ExpertParallelStrategy, make_strategy
+from dicesim.strategy import Strategy, make_strategy
 
 strategy_app = typer.Typer(help="Inspect strategies.", no_args_is_help=True)
 app.add_typer(strategy_app, name="strategy")
@@ -39,10 +39,12 @@ def show(
     sync_every: Optional[int] = typer.Option(None, help="periodic synchronous step every S steps"),
     async_work: Optional[str] = typer.Option(None, help="every_step|consumed_only"),
     cond_scope: Optional[str] = typer.Option(None, help="all|async"),
+    cond_gate: Optional[str] = typer.Option(None, help="reference|every_candidate"),
     slot_order: Optional[str] = typer.Option(None, help="combine_first|shared_first"),
     buffer_policy: Optional[str] = typer.Option(None, help="reference_gc|reference|separate"),
 ) -> None:
     """Lag table (steps) of each layer's expert output: `0` fresh, `k` k steps old; `a/b` = kept/dropped copy.
+    Sequence-parallel strategies (sp, distrifusion): the lag of the K/V of the other ranks' token slices.
 
     Example:
 
@@ -57,7 +59,7 @@ def show(
                               ("none", "deep", "shallow", "alternate", "0,1,...")) from None
     overrides = dict(sync_layers=parsed_layers, cond_interval=cond_interval, cond_policy=cond_policy,
                      warmup_steps=warmup, cooldown_steps=cooldown, sync_every=sync_every, async_work=async_work,
-                     cond_scope=cond_scope, slot_order=slot_order, buffer_policy=buffer_policy)
+                     cond_scope=cond_scope, cond_gate=cond_gate, slot_order=slot_order, buffer_policy=buffer_policy)
     console = Console(width=max(100, 8 + 6 * steps))
     if reference_flags is not None:
         if name is not None or any(v is not None for v in overrides.values()):
@@ -71,7 +73,7 @@ def show(
         cfg = make_strategy(name, **overrides)
     plan = build_plan(cfg, layers, steps)
     lags = lag_table(plan)
-    table = Table(title=f"{cfg.name}: {cfg.describe()} — lag in steps (layer x step)")
+    table = Table(title=f"{cfg.name}: {cfg.describe()} — lag of the {cfg.lag_subject} in steps (layer x step)")
     table.add_column("layer", justify="right")
     for t in range(steps):
         table.add_column(f"t{t}", justify="right")
@@ -83,10 +85,10 @@ def show(
         mark = "S" if l not in plan.async_layers else ""
         table.add_row(f"{l}{mark}", *cells)
     console.print(table)
-    console.print("S = layer always synchronous; lag unit: denoising steps")
+    console.print(f"S = layer always synchronous; lag of the {cfg.lag_subject}; unit: denoising steps")
 
 
-def _print_fields(console: Console, cfg: ExpertParallelStrategy, notes: list[str]) -> None:
+def _print_fields(console: Console, cfg: Strategy, notes: list[str]) -> None:
     table = Table(title="StrategyConfig of the reference command line")
     table.add_column("field")
     table.add_column("value")

@@ -6,7 +6,8 @@
   :func:`family_of`);
 - :mod:`~dicesim.plan.layout`: the parallel layout both halves share;
 - :mod:`~dicesim.plan.staleness`: staleness figures from a lag table;
-- :mod:`~dicesim.plan.expert`: the expert-parallel family.
+- :mod:`~dicesim.plan.expert`: the expert-parallel family;
+- :mod:`~dicesim.plan.sequence`: the sequence-parallel family (sp, DistriFusion).
 
 A family is registered here, once, when the package is imported.
 """
@@ -15,14 +16,19 @@ from __future__ import annotations
 
 import numpy as np
 
+from dicesim.models import BlockWorkload
 from dicesim.plan.expert import EXPERT_PARALLEL
 from dicesim.plan.family import (
     PlanFamily, WindowCuts, build_plan, family_of, register_plan_family, unregister_plan_family,
 )
 from dicesim.plan.layout import ParallelLayout
-from dicesim.plan.vocabulary import Action, ActionKind, CollectiveKind, GcFrees, HeldBuffer, LagTable, Plan
+from dicesim.plan.sequence import SEQUENCE_PARALLEL
+from dicesim.plan.vocabulary import (
+    Action, ActionKind, CollectiveKind, GcFrees, HeldBuffer, LagTable, Plan, PlanRefused,
+)
 
 register_plan_family(EXPERT_PARALLEL)
+register_plan_family(SEQUENCE_PARALLEL)
 
 
 def lag_table(plan: Plan) -> LagTable:
@@ -47,8 +53,15 @@ def layout_for(strategy: object, world_size: int, num_experts: int, *, group_lay
                                       expert_layout=expert_layout)
 
 
+def rank_workload(strategy: object, wl: BlockWorkload, world_size: int) -> BlockWorkload:
+    """One rank's work per block from ``wl``, the work of its own batch of whole images: unchanged
+    unless the strategy's family splits images over ranks (a family's optional ``workload``)."""
+    split = getattr(family_of(strategy), "workload", None)
+    return wl if split is None else split(strategy, wl, world_size)
+
+
 __all__ = [
     "Action", "ActionKind", "CollectiveKind", "GcFrees", "HeldBuffer", "LagTable", "ParallelLayout", "Plan",
-    "PlanFamily", "WindowCuts", "buffer_bytes_TW", "build_plan", "family_of", "held_buffers", "lag_table",
-    "layout_for", "register_plan_family", "unregister_plan_family",
+    "PlanFamily", "PlanRefused", "WindowCuts", "buffer_bytes_TW", "build_plan", "family_of", "held_buffers", "lag_table",
+    "layout_for", "rank_workload", "register_plan_family", "unregister_plan_family",
 ]

@@ -75,6 +75,11 @@ class ParallelLayout:
         return p.experts_of(0 if p.replicate_all else p.ep_rank(rank))
 
     @property
+    def token_split(self) -> int:
+        """Ranks that share each image's tokens (1: every rank holds whole images)."""
+        return 1
+
+    @property
     def experts_per_rank(self) -> int:
         return self.placement.experts_per_rank
 

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from dicesim.errors import ConfigError
+
 if TYPE_CHECKING:
     from dicesim.strategy import Strategy
 
@@ -35,6 +37,9 @@ class CollectiveKind(IntEnum):
     COMBINE = 1  # all-to-all: expert outputs back to the ranks owning the tokens
     COUNTS = 2  # all-to-all of row counts before a dispatch (latency-bound, the host needs them)
     KV_GATHER = 3  # all-gather: every rank's keys and values of its token slice (sequence parallelism)
+    TOKEN_GATHER = 4  # all-gather: one row per token of every rank's slice (K or V alone; a forward's tokens)
+    SCATTER = 5  # rank 0 sends every other rank its slice of the tokens (one row per token)
+    BROADCAST = 6  # rank 0 sends every other rank one row per image (the conditioning)
 
     @property
     def label(self) -> str:
@@ -148,6 +153,16 @@ class Plan:
     def gc_frees(self) -> GcFrees:
         """Buffers freed right after an action, before the step ends (empty for most strategies)."""
         return self.rules.gc_frees(self)
+
+
+class PlanRefused(ConfigError):
+    """A strategy whose plan cannot run as written: the reference code it follows fails at a known
+    step of this run (one line, exit code 2, like every :class:`ConfigError`). Searches drop such
+    candidates and say why in ``brief`` (``dicesim recommend``); a sweep records the point as skipped."""
+
+    def __init__(self, field: str, problem: str, allowed: str, *, brief: str):
+        super().__init__(field, problem, allowed)
+        self.brief = brief
 
 
 # ---------------------------------------------------------------- effects (what the simulator compiles)

@@ -58,6 +58,12 @@ def _profile_note(run: StrategyRun) -> str:
     return (f"Hardware profile: {r.profile} ({'measured: fitted from traces' if r.profile_basis == 'measured' else 'datasheet figures and stated assumptions'}).")
 
 
+def _lag_name(strategy) -> str:
+    """What a strategy's lag heatmap shows: router-weighted expert-output lag, or its family's own lag."""
+    subject = strategy.lag_subject
+    return "Router-weighted lag" if subject == "expert output" else f"Lag of the {subject}"
+
+
 def simulation_sections(run: StrategyRun) -> list[Section]:
     """Sections for ``dicesim simulate``: headline numbers, timeline, staleness, links."""
     sc = run.scenario
@@ -74,7 +80,7 @@ def simulation_sections(run: StrategyRun) -> list[Section]:
             "The full run is in the Perfetto trace (open it at ui.perfetto.dev).",
         )))
     sections.append(Section(title="Staleness", items=(
-        fig_lag_heatmap(run.lags, value="weighted_lag", title="Router-weighted lag per layer and step"),
+        fig_lag_heatmap(run.lags, value="weighted_lag", title=f"{_lag_name(sc.strategy)} per layer and step"),
     )))
     if len(run.links):
         sections.append(Section(title="Interconnect", items=(
@@ -105,7 +111,7 @@ def comparison_sections(cmp: Comparison) -> list[Section]:
         Section(title="Strategies side by side", items=(fig_latency_bars(cmp.table), cmp.table,
                                                         *_quality_note(cmp.runs[0].summary if cmp.runs else {}))),
         Section(title="Staleness per layer and step", items=tuple(
-            fig_lag_heatmap(r.lags, value="weighted_lag", title=f"{r.strategy}: router-weighted lag")
+            fig_lag_heatmap(r.lags, value="weighted_lag", title=f"{r.strategy}: {_lag_name(r.scenario.strategy).lower()}")
             for r in cmp.runs)),
     ]
     tl = timeline_run(cmp)

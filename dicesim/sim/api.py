@@ -16,7 +16,7 @@ import networkx as nx
 import numpy as np
 
 from dicesim.models import block_workload
-from dicesim.plan import Plan, build_plan, layout_for
+from dicesim.plan import Plan, build_plan, layout_for, rank_workload
 from dicesim.scenario import Scenario, make_scenario
 from dicesim.sim.costs.costmodel import CostModel
 from dicesim.sim.engine.runspec import EngineSpec
@@ -66,7 +66,8 @@ def prepare(scenario: Scenario | None = None, *, profile: HardwareProfile | str 
     else:
         sc = scenario
     preset = sc.preset()
-    wl = block_workload(preset, batch=sc.batch, image_px=sc.image_size, cfg=sc.cfg, dtype=sc.dtype)
+    wl = rank_workload(sc.strategy, block_workload(preset, batch=sc.batch, image_px=sc.image_size, cfg=sc.cfg,
+                                                   dtype=sc.dtype), sc.world_size)
     G = graph if graph is not None else get_topology(sc.topology)
     prof = resolve_profile(profile, sc, G)
     layout = layout_for(sc.strategy, sc.world_size, preset.num_experts, group_layout=sc.placement)

@@ -32,6 +32,8 @@ class Strategy(BaseModel):
     family: ClassVar[str] = ""
     #: allowed values per field name, shown by one-line errors (``__keys__``: the field names)
     allowed: ClassVar[dict[str, tuple[str, ...]]] = {}
+    #: what a lag of this family measures (tables label lags with it)
+    lag_subject: ClassVar[str] = "expert output"
 
     name: str = "custom"
 
@@ -58,6 +60,9 @@ class Strategy(BaseModel):
 
     def check_model(self, num_layers: int) -> None:
         """ConfigError when the strategy cannot run on a model of ``num_layers`` layers."""
+
+    def check_split(self, world_size: int, tokens_per_image: int) -> None:
+        """ConfigError when ``world_size`` ranks cannot split the work of images of ``tokens_per_image`` tokens."""
 
     def describe(self) -> str:
         """One line: what the strategy does, for tables and result records."""

@@ -23,6 +23,7 @@ SyncPreset = Literal["none", "deep", "shallow", "alternate"]
 CondPolicy = Literal["low", "high", "random"]
 AsyncWork = Literal["consumed_only", "every_step"]
 CondScope = Literal["async", "all"]
+CondGate = Literal["reference", "every_candidate"]
 SlotOrder = Literal["shared_first", "combine_first"]
 BufferPolicy = Literal["separate", "reference", "reference_gc"]
 SCHEMES: tuple[str, ...] = ("sync", "displaced", "interweaved", "data_parallel")
@@ -33,12 +34,13 @@ ASYNC_SCHEMES = frozenset({"displaced", "interweaved"})
 class ExpertParallelStrategy(Strategy):
     """How each MoE layer communicates at each step.
 
-    ``cond_interval`` 1 means every step sends both copies; ``n > 1`` means steps with
-    ``t % n != 0`` send one copy per token (``cond_policy`` picks which to drop).
+    ``cond_interval`` 1 means every step sends both copies; with ``n > 1`` a step is a
+    *candidate* for sending one copy per token (``cond_policy`` picks which to drop) as
+    ``cond_gate`` says (:meth:`cond_candidate`).
     ``warmup_steps`` is raised to 1 for asynchronous schemes: nothing is cached before the
     first step. ``sync_every`` 0 disables periodic synchronisation.
 
-    Four fields choose between the DICE reference code's semantics and dicesim's original
+    Five fields choose between the DICE reference code's semantics and dicesim's original
     ones (docs/strategies.md cites the reference lines); the defaults are the original ones,
     the paper's presets pick the reference's:
 
@@ -56,6 +58,13 @@ class ExpertParallelStrategy(Strategy):
       per-layer cache entries (the combine receive buffer is the stale output);
       ``reference_gc`` adds its ``--auto-gc`` (finished send buffers freed; with
       ``interweaved`` also finished dispatch receive buffers).
+    - ``cond_gate``: ``reference`` skips a copy only on candidate steps ``(T - t) % n != 0``
+      (the reference counts its steps down) when the layer's skip-cache entry exists: a full
+      output stores it, a one-copy output reads and deletes it, a fully synchronous step clears
+      it (``expertpara/diep.py:61-68``, ``ep_fwd.py:177-187``, ``diffusion/rectified_flow.py:102-105``);
+      a plan where a one-copy output finds no entry is refused, as the reference fails there.
+      ``every_candidate`` skips on every candidate step ``t % n != 0``, the entry kept until
+      the next full output replaces it.
     """
 
     family: ClassVar[str] = "expert_parallel"
@@ -65,6 +74,7 @@ class ExpertParallelStrategy(Strategy):
         "count_comm": ("shared", "separate"), "async_work": ("consumed_only", "every_step"),
         "cond_scope": ("async", "all"), "slot_order": ("shared_first", "combine_first"),
         "buffer_policy": ("separate", "reference", "reference_gc"),
+        "cond_gate": ("reference", "every_candidate"),
     }
 
     scheme: Scheme = "sync"
@@ -81,6 +91,7 @@ class ExpertParallelStrategy(Strategy):
     cond_scope: CondScope = "async"
     slot_order: SlotOrder = "shared_first"
     buffer_policy: BufferPolicy = "separate"
+    cond_gate: CondGate = "every_candidate"
 
     @field_validator("sync_layers", mode="before")
     @classmethod
@@ -134,9 +145,13 @@ class ExpertParallelStrategy(Strategy):
         keeps a fixed per-token random copy. ``low`` drops the lower-scored copy: it keeps 0."""
         return {"low": 0, "high": top_k - 1}.get(self.cond_policy)
 
-    def step_skips_copy(self, t: int) -> bool:
-        """Whether a dispatch carrying step ``t``'s tokens sends only one copy per token."""
-        return self.cond_interval > 1 and t % self.cond_interval != 0
+    def cond_candidate(self, t: int, num_steps: int) -> bool:
+        """Whether step ``t`` of ``num_steps`` may send one copy per token (whether a layer does is
+        :func:`dicesim.plan.expert.rules.layer_skips_copy`'s answer). ``reference``: the
+        reference's counter ``i = T - t`` (``rectified_flow.py:83-91``) and ``i % n != 0``
+        (``diep.py:68``); ``every_candidate``: ``t % n != 0``. The same steps when n divides T."""
+        n = self.cond_interval
+        return n > 1 and ((num_steps - t) if self.cond_gate == "reference" else t) % n != 0
 
     def describe(self) -> str:
         parts = [self.scheme]
@@ -150,7 +165,7 @@ class ExpertParallelStrategy(Strategy):
             parts.append("counts on separate communicator")
         if self.is_async:
             differ = [f"{k}={getattr(self, k)}" for k, v in REFERENCE_SEMANTICS.items()
-                      if getattr(self, k) != v and (k != "cond_scope" or self.cond_interval > 1)]
+                      if getattr(self, k) != v and (k not in _COND_FIELDS or self.cond_interval > 1)]
             parts += differ or ["as the DICE code"]
         return " + ".join(parts)
 
@@ -158,7 +173,9 @@ class ExpertParallelStrategy(Strategy):
 #: what the DICE reference code runs (docs/strategies.md, "The reference implementation");
 #: ``--auto-gc`` because the paper's memory saving of interweaved needs it
 REFERENCE_SEMANTICS: dict[str, str] = dict(async_work="every_step", cond_scope="all", slot_order="combine_first",
-                                           buffer_policy="reference_gc")
+                                           buffer_policy="reference_gc", cond_gate="reference")
+#: semantics fields that matter only with conditional communication
+_COND_FIELDS = frozenset({"cond_scope", "cond_gate"})
 
 
 #: preset name -> fields (docs/strategies.md); read-only

@@ -16,10 +16,10 @@ from collections.abc import Mapping
 from pydantic import ValidationError
 
 from dicesim.errors import ConfigError, config_error_from_pydantic
-from dicesim.strategy import expert
+from dicesim.strategy import expert, sequence
 from dicesim.strategy.base import DEFAULT_FAMILY, FamilyConfig, Strategy
 
-BUILTIN_FAMILIES: tuple[FamilyConfig, ...] = (expert.FAMILY,)
+BUILTIN_FAMILIES: tuple[FamilyConfig, ...] = (expert.FAMILY, sequence.FAMILY)
 _FAMILIES: dict[str, FamilyConfig] = {f.name: f for f in BUILTIN_FAMILIES}
 
 #: the built-in presets, in the order tables list them

@@ -338,6 +338,9 @@ def cli_run(spec: RunSpec, *, transport: str, world_size: int, device: str, trac
     """``python -m validate run --transport host-staged``: run, write the trace, return the summary."""
     if transport not in TRANSPORTS:
         raise ConfigError("transport", f"unknown transport {transport!r}", TRANSPORTS)
+    if type(spec.strategy).family != "expert_parallel":  # it stages expert-parallel all-to-all rows
+        raise ConfigError("transport", f"host-staged mode runs expert-parallel strategies, not {spec.strategy.name!r}",
+                          ("distributed",))
     dev = checked_device(device)
     if dev.type == "cpu":
         # one compute thread, as each spawned rank gets: the copy worker is the other, and OpenMP

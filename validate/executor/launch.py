@@ -36,7 +36,8 @@ import torch.distributed as dist
 
 from dicesim.errors import ConfigError, DicesimError
 from validate.executor.tracing import clock_offsets_ns
-from validate.executor.worker import GroupCache, RankResult, RunSpec, run_rank
+from validate.executor.families import run_rank
+from validate.executor.worker import GroupCache, RankResult, RunSpec
 
 BACKENDS: tuple[str, ...] = ("gloo", "nccl")
 _POLL_S = 0.05
@@ -149,7 +150,7 @@ def _context() -> Any:
     import multiprocessing as mp
 
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["torch", "torch.distributed", "validate.executor.worker", "validate.executor.launch"])
+    ctx.set_forkserver_preload(["torch", "torch.distributed", "validate.executor.families", "validate.executor.launch"])
     return ctx
 
 

@@ -67,6 +67,7 @@ class RunRecord:
     router_hist: np.ndarray | None = None  # [T, L, E] copies routed to each expert from this rank
     local_tokens: int = 0
     row_nbytes: int = 0
+    kv_equal_fresh: np.ndarray | None = None  # [T, L] sequence parallelism, shadow: other ranks' K/V used == fresh
 
     @property
     def held_total_nbytes(self) -> list[int]:

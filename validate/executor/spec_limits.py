@@ -35,7 +35,7 @@ def check_spec_limits(spec: RunFields, world_size: int) -> None:
     check_range("steps", spec.steps, 1, MAX_STEPS)
     check_range("batch", spec.batch, 1, MAX_BATCH)
     check_range("seed", spec.seed, 0, INT64_MAX - 1)  # the labels generator is seeded with seed + 1
-    check_range("strategy.seed", spec.strategy.seed, 0, INT64_MAX)
+    check_range("strategy.seed", getattr(spec.strategy, "seed", 0), 0, INT64_MAX)  # a family without one: 0
     g = spec.guidance_scale
     if g is not None and (not math.isfinite(g) or abs(g) > MAX_GUIDANCE_SCALE):
         raise ConfigError("guidance_scale", f"{g!r} is not a usable scale",

@@ -176,7 +176,8 @@ class ReferenceStore:
 
     def routed(self, layer: int, score_NK: torch.Tensor, *, next_one_copy: bool = False) -> torch.Tensor:
         """The output used at this step; keeps or takes the skip cache as the reference does
-        (``next_one_copy``: the layer's next output is one-copy too, so the dropped copies stay)."""
+        (``next_one_copy``: the layer's next output is one-copy too, so the dropped copies stay; only
+        with ``cond_gate='every_candidate'``: the reference's gate refuses such a plan)."""
         ex, out_NkD, produced = self._used.pop(layer, (None, None, None))
         if out_NkD is None:  # no exchange of this layer finished this step: the entry from before
             ex = self._before[layer]

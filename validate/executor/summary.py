@@ -73,6 +73,7 @@ def summarize(outcome: RunOutcome) -> dict[str, Any]:
         "total_exposed_comm_s": float(exposed.max(axis=0).sum()),
         "held_nbytes_per_rank": held.astype(int).tolist(),
         "peak_held_nbytes": int(held.max(initial=0)),
+        "lag_of": spec.strategy.lag_subject,  # what the lags below are the lag of
         "mean_lag_steps": float(copy_lag.mean()),
         "max_lag_steps": int(max(lag_kept.max(initial=0), lag_dropped.max(initial=0))),
         "score_weighted_mean_lag_steps": float(lag_score[..., 0].sum() / max(lag_score[..., 1].sum(), 1e-30)),

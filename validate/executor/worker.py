@@ -71,7 +71,7 @@ class RunSpec:
     def check(self, world_size: int) -> None:
         """Raise ConfigError for anything wrong before a process is started."""
         preset = self.preset
-        preset.latent_side(self.image_size)
+        self.strategy.check_split(world_size, preset.tokens_per_image(self.image_size))
         if self.batch < 1:
             raise ConfigError("batch", f"must be >= 1, got {self.batch}", ">= 1")
         if self.dtype not in TORCH_DTYPES or self.dtype not in DTYPE_NBYTES:
@@ -127,8 +127,10 @@ def _image_keys(first: int, count: int, total: int, cfg: bool) -> list[int]:
     return own + [total + g for g in own] if cfg else own  # unconditional half: its own token keys
 
 
-def _sample_with(runner: PlanRunner, spec: RunSpec, z_BCLL: torch.Tensor, y_B: torch.Tensor, null_class: int,
-                 rank: int) -> torch.Tensor:
+def sample_run(runner: Any, spec: RunSpec, z_BCLL: torch.Tensor, y_B: torch.Tensor, null_class: int,
+               rank: int) -> torch.Tensor:
+    """Sample ``spec``'s steps with ``runner.denoise`` (any family's runner); the test hooks of
+    :data:`CRASH_ENV` / :data:`HANG_ENV` act on ``rank``."""
     denoise = runner.denoise
     crash, hang = os.environ.get(CRASH_ENV, ""), os.environ.get(HANG_ENV, "")
 
@@ -192,7 +194,7 @@ def run_rank(spec: RunSpec, *, rank: int, world_size: int, device: torch.device,
     mine = slice(images.start, images.stop)
     runner = PlanRunner(model=model, plan=plan, dispatcher=disp, tracer=tracer, rank=rank, shadow=shadow,
                         image_keys_B=_image_keys(images.start, len(images), G, spec.guidance_scale is not None))
-    samples = _sample_with(runner, spec, z_GCLL[mine].to(device), y_G[mine].to(device), model.null_class, rank)
+    samples = sample_run(runner, spec, z_GCLL[mine].to(device), y_G[mine].to(device), model.null_class, rank)
     return RankResult(rank=rank, samples_BCLL=samples.float().cpu(), record=runner.record,
                       trace_rows=tracer.rows(), device=str(device))
 
@@ -225,6 +227,6 @@ def run_emulated(spec: RunSpec, world_size: int, device: torch.device | str = "c
     runner = PlanRunner(model=model, plan=plan, dispatcher=disp, tracer=tracer, rank=0, shadow=shadow, probe=probe,
                         image_keys_B=_image_keys(0, G, G, spec.guidance_scale is not None),
                         sync_step=None if transport is None else transport.sync_step)
-    samples = _sample_with(runner, whole, z_GCLL.to(device), y_G.to(device), model.null_class, -1)
+    samples = sample_run(runner, whole, z_GCLL.to(device), y_G.to(device), model.null_class, -1)
     return RankResult(rank=0, samples_BCLL=samples.float().cpu(), record=runner.record,
                       trace_rows=tracer.rows(), device=str(device))

@@ -66,23 +66,24 @@ def _discordant(loo: list[tuple[str, float, float]], spread: dict[str, float]) -
 def _model_section(table: QualityTable, metric: str) -> list[str]:
     fit = fit_quality(table, metric)
     col = METRICS[metric][0]
+    points = table.fitted  # the strategies whose staleness the model covers (expert-output lag)
     feats = {p.label: staleness_features(p.strategy, table.num_layers, p.num_steps, table.top1_share)
-             for p in table.points}
-    meas = np.array([p.values[col] for p in table.points])
-    pred = np.array([fit.predict(feats[p.label]) for p in table.points])
+             for p in points}
+    meas = np.array([p.values[col] for p in points])
+    pred = np.array([fit.predict(feats[p.label]) for p in points])
     ss_res, ss_tot = float(((meas - pred) ** 2).sum()), float(((meas - meas.mean()) ** 2).sum())
     loo = leave_one_out(table, metric)
     rho, pairs = rank_agreement([m for _, m, _ in loo], [p for _, _, p in loo])
-    spread = {p.label: p.values.get(col.replace("_mean", "_std"), 0.0) for p in table.points}
+    spread = {p.label: p.values.get(col.replace("_mean", "_std"), 0.0) for p in points}
     lines = [f"### {metric.replace('_', ' ')} ({METRICS[metric][1]})", "",
-             f"Fit on all {len(table.points)} strategies: {fit.coef[0]:.4g} x shallow + {fit.coef[1]:.4g} x deep "
+             f"Fit on all {len(points)} expert-parallel strategies: {fit.coef[0]:.4g} x shallow + {fit.coef[1]:.4g} x deep "
              f"(features in lag/T; R² = {1 - ss_res / ss_tot if ss_tot > 0 else float('nan'):.3f}).",
              f"Leave-one-out over the {len(loo)} asynchronous strategies: Spearman ρ = {rho:.3f}, "
              f"pairwise order agreement = {pairs:.3f}. {_discordant(loo, spread)}", "",
              "| strategy | shallow lag/T | deep lag/T | measured | fitted (all) | left-out prediction |",
              "|---|---|---|---|---|---|"]
     loo_by = {label: p for label, _, p in loo}
-    for p, m, f in zip(table.points, meas, pred):
+    for p, m, f in zip(points, meas, pred):
         held = loo_by.get(p.label)
         lines.append(f"| {p.label} | {feats[p.label][0]:.4f} | {feats[p.label][1]:.4f} | {m:.4f} | {f:.4f} | "
                      f"{'—' if held is None else f'{held:.4f}'} |")
@@ -142,6 +143,12 @@ def quality_markdown(*, summary: pd.DataFrame, per_seed: pd.DataFrame, real: dic
         out.append(f"| {r.strategy} | {r.mean_lag:.3f} | {_pm(r.fd_mean, r.fd_std)} | "
                    f"{_pm(r.fd_change_mean, r.fd_change_std)} | {_pm(r.accuracy_mean, r.accuracy_std)} | "
                    f"{_pm(r.deviation_mean, r.deviation_std, 4)} |")
+    unfitted = [p.label for p in table.points if p not in table.fitted]
+    if unfitted:
+        out += ["", f"{', '.join(unfitted)}: sequence parallelism, emulated on {cfg.sp_world_size} ranks sharing every "
+                "image's tokens; their lag is that of the other ranks' keys and values (DistriFusion: 1 step after "
+                "the first), not of expert outputs, so the simulator's quality model below is not fitted on them and "
+                "does not predict them (docs/sequence-parallel.md)."]
     out += ["", "Measured ordering, least to most costly:", "",
             f"- by FD change: {_ordering(summary, 'fd_change', 3)}. {_separable(summary, 'fd_change')}",
             f"- by deviation: {_ordering(summary, 'deviation', 4)}. {_separable(summary, 'deviation')}", "",

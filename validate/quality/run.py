@@ -71,6 +71,7 @@ def measurement_toml(cfg: QualityStudyConfig, summary: pd.DataFrame, checks: pd.
     doc = {
         "meta": {"model": "digits", "num_layers": get_model("digits").depth, "num_steps": cfg.steps, "guidance_scale": cfg.guidance_scale,
                  "images_per_seed": cfg.images, "seeds": len(cfg.seeds), "top1_share": round(top1_share, 6),
+                 "sp_world_size": cfg.sp_world_size,
                  "checkpoint": _rel(Path(cfg.checkpoint)), "command": command,
                  "metrics": "fd: Frechet distance to the real training digits in the digit classifier's 64 features; "
                             "fd_change: fd minus the same seed's sync fd; deviation: relative L2 from the sync "

@@ -26,7 +26,8 @@ import torch
 
 from dicesim.progress import NO_PROGRESS, Ticker
 from dicesim.strategy import make_strategy
-from validate.executor.worker import RunSpec, run_emulated
+from validate.executor.families import run_emulated
+from validate.executor.worker import RunSpec
 
 
 def _rel_l2(x: torch.Tensor, ref: torch.Tensor) -> float:

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from dicesim.errors import ConfigError
 from dicesim.limits import MAX_EXECUTOR_RANKS, MAX_STEPS, check_range
 from dicesim.plan import build_plan
 from dicesim.plan.staleness import lag_means
@@ -34,7 +35,8 @@ from dicesim.strategy import Strategy, make_strategy
 from validate.digits.classifier import DigitClassifier
 from validate.digits.data import DIGITS_SIDE_PX
 from validate.quality.image_metrics import FeatureStats, class_accuracy, deviation, feature_stats, frechet_distance
-from validate.executor.worker import RunSpec, build_model, global_inputs, run_emulated
+from validate.executor.families import run_emulated
+from validate.executor.worker import RunSpec, build_model, global_inputs
 
 
 @dataclass(frozen=True)
@@ -46,9 +48,11 @@ class StudyStrategy:
     overrides: dict = field(default_factory=dict)
 
     def build(self, seed: int) -> Strategy:
-        """The strategy for one seed (the seed also fixes the ``random`` policy's choices)."""
-        strategy = make_strategy(self.preset, **self.overrides, seed=seed)
-        return strategy.model_copy(update={"name": self.label})
+        """The strategy for one seed (the seed also fixes the ``random`` policy's choices, where the
+        strategy's family has one)."""
+        strategy = make_strategy(self.preset, **self.overrides)
+        seeded = {"seed": seed} if "seed" in type(strategy).model_fields else {}
+        return strategy.model_copy(update={"name": self.label, **seeded})
 
 
 COND = {"cond_interval": 2}
@@ -64,6 +68,9 @@ STUDY: tuple[StudyStrategy, ...] = (
     StudyStrategy("interweaved-cond-high", "interweaved", {**COND, "cond_policy": "high"}),
     StudyStrategy("interweaved-cond-random", "interweaved", {**COND, "cond_policy": "random"}),
     StudyStrategy("dice", "dice"),
+    # sequence parallelism: stale K/V instead of stale expert outputs (QualityStudyConfig.sp_world_size)
+    StudyStrategy("sp", "sp"),
+    StudyStrategy("distrifusion", "distrifusion"),
 )
 
 
@@ -76,6 +83,9 @@ class QualityStudyConfig:
     guidance_scale: float = 1.5
     images: int = 200  # per seed
     seeds: tuple[int, ...] = (0, 1, 2)
+    #: ranks a sequence-parallel strategy is emulated on: its staleness depends on them (DistriFusion's K/V of
+    #: the other W-1 ranks' slices are stale), an expert-parallel one's does not (emulated on one)
+    sp_world_size: int = 4
 
     def spec(self, strategy: Strategy, seed: int, *, world_size: int = 1) -> RunSpec:
         if self.images % world_size:
@@ -83,6 +93,11 @@ class QualityStudyConfig:
         return RunSpec(strategy=strategy, model="digits", steps=self.steps, batch=self.images // world_size,
                        image_size=DIGITS_SIDE_PX, seed=seed, guidance_scale=self.guidance_scale, trace=False,
                        checkpoint=self.checkpoint)
+
+    def emulated_ranks(self, strategy: Strategy) -> int:
+        """Ranks the study emulates ``strategy`` on: :attr:`sp_world_size` where the strategy's layout splits
+        every image's tokens over the ranks, else one."""
+        return self.sp_world_size if self.spec(strategy, 0).layout(self.sp_world_size).token_split > 1 else 1
 
     def check(self, *, check_steps: Sequence[int] = (), world_sizes: Sequence[int] = ()) -> None:
         """Refuse settings out of range and a checkpoint that is unreadable or does not fit the
@@ -94,6 +109,10 @@ class QualityStudyConfig:
             check_range("check_steps", steps, 1, MAX_STEPS)
         for world_size in world_sizes:
             check_range("world_sizes", world_size, 1, MAX_EXECUTOR_RANKS)
+        check_range("sp_world_size", self.sp_world_size, 1, MAX_EXECUTOR_RANKS)
+        if self.images % self.sp_world_size:
+            raise ConfigError("images", f"{self.images} must be divisible by sp_world_size {self.sp_world_size}")
+        self.spec(make_strategy("sp"), 0, world_size=self.sp_world_size).check(self.sp_world_size)
 
 
 @dataclass(frozen=True)
@@ -110,7 +129,8 @@ class Scorer:
 
 
 def plan_mean_lag(strategy: Strategy, num_layers: int, num_steps: int, top_k: int) -> float:
-    """Mean lag over token-expert copies, the simulator's ``mean_lag`` (from the plan)."""
+    """Mean lag over token-expert copies, the simulator's ``mean_lag`` (from the plan; sequence parallelism:
+    of the other ranks' K/V)."""
     return lag_means(build_plan(strategy, num_layers, num_steps).lags, top_k, share_kept=0.5)["mean_lag"]
 
 
@@ -147,9 +167,10 @@ def run_study(cfg: QualityStudyConfig, scorer: Scorer, strategies: Sequence[Stud
         sync_x = None
         for st in ordered:
             strategy = st.build(seed)
-            spec = cfg.spec(strategy, seed)
+            ranks = cfg.emulated_ranks(strategy)
+            spec = cfg.spec(strategy, seed, world_size=ranks)
             probe, share = top1_probe() if st.label == "sync" else (None, None)
-            x = run_emulated(spec, 1, probe=probe).samples_BCLL
+            x = run_emulated(spec, ranks, probe=probe).samples_BCLL
             _, y = global_inputs(spec, cfg.images)
             if sync_x is None:
                 sync_x = x

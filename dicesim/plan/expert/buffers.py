@@ -83,7 +83,8 @@ def _reference(plan: Plan) -> tuple[tuple[tuple[HeldBuffer, ...], ...], GcFrees]
     it is used. Its receive buffer *is* the stale output (no separate cache). A synchronous
     step puts its async layers' receive buffers. Skip cache: the dropped copies of every full
     output of a layer under conditional communication, emptied by the one-copy output that reads
-    them (with an interval above 2, where the reference fails, dicesim keeps them for the next one).
+    them (with ``cond_gate='every_candidate'`` two one-copy outputs may follow each other: the
+    dropped copies then stay for the second; the reference's gate never lets that happen).
     ``reference_gc`` (``--auto-gc``): each put first frees the send buffer of every entry of that
     cache known finished; with ``interweaved``, running the experts frees the receive buffer of
     every finished dispatch entry. Known finished: collectives run in issue order on one

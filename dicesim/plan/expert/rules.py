@@ -6,8 +6,7 @@ simulator schedules them on simpy streams; the executor runs them with torch.dis
 Lags (:func:`lag_table`) and cross-step buffers (:mod:`dicesim.plan.expert.buffers`) are
 *derived* by replaying the plan, so the rules live in one place: the issue/consume decisions
 below, and :func:`layer_skips_copy`, which decides which exchanges send one copy per token
-(conditional communication; the reference's skip-cache gating, ``expertpara/diep.py``
-``ep_skip_now``, belongs there too).
+(conditional communication, gated as the reference gates it: :class:`_SkipCache`).
 """
 
 from __future__ import annotations
@@ -20,21 +19,83 @@ from dicesim.plan.expert.kinds import (
     ATTENTION, DISCARD, DRAIN, EMBED, FINAL, GATE, ISSUE_DISPATCH, LOCAL_COMBINE, LOCAL_MOE, RUN_EXPERTS, SHARED_EXPERT,
     SYNC_MOE, WAIT_COMBINE,
 )
-from dicesim.plan.vocabulary import Action, LagTable, Plan
+from dicesim.plan.vocabulary import Action, LagTable, Plan, PlanRefused
 from dicesim.strategy.expert import ExpertParallelStrategy
 
 
 def layer_skips_copy(strategy: ExpertParallelStrategy, exchange_is_async: bool, t: int, num_steps: int) -> bool:
-    """Whether an exchange of step ``t``'s tokens sends one copy per token.
+    """Whether an exchange of step ``t``'s tokens may send one copy per token; with
+    ``cond_gate="reference"`` it does only while its layer holds a skip-cache entry
+    (:meth:`_SkipCache.allows`, which :func:`build` asks per layer).
 
-    Asynchronous exchanges follow :meth:`~ExpertParallelStrategy.step_skips_copy`. Synchronous
-    ones (synced layers) skip too with ``cond_scope="all"``, but never on a fully synchronous
-    step: the reference clears its skip cache when such a step starts, so nothing is there to reuse.
+    Only on candidate steps (:meth:`~ExpertParallelStrategy.cond_candidate`). Asynchronous
+    exchanges skip there; synchronous ones (synced layers) too with ``cond_scope="all"`` (the
+    reference's ``ep_skip_now`` does not ask whether the layer is asynchronous, ``models.py:342-352``),
+    but never on a fully synchronous step: the reference clears its skip cache when such a step
+    starts (``rectified_flow.py:102-105``, ``diep.py:159-163``), so nothing is there to reuse.
     """
     s = strategy
-    if not s.is_async or not s.step_skips_copy(t):
+    if not s.is_async or not s.cond_candidate(t, num_steps):
         return False
     return exchange_is_async or (s.cond_scope == "all" and not s.step_is_sync(t, num_steps))
+
+
+class _Miss(Exception):
+    """A one-copy output found no skip-cache entry: where the reference fails."""
+
+    def __init__(self, step: int, layer: int):
+        super().__init__(step, layer)
+        self.step, self.layer = step, layer
+
+
+class _SkipCache:
+    """Which layers hold a skip-cache entry, as the reference's ``EPSkipCache`` (``ep_cache.py:189-235``).
+
+    A full output stores its dropped positions (``ep_fwd.py:185-187``); a one-copy output reads
+    and deletes them (``ep_fwd.py:177-184``, ``ep_cache.py:215-220``); a fully synchronous step
+    clears every entry. A one-copy output that finds no entry is where the reference fails
+    (``final_outp[skip_mask] = None``, ``ep_fwd.py:184``): :func:`build` refuses the plan.
+    """
+
+    def __init__(self, strategy: ExpertParallelStrategy, num_layers: int):
+        self.gate = strategy.cond_gate == "reference" and strategy.cond_interval > 1 and strategy.is_async
+        self.entry = [False] * num_layers
+
+    def clear(self) -> None:
+        self.entry = [False] * len(self.entry)
+
+    def allows(self, layer: int) -> bool:
+        """The reference's gate: ``ep_skip_now`` skips only while the layer's entry exists
+        (``diep.py:61-68``); dicesim's ``every_candidate`` gate always lets it."""
+        return not self.gate or self.entry[layer]
+
+    def arrive(self, layer: int, t: int, one_copy: bool) -> None:
+        """Layer ``layer``'s output used at step ``t`` arrived with one copy per token or both."""
+        if not self.gate:
+            return
+        if one_copy and not self.entry[layer]:
+            raise _Miss(t, layer)
+        self.entry[layer] = not one_copy
+
+
+def _refusal(strategy: ExpertParallelStrategy, num_layers: int, num_steps: int, miss: _Miss) -> PlanRefused:
+    """The one-line refusal: where the reference fails, and the intervals it runs through here."""
+    s, T = strategy, num_steps
+    runs = []
+    for n in range(2, 9):
+        try:
+            _build(s.model_copy(update={"cond_interval": n}), num_layers, T, None)
+            runs.append(str(n))
+        except _Miss:
+            pass
+    return PlanRefused(
+        "strategy.cond_interval",
+        f"{s.cond_interval} with {s.scheme} asynchronous layers fails in the DICE reference at step {miss.step} "
+        f"of {T} (its i = {T - miss.step}), layer {miss.layer}: a second one-copy output arrives before a full one "
+        "restores the layer's skip-cache entry (expertpara/ep_fwd.py:184)",
+        f"1 (off), {', '.join(runs) or 'no interval up to 8'} for these layers and {T} steps, "
+        "or cond_gate='every_candidate'",
+        brief=f"the DICE reference fails at step {miss.step} of {T} (a one-copy output finds no skip-cache entry)")
 
 
 def cond_layers(plan: Plan) -> frozenset[int]:
@@ -47,7 +108,15 @@ def cond_layers(plan: Plan) -> frozenset[int]:
 
 def build(strategy: ExpertParallelStrategy, num_layers: int, num_steps: int, rules: Any) -> Plan:
     """Every rank's ordered actions for ``num_steps`` steps of a ``num_layers``-layer model (checked >= 1);
-    ``rules``: the family object the plan asks for what it implies (lags, buffers)."""
+    ``rules``: the family object the plan asks for what it implies (lags, buffers). PlanRefused
+    where the reference's conditional communication fails (:class:`_SkipCache`)."""
+    try:
+        return _build(strategy, num_layers, num_steps, rules)
+    except _Miss as miss:
+        raise _refusal(strategy, num_layers, num_steps, miss) from None
+
+
+def _build(strategy: ExpertParallelStrategy, num_layers: int, num_steps: int, rules: Any) -> Plan:
     sync_set = strategy.sync_layer_set(num_layers)
     async_layers = tuple(l for l in range(num_layers) if l not in sync_set) if strategy.is_async else ()
     T = num_steps
@@ -81,6 +150,7 @@ def build(strategy: ExpertParallelStrategy, num_layers: int, num_steps: int, rul
     dispatched: dict[tuple[int, int], bool] = {}  # rows sent (or kept from a sync step), experts not run; -> skip
     combining: dict[tuple[int, int], bool] = {}  # combines issued, not yet waited for
     cache_reads: set[tuple[int, int]] = set()
+    cache = _SkipCache(strategy, num_layers)
     steps: list[tuple[Action, ...]] = []
     for t in range(T):
         acts: list[Action] = []
@@ -93,7 +163,10 @@ def build(strategy: ExpertParallelStrategy, num_layers: int, num_steps: int, rul
         acts.append(Action(EMBED, -1, t))
         # reference work: the next step's slots re-run the experts on this sync step's dispatched rows
         rerun = {source(l, t + 1) for l in async_layers} if every_step and full_sync and step_async(t + 1) else set()
-        # which exchanges of this step send one copy per token (the same for every layer of a kind)
+        if full_sync:
+            cache.clear()
+        # which exchanges of this step may send one copy per token (the same for every layer of a
+        # kind); a layer does when the skip-cache gate allows it too
         skip_sync, skip_async = layer_skips_copy(strategy, False, t, T), layer_skips_copy(strategy, True, t, T)
         issue_t = issues(t)
         for l in range(num_layers):
@@ -102,9 +175,10 @@ def build(strategy: ExpertParallelStrategy, num_layers: int, num_steps: int, rul
                 acts += [Action(LOCAL_MOE, l, t), Action(SHARED_EXPERT, l, t), Action(LOCAL_COMBINE, l, t)]
                 continue
             if full_sync or l in sync_set:
-                skip = skip_sync
+                skip = skip_sync and cache.allows(l)
                 keep = (l, t) in rerun
                 acts.append(Action(SYNC_MOE, l, t, skip, keep))
+                cache.arrive(l, t, skip)
                 if keep:
                     dispatched[(l, t)] = skip
                 if skip:
@@ -113,7 +187,7 @@ def build(strategy: ExpertParallelStrategy, num_layers: int, num_steps: int, rul
                 continue
             cache_reads.add((t, l))
             if issue_t:
-                skip = skip_async
+                skip = skip_async and cache.allows(l)
                 acts.append(Action(ISSUE_DISPATCH, l, t, skip))
                 dispatched[(l, t)] = skip
             src = source(l, t)
@@ -122,7 +196,10 @@ def build(strategy: ExpertParallelStrategy, num_layers: int, num_steps: int, rul
                 acts.append(Action(RUN_EXPERTS, src[0], src[1], skip))
                 combining[src] = skip
             used = (l, t - 2 if displaced else t - 1)
-            wait = [Action(WAIT_COMBINE, l, used[1], combining.pop(used))] if used in combining else []
+            wait = []
+            if used in combining:  # else the layer reuses the output it used last: nothing arrives
+                wait = [Action(WAIT_COMBINE, l, used[1], combining.pop(used))]
+                cache.arrive(l, t, wait[0].skip)
             shared = [Action(SHARED_EXPERT, l, t)]
             acts += wait + shared if combine_first else shared + wait
             acts.append(Action(LOCAL_COMBINE, l, t))

@@ -21,13 +21,16 @@ ACTION_OP_KIND: dict[str, str] = {
     "embed": "embed", "attention": "attention", "gate": "gate", "shared_expert": "shared_expert",
     "local_combine": "local_combine", "final": "final", "local_moe": "experts", "run_experts": "experts",
     "sync_moe": "experts",
+    # sequence parallelism splits the attention half around its K/V all-gather
+    "sp_qkv": "attention", "sp_attend": "attention",
 }
 
 
 def embed_cost(wl: BlockWorkload) -> OpCost:
-    """Patch embedding, timestep MLP (256 -> D -> D) and class embedding, positional add."""
+    """Patch embedding, timestep MLP (256 -> D -> D) and class embedding, positional add (of every
+    token of the rank's images: a sequence-parallel rank embeds whole images, then keeps its slice)."""
     m, w = wl.model, wl.dtype_nbytes
-    D, N, b = m.hidden, wl.tokens, wl.images
+    D, N, b = m.hidden, wl.tokens * wl.token_split, wl.images
     patch_in = m.patch * m.patch * m.latent_channels
     flops = 2 * N * patch_in * D + 2 * b * (256 * D + D * D) + 2 * N * D
     nbytes = (patch_in * D + 256 * D + D * D) * w + N * (patch_in + 3 * D) * w
@@ -35,9 +38,10 @@ def embed_cost(wl: BlockWorkload) -> OpCost:
 
 
 def final_cost(wl: BlockWorkload) -> OpCost:
-    """Final adaLN (2D outputs), LayerNorm, linear to patch pixels, unpatchify, CFG mix."""
+    """Final adaLN (2D outputs), LayerNorm, linear to patch pixels, unpatchify, CFG mix (of every
+    token: a sequence-parallel rank runs it on the gathered tokens of whole images)."""
     m, w = wl.model, wl.dtype_nbytes
-    D, N, b = m.hidden, wl.tokens, wl.images
+    D, N, b = m.hidden, wl.tokens * wl.token_split, wl.images
     patch_out = m.patch * m.patch * m.out_channels
     flops = 2 * b * D * 2 * D + 2 * N * D * patch_out + 8 * N * D
     nbytes = (2 * D * D + D * patch_out) * w + N * (2 * D + 2 * patch_out) * w
@@ -64,6 +68,7 @@ class CostModel:
             "shared_expert": wl.shared_expert(), "local_combine": wl.local_combine(), "final": final_cost(wl),
             # data-parallel baseline: every routed copy runs on local experts, all E resident
             "local_moe": wl.expert_rows(wl.routed_rows, wl.model.num_experts),
+            "sp_qkv": wl.attention_qkv(), "sp_attend": wl.attention_core(),
         }
         fixed = {k: self.op_time_s(ACTION_OP_KIND[k], c) for k, c in costs.items()}
         object.__setattr__(self, "_fixed_s", fixed)

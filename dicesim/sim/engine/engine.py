@@ -123,7 +123,7 @@ class Engine:
         """The communication of group ``g`` on the engine's graph ``G`` (sim/hoststaged.py overrides it)."""
         s = self.spec
         return GroupComm(g, members, table, G, s.profile, s.routing, self.net, s.row_nbytes, nccl=nccl,
-                         library=self.library)
+                         library=self.library, images=s.cost.workload.images)
 
     @property
     def active_ranks(self) -> list[int]:

@@ -9,8 +9,19 @@ collective (:meth:`GroupComm.start`), whatever its kind in the one collective vo
   skip), compiled once per distinct matrix into a :class:`~dicesim.sim.network.flowgroup.FlowGroup`
   (row matrices get integer ids, so equal all-to-alls share one group and the network's plans);
 - ``kv_gather``: an all-gather: every member sends the keys and values of its tokens, of every
-  layer the collective covers, to every other member (sequence parallelism; its latency is
-  taken to be the all-to-all's, a statement until it is measured).
+  layer the collective covers, to every other member (sequence parallelism);
+- ``token_gather``: the same with one row per token (K or V alone; the tokens at a forward's end);
+- ``scatter`` / ``broadcast``: member 0 sends every other member one row per token of a slice /
+  one row per image (the conditioning).
+
+An all-gather moves as NCCL's ring does (its algorithm for all-gather, and gloo's): member i
+forwards the slices of S-1 members to member i+1, so each ring hop carries (S-1) slices and a
+socket link that the ring crosses twice carries what it carries, not what every member pair
+would send across it; its latency is S-1 protocol hops in a row, as the ring all-reduce of
+:mod:`dicesim.sim.microbench.collective_ops` (the profile's ``all_to_all`` base latency stands in
+for an all-gather's: a statement until one is measured). The scatter and the broadcast go from
+member 0 to every other member directly (the broadcast's ring pipeline is not modelled: it moves
+one row per image) with the all-to-all's fixed latency.
 
 It also knows which network links the group's traffic can touch (what decides whether it is
 isolated from other groups).
@@ -32,18 +43,26 @@ from dicesim.topology import RouteTable
 
 DISPATCH, COMBINE, COUNTS, KV_GATHER = (int(k) for k in (CollectiveKind.DISPATCH, CollectiveKind.COMBINE,
                                                              CollectiveKind.COUNTS, CollectiveKind.KV_GATHER))
+TOKEN_GATHER, SCATTER, BROADCAST = (int(k) for k in (CollectiveKind.TOKEN_GATHER, CollectiveKind.SCATTER,
+                                                     CollectiveKind.BROADCAST))
+#: all-gathers -> rows per token and layer each member sends to every other member
+_GATHER_ROWS = {KV_GATHER: 2, TOKEN_GATHER: 1}
 
 
 class GroupComm:
-    """Collective data movement of group ``g`` (global ranks ``members``) over ``net``."""
+    """Collective data movement of group ``g`` (global ranks ``members``) over ``net``; ``images``:
+    images each rank computes (rows of a ``broadcast``)."""
 
     def __init__(self, g: int, members: tuple[int, ...], table: RouteTable, G: nx.DiGraph, profile: HardwareProfile,
-                 routing: TokenRouting, net: FlowNetwork, row_nbytes: int, *, nccl: NcclModel, library: str):
+                 routing: TokenRouting, net: FlowNetwork, row_nbytes: int, *, nccl: NcclModel, library: str,
+                 images: int = 0):
         self.g, self.members, self.routing, self.row_nbytes, self.net = g, members, routing, row_nbytes, net
-        self.a2a_lat_s = self.count_lat_s = 0.0  # a one-rank group exchanges nothing
+        self.images = images
+        self.a2a_lat_s = self.count_lat_s = self.ring_lat_s = 0.0  # a one-rank group exchanges nothing
         if len(members) > 1:
             self.a2a_lat_s, self.count_lat_s = collective_latencies(
                 G, table.routes.values(), max(table.latency_s.values(), default=0.0), profile, nccl, library)
+            self.ring_lat_s = ring_latency(G, table, members, profile, nccl, library)
         #: [skip] -> [L, T] id of the group's row matrix (equal ids for equal matrices)
         self.matrix_id = [matrix_ids(routing, members, skip) for skip in (False, True)]
         #: ids of the links the group's flows cross
@@ -60,8 +79,10 @@ class GroupComm:
         """Start ``coll`` now on the group's links; the simpy event that fires when it has ended."""
         if coll.kind == COUNTS:
             return self.net.env.timeout(self.count_lat_s)
-        if coll.kind == KV_GATHER:
-            return self.net.transfer(self.gather_group(coll.span))
+        if coll.kind in _GATHER_ROWS:
+            return self.net.transfer(self.gather_group(coll.span, coll.kind))
+        if coll.kind == SCATTER or coll.kind == BROADCAST:
+            return self.net.transfer(self.root_group(coll.kind))
         return self.net.transfer(self.flow_group(coll.kind, coll.layer, coll.tok_step, coll.skip))
 
     def moved_rows(self, coll: Coll) -> list[int]:
@@ -69,23 +90,41 @@ class GroupComm:
         S = len(self.members)
         if coll.kind == COUNTS:
             return [0] * S
-        if coll.kind == KV_GATHER:
-            return [2 * self.routing.tokens_per_rank * coll.span * (S - 1)] * S
+        if coll.kind in _GATHER_ROWS:
+            return [_GATHER_ROWS[coll.kind] * self.routing.tokens_per_rank * coll.span * (S - 1)] * S
+        if coll.kind == SCATTER or coll.kind == BROADCAST:
+            return [self._root_rows(coll.kind) * (S - 1)] + [0] * (S - 1)
         M = self.routing.group_matrix(self.members, coll.layer, coll.tok_step, coll.skip)
         if coll.kind == DISPATCH:
             return [int(M[m].sum() - M[m, m]) for m in range(S)]
         return [int(M[:, m].sum() - M[m, m]) for m in range(S)]  # a combine sends back what arrived
 
-    def gather_group(self, span: int) -> FlowGroup:
-        """The transfer of one K/V all-gather covering ``span`` layers: each member's keys and
-        values of its tokens (2 rows per token and layer) to every other member."""
-        key = (KV_GATHER, span)
+    def gather_group(self, span: int, kind: int = KV_GATHER) -> FlowGroup:
+        """The transfer of one all-gather covering ``span`` layers of each member's rows of its tokens
+        (``kv_gather``: keys and values, 2 rows per token and layer; ``token_gather``: 1), as a ring:
+        member i sends member i+1 the slices of every member but i+1."""
+        key = (kind, span)
         fg = self._cache.get(key)
         if fg is None:
             S = len(self.members)
-            nbytes = np.full((S, S), 2.0 * self.routing.tokens_per_rank * self.row_nbytes * span)
-            nbytes.flat[::S + 1] = 0  # a rank's own slice does not travel
-            fg = self._cache[key] = self._pairs[DISPATCH].compile(nbytes.ravel(), self.a2a_lat_s)
+            nbytes = np.zeros((S, S))
+            if S > 1:
+                slice_nbytes = _GATHER_ROWS[kind] * self.routing.tokens_per_rank * self.row_nbytes * span
+                nbytes[np.arange(S), (np.arange(S) + 1) % S] = (S - 1) * slice_nbytes
+            fg = self._cache[key] = self._pairs[DISPATCH].compile(nbytes.ravel(), self.ring_lat_s)
+        return fg
+
+    def _root_rows(self, kind: int) -> int:
+        return self.routing.tokens_per_rank if kind == SCATTER else self.images
+
+    def root_group(self, kind: int) -> FlowGroup:
+        """The transfer of a ``scatter`` (a slice of tokens) or ``broadcast`` (a row per image) from member 0."""
+        fg = self._cache.get((kind, 0))
+        if fg is None:
+            S = len(self.members)
+            nbytes = np.zeros((S, S))
+            nbytes[0, 1:] = self._root_rows(kind) * self.row_nbytes
+            fg = self._cache[(kind, 0)] = self._pairs[DISPATCH].compile(nbytes.ravel(), self.a2a_lat_s)
         return fg
 
     def flow_group(self, direction: int, layer: int, tok: int, skip: bool) -> FlowGroup:
@@ -131,6 +170,21 @@ def collective_latencies(G: nx.DiGraph, routes, route_lat_s: float, profile: Har
     lib_lat = (nccl.a2a_latency_s + hop_latency_s(nccl, transports)) if transports else 0.0
     return (profile.collective_base_s["all_to_all"] + cls_lat + lib_lat,
             profile.collective_base_s["count_exchange"] + cls_lat + route_lat_s + lib_lat)
+
+
+def ring_latency(G: nx.DiGraph, table: RouteTable, members: tuple[int, ...], profile: HardwareProfile,
+                 nccl: NcclModel, library: str) -> float:
+    """Fixed latency of a ring all-gather over ``members`` (in member order): the base and link-class terms,
+    S-1 protocol hops in a row where NCCL transports carry the ring, and S-2 more ring-route latencies
+    (each flow pays its own route once in the network)."""
+    S = len(members)
+    hops = [(members[i], members[(i + 1) % S]) for i in range(S)]
+    routes = [table.routes[h] for h in hops]
+    cls_lat = max((profile.link_latency(str(G.edges[e].get("link", ""))) for r in routes for e in r), default=0.0)
+    transports = route_transports(G, routes, library)
+    hop_s = hop_latency_s(nccl, transports) if transports else 0.0
+    ring_route_s = max(table.latency_s[h] for h in hops)
+    return profile.collective_base_s["all_to_all"] + cls_lat + (S - 1) * hop_s + max(S - 2, 0) * ring_route_s
 
 
 def _mirror(table: RouteTable, members: tuple[int, ...], net: FlowNetwork) -> np.ndarray | None:

@@ -1,0 +1,88 @@
+"""The sequence-parallel family: every rank holds the whole model and a contiguous slice of every
+image's tokens; attention all-gathers keys and values, MoE layers run locally with every expert.
+
+- :mod:`~dicesim.plan.sequence.kinds`: its action kinds, buffer kind and their effects;
+- :mod:`~dicesim.plan.sequence.rules`: the plan rules (:func:`~dicesim.plan.sequence.rules.build`) and
+  the K/V lags they imply;
+- :mod:`~dicesim.plan.sequence.buffers`: DistriFusion's K/V buffers and their bytes.
+
+:data:`SEQUENCE_PARALLEL` is the family object :mod:`dicesim.plan` registers. Its lag table holds
+the lag of the K/V of the other ranks' slices (this rank's own slice is always fresh).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from dicesim.models import BlockWorkload
+from dicesim.placement import replicated
+from dicesim.plan.family import WindowCuts
+from dicesim.plan.layout import ParallelLayout
+from dicesim.plan.sequence import buffers, kinds, rules
+from dicesim.plan.vocabulary import GcFrees, HeldBuffer, LagTable, Plan
+from dicesim.strategy.sequence import SequenceParallelStrategy
+
+
+@dataclass(frozen=True, kw_only=True)
+class SequenceLayout(ParallelLayout):
+    """One group of every rank; every rank holds every expert and every image (a slice of its tokens)."""
+
+    single_img: bool = False
+
+    @property
+    def token_split(self) -> int:
+        return self.world_size
+
+    def images_of(self, rank: int, batch: int) -> range:
+        """Every rank computes every image: all ranks' batches (gathered), or rank 0's alone (``single_img``)."""
+        return range(batch if self.single_img else batch * self.world_size)
+
+
+class SequenceParallelPlan:
+    """The plan rules of :class:`~dicesim.strategy.sequence.SequenceParallelStrategy` (see
+    :class:`dicesim.plan.family.PlanFamily` for what each method answers)."""
+
+    name = "sequence"
+
+    def build(self, strategy: SequenceParallelStrategy, num_layers: int, num_steps: int) -> Plan:
+        return rules.build(strategy, num_layers, num_steps, self)
+
+    lower = staticmethod(kinds.lower)
+    static_lowering = kinds.STATIC_LOWERING
+
+    def window_cuts(self, strategy: SequenceParallelStrategy) -> WindowCuts:
+        # no collective of this family blocks the host, so no point of the run is a cut
+        return WindowCuts(kinds=frozenset(), none_found="sequence parallelism blocks the host at no collective")
+
+    def lags(self, plan: Plan) -> LagTable:
+        return rules.lag_table(plan)
+
+    def held_buffers(self, plan: Plan) -> tuple[tuple[HeldBuffer, ...], ...]:
+        return buffers.held_by_step(plan)
+
+    def gc_frees(self, plan: Plan) -> GcFrees:
+        return {}
+
+    def buffer_nbytes_TW(self, plan: Plan, routing: Any, row_nbytes: int) -> np.ndarray:
+        return buffers.buffer_nbytes_TW(plan, routing, row_nbytes)
+
+    def memory_TW(self, plan: Plan, routing: Any, row_nbytes: int) -> dict[str, np.ndarray]:
+        # the K/V buffers are this family's cross-step buffers (the per-GPU memory model adds the rest)
+        return {"stale_buffers": self.buffer_nbytes_TW(plan, routing, row_nbytes)}
+
+    def layout(self, strategy: SequenceParallelStrategy, world_size: int, num_experts: int, *,
+               group_layout: str = "contiguous", expert_layout: str = "modulo") -> SequenceLayout:
+        return SequenceLayout(placement=replicated(world_size, num_experts), group_ranks=(tuple(range(world_size)),),
+                              single_img=strategy.single_img)
+
+    def workload(self, strategy: SequenceParallelStrategy, wl: BlockWorkload, world_size: int) -> BlockWorkload:
+        """One rank's work from ``wl`` (its own batch of whole images): the shared images, a slice of each."""
+        strategy.check_split(world_size, wl.tokens_per_image)
+        return replace(wl, images=strategy.images_in_batch(wl.images, world_size),
+                       tokens_per_image=wl.tokens_per_image // world_size, token_split=world_size)
+
+
+SEQUENCE_PARALLEL = SequenceParallelPlan()

@@ -1,0 +1,98 @@
+"""The sequence-parallel family's action kinds, its buffer kind, and what each action does.
+
+Action kinds, beside the common ``embed``, ``final`` and ``drain``
+(:class:`~dicesim.plan.vocabulary.ActionKind`); ``layer`` = block, ``tok_step`` = the step whose
+keys and values a K/V collective carries, ``span`` = the layers it covers:
+
+- ``scatter``: rank 0 scatters every image's token slices (``sp_fwd.py:193-222``);
+- ``broadcast``: rank 0 broadcasts the conditioning (``sp_fwd.py:183-191``);
+- ``qkv``: adaLN, LayerNorm + modulate, QKV projection of this rank's tokens;
+- ``kv_sync``: ``sp``: a blocking all-gather of K, then one of V (``sp_fwd.py:74-75``);
+- ``kv_fresh``: DistriFusion with no gather pending for the layer (the first and warm-up steps): a
+  blocking all-gather of this layer's stacked K and V into the comm manager's buffers (``df.py:100-106``);
+- ``kv_wait``: wait for the flattened gather of (layer .. layer+span-1, tok_step) (``df.py:97-99``; the
+  later layers of the group find it done);
+- ``kv_enqueue``: copy this rank's fresh K/V of the layer into its own buffer slot (``comm_manager.py:94``;
+  a device copy, not timed);
+- ``kv_issue``: the comm manager sends the queued layers' K/V of ``tok_step`` in one asynchronous,
+  flattened all-gather (``comm_manager.py:79-97``);
+- ``kv_clear``: the comm manager's ``clear()`` before a warm-up step: wait for every gather in flight
+  (``comm_manager.py:99-106``);
+- ``attend``: this rank's queries against every key of their images, output projection, residual;
+- ``moe``: gate, all E experts on the local tokens, shared expert, combine (``models.py:322-323``);
+- ``gather_tokens``: the all-gather of every rank's tokens at the end of the blocks (``models.py:677-678``).
+
+:func:`lower` gives each kind's effects over the one collective vocabulary (what the simulator
+compiles; the executor runs the same kinds with torch.distributed).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from dicesim.plan.vocabulary import (
+    Action, ActionKind, CollectiveKind, Compute, Effect, Issue, Wait, WaitAll,
+)
+
+
+class SeqAction(StrEnum):
+    """The sequence-parallel family's own action kinds (see the module docstring)."""
+
+    SCATTER = "scatter"
+    BROADCAST = "broadcast"
+    QKV = "qkv"
+    KV_SYNC = "kv_sync"
+    KV_FRESH = "kv_fresh"
+    KV_WAIT = "kv_wait"
+    KV_ENQUEUE = "kv_enqueue"
+    KV_ISSUE = "kv_issue"
+    KV_CLEAR = "kv_clear"
+    ATTEND = "attend"
+    MOE = "moe"
+    GATHER_TOKENS = "gather_tokens"
+
+
+class SeqHeld(StrEnum):
+    """What a rank keeps between steps: the comm manager's K/V buffer of one layer (every rank's
+    slot: W x the stacked K and V of a slice, ``comm_manager.py:59-73``)."""
+
+    KV_BUFFER = "kv_buffer"
+
+
+#: the kinds as plain module names (the plan's loops build thousands of actions)
+EMBED, FINAL, DRAIN = ActionKind.EMBED, ActionKind.FINAL, ActionKind.DRAIN
+(SCATTER, BROADCAST, QKV, KV_SYNC, KV_FRESH, KV_WAIT, KV_ENQUEUE, KV_ISSUE, KV_CLEAR, ATTEND, MOE,
+ GATHER_TOKENS) = tuple(SeqAction)
+KV_BUFFER = SeqHeld.KV_BUFFER
+
+_KV, _ROWS = CollectiveKind.KV_GATHER, CollectiveKind.TOKEN_GATHER
+_SC, _BC = CollectiveKind.SCATTER, CollectiveKind.BROADCAST
+#: every kind this family's plans use -> its effects; compute ops cost their names (cost-model keys)
+LOWERING: dict[StrEnum, tuple[Effect, ...]] = {
+    EMBED: (Compute("embed"),),
+    FINAL: (Compute("final"),),
+    DRAIN: (WaitAll(),),
+    SCATTER: (Issue(_SC), Wait(_SC)),
+    BROADCAST: (Issue(_BC), Wait(_BC)),
+    QKV: (Compute("sp_qkv"),),
+    KV_SYNC: (Issue(_ROWS), Wait(_ROWS), Issue(_ROWS), Wait(_ROWS)),  # K, then V
+    KV_FRESH: (Issue(_KV), Wait(_KV)),
+    KV_WAIT: (Wait(_KV),),
+    KV_ENQUEUE: (),
+    KV_ISSUE: (Issue(_KV),),
+    KV_CLEAR: (WaitAll(),),
+    ATTEND: (Compute("sp_attend"),),
+    # every expert is local: the data-parallel expert cost over this rank's tokens
+    MOE: (Compute("gate"), Compute("local_moe"), Compute("shared_expert"), Compute("local_combine")),
+    GATHER_TOKENS: (Issue(_ROWS), Wait(_ROWS)),
+}
+#: every kind's effects depend on the kind alone
+STATIC_LOWERING = LOWERING
+
+
+def lower(action: Action) -> tuple[Effect, ...]:
+    """What ``action`` does, as effects the simulator compiles."""
+    try:
+        return LOWERING[action.kind]
+    except KeyError:
+        raise ValueError(f"plan action {action.kind!r} is not a sequence-parallel action kind") from None

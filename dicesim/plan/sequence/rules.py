@@ -1,0 +1,119 @@
+"""The sequence-parallel family's plan rules: what every rank runs at every step, and the K/V lags.
+
+:func:`build` turns a :class:`~dicesim.strategy.sequence.SequenceParallelStrategy` into the
+ordered actions (:mod:`dicesim.plan.sequence.kinds`) every rank runs; every rank runs the same
+ones (rank 0 is the root of the scatter and the broadcast). The K/V lags (:func:`lag_table`)
+are derived by replaying the plan, so the rules live in one place: the loop below, and
+:class:`KVQueue`, the comm manager's queue of layers waiting to be sent.
+
+DistriFusion, as the reference's comm manager runs it (``seqpara/df.py:90-118``,
+``comm_manager.py``): at each attention layer, wait for the gather that carries the other ranks'
+K/V of the previous step (or, when none is pending, gather this step's K/V at once, blocking),
+then queue this layer's fresh K/V; every fourth queued layer sends the queue in one flattened
+asynchronous all-gather. Layers left in the queue when ``L % 4 != 0`` are sent when the next
+step queues layer 0 (or by the ``clear()`` before a warm-up step). Gathers of the last step are
+issued too (the reference does not know it is the last) and waited for when the sampler
+synchronises.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from dicesim.plan.sequence.kinds import (
+    ATTEND, BROADCAST, DRAIN, EMBED, FINAL, GATHER_TOKENS, KV_CLEAR, KV_ENQUEUE, KV_FRESH, KV_ISSUE, KV_SYNC, KV_WAIT,
+    MOE, QKV, SCATTER,
+)
+from dicesim.plan.vocabulary import Action, LagTable, Plan
+from dicesim.strategy.sequence import KV_GROUP_LAYERS, SequenceParallelStrategy
+
+
+class KVQueue:
+    """The comm manager's queue (``comm_manager.py:79-97``): consecutive layers of one step's K/V
+    waiting to be sent; ``push`` returns the flattened gathers that queuing a layer sends."""
+
+    def __init__(self, group_layers: int = KV_GROUP_LAYERS):
+        self.group_layers = group_layers
+        self.first, self.count, self.tok_step = 0, 0, -1
+
+    def flush(self) -> list[Action]:
+        """Send what is queued (``_communicate``), as one gather; nothing if the queue is empty."""
+        if not self.count:
+            return []
+        out = [Action(KV_ISSUE, self.first, self.tok_step, span=self.count)]
+        self.count = 0
+        return out
+
+    def push(self, layer: int, t: int) -> tuple[list[Action], list[Action]]:
+        """Queue ``layer`` of step ``t``: the gathers sent before its K/V is copied into the own slot
+        (what the previous step left queued, sent when layer 0 comes: comm_manager.py:90-91), and after
+        (the queue, once it holds 4 layers: comm_manager.py:96-97)."""
+        before = self.flush() if layer == 0 else []
+        if not self.count:
+            self.first, self.tok_step = layer, t
+        self.count += 1
+        return before, self.flush() if self.count == self.group_layers else []
+
+
+def build(strategy: SequenceParallelStrategy, num_layers: int, num_steps: int, rules: Any) -> Plan:
+    """Every rank's ordered actions for ``num_steps`` steps of a ``num_layers``-block model;
+    ``rules``: the family object the plan asks for what it implies (lags, buffers)."""
+    T, L = num_steps, num_layers
+    queue = KVQueue()
+    handle: dict[int, Action] = {}  # layer -> the last gather that carries it (comm_manager.handles)
+    waited: set[Action] = set()  # gathers some layer has waited for
+    steps: list[tuple[Action, ...]] = []
+    for t in range(T):
+        acts: list[Action] = []
+        if strategy.kv_async and t > 0 and strategy.step_is_sync(t, T):
+            # sp_require_sync clears the comm manager before a warm-up step (diffusion/warmup.py:29-32):
+            # it sends what is queued and waits for every gather in flight (comm_manager.py:99-106)
+            acts += queue.flush()
+            acts.append(Action(KV_CLEAR, -1, t))
+            handle.clear()
+        # every rank embeds the whole batch; rank 0's tokens are scattered, its conditioning broadcast
+        acts += [Action(EMBED, -1, t), Action(SCATTER, -1, t), Action(BROADCAST, -1, t)]
+        for l in range(L):
+            acts.append(Action(QKV, l, t))
+            if not strategy.kv_async:
+                acts.append(Action(KV_SYNC, l, t))
+            elif l not in handle:  # nothing gathered for this layer since the last clear: gather now, blocking
+                acts.append(Action(KV_FRESH, l, t))
+            elif handle[l] not in waited:  # the first layer of a gather waits; the others find it done
+                gather = handle[l]
+                waited.add(gather)
+                acts.append(Action(KV_WAIT, gather.layer, gather.tok_step, span=gather.span))
+            if strategy.kv_async:
+                before, after = queue.push(l, t)
+                acts += before + [Action(KV_ENQUEUE, l, t)] + after
+                for gather in before + after:
+                    handle.update(dict.fromkeys(gather.layers, gather))
+            acts += [Action(ATTEND, l, t), Action(MOE, l, t)]
+        acts += [Action(GATHER_TOKENS, -1, t), Action(FINAL, -1, t)]
+        if t == T - 1 and any(g not in waited for g in handle.values()):
+            acts.append(Action(DRAIN, -1, t))  # the sampler synchronises the device before it returns
+        steps.append(tuple(acts))
+    async_layers = tuple(range(L)) if strategy.kv_async else ()
+    return Plan(strategy=strategy, num_layers=L, num_steps=T, steps=tuple(steps), async_layers=async_layers,
+                rules=rules)
+
+
+def lag_table(plan: Plan) -> LagTable:
+    """Replay the plan: the K/V of the other ranks' slices a layer attends to at step t came from the
+    step of the gather that last filled that layer's buffer slots (a fresh gather: this step)."""
+    T, L = plan.num_steps, plan.num_layers
+    lag = np.zeros((T, L), dtype=np.int32)
+    producer = [0] * L
+    for t, actions in plan:
+        for a in actions:
+            if a.kind == KV_SYNC or a.kind == KV_FRESH:
+                producer[a.layer] = t
+            elif a.kind == KV_WAIT:
+                for l in a.layers:
+                    producer[l] = a.tok_step
+            elif a.kind == ATTEND:
+                lag[t, a.layer] = t - producer[a.layer]
+    # K and V travel together: one lag per (step, layer); no copy is ever dropped
+    return LagTable(kept=lag, dropped=lag.copy(), skip=np.zeros((T, L), dtype=bool))

@@ -1,0 +1,89 @@
+"""The sequence-parallel family's config: patch parallelism (``sp``) and DistriFusion.
+
+Every rank holds the whole model and a contiguous slice of every image's tokens; every
+attention layer all-gathers the keys and values of all slices, and MoE layers run locally with
+every expert (the DICE reference's ``seqpara/``, ``--sp``; rules with the reference's file:line in
+docs/sequence-parallel.md). :mod:`dicesim.plan.sequence` turns a
+:class:`SequenceParallelStrategy` into what every rank runs and derives K/V lags and buffers from
+it; the executor (``validate/executor/sequence.py``) runs the same plan.
+
+- ``kv_async`` False (``sp``): each attention layer gathers K and V with two blocking all-gathers.
+- ``kv_async`` True (``distrifusion``, ``--sp --sp-async``): attention at step t uses this rank's
+  fresh K/V and the other ranks' K/V of step t-1, gathered asynchronously by the comm manager in
+  flattened all-gathers of 4 layers; the first step and the ``warmup_steps`` steps after it
+  gather K/V fresh (blocking, per layer), as ``--sp-async-warm-up`` does on the rectified-flow path.
+- ``single_img``: rank 0's per-rank batch is the whole batch, computed by all ranks
+  (``--single-img``); otherwise every rank's batch is gathered and all ranks share all images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import ClassVar
+
+from pydantic import Field, model_validator
+
+from dicesim.errors import ConfigError
+from dicesim.strategy.base import FamilyConfig, Strategy
+
+#: layers per flattened asynchronous K/V all-gather: the reference's ``comm_checkpoint``
+#: (sample_ddp.py:194 passes 4 to sp_init; seqpara/comm_manager.py:96-97 sends when 4 are queued)
+KV_GROUP_LAYERS = 4
+
+
+class SequenceParallelStrategy(Strategy):
+    """How the attention layers exchange keys and values (see the module docstring)."""
+
+    family: ClassVar[str] = "sequence"
+    lag_subject: ClassVar[str] = "K/V of the other ranks' token slices"
+    allowed: ClassVar[dict[str, tuple[str, ...]]] = {"kv_async": ("true", "false"), "single_img": ("true", "false")}
+
+    kv_async: bool = False
+    warmup_steps: int = Field(0, ge=0)
+    single_img: bool = False
+
+    @model_validator(mode="after")
+    def _warmup_needs_async(self) -> "SequenceParallelStrategy":
+        if self.warmup_steps and not self.kv_async:  # the reference asserts it too (sample_ddp.py:422-423)
+            raise ValueError("warmup_steps > 0 needs kv_async = true (a blocking gather is never stale)")
+        return self
+
+    @property
+    def is_async(self) -> bool:
+        return self.kv_async
+
+    def step_is_sync(self, t: int, num_steps: int) -> bool:
+        """Fresh K/V at step ``t``: always for ``sp``; the first and the warm-up steps for DistriFusion
+        (diffusion/warmup.py:29-32 clears the comm manager before steps 1..W)."""
+        return not self.kv_async or t <= self.warmup_steps
+
+    def check_split(self, world_size: int, tokens_per_image: int) -> None:
+        # seqpara/sp_fwd.py:206 asserts it: every rank takes an equal contiguous slice of every image
+        if tokens_per_image % world_size:
+            raise ConfigError("world_size", f"{tokens_per_image} tokens per image do not split over {world_size} "
+                              "ranks (sequence parallelism needs equal slices: sp_fwd.py:206)",
+                              f"divisors of {tokens_per_image}")
+
+    def images_in_batch(self, batch: int, world_size: int) -> int:
+        """Images the ranks share, ``batch`` per rank: every rank's (gathered, sample_ddp.py:213-219), or only
+        rank 0's with ``single_img``."""
+        return batch if self.single_img else batch * world_size
+
+    def describe(self) -> str:
+        parts = ["sequence parallel, async K/V all-gather (other ranks' K/V from step t-1)" if self.kv_async
+                 else "sequence parallel, blocking K/V all-gather per layer"]
+        if self.kv_async and self.warmup_steps:
+            parts.append(f"warm-up {self.warmup_steps} (fresh steps 0..{self.warmup_steps})")
+        if self.single_img:
+            parts.append("single image")
+        return " + ".join(parts)
+
+
+#: preset name -> fields (docs/sequence-parallel.md); read-only
+PRESETS: Mapping[str, Mapping[str, object]] = MappingProxyType({
+    "sp": dict(kv_async=False),
+    "distrifusion": dict(kv_async=True),
+})
+
+FAMILY = FamilyConfig(name="sequence", config=SequenceParallelStrategy, presets=PRESETS)
