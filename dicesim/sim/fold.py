@@ -32,7 +32,8 @@ import pandas as pd
 
 from dicesim.sim.engine.engine import run_engine
 from dicesim.sim.engine.runspec import EngineSpec, RawRun
-from dicesim.topology import gpu_nodes, group_routes
+from dicesim.sim.network.linkscale import comm_paths
+from dicesim.topology import group_routes
 
 
 @dataclass(frozen=True)
@@ -98,12 +99,13 @@ def plan_fold(spec: EngineSpec) -> Fold:
                     reason="one expert-parallel group")
     link_id = {e: i for i, e in enumerate(G.edges)}
     attrs_L = [(float(d["bw_Bps"]), float(d["latency_s"]), str(d.get("link", ""))) for _, _, d in G.edges(data=True)]
+    tables = group_routes(G, groups)
     ports = None
-    if spec.profile.comm_interference > 0:
-        nodes = gpu_nodes(G)
-        ports = [sorted(link_id[e] for e in list(G.out_edges(v)) + list(G.in_edges(v))) for v in nodes]
+    if spec.profile.comm_interference > 0:  # the links each rank's compute slows (sim/network/linkscale.py)
+        paths, _ = comm_paths(G, [t.routes for t in tables])
+        ports = [sorted(link_id[e] for e in p) for p in paths]
     sigs, links = [], []
-    for members, table in zip(groups, group_routes(G, groups)):
+    for members, table in zip(groups, tables):
         sig, order = _signature(table.routes, members, link_id, attrs_L, ports)
         sigs.append(sig)
         links.append(order)

@@ -67,10 +67,6 @@ class Engine:
         self.net = FlowNetwork(env, G, on_link_busy=self.trace.link if self.trace is not None else None)
         self.T, self.L = spec.plan.num_steps, spec.plan.num_layers
         self.ranks = [RankState(r) for r in range(W)]
-        # endpoint links per rank, slowed while the rank computes (None: comm_interference == 0)
-        ports = rank_port_links(self.net, G) if profile.comm_interference > 0 else None
-        self.streams = ComputeStreams(env, self.net, self.ranks, interference=profile.interference,
-                                      comm_interference=profile.comm_interference, ports=ports)
         self.step_end = np.zeros((W, self.T))
         self.counters = np.zeros((W, self.T, len(COUNTERS)))
         self.groups = layout.groups()
@@ -78,6 +74,11 @@ class Engine:
         self.comms: list[Communicator] = []
         on_done = self.trace.collective if self.trace is not None else None
         tables = group_routes(G, [self.groups[g] for g in self.active])
+        # per rank the links its compute slows, and their users (None: comm_interference == 0)
+        ports, users_L = (rank_port_links(self.net, G, [t.routes for t in tables])
+                          if profile.comm_interference > 0 else (None, None))
+        self.streams = ComputeStreams(env, self.net, self.ranks, interference=profile.interference,
+                                      comm_interference=profile.comm_interference, ports=ports, users_L=users_L)
         for g, table in zip(self.active, tables):
             members = self.groups[g]
             self.gc[g] = self._group_comm(g, members, table, G, nccl)
