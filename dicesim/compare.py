@@ -76,7 +76,8 @@ def resolve_scenario(path: str | Path | None = None, *, model: str | None = None
                      world_size: int | None = None, batch: int | None = None, image_size: int | None = None,
                      steps: int | None = None, strategy: str | None = None, profile: str | None = None,
                      routing: str | None = None, zipf_alpha: float | None = None,
-                     histogram: str | None = None, dtype: str | None = None) -> Scenario:
+                     histogram: str | None = None, dtype: str | None = None,
+                     interference: bool | None = None) -> Scenario:
     """The scenario file at ``path`` (or the default study) with the given fields replaced.
 
     ``strategy`` is a preset name and replaces the whole strategy; ``zipf_alpha`` alone
@@ -85,7 +86,7 @@ def resolve_scenario(path: str | Path | None = None, *, model: str | None = None
     base = load_scenario(path) if path else make_scenario()
     fields = base.model_dump()
     given = dict(model=model, topology=topology, world_size=world_size, batch=batch, image_size=image_size,
-                 steps=steps, profile=profile, dtype=dtype)
+                 steps=steps, profile=profile, dtype=dtype, interference=interference)
     fields.update({k: v for k, v in given.items() if v is not None})
     if model is not None and base.num_experts is not None:
         fields["num_experts"] = None  # the file's expert count belonged to its model
@@ -142,7 +143,8 @@ def run_strategy(scenario: Scenario, *, trace_dir: str | Path | None = None,
     name = scenario.strategy.name
     run_result = result_from_sim(scenario, {**result.summary(), **predicted_quality(scenario, result.lag_table),
                                             "profile": result.meta["profile"],
-                                            "profile_basis": result.meta["profile_basis"]}, result.per_step)
+                                            "profile_basis": result.meta["profile_basis"],
+                                            "interference": scenario.interference}, result.per_step)
     trace_path = None
     if events is not None and trace_dir is not None:
         # the record in the metadata makes the trace file a result file too (dicesim results table)

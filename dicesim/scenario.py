@@ -67,6 +67,10 @@ class Scenario(BaseModel):
     routing: RoutingConfig = RoutingConfig()
     seed: int = Field(0, ge=0, le=INT64_MAX)  # numpy seeds are non-negative
     profile: Optional[str] = None  # hardware profile TOML or name; None = the GPU's best-evidenced built-in
+    #: False: run with both interference factors of the profile at 0 (compute not slowed by
+    #: communication, communication not slowed by compute), to check a prediction both ways
+    #: (docs/model.md "Interference"); True: the profile's values
+    interference: bool = True
 
     def preset(self) -> ModelPreset:
         return get_model(self.model, self.num_experts)
@@ -191,8 +195,14 @@ def scenario_from_dict(doc: dict, path: Path = Path("<scenario>")) -> Scenario:
         except ValidationError as exc:
             raise config_error_from_pydantic(exc, "routing", _ALLOWED) from None
     profile = doc.get("profile")
-    if profile is not None:
-        fields["profile"] = profile.get("file") if isinstance(profile, dict) else profile
+    if isinstance(profile, dict):
+        prof = dict(profile)
+        fields["profile"] = prof.pop("file", None) or prof.pop("name", None)
+        fields["interference"] = prof.pop("interference", None)
+        if prof:
+            raise ConfigError(f"profile.{next(iter(prof))}", "unknown key", ("file", "name", "interference"))
+    elif profile is not None:
+        fields["profile"] = profile
     return make_scenario(**fields)
 
 

@@ -115,3 +115,40 @@ def test_comm_interference_now_acts_on_host_staged_machines():
     sync = [simulate(**kw, strategy="sync", profile=base.with_updates(comm_interference=ci))
             .summary()["step_latency_s"] for ci in (0.0, 2.0)]
     assert sync[0] == pytest.approx(sync[1], rel=1e-12)
+
+
+def test_the_switch_turns_both_directions_off():
+    """``interference = False`` (scenario field; ``--no-interference``; ``[profile] interference``)
+    runs the profile with both factors at 0, and the run says so."""
+    kw = dict(model="S/2", world_size=8, batch=2, image_size=256, steps=4, topology="8x-rtx4090-pcie",
+              strategy="displaced")
+    prof = get_profile("rtx4090").with_updates(comm_interference=0.5)
+    on = simulate(**kw, profile=prof)
+    off = simulate(**kw, profile=prof, interference=False)
+    zero = simulate(**kw, profile=prof.with_updates(interference=0.0, comm_interference=0.0))
+    assert off.summary() == zero.summary()
+    assert on.summary()["step_latency_s"] > off.summary()["step_latency_s"]
+    assert off.meta["interference"] is False and on.meta["interference"] is True
+
+
+def test_the_switch_in_a_scenario_file_and_on_the_command_line(tmp_path, capsys):
+    import json
+
+    from dicesim.cli import main
+    from dicesim.errors import ConfigError
+    from dicesim.scenario import load_scenario
+
+    path = tmp_path / "s.toml"
+    path.write_text('[model]\nname = "S/2"\n[profile]\nname = "rtx4090"\ninterference = false\n')
+    sc = load_scenario(path)
+    assert sc.interference is False and sc.profile == "rtx4090"
+    path.write_text('[profile]\ninterferance = false\n')
+    with pytest.raises(ConfigError, match="profile.interferance"):
+        load_scenario(path)
+    args = ["simulate", "--model", "S/2", "--batch", "1", "--steps", "2", "--strategy", "displaced"]
+    assert main([*args, "--no-interference"]) in (0, None)
+    assert "interference off" in capsys.readouterr().out
+    assert main([*args, "--no-interference", "--json"]) in (0, None)
+    assert json.loads(capsys.readouterr().out)["extra"]["interference"] is False
+    assert main(args) in (0, None)
+    assert "interference off" not in capsys.readouterr().out

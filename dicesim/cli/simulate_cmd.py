@@ -34,6 +34,8 @@ _HIST = typer.Option(None, "--histogram",
 _ALPHA = typer.Option(None, "--zipf-alpha", min=0, help="Zipf exponent of the expert load")
 _DTYPE = typer.Option(None, "--dtype", help="activation precision: bf16, fp16 or fp32 (sets bytes moved and held)")
 _JSON = typer.Option(False, "--json", help="print one JSON object on stdout and nothing else")
+_INTERFERENCE = typer.Option(None, "--interference/--no-interference",
+                             help="compute-communication interference on (the profile's factors) or off (both 0)")
 
 
 def _finite(value: Any) -> Any:
@@ -52,7 +54,8 @@ def _print_json(obj: dict) -> None:
 def profile_line(result) -> str:
     """Which profile timed a simulated run and what it rests on (one line for the text outputs)."""
     what = {"measured": "measured: fitted from traces", "datasheet": "datasheet figures and stated assumptions"}
-    return f"{result.profile} ({what.get(result.profile_basis, result.profile_basis)})"
+    off = "; interference off" if result.extra.get("interference") is False else ""
+    return f"{result.profile} ({what.get(result.profile_basis, result.profile_basis)}){off}"
 
 
 def _warn_profile_range(sc) -> None:
@@ -72,7 +75,7 @@ def simulate(
     batch: Optional[int] = _BATCH, image_size: Optional[int] = _IMAGE, steps: Optional[int] = _STEPS,
     strategy: Optional[str] = typer.Option(None, "--strategy", help="strategy preset, e.g. sync, displaced, dice"),
     profile: Optional[str] = _PROFILE, routing: Optional[str] = _ROUTING, zipf_alpha: Optional[float] = _ALPHA,
-    histogram: Optional[str] = _HIST, dtype: Optional[str] = _DTYPE,
+    histogram: Optional[str] = _HIST, dtype: Optional[str] = _DTYPE, interference: Optional[bool] = _INTERFERENCE,
     out: Optional[Path] = typer.Option(None, "--out", help="write tables, Perfetto trace and report.html here"),
     as_json: bool = _JSON,
 ) -> None:
@@ -88,7 +91,7 @@ def simulate(
 
     sc = resolve_scenario(scenario, model=model, topology=topology, world_size=world_size, batch=batch,
                           image_size=image_size, steps=steps, strategy=strategy, profile=profile, routing=routing,
-                          zipf_alpha=zipf_alpha, histogram=histogram, dtype=dtype)
+                          zipf_alpha=zipf_alpha, histogram=histogram, dtype=dtype, interference=interference)
     _warn_profile_range(sc)
     t0 = time.perf_counter()
     run = run_strategy(sc, trace_dir=out, timeline_steps=default_timeline_steps(sc.steps) if out else (),
@@ -131,7 +134,7 @@ def compare(
     model: Optional[str] = _MODEL, topology: Optional[str] = _TOPOLOGY, world_size: Optional[int] = _WORLD,
     batch: Optional[int] = _BATCH, image_size: Optional[int] = _IMAGE, steps: Optional[int] = _STEPS,
     profile: Optional[str] = _PROFILE, routing: Optional[str] = _ROUTING, zipf_alpha: Optional[float] = _ALPHA,
-    histogram: Optional[str] = _HIST, dtype: Optional[str] = _DTYPE,
+    histogram: Optional[str] = _HIST, dtype: Optional[str] = _DTYPE, interference: Optional[bool] = _INTERFERENCE,
     out: Path = typer.Option(Path("out/compare"), "--out", help="summary.csv/.parquet, traces, report.html"),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, max=MAX_LOCAL_WORKERS,
                                           help="parallel processes (default: CPUs)"),
@@ -150,7 +153,7 @@ def compare(
 
     sc = resolve_scenario(scenario, model=model, topology=topology, world_size=world_size, batch=batch,
                           image_size=image_size, steps=steps, profile=profile, routing=routing, zipf_alpha=zipf_alpha,
-                          histogram=histogram, dtype=dtype)
+                          histogram=histogram, dtype=dtype, interference=interference)
     _warn_profile_range(sc)
     names = [s.strip() for s in strategies.split(",")] if strategies else list(COMPARE_DEFAULT)
     n_workers = workers or min(os.cpu_count() or 1, len(names))

@@ -54,8 +54,11 @@ def _quality_note(summary: dict) -> tuple[str, ...]:
 
 
 def _profile_note(run: StrategyRun) -> str:
+    """Which profile timed the run, what it rests on, and whether interference was switched off."""
     r = run.result
-    return (f"Hardware profile: {r.profile} ({'measured: fitted from traces' if r.profile_basis == 'measured' else 'datasheet figures and stated assumptions'}).")
+    basis = "measured: fitted from traces" if r.profile_basis == "measured" else "datasheet figures and stated assumptions"
+    off = "; compute-communication interference switched off" if r.extra.get("interference") is False else ""
+    return f"Hardware profile: {r.profile} ({basis}){off}."
 
 
 def _lag_name(strategy) -> str:
