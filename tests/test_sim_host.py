@@ -137,3 +137,23 @@ def test_eager_profile_is_never_faster_than_its_device_time(image_size):
     graph = simulate(**kw, profile="h100-calibrated-graph").summary()["step_latency_s"]
     assert eager > graph
     assert get_profile("h100-calibrated").ops == get_profile("h100-calibrated-graph").ops
+
+
+@pytest.mark.parametrize("name, traces, base", [("h200-calibrated", "traces/gpu/h200", "h200"),
+                                                ("h100-calibrated", "traces/gpu/h100", "h100-sxm")])
+def test_committed_eager_profiles_come_from_the_op_timings_and_cpu_host_costs_alone(name, traces, base,
+                                                                                      monkeypatch):
+    """The calibrated eager profiles are what `dicesim calibrate --host-costs` fits from the op-level
+    traces and the CPU host costs (docs/calibration.md): nothing in them was set by hand, and the
+    whole-step executor run (traces/gpu/h200-executor) stays held out."""
+    from pathlib import Path
+
+    from dicesim.calibrate.api import calibrate_runs
+    from dicesim.calibrate.runs import load_runs
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])  # the profiles cite repository-relative paths
+    runs = load_runs([traces])
+    assert not any("executor" in str(r.stem) for r in runs)
+    cal = calibrate_runs(runs, base=base, name=name, host_costs="traces/host/cpu-executor.toml")
+    committed = get_profile(name)
+    assert cal.profile.model_dump(exclude={"date"}) == committed.model_dump(exclude={"date"})
