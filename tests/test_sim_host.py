@@ -157,3 +157,24 @@ def test_committed_eager_profiles_come_from_the_op_timings_and_cpu_host_costs_al
     cal = calibrate_runs(runs, base=base, name=name, host_costs="traces/host/cpu-executor.toml")
     committed = get_profile(name)
     assert cal.profile.model_dump(exclude={"date"}) == committed.model_dump(exclude={"date"})
+
+
+@pytest.mark.parametrize("strategy, measured_ms, predicted_ms", [("sync", 177.5, 137.0), ("data_parallel", 121.5, 94.5)])
+def test_held_out_h200_step_is_the_figure_the_docs_state(strategy, measured_ms, predicted_ms):
+    """The one whole-step GPU measurement (traces/gpu/h200-executor, held out: no profile is fitted on
+    it) against the prediction of the calibrated eager profile, as docs/calibration.md ("Known
+    limits") and the README state them: re-derived here, so the page moves with the model."""
+    import json
+    from pathlib import Path
+
+    import numpy as np
+
+    root = Path(__file__).resolve().parents[1] / "traces/gpu/h200-executor"
+    summ = json.loads((root / f"{strategy}.summary.json").read_text())
+    steady_s = float(np.median(summ["step_latency_s"][3:]))  # steps 0-2 include CUDA warm-up
+    pred_s = simulate(model="XL/2", topology="hgx-h200", world_size=1, batch=summ["batch_per_rank"],
+                      image_size=summ["image_size_px"], steps=summ["steps"], strategy=strategy,
+                      profile="h200-calibrated").summary()["step_latency_s"]
+    assert round(steady_s * 1e3, 1) == measured_ms
+    assert round(pred_s * 1e3, 1) == predicted_ms
+    assert abs(pred_s / steady_s - 1) > 0.15  # the 15% target is not met (docs say so)
