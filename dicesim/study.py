@@ -161,6 +161,8 @@ class StudyEvaluator:
             out.update(busiest_link=str(top["link"]), busiest_link_class=str(top["link_class"]),
                        busiest_link_busy_frac=float(top["busy_frac"]), busiest_link_count=float(len(alike)))
         out.update(predicted_quality(scenario, result.lag_table))
+        # which profile timed the row, and what it rests on (topologies of one study may differ)
+        out.update(profile=str(result.meta["profile"]), profile_basis=str(result.meta["profile_basis"]))
         return out
 
 
