@@ -85,7 +85,7 @@ def fuzz_subprocess(reader: Reader, seeds: Path, examples: int, work: Path) -> d
                               env=env, timeout=600)
         codes[proc.returncode] += 1
         o = Outcome(proc.returncode, proc.stdout, proc.stderr)
-        problem = verdict(o, out if reader.writes else None, expect_error=reader.expect_error)
+        problem = verdict(o, out if reader.writes else None, expect_error=reader.expect_error, gate=reader.gate)
         if problem:
             findings[problem[:160]] += 1
     return {"tried": len(cases), "codes": codes, "findings": findings}

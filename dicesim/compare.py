@@ -34,12 +34,14 @@ from dicesim.strategy import COMPARE_DEFAULT, make_strategy
 METRIC_KEYS: tuple[str, ...] = (
     "step_latency_s", "steady_step_latency_s", "total_latency_s", "exposed_comm_s", "exposed_comm_step_s",
     "overlap_frac", "comm_frac", "mean_lag_steps", "weighted_lag_steps", "max_lag_steps", "peak_buffer_bytes",
-    "pred_fd_change", "pred_deviation",
+    "peak_memory_bytes", "memory_capacity_bytes", "memory_margin_bytes", "pred_fd_change", "pred_deviation",
 )
+#: the memory verdict a result row carries beside the metrics (``fits``: bool, None when unknown)
+VERDICT_KEYS: tuple[str, ...] = ("fits", "memory_note")
 #: columns of the comparison table, in print order
 TABLE_COLUMNS: tuple[str, ...] = (
     "strategy", "step_latency_s", "speedup", "exposed_comm_step_s", "comm_frac", "overlap_frac", "mean_lag_steps",
-    "weighted_lag_steps", "peak_buffer_bytes", "pred_fd_change", "pred_deviation",
+    "weighted_lag_steps", "peak_buffer_bytes", "peak_memory_bytes", "fits", "pred_fd_change", "pred_deviation",
 )
 
 
@@ -111,10 +113,13 @@ def predicted_quality(scenario: Scenario, lags: LagTable | None = None) -> dict[
                            lags=lags)
 
 
-def headline_metrics(summary: dict[str, Any], per_step: pd.DataFrame | None = None) -> dict[str, float]:
-    """:data:`METRIC_KEYS` from a simulator summary (and per-step table for per-step figures)."""
+def headline_metrics(summary: dict[str, Any], per_step: pd.DataFrame | None = None) -> dict[str, Any]:
+    """:data:`METRIC_KEYS` from a simulator summary (and per-step table for per-step figures), and
+    the memory verdict (:data:`VERDICT_KEYS`) where the summary has one."""
     metrics = sim_metrics(summary, per_step)
-    return {k: metrics[k] for k in METRIC_KEYS if k in metrics}
+    out: dict[str, Any] = {k: metrics[k] for k in METRIC_KEYS if k in metrics}
+    out.update({k: summary[k] for k in VERDICT_KEYS if k in summary})
+    return out
 
 
 def default_timeline_steps(steps: int) -> tuple[int, ...]:

@@ -2,9 +2,12 @@
 
 The search (docs/exploration.md has the full argument):
 
-1. **Exact screening.** Every candidate of the :class:`~dicesim.search_space.SearchSpace` gets
-   its lags, stale-buffer memory and predicted quality cost (the quality model, docs/quality.md)
-   from its plan, without simulating. Candidates over the lag, memory or quality limits are out.
+1. **Exact screening.** Every candidate of the :class:`~dicesim.search_space.SearchSpace`, and the
+   presets outside it (data parallelism, the other families: :mod:`dicesim.alternatives`), gets
+   its lags, held-buffer memory, memory per GPU (docs/memory.md) and predicted quality cost (the
+   quality model, docs/quality.md) from its plan, without simulating. Candidates over the lag,
+   memory or quality limits are out, and so are those that do not fit their GPUs' memory
+   (status ``does not fit``, with what they need): they are never simulated, ranked or on the front.
 2. **Timing classes.** Candidates with identical plans run identically; each class is
    simulated at most once.
 3. **Branch and bound.** Classes are simulated in rounds along the partial order
@@ -17,8 +20,8 @@ The search (docs/exploration.md has the full argument):
    them out. ``exhaustive=True`` simulates every screened class instead; the test suite
    checks both give the same answer.
 
-The answer: feasible candidates ranked by step latency (then lag, then memory), the Pareto
-front of step latency vs router-weighted lag vs buffer memory, and a one-line reason for
+The answer: feasible candidates ranked by step latency (then lag, then memory per GPU), the Pareto
+front of step latency vs router-weighted lag vs memory per GPU, and a one-line reason for
 every other candidate. Predicted quality is a limit and a column, not an objective: the quality
 model is a function of the router-weighted lag per half of the layers, which the front already
 weighs.
@@ -34,6 +37,9 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from dicesim.alternatives import (
+    alternative_class, alternative_presets, alternative_rows, memory_base, memory_columns, memory_reason,
+)
 from dicesim.cluster import dask_client, map_jobs
 from dicesim.progress import NO_PROGRESS, Ticker
 from dicesim.compare import predicted_quality
@@ -52,7 +58,7 @@ from dicesim.search_space import (
 from dicesim.strategy import ExpertParallelStrategy
 
 #: the objectives of the Pareto front and their sense (+1 minimise, -1 maximise)
-OBJECTIVES: dict[str, int] = {"step_latency_s": 1, "weighted_lag_steps": 1, "peak_buffer_bytes": 1}
+OBJECTIVES: dict[str, int] = {"step_latency_s": 1, "weighted_lag_steps": 1, "peak_memory_bytes": 1}
 _SLACK = 1e-9  # relative: equal latencies from the same plan on different workers
 
 
@@ -154,6 +160,7 @@ def screen(scenario: Scenario, space: SearchSpace, limits: Limits, *, quality: Q
     done = dict(map_jobs(class_metrics, jobs, shared=(prep.routing, prep.spec.row_nbytes, L, T), client=client))
     # a refused class (the reference cannot run it) has no metrics, only the refusal
     classes = [None if isinstance(done[i], str) else done[i][0] for i in range(len(reps))]
+    base = memory_base(scenario)
     rows = []
     for strategy, sync_label in cands:
         k = class_ids[timing_key(strategy, L)]
@@ -167,11 +174,19 @@ def screen(scenario: Scenario, space: SearchSpace, limits: Limits, *, quality: Q
             rows.append({**row, "reason": done[k], "status": "cannot run", "_strategy": strategy})
             continue
         row.update(**done[k][2][strategy.cond_policy], peak_buffer_bytes=done[k][1],
-                   **quality(scenario.with_strategy(strategy)))
-        row["reason"] = limits.cheap_violation(row)
-        row["status"] = "over limit" if row["reason"] else "screened"
+                   **quality(scenario.with_strategy(strategy)), **memory_columns(base, done[k][1]))
         row["_strategy"] = strategy
         rows.append(row)
+    for row in alternative_rows(scenario, alternative_presets(space.alternatives), quality):
+        classes.append(alternative_class(row["strategy"]))
+        rows.append({**row, "timing_class": len(classes) - 1})
+    for row in rows:  # the limits first, then the GPUs' memory: what does not fit is never simulated
+        if row.get("status") == "cannot run":
+            continue
+        row["reason"] = limits.cheap_violation(row)
+        row["status"] = "over limit" if row["reason"] else "screened"
+        if not row["reason"] and memory_reason(row):
+            row["reason"], row["status"] = memory_reason(row), "does not fit"
     return pd.DataFrame(rows), classes
 
 
@@ -307,7 +322,7 @@ def _finish(scenario: Scenario, limits: Limits, table: pd.DataFrame, members: di
     if ok.any():
         front = pareto_front(table[ok], objectives)
         table.loc[table.index[ok][front], "on_front"] = True
-    ranked = table[ok].sort_values(["step_latency_s", "weighted_lag_steps", "peak_buffer_bytes"], kind="stable")
+    ranked = table[ok].sort_values(["step_latency_s", "weighted_lag_steps", "peak_memory_bytes"], kind="stable")
     table["rank"] = pd.array([pd.NA] * len(table), dtype="Int64")
     table.loc[ranked.index, "rank"] = np.arange(1, len(ranked) + 1)
     if len(ranked):
@@ -329,9 +344,9 @@ def _reason(row: pd.Series, ranked: pd.DataFrame) -> str:
         return "fastest within the limits" + front
     slower = row["step_latency_s"] / best["step_latency_s"] - 1
     less = best["weighted_lag_steps"] - row["weighted_lag_steps"]
-    mem = best["peak_buffer_bytes"] - row["peak_buffer_bytes"]
+    mem = best["peak_memory_bytes"] - row["peak_memory_bytes"]
     gains = [f"{less:.2f} steps less weighted lag" if less > 1e-12 else "",
-             f"{_show('peak_buffer_bytes', mem)} less buffer memory" if mem > 0 else ""]
+             f"{_show('peak_buffer_bytes', mem)} less memory per GPU" if mem > 0 else ""]
     trade = "; buys " + " and ".join(g for g in gains if g) if any(gains) else ""
     return f"#{int(row['rank'])}: {100 * slower:.1f} % slower than {best['strategy']}{trade}{front}"
 

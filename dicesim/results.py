@@ -63,8 +63,12 @@ METRICS: tuple[ResultField, ...] = (
                 "(sequence parallelism: of the other ranks' K/V; `extra.lag_of` says which)"),
     ResultField("weighted_lag_steps", "steps", "the same weighted by router score (kept vs dropped copy)"),
     ResultField("max_lag_steps", "steps", "largest lag of any copy, layer and step"),
-    ResultField("peak_buffer_bytes", "bytes", "stale buffers held across steps, peak over ranks and steps "
-                "(DistriFusion: its K/V buffers)"),
+    ResultField("peak_buffer_bytes", "bytes", "buffers held across steps (stale expert outputs, K/V), peak over ranks "
+                "and steps"),
+    ResultField("peak_memory_bytes", "bytes", "memory per GPU on the fullest rank: weights, activations, held "
+                "buffers, runtime allowance (docs/memory.md; by holder in `extra.memory_by_holder`)"),
+    ResultField("memory_capacity_bytes", "bytes", "the GPU's memory, from the hardware profile (NaN: not known)"),
+    ResultField("memory_margin_bytes", "bytes", "capacity minus peak_memory_bytes; negative: does not fit"),
     ResultField("shadow_rel_l2_mean", "ratio", "executor --shadow: relative L2 error of stale MoE outputs, mean"),
     ResultField("shadow_rel_l2_max", "ratio", "executor --shadow: the same, largest"),
     ResultField("pred_fd_change", "FD", "quality model: predicted Frechet-distance increase over sync, lower is "
@@ -89,6 +93,11 @@ IDENTITY: tuple[ResultField, ...] = (
     ResultField("quality_basis", "", "what pred_fd_change and pred_deviation rest on (data, fit, extrapolation)"),
     ResultField("profile", "", "hardware profile the simulator timed the run with (simulator)"),
     ResultField("profile_basis", "", "what that profile rests on: measured (fitted from traces) or datasheet"),
+)
+#: whether the run fits its GPUs' memory (simulator; docs/memory.md)
+VERDICT: tuple[ResultField, ...] = (
+    ResultField("fits", "", "peak_memory_bytes <= memory_capacity_bytes (null: capacity unknown or not predicted)"),
+    ResultField("memory_note", "", "one line: fits or not, what it needs of what, and what holds it"),
 )
 PER_STEP: tuple[ResultField, ...] = (
     ResultField("per_step_latency_s", "s", "latency of every step (slowest rank)"),
@@ -136,6 +145,9 @@ class RunResult(BaseModel):
     weighted_lag_steps: float = Field(ge=0)
     max_lag_steps: float = Field(ge=0)
     peak_buffer_bytes: float = Field(ge=0)
+    peak_memory_bytes: Optional[float] = None
+    memory_capacity_bytes: Optional[float] = None
+    memory_margin_bytes: Optional[float] = None
     shadow_rel_l2_mean: Optional[float] = None
     shadow_rel_l2_max: Optional[float] = None
     pred_fd_change: Optional[float] = None
@@ -143,6 +155,8 @@ class RunResult(BaseModel):
     quality_basis: str = ""
     profile: str = ""
     profile_basis: str = ""
+    fits: Optional[bool] = None
+    memory_note: str = ""
     per_step_latency_s: list[float] = Field(default_factory=list)
     per_step_exposed_comm_s: list[float] = Field(default_factory=list)
     extra: dict[str, Any] = Field(default_factory=dict)
@@ -191,8 +205,9 @@ def sim_metrics(summary: dict[str, Any], per_step: pd.DataFrame | None = None) -
 def result_from_sim(scenario: Scenario, summary: dict[str, Any], per_step: pd.DataFrame | None = None) -> RunResult:
     """The record of one simulated run (``summary`` may carry the quality model's columns)."""
     metrics = sim_metrics(summary, per_step)
-    kept = {k: v for k, v in summary.items()
-            if _LEGACY_SIM.get(k, k) not in METRIC_NAMES and k not in ("quality_basis", "profile", "profile_basis")}
+    verdict = {f.name: summary[f.name] for f in VERDICT if summary.get(f.name) is not None}
+    kept = {k: v for k, v in summary.items() if _LEGACY_SIM.get(k, k) not in METRIC_NAMES
+            and k not in ("quality_basis", "profile", "profile_basis", *verdict)}
     lists = {}
     if per_step is not None and len(per_step):
         lists = {"per_step_latency_s": per_step["latency_s"].astype(float).tolist(),
@@ -204,7 +219,7 @@ def result_from_sim(scenario: Scenario, summary: dict[str, Any], per_step: pd.Da
         topology=scenario.topology, world_size=scenario.world_size, batch=scenario.batch,
         image_size=scenario.image_size, steps=scenario.steps, quality_basis=str(summary.get("quality_basis", "")),
         profile=str(summary.get("profile", "")), profile_basis=str(summary.get("profile_basis", "")),
-        **metrics, **lists, extra=_finite({**kept, "lag_of": scenario.strategy.lag_subject}))
+        **verdict, **metrics, **lists, extra=_finite({**kept, "lag_of": scenario.strategy.lag_subject}))
 
 
 class ExecutorTimes(BaseModel):
@@ -258,7 +273,7 @@ def result_from_executor(summary: dict[str, Any], *, where: str = "executor summ
 
 def results_frame(results: Iterable[RunResult]) -> pd.DataFrame:
     """One row per run with the schema's scalar columns (identity first, then metrics)."""
-    cols = [f.name for f in IDENTITY] + list(METRIC_NAMES)
+    cols = [f.name for f in IDENTITY] + list(METRIC_NAMES) + [f.name for f in VERDICT]
     df = pd.DataFrame([r.row() for r in results], columns=cols)
     for c in METRIC_NAMES:
         df[c] = df[c].astype("float64")

@@ -56,6 +56,9 @@ class SearchSpace(BaseModel):
     #: ``reference``: the DICE code's semantics, as the paper's presets run (strategy.REFERENCE_SEMANTICS);
     #: ``original``: the ExpertParallelStrategy defaults (only consumed work, separate buffers, ...)
     semantics: Literal["reference", "original"] = "reference"
+    #: presets outside this space weighed beside it (data parallelism, other families;
+    #: None: every family's comparison presets it cannot produce, :mod:`dicesim.alternatives`)
+    alternatives: tuple[str, ...] | None = None
 
     @field_validator("block_sizes", "cond_intervals", "warmups")
     @classmethod

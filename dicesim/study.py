@@ -5,8 +5,10 @@ count, batch and image size) x strategies, with ``sync`` always present as the s
 baseline. It runs on the sweep machinery (:func:`dicesim.sweep.run_points`: chunks on
 disk, resume, Dask locally or on a cluster) with an evaluator that also keeps the busiest
 link of every run, which the written summary uses to say *why* a strategy gains where it
-does. :data:`DEFAULT_STUDY` is the embedded default: the built-in topologies for XL/2 and
-G/2 across batch sizes.
+does, and the family of parallelism of every run (:func:`parallelism`), which the report uses
+to say which family wins where. :data:`DEFAULT_STUDY` is the embedded default: the built-in
+topologies for XL/2 and G/2 across batch sizes, every family's comparison presets
+(:data:`dicesim.strategy.COMPARE_DEFAULT`).
 """
 
 from __future__ import annotations
@@ -161,9 +163,20 @@ class StudyEvaluator:
             out.update(busiest_link=str(top["link"]), busiest_link_class=str(top["link_class"]),
                        busiest_link_busy_frac=float(top["busy_frac"]), busiest_link_count=float(len(alike)))
         out.update(predicted_quality(scenario, result.lag_table))
+        out["parallelism"] = parallelism(scenario)
         # which profile timed the row, and what it rests on (topologies of one study may differ)
         out.update(profile=str(result.meta["profile"]), profile_basis=str(result.meta["profile_basis"]))
         return out
+
+
+def parallelism(scenario: Scenario) -> str:
+    """How a configuration splits the work: ``data_parallel`` when no rank exchanges anything with
+    another (every rank holds the whole model and its own images), else its strategy's family."""
+    from dicesim.plan import layout_for
+
+    layout = layout_for(scenario.strategy, scenario.world_size, scenario.preset().num_experts,
+                        group_layout=scenario.placement)
+    return "data_parallel" if all(len(g) == 1 for g in layout.groups()) else type(scenario.strategy).family
 
 
 def run_study(study: StudyConfig, out_dir: str | Path, *, workers: int = 0, scheduler: str | None = None,

@@ -87,9 +87,26 @@ def test_cli_writes_only_its_own_section(tmp_path, capsys):
     path, md = tmp_path / "paper.toml", tmp_path / "accuracy.md"
     path.write_text(TINY)
     md.write_text("# Accuracy\n\nCPU section\n")
-    assert main(["accuracy", "--paper", str(path), "--out", str(md)]) == 0
-    assert "speedup: paper 1.10x" in capsys.readouterr().out
+    assert main(["accuracy", "--paper", str(path), "--out", str(md)]) == 1  # the speedup misses its point value
+    out = capsys.readouterr().out
+    assert "speedup: paper 1.10x" in out and "paper check: 1 of 2 figures outside their band" in out
+    assert "(speedup): exit 1" in out
     text = md.read_text()
     assert text.startswith("# Accuracy\n\nCPU section\n") and "<!-- paper:begin" in text and "<!-- paper:end -->" in text
-    assert main(["accuracy", "--paper", str(path), "--out", str(md)]) == 0  # rewritten in place, not appended
+    assert main(["accuracy", "--paper", str(path), "--out", str(md)]) == 1  # rewritten in place, not appended
     assert md.read_text().count("<!-- paper:begin") == 1
+
+
+def test_exit_code_gates_on_the_bands(tmp_path, capsys):
+    """0 when every prediction is inside its band, 1 when one is not, 2 for bad input (a script can gate on it)."""
+    inside = tmp_path / "inside.toml"
+    inside.write_text(TINY.replace("value = 1.1", "low = 0.01\nhigh = 100.0"))
+    assert main(["accuracy", "--paper", str(inside)]) == 0
+    assert "paper check: 0 of 2 figures outside their band" in capsys.readouterr().out
+    outside = tmp_path / "outside.toml"
+    outside.write_text(TINY.replace("value = 1.1", "low = 50.0\nhigh = 100.0"))
+    assert main(["accuracy", "--paper", str(outside), "--json"]) == 1
+    assert '"outside": ["speedup"]' in capsys.readouterr().out
+    bad = tmp_path / "bad.toml"
+    bad.write_text(TINY.replace("value = 1.1", "value = \"fast\""))
+    assert main(["accuracy", "--paper", str(bad)]) == 2

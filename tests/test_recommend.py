@@ -17,10 +17,10 @@ from dicesim.plan import build_plan
 # communication-bound, so hiding the all-to-alls pays and the limits decide the answer
 SCENARIO = make_scenario(model="tiny", topology="8x-rtx4090-pcie", world_size=4, batch=8, steps=8)
 SPACE = make_space(sync_presets=("none", "deep", "alternate"), block_sizes=(1, 3), cond_intervals=(1, 2),
-                   cond_policies=("low", "high"), warmups=(1, 2))
+                   cond_policies=("low", "high"), warmups=(1, 2), alternatives=())
 TINY = ["--model", "tiny", "--topology", "8x-rtx4090-pcie", "--world-size", "4", "--batch", "8", "--steps", "8",
         "--workers", "0", "--cond-intervals", "1,2", "--cond-policies", "low,high", "--warmups", "1,2",
-        "--block-sizes", "1,3"]
+        "--block-sizes", "1,3", "--alternatives", "none"]
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ from dicesim.errors import ConfigError
 from dicesim.result_files import load_results
 from dicesim.results import (
     IDENTITY,
+    VERDICT,
     METRICS,
     PER_STEP,
     RESULT_SCHEMA,
@@ -123,9 +124,9 @@ def test_old_sweep_chunks_are_read_with_the_schemas_names(tmp_path):
 
 def test_results_frame_columns_and_docs_list_every_field():
     frame = results_frame([])
-    assert list(frame.columns) == [f.name for f in IDENTITY] + [f.name for f in METRICS]
-    names = {f.name for f in IDENTITY + METRICS + PER_STEP}
+    assert list(frame.columns) == [f.name for f in IDENTITY] + [f.name for f in METRICS] + [f.name for f in VERDICT]
+    names = {f.name for f in IDENTITY + METRICS + VERDICT + PER_STEP}
     assert set(RunResult.model_fields) == names | {"schema_", "extra"}  # the documented list is the model
     doc = Path("docs/results.md").read_text(encoding="utf-8")
-    for f in IDENTITY + METRICS + PER_STEP:
+    for f in IDENTITY + METRICS + VERDICT + PER_STEP:
         assert f"`{f.name}`" in doc, f.name

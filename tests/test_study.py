@@ -8,6 +8,7 @@ import pytest
 from dicesim.cli import main
 from dicesim.errors import ConfigError
 from dicesim.report.study_text import fastest_per_setting, study_summary
+from dicesim.strategy import COMPARE_DEFAULT
 from dicesim.study import DEFAULT_STUDY, DEFAULT_TOPOLOGIES, load_study, make_study, run_study, study_points, study_table
 
 # tiny on two real machines: NVLink (little to hide) and PCIe without peer-to-peer (much to hide)
@@ -20,7 +21,8 @@ ARGS = ["--models", "tiny", "--topologies", "dgx-h100,8x-rtx4090-pcie", "--world
 def test_default_study_is_every_builtin_machine_for_xl2_and_g2_across_batches():
     assert DEFAULT_STUDY.axes() == ["topology", "batch"]
     points = study_points(DEFAULT_STUDY)
-    assert len(points) == 2 * len(DEFAULT_TOPOLOGIES) * 3 * 5
+    assert len(points) == 2 * len(DEFAULT_TOPOLOGIES) * 3 * len(COMPARE_DEFAULT)  # every family's comparison presets
+    assert {"sync", "data_parallel", "dice"} <= set(DEFAULT_STUDY.all_strategies())
     assert {p["model"] for p in points} == {"XL/2", "G/2"}
     gpus = {p["topology"]: p["world_size"] for p in points}
     assert gpus == {"8x-rtx4090-pcie": 8, "4x-l40s-pcie": 4, "dgx-a100": 8, "dgx-h100": 8, "hgx-h200": 8,
@@ -60,7 +62,7 @@ def small(tmp_path_factory):
 
 def test_study_speedups_and_summary_say_where_hiding_pays(small):
     _, outcome = small
-    assert outcome.n_run == 20 and (outcome.table["status"] == "ok").all()
+    assert outcome.n_run == 4 * len(COMPARE_DEFAULT) and (outcome.table["status"] == "ok").all()
     table = study_table(outcome.table)
     assert (table.loc[table["strategy"] == "sync", "speedup"] == 1.0).all()
     best = fastest_per_setting(table, ["topology", "batch"]).set_index(["topology", "batch"])
@@ -84,10 +86,12 @@ def test_study_cli_writes_report_and_resumes(small, capsys):
     out, first = small
     assert main(["study", *ARGS, "--out", str(out), "--workers", "0"]) == 0
     text = capsys.readouterr().out
-    assert "0 configurations simulated, 20 reused" in text and "gains most on" in text
+    assert f"0 configurations simulated, {4 * len(COMPARE_DEFAULT)} reused" in text and "gains most on" in text
+    assert "Which family wins" in text
     for name in ("study.parquet", "study.csv", "summary.txt", "report.html"):
         assert (out / name).is_file(), name
     html = (out / "report.html").read_text(encoding="utf-8")
+    assert "Which family wins, per machine and model" in html and "Memory per GPU" in html
     assert "Speedup over sync" in html and "study-explorer" in html and "Predicted quality cost" in html and "Predicted quality: FD change =" in html
     pd.testing.assert_frame_equal(pd.read_parquet(out / "study.parquet"), first.table)
 
@@ -111,5 +115,5 @@ def test_study_on_a_cluster_of_worker_processes_equals_the_local_run(small, tmp_
     _, local = small
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         remote = run_study(make_study(**SMALL), tmp_path, scheduler=cluster.scheduler_address)
-    assert remote.n_run == 20
+    assert remote.n_run == 4 * len(COMPARE_DEFAULT)
     pd.testing.assert_frame_equal(remote.table, local.table)

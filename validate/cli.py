@@ -66,6 +66,8 @@ def run(
     group_layout: str = typer.Option("contiguous", "--group-layout", help="contiguous|strided (E < W)"),
     dtype: str = typer.Option("fp32", help="fp32|bf16|fp16"),
     shadow: bool = typer.Option(False, "--shadow", help="measure each layer's error against a fresh sync output"),
+    measure_memory: bool = typer.Option(False, "--measure-memory",
+                                        help="count weights and the peak bytes of every tensor allocated (slower)"),
     checkpoint: Path | None = typer.Option(None, help="DiT-MoE checkpoint (public layout)"),
     trace_out: Path | None = typer.Option(None, "--trace-out", help="directory for trace files"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON summary object"),
@@ -95,7 +97,7 @@ def run(
     spec = RunSpec(strategy=strat, model=model, num_experts=num_experts, steps=steps, batch=batch,
                    image_size=image_size, seed=seed, guidance_scale=None if guidance_scale < 0 else guidance_scale,
                    shadow=shadow, group_layout=group_layout, dtype=dtype, trace=trace_out is not None,
-                   checkpoint=None if checkpoint is None else str(checkpoint))
+                   checkpoint=None if checkpoint is None else str(checkpoint), measure_memory=measure_memory)
     if transport != "distributed" or device != "cpu":
         from validate.executor.hoststaged import cli_run
 
@@ -257,6 +259,12 @@ def _print_human(s: dict) -> None:
     print(f"  peak stale-buffer memory per rank: {s['peak_held_nbytes']} B; mean lag {s['mean_lag_steps']:.3f} steps "
           f"(score-weighted {s['score_weighted_mean_lag_steps']:.3f} steps, max {s['max_lag_steps']} steps)"
           + ("" if s.get("lag_of", "expert output") == "expert output" else f"; lag of the {s['lag_of']}"))
+    if s.get("memory_peak_live_nbytes_per_rank"):
+        for r, (w, pw, live, plive) in enumerate(zip(
+                s["memory_weights_nbytes_per_rank"], s["memory_predicted_weights_nbytes_per_rank"],
+                s["memory_peak_live_nbytes_per_rank"], s["memory_predicted_live_nbytes_per_rank"])):
+            print(f"  rank {r} memory: weights {w} B (predicted {pw} B); tensors allocated while sampling, peak "
+                  f"{live} B (predicted working set + held buffers {plive} B, measured/predicted {live / plive:.3f})")
     if s.get("shadow_rel_l2_mean") is not None:
         print(f"  shadow relative L2 error: mean {s['shadow_rel_l2_mean']:.4f}, max {s['shadow_rel_l2_max']:.4f}")
     for kind, path in s.get("trace_files", {}).items():

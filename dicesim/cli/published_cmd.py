@@ -1,4 +1,5 @@
-"""``dicesim accuracy --published``: fit the NCCL model on part of the published set, predict the rest."""
+"""``dicesim accuracy --published``: the collective level (fit the NCCL model on part of the published set,
+predict the rest), its cross-validation, and the step level."""
 
 from __future__ import annotations
 
@@ -9,36 +10,84 @@ from pathlib import Path
 DEFAULT_DIR = Path("traces/published")
 
 
+def _command(paths: list[Path], fit_on: str, out: Path | None, write_model: Path | None, nccl_page: Path | None,
+             cross_validation: bool) -> str:
+    parts = ["dicesim accuracy --published", *map(str, paths), "--fit-on", shlex.quote(fit_on)]
+    parts += [] if cross_validation else ["--no-cross-validation"]
+    for flag, p in (("--out", out), ("--write-model", write_model), ("--nccl-page", nccl_page)):
+        parts += [flag, str(p)] if p is not None else []
+    return " ".join(parts)
+
+
 def run_published(paths: list[Path], *, fit_on: str, out: Path | None, write_model: Path | None,
-                  as_json: bool) -> None:
-    """Load, fit, predict; print a table (or JSON); write the docs section and the model if asked."""
+                  nccl_page: Path | None = None, cross_validation: bool = True, as_json: bool = False) -> None:
+    """Load, fit, predict; print both levels (or JSON); write the docs sections and the model if asked."""
+    from dicesim.calibrate.published.doc import (nccl_markdown, published_markdown, write_nccl_section,
+                                                 write_published_section)
+    from dicesim.calibrate.published.run import run_published as run
     from dicesim.calibrate.published.set import load_published
-    from dicesim.calibrate.published.doc import published_markdown, write_published_section
-    from dicesim.calibrate.published.fit import run_published_accuracy
+    from dicesim.progress import progress_bar
     from dicesim.sim.network.nccl import save_nccl_model
 
-    srcs = paths or [DEFAULT_DIR]
-    rep = run_published_accuracy(load_published(srcs), fit_on=fit_on)
+    from dicesim.report.marked import read_page
+
+    for page in (out, nccl_page):  # a page whose sections could not be kept is refused before the work
+        if page is not None:
+            read_page(page)
+    figs = load_published(paths or [DEFAULT_DIR])
+    with progress_bar("published set", unit="figures predicted") as ticker:
+        rep = run(figs, fit_on, cross_validation=cross_validation, ticker=ticker)
+    command = _command(paths, fit_on, out, write_model, nccl_page, cross_validation)
     if out is not None:
-        parts = ["dicesim accuracy --published", *map(str, paths), "--fit-on", shlex.quote(fit_on),
-                 "--out", str(out)] + (["--write-model", str(write_model)] if write_model else [])
-        write_published_section(published_markdown(rep, command=" ".join(parts)), out)
+        write_published_section(published_markdown(rep, command=command), out)
+    if nccl_page is not None:
+        write_nccl_section(nccl_markdown(rep, command=command), nccl_page)
+    c = rep.collective
     if write_model is not None:
-        save_nccl_model(rep.model, write_model)
+        save_nccl_model(c.model, write_model)
     if as_json:
-        print(json.dumps({"summary": rep.summary, "model": rep.model.model_dump(mode="json"),
-                          "rows": json.loads(rep.rows.to_json(orient="records"))}, allow_nan=False))
+        s = c.summary
+        print(json.dumps({
+            "summary": {"figures": len(c.rows), "fit": len(c.split.fit), "held_out": s.figures, "runs": s.runs,
+                        "sources": s.sources, "excluded": len(c.split.excluded), "median_abs_err": s.median_abs,
+                        "max_abs_err": s.max_abs, "per_family": s.per_family, "meets_target": s.met},
+            "levels": {"collective": {"line": s.line(), "met": s.met},
+                       "step": None if rep.step is None else {"line": rep.step.line(), "met": rep.step.met}},
+            "model": c.model.model_dump(mode="json"),
+            "params": [{"name": p.name, "value": p.value, "se": p.se, "figures": list(p.figures),
+                        "sources": list(p.sources)} for p in c.fit.params],
+            "rows": json.loads(c.rows.to_json(orient="records")),
+            "cross_validation": None if rep.crossval is None else json.loads(rep.crossval.to_json(orient="records")),
+        }, allow_nan=False))
         return
-    s = rep.summary
-    print(f"fit on {fit_on!r}: {s['fit']} published figures; predicting {s['held_out']} held out")
-    print(f"{'figure':36s} {'split':8s} {'published':>14s} {'predicted':>14s} {'error':>8s}")
-    for r in rep.rows.itertuples():
-        print(f"{r.id:36s} {r.split:8s} {r.published:9.4g} {r.unit:4s} {r.predicted:9.4g} {r.unit:4s} "
+    _print(rep, fit_on)
+    for p in (out, nccl_page, write_model):
+        if p is not None:
+            print(f"wrote {p}")
+
+
+def _print(rep, fit_on: str) -> None:
+    from dicesim.calibrate.published.doc import by_source, param_value
+    from dicesim.calibrate.published.step_level import NOT_YET
+
+    c = rep.collective
+    print(f"collective level: NCCL model fitted on {fit_on!r} ({len(c.split.fit)} figures); "
+          f"{c.summary.figures} held out, {len(c.split.excluded)} excluded, {len(c.split.statements)} statements")
+    print(f"{'figure':40s} {'split':9s} {'published':>17s} {'predicted':>14s} {'error':>8s}")
+    for r in c.rows.itertuples():
+        print(f"{r.id:40s} {r.split:9s} {r.published:12.4g} {r.unit:4s} {r.predicted:9.4g} {r.unit:4s} "
               f"{r.error:+8.1%}")
-    print(f"held-out |error|: median {s['median_abs_err']:.1%}, max {s['max_abs_err']:.1%} "
-          f"(target median <= 10%, max <= 25%: {'met' if s['meets_target'] else 'NOT met'})")
-    m = rep.model
-    print("NCCL model: bw_eff " + ", ".join(f"{t} {v:.3f}" for t, v in m.bw_eff.items())
-          + f"; base {m.base_latency_s * 1e6:.2f} us, all-to-all {m.a2a_latency_s * 1e6:.2f} us")
-    for p in ([out] if out else []) + ([write_model] if write_model else []):
-        print(f"wrote {p}")
+    print("fitted NCCL model (value; the value each independent source it rests on gives alone):")
+    for p in c.fit.params:
+        print(f"  {p.name:24s} {param_value(p.name, p.value):>10s}  {by_source(p)}")
+    for fam, v in c.summary.per_family.items():
+        print(f"  {fam:14s} {v['figures']:3d} held out: median |error| {v['median_abs']:.1%}, "
+              f"max {v['max_abs']:.1%}")
+    if rep.crossval is not None:
+        print("cross-validation (other fitted/held-out splits):")
+        for r in rep.crossval.itertuples():
+            print(f"  {r.split:24s} fitted {r.fitted:2d}, held out {r.held_out:2d}: median {r.median_abs:.1%}, "
+                  f"max {r.max_abs:.1%} ({'met' if r.met else 'not met'})"
+                  + (f"; on one source: {r.one_source_params}" if r.one_source_params else ""))
+    print(c.summary.line())
+    print(rep.step.line() if rep.step is not None else NOT_YET)

@@ -62,6 +62,9 @@ def recommend(
     cond_intervals: Optional[str] = typer.Option(None, "--cond-intervals", help="default: 1,2,4"),
     cond_policies: Optional[str] = typer.Option(None, "--cond-policies", help="default: low,high,random"),
     warmups: Optional[str] = typer.Option(None, "--warmups", help="warm-up steps (default: 1,2,4)"),
+    alternatives: Optional[str] = typer.Option(None, "--alternatives",
+                                               help="presets weighed beside the modifier space, or 'none' "
+                                                    "(default: data_parallel and the other families' presets)"),
     exhaustive: bool = typer.Option(False, "--exhaustive", help="simulate every screened candidate (no bounds)"),
     top: int = typer.Option(10, "--top", min=1, help="candidates to list"),
     wide: bool = typer.Option(False, "--wide", help="full tables with the reasons in a column (needs ~200 columns); "
@@ -94,7 +97,8 @@ def recommend(
     space = make_space(schemes=csv_list(schemes, "--schemes"), block_sizes=csv_list(block_sizes, "--block-sizes", int),
                        cond_intervals=csv_list(cond_intervals, "--cond-intervals", int),
                        cond_policies=csv_list(cond_policies, "--cond-policies"),
-                       warmups=csv_list(warmups, "--warmups", int))
+                       warmups=csv_list(warmups, "--warmups", int),
+                       alternatives=() if alternatives == "none" else csv_list(alternatives, "--alternatives"))
     n_workers = scale_out(workers, scheduler)
     con = make_console(min_width=200 if wide else 0)
     con.print(f"{sc.setup_label()}; limits: {limits.describe()}")
@@ -141,7 +145,8 @@ def print_recommendation(con: Console, rec: Recommendation, *, top: int, wide: b
     if len(ranked):
         if wide:
             con.print(rich_table(ranked, title=title))
-            con.print(rich_table(front_table(rec), title="Pareto front: step latency vs weighted lag vs buffer memory"))
+            con.print(rich_table(front_table(rec),
+                                 title="Pareto front: step latency vs weighted lag vs memory per GPU"))
         else:
             table, legend = compact_table(ranked, _SHORT, title=title)
             con.print(table)
@@ -150,7 +155,7 @@ def print_recommendation(con: Console, rec: Recommendation, *, top: int, wide: b
             print_notes(con, "Why each placed where it did",
                         [f"#{rank}: {why}" for rank, why in zip(ranked["rank"], reasons)])
             front = front_table(rec)
-            con.print(f"Pareto front (step latency vs weighted lag vs buffer memory): {len(front)} candidates, ranks "
+            con.print(f"Pareto front (step latency vs weighted lag vs memory per GPU): {len(front)} candidates, ranks "
                       + ", ".join(str(r) for r in front["rank"].tolist())
                       + " (table: --wide, or report.html)", soft_wrap=False)
     out = exclusion_table(rec)

@@ -111,6 +111,8 @@ def simulate(
     con = make_console()
     con.print(f"{sc.label()}  ({sc.strategy.describe()}; simulated in {wall_s:.2f} s)")
     con.print(f"hardware profile: {profile_line(run.result)}")
+    if run.summary.get("memory_note"):
+        con.print(run.summary["memory_note"], markup=False, highlight=False)
     con.print(metric_table(summary_frame(run.summary).iloc[0].to_dict(), title="Summary"))
     if sc.strategy.lag_subject != "expert output":  # the lag and buffer rows mean something else for this family
         con.print(f"lags: of the {sc.strategy.lag_subject}; peak buffer: the K/V buffers held across steps")
@@ -129,8 +131,8 @@ def simulate(
 def compare(
     scenario: Optional[Path] = typer.Argument(None, help=_SCENARIO_HELP),
     strategies: Optional[str] = typer.Option(None, "--strategies",
-                                             help="comma-separated presets (default: sync,displaced,interweaved,"
-                                                  "interweaved-deep,dice)"),
+                                             help="comma-separated presets (default: every family's "
+                                                  "comparison presets, `dicesim presets`)"),
     model: Optional[str] = _MODEL, topology: Optional[str] = _TOPOLOGY, world_size: Optional[int] = _WORLD,
     batch: Optional[int] = _BATCH, image_size: Optional[int] = _IMAGE, steps: Optional[int] = _STEPS,
     profile: Optional[str] = _PROFILE, routing: Optional[str] = _ROUTING, zipf_alpha: Optional[float] = _ALPHA,
@@ -173,7 +175,19 @@ def compare(
     con = make_console()
     title = (f"{sc.model} on {sc.world_size} GPUs ({sc.topology}), batch {sc.batch}, {sc.image_size} px, "
              f"{sc.steps} steps")
-    con.print(rich_table(table, title=title))
+    # memory is in the files; on screen one line (a table this wide would fold its headers), and a
+    # line for each strategy that does not fit
+    con.print(rich_table(table, title=title, columns=[c for c in table.columns
+                                                      if c not in ("peak_memory_bytes", "fits")]))
+    mem = [(r.strategy, r.summary.get("peak_memory_bytes")) for r in cmp.runs]
+    cap = cmp.runs[0].summary.get("memory_capacity_bytes") if cmp.runs else None
+    if mem and all(v is not None for _, v in mem):
+        of = f" of {cap / 2**30:.1f} GiB" if cap is not None and math.isfinite(cap) else ""
+        con.print("memory per GPU" + of + ": " + ", ".join(f"{n} {v / 2**30:.1f} GiB" for n, v in mem),
+                  markup=False, highlight=False)
+    for r in cmp.runs:
+        if r.summary.get("fits") is False:
+            con.print(f"{r.strategy}: {r.summary['memory_note']}", markup=False, highlight=False)
     if cmp.runs:
         con.print(f"hardware profile: {profile_line(cmp.runs[0].result)}")
     if cmp.runs:

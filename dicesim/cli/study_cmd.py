@@ -64,6 +64,7 @@ def study(
     """
     from dicesim.report.html import write_report
     from dicesim.report.study_report import TABLE_COLUMNS, study_sections
+    from dicesim.report.study_families import family_summary, family_winners
     from dicesim.report.study_text import fastest_per_setting, study_summary
     from dicesim.study import load_study, make_study, run_study, study_table
 
@@ -94,7 +95,12 @@ def study(
                           out / "report.html", title=f"dicesim study: {spec.name}")
     best = fastest_per_setting(table, axes)
     if len(best):
-        con.print(rich_table(best, title="Fastest strategy per setting (and what sync waits for)"))
+        con.print(rich_table(best, title="Fastest strategy per setting that fits (and what sync waits for)"))
+    winners = family_winners(table)
+    if len(winners):
+        con.print(rich_table(winners, title="Which family wins (fastest that fits GPU memory)"))
+        for line in family_summary(table):
+            con.print(line, soft_wrap=False, markup=False)
     for paragraph in summary:
         con.print(paragraph, soft_wrap=False)
     con.print(f"{outcome.n_run} configurations simulated, {outcome.n_cached} reused, {len(skipped)} skipped "

@@ -37,7 +37,7 @@ def sweep(
         dicesim sweep examples/sweep-xl2.toml --out out/sweep --workers 2
     """
     from dicesim.report.html import write_report
-    from dicesim.report.sweep_report import best_under_budget, sweep_sections
+    from dicesim.report.sweep_report import best_under_budget, over_memory, sweep_sections
     from dicesim.sweep import load_sweep, run_sweep, write_sweep_table
 
     if dask_scheduler and workers is not None:
@@ -69,6 +69,10 @@ def sweep(
     console.print(f"{outcome.n_run} configurations evaluated, {outcome.n_cached} reused from earlier runs "
                   f"in {wall_s:.1f} s; {int(status.get('ok', 0))} simulated, {int(status.get('skipped', 0))} "
                   f"skipped, {int(status.get('error', 0))} failed")
+    big = int((over_memory(outcome.table) & (outcome.table["status"] == "ok")).sum())
+    if big:
+        console.print(f"{big} simulated configurations do not fit their GPUs' memory: never the best "
+                      "(report.html lists them with what they need)")
     best = best_under_budget(outcome.table, max_lag=lag_budget, max_latency_ms=latency_budget)
     if len(best):
         budget = [f"weighted lag <= {lag_budget} steps" if lag_budget is not None else "",

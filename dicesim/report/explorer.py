@@ -131,7 +131,7 @@ def _jsonable(v: Any) -> Any:
 
 def filter_columns(table: pd.DataFrame, exclude: Sequence[str] = ()) -> list[str]:
     """Columns worth a filter: non-metric descriptors with 2..60 distinct values."""
-    skip = set(exclude) | {"index", "key", "status", "reason", "label"}
+    skip = set(exclude) | {"index", "key", "status", "reason", "label", "memory_note"}
     out = []
     for c in table.columns:
         if c in skip or c in DEFAULT_METRICS or c.endswith(("_s", "_frac", "_bytes", "_Bps", "_steps")):

@@ -36,7 +36,7 @@ class RecommendationView(Protocol):
 #: columns of the ranking and front tables, in print order (those present)
 RANK_COLUMNS: tuple[str, ...] = (
     "rank", "strategy", "step_latency_s", "speedup", "weighted_lag_steps", "max_lag_steps", "peak_buffer_bytes",
-    "pred_fd_change", "reason",
+    "peak_memory_bytes", "pred_fd_change", "reason",
 )
 _LAYOUT = dict(template="plotly_white", margin=dict(l=70, r=30, t=60, b=60))
 
@@ -52,7 +52,7 @@ def ranking_table(rec: RecommendationView, top: int = 10) -> pd.DataFrame:
 
 
 def front_table(rec: RecommendationView) -> pd.DataFrame:
-    """The Pareto front (latency vs weighted lag vs buffer memory), fastest first."""
+    """The Pareto front (latency vs weighted lag vs memory per GPU), fastest first."""
     return _columns(rec.front, tuple(c for c in RANK_COLUMNS if c != "reason"))
 
 
@@ -69,9 +69,9 @@ def exclusion_table(rec: RecommendationView) -> pd.DataFrame:
 
 
 def fig_front(table: pd.DataFrame) -> go.Figure:
-    """Latency vs weighted lag of every simulated candidate, buffer memory as colour, front circled."""
+    """Latency vs weighted lag of every simulated candidate, memory per GPU as colour, front circled."""
     sim = table[table["step_latency_s"].notna() & table["status"].isin(["recommended", "feasible", "too slow"])]
-    ux, uy, um = unit_for("weighted_lag_steps"), unit_for("step_latency_s"), unit_for("peak_buffer_bytes")
+    ux, uy, um = unit_for("weighted_lag_steps"), unit_for("step_latency_s"), unit_for("peak_memory_bytes")
     fig = go.Figure()
     for status, symbol in (("recommended", "star"), ("feasible", "circle"), ("too slow", "x")):
         part = sim[sim["status"] == status]
@@ -80,11 +80,11 @@ def fig_front(table: pd.DataFrame) -> go.Figure:
         fig.add_scatter(x=part["weighted_lag_steps"] * ux.scale, y=part["step_latency_s"] * uy.scale, mode="markers",
                         name=status, text=part["strategy"], marker=dict(
                             symbol=symbol, size=14 if status == "recommended" else 8,
-                            color=part["peak_buffer_bytes"] * um.scale, colorscale="Viridis", showscale=True,
-                            cmin=float(sim["peak_buffer_bytes"].min() * um.scale),
-                            cmax=float(sim["peak_buffer_bytes"].max() * um.scale),
+                            color=part["peak_memory_bytes"] * um.scale, colorscale="Viridis", showscale=True,
+                            cmin=float(sim["peak_memory_bytes"].min() * um.scale),
+                            cmax=float(sim["peak_memory_bytes"].max() * um.scale),
                             colorbar=dict(title=dict(text=um.title))),
-                        customdata=part["peak_buffer_bytes"] * um.scale,
+                        customdata=part["peak_memory_bytes"] * um.scale,
                         hovertemplate=(f"%{{text}}<br>{ux.label} %{{x:.3f}} {ux.unit}<br>{uy.label} %{{y:.3f}} "
                                        f"{uy.unit}<br>{um.label} %{{customdata:.1f}} {um.unit}<extra>{status}</extra>"))
     front = table[table["on_front"]]
@@ -92,7 +92,7 @@ def fig_front(table: pd.DataFrame) -> go.Figure:
         fig.add_scatter(x=front["weighted_lag_steps"] * ux.scale, y=front["step_latency_s"] * uy.scale,
                         mode="markers", name="Pareto front", hoverinfo="skip",
                         marker=dict(symbol="circle-open", size=16, color="black", line=dict(width=1.5)))
-    fig.update_layout(title="Step latency vs staleness (colour: stale-buffer memory per GPU)",
+    fig.update_layout(title="Step latency vs staleness (colour: memory per GPU)",
                       legend=dict(orientation="h", y=-0.2), **_LAYOUT)
     fig.update_xaxes(title_text=ux.title)
     fig.update_yaxes(title_text=uy.title)
@@ -116,8 +116,8 @@ def recommend_sections(rec: RecommendationView) -> list[Section]:
         f"{sc.setup_label()}; limits: {rec.limits.describe()}.", head, *quality_notes(rec.table)))) + (ranking_table(rec),)),
         Section(title="Pareto front: latency vs staleness vs memory", items=(
             fig_front(rec.table),
-            "No candidate on the front is beaten by another in step latency, weighted lag and buffer memory "
-            "together.",
+            "No candidate on the front is beaten by another in step latency, weighted lag and memory per GPU "
+            "together; candidates that do not fit their GPUs' memory are never on it (docs/memory.md).",
             front_table(rec))),
         Section(title="How the search went", items=(search, exclusion_table(rec)))]
     simulated = rec.table[rec.table["step_latency_s"].notna()]
@@ -127,6 +127,6 @@ def recommend_sections(rec: RecommendationView) -> list[Section]:
                                                      "warmup_steps", "status") if c in simulated.columns],
                      color="scheme", element_id="recommend-explorer"),)))
     cols = ("strategy", "status", "step_latency_s", "weighted_lag_steps", "max_lag_steps", "peak_buffer_bytes",
-            "pred_fd_change", "reason")
+            "peak_memory_bytes", "pred_fd_change", "reason")
     sections.append(Section(title="Every candidate", items=(_columns(rec.table, cols),)))
     return sections

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 _SUMMARY_ROWS = ("step_latency_s", "total_latency_s", "exposed_comm_step_s", "comm_frac", "overlap_frac",
                  "mean_lag_steps", "weighted_lag_steps", "max_lag_steps", "peak_buffer_bytes",
-                 "pred_fd_change", "pred_deviation")
+                 "peak_memory_bytes", "memory_capacity_bytes", "pred_fd_change", "pred_deviation")
 
 
 def link_frame(links: pd.DataFrame) -> pd.DataFrame:
@@ -73,6 +73,7 @@ def simulation_sections(run: StrategyRun) -> list[Section]:
     sections = [Section(title="Scenario", items=(
         f"{sc.label()}; strategy: {sc.strategy.describe()}; routing: {sc.routing.kind}.",
         _profile_note(run),
+        *((f"Memory per GPU: {run.summary['memory_note']}.",) if run.summary.get("memory_note") else ()),
         summary_frame(run.summary),
         *_quality_note(run.summary),
     ))]

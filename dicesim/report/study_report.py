@@ -15,6 +15,7 @@ import plotly.graph_objects as go
 
 from dicesim.report.explorer import explorer
 from dicesim.report.html import Section
+from dicesim.report.study_families import family_summary, family_winners
 from dicesim.report.study_text import fastest_per_setting, study_summary
 from dicesim.report.units import unit_for
 
@@ -22,9 +23,8 @@ _LAYOUT = dict(template="plotly_white", margin=dict(l=70, r=30, t=90, b=60))
 #: columns of the study's result table, in print order (those present)
 TABLE_COLUMNS: tuple[str, ...] = (
     "model", "topology", "profile", "profile_basis", "world_size", "batch", "image_size", "strategy", "step_latency_s",
-    "speedup",
-    "exposed_comm_share_frac", "weighted_lag_steps", "max_lag_steps", "peak_buffer_bytes", "pred_fd_change",
-    "busiest_link_class", "busiest_link_busy_frac",
+    "speedup", "exposed_comm_share_frac", "weighted_lag_steps", "max_lag_steps", "peak_buffer_bytes", "peak_memory_bytes",
+    "memory_capacity_bytes", "fits", "parallelism", "pred_fd_change", "busiest_link_class", "busiest_link_busy_frac",
 )
 
 
@@ -89,6 +89,13 @@ def study_sections(table: pd.DataFrame, axes: Sequence[str], *, skipped: pd.Data
                         + ((best,) if len(best) else ()))]
     if table.empty:
         return sections + _skipped(skipped)
+    winners = family_winners(table)
+    sections.append(Section(title="Which family wins, per machine and model", items=(
+        *family_summary(table), winners,
+        "Per model and setting: the fastest configuration that fits its GPUs' memory, and each family's best "
+        "that fits (expert parallelism, sequence parallelism, data parallelism: every GPU the whole model). "
+        "A cell reading 'does not fit' gives what the family's configuration closest to fitting needs per GPU "
+        "of what the GPU has (docs/memory.md); such configurations are simulated for reference and never win.")))
     sections += [
         Section(title="Speedup of each strategy over sync", items=(
             fig_menu(table, x=bar_axis, y="speedup", menu=bar_menu, title="Speedup over sync"),
@@ -106,11 +113,14 @@ def study_sections(table: pd.DataFrame, axes: Sequence[str], *, skipped: pd.Data
                      title="Router-weighted mean lag of the expert outputs"),
             fig_menu(table, x="strategy", y="max_lag_steps", color="model", menu=bar_menu,
                      title="Largest lag of any expert output"))),
-        Section(title="Stale-buffer memory per GPU", items=(
+        Section(title="Memory per GPU", items=(
+            fig_menu(table, x=line_axis, y="peak_memory_bytes", menu=line_menu, kind="line",
+                     title="Memory per GPU (weights, activations, held buffers, runtime)"),
             fig_menu(table, x=line_axis, y="peak_buffer_bytes", menu=line_menu, kind="line",
-                     title="Peak stale-buffer memory per GPU"),
-            "Buffers held across steps (dispatch/combine in flight and the per-layer caches), peak over "
-            "ranks and steps; weights and activations of the step itself are not included.")),
+                     title="Peak held-buffer memory per GPU"),
+            "Memory per GPU: the fullest rank's weights, the working set of one block, the buffers held across "
+            "steps and the runtime allowance (docs/memory.md), against the GPU's memory in the table below. "
+            "Held buffers alone (dispatch/combine in flight, per-layer caches, K/V) in the second chart.")),
     ]
     if "pred_fd_change" in table.columns and table["pred_fd_change"].notna().any():
         sections.append(Section(title="Predicted quality cost", items=(

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from dicesim.report.sweep_report import over_memory
 from dicesim.report.units import unit_for
 
 def _fmt(column: str, value: float) -> str:
@@ -63,19 +64,22 @@ def _reference(part: pd.DataFrame, axes: list[str]) -> tuple[pd.DataFrame, str]:
 
 
 def fastest_per_setting(table: pd.DataFrame, axes: Sequence[str]) -> pd.DataFrame:
-    """One row per model and setting: the fastest strategy, its speedup, and sync's exposed share
-    and busiest links (what there was to hide, and where)."""
+    """One row per model and setting: the fastest strategy that fits its GPUs' memory, its speedup,
+    and sync's exposed share and busiest links (what there was to hide, and where); ``not_fitting``
+    names the strategies left out because they do not fit (docs/memory.md)."""
     keys = ["model", *[a for a in ("topology", "world_size", "batch", "image_size") if a in table.columns]]
     rows = []
     for _, g in table.groupby(keys, sort=False):
         sync = g[g["strategy"] == "sync"]
-        others = g[g["strategy"] != "sync"].dropna(subset=["speedup"])
+        big = over_memory(g)
+        others = g[(g["strategy"] != "sync") & ~big].dropna(subset=["speedup"])
         if sync.empty or others.empty:
             continue
         s, best = sync.iloc[0], others.sort_values("speedup", ascending=False, kind="stable").iloc[0]
         row = {k: s[k] for k in keys}
         row.update(fastest=best["strategy"], speedup=best["speedup"], step_latency_s=best["step_latency_s"],
-                   sync_step_latency_s=s["step_latency_s"], sync_exposed_comm_share_frac=s["exposed_comm_share_frac"])
+                   sync_step_latency_s=s["step_latency_s"], sync_exposed_comm_share_frac=s["exposed_comm_share_frac"],
+                   not_fitting=", ".join(g.loc[big, "strategy"].astype(str)))
         if isinstance(s.get("busiest_link_class"), str):
             row.update(sync_busiest_links=f"{int(s['busiest_link_count'])} x {s['busiest_link_class']}",
                        sync_busiest_link_busy_frac=s["busiest_link_busy_frac"])
@@ -93,7 +97,8 @@ def _model_summary(model: str, part: pd.DataFrame, axes: list[str]) -> list[str]
     if len(best) > 1:
         top = best.sort_values("speedup", ascending=False, kind="stable")
         hi, lo = top.iloc[0], top.iloc[-1]
-        lines.append(f"{model}{ref_note}: hiding communication gains most on {_setting(hi, axes)} ({hi['fastest']} "
+        lines.append(f"{model}{ref_note}: the fastest strategy that fits gains most on {_setting(hi, axes)} "
+                     f"({hi['fastest']} "
                      f"{hi['speedup']:.2f}x over sync) and least on {_setting(lo, axes)} ({lo['fastest']} "
                      f"{lo['speedup']:.2f}x).")
         lines.append(f"Why: the gain follows the share of its step sync spends waiting for communication, "

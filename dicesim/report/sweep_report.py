@@ -53,20 +53,28 @@ def with_speedup(table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def over_memory(table: pd.DataFrame) -> pd.Series:
+    """Rows whose memory does not fit their GPUs (``memory_margin_bytes`` < 0; unknown counts as fitting)."""
+    if "memory_margin_bytes" not in table.columns:
+        return pd.Series(False, index=table.index)
+    return table["memory_margin_bytes"].astype(float) < 0
+
+
 def best_under_budget(table: pd.DataFrame, *, max_lag: float | None = None, max_latency_ms: float | None = None,
                       by: Sequence[str] = ("topology", "world_size")) -> pd.DataFrame:
-    """Fastest strategy per scenario among configurations within the lag and latency budget.
+    """Fastest strategy per scenario among configurations within the lag and latency budget
+    that fit their GPUs' memory.
 
     Groups by ``by`` plus every other scenario column that varies in the sweep (comparing
     latencies across batch sizes would be meaningless). Within a group: least step latency,
     then least weighted lag, then sweep order. Groups with nothing inside the budget show
-    ``(none within budget)``.
+    ``(none within budget)``; ``not_fitting`` names the strategies left out for memory.
     """
     df = with_speedup(table) if "speedup" not in table.columns else table.copy()
     varying = [c for c in scenario_columns(df) if c not in by and df[c].nunique(dropna=False) > 1]
     group_cols = [c for c in by if c in df.columns] + varying
     ok = df["status"] == "ok"
-    feasible = ok.copy()
+    feasible = ok & ~over_memory(df)
     if max_lag is not None:
         feasible &= df["weighted_lag_steps"] <= max_lag
     if max_latency_ms is not None:
@@ -80,6 +88,8 @@ def best_under_budget(table: pd.DataFrame, *, max_lag: float | None = None, max_
         row = dict(zip(group_cols, keys))
         cand = part[part["_feasible"]].sort_values(["step_latency_s", "weighted_lag_steps", "index"], kind="stable")
         row["feasible"] = f"{len(cand)} of {int(part['_ok'].sum())}"
+        big = part[part["_ok"] & over_memory(part)]
+        row["not_fitting"] = ", ".join(dict.fromkeys(big["strategy"].astype(str))) if len(big) else ""
         if len(cand):
             best = cand.iloc[0]
             row.update(best=best["strategy"], **{c: best[c] for c in _BEST_DETAIL if c in best.index},
@@ -96,14 +106,19 @@ def sweep_sections(table: pd.DataFrame, *, max_lag: float | None = None, max_lat
                    max_table_rows: int = 500) -> list[Section]:
     """Report sections of a sweep: counts, Pareto plot and front, best per scenario, skips."""
     table = with_speedup(table)
-    ok = table[table["status"] == "ok"]
+    simulated = table[table["status"] == "ok"]
+    big = simulated[over_memory(simulated)]
+    ok = simulated[~over_memory(simulated)]  # what does not fit is never on the front nor the best
     counts = table["status"].value_counts()
     summary = (f"{len(table)} configurations: {int(counts.get('ok', 0))} simulated, "
-               f"{int(counts.get('skipped', 0))} skipped as invalid, {int(counts.get('error', 0))} failed.")
+               f"{int(counts.get('skipped', 0))} skipped as invalid, {int(counts.get('error', 0))} failed"
+               + (f"; {len(big)} of the simulated do not fit their GPUs' memory and are left out of the front "
+                  "and the best strategies." if len(big) else "."))
     budget = ", ".join(filter(None, [f"weighted lag <= {max_lag} steps" if max_lag is not None else "",
                                      f"step latency <= {max_latency_ms} ms" if max_latency_ms is not None else ""]))
     shown = ["strategy", *scenario_columns(table), "sync_layers", "cond_interval", "step_latency_s", "speedup",
-             "exposed_comm_step_s", "overlap_frac", "mean_lag_steps", "weighted_lag_steps", "peak_buffer_bytes"]
+             "exposed_comm_step_s", "overlap_frac", "mean_lag_steps", "weighted_lag_steps", "peak_buffer_bytes",
+             "peak_memory_bytes"]
     shown = list(dict.fromkeys(c for c in shown if c in table.columns))
     sections = [Section(title="Sweep", items=(summary,))]
     if len(ok):
@@ -123,6 +138,12 @@ def sweep_sections(table: pd.DataFrame, *, max_lag: float | None = None, max_lat
         rows = ok[shown] if len(ok) <= max_table_rows else ok.nsmallest(max_table_rows, "step_latency_s")[shown]
         note = "" if len(ok) <= max_table_rows else f"The {max_table_rows} fastest of {len(ok)} configurations."
         sections.append(Section(title="All simulated configurations", items=tuple(filter(len, (note,))) + (rows,)))
+    if len(big):
+        cols = [c for c in ("strategy", *scenario_columns(table), "peak_memory_bytes", "memory_capacity_bytes",
+                            "memory_note") if c in big.columns]
+        sections.append(Section(title="Configurations that do not fit in GPU memory", items=(
+            "Simulated for reference, never ranked: each needs more memory per GPU than its GPU has "
+            "(docs/memory.md).", big[list(dict.fromkeys(cols))])))
     bad = table[table["status"] != "ok"]
     if len(bad):
         reasons = bad.groupby(["status", "reason"], sort=True).size().reset_index(name="configurations")

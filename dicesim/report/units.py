@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 MiB = float(2**20)
+GiB = float(2**30)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,6 +79,10 @@ COLUMN_UNITS: dict[str, Unit] = {
     "max_lag": Unit(label="max lag", unit="steps", fmt="{:.0f}"),
     "lag": Unit(label="lag", unit="steps", fmt="{:.0f}"),
     "peak_buffer_bytes": Unit(label="peak buffer", unit="MiB", scale=1 / MiB, fmt="{:.1f}"),
+    # GPU memory is quoted in GiB (24 GiB cards, 80 GiB cards)
+    "peak_memory_bytes": Unit(label="memory per GPU", unit="GiB", scale=1 / GiB, fmt="{:.1f}"),
+    "memory_capacity_bytes": Unit(label="GPU memory", unit="GiB", scale=1 / GiB, fmt="{:.1f}"),
+    "memory_margin_bytes": Unit(label="memory left", unit="GiB", scale=1 / GiB, fmt="{:.1f}"),
     "buffer_bytes": Unit(label="buffer", unit="MiB", scale=1 / MiB, fmt="{:.1f}"),
     "nbytes": Unit(label="bytes", unit="MiB", scale=1 / MiB, fmt="{:.1f}"),
     "bw_Bps": Unit(label="bandwidth", unit="GB/s", scale=1e-9, fmt="{:.1f}"),

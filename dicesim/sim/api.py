@@ -17,6 +17,7 @@ import numpy as np
 
 from dicesim.models import block_workload
 from dicesim.plan import Plan, build_plan, layout_for, rank_workload
+from dicesim.plan.memory import MemoryEstimate, estimate_memory
 from dicesim.scenario import Scenario, make_scenario
 from dicesim.sim.costs.costmodel import CostModel
 from dicesim.sim.engine.runspec import EngineSpec
@@ -41,6 +42,13 @@ class Prepared:
     @property
     def routing(self) -> TokenRouting:
         return self.spec.routing
+
+    def memory(self) -> MemoryEstimate:
+        """Per-GPU memory of this run against the profile's GPU memory (no simulation needed)."""
+        s, sc = self.spec, self.scenario
+        return estimate_memory(s.plan, s.layout, s.cost.workload, image_tokens=sc.preset().tokens_per_image(
+            sc.image_size), routing=s.routing, row_nbytes=s.row_nbytes,
+            capacity_bytes=s.profile.memory_capacity_bytes)
 
 
 def resolve_profile(profile: HardwareProfile | str | None, scenario: Scenario, G: nx.DiGraph) -> HardwareProfile:
@@ -115,7 +123,7 @@ def simulate(scenario: Scenario | None = None, *, profile: HardwareProfile | str
                 "interference": sc.interference,
                 "memo_hits": raw.memo_hits, "memo_misses": raw.memo_misses, "sim_events": raw.sim_events, **shortcuts}
         return build_result(raw, plan=spec.plan, routing=spec.routing, row_nbytes=spec.row_nbytes, graph=spec.graph,
-                            label=sc.label(), meta=meta)
+                            label=sc.label(), meta=meta, memory=prep.memory())
 
 
 @contextmanager

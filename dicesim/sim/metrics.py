@@ -12,7 +12,11 @@ Definitions (per rank, then averaged over ranks unless said otherwise):
   figures by :mod:`dicesim.plan.staleness` (``mean_lag`` over token-expert copies,
   ``weighted_lag`` by router-score share: ``top1_share`` and the cond policy);
 - buffers: the run's held buffers (:attr:`dicesim.plan.Plan.held`) in bytes per rank and step,
-  from the strategy family's memory (:meth:`dicesim.plan.PlanFamily.memory_TW`).
+  from the strategy family's memory (:meth:`dicesim.plan.PlanFamily.memory_TW`, every holder it
+  names summed);
+- memory per GPU: :class:`dicesim.plan.memory.MemoryEstimate` (weights, activations, held
+  buffers, runtime) against the GPU's capacity: ``peak_memory_bytes``, ``fits``,
+  ``memory_margin_bytes``, ``memory_by_holder`` (docs/memory.md).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from dicesim.plan import LagTable, Plan
+from dicesim.plan.memory import MemoryEstimate
 from dicesim.plan.staleness import kept_share, lag_frames
 from dicesim.sim.engine.runspec import COUNTERS, RawRun
 from dicesim.sim.costs.routing import TokenRouting
@@ -46,10 +51,12 @@ class SimResult:
     meta: dict[str, Any] = field(default_factory=dict)
     #: the run's own lag table (what the quality model reads after the run)
     lag_table: LagTable | None = None
+    #: memory per GPU and the verdict against the GPU's (docs/memory.md)
+    memory: MemoryEstimate | None = None
 
     def summary(self) -> dict[str, Any]:
-        """Headline numbers (seconds, bytes, fractions, steps of lag)."""
-        return dict(self.totals)
+        """Headline numbers (seconds, bytes, fractions, steps of lag) and the memory verdict."""
+        return {**self.totals, **(self.memory.totals() if self.memory is not None else {})}
 
 
 def links_table(raw: RawRun, G: nx.DiGraph) -> pd.DataFrame:
@@ -66,8 +73,9 @@ def links_table(raw: RawRun, G: nx.DiGraph) -> pd.DataFrame:
 
 
 def build_result(raw: RawRun, *, plan: Plan, routing: TokenRouting, row_nbytes: int, graph: nx.DiGraph,
-                 label: str = "", meta: dict[str, Any] | None = None) -> SimResult:
-    """Assemble the :class:`SimResult` of one engine run."""
+                 label: str = "", meta: dict[str, Any] | None = None,
+                 memory: MemoryEstimate | None = None) -> SimResult:
+    """Assemble the :class:`SimResult` of one engine run (``memory``: its per-GPU memory)."""
     T, W = plan.num_steps, routing.placement.world_size
     end_T = raw.step_end_WT.max(axis=0)
     lat_T = np.diff(np.concatenate([[0.0], end_T]))
@@ -85,7 +93,8 @@ def build_result(raw: RawRun, *, plan: Plan, routing: TokenRouting, row_nbytes: 
             "host_gap_s": per_WTK[..., k["host_gap_s"]].mean(axis=0),
             "comm_frac": np.where(lat_T > 0, comm_WT.mean(axis=0) / lat_T, 0.0),
         })
-    buf_TW = plan.rules.memory_TW(plan, routing, row_nbytes)["stale_buffers"]
+    held = plan.rules.memory_TW(plan, routing, row_nbytes)  # every holder the family names, summed
+    buf_TW = sum((np.asarray(v, dtype=float) for v in held.values()), np.zeros((T, W)))
     tot_WK = cum[:, -1, :] if T else np.zeros((W, len(COUNTERS)))
     comp_W = tot_WK[:, k["compute_busy_s"]]
     comm_W = tot_WK[:, k["comm_busy_s"]]
@@ -93,6 +102,7 @@ def build_result(raw: RawRun, *, plan: Plan, routing: TokenRouting, row_nbytes: 
         "rank": np.arange(W), "end_s": raw.step_end_WT[:, -1], "compute_busy_s": comp_W, "comm_busy_s": comm_W,
         "overlap_s": tot_WK[:, k["overlap_s"]], "exposed_comm_s": tot_WK[:, k["exposed_comm_s"]],
         "host_gap_s": tot_WK[:, k["host_gap_s"]], "peak_buffer_bytes": buf_TW.max(axis=0),
+        **({"peak_memory_bytes": memory.total_W} if memory is not None else {}),
     })
     buffers = pd.DataFrame({
         "step": np.repeat(np.arange(T), W), "rank": np.tile(np.arange(W), T), "nbytes": buf_TW.ravel(),
@@ -116,4 +126,4 @@ def build_result(raw: RawRun, *, plan: Plan, routing: TokenRouting, row_nbytes: 
     }
     return SimResult(label=label, totals=totals, per_step=per_step, per_rank=per_rank, lags=lags,
                      token_lags=token_lags, buffers=buffers, links=links_table(raw, graph), events=raw.events,
-                     meta=dict(meta or {}), lag_table=plan.lags)
+                     meta=dict(meta or {}), lag_table=plan.lags, memory=memory)

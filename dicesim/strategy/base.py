@@ -77,3 +77,9 @@ class FamilyConfig:
     config: type[Strategy]
     #: preset name -> the fields that define it (the name itself is added)
     presets: Mapping[str, Mapping[str, object]]
+    #: the presets `dicesim compare`, the default study and `recommend` put beside the other
+    #: families' (None: every preset)
+    compare: tuple[str, ...] | None = None
+
+    def compare_presets(self) -> tuple[str, ...]:
+        return tuple(self.presets) if self.compare is None else self.compare

@@ -189,4 +189,6 @@ PRESETS: Mapping[str, Mapping[str, object]] = MappingProxyType({
     "dice": dict(scheme="interweaved", sync_layers="deep", cond_interval=2, cond_policy="low", **REFERENCE_SEMANTICS),
 })
 
-FAMILY = FamilyConfig(name="expert_parallel", config=ExpertParallelStrategy, presets=PRESETS)
+#: what comparisons put beside the other families: the baselines (sync, data parallel) and the DICE ladder
+FAMILY = FamilyConfig(name="expert_parallel", config=ExpertParallelStrategy, presets=PRESETS,
+                      compare=("sync", "data_parallel", "displaced", "interweaved", "interweaved-deep", "dice"))

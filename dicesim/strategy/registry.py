@@ -24,8 +24,10 @@ _FAMILIES: dict[str, FamilyConfig] = {f.name: f for f in BUILTIN_FAMILIES}
 
 #: the built-in presets, in the order tables list them
 STRATEGY_NAMES: tuple[str, ...] = tuple(p for f in BUILTIN_FAMILIES for p in f.presets)
-#: strategies `dicesim compare` puts side by side by default
-COMPARE_DEFAULT: tuple[str, ...] = ("sync", "displaced", "interweaved", "interweaved-deep", "dice")
+#: strategies `dicesim compare`, the default study and `recommend` put side by side: each built-in
+#: family's comparison presets (:meth:`FamilyConfig.compare_presets`), so a family's presets join
+#: as soon as it is built in
+COMPARE_DEFAULT: tuple[str, ...] = tuple(p for f in BUILTIN_FAMILIES for p in f.compare_presets())
 
 
 def register_family(family: FamilyConfig) -> None:

@@ -123,6 +123,12 @@ SOURCES = MappingProxyType(
             "rate is used; " + _EFF[0].lower() + _EFF[1:] + " Latency 2.5 us per NIC<->switch edge (shared brief "
             "hardware.md: network hop 3-10 us); an assumption to calibrate."
         ),
+        "roce-100g": (
+            "OCI BM.GPU4.8 cluster network: RoCE v2, '100Gbps x 16 /ノード' (oracle-japan/ocitutorials, "
+            "content/hpc/benchmark/run-nccltests-ubuntu/index.md @ 4011426, section 0): 100 Gb/s = 12.5 GB/s per port "
+            "per direction (line rate), 16 ports per node. Which GPU each port sits next to is not stated: two per GPU "
+            "assumed (16 ports, 8 GPUs). " + _EFF + " Latency 2.5 us per NIC<->switch edge as roce-400g."
+        ),
         "eth-spine": (
             "NVIDIA Enterprise Reference Architecture east-west fabric (docs.nvidia.com/enterprise-reference-"
             "architectures/rtx-pro-ai-factory, Networking Physical Topologies): Spectrum Ethernet switches in a full "
@@ -159,6 +165,7 @@ PCIE5_NIC = LinkSpec(bw_Bps=63.0e9, latency_s=0.6e-6, link="pcie5", source="pcie
 IB_NDR = LinkSpec(bw_Bps=50e9, latency_s=2.5e-6, link="ib_ndr", source="ib-ndr")
 IB_NDR_UPLINK = LinkSpec(bw_Bps=50e9, latency_s=2.5e-6, link="ib_ndr", source="ib-ndr-spine")
 ROCE_400G = LinkSpec(bw_Bps=50e9, latency_s=2.5e-6, link="roce", source="roce-400g")
+ROCE_100G = LinkSpec(bw_Bps=12.5e9, latency_s=2.5e-6, link="roce", source="roce-100g")
 ROCE_UPLINK = LinkSpec(bw_Bps=50e9, latency_s=2.5e-6, link="roce", source="eth-spine")
 PCIE4_NIC = LinkSpec(bw_Bps=31.5e9, latency_s=0.6e-6, link="pcie4", source="pcie4-nic")
 #: uplinks per leaf switch of the rail-optimised fabrics (ib-ndr-spine: 1:1 with 32 node ports)

@@ -232,7 +232,9 @@ class PlanRunner(PlanInterpreter):
         self._pending.clear()
 
     def _do_local_combine(self, a: Action, t: int) -> None:
-        l, cur = a.layer, self._cur[a.layer]
+        # the layer's gate outputs are not read after its output is formed: drop them (one layer's
+        # working set at a time, as the model's forward holds it; docs/memory.md)
+        l, cur = a.layer, self._cur.pop(a.layer)
         with self.tracer.compute("local_combine", layer=l, step=t, tok_step=t, flops=self._work.local_combine().flops):
             if cur.local_ND is not None:
                 routed_ND = cur.local_ND
@@ -254,6 +256,7 @@ class PlanRunner(PlanInterpreter):
                        fresh_NKD=shadow_NKD)
         with self.tracer.compute("moe_output", layer=l, step=t, tok_step=t):
             self._x_BTD = self._block(l).moe_output(cur.x_BTD, routed_ND, cur.shared_ND, cur.gate_mlp_BD)
+        self.store.end_layer(l, list(self._pending.values()))
 
     def _do_final(self, a: Action, t: int) -> torch.Tensor:
         with self.tracer.compute("final", step=t, tok_step=t):

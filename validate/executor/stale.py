@@ -59,6 +59,8 @@ class OutputStore(Protocol):
 
     def routed(self, layer: int, score_NK: torch.Tensor, *, next_one_copy: bool = False) -> torch.Tensor: ...
 
+    def end_layer(self, layer: int, pending: list[Exchange]) -> None: ...
+
     def end_step(self, reads_next: set[int], pending: list[Exchange]) -> None: ...
 
     def clear(self) -> None: ...
@@ -113,6 +115,9 @@ class SeparateStore:
     def begin_step(self) -> None:
         """Nothing to note: the cache is the state."""
 
+    def end_layer(self, layer: int, pending: list[Exchange]) -> None:
+        """In-flight exchanges are the runner's: nothing to release here."""
+
     def end_step(self, reads_next: set[int], pending: list[Exchange]) -> None:
         """Drop the caches of layers the next step does not read."""
         for l in list(self.cache):
@@ -154,12 +159,25 @@ class ReferenceStore:
     def begin_step(self) -> None:
         self._before = dict(self.entries["combine"])
 
+    def end_layer(self, layer: int, pending: list[Exchange]) -> None:
+        """A layer's output is formed: release what left the caches and nothing reads any more
+        (the reference drops the entry it replaced when the layer's forward returns, so a step
+        holds one layer's old and new entries at a time, not every layer's)."""
+        self._dropped = [ex for ex in self._dropped if not self._release_if_unused(ex, pending)]
+
     def end_step(self, reads_next: set[int], pending: list[Exchange]) -> None:
         """Release what left the caches this step and is not in flight."""
-        for ex in self._dropped:
-            if not (self.holds("dispatch", ex) or self.holds("combine", ex) or any(p is ex for p in pending)):
-                ex.handle.release()
+        self._before.clear()
+        self._dropped = [ex for ex in self._dropped if not self._release_if_unused(ex, pending)]
         self._dropped.clear()
+
+    def _release_if_unused(self, ex: Exchange, pending: list[Exchange]) -> bool:
+        """Release ``ex`` unless it is a cache entry, in flight, or a later layer's entry from before."""
+        if (self.holds("dispatch", ex) or self.holds("combine", ex) or any(p is ex for p in pending)
+                or any(b is ex for b in self._before.values())):
+            return False
+        ex.handle.release()
+        return True
 
     def synced(self, layer: int, out_NkD: torch.Tensor, score_NK: torch.Tensor, *, skip: bool,
                dispatch: Exchange | None, combine: Exchange, cache_it: bool) -> None:
@@ -179,8 +197,9 @@ class ReferenceStore:
         (``next_one_copy``: the layer's next output is one-copy too, so the dropped copies stay; only
         with ``cond_gate='every_candidate'``: the reference's gate refuses such a plan)."""
         ex, out_NkD, produced = self._used.pop(layer, (None, None, None))
+        before = self._before.pop(layer, None)  # read once per step; released with the layer if dropped
         if out_NkD is None:  # no exchange of this layer finished this step: the entry from before
-            ex = self._before[layer]
+            ex = before
             out_NkD = self.disp.unpermute(ex.handle.recv_QD, ex.layout).view(score_NK.shape[0], -1,
                                                                                ex.handle.recv_QD.shape[-1])
             produced = ex.score_NK

@@ -12,8 +12,11 @@ from typing import Any
 
 import numpy as np
 
+from dicesim.models import block_workload
 from dicesim.plan import HeldBuffer, build_plan
 from dicesim.plan.expert.buffers import buffer_rows
+from dicesim.plan.memory import MemoryEstimate, estimate_memory
+from dicesim.sim.costs.routing import TokenRouting
 from dicesim.trace import write_trace
 from validate.executor.launch import RunOutcome
 from validate.executor.runner import RunRecord
@@ -34,6 +37,34 @@ def expected_held_nbytes(outcome: RunOutcome, rec: RunRecord, t: int) -> dict[tu
 
 def _key(hb: HeldBuffer) -> tuple[int, str, int]:
     return (hb.layer, hb.what, hb.tok_step)
+
+
+def predicted_memory(outcome: RunOutcome) -> MemoryEstimate:
+    """dicesim's per-GPU memory of this run, fed the routing every rank really saw (docs/memory.md)."""
+    spec, W = outcome.spec, outcome.world_size
+    recs = [r.record for r in sorted(outcome.ranks, key=lambda r: r.rank)]
+    layout = spec.layout(W)
+    routing = TokenRouting(placement=layout.placement, tokens_per_rank=recs[0].local_tokens, top_k=spec.preset.top_k,
+                           counts_LTWE=np.stack([r.router_hist for r in recs]).transpose(2, 1, 0, 3))
+    wl = block_workload(spec.preset, batch=spec.batch, image_px=spec.image_size, cfg=spec.guidance_scale is not None,
+                        dtype=spec.dtype)
+    return estimate_memory(build_plan(spec.strategy, spec.preset.depth, spec.steps), layout, wl,
+                           image_tokens=spec.preset.tokens_per_image(spec.image_size), routing=routing,
+                           row_nbytes=recs[0].row_nbytes, capacity_bytes=None)
+
+
+def memory_comparison(outcome: RunOutcome) -> dict[str, list[int]]:
+    """Measured (``--measure-memory``) and predicted bytes per rank: the weights, and the tensors
+    allocated while sampling against the working set plus the held buffers (no runtime on a CPU)."""
+    est = predicted_memory(outcome)
+    held = [h for h in est.holders_W if h not in ("weights", "activations", "runtime", "allocator_slack")]
+    live_W = est.holders_W["activations"] + sum((est.holders_W[h] for h in held), np.zeros(outcome.world_size))
+    mem = [r.memory for r in sorted(outcome.ranks, key=lambda r: r.rank)]
+    return {"memory_weights_nbytes_per_rank": [m["weights_parameters_nbytes"] + m["weights_buffers_nbytes"]
+                                               for m in mem],
+            "memory_predicted_weights_nbytes_per_rank": [int(v) for v in est.holders_W["weights"]],
+            "memory_peak_live_nbytes_per_rank": [m["peak_live_nbytes"] for m in mem],
+            "memory_predicted_live_nbytes_per_rank": [int(round(v)) for v in live_W]}
 
 
 def shadow_error(outcome: RunOutcome) -> np.ndarray | None:
@@ -81,6 +112,8 @@ def summarize(outcome: RunOutcome) -> dict[str, Any]:
         "lag_dropped_steps": lag_dropped.tolist(),
         "clock_alignment": outcome.clock_method,
     }
+    if all(r.memory for r in outcome.ranks):  # --measure-memory: measured beside predicted (docs/memory.md)
+        out.update(memory_comparison(outcome))
     err = shadow_error(outcome)
     if err is not None:
         out["shadow_rel_l2"] = [[None if np.isnan(v) else float(v) for v in row] for row in err]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -29,6 +30,7 @@ from dicesim.placement import Placement
 from validate.executor.runner import PlanRunner, RunRecord
 from validate.model.sampler import SamplerConfig, initial_noise, sample
 from validate.executor.spec_limits import check_spec_limits
+from validate.executor.memprobe import LiveTensorBytes, module_nbytes
 from validate.executor.tracing import RankTracer
 
 TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -55,6 +57,8 @@ class RunSpec:
     dtype: str = "fp32"
     trace: bool = True
     checkpoint: str | None = None
+    #: count the bytes of every tensor the run allocates (slow: a Python call per op; docs/memory.md)
+    measure_memory: bool = False
 
     @property
     def preset(self) -> ModelPreset:
@@ -101,6 +105,8 @@ class RankResult:
     record: RunRecord
     trace_rows: list[tuple] = field(default_factory=list)
     device: str = "cpu"
+    #: ``measure_memory``: bytes of the weights (exact) and the peak of the tensors the run allocated
+    memory: dict[str, int] | None = None
 
 
 def global_inputs(spec: RunSpec, num_images: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -146,6 +152,18 @@ def sample_run(runner: Any, spec: RunSpec, z_BCLL: torch.Tensor, y_B: torch.Tens
     hooked = checked if (crash or hang) else denoise
     cfg = SamplerConfig(num_steps=spec.steps, guidance_scale=spec.guidance_scale)
     return sample(hooked, z_BCLL, y_B, config=cfg, null_class=null_class)
+
+
+def _memory_probe(spec: RunSpec) -> Any:
+    """A :class:`LiveTensorBytes` around the sampling loop when the spec asks for it."""
+    return LiveTensorBytes() if spec.measure_memory else nullcontext()
+
+
+def _memory_of(mem: Any, model: DiTMoE) -> dict[str, int] | None:
+    if not isinstance(mem, LiveTensorBytes):
+        return None
+    return {**{f"weights_{k}_nbytes": v for k, v in module_nbytes(model).items()},
+            "peak_live_nbytes": mem.peak_nbytes}
 
 
 @dataclass
@@ -194,9 +212,10 @@ def run_rank(spec: RunSpec, *, rank: int, world_size: int, device: torch.device,
     mine = slice(images.start, images.stop)
     runner = PlanRunner(model=model, plan=plan, dispatcher=disp, tracer=tracer, rank=rank, shadow=shadow,
                         image_keys_B=_image_keys(images.start, len(images), G, spec.guidance_scale is not None))
-    samples = sample_run(runner, spec, z_GCLL[mine].to(device), y_G[mine].to(device), model.null_class, rank)
+    with _memory_probe(spec) as mem:
+        samples = sample_run(runner, spec, z_GCLL[mine].to(device), y_G[mine].to(device), model.null_class, rank)
     return RankResult(rank=rank, samples_BCLL=samples.float().cpu(), record=runner.record,
-                      trace_rows=tracer.rows(), device=str(device))
+                      trace_rows=tracer.rows(), device=str(device), memory=_memory_of(mem, model))
 
 
 def run_emulated(spec: RunSpec, world_size: int, device: torch.device | str = "cpu", *,
@@ -227,6 +246,7 @@ def run_emulated(spec: RunSpec, world_size: int, device: torch.device | str = "c
     runner = PlanRunner(model=model, plan=plan, dispatcher=disp, tracer=tracer, rank=0, shadow=shadow, probe=probe,
                         image_keys_B=_image_keys(0, G, G, spec.guidance_scale is not None),
                         sync_step=None if transport is None else transport.sync_step)
-    samples = sample_run(runner, whole, z_GCLL.to(device), y_G.to(device), model.null_class, -1)
+    with _memory_probe(spec) as mem:
+        samples = sample_run(runner, whole, z_GCLL.to(device), y_G.to(device), model.null_class, -1)
     return RankResult(rank=0, samples_BCLL=samples.float().cpu(), record=runner.record,
-                      trace_rows=tracer.rows(), device=str(device))
+                      trace_rows=tracer.rows(), device=str(device), memory=_memory_of(mem, model))

@@ -1,17 +1,23 @@
-"""Fit the NCCL model on part of the published set and predict every figure with it.
+"""Fit the NCCL model on the fitted figures of a split by least squares.
 
 Every prediction is a real simulator run (:func:`dicesim.sim.microbench.collective_ops.simulate_op`):
-the operation's flows on the machine's graph through the simpy flow network. The fit:
+the operation's flows on the machine's graph through the simpy flow network.
 
-1. bandwidth efficiencies (``bw_eff``), transport by transport, each a bounded 1-D search
-   minimising the squared log error of the fitted bandwidth figures whose flows cross it (a
-   figure crosses a transport when making that transport very slow moves it; a transport no
-   fitted figure crosses keeps its prior value and says so); two passes, because a figure can
-   cross two transports (DeepEP across nodes: NVLink and the NIC);
-2. then the latencies, which enter linearly: ``base_latency_s`` and ``hop_latency_s`` of the
-   transports the fitted time figures cross, by bounded linear least squares on relative error.
+The fit minimises the sum of squared log errors ``log(predicted / published)`` of all fitted
+figures over every parameter some fitted figure *rests on* at once (scipy's bounded
+trust-region least squares): efficiencies in [0.05, 1], latencies in [0, 1 ms]. A figure rests
+on a parameter when a 10% smaller efficiency, or 1 us more latency, moves its prediction by at
+least 1% (:data:`RESTS_ON`); that is read at the prior and again at the solution, and the fit is
+repeated until the set of fitted parameters stops growing. A parameter no fitted figure rests
+on keeps its prior value and says so. The Jacobian is taken by forward differences, re-simulating
+only the figures that rest on each parameter.
 
-The result records, per parameter, the figures it was fitted on (``NcclModel.fitted``).
+Reported per parameter: the value; its spread as the value each independence unit (``group``
+prefix) gives on its own (the parameter refitted on that unit's figures alone, every other
+parameter at the solution), so two sources that pull a parameter apart show it; the pooled
+standard error ``s^2 (J^T J)^-1`` (``s^2`` the residual variance of all fitted figures; none when
+there are no more figures than parameters); the figures and units it rests on. Per fitted
+figure: its residual.
 """
 
 from __future__ import annotations
@@ -21,12 +27,11 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import networkx as nx
 import numpy as np
-import pandas as pd
-from scipy.optimize import lsq_linear, minimize_scalar
+from scipy.optimize import least_squares
 
-from dicesim.calibrate.published.set import DEFAULT_FIT_ON, FIELDS, Figure
-from dicesim.calibrate.select import compile_selector
+from dicesim.calibrate.published.schema import DEFAULT_FIT_ON, LL_OPS, Figure
 from dicesim.errors import ConfigError
 from dicesim.sim.microbench.collective_ops import simulate_op
 from dicesim.sim.network.nccl import TRANSPORTS, NcclModel, nccl_model_from_dict
@@ -34,14 +39,40 @@ from dicesim.topology.machines import get_machine
 
 _METRIC_KEY = {"busbw": "busbw_Bps", "algbw": "algbw_Bps", "time": "time_s",
                "deepep_nvl": "deepep_nvl_Bps", "deepep_rdma": "deepep_rdma_Bps"}
-_EFF_BOUNDS = (0.05, 1.0)
-_PROBE_EFF = 0.1  # a transport this slow becomes the bottleneck of every figure whose flows cross it
-_SENSITIVE = 1e-3
+PARAMS: tuple[str, ...] = (*(f"bw_eff.{t}" for t in TRANSPORTS), "base_latency_s", "a2a_latency_s",
+                           *(f"hop_latency_s.{t}" for t in TRANSPORTS))
+#: (efficiency factor, latency step in s, relative move of a prediction) that makes a figure rest on a parameter
+RESTS_ON = (0.9, 1e-6, 0.01)
+_EFF_BOUNDS, _LAT_MAX_US = (0.05, 1.0), 1000.0
+_STEP = {"eff": 1e-3, "lat_us": 0.05}  # forward-difference steps (efficiency; microseconds)
+_MAX_ROUNDS = 3
+
+
+def is_eff(p: str) -> bool:
+    return p.startswith("bw_eff.")
+
+
+def get_param(model: NcclModel, p: str) -> float:
+    """A parameter's value (efficiency, or latency in seconds)."""
+    table, _, key = p.partition(".")
+    return getattr(model, table)[key] if key else getattr(model, table)
+
+
+def set_params(model: NcclModel, values: dict[str, float]) -> NcclModel:
+    """A copy of ``model`` with the named parameters replaced (unvalidated: used inside the fit)."""
+    upd: dict[str, object] = {}
+    for p, v in values.items():
+        table, _, key = p.partition(".")
+        if key:
+            upd[table] = {**upd.get(table, getattr(model, table)), key: v}  # type: ignore[dict-item]
+        else:
+            upd[table] = v
+    return model.model_copy(update=upd)
 
 
 def prior_model() -> NcclModel:
     """Starting point of every fit: line rate everywhere, no latency beyond the graph's edges."""
-    note = "prior (no fitted figure moves it): {}"
+    note = "prior (no fitted figure rests on it): {}"
     return nccl_model_from_dict({
         "name": "nccl-prior", "source": "prior", "date": "", "fit_on": "not fitted",
         "bw_eff": {t: 1.0 for t in TRANSPORTS}, "base_latency_s": 0.0, "a2a_latency_s": 0.0,
@@ -52,127 +83,189 @@ def prior_model() -> NcclModel:
     })
 
 
+class Predictor:
+    """Predicts figures, building each machine's graph once (graphs are read, never changed).
+
+    A prediction is remembered under the values of the model parameters it depends on
+    (:attr:`OpResult.params`), so refits that leave those unchanged (other splits, the fit's
+    own Jacobian) do not simulate the figure again; the memo holds plain numbers only."""
+
+    def __init__(self) -> None:
+        self._graphs: dict[str, nx.DiGraph] = {}
+        self._deps: dict[Figure, tuple[str, ...]] = {}
+        self._memo: dict[tuple, float] = {}
+
+    def graph(self, topology: str) -> nx.DiGraph:
+        if topology not in self._graphs:
+            self._graphs[topology] = get_machine(topology)
+        return self._graphs[topology]
+
+    def __call__(self, fig: Figure, model: NcclModel) -> float:
+        """The simulated value of ``fig`` in SI units (bytes/s or seconds)."""
+        deps = self._deps.get(fig)
+        key = (fig, tuple(get_param(model, p) for p in deps)) if deps is not None else None
+        if key in self._memo:
+            return self._memo[key]
+        deepep = fig.deepep
+        r = simulate_op(self.graph(fig.topology), fig.operation, model, gpus=fig.gpus, nbytes=fig.nbytes,
+                        deepep=deepep.config() if deepep and fig.operation not in LL_OPS else None,
+                        low_latency=deepep.low_latency() if deepep and fig.operation in LL_OPS else None)
+        self._deps[fig] = tuple(sorted(r.params))
+        value = r.metrics[_METRIC_KEY[fig.metric]]
+        self._memo[(fig, tuple(get_param(model, p) for p in self._deps[fig]))] = value
+        return value
+
+
 def predict(fig: Figure, model: NcclModel) -> float:
     """The simulated value of ``fig`` in SI units (bytes/s or seconds)."""
-    r = simulate_op(get_machine(fig.topology), fig.operation, model, gpus=fig.gpus, nbytes=fig.nbytes,
-                    deepep=fig.deepep.config() if fig.deepep else None)
-    return r.metrics[_METRIC_KEY[fig.metric]]
+    return Predictor()(fig, model)
 
 
-def split_figures(figs: Sequence[Figure], fit_on: str = DEFAULT_FIT_ON) -> tuple[list[Figure], list[Figure]]:
-    """``(fit, held_out)`` by a ``--fit-on`` expression over :data:`FIELDS`."""
-    pred = compile_selector(fit_on, FIELDS)
-    fit = [f for f in figs if pred(f.fields())]
-    return fit, [f for f in figs if f not in fit]
+def _probe(model: NcclModel, p: str) -> NcclModel:
+    eff, lat, _ = RESTS_ON
+    v = get_param(model, p)
+    return set_params(model, {p: v * eff if is_eff(p) else v + lat})
 
 
-def _with_eff(model: NcclModel, t: str, v: float) -> NcclModel:
-    return model.model_copy(update={"bw_eff": {**model.bw_eff, t: v}})
+def rests_on(figs: Sequence[Figure], model: NcclModel, pred: Predictor,
+             params: Sequence[str] = PARAMS) -> dict[str, list[Figure]]:
+    """Parameter -> the figures whose prediction it moves by >= 1% (see :data:`RESTS_ON`) at ``model``."""
+    base = [pred(f, model) for f in figs]
+    out: dict[str, list[Figure]] = {}
+    for p in params:
+        m = _probe(model, p)
+        out[p] = [f for f, b in zip(figs, base) if abs(pred(f, m) / b - 1) >= RESTS_ON[2]]
+    return out
 
 
-def _fit_bandwidths(model: NcclModel, figs: list[Figure], fitted: dict[str, str]) -> NcclModel:
-    for _ in range(2):
-        for t in TRANSPORTS:
-            base = [predict(f, model) for f in figs]
-            moved = [f for f, b in zip(figs, base)
-                     if abs(predict(f, _with_eff(model, t, _PROBE_EFF)) / b - 1) > _SENSITIVE]
-            if not moved:
-                continue
+@dataclass(frozen=True)
+class ParamFit:
+    """One fitted parameter: value, standard error (same unit; None if not determined), what it rests on."""
 
-            def loss(v: float, t=t, moved=moved) -> float:
-                m = _with_eff(model, t, v)
-                return sum(math.log(predict(f, m) / f.value_si) ** 2 for f in moved)
-
-            res = minimize_scalar(loss, bounds=_EFF_BOUNDS, method="bounded", options={"xatol": 1e-4})
-            model = _with_eff(model, t, round(float(res.x), 4))
-            fitted[f"bw_eff.{t}"] = "fitted on " + ", ".join(f.id for f in moved)
-    return model
+    name: str
+    value: float
+    se: float | None
+    figures: tuple[str, ...]
+    sources: tuple[str, ...]
+    at_bound: bool
+    by_source: tuple[tuple[str, float], ...] = ()  # (independence unit, the value its figures alone give)
 
 
-def _fit_latencies(model: NcclModel, figs: list[Figure], fitted: dict[str, str]) -> NcclModel:
-    zero = model.model_copy(update={"base_latency_s": 0.0, "a2a_latency_s": 0.0,
-                                    "hop_latency_s": {t: 0.0 for t in TRANSPORTS}})
-    t0 = np.array([predict(f, zero) for f in figs])
-    params = ["base_latency_s", "a2a_latency_s"] + [f"hop_latency_s.{t}" for t in TRANSPORTS]
-    cols = []
-    for p in params:  # each time figure is linear in the latency parameters: read the coefficients off
-        if p.startswith("hop_latency_s."):
-            bump = zero.model_copy(update={"hop_latency_s": {**zero.hop_latency_s, p.split(".")[1]: 1e-6}})
-        else:
-            bump = zero.model_copy(update={p: 1e-6})
-        cols.append((np.array([predict(f, bump) for f in figs]) - t0) / 1e-6)
-    A = np.column_stack(cols)
-    used = [j for j in range(len(params)) if np.any(np.abs(A[:, j]) > 1e-6)]
-    y = np.array([f.value_si for f in figs])
-    w = 1.0 / y  # relative error
-    sol = lsq_linear(A[:, used] * w[:, None], (y - t0) * w, bounds=(0.0, np.inf))
-    hop = dict(model.hop_latency_s)
-    scalars = {}
-    for j, v in zip(used, sol.x):
-        v = round(float(v), 9)
-        if params[j].startswith("hop_latency_s."):
-            hop[params[j].split(".")[1]] = v
-        else:
-            scalars[params[j]] = v
-        movers = [f.id for f, a in zip(figs, A[:, j]) if abs(a) > 1e-6]
-        fitted[params[j]] = "fitted on " + ", ".join(movers)
-    return model.model_copy(update={**scalars, "hop_latency_s": hop})
+@dataclass(frozen=True)
+class NcclFit:
+    """The fitted model, its parameters with their spread, and the residual of every fitted figure."""
+
+    model: NcclModel
+    params: tuple[ParamFit, ...]
+    residuals: dict[str, float]  # figure id -> predicted / published - 1
+    dof: int
+
+    def param(self, name: str) -> ParamFit:
+        return next(p for p in self.params if p.name == name)
 
 
-def fit_nccl_model(figs: Sequence[Figure], *, fit_on: str = DEFAULT_FIT_ON, name: str = "nccl-published") -> NcclModel:
-    """The NCCL model fitted on ``figs`` (already the fit part), starting from :func:`prior_model`."""
+class _Problem:
+    """The least-squares problem over the parameters ``names``, in (efficiency, microseconds) units."""
+
+    def __init__(self, figs: Sequence[Figure], names: Sequence[str], start: NcclModel, pred: Predictor,
+                 deps: dict[str, list[Figure]]):
+        self.figs, self.names, self.start, self.pred = list(figs), list(names), start, pred
+        self.log_pub = np.log([f.value_si for f in figs])
+        self.deps = [[self.figs.index(f) for f in deps[p]] for p in names]
+        self._memo: tuple[bytes, np.ndarray] | None = None
+
+    def model(self, x: np.ndarray) -> NcclModel:
+        return set_params(self.start, {p: float(v) if is_eff(p) else round(float(v) * 1e-6, 12)
+                                       for p, v in zip(self.names, x)})
+
+    def log_pred(self, x: np.ndarray) -> np.ndarray:
+        key = x.tobytes()
+        if self._memo is None or self._memo[0] != key:
+            m = self.model(x)
+            self._memo = (key, np.log([self.pred(f, m) for f in self.figs]))
+        return self._memo[1]
+
+    def residuals(self, x: np.ndarray) -> np.ndarray:
+        return self.log_pred(x) - self.log_pub
+
+    def jacobian(self, x: np.ndarray) -> np.ndarray:
+        base = self.log_pred(x)
+        J = np.zeros((len(self.figs), len(self.names)))
+        for j, p in enumerate(self.names):
+            h = _STEP["eff"] if is_eff(p) else _STEP["lat_us"]
+            xj = x.copy()
+            xj[j] = x[j] - h if is_eff(p) and x[j] + h > _EFF_BOUNDS[1] else x[j] + h
+            m = self.model(xj)
+            for i in self.deps[j]:
+                J[i, j] = (math.log(self.pred(self.figs[i], m)) - base[i]) / (xj[j] - x[j])
+        return J
+
+
+def _solve(figs: Sequence[Figure], names: list[str], start: NcclModel, pred: Predictor,
+           deps: dict[str, list[Figure]], x0: Sequence[float] | None = None
+           ) -> tuple[NcclModel, np.ndarray, np.ndarray, np.ndarray]:
+    prob = _Problem(figs, names, start, pred, deps)
+    lo = np.array([_EFF_BOUNDS[0] if is_eff(p) else 0.0 for p in names])
+    hi = np.array([_EFF_BOUNDS[1] if is_eff(p) else _LAT_MAX_US for p in names])
+    if x0 is None:  # a fixed start: the fit never depends on a previous one
+        x0 = [0.8 if is_eff(p) else 1.0 for p in names]
+    x0 = np.clip(np.array(x0, dtype=float), lo + 1e-9, hi - 1e-9)  # trf starts strictly inside
+    res = least_squares(prob.residuals, x0, jac=prob.jacobian, bounds=(lo, hi), method="trf", x_scale="jac",
+                        xtol=1e-6, ftol=1e-8)
+    # 4 decimals of an efficiency, 1 ns of a latency: finer digits are noise of the optimiser, and
+    # rounding them lets refits on other splits reuse predictions whose parameters did not move
+    x = np.array([round(float(v), 4 if is_eff(p) else 3) for p, v in zip(names, res.x)])
+    return prob.model(x), x, prob.residuals(x), prob.jacobian(x)
+
+
+def _spread(J: np.ndarray, r: np.ndarray, x: np.ndarray, names: list[str], dof: int) -> list[float | None]:
+    if dof <= 0:
+        return [None] * len(names)
+    s2 = float(r @ r) / dof
+    cov = s2 * np.linalg.pinv(J.T @ J)
+    return [float(math.sqrt(max(cov[j, j], 0.0))) * (1.0 if is_eff(p) else 1e-6) if np.any(J[:, j]) else None
+            for j, p in enumerate(names)]
+
+
+def _by_source(p: str, figs: Sequence[Figure], model: NcclModel, pred: Predictor) -> tuple[tuple[str, float], ...]:
+    out = []
+    for unit in sorted({f.source_unit for f in figs}):
+        mine = [f for f in figs if f.source_unit == unit]
+        m, x, _, _ = _solve(mine, [p], model, pred, {p: mine}, x0=[get_param(model, p) * (1.0 if is_eff(p) else 1e6)])
+        out.append((unit, get_param(m, p)))
+    return tuple(out)
+
+
+def fit_nccl_model(figs: Sequence[Figure], *, fit_on: str = DEFAULT_FIT_ON, name: str = "nccl-published",
+                   pred: Predictor | None = None) -> NcclFit:
+    """The NCCL model fitted on ``figs`` (the fit part of a split), starting from :func:`prior_model`."""
     if not figs:
         raise ConfigError("fit-on", f"{fit_on!r} selects no published figure")
-    model = prior_model()
-    fitted = dict(model.fitted)
-    model = _fit_bandwidths(model, [f for f in figs if f.metric != "time"], fitted)
-    times = [f for f in figs if f.metric == "time"]
-    if times:
-        model = _fit_latencies(model, times, fitted)
-    return nccl_model_from_dict({
+    pred = pred or Predictor()
+    prior = prior_model()
+    deps = rests_on(figs, prior, pred)
+    names = [p for p in PARAMS if deps[p]]
+    for _ in range(_MAX_ROUNDS):
+        model, x, r, J = _solve(figs, names, prior, pred, deps)
+        deps = {p: sorted({*deps[p], *fs}, key=list(figs).index) for p, fs in rests_on(figs, model, pred).items()}
+        grown = [p for p in PARAMS if deps[p] and p not in names]
+        if not grown:
+            break
+        names = [p for p in PARAMS if p in names or p in grown]
+    dof = len(figs) - len(names)
+    se = _spread(J, r, x, names, dof)
+    params, fitted = [], dict(prior.fitted)
+    for j, p in enumerate(names):
+        fs = deps[p]
+        units = tuple(sorted({f.source_unit for f in fs}))
+        at_bound = bool(is_eff(p) and x[j] in _EFF_BOUNDS or not is_eff(p) and x[j] in (0.0, _LAT_MAX_US))
+        params.append(ParamFit(p, get_param(model, p), se[j], tuple(f.id for f in fs), units, at_bound,
+                               _by_source(p, fs, model, pred)))
+        fitted[p] = f"fitted on {', '.join(f.id for f in fs)} ({len(units)} independent sources)"
+    model = nccl_model_from_dict({
         **model.model_dump(), "name": name, "fit_on": fit_on, "fitted": fitted,
         "date": _dt.date.today().isoformat(),
         "source": f"dicesim accuracy --published --fit-on {fit_on!r}: {len(figs)} figures of traces/published",
     })
-
-
-@dataclass(frozen=True)
-class PublishedAccuracy:
-    """Every figure with its prediction and error; the model used; the held-out summary."""
-
-    rows: pd.DataFrame
-    model: NcclModel
-    fit_on: str
-    summary: dict
-
-
-def run_published_accuracy(figs: Sequence[Figure], fit_on: str = DEFAULT_FIT_ON) -> PublishedAccuracy:
-    """Fit on the ``fit_on`` part, predict every figure, and summarise the held-out errors."""
-    fit, held = split_figures(figs, fit_on)
-    if not held:
-        raise ConfigError("fit-on", f"{fit_on!r} selects every published figure; nothing is left to predict")
-    model = fit_nccl_model(fit, fit_on=fit_on)
-    rows = []
-    for f in figs:
-        pred = predict(f, model) / (1e9 if f.unit == "GB/s" else 1e-6)
-        rows.append({"id": f.id, "split": "fit" if f in fit else "held-out", "family": f.family, "gpu": f.gpu,
-                     "gpus": f.gpus, "nodes": f.nodes, "topology": f.topology, "operation": f.operation,
-                     "nbytes": f.nbytes, "metric": f.metric, "unit": f.unit, "published": f.value,
-                     "predicted": pred, "error": pred / f.value - 1.0, "source_kind": f.source.kind,
-                     "source": f.source.title, "url": f.source.url, "locator": f.source.locator,
-                     "date": f.source.date, "quote": f.quote})
-    df = pd.DataFrame(rows)
-    h = df[df["split"] == "held-out"]
-    abs_err = h["error"].abs()
-    summary = {
-        "figures": len(df), "fit": int((df["split"] == "fit").sum()), "held_out": len(h),
-        "families": sorted(df["family"].unique().tolist()),
-        "median_abs_err": float(abs_err.median()), "max_abs_err": float(abs_err.max()),
-        "median_abs_err_fit": float(df[df["split"] == "fit"]["error"].abs().median()),
-        "per_family": {fam: {"held_out": int(len(g)), "median_abs_err": float(g["error"].abs().median()),
-                             "max_abs_err": float(g["error"].abs().max())}
-                       for fam, g in h.groupby("family")},
-        "target_median": 0.10, "target_max": 0.25,
-    }
-    summary["meets_target"] = summary["median_abs_err"] <= 0.10 and summary["max_abs_err"] <= 0.25
-    return PublishedAccuracy(rows=df, model=model, fit_on=fit_on, summary=summary)
+    residuals = {f.id: math.expm1(float(v)) for f, v in zip(figs, r)}
+    return NcclFit(model=model, params=tuple(params), residuals=residuals, dof=dof)

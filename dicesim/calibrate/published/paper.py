@@ -150,6 +150,10 @@ class PaperCheck:
                             largest_gap=float(d["gap"].loc[d["gap"].abs().idxmax()])))
         return out
 
+    def outside(self) -> list[str]:
+        """Ids of the figures with a prediction outside their band on the default topology."""
+        return [s["figure"] for s in self.summary() if s["inside"] < s["cases"]]
+
 
 def run_paper_check(path: str | Path = DEFAULT_FILE, ticker: Ticker = NO_PROGRESS) -> PaperCheck:
     ps = load_paper_set(path)
@@ -192,7 +196,8 @@ predict them on {st.world_size} GPUs, {st.image_size} px, {st.steps} steps, batc
 {", ".join(map(str, st.batches))} per GPU. The paper's hardware is not stated in the sources
 read here, so `{st.topology}` (the project default) is the check and the other 8-GPU presets
 are shown beside it. A gap is the distance of the prediction from the published value or
-band, relative to it (0 inside the band).
+band, relative to it (0 inside the band). The command exits with code 1 when a prediction on
+the default machine falls outside its figure's band (2 for bad input), so a script can gate on it.
 
 {_table(summary)}
 

@@ -57,6 +57,8 @@ class HardwareProfile(BaseModel):
     seconds to issue it and the syncs before it; without it the host costs ``host_op_s`` per op
     launch and ``host_collective_s`` per collective. :attr:`basis` says whether the profile rests
     on measurements (a fitted profile) or on datasheets and stated assumptions.
+    ``memory_capacity_bytes``: the GPU's memory as the driver reports it (None: unknown, e.g. a
+    CPU profile), which the per-GPU memory model compares its total with (docs/memory.md).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
@@ -68,6 +70,7 @@ class HardwareProfile(BaseModel):
     fitted_range: str = "not fitted"
     peak_tflops: float = Field(gt=0)
     mem_bw_GBps: float = Field(gt=0)
+    memory_capacity_bytes: Optional[int] = Field(None, gt=0)
     ops: dict[OpKind, OpEfficiency]
     collective_base_s: dict[CollectiveKind, float]
     link_latency_s: dict[str, float]
@@ -158,7 +161,7 @@ def load_profile(path: str | os.PathLike) -> HardwareProfile:
 
 def save_profile(profile: HardwareProfile, path: str | os.PathLike) -> Path:
     """Write ``profile`` as TOML atomically (temporary file + rename); returns the path."""
-    data = profile.model_dump(mode="json", exclude_none=True)  # TOML has no null: no host model, no table
+    data = profile.model_dump(mode="json", exclude_none=True)  # TOML has no null: no host model, unknown capacity
     return write_atomic(path, lambda tmp: tmp.write_bytes(tomli_w.dumps(data).encode("utf-8")))
 
 

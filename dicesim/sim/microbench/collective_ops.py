@@ -9,12 +9,15 @@ metrics are then computed exactly as the benchmark defines them:
 
 - nccl-tests (``doc/PERFORMANCE.md``): ``algbw = nbytes / t``; all-to-all ``busbw = algbw
   (n-1)/n``; all-reduce ``busbw = algbw 2(n-1)/n``.
-- DeepEP: logical bytes over time (:mod:`dicesim.sim.microbench.deepep`).
+- DeepEP: logical bytes over time (:mod:`dicesim.sim.microbench.deepep`); its low-latency
+  kernels by their time (:mod:`dicesim.sim.microbench.deepep_ll`).
 
 Latency: ``base_latency_s`` once, plus per protocol hop the route latency and the
 transport's ``hop_latency_s``. An all-to-all sends to every peer at once (one hop) and adds
 ``a2a_latency_s`` (its grouped send/receive pairs); a ring all-reduce is ``2(n-1)`` hops in
-a row, with its bytes pipelined through them.
+a row, with its bytes pipelined through them. Across servers the all-reduce runs one ring per
+NIC of a server, each leaving and entering a server through its own NIC, with an equal share
+of the bytes (:mod:`dicesim.sim.microbench.netpaths`).
 """
 
 from __future__ import annotations
@@ -25,11 +28,14 @@ import networkx as nx
 import simpy
 
 from dicesim.sim.microbench.deepep import DeepEPConfig, deepep_traffic
+from dicesim.sim.microbench.deepep_ll import LowLatencyConfig, ll_pair_nbytes
+from dicesim.sim.microbench.netpaths import nic_crossing, rdma_routes, ring_orders, server_nics
 from dicesim.sim.network.nccl import NcclModel, effective_graph, hop_latency_s, route_transports
 from dicesim.sim.network.network import FlowNetwork
 from dicesim.topology import all_pairs_routes, num_servers, world_size
 
-OPERATIONS: tuple[str, ...] = ("all_to_all", "all_reduce", "deepep_dispatch", "deepep_combine")
+OPERATIONS: tuple[str, ...] = ("all_to_all", "all_reduce", "deepep_dispatch", "deepep_combine",
+                                "deepep_ll_dispatch", "deepep_ll_combine")
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,13 @@ class OpResult:
 
     time_s: float
     metrics: dict[str, float] = field(default_factory=dict)
+    #: the NCCL-model parameters the result depends on (nothing else of the model changes it)
+    params: frozenset[str] = frozenset()
+
+
+def _params(transports: set[str], *extra: str) -> frozenset[str]:
+    return frozenset({"base_latency_s", *extra, *(f"bw_eff.{t}" for t in transports),
+                      *(f"hop_latency_s.{t}" for t in transports)})
 
 
 def _drain_s(G: nx.DiGraph, flows: list[tuple], extra_latency_s: float) -> float:
@@ -52,25 +65,45 @@ def _all_to_all(G: nx.DiGraph, ranks: list[int], nbytes: float, model: NcclModel
     n = len(ranks)
     table = all_pairs_routes(G, ranks)
     routes = [table.route(a, b) for a in ranks for b in ranks if a != b]
-    extra = model.base_latency_s + model.a2a_latency_s + hop_latency_s(model, route_transports(G, routes))
+    tr = route_transports(G, routes)
+    extra = model.base_latency_s + model.a2a_latency_s + hop_latency_s(model, tr)
     t = _drain_s(effective_graph(G, model), [(r, nbytes / n) for r in routes], extra)
     algbw = nbytes / t
-    return OpResult(t, {"time_s": t, "algbw_Bps": algbw, "busbw_Bps": algbw * (n - 1) / n})
+    return OpResult(t, {"time_s": t, "algbw_Bps": algbw, "busbw_Bps": algbw * (n - 1) / n},
+                    _params(tr, "a2a_latency_s"))
+
+
+def _ring_routes(G: nx.DiGraph, ranks: list[int]) -> list[list[tuple]]:
+    """The rings' hop routes: one ring in rank order inside a server; across whole servers with
+    NICs, one ring per NIC of a server (:func:`~dicesim.sim.microbench.netpaths.ring_orders`)."""
+    table = all_pairs_routes(G, ranks)
+    n, S = len(ranks), num_servers(G)
+    if S == 1 or ranks != list(range(world_size(G))) or not server_nics(G, 0):
+        return [[table.route(ranks[i], ranks[(i + 1) % n]) for i in range(n)]]
+    rings = []
+    for c, order in enumerate(ring_orders(G)):
+        hops = []
+        for s in range(S):
+            hops += [table.route(a, b) for a, b in zip(order[s][:-1], order[s][1:])]
+            hops.append(nic_crossing(G, c, order[s][-1], order[(s + 1) % S][0]))
+        rings.append(hops)
+    return rings
 
 
 def _all_reduce_ring(G: nx.DiGraph, ranks: list[int], nbytes: float, model: NcclModel) -> OpResult:
     n = len(ranks)
-    table = all_pairs_routes(G, ranks)
-    ring = [table.route(ranks[i], ranks[(i + 1) % n]) for i in range(n)]
+    rings = _ring_routes(G, ranks)
+    hop_routes = [r for ring in rings for r in ring]
     hops = 2 * (n - 1)
-    hop_s = hop_latency_s(model, route_transports(G, ring))
-    ring_lat = max(table.latency_s[(ranks[i], ranks[(i + 1) % n])] for i in range(n))
+    tr = route_transports(G, hop_routes)
+    hop_s = hop_latency_s(model, tr)
+    ring_lat = max(sum(G.edges[e]["latency_s"] for e in r) for r in hop_routes)
     # each flow waits out its own route once; the other hops of the ring add in sequence
     extra = model.base_latency_s + hops * hop_s + (hops - 1) * ring_lat
-    per_link = 2 * (n - 1) / n * nbytes
-    t = _drain_s(effective_graph(G, model), [(r, per_link) for r in ring], extra)
+    per_link = 2 * (n - 1) / n * nbytes / len(rings)  # the rings split the bytes evenly
+    t = _drain_s(effective_graph(G, model), [(r, per_link) for r in hop_routes], extra)
     algbw = nbytes / t
-    return OpResult(t, {"time_s": t, "algbw_Bps": algbw, "busbw_Bps": algbw * 2 * (n - 1) / n})
+    return OpResult(t, {"time_s": t, "algbw_Bps": algbw, "busbw_Bps": algbw * 2 * (n - 1) / n}, _params(tr))
 
 
 def _deepep(G: nx.DiGraph, cfg: DeepEPConfig, model: NcclModel, combine: bool) -> OpResult:
@@ -78,17 +111,34 @@ def _deepep(G: nx.DiGraph, cfg: DeepEPConfig, model: NcclModel, combine: bool) -
     traffic = deepep_traffic(cfg, nodes=nodes, gpus_per_node=world_size(G) // nodes, combine=combine)
     table = all_pairs_routes(G)
     flows = [(table.route(s, d), nb) for s, d, nb in traffic.flows]
-    extra = model.base_latency_s + hop_latency_s(model, route_transports(G, [r for r, _ in flows], "deepep"))
+    tr = route_transports(G, [r for r, _ in flows], "deepep")
+    extra = model.base_latency_s + hop_latency_s(model, tr)
     t = _drain_s(effective_graph(G, model, "deepep"), flows, extra)
     return OpResult(t, {"time_s": t, "deepep_nvl_Bps": traffic.nvl_logical_nbytes / t,
-                        "deepep_rdma_Bps": traffic.rdma_logical_nbytes / t})
+                        "deepep_rdma_Bps": traffic.rdma_logical_nbytes / t}, _params(tr))
+
+
+def _deepep_ll(G: nx.DiGraph, cfg: LowLatencyConfig, model: NcclModel, combine: bool) -> OpResult:
+    W, g = world_size(G), G.graph["gpus_per_node"]
+    pairs = [(a, b) for a in range(W) for b in range(W) if a != b]
+    near = [p for p in pairs if p[0] // g == p[1] // g] if cfg.transport == "nvlink+rdma" else []
+    table = all_pairs_routes(G) if near else None
+    routes = {**{p: table.route(*p) for p in near},  # type: ignore[union-attr]
+              **rdma_routes(G, [p for p in pairs if p[0] // g != p[1] // g or cfg.transport == "rdma"])}
+    nb = ll_pair_nbytes(cfg, W, combine)
+    flows = [(r, nb) for r in routes.values()]
+    tr = route_transports(G, routes.values(), "deepep")
+    extra = model.base_latency_s + hop_latency_s(model, tr)
+    t = _drain_s(effective_graph(G, model, "deepep"), flows, extra)
+    return OpResult(t, {"time_s": t}, _params(tr))
 
 
 def simulate_op(G: nx.DiGraph, operation: str, model: NcclModel, *, gpus: int | None = None, nbytes: float = 0.0,
-                deepep: DeepEPConfig | None = None) -> OpResult:
+                deepep: DeepEPConfig | None = None, low_latency: LowLatencyConfig | None = None) -> OpResult:
     """Simulate ``operation`` (one of OPERATIONS) on the first ``gpus`` ranks of ``G`` (default: all).
 
-    ``nbytes``: the nccl-tests message size (bytes per rank); ``deepep``: the DeepEP setting.
+    ``nbytes``: the nccl-tests message size (bytes per rank); ``deepep``: the DeepEP setting of a
+    normal-kernel operation; ``low_latency``: that of a low-latency one (both use the whole graph).
     """
     ranks = list(range(gpus or world_size(G)))
     if operation == "all_to_all":
@@ -99,4 +149,8 @@ def simulate_op(G: nx.DiGraph, operation: str, model: NcclModel, *, gpus: int | 
         if deepep is None:
             raise ValueError(f"{operation} needs a DeepEPConfig")
         return _deepep(G, deepep, model, operation == "deepep_combine")
+    if operation in ("deepep_ll_dispatch", "deepep_ll_combine"):
+        if low_latency is None:
+            raise ValueError(f"{operation} needs a LowLatencyConfig")
+        return _deepep_ll(G, low_latency, model, operation == "deepep_ll_combine")
     raise ValueError(f"unknown operation {operation!r} (allowed: {', '.join(OPERATIONS)})")

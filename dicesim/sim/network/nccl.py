@@ -10,8 +10,12 @@ path the library takes between two GPUs, read off the link class and the graph's
 ``shm``             no peer-to-peer: NCCL's SHM transport stages every byte in host memory,
                     so it crosses PCIe up and down and the host bridge twice (the route does
                     that already); the factor is the share of PCIe line rate reached that way
-``net``             NIC to NIC (InfiniBand / RoCE)
+``net``             NIC to NIC (InfiniBand / RoCE), and a NIC's own attachment (its PCIe
+                    link carries network-transport bytes, GPUDirect RDMA, not NCCL's
+                    peer-to-peer protocol)
 ``deepep_nvlink``   DeepEP's own NVLink kernels (fewer SMs than NCCL, other chunking)
+``deepep_net``      DeepEP's own RDMA kernels (NVSHMEM / IBGDA), NIC to NIC and the NIC's
+                    attachment: another library on the same NIC, as ``deepep_nvlink`` is on NVLink
 =================  =====================================================================
 
 Host memory, socket links and root ports keep their nominal figures (factor 1). Every number
@@ -36,8 +40,10 @@ from dicesim.atomic import write_atomic
 from dicesim.errors import ConfigError, config_error_from_pydantic
 from dicesim.tomlio import read_toml
 
-TRANSPORTS: tuple[str, ...] = ("nvlink", "pcie_p2p", "shm", "net", "deepep_nvlink")
-Transport = Literal["nvlink", "pcie_p2p", "shm", "net", "deepep_nvlink"]
+TRANSPORTS: tuple[str, ...] = ("nvlink", "pcie_p2p", "shm", "net", "deepep_nvlink", "deepep_net")
+Transport = Literal["nvlink", "pcie_p2p", "shm", "net", "deepep_nvlink", "deepep_net"]
+#: a transport added after models were first saved -> the one an older file's value stands in for
+_ADDED: dict[str, str] = {"deepep_net": "net"}
 LIBRARIES: tuple[str, ...] = ("nccl", "deepep")
 
 
@@ -61,6 +67,19 @@ class NcclModel(BaseModel):
     a2a_latency_s: float = Field(default=0.0, ge=0)
     hop_latency_s: dict[Transport, float]
     fitted: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _older_files(cls, data: object) -> object:
+        """A model saved before ``deepep_net`` existed gives it its ``net`` values (what it meant then)."""
+        if not isinstance(data, dict):
+            return data
+        out = dict(data)
+        for table in ("bw_eff", "hop_latency_s"):
+            t = out.get(table)
+            if isinstance(t, dict):
+                out[table] = {**{new: t[old] for new, old in _ADDED.items() if new not in t and old in t}, **t}
+        return out
 
     @model_validator(mode="after")
     def _complete(self) -> "NcclModel":
@@ -107,29 +126,35 @@ def builtin_nccl_model() -> NcclModel:
     return nccl_model_from_dict(tomllib.loads(text), origin="built-in NCCL model")
 
 
-def link_transport(link_class: str, p2p: bool, library: str = "nccl") -> str | None:
+def link_transport(link_class: str, p2p: bool, library: str = "nccl", *, nic: bool = False) -> str | None:
     """The transport a link of ``link_class`` carries, or None when no factor applies.
 
-    ``library`` ``"memcpy"`` (plain copy-engine copies, as the host-staged check makes) gets no
-    factor: its link figures are already measured copy rates."""
+    ``nic``: the link ends at a NIC (its attachment), so it carries the network transport's
+    bytes whatever its class. ``library`` ``"memcpy"`` (plain copy-engine copies, as the
+    host-staged check makes) gets no factor: its link figures are already measured copy rates."""
     if library == "memcpy":
         return None
     cls = link_class.lower()
+    if nic or cls.startswith(("ib", "roce", "net")):
+        return "deepep_net" if library == "deepep" else "net"
     if cls.startswith("nvlink"):
         return "deepep_nvlink" if library == "deepep" else "nvlink"
     if cls.startswith("pcie"):
         return "pcie_p2p" if p2p else "shm"
-    if cls.startswith(("ib", "roce", "net")):
-        return "net"
     return None
+
+
+def edge_transport(G: nx.DiGraph, u: str, v: str, library: str = "nccl") -> str | None:
+    """The transport edge ``(u, v)`` of ``G`` carries for ``library`` (see :func:`link_transport`)."""
+    nic = G.nodes[u].get("kind") == "nic" or G.nodes[v].get("kind") == "nic"
+    return link_transport(str(G.edges[u, v].get("link", "")), bool(G.graph.get("p2p", True)), library, nic=nic)
 
 
 def effective_graph(G: nx.DiGraph, model: NcclModel, library: str = "nccl") -> nx.DiGraph:
     """A copy of ``G`` whose link bandwidths are what ``library`` reaches on them."""
-    p2p = bool(G.graph.get("p2p", True))
     H = G.copy()
-    for _, _, d in H.edges(data=True):
-        t = link_transport(str(d.get("link", "")), p2p, library)
+    for u, v, d in H.edges(data=True):
+        t = edge_transport(G, u, v, library)
         if t is not None:
             d["bw_Bps"] = d["bw_Bps"] * model.bw_eff[t]
     return H
@@ -137,14 +162,8 @@ def effective_graph(G: nx.DiGraph, model: NcclModel, library: str = "nccl") -> n
 
 def route_transports(G: nx.DiGraph, routes: Iterable[tuple], library: str = "nccl") -> set[str]:
     """Transports crossed by any of ``routes`` (tuples of directed edges)."""
-    p2p = bool(G.graph.get("p2p", True))
-    out = set()
-    for r in routes:
-        for e in r:
-            t = link_transport(str(G.edges[e].get("link", "")), p2p, library)
-            if t is not None:
-                out.add(t)
-    return out
+    edges = {e for r in routes for e in r}
+    return {t for t in (edge_transport(G, u, v, library) for u, v in edges) if t is not None}
 
 
 def hop_latency_s(model: NcclModel, transports: Iterable[str]) -> float:
