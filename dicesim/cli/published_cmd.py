@@ -36,7 +36,9 @@ def run_published(paths: list[Path], *, fit_on: str, out: Path | None, write_mod
             read_page(page)
     figs = load_published(paths or [DEFAULT_DIR])
     with progress_bar("published set", unit="figures predicted") as ticker:
-        rep = run(figs, fit_on, cross_validation=cross_validation, ticker=ticker)
+        # the step level reads the same places: a given directory's `steps/` (or the directory), or files
+        step_paths = None if not paths else [p / "steps" if (p / "steps").is_dir() else p for p in paths]
+        rep = run(figs, fit_on, cross_validation=cross_validation, step_paths=step_paths, ticker=ticker)
     command = _command(paths, fit_on, out, write_model, nccl_page, cross_validation)
     if out is not None:
         write_published_section(published_markdown(rep, command=command), out)
@@ -58,6 +60,7 @@ def run_published(paths: list[Path], *, fit_on: str, out: Path | None, write_mod
                         "sources": list(p.sources)} for p in c.fit.params],
             "rows": json.loads(c.rows.to_json(orient="records")),
             "cross_validation": None if rep.crossval is None else json.loads(rep.crossval.to_json(orient="records")),
+            "step_rows": None if rep.step_rows is None else json.loads(rep.step_rows.to_json(orient="records")),
         }, allow_nan=False))
         return
     _print(rep, fit_on)
@@ -68,7 +71,7 @@ def run_published(paths: list[Path], *, fit_on: str, out: Path | None, write_mod
 
 def _print(rep, fit_on: str) -> None:
     from dicesim.calibrate.published.doc import by_source, param_value
-    from dicesim.calibrate.published.step_level import NOT_YET
+    from dicesim.calibrate.published.step_level import NOT_YET, step_lines
 
     c = rep.collective
     print(f"collective level: NCCL model fitted on {fit_on!r} ({len(c.split.fit)} figures); "
@@ -90,4 +93,7 @@ def _print(rep, fit_on: str) -> None:
                   f"max {r.max_abs:.1%} ({'met' if r.met else 'not met'})"
                   + (f"; on one source: {r.one_source_params}" if r.one_source_params else ""))
     print(c.summary.line())
+    if rep.step_rows is not None:
+        for line in step_lines(rep.step_rows):
+            print(line)
     print(rep.step.line() if rep.step is not None else NOT_YET)

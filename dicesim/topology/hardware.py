@@ -47,6 +47,11 @@ SOURCES = MappingProxyType(
             "2024-12-31: '400GB/s is the bidirectional theoretical value, 160GB/s our unidirectional measurement'). "
             + _EFF + " Latency as nvlink3-a100."
         ),
+        "nvlink3-a800": (
+            "NVIDIA A800 (SXM): the A100 with its NVLink cut to 400 GB/s bidirectional (A100: 600), everything else "
+            "as the A100 (tweakers.net/nieuws/203182, 2022-11, after Reuters): 200 GB/s per direction. "
+            + _EFF + " Latency as nvlink3-a100."
+        ),
         "nvlink4-h20": (
             "NVIDIA H20: 18 NVLink4 links per GPU ('NV18' in nvidia-smi topo, NVIDIA/nccl-tests#321, 2025-06) x "
             "25 GB/s = 450 GB/s per direction. " + _EFF + " Latency as nvlink3-a100."
@@ -150,6 +155,7 @@ NVLINK3_A100 = LinkSpec(bw_Bps=300e9, latency_s=1.0e-6, link="nvlink3", source="
 NVLINK4_H100 = LinkSpec(bw_Bps=450e9, latency_s=1.0e-6, link="nvlink4", source="nvlink4-h100")
 NVLINK4_H200 = LinkSpec(bw_Bps=450e9, latency_s=1.0e-6, link="nvlink4", source="nvlink4-h200")
 NVLINK4_H800 = LinkSpec(bw_Bps=200e9, latency_s=1.0e-6, link="nvlink4", source="nvlink4-h800")
+NVLINK3_A800 = LinkSpec(bw_Bps=200e9, latency_s=1.0e-6, link="nvlink3", source="nvlink3-a800")
 NVLINK4_H20 = LinkSpec(bw_Bps=450e9, latency_s=1.0e-6, link="nvlink4", source="nvlink4-h20")
 PCIE4_GPU = LinkSpec(bw_Bps=31.5e9, latency_s=0.6e-6, link="pcie4", source="pcie4-gpu")
 PCIE4_UPLINK = LinkSpec(bw_Bps=31.5e9, latency_s=0.6e-6, link="pcie4", source="pcie4-uplink")

@@ -79,6 +79,12 @@ MACHINES: MappingProxyType[str, Callable[[], nx.DiGraph]] = MappingProxyType({
                                   socket_link=None, p2p=False, gpu="rtx2080ti", name="2x-rtx2080ti-pcie3"),
     "hgx-h800": _H800,
     "hgx-h20": partial(_hgx, hw.NVLINK4_H20, "h20", "hgx-h20"),
+    # step-level figures (traces/published/steps/): 8x A800 SXM on NVSwitch; 8x L20 in the PCIe server
+    # class the L40S ships in ('PCIe Optimized 2-8-5', the 8x-l40s-pcie preset): the sources state neither
+    "hgx-a800": partial(_hgx, hw.NVLINK3_A800, "a800", "hgx-a800"),
+    "8x-l20-pcie": partial(pcie_server, sockets=2, switches_per_socket=2, gpus_per_switch=2, gpu_link=hw.PCIE4_GPU,
+                           uplink=hw.PCIE4_UPLINK, host_mem=hw.HOST_MEM_DDR4, socket_link=hw.UPI, p2p=True,
+                           gpu="l20", name="8x-l20-pcie"),
     # DeepEP README @ 3b1045d, lines 15 and 28: H800 GPUs 'each connected to a CX7 InfiniBand 400 Gb/s RDMA
     # network card' (one NIC per GPU); the fabric is not stated, so one non-blocking switch. 1 node: the
     # low-latency kernels of February 2025 send to same-node peers through the NICs too

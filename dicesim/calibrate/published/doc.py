@@ -16,6 +16,7 @@ import pandas as pd
 
 from dicesim.calibrate.published.levels import COLLECTIVE_TARGET, STEP_TARGET, LevelSummary
 from dicesim.calibrate.published.run import PublishedReport
+from dicesim.calibrate.published.step_doc import step_level_markdown
 from dicesim.calibrate.published.step_level import NOT_YET
 from dicesim.report.marked import carry_sections, markers, replace_section
 
@@ -149,13 +150,7 @@ def step_section(rep: PublishedReport) -> str:
                 f"`dicesim-published-steps/1`) is committed; its predictions are not built yet "
                 f"(`dicesim/calibrate/published/step_level.py`). Target once they are: {STEP_TARGET.text()}, "
                 "never fitted on.")
-    rows = rep.step_rows
-    t = pd.DataFrame({"figure": rows["id"], "split": rows["split"], "family": rows["family"],
-                      "published": [f"{v:g} {u}" for v, u in zip(rows["published"], rows["unit"])],
-                      "predicted": [f"{v:.4g} {u}" for v, u in zip(rows["predicted"], rows["unit"])],
-                      "error": rows["error"].map(_pct), "source": [f"[{s}]({u})" for s, u in zip(rows["source"],
-                                                                                           rows["url"])]})
-    return f"{rep.step.line()}\n\n{_family_table(rep.step)}\n\n{_table(t)}"
+    return step_level_markdown(rep.step_rows)
 
 
 def published_markdown(rep: PublishedReport, *, command: str) -> str:

@@ -13,6 +13,7 @@ field, with the allowed values. The fitted/held-out rules that span figures are 
 from __future__ import annotations
 
 import re
+import tomllib
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -89,6 +90,15 @@ def parse_file(path: str | Path) -> list[Figure]:
     return out
 
 
+def _is_step_file(path: Path) -> bool:
+    """Whether ``path`` belongs to the step-level set (``dicesim-published-steps/1`` and its model list)."""
+    try:
+        return tomllib.loads(path.read_text()).get("schema") in ("dicesim-published-steps/1",
+                                                                 "dicesim-published-models/1")
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return False  # parse_file says what is wrong with it
+
+
 def load_published(paths: Iterable[str | Path]) -> list[Figure]:
     """Every figure of the given files and directories (``*.toml``, sorted); ids must be unique."""
     files: list[Path] = []
@@ -104,6 +114,8 @@ def load_published(paths: Iterable[str | Path]) -> list[Figure]:
     figs: list[Figure] = []
     seen: dict[str, Path] = {}
     for f in files:
+        if _is_step_file(f):  # the step level's files (step_level.py) may sit among the collective ones
+            continue
         for fig in parse_file(f):
             if fig.id in seen:
                 raise ConfigError(f"{f}: figure {fig.id}", f"duplicate id (also in {seen[fig.id]})")

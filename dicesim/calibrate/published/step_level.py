@@ -1,31 +1,217 @@
-"""The step level of ``dicesim accuracy --published``: the hook for the step-level predictions.
+"""The step level of ``dicesim accuracy --published``: every published DiT inference latency predicted.
 
 The step-level set (``traces/published/steps/``, schema ``dicesim-published-steps/1``) holds
-published end-to-end and per-step latencies of multi-GPU DiT inference. They are checks of the
-whole simulator: nothing is ever fitted on them. Their predictions are not built yet (issue 21,
-item 1); until they are, :func:`step_level_rows` returns None and every output says
-"step level: not yet predicted".
+published end-to-end latencies of dense DiT inference on one and several GPUs. They are checks of
+the whole simulator: nothing is fitted on them. Each latency figure is predicted by
+:func:`dicesim.sim.dense.predict_dense` with the model preset of :mod:`dicesim.dense_models`, the
+built-in profile of its GPU and the machine its interconnect implies (:data:`HARDWARE`), with
+compute-communication interference on (the profile's factor) and off.
 
-The contract for whoever builds them: return one row per step-level figure with at least the
-columns ``id``, ``split`` (``held-out``, or ``excluded`` / ``statement`` for figures that do not
-count), ``family`` (interconnect family: ``pcie``, ``nvlink``, ``none``), ``published``,
-``predicted``, ``unit``, ``error`` (predicted / published - 1), ``group`` (the run),
-``source_unit`` (the independence unit), ``source`` and ``url``. The command then summarises the
-held-out rows against :data:`~dicesim.calibrate.published.levels.STEP_TARGET`, prints the line
-and writes the section, exactly as for the collective level.
+Splits: ``held-out`` (a multi-GPU measurement, counted against the target per interconnect
+family), ``baseline`` (one GPU: it checks the compute model alone, summarised apart),
+``statement``, ``excluded`` (a second publication of a figure, or a run whose setting the
+simulator does not model: PipeFusion, offloading, FP8 weights; ``reason`` says which). OOM and
+refused-configuration outcomes and peak-memory figures are in :func:`outcome_rows`.
 """
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import pandas as pd
 
+from dicesim.calibrate.published.levels import STEP_TARGET, LevelSummary, summarize
+from dicesim.dense_models import get_dense_model
+from dicesim.errors import ConfigError, TraceError
+from dicesim.sim.costs.profile import get_profile
+from dicesim.sim.dense import DenseParallel, DenseRun, not_modelled, predict_dense, refusal
+from dicesim.sim.network.nccl import builtin_nccl_model
+from dicesim.topology.machines import get_machine
+
 DEFAULT_DIR = Path("traces/published/steps")
 NOT_YET = "step level: not yet predicted"
 
+#: GPU as the figure states it -> (built-in profile, machine, why that machine)
+HARDWARE: tuple[tuple[str, str, str, str], ...] = (
+    ("H100 or H800", "h100-sxm", "dgx-h100", "H100 or H800 not stated per cell: simulated as H100 on dgx-h100"),
+    ("H100", "h100-sxm", "dgx-h100", "NVLink stated or assumed (H100 SXM): dgx-h100, first N GPUs"),
+    ("A800", "a100-sxm", "hgx-a800", "A800 = A100 compute (a100-sxm) with 400 GB/s NVLink: hgx-a800 (SXM assumed)"),
+    ("A100", "a100-sxm", "dgx-a100", "A100-SXM4 (NVLink): dgx-a100, first N GPUs"),
+    ("H20", "h20", "hgx-h20", "H20 ships only as an 8-GPU HGX board: hgx-h20"),
+    ("L20", "l20", "8x-l20-pcie", "L20 is PCIe-only; switch layout not stated: the 2-8-5 PCIe server class"),
+    ("RTX 4090", "rtx4090", "8x-rtx4090-pcie", "consumer PCIe card, layout not stated: 8x-rtx4090-pcie"),
+)
+
+
+def hardware_for(gpu: str) -> tuple[str, str, str] | None:
+    """(profile, machine, basis) for a figure's stated GPU, or None when the GPU is not stated."""
+    for needle, prof, machine, why in HARDWARE:
+        if gpu.startswith(needle):
+            return prof, machine, why
+    return None
+
+
+def load_step_figures(paths: list[Path] | None = None) -> tuple[list[dict], dict[str, dict]]:
+    """Every ``[[figure]]`` and every ``[sources.*]`` of the step files (models.toml skipped)."""
+    files: list[Path] = []
+    for p in paths or [DEFAULT_DIR]:
+        files += sorted(p.glob("*.toml")) if p.is_dir() else [p]
+    figs: list[dict] = []
+    sources: dict[str, dict] = {}
+    for f in files:
+        try:
+            data = tomllib.loads(f.read_text())
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise TraceError(f, f"not a readable TOML step-level file: {exc}") from None
+        if data.get("schema") != "dicesim-published-steps/1":
+            continue
+        if not isinstance(data.get("sources", {}), dict) or not isinstance(data.get("figure", []), list):
+            raise TraceError(f, "[sources] must be a table and [[figure]] an array of tables")
+        sources.update(data.get("sources", {}))
+        figs += [{**fig, "_file": str(f)} if isinstance(fig, dict) else fig for fig in data.get("figure", [])]
+    return figs, sources
+
+
+def _figure_error(f: object, exc: Exception) -> ConfigError:
+    """A step figure the predictor cannot read, named by its file and id, in one line."""
+    where = f"{f.get('_file', 'step set')}: figure {f.get('id', '?')!r}" if isinstance(f, dict) else "step set"
+    what = f"missing field {exc.args[0]!r}" if isinstance(exc, KeyError) else str(exc).splitlines()[0]
+    return ConfigError(where, what, "the fields of schema dicesim-published-steps/1 (traces/published/steps/README.md)")
+
+
+def dense_run(fig: dict) -> DenseRun:
+    """The run a figure describes."""
+    par = {k: int(v) for k, v in fig["parallel"].items()}
+    return DenseRun(model=get_dense_model(fig["model"]), height_px=int(fig["height_px"]),
+                    width_px=int(fig["width_px"]), frames=int(fig["frames"]), steps=int(fig["steps"]),
+                    batch=int(fig["batch"]), cfg_on=str(fig["cfg"]).startswith("on"),
+                    compiled=bool(fig.get("compiled", False)), parallel=DenseParallel(**par))
+
+
+def _split(fig: dict, run: DenseRun, hw: tuple | None) -> tuple[str, str]:
+    if fig.get("use") == "reference":
+        return "excluded", f"second publication of {fig.get('dup_of', 'another figure')}"
+    if fig.get("evidence") == "statement":
+        return "statement", "a statement, not a measurement"
+    why = not_modelled(run)
+    if why:
+        return "excluded", why
+    if fig.get("optimizations"):
+        return "excluded", "not modelled: " + ", ".join(fig["optimizations"])
+    if hw is None:
+        return "excluded", "GPU not stated"
+    if refusal(run):
+        return "excluded", "published as run, but the layout rules refuse it: " + str(refusal(run))
+    return ("baseline", "") if int(fig["gpus"]) == 1 else ("held-out", "")
+
 
 def step_level_rows(paths: list[Path] | None = None) -> pd.DataFrame | None:
-    """The step-level rows (see the module docstring), or None while they are not predicted."""
-    del paths  # the step-level set is read here once its predictions exist
-    return None
+    """One row per latency figure (module docstring): published, predicted with interference on and off."""
+    figs, sources = load_step_figures(paths)
+    lat = [f for f in figs if f.get("kind") == "latency"]
+    if not lat:
+        return None
+    nccl = builtin_nccl_model()
+    graphs: dict[str, object] = {}
+    rows = []
+    for f in lat:
+        try:
+            rows.append(_row(f, sources, nccl, graphs))
+        except ConfigError:
+            raise
+        except (KeyError, ValueError, TypeError, AttributeError) as exc:
+            raise _figure_error(f, exc) from None
+    return pd.DataFrame(rows)
+
+
+def _row(f: dict, sources: dict, nccl: object, graphs: dict) -> dict:
+    """One latency figure's row: its split, the prediction with interference on and off, its source."""
+    run = dense_run(f)
+    hw = hardware_for(str(f["gpu"]))
+    split, reason = _split(f, run, hw)
+    pred = pred_off = comp = exposed = float("nan")
+    prof = machine = basis = ""
+    if hw is not None and not not_modelled(run) and not refusal(run):
+        prof, machine, basis = hw
+        G = graphs.setdefault(machine, get_machine(machine))
+        profile = get_profile(prof)
+        on = predict_dense(run, profile, G, nccl, interference=True)
+        off = predict_dense(run, profile, G, nccl, interference=False)
+        pred, pred_off, comp, exposed = on.total_s, off.total_s, on.compute_s, on.exposed_comm_s
+    src = sources.get(f["source"], {})
+    value = float(f["value"])
+    return {
+        "id": f["id"], "split": split, "reason": reason, "family": f["interconnect_family"],
+        "published": value, "predicted": pred, "unit": "s", "error": pred / value - 1,
+        "predicted_no_interference": pred_off, "error_no_interference": pred_off / value - 1,
+        "compute_s": comp, "exposed_comm_s": exposed, "model": f["model"], "gpu": f["gpu"],
+        "gpus": int(f["gpus"]), "method": f["method"], "compiled": bool(f.get("compiled", False)),
+        "profile": prof, "machine": machine, "hardware_basis": basis, "scope": f.get("scope", ""),
+        "group": f"{f['source']}:{f['model']}:{f['height_px']}x{f['width_px']}:{f['gpu']}",
+        "source_unit": f["source"], "source": f["source"], "url": src.get("url", ""),
+    }
+
+
+def outcome_rows(paths: list[Path] | None = None) -> pd.DataFrame:
+    """Refused configurations checked against the layout rules; OOM and peak-memory figures listed,
+    not checked (the verdict says why)."""
+    figs, sources = load_step_figures(paths)
+    rows = []
+    for f in figs:
+        kind = f.get("kind")
+        if kind not in ("unsupported", "oom", "memory"):
+            continue
+        run = dense_run(f)
+        if kind == "unsupported":
+            why = refusal(run)
+            verdict = "agrees" if why else "disagrees: the layout rules let it run"
+            predicted = why or "runs"
+        else:
+            # the per-GPU memory model (dicesim/plan/memory.py) counts the DiT-MoE families' holders; dense
+            # presets have none yet, and these peaks include text encoders, the VAE and offloading
+            verdict = "not checked: no memory holders for dense presets, text encoders, VAE or offload"
+            predicted = "-"
+        published = f"{f['value']:g} {f['unit']}" if kind == "memory" else kind.upper()
+        rows.append({"id": f["id"], "kind": kind, "evidence": f.get("evidence", ""), "gpus": int(f["gpus"]),
+                     "gpu": f["gpu"], "published": published, "predicted": predicted, "verdict": verdict,
+                     "source": f["source"], "url": sources.get(f["source"], {}).get("url", "")})
+    return pd.DataFrame(rows)
+
+
+def step_summaries(rows: pd.DataFrame) -> dict[str, LevelSummary]:
+    """The held-out multi-GPU figures against the step target with interference on and off, and the
+    one-GPU baselines (the compute model alone) with interference on (it changes nothing on one GPU)."""
+    held = rows[rows["split"] == "held-out"]
+    off = held.assign(error=held["error_no_interference"])
+    base = rows[rows["split"] == "baseline"]
+    return {"interference on": summarize("step", held, STEP_TARGET),
+            "interference off": summarize("step (interference off)", off, STEP_TARGET),
+            "one-GPU baselines": summarize("one-GPU baseline", base, STEP_TARGET)}
+
+
+def step_lines(rows: pd.DataFrame) -> list[str]:
+    """What ``dicesim accuracy --published`` prints for the step level."""
+    out = [f"step level: {len(rows)} latency figures; predicted on built-in profiles and machines, never fitted"]
+    out.append(f"{'figure':46s} {'split':9s} {'published':>11s} {'predicted':>11s} {'error':>8s} {'no interf.':>10s}")
+    for r in rows.itertuples():
+        pred = "-" if r.predicted != r.predicted else f"{r.predicted:9.4g} s"
+        err = "-" if r.error != r.error else f"{r.error:+8.1%}"
+        off = "-" if r.error_no_interference != r.error_no_interference else f"{r.error_no_interference:+10.1%}"
+        out.append(f"{r.id:46s} {r.split:9s} {r.published:9.4g} s {pred:>11s} {err:>8s} {off:>10s}"
+                   + (f"  ({r.reason})" if r.reason else ""))
+    for name, s in step_summaries(rows).items():
+        for fam, v in s.per_family.items():
+            out.append(f"  {name:18s} {fam:7s} {v['figures']:3d}: median |error| {v['median_abs']:.1%}, "
+                       f"max {v['max_abs']:.1%}")
+    sums = step_summaries(rows)
+    out.append(sums["interference off"].line())
+    b = sums["one-GPU baselines"]
+    out.append(baseline_line(b))
+    return out
+
+
+def baseline_line(b: LevelSummary) -> str:
+    """The one-GPU baselines on one line (they check the compute model; no target of their own)."""
+    return (f"one-GPU baselines (the compute model alone, reported apart): {b.figures} measurements: "
+            f"median |error| {b.median_abs:.1%}, max {b.max_abs:.1%}")

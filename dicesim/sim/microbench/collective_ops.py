@@ -154,3 +154,31 @@ def simulate_op(G: nx.DiGraph, operation: str, model: NcclModel, *, gpus: int | 
             raise ValueError(f"{operation} needs a LowLatencyConfig")
         return _deepep_ll(G, low_latency, model, operation == "deepep_ll_combine")
     raise ValueError(f"unknown operation {operation!r} (allowed: {', '.join(OPERATIONS)})")
+
+
+def simulate_exchange(G: nx.DiGraph, groups: list[list[int]], nbytes: float, model: NcclModel, *,
+                      pattern: str) -> float:
+    """Seconds for every group in ``groups`` to run one exchange at the same time, sharing links.
+
+    ``pattern``: ``"all_to_all"`` (each rank sends ``nbytes / len(group)`` to every peer of its
+    group: one hop plus the all-to-all latency) or ``"ring_pass"`` (each rank sends ``nbytes`` to
+    the next rank of its group, as one step of ring attention passes a K/V block: one hop).
+    Groups of one rank move nothing.
+    """
+    if pattern not in ("all_to_all", "ring_pass"):
+        raise ValueError(f"unknown pattern {pattern!r} (allowed: all_to_all, ring_pass)")
+    table = all_pairs_routes(G, sorted({r for g in groups for r in g}))
+    flows = []
+    for g in groups:
+        n = len(g)
+        if n < 2:
+            continue
+        if pattern == "all_to_all":
+            flows += [(table.route(a, b), nbytes / n) for a in g for b in g if a != b]
+        else:
+            flows += [(table.route(g[i], g[(i + 1) % n]), nbytes) for i in range(n)]
+    if not flows:
+        return 0.0
+    extra = model.base_latency_s + hop_latency_s(model, route_transports(G, [r for r, _ in flows]))
+    extra += model.a2a_latency_s if pattern == "all_to_all" else 0.0
+    return _drain_s(effective_graph(G, model), flows, extra)

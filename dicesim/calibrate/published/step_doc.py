@@ -1,0 +1,102 @@
+"""The step-level subsection of docs/accuracy.md, written by ``dicesim accuracy --published --out``."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from dicesim.calibrate.published.step_level import (HARDWARE, baseline_line, outcome_rows, step_summaries)
+
+
+def _pct(v: float) -> str:
+    return "-" if v != v else f"{v:+.1%}"
+
+
+def _md(df: pd.DataFrame) -> str:
+    head = "| " + " | ".join(df.columns) + " |\n|" + "---|" * len(df.columns)
+    body = "\n".join("| " + " | ".join(str(v) for v in r) + " |" for r in df.itertuples(index=False))
+    return head + "\n" + body
+
+
+def _families(sums: dict) -> str:
+    rows = []
+    for name, s in sums.items():
+        for fam, v in s.per_family.items():
+            rows.append((name, fam, v["figures"], f"{v['median_abs']:.1%}", f"{v['max_abs']:.1%}"))
+    return _md(pd.DataFrame(rows, columns=["set", "interconnect family", "measurements", "median abs error",
+                                           "max abs error"]))
+
+
+def _by_run(rows: pd.DataFrame) -> str:
+    """Held-out and baseline errors per model and GPU: where the model is weakest."""
+    r = rows[rows["split"].isin(["held-out", "baseline"])]
+    out = []
+    for (model, gpu), g in r.groupby(["model", "gpu"], sort=True):
+        held, base = g[g["split"] == "held-out"], g[g["split"] == "baseline"]
+        out.append((model, gpu, len(held), "-" if held.empty else f"{held['error'].median():+.1%}",
+                    "-" if held.empty else f"{held['error'].abs().max():.1%}",
+                    ", ".join(f"{e:+.1%}" for e in base["error"]) or "-"))
+    return _md(pd.DataFrame(out, columns=["model", "GPU", "held-out", "median signed error", "max abs error",
+                                          "one-GPU baseline error"]))
+
+
+def _figures(rows: pd.DataFrame) -> str:
+    t = pd.DataFrame({
+        "figure": rows["id"],
+        "split": [s if not why else f"{s}: {why}" for s, why in zip(rows["split"], rows["reason"])],
+        "family": rows["family"],
+        "run": [f"{m}, {g} x {gpu}, {meth}" + (" + compile" if c and "compile" not in meth else "")
+                for m, g, gpu, meth, c in zip(rows["model"], rows["gpus"], rows["gpu"], rows["method"],
+                                              rows["compiled"])],
+        "simulated on": [f"`{p}` on `{m}`" if p else "-" for p, m in zip(rows["profile"], rows["machine"])],
+        "published": [f"{v:g} s" for v in rows["published"]],
+        "predicted": ["-" if v != v else f"{v:.4g} s" for v in rows["predicted"]],
+        "error": rows["error"].map(_pct),
+        "interference off": rows["error_no_interference"].map(_pct),
+        "exposed comm": ["-" if v != v else f"{v:.3g} s" for v in rows["exposed_comm_s"]],
+        "source": [f"[{s}]({u})" for s, u in zip(rows["source"], rows["url"])],
+    })
+    return _md(t)
+
+
+def _outcomes() -> str:
+    o = outcome_rows()
+    t = pd.DataFrame({"figure": o["id"], "kind": o["kind"], "GPUs": o["gpus"].astype(str) + " x " + o["gpu"],
+                      "published": o["published"], "predicted": o["predicted"], "verdict": o["verdict"],
+                      "source": [f"[{s}]({u})" for s, u in zip(o["source"], o["url"])]})
+    return _md(t)
+
+
+def step_level_markdown(rows: pd.DataFrame) -> str:
+    """Summary lines, per-family table, the machines, every figure, the outcomes."""
+    sums = step_summaries(rows)
+    hw = "\n".join(f"- {needle}: profile `{p}`, machine `{m}` ({why})" for needle, p, m, why in HARDWARE)
+    return f"""{sums["interference on"].line()}
+
+{sums["interference off"].line()}
+
+{baseline_line(sums["one-GPU baselines"])}
+
+Every latency is predicted by `dicesim.sim.dense` (docs/step-level.md): the model preset's blocks
+timed by the roofline of the GPU's built-in profile, every collective's flows run through the
+flow network of the machine with the built-in NCCL model, never fitted on these figures. The
+prediction covers the denoising loop only (no VAE, no text encoders), while most figures time the
+whole pipeline call. Held-out errors per interconnect family, with the profile's
+compute-communication interference on and off:
+
+{_families(sums)}
+
+Per model and GPU (signed: negative = predicted faster than published):
+
+{_by_run(rows)}
+
+Hardware (a figure's stated GPU -> what it is simulated on):
+
+{hw}
+
+Every figure:
+
+{_figures(rows)}
+
+Refused configurations, out-of-memory runs and peak-memory figures:
+
+{_outcomes()}"""

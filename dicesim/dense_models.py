@@ -1,0 +1,192 @@
+"""Dense DiT / MMDiT presets behind the published step-level figures, and the work of their blocks.
+
+Every architecture number is the one ``traces/published/steps/models.toml`` records with its
+source (a pinned URL and line); :data:`PRESET_SOURCES` names them per preset. The architecture
+kinds:
+
+- ``mmdit-double-single`` (FLUX.1-dev, HunyuanVideo, Open-Sora 2.0): double-stream blocks with
+  separate text and image weights and one joint attention, then single-stream blocks over the
+  concatenated sequence (one fused ``linear1`` D -> 3D + rD, one ``linear2`` D + rD -> D);
+- ``mmdit-asymmetric`` (Mochi 1): double-stream blocks whose text stream is narrower
+  (``hidden_text``) and projects into the visual attention width;
+- ``dit-joint-text`` (CogVideoX-5B): one stream over text + video tokens (shared weights);
+- ``dit-crossattn-linear`` (SANA 1600M): linear (ReLU-kernel) self-attention, softmax
+  cross-attention to the text, a GLU inverted-bottleneck conv MLP.
+
+Tokens per sample follow the schema's formula (docs/step-level.md):
+``(frames_latent / patch_t) * (H / vae_h / patch_h) * (W / vae_w / patch_w)`` with
+``frames_latent = (frames - 1) // vae_t + 1`` for video VAEs, plus the text tokens for joint
+attention. Work is counted per block in FLOPs and HBM bytes (bf16), like :mod:`dicesim.models`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dicesim.errors import ConfigError
+from dicesim.models import OpCost
+
+ARCHITECTURES = ("mmdit-double-single", "mmdit-asymmetric", "dit-joint-text", "dit-crossattn-linear")
+_M = "traces/published/steps/models.toml"
+
+
+@dataclass(frozen=True, kw_only=True)
+class DenseModel:
+    """Shape of one dense diffusion transformer (immutable); see the module docstring."""
+
+    name: str
+    architecture: str
+    double_blocks: int
+    single_blocks: int
+    hidden: int
+    heads: int
+    mlp_ratio: float
+    patch: tuple[int, int, int]
+    vae_downsample: tuple[int, int, int]
+    latent_channels: int
+    text_tokens: int
+    joint_text: bool
+    hidden_text: int = 0  # asymmetric MMDiT only: width of the text stream
+    params_B: float = 0.0
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden // self.heads
+
+    def latent_frames(self, frames: int) -> int:
+        """Latent frames of a causal video VAE (the first frame alone, then ``vae_t`` per latent)."""
+        vt = self.vae_downsample[0]
+        return 1 if frames == 1 or vt == 1 else (frames - 1) // vt + 1
+
+    def image_tokens(self, height_px: int, width_px: int, frames: int) -> int:
+        """Visual tokens of one sample (patches of the latent)."""
+        pt, ph, pw = self.patch
+        _, vh, vw = self.vae_downsample
+        return (self.latent_frames(frames) // pt) * (height_px // vh // ph) * (width_px // vw // pw)
+
+    def latent_hw(self, height_px: int, width_px: int) -> tuple[int, int]:
+        """Latent height and width (before patching): the grid sequence parallelism splits."""
+        return height_px // self.vae_downsample[1], width_px // self.vae_downsample[2]
+
+
+def _presets() -> dict[str, DenseModel]:
+    return {
+        "flux.1-dev": DenseModel(name="flux.1-dev", architecture="mmdit-double-single", double_blocks=19,
+                                 single_blocks=38, hidden=3072, heads=24, mlp_ratio=4.0, patch=(1, 2, 2),
+                                 vae_downsample=(1, 8, 8), latent_channels=16, text_tokens=512, joint_text=True,
+                                 params_B=12.0),
+        "hunyuanvideo-t2v": DenseModel(name="hunyuanvideo-t2v", architecture="mmdit-double-single", double_blocks=20,
+                                       single_blocks=40, hidden=3072, heads=24, mlp_ratio=4.0, patch=(1, 2, 2),
+                                       vae_downsample=(4, 8, 8), latent_channels=16, text_tokens=256,
+                                       joint_text=True, params_B=13.0),
+        "open-sora-2.0": DenseModel(name="open-sora-2.0", architecture="mmdit-double-single", double_blocks=19,
+                                    single_blocks=38, hidden=3072, heads=24, mlp_ratio=4.0, patch=(1, 2, 2),
+                                    vae_downsample=(4, 8, 8), latent_channels=16, text_tokens=512, joint_text=True,
+                                    params_B=11.0),
+        "mochi-1-preview": DenseModel(name="mochi-1-preview", architecture="mmdit-asymmetric", double_blocks=48,
+                                      single_blocks=0, hidden=3072, hidden_text=1536, heads=24, mlp_ratio=4.0,
+                                      patch=(1, 2, 2), vae_downsample=(6, 8, 8), latent_channels=12,
+                                      text_tokens=256, joint_text=True, params_B=10.0),
+        "cogvideox-5b": DenseModel(name="cogvideox-5b", architecture="dit-joint-text", double_blocks=0,
+                                   single_blocks=42, hidden=3072, heads=48, mlp_ratio=4.0, patch=(1, 2, 2),
+                                   vae_downsample=(4, 8, 8), latent_channels=16, text_tokens=226, joint_text=True,
+                                   params_B=5.0),
+        "sana-1600m": DenseModel(name="sana-1600m", architecture="dit-crossattn-linear", double_blocks=0,
+                                 single_blocks=20, hidden=2240, heads=20, mlp_ratio=2.5, patch=(1, 1, 1),
+                                 vae_downsample=(1, 32, 32), latent_channels=32, text_tokens=300, joint_text=False,
+                                 params_B=1.648),
+    }
+
+
+#: where each preset's numbers come from (models.toml holds the pinned URL and line of each fact)
+PRESET_SOURCES: dict[str, str] = {
+    "flux.1-dev": f"{_M} [flux.1-dev]: black-forest-labs/flux@802fb47 src/flux/util.py:299-328,689, sampling.py:41",
+    "hunyuanvideo-t2v": f"{_M} [hunyuanvideo-t2v]: Tencent/HunyuanVideo@fa14b00 hyvideo/modules/models.py:452,742-760,"
+                        " hyvideo/config.py:26-37,60-65,96-102,340",
+    "open-sora-2.0": f"{_M} [open-sora-2.0]: hpcaitech/Open-Sora@7ad6a96 configs/diffusion/inference/256px.py, 768px.py",
+    "mochi-1-preview": f"{_M} [mochi-1-preview]: genmoai/mochi@0c86aeb src/genmo/mochi_preview/pipelines.py:185-203,"
+                       " README.md:110-121",
+    "cogvideox-5b": f"{_M} [cogvideox-5b]: THUDM/CogVideo sat/configs/cogvideox_5b.yaml (layers, width, heads, text "
+                    "length); mlp_ratio 4 is diffusers' CogVideoXBlock default (ff_inner_dim None -> FeedForward "
+                    "mult=4), huggingface/diffusers@009167a src/diffusers/models/transformers/cogvideox_transformer_3d.py",
+    "sana-1600m": f"{_M} [sana-1600m]: NVlabs/Sana diffusion/model/nets/sana_multi_scale.py SanaMS_1600M_P1_D20; "
+                  "configs/sana_config/4096ms/Sana_1600M_img4096_bf16.yaml",
+}
+
+DENSE_MODELS: dict[str, DenseModel] = _presets()
+
+
+def get_dense_model(name: str) -> DenseModel:
+    """A dense preset by its models.toml id."""
+    if name not in DENSE_MODELS:
+        raise ConfigError("model", f"unknown dense model {name!r}", tuple(DENSE_MODELS))
+    return DENSE_MODELS[name]
+
+
+#: elementwise passes over the activations per token and block, in units of D elements read or
+#: written (eager PyTorch), counted from the ops of one block: LayerNorm and adaLN modulate
+#: (2 + 2), QK RMSNorm (4), RoPE on q and k (4), head-layout copies of q, k, v (6), the joint
+#: concat and split around attention (6 + 2), gate and residual (3), second norm and modulate (4),
+#: GELU over the r*D hidden (2r), gate and residual (3). With torch.compile (an assumption, not
+#: measured: Inductor fuses each elementwise chain between two GEMMs into one kernel that reads its
+#: inputs once and writes once): norm+modulate (2), norm+RoPE (4), gate+residual (3),
+#: norm+modulate (2), GELU (2r), gate+residual (3).
+def elementwise_passes(mlp_ratio: float, compiled: bool) -> float:
+    mlp = 2 * mlp_ratio
+    return (2 + 4 + 3 + 2 + mlp + 3) if compiled else (4 + 4 + 4 + 6 + 8 + 3 + 4 + mlp + 3)
+
+
+@dataclass(frozen=True)
+class BlockWork:
+    """Work of one block on one rank, split by the op kind that times it."""
+
+    linear: OpCost  # GEMMs (weights read once, activations in and out)
+    attention: OpCost  # the attention core (softmax or linear)
+    elementwise: OpCost  # memory-bound passes
+    kernels: int  # kernel launches of the block (gaps between kernels)
+
+
+def _linear(tokens: float, d_in: float, d_out: float, w: int, tp: int) -> OpCost:
+    """``tokens x d_in @ d_in x d_out / tp`` with its weights and activations."""
+    return OpCost(flops=2.0 * tokens * d_in * d_out / tp,
+                  nbytes=float(w * (d_in * d_out / tp + tokens * d_in + tokens * d_out / tp)))
+
+
+def block_work(m: DenseModel, kind: str, *, img_tokens: float, txt_tokens: float, attn_q: float, attn_kv: float,
+               heads_share: float, tp: int, compiled: bool, dtype_nbytes: int = 2) -> BlockWork:
+    """One ``kind`` block ('double' or 'single') on one rank.
+
+    ``img_tokens``/``txt_tokens``: tokens this rank runs the linear layers on; ``attn_q`` x
+    ``attn_kv``: query and key tokens of its attention, over ``heads_share`` of the heads.
+    """
+    D, r, w = m.hidden, m.mlp_ratio, dtype_nbytes
+    lin = OpCost(flops=0.0, nbytes=0.0)
+    streams = [(img_tokens, D)]
+    if kind == "double":
+        streams.append((txt_tokens, m.hidden_text or D))
+    else:  # one stream over the joint sequence (text tokens ride along when attention is joint)
+        streams = [(img_tokens + (txt_tokens if m.joint_text else 0), D)]
+    for n, d in streams:
+        if m.architecture == "mmdit-double-single" and kind == "single":
+            lin = lin + _linear(n, D, (3 + r) * D, w, tp) + _linear(n, (1 + r) * D, D, w, tp)
+        else:  # q, k, v into the visual width, out projection, two MLP layers of the stream's width
+            lin = lin + _linear(n, d, 3 * D, w, tp) + _linear(n, D, d, w, tp)
+            if m.architecture != "dit-crossattn-linear":  # SANA's MLP is the conv GLU below
+                lin = lin + _linear(n, d, r * d, w, tp) + _linear(n, r * d, d, w, tp)
+    hd = D * heads_share
+    if m.architecture == "dit-crossattn-linear":
+        # linear attention: K^T V (d x d per head) then Q (K^T V), both over the rank's tokens
+        core = OpCost(flops=4.0 * attn_q * hd * m.head_dim, nbytes=float(w * 4 * attn_q * hd))
+        # cross-attention: q and out projections on the image tokens, k/v on the text, softmax core
+        lin = lin + _linear(img_tokens, D, D, w, tp) + _linear(img_tokens, D, D, w, tp)
+        lin = lin + _linear(m.text_tokens, D, 2 * D, w, tp)
+        core = core + OpCost(flops=4.0 * attn_q * m.text_tokens * hd, nbytes=float(w * 2 * attn_q * hd))
+        # GLUMBConv: 1x1 D -> 2rD (GLU), depthwise 3x3 over 2rD channels, 1x1 rD -> D (replaces the MLP)
+        lin = lin + _linear(img_tokens, D, 2 * r * D, w, tp) + _linear(img_tokens, r * D, D, w, tp)
+        lin = lin + OpCost(flops=2.0 * 9 * img_tokens * 2 * r * D / tp, nbytes=float(w * 2 * img_tokens * 2 * r * D))
+    else:
+        core = OpCost(flops=4.0 * attn_q * attn_kv * hd, nbytes=float(w * (2 * attn_q + 2 * attn_kv) * hd))
+    tok = sum(n for n, _ in streams)
+    elem = OpCost(flops=0.0, nbytes=float(w * elementwise_passes(r, compiled) * tok * D))
+    per_stream = 4 + (4 if compiled else 12)  # GEMMs + elementwise kernels of one stream
+    return BlockWork(linear=lin, attention=core, elementwise=elem, kernels=len(streams) * per_stream + 1)

@@ -1,0 +1,209 @@
+"""Time of a dense DiT / MMDiT inference run under the parallel methods the published tables use.
+
+A run (:class:`DenseRun`) is a model preset (:mod:`dicesim.dense_models`), a resolution, frames,
+steps, batch, classifier-free guidance, torch.compile on or off, and the degrees of the parallel
+methods (:class:`DenseParallel`). Its time is composed per block from the simulator's parts, never
+fitted on a published step time:
+
+- compute: the roofline of :mod:`dicesim.sim.costs` (the profile's peak, bandwidth and per-kind
+  efficiency): GEMMs with the ``experts`` efficiency (large dense GEMMs), the attention core with
+  ``attention``, elementwise passes with ``local_combine`` (memory-bound), one ``local_combine``
+  launch gap per kernel;
+- communication: each collective's flows run through the simpy flow network on the machine's graph
+  with the NCCL model (:func:`~dicesim.sim.microbench.collective_ops.simulate_exchange`), every
+  group at once, so groups sharing a PCIe switch or a socket link slow each other.
+
+Parallel methods (docs/step-level.md gives each with its source):
+
+- **Ulysses** (degree u): every block all-to-alls q, k and v (three calls) and the attention
+  output (one call) inside groups of u ranks; each rank attends over all tokens with 1/u of the
+  heads. Blocking: nothing overlaps it.
+- **Ring attention** (degree r): each rank keeps its 1/r of the queries and passes K/V blocks
+  around the ring, r-1 passes per block, each overlapped with the attention on the block in hand;
+  while a pass is in flight the attention runs ``1 + interference`` slower (the profile's factor;
+  0 with interference off).
+- **USP** = Ulysses inside, ring across. **CFG parallel** (degree 2): the two guidance branches
+  run on the two halves, then one exchange of the prediction per step. **Tensor parallel** (degree
+  t, Megatron-style): heads and MLP columns split, one ring all-reduce of the activations after
+  attention and after the MLP of every stream.
+- Not modelled: PipeFusion (patch pipelining with stale activations), offloading, FP8 weights,
+  the VAE and the text encoders (the prediction covers the denoising loop only).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+import networkx as nx
+
+from dicesim.dense_models import BlockWork, DenseModel, block_work
+from dicesim.models import OpCost
+from dicesim.sim.costs.profile import HardwareProfile
+from dicesim.sim.microbench.collective_ops import simulate_exchange, simulate_op
+from dicesim.sim.network.nccl import NcclModel
+
+#: HunyuanVideo's sequence-parallel forward splits the latent by height, else by width, else refuses:
+#: Tencent/HunyuanVideo@fa14b00 hyvideo/inference.py:57-64
+HUNYUAN_SPLIT_RULE = "Tencent/HunyuanVideo@fa14b00 hyvideo/inference.py:57-64"
+#: Ulysses splits heads over its group: the degree must divide the head count (feifeibear/long-context-attention)
+ULYSSES_HEADS_RULE = "Ulysses all-to-all scatters heads: heads % ulysses_degree == 0"
+
+
+@dataclass(frozen=True)
+class DenseParallel:
+    """Degrees of the parallel methods (1 = unused); their product is the GPU count."""
+
+    ulysses: int = 1
+    ring: int = 1
+    cfg: int = 1
+    tensor: int = 1
+    pipefusion: int = 1
+    data: int = 1
+
+    @property
+    def world(self) -> int:
+        return self.ulysses * self.ring * self.cfg * self.tensor * self.pipefusion * self.data
+
+    @property
+    def seq(self) -> int:
+        return self.ulysses * self.ring
+
+
+@dataclass(frozen=True)
+class DenseRun:
+    """One inference call: what the published figure ran."""
+
+    model: DenseModel
+    height_px: int
+    width_px: int
+    frames: int
+    steps: int
+    batch: int
+    cfg_on: bool
+    compiled: bool
+    parallel: DenseParallel
+
+
+@dataclass(frozen=True)
+class DenseTime:
+    """Predicted seconds of a run and where they go (per GPU, whole call)."""
+
+    total_s: float
+    compute_s: float
+    exposed_comm_s: float
+    comm_s: float
+
+
+def not_modelled(run: DenseRun) -> str | None:
+    """Why the simulator cannot predict ``run`` (None: it can)."""
+    p = run.parallel
+    if p.pipefusion > 1:
+        return "PipeFusion (patch pipeline with stale activations) is not modelled"
+    if p.data > 1:
+        return "data parallelism over prompts is not modelled for dense runs"
+    if p.cfg > 2:
+        return "CFG parallel degree above 2"
+    return None
+
+
+def refusal(run: DenseRun) -> str | None:
+    """Why the framework refuses ``run``'s layout (None: it runs), with the rule's source."""
+    m, p = run.model, run.parallel
+    if p.cfg == 2 and not run.cfg_on:
+        return "CFG parallel needs classifier-free guidance (this model runs one forward per step)"
+    if m.heads % (p.ulysses * p.tensor):
+        return f"{m.heads} heads do not split over Ulysses x tensor degree {p.ulysses * p.tensor} ({ULYSSES_HEADS_RULE})"
+    if m.name == "hunyuanvideo-t2v" and p.seq > 1:
+        h, w = m.latent_hw(run.height_px, run.width_px)
+        if (h // 2) % p.seq and (w // 2) % p.seq:
+            return (f"Cannot split video sequence into ulysses_degree x ring_degree ({p.seq}): latent "
+                    f"{h // 2} x {w // 2} patches, neither divisible ({HUNYUAN_SPLIT_RULE})")
+    return None
+
+
+def _op_s(profile: HardwareProfile, kind: str, c: OpCost) -> float:
+    eff = profile.ops[kind]
+    return max(c.flops / (profile.peak_flops * eff.compute_eff), c.nbytes / (profile.mem_bw_Bps * eff.mem_eff))
+
+
+def _groups(p: DenseParallel) -> tuple[list[list[int]], ...]:
+    """Rank groups (xDiT's order: Ulysses innermost, then ring, then CFG): Ulysses, ring, CFG, sequence."""
+    u, r, c = p.ulysses, p.ring, p.cfg
+    rank = lambda ui, ri, ci: ci * u * r + ri * u + ui  # noqa: E731
+    uly = [[rank(i, j, k) for i in range(u)] for j in range(r) for k in range(c)]
+    ring = [[rank(i, j, k) for j in range(r)] for i in range(u) for k in range(c)]
+    cfg = [[rank(i, j, k) for k in range(c)] for i in range(u) for j in range(r)]
+    seq = [[rank(i, j, k) for j in range(r) for i in range(u)] for k in range(c)]
+    return uly, ring, cfg, seq
+
+
+def predict_dense(run: DenseRun, profile: HardwareProfile, G: nx.DiGraph, nccl: NcclModel, *,
+                  interference: bool = True, dtype_nbytes: int = 2) -> DenseTime:
+    """Seconds of the whole denoising loop of ``run`` on ``G`` (see the module docstring)."""
+    m, p = run.model, run.parallel
+    why = not_modelled(run) or refusal(run)
+    if why:
+        raise ValueError(why)
+    D, w = m.hidden, dtype_nbytes
+    # classifier-free guidance without CFG parallel: both branches in one batch of twice the size
+    samples = run.batch * (2 if run.cfg_on and p.cfg == 1 else 1)
+    img = m.image_tokens(run.height_px, run.width_px, run.frames)
+    txt = m.text_tokens
+    joint = img + (txt if m.joint_text else 0)
+    S, u, r, t = p.seq, p.ulysses, p.ring, p.tensor
+    n_img, n_txt = samples * img / S, samples * txt / S  # tokens per rank (the joint sequence is split)
+    n_loc = n_img + (n_txt if m.joint_text else 0)
+    attn_q = samples * (joint if m.joint_text else img) / r
+    attn_kv = joint if m.joint_text else img
+    i_f = profile.interference if interference else 0.0
+    uly, ring, cfg, seq = _groups(p)
+    launch_s = profile.ops["local_combine"].launch_s
+    memo: dict[tuple, float] = {}
+
+    def exchange_s(groups: list[list[int]], nbytes: float, pattern: str) -> float:
+        key = (id(groups), nbytes, pattern)  # each block kind asks for the same exchanges again
+        if key not in memo:
+            memo[key] = simulate_exchange(G, groups, nbytes, nccl, pattern=pattern)
+        return memo[key]
+
+    def block_s(kind: str) -> tuple[float, float, float]:
+        bw: BlockWork = block_work(m, kind, img_tokens=n_img, txt_tokens=n_txt, attn_q=attn_q, attn_kv=attn_kv,
+                                   heads_share=1.0 / (u * t), tp=t, compiled=run.compiled, dtype_nbytes=w)
+        other = _op_s(profile, "experts", bw.linear) + _op_s(profile, "local_combine", bw.elementwise)
+        other += bw.kernels * launch_s
+        attn = _op_s(profile, "attention", bw.attention)
+        comm = exposed = 0.0
+        if u > 1:  # q, k, v in (three calls) and the output back (one call)
+            a2a = exchange_s(uly, n_loc * D * w, "all_to_all")
+            comm += 4 * a2a
+            exposed += 4 * a2a
+        if r > 1:  # r-1 K/V passes, each under the attention on the block in hand
+            kv_pass = exchange_s(ring, 2.0 * n_loc * D * w, "ring_pass")
+            blk = attn / r
+            step = max(kv_pass, blk + i_f * min(blk, kv_pass))
+            comm += (r - 1) * kv_pass
+            exposed += (r - 1) * (step - blk)
+            attn = blk + (r - 1) * step
+        if t > 1:  # one all-reduce after attention and one after the MLP, per stream
+            streams = [n_img, n_txt] if kind == "double" else [n_loc]
+            for n in streams:
+                ar = simulate_op(G, "all_reduce", nccl, gpus=t, nbytes=n * D * w).time_s
+                comm += 2 * ar
+                exposed += 2 * ar
+        return other + attn, comm, exposed
+
+    fwd = comm = exposed = 0.0
+    for kind, count in (("double", m.double_blocks), ("single", m.single_blocks)):
+        if count:
+            b, c, e = block_s(kind)
+            fwd, comm, exposed = fwd + count * b, comm + count * c, exposed + count * e
+    compute = fwd - exposed
+    out_nbytes = samples * img * m.latent_channels * m.patch[0] * m.patch[1] * m.patch[2] * w
+    if S > 1:  # the output gathered over the sequence group once per forward
+        g = exchange_s(seq, out_nbytes / S, "all_to_all")
+        fwd, comm, exposed = fwd + g, comm + g, exposed + g
+    if p.cfg > 1:  # the two branches' predictions exchanged once per step
+        g = exchange_s(cfg, out_nbytes / S, "all_to_all")
+        fwd, comm, exposed = fwd + g, comm + g, exposed + g
+    steps = run.steps
+    return DenseTime(total_s=steps * fwd, compute_s=steps * compute, exposed_comm_s=steps * exposed,
+                     comm_s=steps * comm)

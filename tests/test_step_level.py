@@ -1,0 +1,172 @@
+"""The step level: dense presets, the parallel methods' time, and every published figure's prediction.
+
+The committed table (tests/data/step_predictions.csv, written by
+tests/data/extract_step_predictions.py) is recomputed from the committed set and compared exactly,
+so a change to the simulator that moves a step-level prediction is seen.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from dicesim.calibrate.published.step_level import (dense_run, hardware_for, load_step_figures, outcome_rows,
+                                                    step_level_rows, step_summaries)
+from dicesim.dense_models import DENSE_MODELS, block_work, elementwise_passes, get_dense_model
+from dicesim.errors import ConfigError
+from dicesim.sim.costs.profile import get_profile
+from dicesim.sim.dense import DenseParallel, DenseRun, predict_dense, refusal
+from dicesim.sim.microbench.collective_ops import simulate_exchange, simulate_op
+from dicesim.sim.network.nccl import builtin_nccl_model
+from dicesim.topology.machines import get_machine
+
+CSV = "tests/data/step_predictions.csv"
+
+
+@pytest.fixture(scope="module")
+def rows() -> pd.DataFrame:
+    r = step_level_rows()
+    assert r is not None
+    return r
+
+
+def test_every_prediction_is_rederived_from_the_committed_set(rows):
+    want = pd.read_csv(CSV, dtype={"machine": str, "profile": str}).fillna({"machine": "", "profile": ""})
+    got = rows.set_index("id")
+    assert list(want["id"]) == list(rows["id"])
+    for r in want.itertuples():
+        g = got.loc[r.id]
+        assert (g["split"], g["machine"], g["profile"]) == (r.split, r.machine, r.profile), r.id
+        for col in ("predicted", "predicted_no_interference"):
+            a, b = float(g[col]), float(getattr(r, col))
+            assert (math.isnan(a) and math.isnan(b)) or a == b, (r.id, col, a, b)
+
+
+def test_splits_follow_the_set(rows):
+    figs, _ = load_step_figures()
+    lat = [f for f in figs if f["kind"] == "latency"]
+    assert len(rows) == len(lat) == 110
+    by = rows.set_index("id")
+    for f in lat:
+        split = by.loc[f["id"], "split"]
+        if f["use"] == "reference":
+            assert split == "excluded"
+        elif f["parallel"]["pipefusion"] > 1 or f["optimizations"]:
+            assert split == "excluded"
+        else:
+            assert split == ("baseline" if f["gpus"] == 1 else "held-out"), f["id"]
+    held = rows[rows["split"] == "held-out"]
+    assert set(held["family"]) == {"nvlink", "pcie"} and len(held) >= 12
+    assert held["predicted"].notna().all() and (held["predicted"] > 0).all()
+    assert rows.loc[rows["split"] == "excluded", "reason"].str.len().gt(0).all()
+
+
+def test_summaries_count_held_out_per_family_and_baselines_apart(rows):
+    s = step_summaries(rows)
+    on, base = s["interference on"], s["one-GPU baselines"]
+    held = rows[rows["split"] == "held-out"]
+    assert on.figures == len(held) and base.figures == int((rows["split"] == "baseline").sum())
+    assert on.per_family["pcie"]["figures"] == int((held["family"] == "pcie").sum())
+    assert on.median_abs == pytest.approx(held["error"].abs().median())
+    assert set(base.per_family) == {"none"}
+
+
+def test_tokens_follow_the_schema_formula():
+    flux, hv = get_dense_model("flux.1-dev"), get_dense_model("hunyuanvideo-t2v")
+    assert flux.image_tokens(1024, 1024, 1) == 64 * 64
+    assert hv.image_tokens(720, 1280, 129) == 33 * 45 * 80  # (129-1)//4+1 latent frames, 8x8 VAE, 2x2 patch
+    assert get_dense_model("mochi-1-preview").image_tokens(480, 848, 84) == 14 * 30 * 53
+    assert get_dense_model("sana-1600m").image_tokens(4096, 4096, 1) == 128 * 128
+    with pytest.raises(ConfigError):
+        get_dense_model("sd3")
+    assert set(DENSE_MODELS) == {"flux.1-dev", "hunyuanvideo-t2v", "open-sora-2.0", "mochi-1-preview",
+                                 "cogvideox-5b", "sana-1600m"}
+
+
+def test_block_work_closed_form():
+    m = get_dense_model("flux.1-dev")
+    D, n = m.hidden, 1000.0
+    single = block_work(m, "single", img_tokens=n, txt_tokens=0, attn_q=n, attn_kv=n, heads_share=1.0, tp=1,
+                        compiled=False)
+    assert single.linear.flops == pytest.approx(2 * n * (D * 7 * D + 5 * D * D))  # linear1 D->7D, linear2 5D->D
+    assert single.attention.flops == pytest.approx(4 * n * n * D)
+    half = block_work(m, "single", img_tokens=n, txt_tokens=0, attn_q=n, attn_kv=n, heads_share=0.5, tp=2,
+                      compiled=False)
+    assert half.linear.flops == pytest.approx(single.linear.flops / 2)
+    assert half.attention.flops == pytest.approx(single.attention.flops / 2)
+    assert elementwise_passes(4.0, True) < elementwise_passes(4.0, False)
+
+
+def _run(par: DenseParallel, model="flux.1-dev", **kw) -> DenseRun:
+    base = dict(height_px=1024, width_px=1024, frames=1, steps=1, batch=1, cfg_on=False, compiled=False)
+    return DenseRun(model=get_dense_model(model), parallel=par, **{**base, **kw})
+
+
+def test_one_gpu_is_the_roofline_sum():
+    p = get_profile("h100-sxm")
+    t = predict_dense(_run(DenseParallel()), p, get_machine("dgx-h100"), builtin_nccl_model())
+    assert t.comm_s == 0 and t.exposed_comm_s == 0 and t.total_s == t.compute_s > 0
+    two = predict_dense(_run(DenseParallel(), steps=2), p, get_machine("dgx-h100"), builtin_nccl_model())
+    assert two.total_s == pytest.approx(2 * t.total_s)
+
+
+def test_ulysses_exposes_four_all_to_alls_per_block():
+    G, nccl, p = get_machine("dgx-h100"), builtin_nccl_model(), get_profile("h100-sxm")
+    m = get_dense_model("flux.1-dev")
+    t = predict_dense(_run(DenseParallel(ulysses=2)), p, G, nccl)
+    n_loc = (4096 + 512) / 2
+    a2a = simulate_op(G, "all_to_all", nccl, gpus=2, nbytes=n_loc * m.hidden * 2).time_s
+    gather = simulate_exchange(G, [[0, 1]], 4096 * 64 * 2 / 2, nccl, pattern="all_to_all")
+    blocks = m.double_blocks + m.single_blocks
+    assert t.exposed_comm_s == pytest.approx(4 * blocks * a2a + gather, rel=1e-9)
+
+
+def test_ring_overlaps_and_interference_only_slows():
+    G, nccl, p = get_machine("8x-l20-pcie"), builtin_nccl_model(), get_profile("l20")
+    on = predict_dense(_run(DenseParallel(ring=4)), p, G, nccl, interference=True)
+    off = predict_dense(_run(DenseParallel(ring=4)), p, G, nccl, interference=False)
+    assert off.total_s <= on.total_s and on.exposed_comm_s < on.comm_s
+    one = predict_dense(_run(DenseParallel()), p, G, nccl)
+    assert on.total_s < one.total_s
+
+
+def test_layout_refusals_follow_the_rules():
+    hv = dict(model="hunyuanvideo-t2v", height_px=544, width_px=960, frames=97)
+    assert "Cannot split video sequence" in refusal(_run(DenseParallel(ulysses=8), **hv))
+    assert refusal(_run(DenseParallel(ulysses=4), **hv)) is None
+    assert "heads" in refusal(_run(DenseParallel(ulysses=5)))
+    assert "guidance" in refusal(_run(DenseParallel(cfg=2)))
+    out = outcome_rows()
+    refused = out[out["kind"] == "unsupported"]
+    assert len(refused) == 2 and (refused["verdict"] == "agrees").all()
+
+
+def test_hardware_mapping_and_figure_runs():
+    assert hardware_for("H100 or H800 (ambiguous)")[:2] == ("h100-sxm", "dgx-h100")
+    assert hardware_for("A800 (80G)")[:2] == ("a100-sxm", "hgx-a800")
+    assert hardware_for("L20")[:2] == ("l20", "8x-l20-pcie")
+    assert hardware_for("not stated ('8xGPU')") is None
+    figs, _ = load_step_figures()
+    f = next(x for x in figs if x["id"] == "paraattention-mochi-a100x4-cfg2ring2-eager")
+    r = dense_run(f)
+    assert r.cfg_on and r.parallel.cfg == 2 and r.parallel.ring == 2 and r.parallel.world == f["gpus"]
+
+
+def test_a_broken_step_file_is_one_line_naming_file_and_figure(tmp_path):
+    from dicesim.calibrate.published.step_level import step_level_rows
+    from dicesim.errors import TraceError
+
+    from pathlib import Path
+
+    good = (Path(__file__).parents[1] / "traces" / "published" / "steps" / "xdit.toml").read_text()
+    head, _, rest = good.partition("[[figure]]")
+    first = rest.split("[[figure]]")[0]
+    broken = tmp_path / "broken.toml"
+    broken.write_text(head + "[[figure]]" + "\n".join(l for l in first.splitlines() if not l.startswith("gpu ")))
+    with pytest.raises(ConfigError, match=r"broken\.toml: figure .*missing field 'gpu'"):
+        step_level_rows([broken])
+    (tmp_path / "bad.toml").write_text("schema = [")
+    with pytest.raises(TraceError, match="not a readable TOML"):
+        step_level_rows([tmp_path / "bad.toml"])
