@@ -1,4 +1,4 @@
-"""Simulator speed against the issue-11 targets; regenerates docs/performance.md from the measurements.
+"""Simulator and interactive-command speed against the issue-11 and -17 targets; writes docs/performance.md.
 
 Run: ``python benchmarks/bench_sim.py`` prints every target beside the measured figure and the
 ratio to the floor (simpy's own event rate, measured in the same run). ``--write`` also rewrites
@@ -15,6 +15,8 @@ import cProfile
 import os
 import platform
 import pstats
+import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -24,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import simpy
 
+from dicesim.errors import ConfigError
 from dicesim.sim.api import simulate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -94,9 +97,41 @@ def profile_case(fields: dict) -> None:
     pstats.Stats(prof).sort_stats("tottime").print_stats(12)
 
 
+def command_wall_s(args: list[str], runs: int) -> tuple[float, float, float]:
+    """Median wall seconds of ``runs`` runs of the whole command (start-up included), its median CPU
+    seconds (the command and the processes it waited for) and the load average before the first run."""
+    load = os.getloadavg()[0]
+    walls, cpus = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(runs):
+            c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            w0 = time.perf_counter()
+            subprocess.run(args + ["--out", f"{tmp}/{i}"], check=True, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+            walls.append(time.perf_counter() - w0)
+            c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpus.append(c1.ru_utime - c0.ru_utime + c1.ru_stime - c0.ru_stime)
+    return float(np.median(walls)), float(np.median(cpus)), load
+
+
+def interval(m: Measured) -> str:
+    """A sampled run's 95% interval on the step latency, in ms (empty for a full simulation)."""
+    s = m.meta.get("sample")
+    if not s:
+        return ""
+    lo, hi = (s["total_latency_s"][k] / COMMON["steps"] * 1e3 for k in ("low_s", "high_s"))
+    return f"; step {m.step_latency_s * 1e3:.3f} ms, 95% [{lo:.3f}, {hi:.3f}]"
+
+
+#: the scaling curve: GPUs and the topology that holds them (one DGX H100 class throughout)
+SCALE = [(8, "dgx-h100"), (64, "8x-dgx-h100-ib"), (256, "32x-dgx-h100-rail"), (1024, "128x-dgx-h100-rail"),
+         (4096, "512x-dgx-h100-rail"), (16384, "2048x-dgx-h100-rail")]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--runs", type=int, default=3, help="runs of each whole command (study, recommend)")
     ap.add_argument("--write", action="store_true", help="rewrite docs/performance.md and docs/performance.html")
     ap.add_argument("--quick", action="store_true", help="skip the sweep and the full 256-GPU run")
     ap.add_argument("--profile", action="store_true")
@@ -114,34 +149,69 @@ def main() -> None:
           f"load average {load[0]:.1f} on {os.cpu_count()} CPUs")
     big = dict(model="XL/2", world_size=1024, topology="128x-dgx-h100-rail")
     g2 = dict(model="G/2", world_size=8, topology="dgx-h100")
+    huge = dict(model="XL/2", world_size=16384, topology="2048x-dgx-h100-rail")
     m_big = measure(rep, **big)
+    m_big_multi = measure(rep, **big, sampling="multinomial")
+    m_strided = measure(rep, **big, placement="strided")
+    m_huge = measure(1, **huge)
     m_g2 = measure(rep, **g2)
     m_g2_full = measure(rep, **g2, fold=False, reuse=False)
-    m_multi = measure(1, **g2, sampling="multinomial")
+    m_multi = measure(rep, **g2, sampling="multinomial")
+    study_wall, study_cpu, study_load = command_wall_s([sys.executable, "-m", "dicesim", "study"], args.runs)
+    rec_wall, rec_cpu, rec_load = command_wall_s([sys.executable, "-m", "dicesim", "recommend"], args.runs)
     targets = [
-        Row("XL/2, 1,024 GPUs (`128x-dgx-h100-rail`), 50 steps, dice", "<= 10 s CPU", f"{m_big.cpu_s:.2f} s",
-            m_big.cpu_s <= 10.0, m_big.events, floor_ratio(m_big)),
-        Row("G/2, 8 GPUs (`dgx-h100`), 50 steps, dice", "<= 0.15 s CPU", f"{m_g2.cpu_s:.3f} s", m_g2.cpu_s <= 0.15,
-            m_g2.events, floor_ratio(m_g2)),
-        Row("multinomial routing, same G/2 case, vs expected routing", "<= 3x",
+        Row("XL/2, 1,024 GPUs (`128x-dgx-h100-rail`), multinomial routing, 50 steps, dice (issue 17)", "<= 5 s CPU",
+            f"{m_big_multi.cpu_s:.2f} s{interval(m_big_multi)}", m_big_multi.cpu_s <= 5.0, m_big_multi.events,
+            floor_ratio(m_big_multi)),
+        Row("G/2, 8 GPUs (`dgx-h100`), multinomial vs expected routing (issue 17; issue 11 too)", "<= 3x",
             f"{m_multi.cpu_s / m_g2.cpu_s:.1f}x ({m_multi.cpu_s:.2f} s vs {m_g2.cpu_s:.3f} s)",
             m_multi.cpu_s <= 3 * m_g2.cpu_s, m_multi.events, floor_ratio(m_multi)),
+        Row("XL/2, 1,024 GPUs strided over 4 rail units (groups share leaf uplinks) (issue 17)", "<= 5 s CPU",
+            f"{m_strided.cpu_s:.2f} s", m_strided.cpu_s <= 5.0, m_strided.events, floor_ratio(m_strided)),
+        Row(f"default `dicesim study`, whole command, median of {args.runs} (issue 17)", "<= 10 s wall",
+            f"{study_wall:.1f} s ({study_cpu:.1f} s CPU, load {study_load:.1f})", study_wall <= 10.0, 0, float("nan")),
+        Row(f"default `dicesim recommend`, whole command, median of {args.runs} (issue 17)", "<= 5 s wall",
+            f"{rec_wall:.1f} s ({rec_cpu:.1f} s CPU, load {rec_load:.1f})", rec_wall <= 5.0, 0, float("nan")),
+        Row("XL/2, 16,384 GPUs (`2048x-dgx-h100-rail`), expected routing (issue 17)", "<= 5 s CPU",
+            f"{m_huge.cpu_s:.2f} s", m_huge.cpu_s <= 5.0, m_huge.events, floor_ratio(m_huge)),
+        Row("XL/2, 1,024 GPUs (`128x-dgx-h100-rail`), 50 steps, dice (issue 11)", "<= 10 s CPU",
+            f"{m_big.cpu_s:.2f} s", m_big.cpu_s <= 10.0, m_big.events, floor_ratio(m_big)),
+        Row("G/2, 8 GPUs (`dgx-h100`), 50 steps, dice (issue 11)", "<= 0.15 s CPU", f"{m_g2.cpu_s:.3f} s",
+            m_g2.cpu_s <= 0.15, m_g2.events, floor_ratio(m_g2)),
         Row("multinomial vs expected routing with the shortcuts off (same simulated work)", "(<= 3x)",
             f"{m_multi.cpu_s / m_g2_full.cpu_s:.1f}x ({m_g2_full.cpu_s:.2f} s expected, full)",
             m_multi.cpu_s <= 3 * m_g2_full.cpu_s, m_g2_full.events, floor_ratio(m_g2_full)),
     ]
     if not args.quick:
         wall, ok = sweep_wall_s(2)
-        targets.append(Row(f"1,000-configuration sweep (XL/2, 8 GPUs; {ok} ran), 2 Dask workers", "<= 120 s wall",
-                           f"{wall:.1f} s", wall <= 120.0, 0, float("nan")))
+        targets.append(Row(f"1,000-configuration sweep (XL/2, 8 GPUs; {ok} ran), 2 Dask workers (issue 11)",
+                           "<= 120 s wall", f"{wall:.1f} s", wall <= 120.0, 0, float("nan")))
     print(f"\n{'target case':86s} {'target':>14s} {'measured':>36s} met  events  x floor")
     for r in targets:
         print(f"{r.case:86s} {r.target:>14s} {r.measured:>36s} {'yes' if r.met else 'NO ':3s} {r.events:7d} "
               f"{r.floor:8.1f}")
-    scaling = [("XL/2 x8 `dgx-h100`", 8, dict(model="XL/2", world_size=8, topology="dgx-h100")),
-               ("XL/2 x64 `8x-dgx-h100-ib`", 64, dict(model="XL/2", world_size=64, topology="8x-dgx-h100-ib")),
-               ("XL/2 x256 `32x-dgx-h100-rail`", 256, dict(model="XL/2", world_size=256, topology="32x-dgx-h100-rail")),
-               ("XL/2 x1024 `128x-dgx-h100-rail`", 1024, big)]
+    print(f"\n{'scaling case':66s} {'GPUs':>5s} {'fast cpu_s':>10s} {'full cpu_s':>10s} {'events':>8s} "
+          f"{'full events':>11s} {'step ms':>8s}")
+    scale_rows = []
+    for sampling in ("expected", "multinomial"):
+        for W, topo in SCALE:
+            name = f"XL/2 x{W} `{topo}`, {sampling}"
+            fields = dict(model="XL/2", world_size=W, topology=topo, sampling=sampling)
+            known = {(1024, "expected"): m_big, (1024, "multinomial"): m_big_multi, (16384, "expected"): m_huge}
+            try:
+                fast = known.get((W, sampling)) or measure(rep if W <= 1024 else 1, **fields)
+            except ConfigError as exc:  # the drawn tables of 16,384 GPUs x 50 steps are over the memory limit
+                scale_rows.append((name, W, None, None, str(exc)))
+                print(f"{name:66s} {W:5d} refused: {exc}")
+                continue
+            full = None
+            if W <= 64 or (W == 256 and sampling == "expected" and not args.quick):
+                full = measure(1, **fields, fold=False, reuse=False, sample_groups=0)
+                assert np.isclose(full.step_latency_s, fast.step_latency_s, rtol=1e-9), (name, full, fast)
+            scale_rows.append((name, W, fast, full, interval(fast).lstrip("; ")))
+            print(f"{name:66s} {W:5d} {fast.cpu_s:10.3f} {full.cpu_s if full else float('nan'):10.2f} "
+                  f"{fast.events:8d} {full.events if full else 0:11d} {fast.step_latency_s * 1e3:8.3f}"
+                  f"{interval(fast)}")
     others = [("G/2 x8 `8x-rtx4090-pcie`", dict(model="G/2", world_size=8, topology="8x-rtx4090-pcie")),
               ("XL/2 x64 `8x-dgx-h100-ib` strided", dict(model="XL/2", world_size=64, topology="8x-dgx-h100-ib",
                                                            placement="strided")),
@@ -151,18 +221,6 @@ def main() -> None:
                dict(model="XL/2", world_size=320, topology="40x-dgx-h100-rail", placement="strided")),
               ("G/2 x8 `dgx-h100` zipf 1.2", dict(model="G/2", world_size=8, topology="dgx-h100",
                                                  routing={"kind": "zipf", "alpha": 1.2}))]
-    print(f"\n{'scaling case':66s} {'GPUs':>5s} {'fast cpu_s':>10s} {'full cpu_s':>10s} {'events':>8s} "
-          f"{'full events':>11s} {'step ms':>8s}")
-    scale_rows = []
-    for name, W, fields in scaling:
-        fast = m_big if W == 1024 else measure(rep, **fields)
-        full = None
-        if W <= 64 or (W == 256 and not args.quick):
-            full = measure(1, **fields, fold=False, reuse=False)
-            assert np.isclose(full.step_latency_s, fast.step_latency_s, rtol=1e-9), (name, full, fast)
-        scale_rows.append((name, W, fast, full))
-        print(f"{name:66s} {W:5d} {fast.cpu_s:10.3f} {full.cpu_s if full else float('nan'):10.2f} "
-              f"{fast.events:8d} {full.events if full else 0:11d} {fast.step_latency_s * 1e3:8.3f}")
     other_rows = []
     for name, fields in others:
         if args.quick and fields.get("world_size", 0) > 256:
@@ -179,7 +237,7 @@ def main() -> None:
               f"{fast.step_latency_s * 1e3:8.3f}  fold={fast.meta['fold']['applied']} "
               f"reuse={fast.meta['reuse']['reused_windows']}/{fast.meta['reuse']['windows']}")
     if args.profile:
-        for fields in (big, g2, {**g2, "sampling": "multinomial"}):
+        for fields in (big, g2, {**g2, "sampling": "multinomial"}, {**big, "sampling": "multinomial"}):
             profile_case(fields)
     if args.write:
         machine = (f"Python {platform.python_version()}, simpy {simpy.__version__}, numpy {np.__version__}, "

@@ -33,13 +33,15 @@ def _num(x: float, fmt: str) -> str:
 
 
 def fig_scaling(scaling: list) -> go.Figure:
-    """CPU seconds per ``simulate`` call against GPUs, with and without the exact shortcuts."""
+    """CPU seconds per ``simulate`` call against GPUs, both routing modes, with and without the shortcuts."""
     fig = go.Figure()
-    fig.add_scatter(x=[w for _, w, _, _ in scaling], y=[f.cpu_s for _, _, f, _ in scaling], mode="lines+markers",
-                    name="fold + reuse + batched plans (default)")
-    full = [(w, m.cpu_s) for _, w, _, m in scaling if m is not None]
-    fig.add_scatter(x=[w for w, _ in full], y=[c for _, c in full], mode="lines+markers",
-                    name="full simulation (fold=False, reuse=False)")
+    for mode in ("expected", "multinomial"):
+        rows = [r for r in scaling if r[0].endswith(mode) and r[2] is not None]
+        fig.add_scatter(x=[w for _, w, _, _, _ in rows], y=[f.cpu_s for _, _, f, _, _ in rows], mode="lines+markers",
+                        name=f"{mode} routing (default shortcuts)")
+        full = [(w, m.cpu_s) for _, w, _, m, _ in rows if m is not None]
+        fig.add_scatter(x=[w for w, _ in full], y=[c for _, c in full], mode="lines+markers",
+                        name=f"{mode} routing, full simulation", line={"dash": "dot"})
     fig.update_layout(title="XL/2, dice, 50 steps, batch 8: CPU time per simulate() call",
                       xaxis_title="GPUs", yaxis_title="CPU time (s)", xaxis_type="log", yaxis_type="log",
                       height=420, width=760)
@@ -61,7 +63,8 @@ def _page(*, machine: str, per_event_s: float, targets: list[Row], scaling: list
                        f"{r.events or '–'} | {_num(r.floor, '.0f')} |" for r in targets)
     s_rows = "\n".join(
         f"| {name} | {w} | {f.cpu_s:.3f} | {_num(m.cpu_s if m else float('nan'), '.2f')} | {f.events} | "
-        f"{m.events if m else '–'} | {f.step_latency_s * 1e3:.3f} |" for name, w, f, m in scaling)
+        f"{m.events if m else '–'} | {f.step_latency_s * 1e3:.3f} | {note or '–'} |" if f is not None
+        else f"| {name} | {w} | – | – | – | – | – | {note} |" for name, w, f, m, note in scaling)
     o_rows = "\n".join(
         f"| {name} | {f.cpu_s:.3f} | {m.cpu_s:.2f} | {'yes' if f.meta['fold']['applied'] else 'no'} | "
         f"{f.meta['reuse']['reused_windows']} of {f.meta['reuse']['windows']} | {f.step_latency_s * 1e3:.3f} |"
@@ -75,13 +78,17 @@ recording. This page is written by `{command}`; the text is the template in
 Measured on: {machine}. The load average says how busy the machine was; process CPU time is
 far steadier than wall time under load, which is why the CPU-second targets use it.
 
-## Targets (issue 11)
+## Targets (issues 11 and 17)
 
 The floor is simpy's own cost per event on the same machine in the same run
 ({per_event_s * 1e6:.2f} us CPU per scheduled event, a bare loop of timeouts): `x floor` is the
 measured CPU time divided by (events the engine scheduled x that cost). The shortcuts below
 cut the events, so the ratio then mostly measures the fixed cost of building the inputs and
-the metrics.
+the metrics. The interactive commands are timed whole (`dicesim study`, `dicesim recommend`
+with no arguments, start-up and report included, median of the runs, from another process);
+their CPU figure adds the processes they waited for. A wall-time target is only meaningful on
+an idle machine: the load average beside each figure says how far from one this run was (the
+machine has 2 CPUs shared by several engineers).
 
 | case | target | measured | met | simpy events | x floor |
 |---|---|---|---|---|---|
@@ -94,22 +101,27 @@ LocalCluster (chunks of 25), wall time including the cluster's start.
 
 ## Scaling
 
-CPU seconds per call against the number of GPUs (plot: [performance.html](performance.html)).
-"full" is the same call with `fold=False, reuse=False`: every rank, every step simulated; both
-give the same step latency (the script checks it to 1e-9).
+CPU seconds per call against the number of GPUs, for expected and for sampled
+(`sampling="multinomial"`) routing (plot: [performance.html](performance.html)). "full" is the
+same call with `fold=False, reuse=False, sample_groups=0`: every rank, every step simulated; both
+give the same step latency (the script checks it to 1e-9). Above 16 alike groups a multinomial
+run simulates 3 of them and predicts the slowest group with a 95% interval (last column;
+`dicesim.sim.sample`); 16,384 GPUs x 50 steps of drawn tables are over the 4 GiB limit on
+routing tables (docs/limits.md), so that point is refused, not run.
 
-| case | GPUs | CPU s | CPU s, full | simpy events | events, full | step latency (ms) |
-|---|---|---|---|---|---|---|
+| case | GPUs | CPU s | CPU s, full | simpy events | events, full | step latency (ms) | sampled groups: predicted step latency, 95% interval (ms); or why not run |
+|---|---|---|---|---|---|---|---|
 {s_rows}
 
 | other case | CPU s | CPU s, full | folded | windows reused | step latency (ms) |
 |---|---|---|---|---|---|
 {o_rows}
 
-The strided rail cases show where folding stops. Inside one 32-server unit the groups of a
-rail meet only at their leaf switch, which is non-blocking, so they still fold. Across two
-units they share their leaves' uplinks to the spine: nothing folds, every rank is simulated,
-and window reuse stays off too (a group's cut is not a cut of the groups it shares links with).
+The strided rail cases: inside one 32-server unit the groups of a rail meet only at their leaf
+switch, which is non-blocking, so they fold as isolated groups. Across units they share their
+leaves' uplinks to the spine; alike groups that share links in the same roles still fold
+(issue 17: simulated once, their flows loading each shared link once per group), and the
+1,024-GPU strided target above is such a run.
 
 ## What makes it fast
 
@@ -136,6 +148,26 @@ and window reuse stays off too (a group's cut is not a cut of the groups it shar
   switch, rail IB), a combine is its dispatch backwards and takes the dispatch's plan with the
   links mirrored, which halves the planning. Transfers are built from routes resolved once per
   group (`PairFlows`) instead of a loop per flow.
+- **Folding across shared links** (`dicesim/sim/fold.py`, `LinkShare` in
+  `dicesim/sim/network/flowgroup.py`). Alike groups that cross shared links in the same roles
+  with the same company evolve in lock step: one is simulated on a quotient network where each
+  shared link carries its flows once per group it stands for. Equal to the full run
+  (`tests/test_sim_fold.py`).
+- **Routes of spread-out groups** (`dicesim/topology/fartrees.py`): one compiled multi-source
+  Dijkstra with the search's tie-break gives the routes networkx gives, 12x faster at 1,024
+  strided GPUs (`tests/test_topology_group_routes.py`).
+- **Sampled groups** (`dicesim/sim/sample.py`): statistical, not exact (below).
+- **Plans once per study** (`dicesim/plan/cache.py`): a study's evaluator and its workers build
+  and replay each distinct plan once, not once per configuration.
+- **Per-rank placement in closed form** (`dicesim/placement.py`): the memory model asks every
+  rank's group and place; the scan of every group made 16,384 GPUs cost 40 s of CPU.
+- **Interactive commands**: `recommend` compares every pair of timing classes once, on bit sets
+  (it compared them in every round, on sets of ~10^3 exchanges; since the skip-cache gate two
+  classes can each be as fast as the other, and the default search then never ended: fixed).
+  `recommend` runs in this process unless `--workers` is given (its rounds hold a few
+  simulations each); `study` starts a LocalCluster only when its configurations' expected CPU
+  time spread over the CPUs saves more than the cluster costs (`dicesim/cluster.py`,
+  `workers_that_pay`, measured constants): small studies run in this process.
 - **Expected counts are one table** (`dicesim/sim/costs/routing.py`): counts, sent and received rows
   are broadcast views over ranks and steps, so 1,024 ranks cost what 8 do.
 - **Routing at scale** (`dicesim/topology/routing.py`): per-group searches stop once the group is
@@ -157,16 +189,21 @@ itself off (and says why) for counts on a separate communicator, one-rank groups
 runs, and groups that share a link (or an endpoint link that compute slows) with another
 group. Batched plans equal the reference planner's bit for bit (`tests/test_sim_batchplan.py`).
 
+Sampled groups are the one statistical shortcut. With drawn routing no two groups carry the same
+rows; above 16 alike, isolated groups the engine simulates 3 chosen by the seed and predicts the
+slowest of all from their totals (normal model, pivot quantiles by Monte Carlo). The result says
+so: `step_latency_low_s` / `step_latency_high_s` (95%) in the totals and `--json`, the simulated
+groups and their spread in `meta["sample"]`; `tests/test_sim_sample.py` checks the interval's
+coverage against full simulations over many seeds. `sample_groups=0` simulates every group.
+
 ## Limits
 
-- Sampled (multinomial) routing cannot reuse windows (every all-to-all differs) and with its
-  own draws per rank groups do not fold; it costs a full simulation plus one max-min trajectory
-  per all-to-all. For the G/2 case that was 33 s CPU before the lock-step planner (measured at
-  the start of issue 11 on this machine); what is left is numpy work proportional to transfers
-  x flows x segments x filling rounds, which misses the 3x target.
-- Groups that share links (strided placement across fabric units, shared NICs) are simulated
-  rank by rank, so their cost grows with the GPU count like the "full" column (the 320-GPU
-  strided row above).
+- Sampled (multinomial) routing cannot reuse windows (every all-to-all differs): one group
+  still costs an event per rank instruction and one max-min trajectory per all-to-all (planned
+  in lock step, `batchplan.py`). The G/2 ratio misses the 3x target; an engine that solves
+  each step without simpy events (vectorised water-filling over the whole step) is not built.
+- Groups that share links but are not alike (different company on the shared links) are still
+  simulated rank by rank.
 
 ## Profiling
 

@@ -17,6 +17,27 @@ from typing import Any
 
 from dicesim.errors import ConfigError
 
+#: CPU seconds a LocalCluster costs on top of its jobs: its start and every worker's imports, and per
+#: job the shipping of it and its result (measured on the 2-CPU development machine, default study
+#: of 288 configurations: 57.8 s of CPU with 2 workers against 30.0 s in one process; farm-bench)
+CLUSTER_START_CPU_S = 4.0
+CLUSTER_JOB_CPU_S = 0.08
+#: the spread must be this much faster: the CPUs are rarely idle (same study, load 11: 115.0 s wall
+#: with 2 workers against 69.6 s here), and a tie is not worth a cluster
+CLUSTER_MARGIN = 0.75
+
+
+def workers_that_pay(n_jobs: int, job_cpu_s: float, cpus: int) -> int:
+    """Local workers to start by default: one per CPU when spreading ``n_jobs`` jobs of about
+    ``job_cpu_s`` CPU seconds over them takes less wall time than running them here, counting what
+    the cluster adds (:data:`CLUSTER_START_CPU_S`, :data:`CLUSTER_JOB_CPU_S`) and a margin
+    (:data:`CLUSTER_MARGIN`); else 0 (this process)."""
+    if cpus < 2:
+        return 0
+    here_s = n_jobs * job_cpu_s
+    spread_s = (n_jobs * (job_cpu_s + CLUSTER_JOB_CPU_S) + CLUSTER_START_CPU_S) / cpus
+    return cpus if spread_s < CLUSTER_MARGIN * here_s else 0
+
 
 @contextmanager
 def dask_client(*, workers: int, scheduler: str | None = None, processes: bool = True) -> Iterator[Any]:

@@ -51,7 +51,7 @@ MAX_FIXED_TIME_S = 10.0
 
 # --- runs ----------------------------------------------------------------------------------
 #: simulated GPUs (and GPUs of a topology)
-MAX_WORLD_SIZE = 4096
+MAX_WORLD_SIZE = 16_384
 #: denoising steps (samplers use 25..1000)
 MAX_STEPS = 10_000
 #: MoE layers of a model or a strategy table (the presets have 4..40)
@@ -90,9 +90,13 @@ CHECKPOINT_SIZE_FACTOR = 8
 MIN_CHECKPOINT_LIMIT_BYTES = 64 * MiB
 
 
-def sim_table_nbytes(*, layers: int, steps: int, world_size: int, experts: int, group_size: int) -> int:
+def sim_table_nbytes(*, layers: int, steps: int, world_size: int, experts: int, group_size: int,
+                     sampled: bool = True) -> int:
     """Bytes of the routing tables a simulation builds: int64 counts ``[L, T, W, E]`` plus the
-    full and one-copy send tables ``[L, T, W, S]`` (``dicesim.sim.costs.routing.TokenRouting``)."""
+    full and one-copy send tables ``[L, T, W, S]`` (``dicesim.sim.costs.routing.TokenRouting``);
+    expected counts (``sampled`` False) are one ``[L, E]`` table seen through broadcast views."""
+    if not sampled:
+        return 8 * layers * (experts + 2 * group_size)
     return 8 * layers * steps * world_size * (experts + 2 * group_size)
 
 

@@ -61,10 +61,17 @@ class Placement:
 
     def group_of(self, rank: int) -> int:
         self._check_rank(rank)
+        G, S = self.num_groups, self.ep_size
+        if rank < G * S:  # closed forms of :meth:`groups` (a search of every group is O(W) per rank)
+            return rank // S if self.group_layout == "contiguous" else rank % G
         return next(g for g, members in enumerate(self.groups()) if rank in members)
 
     def ep_rank(self, rank: int) -> int:
         """Position of global ``rank`` inside its EP group."""
+        self._check_rank(rank)
+        G, S = self.num_groups, self.ep_size
+        if rank < G * S:
+            return rank % S if self.group_layout == "contiguous" else rank // G
         return self.groups()[self.group_of(rank)].index(rank)
 
     def experts_of(self, ep_rank: int) -> tuple[int, ...]:

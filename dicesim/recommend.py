@@ -244,19 +244,25 @@ def _search(scenario: Scenario, space: SearchSpace, limits: Limits, quality: Qua
     feasible_done: list[dict[str, float]] = []  # simulated candidates within every limit
     pruned: dict[int, str] = {}
     order = sorted(members, key=lambda k: (classes[k].rank(), k))
+    # the order, once: the classes before each class (in ``order``) known to be at least as fast. A
+    # strictly faster class ranks lower; of two classes each as fast as the other (equal sets, other
+    # timing keys) the earlier one goes first: otherwise each waits for the other and none is ever ready
+    faster = {k: [j for j in order[:i] if at_least_as_fast(classes[j], classes[k])] for i, k in enumerate(order)}
     rounds = 0
     while True:
         pending = [k for k in order if k not in latency and k not in pruned]
         if not pending:
             break
         # a class is ready when every class known to be at least as fast is resolved
-        ready = [k for k in pending if not any(j != k and j not in latency and j not in pruned
-                                               and at_least_as_fast(classes[j], classes[k]) for j in pending)]
+        ready = [k for k in pending if all(j in latency or j in pruned for j in faster[k])]
+        if not ready:  # pragma: no cover -- the first pending class in ``order`` always is
+            raise RuntimeError("recommend: no timing class is ready (a cycle in the assumed order)")
         batch = []
         for k in ready:
             lower, bound_by = 0.0, ""
-            for j, m in latency.items():
-                if at_least_as_fast(classes[j], classes[k]) and m["step_latency_s"] > lower:
+            for j in faster[k]:
+                m = latency.get(j)
+                if m is not None and m["step_latency_s"] > lower:
                     lower, bound_by = m["step_latency_s"], names[members[j][0]]
             if not exhaustive and limits.max_step_latency_s is not None and lower > limits.max_step_latency_s:
                 pruned[k] = (f"bound: at least {_show('step_latency_s', lower)} (no faster than {bound_by}) > target "

@@ -98,9 +98,9 @@ def validate_scenario(sc: Scenario) -> Scenario:
     layout_for(sc.strategy, sc.world_size, preset.num_experts, group_layout=sc.placement)
     sc.strategy.check_split(sc.world_size, preset.tokens_per_image(sc.image_size))
     sc.strategy.check_model(preset.depth)
-    from dicesim.topology import get_topology, world_size
+    from dicesim.topology import topology_gpus
 
-    gpus = world_size(get_topology(sc.topology))
+    gpus = topology_gpus(sc.topology)
     if sc.world_size > gpus:
         raise ConfigError("world_size", f"{sc.world_size} exceeds the {gpus} GPUs of topology {sc.topology!r}",
                           f"1..{gpus}")
@@ -127,7 +127,8 @@ def check_run_size(sc: Scenario, *, record: bool = False) -> None:
     group = min(sc.world_size, preset.num_experts)
     what = f"{sc.world_size} GPUs x {sc.steps} steps x {preset.depth} layers"
     nbytes = sim_table_nbytes(layers=preset.depth, steps=sc.steps, world_size=sc.world_size,
-                              experts=preset.num_experts, group_size=group)
+                              experts=preset.num_experts, group_size=group,
+                              sampled=sc.routing.sampling == "multinomial")
     if nbytes > MAX_SIM_TABLE_NBYTES:
         raise ConfigError("scenario", f"{what} x {preset.num_experts} experts needs {human_bytes(nbytes)} of routing "
                           f"tables, over the {human_bytes(MAX_SIM_TABLE_NBYTES)} limit; use fewer steps or GPUs",

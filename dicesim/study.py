@@ -14,7 +14,7 @@ topologies for XL/2 and G/2 across batch sizes, every family's comparison preset
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from dicesim.compare import headline_metrics, predicted_quality
 from dicesim.errors import ConfigError, config_error_from_pydantic
 from dicesim.limits import MAX_BATCH, MAX_IMAGE_PX, MAX_STEPS, MAX_SWEEP_POINTS, MAX_WORLD_SIZE
+from dicesim.plan import PlanCache
 from dicesim.progress import NO_PROGRESS, Ticker
 from dicesim.scenario import Scenario, make_scenario
 from dicesim.strategy import COMPARE_DEFAULT, make_strategy
@@ -146,13 +147,15 @@ def study_points(study: StudyConfig) -> list[dict[str, Any]]:
 @dataclass(frozen=True)
 class StudyEvaluator:
     """Simulate one configuration; keep the headline metrics, the quality model's prediction and
-    the busiest link (picklable)."""
+    the busiest link (picklable). Its plans are reused across the configurations it evaluates."""
+
+    plans: PlanCache = field(default_factory=PlanCache, compare=False)
 
     def __call__(self, scenario: Scenario) -> dict[str, Any]:
         from dicesim.report.run_report import link_frame
         from dicesim.sim.api import simulate
 
-        result = simulate(scenario, record=False)
+        result = simulate(scenario, record=False, plans=self.plans)
         out: dict[str, Any] = headline_metrics(result.summary(), result.per_step)
         out["exposed_comm_share_frac"] = (out["exposed_comm_step_s"] / out["step_latency_s"]
                                           if out["step_latency_s"] > 0 else 0.0)

@@ -121,11 +121,14 @@ def test_run_size_flags(capsys, flags, needle):
 
 def test_routing_tables_beyond_memory_are_refused():
     from dicesim.errors import ConfigError
-    from dicesim.scenario import Scenario, check_run_size
+    from dicesim.scenario import RoutingConfig, Scenario, check_run_size
 
-    sc = Scenario.model_construct(**{**Scenario().model_dump(), "num_experts": 1024, "world_size": 1024})
+    sc = Scenario.model_construct(**{**Scenario().model_dump(), "num_experts": 1024, "world_size": 1024,
+                                     "routing": RoutingConfig(sampling="multinomial")})
     with pytest.raises(ConfigError, match=r"needs 32\.8 GiB of routing tables, over the 4 GiB limit"):
         check_run_size(sc)
+    # expected counts are one [layers, experts] table seen through broadcast views: nothing to refuse
+    check_run_size(Scenario.model_construct(**{**dict(sc), "routing": RoutingConfig()}))
 
 
 def test_recorded_events_beyond_the_trace_limit(tmp_path, capsys):

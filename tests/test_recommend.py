@@ -206,3 +206,16 @@ def test_candidates_the_reference_cannot_run_are_screened_out_with_the_step():
     assert out["reason"].str.contains(r"the DICE reference fails at step \d+ of 8").all()
     assert out["step_latency_s"].isna().all() and rec.best["cond_interval"] != 4
     assert (t.loc[t["cond_interval"] < 4, "status"] != "cannot run").all()
+
+
+def test_search_ends_when_classes_are_each_as_fast_as_the_other():
+    """XL/2 over 10 steps has timing classes with equal sets (other cond intervals that the skip-cache
+    gate makes send the same copies): each is as fast as the other, and the search once waited for
+    both forever. It must resolve every class (the simulator replaced by a constant: order only)."""
+    sc = make_scenario(model="XL/2", topology="8x-rtx4090-pcie", world_size=8, batch=8, steps=10)
+    table, classes = screen(sc, make_space(), make_limits())
+    known = [c for c in classes if c is not None]
+    assert any(at_least_as_fast(a, b) and at_least_as_fast(b, a) for i, a in enumerate(known) for b in known[i + 1:])
+    rec = search(sc, make_space(), make_limits(), evaluate=lambda s: {"step_latency_s": 1.0})
+    screened = rec.table[rec.table["status"] != "cannot run"]
+    assert screened["status"].isin(["recommended", "feasible", "pruned"]).all() and rec.best is not None

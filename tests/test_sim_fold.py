@@ -33,7 +33,8 @@ def test_fold_equals_full_run_bit_for_bit(placement, servers):
     kw = dict(TINY2, world_size=2 * servers, graph=_servers(servers), placement=placement, record=True)
     full = simulate(**kw, fold=False)
     folded = simulate(**kw)
-    assert folded.meta["fold"] == {"applied": True, "groups": servers, "simulated_groups": 1, "reason": None}
+    assert folded.meta["fold"] == {"applied": True, "groups": servers, "simulated_groups": 1, "reason": None,
+                                    "shared_links": False}
     assert_same_run(full, folded, rtol=0.0, atol=0.0)
     pd.testing.assert_frame_equal(sorted_events(full.events), sorted_events(folded.events))
     assert full.summary()["collectives"] == folded.summary()["collectives"]
@@ -61,12 +62,15 @@ def test_fold_and_reuse_together_equal_the_plain_engine():
     assert_same_run(plain, fast)
 
 
-def test_no_fold_where_strided_groups_share_a_nic():
-    """One NIC per server: every strided group crosses it, so the groups contend and must not fold.
-    Simulating one group alone would give it the NIC to itself and predict a faster step."""
+def test_strided_groups_sharing_a_nic_are_simulated_together():
+    """One NIC per server: two strided groups cross each NIC. The groups on GPU 0 and those on GPU 1
+    form two kinds; one of each is simulated, together (they share the NICs), and the run equals the
+    full one. Simulating one group alone would give it the NIC to itself and predict a faster step."""
     kw = dict(TINY2, world_size=8, graph=_servers(4, nics=1, nic_bw_Bps=1e8), placement="strided", steps=4)
     res = simulate(**kw)
-    assert res.meta["fold"] == {"applied": False, "groups": 4, "simulated_groups": 4, "reason": "groups share links"}
+    assert res.meta["fold"] == {"applied": True, "groups": 4, "simulated_groups": 2, "reason": None,
+                                "shared_links": False}
+    assert res.meta["reuse"]["reason"] == "its links are shared with another group"
     assert_same_run(simulate(**kw, fold=False), res, rtol=0.0, atol=0.0)
     prep = prepare(**{k: v for k, v in kw.items()})
     alone = run_engine(dataclasses.replace(prep.spec, groups=(0,)))
@@ -93,15 +97,64 @@ def _two_pairs_sharing_a_trunk():
     return G
 
 
-def test_coupled_groups_are_simulated_and_isolated_ones_fold():
+def test_groups_sharing_a_trunk_in_lock_step_fold_and_isolated_ones_fold():
+    """Groups {0,4} and {1,5} are alike and cross the trunk sA-sB in the same role: one of them is
+    simulated with its trunk flows counted twice, bit for bit the full run (trace included)."""
     kw = dict(TINY2, world_size=8, graph=_two_pairs_sharing_a_trunk(), placement="strided", steps=4)
     prep = prepare(**kw)
     fold = plan_fold(prep.spec)
-    assert fold.rep == (0, 1, 2, 2) and fold.simulated == (0, 1, 2)
-    full, folded = simulate(**kw, fold=False, reuse=False), simulate(**kw, reuse=False)
-    assert folded.meta["fold"]["simulated_groups"] == 3
+    assert fold.rep == (0, 0, 2, 2) and fold.simulated == (0, 2) and set(fold.shares) == {0, 2}
+    full, folded = simulate(**kw, fold=False, reuse=False, record=True), simulate(**kw, reuse=False, record=True)
+    assert folded.meta["fold"]["simulated_groups"] == 2 and folded.meta["fold"]["shared_links"]
     assert_same_run(full, folded, rtol=0.0, atol=0.0)
+    pd.testing.assert_frame_equal(sorted_events(full.events), sorted_events(folded.events))
     assert_same_run(full, simulate(**kw))
+
+
+def _rail(servers: int, per_leaf: int, gpus: int = 2, uplinks: int = 1):
+    """``servers`` servers of ``gpus`` H100 on a rail fabric with ``per_leaf`` servers per leaf (so
+    several units share the spine at test size) and ``uplinks`` NDR uplinks per leaf."""
+    from dicesim.topology import rail_fabric
+
+    node = partial(nvswitch_server, hw.NVLINK4_H100, gpus=gpus, gpu="h100-sxm", name=f"{gpus}-h100")
+    return rail_fabric(servers, node, hw.IB_NDR, attach=hw.PCIE5_NIC, uplink=hw.IB_NDR_UPLINK,
+                       servers_per_leaf=per_leaf, uplinks_per_leaf=uplinks, name=f"{servers}x{gpus}-rail")
+
+
+@pytest.mark.parametrize("strategy", ["sync", "displaced", "dice"])
+@pytest.mark.parametrize("servers, per_leaf, experts", [(4, 2, 2), (8, 2, 4), (8, 4, 2), (6, 4, 2)])
+def test_strided_groups_sharing_leaf_uplinks_equal_the_full_run(strategy, servers, per_leaf, experts):
+    """Strided groups over several rail units share their leaves' uplinks (one uplink per leaf, so
+    the uplinks are the bottleneck). Alike groups are simulated once with their uplink flows counted
+    once per group; unequal units (6 servers, 4 per leaf) give several kinds of group that share
+    uplinks with each other and are simulated together. Every case equals the full run."""
+    G = _rail(servers, per_leaf)
+    kw = dict(TINY2, num_experts=experts, world_size=2 * servers, graph=G, topology="2x-dgx-h100-ib",
+              placement="strided", steps=6,
+              strategy=strategy, profile=get_profile("h100-sxm").with_updates(interference=0.2, host_op_s=2e-6))
+    full = simulate(**kw, fold=False, reuse=False)
+    fast = simulate(**kw)
+    assert fast.meta["fold"]["applied"] and fast.meta["fold"]["simulated_groups"] < fast.meta["fold"]["groups"]
+    assert_same_run(full, fast)
+    assert (fast.links["nbytes"] > 0).sum() == (full.links["nbytes"] > 0).sum()
+
+
+def test_lock_step_needs_the_same_company_on_every_link():
+    """Uplinks of unit 0 carry the groups of both kinds, the unit-1 uplink only one kind: a kind's
+    role meets different company on different links, so nothing that shares folds; the run still
+    equals the full one."""
+    G = _rail(3, 2)
+    kw = dict(TINY2, num_experts=2, world_size=6, graph=G, placement="strided", steps=4)
+    full, fast = simulate(**kw, fold=False, reuse=False), simulate(**kw)
+    assert_same_run(full, fast)
+
+
+def test_multinomial_strided_groups_share_links_and_are_all_simulated():
+    kw = dict(TINY2, num_experts=2, world_size=8, graph=_rail(4, 2), placement="strided", steps=3,
+              sampling="multinomial")
+    fast = simulate(**kw)
+    assert not fast.meta["fold"]["applied"]
+    assert_same_run(simulate(**kw, fold=False), fast, rtol=0.0, atol=0.0)
 
 
 def test_groups_with_different_loads_do_not_fold():
@@ -114,6 +167,6 @@ def test_groups_with_different_loads_do_not_fold():
 def test_fold_reports_when_off_or_pointless():
     one = simulate(**TINY2, world_size=2, graph=_servers(1))
     assert one.meta["fold"] == {"applied": False, "groups": 1, "simulated_groups": 1,
-                                "reason": "one expert-parallel group"}
+                                "reason": "one expert-parallel group", "shared_links": False}
     off = simulate(**TINY2, world_size=4, graph=_servers(2), fold=False)
     assert off.meta["fold"]["reason"] == "turned off" and off.meta["fold"]["simulated_groups"] == 2

@@ -7,10 +7,11 @@ import dataclasses
 import networkx as nx
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, example, given, reject, settings
 from hypothesis import strategies as st
 from sim_equal import assert_same_run
 
+from dicesim.plan import PlanRefused
 from dicesim.sim.api import prepare, simulate
 from dicesim.sim.engine.engine import run_engine
 from dicesim.sim.costs.profile import get_profile
@@ -73,7 +74,10 @@ def test_reuse_is_exact_for_any_strategy_and_profile(strat, steps, interference,
                     comm_interference=comm_interf)
     kw = dict(TINY, strategy=strategy, steps=steps, profile=prof, graph=fully_connected(4, bw, 1e-6),
               routing=RoutingConfig(kind=load, alpha=1.2))
-    full, fast = _pair(kw)
+    try:
+        full, fast = _pair(kw)
+    except PlanRefused:  # the reference's skip-cache gate fails for this interval (the plan says so)
+        reject()
     assert_same_run(full, fast)
 
 

@@ -117,3 +117,16 @@ def test_study_on_a_cluster_of_worker_processes_equals_the_local_run(small, tmp_
         remote = run_study(make_study(**SMALL), tmp_path, scheduler=cluster.scheduler_address)
     assert remote.n_run == 4 * len(COMPARE_DEFAULT)
     pd.testing.assert_frame_equal(remote.table, local.table)
+
+
+def test_a_cluster_starts_only_where_it_pays():
+    """Default study (288 configurations of ~0.1 s) here; long or many costly jobs on every CPU; one CPU never;
+    explicit --workers always wins."""
+    from dicesim.cli.study_cmd import STUDY_CONFIG_CPU_S, scale_out
+    from dicesim.cluster import workers_that_pay
+
+    assert workers_that_pay(288, STUDY_CONFIG_CPU_S, 2) == 0
+    assert workers_that_pay(288, 1.0, 2) == 2 and workers_that_pay(4, 10.0, 2) == 2
+    assert workers_that_pay(10_000, 100.0, 1) == 0
+    assert all(workers_that_pay(100, s, 2) <= workers_that_pay(100, 2 * s, 2) for s in (0.01, 0.1, 0.5, 1.0))
+    assert scale_out(3, None, (1, 0.0)) == 3 and scale_out(0, None, (10_000, 100.0)) == 0

@@ -48,7 +48,7 @@ def test_roce_nics_hang_off_the_pcie_switches():
 
 def test_out_of_range_and_unknown_cluster_names_are_one_line_errors():
     with pytest.raises(TopologyError, match="out of range"):
-        get_topology("129x-dgx-h100-rail")
+        get_topology("2049x-dgx-h100-rail")
     with pytest.raises(TopologyError) as exc:
         get_topology("16x-dgx-b200-rail")
     assert all(n in str(exc.value) for n in SCALED_NAMES)
@@ -57,7 +57,7 @@ def test_out_of_range_and_unknown_cluster_names_are_one_line_errors():
 @pytest.mark.parametrize("topology, placement, folds", [
     ("16x-dgx-h100-rail", "contiguous", True),  # each group inside one server
     ("16x-dgx-h100-rail", "strided", True),  # one rail per group, one leaf per rail: nothing shared
-    ("64x-dgx-h100-rail", "strided", False),  # two units: the groups of a rail share the leaf uplinks
+    ("64x-dgx-h100-rail", "strided", True),  # two units: the groups of a rail share the uplinks in lock step
     ("64x-l40s-roce", "contiguous", True),
 ])
 def test_folding_follows_the_fabric(topology, placement, folds):
@@ -66,8 +66,7 @@ def test_folding_follows_the_fabric(topology, placement, folds):
                    batch=1).spec
     fold = plan_fold(spec)
     assert fold.applied is folds
-    if not folds:
-        assert fold.reason == "groups share links"
+    assert bool(fold.shares) is (placement == "strided" and topology.startswith("64x"))
 
 
 def test_folded_cluster_run_equals_the_full_run():
@@ -77,3 +76,10 @@ def test_folded_cluster_run_equals_the_full_run():
     fast = simulate(**kw)
     assert fast.meta["fold"]["simulated_groups"] == 1 and len(gpu_nodes(get_topology("4x-l40s-roce"))) == 32
     assert_same_run(full, fast)
+
+
+@pytest.mark.parametrize("name", ["2x-dgx-h100-rail", "33x-dgx-h100-rail", "5x-l40s-roce", "dgx-h100"])
+def test_topology_gpus_counts_without_building_the_cluster(name):
+    from dicesim.topology import topology_gpus
+
+    assert topology_gpus(name) == world_size(get_topology(name))

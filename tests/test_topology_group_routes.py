@@ -58,3 +58,52 @@ def test_check_routable_without_p2p_needs_host_memory_reaching_every_gpu():
     assert not nx.is_strongly_connected(H.subgraph([n for n in H if not n.startswith("n0.gpu")]))
     with pytest.raises(TopologyError, match="not connected"):
         check_routable(H)
+
+
+@pytest.mark.parametrize("name", ["2x-dgx-h100-ib", "tiny-2x2-ib", "4x-dgx-h100-rail", "3x-l40s-roce"])
+def test_groups_spread_over_servers_route_as_the_search(name):
+    """Groups over several servers are searched by one compiled multi-source Dijkstra (FarTrees):
+    the routes, latencies and bottlenecks are those of the Python search, ties included."""
+    from dicesim.topology.routing import _rank_map, _table
+
+    G = get_topology(name)
+    W = len(gpu_nodes(G))
+    groups = [tuple(range(g, W, s)) for s in (2, max(W // 4, 1)) for g in range(min(s, 3))] + [(0, W - 1)]
+    adj, by_rank = _adjacency(G), _rank_map(G, None)
+    for members, fast in zip(groups, group_routes(G, groups)):
+        slow = _table(G, adj, _rank_map(G, members, by_rank))
+        assert fast.routes == slow.routes and fast.latency_s == slow.latency_s
+        assert fast.bottleneck_Bps == slow.bottleneck_Bps
+
+
+def test_far_trees_keep_the_tie_break_on_a_graph_full_of_ties():
+    """Every edge has the same latency on a grid of switches: many shortest routes tie on latency and
+    hops, and the smaller predecessor name must win as in the Python search."""
+    from dicesim.topology import add_device, add_gpu, add_link, new_topology
+    from dicesim.topology.fartrees import FarTrees
+    from dicesim.topology.graph import LinkSpec
+
+    G = new_topology(name="grid", p2p=True, gpu="h100-sxm", gpus_per_node=1, sources={"generic": "test graph"})
+    link = LinkSpec(bw_Bps=1e9, latency_s=1e-6, link="generic", source="generic")
+    n = 4
+    for i, j in itertools.product(range(n), range(n)):
+        add_device(G, f"s{i}{j}", "net_switch")
+    for i, j in itertools.product(range(n), range(n)):
+        for di, dj in ((0, 1), (1, 0)):
+            if i + di < n and j + dj < n:
+                add_link(G, f"s{i}{j}", f"s{i + di}{j + dj}", link)
+                add_link(G, f"s{i + di}{j + dj}", f"s{i}{j}", link)
+    for r, (i, j) in enumerate(itertools.product(range(n), range(n))):
+        g = add_gpu(G, f"n{r}.gpu0", rank=r, server=r)
+        add_link(G, g, f"s{i}{j}", link)
+        add_link(G, f"s{i}{j}", g, link)
+    gpus = gpu_nodes(G)
+    far = FarTrees(G, gpus, 1e15)
+    adj = _adjacency(G)
+    for src in gpus:
+        keys, pred = far.tree(src)
+        best, ref = _shortest_tree(adj, src, gpu_transit=True)
+        for dst in gpus:
+            assert keys[dst] == best[dst]
+            if dst != src:
+                assert _walk(pred, src, dst) == _walk(ref, src, dst)

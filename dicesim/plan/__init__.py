@@ -21,6 +21,7 @@ from dicesim.plan.expert import EXPERT_PARALLEL
 from dicesim.plan.family import (
     PlanFamily, WindowCuts, build_plan, family_of, register_plan_family, unregister_plan_family,
 )
+from dicesim.plan.cache import PlanCache
 from dicesim.plan.layout import ParallelLayout
 from dicesim.plan.sequence import SEQUENCE_PARALLEL
 from dicesim.plan.vocabulary import (
@@ -62,6 +63,6 @@ def rank_workload(strategy: object, wl: BlockWorkload, world_size: int) -> Block
 
 __all__ = [
     "Action", "ActionKind", "CollectiveKind", "GcFrees", "HeldBuffer", "LagTable", "ParallelLayout", "Plan",
-    "PlanFamily", "PlanRefused", "WindowCuts", "buffer_bytes_TW", "build_plan", "family_of", "held_buffers", "lag_table",
-    "layout_for", "rank_workload", "register_plan_family", "unregister_plan_family",
+    "PlanCache", "PlanFamily", "PlanRefused", "WindowCuts", "buffer_bytes_TW", "build_plan", "family_of",
+    "held_buffers", "lag_table", "layout_for", "rank_workload", "register_plan_family", "unregister_plan_family",
 ]

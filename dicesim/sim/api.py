@@ -7,6 +7,7 @@ assembles the metrics. Everything is deterministic for the scenario's seed.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,13 +17,14 @@ import networkx as nx
 import numpy as np
 
 from dicesim.models import block_workload
-from dicesim.plan import Plan, build_plan, layout_for, rank_workload
+from dicesim.plan import Plan, PlanCache, build_plan, layout_for, rank_workload
 from dicesim.plan.memory import MemoryEstimate, estimate_memory
-from dicesim.scenario import Scenario, make_scenario
+from dicesim.scenario import Scenario, check_run_size, make_scenario
 from dicesim.sim.costs.costmodel import CostModel
 from dicesim.sim.engine.runspec import EngineSpec
 from dicesim.sim.fold import run_folded
 from dicesim.sim.metrics import SimResult, build_result
+from dicesim.sim.sample import predicted_totals
 from dicesim.sim.costs.profile import HardwareProfile, get_profile, profile_for_gpu
 from dicesim.sim.costs.routing import TokenRouting, build_routing
 from dicesim.topology import get_topology
@@ -70,7 +72,8 @@ def resolve_profile(profile: HardwareProfile | str | None, scenario: Scenario, G
 
 def prepare(scenario: Scenario | None = None, *, profile: HardwareProfile | str | None = None,
             graph: nx.DiGraph | None = None, record: bool = False, sampling: str | None = None,
-            histogram: np.ndarray | None = None, merge_compute: bool = True, **fields: object) -> Prepared:
+            histogram: np.ndarray | None = None, merge_compute: bool = True, plans: PlanCache | None = None,
+            **fields: object) -> Prepared:
     """Build everything :func:`simulate` runs, without running it. Arguments as :func:`simulate`."""
     if scenario is None:
         sc = make_scenario(**fields)
@@ -84,8 +87,11 @@ def prepare(scenario: Scenario | None = None, *, profile: HardwareProfile | str 
     G = graph if graph is not None else get_topology(sc.topology)
     prof = resolve_profile(profile, sc, G)
     layout = layout_for(sc.strategy, sc.world_size, preset.num_experts, group_layout=sc.placement)
-    plan = build_plan(sc.strategy, preset.depth, sc.steps)
+    plan = plans.get(sc.strategy, preset.depth, sc.steps) if plans is not None else build_plan(
+        sc.strategy, preset.depth, sc.steps)
     sampling = sampling or getattr(sc.routing, "sampling", None) or "expected"
+    if sampling != sc.routing.sampling:  # the keyword draws tables the scenario's check did not count
+        check_run_size(sc.model_copy(update={"routing": sc.routing.model_copy(update={"sampling": sampling})}))
     routing = build_routing(sc.routing, layout.placement, num_layers=preset.depth, num_steps=sc.steps,
                             tokens_per_rank=wl.tokens, top_k=preset.top_k, seed=sc.seed, sampling=sampling,
                             histogram=histogram)
@@ -98,7 +104,8 @@ def prepare(scenario: Scenario | None = None, *, profile: HardwareProfile | str 
 def simulate(scenario: Scenario | None = None, *, profile: HardwareProfile | str | None = None,
              graph: nx.DiGraph | None = None, record: bool = False, sampling: str | None = None,
              histogram: np.ndarray | None = None, merge_compute: bool = True, fold: bool = True,
-             reuse: bool = True, **fields: object) -> SimResult:
+             reuse: bool = True, sample_groups: int | None = None, plans: PlanCache | None = None,
+             **fields: object) -> SimResult:
     """Simulate one scenario and return its :class:`SimResult`.
 
     ``scenario``: a :class:`~dicesim.scenario.Scenario`; or give its fields as keywords
@@ -112,18 +119,26 @@ def simulate(scenario: Scenario | None = None, *, profile: HardwareProfile | str
     it to the others (:mod:`dicesim.sim.fold`); ``reuse``: take repeated windows between group-wide
     cuts from the record (:mod:`dicesim.sim.engine.reuse`). Both are exact (equal to the full run up to
     float round-off); ``meta["fold"]`` and ``meta["reuse"]`` say whether and how much they applied.
+    ``sample_groups``: with sampled routing, groups that are alike but carry different draws do not
+    fold; more than :data:`~dicesim.sim.sample.SAMPLE_ABOVE` of them are then sampled (None), ``k`` of
+    them simulated (``k``) or all (0). A sampled run's total is a prediction with an interval
+    (``step_latency_low_s`` / ``_high_s`` in the totals, ``meta["sample"]``; :mod:`dicesim.sim.sample`).
+    ``plans``: a :class:`~dicesim.plan.PlanCache` of the caller's that many simulations share.
     """
     with _collector_paused():
         prep = prepare(scenario, profile=profile, graph=graph, record=record, sampling=sampling,
-                       histogram=histogram, merge_compute=merge_compute, **fields)
+                       histogram=histogram, merge_compute=merge_compute, plans=plans, **fields)
         spec, sc = prep.spec, prep.scenario
-        raw, shortcuts = run_folded(spec, fold=fold, reuse=reuse)
+        raw, shortcuts = run_folded(spec, fold=fold, reuse=reuse, sample_groups=sample_groups, seed=sc.seed)
         meta = {"scenario": sc.model_dump(mode="json"), "profile": spec.profile.name,
                 "profile_basis": spec.profile.basis, "profile_desc": spec.profile.describe(),
                 "interference": sc.interference,
                 "memo_hits": raw.memo_hits, "memo_misses": raw.memo_misses, "sim_events": raw.sim_events, **shortcuts}
-        return build_result(raw, plan=spec.plan, routing=spec.routing, row_nbytes=spec.row_nbytes, graph=spec.graph,
-                            label=sc.label(), meta=meta, memory=prep.memory())
+        res = build_result(raw, plan=spec.plan, routing=spec.routing, row_nbytes=spec.row_nbytes, graph=spec.graph,
+                           label=sc.label(), meta=meta, memory=prep.memory())
+        if "sample" in shortcuts:
+            res = dataclasses.replace(res, totals=predicted_totals(res.totals, shortcuts["sample"], sc.steps))
+        return res
 
 
 @contextmanager

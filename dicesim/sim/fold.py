@@ -33,7 +33,9 @@ import pandas as pd
 from dicesim.sim.engine.engine import run_engine
 from dicesim.sim.engine.runspec import EngineSpec, RawRun
 from dicesim.sim.network.linkscale import comm_paths
-from dicesim.topology import group_routes
+from dicesim.sim.network.flowgroup import LinkShare
+from dicesim.sim.sample import GroupSample, plan_sample, sample_info
+from dicesim.topology import RouteTable, group_routes
 
 
 @dataclass(frozen=True)
@@ -41,14 +43,22 @@ class Fold:
     """Which groups the engine simulates and where every other group takes its results from.
 
     ``rep[g]`` is the simulated group whose results group ``g`` takes (``g`` itself when
-    simulated); ``links[g]``: group ``g``'s links (global ids) in the order of its class's
-    canonical numbering, so ``links[g][k]`` corresponds to ``links[rep[g]][k]``.
+    simulated). ``link_of_L[l]``: the link of the simulated network whose totals physical link ``l``
+    takes (``l`` itself where nothing folds onto another link, -1 where no group's flow goes).
+    ``shares``: per simulated group that stands for groups sharing its links in lock step, how its
+    flows load the quotient network (:class:`~dicesim.sim.network.flowgroup.LinkShare`); empty when
+    the folded groups are isolated.
     """
 
     groups: tuple[tuple[int, ...], ...]
     rep: tuple[int, ...]
-    links: tuple[np.ndarray, ...]
+    link_of_L: np.ndarray
     reason: str | None
+    shares: dict[int, LinkShare] = dataclasses.field(default_factory=dict)
+    #: route tables of the simulated groups (the engine routes on a graph with the same latencies)
+    routes: tuple[RouteTable, ...] | None = None
+    #: alike groups sampled instead of folded (:mod:`dicesim.sim.sample`): results are predicted
+    sample: GroupSample | None = None
 
     @property
     def simulated(self) -> tuple[int, ...]:
@@ -60,8 +70,11 @@ class Fold:
 
     def info(self) -> dict[str, Any]:
         """What :func:`dicesim.sim.api.simulate` reports in ``meta["fold"]``."""
+        if self.sample is not None:  # a prediction, not a fold: meta["sample"] says what was simulated
+            return {"applied": False, "groups": len(self.groups), "simulated_groups": len(self.simulated),
+                    "reason": "no two groups carry the same load; alike groups sampled", "shared_links": False}
         return {"applied": self.applied, "groups": len(self.groups), "simulated_groups": len(self.simulated),
-                "reason": self.reason}
+                "reason": self.reason, "shared_links": bool(self.shares)}
 
 
 def _signature(routes: dict, members: tuple[int, ...], link_id: dict, attrs_L: list, ports: list | None):
@@ -89,15 +102,17 @@ def _signature(routes: dict, members: tuple[int, ...], link_id: dict, attrs_L: l
     return (len(members), tuple(shape), tuple(attrs), port_sig), np.array(order, dtype=np.intp)
 
 
-def plan_fold(spec: EngineSpec) -> Fold:
-    """Decide which expert-parallel groups of ``spec`` fold onto which (see the module docstring)."""
+def plan_fold(spec: EngineSpec, *, sample_groups: int | None = 0, seed: int = 0) -> Fold:
+    """Decide which expert-parallel groups of ``spec`` fold onto which (see the module docstring).
+    Where nothing folds, alike groups with drawn routing may be sampled instead (``sample_groups``,
+    :mod:`dicesim.sim.sample`; 0: never)."""
     G = spec.graph
     groups = spec.layout.groups()
     n = len(groups)
-    if n < 2:
-        return Fold(groups=groups, rep=tuple(range(n)), links=tuple(np.zeros(0, dtype=np.intp) for _ in groups),
-                    reason="one expert-parallel group")
     link_id = {e: i for i, e in enumerate(G.edges)}
+    n_links = len(link_id)
+    if n < 2:
+        return Fold(groups=groups, rep=tuple(range(n)), link_of_L=np.arange(n_links), reason="one expert-parallel group")
     attrs_L = [(float(d["bw_Bps"]), float(d["latency_s"]), str(d.get("link", ""))) for _, _, d in G.edges(data=True)]
     tables = group_routes(G, groups)
     ports = None
@@ -109,7 +124,101 @@ def plan_fold(spec: EngineSpec) -> Fold:
         sig, order = _signature(table.routes, members, link_id, attrs_L, ports)
         sigs.append(sig)
         links.append(order)
-    # isolated: no link (and no endpoint link whose slow-down matters) in common with another group
+    cls = _classes(spec, groups, sigs)
+    if len(set(cls)) == n and sample_groups != 0:  # nothing folds: alike groups may be sampled
+        sample = plan_sample(spec, sigs, _isolated(groups, links, ports), sample_groups, seed)
+        if sample is not None:
+            link_of_L = np.arange(n_links)
+            for g, h in enumerate(sample.rep):
+                link_of_L[links[g]] = links[h]
+            return Fold(groups=groups, rep=sample.rep, link_of_L=link_of_L, reason="alike groups sampled",
+                        routes=tuple(tables[g] for g in sample.chosen), sample=sample)
+    quotient = _quotient(groups, cls, links, attrs_L, ports, n_links)
+    if quotient is None:  # sharing that is not in lock step: fold only the isolated groups
+        fold = _isolated_fold(groups, cls, links, ports, n_links)
+        return dataclasses.replace(fold, routes=tuple(tables[g] for g in fold.simulated))
+    rep, link_of_L, shares = quotient
+    reason = None
+    if all(r == g for g, r in enumerate(rep)):
+        reason = ("groups share links" if shares
+                  else "no two groups carry the same load over the same link structure")
+    return Fold(groups=groups, rep=rep, link_of_L=link_of_L, reason=reason,
+                shares=shares if any(r != g for g, r in enumerate(rep)) else {},
+                routes=tuple(tables[g] for g, r in enumerate(rep) if r == g))
+
+
+def _classes(spec: EngineSpec, groups, sigs) -> list[int]:
+    """Per group, the first group of its class: same link structure and the same routed rows."""
+    send = [spec.routing.send_rows_LTWS(skip) for skip in (False, True)]
+    if all(s.strides[1] == 0 and s.strides[2] == 0 for s in send):  # expected counts: every rank sends alike
+        send = []
+    elif spec.routing.drawn:  # independent draws per rank: groups with equal rows are vanishingly rare
+        return list(range(len(groups)))
+    first: dict[tuple, list[int]] = {}
+    cls = []
+    for g, members in enumerate(groups):
+        cands = first.setdefault(sigs[g], [])
+        mine = list(members)
+        for h in cands:
+            if all(np.array_equal(s[:, :, mine, :], s[:, :, list(groups[h]), :]) for s in send):
+                cls.append(h)
+                break
+        else:
+            cands.append(g)
+            cls.append(g)
+    return cls
+
+
+def _quotient(groups, cls, links, attrs_L, ports, n_links):
+    """Fold every class onto its first group, on a network where the first group's flows stand for
+    the whole class: ``(rep, link_of_L, shares)``, or None where that is not exact.
+
+    Each link's *users* are (class, role) pairs: group ``g`` of class ``c`` uses link ``l`` as its
+    ``k``-th link (canonical numbering). A class evolves in lock step (every group like its first)
+    when every link that any group uses in a role is used by the same classes, in the same roles, as
+    often: then each link sees the same load as every other link of its kind, and the simulated
+    groups reproduce it by loading their own link of that kind once per copy. Roles that always share
+    one link are one link of the quotient network.
+    """
+    users: dict[int, dict[tuple[int, int], int]] = {}
+    for g, order in enumerate(links):
+        c = cls[g]
+        for k, lid in enumerate(order.tolist()):
+            u = users.setdefault(lid, {})
+            u[(c, k)] = u.get((c, k), 0) + 1
+    kind_of: dict[tuple[int, int], tuple] = {}
+    for u in users.values():
+        kind = tuple(sorted(u.items()))
+        for role in u:
+            if kind_of.setdefault(role, kind) != kind:
+                return None  # a role meets different company on different links: not in lock step
+    remap = np.arange(n_links)
+    weight: dict[int, np.ndarray] = {}
+    quot: dict[tuple, int] = {}
+    for kind in set(kind_of.values()):
+        own = [int(links[c][k]) for (c, k), _ in kind]  # the simulated groups' links of this kind
+        if len({attrs_L[lid] for lid in own}) != 1:
+            return None
+        q = quot[kind] = min(own)
+        for (c, k), m in kind:
+            remap[links[c][k]] = q
+            weight.setdefault(c, np.ones(n_links))[links[c][k]] = m
+    if ports is not None:  # compute slows a member's endpoint links: only where they are its own
+        for c in set(cls):
+            w = weight.get(c, np.ones(n_links))
+            for r in groups[c]:
+                if any(remap[lid] != lid or w[lid] != 1 for lid in ports[r]):
+                    return None
+    link_of_L = np.full(n_links, -1, dtype=np.intp)
+    for lid, u in users.items():
+        link_of_L[lid] = quot[kind_of[next(iter(u))]]
+    shared = not np.array_equal(remap, np.arange(n_links)) or any((w != 1).any() for w in weight.values())
+    shares = {c: LinkShare(remap, weight[c]) for c in set(cls) if c in weight} if shared else {}
+    return tuple(cls), link_of_L, shares
+
+
+def _isolated(groups, links, ports) -> list[bool]:
+    """Per group: whether it shares no link (nor, with ``ports``, an endpoint link) with another."""
     owner: dict[int, int] = {}
     coupled: set[int] = set()
     for g, members in enumerate(groups):
@@ -120,26 +229,28 @@ def plan_fold(spec: EngineSpec) -> Fold:
             h = owner.setdefault(lid, g)
             if h != g:
                 coupled.update((g, h))
-    send = [spec.routing.send_rows_LTWS(skip) for skip in (False, True)]
-    rep = list(range(n))
-    classes: dict[tuple, list[int]] = {}
-    for g in range(n):
+    return [g not in coupled for g in range(len(groups))]
+
+
+def _isolated_fold(groups, cls, links, ports, n_links) -> Fold:
+    """Fold isolated groups onto the first isolated group of their class; simulate every group that
+    shares a link."""
+    alone = _isolated(groups, links, ports)
+    coupled = {g for g, ok in enumerate(alone) if not ok}
+    rep = list(range(len(groups)))
+    first: dict[int, int] = {}
+    link_of_L = np.arange(n_links)
+    for g in range(len(groups)):
         if g in coupled:
             continue
-        cands = classes.setdefault(sigs[g], [])
-        mine = list(groups[g])
-        for h in cands:
-            theirs = list(groups[h])
-            if all(np.array_equal(s[:, :, mine, :], s[:, :, theirs, :]) for s in send):
-                rep[g] = h
-                break
-        else:
-            cands.append(g)
+        h = first.setdefault(cls[g], g)
+        rep[g] = h
+        link_of_L[links[g]] = links[h]
     reason = None
     if all(r == g for g, r in enumerate(rep)):
-        reason = ("groups share links" if len(coupled) == n
+        reason = ("groups share links" if len(coupled) == len(groups)
                   else "no two groups carry the same load over the same link structure")
-    return Fold(groups=groups, rep=tuple(rep), links=tuple(links), reason=reason)
+    return Fold(groups=groups, rep=tuple(rep), link_of_L=link_of_L, reason=reason)
 
 
 def expand(raw: RawRun, fold: Fold, edges: list) -> RawRun:
@@ -150,15 +261,16 @@ def expand(raw: RawRun, fold: Fold, edges: list) -> RawRun:
     nbytes = np.array([s["nbytes"] for s in raw.link_stats])
     busy = np.array([s["busy_s"] for s in raw.link_stats])
     rank_of: dict[int, int] = {}  # folded rank -> the rank whose results it takes
-    link_of: dict[int, int] = {}
     for g, h in enumerate(fold.rep):
         if g == h:
             continue
         mine, theirs = list(fold.groups[g]), list(fold.groups[h])
         step_end[mine], counters[mine] = step_end[theirs], counters[theirs]
-        nbytes[fold.links[g]], busy[fold.links[g]] = nbytes[fold.links[h]], busy[fold.links[h]]
         rank_of.update(zip(mine, theirs))
-        link_of.update(zip(fold.links[g].tolist(), fold.links[h].tolist()))
+    taken = np.flatnonzero((fold.link_of_L >= 0) & (fold.link_of_L != np.arange(fold.link_of_L.shape[0])))
+    src = fold.link_of_L[taken]
+    nbytes[taken], busy[taken] = nbytes[src], busy[src]
+    link_of = dict(zip(taken.tolist(), src.tolist()))
     stats = [dict(s, nbytes=float(b), busy_s=float(t)) for s, b, t in zip(raw.link_stats, nbytes, busy)]
     n_sim = len(fold.simulated)
     if raw.collectives % n_sim:
@@ -196,17 +308,26 @@ def _expand_events(ev: pd.DataFrame, rank_of: dict[int, int], link_of: dict[int,
     return out
 
 
-def run_folded(spec: EngineSpec, *, fold: bool = True, reuse: bool = True) -> tuple[RawRun, dict[str, Any]]:
-    """Run ``spec``, folding equivalent isolated groups (``fold``) and reusing repeated windows
-    (``reuse``); both exact, both reported in the returned ``{"fold": ..., "reuse": ...}``."""
-    plan = plan_fold(spec) if fold else None
-    sub = dataclasses.replace(spec, groups=plan.simulated if plan is not None and plan.applied else None, reuse=reuse)
+def run_folded(spec: EngineSpec, *, fold: bool = True, reuse: bool = True, sample_groups: int | None = 0,
+               seed: int = 0) -> tuple[RawRun, dict[str, Any]]:
+    """Run ``spec``, folding equivalent groups (``fold``) and reusing repeated windows (``reuse``);
+    both exact, both reported in the returned ``{"fold": ..., "reuse": ...}``. ``sample_groups``:
+    where nothing folds, simulate a sample of alike groups and predict the rest (``"sample"`` in the
+    returned dict, :mod:`dicesim.sim.sample`; 0: never, None: when there are many)."""
+    plan = plan_fold(spec, sample_groups=sample_groups, seed=seed) if fold else None
+    applied = plan is not None and plan.applied
+    sub = dataclasses.replace(spec, groups=plan.simulated if applied else None, reuse=reuse,
+                              shares=plan.shares if applied and plan.shares else None,
+                              routes=plan.routes if plan is not None else None)
     raw = run_engine(sub)
     info_fold = plan.info() if plan is not None else {"applied": False, "groups": len(spec.layout.groups()),
                                                      "simulated_groups": len(spec.layout.groups()),
-                                                     "reason": "turned off"}
+                                                     "reason": "turned off", "shared_links": False}
     info_reuse = {"applied": raw.windows_reused > 0, "windows": raw.windows, "reused_windows": raw.windows_reused,
                   "reason": raw.reuse_blocked if reuse else "turned off"}
+    out = {"fold": info_fold, "reuse": info_reuse}
+    if plan is not None and plan.sample is not None:
+        out["sample"] = sample_info(plan.sample, raw, seed)
     if plan is not None:
         raw = expand(raw, plan, list(spec.graph.edges))
-    return raw, {"fold": info_fold, "reuse": info_reuse}
+    return raw, out

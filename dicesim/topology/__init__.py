@@ -35,7 +35,7 @@ from dicesim.topology.graph import (
     world_size,
 )
 from dicesim.topology.io import load_topology_file, save_graphml, save_toml
-from dicesim.topology.presets import PRESETS, SCALED, SCALED_NAMES, TOPOLOGY_NAMES, get_topology
+from dicesim.topology.presets import PRESETS, SCALED, SCALED_NAMES, TOPOLOGY_NAMES, get_topology, topology_gpus
 from dicesim.topology.routing import Route, RouteTable, all_pairs_routes, check_routable, group_routes, route
 from dicesim.topology.summary import describe, gpu_table, links_table, summary_line
 from dicesim.topology.validate import validate_topology
@@ -62,6 +62,7 @@ __all__ = [
     "describe",
     "fully_connected",
     "get_topology",
+    "topology_gpus",
     "gpu_nodes",
     "gpu_table",
     "group_routes",

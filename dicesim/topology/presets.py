@@ -17,6 +17,7 @@ import networkx as nx
 from dicesim.errors import TopologyError
 from dicesim.topology import hardware as hw
 from dicesim.topology.builders import multi_node, nvswitch_server, pcie_server, rail_fabric, ring
+from dicesim.topology.graph import world_size
 from dicesim.topology.host_staged import h100_host_staged, h200_host_staged
 from dicesim.topology.io import load_topology_file
 from dicesim.topology.validate import validate_topology
@@ -117,7 +118,7 @@ TOPOLOGY_NAMES: tuple[str, ...] = tuple(PRESETS)
 
 #: cluster presets by server count: ``<N>x-<family>`` for N in (low, high), e.g. ``128x-dgx-h100-rail``
 SCALED: MappingProxyType[str, tuple[Callable[[int], nx.DiGraph], int, int]] = MappingProxyType(
-    {"dgx-h100-rail": (dgx_h100_rail, 2, 128), "l40s-roce": (l40s_roce, 2, 128)}
+    {"dgx-h100-rail": (dgx_h100_rail, 2, 2048), "l40s-roce": (l40s_roce, 2, 128)}
 )
 SCALED_NAMES: tuple[str, ...] = tuple(f"<N>x-{k}" for k in SCALED)
 _SCALED_RE = re.compile(r"^(\d+)x-([a-z0-9-]+)$")
@@ -132,6 +133,19 @@ def _scaled(key: str) -> nx.DiGraph | None:
     if not low <= n <= high:
         raise TopologyError(f"topology {key!r}: {n} servers out of range (allowed: {low}..{high})")
     return build(n)
+
+
+def topology_gpus(name_or_path: str | Path) -> int:
+    """GPUs of the topology :func:`get_topology` returns, without building a cluster preset whole:
+    a scaled preset repeats one server, so its GPU count is the server count times the smallest
+    preset's GPUs per server (a 2,048-server fabric takes seconds to build and validate)."""
+    m = _SCALED_RE.match(str(name_or_path))
+    if m is not None and m.group(2) in SCALED:
+        build, low, high = SCALED[m.group(2)]
+        n = int(m.group(1))
+        if low <= n <= high:
+            return world_size(build(low)) // low * n
+    return world_size(get_topology(name_or_path))
 
 
 def get_topology(name_or_path: str | Path) -> nx.DiGraph:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import networkx as nx
 
 from dicesim.errors import TopologyError
+from dicesim.topology.fartrees import FarTrees
 from dicesim.topology.graph import Edge, gpu_nodes
 
 _FS_PER_S = 1e15
@@ -155,21 +156,32 @@ def all_pairs_routes(G: nx.DiGraph, ranks: Iterable[int] | None = None) -> Route
 def group_routes(G: nx.DiGraph, groups: Sequence[Iterable[int]]) -> list[RouteTable]:
     """One :func:`all_pairs_routes` table per group of ranks (e.g. expert-parallel groups). The
     groups share one adjacency and each search stops once it has reached its group, so many
-    small groups on a large graph cost little more than their own neighbourhoods."""
+    small groups on a large graph cost little more than their own neighbourhoods. Groups spread
+    over several servers (whose searches cross most of the graph) are searched all at once by
+    :class:`~dicesim.topology.fartrees.FarTrees`, with the same routes."""
     if not groups:
         return []
     adj = _adjacency(G)
     by_rank = _rank_map(G, None)
-    return [_table(G, adj, _rank_map(G, group, by_rank)) for group in groups]
+    maps = [_rank_map(G, group, by_rank) for group in groups]
+    far = None
+    if bool(G.graph.get("p2p", True)):
+        server = dict(G.nodes(data="server"))
+        spread = [m for m in maps if len({server.get(n) for n in m.values()}) > 1]
+        if spread:
+            far = FarTrees(G, sorted({n for m in spread for n in m.values()}), _FS_PER_S)
+    return [_table(G, adj, m, far) for m in maps]
 
 
-def _table(G: nx.DiGraph, adj: _Adjacency, nodes: dict[int, str]) -> RouteTable:
+def _table(G: nx.DiGraph, adj: _Adjacency, nodes: dict[int, str], far: FarTrees | None = None) -> RouteTable:
     p2p = bool(G.graph.get("p2p", True))
     targets = set(nodes.values())
     routes: dict[tuple[int, int], Route] = {}
     mem_trees: dict[str, tuple[dict, dict]] = {}
     for r_src, n_src in nodes.items():
-        if p2p:
+        if p2p and far is not None and n_src in far:
+            best, pred = far.tree(n_src)
+        elif p2p:
             best, pred = _shortest_tree(adj, n_src, gpu_transit=True, until=targets)
         else:
             best, pred = _shortest_tree(adj, n_src, gpu_transit=False, until_mem=True)

@@ -114,6 +114,17 @@ def _largest_remainder(target_X: np.ndarray, total: int) -> np.ndarray:
     return base + (rank < short).astype(np.int64)
 
 
+def _one_copy(counts_X: np.ndarray, top_k: int, tokens: int) -> np.ndarray:
+    """``_largest_remainder(counts_X / top_k, tokens)``; for two copies in closed form: halves of
+    even counts are whole, odd counts leave a remainder of exactly 1/2 and the stable order gives
+    the missing rows to the first odd ones (the general rounding costs two sorts per row)."""
+    if top_k != 2 or counts_X.dtype.kind not in "iu":
+        return _largest_remainder(counts_X / top_k, tokens)
+    half, odd = np.divmod(counts_X.astype(np.int64), 2)
+    short = tokens - half.sum(axis=-1, keepdims=True)
+    return half + (odd.astype(bool) & (np.cumsum(odd, axis=-1) <= short))
+
+
 @dataclass(frozen=True)
 class TokenRouting:
     """Routed rows between ranks for every (layer, step); arrays are read-only.
@@ -126,6 +137,9 @@ class TokenRouting:
     top_k: int
     counts_LTWE: np.ndarray
     top1_share: float = 0.6  # default of RoutingConfig.top1_share
+    #: every rank's counts are independent draws from one distribution (sampled routing): groups of
+    #: ranks are then statistically alike (what :mod:`dicesim.sim.sample` relies on)
+    drawn: bool = False
     _send: dict = field(init=False, repr=False, compare=False)
     _recv: dict = field(init=False, repr=False, compare=False)
 
@@ -135,15 +149,21 @@ class TokenRouting:
         # everything from that table and broadcast the results, so thousands of ranks cost nothing
         same = full.ndim == 4 and full.strides[1] == 0 and full.strides[2] == 0
         base = full[:, :1, :1, :] if same else full
-        skip = _largest_remainder(base / self.top_k, self.tokens_per_rank)  # one copy per token on skip steps
-        S = self.placement.ep_size
-        fold_ES = np.zeros((full.shape[-1], S), dtype=np.int64)  # expert -> the group member holding it
-        fold_ES[np.arange(full.shape[-1]), list(self.placement.owner_table())] = 1
+        skip = _one_copy(base, self.top_k, self.tokens_per_rank)  # one copy per token on skip steps
+        # expert -> the group member holding it: sum each member's experts (sorted by member)
+        owner = np.asarray(self.placement.owner_table())
+        by_member = np.argsort(owner, kind="stable")
+        starts = np.searchsorted(owner[by_member], np.arange(self.placement.ep_size))
         send = {}
+        one_each = owner.shape[0] == self.placement.ep_size and (by_member == np.arange(owner.shape[0])).all()
         for k, c in ((False, base), (True, skip)):
-            s = (c.astype(np.int64) @ fold_ES)
+            c = c.astype(np.int64, copy=False)
+            # member m holds expert m: the counts are the send table already (shared only when nobody
+            # else can write to them: the caller's read-only counts or our own one-copy table)
+            mine = k or not c.flags.writeable
+            s = c if one_each and mine else np.add.reduceat(c[..., by_member], starts, axis=-1)
             if same:
-                s = np.broadcast_to(s, full.shape[:3] + (S,))
+                s = np.broadcast_to(s, full.shape[:3] + (self.placement.ep_size,))
             s.setflags(write=False)
             send[k] = s
         object.__setattr__(self, "_send", send)
@@ -215,4 +235,4 @@ def build_routing(cfg: RoutingConfig, placement: Placement, *, num_layers: int, 
             counts[l] = rng.multinomial(copies, probs_LE[l], size=(T, W))
     counts.setflags(write=False)
     return TokenRouting(placement=placement, tokens_per_rank=tokens_per_rank, top_k=top_k,
-                        counts_LTWE=counts, top1_share=cfg.top1_share)
+                        counts_LTWE=counts, top1_share=cfg.top1_share, drawn=sampling != "expected")

@@ -73,7 +73,7 @@ class Engine:
         self.active = tuple(range(len(self.groups))) if spec.groups is None else tuple(spec.groups)
         self.comms: list[Communicator] = []
         on_done = self.trace.collective if self.trace is not None else None
-        tables = group_routes(G, [self.groups[g] for g in self.active])
+        tables = spec.routes if spec.routes is not None else group_routes(G, [self.groups[g] for g in self.active])
         # per rank the links its compute slows, and their users (None: comm_interference == 0)
         ports, users_L = (rank_port_links(self.net, G, [t.routes for t in tables])
                           if profile.comm_interference > 0 else (None, None))
@@ -124,7 +124,8 @@ class Engine:
         """The communication of group ``g`` on the engine's graph ``G`` (sim/hoststaged.py overrides it)."""
         s = self.spec
         return GroupComm(g, members, table, G, s.profile, s.routing, self.net, s.row_nbytes, nccl=nccl,
-                         library=self.library, images=s.cost.workload.images)
+                         library=self.library, share=s.shares.get(g) if s.shares else None,
+                         images=s.cost.workload.images)
 
     @property
     def active_ranks(self) -> list[int]:
@@ -150,7 +151,7 @@ class Engine:
         if unfinished:
             raise RuntimeError(f"simulation deadlocked: {', '.join(unfinished[:4])} did not finish")
         total = float(self.step_end[:, -1].max()) if self.T else 0.0
-        return RawRun(
+        raw = RawRun(
             step_end_WT=self.step_end, counters_WTK=self.counters, total_s=total,
             link_stats=self.net.link_stats(),
             events=self.trace.rec.to_frame() if self.trace is not None else None,
@@ -159,6 +160,20 @@ class Engine:
             sim_events=_scheduled(self.env), windows=sum(m.win.n_windows for m in self.memos),
             windows_reused=sum(m.repeated for m in self.memos), reuse_blocked=self.reuse_blocked,
         )
+        self._release()
+        return raw
+
+    def _release(self) -> None:
+        """Drop the world of a finished run. Its objects refer to each other (communicators call back
+        into the engine, processes hold its ranks), so only the cycle collector could free them; the
+        compiled program alone is ~10^4 tuples per run, and a sweep's collections of that garbage
+        cost as much as its simulations. Dropped here, reference counting frees them at once."""
+        for st in self.ranks:
+            st.proc = st.comms = st.memo = st.exp_s = None
+        for c in self.comms:
+            c._starter = c._on_busy = c._on_done = None
+        self.comms, self.program, self.flat, self.memos, self.recv = [], [], [], [], []
+        self.gc.clear()
 
 
 def _scheduled(env: simpy.Environment) -> int:

@@ -34,7 +34,7 @@ import numpy as np
 
 from dicesim.plan import CollectiveKind
 from dicesim.sim.engine.program import Coll
-from dicesim.sim.network.flowgroup import FlowGroup
+from dicesim.sim.network.flowgroup import FlowGroup, LinkShare
 from dicesim.sim.network.nccl import NcclModel, hop_latency_s, route_transports
 from dicesim.sim.network.network import FlowNetwork
 from dicesim.sim.costs.profile import HardwareProfile
@@ -55,7 +55,7 @@ class GroupComm:
 
     def __init__(self, g: int, members: tuple[int, ...], table: RouteTable, G: nx.DiGraph, profile: HardwareProfile,
                  routing: TokenRouting, net: FlowNetwork, row_nbytes: int, *, nccl: NcclModel, library: str,
-                 images: int = 0):
+                 share: LinkShare | None = None, images: int = 0):
         self.g, self.members, self.routing, self.row_nbytes, self.net = g, members, routing, row_nbytes, net
         self.images = images
         self.a2a_lat_s = self.count_lat_s = self.ring_lat_s = 0.0  # a one-rank group exchanges nothing
@@ -65,15 +65,20 @@ class GroupComm:
             self.ring_lat_s = ring_latency(G, table, members, profile, nccl, library)
         #: [skip] -> [L, T] id of the group's row matrix (equal ids for equal matrices)
         self.matrix_id = [matrix_ids(routing, members, skip) for skip in (False, True)]
-        #: ids of the links the group's flows cross
+        #: ids of the links the group's flows cross (on the quotient network when ``share`` is given:
+        #: the group then stands for equivalent groups in lock step with it, :mod:`dicesim.sim.fold`)
         self.links_L = np.array(sorted({net.link_id(e) for r in table.routes.values() for e in r}), dtype=np.intp)
+        merged = share is not None and not np.array_equal(share.remap_L[self.links_L], self.links_L)
+        if share is not None:
+            self.links_L = share.links(self.links_L)
         # flow (i, j) of a dispatch carries member i's rows to member j; a combine brings them back
         self._pairs = [net.pair_flows([table.routes[(a, b) if d == DISPATCH else (b, a)]
-                                       for a in members for b in members]) for d in (DISPATCH, COMBINE)]
+                                       for a in members for b in members], share) for d in (DISPATCH, COMBINE)]
         self._cache: dict[tuple, FlowGroup] = {}
         #: link id -> its reverse when every combine route is its dispatch route backwards with the
         #: same capacities and latency sums (then a combine's plan is its dispatch's, mirrored)
-        self.rev_L = _mirror(table, members, net) if self._pairs[DISPATCH].same_latency(self._pairs[COMBINE]) else None
+        self.rev_L = (_mirror(table, members, net) if not merged and self._pairs[DISPATCH].same_latency(self._pairs[COMBINE])
+                      else None)
 
     def start(self, coll: Coll):
         """Start ``coll`` now on the group's links; the simpy event that fires when it has ended."""

@@ -6,6 +6,7 @@ metrics) can name them without the simpy model.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import networkx as nx
@@ -14,9 +15,11 @@ import pandas as pd
 
 from dicesim.plan import ParallelLayout, Plan
 from dicesim.sim.costs.costmodel import CostModel
+from dicesim.sim.network.flowgroup import LinkShare
 from dicesim.sim.network.nccl import NcclModel
 from dicesim.sim.costs.profile import HardwareProfile
 from dicesim.sim.costs.routing import TokenRouting
+from dicesim.topology import RouteTable
 
 #: per-rank cumulative counters snapshotted at each step end (columns of RawRun.counters_WTK)
 COUNTERS = ("compute_busy_s", "comm_busy_s", "overlap_s", "exposed_comm_s", "host_gap_s")
@@ -41,6 +44,12 @@ class EngineSpec:
     groups: tuple[int, ...] | None = None
     #: take repeated windows from the record instead of simulating them (:mod:`dicesim.sim.engine.reuse`)
     reuse: bool = False
+    #: simulated group -> how its flows stand for the folded groups that share its links in lock step
+    #: (:class:`~dicesim.sim.network.flowgroup.LinkShare`, decided by :mod:`dicesim.sim.fold`)
+    shares: Mapping[int, LinkShare] | None = None
+    #: route tables of the simulated groups, in order, when already computed on a graph with the same
+    #: latencies (routes depend on latencies only); None: the engine routes them
+    routes: tuple[RouteTable, ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -180,11 +180,23 @@ def mirrored(plan: Trajectory, table: FlowTable, other: FlowTable, rev_L: np.nda
     the same trajectory bit for bit, each link's busy time moved to its image. None if the flows
     differ. (A combine over mirror-image routes is its dispatch's mirror.)"""
     if not (np.array_equal(table.rem_F, other.rem_F) and np.array_equal(table.act_F, other.act_F)
-            and np.array_equal(table.pair_flow_P, other.pair_flow_P)):
+            and np.array_equal(table.pair_flow_P, other.pair_flow_P) and _same_weights(table, other, rev_L)):
         return None
     pos = np.searchsorted(table.links_L, rev_L[other.links_L])
     return Trajectory(other, plan.t_seg, plan.fin_F.copy(), plan.group_fin_G.copy(), None, None, None,
                 plan.total_busy_L[pos].copy(), expand=_reference_segments(other))
+
+
+def _same_weights(table: FlowTable, other: FlowTable, rev_L: np.ndarray) -> bool:
+    """Whether each flow loads each link of ``other`` as often as it loads the link's image in ``table``
+    (multiplicities differ from 1 on host-staged routes and on links shared in lock step)."""
+    if (table.pair_weight_P == 1.0).all() and (other.pair_weight_P == 1.0).all():
+        return True
+    n = max(int(table.links_L.max(initial=0)), int(rev_L.max(initial=0))) + 1
+    mine = table.pair_flow_P * n + table.links_L[table.pair_link_P]
+    theirs = other.pair_flow_P * n + rev_L[other.links_L[other.pair_link_P]]
+    a, b = np.argsort(mine, kind="stable"), np.argsort(theirs, kind="stable")
+    return bool(np.array_equal(mine[a], theirs[b]) and np.array_equal(table.pair_weight_P[a], other.pair_weight_P[b]))
 
 
 def _reference_segments(table: FlowTable):

@@ -85,9 +85,13 @@ class LinkTable:
             self._groups[key] = g
         return g
 
-    def pair_flows(self, routes: Sequence[Route]) -> PairFlows:
-        """Routes resolved once for transfers that differ only in their byte counts (see :class:`PairFlows`)."""
-        return PairFlows(self, [self._route(tuple(r)) if r else None for r in routes])
+    def pair_flows(self, routes: Sequence[Route], share: LinkShare | None = None) -> PairFlows:
+        """Routes resolved once for transfers that differ only in their byte counts (see :class:`PairFlows`);
+        ``share``: the route's links stand for several links each (see :class:`LinkShare`)."""
+        resolved = [self._route(tuple(r)) if r else None for r in routes]
+        if share is not None:
+            resolved = [share.apply(r) if r else None for r in resolved]
+        return PairFlows(self, resolved)
 
     def _new_group(self, n_local: int, nbytes, lat_F, pair_flow_P, pair_link_P, pair_weight_P) -> FlowGroup:
         gid = self._next_gid
@@ -133,6 +137,33 @@ class LinkTable:
         hit = (ids, [float(counts[i]) for i in ids], lat)
         self._routes[route] = hit
         return hit
+
+
+class LinkShare:
+    """A group that stands for itself and for equivalent groups in lock step with it (a quotient of
+    the network, :mod:`dicesim.sim.fold`): its flow on link ``l`` stands for ``weight_L[l]`` copies of
+    itself crossing the physical link, and loads link ``remap_L[l]`` (links of other simulated groups
+    that carry the same mix of copies are one link). Copies of a flow get equal rates under max-min
+    sharing, so one flow loading a link ``m`` times is exactly ``m`` copies."""
+
+    __slots__ = ("remap_L", "weight_L")
+
+    def __init__(self, remap_L: np.ndarray, weight_L: np.ndarray):
+        self.remap_L, self.weight_L = remap_L, weight_L
+
+    def apply(self, resolved: tuple[list[int], list[float], float]) -> tuple[list[int], list[float], float]:
+        """A resolved route ``(link ids, multiplicities, latency)`` on the quotient network."""
+        ids, ws, lat = resolved
+        merged: dict[int, float] = {}
+        for i, w in zip(ids, ws):
+            q = int(self.remap_L[i])
+            merged[q] = merged.get(q, 0.0) + w * float(self.weight_L[i])
+        qs = sorted(merged)
+        return qs, [merged[q] for q in qs], lat
+
+    def links(self, ids: np.ndarray) -> np.ndarray:
+        """Quotient ids of the links ``ids`` (sorted, distinct)."""
+        return np.unique(self.remap_L[ids])
 
 
 class PairFlows:

@@ -33,13 +33,13 @@ import numpy as np
 import simpy
 
 from dicesim.sim.network.batchplan import mirrored, plan_many
-from dicesim.sim.network.flowgroup import Edge, FlowGroup, LinkTable, PairFlows, Route
+from dicesim.sim.network.flowgroup import Edge, FlowGroup, LinkShare, LinkTable, PairFlows, Route
 from dicesim.sim.network.flowplan import FlowTable, Trajectory, carry_over, make_table, simulate
 from dicesim.sim.network.components import KEY_MAX, Component, Transfer, TransferDone, grid
 from dicesim.sim.network.ledger import LinkBusyHook, LinkLedger
 from dicesim.sim.network.linkscale import flow_scale_F, rescale_waits, scale_key
 
-__all__ = ["Edge", "FlowGroup", "FlowNetwork", "LinkBusyHook", "PairFlows", "Route", "TransferDone"]
+__all__ = ["Edge", "FlowGroup", "FlowNetwork", "LinkBusyHook", "LinkShare", "PairFlows", "Route", "TransferDone"]
 
 _ZERO_START = np.zeros(1, dtype=np.intp)
 
@@ -103,9 +103,10 @@ class FlowNetwork:
         Results are cached by content, so compiling equal flows twice returns the same group."""
         return self._lt.compile(flows, extra_latency_s)
 
-    def pair_flows(self, routes: Sequence[Route]) -> PairFlows:
-        """Resolve ``routes`` once; :meth:`PairFlows.compile` then makes a group per byte-count vector."""
-        return self._lt.pair_flows(routes)
+    def pair_flows(self, routes: Sequence[Route], share: LinkShare | None = None) -> PairFlows:
+        """Resolve ``routes`` once; :meth:`PairFlows.compile` then makes a group per byte-count vector.
+        ``share``: the routes' flows stand for copies of themselves (:class:`LinkShare`)."""
+        return self._lt.pair_flows(routes, share)
 
     def preplan(self, groups: Sequence[FlowGroup], mirrors: Sequence[tuple[FlowGroup, FlowGroup]] = (),
                 rev_L: np.ndarray | None = None) -> None:
