@@ -100,7 +100,7 @@ def resolve_scenario(path: str | Path | None = None, *, model: str | None = None
                      steps: int | None = None, strategy: str | None = None, profile: str | None = None,
                      routing: str | None = None, zipf_alpha: float | None = None,
                      histogram: str | None = None, dtype: str | None = None, num_experts: int | None = None,
-                     placement: str | None = None) -> Scenario:
+                     placement: str | None = None, interference: bool | None = None) -> Scenario:
     """The scenario file at ``path`` (or the default study) with the given fields replaced.
 
     ``strategy`` is a preset name and replaces the whole strategy; ``zipf_alpha`` alone
@@ -111,7 +111,8 @@ def resolve_scenario(path: str | Path | None = None, *, model: str | None = None
     base = load_scenario(path) if path else make_scenario()
     fields = base.model_dump()
     given = dict(model=model, topology=topology, world_size=world_size, batch=batch, image_size=image_size,
-                 steps=steps, profile=profile, dtype=dtype, placement=placement)
+                 steps=steps, profile=profile, dtype=dtype, placement=placement,
+                 interference=interference)
     fields.update({k: v for k, v in given.items() if v is not None})
     if model is not None and base.num_experts is not None:
         fields["num_experts"] = None  # the file's expert count belonged to its model
@@ -186,7 +187,9 @@ def run_strategy(scenario: Scenario, *, trace_dir: str | Path | None = None,
     summary = result.summary()
     assessment = assess_run(scenario, G, profile, summary, result.links, evidence=load_evidence(accuracy))
     run_result = result_from_sim(scenario, {**summary, **predicted_quality(scenario, result.lag_table),
-                                            "profile": profile.name, "run_facts": assessment.facts.sentences()},
+                                            "profile": result.meta["profile"],
+                                            "profile_basis": result.meta["profile_basis"],
+                                            "interference": scenario.interference, "run_facts": assessment.facts.sentences()},
                                  result.per_step, error_band=assessment.band, assumptions=assessment.assumptions)
     trace_path = None
     if events is not None and trace_dir is not None:

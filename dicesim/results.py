@@ -92,6 +92,8 @@ IDENTITY: tuple[ResultField, ...] = (
     ResultField("image_size", "px", "image side"),
     ResultField("steps", "steps", "denoising steps"),
     ResultField("quality_basis", "", "what pred_fd_change and pred_deviation rest on (data, fit, extrapolation)"),
+    ResultField("profile", "", "hardware profile the simulator timed the run with (simulator)"),
+    ResultField("profile_basis", "", "what that profile rests on: measured (fitted from traces) or datasheet"),
 )
 #: table columns flattened from ``error_band`` (simulated runs; empty for measured ones)
 BAND: tuple[ResultField, ...] = (
@@ -168,6 +170,8 @@ class RunResult(BaseModel):
     quality_basis: str = ""
     error_band: Optional[ErrorBand] = None
     assumptions: list[Assumption] = Field(default_factory=list)
+    profile: str = ""
+    profile_basis: str = ""
     fits: Optional[bool] = None
     memory_note: str = ""
     per_step_latency_s: list[float] = Field(default_factory=list)
@@ -227,7 +231,7 @@ def result_from_sim(scenario: Scenario, summary: dict[str, Any], per_step: pd.Da
     metrics = sim_metrics(summary, per_step)
     verdict = {f.name: summary[f.name] for f in VERDICT if summary.get(f.name) is not None}
     kept = {k: v for k, v in summary.items() if _LEGACY_SIM.get(k, k) not in METRIC_NAMES
-            and k not in ("quality_basis", *verdict)}
+            and k not in ("quality_basis", "profile", "profile_basis", *verdict)}
     lists = {}
     if per_step is not None and len(per_step):
         lists = {"per_step_latency_s": per_step["latency_s"].astype(float).tolist(),
@@ -238,6 +242,7 @@ def result_from_sim(scenario: Scenario, summary: dict[str, Any], per_step: pd.Da
         strategy_desc=scenario.strategy.describe(), model=scenario.model, num_experts=preset.num_experts,
         topology=scenario.topology, world_size=scenario.world_size, batch=scenario.batch,
         image_size=scenario.image_size, steps=scenario.steps, quality_basis=str(summary.get("quality_basis", "")),
+        profile=str(summary.get("profile", "")), profile_basis=str(summary.get("profile_basis", "")),
         error_band=error_band, assumptions=list(assumptions), **verdict, **metrics, **lists,
         extra=_finite({**kept, "lag_of": scenario.strategy.lag_subject}))
 

@@ -79,7 +79,9 @@ class Scenario(BaseModel):
     routing: RoutingConfig = Field(RoutingConfig(), description="expert load (table below)")
     seed: int = Field(0, ge=0, le=INT64_MAX, description="seed of sampled routing (numpy seeds are non-negative)")
     profile: Optional[str] = Field(None, description="hardware profile: built-in name or TOML file; none = the "
-                                   "datasheet profile of the topology's GPU (`dicesim presets`)")
+                                   "best-evidenced built-in profile of the topology's GPU (`dicesim presets`)")
+    interference: bool = Field(True, description="compute-communication interference: true = the profile's "
+                               "factors, false = both 0, to check a prediction both ways (docs/model.md)")
 
     def preset(self) -> ModelPreset:
         return get_model(self.model, self.num_experts)
@@ -239,7 +241,9 @@ def scenario_from_dict(doc: dict, path: Path = Path("<scenario>")) -> Scenario:
             raise config_error_from_pydantic(exc, "routing", _ALLOWED, model=RoutingConfig) from None
     profile = doc.get("profile")
     if isinstance(profile, dict):
-        profile = take_table(profile, ("file",), "profile").get("file")
+        prof = take_table(profile, ("file", "name", "interference"), "profile")
+        fields["interference"] = prof.get("interference")
+        profile = prof.get("file") or prof.get("name")
     if profile is not None:
         fields["profile"] = profile
     return make_scenario(**fields)

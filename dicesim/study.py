@@ -185,6 +185,8 @@ class StudyEvaluator:
                        busiest_link_utilisation=float(top["utilisation"]), busiest_link_count=float(len(alike)))
         out.update(predicted_quality(scenario, result.lag_table))
         out["parallelism"] = parallelism(scenario)
+        # which profile timed the row, and what it rests on (topologies of one study may differ)
+        out.update(profile=str(result.meta["profile"]), profile_basis=str(result.meta["profile_basis"]))
         return out
 
 

@@ -75,6 +75,10 @@ def test_study_speedups_and_summary_say_where_hiding_pays(small):
     assert pcie["speedup"] > 1.2 and pcie["speedup"] > nvl["speedup"] >= 1.0 - 1e-12
     # busiest by utilisation of capacity: without peer-to-peer every byte climbs the switch uplink and comes back
     assert "pcie4" in pcie["sync_busiest_links"] and "nvlink4" in nvl["sync_busiest_links"]
+    # each row says which profile timed it: the measured H100 one, the 4090's datasheet one
+    prof = table.groupby("topology")[["profile", "profile_basis"]].agg(set)
+    assert prof.loc["dgx-h100"].tolist() == [{"h100-calibrated"}, {"measured"}]
+    assert prof.loc["8x-rtx4090-pcie"].tolist() == [{"rtx4090"}, {"datasheet"}]
     text = " ".join(study_summary(table, ["topology", "batch"]))
     assert "gains most on 8x-rtx4090-pcie" in text and "least on dgx-h100" in text
     assert "From batch 2 to batch 8" in text and "Staleness and memory" in text

@@ -42,6 +42,9 @@ def calibrate(
                                        "(default: the traced GPU's built-in, or a CPU stub for CPU traces)"),
     name: Optional[str] = typer.Option(None, "--name", help="name of the calibrated profile"),
     where: Optional[str] = _WHERE, stream: str = _STREAM,
+    host_costs: Optional[Path] = typer.Option(
+        None, "--host-costs", help="CPU host costs of the executor (traces/host/cpu-executor.toml): fit device time "
+        "on compute:graph and an eager host model on --stream (GPU op timings with both tracks)"),
     as_json: bool = typer.Option(False, "--json", help="print the fit summary as one JSON object"),
 ) -> None:
     """Fit a hardware profile (compute, collectives, interference, host) from traced runs.
@@ -58,7 +61,8 @@ def calibrate(
     check_outputs([Output("--out", out), Output("--out", out.parent, "dir", (f"{out.stem}.topology-w*.toml",))],
                   [*traces, base])
     runs = _load(traces, where)
-    cal = calibrate_runs(runs, base=base, stream=stream, name=name or out.stem)
+    cal = calibrate_runs(runs, base=base, stream=stream, name=name or out.stem,
+                         host_costs=str(host_costs) if host_costs is not None else None)
     save_profile(cal.profile, out)
     written = [out]
     if cal.comm is not None:
@@ -75,6 +79,10 @@ def calibrate(
             "a2a_latency_us": cal.comm.a2a_latency_s * 1e6, "link_bw_GBps": cal.comm.bw_Bps / 1e9,
             "count_exchange_latency_us": cal.comm.counts_latency_s * 1e6, "all_to_alls": cal.comm.n_a2a},
         "files": [str(p) for p in written],
+        "host": None if cal.host is None else {
+            "rho": cal.host.rho, "tau_us": cal.host.tau_s * 1e6, "op_us": {k: v * 1e6 for k, v in cal.host.model.op_s.items()},
+            "expert_us": cal.host.model.expert_s * 1e6, "syncs": cal.host.model.syncs,
+            "timed_op_host_us": {k: v * 1e6 for k, v in cal.host.gpu_host_s.items()}},
     }
     if as_json:
         print(json.dumps(doc, allow_nan=False))
@@ -91,6 +99,11 @@ def calibrate(
     if cal.overlap is not None:
         print(f"  comm interf.   {cal.overlap.comm_interference:.3f} (communication slow-down while computing; "
               f"fitted on {cal.overlap.n_configs} async configurations)")
+    if cal.host is not None:
+        h = cal.host
+        print(f"  host           {h.rho:.3g} x CPU host time + {h.tau_s * 1e6:.1f} us per launch; executor ops "
+              + ", ".join(f"{k} {v * 1e6:.0f} us" for k, v in h.model.op_s.items())
+              + f", {h.model.expert_s * 1e6:.0f} us per local expert")
     for p in written[1:]:
         print(f"  topology       {p}")
 

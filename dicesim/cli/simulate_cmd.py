@@ -52,6 +52,8 @@ _TRACES = typer.Option("gz", "--traces", help="Perfetto traces: gz (compressed, 
 _ACCURACY = typer.Option(None, "--accuracy", help="accuracy file the error bands read (written by `dicesim accuracy "
                          "... --write-accuracy FILE`, e.g. on your own traces; default: the built-in one)")
 _WHAT_IF = ("num_experts", "placement", "dtype")
+_INTERFERENCE = typer.Option(None, "--interference/--no-interference",
+                             help="compute-communication interference on (the profile's factors) or off (both 0)")
 
 
 def _finite(value: Any) -> Any:
@@ -65,6 +67,13 @@ def _finite(value: Any) -> Any:
 def _print_json(obj: dict) -> None:
     sys.stdout.write(json.dumps({k: _finite(v) if not isinstance(v, (list, dict)) else v for k, v in obj.items()},
                                 allow_nan=False) + "\n")
+
+
+def profile_line(result) -> str:
+    """Which profile timed a simulated run and what it rests on (one line for the text outputs)."""
+    what = {"measured": "measured: fitted from traces", "datasheet": "datasheet figures and stated assumptions"}
+    off = "; interference off" if result.extra.get("interference") is False else ""
+    return f"{result.profile} ({what.get(result.profile_basis, result.profile_basis)}){off}"
 
 
 def _warn_profile_range(sc) -> None:
@@ -92,7 +101,7 @@ def simulate(
     strategy: Optional[str] = typer.Option(None, "--strategy", help="strategy preset, e.g. sync, displaced, dice"),
     profile: Optional[str] = _PROFILE, routing: Optional[str] = _ROUTING, zipf_alpha: Optional[float] = _ALPHA,
     histogram: Optional[str] = _HIST, dtype: Optional[str] = _DTYPE, num_experts: Optional[int] = _EXPERTS,
-    placement: Optional[str] = _PLACEMENT,
+    placement: Optional[str] = _PLACEMENT, interference: Optional[bool] = _INTERFERENCE,
     out: Optional[Path] = typer.Option(None, "--out", help="write tables, Perfetto trace and report.html here"),
     traces: str = _TRACES, sensitivity: bool = _SENSITIVITY, fmt: str = _FORMAT,
     accuracy: Optional[Path] = _ACCURACY, as_json: bool = _JSON,
@@ -111,7 +120,8 @@ def simulate(
 
     fields = dict(model=model, topology=topology, world_size=world_size, batch=batch, image_size=image_size,
                   steps=steps, strategy=strategy, profile=profile, routing=routing, zipf_alpha=zipf_alpha,
-                  histogram=histogram, dtype=dtype, num_experts=num_experts, placement=placement)
+                  histogram=histogram, dtype=dtype, num_experts=num_experts, placement=placement,
+                  interference=interference)
     sc = resolve_scenario(scenario, **fields)
     if out is not None:
         stem = trace_stem(sc.strategy.name)
@@ -148,6 +158,7 @@ def simulate(
         return
     con = make_console()
     con.print(f"{printable(sc.label())}  ({sc.strategy.describe()}; simulated in {wall_s:.2f} s)")
+    con.print(f"hardware profile: {profile_line(run.result)}")
     if run.summary.get("memory_note"):
         con.print(run.summary["memory_note"], markup=False, highlight=False)
     if fmt == "table":
@@ -180,7 +191,7 @@ def compare(
     batch: Optional[int] = _BATCH, image_size: Optional[int] = _IMAGE, steps: Optional[int] = _STEPS,
     profile: Optional[str] = _PROFILE, routing: Optional[str] = _ROUTING, zipf_alpha: Optional[float] = _ALPHA,
     histogram: Optional[str] = _HIST, dtype: Optional[str] = _DTYPE, num_experts: Optional[int] = _EXPERTS,
-    placement: Optional[str] = _PLACEMENT,
+    placement: Optional[str] = _PLACEMENT, interference: Optional[bool] = _INTERFERENCE,
     out: Path = typer.Option(Path("out/compare"), "--out", help="summary.csv/.parquet, traces, report.html"),
     traces: str = _TRACES, sensitivity: bool = _SENSITIVITY, fmt: str = _FORMAT, accuracy: Optional[Path] = _ACCURACY,
     workers: Optional[int] = typer.Option(None, "--workers", min=1, max=MAX_LOCAL_WORKERS,
@@ -205,7 +216,8 @@ def compare(
 
     fields = dict(model=model, topology=topology, world_size=world_size, batch=batch, image_size=image_size,
                   steps=steps, profile=profile, routing=routing, zipf_alpha=zipf_alpha, histogram=histogram,
-                  dtype=dtype, num_experts=num_experts, placement=placement)
+                  dtype=dtype, num_experts=num_experts, placement=placement,
+                  interference=interference)
     sc = resolve_scenario(scenario, **fields)
     _warn_profile_range(sc)
     names = [s.strip() for s in strategies.split(",")] if strategies else list(COMPARE_DEFAULT)
@@ -267,6 +279,8 @@ def compare(
     for r in cmp.runs:
         if r.summary.get("fits") is False:
             con.print(f"{r.strategy}: {r.summary['memory_note']}", markup=False, highlight=False)
+    if cmp.runs:
+        con.print(f"hardware profile: {profile_line(cmp.runs[0].result)}")
     if cmp.runs:
         con.print(f"predicted quality: {cmp.runs[0].summary['quality_basis']}")
     print_trust(con, band=fastest.result.error_band, assumptions=fastest.result.assumptions, facts=facts,

@@ -85,6 +85,14 @@ def trust_section(run: StrategyRun, *, verdict: str = "", what_if: str = "", sen
     return Section(title="Assumptions and accuracy", items=tuple(items))
 
 
+def _profile_note(run: StrategyRun) -> str:
+    """Which profile timed the run, what it rests on, and whether interference was switched off."""
+    r = run.result
+    basis = "measured: fitted from traces" if r.profile_basis == "measured" else "datasheet figures and stated assumptions"
+    off = "; compute-communication interference switched off" if r.extra.get("interference") is False else ""
+    return f"Hardware profile: {r.profile} ({basis}){off}."
+
+
 def _lag_name(strategy) -> str:
     """What a strategy's lag heatmap shows: router-weighted expert-output lag, or its family's own lag."""
     subject = strategy.lag_subject
@@ -96,6 +104,7 @@ def simulation_sections(run: StrategyRun, *, what_if: str = "", sensitivity=None
     sc = run.scenario
     sections = [Section(title="Scenario", items=(
         f"{sc.label()}; strategy: {sc.strategy.describe()}; routing: {sc.routing.kind}.",
+        _profile_note(run),
         *((f"Memory per GPU: {run.summary['memory_note']}.",) if run.summary.get("memory_note") else ()),
         summary_frame(run.summary),
         *_quality_note(run.summary),
@@ -141,6 +150,7 @@ def comparison_sections(cmp: Comparison, *, what_if: str = "", sensitivity=None)
             f"{sc.model} on {sc.world_size} GPUs ({machine_name(sc.topology)}), batch {sc.batch} per GPU, "
             f"{sc.image_size} px, {sc.steps} steps, routing {sc.routing.kind}"
             + "".join(f", {o}" for o in sc.overrides()) + ". Speedup is over the synchronous baseline.",
+            *((_profile_note(cmp.runs[0]),) if cmp.runs else ()),
             *([verdict] if verdict else []),
         )),
         Section(title="Strategies side by side", items=(fig_latency_bars(cmp.table), cmp.table,
