@@ -101,7 +101,7 @@ def test_trace_metadata_refuses_an_unknown_key(tmp_path):
 def test_the_issue_s_profile_table_with_an_unknown_key(tmp_path):
     f = tmp_path / "s.toml"
     f.write_text(tomli_w.dumps({**SCENARIO, "profile": {"file": "rtx4090", "peak_tflops": 1.0}}))
-    _err(run_cli(["check", str(f)]), "s.toml: profile.peak_tflops: unknown key (allowed: file)")
+    _err(run_cli(["check", str(f)]), "s.toml: profile.peak_tflops: unknown key (allowed: file, name, interference)")
 
 
 # --- paths are relative to the file that names them ---------------------------------------
