@@ -26,7 +26,6 @@ otherwise each op keeps its own instruction).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import IntEnum
 from typing import NamedTuple
 
@@ -66,9 +65,9 @@ class Coll(NamedTuple):
     span: int = 1
 
 
-@dataclass(frozen=True, slots=True)
-class Block:
-    """Merged compute ops: ``ops[i] = (kind, layer, tok_step)`` taking ``durs_s[i]`` seconds."""
+class Block(NamedTuple):
+    """Merged compute ops: ``ops[i] = (kind, layer, tok_step)`` taking ``durs_s[i]`` seconds (a tuple:
+    a program holds thousands, and a cached program's blocks are made in one pass per run)."""
 
     total_s: float
     durs_s: tuple[float, ...]
@@ -84,8 +83,13 @@ def compile_program(plan: Plan, cost: CostModel, layout: ParallelLayout, *, host
     ``(WAIT, handle, Coll, release)``; ``(BLOCKING, comm, Coll, cut)``; ``(WAIT_ALL,)``; ``(FORGET,)``;
     ``(STEP_END, step)``. ``comm`` indexes ``layout.communicators``.
     """
+    return compile_steps(plan, layout, _Blocks(cost, host_op_s=host_op_s, merge=merge).flush)
+
+
+def compile_steps(plan: Plan, layout: ParallelLayout, flush) -> tuple[tuple, ...]:
+    """The program of :func:`compile_program`; ``flush(ops, out)`` turns a run of compute ops into instructions."""
     lower, recipes = plan.rules.lower, _Recipes(plan, layout)
-    known, flush = recipes.known, _Blocks(cost, host_op_s=host_op_s, merge=merge).flush
+    known = recipes.known
     static = {kind: recipes.of(effects) for kind, effects in plan.rules.static_lowering.items()}
     new = tuple.__new__
     program = []
