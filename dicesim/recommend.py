@@ -163,6 +163,7 @@ def screen(scenario: Scenario, space: SearchSpace, limits: Limits, *, quality: Q
             policies.append({})
         policies[class_ids[key]][strategy.cond_policy] = None
     jobs = [(s, tuple(p)) for s, p in zip(reps, policies)]
+    plans.keep_at_least(len(reps) + 8)  # each class's plan stays for its quality and its simulation
     done = dict(map_jobs(partial(class_metrics, plans=plans), jobs, shared=(prep.routing, prep.spec.row_nbytes, L, T), client=client))
     # a refused class (the reference cannot run it) has no metrics, only the refusal
     classes = [None if isinstance(done[i], str) else done[i][0] for i in range(len(reps))]

@@ -47,6 +47,11 @@ class PlanCache:
         self._plans[key] = plan
         return plan
 
+    def keep_at_least(self, n_plans: int) -> None:
+        """Keep ``n_plans`` plans before the oldest goes (a search whose classes are each read three
+        times: their metrics, the quality model, the simulation; ~1 MB a plan)."""
+        self.max_plans = max(self.max_plans, int(n_plans))
+
     def derived(self, plan: Plan, key: Hashable, build: Callable[[], Any]) -> Any:
         """What ``build()`` derives from ``plan`` for ``key``, built once per (plan, key).
 
