@@ -6,7 +6,12 @@ checks the real exit code and stderr. Prints a Markdown summary (inputs tried, e
 findings per reader) and, with ``--write docs/fuzzing.md``, replaces the results section of
 that page. Failing inputs are kept under ``--keep`` for replay.
 
-    python benchmarks/fuzz_inputs.py --examples 300 --subprocess 5 --write docs/fuzzing.md
+``--scale N`` also runs the hostile-input tests of issue 19 (tests/test_hostile_*.py: the
+finite-results properties, the sweep-and-resume state machine, path aliasing for every writer,
+...) with N times their CI examples (``DICESIM_FUZZ_SCALE``) and reports their examples and
+outcome in the same section.
+
+    python benchmarks/fuzz_inputs.py --examples 300 --subprocess 5 --scale 20 --write docs/fuzzing.md
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import argparse
 import hashlib
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -91,11 +97,41 @@ def fuzz_subprocess(reader: Reader, seeds: Path, examples: int, work: Path) -> d
     return {"tried": len(cases), "codes": codes, "findings": findings}
 
 
-def markdown(results: dict, args: argparse.Namespace, wall_s: float) -> str:
+HOSTILE_TESTS = ("test_hostile_physical.py", "test_hostile_resume.py", "test_hostile_outputs.py",
+                  "test_hostile_misread.py", "test_hostile_hangs.py", "test_hostile_resources.py",
+                  "test_hostile_sequence.py")
+
+
+def run_hostile_tests(scale: int) -> dict:
+    """The issue-19 tests at ``scale`` x their CI examples, in a subprocess: outcome and the
+    examples hypothesis ran per property or state machine."""
+    env = {**os.environ, "DICESIM_FUZZ_SCALE": str(scale)}
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "--hypothesis-show-statistics", *(str(ROOT / "tests" / t) for t in HOSTILE_TESTS)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=6 * 3600)
+    wall_s = time.perf_counter() - t0
+    summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr[-300:]
+    examples: dict[str, int] = {}
+    name = ""
+    for line in proc.stdout.splitlines():
+        m = re.match(r"^(tests/\S+::\S+):", line.strip())
+        if m:
+            name = m.group(1).split("::", 1)[1]
+        m = re.search(r"(\d+) passing, (\d+) failing", line)
+        if m and name:
+            examples[name] = examples.get(name, 0) + int(m.group(1)) + int(m.group(2))
+    failed = re.search(r"(\d+) failed", summary)
+    return {"summary": summary, "examples": examples, "wall_s": wall_s, "failed": int(failed.group(1)) if failed else 0,
+            "ok": proc.returncode == 0}
+
+
+def markdown(results: dict, args: argparse.Namespace, wall_s: float, hostile: dict | None = None) -> str:
     total = sum(r["tried"] for r in results.values())
     sub_total = sum(r.get("sub", {}).get("tried", 0) for r in results.values())
+    scale = f" --scale {args.scale}" if args.scale else ""
     lines = [
-        f"Last run: `python benchmarks/fuzz_inputs.py --examples {args.examples} --subprocess {args.subprocess}` "
+        f"Last run: `python benchmarks/fuzz_inputs.py --examples {args.examples} --subprocess {args.subprocess}{scale}` "
         f"({platform.python_version()}, {os.cpu_count()} CPUs, {wall_s:.0f} s wall, machine shared with other "
         "jobs): "
         f"**{total} distinct inputs in process, {sub_total} in subprocesses**.",
@@ -117,6 +153,11 @@ def markdown(results: dict, args: argparse.Namespace, wall_s: float) -> str:
                for k, v in list(r["findings"].items()) + list(r.get("sub", {}).get("findings", {}).items())]
     if details:
         lines += ["", "Open findings:", *details]
+    if hostile:
+        lines += ["", f"Hostile-input tests of issue 19 at {args.scale} x their CI examples "
+                      f"(`DICESIM_FUZZ_SCALE={args.scale} pytest tests/test_hostile_*.py`, {hostile['wall_s']:.0f} s): "
+                      f"{hostile['summary']}.", "", "| property or state machine | examples |", "|---|---|"]
+        lines += [f"| `{k}` | {v} |" for k, v in sorted(hostile["examples"].items())]
     return "\n".join(lines)
 
 
@@ -127,6 +168,7 @@ def main() -> int:
     ap.add_argument("--readers", default="", help="comma-separated reader names (default: all)")
     ap.add_argument("--keep", type=Path, default=Path(tempfile.gettempdir()) / "dicesim-fuzz-findings")
     ap.add_argument("--write", type=Path, help="replace the results section of this Markdown page")
+    ap.add_argument("--scale", type=int, default=0, help="also run tests/test_hostile_*.py at N x their examples")
     args = ap.parse_args()
     chosen = [r for r in READERS if not args.readers or r.name in args.readers.split(",")]
     work_root = Path(tempfile.mkdtemp(prefix="dicesim-fuzz-"))
@@ -145,14 +187,18 @@ def main() -> int:
                   f"{sum(r['findings'].values())} findings ({time.perf_counter() - t:.0f} s)", file=sys.stderr)
     finally:
         shutil.rmtree(work_root, ignore_errors=True)
-    text = markdown(results, args, time.perf_counter() - t0)
+    hostile = run_hostile_tests(args.scale) if args.scale else None
+    if hostile:
+        print(f"hostile tests x{args.scale}: {hostile['summary']} ({hostile['wall_s']:.0f} s)", file=sys.stderr)
+    text = markdown(results, args, time.perf_counter() - t0, hostile)
     print(text)
     if args.write:
         page = args.write.read_text()
         head, rest = page.split(BEGIN, 1)
         _, tail = rest.split(END, 1)
         args.write.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}")
-    return 1 if any(r["findings"] or r.get("sub", {}).get("findings") for r in results.values()) else 0
+    found = any(r["findings"] or r.get("sub", {}).get("findings") for r in results.values())
+    return 1 if found or (hostile is not None and not hostile["ok"]) else 0
 
 
 if __name__ == "__main__":

@@ -20,13 +20,14 @@ import torch
 
 from dicesim.models import block_workload, get_model
 from dicesim.trace import EventRecorder, TraceMeta, write_trace
-from validate.model.model import DiTMoEBlock, combine_copies, copies_to_rows
+from validate.model.blockops import block_ops, experts_per_rank
+from validate.model.model import DiTMoEBlock
 
 BATCHES = tuple(int(b) for b in sys.argv[3].split(",")) if len(sys.argv) > 3 else (1, 2, 4, 8, 16, 32)
 MODELS = tuple(sys.argv[2].split(",")) if len(sys.argv) > 2 else ("XL/2", "G/2")
 EP_WORLD = 8
 WARMUP, REPS = 5, 20
-DT = {"cuda": torch.bfloat16, "cpu": torch.float32}
+DT = {"cuda": torch.bfloat16, "cpu": torch.float32}  # CUDA: bf16; CPU: fp32 (a dry run)
 
 
 def _sync(dev: torch.device) -> None:
@@ -74,39 +75,15 @@ def _peaks(dev: torch.device) -> dict[str, float]:
 
 def time_model(name: str, dev: torch.device, out: Path, gpu_key: str, peaks: dict, device_name: str) -> list[dict]:
     preset = get_model(name)
-    experts_per_rank = max(1, preset.num_experts // EP_WORLD)
-    block = DiTMoEBlock(preset, 0, expert_ids=tuple(range(experts_per_rank))).to(dev, torch.bfloat16 if dev.type == "cuda" else torch.float32).eval()
+    X = experts_per_rank(preset, EP_WORLD)
+    block = DiTMoEBlock(preset, 0, expert_ids=tuple(range(X))).to(dev, DT[dev.type]).eval()
     rows_out = []
     for batch in BATCHES:
         wl = block_workload(preset, batch=batch, image_px=256, cfg=True)
-        B, T, D = wl.images, wl.tokens_per_image, preset.hidden
-        gen = torch.Generator(device=dev.type).manual_seed(batch)
-        x = torch.randn(B, T, D, device=dev, dtype=DT[dev.type], generator=gen)
-        c = torch.randn(B, D, device=dev, dtype=DT[dev.type], generator=gen)
-        recv_rows = wl.routed_rows // EP_WORLD  # uniform routing: each rank receives 1/W of all copies
-        rows_in = torch.randn(recv_rows, D, device=dev, dtype=DT[dev.type], generator=gen)
-        counts = [recv_rows // experts_per_rank] * experts_per_rank
-        counts[-1] += recv_rows - sum(counts)
-        h, _gate_mlp = block.moe_input(x, c)
-        idx, score = block.route(h)
-        out_NKD = torch.randn(wl.tokens, preset.top_k, D, device=dev, dtype=DT[dev.type], generator=gen)
-        shared = block.shared_expert(h)
-
-        def gate_op():
-            h2, _ = block.moe_input(x, c)
-            i2, _s2 = block.route(h2)
-            rows, ids = copies_to_rows(h2, i2)
-            return rows[torch.argsort(ids, stable=True)]
-
-        ops = {
-            "attention": (lambda: block.attention_half(x, c), wl.attention_half(), wl.tokens),
-            "gate": (gate_op, wl.gate(), wl.tokens),
-            "experts": (lambda: block.experts.forward_grouped(rows_in, counts),
-                        wl.expert_rows(recv_rows, experts_per_rank), recv_rows),
-            "shared_expert": (lambda: block.moe_output(x, shared, block.shared_expert(h), _gate_mlp),
-                              wl.shared_expert(), wl.tokens),
-            "local_combine": (lambda: combine_copies(out_NKD, score), wl.local_combine(), wl.routed_rows),
-        }
+        recv_rows = wl.routed_rows // EP_WORLD
+        ops = {op: (b.fn, b.cost, b.rows) for op, b in block_ops(
+            preset, block, batch=batch, image_px=256, ep_world=EP_WORLD, device=dev, dtype=DT[dev.type],
+            seed=batch).items()}
         rec = EventRecorder("executor")
         with torch.inference_mode():
             for fn, _cost, _rows in ops.values():
@@ -156,7 +133,7 @@ def time_model(name: str, dev: torch.device, out: Path, gpu_key: str, peaks: dic
             source="executor", model=name, world_size=1, backend=dev.type, device=device_name,
             torch_version=torch.__version__, strategy="op-timings",
             scenario={"model": name, "batch": batch, "image_size": 256, "cfg": True, "dtype": "bf16",
-                      "ep_world": EP_WORLD, "experts_per_rank": experts_per_rank, "recv_rows": recv_rows},
+                      "ep_world": EP_WORLD, "experts_per_rank": X, "recv_rows": recv_rows},
             extra={"what": "per-op kernel timings, CUDA events", "warmup": WARMUP, "reps": REPS, **peaks},
         )
         stem = f"{gpu_key}-{name.replace('/', '')}-b{batch}"

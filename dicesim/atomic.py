@@ -28,8 +28,13 @@ def write_all_atomic(targets: list[tuple[Path, Callable[[Path], None]]]) -> None
     """Write every target to a temp file first, then move them all into place.
 
     If any ``dump`` raises, no target is touched (old versions survive) and no temp file stays.
+    A file system that refuses (read-only, full, a directory in the way) is one line naming the
+    file (:class:`~dicesim.outguard.OutputError`), not a traceback.
     """
+    from dicesim.outguard import OutputError
+
     temps: list[Path] = []
+    path = targets[0][0] if targets else Path()
     try:
         for path, dump in targets:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -40,6 +45,8 @@ def write_all_atomic(targets: list[tuple[Path, Callable[[Path], None]]]) -> None
             os.chmod(temps[-1], 0o644)  # mkstemp makes 0600 files; results are meant to be shared
         for tmp, (path, _) in zip(temps, targets):
             os.replace(tmp, path)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from None
     finally:
         for tmp in temps:
             tmp.unlink(missing_ok=True)

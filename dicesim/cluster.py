@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from dicesim.errors import ConfigError
+from dicesim import limits
+from dicesim.scheduler_probe import check_scheduler
 
 #: CPU seconds a LocalCluster costs on top of its jobs: its start and every worker's imports, and per
 #: job the shipping of it and its result (measured on the 2-CPU development machine, default study
@@ -49,10 +51,17 @@ def dask_client(*, workers: int, scheduler: str | None = None, processes: bool =
                           "`python3 -m pip install -e .`", "0") from None
     cluster = None
     if scheduler:
+        check_scheduler(scheduler)  # address, connection and handshake, each bounded in time
         try:
-            client = Client(scheduler, timeout="20s")
-        except (OSError, TimeoutError) as exc:
+            client = Client(scheduler, timeout=f"{limits.SCHEDULER_CONNECT_TIMEOUT_S:g}s")
+        except (OSError, TimeoutError, ValueError) as exc:
             raise ConfigError("--scheduler", f"cannot reach Dask scheduler {scheduler!r}: {exc}") from None
+        try:  # a scheduler without workers would leave every job waiting, unbounded
+            client.wait_for_workers(1, timeout=limits.SCHEDULER_WORKERS_TIMEOUT_S)
+        except (OSError, TimeoutError) as exc:
+            client.close()
+            raise ConfigError("--scheduler", f"Dask scheduler {scheduler!r} has no worker after "
+                              f"{limits.SCHEDULER_WORKERS_TIMEOUT_S:g} s ({type(exc).__name__})") from None
     else:
         cluster = LocalCluster(n_workers=max(workers, 1), threads_per_worker=1, processes=processes,
                                dashboard_address=None)

@@ -53,17 +53,58 @@ class TraceError(DicesimError):
         super().__init__(f"{path}: {problem}")
 
 
-def config_error_from_pydantic(exc: object, prefix: str, allowed: dict[str, object] | None = None) -> ConfigError:
+def model_keys_at(model: type, loc: Iterable[object]) -> tuple[str, ...] | None:
+    """The keys the pydantic ``model`` allows in the table at ``loc`` (a path of field names and
+    list indices, as in a validation error), or None where that is not a model's table."""
+    import types
+    import typing
+
+    from pydantic import BaseModel
+
+    def unwrap(t: object) -> object:
+        args = [a for a in typing.get_args(t) if a is not type(None)]
+        if typing.get_origin(t) in (typing.Union, types.UnionType) and args:
+            return next((a for a in args if isinstance(a, type) and issubclass(a, BaseModel)), args[0])
+        if typing.get_origin(t) is typing.Annotated:
+            return unwrap(args[0])
+        return t
+
+    t: object = model
+    for part in loc:
+        t = unwrap(t)
+        origin, args = typing.get_origin(t), typing.get_args(t)
+        if isinstance(part, int) and origin in (tuple, list) and args:
+            t = args[0]
+        elif isinstance(t, type) and issubclass(t, BaseModel):
+            fields = {f.alias or name: f for name, f in t.model_fields.items()}
+            if part not in fields:
+                return None
+            t = fields[part].annotation  # type: ignore[index]
+        elif origin is dict and len(args) == 2:
+            t = args[1]
+        else:
+            return None
+    t = unwrap(t)
+    if isinstance(t, type) and issubclass(t, BaseModel):
+        return tuple(f.alias or name for name, f in t.model_fields.items())
+    return None
+
+
+def config_error_from_pydantic(exc: object, prefix: str, allowed: dict[str, object] | None = None, *,
+                               model: type | None = None) -> ConfigError:
     """The first problem of a ``pydantic.ValidationError`` as a one-line :class:`ConfigError`.
 
-    ``allowed`` maps a field name to its allowed values, shown after the problem.
+    ``allowed`` maps a field name to its allowed values, shown after the problem. With the
+    validated ``model``, an unknown key names the keys its table allows, at any depth.
     """
     err = exc.errors()[0]  # type: ignore[attr-defined]
     # pydantic appends union-member tags such as "literal['none',...]" to the location
     loc = [str(p) for p in err["loc"] if not str(p).startswith(("literal[", "tuple[", "function-"))]
     field = ".".join(p for p in [prefix, *loc] if p) or "config"
     if err["type"] == "extra_forbidden":
-        return ConfigError(field, "unknown key", (allowed or {}).get("__keys__"))
+        raw = [p for p in err["loc"] if not str(p).startswith(("literal[", "tuple[", "function-"))]
+        keys = model_keys_at(model, raw[:-1]) if model is not None else None
+        return ConfigError(field, "unknown key", keys or (allowed or {}).get("__keys__"))
     if err["type"] == "missing":
         return ConfigError(field, "is required")
     leaf = loc[-1] if loc else ""

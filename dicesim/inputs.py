@@ -10,22 +10,36 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 import zlib
 from collections.abc import Callable
 from pathlib import Path
 
 from dicesim.errors import DicesimError
-from dicesim.limits import INT64_MAX, INT64_MIN, MAX_NESTING, human_bytes
+from dicesim.limits import INT64_MAX, INT64_MIN, MAX_JSON_VALUES, MAX_NESTING, human_bytes
 
 Fail = Callable[[str], DicesimError]
 
 
-def check_file_size(path: Path, max_bytes: int, fail: Fail, *, what: str = "file") -> int:
-    """The size of ``path``; refused when larger than ``max_bytes``."""
+def check_regular_file(path: Path, fail: Fail) -> os.stat_result:
+    """``path``'s status when it is a regular file (symbolic links followed). A FIFO, a socket or
+    a device is refused before it is opened: opening a FIFO blocks until someone writes to it,
+    and a device such as /dev/zero never ends."""
     try:
-        size = os.stat(path).st_size
+        st = os.stat(path)
     except OSError as exc:
         raise fail(f"cannot read: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode)
+                else "a socket" if stat.S_ISSOCK(st.st_mode) else "a device or special file")
+        raise fail(f"is {kind}, not a regular file")
+    return st
+
+
+def check_file_size(path: Path, max_bytes: int, fail: Fail, *, what: str = "file") -> int:
+    """The size of ``path`` (a regular file, :func:`check_regular_file`); refused when larger
+    than ``max_bytes``."""
+    size = check_regular_file(path, fail).st_size
     if size > max_bytes:
         raise fail(f"{what} is {human_bytes(size)}, larger than the {human_bytes(max_bytes)} limit "
                    "(see docs/limits.md)")
@@ -74,9 +88,23 @@ def _no_constant(name: str) -> float:
     raise ValueError(f"{name} is not a JSON number")
 
 
+def json_value_bound(text: str) -> int:
+    """An upper bound of the values a JSON text holds, without parsing it: every value after the
+    first follows a comma or opens a container (commas inside strings only make it larger)."""
+    return text.count(",") + text.count("[") + text.count("{") + 1
+
+
 def parse_json_bounded(text: str, fail: Fail) -> object:
     """``json.loads`` that turns every parse failure into one line: syntax errors, NaN/Infinity
-    literals, integers past Python's digit limit and nesting too deep for the parser."""
+    literals, integers past Python's digit limit and nesting too deep for the parser.
+
+    What the parse builds is bounded too, not only what it reads: a text of tiny values
+    (``[{},{},...]``: 256 MiB are 85 M dicts, 6 GB as Python objects) is refused before parsing
+    when it may hold more than ``MAX_JSON_VALUES`` values."""
+    values = json_value_bound(text)
+    if values > MAX_JSON_VALUES:
+        raise fail(f"JSON holds up to {values:,} values, more than the {MAX_JSON_VALUES:,} a reader builds "
+                   "(see docs/limits.md)")
     try:
         return json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:

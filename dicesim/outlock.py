@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from dicesim.atomic import remove_stale_temps
 from dicesim.errors import DicesimError
+from dicesim.outguard import OutputError, check_writable_place
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -27,8 +28,9 @@ class OutputInUse(DicesimError):
 
 
 def lock_path(out: str | os.PathLike[str]) -> Path:
-    """The lock file of output ``out`` (a file or a directory)."""
-    p = Path(out).absolute()
+    """The lock file of output ``out`` (a file or a directory), beside what ``out`` really is:
+    symbolic links are resolved, so a second name for the same directory finds the same lock."""
+    p = Path(os.path.realpath(out))
     return p.parent / f".{p.name}.lock"
 
 
@@ -69,8 +71,12 @@ def output_lock(out: str | os.PathLike[str], *, option: str = "--out") -> Iterat
     """
     out_path = Path(out)
     path = lock_path(out_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = _open_locked(path, out_path, option)
+    check_writable_place(out_path, option)  # below a file, read-only, /proc: one line naming why
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = _open_locked(path, out_path, option)
+    except OSError as exc:  # below a file, read-only, a virtual file system: one line, nothing written
+        raise OutputError(f"{option} {out_path}: cannot write there ({exc.strerror or exc})") from None
     try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)

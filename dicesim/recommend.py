@@ -45,6 +45,7 @@ from dicesim.cluster import dask_client, map_jobs
 from dicesim.progress import NO_PROGRESS, Ticker
 from dicesim.compare import predicted_quality
 from dicesim.errors import ConfigError, config_error_from_pydantic
+from dicesim.membudget import plan_workers, scenario_nbytes, usable_cpus
 from dicesim.plan import PlanCache, PlanRefused
 from dicesim.quality_model import covers
 from dicesim.report.units import unit_for
@@ -122,6 +123,8 @@ class Recommendation:
     n_simulated: int
     rounds: int
     violations: list[tuple[str, str]] = field(default_factory=list)
+    #: every candidate's strategy by name (what a re-run or the sensitivity needs)
+    strategies: dict[str, ExpertParallelStrategy] = field(default_factory=dict)
 
     @property
     def ranked(self) -> pd.DataFrame:
@@ -143,8 +146,7 @@ def screen(scenario: Scenario, space: SearchSpace, limits: Limits, *, quality: Q
     """Steps 1 and 2: every candidate's plan-derived metrics, cheap-limit verdict and timing class
     (an index into the returned list of classes; None for a class the reference cannot run, whose
     candidates get status ``cannot run``). ``client``: a Dask client to spread the work; ``plans``:
-    the search's plan cache (the timing classes, the quality model and the simulations build each
-    plan once)."""
+    the search's plan cache (classes, quality model and simulations build each plan once)."""
     from dicesim.sim.api import prepare
 
     plans = plans if plans is not None else PlanCache()
@@ -217,8 +219,7 @@ def pareto_front(df: pd.DataFrame, cols: list[str]) -> np.ndarray:
 
 
 def _planned_quality(scenario: Scenario, plans: PlanCache) -> dict[str, Any]:
-    """:func:`~dicesim.compare.predicted_quality` on the lags of the plan in ``plans`` (the same plan
-    it would build)."""
+    """:func:`~dicesim.compare.predicted_quality` on the lags of the (same) plan kept in ``plans``."""
     if not covers(scenario.strategy):
         return predicted_quality(scenario)
     try:
@@ -237,13 +238,16 @@ def _simulate_latency(scenario: Scenario, plans: PlanCache | None = None) -> dic
 
 
 def search(scenario: Scenario, space: SearchSpace, limits: Limits, *, quality: QualityFn | None = None,
-           exhaustive: bool = False, workers: int = 0, scheduler: str | None = None, processes: bool = True,
+           exhaustive: bool = False, workers: int | None = 0, scheduler: str | None = None, processes: bool = True,
            evaluate: Callable[[Scenario], dict[str, float]] | None = None,
            ticker: Ticker = NO_PROGRESS) -> Recommendation:
     """Run the search on ``scenario`` (its strategy is ignored), in this process (``workers=0``),
     on a LocalCluster of ``workers`` processes or on the Dask cluster at ``scheduler``.
     ``evaluate(scenario) -> metrics`` replaces the simulator (tests); ``ticker`` hears of each
-    round's timing classes to simulate and of each one simulated."""
+    round's timing classes to simulate and of each one simulated. ``workers=None``: as many
+    as the CPUs and the memory allow (:func:`dicesim.membudget.plan_workers`)."""
+    if not scheduler:
+        workers = plan_workers(workers, [scenario_nbytes(scenario, record=False)], jobs=usable_cpus())
     if workers <= 0 and not scheduler:
         return _search(scenario, space, limits, quality, exhaustive, evaluate, None, ticker)
     with dask_client(workers=workers, scheduler=scheduler, processes=processes) as client:
@@ -269,7 +273,12 @@ def _search(scenario: Scenario, space: SearchSpace, limits: Limits, quality: Qua
     # timing keys) the earlier one goes first: otherwise each waits for the other and none is ever ready
     faster = {k: [j for j in order[:i] if at_least_as_fast(classes[j], classes[k])] for i, k in enumerate(order)}
     rounds = 0
-    while True:
+    # Progress: `ready` is never empty while classes are pending. The order is a preorder, so
+    # among the pending classes some have no *strictly* faster pending class; classes that are
+    # at least as fast as each other (equal order facts: with 1 or 2 steps many plans differ
+    # but share their sync layers and steps) are ready together instead of waiting on each other
+    # forever. Every round resolves all ready classes, so there are at most len(order) rounds.
+    for _ in range(len(order) + 1):
         pending = [k for k in order if k not in latency and k not in pruned]
         if not pending:
             break
@@ -357,7 +366,8 @@ def _finish(scenario: Scenario, limits: Limits, table: pd.DataFrame, members: di
     violations = _violations(table, members, latency, classes)
     n_classes = len(members)
     return Recommendation(scenario=scenario, limits=limits, table=table.drop(columns=["_strategy"]),
-                          n_classes=n_classes, n_simulated=len(latency), rounds=rounds, violations=violations)
+                          n_classes=n_classes, n_simulated=len(latency), rounds=rounds, violations=violations,
+                          strategies=dict(zip(table["strategy"], table["_strategy"])))
 
 
 def _reason(row: pd.Series, ranked: pd.DataFrame) -> str:

@@ -14,7 +14,9 @@ import argparse
 import shlex
 
 from dicesim.errors import ConfigError
+from dicesim.limits import MAX_STEPS
 from dicesim.strategy import REFERENCE_SEMANTICS, ExpertParallelStrategy, SequenceParallelStrategy, Strategy
+from dicesim.strict_table import ascii_int
 
 #: --ep-async-mode names the layers that run asynchronously; sync_layers names the others
 ASYNC_MODE_TO_SYNC_LAYERS = {"shallow": "deep", "deep": "shallow", "interleaved": "alternate", "all": "none"}
@@ -26,6 +28,17 @@ _WORKLOAD_FLAGS = ("--model", "--vae", "--vae-path", "--sample-dir", "--per-proc
 _WORKLOAD_SWITCHES = ("--tf32", "--trim-samples", "--single-img")
 
 
+def _step_count(text: str) -> int:
+    """A step count of a flag: ASCII digits (``int`` would read Arabic-Indic or full-width digits
+    as numbers no shell user typed), within +-MAX_STEPS (negatives act as the reference makes them act)."""
+    value = ascii_int(text)
+    if value is None:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not an integer in ASCII digits")
+    if abs(value) > MAX_STEPS:
+        raise argparse.ArgumentTypeError(f"{value} is outside -{MAX_STEPS}..{MAX_STEPS} steps")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sample_ddp.py", add_help=False, allow_abbrev=False, exit_on_error=False)
     for flag in ("--ep", "--ep-async", "--ep-async-pipeline", "--auto-gc", "--ep-score-use-latest", "--sp",
@@ -35,7 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--ep-async-skip-strategy", choices=tuple(SKIP_STRATEGY_TO_POLICY))
     for flag, default in (("--ep-async-warm-up", 0), ("--ep-async-cool-down", 0), ("--strided-sync", 0),
                           ("--sp-async-warm-up", 0), ("--ep-async-noskip-step", 1)):
-        p.add_argument(flag, type=int, default=default)
+        p.add_argument(flag, type=_step_count, default=default)
     for flag in _WORKLOAD_FLAGS:
         p.add_argument(flag)
     return p

@@ -21,8 +21,10 @@ import pandas as pd
 from pydantic import ValidationError
 
 from dicesim.errors import ConfigError, DicesimError, config_error_from_pydantic
-from dicesim.inputs import Fail, check_data, check_file_size, load_json_file
-from dicesim.limits import MAX_JSON_TRACE_BYTES, MAX_RESULT_TABLE_BYTES, MAX_RESULT_TABLE_ROWS
+from dicesim.inputs import Fail, check_data, check_file_size, check_regular_file, load_json_file
+from dicesim.limits import (
+    MAX_JSON_TRACE_BYTES, MAX_RESULT_TABLE_BYTES, MAX_RESULT_TABLE_COLUMNS, MAX_RESULT_TABLE_ROWS, MAX_TEXT_FILE_BYTES,
+)
 from dicesim.results import METRIC_NAMES, RESULT_SCHEMA, RunResult, rename_legacy_columns, result_from_executor
 
 #: table columns that must hold numbers: the schema's metrics and counts, and what sweeps add
@@ -41,7 +43,7 @@ def _from_document(doc: Any, where: str) -> list[RunResult]:
         try:
             return [RunResult(**doc)]
         except ValidationError as exc:
-            raise config_error_from_pydantic(exc, f"{where}: result") from None
+            raise config_error_from_pydantic(exc, f"{where}: result", model=RunResult) from None
     if "schema" in doc:
         raise ConfigError(f"{where}: schema", f"unknown result schema {doc['schema']!r}", (RESULT_SCHEMA,))
     if "traceEvents" in doc:  # a Chrome trace: its metadata carries the run's result
@@ -66,8 +68,9 @@ def _from_trace_meta(meta: dict, where: str) -> list[RunResult]:
 def load_results(path: str | Path) -> list[RunResult]:
     """The runs in a result file: a ``.json`` record, an executor summary or a trace file."""
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise ConfigError(p.name, f"result file not found: {p}")
+    check_regular_file(p, lambda problem: ConfigError(p.name, problem))  # a FIFO is never opened
     if p.name.endswith(".parquet"):  # a Parquet trace: only its metadata is read
         from dicesim.trace.parquet import read_parquet_meta
 
@@ -94,7 +97,7 @@ def load_result_table(path: str | Path) -> pd.DataFrame:
     def fail(problem: str) -> DicesimError:
         return ConfigError(p.name, problem)
 
-    if not p.is_file():
+    if not p.exists():
         raise fail(f"result table not found: {p}")
     if p.suffix not in TABLE_FORMATS:
         raise ConfigError(p.name, f"unknown table format {p.suffix!r}", TABLE_FORMATS)
@@ -114,21 +117,25 @@ def _read_parquet(p: Path, fail: Fail) -> pd.DataFrame:
     import pyarrow.parquet as pq
 
     from dicesim.trace.parquet import PARQUET_ERRORS, check_unpacked_size
+    from dicesim.trace.parquet_bounded import read_table_bounded
 
+    flat = (pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean, pa.types.is_string,
+            pa.types.is_large_string, pa.types.is_null, pa.types.is_dictionary)
     try:
         footer = pq.read_metadata(str(p))
         _check_rows(footer.num_rows, fail)  # before any page is read
         check_unpacked_size(footer, fail)
-        table = pq.read_table(str(p))
-        table.validate(full=True)  # string pages are not checked for UTF-8 until they are converted
+        schema = footer.schema.to_arrow_schema()
+        _check_columns(len(schema), fail)
+        for field in schema:  # from the footer: a nested column is refused before it is read
+            if not any(ok(field.type) for ok in flat) or (pa.types.is_dictionary(field.type) and not any(
+                    ok(field.type.value_type) for ok in flat)):
+                raise ConfigError(f"{p.name}: column {field.name!r}", f"holds {field.type} values",
+                                  "numbers, text or booleans")
+        # bounded by what the columns decode to (dictionary-encoded text), not only by the footer
+        table = read_table_bounded(p, fail, max_decoded_nbytes=MAX_RESULT_TABLE_BYTES)
     except PARQUET_ERRORS as exc:
         raise fail(f"not a readable Parquet table: {' '.join(str(exc).split())[:200]}") from None
-    flat = (pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean, pa.types.is_string,
-            pa.types.is_large_string, pa.types.is_null, pa.types.is_dictionary)
-    for field in table.schema:
-        if not any(ok(field.type) for ok in flat):
-            raise ConfigError(f"{p.name}: column {field.name!r}", f"holds {field.type} values",
-                              "numbers, text or booleans")
     if len(set(table.column_names)) < len(table.column_names):
         dup = next(c for c in table.column_names if table.column_names.count(c) > 1)
         raise ConfigError(f"{p.name}: column {dup!r}", "appears more than once")
@@ -136,9 +143,22 @@ def _read_parquet(p: Path, fail: Fail) -> pd.DataFrame:
     return table.to_pandas(ignore_metadata=True)
 
 
+def _check_columns(columns: int, fail: Fail) -> None:
+    if columns > MAX_RESULT_TABLE_COLUMNS:
+        raise fail(f"{columns:,} columns, more than the {MAX_RESULT_TABLE_COLUMNS:,} a table may have (see docs/limits.md)")
+
+
 def _read_csv(p: Path, fail: Fail) -> pd.DataFrame:
+    # rows and columns bounded before pandas builds anything: the header gives the columns, and
+    # rows past the limit are not read (a 256 MiB file of commas would be millions of columns)
     try:
-        return pd.read_csv(p, encoding="utf-8")
+        with open(p, encoding="utf-8", newline="") as fh:
+            header = next(csv.reader([fh.readline(MAX_TEXT_FILE_BYTES)]), [])
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise fail(f"not a readable CSV table: {' '.join(str(exc).split())[:200]}") from None
+    _check_columns(len(header), fail)
+    try:
+        return pd.read_csv(p, encoding="utf-8", nrows=MAX_RESULT_TABLE_ROWS + 1)
     except (ValueError, OSError, csv.Error) as exc:  # pandas' ParserError and EmptyDataError are ValueErrors
         raise fail(f"not a readable CSV table: {' '.join(str(exc).split())[:200]}") from None
 

@@ -29,6 +29,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from dicesim.errors import config_error_from_pydantic
+from dicesim.evidence import Assumption, ErrorBand
 from dicesim.limits import MAX_STEPS, MAX_WORLD_SIZE
 
 if TYPE_CHECKING:
@@ -91,6 +92,22 @@ IDENTITY: tuple[ResultField, ...] = (
     ResultField("image_size", "px", "image side"),
     ResultField("steps", "steps", "denoising steps"),
     ResultField("quality_basis", "", "what pred_fd_change and pred_deviation rest on (data, fit, extrapolation)"),
+    ResultField("profile", "", "hardware profile the simulator timed the run with (simulator)"),
+    ResultField("profile_basis", "", "what that profile rests on: measured (fitted from traces) or datasheet"),
+)
+#: table columns flattened from ``error_band`` (simulated runs; empty for measured ones)
+BAND: tuple[ResultField, ...] = (
+    ResultField("step_latency_low_s", "s", "error band of step_latency_s, low end (docs/trust.md)"),
+    ResultField("step_latency_high_s", "s", "error band of step_latency_s, high end"),
+    ResultField("band_covers", "", "what the band covers: `step` (measured whole steps), `communication` "
+                "(measured collectives only) or `none`"),
+)
+#: nested fields of a simulated record (JSON only; tables carry their flat columns above)
+NESTED: tuple[ResultField, ...] = (
+    ResultField("error_band", "", "the band: low_s, high_s, covers, family, the held-out collective and step errors "
+                "it uses, compute_basis (measured or datasheet), profile and a statement (dicesim/evidence.py)"),
+    ResultField("assumptions", "", "the parameters the prediction rests on: parameter, value, status (measured, "
+                "fitted, cited, assumed), source, on_bottleneck"),
 )
 #: whether the run fits its GPUs' memory (simulator; docs/memory.md)
 VERDICT: tuple[ResultField, ...] = (
@@ -151,6 +168,10 @@ class RunResult(BaseModel):
     pred_fd_change: Optional[float] = None
     pred_deviation: Optional[float] = None
     quality_basis: str = ""
+    error_band: Optional[ErrorBand] = None
+    assumptions: list[Assumption] = Field(default_factory=list)
+    profile: str = ""
+    profile_basis: str = ""
     fits: Optional[bool] = None
     memory_note: str = ""
     per_step_latency_s: list[float] = Field(default_factory=list)
@@ -158,9 +179,14 @@ class RunResult(BaseModel):
     extra: dict[str, Any] = Field(default_factory=dict)
 
     def row(self) -> dict[str, Any]:
-        """The scalar fields as one table row (per-step lists and ``extra`` left out)."""
-        return {k: v for k, v in self.model_dump(by_alias=True).items()
-                if k not in ("schema", "extra") and not k.startswith("per_step_")}
+        """The scalar fields as one table row (per-step lists, ``extra`` and nested fields left out; the
+        band as ``step_latency_low_s``, ``step_latency_high_s`` and ``band_covers``)."""
+        row = {k: v for k, v in self.model_dump(by_alias=True).items()
+               if k not in ("schema", "extra", "error_band", "assumptions") and not k.startswith("per_step_")}
+        b = self.error_band
+        row.update(step_latency_low_s=b.low_s if b else math.nan, step_latency_high_s=b.high_s if b else math.nan,
+                   band_covers=b.covers if b else "")
+        return row
 
     def to_json(self, **kw: Any) -> str:
         """Strict JSON (no NaN or infinity: missing values are ``null``)."""
@@ -198,12 +224,14 @@ def sim_metrics(summary: dict[str, Any], per_step: pd.DataFrame | None = None) -
     return out
 
 
-def result_from_sim(scenario: Scenario, summary: dict[str, Any], per_step: pd.DataFrame | None = None) -> RunResult:
-    """The record of one simulated run (``summary`` may carry the quality model's columns)."""
+def result_from_sim(scenario: Scenario, summary: dict[str, Any], per_step: pd.DataFrame | None = None, *,
+                    error_band: ErrorBand | None = None, assumptions: Iterable[Assumption] = ()) -> RunResult:
+    """The record of one simulated run (``summary`` may carry the quality model's columns; ``error_band``
+    and ``assumptions``: :func:`dicesim.trust.assess_run`'s)."""
     metrics = sim_metrics(summary, per_step)
     verdict = {f.name: summary[f.name] for f in VERDICT if summary.get(f.name) is not None}
     kept = {k: v for k, v in summary.items() if _LEGACY_SIM.get(k, k) not in METRIC_NAMES
-            and k not in ("quality_basis", *verdict)}
+            and k not in ("quality_basis", "profile", "profile_basis", *verdict)}
     lists = {}
     if per_step is not None and len(per_step):
         lists = {"per_step_latency_s": per_step["latency_s"].astype(float).tolist(),
@@ -214,7 +242,9 @@ def result_from_sim(scenario: Scenario, summary: dict[str, Any], per_step: pd.Da
         strategy_desc=scenario.strategy.describe(), model=scenario.model, num_experts=preset.num_experts,
         topology=scenario.topology, world_size=scenario.world_size, batch=scenario.batch,
         image_size=scenario.image_size, steps=scenario.steps, quality_basis=str(summary.get("quality_basis", "")),
-        **verdict, **metrics, **lists, extra=_finite({**kept, "lag_of": scenario.strategy.lag_subject}))
+        profile=str(summary.get("profile", "")), profile_basis=str(summary.get("profile_basis", "")),
+        error_band=error_band, assumptions=list(assumptions), **verdict, **metrics, **lists,
+        extra=_finite({**kept, "lag_of": scenario.strategy.lag_subject}))
 
 
 class ExecutorTimes(BaseModel):
@@ -243,7 +273,7 @@ def result_from_executor(summary: dict[str, Any], *, where: str = "executor summ
     try:
         times = ExecutorTimes(**summary)
     except ValidationError as exc:
-        raise config_error_from_pydantic(exc, where) from None
+        raise config_error_from_pydantic(exc, where, model=ExecutorTimes) from None
     s = {k: v for k, v in summary.items() if k not in ExecutorTimes.model_fields or k == "steps"}
     lat, per_rank = times.step_latency_s, times.exposed_comm_s_per_rank
     # mean over ranks, as the simulator counts; summaries from before the per-rank lists have the max
@@ -263,14 +293,14 @@ def result_from_executor(summary: dict[str, Any], *, where: str = "executor summ
         return RunResult(source="executor", **fields, **metrics, per_step_latency_s=lat,
                          per_step_exposed_comm_s=exposed, extra=_finite(renamed))
     except ValidationError as exc:
-        raise config_error_from_pydantic(exc, where) from None
+        raise config_error_from_pydantic(exc, where, model=RunResult) from None
 
 
 def results_frame(results: Iterable[RunResult]) -> pd.DataFrame:
     """One row per run with the schema's scalar columns (identity first, then metrics)."""
-    cols = [f.name for f in IDENTITY] + list(METRIC_NAMES) + [f.name for f in VERDICT]
+    cols = [f.name for f in IDENTITY] + list(METRIC_NAMES) + [f.name for f in VERDICT] + [f.name for f in BAND]
     df = pd.DataFrame([r.row() for r in results], columns=cols)
-    for c in METRIC_NAMES:
+    for c in (*METRIC_NAMES, "step_latency_low_s", "step_latency_high_s"):
         df[c] = df[c].astype("float64")
     return df
 

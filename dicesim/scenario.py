@@ -15,6 +15,7 @@ from typing import Annotated, Literal, Optional
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SerializeAsAny, ValidationError
 
+from dicesim.content_key import is_file_reference
 from dicesim.errors import ConfigError, config_error_from_pydantic
 from dicesim.limits import (
     INT64_MAX, INT64_MIN, MAX_BATCH, MAX_EXPERTS, MAX_IMAGE_PX, MAX_RECORDED_EVENTS, MAX_SIM_TABLE_NBYTES, MAX_STEPS,
@@ -23,6 +24,7 @@ from dicesim.limits import (
 from dicesim.models import DTYPE_NBYTES, MODEL_NAMES, ModelPreset, get_model
 from dicesim.plan import layout_for
 from dicesim.strategy import ExpertParallelStrategy, Strategy, as_strategy, make_strategy, strategy_names
+from dicesim.strict_table import take_table
 from dicesim.tomlio import read_toml
 
 DEFAULT_TOPOLOGY = "8x-rtx4090-pcie"
@@ -34,17 +36,20 @@ class RoutingConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
-    kind: Literal["uniform", "zipf", "histogram"] = "uniform"
-    alpha: float = Field(1.0, gt=0)
-    histogram: Optional[str] = None  # .npy / .csv / trace directory with a router histogram
+    kind: Literal["uniform", "zipf", "histogram"] = Field("uniform", description="how tokens load the experts")
+    alpha: float = Field(1.0, gt=0, description="Zipf exponent of the expert load (kind = zipf)")
+    histogram: Optional[str] = Field(None, description="measured router histogram: .npy, .csv (layers x experts) "
+                                     "or an executor trace file/directory (kind = histogram)")
     #: share of the two copies' router weight held by the higher-scoring copy; used for the
     #: score-weighted lag. The executor's (untrained) models measure 0.63 (`small`) to 0.68
     #: (`tiny`) averaged over layers; a trained model's share is a property of its router, so
     #: 0.6 is a placeholder to replace with a measured value (see docs/model.md).
-    top1_share: float = Field(0.6, ge=0.5, le=1.0)
+    top1_share: float = Field(0.6, ge=0.5, le=1.0, description="share of a token's router weight on its "
+                              "higher-scoring copy (weights the lag; 0.6 is a placeholder, docs/model.md)")
     #: "expected": every step routes the expected counts (fast, deterministic); "multinomial":
     #: each (layer, step) draws its own counts from the load model (seeded; much slower)
-    sampling: Literal["expected", "multinomial"] = "expected"
+    sampling: Literal["expected", "multinomial"] = Field("expected", description="expected counts every step, "
+                                                         "or seeded multinomial draws per layer and step")
 
 
 class Scenario(BaseModel):
@@ -52,21 +57,31 @@ class Scenario(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
-    model: str = "XL/2"
-    num_experts: Optional[int] = Field(None, ge=1, le=MAX_EXPERTS)
-    batch: int = Field(32, ge=1, le=MAX_BATCH)  # images per rank (CFG doubles what travels)
-    image_size: int = Field(256, ge=1, le=MAX_IMAGE_PX)  # the preset checks it is a multiple of its patch in pixels
-    steps: int = Field(50, ge=1, le=MAX_STEPS)
-    cfg: bool = True
-    dtype: Literal["bf16", "fp16", "fp32"] = "bf16"
+    model: str = Field("XL/2", description="model preset (`dicesim presets`)")
+    num_experts: Optional[int] = Field(None, ge=1, le=MAX_EXPERTS, description="routed experts, replacing the "
+                                       "preset's (a what-if); a divisor or multiple of world_size")
+    batch: int = Field(32, ge=1, le=MAX_BATCH, description="images per GPU (CFG doubles what travels)")
+    image_size: int = Field(256, ge=1, le=MAX_IMAGE_PX, description="image side in pixels, a multiple of the "
+                            "patch in pixels (16 for the /2 presets)")
+    steps: int = Field(50, ge=1, le=MAX_STEPS, description="denoising steps")
+    cfg: bool = Field(True, description="classifier-free guidance: the conditional and unconditional halves "
+                      "travel as one batch")
+    dtype: Literal["bf16", "fp16", "fp32"] = Field("bf16", description="activation precision: bytes moved and held")
     #: any family's config; a table of fields reads as its family's (default: expert-parallel)
-    strategy: Annotated[SerializeAsAny[Strategy], BeforeValidator(as_strategy)] = ExpertParallelStrategy(name="sync")
-    topology: str = DEFAULT_TOPOLOGY
-    world_size: int = Field(8, ge=1, le=MAX_WORLD_SIZE)
-    placement: Literal["contiguous", "strided"] = "contiguous"
-    routing: RoutingConfig = RoutingConfig()
-    seed: int = Field(0, ge=0, le=INT64_MAX)  # numpy seeds are non-negative
-    profile: Optional[str] = None  # hardware profile TOML; None = the GPU's datasheet profile
+    strategy: Annotated[SerializeAsAny[Strategy], BeforeValidator(as_strategy)] = Field(
+        ExpertParallelStrategy(name="sync"), description="strategy preset and fields (table below)")
+    topology: str = Field(DEFAULT_TOPOLOGY, description="topology preset, cluster family (`<N>x-...`) or "
+                          ".toml/.graphml file")
+    world_size: int = Field(8, ge=1, le=MAX_WORLD_SIZE, description="GPUs used (at most the topology's)")
+    placement: Literal["contiguous", "strided"] = Field(
+        "contiguous", description="with more GPUs than experts, which GPUs form an expert-parallel group: "
+        "contiguous (inside a server) or strided (one GPU per server in turn)")
+    routing: RoutingConfig = Field(RoutingConfig(), description="expert load (table below)")
+    seed: int = Field(0, ge=0, le=INT64_MAX, description="seed of sampled routing (numpy seeds are non-negative)")
+    profile: Optional[str] = Field(None, description="hardware profile: built-in name or TOML file; none = the "
+                                   "best-evidenced built-in profile of the topology's GPU (`dicesim presets`)")
+    interference: bool = Field(True, description="compute-communication interference: true = the profile's "
+                               "factors, false = both 0, to check a prediction both ways (docs/model.md)")
 
     def preset(self) -> ModelPreset:
         return get_model(self.model, self.num_experts)
@@ -75,12 +90,47 @@ class Scenario(BaseModel):
         return self.model_copy(update={"strategy": strategy})
 
     def setup_label(self) -> str:
-        """Model, GPUs, topology and workload, without the strategy."""
-        return f"{self.model} x{self.world_size} {self.topology} b{self.batch} {self.image_size}px {self.steps} steps"
+        """Model, GPUs, machine and workload, without the strategy; every field set away from its default
+        (the expert count, placement, precision, routing, profile, CFG) is named, so a what-if shows."""
+        from dicesim.topology import machine_name
+
+        return (f"{self.model}{self._model_note()} x{self.world_size} {machine_name(self.topology)} b{self.batch} "
+                f"{self.image_size}px {self.steps} steps{''.join(' ' + o for o in self.overrides())}")
+
+    def _model_note(self) -> str:
+        preset = get_model(self.model)
+        return f" ({self.num_experts} experts)" if self.num_experts and self.num_experts != preset.num_experts else ""
+
+    def overrides(self) -> list[str]:
+        """The non-default settings besides model, machine and workload sizes, as short labels."""
+        out = []
+        if self.placement != "contiguous":
+            out.append(f"placement={self.placement}")
+        if self.dtype != "bf16":
+            out.append(self.dtype)
+        if not self.cfg:
+            out.append("no-cfg")
+        if self.routing.kind != "uniform":
+            alpha = f"({self.routing.alpha:g})" if self.routing.kind == "zipf" else ""
+            out.append(f"routing={self.routing.kind}{alpha}")
+        if self.profile:
+            out.append(f"profile={Path(self.profile).stem if self.profile.endswith('.toml') else self.profile}")
+        return out
 
     def label(self) -> str:
         return f"{self.setup_label()} {self.strategy.name}"
 
+
+#: where each scenario field lives in a scenario file: field -> (section, key); ``strategy`` and ``routing``
+#: are whole tables (their own fields), ``profile`` is ``[profile] file``
+FILE_KEYS: dict[str, tuple[str, str]] = {
+    "model": ("model", "name"), "num_experts": ("model", "num_experts"),
+    "batch": ("workload", "batch"), "image_size": ("workload", "image_size"), "steps": ("workload", "steps"),
+    "cfg": ("workload", "cfg"), "dtype": ("workload", "dtype"), "seed": ("workload", "seed"),
+    "topology": ("topology", "name"), "world_size": ("topology", "world_size"),
+    "placement": ("topology", "placement"), "strategy": ("strategy", "preset"), "routing": ("routing", "kind"),
+    "profile": ("profile", "file"),
+}
 
 _ALLOWED = {
     "model": MODEL_NAMES, "dtype": tuple(DTYPE_NBYTES), "placement": ("contiguous", "strided"),
@@ -145,7 +195,7 @@ def make_scenario(**fields: object) -> Scenario:
     try:
         sc = Scenario(**{k: v for k, v in fields.items() if v is not None})
     except ValidationError as exc:
-        raise config_error_from_pydantic(exc, "", _ALLOWED) from None
+        raise config_error_from_pydantic(exc, "", _ALLOWED, model=Scenario) from None
     return validate_scenario(sc)
 
 
@@ -177,8 +227,6 @@ def scenario_from_dict(doc: dict, path: Path = Path("<scenario>")) -> Scenario:
     fields["placement"] = topo.pop("placement", None)
     if topo:
         raise ConfigError(f"topology.{next(iter(topo))}", "unknown key", ("name", "file", "world_size", "placement"))
-    if fields["topology"] and str(fields["topology"]).endswith((".toml", ".graphml")):
-        fields["topology"] = str((path.parent / fields["topology"]).resolve()) if path.exists() else fields["topology"]
     preset = strat.pop("preset", None)
     if preset is not None and not isinstance(preset, str):
         raise ConfigError("strategy.preset", f"must be a preset name, got {type(preset).__name__}", strategy_names())
@@ -190,18 +238,60 @@ def scenario_from_dict(doc: dict, path: Path = Path("<scenario>")) -> Scenario:
         try:
             fields["routing"] = RoutingConfig(**routing)
         except ValidationError as exc:
-            raise config_error_from_pydantic(exc, "routing", _ALLOWED) from None
+            raise config_error_from_pydantic(exc, "routing", _ALLOWED, model=RoutingConfig) from None
     profile = doc.get("profile")
+    if isinstance(profile, dict):
+        prof = take_table(profile, ("file", "name", "interference"), "profile")
+        fields["interference"] = prof.get("interference")
+        profile = prof.get("file") or prof.get("name")
     if profile is not None:
-        fields["profile"] = profile.get("file") if isinstance(profile, dict) else profile
+        fields["profile"] = profile
     return make_scenario(**fields)
+
+
+def relative_to(path: Path, value: object) -> object:
+    """A file name ``value`` as written in the file ``path``: absolute, relative to that file."""
+    if not isinstance(value, str) or not value or not path.exists():
+        return value
+    try:
+        return value if Path(value).is_absolute() else str((path.parent / value).resolve())
+    except (OSError, ValueError):  # a NUL in the name: the reader names the problem
+        return value
+
+
+def resolve_paths(doc: dict, path: Path) -> dict:
+    """``doc`` (a parsed scenario, or a sweep's ``[base]`` tables) with every file it names --
+    topology, profile, router histogram -- made absolute relative to ``path``, the file that
+    names them (the working directory has no say). Returns a new dict; ``doc`` is unchanged."""
+    if not path.exists():
+        return doc
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in doc.items()}
+
+    def rebase(value: object) -> object:
+        return relative_to(path, value)
+
+    topo = out.get("topology")
+    if isinstance(topo, dict):
+        for key in ("name", "file"):
+            value = topo.get(key)
+            if key in topo and (key == "file" or str(value).endswith((".toml", ".graphml"))):
+                topo[key] = rebase(value)
+    prof = out.get("profile")
+    if isinstance(prof, dict) and "file" in prof and is_file_reference(prof["file"]):
+        prof["file"] = rebase(prof["file"])
+    elif is_file_reference(prof):
+        out["profile"] = rebase(prof)
+    routing = out.get("routing")
+    if isinstance(routing, dict) and routing.get("histogram"):
+        routing["histogram"] = rebase(routing["histogram"])
+    return out
 
 
 def load_scenario(path: str | Path) -> Scenario:
     """Read and validate a scenario TOML file; every error names the file."""
     p = Path(path)
     with naming_file(p):
-        return scenario_from_dict(read_toml(p, what="scenario"), p)
+        return scenario_from_dict(resolve_paths(read_toml(p, what="scenario"), p), p)
 
 
 @contextmanager

@@ -79,7 +79,7 @@ def make_space(**fields: object) -> SearchSpace:
     try:
         return SearchSpace(**{k: v for k, v in fields.items() if v is not None})
     except ValidationError as exc:
-        raise config_error_from_pydantic(exc, "search") from None
+        raise config_error_from_pydantic(exc, "search", model=SearchSpace) from None
 
 
 def _sync_sets(space: SearchSpace, num_layers: int) -> list[tuple[str, object]]:

@@ -22,11 +22,12 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from dicesim.compare import headline_metrics, predicted_quality
+from dicesim.content_key import is_file_reference
 from dicesim.errors import ConfigError, config_error_from_pydantic
 from dicesim.limits import MAX_BATCH, MAX_IMAGE_PX, MAX_STEPS, MAX_SWEEP_POINTS, MAX_WORLD_SIZE
 from dicesim.plan import PlanCache
 from dicesim.progress import NO_PROGRESS, Ticker
-from dicesim.scenario import Scenario, make_scenario
+from dicesim.scenario import Scenario, make_scenario, relative_to
 from dicesim.strategy import COMPARE_DEFAULT, make_strategy
 from dicesim.sweep import SweepOutcome, run_points
 from dicesim.tomlio import read_toml
@@ -63,7 +64,10 @@ class StudyConfig(BaseModel):
     @field_validator("models", "topologies", "strategies")
     @classmethod
     def _unique(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(s.strip() for s in v if s.strip()))
+        names = tuple(dict.fromkeys(s.strip() for s in v if s.strip()))
+        if not names:  # [" "] would otherwise leave sync alone, or nothing to study
+            raise ValueError("needs at least one name that is not blank")
+        return names
 
     def axes(self) -> list[str]:
         """The varying axes, in :data:`STUDY_AXES` order."""
@@ -115,8 +119,12 @@ def load_study(path: str | Path) -> StudyConfig:
         raise ConfigError(f"{name}: [study]", "is required (`dicesim study` without a file runs the default study)")
     if not isinstance(doc["study"], dict):
         raise ConfigError(f"{name}: study", "must be a table")
+    fields = dict(doc["study"])
+    if isinstance(fields.get("topologies"), list):  # topology files are relative to the study file
+        fields["topologies"] = [relative_to(Path(path), t) if is_file_reference(t) else t
+                                for t in fields["topologies"]]
     try:
-        return make_study(**doc["study"])
+        return make_study(**fields)
     except ConfigError as exc:
         raise ConfigError(name, exc.one_line()) from None
 
@@ -153,20 +161,32 @@ class StudyEvaluator:
 
     def __call__(self, scenario: Scenario) -> dict[str, Any]:
         from dicesim.report.run_report import link_frame
-        from dicesim.sim.api import simulate
+        from dicesim.sim.api import resolve_profile, simulate
+        from dicesim.sim.metrics import busiest_links
+        from dicesim.topology import get_topology
+        from dicesim.trust import assess_run
 
-        result = simulate(scenario, record=False, plans=self.plans)
+        G = get_topology(scenario.topology)
+        profile = resolve_profile(None, scenario, G)
+        result = simulate(scenario, graph=G, profile=profile, record=False, plans=self.plans)
         out: dict[str, Any] = headline_metrics(result.summary(), result.per_step)
+        trust = assess_run(scenario, G, profile, result.summary(), result.links)
+        out.update(step_latency_low_s=trust.band.low_s, step_latency_high_s=trust.band.high_s,
+                   band_covers=trust.band.covers, band_family=trust.band.family or "",
+                   network_expert_traffic=trust.facts.crosses_network, lag_of=scenario.strategy.lag_subject)
         out["exposed_comm_share_frac"] = (out["exposed_comm_step_s"] / out["step_latency_s"]
                                           if out["step_latency_s"] > 0 else 0.0)
-        links = link_frame(result.links)
+        links = busiest_links(link_frame(result.links))
         if len(links):
-            top = links.sort_values("busy_s", ascending=False, kind="stable").iloc[0]
-            alike = links[(links["link_class"] == top["link_class"]) & (links["busy_s"] >= 0.99 * top["busy_s"])]
+            top = links.iloc[0]
+            alike = links[(links["link_class"] == top["link_class"])
+                          & (links["utilisation"] >= 0.99 * top["utilisation"])]
             out.update(busiest_link=str(top["link"]), busiest_link_class=str(top["link_class"]),
-                       busiest_link_busy_frac=float(top["busy_frac"]), busiest_link_count=float(len(alike)))
+                       busiest_link_utilisation=float(top["utilisation"]), busiest_link_count=float(len(alike)))
         out.update(predicted_quality(scenario, result.lag_table))
         out["parallelism"] = parallelism(scenario)
+        # which profile timed the row, and what it rests on (topologies of one study may differ)
+        out.update(profile=str(result.meta["profile"]), profile_basis=str(result.meta["profile_basis"]))
         return out
 
 
@@ -180,7 +200,7 @@ def parallelism(scenario: Scenario) -> str:
     return "data_parallel" if all(len(g) == 1 for g in layout.groups()) else type(scenario.strategy).family
 
 
-def run_study(study: StudyConfig, out_dir: str | Path, *, workers: int = 0, scheduler: str | None = None,
+def run_study(study: StudyConfig, out_dir: str | Path, *, workers: int | None = 0, scheduler: str | None = None,
               processes: bool = True,
               on_chunk: Callable[[Path, list[dict]], None] | None = None,
               ticker: Ticker = NO_PROGRESS) -> SweepOutcome:

@@ -35,21 +35,26 @@ from dicesim.atomic import write_parquet_atomic
 from dicesim.cluster import map_jobs
 from dicesim.progress import NO_PROGRESS, Ticker
 from dicesim.compare import METRIC_KEYS, headline_metrics, predicted_quality
+from dicesim.content_key import Digests, is_file_reference, scenario_files
 from dicesim.errors import ConfigError, DicesimError, config_error_from_pydantic
 from dicesim.limits import MAX_SWEEP_POINTS
-from dicesim.results import rename_legacy_columns
-from dicesim.scenario import Scenario, make_scenario, naming_file, scenario_from_dict
+from dicesim.membudget import plan_workers, points_nbytes
+from dicesim.results import RESULT_SCHEMA, rename_legacy_columns
+from dicesim.scenario import Scenario, make_scenario, naming_file, relative_to, resolve_paths, scenario_from_dict
 from dicesim.sweep_limits import check_axis_values, check_sweep_size
 from dicesim.strategy import Strategy, make_strategy, parse_strategy, strategy_names
 from dicesim.tomlio import read_toml
 
-SWEEP_FORMAT = "dicesim-sweep/2"  # part of every key: bump it when a result's meaning changes (2: cond_gate)
+# part of every key: bump it when a result's meaning changes (2: cond_gate; 3: keys cover file contents)
+SWEEP_FORMAT = "dicesim-sweep/3"
 SCENARIO_AXES = ("model", "num_experts", "batch", "image_size", "steps", "cfg", "dtype", "topology",
                  "world_size", "placement", "seed", "profile")
 STRATEGY_AXES = ("scheme", "sync_layers", "cond_interval", "cond_policy", "warmup_steps", "cooldown_steps",
                  "sync_every", "stale_weights", "count_comm", "async_work", "cond_scope", "slot_order", "buffer_policy",
                  "cond_gate")
 ROUTING_AXES = {"routing": "kind", "zipf_alpha": "alpha", "top1_share": "top1_share"}
+#: axes whose values may name files
+FILE_AXES = ("topology", "profile")
 AXES: tuple[str, ...] = ("strategy",) + SCENARIO_AXES + STRATEGY_AXES + tuple(ROUTING_AXES)
 #: columns every sweep table has, before the metrics (descriptors of the configuration)
 DESCRIPTOR_COLUMNS: tuple[str, ...] = ("strategy", "model", "topology", "world_size", "batch", "image_size",
@@ -100,10 +105,18 @@ def _canonical(value: Any) -> Any:
     return value
 
 
-def config_key(base: Scenario, point: dict[str, Any]) -> str:
-    """Stable 16-hex-digit key of one configuration (same inputs, same key, any machine)."""
-    doc = {"format": SWEEP_FORMAT, "base": base.model_dump(mode="json"),
-           "point": {k: _canonical(v) for k, v in sorted(point.items())}}
+def config_key(base: Scenario, point: dict[str, Any], digests: Digests | None = None) -> str:
+    """Stable 16-hex-digit key of one configuration (same inputs, same key, any machine).
+
+    It covers what the result depends on (:mod:`dicesim.content_key`): the fields, the content
+    of every file the configuration reads, the built-in data files and the result-schema
+    versions, so a resumed sweep never reuses a result whose inputs changed under the same name.
+    """
+    digests = digests or Digests()
+    fields = {**base.model_dump(mode="json"), **{k: v for k, v in point.items() if k in SCENARIO_AXES}}
+    doc = {"format": SWEEP_FORMAT, "result_schema": RESULT_SCHEMA, "base": base.model_dump(mode="json"),
+           "point": {k: _canonical(v) for k, v in sorted(point.items())},
+           "files": digests.of(scenario_files(fields)), "data": digests.builtin_data()}
     text = json.dumps(doc, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
@@ -125,16 +138,17 @@ def sweep_from_dict(doc: dict, path: Path = Path("<sweep>")) -> SweepSpec:
     try:
         options = SweepOptions(**doc.get("sweep", {}))
     except ValidationError as exc:
-        raise config_error_from_pydantic(exc, "sweep") from None
+        raise config_error_from_pydantic(exc, "sweep", model=SweepOptions) from None
     base_doc: dict = {}
     base_path = path
     if options.base:
         base_path = (path.parent / options.base) if path.exists() else Path(options.base)
-        base_doc = read_toml(base_path, what="sweep.base scenario")
+        # files named in the base scenario are relative to it, those in [base] to the sweep file
+        base_doc = resolve_paths(read_toml(base_path, what="sweep.base scenario"), base_path)
     inline = doc.get("base", {})
     if not isinstance(inline, dict):
         raise ConfigError("base", "must be a table of scenario sections")
-    base = scenario_from_dict(_merge(base_doc, inline), base_path)
+    base = scenario_from_dict(_merge(base_doc, resolve_paths(inline, path)), base_path)
     raw_axes = doc.get("axes", {})
     if not isinstance(raw_axes, dict) or not raw_axes:
         raise ConfigError("axes", "needs at least one axis with a list of values", AXES)
@@ -145,6 +159,8 @@ def sweep_from_dict(doc: dict, path: Path = Path("<sweep>")) -> SweepSpec:
         if not isinstance(values, list) or not values:
             raise ConfigError(f"axes.{name}", "must be a non-empty list of values")
         check_axis_values(name, values)
+        if name in FILE_AXES:  # files named in the sweep file are relative to it, as in a scenario
+            values = [relative_to(path, v) if is_file_reference(v) else v for v in values]
         axes[name] = tuple(tuple(v) if isinstance(v, list) else v for v in values)
     check_sweep_size(axes)
     for preset in axes.get("strategy", ()):
@@ -278,6 +294,10 @@ def _scalars(summary: dict) -> dict[str, Any]:
     return out
 
 
+#: what a sweep (and a study) writes into its result directory, for the output check
+RESULT_DIR_FILES = (f"{_CHUNK_DIR}/", f"{_CHUNK_DIR}/chunk-*.parquet", "report.html")
+
+
 def read_chunks(out_dir: str | Path) -> pd.DataFrame:
     """Every readable result chunk under ``out_dir``, one row per key (ok/skipped beat error)."""
     chunk_dir = Path(out_dir) / _CHUNK_DIR
@@ -306,7 +326,7 @@ def _write_chunk(out_dir: Path, rows: list[dict]) -> Path:
     return path
 
 
-def run_sweep(spec: SweepSpec, out_dir: str | Path, *, workers: int = 0, scheduler: str | None = None,
+def run_sweep(spec: SweepSpec, out_dir: str | Path, *, workers: int | None = 0, scheduler: str | None = None,
               processes: bool = True, chunk_size: int | None = None, evaluate: Evaluator | None = None,
               on_chunk: Callable[[Path, list[dict]], None] | None = None,
               ticker: Ticker = NO_PROGRESS) -> SweepOutcome:
@@ -322,17 +342,23 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, *, workers: int = 0, schedul
                       on_chunk=on_chunk, ticker=ticker)
 
 
-def run_points(base: Scenario, points: Sequence[dict[str, Any]], out_dir: str | Path, *, workers: int = 0,
+def run_points(base: Scenario, points: Sequence[dict[str, Any]], out_dir: str | Path, *, workers: int | None = 0,
                scheduler: str | None = None, processes: bool = True, chunk_size: int = 16,
                evaluate: Evaluator | None = None,
                on_chunk: Callable[[Path, list[dict]], None] | None = None,
                ticker: Ticker = NO_PROGRESS) -> SweepOutcome:
-    """:func:`run_sweep` for an explicit list of configurations (``{axis: value}`` on ``base``)."""
+    """:func:`run_sweep` for an explicit list of configurations (``{axis: value}`` on ``base``).
+
+    ``workers=None`` starts as many local workers as the CPUs and the memory allow
+    (:func:`dicesim.membudget.plan_workers`); an explicit number past them is refused."""
     out = Path(out_dir)
-    items = [(i, config_key(base, p), p) for i, p in enumerate(points)]
+    digests = Digests()
+    items = [(i, config_key(base, p, digests), p) for i, p in enumerate(points)]
     done = read_chunks(out)
     done_keys = set(done.loc[done["status"] != "error", "key"])
     pending = [it for it in items if it[1] not in done_keys]
+    if not scheduler:  # local workers: bounded by the CPUs and the memory their runs need
+        workers = plan_workers(workers, [points_nbytes(base, [p for _, _, p in pending])], jobs=len(pending))
     ticker.expect(len(pending))
     for _, rows in map_jobs(evaluate_chunk, [(chunk, evaluate) for chunk in _chunks(pending, chunk_size)],
                             workers=workers, scheduler=scheduler, processes=processes, shared=(base,)):

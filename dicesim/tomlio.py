@@ -25,8 +25,8 @@ def read_toml(path: str | Path, *, what: str,
     """
     p = Path(path)
     make = error or (lambda problem: ConfigError(p.name, problem))
-    if not p.is_file():
-        raise make(f"{what} file not found: {p}")
+    if not p.exists():
+        raise make(f"{what} file not found: {p}")  # a FIFO or a directory: refused by the bounded read
     raw = read_bytes_bounded(p, MAX_TEXT_FILE_BYTES, make, what=f"{what} file")
     try:
         doc = tomllib.loads(raw.decode("utf-8"))

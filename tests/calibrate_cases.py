@@ -24,10 +24,11 @@ TRUE_BW_BPS, TRUE_EDGE_LAT_S = 2e8, 2e-6
 
 
 def true_profile(interference: float = 0.0, comm_interference: float = 0.0) -> HardwareProfile:
-    """A compute-bound CPU-like profile with every number known; host costs zero (host = compute thread)."""
+    """A compute-bound CPU-like profile with every number known; host costs zero (host = compute thread);
+    memory bandwidth at the top of its plausible range (dicesim.limits.PHYSICAL), so memory never limits."""
     ops = {k: {"compute_eff": TRUE_EFF[k], "mem_eff": 1.0, "launch_s": TRUE_LAUNCH_S[k]} for k in OP_KINDS}
     return cpu_base_profile().with_updates(
-        name="truth", peak_tflops=TRUE_PEAK_TFLOPS, mem_bw_GBps=1e6, ops=ops, interference=interference,
+        name="truth", peak_tflops=TRUE_PEAK_TFLOPS, mem_bw_GBps=1e5, ops=ops, interference=interference,
         comm_interference=comm_interference,
         collective_base_s={"all_to_all": TRUE_A2A_BASE_S, "count_exchange": TRUE_COUNTS_BASE_S})
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
+import os
 import shutil
 import tomllib
 import traceback
@@ -36,6 +38,9 @@ ACCEPTANCE = ROOT / "traces" / "acceptance" / "dice-paper.toml"
 DIGITS_CHECKPOINT = ROOT / "validate" / "data" / "digits" / "dit_moe_digits.pt"
 TINY = ["--model", "tiny", "--topology", "tiny-ring4", "--world-size", "4", "--steps", "2", "--batch", "1",
         "--image-size", "32"]
+#: multiplies the examples of the property and stateful tests (tests/test_hostile_*.py); the long
+#: run (benchmarks/fuzz_inputs.py --scale N) sets it, CI runs them at 1
+FUZZ_SCALE = max(int(os.environ.get("DICESIM_FUZZ_SCALE", "1") or 1), 1)
 
 # --- seeds: valid files made by the project's own writers ---------------------------------
 def make_seeds(d: Path) -> Path:
@@ -52,6 +57,16 @@ def make_seeds(d: Path) -> Path:
         "base": {"model": {"name": "tiny"}, "workload": {"batch": 1, "image_size": 32, "steps": 2},
                  "topology": {"name": "tiny-ring4", "world_size": 4}, "profile": {"file": "rtx4090"}},
         "axes": {"strategy": ["sync", "dice"], "sync_layers": [[0, 1]], "batch": [1]}}))
+    # the sequence family (sp, distrifusion) through the same readers: its [strategy] fields and its sweeps
+    (d / "scenario-sp.toml").write_text(tomli_w.dumps({
+        "model": {"name": "tiny"}, "workload": {"batch": 1, "image_size": 32, "steps": 3},
+        "strategy": {"preset": "distrifusion", "warmup_steps": 1}, "topology": {"name": "tiny-ring4", "world_size": 4},
+        "profile": {"file": "rtx4090"}}))
+    (d / "sweep-sp.toml").write_text(tomli_w.dumps({
+        "sweep": {"name": "fuzz-sp", "chunk_size": 2},
+        "base": {"model": {"name": "tiny"}, "workload": {"batch": 1, "image_size": 32, "steps": 3},
+                 "topology": {"name": "tiny-ring4", "world_size": 4}, "profile": {"file": "rtx4090"}},
+        "axes": {"strategy": ["sp", "distrifusion"], "warmup_steps": [0, 1]}}))
     G = get_topology("tiny-ring4")
     save_toml(G, d / "topology.toml")
     save_graphml(G, d / "topology.graphml")
@@ -94,7 +109,7 @@ def write_result_seeds(d: Path) -> None:
 
     sc = make_scenario(model="tiny", strategy="dice", topology="tiny-ring4", world_size=4, steps=2, batch=1,
                        image_size=32, profile="rtx4090")
-    run = run_strategy(sc, trace_dir=d)  # dice.trace.json and dice.events.parquet
+    run = run_strategy(sc, trace_dir=d, trace_format="json")  # dice.trace.json and dice.events.parquet
     (d / "result.json").write_text(run.result.to_json(indent=2) + "\n")
     table = results_frame([run.result, *load_results(EXEC_TRACE)])
     table.to_parquet(d / "table.parquet", index=False)
@@ -143,6 +158,10 @@ def verdict(o: Outcome, out_path: Path | None = None, *, expect_error: bool = Fa
         return "traceback on stderr"
     if o.code not in ((2,) if expect_error else (0, 1, 2) if gate else (0, 2)):
         return f"exit code {o.code}"
+    if o.code == 0 and o.out.lstrip().startswith("{"):  # an accepted input gives finite results
+        problem = _non_finite_json(o.out)
+        if problem:
+            return problem
     if o.code == 2:
         lines = [line for line in o.err.splitlines() if line.strip()]
         if not lines or len(lines) > 3 or not lines[0].startswith("error: "):
@@ -153,6 +172,30 @@ def verdict(o: Outcome, out_path: Path | None = None, *, expect_error: bool = Fa
             litter = [p.name for p in out_path.parent.iterdir() if p.name.endswith((".tmp", ".lock"))]
             if litter:
                 return f"temporary files left behind: {litter}"
+    return None
+
+
+def _non_finite_json(text: str) -> str | None:
+    """'non-finite ...' when JSON output on stdout holds NaN or infinity (as literals or strings)."""
+    def constant(name: str) -> float:
+        raise ValueError(name)
+
+    for line in text.splitlines():
+        if not line.strip().startswith("{"):
+            continue
+        try:
+            doc = json.loads(line, parse_constant=constant)
+        except ValueError as exc:
+            return f"non-finite number {exc} in the JSON an accepted input printed"
+        stack = [doc]
+        while stack:
+            v = stack.pop()
+            if isinstance(v, dict):
+                stack += v.values()
+            elif isinstance(v, list):
+                stack += v
+            elif isinstance(v, float) and not math.isfinite(v):
+                return "non-finite number in the JSON an accepted input printed"
     return None
 
 
@@ -193,6 +236,9 @@ _DIGITS_STOP = ("--seeds", "2", "--images", "130", "--world-sizes", "65")
 READERS: tuple[Reader, ...] = (
     Reader("scenario", "scenario.toml", "toml", _check),
     Reader("sweep", "sweep.toml", "toml", lambda f, o: ["sweep", str(f), "--out", str(o), "--workers", "0"],
+           writes=True),
+    Reader("scenario-sp", "scenario-sp.toml", "toml", lambda f, o: ["simulate", str(f), "--json"]),
+    Reader("sweep-sp", "sweep-sp.toml", "toml", lambda f, o: ["sweep", str(f), "--out", str(o), "--workers", "0"],
            writes=True),
     Reader("topology-toml", "topology.toml", "toml", _check),
     Reader("topology-graphml", "topology.graphml", "bytes", _check),

@@ -56,10 +56,10 @@ def test_simulate_out_writes_tables_trace_and_report(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "step latency (ms)" in text and "peak buffer (MiB)" in text and "GB/s" in text
     for name in ("per_step.parquet", "lags.parquet", "links.parquet", "summary.json", "report.html",
-                 "interweaved.trace.json", "interweaved.events.parquet"):
+                 "interweaved.trace.json.gz", "interweaved.events.parquet"):
         assert (out / name).is_file(), name
     assert len(pd.read_parquet(out / "per_step.parquet")) == 6
-    events, meta = read_trace(out / "interweaved.trace.json")
+    events, meta = read_trace(out / "interweaved.trace.json.gz")  # compressed by default (--traces gz)
     assert meta.strategy == "interweaved" and meta.world_size == 4 and len(events) > 0
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
 
@@ -84,7 +84,7 @@ def test_compare_lists_every_strategy_with_sync_speedup_one(tmp_path, capsys):
     assert list(csv.columns) == list(TABLE_COLUMNS) and list(csv["strategy"]) == list(COMPARE_DEFAULT)
     pd.testing.assert_frame_equal(pd.read_parquet(out / "summary.parquet"), csv, check_dtype=False)
     for name in COMPARE_DEFAULT:
-        assert (out / f"{name}.trace.json").is_file()
+        assert (out / f"{name}.trace.json.gz").is_file()
     html = (out / "report.html").read_text(encoding="utf-8")
     assert html.count("plotly.js v") == 1 and "Timeline: dice" in html and "router-weighted lag" in html
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from fuzz_cases import READERS, hostile_file, make_seeds, run_cli, try_input, verdict
 
 #: examples per reader in CI: cheap readers more, readers that simulate or sample fewer
-EXAMPLES = {"sweep": 10, "profile": 10, "checkpoint": 8, "histogram-npy": 12, "histogram-csv": 12, "kineto": 8,
+EXAMPLES = {"sweep": 10, "sweep-sp": 8, "scenario-sp": 10, "profile": 10, "checkpoint": 8, "histogram-npy": 12, "histogram-csv": 12, "kineto": 8,
             "calibrate-meta": 15, "trace-json": 20, "study": 10, "digits-checkpoint": 8, "table-parquet": 12,
             "table-csv": 12, "published": 15, "acceptance": 15, "result-json": 15, "result-trace": 12,
             "result-summary": 12, "result-parquet": 12, "check-published": 12, "check-acceptance": 12,

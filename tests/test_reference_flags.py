@@ -58,7 +58,7 @@ def test_flag_mapping(flags, fields):
 @pytest.mark.parametrize("flags, message", [
     ("--ep --ep-async --bogus", "unknown flag or value '--bogus'"),
     ("--ep --ep-async --ep-async-mode sideways", "invalid choice: 'sideways'"),
-    ("--ep --ep-async --ep-async-mode all --ep-async-warm-up two", "invalid int value: 'two'"),
+    ("--ep --ep-async --ep-async-mode all --ep-async-warm-up two", "'two' is not an integer in ASCII digits"),
     ("--ep --ep-async", "--ep-async needs --ep-async-mode"),
     ("--ep-async --ep-async-mode all", "--ep-async needs --ep"),
     ("--ep --auto-gc", "--auto-gc needs --ep-async"),

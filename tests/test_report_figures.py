@@ -106,7 +106,7 @@ def test_link_utilisation_in_percent_busiest_first_grouped():
     assert [t.name for t in fig.data] == ["sync", "dice"]
     assert list(fig.layout.xaxis.categoryarray) == ["c", "b"]  # peak 0.9, then 0.5; "a" cut by top=2
     np.testing.assert_allclose(fig.data[1].y, [40.0, 90.0])
-    assert fig.layout.yaxis.title.text == "utilisation (%)"
+    assert fig.layout.yaxis.title.text == "utilisation of capacity (%)"
     assert fig.layout.barmode == "group"
 
 

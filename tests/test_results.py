@@ -19,6 +19,8 @@ from dicesim.results import (
     VERDICT,
     METRICS,
     PER_STEP,
+    BAND,
+    NESTED,
     RESULT_SCHEMA,
     RunResult,
     result_from_sim,
@@ -124,9 +126,10 @@ def test_old_sweep_chunks_are_read_with_the_schemas_names(tmp_path):
 
 def test_results_frame_columns_and_docs_list_every_field():
     frame = results_frame([])
-    assert list(frame.columns) == [f.name for f in IDENTITY] + [f.name for f in METRICS] + [f.name for f in VERDICT]
-    names = {f.name for f in IDENTITY + METRICS + VERDICT + PER_STEP}
+    assert list(frame.columns) == ([f.name for f in IDENTITY] + [f.name for f in METRICS] + [f.name for f in VERDICT]
+                                   + [f.name for f in BAND])
+    names = {f.name for f in IDENTITY + METRICS + VERDICT + PER_STEP + NESTED}
     assert set(RunResult.model_fields) == names | {"schema_", "extra"}  # the documented list is the model
     doc = Path("docs/results.md").read_text(encoding="utf-8")
-    for f in IDENTITY + METRICS + VERDICT + PER_STEP:
+    for f in IDENTITY + METRICS + VERDICT + PER_STEP + BAND + NESTED:
         assert f"`{f.name}`" in doc, f.name

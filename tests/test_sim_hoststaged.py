@@ -18,8 +18,8 @@ SMALL = dict(model="tiny", image_size=32, steps=4, topology="1x-h100-host-staged
 
 
 def _quiet(**kw):
-    """h100-calibrated without host costs or interference (closed forms hold exactly)."""
-    quiet = dict(host_op_s=0.0, host_collective_s=0.0, interference=0.0, comm_interference=0.0)
+    """h100-calibrated without host costs (its eager host model included) or interference (closed forms hold exactly)."""
+    quiet = dict(host_op_s=0.0, host_collective_s=0.0, interference=0.0, comm_interference=0.0, host=None)
     return get_profile("h100-calibrated").with_updates(**{**quiet, **kw})
 
 

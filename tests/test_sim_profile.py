@@ -67,10 +67,16 @@ def test_validation_errors(tmp_path):
         load_profile(tmp_path / "missing.toml")
 
 
-def test_profile_for_gpu():
+def test_profile_for_gpu_prefers_the_measured_profile_where_there_is_one():
+    # measured op timings exist for the H100 and H200 (traces/gpu): their calibrated profiles are the defaults
     assert profile_for_gpu("8x-rtx4090-pcie").name == "rtx4090"
-    assert profile_for_gpu("h100-sxm").name == "h100-sxm"
-    assert profile_for_gpu("hgx-h200").name == "h200"
+    assert profile_for_gpu("h100-sxm").name == "h100-calibrated"
+    assert profile_for_gpu("hgx-h200").name == "h200-calibrated"
+    assert profile_for_gpu("dgx-a100").basis == "datasheet"
+    assert profile_for_gpu("h100-sxm").basis == profile_for_gpu("hgx-h200").basis == "measured"
+    # a calibration starts from the datasheet
+    assert profile_for_gpu("h100-sxm", datasheet=True).name == "h100-sxm"
+    assert profile_for_gpu("hgx-h200", datasheet=True).name == "h200"
     with pytest.raises(ConfigError):
         profile_for_gpu("generic")
 

@@ -96,7 +96,7 @@ def test_histogram(tmp_path):
         expert_probs(cfg, 3, 2, 0)
     with pytest.raises(ConfigError, match="not found"):
         expert_probs(RoutingConfig(kind="histogram", histogram="nope.npy"), 2, 2, 0)
-    with pytest.raises(ConfigError, match="non-negative"):
+    with pytest.raises(ConfigError, match="outside the plausible range"):
         expert_probs(cfg, 2, 2, 0, histogram=np.array([[1.0, -1.0], [1, 1]]))
 
 

@@ -10,7 +10,8 @@ import pytest
 from dicesim.plan import PlanCache
 from dicesim.plan.expert import buffers
 from dicesim.sim.api import prepare, simulate
-from dicesim.sim.engine.program import compile_program
+from dicesim.sim.costs.profile import get_profile
+from dicesim.sim.engine.program import HostTable, _Blocks, compile_program
 from dicesim.sim.engine.reuse import find_windows
 from dicesim.sim.engine.skeleton import Skeleton, windows_of
 
@@ -50,17 +51,20 @@ def test_sampled_routing_and_strided_placement_equal_uncached():
 
 
 @pytest.mark.parametrize("strategy", ["sync", "dice", "interweaved", "sp", "distrifusion"])
-def test_priced_skeleton_is_the_compiled_program(strategy):
-    spec = prepare(model="XL/2", topology="dgx-h100", strategy=strategy, steps=8).spec
+@pytest.mark.parametrize("host_op_s", [None, 2e-4])
+def test_priced_skeleton_is_the_compiled_program(strategy, host_op_s):
+    kw = {} if host_op_s is None else dict(profile=get_profile("h100-sxm").with_updates(host_op_s=host_op_s))
+    spec = prepare(model="XL/2", topology="dgx-h100", strategy=strategy, steps=8, **kw).spec
     skel = Skeleton(spec.plan, spec.layout)
-    host = spec.profile.host_op_s
+    host = HostTable(spec.cost)
     priced = skel.price(spec.cost, host)
-    assert priced is not None
-    assert priced.program == compile_program(spec.plan, spec.cost, spec.layout, host_op_s=host)
-    # a host slower than some op: runs of ops do not merge, the skeleton declines and the engine compiles
-    slow = max(d for kinds in skel.kinds for d in (spec.cost.action_time_s(k) for k in kinds))
-    if any(len(kinds) > 1 for kinds in skel.kinds):
-        assert skel.price(spec.cost, 2 * slow) is None
+    full = compile_program(spec.plan, spec.cost, spec.layout, host=host)
+    if host_op_s is None:
+        assert priced is not None
+    if priced is not None:  # a slow host splits runs into blocks: the skeleton declines, the engine compiles
+        assert priced.program == full
+    else:
+        assert sum(len(s) for s in full) > sum(len(s) for s in skel.steps)
 
 
 def test_cached_window_search_equals_the_search():
@@ -69,7 +73,7 @@ def test_cached_window_search_equals_the_search():
         spec = prepare(model="XL/2", topology="dgx-h100", strategy="dice", steps=8, batch=batch,
                        plans=plans).spec
         skel = Skeleton(spec.plan, spec.layout)
-        priced = skel.price(spec.cost, spec.profile.host_op_s)
+        priced = skel.price(spec.cost, HostTable(spec.cost))
         flat = [ins for step in priced.program for ins in step]
         mid = tuple(np.zeros((spec.plan.num_layers, spec.plan.num_steps), dtype=np.int64) + i for i in range(2))
         got, want = windows_of(plans, spec.plan, spec.layout, priced.pattern, flat, mid), find_windows(flat, mid)
@@ -83,8 +87,9 @@ def test_cached_window_search_equals_the_search():
 def test_block_pattern_names_equal_blocks():
     spec = prepare(model="G/2", topology="dgx-h100", strategy="interweaved", steps=4).spec
     skel = Skeleton(spec.plan, spec.layout)
-    priced = skel.price(spec.cost, spec.profile.host_op_s)
-    figures = [(sum(d), len(d)) for d in ([spec.cost.action_time_s(k) for k in kinds] for kinds in skel.kinds)]
+    priced = skel.price(spec.cost, HostTable(spec.cost))
+    runs = _Blocks(spec.cost, host=HostTable(spec.cost), merge=True)
+    figures = [runs._split(kinds)[0][2].key for kinds in skel.kinds]
     for i, j in enumerate(priced.pattern):
         assert j <= i and figures[j] == figures[i]
         assert all(figures[k] != figures[i] for k in range(j))
@@ -108,5 +113,5 @@ def test_one_skeleton_priced_for_other_costs_is_their_compiled_program():
     assert specs[0].plan is specs[1].plan is specs[2].plan  # one plan, three cost models
     skel = Skeleton(specs[0].plan, specs[0].layout)
     for spec in specs:
-        priced = skel.price(spec.cost, spec.profile.host_op_s)
-        assert priced.program == compile_program(spec.plan, spec.cost, spec.layout, host_op_s=spec.profile.host_op_s)
+        priced = skel.price(spec.cost, HostTable(spec.cost))
+        assert priced.program == compile_program(spec.plan, spec.cost, spec.layout, host=HostTable(spec.cost))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pandas as pd
 import pytest
 
@@ -72,7 +73,12 @@ def test_study_speedups_and_summary_say_where_hiding_pays(small):
     # (tiny on NVLink is bound by host launches at these batches: hiding communication gains ~nothing there;
     # every strategy ties with sync, and window reuse leaves float round-off of absolute times on a tie)
     assert pcie["speedup"] > 1.2 and pcie["speedup"] > nvl["speedup"] >= 1.0 - 1e-12
-    assert "host_mem" in pcie["sync_busiest_links"] and "nvlink4" in nvl["sync_busiest_links"]
+    # busiest by utilisation of capacity: without peer-to-peer every byte climbs the switch uplink and comes back
+    assert "pcie4" in pcie["sync_busiest_links"] and "nvlink4" in nvl["sync_busiest_links"]
+    # each row says which profile timed it: the measured H100 one, the 4090's datasheet one
+    prof = table.groupby("topology")[["profile", "profile_basis"]].agg(set)
+    assert prof.loc["dgx-h100"].tolist() == [{"h100-calibrated"}, {"measured"}]
+    assert prof.loc["8x-rtx4090-pcie"].tolist() == [{"rtx4090"}, {"datasheet"}]
     text = " ".join(study_summary(table, ["topology", "batch"]))
     assert "gains most on 8x-rtx4090-pcie" in text and "least on dgx-h100" in text
     assert "From batch 2 to batch 8" in text and "Staleness and memory" in text
@@ -125,4 +131,6 @@ def test_a_cluster_starts_only_where_it_pays():
     assert workers_that_pay(288, 1.0, 2) == 2 and workers_that_pay(4, 10.0, 2) == 2
     assert workers_that_pay(10_000, 100.0, 1) == 0
     assert all(workers_that_pay(100, s, 2) <= workers_that_pay(100, 2 * s, 2) for s in (0.01, 0.1, 0.5, 1.0))
-    assert scale_out(3, None, (1, 0.0)) == 3 and scale_out(0, None, (10_000, 100.0)) == 0
+    assert scale_out(1, None, (1, 0.0)) == 1 and scale_out(0, None, (10_000, 100.0)) == 0
+    # by default: this process where a cluster does not pay, else as many as the CPUs and memory hold (None)
+    assert scale_out(None, None, (288, STUDY_CONFIG_CPU_S)) == 0 and scale_out(None, None, (4, 10.0)) == (None if (os.cpu_count() or 1) >= 2 else 0)

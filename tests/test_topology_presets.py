@@ -23,6 +23,7 @@ from dicesim.topology import (
 EXPECTED = {  # name: (world size, servers, gpu key, p2p)
     "8x-rtx4090-pcie": (8, 1, "rtx4090", False),
     "4x-l40s-pcie": (4, 1, "l40s", True),
+    "8x-l40s-pcie": (8, 1, "l40s", True),
     "dgx-a100": (8, 1, "a100-sxm", True),
     "dgx-h100": (8, 1, "h100-sxm", True),
     "hgx-h200": (8, 1, "h200", True),

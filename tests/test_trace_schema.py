@@ -48,11 +48,12 @@ def test_unknown_source_is_a_config_error():
         TraceMeta(source="nope")
 
 
-def test_meta_dict_round_trip_and_unknown_keys_kept():
+def test_meta_dict_round_trip_and_unknown_keys_refused():
     m = meta()
     assert TraceMeta.from_dict(m.to_dict()) == m
-    d = {**m.to_dict(), "future_field": 3}
-    assert TraceMeta.from_dict(d).extra == {"seed": 7, "future_field": 3}
+    d = {**m.to_dict(), "future_field": 3}  # issue 19: every table of every input refuses unknown keys
+    with pytest.raises(TraceError, match=r"metadata.future_field: unknown key \(allowed: source, schema_version"):
+        TraceMeta.from_dict(d)
     with pytest.raises(TraceError, match="unsupported schema version 'dicesim-trace/0'"):
         TraceMeta.from_dict({**m.to_dict(), "schema_version": "dicesim-trace/0"})
     with pytest.raises(TraceError, match="'world_size' is '4', expected int"):

@@ -13,10 +13,13 @@ from typing import Optional
 import typer
 
 from dicesim.cli.entry import run_app
+from dicesim.cli.study_cmd import csv_list
 from dicesim.errors import ConfigError
 from dicesim.limits import MAX_QUALITY_SEEDS, MAX_TIMEOUT_S, check_range
 from dicesim.progress import progress_bar
 from dicesim.strategy import make_strategy
+from dicesim.outguard import Output, check_outputs
+from dicesim.strict_table import ascii_int_list
 
 app = typer.Typer(name="validate", help="Expert-parallel DiT-MoE executor (torch.distributed).\n\n"
                   "Example (dice on 2 gloo CPU ranks; `python3 -m validate COMMAND --help` shows one per command):"
@@ -32,11 +35,7 @@ def _root() -> None:
 def _sync_layers(value: str | None) -> object:
     if value is None or value in ("none", "deep", "shallow", "alternate"):
         return value
-    try:
-        return tuple(int(v) for v in value.split(",") if v.strip())
-    except ValueError:
-        raise ConfigError("sync_layers", f"{value!r} is not a preset or a comma-separated list of layers",
-                          ("none", "deep", "shallow", "alternate", "0,1,...")) from None
+    return ascii_int_list(value, "sync_layers", ("none", "deep", "shallow", "alternate", "0,1,..."))
 
 
 @app.command()
@@ -94,6 +93,9 @@ def run(
         strat = strat.model_copy(update={"seed": seed})
     if not 0 < timeout_s <= MAX_TIMEOUT_S:  # NaN fails too
         raise ConfigError("timeout", f"must be > 0 s, got {timeout_s}", f"0 < timeout <= {MAX_TIMEOUT_S} s")
+    if trace_out is not None:
+        check_outputs([Output("--trace-out", trace_out, "dir", ("validate-*.trace.json", "validate-*.events.parquet",
+                                                                "*.trace.json", "*.events.parquet"))], [checkpoint])
     spec = RunSpec(strategy=strat, model=model, num_experts=num_experts, steps=steps, batch=batch,
                    image_size=image_size, seed=seed, guidance_scale=None if guidance_scale < 0 else guidance_scale,
                    shadow=shadow, group_layout=group_layout, dtype=dtype, trace=trace_out is not None,
@@ -164,6 +166,8 @@ def quality(
     """
     from dicesim.atomic import write_text_atomic
 
+    if out is not None:
+        check_outputs([Output("--out", out)], [checkpoint])
     if model == "digits":
         _digits_quality(steps=steps, seeds=seeds, images=images, guidance_scale=guidance_scale,
                         check_steps=check_steps, world_sizes=world_sizes, checkpoint=checkpoint, out=out)
@@ -173,9 +177,9 @@ def quality(
 
     base = RunSpec(strategy=make_strategy("sync"), model=model, steps=steps, batch=batch, image_size=image_size,
                    seed=seed, checkpoint=str(checkpoint) if checkpoint else None)
+    names = csv_list(strategies, "--strategies")  # ",,," is no strategy at all: refused, as by compare
     with progress_bar("quality", unit="strategies") as ticker:
-        table = staleness_table([s.strip() for s in strategies.split(",") if s.strip()], base, world_size=world_size,
-                                ticker=ticker)
+        table = staleness_table(list(names or ()), base, world_size=world_size, ticker=ticker)
     command = (f"python -m validate quality --strategies {strategies} --model {model} --steps {steps} "
                f"--batch {batch} --world-size {world_size} --image-size {image_size} --seed {seed}")
     text = staleness_markdown(table, command)
@@ -185,10 +189,7 @@ def quality(
 
 
 def _int_list(value: str, field: str) -> list[int]:
-    try:
-        out = [int(v) for v in value.split(",") if v.strip()]
-    except ValueError:
-        raise ConfigError(field, f"{value!r} is not a comma-separated list of integers", ("10,40",)) from None
+    out = list(ascii_int_list(value, field, ("10,40",)))
     if any(v < 1 for v in out):
         raise ConfigError(field, f"{value!r} has a value below 1", (">= 1",))
     return out
@@ -205,7 +206,7 @@ def _digits_quality(*, steps: int, seeds: int, images: int, guidance_scale: floa
     if images < 2 or any(images % w for w in worlds):
         raise ConfigError("images", f"{images} must be >= 2 and divisible by every world size {worlds}")
     ckpt = checkpoint or DATA_DIR / CHECKPOINT_FILE
-    if not ckpt.is_file():
+    if not ckpt.exists():
         raise ConfigError("checkpoint", f"no such file {ckpt}; run `python -m validate train-small` first")
     cfg = QualityStudyConfig(checkpoint=str(ckpt), steps=steps, guidance_scale=guidance_scale, images=images,
                       seeds=tuple(range(seeds)))
@@ -213,6 +214,8 @@ def _digits_quality(*, steps: int, seeds: int, images: int, guidance_scale: floa
     command = (f"python -m validate quality --model digits --steps {steps} --seeds {seeds} --images {images} "
                f"--guidance-scale {guidance_scale:g} --check-steps {check_steps} --world-sizes {world_sizes}")
     paths = QualityPaths() if out is None else QualityPaths(doc=out)
+    check_outputs([Output("--out", paths.doc), Output("its figure", paths.figure), Output("its table", paths.table)],
+                  [ckpt, paths.data_dir / "classifier.pt", paths.data_dir / "train_log.json"])
     with progress_bar("quality", unit="samples") as ticker:
         run_quality(cfg, paths, check_steps=checks, world_sizes=worlds, command=command, echo=typer.echo,
                     ticker=ticker)
@@ -233,7 +236,7 @@ def train_small_cmd(
 
         python3 -m validate train-small --steps 10 --out-dir out/digits
     """
-    from validate.digits.data import DATA_DIR
+    from validate.digits.data import CHECKPOINT_FILE, CLASSIFIER_FILE, DATA_DIR, TRAIN_LOG_FILE
     from validate.digits.train import TrainConfig, train_small
 
     cfg = TrainConfig(steps=steps, batch=batch, lr=lr, seed=seed, threads=threads,
@@ -241,6 +244,7 @@ def train_small_cmd(
     command = (f"python -m validate train-small --steps {steps} --batch {batch} --lr {lr:g} --seed {seed} "
                f"--threads {threads}")
     target = out_dir or DATA_DIR
+    check_outputs([Output("--out-dir", target, "dir", (CHECKPOINT_FILE, CLASSIFIER_FILE, TRAIN_LOG_FILE))])
     with progress_bar("train-small", unit="steps") as ticker:
         log = train_small(cfg, target, command=command, echo=typer.echo, ticker=ticker)
     typer.echo(f"wrote {target} in {log['seconds']:.0f} s: final held-out MSE {log['curve'][-1]['heldout_mse_ema']:.4f}")

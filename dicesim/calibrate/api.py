@@ -9,6 +9,7 @@ import pandas as pd
 
 from dicesim.calibrate.fit_comm import CommFit, fit_comm
 from dicesim.calibrate.fit_compute import OpFit, add_work, fit_compute
+from dicesim.calibrate.fit_host import HostFit, fit_host, load_host_costs
 from dicesim.calibrate.fit_overlap import OverlapFit, fit_comm_interference
 from dicesim.calibrate.profile_fit import (
     anchors_from,
@@ -22,6 +23,9 @@ from dicesim.calibrate.timeline import collective_instances, compute_samples
 from dicesim.errors import TraceError
 from dicesim.sim.costs.profile import HardwareProfile, get_profile, profile_for_gpu
 
+#: the op timings' device-time track (CUDA-graph replays: no host in them)
+DEVICE_STREAM = "compute:graph"
+
 
 @dataclass(frozen=True)
 class Calibration:
@@ -34,6 +38,7 @@ class Calibration:
     samples: pd.DataFrame
     instances: pd.DataFrame
     overlap: OverlapFit | None = None
+    host: HostFit | None = None
 
     def topology(self, world_size: int) -> nx.DiGraph:
         """The CPU topology predictions with this profile run on (gloo ranks of one host)."""
@@ -46,7 +51,7 @@ def default_base(runs: list[TraceRun]) -> HardwareProfile:
     if all(d in ("cpu", "") or d.startswith("cpu") for d in devices):
         return cpu_base_profile()
     hint = next(iter(sorted(devices)))
-    return profile_for_gpu(hint)
+    return profile_for_gpu(hint, datasheet=True)
 
 
 def gather(runs: list[TraceRun], *, stream: str = "compute") -> tuple[pd.DataFrame, pd.DataFrame, bool]:
@@ -70,15 +75,24 @@ def gather(runs: list[TraceRun], *, stream: str = "compute") -> tuple[pd.DataFra
 
 def calibrate_runs(runs: list[TraceRun], *, base: HardwareProfile | str | None = None, stream: str = "compute",
                    name: str | None = None, interference: float | None = None,
-                   comm_interference: float | None = None) -> Calibration:
+                   comm_interference: float | None = None, host_costs: str | None = None) -> Calibration:
     """Fit a profile from ``runs``; ``base`` supplies whatever the traces cannot (default: see :func:`default_base`).
 
     ``interference``, ``comm_interference``: hold at this value instead of fitting (the latter
-    is fitted, on step latency, only where collectives were fitted too).
+    is fitted, on step latency, only where collectives were fitted too). ``host_costs``: a CPU
+    host-cost file (``traces/host/cpu-executor.toml``): the ops' device times are fitted on the
+    ``compute:graph`` stream and the eager host on ``stream`` (:mod:`dicesim.calibrate.fit_host`),
+    so the profile separates the two.
     """
     if not runs:
         raise TraceError("<runs>", "no traces to calibrate from")
     prof = default_base(runs) if base is None else (base if isinstance(base, HardwareProfile) else get_profile(base))
+    host = None
+    if host_costs is not None:
+        eager, _, _ = gather(runs, stream=stream)
+        graph, _, _ = gather(runs, stream=DEVICE_STREAM)
+        host = fit_host(eager, graph, {r.stem: r.experts_on_rank for r in runs}, load_host_costs(host_costs))
+        stream = DEVICE_STREAM
     samples, instances, absorbed = gather(runs, stream=stream)
     stub = prof.name == cpu_base_profile().name  # a CPU stub has no rates worth anchoring on
     fits, interf = fit_compute(samples, anchors=None if stub else anchors_from(prof), interference=interference)
@@ -89,6 +103,9 @@ def calibrate_runs(runs: list[TraceRun], *, base: HardwareProfile | str | None =
     label = name or f"{prof.name}-calibrated"
     profile = build_profile(prof, fits, comm, interf, prov, name=label, absorbed_gaps=absorbed, n_runs=len(runs),
                             keep_base_rates=not stub)
+    if host is not None:
+        profile = profile.with_updates(host=host.model, host_op_s=0.0, host_collective_s=0.0, citations={
+            **profile.citations, **host_citations(host, host_costs)})
     overlap = None
     if comm_interference is not None:
         profile = profile.with_updates(comm_interference=comm_interference)
@@ -100,4 +117,21 @@ def calibrate_runs(runs: list[TraceRun], *, base: HardwareProfile | str | None =
                     f"fitted on the step latency of {overlap.n_configs} configurations with asynchronous layers: "
                     f"rms relative error {overlap.rel_err_rms:.1%} (without it {overlap.rel_err_rms_at_zero:.1%})")})
     return Calibration(profile=profile, op_fits=fits, comm=comm, interference=interf, samples=samples,
-                       instances=instances, overlap=overlap)
+                       instances=instances, overlap=overlap, host=host)
+
+
+def host_citations(host: HostFit, path: str) -> dict[str, str]:
+    """Where each number of a fitted host model comes from (the profile's ``citations``)."""
+    gpu = ", ".join(f"{k} {v * 1e6:.0f} us" for k, v in host.gpu_host_s.items())
+    err = ", ".join(f"{k} {v:+.0%}" for k, v in host.transfer_err.items())
+    return {
+        "host": (f"fitted (dicesim.calibrate.fit_host): per timed op, host time from eager vs CUDA-graph timings "
+                 f"({gpu}; median |error| of max(host, device) against eager {host.eager_err_median:.1%}); "
+                 f"mapped from the CPU host costs {path} as rho * H_cpu + tau * launches, rho {host.rho:.3g}, "
+                 f"tau {host.tau_s * 1e6:.2f} us (errors {err}); executor ops, syncs and the per-expert cost "
+                 f"from the same file"),
+        "host.sync_s": "assumption: one sync costs one kernel launch's tau (a driver round trip and a small copy)",
+        "host_op_s": "0: the host model times the host",
+        "host_collective_s": "0: the host model times the host",
+        "ops.*": "device time: fitted on the compute:graph stream (CUDA-graph replays, no launch cost)",
+    }

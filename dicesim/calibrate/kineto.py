@@ -39,7 +39,7 @@ from dicesim.trace import EventRecorder, TraceMeta, coerce_events
 PREFIX = "dicesim:"
 COLLECTIVES = ("counts", "dispatch", "combine")
 DEVICE_CATS = ("kernel", "gpu_memcpy", "gpu_memset")  # device activity an annotation can launch
-_STEP_RE = re.compile(r"ProfilerStep#(\d{1,9})")
+_STEP_RE = re.compile(r"ProfilerStep#(\d{1,9})", re.ASCII)  # "٣" is a \d too
 
 
 def is_kineto(path: str | Path) -> bool:

@@ -31,6 +31,7 @@ import numpy as np
 from dicesim.calibrate.fit_comm import CommFit
 from dicesim.calibrate.fit_compute import OpFit
 from dicesim.calibrate.runs import TraceRun
+from dicesim.limits import PHYSICAL
 from dicesim.sim.costs.profile import (
     OP_KINDS,
     HardwareProfile,
@@ -136,8 +137,11 @@ def build_profile(base: HardwareProfile, fits: dict[str, OpFit], comm: CommFit |
     ``keep_base_rates``: start peak FLOP/s and memory bandwidth from the base (a datasheet)
     rather than from the fastest fitted op (a CPU stub has no datasheet).
     """
-    peak = _rate(fits, 1, base.peak_flops if keep_base_rates else None)
-    bw = _rate(fits, 2, base.mem_bw_Bps if keep_base_rates else None)
+    # a reference rate where no op pins it is a stand-in (a launch-bound op gave 6.6e18 B/s), not
+    # a measurement: it is kept inside the physical ranges (dicesim.limits.PHYSICAL); each op's
+    # efficiency is taken against the kept rate, so its fitted time per FLOP and per byte stay
+    peak = min(_rate(fits, 1, base.peak_flops if keep_base_rates else None), PHYSICAL["peak_tflops"].high * 1e12)
+    bw = min(_rate(fits, 2, base.mem_bw_Bps if keep_base_rates else None), PHYSICAL["mem_bw_GBps"].high * 1e9)
     ops = {k: v.model_dump() for k, v in base.ops.items()}
     cites = {"calibration": f"fitted from {n_runs} traces in {', '.join(prov.traces)} ({prov.stream} stream)"}
     for kind, f in fits.items():

@@ -105,7 +105,8 @@ def trace_layout(strategy: Strategy | None, world_size: int, num_experts: int) -
         return None
 
 
-def _strategy(sc: ScenarioMeta, meta: TraceMeta, where: Path) -> Strategy | None:
+def trace_strategy(sc: ScenarioMeta, meta: TraceMeta, where: Path) -> Strategy | None:
+    """The strategy a trace's metadata records (its fields read strictly); None for a run without one."""
     raw = sc.strategy
     if isinstance(raw, dict):
         try:  # no family in the metadata: an expert-parallel strategy (every trace before families)
@@ -134,7 +135,7 @@ def run_from_trace(events: pd.DataFrame, meta: TraceMeta, path: Path, stem: str)
         preset = get_model(model, sc.num_experts)
     except ConfigError as exc:
         raise TraceError(path, f"unknown model in trace metadata: {exc.one_line()}") from None
-    strategy = _strategy(sc, meta, path)
+    strategy = trace_strategy(sc, meta, path)
     # op-timing benchmarks time one rank of an ep_world-way group in a single process
     world = _first(sc.world_size, sc.ep_world, meta.world_size or None, default=1)
     if not 1 <= world <= MAX_WORLD_SIZE:
@@ -183,7 +184,7 @@ def load_runs(paths: list[str | Path]) -> list[TraceRun]:
     return sorted(runs, key=lambda r: (str(r.path.parent), r.stem))
 
 
-_REP = re.compile(r"-r\d+$")
+_REP = re.compile(r"-r\d+$", re.ASCII)
 
 
 def config_key(run: TraceRun) -> str:

@@ -10,7 +10,9 @@ from dicesim.cli.entry import run_app
 
 app = typer.Typer(
     name="dicesim",
-    help="Simulate expert-parallel DiT-MoE inference strategies (sync, displaced, DICE) on real interconnects.\n\n"
+    help="Simulate expert-parallel DiT-MoE inference strategies (sync, displaced, DICE) on real interconnects. "
+         "Every prediction comes with its error band, the assumptions it rests on and, with --sensitivity, whether "
+         "it survives them (docs/trust.md).\n\n"
          "Example (XL/2 with DICE on 8x RTX 4090 over PCIe; `dicesim COMMAND --help` shows one per "
          "command):\n\n"
          "    dicesim simulate --model XL/2 --topology 8x-rtx4090-pcie --strategy dice",

@@ -11,8 +11,10 @@ from typing import Optional
 import typer
 
 from dicesim.cli import app
+from dicesim.outguard import Output, check_outputs
 from dicesim.outlock import locks_output
 from dicesim.progress import progress_bar
+from dicesim.terminal import printable
 
 _WHERE = typer.Option(None, "--where", help='use only runs matching this expression, e.g. "world_size == 2"')
 _STREAM = typer.Option("compute", "--stream", help="compute track to fit (GPU op timings: compute or compute:graph)")
@@ -40,6 +42,9 @@ def calibrate(
                                        "(default: the traced GPU's built-in, or a CPU stub for CPU traces)"),
     name: Optional[str] = typer.Option(None, "--name", help="name of the calibrated profile"),
     where: Optional[str] = _WHERE, stream: str = _STREAM,
+    host_costs: Optional[Path] = typer.Option(
+        None, "--host-costs", help="CPU host costs of the executor (traces/host/cpu-executor.toml): fit device time "
+        "on compute:graph and an eager host model on --stream (GPU op timings with both tracks)"),
     as_json: bool = typer.Option(False, "--json", help="print the fit summary as one JSON object"),
 ) -> None:
     """Fit a hardware profile (compute, collectives, interference, host) from traced runs.
@@ -52,8 +57,12 @@ def calibrate(
     from dicesim.sim.costs.profile import save_profile
     from dicesim.topology import save_toml
 
+    # the profile, and beside it one topology per world size
+    check_outputs([Output("--out", out), Output("--out", out.parent, "dir", (f"{out.stem}.topology-w*.toml",))],
+                  [*traces, base])
     runs = _load(traces, where)
-    cal = calibrate_runs(runs, base=base, stream=stream, name=name or out.stem)
+    cal = calibrate_runs(runs, base=base, stream=stream, name=name or out.stem,
+                         host_costs=str(host_costs) if host_costs is not None else None)
     save_profile(cal.profile, out)
     written = [out]
     if cal.comm is not None:
@@ -70,6 +79,10 @@ def calibrate(
             "a2a_latency_us": cal.comm.a2a_latency_s * 1e6, "link_bw_GBps": cal.comm.bw_Bps / 1e9,
             "count_exchange_latency_us": cal.comm.counts_latency_s * 1e6, "all_to_alls": cal.comm.n_a2a},
         "files": [str(p) for p in written],
+        "host": None if cal.host is None else {
+            "rho": cal.host.rho, "tau_us": cal.host.tau_s * 1e6, "op_us": {k: v * 1e6 for k, v in cal.host.model.op_s.items()},
+            "expert_us": cal.host.model.expert_s * 1e6, "syncs": cal.host.model.syncs,
+            "timed_op_host_us": {k: v * 1e6 for k, v in cal.host.gpu_host_s.items()}},
     }
     if as_json:
         print(json.dumps(doc, allow_nan=False))
@@ -86,6 +99,11 @@ def calibrate(
     if cal.overlap is not None:
         print(f"  comm interf.   {cal.overlap.comm_interference:.3f} (communication slow-down while computing; "
               f"fitted on {cal.overlap.n_configs} async configurations)")
+    if cal.host is not None:
+        h = cal.host
+        print(f"  host           {h.rho:.3g} x CPU host time + {h.tau_s * 1e6:.1f} us per launch; executor ops "
+              + ", ".join(f"{k} {v * 1e6:.0f} us" for k, v in h.model.op_s.items())
+              + f", {h.model.expert_s * 1e6:.0f} us per local expert")
     for p in written[1:]:
         print(f"  topology       {p}")
 
@@ -109,6 +127,10 @@ def accuracy(
     cross_validation: bool = typer.Option(True, "--cross-validation/--no-cross-validation",
                                           help="with --published: refit on the other splits (about a minute)"),
     out: Optional[Path] = typer.Option(None, "--out", help="write this Markdown page and its .html figure"),
+    write_accuracy_to: Optional[Path] = typer.Option(
+        None, "--write-accuracy", help="record the held-out errors in this accuracy file, where error bands read "
+        "them (its own level only: collective with --published, cpu with traces; dicesim/data/accuracy.toml is the "
+        "built-in one)"),
     pooled: bool = typer.Option(False, "--pooled", help="one profile for all world sizes (default: one each)"),
     reps: str = typer.Option("median", "--reps", help="repetition representing a configuration: median or min"),
     base: Optional[str] = typer.Option(None, "--base", help="profile to start from (see calibrate)"),
@@ -128,6 +150,10 @@ def accuracy(
     from dicesim.calibrate.accuracy_doc import write_accuracy
     from dicesim.errors import ConfigError
 
+    # the page is rewritten in place by design (its other sections are kept): not an input here
+    check_outputs([*([Output("--out", out)] if out else []),
+                   *([Output("--out", out.with_suffix(".html"))] if out and not (paper or published) else []),
+                   *([Output("--write-model", write_model)] if write_model else [])], [*(traces or []), base])
     if paper:
         raise typer.Exit(_paper_check(traces, out, as_json))
     if published:
@@ -135,7 +161,8 @@ def accuracy(
         from dicesim.cli.published_cmd import run_published
 
         run_published(list(traces or []), fit_on=fit_on or DEFAULT_FIT_ON, out=out, write_model=write_model,
-                      nccl_page=nccl_page, cross_validation=cross_validation, as_json=as_json)
+                      nccl_page=nccl_page, cross_validation=cross_validation, as_json=as_json,
+                      write_accuracy=write_accuracy_to)
         return
     if write_model is not None or nccl_page is not None:
         raise ConfigError("write-model" if write_model is not None else "nccl-page", "only applies with --published")
@@ -146,12 +173,14 @@ def accuracy(
     with progress_bar("accuracy", unit="configurations predicted") as ticker:
         rep = run_accuracy(runs, fit_on=fit_on, per_world_size=not pooled, base=base, reps=reps, ticker=ticker)
     for w in rep.warnings:
-        print(f"warning: {w}", file=sys.stderr)
+        print(f"warning: {printable(w, markup=False)}", file=sys.stderr)
     if out is not None:
         parts = ["dicesim accuracy", *map(str, traces), "--fit-on", shlex.quote(fit_on), "--reps", reps]
         parts += (["--pooled"] if pooled else []) + (["--base", base] if base else [])
         parts += (["--where", shlex.quote(where)] if where else []) + ["--out", str(out)]
         write_accuracy(rep, out, command=" ".join(parts))
+    if write_accuracy_to is not None:
+        _record_cpu_level(rep, write_accuracy_to, traces, fit_on, reps, pooled)
     if as_json:
         print(json.dumps({"summary": rep.summary, "rows": json.loads(rep.rows.to_json(orient="records")),
                           "rankings": json.loads(rep.rankings.to_json(orient="records"))}, allow_nan=False))
@@ -174,6 +203,21 @@ def accuracy(
           f"{s['held_out_in_rep_range']} of {len(held)} predictions inside the measured range over repetitions")
     if out is not None:
         print(f"wrote {out} and {out.with_suffix('.html')}")
+
+
+def _record_cpu_level(rep, path: Path, traces: list[Path], fit_on: str, reps: str, pooled: bool) -> None:
+    """The CPU executor level of the accuracy file: held-out step-latency errors, per strategy as families."""
+    from dicesim.evidence import make_level, record_level
+
+    held = rep.rows[rep.rows["held_out"]]
+    err = held["step_err"].abs()
+    per = {str(s): {"held_out": int(len(g)), "median_abs_err": float(g.abs().median()),
+                    "max_abs_err": float(g.abs().max())} for s, g in held.groupby("strategy")["step_err"]}
+    cmd = " ".join(["dicesim accuracy", *map(str, traces), "--fit-on", shlex.quote(fit_on), "--reps", reps]
+                   + (["--pooled"] if pooled else []) + ["--write-accuracy", str(path)])
+    record_level(path, "cpu", make_level({"held_out": int(len(held)), "median_abs_err": float(err.median()),
+                                          "max_abs_err": float(err.max())}, per, command=cmd))
+    print(f"recorded the cpu level in {path}")
 
 
 def _paper_check(files: Optional[list[Path]], out: Optional[Path], as_json: bool) -> int:
@@ -199,7 +243,8 @@ def _paper_check(files: Optional[list[Path]], out: Optional[Path], as_json: bool
                           "outside": outside}, allow_nan=False))
         return 1 if outside else 0
     for s in check.summary():
-        print(f"{s['figure']}: paper {s['published']}; predicted {s['predicted']} on the default machine "
+        print(f"{printable(s['figure'], markup=False)}: paper {s['published']}; predicted {s['predicted']} "
+              "on the default machine "
               f"({s['inside']} of {s['cases']} cases inside; largest gap {s['largest_gap']:+.1%})")
     if out is not None:
         print(f"wrote its section of {out}")

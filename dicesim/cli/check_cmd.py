@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import typer
 
 from dicesim.cli import app
 from dicesim.errors import ConfigError
+from dicesim.inputs import check_regular_file
 from dicesim.limits import MAX_TEXT_FILE_BYTES
+from dicesim.terminal import printable
 
 #: what `check` recognises, for the "unrecognised file type" message
-SUFFIXES = (".toml", ".graphml", ".json", ".json.gz", ".parquet", "directory")
+SUFFIXES = (".toml", ".graphml", ".json", ".json.gz", ".parquet", ".csv", "directory")
 
 
 def _head(path: Path) -> str:
     """The file's text for sniffing its kind; an oversized file is refused by its reader later."""
+    check_regular_file(path, lambda problem: ConfigError(str(path), problem))  # never open a FIFO
     try:
         with open(path, "rb") as fh:
             return fh.read(MAX_TEXT_FILE_BYTES).decode("utf-8", errors="replace")
@@ -34,8 +38,8 @@ def _toml_kind(head: str) -> str:
         return "sweep"
     if "[study]" in head:
         return "study"
-    if "[profile]" in head and "[model]" not in head:
-        return "profile"
+    if ("[profile]" in head or re.search(r"^\s*peak_tflops\s*=", head, re.M)) and "[model]" not in head:
+        return "profile"  # a profile file is flat (peak_tflops, [ops.*]); a scenario may name one in [profile]
     return "scenario"
 
 
@@ -58,6 +62,8 @@ def _kind(path: Path) -> str:
         return "trace" if name.endswith(".events.parquet") or is_trace_parquet(path) else "table"
     if name.endswith(".graphml"):
         return "topology"
+    if name.endswith(".csv"):  # a result table (docs/limits.md: `check` reads Parquet and CSV tables)
+        return "table"
     if name.endswith(".toml"):
         return _toml_kind(_head(path))
     raise ConfigError(str(path), "unrecognised file type", SUFFIXES)
@@ -86,7 +92,12 @@ def _check_run_input(kind: str, path: Path) -> str:
         return f"profile: {load_profile(path).name}"
     from dicesim.trace import read_trace
 
-    df, _meta = read_trace(path)
+    df, meta = read_trace(path)
+    if meta.scenario:  # the run spec and strategy as calibration reads them: an unknown key is refused here too
+        from dicesim.calibrate.runs import trace_strategy
+        from dicesim.trace.runmeta import scenario_meta
+
+        trace_strategy(scenario_meta(meta, path), meta, path)
     return f"trace: {len(df)} events, {df['rank'].nunique()} ranks"
 
 
@@ -139,4 +150,4 @@ def check(paths: list[Path] = typer.Argument(..., help="scenario, sweep, study, 
     for p in paths:
         if not p.exists():
             raise ConfigError(str(p), "file not found")
-        typer.echo(f"ok  {p}: {check_file(p)}")
+        typer.echo(printable(f"ok  {p}: {check_file(p)}", markup=False))  # names in files are untrusted text

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from rich.console import Console
 from rich.table import Table
 
 from dicesim.cli import app
+from dicesim.cli.tables import console as make_console
 from dicesim.models import MODEL_NAMES, get_model
 from dicesim.strategy import STRATEGY_NAMES, make_strategy
-from dicesim.topology import TOPOLOGY_NAMES, get_topology, world_size
+from dicesim.topology import SCALED_NAMES, TOPOLOGY_NAMES, get_topology, world_size
 
 
 @app.command()
@@ -19,7 +19,7 @@ def presets() -> None:
 
         dicesim presets
     """
-    console = Console()
+    console = make_console()
     models = Table(title="Model presets (DiT-MoE)")
     for col in ("name", "depth", "hidden", "heads", "experts", "top-k", "expert hidden", "shared hidden",
                 "params (M)"):
@@ -44,3 +44,21 @@ def presets() -> None:
         G = get_topology(name)
         topologies.add_row(name, str(world_size(G)), str(G.graph.get("gpu", "?")), "yes" if G.graph.get("p2p") else "no")
     console.print(topologies)
+    console.print("Cluster families by server count: " + ", ".join(SCALED_NAMES) + " (N = 1 is one server with its "
+                  "NICs); `dicesim topology derive` makes a machine from any of them.")
+    console.print(profiles_table())
+
+
+def profiles_table() -> Table:
+    """The built-in hardware profiles: measured (fitted on traces) or datasheet, and what each rests on."""
+    from dicesim.sim.costs.profile import builtin_profile_names, get_profile
+    from dicesim.trust import profile_basis
+
+    table = Table(title="Hardware profiles (--profile NAME; default: the datasheet profile of the machine's GPU)")
+    for col in ("name", "GPU", "basis", "fitted on / source"):
+        table.add_column(col, overflow="fold")
+    for name in builtin_profile_names():
+        p = get_profile(name)
+        basis = profile_basis(p)
+        table.add_row(name, p.gpu, basis, p.source.split(";")[0])
+    return table

@@ -20,7 +20,8 @@ def _command(paths: list[Path], fit_on: str, out: Path | None, write_model: Path
 
 
 def run_published(paths: list[Path], *, fit_on: str, out: Path | None, write_model: Path | None,
-                  nccl_page: Path | None = None, cross_validation: bool = True, as_json: bool = False) -> None:
+                  nccl_page: Path | None = None, cross_validation: bool = True, as_json: bool = False,
+                  write_accuracy: Path | None = None) -> None:
     """Load, fit, predict; print both levels (or JSON); write the docs sections and the model if asked."""
     from dicesim.calibrate.published.doc import (nccl_markdown, published_markdown, write_nccl_section,
                                                  write_published_section)
@@ -47,6 +48,8 @@ def run_published(paths: list[Path], *, fit_on: str, out: Path | None, write_mod
     c = rep.collective
     if write_model is not None:
         save_nccl_model(c.model, write_model)
+    if write_accuracy is not None:
+        record_published_levels(rep, write_accuracy, command + f" --write-accuracy {write_accuracy}")
     if as_json:
         s = c.summary
         print(json.dumps({
@@ -64,7 +67,7 @@ def run_published(paths: list[Path], *, fit_on: str, out: Path | None, write_mod
         }, allow_nan=False))
         return
     _print(rep, fit_on)
-    for p in (out, nccl_page, write_model):
+    for p in (out, nccl_page, write_model, write_accuracy):
         if p is not None:
             print(f"wrote {p}")
 
@@ -97,3 +100,23 @@ def _print(rep, fit_on: str) -> None:
         for line in step_lines(rep.step_rows):
             print(line)
     print(rep.step.line() if rep.step is not None else NOT_YET)
+
+
+#: the step level's interconnect families under the names error bands use (dicesim/trust/facts.py);
+#: a one-GPU figure ("none") crosses no interconnect and has no band family
+STEP_FAMILY = {"pcie": "consumer-pcie", "nvlink": "nvswitch"}
+
+
+def record_published_levels(rep, path: Path, command: str) -> None:
+    """The collective level (and the step level once it is predicted) of the accuracy file that error
+    bands read: held-out |errors| overall and per family."""
+    from dicesim.evidence import make_level, record_level
+
+    for name, s, names in (("collective", rep.collective.summary, {}), ("step", rep.step, STEP_FAMILY)):
+        if s is None or not s.figures:
+            continue
+        fams = {names.get(f, f): {"held_out": v["figures"], "median_abs_err": v["median_abs"],
+                                  "max_abs_err": v["max_abs"]}
+                for f, v in s.per_family.items() if f != "none"}
+        record_level(path, name, make_level({"held_out": s.figures, "median_abs_err": s.median_abs,
+                                             "max_abs_err": s.max_abs}, fams, command=command))

@@ -16,9 +16,12 @@ from dicesim.cli import app
 from dicesim.cli.simulate_cmd import (
     _ALPHA,
     _BATCH,
+    _DTYPE,
+    _EXPERTS,
     _HIST,
     _IMAGE,
     _MODEL,
+    _PLACEMENT,
     _PROFILE,
     _ROUTING,
     _SCENARIO_HELP,
@@ -28,6 +31,9 @@ from dicesim.cli.simulate_cmd import (
 )
 from dicesim.cli.study_cmd import csv_list, scale_out
 from dicesim.cli.tables import compact_table, console as make_console, print_notes, rich_table
+from dicesim.cli.trust_view import print_trust
+from dicesim.content_key import scenario_files
+from dicesim.outguard import Output, check_outputs
 from dicesim.outlock import locks_output
 from dicesim.progress import progress_bar
 
@@ -69,12 +75,17 @@ def recommend(
     top: int = typer.Option(10, "--top", min=1, help="candidates to list"),
     wide: bool = typer.Option(False, "--wide", help="full tables with the reasons in a column (needs ~200 columns); "
                               "default: tables that fit 100 columns, reasons listed below them"),
+    num_experts: Optional[int] = _EXPERTS, placement: Optional[str] = _PLACEMENT, dtype: Optional[str] = _DTYPE,
+    sensitivity: bool = typer.Option(False, "--sensitivity", help="re-run the top candidates with each unmeasured "
+                                     "parameter on their bottleneck varied (docs/trust.md) and prefer the robust "
+                                     "choice: the one that falls least behind the fastest anywhere in the ranges"),
+    robust_top: int = typer.Option(5, "--robust-top", min=2, help="candidates the band and sensitivity look at"),
     out: Path = typer.Option(Path("out/recommend"), "--out", help="candidates.parquet/.csv and report.html"),
     workers: Optional[int] = typer.Option(None, "--workers", min=0,
                                           help="local Dask worker processes (default 0: this process)"),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="address of a running Dask scheduler"),
 ) -> None:
-    """Search strategies and their modifiers under limits; rank them and show the Pareto front.
+    """Search strategies and their modifiers under limits; rank them with error bands and show the Pareto front.
 
     Example (XL/2 on a DGX H100, 20 steps, no expert output more than 1 step stale, ~15 s):
 
@@ -85,11 +96,13 @@ def recommend(
     from dicesim.report.html import write_report
     from dicesim.report.recommend_report import recommend_sections
     from dicesim.report.units import unit_for
+    from dicesim.robust import trust_ranked
     from dicesim.search_space import make_space
 
     sc = resolve_scenario(scenario, model=model, topology=topology, world_size=world_size, batch=batch,
                           image_size=image_size, steps=steps, profile=profile, routing=routing,
-                          zipf_alpha=zipf_alpha, histogram=histogram)
+                          zipf_alpha=zipf_alpha, histogram=histogram, num_experts=num_experts, placement=placement,
+                          dtype=dtype)
     limits = make_limits(max_lag_steps=max_lag, max_weighted_lag_steps=max_weighted_lag,
                          max_buffer_bytes=None if max_buffer_gib is None else max_buffer_gib * 2**30,
                          max_fd_change=max_fd_change,
@@ -103,25 +116,37 @@ def recommend(
     # search: 88 in 19 rounds), too few at a time to pay for a cluster (measured on 2 CPUs: 21 s of CPU
     # here against 38 s with 2 workers, and twice the wall time)
     n_workers = scale_out(workers, scheduler, (0, 0.0))
+    check_outputs([Output("--out", out, "dir", ("candidates.parquet", "candidates.csv", "report.html"))],
+                  [scenario, *scenario_files(sc.model_dump())])
     con = make_console(min_width=200 if wide else 0)
     con.print(f"{sc.setup_label()}; limits: {limits.describe()}")
     t0 = time.perf_counter()
     with progress_bar("recommend", unit="timing classes simulated") as ticker:
         rec = search(sc, space, limits, exhaustive=exhaustive, workers=n_workers, scheduler=scheduler, ticker=ticker)
+    robust = trust_ranked(rec, top=robust_top, sensitivity=sensitivity, workers=max(n_workers, 1))
     wall_s = time.perf_counter() - t0
     out.mkdir(parents=True, exist_ok=True)
     write_parquet_atomic(rec.table, out / "candidates.parquet")
     write_text_atomic(rec.table.to_csv(index=False), out / "candidates.csv")
-    report = write_report(recommend_sections(rec), out / "report.html",
+    report = write_report(recommend_sections(rec, robust=robust), out / "report.html",
                           title=f"dicesim recommend: {sc.setup_label()}")
     best = rec.best
     if best is not None:
-        con.print(f"[bold]Recommended: {escape(str(best['strategy']))}[/bold] - {escape(str(best['reason']))}; "
-                  f"{unit_for('step_latency_s').show(best['step_latency_s'])} ms per step"
-                  + (f", {best['speedup']:.2f}x over sync" if best["speedup"] == best["speedup"] else ""))
+        pick = robust.choice if robust is not None and robust.choice else str(best["strategy"])
+        row = rec.table[rec.table["strategy"] == pick].iloc[0]
+        why = "most robust over the sensitivity ranges" if pick != best["strategy"] else str(best["reason"])
+        con.print(f"[bold]Recommended: {escape(pick)}[/bold] - {escape(why)}; "
+                  f"{unit_for('step_latency_s').show(row['step_latency_s'])} ms per step"
+                  + (f", {row['speedup']:.2f}x over sync" if row["speedup"] == row["speedup"] else ""))
     else:
         con.print("[bold]No candidate meets every limit.[/bold]")
     print_recommendation(con, rec, top=top, wide=wide)
+    if robust is not None:
+        first = next(r for r in robust.runs if r.strategy == (robust.choice or robust.runs[0].strategy))
+        notes = [robust.verdict.sentence] + ([robust.sentence] if robust.sentence else [])
+        print_notes(con, f"How far to trust it (the top {len(robust.runs)} candidates re-run)", notes)
+        print_trust(con, band=first.result.error_band, assumptions=first.result.assumptions,
+                    facts=first.assessment.facts.sentences() if first.assessment else (), sens=robust.sensitivity)
     if rec.violations:
         first = escape(f"{rec.violations[0][0]} slower than {rec.violations[0][1]}")
         con.print(f"[yellow]the order the bounds assume failed for {len(rec.violations)} pairs (first: {first}); "

@@ -13,6 +13,7 @@ from dicesim.atomic import write_parquet_atomic, write_text_atomic
 from dicesim.cli import app
 from dicesim.cli.tables import console as make_console, rich_table
 from dicesim.errors import ConfigError
+from dicesim.outguard import Output, check_outputs
 
 results_app = typer.Typer(help="Result files in the shared schema (dicesim-result/1): tables and reports.",
                           no_args_is_help=True)
@@ -50,6 +51,8 @@ def table(
     from dicesim.result_files import load_results
     from dicesim.results import results_frame
 
+    check_outputs([*([Output("--out", out)] if out else []), *([Output("--report", report)] if report else [])],
+                  files)
     runs = [r for f in files for r in load_results(f)]
     df = results_frame(runs)
     if out is not None:
@@ -86,8 +89,9 @@ def report_cmd(
     from dicesim.report.results_report import table_sections
     from dicesim.result_files import load_result_table
 
-    df = load_result_table(table_file)
     target = out or table_file.with_suffix(".html")
+    check_outputs([Output("--out", target)], [table_file])
+    df = load_result_table(table_file)
     path = write_report(table_sections(df, x=x, y=y), target,
                         title=f"dicesim: {table_file.name}")
     make_console().print(f"wrote {path}")

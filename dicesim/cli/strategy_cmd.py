@@ -18,6 +18,7 @@ from dicesim.limits import MAX_LAYERS, MAX_STEPS
 from dicesim.plan import build_plan, lag_table
 from dicesim.reference_flags import strategy_from_reference_flags
 from dicesim.strategy import Strategy, make_strategy
+from dicesim.strict_table import ascii_int_list
 
 strategy_app = typer.Typer(help="Inspect strategies.", no_args_is_help=True)
 app.add_typer(strategy_app, name="strategy")
@@ -51,12 +52,9 @@ def show(
         dicesim strategy show dice --layers 28 --steps 10
     """
     parsed_layers: object = sync_layers
-    if sync_layers and sync_layers[0].isdigit():
-        try:
-            parsed_layers = [int(x) for x in sync_layers.split(",") if x.strip()]
-        except ValueError:
-            raise ConfigError("sync_layers", f"{sync_layers[:40]!r} is not a comma-separated list of layers",
-                              ("none", "deep", "shallow", "alternate", "0,1,...")) from None
+    if sync_layers and sync_layers.strip() not in ("none", "deep", "shallow", "alternate"):
+        parsed_layers = list(ascii_int_list(sync_layers, "sync_layers", ("none", "deep", "shallow", "alternate",
+                                                                        "0,1,...")))
     overrides = dict(sync_layers=parsed_layers, cond_interval=cond_interval, cond_policy=cond_policy,
                      warmup_steps=warmup, cooldown_steps=cooldown, sync_every=sync_every, async_work=async_work,
                      cond_scope=cond_scope, cond_gate=cond_gate, slot_order=slot_order, buffer_policy=buffer_policy)

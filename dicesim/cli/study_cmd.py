@@ -11,11 +11,14 @@ import typer
 
 from dicesim.atomic import write_parquet_atomic, write_text_atomic
 from dicesim.cli import app
-from dicesim.cli.tables import console as make_console, rich_table
+from dicesim.cli.tables import console as make_console, emit_frame
 from dicesim.cluster import workers_that_pay
 from dicesim.errors import ConfigError
+from dicesim.membudget import plan_workers
+from dicesim.outguard import Output, check_outputs
 from dicesim.outlock import locks_output
 from dicesim.progress import progress_bar
+from dicesim.strict_table import ascii_int_list
 
 
 
@@ -26,10 +29,11 @@ def csv_list(value: Optional[str], option: str, kind: type = str) -> Optional[tu
     items = [v.strip() for v in value.split(",") if v.strip()]
     if not items:
         raise ConfigError(option, "needs at least one value")
-    try:
-        return tuple(kind(v) for v in items)
-    except ValueError:
-        raise ConfigError(option, f"{value!r} is not a comma-separated list of {kind.__name__}s") from None
+    values = ascii_int_list(value, option, "comma-separated integers") if kind is int else tuple(map(kind, items))
+    dup = next((v for i, v in enumerate(values) if v in values[:i]), None)
+    if dup is not None:  # a repeated value would simulate one configuration twice
+        raise ConfigError(option, f"{dup!r} is given twice", "each value once")
+    return values
 
 
 #: CPU seconds of one default-study configuration (XL/2 or G/2, 50 steps, 8 or 16 GPUs, every
@@ -37,21 +41,27 @@ def csv_list(value: Optional[str], option: str, kind: type = str) -> Optional[tu
 STUDY_CONFIG_CPU_S = 0.10
 
 
-def scale_out(workers: Optional[int], scheduler: Optional[str], jobs: tuple[int, float] | None = None) -> int:
-    """Local worker processes to start: none with a scheduler; ``workers`` when given; by default one
-    per CPU, or none when ``jobs`` (count, CPU seconds each) are too little work to pay for a cluster."""
+def scale_out(workers: Optional[int], scheduler: Optional[str], jobs: tuple[int, float] | None = None
+              ) -> Optional[int]:
+    """Local worker processes to start: none with a scheduler; ``workers`` when given (checked against
+    the CPUs and memory, :mod:`dicesim.membudget`); by default none when ``jobs`` (count, CPU seconds
+    each) are too little work to pay for a cluster (:func:`dicesim.cluster.workers_that_pay`), else
+    None = as many as the CPUs and the memory allow (planned where the runs are known)."""
     if scheduler and workers is not None:
         raise ConfigError("--workers", "cannot be combined with --scheduler (the cluster decides)")
+    if scheduler:
+        return 0
     if workers is not None:
-        return workers
-    cpus = os.cpu_count() or 1
-    return cpus if jobs is None or scheduler else workers_that_pay(jobs[0], jobs[1], cpus)
+        return plan_workers(workers, [], jobs=workers)
+    if jobs is not None and workers_that_pay(jobs[0], jobs[1], os.cpu_count() or 1) == 0:
+        return 0
+    return None
 
 
 @app.command()
 @locks_output()
 def study(
-    study_file: Optional[Path] = typer.Argument(None, help="study TOML with a [study] table (default: the "
+    study_file: Optional[Path] = typer.Argument(None, help="study TOML with a \\[study] table (default: the "
                                                            "built-in topologies for XL/2 and G/2 across batches)"),
     models: Optional[str] = typer.Option(None, "--models", help="comma-separated model presets, e.g. XL/2,G/2"),
     topologies: Optional[str] = typer.Option(None, "--topologies", help="comma-separated topology presets or files"),
@@ -63,11 +73,13 @@ def study(
     steps: Optional[int] = typer.Option(None, "--steps", min=1, help="denoising steps"),
     out: Path = typer.Option(Path("out/study"), "--out", help="result directory (study.parquet, report.html)"),
     workers: Optional[int] = typer.Option(None, "--workers", min=0,
-                                          help="local Dask worker processes (0 = this process; default: one per "
-                                               "CPU when the study is large enough to pay for the cluster)"),
+                                          help="local Dask worker processes (0 = this process; default: as many as "
+                                               "the CPUs and memory hold when the study is large enough to pay for "
+                                               "the cluster, else this process)"),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="address of a running Dask scheduler"),
+    fmt: str = typer.Option("table", "--format", help="tables as table (rich), csv or markdown; never cut"),
 ) -> None:
-    """Compare strategies across machines, GPU counts, batches or image sizes; rerun to resume.
+    """Compare strategies across machines, GPU counts, batches or image sizes, with a band per setting; rerun to resume.
 
     Example (XL/2 on PCIe vs NVSwitch at batch 8, 20 steps, ~5 s):
 
@@ -78,17 +90,25 @@ def study(
     from dicesim.report.study_families import family_summary, family_winners
     from dicesim.report.study_text import fastest_per_setting, study_summary
     from dicesim.study import load_study, make_study, run_study, study_size, study_table
+    from dicesim.sweep import RESULT_DIR_FILES
 
     base = load_study(study_file) if study_file else None
-    spec = make_study(base, models=csv_list(models, "--models"), topologies=csv_list(topologies, "--topologies"),
+    given = (models, topologies, world_sizes, batches, image_sizes, strategies, steps)
+    # the embedded default's name would mislabel a study made of other axes
+    name = "custom" if base is None and any(v is not None for v in given) else None
+    spec = make_study(base, name=name, models=csv_list(models, "--models"),
+                      topologies=csv_list(topologies, "--topologies"),
                       world_sizes=csv_list(world_sizes, "--world-sizes", int),
                       batches=csv_list(batches, "--batches", int),
                       image_sizes=csv_list(image_sizes, "--image-sizes", int),
                       strategies=csv_list(strategies, "--strategies"), steps=steps)
+    check_outputs([Output("--out", out, "dir", (*RESULT_DIR_FILES, "study.parquet", "study.csv", "summary.txt"))],
+                  [study_file, *spec.topologies])
     n_workers = scale_out(workers, scheduler, (study_size(spec), STUDY_CONFIG_CPU_S * spec.steps / 50))
     con = make_console()
     axes = spec.axes()
-    where = scheduler or (f"{n_workers} local Dask workers" if n_workers else "this process")
+    where = scheduler or ("local Dask workers" if n_workers is None else
+                          f"{n_workers} local Dask workers" if n_workers else "this process")
     con.print(f"study {spec.name!r}: {', '.join(spec.models)} along {' and '.join(axes) or 'one setting'}; "
               f"strategies {', '.join(spec.all_strategies())}; on {where}")
     t0 = time.perf_counter()
@@ -106,10 +126,11 @@ def study(
                           out / "report.html", title=f"dicesim study: {spec.name}")
     best = fastest_per_setting(table, axes)
     if len(best):
-        con.print(rich_table(best, title="Fastest strategy per setting that fits (and what sync waits for)"))
+        emit_frame(con, best, fmt=fmt, title="Fastest strategy per setting that fits, its error band, and what sync "
+                   "waits for")
     winners = family_winners(table)
     if len(winners):
-        con.print(rich_table(winners, title="Which family wins (fastest that fits GPU memory)"))
+        emit_frame(con, winners, fmt=fmt, title="Which family wins (fastest that fits GPU memory)")
         for line in family_summary(table):
             con.print(line, soft_wrap=False, markup=False)
     for paragraph in summary:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
@@ -13,8 +12,13 @@ from dicesim.cli import app
 from dicesim.cli.tables import console as make_console, rich_table
 from dicesim.errors import ConfigError
 from dicesim.limits import MAX_LOCAL_WORKERS, MAX_SWEEP_POINTS
+from dicesim.membudget import plan_workers, points_nbytes
+from dicesim.outguard import Output, check_outputs
 from dicesim.outlock import locks_output
 from dicesim.progress import progress_bar
+
+if TYPE_CHECKING:
+    from dicesim.sweep import SweepSpec
 
 
 @app.command()
@@ -23,7 +27,7 @@ def sweep(
     sweep_file: Path = typer.Argument(..., help="sweep TOML: options, base scenario and one value list per axis"),
     out: Path = typer.Option(Path("out/sweep"), "--out", help="result directory (chunks/, sweep.parquet, report.html)"),
     workers: Optional[int] = typer.Option(None, "--workers", min=0, max=MAX_LOCAL_WORKERS,
-                                          help="local Dask worker processes (0 = run in this process; default: CPUs)"),
+                                          help="local Dask worker processes (0 = run in this process; default: as many as the CPUs and memory hold)"),
     dask_scheduler: Optional[str] = typer.Option(None, "--scheduler", "--dask-scheduler",
                                                  help="address of a running Dask scheduler, e.g. tcp://host:8786"),
     max_lag: Optional[float] = typer.Option(None, "--max-lag", min=0, help="budget: weighted lag (steps)"),
@@ -38,16 +42,17 @@ def sweep(
     """
     from dicesim.report.html import write_report
     from dicesim.report.sweep_report import best_under_budget, over_memory, sweep_sections
-    from dicesim.sweep import load_sweep, run_sweep, write_sweep_table
+    from dicesim.sweep import RESULT_DIR_FILES, load_sweep, run_sweep, write_sweep_table
 
     if dask_scheduler and workers is not None:
         raise ConfigError("--workers", "cannot be combined with --scheduler (the cluster decides)")
     spec = load_sweep(sweep_file)
+    check_outputs([Output("--out", out, "dir", (*RESULT_DIR_FILES, "sweep.parquet"))], _sweep_inputs(spec, sweep_file))
     lag_budget = spec.options.max_lag if max_lag is None else max_lag
     latency_budget = spec.options.max_latency_ms if max_latency_ms is None else max_latency_ms
-    n_workers = (os.cpu_count() or 1) if workers is None else workers
     console = make_console()
     total = len(spec.points())
+    n_workers = 0 if dask_scheduler else plan_workers(workers, [points_nbytes(spec.base, spec.points())], jobs=total)
     where = dask_scheduler or (f"{n_workers} local Dask workers" if n_workers else "this process")
     console.print(f"sweep {spec.options.name!r}: {total} configurations on {where}, results in {out}")
     done = [0]
@@ -89,3 +94,17 @@ def sweep(
         first = outcome.table.loc[outcome.table["status"] == "error", "reason"].iloc[0]
         console.print(f"[yellow]{int(status['error'])} configurations failed (first: {first}); "
                       "rerun to retry them[/yellow]")
+
+
+def _sweep_inputs(spec: SweepSpec, sweep_file: Path) -> list[str]:
+    """Every file a sweep reads, for the output check: the sweep file, its base scenario and the
+    files its configurations name (topologies, profiles, the router histogram)."""
+    from dicesim.content_key import is_file_reference, scenario_files
+    from dicesim.sweep import FILE_AXES
+
+    files = [str(sweep_file)]
+    if spec.options.base:
+        files.append(str(sweep_file.parent / spec.options.base))
+    files += scenario_files(spec.base.model_dump())
+    files += [v for name in FILE_AXES for v in spec.axes.get(name, ()) if is_file_reference(v)]
+    return files

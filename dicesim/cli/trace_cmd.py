@@ -6,11 +6,12 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from dicesim.cli import app
 from dicesim.errors import ConfigError
+from dicesim.outguard import Output, check_outputs
+from dicesim.terminal import SafeConsole, printable
 
 trace_app = typer.Typer(help="Inspect and combine traces.", no_args_is_help=True)
 app.add_typer(trace_app, name="trace")
@@ -37,13 +38,14 @@ def summary(path: Path = typer.Argument(..., help="trace .json/.parquet or a dir
 
     df, meta = _single(path)
     steps = per_step_table(df[df["rank"] >= 0]).groupby("step").mean(numeric_only=True)
-    table = Table(title=f"{path.name}: {meta.source} {meta.model} {meta.strategy} x{meta.world_size} {meta.backend}")
+    table = Table(title=printable(f"{path.name}: {meta.source} {meta.model} {meta.strategy} x{meta.world_size} "
+                                  f"{meta.backend}"))  # metadata is the file's text: printed escaped
     for col in ("step", "duration (ms)", "compute busy (ms)", "comm busy (ms)", "exposed comm (ms)"):
         table.add_column(col, justify="right")
     for step, row in steps.iterrows():
         table.add_row(str(step), f"{row.duration_us / 1e3:.3f}", f"{row.compute_busy_us / 1e3:.3f}",
                       f"{row.comm_busy_us / 1e3:.3f}", f"{row.comm_exposed_us / 1e3:.3f}")
-    Console().print(table)
+    SafeConsole().print(table)
 
 
 @trace_app.command("merge")
@@ -62,6 +64,7 @@ def merge(
 
     if len(paths) < 2:
         raise ConfigError("trace merge", "needs at least two traces")
+    check_outputs([Output("--out", out)], paths)  # merging into one of its own inputs would destroy it
     names = labels.split(",") if labels else None
     if names is not None and len(names) != len(paths):
         raise ConfigError("--labels", f"{len(names)} labels for {len(paths)} traces", "one label per trace")

@@ -77,6 +77,14 @@ def fig_latency_bars(summary_df: pd.DataFrame, *, label: str = "strategy") -> go
                     hovertemplate="%{x}: %{y:.2f} ms<extra>exposed comm</extra>")
     else:
         fig.add_bar(x=names, y=step, name="step latency", marker_color=_KIND_COLOURS["compute"])
+    if {"step_latency_low_s", "step_latency_high_s"} <= set(summary_df.columns):
+        lo = summary_df["step_latency_low_s"].to_numpy(dtype=float) * u.scale
+        hi = summary_df["step_latency_high_s"].to_numpy(dtype=float) * u.scale
+        fig.add_scatter(x=names, y=step, mode="markers", name="error band", marker=dict(color="black", size=4),
+                        error_y=dict(type="data", symmetric=False, array=(hi - step).tolist(),
+                                     arrayminus=(step - lo).tolist(), color="black"),
+                        hovertemplate="%{x}: band %{customdata[0]:.1f}-%{customdata[1]:.1f} ms<extra></extra>",
+                        customdata=np.stack([lo, hi], axis=1))
     if "speedup" in summary_df.columns:
         texts = [f"{s:.2f}x" for s in summary_df["speedup"].to_numpy(dtype=float)]
         fig.add_scatter(x=names, y=step, mode="text", text=texts, textposition="top center",
@@ -128,18 +136,30 @@ def fig_timeline(events_df: pd.DataFrame, *, ranks: Sequence[int] | None = None,
     return fig
 
 
-def fig_lag_heatmap(lags_df: pd.DataFrame, *, value: str = "lag", title: str | None = None) -> go.Figure:
+def lag_scale_max(lag_tables: Sequence[pd.DataFrame], value: str = "lag") -> float:
+    """The top of one colour scale for several lag maps (the largest cell over all of them, >= 1), so the
+    same colour means the same lag in every strategy's map."""
+    tops = [float(t.groupby(["layer", "step"])[value].mean().max()) for t in lag_tables if len(t)]
+    return max([1.0, *[v for v in tops if v == v]])
+
+
+def fig_lag_heatmap(lags_df: pd.DataFrame, *, value: str = "lag", title: str | None = None,
+                    zmax: float | None = None) -> go.Figure:
     """Lag of each MoE layer's expert output (steps) on a layer x step grid.
 
     Needs ``layer``, ``step`` and ``value``; several rows per cell (e.g. kept and dropped
-    copies) are averaged.
+    copies) are averaged. ``zmax``: the top of the colour scale (share one across maps with
+    :func:`lag_scale_max`); default this map's own largest lag.
     """
     _require(lags_df, ["layer", "step", value], "fig_lag_heatmap")
     grid = lags_df.pivot_table(index="layer", columns="step", values=value, aggfunc="mean").sort_index()
     grid = grid.reindex(sorted(grid.columns), axis=1)
     u = unit_for(value)
     z = grid.to_numpy(dtype=float) * u.scale
-    zmax = max(float(np.nanmax(z)) if z.size else 0.0, 1.0)  # an all-zero (sync) map keeps a 0..1 scale
+    if zmax is None:
+        zmax = max(float(np.nanmax(z)) if z.size else 0.0, 1.0)  # an all-zero (sync) map keeps a 0..1 scale
+    else:
+        zmax *= u.scale
     fig = go.Figure(go.Heatmap(
         z=z, x=[int(c) for c in grid.columns], y=[int(i) for i in grid.index],
         colorscale="Viridis", zmin=0, zmax=zmax, colorbar=dict(title=dict(text=u.title)),

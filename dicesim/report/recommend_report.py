@@ -99,8 +99,9 @@ def fig_front(table: pd.DataFrame) -> go.Figure:
     return fig
 
 
-def recommend_sections(rec: RecommendationView) -> list[Section]:
-    """Sections of the recommend report: the answer, the front, the search, every candidate."""
+def recommend_sections(rec: RecommendationView, *, robust: Any = None) -> list[Section]:
+    """Sections of the recommend report: the answer (with its band and, when asked, the robust choice), the
+    front, the search, every candidate. ``robust``: :func:`dicesim.robust.trust_ranked`'s result."""
     sc = rec.scenario
     best = rec.best
     head = (f"Recommended: {best['strategy']} ({best['reason']}), {unit_for('step_latency_s').show(best['step_latency_s'])}"
@@ -114,6 +115,7 @@ def recommend_sections(rec: RecommendationView) -> list[Section]:
                    f"(e.g. {rec.violations[0][0]} slower than {rec.violations[0][1]}); rerun with --exhaustive.")
     sections = [Section(title="Recommendation", items=tuple(filter(None, (
         f"{sc.setup_label()}; limits: {rec.limits.describe()}.", head, *quality_notes(rec.table)))) + (ranking_table(rec),)),
+        *_trust(robust),
         Section(title="Pareto front: latency vs staleness vs memory", items=(
             fig_front(rec.table),
             "No candidate on the front is beaten by another in step latency, weighted lag and memory per GPU "
@@ -130,3 +132,20 @@ def recommend_sections(rec: RecommendationView) -> list[Section]:
             "peak_memory_bytes", "pred_fd_change", "reason")
     sections.append(Section(title="Every candidate", items=(_columns(rec.table, cols),)))
     return sections
+
+
+def _trust(robust: Any) -> list[Section]:
+    """How far to trust the answer: the top candidates' bands and order, the robust choice, the assumptions."""
+    if robust is None:
+        return []
+    from dicesim.report.run_report import trust_section
+
+    first = next(r for r in robust.runs if r.strategy == (robust.choice or robust.runs[0].strategy))
+    items = [robust.verdict.sentence, *([robust.sentence] if robust.sentence else [])]
+    bands = pd.DataFrame([{"strategy": r.strategy, "step_latency_s": r.summary["step_latency_s"],
+                           "step_latency_low_s": r.summary.get("step_latency_low_s"),
+                           "step_latency_high_s": r.summary.get("step_latency_high_s"),
+                           **({"worst_shortfall_frac": robust.regret[r.strategy]} if robust.regret else {})}
+                          for r in robust.runs])
+    section = trust_section(first, sensitivity=robust.sensitivity)
+    return [Section(title="How far to trust it", items=(*items, bands)), section]

@@ -17,6 +17,8 @@ from dicesim.report.html import Section
 if TYPE_CHECKING:
     from dicesim.compare import Comparison, StrategyRun
 
+_UTILISATION = ("Utilisation = bytes carried / (what collectives reach on the link x run time), per directed link: "
+                "the one measure of the busiest link in every output.")
 _SUMMARY_ROWS = ("step_latency_s", "total_latency_s", "exposed_comm_step_s", "comm_frac", "overlap_frac",
                  "mean_lag_steps", "weighted_lag_steps", "max_lag_steps", "peak_buffer_bytes",
                  "peak_memory_bytes", "memory_capacity_bytes", "pred_fd_change", "pred_deviation")
@@ -34,12 +36,14 @@ def link_frame(links: pd.DataFrame) -> pd.DataFrame:
 
 
 def busiest_links(links: pd.DataFrame, n: int = 8) -> pd.DataFrame:
-    """The ``n`` busiest links with name, class, utilisation, bytes and bandwidth columns."""
-    df = link_frame(links)
-    key = "utilisation" if "utilisation" in df.columns else df.columns[-1]
-    cols = [c for c in ("link", "link_class", "utilisation", "busy_frac", "nbytes", "mean_bw_Bps", "bw_Bps")
+    """The ``n`` busiest links (:func:`dicesim.sim.metrics.busiest_links`: by utilisation of what the
+    link can carry) with name, class, utilisation, bytes and bandwidth columns."""
+    from dicesim.sim.metrics import busiest_links as by_utilisation
+
+    df = by_utilisation(link_frame(links), n)
+    cols = [c for c in ("link", "link_class", "utilisation", "nbytes", "mean_bw_Bps", "eff_bw_Bps", "bw_Bps")
             if c in df.columns]
-    return df.sort_values(key, ascending=False, kind="stable").head(n)[cols].reset_index(drop=True)
+    return df[cols]
 
 
 def summary_frame(summary: dict) -> pd.DataFrame:
@@ -53,21 +57,58 @@ def _quality_note(summary: dict) -> tuple[str, ...]:
     return (f"Predicted quality change (FD change, deviation from sync): {basis}.",) if basis else ()
 
 
+def assumptions_frame(assumptions) -> pd.DataFrame:
+    """The assumptions of a run as a table, bottleneck first."""
+    rows = [a.model_dump() for a in sorted(assumptions, key=lambda a: not a.on_bottleneck)]
+    return pd.DataFrame(rows, columns=["parameter", "value", "status", "source", "on_bottleneck"])
+
+
+def trust_section(run: StrategyRun, *, verdict: str = "", what_if: str = "", sensitivity=None) -> Section:
+    """Assumptions and accuracy: the verdict or band, the held-out errors it rests on, what the run does,
+    the parameters it rests on with their status, the what-if and sensitivity notes."""
+    from dicesim.trust import band_text
+
+    band = run.result.error_band
+    items: list = [verdict or f"Step latency {run.summary['step_latency_s'] * 1e3:.1f} ms, band {band_text(band)}."]
+    if band is not None:
+        items.append(f"Accuracy it rests on: {band.statement}. docs/trust.md explains the band, docs/accuracy.md the "
+                     "held-out errors.")
+    if run.assessment is not None:
+        items.append("What the run does: " + " ".join(run.assessment.facts.sentences()))
+    if what_if:
+        items.append(what_if)
+    if sensitivity is not None:
+        items.append(sensitivity.verdict())
+        if sensitivity.rows():
+            items.append(pd.DataFrame(sensitivity.rows()))
+    items.append(assumptions_frame(run.result.assumptions))
+    return Section(title="Assumptions and accuracy", items=tuple(items))
+
+
+def _profile_note(run: StrategyRun) -> str:
+    """Which profile timed the run, what it rests on, and whether interference was switched off."""
+    r = run.result
+    basis = "measured: fitted from traces" if r.profile_basis == "measured" else "datasheet figures and stated assumptions"
+    off = "; compute-communication interference switched off" if r.extra.get("interference") is False else ""
+    return f"Hardware profile: {r.profile} ({basis}){off}."
+
+
 def _lag_name(strategy) -> str:
     """What a strategy's lag heatmap shows: router-weighted expert-output lag, or its family's own lag."""
     subject = strategy.lag_subject
     return "Router-weighted lag" if subject == "expert output" else f"Lag of the {subject}"
 
 
-def simulation_sections(run: StrategyRun) -> list[Section]:
-    """Sections for ``dicesim simulate``: headline numbers, timeline, staleness, links."""
+def simulation_sections(run: StrategyRun, *, what_if: str = "", sensitivity=None) -> list[Section]:
+    """Sections for ``dicesim simulate``: headline numbers, how far to trust them, timeline, staleness, links."""
     sc = run.scenario
     sections = [Section(title="Scenario", items=(
         f"{sc.label()}; strategy: {sc.strategy.describe()}; routing: {sc.routing.kind}.",
+        _profile_note(run),
         *((f"Memory per GPU: {run.summary['memory_note']}.",) if run.summary.get("memory_note") else ()),
         summary_frame(run.summary),
         *_quality_note(run.summary),
-    ))]
+    )), trust_section(run, what_if=what_if, sensitivity=sensitivity)]
     if run.events is not None and len(run.events):
         steps = ", ".join(str(s) for s in run.timeline_steps)
         sections.append(Section(title=f"Timeline of steps {steps}", items=(
@@ -79,7 +120,7 @@ def simulation_sections(run: StrategyRun) -> list[Section]:
     )))
     if len(run.links):
         sections.append(Section(title="Interconnect", items=(
-            fig_link_utilisation(link_frame(run.links)), busiest_links(run.links))))
+            fig_link_utilisation(link_frame(run.links)), _UTILISATION, busiest_links(run.links))))
     per_step = run.per_step.drop(columns=[c for c in ("end_s",) if c in run.per_step.columns])
     sections.append(Section(title="Per step", items=(per_step,)))
     return sections
@@ -94,19 +135,31 @@ def timeline_run(cmp: Comparison) -> StrategyRun:
     return (asyncs or list(cmp.runs))[-1]
 
 
-def comparison_sections(cmp: Comparison) -> list[Section]:
-    """Sections for ``dicesim compare``: table, latency bars, lag heatmaps, a timeline, links."""
+def comparison_sections(cmp: Comparison, *, what_if: str = "", sensitivity=None) -> list[Section]:
+    """Sections for ``dicesim compare``: the verdict, the table, how far to trust it, latency bars, lag
+    heatmaps on one colour scale, a timeline, links."""
+    from dicesim.report.figures import lag_scale_max
+    from dicesim.topology import machine_name
+
     sc = cmp.scenario
+    top = lag_scale_max([r.lags for r in cmp.runs], "weighted_lag")
+    fastest = cmp.fastest_run
+    verdict = cmp.verdict.sentence if cmp.verdict else ""
     sections = [
         Section(title="Scenario", items=(
-            f"{sc.model} on {sc.world_size} GPUs ({sc.topology}), batch {sc.batch} per GPU, {sc.image_size} px, "
-            f"{sc.steps} steps, routing {sc.routing.kind}. Speedup is over the synchronous baseline.",
+            f"{sc.model} on {sc.world_size} GPUs ({machine_name(sc.topology)}), batch {sc.batch} per GPU, "
+            f"{sc.image_size} px, {sc.steps} steps, routing {sc.routing.kind}"
+            + "".join(f", {o}" for o in sc.overrides()) + ". Speedup is over the synchronous baseline.",
+            *((_profile_note(cmp.runs[0]),) if cmp.runs else ()),
+            *([verdict] if verdict else []),
         )),
         Section(title="Strategies side by side", items=(fig_latency_bars(cmp.table), cmp.table,
                                                         *_quality_note(cmp.runs[0].summary if cmp.runs else {}))),
+        trust_section(fastest, verdict=verdict, what_if=what_if, sensitivity=sensitivity),
         Section(title="Staleness per layer and step", items=tuple(
-            fig_lag_heatmap(r.lags, value="weighted_lag", title=f"{r.strategy}: {_lag_name(r.scenario.strategy).lower()}")
-            for r in cmp.runs)),
+            fig_lag_heatmap(r.lags, value="weighted_lag", zmax=top,
+                            title=f"{r.strategy}: {_lag_name(r.scenario.strategy).lower()}")
+            for r in cmp.runs) + ("All maps share one colour scale: the same colour is the same lag.",)),
     ]
     tl = timeline_run(cmp)
     if tl.events is not None and len(tl.events):
@@ -119,6 +172,5 @@ def comparison_sections(cmp: Comparison) -> list[Section]:
     if links:
         both = pd.concat(links, ignore_index=True)
         sections.append(Section(title="Link utilisation", items=(
-            fig_link_utilisation(both, color="strategy", top=16),
-            "Utilisation = bytes carried / (link bandwidth x run time), per directed link.")))
+            fig_link_utilisation(both, color="strategy", top=16), _UTILISATION)))
     return sections

@@ -22,9 +22,10 @@ from dicesim.report.units import unit_for
 _LAYOUT = dict(template="plotly_white", margin=dict(l=70, r=30, t=90, b=60))
 #: columns of the study's result table, in print order (those present)
 TABLE_COLUMNS: tuple[str, ...] = (
-    "model", "topology", "world_size", "batch", "image_size", "strategy", "step_latency_s", "speedup",
+    "model", "topology", "profile", "profile_basis", "world_size", "batch", "image_size", "strategy", "step_latency_s", "step_latency_low_s",
+    "step_latency_high_s", "band_covers", "speedup",
     "exposed_comm_share_frac", "weighted_lag_steps", "max_lag_steps", "peak_buffer_bytes", "peak_memory_bytes",
-    "memory_capacity_bytes", "fits", "parallelism", "pred_fd_change", "busiest_link_class", "busiest_link_busy_frac",
+    "memory_capacity_bytes", "fits", "parallelism", "pred_fd_change", "busiest_link_class", "busiest_link_utilisation",
 )
 
 

@@ -80,9 +80,17 @@ def fastest_per_setting(table: pd.DataFrame, axes: Sequence[str]) -> pd.DataFram
         row.update(fastest=best["strategy"], speedup=best["speedup"], step_latency_s=best["step_latency_s"],
                    sync_step_latency_s=s["step_latency_s"], sync_exposed_comm_share_frac=s["exposed_comm_share_frac"],
                    not_fitting=", ".join(g.loc[big, "strategy"].astype(str)))
-        if isinstance(s.get("busiest_link_class"), str):
+        if "parallelism" in g.columns:
+            row["fastest_parallelism"] = best["parallelism"]
+        if {"step_latency_low_s", "step_latency_high_s"} <= set(g.columns):
+            rivals = [str(r["strategy"]) for _, r in g[~big].iterrows() if r["strategy"] != best["strategy"]
+                      and r["step_latency_low_s"] <= best["step_latency_high_s"]
+                      and best["step_latency_low_s"] <= r["step_latency_high_s"]]
+            row.update(step_latency_low_s=best["step_latency_low_s"], step_latency_high_s=best["step_latency_high_s"],
+                       order_resolved=not rivals, overlapping=", ".join(rivals))
+        if isinstance(s.get("busiest_link_class"), str) and "busiest_link_utilisation" in s:
             row.update(sync_busiest_links=f"{int(s['busiest_link_count'])} x {s['busiest_link_class']}",
-                       sync_busiest_link_busy_frac=s["busiest_link_busy_frac"])
+                       sync_busiest_link_utilisation=s["busiest_link_utilisation"])
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -101,10 +109,7 @@ def _model_summary(model: str, part: pd.DataFrame, axes: list[str]) -> list[str]
                      f"({hi['fastest']} "
                      f"{hi['speedup']:.2f}x over sync) and least on {_setting(lo, axes)} ({lo['fastest']} "
                      f"{lo['speedup']:.2f}x).")
-        lines.append(f"Why: the gain follows the share of its step sync spends waiting for communication, "
-                     f"{_fmt('exposed_comm_share_frac', hi['sync_exposed_comm_share_frac'])} there{_links(hi)} against "
-                     f"{_fmt('exposed_comm_share_frac', lo['sync_exposed_comm_share_frac'])}{_links(lo)}."
-                     + _deep_note(part))
+        lines.append(_why(hi, lo, axes) + _deep_note(part))
         lines.append(_same(ref, prim))
     else:
         r = best.iloc[0]
@@ -113,15 +118,45 @@ def _model_summary(model: str, part: pd.DataFrame, axes: list[str]) -> list[str]
                      f"for communication{_links(r)}." + _deep_note(part))
     if len(axes) > 1:
         lines.append(_secondary(part, axes[0], axes[1]))
+    lines.append(_bands(fastest_per_setting(part, axes), model))
     lines.append(_staleness(ref, axes))
     return lines
+
+
+def _bands(best: pd.DataFrame, model: str) -> str:
+    """How many settings' winners lead by more than the error bands (docs/trust.md)."""
+    if "order_resolved" not in best.columns or best.empty:
+        return ""
+    unresolved = best[~best["order_resolved"].astype(bool)]
+    if unresolved.empty:
+        return (f"Error bands ({model}): on every setting the fastest strategy leads the next by more than both "
+                "bands, so the order is resolved within the measured collective error.")
+    first = unresolved.iloc[0]
+    return (f"Error bands ({model}): on {len(unresolved)} of {len(best)} settings the fastest strategy's band overlaps "
+            f"another's, so the order there is not resolved (e.g. {first['fastest']} against {first['overlapping']}); "
+            "`dicesim compare --sensitivity` on one of them says which unmeasured parameter would flip it.")
+
+
+def _why(hi: pd.Series, lo: pd.Series, axes: list[str]) -> str:
+    """What sync waits for where the gain is largest and smallest, read the right way round: more to
+    hide where it gains more, or said plainly that the exposed share alone does not explain it."""
+    share = "exposed_comm_share_frac"
+    a, b = _fmt(share, hi[f"sync_{share}"]), _fmt(share, lo[f"sync_{share}"])
+    if hi[f"sync_{share}"] >= lo[f"sync_{share}"]:
+        # data parallelism wins by sending nothing, the other families by hiding what they send
+        verb = "avoid" if str(hi.get("fastest_parallelism")) == "data_parallel" else "hide"
+        return (f"Why: there is more communication to {verb} there: sync waits for it {a} of its step"
+                f"{_links(hi)}, against {b} on {_setting(lo, axes)}{_links(lo)}.")
+    return (f"Sync waits for communication {a} of its step there{_links(hi)} and {b} on {_setting(lo, axes)}"
+            f"{_links(lo)}: the exposed share alone does not set the gain; how much compute each strategy can "
+            "overlap the all-to-alls with does too.")
 
 
 def _links(row: pd.Series) -> str:
     if not isinstance(row.get("sync_busiest_links"), str):
         return ""
-    return (f" (busiest links: {row['sync_busiest_links']}, each carrying traffic "
-            f"{_fmt('busy_frac', row['sync_busiest_link_busy_frac'])} of the run)")
+    return (f" (busiest links: {row['sync_busiest_links']}, each carrying "
+            f"{_fmt('utilisation', row['sync_busiest_link_utilisation'])} of what it can over the run)")
 
 
 def _same(ref: pd.DataFrame, prim: str | None) -> str:
@@ -149,11 +184,14 @@ def _deep_note(part: pd.DataFrame) -> str:
     plain, skipping = sorted(deep.loc[~cond, "strategy"].unique()), sorted(deep.loc[cond, "strategy"].unique())
     note = ""
     if plain:
-        note += (f" {', '.join(plain)} keep the deep half of the layers synchronous, so they hide only the other "
-                 "half's all-to-alls.")
+        one = len(plain) == 1
+        note += (f" {', '.join(plain)} {'keeps' if one else 'keep'} the deep half of the layers synchronous, so "
+                 f"{'it hides' if one else 'they hide'} only the other half's all-to-alls.")
     if skipping:
-        note += (f" {', '.join(skipping)} keep the deep half synchronous too, but on skip steps every layer sends one "
-                 "copy per token and its experts run half the rows (conditional communication): that cuts the "
+        verb = "keep" if len(skipping) > 1 else "keeps"
+        note += (f" {', '.join(skipping)} {verb} the deep half synchronous{' too' if plain else ''}, but on skip "
+                 "steps every layer sends one copy per token and its experts run half the rows (conditional "
+                 "communication): that cuts the "
                  "synchronous layers' traffic and the expert work as well.")
     return note
 
@@ -181,13 +219,19 @@ def _staleness(ref: pd.DataFrame, axes: Sequence[str]) -> str:
     for a in axes[:1]:
         setting = setting[setting[a] == first[a]]
     parts = []
+    any_kv = False
     for _, r in setting.iterrows():
         if r["strategy"] == "sync":
             continue
-        parts.append(f"{r['strategy']} {r['weighted_lag_steps']:.2f} steps (max {int(r['max_lag_steps'])}), "
+        kv = "lag_of" in r.index and str(r["lag_of"]) not in ("expert output", "", "nan")
+        any_kv = any_kv or kv
+        parts.append(f"{r['strategy']} {r['weighted_lag_steps']:.2f} steps{' of K/V' if kv else ''} "
+                     f"(max {int(r['max_lag_steps'])}), "
                      f"{_fmt('peak_buffer_bytes', r['peak_buffer_bytes'])}")
     if not parts:
         return ""
-    return (f"Staleness and memory on {_setting(first, axes)} (router-weighted mean lag; stale buffers per GPU): "
+    of_kv = ", or of the other ranks' K/V for sequence parallelism" if any_kv else ""
+    return (f"Staleness and memory on {_setting(first, axes)} (router-weighted mean lag{of_kv}; "
+            "stale buffers per GPU): "
             + "; ".join(parts) + ". Lags follow from the strategy alone; buffer memory grows with the tokens "
             "per GPU (batch, image size) and with the experts each GPU holds.")

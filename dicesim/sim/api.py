@@ -54,14 +54,20 @@ class Prepared:
 
 
 def resolve_profile(profile: HardwareProfile | str | None, scenario: Scenario, G: nx.DiGraph) -> HardwareProfile:
-    """Explicit profile > the scenario's profile file > the built-in profile of the topology's GPU."""
+    """Explicit profile > the scenario's profile file > the topology's GPU's best-evidenced built-in profile
+    (measured where the project has measurements of that GPU, else its datasheet profile); with
+    ``scenario.interference`` False, its two interference factors set to 0."""
     if isinstance(profile, HardwareProfile):
-        return profile
-    if profile is not None:
-        return get_profile(profile)
-    if scenario.profile:
-        return get_profile(scenario.profile)
-    return profile_for_gpu(str(G.graph.get("gpu") or G.graph.get("name", "")))
+        prof = profile
+    elif profile is not None:
+        prof = get_profile(profile)
+    elif scenario.profile:
+        prof = get_profile(scenario.profile)
+    else:
+        prof = profile_for_gpu(str(G.graph.get("gpu") or G.graph.get("name", "")))
+    if not scenario.interference:  # the switch of docs/model.md "Interference": both directions off
+        prof = prof.with_updates(interference=0.0, comm_interference=0.0)
+    return prof
 
 
 def prepare(scenario: Scenario | None = None, *, profile: HardwareProfile | str | None = None,
@@ -125,6 +131,8 @@ def simulate(scenario: Scenario | None = None, *, profile: HardwareProfile | str
         spec, sc = prep.spec, prep.scenario
         raw, shortcuts = run_folded(spec, fold=fold, reuse=reuse, sample_groups=sample_groups, seed=sc.seed)
         meta = {"scenario": sc.model_dump(mode="json"), "profile": spec.profile.name,
+                "profile_basis": spec.profile.basis, "profile_desc": spec.profile.describe(),
+                "interference": sc.interference,
                 "memo_hits": raw.memo_hits, "memo_misses": raw.memo_misses, "sim_events": raw.sim_events, **shortcuts}
         res = build_result(raw, plan=spec.plan, routing=spec.routing, row_nbytes=spec.row_nbytes, graph=spec.graph,
                            label=sc.label(), meta=meta, memory=prep.memory())

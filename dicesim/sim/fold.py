@@ -32,9 +32,10 @@ import pandas as pd
 
 from dicesim.sim.engine.engine import run_engine
 from dicesim.sim.engine.runspec import EngineSpec, RawRun
+from dicesim.sim.network.linkscale import comm_paths
 from dicesim.sim.network.flowgroup import LinkShare
 from dicesim.sim.sample import GroupSample, plan_sample, sample_info
-from dicesim.topology import RouteTable, gpu_nodes, group_routes
+from dicesim.topology import RouteTable, group_routes
 
 
 @dataclass(frozen=True)
@@ -113,12 +114,12 @@ def plan_fold(spec: EngineSpec, *, sample_groups: int | None = 0, seed: int = 0)
     if n < 2:
         return Fold(groups=groups, rep=tuple(range(n)), link_of_L=np.arange(n_links), reason="one expert-parallel group")
     attrs_L = [(float(d["bw_Bps"]), float(d["latency_s"]), str(d.get("link", ""))) for _, _, d in G.edges(data=True)]
-    ports = None
-    if spec.profile.comm_interference > 0:
-        nodes = gpu_nodes(G)
-        ports = [sorted(link_id[e] for e in list(G.out_edges(v)) + list(G.in_edges(v))) for v in nodes]
-    sigs, links = [], []
     tables = group_routes(G, groups)
+    ports = None
+    if spec.profile.comm_interference > 0:  # the links each rank's compute slows (sim/network/linkscale.py)
+        paths, _ = comm_paths(G, [t.routes for t in tables])
+        ports = [sorted(link_id[e] for e in p) for p in paths]
+    sigs, links = [], []
     for members, table in zip(groups, tables):
         sig, order = _signature(table.routes, members, link_id, attrs_L, ports)
         sigs.append(sig)

@@ -28,6 +28,7 @@ import networkx as nx
 import numpy as np
 import pandas as pd
 
+from dicesim.limits import check_finite_figures
 from dicesim.plan import LagTable, Plan
 from dicesim.plan.memory import MemoryEstimate
 from dicesim.plan.staleness import kept_share, lag_frames
@@ -60,16 +61,28 @@ class SimResult:
 
 
 def links_table(raw: RawRun, G: nx.DiGraph) -> pd.DataFrame:
-    """Per directed link: bytes carried, busy time, busy fraction and mean utilisation of the run."""
+    """Per directed link: line rate (``bw_Bps``) and what collectives reach on it (``eff_bw_Bps``), bytes
+    carried, busy time and fraction (some flow draining), and ``utilisation``: bytes carried / (reachable
+    bandwidth x run time), the share of what the link could have carried (what "busiest" ranks by:
+    :func:`busiest_links`)."""
     total = raw.total_s if raw.total_s > 0 else float("nan")
     rows = []
     for s in raw.link_stats:
         u, v = s["link"]
         bw = float(G.edges[u, v]["bw_Bps"])
-        rows.append((u, v, s["link_class"], bw, s["nbytes"], s["busy_s"], s["busy_s"] / total,
-                     s["nbytes"] / (bw * total)))
-    return pd.DataFrame(rows, columns=["src", "dst", "link_class", "bw_Bps", "nbytes", "busy_s",
+        eff = float(s.get("eff_bw_Bps", bw))
+        rows.append((u, v, s["link_class"], bw, eff, s["nbytes"], s["busy_s"], s["busy_s"] / total,
+                     s["nbytes"] / (eff * total)))
+    return pd.DataFrame(rows, columns=["src", "dst", "link_class", "bw_Bps", "eff_bw_Bps", "nbytes", "busy_s",
                                        "busy_frac", "utilisation"])
+
+
+def busiest_links(links: pd.DataFrame, n: int | None = None) -> pd.DataFrame:
+    """The links by ``utilisation`` (bytes carried / (reachable bandwidth x run time)), highest first: the
+    one definition of "busiest" every output uses. ``busy_frac`` is not it: under max-min sharing every
+    link a flow crosses counts as busy while the flow drains, bottleneck or not."""
+    out = links.sort_values(["utilisation", "nbytes"], ascending=False, kind="stable")
+    return (out if n is None else out.head(n)).reset_index(drop=True)
 
 
 def build_result(raw: RawRun, *, plan: Plan, routing: TokenRouting, row_nbytes: int, graph: nx.DiGraph,
@@ -124,6 +137,7 @@ def build_result(raw: RawRun, *, plan: Plan, routing: TokenRouting, row_nbytes: 
         "peak_buffer_bytes": float(buf_TW.max()) if buf_TW.size else 0.0,
         "collectives": raw.collectives,
     }
+    check_finite_figures({**totals, **per_step.sum(numeric_only=True).to_dict()}, where=label or "simulation")
     return SimResult(label=label, totals=totals, per_step=per_step, per_rank=per_rank, lags=lags,
                      token_lags=token_lags, buffers=buffers, links=links_table(raw, graph), events=raw.events,
                      meta=dict(meta or {}), lag_table=plan.lags, memory=memory)

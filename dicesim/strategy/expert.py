@@ -16,6 +16,7 @@ from typing import ClassVar, Literal, Union
 from pydantic import Field, field_validator
 
 from dicesim.errors import ConfigError
+from dicesim.limits import MAX_STEPS
 from dicesim.strategy.base import FamilyConfig, Strategy
 
 Scheme = Literal["sync", "displaced", "interweaved", "data_parallel"]
@@ -79,11 +80,11 @@ class ExpertParallelStrategy(Strategy):
 
     scheme: Scheme = "sync"
     sync_layers: Union[SyncPreset, tuple[int, ...]] = "none"
-    cond_interval: int = Field(1, ge=1)
+    cond_interval: int = Field(1, ge=1, le=MAX_STEPS)
     cond_policy: CondPolicy = "low"
-    warmup_steps: int = Field(1, ge=0)
-    cooldown_steps: int = Field(0, ge=0)
-    sync_every: int = Field(0, ge=0)
+    warmup_steps: int = Field(1, ge=0, le=MAX_STEPS)
+    cooldown_steps: int = Field(0, ge=0, le=MAX_STEPS)
+    sync_every: int = Field(0, ge=0, le=MAX_STEPS)
     stale_weights: Literal["current", "producer"] = "current"
     count_comm: Literal["shared", "separate"] = "shared"
     seed: int = 0  # fixes the per-token choice of the `random` conditional-communication policy

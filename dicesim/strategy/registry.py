@@ -78,7 +78,7 @@ def _build(cls: type[Strategy], fields: dict) -> Strategy:
     try:
         return cls(**fields)
     except ValidationError as exc:
-        raise config_error_from_pydantic(exc, "strategy", cls.allowed) from None
+        raise config_error_from_pydantic(exc, "strategy", cls.allowed, model=cls) from None
 
 
 def make_strategy(name: str | None = None, **overrides: object) -> Strategy:
@@ -110,7 +110,7 @@ def parse_strategy(data: Mapping[str, object], where: str = "strategy") -> Strat
     try:
         return fam.config(**fields)
     except ValidationError as exc:
-        raise config_error_from_pydantic(exc, where, fam.config.allowed) from None
+        raise config_error_from_pydantic(exc, where, fam.config.allowed, model=fam.config) from None
 
 
 def as_strategy(value: object) -> object:

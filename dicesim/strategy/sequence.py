@@ -25,6 +25,7 @@ from typing import ClassVar
 from pydantic import Field, model_validator
 
 from dicesim.errors import ConfigError
+from dicesim.limits import MAX_STEPS
 from dicesim.strategy.base import FamilyConfig, Strategy
 
 #: layers per flattened asynchronous K/V all-gather: the reference's ``comm_checkpoint``
@@ -40,7 +41,7 @@ class SequenceParallelStrategy(Strategy):
     allowed: ClassVar[dict[str, tuple[str, ...]]] = {"kv_async": ("true", "false"), "single_img": ("true", "false")}
 
     kv_async: bool = False
-    warmup_steps: int = Field(0, ge=0)
+    warmup_steps: int = Field(0, ge=0, le=MAX_STEPS)  # a count of steps: no longer than the longest run
     single_img: bool = False
 
     @model_validator(mode="after")

@@ -34,6 +34,7 @@ from dicesim.topology.graph import (
     rank_node,
     world_size,
 )
+from dicesim.topology.derive import derive_topology, machine_name, parse_bandwidths
 from dicesim.topology.io import load_topology_file, save_graphml, save_toml
 from dicesim.topology.presets import PRESETS, SCALED, SCALED_NAMES, TOPOLOGY_NAMES, get_topology, topology_gpus
 from dicesim.topology.routing import Route, RouteTable, all_pairs_routes, check_routable, group_routes, route
@@ -59,6 +60,7 @@ __all__ = [
     "add_link",
     "all_pairs_routes",
     "check_routable",
+    "derive_topology",
     "describe",
     "fully_connected",
     "get_topology",
@@ -68,10 +70,12 @@ __all__ = [
     "group_routes",
     "links_table",
     "load_topology_file",
+    "machine_name",
     "multi_node",
     "new_topology",
     "num_servers",
     "nvswitch_server",
+    "parse_bandwidths",
     "path_bottleneck_Bps",
     "path_latency_s",
     "pcie_server",

@@ -141,6 +141,14 @@ SOURCES = MappingProxyType(
             "32 servers per leaf is assumed (as the InfiniBand preset). Per uplink the roce-400g figure; a leaf's "
             "uplinks are one aggregated edge. " + _EFF + " Latency 2.5 us per leaf-spine edge, as roce-400g."
         ),
+        "roce-400g-hgx": (
+            "NVIDIA HGX AI Factory reference architecture (H100, H200, B200; docs.nvidia.com/reference-architectures/"
+            "hgx-ai-factory-h100-h200-b200, Abstract): the 2-8-9-400 configuration, 2 CPUs, 8 GPUs and 9 NICs, "
+            "400 Gb/s per GPU, on NVIDIA Spectrum-X Ethernet (RoCE), GPUs on a rail-optimised leaf-spine east-west "
+            "fabric through their SuperNICs (Network Logical Architecture): one 400 GbE NIC per GPU = 50 GB/s per "
+            "direction (line rate; the ninth NIC, a north-south DPU, is not modelled). " + _EFF[0].lower() + _EFF[1:]
+            + " Latency 2.5 us per NIC<->switch edge as roce-400g; an assumption to calibrate."
+        ),
         "pcie4-nic": (
             "PCIe 4.0 x16 between a PCIe switch and a NIC: " + _PCIE.format(gen="4.0", gts=16, bw=31.5) + _EFF + " "
             "Placement from the NVIDIA AI Enterprise reference architecture (compute node hardware): 'PCIe Optimized "
@@ -150,6 +158,20 @@ SOURCES = MappingProxyType(
         "generic": "Builder default: numbers supplied by the caller, no external source.",
     }
 )
+
+#: how each cited figure is known, for the assumptions every prediction lists (docs/trust.md):
+#: ``cited`` a datasheet, a standard's arithmetic or a vendor reference design; ``measured`` a
+#: published measurement of the figure itself; ``assumed`` a stated assumption to calibrate
+SOURCE_STATUS = MappingProxyType({
+    "nvlink3-a100": "cited", "nvlink4-h100": "cited", "nvlink4-h200": "cited", "nvlink4-h800": "cited",
+    "nvlink4-h20": "cited", "pcie4-gpu": "cited", "pcie4-uplink": "cited", "pcie3-gpu": "cited",
+    "pcie5-gpu": "cited", "upi": "assumed", "xgmi-rome": "cited", "upi-spr": "cited", "ddr-host": "assumed",
+    "ddr5-host": "assumed", "root-port": "assumed", "pcie5-nic": "cited", "ib-ndr": "cited", "ib-ndr-spine": "cited",
+    "roce-400g": "cited", "roce-400g-hgx": "cited", "roce-100g": "cited", "nvlink3-a800": "cited",
+    "eth-spine": "cited", "pcie4-nic": "cited",
+    "pcie5-host-h100": "measured",
+    "pcie5-host-h200": "assumed", "pcie5-uplink": "assumed", "generic": "assumed",
+})
 
 NVLINK3_A100 = LinkSpec(bw_Bps=300e9, latency_s=1.0e-6, link="nvlink3", source="nvlink3-a100")
 NVLINK4_H100 = LinkSpec(bw_Bps=450e9, latency_s=1.0e-6, link="nvlink4", source="nvlink4-h100")
@@ -171,6 +193,7 @@ PCIE5_NIC = LinkSpec(bw_Bps=63.0e9, latency_s=0.6e-6, link="pcie5", source="pcie
 IB_NDR = LinkSpec(bw_Bps=50e9, latency_s=2.5e-6, link="ib_ndr", source="ib-ndr")
 IB_NDR_UPLINK = LinkSpec(bw_Bps=50e9, latency_s=2.5e-6, link="ib_ndr", source="ib-ndr-spine")
 ROCE_400G = LinkSpec(bw_Bps=50e9, latency_s=2.5e-6, link="roce", source="roce-400g")
+ROCE_400G_HGX = LinkSpec(bw_Bps=50e9, latency_s=2.5e-6, link="roce", source="roce-400g-hgx")
 ROCE_100G = LinkSpec(bw_Bps=12.5e9, latency_s=2.5e-6, link="roce", source="roce-100g")
 ROCE_UPLINK = LinkSpec(bw_Bps=50e9, latency_s=2.5e-6, link="roce", source="eth-spine")
 PCIE4_NIC = LinkSpec(bw_Bps=31.5e9, latency_s=0.6e-6, link="pcie4", source="pcie4-nic")
@@ -183,3 +206,15 @@ SERVERS_PER_LEAF = 32
 def sources_for(keys: Iterable[str]) -> dict[str, str]:
     """The citation texts for ``keys`` as a fresh dict (to store in a graph's ``sources``)."""
     return {k: SOURCES[k] for k in dict.fromkeys(keys)}
+
+
+def source_status(key: str, text: str = "") -> str:
+    """How the figure cited as ``key`` is known: its entry in :data:`SOURCE_STATUS`, else read off
+    the citation ``text`` of a file's own source (``measured``, ``assum...``, ``fitted``), else ``cited``."""
+    if key in SOURCE_STATUS:
+        return SOURCE_STATUS[key]
+    low = text.lower()
+    for word, status in (("assum", "assumed"), ("measured", "measured"), ("fitted", "fitted")):
+        if word in low:
+            return status
+    return "cited"

@@ -26,8 +26,9 @@ from defusedxml.ElementTree import fromstring as defused_fromstring
 
 from dicesim.atomic import write_text_atomic
 from dicesim.errors import TopologyError
-from dicesim.inputs import read_bytes_bounded
+from dicesim.inputs import check_regular_file, read_bytes_bounded
 from dicesim.limits import MAX_TEXT_FILE_BYTES, MAX_TOPOLOGY_EDGES, MAX_TOPOLOGY_NODES
+from dicesim.strict_table import ascii_int, take_table
 from dicesim.tomlio import read_toml
 from dicesim.topology.validate import validate_topology
 
@@ -84,12 +85,31 @@ def save_toml(G: nx.DiGraph, path: str | os.PathLike[str]) -> None:
     _write_text(Path(path), text)
 
 
+#: the attributes a topology file may set (docs/topologies.md, "Data model"); anything else is
+#: refused by name rather than carried along unread
+GRAPH_KEYS = ("name", "p2p", "gpu", "gpus_per_node", "sources")
+NODE_KEYS = ("kind", "rank", "server")
+EDGE_KEYS = ("bw_Bps", "latency_s", "link", "source")
+
+
+def _check_keys(G: nx.DiGraph, path: Path) -> None:
+    def error(field: str, problem: str, allowed: object) -> TopologyError:
+        return TopologyError(f"{path}: {field}: {problem} (allowed: {', '.join(map(str, allowed))})")
+
+    take_table(G.graph, GRAPH_KEYS, "graph", error)
+    for n, d in G.nodes(data=True):
+        take_table(d, NODE_KEYS, f"node {n}", error)
+    for u, v, d in G.edges(data=True):
+        take_table(d, EDGE_KEYS, f"edge {u}->{v}", error)
+
+
 def _coerce(G: nx.DiGraph) -> None:
     """Normalise number types so hand-written files compare equal to built graphs."""
     for _, d in G.nodes(data=True):
         for k in ("rank", "server"):
-            if isinstance(d.get(k), str) and d[k].strip().isdigit():
-                d[k] = int(d[k])
+            # ASCII digits only: "²" passes str.isdigit and fails int(), "٣" would read as 3
+            if isinstance(d.get(k), str) and ascii_int(d[k]) is not None:
+                d[k] = ascii_int(d[k])
     for _, _, d in G.edges(data=True):
         for k in ("bw_Bps", "latency_s"):
             v = d.get(k)
@@ -191,8 +211,9 @@ def load_topology_file(path: str | os.PathLike[str]) -> nx.DiGraph:
     suffix = p.suffix.lower()
     if suffix not in (".graphml", ".toml"):
         raise TopologyError(f"{p}: unknown topology file type {suffix or '(none)'!r} (allowed: .graphml, .toml)")
-    if not p.is_file():
+    if not p.exists():
         raise TopologyError(f"{p}: file not found")
+    check_regular_file(p, lambda problem: TopologyError(f"{p}: {problem}"))
     try:
         G = _load_graphml(p) if suffix == ".graphml" else _load_toml(p)
     except (OSError, UnicodeDecodeError) as exc:
@@ -200,6 +221,7 @@ def load_topology_file(path: str | os.PathLike[str]) -> nx.DiGraph:
     if G.number_of_nodes() > MAX_TOPOLOGY_NODES or G.number_of_edges() > MAX_TOPOLOGY_EDGES:
         raise TopologyError(f"{p}: {G.number_of_nodes()} nodes and {G.number_of_edges()} directed edges, over the "
                             f"limits of {MAX_TOPOLOGY_NODES} nodes and {MAX_TOPOLOGY_EDGES} edges (see docs/limits.md)")
+    _check_keys(G, p)
     _coerce(G)
     try:
         validate_topology(G)

@@ -85,6 +85,15 @@ def l40s_roce(servers: int) -> nx.DiGraph:
                        nics_per_server=4, attach_to=[f"n0.pcie{j}" for j in range(4)], name=f"{servers}x-l40s-roce")
 
 
+def hgx_h100_roce(servers: int) -> nx.DiGraph:
+    """``servers`` HGX H100 (``dgx-h100`` inside) as in NVIDIA's 2-8-9-400 HGX reference architecture: one
+    400 GbE RoCE SuperNIC per GPU over PCIe 5, rail-optimised Spectrum-X leaf-spine (one leaf per rail per
+    32 servers, each leaf 1:1 to the spine)."""
+    return rail_fabric(servers, dgx_h100, hw.ROCE_400G_HGX, attach=hw.PCIE5_NIC, uplink=hw.ROCE_UPLINK,
+                       servers_per_leaf=hw.SERVERS_PER_LEAF, uplinks_per_leaf=hw.LEAF_UPLINKS,
+                       name=f"{servers}x-hgx-h100-roce")
+
+
 def tiny_ring4() -> nx.DiGraph:
     """4 GPUs in a ring of generic 100 GB/s, 1 us links: small closed-form cases for tests."""
     return ring(4, 100e9, 1e-6, link="generic", name="tiny-ring4")
@@ -101,6 +110,7 @@ PRESETS: MappingProxyType[str, Callable[[], nx.DiGraph]] = MappingProxyType(
     {
         "8x-rtx4090-pcie": rtx4090_pcie_8x,
         "4x-l40s-pcie": l40s_pcie_4x,
+        "8x-l40s-pcie": l40s_pcie_8x,
         "dgx-a100": dgx_a100,
         "dgx-h100": dgx_h100,
         "hgx-h200": hgx_h200,
@@ -116,12 +126,14 @@ PRESETS: MappingProxyType[str, Callable[[], nx.DiGraph]] = MappingProxyType(
 TOPOLOGY_NAMES: tuple[str, ...] = tuple(PRESETS)
 """Preset names accepted by get_topology, in display order."""
 
-#: cluster presets by server count: ``<N>x-<family>`` for N in (low, high), e.g. ``128x-dgx-h100-rail``
+#: cluster presets by server count: ``<N>x-<family>`` for N in (low, high), e.g. ``128x-dgx-h100-rail``;
+#: ``1x-...`` is the family's single server with its NICs (what one node does before the network)
 SCALED: MappingProxyType[str, tuple[Callable[[int], nx.DiGraph], int, int]] = MappingProxyType(
-    {"dgx-h100-rail": (dgx_h100_rail, 2, 2048), "l40s-roce": (l40s_roce, 2, 128)}
+    {"dgx-h100-rail": (dgx_h100_rail, 1, 2048), "l40s-roce": (l40s_roce, 1, 128),
+     "hgx-h100-roce": (hgx_h100_roce, 1, 128)}
 )
 SCALED_NAMES: tuple[str, ...] = tuple(f"<N>x-{k}" for k in SCALED)
-_SCALED_RE = re.compile(r"^(\d+)x-([a-z0-9-]+)$")
+_SCALED_RE = re.compile(r"^([0-9]+)x-([a-z0-9-]+)$")  # ASCII digits: \d matches "٣"
 
 
 def _scaled(key: str) -> nx.DiGraph | None:

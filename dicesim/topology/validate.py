@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 
 import networkx as nx
 
 from dicesim.errors import TopologyError
-from dicesim.limits import MAX_LINK_BW_BPS, MAX_LINK_LATENCY_S, MAX_WORLD_SIZE
+from dicesim.limits import MAX_WORLD_SIZE, physical_problem
 from dicesim.topology.graph import NODE_KINDS
 from dicesim.topology.routing import check_routable
-
-
-_UPPER = {"bw_Bps": MAX_LINK_BW_BPS, "latency_s": MAX_LINK_LATENCY_S}
 
 
 def _fail(G: nx.DiGraph, problem: str) -> TopologyError:
@@ -88,9 +84,9 @@ def _check_edges(G: nx.DiGraph) -> None:
             x = d.get(attr)
             if x is None:
                 raise _fail(G, f"edge {u}->{v} is missing {attr}")
-            high = _UPPER[attr]
-            if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) or not 0 < x <= high:
-                raise _fail(G, f"edge {u}->{v} has {attr}={x!r}; it must be a positive finite number up to {high:g}")
+            problem = physical_problem(attr, x)  # plausible from below too: a denormal rate reaches the solver
+            if problem:
+                raise _fail(G, f"edge {u}->{v} has {attr}={problem}")
         link = d.get("link")
         if not isinstance(link, str) or not link:
             raise _fail(G, f"edge {u}->{v} needs a link class string, got {link!r}")

@@ -16,8 +16,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dicesim.errors import TraceError
-from dicesim.inputs import check_file_size, parse_json_bounded
-from dicesim.limits import MAX_PARQUET_BYTES, MAX_PARQUET_UNCOMPRESSED_BYTES, MAX_TRACE_EVENTS, human_bytes
+from dicesim.inputs import check_file_size, check_regular_file, parse_json_bounded
+from dicesim.limits import (
+    MAX_PARQUET_BYTES, MAX_PARQUET_DECODED_BYTES, MAX_PARQUET_UNCOMPRESSED_BYTES, MAX_TRACE_EVENTS, human_bytes,
+)
+from dicesim.trace.parquet_bounded import read_table_bounded
 from dicesim.trace.schema import (
     COLUMNS, DTYPES, SCHEMA_VERSION, TraceMeta, check_schema_version, coerce_events, validate_events,
 )
@@ -50,6 +53,7 @@ def dump_parquet(df: pd.DataFrame, meta: TraceMeta, path: str | Path, *, check: 
 
 
 def _check_magic(path: Path) -> None:
+    check_regular_file(path, lambda problem: TraceError(path, problem))  # a FIFO would block the read
     try:
         size = path.stat().st_size
         with path.open("rb") as fh:
@@ -87,8 +91,8 @@ def is_trace_parquet(path: str | Path) -> bool:
     file that cannot be read counts as a trace, so that the trace reader says what is wrong."""
     path = Path(path)
     try:
-        if path.stat().st_size > MAX_PARQUET_BYTES:
-            return True
+        if not path.is_file() or path.stat().st_size > MAX_PARQUET_BYTES:
+            return True  # the trace reader names what is wrong (a FIFO is never opened here)
         md = pq.read_schema(str(path)).metadata or {}
     except PARQUET_ERRORS:
         return True
@@ -143,9 +147,9 @@ def read_parquet(path: str | Path) -> tuple[pd.DataFrame, TraceMeta]:
         have, want = schema.field(c).type, ARROW_SCHEMA.field(c).type
         if have != want and not (want == pa.string() and have == pa.large_string()):
             raise TraceError(path, f"column {c!r} has Arrow type {have}, expected {want}")
-    try:
-        table = pq.read_table(str(path), columns=list(COLUMNS))
-        table.validate(full=True)  # string pages are not checked for UTF-8 until pandas converts them
+    try:  # bounded by what the columns decode to, not only by the footer's encoded sizes
+        table = read_table_bounded(path, lambda problem: TraceError(path, problem), columns=COLUMNS,
+                                   max_decoded_nbytes=MAX_PARQUET_DECODED_BYTES)
     except PARQUET_ERRORS as exc:
         raise TraceError(path, f"corrupt Parquet data: {_arrow_problem(exc)}") from None
     if table.num_rows and any(table.column(c).null_count for c in COLUMNS):

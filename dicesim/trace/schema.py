@@ -21,6 +21,7 @@ import pandas as pd
 
 from dicesim.errors import ConfigError, TraceError
 from dicesim.inputs import check_data
+from dicesim.strict_table import take_table
 
 SCHEMA_VERSION = "dicesim-trace/1"
 
@@ -108,17 +109,15 @@ class TraceMeta:
         check_data(data, lambda problem: TraceError(where, f"metadata {problem}"), where="meta")
         known = {f.name: f for f in fields(cls)}
         kwargs: dict[str, Any] = {}
-        unknown: dict[str, Any] = {}
+        # the top level is this schema's own: an unknown key is refused by name (free-form data
+        # goes in `extra`; a writer that adds a field bumps the schema version)
+        take_table(data, tuple(known), "metadata", lambda f, p, a: TraceError(where, f"{f}: {p} (allowed: "
+                                                                             f"{', '.join(a)})"))
         for key, value in data.items():
-            if key not in known:
-                unknown[key] = value  # newer writers may add fields; keep them, do not fail
-                continue
             want = dict if key in ("scenario", "extra") else int if key == "world_size" else str
             if isinstance(value, bool) or not isinstance(value, want):
                 raise TraceError(where, f"metadata field {key!r} is {value!r}, expected {want.__name__}")
             kwargs[key] = value
-        if unknown:
-            kwargs["extra"] = {**kwargs.get("extra", {}), **unknown}
         if "source" not in kwargs:
             raise TraceError(where, "metadata has no 'source' (allowed: " + ", ".join(SOURCES) + ")")
         try:

@@ -39,6 +39,8 @@ import torch.nn.functional as F
 
 from dicesim.atomic import write_all_atomic
 from dicesim.errors import ConfigError
+from dicesim.limits import INT64_MAX, MAX_LEARNING_RATE, MAX_TRAIN_BATCH, MAX_TRAIN_STEPS, check_range
+from dicesim.membudget import usable_cpus
 from dicesim.models import get_model
 from dicesim.progress import NO_PROGRESS, Ticker
 from validate.digits.data import DIGITS_SIDE_PX, DigitsSplit
@@ -65,9 +67,20 @@ class TrainConfig:
     log_every: int = 100
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch", "threads", "log_every"):
-            if getattr(self, name) < 1:
-                raise ConfigError(name, f"must be >= 1, got {getattr(self, name)}", ">= 1")
+        # every field bounded before torch sees it: a NaN learning rate was a ValueError traceback
+        # from the optimizer, 100,000 threads an allocation failure (dicesim/limits.py)
+        check_range("steps", self.steps, 1, MAX_TRAIN_STEPS)
+        check_range("batch", self.batch, 1, MAX_TRAIN_BATCH)
+        check_range("threads", self.threads, 1, usable_cpus())
+        check_range("log_every", self.log_every, 1, MAX_TRAIN_STEPS)
+        check_range("seed", self.seed, 0, INT64_MAX)
+        for name, high, low_open in (("lr", MAX_LEARNING_RATE, True), ("weight_decay", 1.0, False),
+                                     ("balance_coef", 100.0, False), ("label_dropout", 1.0, False),
+                                     ("grad_clip", 1e6, True)):
+            v = getattr(self, name)
+            ok = isinstance(v, (int, float)) and math.isfinite(v) and (0 < v if low_open else 0 <= v) and v <= high
+            if not ok:
+                raise ConfigError(name, f"{v!r} is out of range", f"{'0 <' if low_open else '0 <='} {name} <= {high:g}")
         if not 0 <= self.warmup_steps <= self.steps:
             raise ConfigError("warmup_steps", f"{self.warmup_steps} is outside 0..steps", f"0..{self.steps}")
         if not 0.0 <= self.ema_decay < 1.0:

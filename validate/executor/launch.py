@@ -18,16 +18,18 @@ caller, from the gathered results, so a failed run leaves no trace file behind.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import os
 import pickle
 import queue as _queue
 import shutil
 import socket
+import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,8 +37,9 @@ import torch
 import torch.distributed as dist
 
 from dicesim.errors import ConfigError, DicesimError
-from validate.executor.tracing import clock_offsets_ns
 from validate.executor.families import run_rank
+from validate.executor.rendezvous import read_rank_env, torchrun_requested
+from validate.executor.tracing import clock_offsets_ns
 from validate.executor.worker import GroupCache, RankResult, RunSpec
 
 BACKENDS: tuple[str, ...] = ("gloo", "nccl")
@@ -279,15 +282,23 @@ def _failure_line(failed: dict[int, int], errors: dict[int, str], silent: list[i
 
 
 def run_from_env(specs: Sequence[RunSpec], *, backend: str, timeout_s: float = 30.0) -> list[RunOutcome] | None:
-    """Run under torchrun (``env://``): returns the outcomes on rank 0, None elsewhere."""
-    rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    """Run under torchrun (``env://``): returns the outcomes on rank 0, None elsewhere.
+
+    The environment is read strictly first (:mod:`validate.executor.rendezvous`: bad values are exit 2);
+    a rendezvous that fails or times out (a peer that never joins) is one RankFailure line."""
+    env = read_rank_env()
+    rank, world_size, local_rank = env.rank, env.world_size, env.local_rank
     check_backend(backend, world_size)
     for spec in specs:
         spec.check(world_size)
     torch.set_num_threads(1)
-    dist.init_process_group(backend, init_method="env://", rank=rank, world_size=world_size,
-                            timeout=_dt.timedelta(seconds=timeout_s))
+    try:
+        with _native_stderr_to(tempfile.TemporaryFile()):  # c10d prints C++ frames on every failed try
+            dist.init_process_group(backend, init_method="env://", rank=rank, world_size=world_size,
+                                    timeout=_dt.timedelta(seconds=timeout_s))
+    except Exception as exc:  # noqa: BLE001 -- DistStoreError, RuntimeError, ValueError: all one line
+        raise RankFailure(f"rank {rank}: rendezvous at {env.master_addr}:{env.master_port} failed within "
+                          f"{timeout_s:g} s: {_one_line(exc)[:300]}") from None
     try:
         return _run_specs(specs, rank=rank, world_size=world_size, backend=backend,
                           device=_device(backend, local_rank), timeout_s=timeout_s)
@@ -295,6 +306,21 @@ def run_from_env(specs: Sequence[RunSpec], *, backend: str, timeout_s: float = 3
         dist.destroy_process_group()
 
 
+@contextlib.contextmanager
+def _native_stderr_to(sink: Any) -> Iterator[None]:
+    """Point file descriptor 2 at ``sink`` for the block (native code writes there directly)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        os.dup2(sink.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        sink.close()
+
+
 def under_torchrun() -> bool:
-    """Whether this process was started by torchrun (or another env:// launcher)."""
-    return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"))
+    """Whether this process was started by torchrun (or another env:// launcher); some of its
+    variables without the others is refused (:func:`validate.executor.rendezvous.read_rank_env`)."""
+    return torchrun_requested()

@@ -80,7 +80,7 @@ class RunSpec:
             raise ConfigError("batch", f"must be >= 1, got {self.batch}", ">= 1")
         if self.dtype not in TORCH_DTYPES or self.dtype not in DTYPE_NBYTES:
             raise ConfigError("dtype", f"unknown dtype {self.dtype!r}", tuple(TORCH_DTYPES))
-        if self.checkpoint is not None and not os.path.isfile(self.checkpoint):
+        if self.checkpoint is not None and not os.path.exists(self.checkpoint):  # a FIFO: read_checkpoint refuses it
             raise ConfigError("checkpoint", f"no such file {self.checkpoint}")
         check_spec_limits(self, world_size)
         SamplerConfig(num_steps=self.steps, guidance_scale=self.guidance_scale)

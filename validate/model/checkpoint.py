@@ -31,7 +31,7 @@ from dicesim.models import ModelPreset, get_model
 from validate.model.experts import ExpertBank
 from validate.model.model import DiTMoE
 
-_EXPERT_KEY = re.compile(r"^blocks\.(\d+)\.moe\.experts\.(\d+)\.")
+_EXPERT_KEY = re.compile(r"^blocks\.(\d+)\.moe\.experts\.(\d+)\.", re.ASCII)
 _WRAPPER_KEYS = ("ema", "model", "state_dict", "module")  # training scripts nest the weights
 _SHOWN = 4  # key names listed per problem before "... and N more"
 

@@ -14,12 +14,13 @@ from __future__ import annotations
 import datetime as _dt
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dicesim.errors import ConfigError, config_error_from_pydantic
+from dicesim.limits import MAX_ACCEPTANCE_WORK, MAX_BATCH, MAX_STEPS, MAX_WORLD_SIZE, PHYSICAL
 from dicesim.progress import NO_PROGRESS, Ticker
 from dicesim.report.marked import markers
 from dicesim.tomlio import read_toml
@@ -33,10 +34,10 @@ class PaperSetting(BaseModel):
 
     topology: str
     other_topologies: tuple[str, ...] = ()
-    world_size: int = Field(ge=1, le=4096)
+    world_size: int = Field(ge=1, le=MAX_WORLD_SIZE)
     image_size: int = Field(ge=8, le=4096)
-    steps: int = Field(ge=1, le=10_000)
-    batches: tuple[int, ...] = Field(min_length=1)
+    steps: int = Field(ge=1, le=MAX_STEPS)
+    batches: tuple[Annotated[int, Field(ge=1, le=MAX_BATCH)], ...] = Field(min_length=1)
     profile: Optional[str] = None  # None: the topology's GPU's built-in profile
 
 
@@ -50,9 +51,9 @@ class PaperFigure(BaseModel):
     models: tuple[str, ...] = Field(min_length=1)
     # both metrics are non-negative ratios; a gap is relative to the band edge it passes, so an
     # edge a prediction can pass (value, high) must be positive
-    value: Optional[float] = Field(None, gt=0)
-    low: Optional[float] = Field(None, ge=0)
-    high: Optional[float] = Field(None, gt=0)
+    value: Optional[float] = Field(None, gt=0, le=PHYSICAL["ratio"].high)
+    low: Optional[float] = Field(None, ge=0, le=PHYSICAL["ratio"].high)
+    high: Optional[float] = Field(None, gt=0, le=PHYSICAL["ratio"].high)
     unit: str
     quote: str
     source: str
@@ -85,10 +86,33 @@ def load_paper_set(path: str | Path = DEFAULT_FILE) -> PaperSet:
         for f in ps.figure:
             f.band()
     except ValidationError as exc:
-        raise config_error_from_pydantic(exc, p.name) from None
+        raise config_error_from_pydantic(exc, p.name, model=PaperSet) from None
     except ValueError as exc:
         raise ConfigError(f"{p.name}: figure", str(exc)) from None
+    _check_work(ps, p.name)
     return ps
+
+
+def _check_work(ps: PaperSet, name: str) -> None:
+    """What `check` accepts must run within the limits: the simulations the check would run,
+    counted as GPUs x layers x steps, at most ``MAX_ACCEPTANCE_WORK`` (before any is built)."""
+    from dicesim.models import get_model
+
+    st = ps.setting
+    runs: set[tuple[str, str, int, str]] = set()
+    for fig in ps.figure:
+        for model in fig.models:
+            try:
+                get_model(model)
+            except ConfigError as exc:
+                raise ConfigError(f"{name}: figure {fig.id}: models", exc.one_line()) from None
+            runs.update((model, t, b, s) for t in (st.topology, *st.other_topologies) for b in st.batches
+                        for s in ("sync", fig.strategy))
+    work = sum(st.world_size * get_model(m).depth * st.steps for m, _, _, _ in runs)
+    if work > MAX_ACCEPTANCE_WORK:
+        raise ConfigError(f"{name}: setting", f"{len(runs)} simulations of {st.world_size} GPUs x {st.steps} steps "
+                          f"are {work:,} GPU-layer-steps, more than the {MAX_ACCEPTANCE_WORK:,} one check may run; "
+                          "use fewer steps, batches, topologies or models", "see docs/limits.md")
 
 
 def _metric(metric: str, sync: dict, run: dict) -> float:

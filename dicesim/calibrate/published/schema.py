@@ -24,11 +24,11 @@ date). Schema ``/2`` adds what the fitted/held-out rules need (:mod:`.rules`):
 
 from __future__ import annotations
 
-import math
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from dicesim.limits import MAX_EXPERTS, physical_problem
 from dicesim.sim.microbench.deepep import DeepEPConfig
 from dicesim.sim.microbench.deepep_ll import LowLatencyConfig
 
@@ -75,11 +75,13 @@ class DeepEPSetting(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    tokens: int = Field(gt=0)
-    hidden: int = Field(gt=0)
-    topk: int = Field(gt=0)
-    experts: int = Field(gt=0)
-    topk_groups: int = Field(default=0, ge=0)
+    # DeepEP's benchmarks use 4096 tokens, hidden 7168, top-8 of 256 experts: the bounds keep
+    # every byte count of the setting far inside float64 and int64
+    tokens: int = Field(gt=0, le=1 << 24)
+    hidden: int = Field(gt=0, le=1 << 16)
+    topk: int = Field(gt=0, le=MAX_EXPERTS)
+    experts: int = Field(gt=0, le=MAX_EXPERTS)
+    topk_groups: int = Field(default=0, ge=0, le=MAX_EXPERTS)
     dispatch_dtype: Literal["fp8", "bf16"] = "fp8"
     ll_transport: Literal["rdma", "nvlink+rdma"] | None = None
 
@@ -134,8 +136,17 @@ class Figure(BaseModel):
             raise ValueError(f"metric {self.metric!r} does not apply to {self.operation!r} (allowed: {', '.join(ops)})")
         if self.unit != unit:
             raise ValueError(f"unit of {self.metric!r} must be {unit!r}, got {self.unit!r}")
-        if not math.isfinite(self.value):
-            raise ValueError("value must be finite")
+        # the figure, its spread, its range and its message size within their physical ranges
+        # (dicesim.limits.PHYSICAL): a value of 1e308 GB/s overflowed to inf in SI units
+        quantity = "published_GBps" if self.unit == "GB/s" else "published_us"
+        spread = (("value_std", self.value_std),) if self.value_std else ()
+        for name, v in (("value", self.value), *spread,
+                        *zip(("value_range[0]", "value_range[1]"), self.value_range or ())):
+            problem = physical_problem(quantity, v)
+            if problem:
+                raise ValueError(f"{name}: {problem}")
+        if self.nbytes and physical_problem("message_nbytes", self.nbytes):
+            raise ValueError(f"nbytes: {physical_problem('message_nbytes', self.nbytes)}")
         is_deepep = self.operation.startswith("deepep")
         if is_deepep and self.deepep is None:
             raise ValueError(f"{self.operation} needs a [figure.deepep] table")

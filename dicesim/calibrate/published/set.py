@@ -81,7 +81,7 @@ def parse_file(path: str | Path) -> list[Figure]:
         try:
             fig = Figure(**(_upgrade_v1(item) if schema == SCHEMAS[0] else item))
         except ValidationError as exc:
-            raise config_error_from_pydantic(exc, where, {"__keys__": tuple(Figure.model_fields),
+            raise config_error_from_pydantic(exc, where, model=Figure, allowed={"__keys__": tuple(Figure.model_fields),
                                                           "operation": OPERATIONS, "metric": tuple(METRICS)}) from None
         except ValueError as exc:
             raise ConfigError(where, str(exc)) from None

@@ -18,8 +18,9 @@ import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from dicesim.atomic import write_atomic
-from dicesim.errors import ConfigError
-from dicesim.limits import MAX_FIXED_TIME_S
+from dicesim.errors import ConfigError, model_keys_at
+from dicesim.limits import physical_problem
+from dicesim.sim.costs.host import HostModel
 from dicesim.tomlio import read_toml
 
 #: op kinds the cost model distinguishes (plan action kinds map onto these)
@@ -51,6 +52,11 @@ class HardwareProfile(BaseModel):
     ``1 + interference`` times slower; while this rank computes, the links into and out of its
     GPU carry ``1 / (1 + comm_interference)`` of their bandwidth and the latency of transfers
     crossing them passes that much slower (0: communication is never slowed by compute).
+
+    ``host``: the host of an eager executor (:mod:`dicesim.sim.costs.host`): per op, the host
+    seconds to issue it and the syncs before it; without it the host costs ``host_op_s`` per op
+    launch and ``host_collective_s`` per collective. :attr:`basis` says whether the profile rests
+    on measurements (a fitted profile) or on datasheets and stated assumptions.
     ``memory_capacity_bytes``: the GPU's memory as the driver reports it (None: unknown, e.g. a
     CPU profile), which the per-GPU memory model compares its total with (docs/memory.md).
     """
@@ -73,6 +79,7 @@ class HardwareProfile(BaseModel):
     host_collective_s: float = Field(ge=0)
     interference: float = Field(ge=0)
     comm_interference: float = Field(default=0.0, ge=0)
+    host: Optional[HostModel] = None
     citations: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -89,14 +96,38 @@ class HardwareProfile(BaseModel):
                 raise ValueError(f"{table} needs a 'default' entry")
             if any(v < 0 for v in values.values()):
                 raise ValueError(f"{table} values must be >= 0")
-        times = {**self.collective_base_s, **self.link_latency_s, "host_op_s": self.host_op_s,
-                 "host_collective_s": self.host_collective_s, **{k: o.launch_s for k, o in self.ops.items()}}
-        bad = sorted(k for k, v in times.items() if not 0 <= v <= MAX_FIXED_TIME_S)
-        if bad:
-            raise ValueError(f"{bad[0]}: fixed times must be in 0..{MAX_FIXED_TIME_S:g} s")
-        if any(not 0 < v <= 1 for v in self.link_bw_eff.values()):
-            raise ValueError("link_bw_eff values must be in (0, 1]")
+        times = {**{f"collective_base_s.{k}": v for k, v in self.collective_base_s.items()},
+                 **{f"link_latency_s.{k}": v for k, v in self.link_latency_s.items()},
+                 "host_op_s": self.host_op_s, "host_collective_s": self.host_collective_s,
+                 **{f"ops.{k}.launch_s": o.launch_s for k, o in self.ops.items()}}
+        # every number against its physical range (dicesim.limits.PHYSICAL): bounded from below
+        # too, so no rate near zero reaches the cost model
+        checks = [("peak_tflops", "peak_tflops", self.peak_tflops), ("mem_bw_GBps", "mem_bw_GBps", self.mem_bw_GBps),
+                  ("interference", "interference", self.interference),
+                  ("comm_interference", "interference", self.comm_interference),
+                  *((k, "fixed_time_s", v) for k, v in sorted(times.items())),
+                  *((f"link_bw_eff.{k}", "efficiency", v) for k, v in sorted(self.link_bw_eff.items())),
+                  *((f"ops.{k}.{f}", "efficiency", getattr(o, f)) for k, o in sorted(self.ops.items())
+                    for f in ("compute_eff", "mem_eff")),
+                  *((("memory_capacity_bytes", "gpu_memory_bytes", self.memory_capacity_bytes),)
+                    if self.memory_capacity_bytes is not None else ())]
+        for field, quantity, value in checks:
+            problem = physical_problem(quantity, value)
+            if problem:
+                raise ValueError(f"{field}: {problem}")
         return self
+
+    @property
+    def basis(self) -> Literal["measured", "datasheet"]:
+        """``measured``: fitted from traces (``fitted_range`` says on what); ``datasheet``: vendor
+        figures and stated assumptions only."""
+        return "datasheet" if self.fitted_range == "not fitted" else "measured"
+
+    def describe(self) -> str:
+        """One line for outputs: the profile's name and what it rests on."""
+        what = "measured" if self.basis == "measured" else "datasheet"
+        host = "; eager host model" if self.host is not None else ""
+        return f"{self.name} ({what}{host})"
 
     @property
     def peak_flops(self) -> float:
@@ -128,7 +159,8 @@ def profile_from_dict(data: dict, origin: str = "profile") -> HardwareProfile:
         loc = ".".join(str(p) for p in err["loc"])
         field = f"profile.{loc}" if loc else "profile"
         if err["type"] == "extra_forbidden":
-            raise ConfigError(field, f"unknown key in {origin}") from None
+            keys = model_keys_at(HardwareProfile, err["loc"][:-1])
+            raise ConfigError(field, f"unknown key in {origin}", keys) from None
         raise ConfigError(field, f"{err['msg']} in {origin}") from None
     except TypeError as exc:
         raise ConfigError("profile", f"{exc} in {origin}") from None
@@ -142,7 +174,7 @@ def load_profile(path: str | os.PathLike) -> HardwareProfile:
 
 def save_profile(profile: HardwareProfile, path: str | os.PathLike) -> Path:
     """Write ``profile`` as TOML atomically (temporary file + rename); returns the path."""
-    data = profile.model_dump(mode="json", exclude_none=True)  # TOML has no null: an unknown capacity is left out
+    data = profile.model_dump(mode="json", exclude_none=True)  # TOML has no null: no host model, unknown capacity
     return write_atomic(path, lambda tmp: tmp.write_bytes(tomli_w.dumps(data).encode("utf-8")))
 
 
@@ -166,17 +198,21 @@ def get_profile(name_or_path: str | os.PathLike) -> HardwareProfile:
     return profile_from_dict(tomllib.loads(f.read_text()), origin=f"built-in profile {name}")
 
 
-#: substrings of a topology name or ``gpu`` graph attribute that pick a built-in profile
-_GPU_HINTS: tuple[tuple[str, str], ...] = (
-    ("4090", "rtx4090"), ("l40s", "l40s"), ("a100", "a100-sxm"), ("h200", "h200"), ("h100", "h100-sxm"),
+#: substrings of a topology name or ``gpu`` graph attribute -> (the GPU's datasheet profile, its
+#: best-evidenced profile: measured where the project has op timings of that GPU, else the datasheet)
+_GPU_HINTS: tuple[tuple[str, str, str], ...] = (
+    ("4090", "rtx4090", "rtx4090"), ("l40s", "l40s", "l40s"), ("a100", "a100-sxm", "a100-sxm"),
+    ("h200", "h200", "h200-calibrated"), ("h100", "h100-sxm", "h100-calibrated"),
 )
 
 
-def profile_for_gpu(hint: str) -> HardwareProfile:
-    """The built-in profile whose GPU ``hint`` (topology name or GPU model) mentions."""
+def profile_for_gpu(hint: str, *, datasheet: bool = False) -> HardwareProfile:
+    """The built-in profile of the GPU ``hint`` (topology name or GPU model) mentions: the best-evidenced
+    one (measured where the project has measurements of that GPU, ``traces/gpu``), or its datasheet
+    profile (``datasheet=True``: what a calibration starts from)."""
     low = hint.lower()
-    for needle, name in _GPU_HINTS:
+    for needle, sheet, best in _GPU_HINTS:
         if needle in low:
-            return get_profile(name)
+            return get_profile(sheet if datasheet else best)
     raise ConfigError("profile", f"cannot tell the GPU of {hint!r}; pass a profile explicitly",
                       builtin_profile_names())

@@ -24,7 +24,7 @@ import numpy as np
 
 from dicesim.errors import ConfigError
 from dicesim.inputs import check_file_size
-from dicesim.limits import MAX_HISTOGRAM_BYTES
+from dicesim.limits import MAX_HISTOGRAM_BYTES, PHYSICAL, physical_problem
 from dicesim.placement import Placement
 from dicesim.scenario import RoutingConfig
 
@@ -56,7 +56,14 @@ def expert_probs(cfg: RoutingConfig, num_layers: int, num_experts: int, seed: in
         hist = np.broadcast_to(hist, (L, hist.shape[0]))
     if hist.ndim != 2 or hist.shape != (L, E):
         raise ConfigError("routing.histogram", f"has shape {hist.shape}, expected ({E},) or ({L}, {E})")
-    if (hist < 0).any() or not np.isfinite(hist).all() or (hist.sum(axis=1) <= 0).any():
+    # each count within its physical range before any sum: 1e308 per expert summed to inf
+    # and made every probability 0 (a uniform load simulated 27% too fast, exit 0)
+    rng = PHYSICAL["tokens"]
+    outside = ~np.isfinite(hist) | (hist < rng.low) | (hist > rng.high)
+    if outside.any():
+        problem = physical_problem("tokens", float(hist[np.unravel_index(np.argmax(outside), hist.shape)]))
+        raise ConfigError("routing.histogram", f"count {problem}")
+    if (hist.sum(axis=1) <= 0).any():
         raise ConfigError("routing.histogram", "needs finite non-negative counts with a positive sum per layer")
     return hist / hist.sum(axis=1, keepdims=True)
 
@@ -86,7 +93,7 @@ def load_histogram(path: str | None) -> np.ndarray:
     p = Path(path)
     if p.is_dir() or p.name.endswith((".trace.json", ".trace.json.gz", ".events.parquet")):
         return histogram_from_trace(p)
-    if not p.is_file():
+    if not p.exists():
         raise ConfigError("routing.histogram", f"file {str(p)!r} not found")
     if p.suffix not in (".npy", ".csv"):
         raise ConfigError("routing.histogram", f"{p}: unsupported file type",

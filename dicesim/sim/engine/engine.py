@@ -29,7 +29,7 @@ from dicesim.errors import ConfigError
 from dicesim.plan import CollectiveKind
 from dicesim.sim.engine.communicator import Collective, Communicator
 from dicesim.sim.engine.groupcomm import GroupComm
-from dicesim.sim.engine.program import ISSUE, compile_program
+from dicesim.sim.engine.program import ISSUE, HostTable, compile_program
 from dicesim.sim.engine.rank import rank_process
 from dicesim.sim.engine.recording import TraceHooks
 from dicesim.sim.engine.reuse import isolated, window_memos
@@ -68,13 +68,8 @@ class Engine:
         edges = [(u, v, str(d.get("link", ""))) for u, v, d in G.edges(data=True)]
         self.trace = TraceHooks(edges, self.gc, spec.row_nbytes) if spec.record else None
         self.net = FlowNetwork(env, G, on_link_busy=self.trace.link if self.trace is not None else None)
-        self.host_op_s, self.host_coll_s = profile.host_op_s, profile.host_collective_s
         self.T, self.L = spec.plan.num_steps, spec.plan.num_layers
         self.ranks = [RankState(r) for r in range(W)]
-        # endpoint links per rank, slowed while the rank computes (None: comm_interference == 0)
-        ports = rank_port_links(self.net, G) if profile.comm_interference > 0 else None
-        self.streams = ComputeStreams(env, self.net, self.ranks, interference=profile.interference,
-                                      comm_interference=profile.comm_interference, ports=ports)
         self.step_end = np.zeros((W, self.T))
         self.counters = np.zeros((W, self.T, len(COUNTERS)))
         self.groups = layout.groups()
@@ -82,6 +77,11 @@ class Engine:
         self.comms: list[Communicator] = []
         on_done = self.trace.collective if self.trace is not None else None
         tables = spec.routes if spec.routes is not None else group_routes(G, [self.groups[g] for g in self.active])
+        # per rank the links its compute slows, and their users (None: comm_interference == 0)
+        ports, users_L = (rank_port_links(self.net, G, [t.routes for t in tables])
+                          if profile.comm_interference > 0 else (None, None))
+        self.streams = ComputeStreams(env, self.net, self.ranks, interference=profile.interference,
+                                      comm_interference=profile.comm_interference, ports=ports, users_L=users_L)
         for g, table in zip(self.active, tables):
             members = self.groups[g]
             self.gc[g] = self._group_comm(g, members, table, G, nccl)
@@ -91,11 +91,15 @@ class Engine:
             for m, r in enumerate(members):
                 st = self.ranks[r]
                 st.group, st.comms, st.mids = g, comms, (m,) * len(comms)
+        host = HostTable(spec.cost)
+        launches = len(self.groups[0]) > 1 or self.loopback  # a one-rank group launches no collective
+        self.coll_host = [host.collective(int(k), launches=launches) for k in CollectiveKind]
+        self.sync_s = profile.host.sync_s if profile.host is not None else 0.0
         merge = spec.merge_compute and not spec.record
         skel = skeleton_of(spec.plans, spec.plan, layout) if spec.plans is not None and merge else None
-        priced = skel.price(spec.cost, self.host_op_s) if skel is not None else None
+        priced = skel.price(spec.cost, host) if skel is not None else None
         if priced is None:
-            self.program = compile_program(spec.plan, spec.cost, layout, host_op_s=self.host_op_s, merge=merge)
+            self.program = compile_program(spec.plan, spec.cost, layout, host=host, merge=merge)
             find = None
         else:  # the same program, compiled once per plan and layout (sim/engine/skeleton.py)
             self.program = priced.program

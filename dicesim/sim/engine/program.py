@@ -4,8 +4,9 @@ The strategy's family says what each action does (:meth:`dicesim.plan.PlanFamily
 over the one collective vocabulary); this module turns the effects into instructions, in plan
 order, nothing re-derived. The engine reads only these:
 
-- ``COMPUTE``: compute whose time the workload fixes (:class:`Block`);
-- ``ROWS``: compute whose time depends on the rows this rank received (experts);
+- ``COMPUTE``: compute whose time the workload fixes (:class:`Block`, with what the host pays to
+  issue it);
+- ``ROWS``: compute whose time depends on the rows this rank received (experts), with its host cost;
 - ``ISSUE``: issue a collective on one of the group's communicators; it stays pending under a
   handle (the flat index of the issuing instruction); ``wait``: the compute stream waits for it
   at once (an action's wait that follows its issue directly is folded into it; ``WAIT_KEEP``: it
@@ -19,9 +20,10 @@ What a collective carries is one :class:`Coll` (kind, layer, token step, skip, s
 instruction through the communicator to the network transfer and the trace.
 
 Consecutive compute effects are merged into one block (one simpy timeout instead of several)
-when nothing observable can happen between them: no collective is issued or awaited, and the
-host launches each op before the stream reaches it (checked per block from the host overhead;
-otherwise each op keeps its own instruction).
+when nothing observable can happen between them: no collective is issued or awaited, no op but
+the first makes the host sync, and the host issues each op before the stream reaches it
+(:class:`Block` ``gated`` is false; otherwise each op keeps its own instruction). What the host
+pays per op is :class:`HostTable`'s (:mod:`dicesim.sim.costs.host`).
 """
 
 from __future__ import annotations
@@ -29,9 +31,10 @@ from __future__ import annotations
 from enum import IntEnum
 from typing import NamedTuple
 
-from dicesim.plan import ParallelLayout, Plan
+from dicesim.plan import CollectiveKind, ParallelLayout, Plan
 from dicesim.plan.vocabulary import Blocking, Compute, Forget, Issue, RowsCompute, Wait, WaitAll
-from dicesim.sim.costs.costmodel import CostModel
+from dicesim.sim.costs.costmodel import ACTION_OP_KIND, CostModel
+from dicesim.sim.costs.host import HostCost, launch_cost
 
 
 class Op(IntEnum):
@@ -66,28 +69,80 @@ class Coll(NamedTuple):
 
 
 class Block(NamedTuple):
-    """Merged compute ops: ``ops[i] = (kind, layer, tok_step)`` taking ``durs_s[i]`` seconds (a tuple:
-    a program holds thousands, and a cached program's blocks are made in one pass per run)."""
+    """Merged compute ops: ``ops[i] = (kind, layer, tok_step)`` taking ``durs_s[i]`` seconds on the device.
+
+    The host issues the block over ``host_s`` seconds from its start ``a`` (after ``syncs`` drains
+    of the GPU queue); the device starts at ``a + first_s`` at the earliest and, run back to back,
+    ends no earlier than ``a + span_s`` (the host issuing the last ops). ``gated``: the host holds
+    the device back inside the block (``span_s`` exceeds ``first_s`` + the device time), which a
+    merged block may only do as its last op. A tuple: a program holds thousands, and a cached
+    program's blocks are made in one pass per run (:mod:`dicesim.sim.engine.skeleton`).
+    """
 
     total_s: float
     durs_s: tuple[float, ...]
     ops: tuple[tuple[str, int, int], ...]
     flops: tuple[float, ...]
+    host_s: float = 0.0
+    first_s: float = 0.0
+    span_s: float = 0.0
+    syncs: int = 0
+    gated: bool = False
+
+    @property
+    def key(self) -> tuple:
+        """What the block's timing depends on (window reuse compares windows by it)."""
+        return (self.total_s, len(self.durs_s), self.host_s, self.first_s, self.span_s, self.syncs)
 
 
-def compile_program(plan: Plan, cost: CostModel, layout: ParallelLayout, *, host_op_s: float,
+class HostTable:
+    """What the host pays to issue each op of one run (:mod:`dicesim.sim.costs.host`): compute ops
+    by plan action kind, the experts of a rank (``ROWS``), collectives by kind. Without a host
+    model in the profile: ``host_op_s`` per op launch, ``host_collective_s`` per collective."""
+
+    #: collective kind -> the host op kind of the executor code that issues it
+    COLL_KINDS = {int(CollectiveKind.COUNTS): "count_exchange", int(CollectiveKind.DISPATCH): "dispatch",
+                  int(CollectiveKind.COMBINE): "combine"}
+
+    def __init__(self, cost: CostModel):
+        prof = cost.profile
+        self.model, self.host_op_s, self.host_coll_s = prof.host, prof.host_op_s, prof.host_collective_s
+        self.experts_on_rank, self.num_experts = cost.experts_on_rank, cost.workload.model.num_experts
+
+    def compute(self, action_kind: str) -> HostCost:
+        if self.model is None:
+            return launch_cost(self.host_op_s)
+        kind = ACTION_OP_KIND.get(action_kind, action_kind)
+        # the data-parallel baseline runs every expert on this rank
+        return self.model.cost(kind, self.num_experts if action_kind == "local_moe" else self.experts_on_rank)
+
+    def rows(self) -> HostCost:
+        if self.model is None:
+            return launch_cost(self.host_op_s)
+        return self.model.cost("experts", self.experts_on_rank)
+
+    def collective(self, kind: int, *, launches: bool) -> HostCost:
+        """``launches``: the group issues anything at all (a one-rank group does not, unless its
+        collectives loop through host memory); the executor's exchange code runs either way."""
+        if self.model is not None and kind in self.COLL_KINDS:
+            return self.model.cost(self.COLL_KINDS[kind])
+        return launch_cost(self.host_coll_s if launches else 0.0)
+
+
+def compile_program(plan: Plan, cost: CostModel, layout: ParallelLayout, *, host: HostTable,
                     merge: bool = True) -> tuple[tuple, ...]:
     """Per step, the tuple of instructions (layouts in the module docstring):
 
-    ``(COMPUTE, Block)``; ``(ROWS, layer, tok_step, skip, name)``; ``(ISSUE, comm, Coll, handle, wait)``;
+    ``(COMPUTE, Block)``; ``(ROWS, layer, tok_step, skip, name, HostCost)``; ``(ISSUE, comm, Coll, handle, wait)``;
     ``(WAIT, handle, Coll, release)``; ``(BLOCKING, comm, Coll, cut)``; ``(WAIT_ALL,)``; ``(FORGET,)``;
     ``(STEP_END, step)``. ``comm`` indexes ``layout.communicators``.
     """
-    return compile_steps(plan, layout, _Blocks(cost, host_op_s=host_op_s, merge=merge).flush)
+    return compile_steps(plan, layout, _Blocks(cost, host=host, merge=merge).flush, host.rows())
 
 
-def compile_steps(plan: Plan, layout: ParallelLayout, flush) -> tuple[tuple, ...]:
-    """The program of :func:`compile_program`; ``flush(ops, out)`` turns a run of compute ops into instructions."""
+def compile_steps(plan: Plan, layout: ParallelLayout, flush, rows_host: object) -> tuple[tuple, ...]:
+    """The program of :func:`compile_program`; ``flush(ops, out)`` turns a run of compute ops into
+    instructions, ``rows_host`` is what the host pays to issue the experts (a ``ROWS`` instruction's last field)."""
     lower, recipes = plan.rules.lower, _Recipes(plan, layout)
     known = recipes.known
     static = {kind: recipes.of(effects) for kind, effects in plan.rules.static_lowering.items()}
@@ -134,7 +189,7 @@ def compile_steps(plan: Plan, layout: ParallelLayout, flush) -> tuple[tuple, ...
                     handle, coll = pending.pop(key) if y else pending[key]
                     out.append((WAIT, handle, coll, y))
                 elif code == ROWS:
-                    out.append((ROWS, a.layer, a.tok_step, a.skip, x))
+                    out.append((ROWS, a.layer, a.tok_step, a.skip, x, rows_host))
                 elif code == BLOCKING:  # x: collective kind, y: (communicator, cut)
                     out.append((BLOCKING, y[0], new(Coll, (x, a.layer, a.tok_step, a.skip, a.span)), y[1]))
                 else:  # FORGET, WAIT_ALL: what was pending is not waited for one by one
@@ -198,26 +253,54 @@ class _Recipes:
 
 
 class _Blocks:
-    """Consecutive compute ops as blocks; op durations per run of op kinds computed once (the same
-    run recurs in every layer and step)."""
+    """Consecutive compute ops as blocks; op durations and host costs per run of op kinds computed
+    once (the same run recurs in every layer and step)."""
 
-    def __init__(self, cost: CostModel, *, host_op_s: float, merge: bool):
-        self.cost, self.host_op_s, self.merge = cost, host_op_s, merge
-        self._times: dict[tuple[str, ...], tuple] = {}
+    def __init__(self, cost: CostModel, *, host: HostTable, merge: bool):
+        self.cost, self.host, self.merge = cost, host, merge
+        self._runs: dict[tuple[str, ...], tuple] = {}
 
     def flush(self, ops: list[tuple[str, int, int]], out: list[tuple]) -> None:
         """Append ``ops`` (not empty) to ``out`` as blocks, and empty it."""
         kinds = tuple(k for k, _, _ in ops)
-        known = self._times.get(kinds)
+        known = self._runs.get(kinds)
         if known is None:
-            cost = self.cost
-            durs = tuple(cost.action_time_s(k) for k in kinds)
-            known = self._times[kinds] = (durs, tuple(cost.action_cost(k).flops for k in kinds), sum(durs), min(durs))
-        durs, flops, total, shortest = known
-        # merging is exact only if the host keeps ahead of the stream inside the block
-        if self.merge and self.host_op_s <= shortest:
-            out.append((COMPUTE, Block(total_s=total, durs_s=durs, ops=tuple(ops), flops=flops)))
-        else:
-            for op, d, f in zip(ops, durs, flops):
-                out.append((COMPUTE, Block(total_s=d, durs_s=(d,), ops=(op,), flops=(f,))))
+            known = self._runs[kinds] = self._split(kinds)
+        for lo, hi, proto in known:
+            out.append((COMPUTE, Block(total_s=proto.total_s, durs_s=proto.durs_s, ops=tuple(ops[lo:hi]),
+                                       flops=proto.flops, host_s=proto.host_s, first_s=proto.first_s,
+                                       span_s=proto.span_s, syncs=proto.syncs, gated=proto.gated)))
         ops.clear()
+
+    def _split(self, kinds: tuple[str, ...]) -> list[tuple[int, int, Block]]:
+        """``(lo, hi, block)`` per block: a block is as long as merging stays exact (module docstring)."""
+        cost = self.cost
+        durs = [cost.action_time_s(k) for k in kinds]
+        flops = [cost.action_cost(k).flops for k in kinds]
+        hosts = [self.host.compute(k) for k in kinds]
+        out, lo = [], 0
+        while lo < len(kinds):
+            hi = lo + 1
+            if self.merge:
+                while hi < len(kinds) and hosts[hi].syncs == 0 and not _block(durs, flops, hosts, lo, hi + 1).gated:
+                    hi += 1
+            out.append((lo, hi, _block(durs, flops, hosts, lo, hi)))
+            lo = hi
+        return out
+
+
+def _block(durs: list[float], flops: list[float], hosts: list[HostCost], lo: int, hi: int) -> Block:
+    """Ops ``lo..hi-1`` as one block. With the device idle at the block's start, op ``k`` ends no
+    earlier than ``A_k + max(first_k + D_k, issue_k)``, ``A_k`` the host time spent on the ops
+    before it; what follows it adds its device time: ``span_s`` is the largest such end."""
+    total = first = span = host_s = 0.0
+    for k in range(lo, hi):
+        h = hosts[k]
+        if k == lo:
+            first = h.first_s
+        span = max(span + durs[k], host_s + max(h.first_s + durs[k], h.issue_s))
+        host_s += h.issue_s
+        total += durs[k]
+    gated = span > (first + total) * (1.0 + 1e-12)
+    return Block(total_s=total, durs_s=tuple(durs[lo:hi]), ops=(), flops=tuple(flops[lo:hi]), host_s=host_s,
+                 first_s=first, span_s=span, syncs=hosts[lo].syncs, gated=gated)

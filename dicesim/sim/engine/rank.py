@@ -1,11 +1,14 @@
 """One rank's simpy process: the interpreter of the compiled program (:mod:`dicesim.sim.engine.program`).
 
-One process plays both the host and the compute stream. The host is a clock (``host_t``):
-each launch costs ``host_op_s`` (compute) or ``host_collective_s`` (collective; none in a
-one-rank group unless its collectives loop through host memory), and the host only stops at
-blocking collectives (it needs their result). The compute stream runs ops in order; an op
-starts when the stream is free and the host has launched it (the gap is ``host_gap``). A
-wait idles the stream until its collective has ended (``exposed``).
+One process plays both the host and the compute stream. The host is a clock (``host_t``): each
+op costs the host what the run's host table says (:class:`~dicesim.sim.engine.program.HostTable`:
+the profile's eager host model, or ``host_op_s`` per launch and ``host_collective_s`` per
+collective), and the host stops where it needs the GPU: at blocking collectives (it needs their
+result) and at an op's *syncs* (it waits until the stream has drained, then pays ``sync_s`` per
+sync). The compute stream runs ops in order; an op issued from host time ``a`` starts when the
+stream is free and the host has reached its first kernel (``a + first_s``) and ends no earlier
+than the host's last launch for it (``a + span_s`` of its block): the stream's idle time waiting
+for the host is ``host_gap``. A wait idles the stream until its collective has ended (``exposed``).
 
 Per-step accounting (cumulative, :data:`~dicesim.sim.engine.runspec.COUNTERS`): compute busy,
 comm busy (any of the rank's collectives in flight), their overlap, exposed communication and
@@ -40,9 +43,8 @@ class RankWorld(Protocol):
     trace: TraceHooks | None
     spec: Any  # the EngineSpec (its cost model prices the experts' flops for the trace)
     flat: list[tuple]  # the compiled program, steps concatenated
-    host_op_s: float
-    host_coll_s: float
-    loopback: bool
+    coll_host: list  # HostCost per collective kind value
+    sync_s: float  # host seconds of one sync once the stream has drained
     step_end: np.ndarray  # [W, T], written at step ends
     counters: np.ndarray  # [W, T, K], written at step ends
 
@@ -54,8 +56,7 @@ def rank_process(eng: RankWorld, st: RankState):
     env, rec, r = eng.env, eng.trace, st.r
     timeout, compute = env.timeout, eng.streams.compute
     comms, mids = st.comms, st.mids
-    hop = eng.host_op_s
-    hcoll = eng.host_coll_s if comms[0].n > 1 or eng.loopback else 0.0  # a one-rank group launches none
+    chost, sync_s = eng.coll_host, eng.sync_s
     exp_s, memo = st.exp_s, st.memo
     pend: dict = {}  # handle (the issuing instruction's index) -> completion event
     host_t = comp = exposed = host_gap = 0.0  # host clock; cumulative busy/idle seconds
@@ -65,21 +66,29 @@ def rank_process(eng: RankWorld, st: RankState):
         op = ins[0]
         if op == COMPUTE:
             blk = ins[1]
-            host_t += hop
             now = env.now
-            if host_t > now:  # the stream waits for the host to launch the op
-                host_gap += host_t - now
-                yield timeout(host_t - now)
-                now = host_t
-            host_t += hop * (len(blk.durs_s) - 1)
+            if blk.syncs:  # the host waits for the stream to drain before it issues the block
+                host_t = (host_t if host_t > now else now) + blk.syncs * sync_s
+            a = host_t
+            host_t += blk.host_s
+            if a + blk.first_s > now:  # the stream waits for the host to launch the op
+                host_gap += a + blk.first_s - now
+                yield timeout(a + blk.first_s - now)
+                now = env.now
             yield from compute(st, blk.total_s)
             comp += env.now - now
+            if blk.gated and a + blk.span_s > env.now:  # the host is still issuing the block's last kernels
+                host_gap += a + blk.span_s - env.now
+                yield timeout(a + blk.span_s - env.now)
             if rec is not None:
                 rec.compute(r, blk, now, env.now, t)
         elif op == ISSUE:
             c, wait = ins[1], ins[4]
-            host_t += hcoll
+            h = chost[ins[2][0]]
             now = env.now
+            if h.syncs:
+                host_t = (host_t if host_t > now else now) + h.syncs * sync_s
+            host_t += h.issue_s
             ev = comms[c].issue(mids[c], ins[2], t, host_t if host_t > now else now)
             if wait != WAIT_RELEASE:
                 pend[ins[3]] = ev
@@ -99,23 +108,32 @@ def rank_process(eng: RankWorld, st: RankState):
                     coll = ins[2]
                     rec.wait(r, WAIT_NAMES[coll.kind], now, env.now, coll.layer, t, coll.tok_step)
         elif op == ROWS:
-            _, layer, tok, skip, name = ins
-            host_t += hop
+            _, layer, tok, skip, name, h = ins
             now = env.now
-            if host_t > now:
-                host_gap += host_t - now
-                yield timeout(host_t - now)
-                now = host_t
+            if h.syncs:
+                host_t = (host_t if host_t > now else now) + h.syncs * sync_s
+            a = host_t
+            host_t += h.issue_s
+            if a + h.first_s > now:
+                host_gap += a + h.first_s - now
+                yield timeout(a + h.first_s - now)
+                now = env.now
             yield from compute(st, exp_s[skip][layer][tok])
             comp += env.now - now
+            if host_t > env.now and h.issue_s > h.first_s:  # the host is still issuing the experts' kernels
+                host_gap += host_t - env.now
+                yield timeout(host_t - env.now)
             if rec is not None:
                 rows = eng.recv_rows(skip, layer, tok, r)
                 rec.rows_compute(r, name, now, env.now, layer, t, tok, rows, eng.spec.cost.expert_cost(rows).flops)
         elif op == BLOCKING:
             # the host needs the result (a count exchange: the counts size the dispatch)
             c, coll = ins[1], ins[2]
-            host_t += hcoll
+            h = chost[coll[0]]
             now = env.now
+            if h.syncs:
+                host_t = (host_t if host_t > now else now) + h.syncs * sync_s
+            host_t += h.issue_s
             ev = comms[c].issue(mids[c], coll, t, host_t if host_t > now else now)
             if ev.callbacks is not None:
                 yield ev

@@ -157,8 +157,7 @@ def find_windows(flat: list[tuple], mid: tuple[np.ndarray, np.ndarray]) -> Windo
         op = ins[0]
         if op == COMPUTE:
             if cur is not None:
-                blk = ins[1]
-                cur.append((COMPUTE, blk.total_s, len(blk.durs_s)))
+                cur.append((COMPUTE, ins[1].key))
             continue
         if op == STEP_END:
             if cur is not None:

@@ -4,8 +4,10 @@ While any of a rank's collectives is in flight, its compute runs ``1 + interfere
 slower; a running op's remaining work is re-timed on every change, so the result is exact
 (not rounded to op boundaries; see :meth:`ComputeStreams.compute`). While a rank computes,
 the links of its endpoint run ``1 + comm_interference`` times slower (bandwidth and latency
-phase, :meth:`~dicesim.sim.network.network.FlowNetwork.set_link_scale`), so its transfers are re-planned
-when its compute starts and stops. The same state also accumulates each rank's comm-busy and
+phase, :meth:`~dicesim.sim.network.network.FlowNetwork.set_link_scale`), and a link of the shared
+path its host-staged transfers cross runs ``1 + comm_interference * k / n`` times slower while ``k``
+of the ``n`` ranks whose transfers cross it compute (:func:`~dicesim.sim.network.linkscale.comm_paths`),
+so transfers are re-planned when a rank's compute starts and stops. The same state also accumulates each rank's comm-busy and
 overlap seconds, which the engine snapshots at step ends.
 """
 
@@ -42,14 +44,17 @@ class RankState:
 
 class ComputeStreams:
     """The compute side of every rank in ``ranks``: :meth:`on_busy` is the communicators' hook,
-    :meth:`compute` runs one op. ``ports``: per rank, its endpoint link ids in ``net`` (None when
-    ``comm_interference`` is 0: then link speeds are never touched)."""
+    :meth:`compute` runs one op. ``ports``: per rank, the link ids in ``net`` its compute slows;
+    ``users_L``: per link, how many ranks' compute slows it (None when ``comm_interference`` is 0:
+    then link speeds are never touched)."""
 
     def __init__(self, env: simpy.Environment, net: FlowNetwork, ranks: list[RankState], *, interference: float,
-                 comm_interference: float, ports: list[np.ndarray] | None):
+                 comm_interference: float, ports: list[np.ndarray] | None, users_L: np.ndarray | None = None):
         self.env, self.net, self.ranks, self.ports = env, net, ranks, ports
         self.slow = 1.0 + interference
-        self._port_scale = 1.0 / (1.0 + comm_interference)
+        self._ci = comm_interference
+        self._users_L = users_L
+        self._computing_L = None if users_L is None else np.zeros_like(users_L)
 
     def on_busy(self, members: tuple[int, ...], delta: int) -> None:
         """A collective of ``members`` starts (+1) or ends (-1): busy time, overlap, interference."""
@@ -95,7 +100,7 @@ class ComputeStreams:
             if st.port_release:  # compute resumes at the instant it stopped: the links never sped up
                 st.port_release = False
             else:
-                self.net.set_link_scale(ports[st.r], self._port_scale)
+                self._count(ports[st.r], 1.0)
         slow = self.slow
         if slow == 1.0:
             yield env.timeout(work)
@@ -130,4 +135,16 @@ class ComputeStreams:
         st = ev.value
         if st.port_release:
             st.port_release = False
-            self.net.set_link_scale(self.ports[st.r], 1.0)
+            self._count(self.ports[st.r], -1.0)
+
+    def _count(self, links_L: np.ndarray, delta: float) -> None:
+        """One more (``delta`` 1) or one fewer (-1) computing user of ``links_L``: set their speed."""
+        k_L = self._computing_L
+        k_L[links_L] += delta
+        scale_L = 1.0 / (1.0 + self._ci * (k_L[links_L] / self._users_L[links_L]))
+        first = scale_L[0]
+        if (scale_L == first).all():  # one speed for all (always so for endpoint links alone)
+            self.net.set_link_scale(links_L, float(first))
+            return
+        for s in np.unique(scale_L):
+            self.net.set_link_scale(links_L[scale_L == s], float(s))

@@ -3,7 +3,8 @@
 A link's *speed scale* ``s`` (0 < s <= 1) multiplies its bandwidth, and a flow's latency phase
 advances at the smallest scale among the links it crosses: a flow waiting out ``lat`` nominal
 seconds under scale ``s`` needs ``lat / s`` wall seconds. Scales are piecewise constant in time
-(the engine sets them when a rank's compute starts and stops), so between two changes the flow
+(the engine sets them when a rank's compute starts and stops: :func:`comm_paths` says which links a
+rank's compute slows, and how many ranks share each), so between two changes the flow
 model is the ordinary max-min one with scaled capacities; at a change, the unfinished flows of
 the affected components are carried over (remaining bytes exact, remaining latency converted
 between the old and new speed) and re-planned. With every scale at 1 nothing here runs.
@@ -43,15 +44,44 @@ def scale_key(links_L: np.ndarray, scale_L: np.ndarray) -> tuple:
     return tuple(links_L[slow].tolist()), tuple(s[slow].tolist())
 
 
-def rank_port_links(net, G) -> list[np.ndarray]:
-    """Per rank, the ids (in ``net``) of the links into and out of its GPU node: its endpoint."""
+def comm_paths(G: nx.DiGraph, routes: list) -> tuple[list[list[tuple]], dict[tuple, int]]:
+    """Per rank (GPU rank order), the links whose speed its compute lowers; and per such link how
+    many ranks share it (``users``).
+
+    A rank's own links are the ones into and out of its GPU node (its endpoint: the GPU drives the
+    copies; ``users`` 1). A transfer staged through host memory (its route crosses a ``host_mem``
+    node: no peer-to-peer) is carried by the shared path between the two GPUs as well, the PCIe
+    uplinks, the CPU's memory and the socket link, which is where such transfers are bottlenecked:
+    those links belong to both ends of every staged route over them (``users``: how many ranks).
+    ``routes``: the simulated groups' :class:`~dicesim.topology.RouteTable` ``routes`` mappings.
+    """
     from dicesim.topology import gpu_nodes
 
-    out = []
-    for node in gpu_nodes(G):
-        edges = list(G.out_edges(node)) + list(G.in_edges(node))
-        out.append(np.array(sorted(net.link_id(e) for e in edges), dtype=np.intp))
-    return out
+    gpus = gpu_nodes(G)
+    own = [sorted(set(G.out_edges(n)) | set(G.in_edges(n))) for n in gpus]
+    endpoint = {e for edges in own for e in edges}
+    staged: dict[tuple, set[int]] = {}
+    for table in routes:
+        for (a, b), route in table.items():
+            if a != b and any(G.nodes[v].get("kind") == "host_mem" for _, v in route):
+                for e in route:
+                    if e not in endpoint:
+                        staged.setdefault(e, set()).update((a, b))
+    paths = [list(edges) for edges in own]
+    for e, ranks in staged.items():
+        for r in ranks:
+            paths[r].append(e)
+    users = {e: 1 for e in endpoint} | {e: len(r) for e, r in staged.items()}
+    return [sorted(p) for p in paths], users
+
+
+def rank_port_links(net, G, routes: list) -> tuple[list[np.ndarray], np.ndarray]:
+    """:func:`comm_paths` as link ids of ``net``: per rank its links, and per link its users (0: none)."""
+    paths, users = comm_paths(G, routes)
+    users_L = np.zeros(len(net.capacities_L), dtype=float)
+    for e, n in users.items():
+        users_L[net.link_id(e)] = n
+    return [np.array(sorted(net.link_id(e) for e in p), dtype=np.intp) for p in paths], users_L
 
 
 def efficiency_scaled_graph(G: nx.DiGraph, profile) -> nx.DiGraph:

@@ -220,13 +220,15 @@ class FlowNetwork:
             self._replan(self._comps[cid], changed, old)
 
     def link_stats(self) -> list[dict[str, Any]]:
-        """Per directed link: ``link`` (u, v), ``link_class``, ``nbytes`` carried and ``busy_s``
-        (time with at least one flow draining), counted up to now."""
+        """Per directed link: ``link`` (u, v), ``link_class``, ``nbytes`` carried, ``busy_s`` (time with
+        at least one flow draining), counted up to now, and ``eff_bw_Bps``, the bandwidth the network
+        gives it (the graph's, i.e. line rate x the collective library's efficiency)."""
         for c in self._comps.values():
             self._account_to(c, self.env.now - c.t0_s)
         return [
-            {"link": e, "link_class": c, "nbytes": float(b), "busy_s": float(s)}
-            for e, c, b, s in zip(self._lt.edges, self._lt.classes, self._ledger.nbytes_L, self._ledger.busy_L)
+            {"link": e, "link_class": c, "nbytes": float(b), "busy_s": float(s), "eff_bw_Bps": float(cap)}
+            for e, c, b, s, cap in zip(self._lt.edges, self._lt.classes, self._ledger.nbytes_L, self._ledger.busy_L,
+                                       self._lt.cap_L)
         ]
 
     def link_totals(self, links_L: np.ndarray) -> np.ndarray:
