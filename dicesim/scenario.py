@@ -129,7 +129,7 @@ FILE_KEYS: dict[str, tuple[str, str]] = {
     "cfg": ("workload", "cfg"), "dtype": ("workload", "dtype"), "seed": ("workload", "seed"),
     "topology": ("topology", "name"), "world_size": ("topology", "world_size"),
     "placement": ("topology", "placement"), "strategy": ("strategy", "preset"), "routing": ("routing", "kind"),
-    "profile": ("profile", "file"),
+    "profile": ("profile", "file"), "interference": ("profile", "interference"),
 }
 
 _ALLOWED = {

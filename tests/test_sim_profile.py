@@ -70,8 +70,8 @@ def test_validation_errors(tmp_path):
 def test_profile_for_gpu_prefers_the_measured_profile_where_there_is_one():
     # measured op timings exist for the H100 and H200 (traces/gpu): their calibrated profiles are the defaults
     assert profile_for_gpu("8x-rtx4090-pcie").name == "rtx4090"
-    assert profile_for_gpu("h100-sxm").name == "h100-calibrated"
-    assert profile_for_gpu("hgx-h200").name == "h200-calibrated"
+    assert profile_for_gpu("h100-sxm").name == "h100-calibrated-graph"
+    assert profile_for_gpu("hgx-h200").name == "h200-calibrated-graph"
     assert profile_for_gpu("dgx-a100").basis == "datasheet"
     assert profile_for_gpu("h100-sxm").basis == profile_for_gpu("hgx-h200").basis == "measured"
     # a calibration starts from the datasheet

@@ -77,7 +77,7 @@ def test_study_speedups_and_summary_say_where_hiding_pays(small):
     assert "pcie4" in pcie["sync_busiest_links"] and "nvlink4" in nvl["sync_busiest_links"]
     # each row says which profile timed it: the measured H100 one, the 4090's datasheet one
     prof = table.groupby("topology")[["profile", "profile_basis"]].agg(set)
-    assert prof.loc["dgx-h100"].tolist() == [{"h100-calibrated"}, {"measured"}]
+    assert prof.loc["dgx-h100"].tolist() == [{"h100-calibrated-graph"}, {"measured"}]
     assert prof.loc["8x-rtx4090-pcie"].tolist() == [{"rtx4090"}, {"datasheet"}]
     text = " ".join(study_summary(table, ["topology", "batch"]))
     assert "gains most on 8x-rtx4090-pcie" in text and "least on dgx-h100" in text

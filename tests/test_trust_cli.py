@@ -34,7 +34,7 @@ def test_every_file_key_reaches_its_field():
     """Each field's documented place in a scenario file is where the reader takes it from."""
     values = {"model": "G/2", "num_experts": 32, "batch": 3, "image_size": 128, "steps": 7, "cfg": False,
               "dtype": "fp32", "seed": 5, "topology": "2x-dgx-h100-ib", "world_size": 16, "placement": "strided",
-              "strategy": "dice", "routing": "zipf", "profile": "h100-calibrated"}
+              "strategy": "dice", "routing": "zipf", "profile": "h100-calibrated", "interference": False}
     assert set(values) == set(FILE_KEYS) == set(Scenario.model_fields)
     doc: dict = {}
     for field, (section, key) in FILE_KEYS.items():

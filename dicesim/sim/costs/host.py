@@ -26,7 +26,7 @@ from typing import Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from dicesim.limits import MAX_FIXED_TIME_S
+from dicesim.limits import physical_problem
 
 #: what the host issues: the compute op kinds of the cost model, and the executor's exchange steps
 HOST_OP_KINDS: tuple[str, ...] = ("embed", "attention", "gate", "experts", "shared_expert", "local_combine", "final",
@@ -71,9 +71,9 @@ class HostModel(BaseModel):
             raise ValueError(f"host.op_s is missing {missing}")
         times = {**{f"host.op_s.{k}": v for k, v in self.op_s.items()}, "host.expert_s": self.expert_s,
                  "host.sync_s": self.sync_s}
-        bad = sorted(k for k, v in times.items() if not 0 <= v <= MAX_FIXED_TIME_S)
+        bad = sorted((k, p) for k, v in times.items() if (p := physical_problem("fixed_time_s", v)) is not None)
         if bad:
-            raise ValueError(f"{bad[0]}: host times must be in 0..{MAX_FIXED_TIME_S:g} s")
+            raise ValueError(f"{bad[0][0]}: {bad[0][1]}")
         bad = sorted(k for k, n in self.syncs.items() if not 0 <= n <= MAX_SYNCS)
         if bad:
             raise ValueError(f"host.syncs.{bad[0]}: must be in 0..{MAX_SYNCS}")

@@ -199,10 +199,15 @@ def get_profile(name_or_path: str | os.PathLike) -> HardwareProfile:
 
 
 #: substrings of a topology name or ``gpu`` graph attribute -> (the GPU's datasheet profile, its
-#: best-evidenced profile: measured where the project has op timings of that GPU, else the datasheet)
+#: best-evidenced profile: measured where the project has op timings of that GPU, else the datasheet).
+#: For H100 and H200 that is the device timing measured under CUDA graphs (``-calibrated-graph``),
+#: with the same per-op host assumption every other GPU's profile makes, so that machines and
+#: families compare like for like; the eager profiles (``-calibrated``) add the host model fitted on
+#: this project's Python executor (per-expert launches, count-exchange syncs), which the sequence
+#: family's host was never measured against (docs/model.md): ask for them with ``--profile``.
 _GPU_HINTS: tuple[tuple[str, str, str], ...] = (
     ("4090", "rtx4090", "rtx4090"), ("l40s", "l40s", "l40s"), ("a100", "a100-sxm", "a100-sxm"),
-    ("h200", "h200", "h200-calibrated"), ("h100", "h100-sxm", "h100-calibrated"),
+    ("h200", "h200", "h200-calibrated-graph"), ("h100", "h100-sxm", "h100-calibrated-graph"),
 )
 
 
