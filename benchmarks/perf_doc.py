@@ -201,7 +201,8 @@ the host model): the two sequence-parallel families (`sp`, `distrifusion`, 72 co
 over half of it, because window reuse needs a blocking collective to cut at and they have none;
 an expert-parallel configuration costs ~35 ms of fixed work (inputs, engine world, metrics) after
 the caches. `recommend` still builds 372 plans (one per timing class and one per candidate the
-quality model reads; 506 before the shared cache), ~40 % of its CPU. The targets (10 s and 5 s
+quality model reads; 506 before the shared cache, counted on the code before the host-model merge),
+~40 % of its CPU under cProfile. The targets (10 s and 5 s
 wall) are not met.
 
 ## Exactness
