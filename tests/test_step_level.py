@@ -170,3 +170,22 @@ def test_a_broken_step_file_is_one_line_naming_file_and_figure(tmp_path):
     (tmp_path / "bad.toml").write_text("schema = [")
     with pytest.raises(TraceError, match="not a readable TOML"):
         step_level_rows([tmp_path / "bad.toml"])
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda t: t.replace('kind = "latency"', 'kind = "latency"\ncolour = "red"', 1), r"\.colour: unknown key"),
+    (lambda t: t.replace("\nvalue = ", "\nvalue = 1e308 #", 1), r"\.value: must be a number in \(0, 1e\+06\]"),
+    (lambda t: t.replace("\ngpus = ", "\ngpus = true #", 1), r"\.gpus: must be an integer in 1\.\.16384"),
+    (lambda t: t.replace('kind = "latency"', 'kind = "speed"', 1), r"\.kind: got 'speed'"),
+])
+def test_hostile_step_figures_are_refused_in_one_line(tmp_path, edit, message):
+    from pathlib import Path
+
+    from dicesim.calibrate.published.step_level import step_level_rows
+
+    text = (Path(__file__).parents[1] / "traces" / "published" / "steps" / "xdit.toml").read_text()
+    bad = tmp_path / "bad.toml"
+    bad.write_text(edit(text))
+    assert bad.read_text() != text
+    with pytest.raises(ConfigError, match=message):
+        step_level_rows([bad])

@@ -28,6 +28,8 @@ def _head(path: Path) -> str:
 
 
 def _toml_kind(head: str) -> str:
+    if "dicesim-published-steps/" in head:
+        return "steps"
     if "dicesim-published/" in head:
         return "published"
     if "dicesim-acceptance/" in head:
@@ -108,6 +110,11 @@ def _check_evaluation_input(kind: str, path: Path) -> str:
 
         figs = parse_file(path)
         return f"published set: {len(figs)} figures ({sum(f.role == 'fit' for f in figs)} to fit on)"
+    if kind == "steps":
+        from dicesim.calibrate.published.step_level import load_step_figures
+
+        figs, _ = load_step_figures([path])
+        return f"published step-level set: {len(figs)} figures ({sum(f.get('kind') == 'latency' for f in figs)} latencies)"
     if kind == "acceptance":
         from dicesim.calibrate.published.paper import load_paper_set
 
@@ -132,7 +139,7 @@ def _check_evaluation_input(kind: str, path: Path) -> str:
 def check_file(path: Path) -> str:
     """Validate one file; returns a one-line description, raises a DicesimError otherwise."""
     kind = _kind(path)
-    if kind in ("published", "acceptance", "study", "result", "table"):
+    if kind in ("published", "steps", "acceptance", "study", "result", "table"):
         return _check_evaluation_input(kind, path)
     return _check_run_input(kind, path)
 

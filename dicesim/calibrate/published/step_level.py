@@ -52,6 +52,43 @@ def hardware_for(gpu: str) -> tuple[str, str, str] | None:
     return None
 
 
+#: the fields of a step figure (traces/published/steps/README.md) and the checks a hostile file meets
+_STEP_TEXT = ("id", "source", "model", "task", "gpu", "interconnect", "interconnect_basis", "topology_hint",
+              "framework", "precision", "scope", "notes", "method", "quote", "doubts", "dup_of", "cfg")
+_STEP_CHOICES = {"kind": ("latency", "memory", "oom", "unsupported"), "evidence": ("measurement", "statement"),
+                 "use": ("check", "reference"), "unit": ("s", "GB"), "interconnect_family": ("none", "nvlink", "pcie")}
+#: integer fields and their plausible range (a frame count, a GPU count, ...)
+_STEP_INTS = {"height_px": (1, 16384), "width_px": (1, 16384), "frames": (1, 100_000), "steps": (1, 100_000),
+              "batch": (1, 65536), "nodes": (1, 4096), "gpus": (1, 16384)}
+_STEP_KEYS = (*_STEP_TEXT, *_STEP_CHOICES, *_STEP_INTS, "optimizations", "compiled", "value", "parallel")
+#: a published latency or memory figure above this many seconds or GB is not a DiT inference figure
+MAX_STEP_VALUE = 1e6
+
+
+def _check_step_figure(fig: object, where: str) -> None:
+    """One line naming the first wrong field of a step figure and what is allowed."""
+    if not isinstance(fig, dict):
+        raise ConfigError(where, "a [[figure]] must be a table")
+    where = f"{where}: figure {fig.get('id', '?')!r}"
+    unknown = [k for k in fig if k not in _STEP_KEYS]
+    if unknown:
+        raise ConfigError(f"{where}.{unknown[0]}", "unknown key", _STEP_KEYS)
+    for k, allowed in _STEP_CHOICES.items():
+        if k in fig and fig[k] not in allowed:
+            raise ConfigError(f"{where}.{k}", f"got {fig[k]!r}", allowed)
+    for k, (lo, hi) in _STEP_INTS.items():
+        v = fig.get(k)
+        if v is not None and (type(v) is not int or not lo <= v <= hi):
+            raise ConfigError(f"{where}.{k}", f"must be an integer in {lo}..{hi}, got {v!r}")
+    v = fig.get("value")
+    if v is not None and (type(v) not in (int, float) or not 0 < v <= MAX_STEP_VALUE):
+        raise ConfigError(f"{where}.value", f"must be a number in (0, {MAX_STEP_VALUE:g}] {fig.get('unit', '')}, "
+                                            f"got {v!r}")
+    for k in _STEP_TEXT:
+        if k in fig and not isinstance(fig[k], str):
+            raise ConfigError(f"{where}.{k}", f"must be text, got {type(fig[k]).__name__}")
+
+
 def load_step_figures(paths: list[Path] | None = None) -> tuple[list[dict], dict[str, dict]]:
     """Every ``[[figure]]`` and every ``[sources.*]`` of the step files (models.toml skipped)."""
     files: list[Path] = []
@@ -69,7 +106,9 @@ def load_step_figures(paths: list[Path] | None = None) -> tuple[list[dict], dict
         if not isinstance(data.get("sources", {}), dict) or not isinstance(data.get("figure", []), list):
             raise TraceError(f, "[sources] must be a table and [[figure]] an array of tables")
         sources.update(data.get("sources", {}))
-        figs += [{**fig, "_file": str(f)} if isinstance(fig, dict) else fig for fig in data.get("figure", [])]
+        for fig in data.get("figure", []):
+            _check_step_figure(fig, str(f))
+            figs.append({**fig, "_file": str(f)})
     return figs, sources
 
 
