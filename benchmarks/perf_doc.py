@@ -203,7 +203,9 @@ an expert-parallel configuration costs ~35 ms of fixed work (inputs, engine worl
 the caches. `recommend` still builds 372 plans (one per timing class and one per candidate the
 quality model reads; 506 before the shared cache, counted on the code before the host-model merge),
 ~40 % of its CPU under cProfile. The targets (10 s and 5 s
-wall) are not met.
+wall) are not met. The price is memory: `recommend` keeps every timing class's plan (~1.1 MB each)
+and each simulated plan's skeleton for the search, and its peak resident memory went from 271 MB to
+510 MB (`/usr/bin/time -f %M`, main at 947ca4c against this branch, 18:21 UTC).
 
 ## Exactness
 
