@@ -158,7 +158,12 @@ leaves' uplinks to the spine; alike groups that share links in the same roles st
   strided GPUs (`tests/test_topology_group_routes.py`).
 - **Sampled groups** (`dicesim/sim/sample.py`): statistical, not exact (below).
 - **Plans once per study** (`dicesim/plan/cache.py`): a study's evaluator and its workers build
-  and replay each distinct plan once, not once per configuration.
+  and replay each distinct plan once, not once per configuration. The same cache keeps what the
+  engine derives from a plan (`dicesim/sim/engine/skeleton.py`): its program without costs,
+  compiled once per (plan, communicators) and priced per run in one pass, and its window search,
+  kept per (skeleton, which blocks are equal, matrix ids). `recommend` holds one cache per search,
+  read by the timing classes, the quality model and the simulations. Equal to uncached runs
+  number for number (`tests/test_sim_skeleton.py`, `tests/test_recommend_plans.py`).
 - **Per-rank placement in closed form** (`dicesim/placement.py`): the memory model asks every
   rank's group and place; the scan of every group made 16,384 GPUs cost 40 s of CPU.
 - **Interactive commands**: `recommend` compares every pair of timing classes once, on bit sets
@@ -178,6 +183,29 @@ leaves' uplinks to the spine; alike groups that share links in the same roles st
 - Unchanged from before: one simpy process per rank (host clock inside it, callback-driven
   communicators), merged compute blocks, interference re-timing without most interrupts,
   precomputed op and expert times, memoised network plans per component history.
+
+## Study and recommend: plan-derived caches (issue 17, item 3)
+
+Measured once each, one command after the other, on the 2-CPU machine (2026-12-07, 18:16 UTC,
+load 2.3-2.8), with `/usr/bin/time -f "%e s wall %U s user" python -m dicesim study --out DIR`
+and `... recommend --out DIR` from a checkout of main at 39ef146 (before) and of branch
+`issue-17-speed` (after). The outputs are byte for byte the same (`study.csv`, `candidates.csv`).
+
+| command | before | after |
+|---|---|---|
+| default `dicesim study` (288 configurations, this process) | 26.9 s wall, 25.5 s user | 22.4 s wall, 19.9 s user |
+| default `dicesim recommend` | 19.2 s wall, 17.2 s user | 17.4 s wall, 15.6 s user |
+
+Where the study's time still goes (cProfile of the 288 simulations alone, before the merge of
+the host model): the two sequence-parallel families (`sp`, `distrifusion`, 72 configurations) take
+over half of it, because window reuse needs a blocking collective to cut at and they have none;
+an expert-parallel configuration costs ~35 ms of fixed work (inputs, engine world, metrics) after
+the caches. `recommend` still builds 372 plans (one per timing class and one per candidate the
+quality model reads; 506 before the shared cache, counted on the code before the host-model merge),
+~40 % of its CPU under cProfile. The targets (10 s and 5 s
+wall) are not met. The price is memory: `recommend` keeps every timing class's plan (~1.1 MB each)
+and each simulated plan's skeleton for the search, and its peak resident memory went from 271 MB to
+510 MB (`/usr/bin/time -f %M`, main at 947ca4c against this branch, 18:21 UTC).
 
 ## Exactness
 

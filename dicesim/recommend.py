@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Optional
 
 import numpy as np
@@ -45,6 +46,8 @@ from dicesim.progress import NO_PROGRESS, Ticker
 from dicesim.compare import predicted_quality
 from dicesim.errors import ConfigError, config_error_from_pydantic
 from dicesim.membudget import plan_workers, scenario_nbytes, usable_cpus
+from dicesim.plan import PlanCache, PlanRefused
+from dicesim.quality_model import covers
 from dicesim.report.units import unit_for
 from dicesim.results import QualityFn
 from dicesim.scenario import Scenario
@@ -139,14 +142,16 @@ class Recommendation:
 
 
 def screen(scenario: Scenario, space: SearchSpace, limits: Limits, *, quality: QualityFn | None = None,
-           client: Any = None) -> tuple[pd.DataFrame, list[TimingClass | None]]:
+           client: Any = None, plans: PlanCache | None = None) -> tuple[pd.DataFrame, list[TimingClass | None]]:
     """Steps 1 and 2: every candidate's plan-derived metrics, cheap-limit verdict and timing class
     (an index into the returned list of classes; None for a class the reference cannot run, whose
-    candidates get status ``cannot run``). ``client``: a Dask client to spread the work."""
+    candidates get status ``cannot run``). ``client``: a Dask client to spread the work; ``plans``:
+    the search's plan cache (classes, quality model and simulations build each plan once)."""
     from dicesim.sim.api import prepare
 
-    quality = quality or predicted_quality
-    prep = prepare(scenario)
+    plans = plans if plans is not None else PlanCache()
+    quality = quality or partial(_planned_quality, plans=plans)
+    prep = prepare(scenario, plans=plans)
     L, T = scenario.preset().depth, scenario.steps
     cands = candidates(space, L)
     class_ids: dict[tuple, int] = {}
@@ -160,7 +165,8 @@ def screen(scenario: Scenario, space: SearchSpace, limits: Limits, *, quality: Q
             policies.append({})
         policies[class_ids[key]][strategy.cond_policy] = None
     jobs = [(s, tuple(p)) for s, p in zip(reps, policies)]
-    done = dict(map_jobs(class_metrics, jobs, shared=(prep.routing, prep.spec.row_nbytes, L, T), client=client))
+    plans.keep_at_least(len(reps) + 8)  # each class's plan stays for its quality and its simulation
+    done = dict(map_jobs(partial(class_metrics, plans=plans), jobs, shared=(prep.routing, prep.spec.row_nbytes, L, T), client=client))
     # a refused class (the reference cannot run it) has no metrics, only the refusal
     classes = [None if isinstance(done[i], str) else done[i][0] for i in range(len(reps))]
     base = memory_base(scenario)
@@ -212,11 +218,22 @@ def pareto_front(df: pd.DataFrame, cols: list[str]) -> np.ndarray:
                      for i in range(len(vals))], dtype=bool)
 
 
-def _simulate_latency(scenario: Scenario) -> dict[str, float]:
+def _planned_quality(scenario: Scenario, plans: PlanCache) -> dict[str, Any]:
+    """:func:`~dicesim.compare.predicted_quality` on the lags of the (same) plan kept in ``plans``."""
+    if not covers(scenario.strategy):
+        return predicted_quality(scenario)
+    try:
+        plan = plans.get(scenario.strategy, scenario.preset().depth, scenario.steps)
+    except PlanRefused:
+        return predicted_quality(scenario)
+    return predicted_quality(scenario, lags=plan.lags)
+
+
+def _simulate_latency(scenario: Scenario, plans: PlanCache | None = None) -> dict[str, float]:
     from dicesim.compare import headline_metrics
     from dicesim.sim.api import simulate
 
-    result = simulate(scenario, record=False)
+    result = simulate(scenario, record=False, plans=plans)
     return headline_metrics(result.summary(), result.per_step)
 
 
@@ -239,8 +256,9 @@ def search(scenario: Scenario, space: SearchSpace, limits: Limits, *, quality: Q
 
 def _search(scenario: Scenario, space: SearchSpace, limits: Limits, quality: QualityFn | None, exhaustive: bool,
             evaluate: Callable[[Scenario], dict[str, float]] | None, client: Any, ticker: Ticker) -> Recommendation:
-    table, classes = screen(scenario, space, limits, quality=quality, client=client)
-    evaluate = evaluate or _simulate_latency
+    plans = PlanCache()  # one per search: a plan is built once for its class, quality and simulation
+    table, classes = screen(scenario, space, limits, quality=quality, client=client, plans=plans)
+    evaluate = evaluate or partial(_simulate_latency, plans=plans)
     objectives = list(OBJECTIVES)
     cheap = [c for c in objectives if c != "step_latency_s"]
     members = {k: g.index.tolist() for k, g in table[table["status"] == "screened"].groupby("timing_class")}

@@ -30,7 +30,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from dicesim.errors import ConfigError, config_error_from_pydantic
-from dicesim.plan import Plan, PlanRefused, buffer_bytes_TW, build_plan
+from dicesim.plan import Plan, PlanCache, PlanRefused, buffer_bytes_TW, build_plan
 from dicesim.plan.staleness import kept_share, lag_means
 from dicesim.strategy import REFERENCE_SEMANTICS, ExpertParallelStrategy
 from dicesim.sweep import matching_preset
@@ -197,12 +197,15 @@ def lag_metrics(plan: Plan, top_k: int, share_kept: float) -> dict[str, float]:
 
 
 def class_metrics(routing, row_nbytes: int, num_layers: int, num_steps: int, strategy: ExpertParallelStrategy,
-                  policies: tuple[str, ...]) -> tuple[TimingClass | None, float, dict[str, dict[str, float]]] | str:
+                  policies: tuple[str, ...], plans: PlanCache | None = None
+                  ) -> tuple[TimingClass | None, float, dict[str, dict[str, float]]] | str:
     """Everything but time for one timing class: its order facts, peak stale-buffer bytes per GPU
     and the lags for each conditional-communication policy among its members; or, for a class
-    whose plan is refused, why (short: ``dicesim strategy show`` gives the whole refusal)."""
+    whose plan is refused, why (short: ``dicesim strategy show`` gives the whole refusal).
+    ``plans``: the search's plan cache (its quality model and simulations read the same plans)."""
     try:
-        plan = build_plan(strategy, num_layers, num_steps)
+        plan = plans.get(strategy, num_layers, num_steps) if plans is not None else build_plan(
+            strategy, num_layers, num_steps)
     except PlanRefused as exc:
         return exc.brief
     buf = buffer_bytes_TW(plan, routing, row_nbytes)

@@ -11,6 +11,7 @@ each other's plans, and a cache sent to another process arrives empty.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from dicesim.plan.family import build_plan
@@ -18,6 +19,8 @@ from dicesim.plan.vocabulary import Plan
 
 #: plans kept per cache (the oldest goes first); a plan of a 50-step, 40-layer run is ~1 MB
 MAX_PLANS = 64
+#: figures derived from plans kept per cache (compiled programs, window searches; the oldest goes first)
+MAX_DERIVED = 256
 
 
 class PlanCache:
@@ -26,6 +29,8 @@ class PlanCache:
     def __init__(self, max_plans: int = MAX_PLANS):
         self.max_plans = int(max_plans)
         self._plans: dict[tuple, Plan] = {}
+        #: (id(plan), key) -> (plan, figure): the plan is kept with its figure, so its id stays its own
+        self._derived: dict[tuple, tuple[Plan, Any]] = {}
         self.hits = self.misses = 0
 
     def get(self, strategy: Any, num_layers: int, num_steps: int) -> Plan:
@@ -41,6 +46,26 @@ class PlanCache:
             self._plans.pop(next(iter(self._plans)))
         self._plans[key] = plan
         return plan
+
+    def keep_at_least(self, n_plans: int) -> None:
+        """Keep ``n_plans`` plans before the oldest goes (a search whose classes are each read three
+        times: their metrics, the quality model, the simulation; ~1 MB a plan)."""
+        self.max_plans = max(self.max_plans, int(n_plans))
+
+    def derived(self, plan: Plan, key: Hashable, build: Callable[[], Any]) -> Any:
+        """What ``build()`` derives from ``plan`` for ``key``, built once per (plan, key).
+
+        For users of plans that compile or search them (the simulator's engine: :mod:`dicesim.sim.engine.skeleton`);
+        ``key`` names everything besides the plan the figure depends on, and the figure must not be changed."""
+        k = (id(plan), key)
+        hit = self._derived.get(k)
+        if hit is not None and hit[0] is plan:
+            return hit[1]
+        figure = build()
+        if len(self._derived) >= MAX_DERIVED:
+            self._derived.pop(next(iter(self._derived)))
+        self._derived[k] = (plan, figure)
+        return figure
 
     def __getstate__(self) -> dict:
         """Pickled (to a Dask worker) without its plans: they are rebuilt where they are used."""

@@ -21,7 +21,6 @@ receive, G the largest row group one expert receives, p patch side, C/O latent i
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +28,7 @@ import numpy as np
 
 from dicesim.models import BlockWorkload, ModelPreset
 from dicesim.plan.layout import ParallelLayout
-from dicesim.plan.vocabulary import Blocking, CollectiveKind, Issue, Plan
+from dicesim.plan.vocabulary import CollectiveKind, Plan
 
 MiB = 1 << 20
 #: sinusoidal timestep features fed to the timestep MLP (validate/model/model.py FREQ_DIM; DiT's 256)
@@ -169,19 +168,9 @@ _P2P_KINDS = frozenset({CollectiveKind.DISPATCH, CollectiveKind.COMBINE, Collect
 
 
 def collective_kinds(plan: Plan) -> frozenset[CollectiveKind]:
-    """Collective kinds the plan issues (from its family's effects of every distinct action)."""
-    lower, static = plan.rules.lower, plan.rules.static_lowering
-    kinds: set[CollectiveKind] = set()
-    seen: set = set()
-    for _, actions in plan:
-        for a in actions:
-            key = a.kind if a.kind in static else a
-            if key in seen:
-                continue
-            seen.add(key)
-            effects: Iterable = static[a.kind] if a.kind in static else lower(a)
-            kinds.update(e.kind for e in effects if isinstance(e, (Issue, Blocking)))
-    return frozenset(kinds)
+    """Collective kinds the plan issues (from its family's effects of every distinct action;
+    derived once per plan: :attr:`~dicesim.plan.vocabulary.Plan.issued_kinds`)."""
+    return plan.issued_kinds
 
 
 def runtime_nbytes(plan: Plan, layout: ParallelLayout, allowance: RuntimeAllowance = RUNTIME) -> dict[str, int]:

@@ -150,6 +150,23 @@ class Plan:
         return self.rules.held_buffers(self)
 
     @cached_property
+    def issued_kinds(self) -> frozenset[CollectiveKind]:
+        """Collective kinds the plan issues (from its family's effects of every distinct action;
+        :func:`dicesim.plan.footprint.collective_kinds`)."""
+        lower, static = self.rules.lower, self.rules.static_lowering
+        kinds: set[CollectiveKind] = set()
+        seen: set = set()
+        for actions in self.steps:
+            for a in actions:
+                key = a.kind if a.kind in static else a
+                if key in seen:
+                    continue
+                seen.add(key)
+                effects = static[a.kind] if a.kind in static else lower(a)
+                kinds.update(e.kind for e in effects if isinstance(e, (Issue, Blocking)))
+        return frozenset(kinds)
+
+    @cached_property
     def gc_frees(self) -> GcFrees:
         """Buffers freed right after an action, before the step ends (empty for most strategies)."""
         return self.rules.gc_frees(self)

@@ -97,7 +97,7 @@ def prepare(scenario: Scenario | None = None, *, profile: HardwareProfile | str 
                             histogram=histogram)
     cost = CostModel(prof, wl, experts_on_rank=layout.experts_per_rank)
     spec = EngineSpec(plan=plan, layout=layout, cost=cost, routing=routing, graph=G, profile=prof,
-                      row_nbytes=wl.row_nbytes(), record=record, merge_compute=merge_compute)
+                      row_nbytes=wl.row_nbytes(), record=record, merge_compute=merge_compute, plans=plans)
     return Prepared(scenario=sc, spec=spec)
 
 

@@ -191,9 +191,34 @@ def buffer_nbytes_TW(plan: Plan, routing: Any, row_nbytes: int) -> np.ndarray:
     """Cross-step buffer bytes held by each rank at the end of each step, ``[T, W]``.
 
     ``routing``: the run's token routing (:class:`dicesim.sim.costs.routing.TokenRouting`: received
-    rows per layer, step and rank, tokens per rank, top-k)."""
+    rows per layer, step and rank, tokens per rank, top-k). Rows are whole numbers: summed as
+    integers, in one gather per copy kind, they are the float sums of one buffer at a time exactly."""
     W = routing.placement.world_size
     recv = [routing.recv_rows_LTW(False), routing.recv_rows_LTW(True)]
+    if not all(np.issubdtype(r.dtype, np.integer) for r in recv):
+        return _buffer_nbytes_each(plan, routing, row_nbytes, recv)
+    own_T = np.zeros(plan.num_steps, dtype=np.int64)  # rows that do not depend on the rank
+    at: tuple[tuple[list[int], list[int], list[int]], ...] = (([], [], []), ([], [], []))  # per skip: t, layer, tok
+    kw = dict(local_tokens=routing.tokens_per_rank, top_k=routing.top_k, recv_rows=0)
+    for t, held in enumerate(plan.held):
+        for hb in held:
+            if hb.what in _RECEIVED_ROWS:
+                if hb.tok_step >= 0:
+                    ts, ls, ks = at[hb.skip]
+                    ts.append(t), ls.append(hb.layer), ks.append(hb.tok_step)
+            else:
+                own_T[t] += buffer_rows(hb, **kw)
+    rows_TW = np.repeat(own_T[:, None], W, axis=1)
+    chunk = max(1, (1 << 22) // max(W, 1))  # gathered rows [chunk, W] stay small at 16,384 ranks
+    for skip, (ts, ls, ks) in enumerate(at):
+        for i in range(0, len(ts), chunk):
+            np.add.at(rows_TW, np.asarray(ts[i:i + chunk]), recv[skip][ls[i:i + chunk], ks[i:i + chunk]])
+    return rows_TW.astype(float) * row_nbytes
+
+
+def _buffer_nbytes_each(plan: Plan, routing: Any, row_nbytes: int, recv: list[np.ndarray]) -> np.ndarray:
+    """:func:`buffer_nbytes_TW` one buffer at a time (rows that are not whole numbers)."""
+    W = routing.placement.world_size
     zeros = np.zeros(W, dtype=np.int64)
     out = np.zeros((plan.num_steps, W))
     for t, held in enumerate(plan.held):

@@ -19,6 +19,8 @@ share no link are planned in one batch before the run (:meth:`FlowNetwork.prepla
 
 from __future__ import annotations
 
+from functools import partial
+
 import networkx as nx
 import numpy as np
 import simpy
@@ -31,6 +33,7 @@ from dicesim.sim.engine.program import ISSUE, HostTable, compile_program
 from dicesim.sim.engine.rank import rank_process
 from dicesim.sim.engine.recording import TraceHooks
 from dicesim.sim.engine.reuse import isolated, window_memos
+from dicesim.sim.engine.skeleton import skeleton_of, windows_of
 from dicesim.sim.engine.runspec import COUNTERS, EngineSpec, RawRun
 from dicesim.sim.engine.streams import ComputeStreams, RankState
 from dicesim.sim.network.linkscale import efficiency_scaled_graph, rank_port_links
@@ -92,8 +95,15 @@ class Engine:
         launches = len(self.groups[0]) > 1 or self.loopback  # a one-rank group launches no collective
         self.coll_host = [host.collective(int(k), launches=launches) for k in CollectiveKind]
         self.sync_s = profile.host.sync_s if profile.host is not None else 0.0
-        self.program = compile_program(spec.plan, spec.cost, layout, host=host,
-                                       merge=spec.merge_compute and not spec.record)
+        merge = spec.merge_compute and not spec.record
+        skel = skeleton_of(spec.plans, spec.plan, layout) if spec.plans is not None and merge else None
+        priced = skel.price(spec.cost, host) if skel is not None else None
+        if priced is None:
+            self.program = compile_program(spec.plan, spec.cost, layout, host=host, merge=merge)
+            find = None
+        else:  # the same program, compiled once per plan and layout (sim/engine/skeleton.py)
+            self.program = priced.program
+            find = partial(windows_of, spec.plans, spec.plan, layout, priced.pattern)
         self.flat = [ins for prog in self.program for ins in prog]
         self.recv = [routing.recv_rows_LTW(skip) for skip in (False, True)]
         # expert time per [skip][layer][tok_step] of each simulated rank, as nested lists for fast scalar reads
@@ -106,14 +116,14 @@ class Engine:
         self.memos, self.reuse_blocked = window_memos(
             self.flat, [(gc.members, gc.count_lat_s, gc.matrix_id, gc.links_L, ok) for gc, ok in zip(gcs, alone)],
             n_counters=len(COUNTERS), cuts=spec.plan.rules.window_cuts(spec.plan.strategy),
-            record=spec.record, enabled=spec.reuse)
+            record=spec.record, enabled=spec.reuse, find=find)
         for memo in self.memos:
             for r in memo.members:
                 self.ranks[r].memo = memo
         if profile.comm_interference == 0:  # transfers of isolated groups start on idle links: plan them together
             # (skip, layer, tok_step) of every dispatch (Coll fields 3, 1, 2); each plans its combine too
-            uses = {(ins[2][3], ins[2][1], ins[2][2]) for ins in self.flat
-                    if ins[0] == ISSUE and ins[2][0] == _DISPATCH}
+            uses = skel.dispatch_uses if priced is not None else {
+                (ins[2][3], ins[2][1], ins[2][2]) for ins in self.flat if ins[0] == ISSUE and ins[2][0] == _DISPATCH}
             for gc, ok in zip(gcs, alone):
                 if ok:
                     plan, mirrors = gc.distinct_groups(uses)

@@ -28,7 +28,6 @@ pays per op is :class:`HostTable`'s (:mod:`dicesim.sim.costs.host`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import IntEnum
 from typing import NamedTuple
 
@@ -69,15 +68,15 @@ class Coll(NamedTuple):
     span: int = 1
 
 
-@dataclass(frozen=True, slots=True)
-class Block:
+class Block(NamedTuple):
     """Merged compute ops: ``ops[i] = (kind, layer, tok_step)`` taking ``durs_s[i]`` seconds on the device.
 
     The host issues the block over ``host_s`` seconds from its start ``a`` (after ``syncs`` drains
     of the GPU queue); the device starts at ``a + first_s`` at the earliest and, run back to back,
     ends no earlier than ``a + span_s`` (the host issuing the last ops). ``gated``: the host holds
     the device back inside the block (``span_s`` exceeds ``first_s`` + the device time), which a
-    merged block may only do as its last op.
+    merged block may only do as its last op. A tuple: a program holds thousands, and a cached
+    program's blocks are made in one pass per run (:mod:`dicesim.sim.engine.skeleton`).
     """
 
     total_s: float
@@ -138,9 +137,14 @@ def compile_program(plan: Plan, cost: CostModel, layout: ParallelLayout, *, host
     ``(WAIT, handle, Coll, release)``; ``(BLOCKING, comm, Coll, cut)``; ``(WAIT_ALL,)``; ``(FORGET,)``;
     ``(STEP_END, step)``. ``comm`` indexes ``layout.communicators``.
     """
+    return compile_steps(plan, layout, _Blocks(cost, host=host, merge=merge).flush, host.rows())
+
+
+def compile_steps(plan: Plan, layout: ParallelLayout, flush, rows_host: object) -> tuple[tuple, ...]:
+    """The program of :func:`compile_program`; ``flush(ops, out)`` turns a run of compute ops into
+    instructions, ``rows_host`` is what the host pays to issue the experts (a ``ROWS`` instruction's last field)."""
     lower, recipes = plan.rules.lower, _Recipes(plan, layout)
-    known, flush = recipes.known, _Blocks(cost, host=host, merge=merge).flush
-    rows_host = host.rows()
+    known = recipes.known
     static = {kind: recipes.of(effects) for kind, effects in plan.rules.static_lowering.items()}
     new = tuple.__new__
     program = []

@@ -28,6 +28,7 @@ Legend: W windows, S group members, K counters, L links of the group.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,12 +70,15 @@ def isolated(links: list[np.ndarray], ports: list[list[np.ndarray]] | None) -> l
 
 
 def window_memos(flat: list[tuple], groups: list[tuple], *, n_counters: int, cuts: WindowCuts, record: bool,
-                 enabled: bool) -> tuple[list[WindowMemo], str | None]:
+                 enabled: bool, find: Callable[[list[tuple], tuple], Windows | None] | None = None
+                 ) -> tuple[list[WindowMemo], str | None]:
     """A :class:`WindowMemo` for every group where reuse is exact, and why it is not for the others.
 
     ``groups``: ``(members, cut latency_s, matrix ids [skip][layer, tok], route links, isolated)``;
-    ``n_counters``: per-rank counters the engine snapshots at cuts; ``cuts``: the family's cut points.
+    ``n_counters``: per-rank counters the engine snapshots at cuts; ``cuts``: the family's cut points;
+    ``find``: :func:`find_windows` or a cached equivalent (:func:`dicesim.sim.engine.skeleton.windows_of`).
     """
+    find = find or find_windows
     if not enabled:
         return [], "not asked for"
     has_cut = any(ins[0] == BLOCKING and ins[3] for ins in flat)
@@ -83,7 +87,7 @@ def window_memos(flat: list[tuple], groups: list[tuple], *, n_counters: int, cut
         why = reuse_blocker(cuts=cuts, has_cut=has_cut, members=len(members), cut_latency_s=cut_lat, record=record)
         if why is None and not alone:
             why = "its links are shared with another group"
-        win = find_windows(flat, mid) if why is None else None
+        win = find(flat, mid) if why is None else None
         if why is None and win.n_repeats == 0:
             why = "no window repeats an earlier one"
         if why is not None:

@@ -13,7 +13,7 @@ import networkx as nx
 import numpy as np
 import pandas as pd
 
-from dicesim.plan import ParallelLayout, Plan
+from dicesim.plan import ParallelLayout, Plan, PlanCache
 from dicesim.sim.costs.costmodel import CostModel
 from dicesim.sim.network.flowgroup import LinkShare
 from dicesim.sim.network.nccl import NcclModel
@@ -50,6 +50,9 @@ class EngineSpec:
     #: route tables of the simulated groups, in order, when already computed on a graph with the same
     #: latencies (routes depend on latencies only); None: the engine routes them
     routes: tuple[RouteTable, ...] | None = None
+    #: the caller's plan cache: the engine keeps the plan's compiled program and window search in it
+    #: (:mod:`dicesim.sim.engine.skeleton`); None: compiled and searched for this run alone
+    plans: PlanCache | None = None
 
 
 @dataclass(frozen=True)
