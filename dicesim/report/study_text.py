@@ -189,10 +189,11 @@ def _deep_note(part: pd.DataFrame) -> str:
                  f"{'it hides' if one else 'they hide'} only the other half's all-to-alls.")
     if skipping:
         verb = "keep" if len(skipping) > 1 else "keeps"
-        note += (f" {', '.join(skipping)} {verb} the deep half synchronous{' too' if plain else ''}, but on skip "
-                 "steps every layer sends one copy per token and its experts run half the rows (conditional "
-                 "communication): that cuts the "
-                 "synchronous layers' traffic and the expert work as well.")
+        note += (f" {', '.join(skipping)} {verb} the deep half synchronous{' too' if plain else ''}, but on the "
+                 "steps the reference's skip-cache gate allows (every other step on synchronous layers, every "
+                 "fourth on asynchronous ones) a layer sends one copy per token and its experts run half the rows "
+                 "(conditional communication): that cuts the synchronous layers' traffic and the expert work "
+                 "as well.")
     return note
 
 
