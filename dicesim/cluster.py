@@ -11,12 +11,14 @@ home-made scheduler.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Optional
 
 from dicesim.errors import ConfigError
 from dicesim import limits
+from dicesim.membudget import plan_workers
 from dicesim.scheduler_probe import check_scheduler
 
 #: CPU seconds a LocalCluster costs on top of its jobs: its start and every worker's imports, and per
@@ -39,6 +41,23 @@ def workers_that_pay(n_jobs: int, job_cpu_s: float, cpus: int) -> int:
     here_s = n_jobs * job_cpu_s
     spread_s = (n_jobs * (job_cpu_s + CLUSTER_JOB_CPU_S) + CLUSTER_START_CPU_S) / cpus
     return cpus if spread_s < CLUSTER_MARGIN * here_s else 0
+
+
+def scale_out(workers: Optional[int], scheduler: Optional[str], jobs: tuple[int, float] | None = None
+              ) -> Optional[int]:
+    """Local worker processes to start: none with a scheduler; ``workers`` when given (checked against
+    the CPUs and memory, :mod:`dicesim.membudget`); by default none when ``jobs`` (count, CPU seconds
+    each) are too little work to pay for a cluster (:func:`workers_that_pay`), else
+    None = as many as the CPUs and the memory allow (planned where the runs are known)."""
+    if scheduler and workers is not None:
+        raise ConfigError("--workers", "cannot be combined with --scheduler (the cluster decides)")
+    if scheduler:
+        return 0
+    if workers is not None:
+        return plan_workers(workers, [], jobs=workers)
+    if jobs is not None and workers_that_pay(jobs[0], jobs[1], os.cpu_count() or 1) == 0:
+        return 0
+    return None
 
 
 @contextmanager

@@ -29,7 +29,8 @@ from dicesim.cli.simulate_cmd import (
     _TOPOLOGY,
     _WORLD,
 )
-from dicesim.cli.study_cmd import csv_list, scale_out
+from dicesim.cli.study_cmd import csv_list
+from dicesim.cluster import scale_out
 from dicesim.cli.tables import compact_table, console as make_console, print_notes, rich_table
 from dicesim.cli.trust_view import print_trust
 from dicesim.content_key import scenario_files

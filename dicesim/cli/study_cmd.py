@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Optional
@@ -12,9 +11,8 @@ import typer
 from dicesim.atomic import write_parquet_atomic, write_text_atomic
 from dicesim.cli import app
 from dicesim.cli.tables import console as make_console, emit_frame
-from dicesim.cluster import workers_that_pay
+from dicesim.cluster import scale_out
 from dicesim.errors import ConfigError
-from dicesim.membudget import plan_workers
 from dicesim.outguard import Output, check_outputs
 from dicesim.outlock import locks_output
 from dicesim.progress import progress_bar
@@ -39,23 +37,6 @@ def csv_list(value: Optional[str], option: str, kind: type = str) -> Optional[tu
 #: CPU seconds of one default-study configuration (XL/2 or G/2, 50 steps, 8 or 16 GPUs, every
 #: family) in this process, measured: 288 configurations in 30.0 s of CPU, start-up and report included
 STUDY_CONFIG_CPU_S = 0.10
-
-
-def scale_out(workers: Optional[int], scheduler: Optional[str], jobs: tuple[int, float] | None = None
-              ) -> Optional[int]:
-    """Local worker processes to start: none with a scheduler; ``workers`` when given (checked against
-    the CPUs and memory, :mod:`dicesim.membudget`); by default none when ``jobs`` (count, CPU seconds
-    each) are too little work to pay for a cluster (:func:`dicesim.cluster.workers_that_pay`), else
-    None = as many as the CPUs and the memory allow (planned where the runs are known)."""
-    if scheduler and workers is not None:
-        raise ConfigError("--workers", "cannot be combined with --scheduler (the cluster decides)")
-    if scheduler:
-        return 0
-    if workers is not None:
-        return plan_workers(workers, [], jobs=workers)
-    if jobs is not None and workers_that_pay(jobs[0], jobs[1], os.cpu_count() or 1) == 0:
-        return 0
-    return None
 
 
 @app.command()

@@ -17,6 +17,7 @@ import pandas as pd
 from dicesim.calibrate.published.levels import COLLECTIVE_TARGET, STEP_TARGET, LevelSummary
 from dicesim.calibrate.published.run import PublishedReport
 from dicesim.calibrate.published.step_doc import step_level_markdown
+from dicesim.calibrate.published.schema import STEP_SCHEMA
 from dicesim.calibrate.published.step_level import NOT_YET
 from dicesim.report.marked import carry_sections, markers, replace_section
 
@@ -94,7 +95,7 @@ def _levels_table(rep: PublishedReport) -> str:
              "yes" if c.met else "**no**: " + "; ".join(c.misses()), "NCCL model fitted on the fit part")]
     s = rep.step
     if s is None:
-        rows.append(("step (published multi-GPU DiT latencies)", "not yet predicted", "-", "-", STEP_TARGET.text(),
+        rows.append(("step (published multi-GPU DiT latencies)", "no step-level figures given", "-", "-", STEP_TARGET.text(),
                      "-", "never fitted"))
     else:
         rows.append(("step (published multi-GPU DiT latencies)", f"{s.figures} ({s.runs} runs, {s.sources} sources)",
@@ -146,10 +147,9 @@ def step_section(rep: PublishedReport) -> str:
     """The step-level subsection: its rows against its target, or that they are not yet predicted."""
     if rep.step is None or rep.step_rows is None:
         return (f"**{NOT_YET}.** The step-level set (`traces/published/steps/`: published end-to-end and per-step "
-                f"latencies of multi-GPU DiT inference on PCIe and NVLink machines, schema "
-                f"`dicesim-published-steps/1`) is committed; its predictions are not built yet "
-                f"(`dicesim/calibrate/published/step_level.py`). Target once they are: {STEP_TARGET.text()}, "
-                "never fitted on.")
+                f"latencies of multi-GPU DiT inference on PCIe and NVLink machines, schema `{STEP_SCHEMA}`) is read "
+                f"from the places given to `dicesim accuracy --published`; these held none. Target: "
+                f"{STEP_TARGET.text()}, never fitted on.")
     return step_level_markdown(rep.step_rows)
 
 

@@ -34,6 +34,9 @@ from dicesim.sim.microbench.deepep_ll import LowLatencyConfig
 
 SCHEMAS = ("dicesim-published/1", "dicesim-published/2")
 SCHEMA = SCHEMAS[-1]
+#: the step-level set's figures and its model list (:mod:`.step_level`); they may sit among collective files
+STEP_SCHEMA = "dicesim-published-steps/1"
+STEP_SCHEMAS = (STEP_SCHEMA, "dicesim-published-models/1")
 NCCL_OPS = ("all_to_all", "all_reduce")
 DEEPEP_OPS = ("deepep_dispatch", "deepep_combine")
 LL_OPS = ("deepep_ll_dispatch", "deepep_ll_combine")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from dicesim.calibrate.published.schema import LL_OPS, METRICS, SCHEMAS, Figure
+from dicesim.calibrate.published.schema import LL_OPS, METRICS, SCHEMAS, STEP_SCHEMAS, Figure
 from dicesim.errors import ConfigError, config_error_from_pydantic
 from dicesim.sim.microbench.collective_ops import OPERATIONS
 from dicesim.tomlio import read_toml
@@ -91,10 +91,9 @@ def parse_file(path: str | Path) -> list[Figure]:
 
 
 def _is_step_file(path: Path) -> bool:
-    """Whether ``path`` belongs to the step-level set (``dicesim-published-steps/1`` and its model list)."""
+    """Whether ``path`` belongs to the step-level set (:data:`~.schema.STEP_SCHEMAS`)."""
     try:
-        return tomllib.loads(path.read_text()).get("schema") in ("dicesim-published-steps/1",
-                                                                 "dicesim-published-models/1")
+        return tomllib.loads(path.read_text()).get("schema") in STEP_SCHEMAS
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
         return False  # parse_file says what is wrong with it
 

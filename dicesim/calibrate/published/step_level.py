@@ -23,14 +23,17 @@ import pandas as pd
 
 from dicesim.calibrate.published.levels import STEP_TARGET, LevelSummary, summarize
 from dicesim.dense_models import get_dense_model
+from dicesim.calibrate.published.schema import STEP_SCHEMA
 from dicesim.errors import ConfigError, TraceError
+from dicesim.strict_table import take_table
 from dicesim.sim.costs.profile import get_profile
 from dicesim.sim.dense import DenseParallel, DenseRun, not_modelled, predict_dense, refusal
 from dicesim.sim.network.nccl import builtin_nccl_model
 from dicesim.topology.machines import get_machine
 
 DEFAULT_DIR = Path("traces/published/steps")
-NOT_YET = "step level: not yet predicted"
+#: what the step level says when the places given hold no step-level figure
+NOT_YET = "step level: no step-level figures in the given places (the set: traces/published/steps/)"
 
 #: GPU as the figure states it -> (built-in profile, machine, why that machine)
 HARDWARE: tuple[tuple[str, str, str, str], ...] = (
@@ -70,9 +73,7 @@ def _check_step_figure(fig: object, where: str) -> None:
     if not isinstance(fig, dict):
         raise ConfigError(where, "a [[figure]] must be a table")
     where = f"{where}: figure {fig.get('id', '?')!r}"
-    unknown = [k for k in fig if k not in _STEP_KEYS]
-    if unknown:
-        raise ConfigError(f"{where}.{unknown[0]}", "unknown key", _STEP_KEYS)
+    take_table(fig, _STEP_KEYS, where)
     for k, allowed in _STEP_CHOICES.items():
         if k in fig and fig[k] not in allowed:
             raise ConfigError(f"{where}.{k}", f"got {fig[k]!r}", allowed)
@@ -101,7 +102,7 @@ def load_step_figures(paths: list[Path] | None = None) -> tuple[list[dict], dict
             data = tomllib.loads(f.read_text())
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
             raise TraceError(f, f"not a readable TOML step-level file: {exc}") from None
-        if data.get("schema") != "dicesim-published-steps/1":
+        if data.get("schema") != STEP_SCHEMA:
             continue
         if not isinstance(data.get("sources", {}), dict) or not isinstance(data.get("figure", []), list):
             raise TraceError(f, "[sources] must be a table and [[figure]] an array of tables")
@@ -116,7 +117,7 @@ def _figure_error(f: object, exc: Exception) -> ConfigError:
     """A step figure the predictor cannot read, named by its file and id, in one line."""
     where = f"{f.get('_file', 'step set')}: figure {f.get('id', '?')!r}" if isinstance(f, dict) else "step set"
     what = f"missing field {exc.args[0]!r}" if isinstance(exc, KeyError) else str(exc).splitlines()[0]
-    return ConfigError(where, what, "the fields of schema dicesim-published-steps/1 (traces/published/steps/README.md)")
+    return ConfigError(where, what, f"the fields of schema {STEP_SCHEMA} (traces/published/steps/README.md)")
 
 
 def dense_run(fig: dict) -> DenseRun:
@@ -157,8 +158,6 @@ def step_level_rows(paths: list[Path] | None = None) -> pd.DataFrame | None:
     for f in lat:
         try:
             rows.append(_row(f, sources, nccl, graphs))
-        except ConfigError:
-            raise
         except (KeyError, ValueError, TypeError, AttributeError) as exc:
             raise _figure_error(f, exc) from None
     return pd.DataFrame(rows)
