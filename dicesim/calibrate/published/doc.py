@@ -144,7 +144,7 @@ def _figures_table(rows: pd.DataFrame) -> str:
 
 
 def step_section(rep: PublishedReport) -> str:
-    """The step-level subsection: its rows against its target, or that they are not yet predicted."""
+    """The step-level subsection: its rows against its target, or that the places given held none."""
     if rep.step is None or rep.step_rows is None:
         return (f"**{NOT_YET}.** The step-level set (`traces/published/steps/`: published end-to-end and per-step "
                 f"latencies of multi-GPU DiT inference on PCIe and NVLink machines, schema `{STEP_SCHEMA}`) is read "
