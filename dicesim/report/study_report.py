@@ -9,6 +9,7 @@ entry per model and value of the other axis.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -78,21 +79,42 @@ def _line_axis(table: pd.DataFrame, axes: Sequence[str]) -> str:
     return numeric[-1] if numeric else (axes[0] if axes else "topology")
 
 
-def study_sections(table: pd.DataFrame, axes: Sequence[str], *, skipped: pd.DataFrame | None = None) -> list[Section]:
-    """Sections of ``dicesim study``'s report from the study table (ok rows with ``speedup``)."""
+@dataclass(frozen=True)
+class StudyDigest:
+    """What both the report and the terminal show of a study, derived once from its table:
+    the written summary, the fastest strategy per setting, which family wins where and why."""
+
+    summary: tuple[str, ...]
+    best: pd.DataFrame
+    winners: pd.DataFrame
+    family_lines: tuple[str, ...]
+
+
+def study_digest(table: pd.DataFrame, axes: Sequence[str]) -> StudyDigest:
+    """The :class:`StudyDigest` of the study table ``table`` along ``axes``."""
+    axes = list(axes)
+    winners = family_winners(table)
+    return StudyDigest(summary=tuple(study_summary(table, axes)), best=fastest_per_setting(table, axes),
+                       winners=winners, family_lines=tuple(family_summary(table, winners)))
+
+
+def study_sections(table: pd.DataFrame, axes: Sequence[str], *, skipped: pd.DataFrame | None = None,
+                   digest: StudyDigest | None = None) -> list[Section]:
+    """Sections of ``dicesim study``'s report from the study table (ok rows with ``speedup``);
+    ``digest``: :func:`study_digest` of the same table and axes, when the caller has it already."""
     axes = list(axes)
     bar_axis = axes[0] if axes else "topology"
     line_axis = _line_axis(table, axes)
     bar_menu = ["model"] + [a for a in axes if a != bar_axis]
     line_menu = ["model"] + [a for a in axes if a != line_axis]
-    best = fastest_per_setting(table, axes)
-    sections = [Section(title="What changed and why", items=tuple(study_summary(table, axes))
-                        + ((best,) if len(best) else ()))]
+    d = digest if digest is not None else study_digest(table, axes)
+    best = d.best
+    sections = [Section(title="What changed and why", items=d.summary + ((best,) if len(best) else ()))]
     if table.empty:
         return sections + _skipped(skipped)
-    winners = family_winners(table)
+    winners = d.winners
     sections.append(Section(title="Which family wins, per machine and model", items=(
-        *family_summary(table), winners,
+        *d.family_lines, winners,
         "Per model and setting: the fastest configuration that fits its GPUs' memory, and each family's best "
         "that fits (expert parallelism, sequence parallelism, data parallelism: every GPU the whole model). "
         "A cell reading 'does not fit' gives what the family's configuration closest to fitting needs per GPU "
