@@ -11,7 +11,6 @@ below, and :func:`layer_skips_copy`, which decides which exchanges send one copy
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import numpy as np
@@ -82,7 +81,13 @@ class _SkipCache:
 def _refusal(strategy: ExpertParallelStrategy, num_layers: int, num_steps: int, miss: _Miss) -> PlanRefused:
     """The one-line refusal: where the reference fails, and the intervals it runs through here."""
     s, T = strategy, num_steps
-    runs = [str(n) for n in range(2, 9) if _runs_through(s.model_copy(update={"cond_interval": n}), num_layers, T)]
+    runs = []
+    for n in range(2, 9):
+        try:
+            _build(s.model_copy(update={"cond_interval": n}), num_layers, T, None)
+            runs.append(str(n))
+        except _Miss:
+            pass
     return PlanRefused(
         "strategy.cond_interval",
         f"{s.cond_interval} with {s.scheme} asynchronous layers fails in the DICE reference at step {miss.step} "
@@ -91,18 +96,6 @@ def _refusal(strategy: ExpertParallelStrategy, num_layers: int, num_steps: int, 
         f"1 (off), {', '.join(runs) or 'no interval up to 8'} for these layers and {T} steps, "
         "or cond_gate='every_candidate'",
         brief=f"the DICE reference fails at step {miss.step} of {T} (a one-copy output finds no skip-cache entry)")
-
-
-@functools.lru_cache(maxsize=512)
-def _runs_through(strategy: ExpertParallelStrategy, num_layers: int, num_steps: int) -> bool:
-    """Whether the reference runs ``strategy`` through (its plan builds without a skip-cache miss).
-    A pure function of frozen inputs, kept: a search's refused classes that differ only in their
-    interval ask it of the same alternatives (each answer is a whole plan build)."""
-    try:
-        _build(strategy, num_layers, num_steps, None)
-    except _Miss:
-        return False
-    return True
 
 
 def cond_layers(plan: Plan) -> frozenset[int]:
