@@ -188,5 +188,32 @@ def block_work(m: DenseModel, kind: str, *, img_tokens: float, txt_tokens: float
         core = OpCost(flops=4.0 * attn_q * attn_kv * hd, nbytes=float(w * (2 * attn_q + 2 * attn_kv) * hd))
     tok = sum(n for n, _ in streams)
     elem = OpCost(flops=0.0, nbytes=float(w * elementwise_passes(r, compiled) * tok * D))
-    per_stream = 4 + (4 if compiled else 12)  # GEMMs + elementwise kernels of one stream
-    return BlockWork(linear=lin, attention=core, elementwise=elem, kernels=len(streams) * per_stream + 1)
+    return BlockWork(linear=lin, attention=core, elementwise=elem, kernels=block_kernels(m, len(streams), compiled))
+
+
+#: eager kernels of one block, counted on diffusers' FluxTransformerBlock / FluxSingleTransformerBlock
+#: and FluxAttnProcessor2_0 (huggingface/diffusers@004f1e8 src/diffusers/models/transformers/transformer_flux.py):
+#: per stream adaLN-Zero 6 (SiLU, linear, LayerNorm, 1 + scale, x scale, + shift), q/k/v linears 3,
+#: RMSNorm of q and k 2 x 7 (float cast, square, mean, + eps, rsqrt, x, x weight), out projection 1,
+#: gate and residual 2, LayerNorm and modulate 4, feed-forward 3 (linear, GELU, linear), gate and residual 2;
+#: once per block: q/k/v concat 3, RoPE on q and k 2 x 6, attention 1, output layout copy 1. The single
+#: block: adaLN 6, MLP in + GELU 2, q/k/v 3, RMSNorm 14, RoPE 12, attention + layout 2, concat 1, gate 1,
+#: out projection 1, residual 1. The other softmax-attention presets run the same op sequence (adaLN,
+#: q/k/v, QK norm, RoPE, attention, gate, MLP): the Flux count is used for them (an assumption).
+EAGER_STREAM_KERNELS = 35
+EAGER_JOINT_KERNELS = 17
+EAGER_SINGLE_KERNELS = 43
+
+
+def block_kernels(m: DenseModel, streams: int, compiled: bool) -> int:
+    """Kernel launches of one block: counted eager ops (above), or with torch.compile 4 GEMMs and 4
+    fused elementwise kernels per stream plus the attention (Inductor fuses each elementwise chain
+    between two GEMMs: an assumption, not measured). SANA's linear-attention block keeps the older
+    count (4 GEMMs and 12 elementwise kernels per stream): its ops were not counted."""
+    if compiled:
+        return streams * 8 + 1
+    if m.architecture == "dit-crossattn-linear":
+        return streams * 16 + 1
+    if streams == 1 and m.architecture == "mmdit-double-single":
+        return EAGER_SINGLE_KERNELS
+    return streams * EAGER_STREAM_KERNELS + EAGER_JOINT_KERNELS

@@ -154,8 +154,13 @@ def _groups(p: DenseParallel) -> tuple[list[list[int]], ...]:
 
 
 def predict_dense(run: DenseRun, profile: HardwareProfile, G: nx.DiGraph, nccl: NcclModel, *,
-                  interference: bool = True, dtype_nbytes: int = 2, kernels: KernelTable | None = None) -> DenseTime:
-    """Seconds of the whole denoising loop of ``run`` on ``G`` (see the module docstring)."""
+                  interference: bool = True, dtype_nbytes: int = 2, kernels: KernelTable | None = None,
+                  host_kernel_s: float = 0.0) -> DenseTime:
+    """Seconds of the whole denoising loop of ``run`` on ``G`` (see the module docstring).
+
+    ``host_kernel_s``: host seconds to issue one kernel (Python, dispatcher, launch). The host issues
+    a block's kernels while the GPU runs the previous ones, so a block takes the longer of its device
+    time and its host time (0: the host never binds)."""
     m, p = run.model, run.parallel
     why = not_modelled(run) or refusal(run)
     if why:
@@ -192,11 +197,12 @@ def predict_dense(run: DenseRun, profile: HardwareProfile, G: nx.DiGraph, nccl: 
         other += bw.kernels * launch_s
         # each ring pass attends to one K/V block: the kernel runs at that block's length
         attn = _op_s(profile, "attention", bw.attention, attention_compute_eff(run, profile, kernels, attn_kv / r))
-        comm = exposed = 0.0
+        comm = exposed = blocking = 0.0  # blocking: exposed time outside the attention (Ulysses, TP)
         if u > 1:  # q, k, v in (three calls) and the output back (one call)
             a2a = exchange_s(uly, n_loc * D * w, "all_to_all")
             comm += 4 * a2a
             exposed += 4 * a2a
+            blocking += 4 * a2a
         if r > 1:  # r-1 K/V passes, each under the attention on the block in hand
             kv_pass = exchange_s(ring, 2.0 * n_loc * D * w, "ring_pass")
             blk = attn / r
@@ -210,7 +216,11 @@ def predict_dense(run: DenseRun, profile: HardwareProfile, G: nx.DiGraph, nccl: 
                 ar = simulate_op(G, "all_reduce", nccl, gpus=t, nbytes=n * D * w).time_s
                 comm += 2 * ar
                 exposed += 2 * ar
-        return other + attn, comm, exposed
+                blocking += 2 * ar
+        host = bw.kernels * host_kernel_s
+        # ring's exposed passes are inside ``attn``; Ulysses' all-to-alls and TP's all-reduces block the stream
+        device = other + attn + blocking
+        return max(device, host), comm, exposed
 
     fwd = comm = exposed = 0.0
     for kind, count in (("double", m.double_blocks), ("single", m.single_blocks)):
