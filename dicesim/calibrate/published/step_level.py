@@ -27,7 +27,7 @@ from dicesim.calibrate.published.schema import STEP_SCHEMA
 from dicesim.errors import ConfigError, TraceError
 from dicesim.strict_table import take_table
 from dicesim.sim.costs.attention_kernels import KernelTable, builtin_kernel_table
-from dicesim.sim.costs.profile import get_profile
+from dicesim.sim.costs.profile import HardwareProfile, get_profile
 from dicesim.sim.dense import DenseParallel, DenseRun, not_modelled, predict_dense, refusal
 from dicesim.sim.network.nccl import builtin_nccl_model
 from dicesim.topology.machines import get_machine
@@ -78,6 +78,30 @@ EAGER_HOST_PER_KERNEL_S = (234e-6 + 106e-6 + 39e-6) / (11 + 8 + 3)
 #: the fitted CUDA launch cost per kernel alone, tau = 7.59 us (h100-calibrated, citation "host";
 #: that Inductor's wrapper costs no Python beyond it is an assumption)
 COMPILED_HOST_PER_KERNEL_S = 7.59e-6
+
+
+#: the VAE decode a whole-pipeline figure adds once per call, from an independent published measurement:
+#: model -> (seconds, pixels decoded, profile of the GPU that measured it, source). FLUX.1's decoder is the
+#: SDXL-class KL decoder (channels 128/256/512/512, 2 residual blocks per level, 16 latent channels
+#: instead of 4 at its first conv: black-forest-labs/flux@802fb47 src/flux/util.py ae_params); the
+#: video and DC-AE decoders have no such measurement and are not modelled.
+VAE_DECODE: dict[str, tuple[float, int, str, str]] = {
+    "flux.1-dev": (0.256, 1024 * 1024, "rtx4090",
+                   "SDXL VAE decode 1024x1024 on an RTX 4090: 0.256 s (huggingface/diffusers "
+                   "docs/source/en/hybrid_inference/vae_decode.md, SDXL table)"),
+}
+
+
+def vae_decode_s(run: DenseRun, profile: HardwareProfile) -> float:
+    """Seconds of the VAE decode of one call on ``profile``'s GPU (0 where no measurement exists):
+    the measured time scaled by pixels and by the two GPUs' dense GEMM rates (peak x ``experts``
+    efficiency; the decoder's convolutions are compute-bound: an assumption)."""
+    if run.model.name not in VAE_DECODE:
+        return 0.0
+    t_s, px, ref, _ = VAE_DECODE[run.model.name]
+    ref_p = get_profile(ref)
+    rate = lambda p: p.peak_flops * p.ops["experts"].compute_eff  # noqa: E731
+    return t_s * run.batch * run.height_px * run.width_px / px * rate(ref_p) / rate(profile)
 
 
 def attention_kernel_for(framework: str) -> tuple[str, str] | None:
@@ -212,7 +236,7 @@ def _row(f: dict, sources: dict, nccl: object, graphs: dict, kernels: KernelTabl
     run = dense_run(f)
     hw = hardware_for(str(f["gpu"]))
     split, reason = _split(f, run, hw)
-    pred = pred_off = comp = exposed = float("nan")
+    pred = pred_off = comp = exposed = vae = float("nan")
     prof = machine = basis = ""
     if hw is not None and not not_modelled(run) and not refusal(run):
         prof, machine, basis = hw
@@ -221,7 +245,8 @@ def _row(f: dict, sources: dict, nccl: object, graphs: dict, kernels: KernelTabl
         host_s = COMPILED_HOST_PER_KERNEL_S if run.compiled else EAGER_HOST_PER_KERNEL_S
         on = predict_dense(run, profile, G, nccl, interference=True, kernels=kernels, host_kernel_s=host_s)
         off = predict_dense(run, profile, G, nccl, interference=False, kernels=kernels, host_kernel_s=host_s)
-        pred, pred_off, comp, exposed = on.total_s, off.total_s, on.compute_s, on.exposed_comm_s
+        vae = vae_decode_s(run, profile)  # once per call, on each GPU (not divided among them)
+        pred, pred_off, comp, exposed = on.total_s + vae, off.total_s + vae, on.compute_s, on.exposed_comm_s
         need_tflops = on.flops / float(f["value"]) / 1e12
         if split in ("held-out", "baseline") and need_tflops > profile.peak_flops / 1e12:
             split, reason = "excluded", (
@@ -233,7 +258,7 @@ def _row(f: dict, sources: dict, nccl: object, graphs: dict, kernels: KernelTabl
         "id": f["id"], "split": split, "reason": reason, "family": f["interconnect_family"],
         "published": value, "predicted": pred, "unit": "s", "error": pred / value - 1,
         "predicted_no_interference": pred_off, "error_no_interference": pred_off / value - 1,
-        "compute_s": comp, "exposed_comm_s": exposed, "model": f["model"], "gpu": f["gpu"],
+        "compute_s": comp, "exposed_comm_s": exposed, "vae_decode_s": vae, "model": f["model"], "gpu": f["gpu"],
         "gpus": int(f["gpus"]), "method": f["method"], "compiled": bool(f.get("compiled", False)),
         "profile": prof, "machine": machine, "hardware_basis": basis, "scope": f.get("scope", ""),
         "attention_kernel": run.attention_kernel or "", 
