@@ -129,6 +129,25 @@ def test_low_latency_kernels_send_each_expert_copy_through_the_nic():
     assert r.params == {"base_latency_s", "bw_eff.deepep_nvlink", "hop_latency_s.deepep_nvlink"}
 
 
+def test_low_latency_round_is_a_dispatch_then_a_combine():
+    """test_low_latency.py's "Dispatch + combine" times one dispatch then one combine (DeepEP @ ebfe47e:98-117):
+    the round's time is the two kernels' times added, combine messages BF16 (2 x hidden), dispatch FP8."""
+    from dicesim.sim.microbench.deepep_ll import LowLatencyConfig, ll_pair_nbytes
+    from dicesim.topology.machines import get_machine
+
+    cfg = LowLatencyConfig(tokens=128, hidden=7168, topk=8, transport="rdma")
+    G, m = get_machine("1x-hgx-h800-ib"), _model(deepep_net=0.5)
+    d, c = (simulate_op(G, op, m, low_latency=cfg) for op in ("deepep_ll_dispatch", "deepep_ll_combine"))
+    r = simulate_op(G, "deepep_ll_round", m, low_latency=cfg)
+    assert r.time_s == pytest.approx(d.time_s + c.time_s, rel=1e-12) and r.metrics["time_s"] == r.time_s
+    route_s = 2 * hw.PCIE5_NIC.latency_s + 2 * hw.IB_NDR.latency_s
+    drain_s = 7 * (ll_pair_nbytes(cfg, 8, False) + ll_pair_nbytes(cfg, 8, True)) / (0.5 * hw.IB_NDR.bw_Bps)
+    assert r.time_s == pytest.approx(2 * route_s + drain_s, rel=1e-9)
+    assert r.params == d.params | c.params and "bw_eff.deepep_net" in r.params
+    with pytest.raises(ValueError, match="needs a LowLatencyConfig"):
+        simulate_op(G, "deepep_ll_round", m)
+
+
 def test_deepep_traffic_conserves_rows():
     # top-1 on 8 ranks: every token goes to exactly one rank, uniformly
     cfg = DeepEPConfig(tokens=800, hidden=10, topk=1, experts=16, dispatch_elem_nbytes=1.0)
