@@ -33,7 +33,7 @@ import simpy
 from dicesim.sim.microbench.deepep import DeepEPConfig, deepep_traffic
 from dicesim.sim.microbench.deepep_ll import LowLatencyConfig, ll_pair_nbytes
 from dicesim.sim.microbench.netpaths import nic_crossing, rdma_routes, ring_orders, server_nics
-from dicesim.sim.network.nccl import NcclModel, effective_graph, hop_latency_s, route_transports
+from dicesim.sim.network.nccl import KERNEL_BOUND, NcclModel, effective_graph, hop_latency_s, route_transports
 from dicesim.sim.network.network import FlowNetwork
 from dicesim.topology import all_pairs_routes, num_servers, world_size
 
@@ -53,6 +53,7 @@ class OpResult:
 
 def _params(transports: set[str], *extra: str) -> frozenset[str]:
     return frozenset({"base_latency_s", *extra, *(f"bw_eff.{t}" for t in transports),
+                      *(f"kernel_Bps.{t}" for t in transports if t in KERNEL_BOUND),
                       *(f"hop_latency_s.{t}" for t in transports)})
 
 
