@@ -10,7 +10,8 @@ from dicesim.calibrate.published.step_level import outcome_rows, ran_rows
 from dicesim.dense_models import get_dense_model
 from dicesim.plan.footprint import RUNTIME
 from dicesim.sim.dense import DenseParallel, DenseRun
-from dicesim.sim.dense_memory import (activation_nbytes, dense_memory, dit_params, dit_weight_nbytes,
+from dicesim.calibrate.published.step_memory import memory_check
+from dicesim.sim.dense_memory import (activation_nbytes, attention_phase_elements, dense_memory, dit_params, dit_weight_nbytes,
                                       largest_block_params, nccl_nbytes, tokens_per_gpu)
 from dicesim.sim.dense_pipelines import ENCODERS, PIPELINES, vae_decode_nbytes, vae_params
 
@@ -120,3 +121,22 @@ def test_memory_verdicts_rederived_from_the_committed_set():
     # every run the sources did run on the official pipelines is predicted to fit its card
     ran = ran_rows()
     assert len(ran) == 23 and ran["fits"].all()
+
+
+def test_attention_phase_buffers_stay_below_the_mlp_peak():
+    # Ulysses' send/receive copies and ring attention's K/V blocks add to the attention phase only; with
+    # the counts of block_peak_elements that phase never exceeds the MLP peak (10 + 3r rows of D)
+    for r in (2.5, 4.0):
+        plain = attention_phase_elements(r, 1, 1, 1)
+        assert attention_phase_elements(r, 4, 1, 1) == plain - 2 + 8
+        assert attention_phase_elements(r, 1, 4, 1) == plain - 2 + 6
+        assert max(attention_phase_elements(r, u, g, 1) for u, g in ((1, 1), (8, 1), (1, 8))) <= 10 + 3 * r
+
+
+def test_an_oom_figure_on_an_unknown_card_is_not_checked():
+    fig = {"kind": "oom", "gpu": "not stated", "optimizations": []}
+    out = memory_check(fig, _run(), None)
+    assert out["verdict"].startswith("not checked") and out["error"] is None
+    # a model without a pipeline is not modelled, whatever the card
+    flux = _run("flux.1-dev", h=1024, w=1024, frames=1)
+    assert memory_check({**fig, "gpu": "H100"}, flux, ("h100-sxm", "dgx-h100", ""))["verdict"].startswith("not modelled")

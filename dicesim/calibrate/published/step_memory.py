@@ -62,6 +62,8 @@ def memory_check(fig: dict, run: DenseRun, hw: tuple | None) -> dict:
         return {"predicted": "-", "verdict": f"not modelled: no pipeline for {run.model.name}", "error": None}
     cap, prof = _capacity(str(fig["gpu"]), hw)
     if fig["kind"] == "oom":
+        if cap is None:
+            return {"predicted": "-", "verdict": "not checked: the GPU's capacity is not known", "error": None}
         kw, said = _oom_setting(fig, run)
         mem = dense_memory(run, cap, **kw)
         base = dense_memory(run, cap)
