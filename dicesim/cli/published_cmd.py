@@ -51,6 +51,8 @@ def run_published(paths: list[Path], *, fit_on: str, out: Path | None, write_mod
     if write_accuracy is not None:
         record_published_levels(rep, write_accuracy, command + f" --write-accuracy {write_accuracy}")
     if as_json:
+        from dicesim.calibrate.published.step_level import outcome_rows
+
         s = c.summary
         print(json.dumps({
             "summary": {"figures": len(c.rows), "fit": len(c.split.fit), "held_out": s.figures, "runs": s.runs,
@@ -64,6 +66,8 @@ def run_published(paths: list[Path], *, fit_on: str, out: Path | None, write_mod
             "rows": json.loads(c.rows.to_json(orient="records")),
             "cross_validation": None if rep.crossval is None else json.loads(rep.crossval.to_json(orient="records")),
             "step_rows": None if rep.step_rows is None else json.loads(rep.step_rows.to_json(orient="records")),
+            "outcome_rows": None if rep.step_rows is None
+            else json.loads(outcome_rows(step_paths).to_json(orient="records")),
         }, allow_nan=False))
         return
     _print(rep, fit_on, step_paths)

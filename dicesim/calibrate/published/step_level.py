@@ -193,6 +193,11 @@ def _row(f: dict, sources: dict, nccl: object, graphs: dict) -> dict:
     }
 
 
+#: the columns of :func:`outcome_rows` (also when the places hold no outcome figure)
+OUTCOME_COLUMNS = ("id", "kind", "evidence", "gpus", "gpu", "published", "predicted", "verdict", "error", "source",
+                   "url")
+
+
 def outcome_rows(paths: list[Path] | None = None) -> pd.DataFrame:
     """Refused configurations checked against the layout rules; OOM runs and peak-memory figures
     against the dense memory model (:mod:`dicesim.calibrate.published.step_memory`)."""
@@ -215,7 +220,7 @@ def outcome_rows(paths: list[Path] | None = None) -> pd.DataFrame:
         rows.append({"id": f["id"], "kind": kind, "evidence": f.get("evidence", ""), "gpus": int(f["gpus"]),
                      "gpu": f["gpu"], "published": published, "predicted": predicted, "verdict": verdict,
                      "error": error, "source": f["source"], "url": sources.get(f["source"], {}).get("url", "")})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=OUTCOME_COLUMNS)
 
 
 def ran_rows(paths: list[Path] | None = None) -> pd.DataFrame:

@@ -109,7 +109,7 @@ def fits_where_run(figs: list[dict], dense_run, hardware_for) -> pd.DataFrame:
         mem = dense_memory(dense_run(f), cap)
         rows.append({"id": f["id"], "gpus": int(f["gpus"]), "gpu": prof, "total_GiB": mem.total_nbytes / GiB,
                      "capacity_GiB": cap / GiB, "fits": bool(mem.fits)})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["id", "gpus", "gpu", "total_GiB", "capacity_GiB", "fits"])
 
 
 def memory_lines(outcomes: pd.DataFrame, ran: pd.DataFrame) -> list[str]:
