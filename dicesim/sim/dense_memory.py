@@ -87,29 +87,51 @@ def largest_block_params(m: DenseModel, guidance_embed: bool = True) -> int:
     return max(one(1, 0) if m.double_blocks else 0, one(0, 1) if m.single_blocks else 0)
 
 
-#: elements alive at the peak of one block's forward, in units of N x D (N tokens on the GPU) and
-#: whether tensor parallelism splits them. Counted from Flux's SingleStreamBlock.forward
-#: (black-forest-labs/flux@802fb47 src/flux/modules/layers.py:227-239; HunyuanVideo's
-#: MMSingleStreamBlock has the same steps): at ``linear2`` the block's input ``x``, the modulated
-#: ``x_mod``, ``linear1``'s output (``qkv`` and ``mlp`` are views of it), the normed ``q`` and ``k``,
-#: the attention output, the GELU of ``mlp``, their concatenation and ``linear2``'s output are
-#: alive (the forward's locals hold them until it returns). Flash attention (FlashAttention-2,
-#: Dao 2023, arXiv:2307.08691: tiles in SRAM, O(N) extra memory) keeps no N x N score matrix.
-def block_peak_elements(mlp_ratio: float) -> dict[str, tuple[float, bool]]:
+#: the single-stream block's forward of each code base, with the lines its inventory is counted from
+#: (:func:`block_peak_elements`)
+BLOCK_FORWARDS = {
+    "flux": "black-forest-labs/flux@802fb47 src/flux/modules/layers.py:227-239 (fused linear1; RoPE inside "
+            "attention(), its copies freed on return)",
+    "hunyuanvideo": "Tencent/HunyuanVideo@fa14b00 hyvideo/modules/models.py:337-392 (Flux's steps, and RoPE in the "
+                    "forward: the normed q and k stay alive through their text slices, the roped image q and k "
+                    "and the concatenated q and k are locals too)",
+    "open-sora": "hpcaitech/Open-Sora@7ad6a96 opensora/models/mmdit/layers.py SingleStreamBlockProcessor "
+                 "(fused_qkv=False: q_proj, k_proj and v_mlp; the raw q and k are freed once normed)",
+}
+#: names of the tensors alive before attention returns (the attention phase adds its exchange to them)
+_BEFORE_ATTENTION = ("input x", "x_mod", "projections", "q, k normed", "q, k roped and joined")
+
+
+#: Elements alive at the peak of one block's forward (at ``linear2``), in units of N x D (N tokens on
+#: the GPU), and whether tensor parallelism splits them: the block's input, the modulated ``x_mod``,
+#: the projections (Flux and HunyuanVideo: ``linear1``'s output, of which q, k, v and the MLP input
+#: are views, 3 + r; Open-Sora: ``v_mlp``'s output, 1 + r), the normed q and k, HunyuanVideo's roped
+#: and concatenated q and k, the attention output, GELU(mlp), the concatenation and ``linear2``'s
+#: output; the forward's locals hold them until it returns (:data:`BLOCK_FORWARDS` has the lines).
+#: Flash attention (FlashAttention-2, arXiv:2307.08691: tiles in SRAM, O(N) extra memory) keeps no
+#: N x N score matrix.
+def block_peak_elements(mlp_ratio: float, forward: str = "flux") -> dict[str, tuple[float, bool]]:
+    if forward not in BLOCK_FORWARDS:
+        raise ValueError(f"forward must be one of {tuple(BLOCK_FORWARDS)}, got {forward!r}")
     r = mlp_ratio
-    return {"input x": (1, False), "x_mod": (1, False), "linear1 out": (3 + r, True), "q, k normed": (2, True),
-            "attention out": (1, True), "gelu(mlp)": (r, True), "concat": (1 + r, True), "linear2 out": (1, False)}
+    rows = {"input x": (1, False), "x_mod": (1, False),
+            "projections": ((1 if forward == "open-sora" else 3) + r, True), "q, k normed": (2, True)}
+    if forward == "hunyuanvideo":
+        rows["q, k roped and joined"] = (4, True)
+    return rows | {"attention out": (1, True), "gelu(mlp)": (r, True), "concat": (1 + r, True),
+                   "linear2 out": (1, False)}
 
 
-#: the attention phase's own peak before the MLP, in N x D: x, x_mod, linear1 out, q and k
-#: normed (as above), then Ulysses' q, k, v send copies and received (head-split, whole-sequence)
-#: tensors and its output exchange (3 + 3 + 2), or ring attention's K/V block in hand and in flight
-#: (2 + 2) with its fp32 output accumulator (2)
-def attention_phase_elements(mlp_ratio: float, ulysses: int, ring: int, tensor: int) -> float:
-    base = 2 + (3 + mlp_ratio + 2) / tensor
+#: the attention phase's own peak, in N x D: what is alive before attention (above), then Ulysses'
+#: q, k, v send copies and received (head-split, whole-sequence) tensors and its output exchange
+#: (3 + 3 + 2), or ring attention's K/V block in hand and in flight (2 + 2) with its fp32 output
+#: accumulator (2), or without an exchange the attention output and its head-merged copy (2)
+def attention_phase_elements(mlp_ratio: float, ulysses: int, ring: int, tensor: int, forward: str = "flux") -> float:
+    rows = block_peak_elements(mlp_ratio, forward)
+    base = sum(n / (tensor if split else 1) for k, (n, split) in rows.items() if k in _BEFORE_ATTENTION)
     uly = (3 + 3 + 2) / tensor if ulysses > 1 else 0.0
     rng = (4 + 2) / tensor if ring > 1 else 0.0
-    return base + max(uly, rng, 2 / tensor)  # without an exchange: attention out and its merged copy
+    return base + max(uly, rng, 2 / tensor)
 
 
 def tokens_per_gpu(run: DenseRun) -> int:
@@ -121,11 +143,11 @@ def tokens_per_gpu(run: DenseRun) -> int:
     return -(-samples * seq // p.seq)
 
 
-def activation_nbytes(run: DenseRun, dtype_nbytes: int) -> int:
+def activation_nbytes(run: DenseRun, dtype_nbytes: int, forward: str = "flux") -> int:
     """Peak of one block's forward on one GPU: the larger of the MLP peak and the attention phase."""
     p, r = run.parallel, run.model.mlp_ratio
-    mlp = sum(n / (p.tensor if split else 1) for n, split in block_peak_elements(r).values())
-    attn = attention_phase_elements(r, p.ulysses, p.ring, p.tensor)
+    mlp = sum(n / (p.tensor if split else 1) for n, split in block_peak_elements(r, forward).values())
+    attn = attention_phase_elements(r, p.ulysses, p.ring, p.tensor, forward)
     return int(max(mlp, attn) * tokens_per_gpu(run) * run.model.hidden * dtype_nbytes)
 
 
@@ -173,7 +195,7 @@ def dense_memory(run: DenseRun, capacity_nbytes: int | None = None, *, pipeline:
     else:
         h = {"dit": dit_weight_nbytes(m, pl.dit_weight_nbytes, run.parallel.tensor, guidance_embed=pl.guidance_embed),
              "text_encoders": pl.encoder_nbytes(), "vae": pl.vae_weight_nbytes()}
-    act = activation_nbytes(run, w)
+    act = activation_nbytes(run, w, pl.block_forward)
     dec = vae_decode_nbytes(pl, run.height_px, run.width_px, run.frames, run.batch)
     weights = sum(h.values())
     h |= {"activations": act, "vae_decode": dec, "runtime": allowance.context_nbytes, "nccl": nccl_nbytes(run)}

@@ -82,6 +82,7 @@ class Pipeline:
     tile_px: int | None  # spatial tile side in pixels (None: no spatial tiling)
     tile_frames: int | None  # frames per temporal tile (None: the whole clip)
     counter: str  # what the method's own figure counts
+    block_forward: str  # whose single-stream block forward (dense_memory.BLOCK_FORWARDS)
     basis: str
 
     def encoder_nbytes(self) -> int:
@@ -120,7 +121,7 @@ PIPELINES: dict[str, Pipeline] = {
     "hunyuanvideo-t2v": Pipeline(
         dit_dtype_nbytes=2, dit_weight_nbytes=2, guidance_embed=True,
         encoders=("llava-llama-3-8b text", "clip-vit-l-14 text"), encoder_nbytes_each=2, vae_nbytes_each=2,
-        tile_frames=65, counter="not stated", **_VAE884,
+        tile_frames=65, counter="not stated", block_forward="hunyuanvideo", **_VAE884,
         basis=f"{_HY}: DiT bf16 (hyvideo/config.py:40-43 --precision), text encoders fp16 (config.py:89-92, "
               "146-149), VAE fp16 (config.py:68-71); everything on the GPU unless --use-cpu-offload "
               "(hyvideo/inference.py:202, 212, 252, 263, 443-446; refused in distributed runs: inference.py:161-162); "
@@ -129,7 +130,7 @@ PIPELINES: dict[str, Pipeline] = {
     "open-sora-2.0": Pipeline(
         dit_dtype_nbytes=2, dit_weight_nbytes=2, guidance_embed=False,
         encoders=("t5-v1_1-xxl encoder", "clip-vit-l-14 text"), encoder_nbytes_each=2, vae_nbytes_each=2,
-        tile_frames=None, counter="torch.cuda.max_memory_allocated in GiB", **_VAE884,
+        tile_frames=None, counter="torch.cuda.max_memory_allocated in GiB", block_forward="open-sora", **_VAE884,
         basis=f"{_OS}: DiT, VAE, T5 and CLIP all built on the GPU in the config dtype bf16 "
               "(opensora/utils/sampling.py:528-547; configs/diffusion/inference/256px.py dtype, guidance_embed "
               "False); the README's '--offload True' sets a key no code reads at 7ad6a96 (only offload_model, "
