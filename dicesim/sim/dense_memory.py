@@ -34,6 +34,9 @@ from dicesim.sim.dense_pipelines import PIPELINES, Pipeline, vae_decode_nbytes
 FREQ_DIM = 256
 #: CLIP-L pooled vector fed to ``vector_in`` (flux src/flux/util.py vec_in_dim=768)
 VEC_DIM = 768
+#: width of the text-encoder states fed to ``txt_in``: text_hidden 4096 for every mmdit-double-single
+#: preset (traces/published/steps/models.toml; T5-XXL's and LLaMA-3-8B's hidden size)
+TEXT_HIDDEN = 4096
 
 
 def dit_params(m: DenseModel, *, guidance_embed: bool = True) -> tuple[int, str]:
@@ -57,7 +60,7 @@ def dit_params(m: DenseModel, *, guidance_embed: bool = True) -> tuple[int, str]
     single = (D * 3 * D + 3 * D) + (D * (3 * D + rD) + 3 * D + rD) + ((D + rD) * D + D) + 2 * hd
     patch_in = m.latent_channels * m.patch[0] * m.patch[1] * m.patch[2]
     mlp_in = lambda n: n * D + D + D * D + D  # noqa: E731  (an embedder MLP n -> D -> D)
-    embed = (patch_in * D + D) + mlp_in(FREQ_DIM) + mlp_in(VEC_DIM) + (4096 * D + D)
+    embed = (patch_in * D + D) + mlp_in(FREQ_DIM) + mlp_in(VEC_DIM) + (TEXT_HIDDEN * D + D)
     embed += mlp_in(FREQ_DIM) if guidance_embed else 0
     final = (D * 2 * D + 2 * D) + (D * patch_in + patch_in)
     total = m.double_blocks * 2 * stream + m.single_blocks * single + embed + final
@@ -80,7 +83,10 @@ def _outside_blocks(m: DenseModel, guidance_embed: bool) -> int:
 
 
 def largest_block_params(m: DenseModel, guidance_embed: bool = True) -> int:
-    """Parameters of the largest block (what sequential CPU offload moves onto the GPU at a time)."""
+    """Parameters of the largest block (what sequential CPU offload moves onto the GPU at a time);
+    for other architectures an even share of the stated count over the blocks."""
+    if m.architecture != "mmdit-double-single":
+        return int(m.params_B * 1e9 / (m.double_blocks + m.single_blocks))
     outside = _outside_blocks(m, guidance_embed)
     one = lambda d, s: dit_params(replace(m, double_blocks=d, single_blocks=s),  # noqa: E731
                                   guidance_embed=guidance_embed)[0] - outside

@@ -97,7 +97,10 @@ def vae_decode_nbytes(pl: Pipeline, height_px: int, width_px: int, frames: int, 
     """Peak of the VAE decode: one tile's first ResNet at full resolution (its input, GroupNorm+SiLU
     output, the causal pad copy for 3D convs: ``c_in`` each, and its output ``c_out``, with
     ``c_in``/``c_out`` the two lowest levels' channels) plus the decoded video held three times
-    (tiles, blended rows, their concatenation) and once in fp32 (the pipeline's post-processing)."""
+    (tiles, blended rows, their concatenation: ``temporal_tiled_decode``,
+    ``autoencoder_kl_causal_3d.py:500-530``). The pipeline's post-processing afterwards (``/ 2 + 0.5``
+    and ``clamp``, two more copies, then to the CPU: HunyuanVideo
+    ``hyvideo/diffusion/pipelines/pipeline_hunyuan_video.py:1090-1092``) holds no more than that."""
     th = min(height_px, pl.tile_px or height_px)
     tw = min(width_px, pl.tile_px or width_px)
     tf = min(frames, pl.tile_frames or frames)
@@ -105,7 +108,7 @@ def vae_decode_nbytes(pl: Pipeline, height_px: int, width_px: int, frames: int, 
     live = (3 if pl.vae_causal3d else 2) * c_in + c_out
     tile = live * tf * th * tw * pl.vae_nbytes_each
     video = batch * 3 * frames * height_px * width_px
-    return int(tile + video * (3 * pl.vae_nbytes_each + 4))
+    return int(tile + 3 * video * pl.vae_nbytes_each)
 
 
 _HY = "Tencent/HunyuanVideo@fa14b00"
