@@ -115,7 +115,9 @@ _BEFORE_ATTENTION = ("input x", "x_mod", "projections", "q, k normed", "q, k rop
 #: and concatenated q and k, the attention output, GELU(mlp), the concatenation and ``linear2``'s
 #: output; the forward's locals hold them until it returns (:data:`BLOCK_FORWARDS` has the lines).
 #: Flash attention (FlashAttention-2, arXiv:2307.08691: tiles in SRAM, O(N) extra memory) keeps no
-#: N x N score matrix.
+#: N x N score matrix; both pipelines call it: HunyuanVideo ``flash_attn_varlen_func``
+#: (hyvideo/modules/attenion.py:11, 60-64, mode "flash"), Open-Sora ``flash_attn_func`` (v3 where
+#: installed, else v2: opensora/models/mmdit/math.py:3-33).
 def block_peak_elements(mlp_ratio: float, forward: str = "flux") -> dict[str, tuple[float, bool]]:
     if forward not in BLOCK_FORWARDS:
         raise ValueError(f"forward must be one of {tuple(BLOCK_FORWARDS)}, got {forward!r}")
