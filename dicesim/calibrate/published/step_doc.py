@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from dicesim.calibrate.published.step_level import (HARDWARE, baseline_line, outcome_rows, ran_rows,
-                                                    step_summaries)
+from dicesim.calibrate.published.step_level import (ATTENTION_KERNELS, HARDWARE, baseline_line, outcome_rows,
+                                                    ran_rows, step_summaries)
 from dicesim.calibrate.published.step_memory import memory_lines
 
 
@@ -73,6 +73,7 @@ def step_level_markdown(rows: pd.DataFrame) -> str:
     """Summary lines, per-family table, the machines, every figure, the outcomes."""
     sums = step_summaries(rows)
     hw = "\n".join(f"- {needle}: profile `{p}`, machine `{m}` ({why})" for needle, p, m, why in HARDWARE)
+    kern = "\n".join(f"- {needle}: `{k}` ({why})" for needle, k, why in ATTENTION_KERNELS)
     return f"""{sums["interference on"].line()}
 
 {sums["interference off"].line()}
@@ -80,10 +81,14 @@ def step_level_markdown(rows: pd.DataFrame) -> str:
 {baseline_line(sums["one-GPU baselines"])}
 
 Every latency is predicted by `dicesim.sim.dense` (docs/step-level.md): the model preset's blocks
-timed by the roofline of the GPU's built-in profile, every collective's flows run through the
+timed by the roofline of the GPU's built-in profile, the attention core at the published forward
+curve of the kernel the figure's framework ran (`dicesim/data/attention_kernels.toml`: FlashAttention-2
+on every figure here, per head dimension and key length, scaled by SM count to GPUs of the same
+architecture), every collective's flows run through the
 flow network of the machine with the built-in NCCL model, never fitted on these figures. The
 prediction covers the denoising loop only (no VAE, no text encoders), while most figures time the
-whole pipeline call. Held-out errors per interconnect family, with the profile's
+whole pipeline call. A figure whose recorded setting needs more dense FLOP/s per GPU than the
+GPU's peak is excluded as inconsistent (its reason says so). Held-out errors per interconnect family, with the profile's
 compute-communication interference on and off:
 
 {_families(sums)}
@@ -95,6 +100,10 @@ Per model and GPU (signed: negative = predicted faster than published):
 Hardware (a figure's stated GPU -> what it is simulated on):
 
 {hw}
+
+Attention kernel (a figure's framework -> the kernel whose curve times its attention core):
+
+{kern}
 
 Every figure:
 
