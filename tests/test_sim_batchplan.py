@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from dicesim.sim.api import prepare
 from dicesim.sim.engine.engine import Engine
-from dicesim.sim.network.batchplan import plan_many
+from dicesim.sim.network.batchplan import _fill, plan_many
 from dicesim.sim.network.flowplan import FlowTable, simulate as plan_one
 from dicesim.sim.network.network import FlowNetwork
 from dicesim.topology import all_pairs_routes, get_topology
@@ -53,6 +53,46 @@ def test_batched_plans_are_the_reference_plans_bit_for_bit(specs, r0):
         assert np.array_equal(ref.cum_KF, got.cum_KF) and np.array_equal(ref.seg_busy_KL, got.seg_busy_KL)
         mid = 0.5 * (ref.t_seg[0] + ref.t_seg[-1])
         assert np.array_equal(ref.remaining_at(table, mid), got.remaining_at(table, mid))
+
+
+UNIT_TABLES = TABLES.map(lambda t: (t[0], t[1], [([(link, 1.0) for link, _ in links], b, a) for links, b, a in t[2]]))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(UNIT_TABLES, min_size=1, max_size=12), st.sampled_from([0.0, 1.5]))
+def test_batched_plans_of_unit_multiplicities_are_the_reference_plans(specs, r0):
+    # every flow loads each link once (a batch the solver counts pairs for instead of summing weights)
+    tables = [_table(s, r0) for s in specs]
+    for table, got in zip(tables, plan_many(tables)):
+        _same_plan(plan_one(table), got)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(TABLES, min_size=1, max_size=8), st.data())
+def test_batched_fill_is_max_min_fair_in_every_table(specs, data):
+    # the rates of one progressive-filling pass over several tables at once, each at its own levels:
+    # no link over capacity, and every live flow has a saturated link on which no flow is faster
+    tables = [_table(s) for s in specs]
+    live = [np.array(data.draw(st.lists(st.booleans(), min_size=t.rem_F.shape[0], max_size=t.rem_F.shape[0])))
+            for t in tables]
+    nf = np.array([t.rem_F.shape[0] for t in tables])
+    nl = np.array([t.cap_L.shape[0] for t in tables])
+    f0, l0 = np.concatenate(([0], np.cumsum(nf)[:-1])), np.concatenate(([0], np.cumsum(nl)[:-1]))
+    pf = np.concatenate([t.pair_flow_P + o for t, o in zip(tables, f0)]).astype(np.intp)
+    pl = np.concatenate([t.pair_link_P + o for t, o in zip(tables, l0)]).astype(np.intp)
+    pw = np.concatenate([t.pair_weight_P for t in tables])
+    cap = np.concatenate([t.cap_L for t in tables])
+    rate, used = _fill(pf, pl, pw, np.concatenate(live), cap, l0.astype(np.intp),
+                       np.repeat(np.arange(len(tables)), nl), np.repeat(np.arange(len(tables)), nf))
+    on = np.concatenate(live)[pf]
+    load = np.bincount(pl[on], weights=(pw * rate[pf])[on], minlength=cap.shape[0])
+    assert np.all(load <= cap * (1 + 1e-9))
+    assert np.array_equal(used, np.bincount(pl[on], minlength=cap.shape[0]) > 0)
+    for f in np.flatnonzero(np.concatenate(live)):
+        mine = pl[pf == f]
+        assert any(load[l] >= cap[l] * (1 - 1e-9) and all(rate[f] >= rate[g] * (1 - 1e-9) for g in pf[on & (pl == l)])
+                   for l in mine), f
+    assert np.all(rate[~np.concatenate(live)] == 0.0)
 
 
 def test_sampled_all_to_alls_on_a_switch_plan_exactly():
