@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import simpy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -125,10 +126,19 @@ def test_pair_flows_compile_what_the_flow_list_compiles():
     assert got.n_local == sum(1 for p, b in zip(pairs, nb) if b > 0 and p[0] == p[1]) and got.gid != ref.gid
 
 
-def test_sampled_routing_result_is_unchanged_by_batched_planning():
+@pytest.mark.parametrize("topology, world_size, placement", [
+    ("8x-rtx4090-pcie", 8, None),  # PCIe without peer access: routes staged through host memory
+    ("dgx-h100", 8, None),  # NVSwitch
+    ("2x-dgx-h100-rail", 16, "strided"),  # rail-optimised servers, every group spread over both
+])
+@pytest.mark.parametrize("strategy, routing", [("dice", "uniform"), ("sync", "zipf")])
+def test_sampled_routing_result_is_unchanged_by_batched_planning(topology, world_size, placement, strategy, routing):
     """An engine run with its transfers preplanned in one batch equals one planning each on arrival."""
-    kw = dict(model="tiny", world_size=8, batch=1, image_size=64, topology="8x-rtx4090-pcie", strategy="dice",
-              steps=4, sampling="multinomial", profile="h100-sxm")
+    kw = dict(model="tiny", world_size=world_size, num_experts=8, batch=1, image_size=64, topology=topology,
+              strategy=strategy, steps=4, sampling="multinomial", profile="h100-sxm",
+              routing={"kind": routing, "sampling": "multinomial"})
+    if placement:
+        kw["placement"] = placement
     spec = prepare(**kw).spec
     pre = Engine(spec)
     assert len(pre.net._pre) > 10
