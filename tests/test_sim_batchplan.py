@@ -126,6 +126,26 @@ def test_pair_flows_compile_what_the_flow_list_compiles():
     assert got.n_local == sum(1 for p, b in zip(pairs, nb) if b > 0 and p[0] == p[1]) and got.gid != ref.gid
 
 
+@pytest.mark.parametrize("topology", ["8x-rtx4090-pcie", "dgx-h100"])
+def test_compiling_many_byte_vectors_at_once_is_compiling_each(topology):
+    # host-staged routes load one link twice (multiplicity 2); zero vectors and self pairs included
+    G = get_topology(topology)
+    net = FlowNetwork(simpy.Environment(), G)
+    routes = all_pairs_routes(G).routes
+    pf = net.pair_flows([routes[(a, b)] for a in range(8) for b in range(8)])
+    nb_KR = np.random.default_rng(1).integers(0, 3, size=(9, 64)) * 4096
+    nb_KR[4] = 0
+    many = pf.compile_many(nb_KR, 2e-6)
+    for got, nb in zip(many, nb_KR):
+        ref = pf.compile(nb, 2e-6)
+        for name in ("nbytes", "lat_F", "pair_flow_P", "pair_link_P", "pair_weight_P", "links_L", "pair_local_P",
+                     "cap_L"):
+            assert np.array_equal(getattr(got, name), getattr(ref, name)), name
+            assert getattr(got, name).dtype == getattr(ref, name).dtype, name
+        assert (got.n_flows, got.n_local) == (ref.n_flows, ref.n_local)
+    assert len({g.gid for g in many}) == len(many)
+
+
 @pytest.mark.parametrize("topology, world_size, placement", [
     ("8x-rtx4090-pcie", 8, None),  # PCIe without peer access: routes staged through host memory
     ("dgx-h100", 8, None),  # NVSwitch
