@@ -148,7 +148,10 @@ leaves' uplinks to the spine; alike groups that share links in the same roles st
   for bit the reference planner's. Where every route back is the route there reversed (a
   switch, rail IB), a combine is its dispatch backwards and takes the dispatch's plan with the
   links mirrored, which halves the planning. Transfers are built from routes resolved once per
-  group (`PairFlows`) instead of a loop per flow.
+  group (`PairFlows`) instead of a loop per flow, all of a group's all-to-alls in one batch
+  (`PairFlows.compile_many`); a filling round picks pairs by index (numpy's boolean masks over a
+  random pattern cost several times more) and counts pairs where every multiplicity is 1. The
+  one-copy (skip) routing table is rounded a slice at a time, in cache.
 - **Folding across shared links** (`dicesim/sim/fold.py`, `LinkShare` in
   `dicesim/sim/network/flowgroup.py`). Alike groups that cross shared links in the same roles
   with the same company evolve in lock step: one is simulated on a quotient network where each
@@ -229,8 +232,13 @@ coverage against full simulations over many seeds. `sample_groups=0` simulates e
 
 - Sampled (multinomial) routing cannot reuse windows (every all-to-all differs): one group
   still costs an event per rank instruction and one max-min trajectory per all-to-all (planned
-  in lock step, `batchplan.py`). The G/2 ratio misses the 3x target; an engine that solves
-  each step without simpy events (vectorised water-filling over the whole step) is not built.
+  in lock step, `batchplan.py`; the flows themselves cost no simpy event). The G/2 ratio misses
+  the 3x target: the simpy walk of every rank instruction alone is several times the expected
+  run, whose windows repeat; an engine that evaluates a window without simpy events (compute
+  and communication slow each other op by op, so it is not a closed form) is not built.
+- Every rank's routing is drawn, not only the sampled groups' (the memory estimate reads every
+  rank's received rows): drawing is the largest single part of the 1,024-GPU multinomial case
+  and most of the 16,384-GPU one.
 - Groups that share links but are not alike (different company on the shared links) are still
   simulated rank by rank.
 
