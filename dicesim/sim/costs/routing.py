@@ -143,7 +143,8 @@ def _one_copy(counts_X: np.ndarray, top_k: int, tokens: int) -> np.ndarray:
 
 
 def _two_copy_half(counts_X: np.ndarray, tokens: int) -> np.ndarray:
-    half, odd = np.divmod(counts_X.astype(np.int64), 2)
+    x = counts_X.astype(np.int64, copy=False)
+    half, odd = x >> 1, x & 1  # divmod by 2 in two's complement (floor), without a division
     short = tokens - half.sum(axis=-1, keepdims=True)
     return half + (odd.astype(bool) & (np.cumsum(odd, axis=-1) <= short))
 
