@@ -40,6 +40,26 @@ def test_probe_counts_the_ops_of_the_op_level_timings():
     assert all(row["host_s"] > 0 for row in bench.values())
 
 
+def test_probe_counts_bincount_as_cuda_runs_it():
+    # on CUDA bincount reads min() and max() back to size its histogram (SummaryOps.cu), then zero-fills it
+    # and runs the histogram kernel: two syncs and four kernels, where the CPU dispatcher shows one call
+    import torch
+
+    from validate.hostcost import _Counter, _Probe
+
+    probe = _Probe()
+    ids_R = torch.tensor([0, 2, 2, 1])
+
+    def layout():
+        counts_E = torch.bincount(ids_R, minlength=4)
+        return (counts_E * 2).tolist()
+
+    with _Counter(probe):
+        assert probe.wrap("count_exchange", layout)() == [2, 2, 4, 0]
+    assert probe.syncs["count_exchange"] == 2  # (tolist is counted where the executor is patched: _patched)
+    assert probe.launches["count_exchange"] == 5  # bincount's four kernels and the product
+
+
 def _samples(rows: list[tuple[str, str, float]]) -> pd.DataFrame:
     trace, kind, t = zip(*rows)
     return pd.DataFrame({"trace": trace, "kind": kind, "op_s": t, "gap_s": 0.0})
@@ -83,6 +103,11 @@ def test_fit_host_recovers_a_known_host():
     assert m.expert_s == pytest.approx(rho * 45e-6 + tau * 7)
     assert m.sync_s == pytest.approx(tau)
     assert set(m.op_s) == set(HOST_OP_KINDS)
+    # the cross-check: host seconds per launch by least squares through the origin over the timed ops
+    n_K = np.array([n for _, n in bench_cpu.values()], dtype=float)
+    h_K = np.array([H[k] for k in bench_cpu])
+    assert fit.per_launch_s == pytest.approx(n_K @ h_K / (n_K @ n_K), rel=1e-9)
+    assert fit.expert_per_launch_s == pytest.approx(7 * fit.per_launch_s)
 
 
 def test_host_cost_file_errors_are_one_line(tmp_path):

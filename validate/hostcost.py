@@ -68,6 +68,11 @@ VIEW_OPS = frozenset({
 #: ATen ops that read a device value on the host on CUDA (output sized from data, or a scalar read)
 SYNC_OPS = frozenset({"_local_scalar_dense", "bincount", "nonzero", "masked_select", "unique", "_unique2",
                       "repeat_interleave"})
+#: ATen ops that, on CUDA, run more than one kernel and read the device more than once: (kernels, syncs) per
+#: call. ``bincount`` reads ``self.min()`` and then ``self.max()`` back to the host to size its histogram,
+#: then zero-fills it and runs the histogram kernel (PyTorch ``aten/src/ATen/native/cuda/SummaryOps.cu``,
+#: ``_bincount_cuda_template``); on CPU the dispatcher shows one call.
+CUDA_EXPANDS = {"bincount": (4, 2)}
 #: Tensor methods that copy a device value to the host (on CPU they do not dispatch)
 SYNC_METHODS = ("tolist", "cpu")
 #: executor action handler -> host op kind (the synchronous exchange is split by its parts)
@@ -122,10 +127,10 @@ class _Counter(TorchDispatchMode):
         kind, name = self.probe.kind, func.overloadpacket.__name__
         kwargs = kwargs or {}
         if kind is not None:
-            if name not in VIEW_OPS:
-                self.probe.launches[kind] += 1
-            if name in SYNC_OPS and (name != "repeat_interleave" or _sized_from_data(func, args, kwargs)):
-                self.probe.syncs[kind] += 1
+            kernels, syncs = CUDA_EXPANDS.get(name, (int(name not in VIEW_OPS), int(name in SYNC_OPS)))
+            self.probe.launches[kind] += kernels
+            if syncs and (name != "repeat_interleave" or _sized_from_data(func, args, kwargs)):
+                self.probe.syncs[kind] += syncs
         return func(*args, **kwargs)
 
 
