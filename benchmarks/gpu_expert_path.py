@@ -1,8 +1,8 @@
 """GPU check of the experts' host cost (issue 21, item 4): ``ExpertBank.forward_rows`` on one device.
 
 The held-out H200 step (traces/gpu/h200-executor) spends about 2.86 ms per layer in ``forward_rows``
-with 8 local experts, where the host model gives 1.49 ms (docs/calibration.md, "Known limits"):
-about 330 us of host per local expert against 159 us. Costing the counted ops with the GPU machine's
+with 8 local experts, where the host model gives 1.58 ms (docs/calibration.md, "Known limits"):
+about 330 us of host per local expert against 171 us. Costing the counted ops with the GPU machine's
 own per-launch cost gives the same 130-170 us, so the difference is something the op-level timings
 never exercised. This script measures it, on one GPU (about 2 minutes):
 

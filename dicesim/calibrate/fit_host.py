@@ -50,7 +50,7 @@ BENCH_KEYS = {("attention", 0): "attention", ("gate", 0): "gate", ("shared_exper
 EXECUTOR_PARTS = {"embed": ("embed",), "attention": ("attention",), "gate": ("gate",),
                   "count_exchange": ("count_exchange",), "dispatch": ("dispatch",),
                   "combine": ("combine", "unpermute", "exchange"), "shared_expert": ("shared_expert",),
-                  "local_combine": ("local_combine",), "final": ("final",)}
+                  "local_combine": ("local_combine",), "final": ("final",), "local_moe": ("local_moe",)}
 
 
 class HostCostRow(BaseModel):
