@@ -164,6 +164,8 @@ def test_accuracy_published_writes_its_own_section_and_keeps_the_page(tmp_path, 
     assert fitted["fitted"]["bw_eff.nvlink"] == "fitted on a100x8-nvlink-allreduce-10g (1 independent sources)"
     assert fitted["bw_eff"]["shm"] == 1.0  # nothing in this split crosses SHM: prior kept, and said so
     assert fitted["fitted"]["bw_eff.shm"].startswith("prior")
+    # no DeepEP figure in this split: the kernel rate is no bound at all, not the solver's start value
+    assert not fitted.get("kernel_Bps") and fitted["fitted"]["kernel_Bps.deepep_nvlink"].startswith("prior")
 
 
 @pytest.mark.parametrize("args, expect", [

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from dicesim.calibrate.published.step_level import (HARDWARE, baseline_line, outcome_rows, step_summaries)
+from dicesim.calibrate.published.step_level import (HARDWARE, baseline_line, outcome_rows, ran_rows,
+                                                    step_summaries)
+from dicesim.calibrate.published.step_memory import memory_lines
 
 
 def _pct(v: float) -> str:
@@ -60,10 +62,11 @@ def _figures(rows: pd.DataFrame) -> str:
 
 def _outcomes() -> str:
     o = outcome_rows()
+    summary = [line.strip() for line in memory_lines(o, ran_rows())[-2:]]
     t = pd.DataFrame({"figure": o["id"], "kind": o["kind"], "GPUs": o["gpus"].astype(str) + " x " + o["gpu"],
                       "published": o["published"], "predicted": o["predicted"], "verdict": o["verdict"],
                       "source": [f"[{s}]({u})" for s, u in zip(o["source"], o["url"])]})
-    return _md(t)
+    return _md(t) + "\n\n" + "\n".join(f"- {line}" for line in summary)
 
 
 def step_level_markdown(rows: pd.DataFrame) -> str:
@@ -97,6 +100,7 @@ Every figure:
 
 {_figures(rows)}
 
-Refused configurations, out-of-memory runs and peak-memory figures:
+Refused configurations, out-of-memory runs and peak-memory figures (memory: the dense memory model of
+docs/step-level.md, "Memory and out-of-memory runs", in GiB, never fitted):
 
 {_outcomes()}"""

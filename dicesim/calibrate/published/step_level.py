@@ -11,7 +11,8 @@ Splits: ``held-out`` (a multi-GPU measurement, counted against the target per in
 family), ``baseline`` (one GPU: it checks the compute model alone, summarised apart),
 ``statement``, ``excluded`` (a second publication of a figure, or a run whose setting the
 simulator does not model: PipeFusion, offloading, FP8 weights; ``reason`` says which). OOM and
-refused-configuration outcomes and peak-memory figures are in :func:`outcome_rows`.
+refused-configuration outcomes and peak-memory figures are in :func:`outcome_rows` (memory:
+:mod:`~dicesim.calibrate.published.step_memory`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import pandas as pd
 from dicesim.calibrate.published.levels import STEP_TARGET, LevelSummary, summarize
 from dicesim.dense_models import get_dense_model
 from dicesim.calibrate.published.schema import STEP_SCHEMA
+from dicesim.calibrate.published.step_memory import fits_where_run, memory_check
 from dicesim.errors import ConfigError, TraceError
 from dicesim.strict_table import take_table
 from dicesim.sim.costs.profile import get_profile
@@ -191,9 +193,14 @@ def _row(f: dict, sources: dict, nccl: object, graphs: dict) -> dict:
     }
 
 
+#: the columns of :func:`outcome_rows` (also when the places hold no outcome figure)
+OUTCOME_COLUMNS = ("id", "kind", "evidence", "gpus", "gpu", "published", "predicted", "verdict", "error", "source",
+                   "url")
+
+
 def outcome_rows(paths: list[Path] | None = None) -> pd.DataFrame:
-    """Refused configurations checked against the layout rules; OOM and peak-memory figures listed,
-    not checked (the verdict says why)."""
+    """Refused configurations checked against the layout rules; OOM runs and peak-memory figures
+    against the dense memory model (:mod:`dicesim.calibrate.published.step_memory`)."""
     figs, sources = load_step_figures(paths)
     rows = []
     for f in figs:
@@ -201,20 +208,24 @@ def outcome_rows(paths: list[Path] | None = None) -> pd.DataFrame:
         if kind not in ("unsupported", "oom", "memory"):
             continue
         run = dense_run(f)
+        error = None
         if kind == "unsupported":
             why = refusal(run)
             verdict = "agrees" if why else "disagrees: the layout rules let it run"
             predicted = why or "runs"
         else:
-            # the per-GPU memory model (dicesim/plan/memory.py) counts the DiT-MoE families' holders; dense
-            # presets have none yet, and these peaks include text encoders, the VAE and offloading
-            verdict = "not checked: no memory holders for dense presets, text encoders, VAE or offload"
-            predicted = "-"
+            chk = memory_check(f, run, hardware_for(str(f["gpu"])))
+            predicted, verdict, error = chk["predicted"], chk["verdict"], chk["error"]
         published = f"{f['value']:g} {f['unit']}" if kind == "memory" else kind.upper()
         rows.append({"id": f["id"], "kind": kind, "evidence": f.get("evidence", ""), "gpus": int(f["gpus"]),
                      "gpu": f["gpu"], "published": published, "predicted": predicted, "verdict": verdict,
-                     "source": f["source"], "url": sources.get(f["source"], {}).get("url", "")})
-    return pd.DataFrame(rows)
+                     "error": error, "source": f["source"], "url": sources.get(f["source"], {}).get("url", "")})
+    return pd.DataFrame(rows, columns=OUTCOME_COLUMNS)
+
+
+def ran_rows(paths: list[Path] | None = None) -> pd.DataFrame:
+    """Latency figures of the modelled pipelines: does the memory model let them run where they ran?"""
+    return fits_where_run(load_step_figures(paths)[0], dense_run, hardware_for)
 
 
 def step_summaries(rows: pd.DataFrame) -> dict[str, LevelSummary]:
