@@ -123,17 +123,39 @@ def get_dense_model(name: str) -> DenseModel:
     return DENSE_MODELS[name]
 
 
-#: elementwise passes over the activations per token and block, in units of D elements read or
-#: written (eager PyTorch), counted from the ops of one block: LayerNorm and adaLN modulate
-#: (2 + 2), QK RMSNorm (4), RoPE on q and k (4), head-layout copies of q, k, v (6), the joint
-#: concat and split around attention (6 + 2), gate and residual (3), second norm and modulate (4),
-#: GELU over the r*D hidden (2r), gate and residual (3). With torch.compile (an assumption, not
-#: measured: Inductor fuses each elementwise chain between two GEMMs into one kernel that reads its
-#: inputs once and writes once): norm+modulate (2), norm+RoPE (4), gate+residual (3),
-#: norm+modulate (2), GELU (2r), gate+residual (3).
-def elementwise_passes(mlp_ratio: float, compiled: bool) -> float:
+#: elementwise passes over the activations per token and block, in units of D bf16 elements read or
+#: written (an fp32 element counts 2). Eager, counted on diffusers' Flux blocks op by op
+#: (huggingface/diffusers@004f1e8 transformer_flux.py; RMSNorm and apply_rotary_emb as diffusers
+#: writes them, in fp32): per stream adaLN LayerNorm and modulate (2 + 2 + 2), RMSNorm of q and of k
+#: (2 x 13: fp32 square 3, mean 2, x rsqrt into fp32 3, cast back 3, x weight 2), the attention output
+#: layout copy (2), gate and residual (2 + 3), second LayerNorm and modulate (6), GELU over the r*D
+#: hidden (2r), gate and residual (5): 50 + 2r; per joint token RoPE on q and k (2 x 26: negate 1,
+#: stack 2, two fp32 casts 3 + 3, two products 4 + 4, sum 6, cast back 3) and the q/k/v concat (6): 58.
+#: The single block: adaLN 6, GELU 2r, RMSNorm 26, RoPE 52, output copy 2, the [attention, MLP]
+#: concat 2(1 + r), gate 2, residual 3: 93 + 4r. The other softmax-attention presets run the same op
+#: sequence: the Flux count is used for them (an assumption). SANA (``kind`` None) keeps the older
+#: estimate: LayerNorm and adaLN modulate (2 + 2), QK norm (4), RoPE (4), layout copies (6), concat
+#: and split (6 + 2), gate and residual (3), norm and modulate (4), GELU (2r), gate and residual (3).
+#: With torch.compile (an assumption, not measured: Inductor fuses each elementwise chain between two
+#: GEMMs into one kernel that reads its inputs once and writes once): norm+modulate (2), norm+RoPE
+#: (4), gate+residual (3), norm+modulate (2), GELU (2r), gate+residual (3).
+def elementwise_split(mlp_ratio: float, compiled: bool, kind: str | None = None) -> tuple[float, float]:
+    """(hidden-wide passes, passes over heads or the MLP hidden): tensor parallelism splits the second
+    (q/k norm, RoPE, the q/k/v concat and output copy, GELU), each rank still runs the first (adaLN,
+    LayerNorm, gate, residual) over the whole hidden."""
     mlp = 2 * mlp_ratio
-    return (2 + 4 + 3 + 2 + mlp + 3) if compiled else (4 + 4 + 4 + 6 + 8 + 3 + 4 + mlp + 3)
+    if compiled:
+        return 2 + 3 + 2 + 3, 4 + mlp
+    if kind == "double":
+        return 6 + 5 + 6 + 5, (26 + 2 + mlp) + 58
+    if kind == "single":
+        return 6 + 2 + 3, mlp + 26 + 52 + 2 + (2 + mlp)
+    return 4 + 4 + 4 + 6 + 8 + 3 + 4 + mlp + 3, 0.0
+
+
+def elementwise_passes(mlp_ratio: float, compiled: bool, kind: str | None = None) -> float:
+    """All passes of one block per token (tensor parallel degree 1)."""
+    return sum(elementwise_split(mlp_ratio, compiled, kind))
 
 
 @dataclass(frozen=True)
@@ -187,6 +209,35 @@ def block_work(m: DenseModel, kind: str, *, img_tokens: float, txt_tokens: float
     else:
         core = OpCost(flops=4.0 * attn_q * attn_kv * hd, nbytes=float(w * (2 * attn_q + 2 * attn_kv) * hd))
     tok = sum(n for n, _ in streams)
-    elem = OpCost(flops=0.0, nbytes=float(w * elementwise_passes(r, compiled) * tok * D))
-    per_stream = 4 + (4 if compiled else 12)  # GEMMs + elementwise kernels of one stream
-    return BlockWork(linear=lin, attention=core, elementwise=elem, kernels=len(streams) * per_stream + 1)
+    counted = None if m.architecture == "dit-crossattn-linear" else kind
+    hidden_wide, split = elementwise_split(r, compiled, counted)
+    elem = OpCost(flops=0.0, nbytes=float(w * (hidden_wide + split / tp) * tok * D))
+    return BlockWork(linear=lin, attention=core, elementwise=elem, kernels=block_kernels(m, len(streams), compiled))
+
+
+#: eager kernels of one block, counted on diffusers' FluxTransformerBlock / FluxSingleTransformerBlock
+#: and FluxAttnProcessor2_0 (huggingface/diffusers@004f1e8 src/diffusers/models/transformers/transformer_flux.py):
+#: per stream adaLN-Zero 6 (SiLU, linear, LayerNorm, 1 + scale, x scale, + shift), q/k/v linears 3,
+#: RMSNorm of q and k 2 x 7 (float cast, square, mean, + eps, rsqrt, x, x weight), out projection 1,
+#: gate and residual 2, LayerNorm and modulate 4, feed-forward 3 (linear, GELU, linear), gate and residual 2;
+#: once per block: q/k/v concat 3, RoPE on q and k 2 x 6, attention 1, output layout copy 1. The single
+#: block: adaLN 6, MLP in + GELU 2, q/k/v 3, RMSNorm 14, RoPE 12, attention + layout 2, concat 1, gate 1,
+#: out projection 1, residual 1. The other softmax-attention presets run the same op sequence (adaLN,
+#: q/k/v, QK norm, RoPE, attention, gate, MLP): the Flux count is used for them (an assumption).
+EAGER_STREAM_KERNELS = 35
+EAGER_JOINT_KERNELS = 17
+EAGER_SINGLE_KERNELS = 43
+
+
+def block_kernels(m: DenseModel, streams: int, compiled: bool) -> int:
+    """Kernel launches of one block: counted eager ops (above), or with torch.compile 4 GEMMs and 4
+    fused elementwise kernels per stream plus the attention (Inductor fuses each elementwise chain
+    between two GEMMs: an assumption, not measured). SANA's linear-attention block keeps the older
+    count (4 GEMMs and 12 elementwise kernels per stream): its ops were not counted."""
+    if compiled:
+        return streams * 8 + 1
+    if m.architecture == "dit-crossattn-linear":
+        return streams * 16 + 1
+    if streams == 1 and m.architecture == "mmdit-double-single":
+        return EAGER_SINGLE_KERNELS
+    return streams * EAGER_STREAM_KERNELS + EAGER_JOINT_KERNELS

@@ -64,6 +64,28 @@ def test_effective_graph_scales_only_the_transport_links():
         assert d["bw_Bps"] == G.edges[u, v]["bw_Bps"] * factor
 
 
+def test_a_kernel_rate_bounds_a_library_link_whatever_its_line_rate():
+    """DeepEP's NVLink rate is its kernels' (kernel_Bps): the same rate on H800 (200 GB/s per direction) and
+    H200 (450 GB/s); NCCL on the same links keeps its share of line rate, and a model without the key has no bound."""
+    from dicesim.topology.machines import get_machine
+
+    m = _model(deepep_nvlink=0.9, nvlink=0.5).model_copy(update={"kernel_Bps": {"deepep_nvlink": 140e9}})
+    for name in ("hgx-h800", "2x-hgx-h200-ib"):
+        G = get_machine(name)
+        deep, nccl = effective_graph(G, m, "deepep"), effective_graph(G, m)
+        nv = [(u, v) for u, v, d in G.edges(data=True) if str(d["link"]).lower().startswith("nvlink")]
+        assert nv
+        for e in nv:
+            assert deep.edges[e]["bw_Bps"] == min(0.9 * G.edges[e]["bw_Bps"], 140e9)
+            assert nccl.edges[e]["bw_Bps"] == 0.5 * G.edges[e]["bw_Bps"]
+    assert any(d["bw_Bps"] * 0.9 > 140e9 for *_, d in get_machine("2x-hgx-h200-ib").edges(data=True)
+               if str(d["link"]).lower().startswith("nvlink"))
+    free = effective_graph(get_machine("2x-hgx-h200-ib"), _model(deepep_nvlink=0.9), "deepep")
+    assert max(d["bw_Bps"] for *_, d in free.edges(data=True)) > 140e9
+    with pytest.raises(ConfigError):
+        nccl_model_from_dict({**m.model_dump(), "kernel_Bps": {"deepep_nvlink": 0.0}})
+
+
 @pytest.mark.parametrize("n", [2, 4, 8])
 def test_all_to_all_busbw_is_the_port_bandwidth(n):
     # every rank sends (n-1)/n of S through its own port: busbw = port bandwidth, exactly
@@ -126,7 +148,26 @@ def test_low_latency_kernels_send_each_expert_copy_through_the_nic():
     r = simulate_op(get_machine("hgx-h800"), "deepep_ll_dispatch", _model(deepep_nvlink=0.5), low_latency=nv)
     nv_s = 2 * hw.NVLINK4_H800.latency_s + 7 * ll_pair_nbytes(nv, 8, False) / (0.5 * hw.NVLINK4_H800.bw_Bps)
     assert r.time_s == pytest.approx(nv_s, rel=1e-9)
-    assert r.params == {"base_latency_s", "bw_eff.deepep_nvlink", "hop_latency_s.deepep_nvlink"}
+    assert r.params == {"base_latency_s", "bw_eff.deepep_nvlink", "kernel_Bps.deepep_nvlink", "hop_latency_s.deepep_nvlink"}
+
+
+def test_low_latency_round_is_a_dispatch_then_a_combine():
+    """test_low_latency.py's "Dispatch + combine" times one dispatch then one combine (DeepEP @ ebfe47e:98-117):
+    the round's time is the two kernels' times added, combine messages BF16 (2 x hidden), dispatch FP8."""
+    from dicesim.sim.microbench.deepep_ll import LowLatencyConfig, ll_pair_nbytes
+    from dicesim.topology.machines import get_machine
+
+    cfg = LowLatencyConfig(tokens=128, hidden=7168, topk=8, transport="rdma")
+    G, m = get_machine("1x-hgx-h800-ib"), _model(deepep_net=0.5)
+    d, c = (simulate_op(G, op, m, low_latency=cfg) for op in ("deepep_ll_dispatch", "deepep_ll_combine"))
+    r = simulate_op(G, "deepep_ll_round", m, low_latency=cfg)
+    assert r.time_s == pytest.approx(d.time_s + c.time_s, rel=1e-12) and r.metrics["time_s"] == r.time_s
+    route_s = 2 * hw.PCIE5_NIC.latency_s + 2 * hw.IB_NDR.latency_s
+    drain_s = 7 * (ll_pair_nbytes(cfg, 8, False) + ll_pair_nbytes(cfg, 8, True)) / (0.5 * hw.IB_NDR.bw_Bps)
+    assert r.time_s == pytest.approx(2 * route_s + drain_s, rel=1e-9)
+    assert r.params == d.params | c.params and "bw_eff.deepep_net" in r.params
+    with pytest.raises(ValueError, match="needs a LowLatencyConfig"):
+        simulate_op(G, "deepep_ll_round", m)
 
 
 def test_deepep_traffic_conserves_rows():

@@ -51,6 +51,8 @@ def run_published(paths: list[Path], *, fit_on: str, out: Path | None, write_mod
     if write_accuracy is not None:
         record_published_levels(rep, write_accuracy, command + f" --write-accuracy {write_accuracy}")
     if as_json:
+        from dicesim.calibrate.published.step_level import outcome_rows
+
         s = c.summary
         print(json.dumps({
             "summary": {"figures": len(c.rows), "fit": len(c.split.fit), "held_out": s.figures, "runs": s.runs,
@@ -64,17 +66,20 @@ def run_published(paths: list[Path], *, fit_on: str, out: Path | None, write_mod
             "rows": json.loads(c.rows.to_json(orient="records")),
             "cross_validation": None if rep.crossval is None else json.loads(rep.crossval.to_json(orient="records")),
             "step_rows": None if rep.step_rows is None else json.loads(rep.step_rows.to_json(orient="records")),
+            "outcome_rows": None if rep.step_rows is None
+            else json.loads(outcome_rows(step_paths).to_json(orient="records")),
         }, allow_nan=False))
         return
-    _print(rep, fit_on)
+    _print(rep, fit_on, step_paths)
     for p in (out, nccl_page, write_model, write_accuracy):
         if p is not None:
             print(f"wrote {p}")
 
 
-def _print(rep, fit_on: str) -> None:
+def _print(rep, fit_on: str, step_paths: list[Path] | None = None) -> None:
     from dicesim.calibrate.published.doc import by_source, param_value
-    from dicesim.calibrate.published.step_level import NOT_YET, step_lines
+    from dicesim.calibrate.published.step_level import NOT_YET, outcome_rows, ran_rows, step_lines
+    from dicesim.calibrate.published.step_memory import memory_lines
 
     c = rep.collective
     print(f"collective level: NCCL model fitted on {fit_on!r} ({len(c.split.fit)} figures); "
@@ -98,6 +103,8 @@ def _print(rep, fit_on: str) -> None:
     print(c.summary.line())
     if rep.step_rows is not None:
         for line in step_lines(rep.step_rows):
+            print(line)
+        for line in memory_lines(outcome_rows(step_paths), ran_rows(step_paths)):
             print(line)
     print(rep.step.line() if rep.step is not None else NOT_YET)
 

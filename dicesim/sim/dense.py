@@ -37,6 +37,7 @@ import networkx as nx
 
 from dicesim.dense_models import BlockWork, DenseModel, block_work
 from dicesim.models import OpCost
+from dicesim.sim.costs.attention_kernels import KernelTable, attention_efficiency
 from dicesim.sim.costs.profile import HardwareProfile
 from dicesim.sim.microbench.collective_ops import simulate_exchange, simulate_op
 from dicesim.sim.network.nccl import NcclModel
@@ -81,6 +82,9 @@ class DenseRun:
     cfg_on: bool
     compiled: bool
     parallel: DenseParallel
+    #: the fused attention kernel the framework ran ("fa2", "fa3", "cudnn"; attention_kernels.toml),
+    #: None: the profile's one attention efficiency
+    attention_kernel: str | None = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,7 @@ class DenseTime:
     compute_s: float
     exposed_comm_s: float
     comm_s: float
+    flops: float = 0.0  # GEMM and attention FLOPs one GPU runs over the call (the dense work alone)
 
 
 def not_modelled(run: DenseRun) -> str | None:
@@ -120,9 +125,21 @@ def refusal(run: DenseRun) -> str | None:
     return None
 
 
-def _op_s(profile: HardwareProfile, kind: str, c: OpCost) -> float:
+def _op_s(profile: HardwareProfile, kind: str, c: OpCost, compute_eff: float | None = None) -> float:
     eff = profile.ops[kind]
-    return max(c.flops / (profile.peak_flops * eff.compute_eff), c.nbytes / (profile.mem_bw_Bps * eff.mem_eff))
+    ce = eff.compute_eff if compute_eff is None else compute_eff
+    return max(c.flops / (profile.peak_flops * ce), c.nbytes / (profile.mem_bw_Bps * eff.mem_eff))
+
+
+def attention_compute_eff(run: DenseRun, profile: HardwareProfile, kernels: KernelTable | None,
+                          kv_tokens: float) -> float | None:
+    """The attention core's fraction of peak from the kernel's published curve at this head dim and
+    key length (None: the profile's ``attention`` efficiency applies: no kernel named, no curve for
+    this GPU's architecture, or linear attention, which is not a fused softmax kernel)."""
+    if kernels is None or run.attention_kernel is None or run.model.architecture == "dit-crossattn-linear":
+        return None
+    return attention_efficiency(kernels, run.attention_kernel, profile.name, run.model.head_dim, kv_tokens,
+                                peak_tflops=profile.peak_flops / 1e12, gemm_eff=profile.ops["experts"].compute_eff)
 
 
 def _groups(p: DenseParallel) -> tuple[list[list[int]], ...]:
@@ -137,8 +154,13 @@ def _groups(p: DenseParallel) -> tuple[list[list[int]], ...]:
 
 
 def predict_dense(run: DenseRun, profile: HardwareProfile, G: nx.DiGraph, nccl: NcclModel, *,
-                  interference: bool = True, dtype_nbytes: int = 2) -> DenseTime:
-    """Seconds of the whole denoising loop of ``run`` on ``G`` (see the module docstring)."""
+                  interference: bool = True, dtype_nbytes: int = 2, kernels: KernelTable | None = None,
+                  host_kernel_s: float = 0.0) -> DenseTime:
+    """Seconds of the whole denoising loop of ``run`` on ``G`` (see the module docstring).
+
+    ``host_kernel_s``: host seconds to issue one kernel (Python, dispatcher, launch). The host issues
+    a block's kernels while the GPU runs the previous ones, so a block takes the longer of its device
+    time and its host time (0: the host never binds)."""
     m, p = run.model, run.parallel
     why = not_modelled(run) or refusal(run)
     if why:
@@ -165,17 +187,22 @@ def predict_dense(run: DenseRun, profile: HardwareProfile, G: nx.DiGraph, nccl: 
             memo[key] = simulate_exchange(G, groups, nbytes, nccl, pattern=pattern)
         return memo[key]
 
+    work = {"flops": 0.0}
+
     def block_s(kind: str) -> tuple[float, float, float]:
         bw: BlockWork = block_work(m, kind, img_tokens=n_img, txt_tokens=n_txt, attn_q=attn_q, attn_kv=attn_kv,
                                    heads_share=1.0 / (u * t), tp=t, compiled=run.compiled, dtype_nbytes=w)
+        work[kind] = bw.linear.flops + bw.attention.flops
         other = _op_s(profile, "experts", bw.linear) + _op_s(profile, "local_combine", bw.elementwise)
         other += bw.kernels * launch_s
-        attn = _op_s(profile, "attention", bw.attention)
-        comm = exposed = 0.0
+        # each ring pass attends to one K/V block: the kernel runs at that block's length
+        attn = _op_s(profile, "attention", bw.attention, attention_compute_eff(run, profile, kernels, attn_kv / r))
+        comm = exposed = blocking = 0.0  # blocking: exposed time outside the attention (Ulysses, TP)
         if u > 1:  # q, k, v in (three calls) and the output back (one call)
             a2a = exchange_s(uly, n_loc * D * w, "all_to_all")
             comm += 4 * a2a
             exposed += 4 * a2a
+            blocking += 4 * a2a
         if r > 1:  # r-1 K/V passes, each under the attention on the block in hand
             kv_pass = exchange_s(ring, 2.0 * n_loc * D * w, "ring_pass")
             blk = attn / r
@@ -189,13 +216,18 @@ def predict_dense(run: DenseRun, profile: HardwareProfile, G: nx.DiGraph, nccl: 
                 ar = simulate_op(G, "all_reduce", nccl, gpus=t, nbytes=n * D * w).time_s
                 comm += 2 * ar
                 exposed += 2 * ar
-        return other + attn, comm, exposed
+                blocking += 2 * ar
+        host = bw.kernels * host_kernel_s
+        # ring's exposed passes are inside ``attn``; Ulysses' all-to-alls and TP's all-reduces block the stream
+        device = other + attn + blocking
+        return max(device, host), comm, exposed
 
     fwd = comm = exposed = 0.0
     for kind, count in (("double", m.double_blocks), ("single", m.single_blocks)):
         if count:
             b, c, e = block_s(kind)
             fwd, comm, exposed = fwd + count * b, comm + count * c, exposed + count * e
+            work["flops"] += count * work[kind]
     compute = fwd - exposed
     out_nbytes = samples * img * m.latent_channels * m.patch[0] * m.patch[1] * m.patch[2] * w
     if S > 1:  # the output gathered over the sequence group once per forward
@@ -206,4 +238,4 @@ def predict_dense(run: DenseRun, profile: HardwareProfile, G: nx.DiGraph, nccl: 
         fwd, comm, exposed = fwd + g, comm + g, exposed + g
     steps = run.steps
     return DenseTime(total_s=steps * fwd, compute_s=steps * compute, exposed_comm_s=steps * exposed,
-                     comm_s=steps * comm)
+                     comm_s=steps * comm, flops=steps * work["flops"])

@@ -9,8 +9,10 @@ splits are chosen for what they test, not for their result:
   the RTX 4090 blog and the RTX 2080 Ti runs, which are then predicted;
 - ``net-from-all-to-all``: NCCL's network efficiency from the pplx-kernels all-to-all columns EP16 and
   EP64 only; the RoCE all-reduce is then predicted;
-- ``deepep-net-readme-only``: DeepEP's network efficiency from the DeepEP README alone; the
-  DeepEP#493 H200 run is then predicted.
+- ``deepep-net-with-493``: DeepEP's network efficiency also fitted on the DeepEP#493 2-node H200
+  run (the built-in split of the last version), whose NICs are not the bound (DeepEP#51).
+- ``deepep-net-ll-only``: DeepEP's network efficiency from the low-latency run of DeepEP#28 alone;
+  the README's normal-kernel EP64 run is then predicted.
 
 The alternative splits may leave a parameter on one source (the table says which): they show how
 the headline moves, they are not fits to ship.
@@ -38,8 +40,10 @@ SPLITS: tuple[tuple[str, str, str], ...] = (
     ("net-from-all-to-all",
      '(role == "fit" and id != "a100x16-oci-roce-allreduce-10g") or id == "h100x64-pplx-torch-alltoall-128tok"',
      "NCCL network efficiency from the pplx all-to-alls (EP16, EP64); the RoCE all-reduce predicted"),
-    ("deepep-net-readme-only", 'role == "fit" and source != "deepep-493"',
-     "DeepEP network efficiency from the DeepEP README only; the DeepEP#493 H200 run predicted"),
+    ("deepep-net-with-493", 'role == "fit" or id == "h200x16-deepep493-dispatch-fp8"',
+     "DeepEP network efficiency also on the 2-node DeepEP#493 H200 run; the README low-latency tables predicted"),
+    ("deepep-net-ll-only", 'role == "fit" and id != "h800x64-deepep-dispatch"',
+     "DeepEP network efficiency from the DeepEP#28 low-latency run only; the README normal EP64 run predicted"),
 )
 
 

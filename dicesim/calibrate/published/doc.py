@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from dicesim.calibrate.published.fit import get_param
 from dicesim.calibrate.published.levels import COLLECTIVE_TARGET, STEP_TARGET, LevelSummary
 from dicesim.calibrate.published.run import PublishedReport
 from dicesim.calibrate.published.step_doc import step_level_markdown
@@ -49,6 +50,8 @@ def _source(r) -> str:
 
 
 def param_value(name: str, value: float) -> str:
+    if name.startswith("kernel_Bps."):
+        return f"{value / 1e9:.1f} GB/s" if math.isfinite(value) else "no bound"
     return f"{value:.4f}" if name.startswith("bw_eff.") else f"{value * 1e6:.2f} us"
 
 
@@ -57,6 +60,8 @@ def param_spread(name: str, value: float, se: float | None) -> str:
         return "not determined (no more figures than parameters)"
     if name.startswith("bw_eff."):
         return f"+/- {se:.3f} ({se / value:.0%})"
+    if name.startswith("kernel_Bps."):
+        return f"+/- {se / 1e9:.1f} GB/s ({se / value:.0%})"
     return f"+/- {se * 1e6:.2f} us"
 
 
@@ -75,8 +80,7 @@ def params_table(rep: PublishedReport) -> str:
     m = fit.model
     for name, how in m.fitted.items():
         if name not in fitted:
-            table, _, key = name.partition(".")
-            v = getattr(m, table)[key] if key else getattr(m, table)
+            v = get_param(m, name)
             rows.append((name, param_value(name, v), "-", "-", how, "0"))
     return _table(pd.DataFrame(rows, columns=["parameter", "value", "each source alone", "pooled standard error",
                                               "rests on", "independent sources"]))

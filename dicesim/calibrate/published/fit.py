@@ -5,8 +5,9 @@ the operation's flows on the machine's graph through the simpy flow network.
 
 The fit minimises the sum of squared log errors ``log(predicted / published)`` of all fitted
 figures over every parameter some fitted figure *rests on* at once (scipy's bounded
-trust-region least squares): efficiencies in [0.05, 1], latencies in [0, 1 ms]. A figure rests
-on a parameter when a 10% smaller efficiency, or 1 us more latency, moves its prediction by at
+trust-region least squares): efficiencies in [0.05, 1], kernel rates in [1, 10000] GB/s, latencies
+in [0, 1 ms]. A figure rests on a parameter when a 10% smaller efficiency or kernel rate, or 1 us
+more latency, moves its prediction by at
 least 1% (:data:`RESTS_ON`); that is read at the prior and again at the solution, and the fit is
 repeated until the set of fitted parameters stops growing. A parameter no fitted figure rests
 on keeps its prior value and says so. The Jacobian is taken by forward differences, re-simulating
@@ -34,17 +35,20 @@ from scipy.optimize import least_squares
 from dicesim.calibrate.published.schema import DEFAULT_FIT_ON, LL_OPS, Figure
 from dicesim.errors import ConfigError
 from dicesim.sim.microbench.collective_ops import simulate_op
-from dicesim.sim.network.nccl import TRANSPORTS, NcclModel, nccl_model_from_dict
+from dicesim.sim.network.nccl import KERNEL_BOUND, TRANSPORTS, NcclModel, nccl_model_from_dict
 from dicesim.topology.machines import get_machine
 
 _METRIC_KEY = {"busbw": "busbw_Bps", "algbw": "algbw_Bps", "time": "time_s",
                "deepep_nvl": "deepep_nvl_Bps", "deepep_rdma": "deepep_rdma_Bps"}
-PARAMS: tuple[str, ...] = (*(f"bw_eff.{t}" for t in TRANSPORTS), "base_latency_s", "a2a_latency_s",
+PARAMS: tuple[str, ...] = (*(f"bw_eff.{t}" for t in TRANSPORTS if t not in KERNEL_BOUND),
+                           *(f"kernel_Bps.{t}" for t in KERNEL_BOUND), "base_latency_s", "a2a_latency_s",
                            *(f"hop_latency_s.{t}" for t in TRANSPORTS))
 #: (efficiency factor, latency step in s, relative move of a prediction) that makes a figure rest on a parameter
 RESTS_ON = (0.9, 1e-6, 0.01)
-_EFF_BOUNDS, _LAT_MAX_US = (0.05, 1.0), 1000.0
-_STEP = {"eff": 1e-3, "lat_us": 0.05}  # forward-difference steps (efficiency; microseconds)
+_EFF_BOUNDS, _LAT_MAX_US, _RATE_BOUNDS_GBPS = (0.05, 1.0), 1000.0, (1.0, 10000.0)
+_STEP = {"eff": 1e-3, "lat_us": 0.05, "rate_GBps": 0.05}  # forward-difference steps
+#: where the solver starts a kernel rate (GB/s): below every NVLink line rate, so the figures it bounds rest on it
+_RATE_START_GBPS = 100.0
 _MAX_ROUNDS = 3
 
 
@@ -52,9 +56,20 @@ def is_eff(p: str) -> bool:
     return p.startswith("bw_eff.")
 
 
+def is_rate(p: str) -> bool:
+    return p.startswith("kernel_Bps.")
+
+
+def _unit(p: str) -> float:
+    """SI value of one solver unit of ``p`` (efficiency 1; kernel rate GB/s; latency us)."""
+    return 1.0 if is_eff(p) else 1e9 if is_rate(p) else 1e-6
+
+
 def get_param(model: NcclModel, p: str) -> float:
-    """A parameter's value (efficiency, or latency in seconds)."""
+    """A parameter's value (efficiency, kernel rate in bytes/s, inf where there is none, or latency in seconds)."""
     table, _, key = p.partition(".")
+    if table == "kernel_Bps":
+        return model.kernel_Bps.get(key, math.inf)  # type: ignore[call-overload]
     return getattr(model, table)[key] if key else getattr(model, table)
 
 
@@ -71,13 +86,14 @@ def set_params(model: NcclModel, values: dict[str, float]) -> NcclModel:
 
 
 def prior_model() -> NcclModel:
-    """Starting point of every fit: line rate everywhere, no latency beyond the graph's edges."""
+    """Starting point of every fit: line rate everywhere, no kernel bound, no latency beyond the graph's edges."""
     note = "prior (no fitted figure rests on it): {}"
     return nccl_model_from_dict({
         "name": "nccl-prior", "source": "prior", "date": "", "fit_on": "not fitted",
         "bw_eff": {t: 1.0 for t in TRANSPORTS}, "base_latency_s": 0.0, "a2a_latency_s": 0.0,
         "hop_latency_s": {t: 0.0 for t in TRANSPORTS},
         "fitted": {**{f"bw_eff.{t}": note.format("line rate") for t in TRANSPORTS},
+                   **{f"kernel_Bps.{t}": note.format("no bound") for t in KERNEL_BOUND},
                    "base_latency_s": note.format("0"), "a2a_latency_s": note.format("0"),
                    **{f"hop_latency_s.{t}": note.format("0, the route's edge latencies only") for t in TRANSPORTS}},
     })
@@ -124,7 +140,7 @@ def predict(fig: Figure, model: NcclModel) -> float:
 def _probe(model: NcclModel, p: str) -> NcclModel:
     eff, lat, _ = RESTS_ON
     v = get_param(model, p)
-    return set_params(model, {p: v * eff if is_eff(p) else v + lat})
+    return set_params(model, {p: v * eff if is_eff(p) or is_rate(p) else v + lat})
 
 
 def rests_on(figs: Sequence[Figure], model: NcclModel, pred: Predictor,
@@ -175,7 +191,7 @@ class _Problem:
         self._memo: tuple[bytes, np.ndarray] | None = None
 
     def model(self, x: np.ndarray) -> NcclModel:
-        return set_params(self.start, {p: float(v) if is_eff(p) else round(float(v) * 1e-6, 12)
+        return set_params(self.start, {p: float(v) if is_eff(p) else round(float(v) * _unit(p), 12 if not is_rate(p) else 0)
                                        for p, v in zip(self.names, x)})
 
     def log_pred(self, x: np.ndarray) -> np.ndarray:
@@ -192,7 +208,7 @@ class _Problem:
         base = self.log_pred(x)
         J = np.zeros((len(self.figs), len(self.names)))
         for j, p in enumerate(self.names):
-            h = _STEP["eff"] if is_eff(p) else _STEP["lat_us"]
+            h = _STEP["eff"] if is_eff(p) else _STEP["rate_GBps"] if is_rate(p) else _STEP["lat_us"]
             xj = x.copy()
             xj[j] = x[j] - h if is_eff(p) and x[j] + h > _EFF_BOUNDS[1] else x[j] + h
             m = self.model(xj)
@@ -205,15 +221,16 @@ def _solve(figs: Sequence[Figure], names: list[str], start: NcclModel, pred: Pre
            deps: dict[str, list[Figure]], x0: Sequence[float] | None = None
            ) -> tuple[NcclModel, np.ndarray, np.ndarray, np.ndarray]:
     prob = _Problem(figs, names, start, pred, deps)
-    lo = np.array([_EFF_BOUNDS[0] if is_eff(p) else 0.0 for p in names])
-    hi = np.array([_EFF_BOUNDS[1] if is_eff(p) else _LAT_MAX_US for p in names])
+    lo = np.array([_EFF_BOUNDS[0] if is_eff(p) else _RATE_BOUNDS_GBPS[0] if is_rate(p) else 0.0 for p in names])
+    hi = np.array([_EFF_BOUNDS[1] if is_eff(p) else _RATE_BOUNDS_GBPS[1] if is_rate(p) else _LAT_MAX_US
+                   for p in names])
     if x0 is None:  # a fixed start: the fit never depends on a previous one
-        x0 = [0.8 if is_eff(p) else 1.0 for p in names]
+        x0 = [0.8 if is_eff(p) else _RATE_START_GBPS if is_rate(p) else 1.0 for p in names]
     x0 = np.clip(np.array(x0, dtype=float), lo + 1e-9, hi - 1e-9)  # trf starts strictly inside
     res = least_squares(prob.residuals, x0, jac=prob.jacobian, bounds=(lo, hi), method="trf", x_scale="jac",
                         xtol=1e-6, ftol=1e-8)
-    # 4 decimals of an efficiency, 1 ns of a latency: finer digits are noise of the optimiser, and
-    # rounding them lets refits on other splits reuse predictions whose parameters did not move
+    # 4 decimals of an efficiency, 1 ns of a latency, 1 MB/s of a rate: finer digits are noise of the
+    # optimiser, and rounding them lets refits on other splits reuse predictions whose parameters did not move
     x = np.array([round(float(v), 4 if is_eff(p) else 3) for p, v in zip(names, res.x)])
     return prob.model(x), x, prob.residuals(x), prob.jacobian(x)
 
@@ -223,7 +240,7 @@ def _spread(J: np.ndarray, r: np.ndarray, x: np.ndarray, names: list[str], dof: 
         return [None] * len(names)
     s2 = float(r @ r) / dof
     cov = s2 * np.linalg.pinv(J.T @ J)
-    return [float(math.sqrt(max(cov[j, j], 0.0))) * (1.0 if is_eff(p) else 1e-6) if np.any(J[:, j]) else None
+    return [float(math.sqrt(max(cov[j, j], 0.0))) * _unit(p) if np.any(J[:, j]) else None
             for j, p in enumerate(names)]
 
 
@@ -231,7 +248,7 @@ def _by_source(p: str, figs: Sequence[Figure], model: NcclModel, pred: Predictor
     out = []
     for unit in sorted({f.source_unit for f in figs}):
         mine = [f for f in figs if f.source_unit == unit]
-        m, x, _, _ = _solve(mine, [p], model, pred, {p: mine}, x0=[get_param(model, p) * (1.0 if is_eff(p) else 1e6)])
+        m, x, _, _ = _solve(mine, [p], model, pred, {p: mine}, x0=[get_param(model, p) / _unit(p)])
         out.append((unit, get_param(m, p)))
     return tuple(out)
 
@@ -242,7 +259,8 @@ def fit_nccl_model(figs: Sequence[Figure], *, fit_on: str = DEFAULT_FIT_ON, name
     if not figs:
         raise ConfigError("fit-on", f"{fit_on!r} selects no published figure")
     pred = pred or Predictor()
-    prior = prior_model()
+    # kernel rates start below every line rate (a bound that is absent cannot be found to bind)
+    prior = set_params(prior_model(), {f"kernel_Bps.{t}": _RATE_START_GBPS * 1e9 for t in KERNEL_BOUND})
     deps = rests_on(figs, prior, pred)
     names = [p for p in PARAMS if deps[p]]
     for _ in range(_MAX_ROUNDS):
@@ -255,10 +273,16 @@ def fit_nccl_model(figs: Sequence[Figure], *, fit_on: str = DEFAULT_FIT_ON, name
     dof = len(figs) - len(names)
     se = _spread(J, r, x, names, dof)
     params, fitted = [], dict(prior.fitted)
+    unfitted = [t for t in KERNEL_BOUND if f"kernel_Bps.{t}" not in names]
+    if unfitted:  # a kernel rate no fitted figure rests on is no bound at all, not the solver's start
+        model = model.model_copy(update={"kernel_Bps": {t: v for t, v in model.kernel_Bps.items() if t not in unfitted}})
+    for t in KERNEL_BOUND:
+        fitted[f"bw_eff.{t}"] = f"not fitted: line rate, bounded by kernel_Bps.{t} (the kernels' rate)"
     for j, p in enumerate(names):
         fs = deps[p]
         units = tuple(sorted({f.source_unit for f in fs}))
-        at_bound = bool(is_eff(p) and x[j] in _EFF_BOUNDS or not is_eff(p) and x[j] in (0.0, _LAT_MAX_US))
+        at_bound = bool(is_eff(p) and x[j] in _EFF_BOUNDS or is_rate(p) and x[j] in _RATE_BOUNDS_GBPS
+                        or not is_eff(p) and not is_rate(p) and x[j] in (0.0, _LAT_MAX_US))
         params.append(ParamFit(p, get_param(model, p), se[j], tuple(f.id for f in fs), units, at_bound,
                                _by_source(p, fs, model, pred)))
         fitted[p] = f"fitted on {', '.join(f.id for f in fs)} ({len(units)} independent sources)"

@@ -39,7 +39,8 @@ STEP_SCHEMA = "dicesim-published-steps/1"
 STEP_SCHEMAS = (STEP_SCHEMA, "dicesim-published-models/1")
 NCCL_OPS = ("all_to_all", "all_reduce")
 DEEPEP_OPS = ("deepep_dispatch", "deepep_combine")
-LL_OPS = ("deepep_ll_dispatch", "deepep_ll_combine")
+#: low-latency kernels; ``deepep_ll_round`` is a dispatch then a combine, as test_low_latency.py times them together
+LL_OPS = ("deepep_ll_dispatch", "deepep_ll_combine", "deepep_ll_round")
 #: metric -> (unit, operations it applies to); nccl-tests busbw/algbw/time, DeepEP's logical bandwidths, kernel times
 METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
     "busbw": ("GB/s", NCCL_OPS), "algbw": ("GB/s", NCCL_OPS), "time": ("us", NCCL_OPS + LL_OPS),
@@ -120,7 +121,7 @@ class Figure(BaseModel):
     interconnect: str = Field(min_length=1)
     topology: str = Field(min_length=1)
     operation: Literal["all_to_all", "all_reduce", "deepep_dispatch", "deepep_combine",
-                       "deepep_ll_dispatch", "deepep_ll_combine"]
+                       "deepep_ll_dispatch", "deepep_ll_combine", "deepep_ll_round"]
     nbytes: int = Field(default=0, ge=0)
     metric: Literal["busbw", "algbw", "time", "deepep_nvl", "deepep_rdma"]
     value: float = Field(gt=0)

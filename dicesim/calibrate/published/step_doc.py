@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from dicesim.calibrate.published.step_level import (HARDWARE, baseline_line, outcome_rows, step_summaries)
+from dicesim.calibrate.published.step_level import (ATTENTION_KERNELS, HARDWARE, baseline_line, outcome_rows,
+                                                    ran_rows, step_summaries)
+from dicesim.calibrate.published.step_memory import memory_lines
 
 
 def _pct(v: float) -> str:
@@ -60,16 +62,18 @@ def _figures(rows: pd.DataFrame) -> str:
 
 def _outcomes() -> str:
     o = outcome_rows()
+    summary = [line.strip() for line in memory_lines(o, ran_rows())[-2:]]
     t = pd.DataFrame({"figure": o["id"], "kind": o["kind"], "GPUs": o["gpus"].astype(str) + " x " + o["gpu"],
                       "published": o["published"], "predicted": o["predicted"], "verdict": o["verdict"],
                       "source": [f"[{s}]({u})" for s, u in zip(o["source"], o["url"])]})
-    return _md(t)
+    return _md(t) + "\n\n" + "\n".join(f"- {line}" for line in summary)
 
 
 def step_level_markdown(rows: pd.DataFrame) -> str:
     """Summary lines, per-family table, the machines, every figure, the outcomes."""
     sums = step_summaries(rows)
     hw = "\n".join(f"- {needle}: profile `{p}`, machine `{m}` ({why})" for needle, p, m, why in HARDWARE)
+    kern = "\n".join(f"- {needle}: `{k}` ({why})" for needle, k, why in ATTENTION_KERNELS)
     return f"""{sums["interference on"].line()}
 
 {sums["interference off"].line()}
@@ -77,10 +81,14 @@ def step_level_markdown(rows: pd.DataFrame) -> str:
 {baseline_line(sums["one-GPU baselines"])}
 
 Every latency is predicted by `dicesim.sim.dense` (docs/step-level.md): the model preset's blocks
-timed by the roofline of the GPU's built-in profile, every collective's flows run through the
+timed by the roofline of the GPU's built-in profile, the attention core at the published forward
+curve of the kernel the figure's framework ran (`dicesim/data/attention_kernels.toml`: FlashAttention-2
+on every figure here, per head dimension and key length, scaled by SM count to GPUs of the same
+architecture), every collective's flows run through the
 flow network of the machine with the built-in NCCL model, never fitted on these figures. The
 prediction covers the denoising loop only (no VAE, no text encoders), while most figures time the
-whole pipeline call. Held-out errors per interconnect family, with the profile's
+whole pipeline call. A figure whose recorded setting needs more dense FLOP/s per GPU than the
+GPU's peak is excluded as inconsistent (its reason says so). Held-out errors per interconnect family, with the profile's
 compute-communication interference on and off:
 
 {_families(sums)}
@@ -93,10 +101,15 @@ Hardware (a figure's stated GPU -> what it is simulated on):
 
 {hw}
 
+Attention kernel (a figure's framework -> the kernel whose curve times its attention core):
+
+{kern}
+
 Every figure:
 
 {_figures(rows)}
 
-Refused configurations, out-of-memory runs and peak-memory figures:
+Refused configurations, out-of-memory runs and peak-memory figures (memory: the dense memory model of
+docs/step-level.md, "Memory and out-of-memory runs", in GiB, never fitted):
 
 {_outcomes()}"""

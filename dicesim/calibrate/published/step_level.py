@@ -11,7 +11,8 @@ Splits: ``held-out`` (a multi-GPU measurement, counted against the target per in
 family), ``baseline`` (one GPU: it checks the compute model alone, summarised apart),
 ``statement``, ``excluded`` (a second publication of a figure, or a run whose setting the
 simulator does not model: PipeFusion, offloading, FP8 weights; ``reason`` says which). OOM and
-refused-configuration outcomes and peak-memory figures are in :func:`outcome_rows`.
+refused-configuration outcomes and peak-memory figures are in :func:`outcome_rows` (memory:
+:mod:`~dicesim.calibrate.published.step_memory`).
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ import pandas as pd
 from dicesim.calibrate.published.levels import STEP_TARGET, LevelSummary, summarize
 from dicesim.dense_models import get_dense_model
 from dicesim.calibrate.published.schema import STEP_SCHEMA
+from dicesim.calibrate.published.step_memory import fits_where_run, memory_check
 from dicesim.errors import ConfigError, TraceError
 from dicesim.strict_table import take_table
-from dicesim.sim.costs.profile import get_profile
+from dicesim.sim.costs.attention_kernels import KernelTable, builtin_kernel_table
+from dicesim.sim.costs.profile import HardwareProfile, get_profile
 from dicesim.sim.dense import DenseParallel, DenseRun, not_modelled, predict_dense, refusal
 from dicesim.sim.network.nccl import builtin_nccl_model
 from dicesim.topology.machines import get_machine
@@ -45,6 +48,70 @@ HARDWARE: tuple[tuple[str, str, str, str], ...] = (
     ("L20", "l20", "8x-l20-pcie", "L20 is PCIe-only; switch layout not stated: the 2-8-5 PCIe server class"),
     ("RTX 4090", "rtx4090", "8x-rtx4090-pcie", "consumer PCIe card, layout not stated: 8x-rtx4090-pcie"),
 )
+
+
+#: the fused attention kernel each source framework ran (a prefix of the figure's ``framework``) and why;
+#: the curve of that kernel on the GPU's architecture times the attention core (attention_kernels.toml)
+ATTENTION_KERNELS: tuple[tuple[str, str, str], ...] = (
+    ("ParaAttention", "fa2", "torch SDPA through para_attn's dispatch, flash backend first below sm90 (A100, L20): "
+                             "chengzeyi/ParaAttention@aa8676b src/para_attn/ops/__init__.py _attention_forward_with_lse; "
+                             "PyTorch's flash backend is FlashAttention-2"),
+    ("HunyuanVideo", "fa2", "flash-attn 2 (flash_attn_varlen_func; xDiT's L20 rows state flash-attn 2.7.2.post1, "
+                            "traces/published/steps/xdit.toml notes)"),
+    ("xDiT", "fa2", "xDiT's USP attention (yunchang) calls flash-attn 2 by default; FA3 is an opt-in the tables "
+                    "do not state (assumption)"),
+    ("diffusers + xDiT", "fa2", "xDiT's USP attention (yunchang), flash-attn 2 (assumption, as xDiT)"),
+    ("cache-dit", "fa2", "diffusers' default attention is torch SDPA, whose flash backend is FlashAttention-2; the "
+                         "table's '+ FA3' column is a separate (excluded) run, so the baseline did not use FA3 "
+                         "(assumption: SDPA picked flash, not cuDNN, on H100)"),
+    ("Open-Sora", "fa2", "Open-Sora 2.0 installs flash-attn 2 (assumption: not FA3)"),
+    ("diffusers", "fa2", "torch SDPA, flash backend (FlashAttention-2) on Ampere/Ada (assumption)"),
+)
+
+
+#: host seconds to issue one kernel of an eager PyTorch block: the project's host model measured on
+#: H100 (eager vs CUDA-graph op timings, traces/gpu/h100; dicesim/data/profiles/h100-calibrated.toml,
+#: citation "host"): the dense ops attention 234 us (11 launches), shared_expert 106 us (8 launches)
+#: and local_combine 39 us (3 launches; launches from traces/host/cpu-executor.toml [bench.*]) make
+#: 379 us over 22 kernels. The H200 machine's fit gives 21.5 us (283 + 138 + 51 us over 22). The
+#: published runs' hosts are not stated: the H100 machine's figure is used for all (an assumption).
+EAGER_HOST_PER_KERNEL_S = (234e-6 + 106e-6 + 39e-6) / (11 + 8 + 3)
+#: with torch.compile the Inductor wrapper launches each fused kernel without the eager dispatcher:
+#: the fitted CUDA launch cost per kernel alone, tau = 7.59 us (h100-calibrated, citation "host";
+#: that Inductor's wrapper costs no Python beyond it is an assumption)
+COMPILED_HOST_PER_KERNEL_S = 7.59e-6
+
+
+#: the VAE decode a whole-pipeline figure adds once per call, from an independent published measurement:
+#: model -> (seconds, pixels decoded, profile of the GPU that measured it, source). FLUX.1's decoder is the
+#: SDXL-class KL decoder (channels 128/256/512/512, 2 residual blocks per level, 16 latent channels
+#: instead of 4 at its first conv: black-forest-labs/flux@802fb47 src/flux/util.py ae_params); the
+#: video and DC-AE decoders have no such measurement and are not modelled.
+VAE_DECODE: dict[str, tuple[float, int, str, str]] = {
+    "flux.1-dev": (0.256, 1024 * 1024, "rtx4090",
+                   "SDXL VAE decode 1024x1024 on an RTX 4090: 0.256 s (huggingface/diffusers "
+                   "docs/source/en/hybrid_inference/vae_decode.md, SDXL table)"),
+}
+
+
+def vae_decode_s(run: DenseRun, profile: HardwareProfile) -> float:
+    """Seconds of the VAE decode of one call on ``profile``'s GPU (0 where no measurement exists):
+    the measured time scaled by pixels and by the two GPUs' dense GEMM rates (peak x ``experts``
+    efficiency; the decoder's convolutions are compute-bound: an assumption)."""
+    if run.model.name not in VAE_DECODE:
+        return 0.0
+    t_s, px, ref, _ = VAE_DECODE[run.model.name]
+    ref_p = get_profile(ref)
+    rate = lambda p: p.peak_flops * p.ops["experts"].compute_eff  # noqa: E731
+    return t_s * run.batch * run.height_px * run.width_px / px * rate(ref_p) / rate(profile)
+
+
+def attention_kernel_for(framework: str) -> tuple[str, str] | None:
+    """(kernel, basis) for a figure's framework, or None when it is not known."""
+    for needle, kernel, why in ATTENTION_KERNELS:
+        if framework.startswith(needle):
+            return kernel, why
+    return None
 
 
 def hardware_for(gpu: str) -> tuple[str, str, str] | None:
@@ -121,12 +188,14 @@ def _figure_error(f: object, exc: Exception) -> ConfigError:
 
 
 def dense_run(fig: dict) -> DenseRun:
-    """The run a figure describes."""
+    """The run a figure describes (with the attention kernel its framework ran)."""
     par = {k: int(v) for k, v in fig["parallel"].items()}
+    kern = attention_kernel_for(str(fig.get("framework", "")))
     return DenseRun(model=get_dense_model(fig["model"]), height_px=int(fig["height_px"]),
                     width_px=int(fig["width_px"]), frames=int(fig["frames"]), steps=int(fig["steps"]),
                     batch=int(fig["batch"]), cfg_on=str(fig["cfg"]).startswith("on"),
-                    compiled=bool(fig.get("compiled", False)), parallel=DenseParallel(**par))
+                    compiled=bool(fig.get("compiled", False)), parallel=DenseParallel(**par),
+                    attention_kernel=kern[0] if kern else None)
 
 
 def _split(fig: dict, run: DenseRun, hw: tuple | None) -> tuple[str, str]:
@@ -153,47 +222,61 @@ def step_level_rows(paths: list[Path] | None = None) -> pd.DataFrame | None:
     if not lat:
         return None
     nccl = builtin_nccl_model()
+    kernels = builtin_kernel_table()
     graphs: dict[str, object] = {}
     rows = []
     for f in lat:
         try:
-            rows.append(_row(f, sources, nccl, graphs))
+            rows.append(_row(f, sources, nccl, graphs, kernels))
         except (KeyError, ValueError, TypeError, AttributeError) as exc:
             raise _figure_error(f, exc) from None
     return pd.DataFrame(rows)
 
 
-def _row(f: dict, sources: dict, nccl: object, graphs: dict) -> dict:
+def _row(f: dict, sources: dict, nccl: object, graphs: dict, kernels: KernelTable) -> dict:
     """One latency figure's row: its split, the prediction with interference on and off, its source."""
     run = dense_run(f)
     hw = hardware_for(str(f["gpu"]))
     split, reason = _split(f, run, hw)
-    pred = pred_off = comp = exposed = float("nan")
+    pred = pred_off = comp = exposed = vae = float("nan")
     prof = machine = basis = ""
     if hw is not None and not not_modelled(run) and not refusal(run):
         prof, machine, basis = hw
         G = graphs.setdefault(machine, get_machine(machine))
         profile = get_profile(prof)
-        on = predict_dense(run, profile, G, nccl, interference=True)
-        off = predict_dense(run, profile, G, nccl, interference=False)
-        pred, pred_off, comp, exposed = on.total_s, off.total_s, on.compute_s, on.exposed_comm_s
+        host_s = COMPILED_HOST_PER_KERNEL_S if run.compiled else EAGER_HOST_PER_KERNEL_S
+        on = predict_dense(run, profile, G, nccl, interference=True, kernels=kernels, host_kernel_s=host_s)
+        off = predict_dense(run, profile, G, nccl, interference=False, kernels=kernels, host_kernel_s=host_s)
+        vae = vae_decode_s(run, profile)  # once per call, on each GPU (not divided among them)
+        pred, pred_off, comp, exposed = on.total_s + vae, off.total_s + vae, on.compute_s, on.exposed_comm_s
+        need_tflops = on.flops / float(f["value"]) / 1e12
+        if split in ("held-out", "baseline") and need_tflops > profile.peak_flops / 1e12:
+            split, reason = "excluded", (
+                f"inconsistent with its recorded setting: {on.flops / 1e15:.3g} PFLOP per GPU in {f['value']:g} s is "
+                f"{need_tflops:.0f} TFLOP/s, above the GPU's {profile.peak_flops / 1e12:.0f} TFLOP/s dense peak")
     src = sources.get(f["source"], {})
     value = float(f["value"])
     return {
         "id": f["id"], "split": split, "reason": reason, "family": f["interconnect_family"],
         "published": value, "predicted": pred, "unit": "s", "error": pred / value - 1,
         "predicted_no_interference": pred_off, "error_no_interference": pred_off / value - 1,
-        "compute_s": comp, "exposed_comm_s": exposed, "model": f["model"], "gpu": f["gpu"],
+        "compute_s": comp, "exposed_comm_s": exposed, "vae_decode_s": vae, "model": f["model"], "gpu": f["gpu"],
         "gpus": int(f["gpus"]), "method": f["method"], "compiled": bool(f.get("compiled", False)),
         "profile": prof, "machine": machine, "hardware_basis": basis, "scope": f.get("scope", ""),
+        "attention_kernel": run.attention_kernel or "", 
         "group": f"{f['source']}:{f['model']}:{f['height_px']}x{f['width_px']}:{f['gpu']}",
         "source_unit": f["source"], "source": f["source"], "url": src.get("url", ""),
     }
 
 
+#: the columns of :func:`outcome_rows` (also when the places hold no outcome figure)
+OUTCOME_COLUMNS = ("id", "kind", "evidence", "gpus", "gpu", "published", "predicted", "verdict", "error", "source",
+                   "url")
+
+
 def outcome_rows(paths: list[Path] | None = None) -> pd.DataFrame:
-    """Refused configurations checked against the layout rules; OOM and peak-memory figures listed,
-    not checked (the verdict says why)."""
+    """Refused configurations checked against the layout rules; OOM runs and peak-memory figures
+    against the dense memory model (:mod:`dicesim.calibrate.published.step_memory`)."""
     figs, sources = load_step_figures(paths)
     rows = []
     for f in figs:
@@ -201,20 +284,24 @@ def outcome_rows(paths: list[Path] | None = None) -> pd.DataFrame:
         if kind not in ("unsupported", "oom", "memory"):
             continue
         run = dense_run(f)
+        error = None
         if kind == "unsupported":
             why = refusal(run)
             verdict = "agrees" if why else "disagrees: the layout rules let it run"
             predicted = why or "runs"
         else:
-            # the per-GPU memory model (dicesim/plan/memory.py) counts the DiT-MoE families' holders; dense
-            # presets have none yet, and these peaks include text encoders, the VAE and offloading
-            verdict = "not checked: no memory holders for dense presets, text encoders, VAE or offload"
-            predicted = "-"
+            chk = memory_check(f, run, hardware_for(str(f["gpu"])))
+            predicted, verdict, error = chk["predicted"], chk["verdict"], chk["error"]
         published = f"{f['value']:g} {f['unit']}" if kind == "memory" else kind.upper()
         rows.append({"id": f["id"], "kind": kind, "evidence": f.get("evidence", ""), "gpus": int(f["gpus"]),
                      "gpu": f["gpu"], "published": published, "predicted": predicted, "verdict": verdict,
-                     "source": f["source"], "url": sources.get(f["source"], {}).get("url", "")})
-    return pd.DataFrame(rows)
+                     "error": error, "source": f["source"], "url": sources.get(f["source"], {}).get("url", "")})
+    return pd.DataFrame(rows, columns=OUTCOME_COLUMNS)
+
+
+def ran_rows(paths: list[Path] | None = None) -> pd.DataFrame:
+    """Latency figures of the modelled pipelines: does the memory model let them run where they ran?"""
+    return fits_where_run(load_step_figures(paths)[0], dense_run, hardware_for)
 
 
 def step_summaries(rows: pd.DataFrame) -> dict[str, LevelSummary]:

@@ -10,7 +10,10 @@ metrics are then computed exactly as the benchmark defines them:
 - nccl-tests (``doc/PERFORMANCE.md``): ``algbw = nbytes / t``; all-to-all ``busbw = algbw
   (n-1)/n``; all-reduce ``busbw = algbw 2(n-1)/n``.
 - DeepEP: logical bytes over time (:mod:`dicesim.sim.microbench.deepep`); its low-latency
-  kernels by their time (:mod:`dicesim.sim.microbench.deepep_ll`).
+  kernels by their time (:mod:`dicesim.sim.microbench.deepep_ll`); ``deepep_ll_round`` is a
+  dispatch followed by a combine, the pair ``tests/test_low_latency.py`` times with ``bench``
+  and prints as "Dispatch + combine" (deepseek-ai/DeepEP @ ebfe47e, lines 98-117); the two
+  kernels run one after the other, so their times add.
 
 Latency: ``base_latency_s`` once, plus per protocol hop the route latency and the
 transport's ``hop_latency_s``. An all-to-all sends to every peer at once (one hop) and adds
@@ -30,12 +33,12 @@ import simpy
 from dicesim.sim.microbench.deepep import DeepEPConfig, deepep_traffic
 from dicesim.sim.microbench.deepep_ll import LowLatencyConfig, ll_pair_nbytes
 from dicesim.sim.microbench.netpaths import nic_crossing, rdma_routes, ring_orders, server_nics
-from dicesim.sim.network.nccl import NcclModel, effective_graph, hop_latency_s, route_transports
+from dicesim.sim.network.nccl import KERNEL_BOUND, NcclModel, effective_graph, hop_latency_s, route_transports
 from dicesim.sim.network.network import FlowNetwork
 from dicesim.topology import all_pairs_routes, num_servers, world_size
 
 OPERATIONS: tuple[str, ...] = ("all_to_all", "all_reduce", "deepep_dispatch", "deepep_combine",
-                                "deepep_ll_dispatch", "deepep_ll_combine")
+                                "deepep_ll_dispatch", "deepep_ll_combine", "deepep_ll_round")
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,7 @@ class OpResult:
 
 def _params(transports: set[str], *extra: str) -> frozenset[str]:
     return frozenset({"base_latency_s", *extra, *(f"bw_eff.{t}" for t in transports),
+                      *(f"kernel_Bps.{t}" for t in transports if t in KERNEL_BOUND),
                       *(f"hop_latency_s.{t}" for t in transports)})
 
 
@@ -149,9 +153,13 @@ def simulate_op(G: nx.DiGraph, operation: str, model: NcclModel, *, gpus: int | 
         if deepep is None:
             raise ValueError(f"{operation} needs a DeepEPConfig")
         return _deepep(G, deepep, model, operation == "deepep_combine")
-    if operation in ("deepep_ll_dispatch", "deepep_ll_combine"):
+    if operation in ("deepep_ll_dispatch", "deepep_ll_combine", "deepep_ll_round"):
         if low_latency is None:
             raise ValueError(f"{operation} needs a LowLatencyConfig")
+        if operation == "deepep_ll_round":
+            a, b = _deepep_ll(G, low_latency, model, False), _deepep_ll(G, low_latency, model, True)
+            t = a.time_s + b.time_s
+            return OpResult(t, {"time_s": t}, a.params | b.params)
         return _deepep_ll(G, low_latency, model, operation == "deepep_ll_combine")
     raise ValueError(f"unknown operation {operation!r} (allowed: {', '.join(OPERATIONS)})")
 

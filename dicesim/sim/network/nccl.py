@@ -18,6 +18,14 @@ path the library takes between two GPUs, read off the link class and the graph's
                     attachment: another library on the same NIC, as ``deepep_nvlink`` is on NVLink
 =================  =====================================================================
 
+A library whose kernels, not the link, set its rate on a transport has a *kernel rate*
+(``kernel_Bps``): a link of that transport carries at most that many bytes per second, whatever
+its line rate. DeepEP's normal kernels on NVLink are such a case (:data:`KERNEL_BOUND`): a fixed
+number of SMs copies every token (24 in its benchmark), and they reach 153-160 GB/s per GPU on
+H800 (200 GB/s NVLink per direction; DeepEP README, pplx-kernels#10), 125-146 GB/s on the
+forwarding leg on H200 and H20 (450 GB/s; DeepEP#493, #137) and 169 GB/s on GB200 (900 GB/s;
+DeepEP#394): a rate of the kernel, not a share of the link.
+
 Host memory, socket links and root ports keep their nominal figures (factor 1). Every number
 of the built-in model (``dicesim/data/nccl.toml``) is fitted on a named part of the published
 set (``dicesim accuracy --published``) or carries a citation; docs/nccl.md explains each one.
@@ -46,6 +54,8 @@ Transport = Literal["nvlink", "pcie_p2p", "shm", "net", "deepep_nvlink", "deepep
 #: a transport added after models were first saved -> the one an older file's value stands in for
 _ADDED: dict[str, str] = {"deepep_net": "net"}
 LIBRARIES: tuple[str, ...] = ("nccl", "deepep")
+#: transports whose rate is the library kernels' own (``kernel_Bps``), fitted in place of a share of line rate
+KERNEL_BOUND: tuple[str, ...] = ("deepep_nvlink",)
 
 
 class NcclModel(BaseModel):
@@ -53,7 +63,7 @@ class NcclModel(BaseModel):
 
     Collective time = ``base_latency_s`` (+ ``a2a_latency_s`` for an all-to-all: its grouped
     send/receive pairs) + hops x (route latency + ``hop_latency_s[transport]``) + the flows'
-    drain time over links whose bandwidth is ``bw_eff[transport]`` x line rate
+    drain time over links whose bandwidth is ``bw_eff[transport]`` x line rate, at most ``kernel_Bps[transport]``
     (:mod:`dicesim.sim.microbench.collective_ops`). ``fitted`` maps each parameter to how it was obtained.
     """
 
@@ -67,6 +77,8 @@ class NcclModel(BaseModel):
     base_latency_s: float = Field(ge=0)
     a2a_latency_s: float = Field(default=0.0, ge=0)
     hop_latency_s: dict[Transport, float]
+    #: transport -> the most a link of it carries for its library, in bytes/s (the kernels' rate; none: no bound)
+    kernel_Bps: dict[Transport, float] = Field(default_factory=dict)
     fitted: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="before")
@@ -92,6 +104,8 @@ class NcclModel(BaseModel):
             raise ValueError("bw_eff values must be in (0, 1]")
         if any(v < 0 for v in self.hop_latency_s.values()):
             raise ValueError("hop_latency_s values must be >= 0")
+        if any(not v > 0 for v in self.kernel_Bps.values()):
+            raise ValueError("kernel_Bps values must be > 0")
         return self
 
     def with_updates(self, **fields: object) -> "NcclModel":
@@ -159,12 +173,13 @@ def edge_transport(G: nx.DiGraph, u: str, v: str, library: str = "nccl") -> str 
 
 
 def effective_graph(G: nx.DiGraph, model: NcclModel, library: str = "nccl") -> nx.DiGraph:
-    """A copy of ``G`` whose link bandwidths are what ``library`` reaches on them."""
+    """A copy of ``G`` whose link bandwidths are what ``library`` reaches on them (share of line rate,
+    at most the kernels' rate)."""
     H = G.copy()
     for u, v, d in H.edges(data=True):
         t = edge_transport(G, u, v, library)
         if t is not None:
-            d["bw_Bps"] = d["bw_Bps"] * model.bw_eff[t]
+            d["bw_Bps"] = min(d["bw_Bps"] * model.bw_eff[t], model.kernel_Bps.get(t, float("inf")))
     return H
 
 

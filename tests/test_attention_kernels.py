@@ -1,0 +1,82 @@
+"""The attention-kernel curves: what a broken reading of them would get wrong."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from dicesim.calibrate.published.step_level import attention_kernel_for, step_level_rows
+from dicesim.sim.costs.attention_kernels import attention_efficiency, builtin_kernel_table
+
+T = builtin_kernel_table()
+
+
+def eff(kernel, prof, hd, seq, peak, gemm=0.8):
+    return attention_efficiency(T, kernel, prof, hd, seq, peak_tflops=peak, gemm_eff=gemm)
+
+
+def test_measured_points_come_back_on_the_measuring_gpu():
+    # FA3 paper, FA2 head dim 128 on H100 SXM5 (132 SMs): 362 TFLOP/s at 2k, 370 at 16k
+    assert eff("fa2", "h100-sxm", 128, 2048, 989.5) == pytest.approx(362 / 989.5)
+    assert eff("fa2", "h100-sxm", 128, 16384, 989.5) == pytest.approx(370 / 989.5)
+    assert eff("fa3", "h100-sxm", 64, 4096, 989.5) == pytest.approx(476 / 989.5)
+    assert eff("fa2", "a100-sxm", 128, 4096, 312.0) == pytest.approx(185.64 / 312.0)
+
+
+def test_log_linear_between_lengths_ends_held_and_head_dims_interpolated():
+    mid = math.sqrt(2048 * 4096)  # halfway in log between two measured lengths
+    assert eff("fa2", "h100-sxm", 128, mid, 989.5) == pytest.approx((362 + 368) / 2 / 989.5)
+    assert eff("fa2", "h100-sxm", 128, 100, 989.5) == pytest.approx(309 / 989.5)
+    assert eff("fa2", "h100-sxm", 128, 120_000, 989.5) == pytest.approx(370 / 989.5)
+    assert eff("fa2", "h100-sxm", 96, 2048, 989.5) == pytest.approx((318 + 362) / 2 / 989.5)
+    assert eff("fa2", "h100-sxm", 256, 2048, 989.5) == pytest.approx(362 / 989.5)  # nearest measured
+
+
+def test_sm_scaling_and_the_gemm_cap():
+    # H20: 78 of the H100's 132 SMs -> 370 * 78/132 = 218.6 TFLOP/s, above its 0.8 x 148 GEMM rate: capped
+    assert eff("fa2", "h20", 128, 16384, 148.0) == pytest.approx(0.8)
+    assert eff("fa2", "h20", 128, 16384, 1000.0) == pytest.approx(370 * 78 / 132 / 1000.0)  # uncapped: per SM
+    # L20: 92 of the RTX 4090's 128 SMs at the same boost -> 169.28 * 92/128 TFLOP/s of the l20 peak
+    assert eff("fa2", "l20", 128, 2048, 234.6) == pytest.approx(169.28 * 92 / 128 / 234.6)
+    assert eff("fa2", "rtx4090", 128, 2048, 165.2, gemm=0.75) == pytest.approx(0.75)
+
+
+def test_no_curve_means_the_profile_applies():
+    assert eff("fa3", "a100-sxm", 128, 4096, 312.0) is None  # FA3 is Hopper-only
+    assert eff("fa2", "no-such-profile", 128, 4096, 312.0) is None
+    assert attention_kernel_for("ParaAttention (diffusers)")[0] == "fa2"
+    assert attention_kernel_for("something else") is None
+
+
+def test_curves_are_cited_and_fractions_physical():
+    for c in T.curves:
+        assert c.source and c.sms > 0 and len(c.seq) == len(c.tflops)
+    for prof, arch in T.arch_of.items():
+        assert prof in T.sms_of, prof
+
+
+def test_inconsistent_figures_need_more_than_the_peak():
+    rows = step_level_rows()
+    bad = rows[rows["reason"].str.startswith("inconsistent")]
+    assert len(bad) and set(bad["model"]) == {"mochi-1-preview"}
+    for r in bad.itertuples():
+        need = float(r.reason.split(" is ")[1].split(" TFLOP/s")[0])
+        peak = float(r.reason.split("GPU's ")[1].split(" TFLOP/s")[0])
+        assert need > peak
+
+
+def test_vae_decode_scales_by_pixels_and_gemm_rate():
+    from dicesim.calibrate.published.step_level import VAE_DECODE, dense_run, load_step_figures, vae_decode_s
+    from dicesim.sim.costs.profile import get_profile
+
+    figs, _ = load_step_figures()
+    flux = next(f for f in figs if f["model"] == "flux.1-dev" and f["kind"] == "latency")
+    run = dense_run(flux)
+    t_s, px, ref, _ = VAE_DECODE["flux.1-dev"]
+    assert vae_decode_s(run, get_profile(ref)) == pytest.approx(t_s * run.height_px * run.width_px / px)
+    h100 = get_profile("h100-sxm")
+    ref_rate = get_profile(ref).peak_flops * get_profile(ref).ops["experts"].compute_eff
+    assert vae_decode_s(run, h100) == pytest.approx(t_s * ref_rate / (h100.peak_flops * 0.8))
+    hy = next(f for f in figs if f["model"] == "hunyuanvideo-t2v" and f["kind"] == "latency")
+    assert vae_decode_s(dense_run(hy), h100) == 0.0  # no measurement: not modelled
