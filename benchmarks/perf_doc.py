@@ -199,19 +199,23 @@ leaves' uplinks to the spine; alike groups that share links in the same roles st
 
 ## Interactive commands: where the time goes (issue 17, item 3)
 
-Both commands timed whole by `farm-bench -n 3 --warmup 1 --vs BEFORE -- AFTER` (runs in turn,
-medians; CPU = user + sys of the process and what it waited for), `python -m dicesim study --out
-DIR` (a fresh DIR each run) and `python -m dicesim recommend --out DIR`, before = main at 03e0e1b,
-after = branch `w3-17-int` at 3d181a7, 2026-12-07 19:31-19:38 UTC on the 2-CPU machine at load
-3.3-6.7 (other engineers' work): wall times are inflated about twice; both commands run in one
-process, so on an idle machine their wall time is about their CPU time.
+Both commands timed whole by `farm-bench -n 3 --vs BEFORE -- AFTER` (runs in turn, medians;
+CPU = user + sys of the process and what it waited for), `python -m dicesim study --out DIR` (a
+fresh DIR each run) and `python -m dicesim recommend --out DIR`, before = main at 03e0e1b, after
+= branch `w3-17-int` at 3f862e3 (before its merge of main), 2026-12-07 19:41-19:44 UTC on the
+2-CPU machine at load 1.2-2.7 (a quiet spell). Both commands run in one process.
 
 | command | before | after |
 |---|---|---|
-| default `dicesim study` (288 configurations) | 21.9 s CPU, 44.7 s wall, 302 MiB | 12.7 s CPU, 21.2 s wall, 302 MiB |
-| default `dicesim recommend` | 15.1 s CPU, 15.3 s wall, 497 MiB | 13.4 s CPU, 14.3 s wall, 455 MiB |
+| default `dicesim study` (288 configurations) | 20.1 s wall, 20.0 s CPU, 301 MiB | 10.5 s wall (10.3-13.1), 10.6 s CPU, 301 MiB |
+| default `dicesim recommend` | 18.7 s wall, 13.7 s CPU, 497 MiB | 10.9 s wall (10.7-18.8), 10.8 s CPU, 454 MiB |
 
-Where the study's CPU goes after (`time.process_time` around each part, in one process):
+At load 4.4-6.7 (19:31-19:38 UTC, `--warmup 1`, after = 3d181a7) the same pairs gave 44.7 s
+against 21.2 s wall (21.9 s against 12.7 s CPU) for the study and 15.3 s against 14.3 s wall
+(15.1 s against 13.4 s CPU) for recommend.
+
+Where the study's CPU goes after (`time.process_time` around each part, in one process, at
+load ~5-7, so each figure is some 10-20% above a quiet machine's):
 start-up 1.1 s (the modules of every command and what the study reads: pandas, networkx,
 scipy, plotly; the study needs nearly all of them, so importing commands lazily saves nothing);
 the 288 simulations with their metrics, trust band and quality 8.7 s (16.0 s before; by strategy
@@ -236,9 +240,11 @@ from them, which differ by float round-off (at most 3e-13 relative: stream-cut r
 recorded durations instead of re-deriving them). `recommend`'s output is the same but for its
 timing line.
 
-Not met: 10 s and 5 s. The study would need its fixed work per configuration halved again (no
-single part is over a fifth of it); `recommend` is bound by building and replaying a plan per
-timing class. Dask does not pay for either (`dicesim/cluster.py`, constants re-measured below).
+Not met: the study's 10 s by about 5% (10.5 s at a quiet spell; the rest of its fixed work per
+configuration has no part over a fifth of it), `recommend`'s 5 s by about 2x (bound by building
+and replaying one plan per timing class, and its 47 simulations). Dask does not pay for either:
+the constants of `dicesim/cluster.py` were re-measured after these changes (default study with 2
+workers: 16.6 s wall and 28.5 s CPU, against 11.2 s and 11.3 s in this process, load 1.7).
 
 ## Exactness
 
