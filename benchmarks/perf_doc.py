@@ -106,8 +106,9 @@ CPU seconds per call against the number of GPUs, for expected and for sampled
 same call with `fold=False, reuse=False, sample_groups=0`: every rank, every step simulated; both
 give the same step latency (the script checks it to 1e-9). Above 16 alike groups a multinomial
 run simulates 3 of them and predicts the slowest group with a 95% interval (last column;
-`dicesim.sim.sample`); 16,384 GPUs x 50 steps of drawn tables are over the 4 GiB limit on
-routing tables (docs/limits.md), so that point is refused, not run.
+`dicesim.sim.sample`). The drawn tables of 16,384 GPUs x 50 steps take 3.08 GiB, inside the
+4 GiB limit on routing tables (docs/limits.md); every rank's routing is still drawn, so that
+point's CPU time is mostly drawing.
 
 | case | GPUs | CPU s | CPU s, full | simpy events | events, full | step latency (ms) | sampled groups: predicted step latency, 95% interval (ms); or why not run |
 |---|---|---|---|---|---|---|---|
@@ -147,7 +148,10 @@ leaves' uplinks to the spine; alike groups that share links in the same roles st
   for bit the reference planner's. Where every route back is the route there reversed (a
   switch, rail IB), a combine is its dispatch backwards and takes the dispatch's plan with the
   links mirrored, which halves the planning. Transfers are built from routes resolved once per
-  group (`PairFlows`) instead of a loop per flow.
+  group (`PairFlows`) instead of a loop per flow, all of a group's all-to-alls in one batch
+  (`PairFlows.compile_many`); a filling round picks pairs by index (numpy's boolean masks over a
+  random pattern cost several times more) and counts pairs where every multiplicity is 1. The
+  one-copy (skip) routing table is rounded a slice at a time, in cache.
 - **Folding across shared links** (`dicesim/sim/fold.py`, `LinkShare` in
   `dicesim/sim/network/flowgroup.py`). Alike groups that cross shared links in the same roles
   with the same company evolve in lock step: one is simulated on a quotient network where each
@@ -228,8 +232,13 @@ coverage against full simulations over many seeds. `sample_groups=0` simulates e
 
 - Sampled (multinomial) routing cannot reuse windows (every all-to-all differs): one group
   still costs an event per rank instruction and one max-min trajectory per all-to-all (planned
-  in lock step, `batchplan.py`). The G/2 ratio misses the 3x target; an engine that solves
-  each step without simpy events (vectorised water-filling over the whole step) is not built.
+  in lock step, `batchplan.py`; the flows themselves cost no simpy event). The G/2 ratio misses
+  the 3x target: the simpy walk of every rank instruction alone is several times the expected
+  run, whose windows repeat; an engine that evaluates a window without simpy events (compute
+  and communication slow each other op by op, so it is not a closed form) is not built.
+- Every rank's routing is drawn, not only the sampled groups' (the memory estimate reads every
+  rank's received rows): drawing is the largest single part of the 1,024-GPU multinomial case
+  and most of the 16,384-GPU one.
 - Groups that share links but are not alike (different company on the shared links) are still
   simulated rank by rank.
 

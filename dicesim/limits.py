@@ -131,12 +131,15 @@ MEMORY_BUDGET_FRACTION = 0.8
 
 def sim_table_nbytes(*, layers: int, steps: int, world_size: int, experts: int, group_size: int,
                      sampled: bool = True) -> int:
-    """Bytes of the routing tables a simulation builds: int64 counts ``[L, T, W, E]`` plus the
-    full and one-copy send tables ``[L, T, W, S]`` (``dicesim.sim.costs.routing.TokenRouting``);
-    expected counts (``sampled`` False) are one ``[L, E]`` table seen through broadcast views."""
+    """Bytes of the routing tables a simulation builds (``dicesim.sim.costs.routing.TokenRouting``):
+    int64 counts ``[L, T, W, E]``, the full and one-copy send tables ``[L, T, W, S]`` and the rows
+    each rank receives ``[L, T, W]`` for both. Where each member holds one expert (``S == E``) the
+    full send table is the counts table itself, not a copy. Expected counts (``sampled`` False) are
+    one ``[L, E]`` table seen through broadcast views."""
+    send = group_size if group_size == experts else 2 * group_size
     if not sampled:
-        return 8 * layers * (experts + 2 * group_size)
-    return 8 * layers * steps * world_size * (experts + 2 * group_size)
+        return 8 * layers * (experts + send + 2)
+    return 8 * layers * steps * world_size * (experts + send + 2)
 
 
 def recorded_events(*, layers: int, steps: int, world_size: int) -> int:

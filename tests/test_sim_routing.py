@@ -12,7 +12,7 @@ from dicesim.scenario import RoutingConfig
 from dicesim.strategy import make_strategy
 from dicesim.placement import make_placement
 from dicesim.plan.staleness import kept_share
-from dicesim.sim.costs.routing import _largest_remainder, build_routing, expert_probs
+from dicesim.sim.costs.routing import _ROWS_PER_SLICE, _largest_remainder, _one_copy, build_routing, expert_probs
 
 
 def test_placement_groups():
@@ -119,6 +119,16 @@ def test_largest_remainder_exact_total(values, extra):
     out = _largest_remainder(x, total)
     assert out.sum() == total
     assert (np.abs(out - x) < 1 + 1e-9).all()
+
+
+def test_one_copy_in_slices_is_the_general_rounding():
+    # a drawn table larger than one slice (the last slice partial): the closed form for two copies,
+    # applied a slice at a time, must give what the general largest-remainder rounding gives
+    rng = np.random.default_rng(5)
+    counts = rng.multinomial(2 * 101, np.full(8, 1 / 8), size=(3, 2, _ROWS_PER_SLICE // 3 + 7))
+    out = _one_copy(counts, 2, 101)
+    assert out.shape == counts.shape and out.dtype == np.int64
+    assert np.array_equal(out, _largest_remainder(counts / 2, 101))
 
 
 def test_rows_go_to_the_member_the_shared_placement_names():

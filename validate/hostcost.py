@@ -68,11 +68,18 @@ VIEW_OPS = frozenset({
 #: ATen ops that read a device value on the host on CUDA (output sized from data, or a scalar read)
 SYNC_OPS = frozenset({"_local_scalar_dense", "bincount", "nonzero", "masked_select", "unique", "_unique2",
                       "repeat_interleave"})
+#: ATen ops that, on CUDA, run more than one kernel and read the device more than once: (kernels, syncs) per
+#: call. ``bincount`` reads ``self.min()`` and then ``self.max()`` back to the host to size its histogram,
+#: then zero-fills it and runs the histogram kernel (PyTorch ``aten/src/ATen/native/cuda/SummaryOps.cu``,
+#: ``_bincount_cuda_template``); on CPU the dispatcher shows one call.
+CUDA_EXPANDS = {"bincount": (4, 2)}
 #: Tensor methods that copy a device value to the host (on CPU they do not dispatch)
 SYNC_METHODS = ("tolist", "cpu")
 #: executor action handler -> host op kind (the synchronous exchange is split by its parts)
 HANDLER_KINDS = {"embed": "embed", "attention": "attention", "gate": "gate", "shared_expert": "shared_expert",
                  "local_combine": "local_combine", "final": "final", "sync_moe": "exchange", "local_moe": "local_moe"}
+#: the probe's own work inside the executor (counting the experts that have rows): kept out of every op
+BOOKKEEPING = "probe_bookkeeping"
 _MISSING = object()
 
 
@@ -122,10 +129,10 @@ class _Counter(TorchDispatchMode):
         kind, name = self.probe.kind, func.overloadpacket.__name__
         kwargs = kwargs or {}
         if kind is not None:
-            if name not in VIEW_OPS:
-                self.probe.launches[kind] += 1
-            if name in SYNC_OPS and (name != "repeat_interleave" or _sized_from_data(func, args, kwargs)):
-                self.probe.syncs[kind] += 1
+            kernels, syncs = CUDA_EXPANDS.get(name, (int(name not in VIEW_OPS), int(name in SYNC_OPS)))
+            self.probe.launches[kind] += kernels
+            if syncs and (name != "repeat_interleave" or _sized_from_data(func, args, kwargs)):
+                self.probe.syncs[kind] += syncs
         return func(*args, **kwargs)
 
 
@@ -158,9 +165,11 @@ def _patched(probe: _Probe, *, count: bool) -> Iterator[None]:
         patch(base, name, probe.wrap(kind, base.__dict__[name]))
     patch(base, "unpermute", staticmethod(probe.wrap("unpermute", base.__dict__["unpermute"].__func__)))
     timed_rows = probe.wrap("experts", _experts.ExpertBank.forward_rows)
+    # the probe's own bookkeeping is a kind of its own, so its time, launches and syncs are not the caller's
+    experts_with_rows = probe.wrap(BOOKKEEPING, lambda ids_R: int(torch.unique(ids_R).numel()))
 
     def forward_rows(bank, rows_RD, expert_ids_R):
-        probe.experts_with_rows.append(int(torch.unique(expert_ids_R).numel()) if rows_RD.shape[0] else 0)
+        probe.experts_with_rows.append(experts_with_rows(expert_ids_R) if rows_RD.shape[0] else 0)
         return timed_rows(bank, rows_RD, expert_ids_R)
 
     patch(_experts.ExpertBank, "forward_rows", forward_rows)
@@ -241,7 +250,7 @@ def executor_counts() -> dict[str, dict[str, float]]:
         _run(counted, strategy=strategy, steps=1, count=True)
     return {kind: {"launches": counted.launches[kind] / n, "syncs": counted.syncs[kind] / n,
                    "events": counted.events[kind] / n}
-            for kind, n in sorted(counted.calls.items()) if kind != "experts"}
+            for kind, n in sorted(counted.calls.items()) if kind not in ("experts", BOOKKEEPING)}
 
 
 def measure_executor(*, steps: int) -> dict:

@@ -129,7 +129,9 @@ def host_citations(host: HostFit, path: str) -> dict[str, str]:
                  f"({gpu}; median |error| of max(host, device) against eager {host.eager_err_median:.1%}); "
                  f"mapped from the CPU host costs {path} as rho * H_cpu + tau * launches, rho {host.rho:.3g}, "
                  f"tau {host.tau_s * 1e6:.2f} us (errors {err}); executor ops, syncs and the per-expert cost "
-                 f"from the same file"),
+                 f"from the same file; per local expert {host.model.expert_s * 1e6:.0f} us (cross-check costed "
+                 f"on the GPU machine alone: {host.per_launch_s * 1e6:.1f} us per counted launch, least squares "
+                 f"over the timed ops, gives {host.expert_per_launch_s * 1e6:.0f} us)"),
         "host.sync_s": "assumption: one sync costs one kernel launch's tau (a driver round trip and a small copy)",
         "host_op_s": "0: the host model times the host",
         "host_collective_s": "0: the host model times the host",

@@ -50,7 +50,7 @@ BENCH_KEYS = {("attention", 0): "attention", ("gate", 0): "gate", ("shared_exper
 EXECUTOR_PARTS = {"embed": ("embed",), "attention": ("attention",), "gate": ("gate",),
                   "count_exchange": ("count_exchange",), "dispatch": ("dispatch",),
                   "combine": ("combine", "unpermute", "exchange"), "shared_expert": ("shared_expert",),
-                  "local_combine": ("local_combine",), "final": ("final",)}
+                  "local_combine": ("local_combine",), "final": ("final",), "local_moe": ("local_moe",)}
 
 
 class HostCostRow(BaseModel):
@@ -103,6 +103,8 @@ class HostFit:
     gpu_host_s: dict[str, float]  # step 1: host time per timed op (key as in the CPU file)
     transfer_err: dict[str, float]  # step 2: relative error of rho * H_cpu + tau * launches per timed op
     eager_err_median: float  # step 1: median |relative error| of max(H, graph) against eager, all sizes
+    per_launch_s: float = 0.0  # cross-check without the CPU: step-1 host time per counted launch (least squares)
+    expert_per_launch_s: float = 0.0  # the experts' cost per local expert on that basis: launches x per_launch_s
 
 
 def _per_trace_means(samples: pd.DataFrame) -> pd.DataFrame:
@@ -165,5 +167,10 @@ def fit_host(eager: pd.DataFrame, graph: pd.DataFrame, local_experts: dict[str, 
     model = HostModel(code=code, op_s={k: op_s[k] for k in HOST_OP_KINDS},
                       expert_s=rho * ex.per_expert_s + tau * ex.launches_per_expert,
                       syncs={k: n for k, n in syncs.items() if n}, sync_s=tau)
+    # the same structure costed on the GPU machine alone: every counted launch at the all-in host cost per launch
+    # (Python, dispatcher, CUDA launch) of the timed ops; a check on the CPU mapping, not used by the model
+    n = X[:, 1]
+    per_launch = float(n @ y / (n @ n))
     return HostFit(model=model, rho=float(rho), tau_s=float(tau), gpu_host_s=gpu, transfer_err=transfer_err,
-                   eager_err_median=float(np.median(errs)) if errs else 0.0)
+                   eager_err_median=float(np.median(errs)) if errs else 0.0, per_launch_s=per_launch,
+                   expert_per_launch_s=per_launch * ex.launches_per_expert)

@@ -29,10 +29,12 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from dicesim.limits import physical_problem
 
 #: what the host issues: the compute op kinds of the cost model, and the executor's exchange steps
+#: (``local_moe``: the data-parallel handler's own work around its experts, ``validate/executor/runner.py``
+#: ``_do_local_moe``: the routed rows, the trace marks, the weighted combine of the copies)
 HOST_OP_KINDS: tuple[str, ...] = ("embed", "attention", "gate", "experts", "shared_expert", "local_combine", "final",
-                                  "count_exchange", "dispatch", "combine")
+                                  "count_exchange", "dispatch", "combine", "local_moe")
 HostOpKind = Literal["embed", "attention", "gate", "experts", "shared_expert", "local_combine", "final",
-                     "count_exchange", "dispatch", "combine"]
+                     "count_exchange", "dispatch", "combine", "local_moe"]
 #: the most syncs one op may make (a sanity bound on counted data)
 MAX_SYNCS = 64
 
@@ -80,7 +82,11 @@ class HostModel(BaseModel):
         return self
 
     def cost(self, kind: str, experts_on_rank: int = 0) -> HostCost:
-        """The host cost of one op of ``kind`` (``experts``: with ``experts_on_rank`` local experts)."""
+        """The host cost of one op of ``kind`` (``experts``: with ``experts_on_rank`` local experts;
+        ``local_moe``: the handler's own work and the experts op it runs)."""
+        if kind == "local_moe":
+            ex = self.cost("experts", experts_on_rank)
+            return HostCost(issue_s=self.op_s[kind] + ex.issue_s, first_s=0.0, syncs=self.syncs.get(kind, 0) + ex.syncs)
         issue = self.op_s[kind] + (self.expert_s * experts_on_rank if kind == "experts" else 0.0)
         return HostCost(issue_s=issue, first_s=0.0, syncs=self.syncs.get(kind, 0))
 

@@ -142,20 +142,45 @@ class GroupComm:
             fg = self._cache[key] = self._pairs[direction].compile(nbytes.ravel(), self.a2a_lat_s)
         return fg
 
+    def _compile_all(self, uses: list[tuple[bool, int, int]]) -> None:
+        """Compile the dispatch and combine of every ``(skip, layer, tok_step)`` in ``uses`` not compiled yet,
+        in one batch per direction (:meth:`PairFlows.compile_many`: the groups :meth:`flow_group` makes)."""
+        for skip in (False, True):
+            todo = [(layer, tok) for s, layer, tok in uses if s == skip]
+            if not todo:
+                continue
+            ls, ts = (np.array(x, dtype=np.intp) for x in zip(*todo))
+            ids = self.matrix_id[skip][ls, ts]
+            send = self.routing.send_rows_LTWS(skip)
+            members = np.array(self.members, dtype=np.intp)
+            S = members.shape[0]
+            nbytes_KSS = send[ls[:, None], ts[:, None], members[None, :], :] * self.row_nbytes
+            nbytes_KSS[:, np.arange(S), np.arange(S)] = 0  # rows a rank keeps for its own experts do not travel
+            for d in (DISPATCH, COMBINE):
+                keys = [(d, skip, int(i)) for i in ids.tolist()]
+                need = [k for k, key in enumerate(keys) if key not in self._cache]
+                if need:
+                    groups = self._pairs[d].compile_many(nbytes_KSS[need].reshape(len(need), S * S), self.a2a_lat_s)
+                    for k, fg in zip(need, groups):
+                        self._cache.setdefault(keys[k], fg)
+
     def distinct_groups(self, uses) -> tuple[list[FlowGroup], list[tuple[FlowGroup, FlowGroup]]]:
         """Every transfer of the ``(skip, layer, tok_step)`` all-to-alls in ``uses``, each distinct one
         once: the ones to plan, and ``(combine, dispatch)`` mirror pairs (see :attr:`rev_L`)."""
-        seen, plan, mirrors = set(), [], []
+        seen, todo, plan, mirrors = set(), [], [], []
         for skip, layer, tok in uses:
             mid = (skip, int(self.matrix_id[skip][layer, tok]))
             if mid not in seen:
                 seen.add(mid)
-                d, c = (self.flow_group(x, layer, tok, skip) for x in (DISPATCH, COMBINE))
-                plan.append(d)
-                if self.rev_L is None:
-                    plan.append(c)
-                else:
-                    mirrors.append((c, d))
+                todo.append((skip, layer, tok))
+        self._compile_all(todo)
+        for skip, layer, tok in todo:
+            d, c = (self.flow_group(x, layer, tok, skip) for x in (DISPATCH, COMBINE))
+            plan.append(d)
+            if self.rev_L is None:
+                plan.append(c)
+            else:
+                mirrors.append((c, d))
         return plan, mirrors
 
 

@@ -112,9 +112,9 @@ class HostTable:
     def compute(self, action_kind: str) -> HostCost:
         if self.model is None:
             return launch_cost(self.host_op_s)
-        kind = ACTION_OP_KIND.get(action_kind, action_kind)
-        # the data-parallel baseline runs every expert on this rank
-        return self.model.cost(kind, self.num_experts if action_kind == "local_moe" else self.experts_on_rank)
+        if action_kind == "local_moe":  # the data-parallel baseline: its handler runs every expert on this rank
+            return self.model.cost("local_moe", self.num_experts)
+        return self.model.cost(ACTION_OP_KIND.get(action_kind, action_kind), self.experts_on_rank)
 
     def rows(self) -> HostCost:
         if self.model is None:

@@ -145,15 +145,20 @@ def _fill(pf, pl, pw, live, cap, l0, b_of_l, b_of_f):
     """:func:`dicesim.sim.network.maxmin.maxmin_core` over the live pairs of every table, each at its own level.
 
     The load of the unfrozen pairs is updated by subtraction instead of recounted: multiplicities
-    are small integers, so both give the same floats.
+    are small integers, so both give the same floats (and a count of unit multiplicities, an
+    integer, converts to the same float as their float sum). Pairs are selected by index
+    (``flatnonzero`` then ``take``): a boolean mask over a random pattern is several times slower
+    in numpy, and the order, hence every float, is the same.
     """
     n_f, n_l = live.shape[0], cap.shape[0]
-    keep = live[pf]
-    qpf, qpl, qpw = pf[keep], pl[keep], pw[keep]
+    unit = bool((pw == 1.0).all())
+    ki = np.flatnonzero(live[pf])
+    qpf, qpl = pf.take(ki), pl.take(ki)
+    qpw = None if unit else pw.take(ki)
     rate = np.zeros(n_f)
     cap_rem = cap.copy()
     frozen = np.zeros(n_f, dtype=bool)
-    load = np.bincount(qpl, weights=qpw, minlength=n_l)
+    load = np.bincount(qpl, weights=np.ones(qpl.shape[0]) if unit else qpw, minlength=n_l)
     used = load > 0
     while qpf.shape[0]:
         press = load / cap_rem  # 0 on idle links
@@ -165,12 +170,19 @@ def _fill(pf, pl, pw, live, cap, l0, b_of_l, b_of_f):
         rate[hit_f] = level_b[b_of_f[hit_f]]
         frozen[hit_f] = True
         fpair = frozen[qpf]
-        gone = np.bincount(qpl[fpair], weights=qpw[fpair], minlength=n_l)
+        gi = np.flatnonzero(fpair)
+        gone_l = qpl.take(gi)
+        gone = np.bincount(gone_l, minlength=n_l) if unit else np.bincount(gone_l, weights=qpw.take(gi),
+                                                                           minlength=n_l)
         cap_rem -= level_b[b_of_l] * gone
         np.maximum(cap_rem, _CAP_FLOOR, out=cap_rem)
         load -= gone
-        keep = ~fpair
-        qpf, qpl, qpw = qpf[keep], qpl[keep], qpw[keep]
+        if gi.shape[0] == qpf.shape[0]:
+            break
+        ki = np.flatnonzero(~fpair)
+        qpf, qpl = qpf.take(ki), qpl.take(ki)
+        if not unit:
+            qpw = qpw.take(ki)
     return rate, used
 
 

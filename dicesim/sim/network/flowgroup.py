@@ -30,13 +30,14 @@ class FlowGroup:
                  "pair_link_P", "pair_weight_P", "links_L", "pair_local_P", "cap_L")
 
     def __init__(self, owner, gid, n_local, nbytes, lat_F, pair_flow_P, pair_link_P, pair_weight_P,
-                 cap_global):
+                 cap_global, local=None):
         self.owner, self.gid, self.n_local = owner, gid, n_local
         self.nbytes, self.lat_F = nbytes, lat_F
         self.n_flows = int(nbytes.shape[0])
         self.pair_flow_P, self.pair_link_P, self.pair_weight_P = pair_flow_P, pair_link_P, pair_weight_P
         # the group's own link numbering, so a plan of this group alone needs no set union
-        links, local = local_links(pair_link_P, cap_global.shape[0])
+        # (``local``: that numbering, ``local_links``'s result, computed by the caller for many groups at once)
+        links, local = local if local is not None else local_links(pair_link_P, cap_global.shape[0])
         self.links_L, self.pair_local_P, self.cap_L = links, local, cap_global[links]
 
 
@@ -93,10 +94,12 @@ class LinkTable:
             resolved = [share.apply(r) if r else None for r in resolved]
         return PairFlows(self, resolved)
 
-    def _new_group(self, n_local: int, nbytes, lat_F, pair_flow_P, pair_link_P, pair_weight_P) -> FlowGroup:
+    def _new_group(self, n_local: int, nbytes, lat_F, pair_flow_P, pair_link_P, pair_weight_P,
+                   local=None) -> FlowGroup:
         gid = self._next_gid
         self._next_gid += 1
-        return FlowGroup(self, gid, n_local, nbytes, lat_F, pair_flow_P, pair_link_P, pair_weight_P, self.cap_L)
+        return FlowGroup(self, gid, n_local, nbytes, lat_F, pair_flow_P, pair_link_P, pair_weight_P, self.cap_L,
+                         local)
 
     def _build(self, flows: tuple, extra_latency_s: float) -> FlowGroup:
         if not (0 <= extra_latency_s < math.inf):
@@ -201,3 +204,30 @@ class PairFlows:
         return self._table._new_group(n_local, nb[ks].astype(float), self._lat[ks] + float(extra_latency_s),
                                       np.repeat(np.arange(ks.shape[0], dtype=np.intp), lens), self._ids[at],
                                       self._w[at])
+
+    def compile_many(self, nbytes_KR: np.ndarray, extra_latency_s: float) -> list[FlowGroup]:
+        """``[compile(nb, extra_latency_s) for nb in nbytes_KR]``, element for element, with array operations
+        over all ``K`` byte-count vectors at once (a sampled run compiles thousands of all-to-alls)."""
+        nb = np.asarray(nbytes_KR)
+        n_k = nb.shape[0]
+        take = nb > 0
+        n_local_K = np.count_nonzero(take & ~self._routed, axis=1)
+        kk, ks = np.nonzero(take & self._routed)  # by vector, then in route order, as compile's flatnonzero
+        lens = self._len[ks]
+        first = np.repeat(self._start[ks] - np.concatenate(([0], np.cumsum(lens)[:-1])), lens)
+        at = first + np.arange(int(lens.sum()), dtype=np.intp)
+        ids, w = self._ids[at], self._w[at]
+        nbytes_F, lat_F = nb[kk, ks].astype(float), self._lat[ks] + float(extra_latency_s)
+        f0 = np.concatenate(([0], np.cumsum(np.bincount(kk, minlength=n_k)))).astype(np.intp)
+        pf = np.repeat(np.arange(kk.shape[0], dtype=np.intp) - f0[kk], lens)
+        k_of_p = np.repeat(kk, lens)
+        p0 = np.concatenate(([0], np.cumsum(np.bincount(k_of_p, minlength=n_k)))).astype(np.intp)
+        # each vector's own link numbering (flowplan.local_links of its pairs): its distinct links, sorted
+        n_links = self._table.cap_L.shape[0]
+        uniq, inv = np.unique(k_of_p * n_links + ids, return_inverse=True)
+        u0 = np.searchsorted(uniq, np.arange(n_k + 1, dtype=np.int64) * n_links)
+        links_U, local_P = uniq % n_links, inv.ravel() - u0[k_of_p]
+        new = self._table._new_group
+        return [new(int(n_local_K[k]), nbytes_F[f0[k]:f0[k + 1]], lat_F[f0[k]:f0[k + 1]], pf[p0[k]:p0[k + 1]],
+                    ids[p0[k]:p0[k + 1]], w[p0[k]:p0[k + 1]], (links_U[u0[k]:u0[k + 1]], local_P[p0[k]:p0[k + 1]]))
+                for k in range(n_k)]
