@@ -78,9 +78,9 @@ ATTENTION_KERNELS: tuple[tuple[str, str, str], ...] = (
 #: published runs' hosts are not stated: the H100 machine's figure is used for all (an assumption).
 EAGER_HOST_PER_KERNEL_S = (234e-6 + 106e-6 + 39e-6) / (11 + 8 + 3)
 #: with torch.compile the Inductor wrapper launches each fused kernel without the eager dispatcher:
-#: the fitted CUDA launch cost per kernel alone, tau = 7.59 us (h100-calibrated, citation "host";
-#: that Inductor's wrapper costs no Python beyond it is an assumption)
-COMPILED_HOST_PER_KERNEL_S = 7.59e-6
+#: the fitted CUDA launch cost per kernel alone, tau = 7.44 us (h100-calibrated, citation "host"; 7.59 us
+#: before its refit; that Inductor's wrapper costs no Python beyond it is an assumption)
+COMPILED_HOST_PER_KERNEL_S = 7.44e-6
 
 
 def attention_kernel_for(framework: str) -> tuple[str, str] | None:
