@@ -71,3 +71,26 @@ def test_presets_without_a_cited_decoder_add_nothing():
         assert vae_decode_s(dense_run(f), h100) == 0.0
     cog = next(f for f in figs if f["model"] == "cogvideox-5b" and f["kind"] == "latency")
     assert vae_decode_s(dense_run(cog), h100) > 0.0
+
+
+def test_sana_linear_attention_heads_and_counted_passes():
+    from dicesim.dense_models import EAGER_LINEAR_KERNELS, block_work, elementwise_passes, get_dense_model
+    from dicesim.sim.dense import DenseParallel, DenseRun, refusal
+
+    m = get_dense_model("sana-1600m")
+    assert (m.self_heads, m.hidden // m.self_heads, m.heads) == (70, 32, 20)
+    assert elementwise_passes(2.5, False, "linear") == pytest.approx(25 + 32 + 13 * 2.5)
+    n = 1000.0
+    bw = block_work(m, "single", img_tokens=n, txt_tokens=0, attn_q=n, attn_kv=n, heads_share=1.0, tp=1,
+                    compiled=False)
+    core_linear = 4 * n * m.hidden * 33  # V padded to d + 1 = 33 rows, times K^T, then times Q
+    core_cross = 4 * n * m.text_tokens * m.hidden
+    assert bw.attention.flops == pytest.approx(core_linear + core_cross)
+    assert bw.kernels == EAGER_LINEAR_KERNELS == 44
+
+    def run(u):
+        return DenseRun(model=m, height_px=4096, width_px=4096, frames=1, steps=20, batch=1, cfg_on=True,
+                        compiled=False, parallel=DenseParallel(ulysses=u))
+    # xDiT: "the maximum parallelism supported by Ulysses is 2" (70 linear heads, 20 cross heads)
+    assert refusal(run(2)) is None
+    assert "70 heads" in refusal(run(4))
