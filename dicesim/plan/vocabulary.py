@@ -167,6 +167,12 @@ class Plan:
         return frozenset(kinds)
 
     @cached_property
+    def memo(self) -> dict[str, Any]:
+        """Tables a family derives from this plan alone (never from a run's routing or hardware),
+        kept beside the plan so configurations that share it derive them once."""
+        return {}
+
+    @cached_property
     def gc_frees(self) -> GcFrees:
         """Buffers freed right after an action, before the step ends (empty for most strategies)."""
         return self.rules.gc_frees(self)

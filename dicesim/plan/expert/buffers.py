@@ -197,23 +197,43 @@ def buffer_nbytes_TW(plan: Plan, routing: Any, row_nbytes: int) -> np.ndarray:
     recv = [routing.recv_rows_LTW(False), routing.recv_rows_LTW(True)]
     if not all(np.issubdtype(r.dtype, np.integer) for r in recv):
         return _buffer_nbytes_each(plan, routing, row_nbytes, recv)
-    own_T = np.zeros(plan.num_steps, dtype=np.int64)  # rows that do not depend on the rank
-    at: tuple[tuple[list[int], list[int], list[int]], ...] = (([], [], []), ([], [], []))  # per skip: t, layer, tok
-    kw = dict(local_tokens=routing.tokens_per_rank, top_k=routing.top_k, recv_rows=0)
-    for t, held in enumerate(plan.held):
-        for hb in held:
-            if hb.what in _RECEIVED_ROWS:
-                if hb.tok_step >= 0:
-                    ts, ls, ks = at[hb.skip]
-                    ts.append(t), ls.append(hb.layer), ks.append(hb.tok_step)
-            else:
-                own_T[t] += buffer_rows(hb, **kw)
+    if "held_rows" not in plan.memo:
+        plan.memo["held_rows"] = _held_rows(plan)
+    own_1, own_k, own_km1, at = plan.memo["held_rows"]
+    tokens, k = routing.tokens_per_rank, routing.top_k
+    own_T = tokens * (own_1 + k * own_k + (k - 1) * own_km1)  # rows that do not depend on the rank
     rows_TW = np.repeat(own_T[:, None], W, axis=1)
     chunk = max(1, (1 << 22) // max(W, 1))  # gathered rows [chunk, W] stay small at 16,384 ranks
     for skip, (ts, ls, ks) in enumerate(at):
         for i in range(0, len(ts), chunk):
-            np.add.at(rows_TW, np.asarray(ts[i:i + chunk]), recv[skip][ls[i:i + chunk], ks[i:i + chunk]])
+            np.add.at(rows_TW, ts[i:i + chunk], recv[skip][ls[i:i + chunk], ks[i:i + chunk]])
     return rows_TW.astype(float) * row_nbytes
+
+
+def _held_rows(plan: Plan) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple]:
+    """What :func:`buffer_nbytes_TW` reads from the plan alone: per step, how many own-row buffers
+    hold ``tokens``, ``tokens * top_k`` and ``tokens * (top_k - 1)`` rows (the cases of
+    :func:`buffer_rows`), and per skip the (step, layer, token step) of every received-row buffer."""
+    T = plan.num_steps
+    own = np.zeros((3, T), dtype=np.int64)
+    at: tuple[tuple[list[int], list[int], list[int]], ...] = (([], [], []), ([], [], []))  # per skip: t, layer, tok
+    for t, held in enumerate(plan.held):
+        for hb in held:
+            what = hb.what
+            if what in _RECEIVED_ROWS:
+                if hb.tok_step >= 0:
+                    ts, ls, ks = at[hb.skip]
+                    ts.append(t), ls.append(hb.layer), ks.append(hb.tok_step)
+            elif what in _OWN_ROWS:
+                own[0 if hb.skip else 1, t] += 1
+            elif what == CACHE:
+                own[1, t] += 1
+            elif what == SKIP_CACHE:
+                own[2, t] += 1
+            else:
+                raise KeyError(f"no row count for held buffer {what!r}")
+    index = tuple(tuple(np.asarray(x, dtype=np.intp) for x in per_skip) for per_skip in at)
+    return own[0], own[1], own[2], index
 
 
 def _buffer_nbytes_each(plan: Plan, routing: Any, row_nbytes: int, recv: list[np.ndarray]) -> np.ndarray:
