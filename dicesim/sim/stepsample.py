@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.stats import t as student_t
+from scipy.special import stdtrit
 
 from dicesim.plan import Plan, build_plan
 from dicesim.plan.vocabulary import Blocking, Issue
@@ -166,7 +166,7 @@ def predict_steps(x_S: np.ndarray, ss: StepSample, confidence: float = CONFIDENC
     df = ss.n - p
     res = np.concatenate(resid)
     sd = float(np.sqrt((res ** 2).sum() / df))
-    half = float(student_t.ppf(0.5 + confidence / 2, df)) * sd * np.sqrt(var_w)
+    half = float(stdtrit(df, 0.5 + confidence / 2)) * sd * np.sqrt(var_w)
     return {"estimate_s": total, "low_s": float((total - half) * (1 - _ROUND_OFF)), "high_s": float((total + half) * (1 + _ROUND_OFF)),
             "step_sd_s": sd, "step_min_s": float(steady.min()), "step_max_s": float(steady.max()),
             "degrees_of_freedom": df}
