@@ -140,7 +140,7 @@ def simulate(scenario: Scenario | None = None, *, profile: HardwareProfile | str
         raw, shortcuts = run_folded(steps.spec if steps else spec, fold=fold, reuse=reuse,
                                     sample_groups=sample_groups, seed=sc.seed)
         if steps is not None:
-            raw, shortcuts["steps"] = expand_steps(raw, steps, spec.plan)
+            raw, shortcuts["steps"] = expand_steps(raw, steps)
         else:
             shortcuts["steps"] = {"applied": False, "reason": why}
         meta = {"scenario": sc.model_dump(mode="json"), "profile": spec.profile.name,

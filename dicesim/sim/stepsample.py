@@ -81,8 +81,11 @@ class StepSample:
 
 def _signature(plan: Plan) -> list[tuple]:
     """Each step's actions with the token step made relative to the step (what makes two steps alike)."""
-    return [tuple((a.kind, a.layer, a.tok_step - t if a.tok_step >= 0 else None, a.skip, a.keep, a.span)
-                  for a in acts) for t, acts in plan]
+    out = []
+    for t, acts in plan:
+        out.append(tuple((a.kind, a.layer, a.tok_step - t, a.skip, a.keep, a.span) if a.tok_step >= 0 else a
+                         for a in acts))
+    return out
 
 
 def steady_range(sigs: list[tuple]) -> tuple[int, int, int] | None:
@@ -187,6 +190,15 @@ def _issues_per_step(plan: Plan) -> np.ndarray:
     return np.asarray([sum(issues(a) for a in acts) for _, acts in plan], dtype=float)
 
 
+def _issue_ratio(ss: StepSample) -> float:
+    """Collectives the full plan issues over those the short plan issues, from the short plan's steps
+    (it is the full plan with whole periods removed: every full step issues what its phase's do)."""
+    n_S = _issues_per_step(ss.spec.plan)
+    h, p, n = ss.head, ss.period, ss.n
+    steady = sum(ss.phase_N[ph] * n_S[h + ph] for ph in range(p))
+    return float(n_S[:h].sum() + steady + n_S[h + n:].sum()) / max(float(n_S.sum()), 1.0)
+
+
 def _fill(cum_WS: np.ndarray, ss: StepSample) -> np.ndarray:
     """Cumulative per-step tables ``[W, S, ...]`` of the short run, stretched to the full run: every
     full step takes its own increments where simulated, else its phase's mean increments."""
@@ -198,14 +210,14 @@ def _fill(cum_WS: np.ndarray, ss: StepSample) -> np.ndarray:
     return np.cumsum(np.stack(cols, axis=1), axis=1)
 
 
-def expand_steps(raw: RawRun, ss: StepSample, full_plan: Plan) -> tuple[RawRun, dict[str, Any]]:
+def expand_steps(raw: RawRun, ss: StepSample) -> tuple[RawRun, dict[str, Any]]:
     """The short run's measurements stretched to the full run, and ``meta["steps"]``."""
     end_S = raw.step_end_WT.max(axis=0)
     x_S = np.diff(np.concatenate([[0.0], end_S]))
     pred = predict_steps(x_S, ss)
     scale = pred["estimate_s"] / raw.total_s if raw.total_s > 0 else 1.0
     links = [dict(s, nbytes=s["nbytes"] * scale, busy_s=s["busy_s"] * scale) for s in raw.link_stats]
-    ratio = _issues_per_step(full_plan).sum() / max(_issues_per_step(ss.spec.plan).sum(), 1.0)
+    ratio = _issue_ratio(ss)
     out = dataclasses.replace(raw, step_end_WT=_fill(raw.step_end_WT, ss), counters_WTK=_fill(raw.counters_WTK, ss),
                               total_s=pred["estimate_s"], link_stats=links,
                               collectives=int(round(raw.collectives * ratio)))
