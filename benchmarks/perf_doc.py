@@ -251,12 +251,15 @@ recorded runs and `sample_steps=0` (`dicesim simulate --exact-steps`) simulate e
 
 ## Limits
 
-- Sampled (multinomial) routing cannot reuse windows (every all-to-all differs): one group
-  still costs an event per rank instruction and one max-min trajectory per all-to-all (planned
-  in lock step, `batchplan.py`; the flows themselves cost no simpy event). The G/2 ratio misses
-  the 3x target: the simpy walk of every rank instruction alone is several times the expected
-  run, whose windows repeat; an engine that evaluates a window without simpy events (compute
-  and communication slow each other op by op, so it is not a closed form) is not built.
+- Sampled (multinomial) routing cannot reuse windows (every all-to-all differs): each simulated
+  step still costs an event per rank instruction and one max-min trajectory per all-to-all
+  (planned in lock step, `batchplan.py`; the flows themselves cost no simpy event). Sampled
+  steps cut the G/2 run to 10 of its 50 steps (2 warm-up, 7 sampled steady, the closing one: the
+  fewest that hold every one of `dice`'s 4 phases, a degree of freedom and the closing step's
+  phase); those 10 steps alone (about 0.18 s CPU: half lock-step planning, half the simpy
+  walk) are still over 2x the whole expected run, so the ratio stays above 3x. An engine that
+  evaluates a window without simpy events (compute and communication slow each other op by op,
+  so it is not a closed form) is not built. `sample_steps=0` gives the exact run (about 13x).
 - Every rank's routing is drawn, not only the sampled groups' (the memory estimate reads every
   rank's received rows): drawing is the largest single part of the 1,024-GPU multinomial case
   and most of the 16,384-GPU one.

@@ -182,7 +182,8 @@ def run_strategy(scenario: Scenario, *, trace_dir: str | Path | None = None,
         check_run_size(scenario, record=True)
     G = get_topology(scenario.topology)
     profile = resolve_profile(None, scenario, G)
-    result = simulate(scenario, graph=G, profile=profile, record=want_events, sample_steps=0 if exact_steps else None)
+    result = simulate(scenario, graph=G, profile=profile, record=want_events,
+                      sample_steps=0 if exact_steps else None)
     events = result.events if want_events else None
     name = scenario.strategy.name
     summary = result.summary()

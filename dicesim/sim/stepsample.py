@@ -170,7 +170,8 @@ def predict_steps(x_S: np.ndarray, ss: StepSample, confidence: float = CONFIDENC
     res = np.concatenate(resid)
     sd = float(np.sqrt((res ** 2).sum() / df))
     half = float(stdtrit(df, 0.5 + confidence / 2)) * sd * np.sqrt(var_w)
-    return {"estimate_s": total, "low_s": float((total - half) * (1 - _ROUND_OFF)), "high_s": float((total + half) * (1 + _ROUND_OFF)),
+    return {"estimate_s": total, "low_s": float((total - half) * (1 - _ROUND_OFF)),
+            "high_s": float((total + half) * (1 + _ROUND_OFF)),
             "step_sd_s": sd, "step_min_s": float(steady.min()), "step_max_s": float(steady.max()),
             "degrees_of_freedom": df}
 
