@@ -47,11 +47,18 @@ class DenseModel:
     text_tokens: int
     joint_text: bool
     hidden_text: int = 0  # asymmetric MMDiT only: width of the text stream
+    linear_head_dim: int = 0  # linear self-attention only: its head dim (its heads: hidden // it); ``heads``
+    # then counts the softmax cross-attention's heads
     params_B: float = 0.0
 
     @property
     def head_dim(self) -> int:
         return self.hidden // self.heads
+
+    @property
+    def self_heads(self) -> int:
+        """Heads of the self-attention (the linear one's where it has its own head dim)."""
+        return self.hidden // self.linear_head_dim if self.linear_head_dim else self.heads
 
     def latent_frames(self, frames: int) -> int:
         """Latent frames of a causal video VAE (the first frame alone, then ``vae_t`` per latent)."""
@@ -94,7 +101,7 @@ def _presets() -> dict[str, DenseModel]:
         "sana-1600m": DenseModel(name="sana-1600m", architecture="dit-crossattn-linear", double_blocks=0,
                                  single_blocks=20, hidden=2240, heads=20, mlp_ratio=2.5, patch=(1, 1, 1),
                                  vae_downsample=(1, 32, 32), latent_channels=32, text_tokens=300, joint_text=False,
-                                 params_B=1.648),
+                                 linear_head_dim=32, params_B=1.648),
     }
 
 
@@ -110,7 +117,10 @@ PRESET_SOURCES: dict[str, str] = {
                     "length); mlp_ratio 4 is diffusers' CogVideoXBlock default (ff_inner_dim None -> FeedForward "
                     "mult=4), huggingface/diffusers@009167a src/diffusers/models/transformers/cogvideox_transformer_3d.py",
     "sana-1600m": f"{_M} [sana-1600m]: NVlabs/Sana diffusion/model/nets/sana_multi_scale.py SanaMS_1600M_P1_D20; "
-                  "configs/sana_config/4096ms/Sana_1600M_img4096_bf16.yaml",
+                  "configs/sana_config/4096ms/Sana_1600M_img4096_bf16.yaml; the linear self-attention's heads are "
+                  "hidden // linear_head_dim 32 = 70 (SanaMSBlock: self_num_heads = hidden_size // linear_head_dim), "
+                  "the cross-attention's 20 x 112: huggingface/diffusers@a4df8db "
+                  "src/diffusers/models/transformers/sana_transformer.py:344-348 (70, 32, 20, 112)",
 }
 
 DENSE_MODELS: dict[str, DenseModel] = _presets()
@@ -133,9 +143,16 @@ def get_dense_model(name: str) -> DenseModel:
 #: stack 2, two fp32 casts 3 + 3, two products 4 + 4, sum 6, cast back 3) and the q/k/v concat (6): 58.
 #: The single block: adaLN 6, GELU 2r, RMSNorm 26, RoPE 52, output copy 2, the [attention, MLP]
 #: concat 2(1 + r), gate 2, residual 3: 93 + 4r. The other softmax-attention presets run the same op
-#: sequence: the Flux count is used for them (an assumption). SANA (``kind`` None) keeps the older
-#: estimate: LayerNorm and adaLN modulate (2 + 2), QK norm (4), RoPE (4), layout copies (6), concat
-#: and split (6 + 2), gate and residual (3), norm and modulate (4), GELU (2r), gate and residual (3).
+#: sequence: the Flux count is used for them (an assumption). SANA (``kind`` "linear"), counted on
+#: diffusers' SanaTransformerBlock, SanaLinearAttnProcessor2_0 and GLUMBConv (huggingface/diffusers@a4df8db
+#: sana_transformer.py:38-82, 246-289; attention_processor.py:6006-6050): hidden-wide LayerNorm and
+#: modulate (2 + 4), gate and residual (2 + 3), the cross-attention's residual (3), LayerNorm and
+#: modulate (6), gate and residual (5) = 25; over heads or the MLP hidden: ReLU of q and k (2 + 2), q, k,
+#: v cast to fp32 (3 x 3), V padded with a row of ones in fp32 (4), the two matmuls' fp32 operands beyond
+#: the bf16 bytes the core counts (4), the normalising division in fp32 (4), the cast back (3), the copy
+#: of the transposed output before to_out (2: an assumption, matmul folds only contiguous batches), the
+#: cross-attention's output layout copy (2); GLUMBConv: SiLU over the 2r-wide inverted output (4r), the
+#: depthwise 3x3 conv over it (4r: a memory pass), SiLU of the gate (2r), value x gate (3r) = 32 + 13r.
 #: With torch.compile (an assumption, not measured: Inductor fuses each elementwise chain between two
 #: GEMMs into one kernel that reads its inputs once and writes once): norm+modulate (2), norm+RoPE
 #: (4), gate+residual (3), norm+modulate (2), GELU (2r), gate+residual (3).
@@ -150,6 +167,8 @@ def elementwise_split(mlp_ratio: float, compiled: bool, kind: str | None = None)
         return 6 + 5 + 6 + 5, (26 + 2 + mlp) + 58
     if kind == "single":
         return 6 + 2 + 3, mlp + 26 + 52 + 2 + (2 + mlp)
+    if kind == "linear":
+        return 6 + 5 + 3 + 6 + 5, (2 + 2 + 9 + 4 + 4 + 4 + 3 + 2) + 2 + 13 * mlp_ratio
     return 4 + 4 + 4 + 6 + 8 + 3 + 4 + mlp + 3, 0.0
 
 
@@ -197,8 +216,10 @@ def block_work(m: DenseModel, kind: str, *, img_tokens: float, txt_tokens: float
                 lin = lin + _linear(n, d, r * d, w, tp) + _linear(n, r * d, d, w, tp)
     hd = D * heads_share
     if m.architecture == "dit-crossattn-linear":
-        # linear attention: K^T V (d x d per head) then Q (K^T V), both over the rank's tokens
-        core = OpCost(flops=4.0 * attn_q * hd * m.head_dim, nbytes=float(w * 4 * attn_q * hd))
+        # linear attention: V (padded with a row of ones) K^T, (d + 1) x d per head, then that times Q, both
+        # over the rank's tokens, at the linear attention's own head dim
+        dl = m.linear_head_dim or m.head_dim
+        core = OpCost(flops=4.0 * attn_q * hd * (dl + 1), nbytes=float(w * 4 * attn_q * hd))
         # cross-attention: q and out projections on the image tokens, k/v on the text, softmax core
         lin = lin + _linear(img_tokens, D, D, w, tp) + _linear(img_tokens, D, D, w, tp)
         lin = lin + _linear(m.text_tokens, D, 2 * D, w, tp)
@@ -209,7 +230,7 @@ def block_work(m: DenseModel, kind: str, *, img_tokens: float, txt_tokens: float
     else:
         core = OpCost(flops=4.0 * attn_q * attn_kv * hd, nbytes=float(w * (2 * attn_q + 2 * attn_kv) * hd))
     tok = sum(n for n, _ in streams)
-    counted = None if m.architecture == "dit-crossattn-linear" else kind
+    counted = "linear" if m.architecture == "dit-crossattn-linear" else kind
     hidden_wide, split = elementwise_split(r, compiled, counted)
     elem = OpCost(flops=0.0, nbytes=float(w * (hidden_wide + split / tp) * tok * D))
     return BlockWork(linear=lin, attention=core, elementwise=elem, kernels=block_kernels(m, len(streams), compiled))
@@ -227,17 +248,23 @@ def block_work(m: DenseModel, kind: str, *, img_tokens: float, txt_tokens: float
 EAGER_STREAM_KERNELS = 35
 EAGER_JOINT_KERNELS = 17
 EAGER_SINGLE_KERNELS = 43
+#: SANA's block, counted on the same diffusers code as its elementwise passes: modulation 1, LayerNorm and
+#: modulate 4, q/k/v 3, ReLU 2, fp32 casts 3, pad 1, two matmuls 2, eps add and division 2, cast back 1,
+#: layout copy 1, out projection 1, gate and residual 2; cross-attention q/k/v 3, SDPA 1, layout copy 1, out
+#: 1, residual 1; LayerNorm and modulate 4; GLUMBConv inverted conv and its bias 2, SiLU 1, depthwise conv
+#: and its bias 2, SiLU 1, product 1, point conv 1; gate and residual 2
+EAGER_LINEAR_KERNELS = 44
 
 
 def block_kernels(m: DenseModel, streams: int, compiled: bool) -> int:
     """Kernel launches of one block: counted eager ops (above), or with torch.compile 4 GEMMs and 4
     fused elementwise kernels per stream plus the attention (Inductor fuses each elementwise chain
-    between two GEMMs: an assumption, not measured). SANA's linear-attention block keeps the older
-    count (4 GEMMs and 12 elementwise kernels per stream): its ops were not counted."""
+    between two GEMMs: an assumption, not measured). SANA's linear-attention block: its counted
+    eager ops (:data:`EAGER_LINEAR_KERNELS`)."""
     if compiled:
         return streams * 8 + 1
     if m.architecture == "dit-crossattn-linear":
-        return streams * 16 + 1
+        return EAGER_LINEAR_KERNELS
     if streams == 1 and m.architecture == "mmdit-double-single":
         return EAGER_SINGLE_KERNELS
     return streams * EAGER_STREAM_KERNELS + EAGER_JOINT_KERNELS

@@ -64,19 +64,3 @@ def test_inconsistent_figures_need_more_than_the_peak():
         need = float(r.reason.split(" is ")[1].split(" TFLOP/s")[0])
         peak = float(r.reason.split("GPU's ")[1].split(" TFLOP/s")[0])
         assert need > peak
-
-
-def test_vae_decode_scales_by_pixels_and_gemm_rate():
-    from dicesim.calibrate.published.step_level import VAE_DECODE, dense_run, load_step_figures, vae_decode_s
-    from dicesim.sim.costs.profile import get_profile
-
-    figs, _ = load_step_figures()
-    flux = next(f for f in figs if f["model"] == "flux.1-dev" and f["kind"] == "latency")
-    run = dense_run(flux)
-    t_s, px, ref, _ = VAE_DECODE["flux.1-dev"]
-    assert vae_decode_s(run, get_profile(ref)) == pytest.approx(t_s * run.height_px * run.width_px / px)
-    h100 = get_profile("h100-sxm")
-    ref_rate = get_profile(ref).peak_flops * get_profile(ref).ops["experts"].compute_eff
-    assert vae_decode_s(run, h100) == pytest.approx(t_s * ref_rate / (h100.peak_flops * 0.8))
-    hy = next(f for f in figs if f["model"] == "hunyuanvideo-t2v" and f["kind"] == "latency")
-    assert vae_decode_s(dense_run(hy), h100) == 0.0  # no measurement: not modelled

@@ -115,8 +115,10 @@ def refusal(run: DenseRun) -> str | None:
     m, p = run.model, run.parallel
     if p.cfg == 2 and not run.cfg_on:
         return "CFG parallel needs classifier-free guidance (this model runs one forward per step)"
-    if m.heads % (p.ulysses * p.tensor):
-        return f"{m.heads} heads do not split over Ulysses x tensor degree {p.ulysses * p.tensor} ({ULYSSES_HEADS_RULE})"
+    for heads in sorted({m.heads, m.self_heads}):  # SANA: 70 linear self-attention heads, 20 cross-attention
+        if heads % (p.ulysses * p.tensor):
+            return (f"{heads} heads do not split over Ulysses x tensor degree {p.ulysses * p.tensor} "
+                    f"({ULYSSES_HEADS_RULE})")
     if m.name == "hunyuanvideo-t2v" and p.seq > 1:
         h, w = m.latent_hw(run.height_px, run.width_px)
         if (h // 2) % p.seq and (w // 2) % p.seq:

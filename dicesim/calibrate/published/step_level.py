@@ -26,6 +26,7 @@ from dicesim.calibrate.published.levels import STEP_TARGET, LevelSummary, summar
 from dicesim.dense_models import get_dense_model
 from dicesim.calibrate.published.schema import STEP_SCHEMA
 from dicesim.calibrate.published.step_memory import fits_where_run, memory_check
+from dicesim.calibrate.published.step_vae import vae_decode_s
 from dicesim.errors import ConfigError, TraceError
 from dicesim.strict_table import take_table
 from dicesim.sim.costs.attention_kernels import KernelTable, builtin_kernel_table
@@ -77,33 +78,9 @@ ATTENTION_KERNELS: tuple[tuple[str, str, str], ...] = (
 #: published runs' hosts are not stated: the H100 machine's figure is used for all (an assumption).
 EAGER_HOST_PER_KERNEL_S = (234e-6 + 106e-6 + 39e-6) / (11 + 8 + 3)
 #: with torch.compile the Inductor wrapper launches each fused kernel without the eager dispatcher:
-#: the fitted CUDA launch cost per kernel alone, tau = 7.59 us (h100-calibrated, citation "host";
-#: that Inductor's wrapper costs no Python beyond it is an assumption)
-COMPILED_HOST_PER_KERNEL_S = 7.59e-6
-
-
-#: the VAE decode a whole-pipeline figure adds once per call, from an independent published measurement:
-#: model -> (seconds, pixels decoded, profile of the GPU that measured it, source). FLUX.1's decoder is the
-#: SDXL-class KL decoder (channels 128/256/512/512, 2 residual blocks per level, 16 latent channels
-#: instead of 4 at its first conv: black-forest-labs/flux@802fb47 src/flux/util.py ae_params); the
-#: video and DC-AE decoders have no such measurement and are not modelled.
-VAE_DECODE: dict[str, tuple[float, int, str, str]] = {
-    "flux.1-dev": (0.256, 1024 * 1024, "rtx4090",
-                   "SDXL VAE decode 1024x1024 on an RTX 4090: 0.256 s (huggingface/diffusers "
-                   "docs/source/en/hybrid_inference/vae_decode.md, SDXL table)"),
-}
-
-
-def vae_decode_s(run: DenseRun, profile: HardwareProfile) -> float:
-    """Seconds of the VAE decode of one call on ``profile``'s GPU (0 where no measurement exists):
-    the measured time scaled by pixels and by the two GPUs' dense GEMM rates (peak x ``experts``
-    efficiency; the decoder's convolutions are compute-bound: an assumption)."""
-    if run.model.name not in VAE_DECODE:
-        return 0.0
-    t_s, px, ref, _ = VAE_DECODE[run.model.name]
-    ref_p = get_profile(ref)
-    rate = lambda p: p.peak_flops * p.ops["experts"].compute_eff  # noqa: E731
-    return t_s * run.batch * run.height_px * run.width_px / px * rate(ref_p) / rate(profile)
+#: the fitted CUDA launch cost per kernel alone, tau = 7.44 us (h100-calibrated, citation "host"; 7.59 us
+#: before its refit; that Inductor's wrapper costs no Python beyond it is an assumption)
+COMPILED_HOST_PER_KERNEL_S = 7.44e-6
 
 
 def attention_kernel_for(framework: str) -> tuple[str, str] | None:

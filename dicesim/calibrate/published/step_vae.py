@@ -1,0 +1,162 @@
+"""The VAE decode a whole-pipeline step figure adds once per call: counted FLOPs at a measured rate.
+
+A published step figure that times the whole pipeline call (``pipe(...)``) includes the VAE decode
+of the final latent. The decode runs once per call and, in the frameworks behind the step set, whole
+on every GPU (it is not divided among them; each preset's :data:`DECODERS` entry cites the code).
+
+Seconds = the decoder's FLOPs / an achieved rate:
+
+- **FLOPs**, counted in closed form from each decoder's cited config (:class:`VaeDecoder`): every
+  convolution ``2 x taps x c_in x c_out`` per output voxel, the mid-block attention ``4 N^2 c`` plus
+  its four 1x1 projections, the shortcut 1x1 convolutions; GroupNorm, SiLU and the interpolations are
+  memory passes and are not counted (an assumption: they ride on the rate below, which was measured
+  with them). A tiled decode decodes each overlapping tile in full: the tiles are enumerated the way
+  the cited loop steps over the latent.
+- **Rate**: one independent measurement, the SDXL VAE decode of a 1024x1024 image in 0.256 s on an
+  RTX 4090 (huggingface/diffusers docs/source/en/hybrid_inference/vae_decode.md, SDXL table),
+  divided into the same closed-form count of the SDXL decoder (10.5 TFLOP): the achieved fraction of
+  the RTX 4090's dense GEMM rate (peak x the profile's ``experts`` efficiency). On another GPU the
+  decode runs at the same fraction of that GPU's GEMM rate, and 3x3x3 convolutions at the fraction
+  the 3x3 ones reach (both assumptions: the convolutions are implicit GEMMs; no published
+  measurement of a video VAE's decode time on a stated GPU was found).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dicesim.sim.costs.profile import HardwareProfile, get_profile
+from dicesim.sim.dense import DenseRun
+
+
+@dataclass(frozen=True, kw_only=True)
+class VaeDecoder:
+    """A KL decoder: conv_in, a mid block (two ResNets, optional attention), up blocks of
+    ``layers + 1`` ResNets each with an upsampler after all but the last, conv_out."""
+
+    name: str
+    channels: tuple[int, ...]  # block_out_channels in the encoder's order (the decoder runs them reversed)
+    layers: int  # layers_per_block
+    latent: int  # latent channels
+    taps: int  # 9: 3x3 convolutions; 27: 3x3x3 (causal) convolutions
+    up_taps: int  # taps of the upsampler's convolution
+    time_up: tuple[int, ...] = ()  # up blocks (decoder order) whose upsampler doubles time (first frame kept)
+    mid_attention: bool = True
+    tile: int = 0  # spatial tile edge in latent pixels (0: untiled)
+    tile_t: int = 0  # temporal tile in latent frames, decoded with one more (0: untiled)
+    overlap: float = 0.25  # tile overlap factor: tiles start every int(tile x (1 - overlap))
+    source: str = ""
+
+
+def _conv(c_in: int, c_out: int, taps: int, voxels: float) -> float:
+    return 2.0 * taps * c_in * c_out * voxels
+
+
+def _resnet(c_in: int, c_out: int, taps: int, voxels: float) -> float:
+    short = 2.0 * c_in * c_out * voxels if c_in != c_out else 0.0  # 1x1 shortcut when the width changes
+    return _conv(c_in, c_out, taps, voxels) + _conv(c_out, c_out, taps, voxels) + short
+
+
+def decoder_flops(d: VaeDecoder, t: int, h: int, w: int) -> float:
+    """FLOPs of one untiled decode of a latent of ``t`` frames x ``h`` x ``w`` (one sample)."""
+    ch = list(reversed(d.channels))
+    v = float(t * h * w)
+    f = _conv(d.latent, ch[0], d.taps, v) + 2 * _resnet(ch[0], ch[0], d.taps, v)
+    if d.mid_attention:  # one head over every latent voxel: q, k, v, out projections and the core
+        f += 4 * 2.0 * v * ch[0] ** 2 + 4.0 * v * v * ch[0]
+    prev = ch[0]
+    for i, c in enumerate(ch):
+        v = float(t * h * w)
+        f += _resnet(prev, c, d.taps, v) + d.layers * _resnet(c, c, d.taps, v)
+        prev = c
+        if i < len(ch) - 1:
+            if i in d.time_up and t > 1:
+                t = 1 + 2 * (t - 1)
+            h, w = 2 * h, 2 * w
+            f += _conv(c, c, d.up_taps, float(t * h * w))
+    return f + _conv(ch[-1], 3, d.taps, float(t * h * w))
+
+
+def _extents(n: int, tile: int, stride: int) -> list[int]:
+    return [min(tile, n - i) for i in range(0, n, stride)]
+
+
+def decode_flops(d: VaeDecoder, t: int, h: int, w: int) -> float:
+    """FLOPs of the decode as the pipeline runs it: tile by tile where it tiles (each tile whole)."""
+    ts = [t]
+    if d.tile_t and t > d.tile_t:
+        ts = _extents(t, d.tile_t + 1, int(d.tile_t * (1 - d.overlap)))
+    hs, ws = [h], [w]
+    if d.tile and (h > d.tile or w > d.tile):
+        stride = int(d.tile * (1 - d.overlap))
+        hs, ws = _extents(h, d.tile, stride), _extents(w, d.tile, stride)
+    return sum(decoder_flops(d, a, b, c) for a in ts for b in hs for c in ws)
+
+
+_KL2D = dict(channels=(128, 256, 512, 512), layers=2, taps=9, up_taps=9)
+#: the 884-16c causal 3D VAE: (128, 256, 512, 512), 2 layers, 3x3x3 causal convolutions, the upsamplers
+#: (CausalConv3d, 3x3x3) of decoder blocks 1 and 2 double time as well (hyvideo/vae/vae.py:180-206:
+#: add_time_upsample = i >= len - 1 - log2(4) and not final), mid-block attention on
+_VAE884 = dict(channels=(128, 256, 512, 512), layers=2, latent=16, taps=27, up_taps=27, time_up=(1, 2))
+
+#: the decoder each preset's published pipeline runs, as that pipeline runs it
+DECODERS: dict[str, VaeDecoder] = {
+    "sdxl": VaeDecoder(name="sdxl", latent=4, **_KL2D,
+                       source="diffusers AutoencoderKL (SDXL VAE config: block_out_channels 128/256/512/512, "
+                              "layers_per_block 2, latent 4); Decoder: huggingface/diffusers@58eb52c "
+                              "src/diffusers/models/autoencoders/vae.py:180-258"),
+    "flux.1-dev": VaeDecoder(name="flux.1-dev", latent=16, **_KL2D,
+                             source="black-forest-labs/flux@802fb47 src/flux/util.py ae_params (ch 128, ch_mult "
+                                    "1/2/4/4, num_res_blocks 2, z_channels 16); untiled (FluxPipeline default)"),
+    "hunyuanvideo-t2v": VaeDecoder(
+        name="hunyuanvideo-t2v", **_VAE884, tile=32, tile_t=16,
+        source="Tencent/HunyuanVideo@fa14b00 hyvideo/vae/vae.py:147-206; tiling on by default "
+               "(hyvideo/config.py:75-79); tiles of 256 px = 32 latent and 64 frames = 16 latent (+1), overlap 0.25 "
+               "(hyvideo/vae/autoencoder_kl_causal_3d.py:120-132, 431-435, 500-510). The L20 rows ran diffusers' "
+               "port: the same tiling is assumed"),
+    "open-sora-2.0": VaeDecoder(
+        name="open-sora-2.0", **_VAE884, tile=32,
+        source="hpcaitech/Open-Sora@7ad6a96 configs/diffusion/inference/256px.py ae (use_spatial_tiling True, "
+               "use_temporal_tiling False); opensora/models/hunyuan_vae/autoencoder_kl_causal_3d.py:74-79, 143-146 "
+               "(sample_size 256, overlap 0.25)"),
+    "cogvideox-5b": VaeDecoder(
+        name="cogvideox-5b", channels=(128, 256, 256, 512), layers=3, latent=16, taps=27, up_taps=9,
+        time_up=(0, 1), mid_attention=False,
+        source="huggingface/diffusers@58eb52c src/diffusers/models/autoencoders/autoencoder_kl_cogvideox.py:796-880 "
+               "(CogVideoXDecoder3D: 128/256/256/512, layers_per_block 3 + 1, compress_time = i < 2, no mid "
+               "attention), src/diffusers/models/upsampling.py:357-410 (the upsampler is a 3x3 Conv2d per frame). "
+               "ConsisID under xDiT: no tiling (examples/run_consisid.sh leaves --enable_tiling commented), no "
+               "parallel VAE (examples/consisid_example.py:29), the decode on every rank "
+               "(xfuser/model_executor/pipelines/pipeline_consisid.py:427-429), xdit-project/xDiT@970d5ce"),
+}
+
+#: the independent measurement that sets the rate: (seconds, decoder, latent h, latent w, profile, source)
+RATE_REFERENCE = (0.256, "sdxl", 128, 128, "rtx4090",
+                  "SDXL VAE decode 1024x1024 on an RTX 4090: 0.256 s (huggingface/diffusers "
+                  "docs/source/en/hybrid_inference/vae_decode.md, SDXL table)")
+
+
+def _gemm_rate(p: HardwareProfile) -> float:
+    return p.peak_flops * p.ops["experts"].compute_eff
+
+
+def achieved_fraction() -> float:
+    """The reference decode's FLOPs over its time, as a fraction of its GPU's dense GEMM rate."""
+    t_s, name, h, w, prof, _ = RATE_REFERENCE
+    return decoder_flops(DECODERS[name], 1, h, w) / t_s / _gemm_rate(get_profile(prof))
+
+
+def run_decode_flops(run: DenseRun) -> float:
+    """FLOPs of the decode of ``run``'s batch (0 where the preset's decoder is not modelled)."""
+    d = DECODERS.get(run.model.name)
+    if d is None:
+        return 0.0
+    m = run.model
+    lh, lw = m.latent_hw(run.height_px, run.width_px)
+    return run.batch * decode_flops(d, m.latent_frames(run.frames), lh, lw)
+
+
+def vae_decode_s(run: DenseRun, profile: HardwareProfile) -> float:
+    """Seconds of the VAE decode of one call on ``profile``'s GPU (0 where not modelled)."""
+    f = run_decode_flops(run)
+    return f / (achieved_fraction() * _gemm_rate(profile)) if f else 0.0

@@ -1,0 +1,96 @@
+"""The VAE decode of the step level: closed-form FLOP counts, tiling as the cited loops step, the rate."""
+
+from __future__ import annotations
+
+import pytest
+
+from dicesim.calibrate.published.step_level import dense_run, load_step_figures
+from dicesim.calibrate.published.step_vae import (DECODERS, RATE_REFERENCE, VaeDecoder, _extents, achieved_fraction,
+                                                  decode_flops, decoder_flops, vae_decode_s)
+from dicesim.sim.costs.profile import get_profile
+
+
+def test_a_two_level_decoder_by_hand():
+    d = VaeDecoder(name="t", channels=(4, 8), layers=0, latent=2, taps=9, up_taps=9, mid_attention=False)
+    h = w = 3
+    v0, v1 = h * w, 4 * h * w
+    conv = lambda a, b, v: 2 * 9 * a * b * v  # noqa: E731
+    want = conv(2, 8, v0) + 2 * 2 * conv(8, 8, v0)  # conv_in, mid: two ResNets of two convs
+    want += 2 * conv(8, 8, v0) + conv(8, 8, v1)  # up block 0 (one ResNet 8 -> 8), its upsampler at 2x
+    want += conv(8, 4, v1) + conv(4, 4, v1) + 2 * 8 * 4 * v1  # up block 1: 8 -> 4 with the 1x1 shortcut
+    want += conv(4, 3, v1)  # conv_out
+    assert decoder_flops(d, 1, h, w) == want
+
+
+def test_causal_time_upsampling_keeps_the_first_frame():
+    # a 3D decoder with one time-doubling upsampler: 5 latent frames -> 9 at the output (1 + 2 x 4)
+    d = VaeDecoder(name="t", channels=(4, 4), layers=0, latent=4, taps=27, up_taps=27, time_up=(0,),
+                   mid_attention=False)
+    flat = VaeDecoder(name="t", channels=(4, 4), layers=0, latent=4, taps=27, up_taps=27, mid_attention=False)
+    extra = decoder_flops(d, 5, 2, 2) - decoder_flops(flat, 5, 2, 2)
+    per_voxel_after = 2 * 27 * 4 * 4 * 3 + 2 * 27 * 4 * 3  # upsampler, two convs of the ResNet, conv_out
+    assert extra == pytest.approx(per_voxel_after * (9 - 5) * 4 * 4)
+
+
+def test_tiles_step_like_the_cited_loops():
+    # HunyuanVideo's spatial loop: range(0, 90, 24) with tiles of 32 -> 32, 32, 32, 18
+    assert _extents(90, 32, 24) == [32, 32, 32, 18]
+    # its temporal loop: range(0, 33, 12) with slices of 16 + 1 -> 17, 17, 9
+    assert _extents(33, 17, 12) == [17, 17, 9]
+    hy = DECODERS["hunyuanvideo-t2v"]
+    assert decode_flops(hy, 9, 30, 30) == decoder_flops(hy, 9, 30, 30)  # under one tile: untiled
+    # without the attention (quadratic in a tile) the FLOPs scale with the latent voxels decoded
+    conv = VaeDecoder(**{**hy.__dict__, "mid_attention": False})
+    tiled_voxels = sum(_extents(33, 17, 12)) * sum(_extents(90, 32, 24)) * sum(_extents(160, 32, 24))
+    assert decode_flops(conv, 33, 90, 160) == pytest.approx(
+        sum(decoder_flops(conv, a, b, c) for a in (17, 17, 9) for b in (32, 32, 32, 18) for c in [32] * 6 + [16]))
+    assert tiled_voxels / (33 * 90 * 160) == pytest.approx(2.146, abs=1e-3)
+
+
+def test_the_reference_reproduces_its_measurement_and_flux_keeps_the_pixel_scaling():
+    t_s, name, h, w, prof, _ = RATE_REFERENCE
+    p = get_profile(prof)
+    rate = achieved_fraction() * p.peak_flops * p.ops["experts"].compute_eff
+    assert decoder_flops(DECODERS[name], 1, h, w) / rate == pytest.approx(t_s)
+    assert 0.05 < achieved_fraction() < 1.0
+    figs, _ = load_step_figures()
+    flux = dense_run(next(f for f in figs if f["model"] == "flux.1-dev" and f["kind"] == "latency"))
+    # FLUX.1's decoder is SDXL's with 16 latent channels at conv_in: within 0.5% of the reference per pixel
+    px = flux.height_px * flux.width_px / (8 * h * 8 * w)
+    assert vae_decode_s(flux, p) == pytest.approx(t_s * px, rel=5e-3)
+    h100 = get_profile("h100-sxm")
+    assert vae_decode_s(flux, h100) == pytest.approx(
+        vae_decode_s(flux, p) * p.peak_flops * p.ops["experts"].compute_eff / (h100.peak_flops * 0.8))
+
+
+def test_presets_without_a_cited_decoder_add_nothing():
+    figs, _ = load_step_figures()
+    h100 = get_profile("h100-sxm")
+    for model in ("sana-1600m", "mochi-1-preview"):
+        f = next(f for f in figs if f["model"] == model and f["kind"] == "latency")
+        assert vae_decode_s(dense_run(f), h100) == 0.0
+    cog = next(f for f in figs if f["model"] == "cogvideox-5b" and f["kind"] == "latency")
+    assert vae_decode_s(dense_run(cog), h100) > 0.0
+
+
+def test_sana_linear_attention_heads_and_counted_passes():
+    from dicesim.dense_models import EAGER_LINEAR_KERNELS, block_work, elementwise_passes, get_dense_model
+    from dicesim.sim.dense import DenseParallel, DenseRun, refusal
+
+    m = get_dense_model("sana-1600m")
+    assert (m.self_heads, m.hidden // m.self_heads, m.heads) == (70, 32, 20)
+    assert elementwise_passes(2.5, False, "linear") == pytest.approx(25 + 32 + 13 * 2.5)
+    n = 1000.0
+    bw = block_work(m, "single", img_tokens=n, txt_tokens=0, attn_q=n, attn_kv=n, heads_share=1.0, tp=1,
+                    compiled=False)
+    core_linear = 4 * n * m.hidden * 33  # V padded to d + 1 = 33 rows, times K^T, then times Q
+    core_cross = 4 * n * m.text_tokens * m.hidden
+    assert bw.attention.flops == pytest.approx(core_linear + core_cross)
+    assert bw.kernels == EAGER_LINEAR_KERNELS == 44
+
+    def run(u):
+        return DenseRun(model=m, height_px=4096, width_px=4096, frames=1, steps=20, batch=1, cfg_on=True,
+                        compiled=False, parallel=DenseParallel(ulysses=u))
+    # xDiT: "the maximum parallelism supported by Ulysses is 2" (70 linear heads, 20 cross heads)
+    assert refusal(run(2)) is None
+    assert "70 heads" in refusal(run(4))
