@@ -259,7 +259,7 @@ recorded runs and `sample_steps=0` (`dicesim simulate --exact-steps`) simulate e
   phase); those 10 steps alone (about 0.18 s CPU: half lock-step planning, half the simpy
   walk) are still over 2x the whole expected run, so the ratio stays above 3x. An engine that
   evaluates a window without simpy events (compute and communication slow each other op by op,
-  so it is not a closed form) is not built. `sample_steps=0` gives the exact run (about 13x).
+  so it is not a closed form) is not built. `sample_steps=0` gives the exact run (13-15x when this was written).
 - Every rank's routing is drawn, not only the sampled groups' (the memory estimate reads every
   rank's received rows): drawing is the largest single part of the 1,024-GPU multinomial case
   and most of the 16,384-GPU one.
