@@ -6,7 +6,8 @@ step's counts are a new independent draw, so no window repeats and the engine wa
 instruction of every step. This module simulates a *shortened* run instead and predicts the rest,
 with its error stated:
 
-- the plan's steps: after ``head`` warm-up steps and before ``tail`` closing ones (the drain),
+- the plan's steps: after ``head`` warm-up steps (at least the first, which starts from idle
+  streams and links) and before ``tail`` closing ones (the drain),
   a plan's steady steps repeat with a period ``p`` (action by action, step offsets of the tokens
   they carry included; for DICE the skip-cache gates and alternating copies give ``p = 4``).
   The short run is the plan of ``head + n + tail`` steps, ``n`` of the same residue as the full
@@ -125,6 +126,7 @@ def plan_step_sample(spec: EngineSpec, k: int | None, seed: int) -> tuple[StepSa
     if found is None:
         return None, "no repeating steps in the plan"
     head, tail, p = found
+    head = max(head, 1)  # the first step starts from idle streams and links, unlike any later one: kept exact
     N = plan.num_steps - head - tail
     n = _short_steps(N, DEFAULT_STEPS if k is None else k, p)
     if 2 * n > N:
