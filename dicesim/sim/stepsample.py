@@ -24,7 +24,11 @@ with its error stated:
   total is the short run's sum plus, per phase, the ``m`` unsimulated steady steps times the mean
   of that phase's simulated ones. Error model: steady step latencies of one phase independent with
   the phase's mean and one shared variance ``sigma^2`` (pooled within phases, ``n - p`` degrees of
-  freedom). The error of the prediction has variance ``sigma^2 * sum_phase(m + m^2 / n_phase)``;
+  freedom). A simulated step ran after a sampled predecessor, so its value is a draw of the law,
+  not the full run's value of that step: the error of the prediction has variance
+  ``sigma^2 * (sum_phase(N_phase + N_phase^2 / n_phase) + tail)`` (every steady step predicted, the
+  closing steps one draw each; counting the simulated steps as the full run's own, ``m + m^2 / n``,
+  covered 78-92% in place of 95%);
   the interval is Student's ``t`` on it (95%), reported as ``step_latency_low_s`` /
   ``step_latency_high_s`` (per step: the total's over the step count), with the spread of the
   simulated steps in ``meta["steps"]``. The coverage test (``tests/test_sim_stepsample.py``)
@@ -161,12 +165,15 @@ def predict_steps(x_S: np.ndarray, ss: StepSample, confidence: float = CONFIDENC
     """The run total predicted from the short run's step latencies ``x_S`` (seconds), with its interval."""
     p, h = ss.period, ss.head
     steady = x_S[h:h + ss.n]
-    total, var_w, resid = float(x_S.sum()), 0.0, []
+    # the simulated steps ran after a sampled predecessor, not their own: their values are draws of
+    # the law, not the full run's values, so every steady step counts as predicted (N, not the m
+    # unsimulated), and the closing steps (after a sampled predecessor too) add their own draw
+    total, var_w, resid = float(x_S.sum()), float(ss.tail), []
     for ph in range(p):
         xs = steady[ph::p]
-        m = ss.phase_N[ph] - xs.shape[0]
-        total += m * float(xs.mean())
-        var_w += m + m * m / xs.shape[0]
+        N = ss.phase_N[ph]
+        total += (N - xs.shape[0]) * float(xs.mean())
+        var_w += N + N * N / xs.shape[0]
         resid.append(xs - xs.mean())
     df = ss.n - p
     res = np.concatenate(resid)
