@@ -107,7 +107,8 @@ same call with `fold=False, reuse=False, sample_groups=0, sample_steps=0`: every
 simulated; both give the same step latency (the script checks it to 1e-9), or for a sampled run
 the full one lies inside its interval. Above 16 alike groups a multinomial run simulates 3 of
 them and predicts the slowest group with a 95% interval (last column; `dicesim.sim.sample`); with
-fewer groups it simulates a sample of the steps (`dicesim.sim.stepsample`, same column). The drawn tables of 16,384 GPUs x 50 steps take 3.08 GiB, inside the
+fewer groups it simulates a sample of the steps (`dicesim.sim.stepsample`, same column).
+The drawn tables of 16,384 GPUs x 50 steps take 3.08 GiB, inside the
 4 GiB limit on routing tables (docs/limits.md); every rank's routing is still drawn, so that
 point's CPU time is mostly drawing.
 
@@ -141,6 +142,15 @@ leaves' uplinks to the spine; alike groups that share links in the same roles st
   from the record: clocks advance by the recorded duration, counters, link totals and
   collective counts by the recorded amounts. This is steady-state detection at layer
   granularity (repeats inside a step count too). `meta["reuse"]` gives windows and repeats.
+- **Stream cuts** (`dicesim/sim/engine/streamcut.py`). The sequence family blocks the host at no
+  collective, so it had no cut and no reuse (`sp` and `distrifusion` were over half of the
+  default study's simulation CPU). Every rank's stream waits at once for the scatter that opens
+  each step, on the group's one communicator: when it completes nothing is in flight and no rank
+  computes; only the host clocks are free. A repeated window is taken from the latest simulated
+  one with the same key in which no host held its stream back (no host gap, late launch or sync),
+  provided every host runs at least as far ahead of its stream as it did there; each host clock
+  then advances by what it did in that window. In the default study `sp` reuses 48 and
+  `distrifusion` 47 of their 50 windows.
 - **Batched plans for sampled routing** (`dicesim/sim/network/batchplan.py`). With `sampling =
   "multinomial"` no two all-to-alls are alike; the time went into one max-min solve per
   finishing flow per transfer, each a handful of numpy calls on a few dozen flows. Transfers of
@@ -190,35 +200,63 @@ leaves' uplinks to the spine; alike groups that share links in the same roles st
   communicators), merged compute blocks, interference re-timing without most interrupts,
   precomputed op and expert times, memoised network plans per component history.
 
-## Study and recommend: plan-derived caches (issue 17, item 3)
+## Interactive commands: where the time goes (issue 17, item 3)
 
-Measured once each, one command after the other, on the 2-CPU machine (2026-12-07, 18:16 UTC,
-load 2.3-2.8), with `/usr/bin/time -f "%e s wall %U s user" python -m dicesim study --out DIR`
-and `... recommend --out DIR` from a checkout of main at 39ef146 (before) and of branch
-`issue-17-speed` (after). The outputs are byte for byte the same (`study.csv`, `candidates.csv`).
+Both commands timed whole by `farm-bench -n 3 --vs BEFORE -- AFTER` (runs in turn, medians;
+CPU = user + sys of the process and what it waited for), `python -m dicesim study --out DIR` (a
+fresh DIR each run) and `python -m dicesim recommend --out DIR`, before = main at 03e0e1b, after
+= branch `w3-17-int` at 3f862e3 (before its merge of main), 2026-12-07 19:41-19:44 UTC on the
+2-CPU machine at load 1.2-2.7 (a quiet spell). Both commands run in one process.
 
 | command | before | after |
 |---|---|---|
-| default `dicesim study` (288 configurations, this process) | 26.9 s wall, 25.5 s user | 22.4 s wall, 19.9 s user |
-| default `dicesim recommend` | 19.2 s wall, 17.2 s user | 17.4 s wall, 15.6 s user |
+| default `dicesim study` (288 configurations) | 20.1 s wall, 20.0 s CPU, 301 MiB | 10.5 s wall (10.3-13.1), 10.6 s CPU, 301 MiB |
+| default `dicesim recommend` | 18.7 s wall, 13.7 s CPU, 497 MiB | 10.9 s wall (10.7-18.8), 10.8 s CPU, 454 MiB |
 
-Where the study's time still goes (cProfile of the 288 simulations alone, before the merge of
-the host model): the two sequence-parallel families (`sp`, `distrifusion`, 72 configurations) take
-over half of it, because window reuse needs a blocking collective to cut at and they have none;
-an expert-parallel configuration costs ~35 ms of fixed work (inputs, engine world, metrics) after
-the caches. `recommend` still builds 372 plans (one per timing class and one per candidate the
-quality model reads; 506 before the shared cache, counted on the code before the host-model merge),
-~40 % of its CPU under cProfile. The targets (10 s and 5 s
-wall) are not met. The price is memory: `recommend` keeps every timing class's plan (~1.1 MB each)
-and each simulated plan's skeleton for the search, and its peak resident memory went from 271 MB to
-510 MB (`/usr/bin/time -f %M`, main at 947ca4c against this branch, 18:21 UTC).
+At load 4.4-6.7 (19:31-19:38 UTC, `--warmup 1`, after = 3d181a7) the same pairs gave 44.7 s
+against 21.2 s wall (21.9 s against 12.7 s CPU) for the study and 15.3 s against 14.3 s wall
+(15.1 s against 13.4 s CPU) for recommend.
+
+Where the study's CPU goes after (`time.process_time` around each part, in one process, at
+load ~5-7, so each figure is some 10-20% above a quiet machine's):
+start-up 1.1 s (the modules of every command and what the study reads: pandas, networkx,
+scipy, plotly; the study needs nearly all of them, so importing commands lazily saves nothing);
+the 288 simulations with their metrics, trust band and quality 8.7 s (16.0 s before; by strategy
+18-38 ms each, `sp` 25 ms and `distrifusion` 24 ms, which were 150 ms and 79 ms and over half
+of the simulations before stream cuts); the report 1.4 s (the summary tables 0.8 s, each built
+once now: they were built twice for the report and again for the terminal; figures 0.4 s, from
+~1.5 s: one pass over the rows instead of two filters per trace; HTML 0.1 s); the rest (chunk
+files, parquet, printed tables) about 1.5 s. Under cProfile a configuration's fixed work is
+spread thin: building the engine's world 31% (pricing the cached program 7%, the group's
+communication 6%), metrics 13%, the trust assessment 11%, the simpy run 19%, the memory
+estimate 6%. Parsed built-in profiles, the NCCL model and the accuracy file are cached by their
+text (pure functions of frozen content).
+
+`recommend` after (cProfile): screening the 181 timing classes 44% (their plans 24%, replaying
+each plan's held buffers 22%), the 47 simulations 35%, the messages of the 50 refused classes
+9% (each tries the intervals 2..8). Members of a class no longer build their own plan for the
+quality model: the class's plan is theirs (`timing_key`); 140 plan builds fewer.
+
+Outputs: `study.csv` and `summary.txt` of the default study and `dicesim compare`'s output are
+byte for byte the same, except the `sp` and `distrifusion` rows' latencies and what derives
+from them, which differ by float round-off (at most 3e-13 relative: stream-cut reuse adds
+recorded durations instead of re-deriving them). `recommend`'s output is the same but for its
+timing line.
+
+Not met: the study's 10 s by about 5% (10.5 s at a quiet spell; the rest of its fixed work per
+configuration has no part over a fifth of it), `recommend`'s 5 s by about 2x (bound by building
+and replaying one plan per timing class, and its 47 simulations). Dask does not pay for either:
+the constants of `dicesim/cluster.py` were re-measured after these changes (default study with 2
+workers: 16.6 s wall and 28.5 s CPU, against 11.2 s and 11.3 s in this process, load 1.7).
 
 ## Exactness
 
 Both shortcuts are exact or off. Folding copies bit-identical results (a folded run's tables
 and trace equal the unfolded run's exactly, `tests/test_sim_fold.py`); reuse matches the full
 run to float round-off of absolute times (`tests/test_sim_reuse.py`, every strategy preset,
-random strategies, profiles with host overhead, interference and slowed links). Reuse turns
+random strategies, profiles with host overhead, interference and slowed links; stream cuts:
+`tests/test_sim_streamcut.py`, the sequence presets, warm-up steps, host-bound profiles, hosts
+whose lead shrinks until they hold the streams, random profiles). Reuse turns
 itself off (and says why) for counts on a separate communicator, one-rank groups, recorded
 runs, and groups that share a link (or an endpoint link that compute slows) with another
 group. Batched plans equal the reference planner's bit for bit (`tests/test_sim_batchplan.py`).
@@ -261,7 +299,8 @@ recorded runs and `sample_steps=0` (`dicesim simulate --exact-steps`) simulate e
   phase); those 10 steps alone (about 0.18 s CPU: half lock-step planning, half the simpy
   walk) are still over 2x the whole expected run, so the ratio stays above 3x. An engine that
   evaluates a window without simpy events (compute and communication slow each other op by op,
-  so it is not a closed form) is not built. `sample_steps=0` gives the exact run (13-15x when this was written).
+  so it is not a closed form) is not built. `sample_steps=0` gives the exact run
+  (13-15x when this was written).
 - Every rank's routing is drawn, not only the sampled groups' (the memory estimate reads every
   rank's received rows): drawing is the largest single part of the 1,024-GPU multinomial case
   and most of the 16,384-GPU one.

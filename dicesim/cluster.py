@@ -22,12 +22,16 @@ from dicesim.membudget import plan_workers
 from dicesim.scheduler_probe import check_scheduler
 
 #: CPU seconds a LocalCluster costs on top of its jobs: its start and every worker's imports, and per
-#: job the shipping of it and its result (measured on the 2-CPU development machine, default study
-#: of 288 configurations: 57.8 s of CPU with 2 workers against 30.0 s in one process; farm-bench)
-CLUSTER_START_CPU_S = 4.0
-CLUSTER_JOB_CPU_S = 0.08
-#: the spread must be this much faster: the CPUs are rarely idle (same study, load 11: 115.0 s wall
-#: with 2 workers against 69.6 s here), and a tie is not worth a cluster
+#: job the shipping of it and its result. Measured on the 2-CPU development machine with farm-bench
+#: (medians of 2, load 1.6-1.8, 2026-12-07): the default study (288 configurations) 28.5 s of CPU
+#: with 2 workers against 11.3 s in this process, a study of 8 (XL/2, dgx-h100, batch 8) 5.36 s
+#: against 2.77 s; the two differences give the start and the per-job cost
+#: (earlier, before the study's caches: 57.8 s against 30.0 s for 288)
+CLUSTER_START_CPU_S = 2.2
+CLUSTER_JOB_CPU_S = 0.052
+#: the spread must be this much faster: the CPUs are rarely idle (default study, load 11: 115.0 s
+#: wall with 2 workers against 69.6 s here; at load 1.7: 16.6 s against 11.2 s), and a tie is not
+#: worth a cluster
 CLUSTER_MARGIN = 0.75
 
 

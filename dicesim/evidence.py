@@ -27,6 +27,7 @@ profile); their overlap is a conservative test of whether an order is resolved
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 from importlib import resources
 from collections.abc import Mapping
 from pathlib import Path
@@ -131,9 +132,16 @@ def builtin_evidence() -> Evidence:
     f = _builtin_path()
     if not f.is_file():
         return Evidence()
+    return _evidence_from_text(f.read_text(encoding="utf-8"))
+
+
+@functools.lru_cache(maxsize=4)
+def _evidence_from_text(text: str) -> Evidence:
+    # keyed by the file's content (a pure function of it; Evidence is frozen): every run's trust
+    # assessment reads the built-in file
     import tomllib
 
-    return evidence_from_dict(tomllib.loads(f.read_text(encoding="utf-8")), "built-in accuracy.toml")
+    return evidence_from_dict(tomllib.loads(text), "built-in accuracy.toml")
 
 
 def read_evidence(path: str | Path) -> Evidence:

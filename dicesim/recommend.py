@@ -150,7 +150,7 @@ def screen(scenario: Scenario, space: SearchSpace, limits: Limits, *, quality: Q
     from dicesim.sim.api import prepare
 
     plans = plans if plans is not None else PlanCache()
-    quality = quality or partial(_planned_quality, plans=plans)
+    planned = quality is None  # the default: the quality model on the lags of the class's plan
     prep = prepare(scenario, plans=plans)
     L, T = scenario.preset().depth, scenario.steps
     cands = candidates(space, L)
@@ -182,10 +182,14 @@ def screen(scenario: Scenario, space: SearchSpace, limits: Limits, *, quality: Q
         if isinstance(done[k], str):
             rows.append({**row, "reason": done[k], "status": "cannot run", "_strategy": strategy})
             continue
-        row.update(**done[k][2][strategy.cond_policy], peak_buffer_bytes=done[k][1],
-                   **quality(scenario.with_strategy(strategy)), **memory_columns(base, done[k][1]))
+        member = scenario.with_strategy(strategy)
+        # members of a class have its representative's plan (timing_key), so its lags: one plan per class
+        q = _planned_quality(member, plans, plan_of=reps[k]) if planned else quality(member)
+        row.update(**done[k][2][strategy.cond_policy], peak_buffer_bytes=done[k][1], **q,
+                   **memory_columns(base, done[k][1]))
         row["_strategy"] = strategy
         rows.append(row)
+    quality = quality or partial(_planned_quality, plans=plans)
     for row in alternative_rows(scenario, alternative_presets(space.alternatives), quality):
         classes.append(alternative_class(row["strategy"]))
         rows.append({**row, "timing_class": len(classes) - 1})
@@ -218,12 +222,14 @@ def pareto_front(df: pd.DataFrame, cols: list[str]) -> np.ndarray:
                      for i in range(len(vals))], dtype=bool)
 
 
-def _planned_quality(scenario: Scenario, plans: PlanCache) -> dict[str, Any]:
-    """:func:`~dicesim.compare.predicted_quality` on the lags of the (same) plan kept in ``plans``."""
+def _planned_quality(scenario: Scenario, plans: PlanCache, plan_of: Any = None) -> dict[str, Any]:
+    """:func:`~dicesim.compare.predicted_quality` on the lags of the (same) plan kept in ``plans``;
+    ``plan_of``: a strategy whose plan equals the scenario's (its timing class's representative)."""
     if not covers(scenario.strategy):
         return predicted_quality(scenario)
     try:
-        plan = plans.get(scenario.strategy, scenario.preset().depth, scenario.steps)
+        plan = plans.get(plan_of if plan_of is not None else scenario.strategy, scenario.preset().depth,
+                         scenario.steps)
     except PlanRefused:
         return predicted_quality(scenario)
     return predicted_quality(scenario, lags=plan.lags)

@@ -122,7 +122,7 @@ def test_study_on_a_cluster_of_worker_processes_equals_the_local_run(small, tmp_
 
 
 def test_a_cluster_starts_only_where_it_pays():
-    """Default study (288 configurations of ~0.1 s) here; long or many costly jobs on every CPU; one CPU never;
+    """Default study (288 configurations of ~0.04 s) here; long or many costly jobs on every CPU; one CPU never;
     explicit --workers always wins."""
     from dicesim.cli.study_cmd import STUDY_CONFIG_CPU_S, scale_out
     from dicesim.cluster import workers_that_pay

@@ -35,8 +35,10 @@ def csv_list(value: Optional[str], option: str, kind: type = str) -> Optional[tu
 
 
 #: CPU seconds of one default-study configuration (XL/2 or G/2, 50 steps, 8 or 16 GPUs, every
-#: family) in this process, measured: 288 configurations in 30.0 s of CPU, start-up and report included
-STUDY_CONFIG_CPU_S = 0.10
+#: family) in this process, measured: 288 configurations in 11.3 s of CPU, start-up and report
+#: included (farm-bench, median of 2, load 1.7, 2026-12-07; 30.0 s before the study's caches and
+#: the sequence family's window reuse)
+STUDY_CONFIG_CPU_S = 0.039
 
 
 @app.command()
@@ -67,9 +69,7 @@ def study(
         dicesim study --models XL/2 --topologies 8x-rtx4090-pcie,dgx-h100 --batches 8 --steps 20
     """
     from dicesim.report.html import write_report
-    from dicesim.report.study_report import TABLE_COLUMNS, study_sections
-    from dicesim.report.study_families import family_summary, family_winners
-    from dicesim.report.study_text import fastest_per_setting, study_summary
+    from dicesim.report.study_report import TABLE_COLUMNS, study_digest, study_sections
     from dicesim.study import load_study, make_study, run_study, study_size, study_table
     from dicesim.sweep import RESULT_DIR_FILES
 
@@ -101,18 +101,19 @@ def study(
     write_parquet_atomic(outcome.table, out / "study.parquet")
     cols = [c for c in TABLE_COLUMNS if c in table.columns]
     write_text_atomic(table[cols].to_csv(index=False), out / "study.csv")
-    summary = study_summary(table, axes)
+    digest = study_digest(table, axes)  # the report and the terminal show the same tables
+    summary = digest.summary
     write_text_atomic("\n\n".join(summary) + "\n", out / "summary.txt")
-    report = write_report(study_sections(table, axes, skipped=skipped),
+    report = write_report(study_sections(table, axes, skipped=skipped, digest=digest),
                           out / "report.html", title=f"dicesim study: {spec.name}")
-    best = fastest_per_setting(table, axes)
+    best = digest.best
     if len(best):
         emit_frame(con, best, fmt=fmt, title="Fastest strategy per setting that fits, its error band, and what sync "
                    "waits for")
-    winners = family_winners(table)
+    winners = digest.winners
     if len(winners):
         emit_frame(con, winners, fmt=fmt, title="Which family wins (fastest that fits GPU memory)")
-        for line in family_summary(table):
+        for line in digest.family_lines:
             con.print(line, soft_wrap=False, markup=False)
     for paragraph in summary:
         con.print(paragraph, soft_wrap=False)

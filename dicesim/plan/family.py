@@ -44,11 +44,15 @@ class WindowCuts:
     """Where a run may be cut into windows that repeat (:mod:`dicesim.sim.engine.reuse`).
 
     A blocking collective of one of ``kinds`` on the group's main communicator is a cut: when it
-    completes every member waits on it and nothing earlier is in flight. ``blocked`` says why a
-    strategy has no cuts at all; ``none_found`` what to report when a program holds none.
+    completes every member waits on it and nothing earlier is in flight. A collective of one of
+    ``stream`` on the main communicator that every member's stream waits for at once is a cut too,
+    where the host is not held there: the reuse then also checks that the host never held a
+    stream back in the window it repeats (:mod:`dicesim.sim.engine.streamcut`). ``blocked`` says
+    why a strategy has no cuts at all; ``none_found`` what to report when a program holds none.
     """
 
     kinds: frozenset[CollectiveKind]
+    stream: frozenset[CollectiveKind] = frozenset()
     blocked: str | None = None
     none_found: str = "no blocking collective to cut at"
 

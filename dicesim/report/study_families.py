@@ -78,9 +78,10 @@ def family_winners(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def family_summary(table: pd.DataFrame) -> list[str]:
-    """Sentences: per model, how many settings each family wins, and what does not fit where."""
-    winners = family_winners(table)
+def family_summary(table: pd.DataFrame, winners: pd.DataFrame | None = None) -> list[str]:
+    """Sentences: per model, how many settings each family wins, and what does not fit where
+    (``winners``: :func:`family_winners` of ``table`` when the caller has it already)."""
+    winners = family_winners(table) if winners is None else winners
     if winners.empty:
         return []
     big = table[over_memory(table)]

@@ -9,7 +9,9 @@ entry per model and value of the other axis.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
@@ -40,20 +42,28 @@ def fig_menu(df: pd.DataFrame, *, x: str, y: str, color: str = "strategy", menu:
     menu = [m for m in menu if m in df.columns]
     if menu:  # the largest value of the last menu column first: the setting the summary quotes
         df = df.sort_values(menu, ascending=[True] * (len(menu) - 1) + [False], kind="stable")
-    keys = df[menu].astype(str).agg(" · ".join, axis=1) if menu else pd.Series("all", index=df.index)
-    entries = list(dict.fromkeys(keys.tolist()))
+    keys = ([" · ".join(t) for t in zip(*(df[m].astype(str).tolist() for m in menu))] if menu
+            else ["all"] * len(df))
+    entries = list(dict.fromkeys(keys))
     fig = go.Figure()
     owners: list[str] = []
-    colours = list(dict.fromkeys(df[color].astype(str).tolist()))
+    col_s = df[color].astype(str).tolist()
+    colours = list(dict.fromkeys(col_s))
+    # one pass over the rows instead of two boolean filters per trace (a study draws hundreds of traces)
+    rows: dict[tuple[str, str], list[int]] = {}
+    for i, kc in enumerate(zip(keys, col_s)):
+        rows.setdefault(kc, []).append(i)
+    x_v = df[x].to_numpy() if kind == "line" else np.array(df[x].astype(str).tolist(), dtype=object)
+    y_v = df[y].to_numpy(dtype=float) * u.scale
     for entry in entries:
-        part = df[keys == entry]
         for c in colours:
-            g = part[part[color].astype(str) == c]
-            if g.empty:
+            idx = rows.get((entry, c))
+            if idx is None:
                 continue
-            g = g.sort_values(x, kind="stable") if kind == "line" else g
-            xs = g[x].tolist() if kind == "line" else g[x].astype(str).tolist()
-            ys = (g[y].to_numpy(dtype=float) * u.scale).tolist()
+            at = np.array(idx, dtype=np.intp)
+            if kind == "line":  # by x, ties in table order (pandas' stable sort_values)
+                at = at[np.argsort(x_v[at], kind="stable")]
+            xs, ys = x_v[at].tolist(), y_v[at].tolist()
             common = dict(x=xs, y=ys, name=c, legendgroup=c, visible=entry == entries[0],
                           hovertemplate=f"%{{x}}: %{{y:.3f}} {u.unit}<extra>{c}</extra>")
             if kind == "line":
@@ -78,21 +88,42 @@ def _line_axis(table: pd.DataFrame, axes: Sequence[str]) -> str:
     return numeric[-1] if numeric else (axes[0] if axes else "topology")
 
 
-def study_sections(table: pd.DataFrame, axes: Sequence[str], *, skipped: pd.DataFrame | None = None) -> list[Section]:
-    """Sections of ``dicesim study``'s report from the study table (ok rows with ``speedup``)."""
+@dataclass(frozen=True)
+class StudyDigest:
+    """What both the report and the terminal show of a study, derived once from its table:
+    the written summary, the fastest strategy per setting, which family wins where and why."""
+
+    summary: tuple[str, ...]
+    best: pd.DataFrame
+    winners: pd.DataFrame
+    family_lines: tuple[str, ...]
+
+
+def study_digest(table: pd.DataFrame, axes: Sequence[str]) -> StudyDigest:
+    """The :class:`StudyDigest` of the study table ``table`` along ``axes``."""
+    axes = list(axes)
+    winners, best = family_winners(table), fastest_per_setting(table, axes)
+    return StudyDigest(summary=tuple(study_summary(table, axes, best)), best=best,
+                       winners=winners, family_lines=tuple(family_summary(table, winners)))
+
+
+def study_sections(table: pd.DataFrame, axes: Sequence[str], *, skipped: pd.DataFrame | None = None,
+                   digest: StudyDigest | None = None) -> list[Section]:
+    """Sections of ``dicesim study``'s report from the study table (ok rows with ``speedup``);
+    ``digest``: :func:`study_digest` of the same table and axes, when the caller has it already."""
     axes = list(axes)
     bar_axis = axes[0] if axes else "topology"
     line_axis = _line_axis(table, axes)
     bar_menu = ["model"] + [a for a in axes if a != bar_axis]
     line_menu = ["model"] + [a for a in axes if a != line_axis]
-    best = fastest_per_setting(table, axes)
-    sections = [Section(title="What changed and why", items=tuple(study_summary(table, axes))
-                        + ((best,) if len(best) else ()))]
+    d = digest if digest is not None else study_digest(table, axes)
+    best = d.best
+    sections = [Section(title="What changed and why", items=d.summary + ((best,) if len(best) else ()))]
     if table.empty:
         return sections + _skipped(skipped)
-    winners = family_winners(table)
+    winners = d.winners
     sections.append(Section(title="Which family wins, per machine and model", items=(
-        *family_summary(table), winners,
+        *d.family_lines, winners,
         "Per model and setting: the fastest configuration that fits its GPUs' memory, and each family's best "
         "that fits (expert parallelism, sequence parallelism, data parallelism: every GPU the whole model). "
         "A cell reading 'does not fit' gives what the family's configuration closest to fitting needs per GPU "

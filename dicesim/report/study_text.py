@@ -45,13 +45,17 @@ def _setting(row: pd.Series, axes: Sequence[str]) -> str:
     return ", ".join(parts)
 
 
-def study_summary(table: pd.DataFrame, axes: Sequence[str]) -> list[str]:
-    """Paragraphs (plain text) summarising ``table``; ``axes`` are the study's varying axes."""
+def study_summary(table: pd.DataFrame, axes: Sequence[str], best: pd.DataFrame | None = None) -> list[str]:
+    """Paragraphs (plain text) summarising ``table``; ``axes`` are the study's varying axes;
+    ``best``: :func:`fastest_per_setting` of ``table`` and ``axes`` when the caller has it already."""
     if table.empty:
         return ["No configuration could be simulated; the table of skipped configurations says why."]
+    best = fastest_per_setting(table, axes) if best is None else best
     out: list[str] = []
     for model, part in table.groupby("model", sort=False):
-        out += _model_summary(str(model), part, list(axes))
+        # a model's settings are grouped the same way in its rows alone as in the whole table
+        mine = best[best["model"] == model].reset_index(drop=True) if len(best) else best
+        out += _model_summary(str(model), part, list(axes), mine)
     return [p for p in out if p]
 
 
@@ -95,7 +99,7 @@ def fastest_per_setting(table: pd.DataFrame, axes: Sequence[str]) -> pd.DataFram
     return pd.DataFrame(rows)
 
 
-def _model_summary(model: str, part: pd.DataFrame, axes: list[str]) -> list[str]:
+def _model_summary(model: str, part: pd.DataFrame, axes: list[str], settings: pd.DataFrame) -> list[str]:
     ref, ref_note = _reference(part, axes)
     best = fastest_per_setting(ref, axes)
     if best.empty:
@@ -118,7 +122,7 @@ def _model_summary(model: str, part: pd.DataFrame, axes: list[str]) -> list[str]
                      f"for communication{_links(r)}." + _deep_note(part))
     if len(axes) > 1:
         lines.append(_secondary(part, axes[0], axes[1]))
-    lines.append(_bands(fastest_per_setting(part, axes), model))
+    lines.append(_bands(settings, model))
     lines.append(_staleness(ref, axes))
     return lines
 

@@ -22,7 +22,7 @@ from dicesim.placement import replicated
 from dicesim.plan.family import WindowCuts
 from dicesim.plan.layout import ParallelLayout
 from dicesim.plan.sequence import buffers, kinds, rules
-from dicesim.plan.vocabulary import GcFrees, HeldBuffer, LagTable, Plan
+from dicesim.plan.vocabulary import CollectiveKind, GcFrees, HeldBuffer, LagTable, Plan
 from dicesim.strategy.sequence import SequenceParallelStrategy
 
 
@@ -54,8 +54,10 @@ class SequenceParallelPlan:
     static_lowering = kinds.STATIC_LOWERING
 
     def window_cuts(self, strategy: SequenceParallelStrategy) -> WindowCuts:
-        # no collective of this family blocks the host, so no point of the run is a cut
-        return WindowCuts(kinds=frozenset(), none_found="sequence parallelism blocks the host at no collective")
+        # no collective of this family blocks the host; the scatter that opens every step is waited for
+        # at once by every rank's stream, on the one communicator (so everything issued before it has ended)
+        return WindowCuts(kinds=frozenset(), stream=frozenset({CollectiveKind.SCATTER}),
+                          none_found="sequence parallelism waits for no collective at once")
 
     def lags(self, plan: Plan) -> LagTable:
         return rules.lag_table(plan)

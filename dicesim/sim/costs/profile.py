@@ -8,6 +8,7 @@ writes fitted ones with :func:`save_profile` (provenance in ``source``/``date``/
 
 from __future__ import annotations
 
+import functools
 import os
 import tomllib
 from importlib import resources
@@ -195,7 +196,14 @@ def get_profile(name_or_path: str | os.PathLike) -> HardwareProfile:
     f = _builtin_dir() / f"{name}.toml"
     if not f.is_file():
         raise ConfigError("profile", f"unknown profile {name!r}", builtin_profile_names())
-    return profile_from_dict(tomllib.loads(f.read_text()), origin=f"built-in profile {name}")
+    return _profile_from_text(f.read_text(), f"built-in profile {name}")
+
+
+@functools.lru_cache(maxsize=32)
+def _profile_from_text(text: str, origin: str) -> HardwareProfile:
+    # keyed by the file's content (a pure function of it; the profile is frozen): a study resolves
+    # the profile of every configuration, each a parse and a validation of the same file
+    return profile_from_dict(tomllib.loads(text), origin=origin)
 
 
 #: substrings of a topology name or ``gpu`` graph attribute -> (the GPU's datasheet profile, its

@@ -34,6 +34,7 @@ from dicesim.sim.engine.rank import rank_process
 from dicesim.sim.engine.recording import TraceHooks
 from dicesim.sim.engine.reuse import isolated, window_memos
 from dicesim.sim.engine.skeleton import skeleton_of, windows_of
+from dicesim.sim.engine.streamcut import StreamMemo
 from dicesim.sim.engine.runspec import COUNTERS, EngineSpec, RawRun
 from dicesim.sim.engine.streams import ComputeStreams, RankState
 from dicesim.sim.network.linkscale import efficiency_scaled_graph, rank_port_links
@@ -113,10 +114,11 @@ class Engine:
         gcs = [self.gc[g] for g in self.active]
         ports_of = None if ports is None else [[ports[r] for r in gc.members] for gc in gcs]
         alone = isolated([gc.links_L for gc in gcs], ports_of)
+        cuts = spec.plan.rules.window_cuts(spec.plan.strategy)
         self.memos, self.reuse_blocked = window_memos(
             self.flat, [(gc.members, gc.count_lat_s, gc.matrix_id, gc.links_L, ok) for gc, ok in zip(gcs, alone)],
-            n_counters=len(COUNTERS), cuts=spec.plan.rules.window_cuts(spec.plan.strategy),
-            record=spec.record, enabled=spec.reuse, find=find)
+            n_counters=len(COUNTERS), cuts=cuts, record=spec.record, enabled=spec.reuse, find=find,
+            memo=StreamMemo if cuts.stream else None)
         for memo in self.memos:
             for r in memo.members:
                 self.ranks[r].memo = memo

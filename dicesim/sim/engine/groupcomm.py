@@ -240,7 +240,13 @@ def matrix_ids(routing: TokenRouting, members: tuple[int, ...], skip: bool) -> n
     """``[L, T]`` ids, equal where the group's row matrix is equal (shares compiled flow groups)."""
     full = np.ascontiguousarray(routing.send_rows_LTWS(skip)[:, :, list(members), :])
     L, T = full.shape[:2]
-    flat = full.reshape(L * T, -1)
-    rows = flat.view(np.dtype((np.void, flat.dtype.itemsize * flat.shape[1]))).ravel()  # one key per matrix
-    _, inv = np.unique(rows, return_inverse=True)
-    return inv.reshape(L, T)
+    return content_ids(full.reshape(L * T, -1)).reshape(L, T)
+
+
+def content_ids(rows_NX: np.ndarray) -> np.ndarray:
+    """``[N]`` ids of the rows of a C-contiguous array, equal for equal rows, numbered in the byte
+    order of the rows (what ``np.unique`` over the rows as void scalars gives, without its sort of
+    wide void items, which cost a study about a second): a hash per row, one sort of the distinct ones."""
+    keys = [r.tobytes() for r in rows_NX]
+    rank = {k: i for i, k in enumerate(sorted(set(keys)))}
+    return np.fromiter((rank[k] for k in keys), dtype=np.intp, count=len(keys))

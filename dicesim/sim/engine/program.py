@@ -10,7 +10,8 @@ order, nothing re-derived. The engine reads only these:
 - ``ISSUE``: issue a collective on one of the group's communicators; it stays pending under a
   handle (the flat index of the issuing instruction); ``wait``: the compute stream waits for it
   at once (an action's wait that follows its issue directly is folded into it; ``WAIT_KEEP``: it
-  stays pending for a later wait);
+  stays pending for a later wait; ``WAIT_CUT``: as ``WAIT_RELEASE``, and a window-reuse cut point,
+  the family's :attr:`~dicesim.plan.WindowCuts.stream` kinds on the main communicator);
 - ``WAIT``: the compute stream waits for a pending collective (``release``: it is done with);
 - ``BLOCKING``: the host issues a collective and waits for it; ``cut`` marks a window-reuse cut
   point (the family's :meth:`~dicesim.plan.PlanFamily.window_cuts`);
@@ -51,8 +52,9 @@ class Op(IntEnum):
 
 
 COMPUTE, ROWS, ISSUE, WAIT, BLOCKING, WAIT_ALL, FORGET, STEP_END = (int(op) for op in Op)
-#: ``wait`` of an ISSUE: none; the stream waits at once and is done with it; waits and keeps it pending
-NO_WAIT, WAIT_RELEASE, WAIT_KEEP = 0, 1, 2
+#: ``wait`` of an ISSUE: none; the stream waits at once and is done with it; waits and keeps it pending;
+#: waits at once, is done with it, and it is a stream cut
+NO_WAIT, WAIT_RELEASE, WAIT_KEEP, WAIT_CUT = 0, 1, 2, 3
 _ISSUE_WAIT = -1  # a compile step only: an issue and the wait for it, one instruction
 
 
@@ -208,7 +210,8 @@ class _Recipes:
     (kept alive here, so the identity that keys it stays unique)."""
 
     def __init__(self, plan: Plan, layout: ParallelLayout):
-        self._cuts = plan.rules.window_cuts(plan.strategy).kinds
+        cuts = plan.rules.window_cuts(plan.strategy)
+        self._cuts, self._stream_cuts = cuts.kinds, cuts.stream
         self._layout = layout
         #: id(effects) -> (effects, steps)
         self.known: dict[int, tuple[tuple, list[tuple]]] = {}
@@ -224,7 +227,10 @@ class _Recipes:
             last = steps[-1] if steps else None
             if step[0] == WAIT and last is not None and last[0] == ISSUE and last[1] == step[1]:
                 # a wait for the collective issued just before: the stream waits at once
-                steps[-1] = (_ISSUE_WAIT, step[1], (last[2], WAIT_RELEASE if step[2] else WAIT_KEEP))
+                wait = WAIT_RELEASE if step[2] else WAIT_KEEP
+                if wait == WAIT_RELEASE and last[2] == 0 and CollectiveKind(step[1]) in self._stream_cuts:
+                    wait = WAIT_CUT
+                steps[-1] = (_ISSUE_WAIT, step[1], (last[2], wait))
             else:
                 steps.append(step)
         if len(steps) == 1 and steps[0][0] == COMPUTE:

@@ -28,7 +28,7 @@ import numpy as np
 import simpy
 
 from dicesim.sim.engine.program import (
-    BLOCKING, COMPUTE, FORGET, ISSUE, ROWS, STEP_END, WAIT, WAIT_ALL, WAIT_RELEASE,
+    BLOCKING, COMPUTE, FORGET, ISSUE, ROWS, STEP_END, WAIT, WAIT_ALL, WAIT_CUT, WAIT_RELEASE,
 )
 from dicesim.sim.engine.recording import WAIT_NAMES, TraceHooks
 from dicesim.sim.engine.streams import ComputeStreams, RankState
@@ -60,6 +60,7 @@ def rank_process(eng: RankWorld, st: RankState):
     exp_s, memo = st.exp_s, st.memo
     pend: dict = {}  # handle (the issuing instruction's index) -> completion event
     host_t = comp = exposed = host_gap = 0.0  # host clock; cumulative busy/idle seconds
+    held = 0  # times the host held the stream back (stream cuts reuse only windows without; streamcut.py)
     t = 0  # current step
     it = iter(eng.flat)
     for ins in it:
@@ -69,15 +70,18 @@ def rank_process(eng: RankWorld, st: RankState):
             now = env.now
             if blk.syncs:  # the host waits for the stream to drain before it issues the block
                 host_t = (host_t if host_t > now else now) + blk.syncs * sync_s
+                held += 1
             a = host_t
             host_t += blk.host_s
             if a + blk.first_s > now:  # the stream waits for the host to launch the op
+                held += 1
                 host_gap += a + blk.first_s - now
                 yield timeout(a + blk.first_s - now)
                 now = env.now
             yield from compute(st, blk.total_s)
             comp += env.now - now
             if blk.gated and a + blk.span_s > env.now:  # the host is still issuing the block's last kernels
+                held += 1
                 host_gap += a + blk.span_s - env.now
                 yield timeout(a + blk.span_s - env.now)
             if rec is not None:
@@ -88,9 +92,17 @@ def rank_process(eng: RankWorld, st: RankState):
             now = env.now
             if h.syncs:
                 host_t = (host_t if host_t > now else now) + h.syncs * sync_s
+                held += 1
             host_t += h.issue_s
-            ev = comms[c].issue(mids[c], ins[2], t, host_t if host_t > now else now)
-            if wait != WAIT_RELEASE:
+            if host_t > now:  # the host launches it after the stream got here
+                held += 1
+                ev = comms[c].issue(mids[c], ins[2], t, host_t)
+            else:
+                ev = comms[c].issue(mids[c], ins[2], t, now)
+            if wait == WAIT_CUT:
+                if memo is not None:
+                    memo.issued(mids[0], host_t, held)
+            elif wait != WAIT_RELEASE:
                 pend[ins[3]] = ev
             if wait and ev.callbacks is not None:  # the stream waits for it at once
                 yield ev
@@ -98,6 +110,23 @@ def rank_process(eng: RankWorld, st: RankState):
                 if rec is not None:
                     coll = ins[2]
                     rec.wait(r, WAIT_NAMES[coll.kind], now, env.now, coll.layer, t, coll.tok_step)
+            if wait == WAIT_CUT and memo is not None:  # a stream cut: record it; jump where the hosts allow
+                hit = memo.jump(mids[0], r, env.now, (comp, st.comm_busy, st.ovl, exposed, host_gap), eng.net,
+                                comms[0], eng.step_end, eng.counters)
+                if hit is not None:
+                    jump, gain = hit
+                    comp += gain[0]
+                    st.comm_busy += gain[1]
+                    st.ovl += gain[2]
+                    exposed += gain[3]
+                    host_gap += gain[4]
+                    next(islice(it, jump.skip_n - 1, None))  # to the instruction after the landing cut
+                    yield timeout(jump.duration_s)
+                    host_t += jump.host_gain[mids[0]]  # the host advanced as in the windows repeated
+                    t, pend = memo.landing(jump)
+                    memo.issued(mids[0], host_t, held)
+                    memo.cut(mids[0], env.now, (comp, st.comm_busy, st.ovl, exposed, host_gap), eng.net, comms[0],
+                             decide=False)
         elif op == WAIT:
             ev = pend.pop(ins[1]) if ins[3] else pend[ins[1]]
             if ev.callbacks is not None:
@@ -112,15 +141,18 @@ def rank_process(eng: RankWorld, st: RankState):
             now = env.now
             if h.syncs:
                 host_t = (host_t if host_t > now else now) + h.syncs * sync_s
+                held += 1
             a = host_t
             host_t += h.issue_s
             if a + h.first_s > now:
+                held += 1
                 host_gap += a + h.first_s - now
                 yield timeout(a + h.first_s - now)
                 now = env.now
             yield from compute(st, exp_s[skip][layer][tok])
             comp += env.now - now
             if host_t > env.now and h.issue_s > h.first_s:  # the host is still issuing the experts' kernels
+                held += 1
                 host_gap += host_t - env.now
                 yield timeout(host_t - env.now)
             if rec is not None:

@@ -35,7 +35,7 @@ import numpy as np
 
 from dicesim.plan import CollectiveKind, WindowCuts
 from dicesim.sim.engine.program import (
-    BLOCKING, COMPUTE, FORGET, ISSUE, ROWS, STEP_END, WAIT, WAIT_ALL, WAIT_RELEASE,
+    BLOCKING, COMPUTE, FORGET, ISSUE, ROWS, STEP_END, WAIT, WAIT_ALL, WAIT_CUT, WAIT_RELEASE,
 )
 
 _CUT, _END, _STEP, _FORGET = ("cut",), ("end",), ("step",), ("forget",)
@@ -70,18 +70,22 @@ def isolated(links: list[np.ndarray], ports: list[list[np.ndarray]] | None) -> l
 
 
 def window_memos(flat: list[tuple], groups: list[tuple], *, n_counters: int, cuts: WindowCuts, record: bool,
-                 enabled: bool, find: Callable[[list[tuple], tuple], Windows | None] | None = None
-                 ) -> tuple[list[WindowMemo], str | None]:
+                 enabled: bool, find: Callable[[list[tuple], tuple], Windows | None] | None = None,
+                 memo: type | None = None) -> tuple[list[WindowMemo], str | None]:
     """A :class:`WindowMemo` for every group where reuse is exact, and why it is not for the others.
 
     ``groups``: ``(members, cut latency_s, matrix ids [skip][layer, tok], route links, isolated)``;
     ``n_counters``: per-rank counters the engine snapshots at cuts; ``cuts``: the family's cut points;
-    ``find``: :func:`find_windows` or a cached equivalent (:func:`dicesim.sim.engine.skeleton.windows_of`).
+    ``find``: :func:`find_windows` or a cached equivalent (:func:`dicesim.sim.engine.skeleton.windows_of`);
+    ``memo``: the memo class (default :class:`WindowMemo`; stream cuts:
+    :class:`~dicesim.sim.engine.streamcut.StreamMemo`).
     """
     find = find or find_windows
     if not enabled:
         return [], "not asked for"
-    has_cut = any(ins[0] == BLOCKING and ins[3] for ins in flat)
+    has_cut = any((ins[0] == BLOCKING and ins[3]) or (ins[0] == ISSUE and ins[4] == WAIT_CUT) for ins in flat)
+    if cuts.stream and any(ins[0] == BLOCKING for ins in flat):  # the host waits there: not what streamcut checks
+        return [], "a blocking collective in a program cut where streams wait"
     memos, reasons = [], []
     for members, cut_lat, mid, links, alone in groups:
         why = reuse_blocker(cuts=cuts, has_cut=has_cut, members=len(members), cut_latency_s=cut_lat, record=record)
@@ -93,7 +97,7 @@ def window_memos(flat: list[tuple], groups: list[tuple], *, n_counters: int, cut
         if why is not None:
             reasons.append(why)
             continue
-        memos.append(WindowMemo(win, tuple(members), n_counters, links))
+        memos.append((memo or WindowMemo)(win, tuple(members), n_counters, links))
     return memos, (reasons[0] if reasons else None)
 
 
@@ -177,10 +181,10 @@ def find_windows(flat: list[tuple], mid: tuple[np.ndarray, np.ndarray]) -> Windo
                 cur.append((WAIT_ALL, tuple(sorted(at - start for at in pend if at >= start))))
             pend.clear()
             continue
-        if op == BLOCKING:
+        if op == BLOCKING or (op == ISSUE and ins[4] == WAIT_CUT):
             c = ins[2]  # Coll: kind, layer, tok_step, skip, span
             pay = (c[0], c[3], mid[c[3]][c[1]][c[2]]) if c[0] in _ROUTED else (c[0], c[4])
-            if not ins[3]:
+            if op == BLOCKING and not ins[3]:
                 if cur is not None:
                     cur.append((BLOCKING, ins[1], pay))
                 continue
@@ -192,7 +196,7 @@ def find_windows(flat: list[tuple], mid: tuple[np.ndarray, np.ndarray]) -> Windo
             cut_step.append(step)
             cut_pending.append(tuple(sorted(pend)))
             start = i
-            cur, cur_steps = [(BLOCKING, ins[1], pay)], []
+            cur, cur_steps = [(op, ins[1], pay)], []
         elif op == ISSUE:
             if ins[4] != WAIT_RELEASE:
                 pend[ins[3]] = i
@@ -256,6 +260,8 @@ class Jump:
     src: np.ndarray
     ent: np.ndarray
     ent_v: np.ndarray
+    #: per member, the host clock's advance over the run (stream cuts); None: the host waited at the cut
+    host_gain: np.ndarray | None = None
 
     @property
     def duration_s(self) -> float:
@@ -334,10 +340,11 @@ class WindowMemo:
                                          + (counters_WTK[r, jump.src] - acc_v[jump.ent_v]))
         return pre[-1]
 
-    def _make_jump(self, w0: int, w1: int) -> Jump:
+    def _make_jump(self, w0: int, w1: int, vs: np.ndarray | None = None) -> Jump:
+        """The jump over windows ``w0..w1``, each repeating ``vs`` (default: their first occurrences)."""
         win = self.win
         ws = np.arange(w0, w1 + 1)
-        vs = win.src[ws]
+        vs = win.src[ws] if vs is None else vs
         rel = np.concatenate(([0.0], np.cumsum(self.cut_t[vs + 1] - self.cut_t[vs])))
         counts = [win.steps[w].shape[0] for w in ws]
         dst = np.concatenate([win.steps[w] for w in ws]) if ws.shape[0] else np.zeros(0, dtype=np.intp)

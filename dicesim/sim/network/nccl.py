@@ -33,6 +33,7 @@ set (``dicesim accuracy --published``) or carries a citation; docs/nccl.md expla
 
 from __future__ import annotations
 
+import functools
 import os
 import tomllib
 from collections.abc import Iterable
@@ -137,6 +138,13 @@ def save_nccl_model(model: NcclModel, path: str | os.PathLike) -> Path:
 def builtin_nccl_model() -> NcclModel:
     """The model shipped with dicesim (fitted on the published set's ``role == "fit"`` figures)."""
     text = (resources.files("dicesim") / "data" / "nccl.toml").read_text(encoding="utf-8")
+    return _builtin_from_text(text)
+
+
+@functools.lru_cache(maxsize=4)
+def _builtin_from_text(text: str) -> NcclModel:
+    # keyed by the file's content (a pure function of it; the model is frozen): a study builds
+    # hundreds of engines, each of which would otherwise parse and validate the same file
     return nccl_model_from_dict(tomllib.loads(text), origin="built-in NCCL model")
 
 
