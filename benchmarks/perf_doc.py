@@ -103,10 +103,12 @@ LocalCluster (chunks of 25), wall time including the cluster's start.
 
 CPU seconds per call against the number of GPUs, for expected and for sampled
 (`sampling="multinomial"`) routing (plot: [performance.html](performance.html)). "full" is the
-same call with `fold=False, reuse=False, sample_groups=0`: every rank, every step simulated; both
-give the same step latency (the script checks it to 1e-9). Above 16 alike groups a multinomial
-run simulates 3 of them and predicts the slowest group with a 95% interval (last column;
-`dicesim.sim.sample`). The drawn tables of 16,384 GPUs x 50 steps take 3.08 GiB, inside the
+same call with `fold=False, reuse=False, sample_groups=0, sample_steps=0`: every rank, every step
+simulated; both give the same step latency (the script checks it to 1e-9), or for a sampled run
+the full one lies inside its interval. Above 16 alike groups a multinomial run simulates 3 of
+them and predicts the slowest group with a 95% interval (last column; `dicesim.sim.sample`); with
+fewer groups it simulates a sample of the steps (`dicesim.sim.stepsample`, same column).
+The drawn tables of 16,384 GPUs x 50 steps take 3.08 GiB, inside the
 4 GiB limit on routing tables (docs/limits.md); every rank's routing is still drawn, so that
 point's CPU time is mostly drawing.
 
@@ -169,7 +171,8 @@ leaves' uplinks to the spine; alike groups that share links in the same roles st
 - **Routes of spread-out groups** (`dicesim/topology/fartrees.py`): one compiled multi-source
   Dijkstra with the search's tie-break gives the routes networkx gives, 12x faster at 1,024
   strided GPUs (`tests/test_topology_group_routes.py`).
-- **Sampled groups** (`dicesim/sim/sample.py`): statistical, not exact (below).
+- **Sampled groups** (`dicesim/sim/sample.py`) and **sampled steps** (`dicesim/sim/stepsample.py`):
+  statistical, not exact (below).
 - **Plans once per study** (`dicesim/plan/cache.py`): a study's evaluator and its workers build
   and replay each distinct plan once, not once per configuration. The same cache keeps what the
   engine derives from a plan (`dicesim/sim/engine/skeleton.py`): its program without costs,
@@ -258,21 +261,46 @@ itself off (and says why) for counts on a separate communicator, one-rank groups
 runs, and groups that share a link (or an endpoint link that compute slows) with another
 group. Batched plans equal the reference planner's bit for bit (`tests/test_sim_batchplan.py`).
 
-Sampled groups are the one statistical shortcut. With drawn routing no two groups carry the same
+Sampled groups are one statistical shortcut. With drawn routing no two groups carry the same
 rows; above 16 alike, isolated groups the engine simulates 3 chosen by the seed and predicts the
 slowest of all from their totals (normal model, pivot quantiles by Monte Carlo). The result says
 so: `step_latency_low_s` / `step_latency_high_s` (95%) in the totals and `--json`, the simulated
 groups and their spread in `meta["sample"]`; `tests/test_sim_sample.py` checks the interval's
 coverage against full simulations over many seeds. `sample_groups=0` simulates every group.
 
+Sampled steps are the second (`dicesim/sim/stepsample.py`). With drawn routing every step carries
+new draws, so no window repeats and a group costs its whole simpy walk. Where groups are not
+sampled, the engine runs a shortened plan instead: the warm-up steps and the closing steps with
+their own draws, and a random sample (the seed's) of the steady steps in between, each with the
+draws and the actions of the full-run step it stands for. Steady steps repeat with the plan's
+period (4 for `dice`: skip-cache gates and alternating copies), so the sample is drawn per phase
+and placed in phase; the shorter plan is checked to be the full plan with whole periods removed.
+What crosses a step boundary (displaced collectives still in flight, stream and link timing)
+comes from the sampled predecessor, another independent draw of the same law. The unsimulated
+steady steps are predicted per phase from the simulated ones, with a Student-t interval (shared
+within-phase variance, `n - p` degrees of freedom; the simulated steps count as draws, not as the
+full run's own values). Coverage against full simulations: `dice` 39 of 40 seeds, `sync` 38 of
+40, `displaced` 53 of 60 (below 95%: its consecutive steps are correlated). The result says so:
+`step_latency_low_s` / `step_latency_high_s` (95%), `steps_simulated` and `step_sd_s` in the
+totals and `--json`, which steps were simulated in `meta["steps"]`; `tests/test_sim_stepsample.py`
+checks the coverage against full simulations over many seeds (three strategies). Lags, staleness,
+memory and the collective count come from the full plan (exact); the per-step rows of unsimulated
+steps are their phase's means and link totals are scaled to the predicted run time. A run with
+fewer than twice the sampled steady steps (for `dice`, 50 steps simulate 10), expected routing,
+recorded runs and `sample_steps=0` (`dicesim simulate --exact-steps`) simulate every step.
+
 ## Limits
 
-- Sampled (multinomial) routing cannot reuse windows (every all-to-all differs): one group
-  still costs an event per rank instruction and one max-min trajectory per all-to-all (planned
-  in lock step, `batchplan.py`; the flows themselves cost no simpy event). The G/2 ratio misses
-  the 3x target: the simpy walk of every rank instruction alone is several times the expected
-  run, whose windows repeat; an engine that evaluates a window without simpy events (compute
-  and communication slow each other op by op, so it is not a closed form) is not built.
+- Sampled (multinomial) routing cannot reuse windows (every all-to-all differs): each simulated
+  step still costs an event per rank instruction and one max-min trajectory per all-to-all
+  (planned in lock step, `batchplan.py`; the flows themselves cost no simpy event). Sampled
+  steps cut the G/2 run to 10 of its 50 steps (2 warm-up, 7 sampled steady, the closing one: the
+  fewest that hold every one of `dice`'s 4 phases, a degree of freedom and the closing step's
+  phase); those 10 steps alone (about 0.18 s CPU: half lock-step planning, half the simpy
+  walk) are still over 2x the whole expected run, so the ratio stays above 3x. An engine that
+  evaluates a window without simpy events (compute and communication slow each other op by op,
+  so it is not a closed form) is not built. `sample_steps=0` gives the exact run
+  (13-15x when this was written).
 - Every rank's routing is drawn, not only the sampled groups' (the memory estimate reads every
   rank's received rows): drawing is the largest single part of the 1,024-GPU multinomial case
   and most of the 16,384-GPU one.

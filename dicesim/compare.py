@@ -162,10 +162,11 @@ def trace_stem(strategy: str) -> str:
 
 def run_strategy(scenario: Scenario, *, trace_dir: str | Path | None = None,
                  timeline_steps: Sequence[int] = (), record: bool = True, trace_format: str = "gz",
-                 accuracy: str | Path | None = None) -> StrategyRun:
+                 accuracy: str | Path | None = None, exact_steps: bool = False) -> StrategyRun:
     """Simulate ``scenario``; write its trace to ``trace_dir`` (if given and ``trace_format`` is not
     ``none``); keep a timeline slice; assess the run (band, assumptions, facts), its band from the
-    accuracy file ``accuracy`` (default: the built-in one)."""
+    accuracy file ``accuracy`` (default: the built-in one). ``exact_steps``: simulate every step of a
+    run with drawn routing (else a sample of its steady steps, :mod:`dicesim.sim.stepsample`)."""
     from dicesim.evidence import load_evidence
 
     from dicesim.sim.api import resolve_profile, simulate
@@ -181,7 +182,8 @@ def run_strategy(scenario: Scenario, *, trace_dir: str | Path | None = None,
         check_run_size(scenario, record=True)
     G = get_topology(scenario.topology)
     profile = resolve_profile(None, scenario, G)
-    result = simulate(scenario, graph=G, profile=profile, record=want_events)
+    result = simulate(scenario, graph=G, profile=profile, record=want_events,
+                      sample_steps=0 if exact_steps else None)
     events = result.events if want_events else None
     name = scenario.strategy.name
     summary = result.summary()

@@ -24,7 +24,8 @@ from dicesim.sim.costs.costmodel import CostModel
 from dicesim.sim.engine.runspec import EngineSpec
 from dicesim.sim.fold import run_folded
 from dicesim.sim.metrics import SimResult, build_result
-from dicesim.sim.sample import predicted_totals
+from dicesim.sim.sample import SAMPLE_ABOVE, predicted_totals
+from dicesim.sim.stepsample import expand_steps, plan_step_sample, predicted_step_totals
 from dicesim.sim.costs.profile import HardwareProfile, get_profile, profile_for_gpu
 from dicesim.sim.costs.routing import TokenRouting, build_routing
 from dicesim.topology import get_topology
@@ -104,8 +105,8 @@ def prepare(scenario: Scenario | None = None, *, profile: HardwareProfile | str 
 def simulate(scenario: Scenario | None = None, *, profile: HardwareProfile | str | None = None,
              graph: nx.DiGraph | None = None, record: bool = False, sampling: str | None = None,
              histogram: np.ndarray | None = None, merge_compute: bool = True, fold: bool = True,
-             reuse: bool = True, sample_groups: int | None = None, plans: PlanCache | None = None,
-             **fields: object) -> SimResult:
+             reuse: bool = True, sample_groups: int | None = None, sample_steps: int | None = None,
+             plans: PlanCache | None = None, **fields: object) -> SimResult:
     """Simulate one scenario and return its :class:`SimResult`.
 
     ``scenario``: a :class:`~dicesim.scenario.Scenario`; or give its fields as keywords
@@ -123,13 +124,25 @@ def simulate(scenario: Scenario | None = None, *, profile: HardwareProfile | str
     fold; more than :data:`~dicesim.sim.sample.SAMPLE_ABOVE` of them are then sampled (None), ``k`` of
     them simulated (``k``) or all (0). A sampled run's total is a prediction with an interval
     (``step_latency_low_s`` / ``_high_s`` in the totals, ``meta["sample"]``; :mod:`dicesim.sim.sample`).
+    ``sample_steps``: with sampled routing every step carries new draws and no window repeats; a
+    sample of the steady steps is then simulated after the warm-up and the rest predicted (None:
+    :data:`~dicesim.sim.stepsample.DEFAULT_STEPS` of them, where that saves half the steady steps
+    and groups are not sampled; ``k``: at least ``k``; 0: every step, exact). The total is then a
+    prediction with an interval (``step_latency_low_s`` / ``_high_s``, ``steps_simulated`` in the
+    totals, ``meta["steps"]``; :mod:`dicesim.sim.stepsample`).
     ``plans``: a :class:`~dicesim.plan.PlanCache` of the caller's that many simulations share.
     """
     with _collector_paused():
         prep = prepare(scenario, profile=profile, graph=graph, record=record, sampling=sampling,
                        histogram=histogram, merge_compute=merge_compute, plans=plans, **fields)
         spec, sc = prep.spec, prep.scenario
-        raw, shortcuts = run_folded(spec, fold=fold, reuse=reuse, sample_groups=sample_groups, seed=sc.seed)
+        steps, why = _step_sample(spec, sample_steps, sample_groups, sc.seed)
+        raw, shortcuts = run_folded(steps.spec if steps else spec, fold=fold, reuse=reuse,
+                                    sample_groups=sample_groups, seed=sc.seed)
+        if steps is not None:
+            raw, shortcuts["steps"] = expand_steps(raw, steps)
+        else:
+            shortcuts["steps"] = {"applied": False, "reason": why}
         meta = {"scenario": sc.model_dump(mode="json"), "profile": spec.profile.name,
                 "profile_basis": spec.profile.basis, "profile_desc": spec.profile.describe(),
                 "interference": sc.interference,
@@ -138,7 +151,17 @@ def simulate(scenario: Scenario | None = None, *, profile: HardwareProfile | str
                            label=sc.label(), meta=meta, memory=prep.memory())
         if "sample" in shortcuts:
             res = dataclasses.replace(res, totals=predicted_totals(res.totals, shortcuts["sample"], sc.steps))
+        elif shortcuts["steps"]["applied"]:
+            res = dataclasses.replace(res, totals=predicted_step_totals(res.totals, shortcuts["steps"], sc.steps))
         return res
+
+
+def _step_sample(spec: EngineSpec, k: int | None, sample_groups: int | None, seed: int):
+    """The short run of :mod:`dicesim.sim.stepsample`, or None and why not. The two sampling
+    shortcuts do not combine: where groups would be sampled, every step of the sample is simulated."""
+    if sample_groups != 0 and len(spec.layout.groups()) > SAMPLE_ABOVE:
+        return None, "groups sampled instead (dicesim.sim.sample)"
+    return plan_step_sample(spec, k, seed)
 
 
 @contextmanager
