@@ -287,20 +287,21 @@ checks the coverage against full simulations over many seeds (three strategies).
 memory and the collective count come from the full plan (exact); the per-step rows of unsimulated
 steps are their phase's means and link totals are scaled to the predicted run time. A run with
 fewer than twice the sampled steady steps (for `dice`, 50 steps simulate 10), expected routing,
-recorded runs and `sample_steps=0` (`dicesim simulate --exact-steps`) simulate every step.
+recorded runs and the default `sample_steps=0` simulate every step; sampling steps is opt-in
+(`sample_steps=None`, `dicesim simulate --sample-steps`: `displaced` under-covers, see docs/model.md).
 
 ## Limits
 
 - Sampled (multinomial) routing cannot reuse windows (every all-to-all differs): each simulated
   step still costs an event per rank instruction and one max-min trajectory per all-to-all
   (planned in lock step, `batchplan.py`; the flows themselves cost no simpy event). Sampled
-  steps cut the G/2 run to 10 of its 50 steps (2 warm-up, 7 sampled steady, the closing one: the
+  steps (opt-in) cut the G/2 run to 10 of its 50 steps (2 warm-up, 7 sampled steady, the closing one: the
   fewest that hold every one of `dice`'s 4 phases, a degree of freedom and the closing step's
   phase); those 10 steps alone (about 0.18 s CPU: half lock-step planning, half the simpy
   walk) are still over 2x the whole expected run, so the ratio stays above 3x. An engine that
   evaluates a window without simpy events (compute and communication slow each other op by op,
-  so it is not a closed form) is not built. `sample_steps=0` gives the exact run
-  (13-15x when this was written).
+  so it is not a closed form) is not built. The default exact run (`sample_steps=0`) is
+  13-15x.
 - Every rank's routing is drawn, not only the sampled groups' (the memory estimate reads every
   rank's received rows): drawing is the largest single part of the 1,024-GPU multinomial case
   and most of the 16,384-GPU one.

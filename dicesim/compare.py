@@ -162,11 +162,12 @@ def trace_stem(strategy: str) -> str:
 
 def run_strategy(scenario: Scenario, *, trace_dir: str | Path | None = None,
                  timeline_steps: Sequence[int] = (), record: bool = True, trace_format: str = "gz",
-                 accuracy: str | Path | None = None, exact_steps: bool = False) -> StrategyRun:
+                 accuracy: str | Path | None = None, sample_steps: bool = False) -> StrategyRun:
     """Simulate ``scenario``; write its trace to ``trace_dir`` (if given and ``trace_format`` is not
     ``none``); keep a timeline slice; assess the run (band, assumptions, facts), its band from the
-    accuracy file ``accuracy`` (default: the built-in one). ``exact_steps``: simulate every step of a
-    run with drawn routing (else a sample of its steady steps, :mod:`dicesim.sim.stepsample`)."""
+    accuracy file ``accuracy`` (default: the built-in one). ``sample_steps``: with drawn routing, simulate
+    a sample of the steady steps and predict the rest with an interval (:mod:`dicesim.sim.stepsample`;
+    default: every step)."""
     from dicesim.evidence import load_evidence
 
     from dicesim.sim.api import resolve_profile, simulate
@@ -183,7 +184,7 @@ def run_strategy(scenario: Scenario, *, trace_dir: str | Path | None = None,
     G = get_topology(scenario.topology)
     profile = resolve_profile(None, scenario, G)
     result = simulate(scenario, graph=G, profile=profile, record=want_events,
-                      sample_steps=0 if exact_steps else None)
+                      sample_steps=None if sample_steps else 0)
     events = result.events if want_events else None
     name = scenario.strategy.name
     summary = result.summary()

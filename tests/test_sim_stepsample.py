@@ -36,7 +36,7 @@ def test_sampled_steps_cover_the_full_simulation(strategy, seeds):
     for seed in seeds:
         kw = dict(KW, graph=G, strategy=strategy, seed=seed)
         full = simulate(**kw, sample_steps=0)
-        fast = simulate(**kw)
+        fast = simulate(**kw, sample_steps=None)
         info = fast.meta["steps"]
         assert info["applied"] and info["steps_simulated"] <= KW["steps"] // 2
         assert fast.meta["sim_events"] < 0.7 * full.meta["sim_events"]
@@ -50,7 +50,7 @@ def test_sampled_steps_cover_the_full_simulation(strategy, seeds):
 def test_warm_up_steps_are_the_full_runs():
     """The warm-up steps run first with their own draws in both runs: their step ends are equal."""
     kw = dict(KW, graph=_slow_server(), strategy="dice", seed=3)
-    full, fast = simulate(**kw, sample_steps=0), simulate(**kw)
+    full, fast = simulate(**kw, sample_steps=0), simulate(**kw, sample_steps=None)
     head = fast.meta["steps"]["head_steps"]
     assert head >= 1
     np.testing.assert_allclose(fast.per_step["end_s"][:head], full.per_step["end_s"][:head], rtol=1e-12)
@@ -83,7 +83,7 @@ def test_short_plan_is_the_full_plan_with_whole_periods_removed():
 def test_nothing_sampled_where_it_does_not_apply(fields, reason):
     """Expected routing and short runs: the full simulation, equal to the one with sampling off."""
     kw = dict(KW, graph=_slow_server(), strategy="dice", seed=5, **fields)
-    a, b = simulate(**kw), simulate(**kw, sample_steps=0)
+    a, b = simulate(**kw, sample_steps=None), simulate(**kw, sample_steps=0)
     assert not a.meta["steps"]["applied"] and a.meta["steps"]["reason"].startswith(reason)
     assert b.meta["steps"]["reason"] == "turned off"
     assert a.totals == b.totals and "step_latency_low_s" not in a.totals
@@ -91,7 +91,7 @@ def test_nothing_sampled_where_it_does_not_apply(fields, reason):
 
 def test_record_and_plans_without_repeats_are_not_sampled():
     kw = dict(KW, graph=_slow_server(), strategy="dice", seed=5, steps=20)
-    assert simulate(**kw, record=True).meta["steps"]["reason"].startswith("recorded run")
+    assert simulate(**kw, record=True, sample_steps=None).meta["steps"]["reason"].startswith("recorded run")
     assert steady_range([(i,) for i in range(20)]) is None
     assert build_plan  # the plans above are built by the family's own rules
 
@@ -115,8 +115,8 @@ def test_predicted_interval_covers_normal_steps_at_the_stated_rate():
     assert abs(hits / trials - CONFIDENCE) < 0.015
 
 
-def test_exact_steps_flag(tmp_path):
-    """`dicesim simulate --exact-steps` simulates every step; without it a long drawn run is sampled."""
+def test_sample_steps_flag(tmp_path):
+    """`dicesim simulate --sample-steps` samples a long drawn run's steady steps; without it every step is simulated."""
     import json
 
     from typer.testing import CliRunner
@@ -130,11 +130,11 @@ def test_exact_steps_flag(tmp_path):
                     '[routing]\nsampling = "multinomial"\n')
     runner = CliRunner()
     out = {}
-    for flag in ([], ["--exact-steps"]):
+    for flag in ([], ["--sample-steps"]):
         res = runner.invoke(app, ["simulate", str(scen), "--num-experts", "4", "--json", *flag])
         assert res.exit_code == 0, res.output
         out[bool(flag)] = json.loads(res.stdout)
-    sampled, exact = out[False]["extra"], out[True]["extra"]
+    sampled, exact = out[True]["extra"], out[False]["extra"]
     assert sampled["steps_simulated"] < 24 and sampled["step_sd_s"] >= 0 and "steps_simulated" not in exact
-    assert sampled["step_latency_low_s"] <= out[False]["step_latency_s"] <= sampled["step_latency_high_s"]
+    assert sampled["step_latency_low_s"] <= out[True]["step_latency_s"] <= sampled["step_latency_high_s"]
     assert "step_latency_low_s" not in exact

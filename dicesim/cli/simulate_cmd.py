@@ -52,9 +52,9 @@ _TRACES = typer.Option("gz", "--traces", help="Perfetto traces: gz (compressed, 
 _ACCURACY = typer.Option(None, "--accuracy", help="accuracy file the error bands read (written by `dicesim accuracy "
                          "... --write-accuracy FILE`, e.g. on your own traces; default: the built-in one)")
 _WHAT_IF = ("num_experts", "placement", "dtype")
-_EXACT_STEPS = typer.Option(False, "--exact-steps", help="with sampled (multinomial) routing, simulate every step "
-                            "instead of the warm-up and a sample of the steady steps with a 95%% interval "
-                            "(step_latency_low_s/_high_s, steps_simulated; docs/model.md)")
+_SAMPLE_STEPS = typer.Option(False, "--sample-steps", help="with sampled (multinomial) routing, simulate the warm-up "
+                             "and a sample of the steady steps and predict the rest with a 95%% interval "
+                             "(step_latency_low_s/_high_s, steps_simulated; docs/model.md); default: every step")
 _INTERFERENCE = typer.Option(None, "--interference/--no-interference",
                              help="compute-communication interference on (the profile's factors) or off (both 0)")
 
@@ -107,7 +107,7 @@ def simulate(
     placement: Optional[str] = _PLACEMENT, interference: Optional[bool] = _INTERFERENCE,
     out: Optional[Path] = typer.Option(None, "--out", help="write tables, Perfetto trace and report.html here"),
     traces: str = _TRACES, sensitivity: bool = _SENSITIVITY, fmt: str = _FORMAT,
-    accuracy: Optional[Path] = _ACCURACY, as_json: bool = _JSON, exact_steps: bool = _EXACT_STEPS,
+    accuracy: Optional[Path] = _ACCURACY, as_json: bool = _JSON, sample_steps: bool = _SAMPLE_STEPS,
 ) -> None:
     """Simulate one scenario: latency with its error band, overlap, exposed communication, staleness, buffer
     memory, the assumptions on the bottleneck and what the run does.
@@ -138,7 +138,7 @@ def simulate(
     plan_workers(0, [scenario_nbytes(sc, record=out is not None)], jobs=1)  # one run that fits in memory
     t0 = time.perf_counter()
     run = run_strategy(sc, trace_dir=out, timeline_steps=default_timeline_steps(sc.steps) if out else (),
-                       record=out is not None, trace_format=traces, accuracy=accuracy, exact_steps=exact_steps)
+                       record=out is not None, trace_format=traces, accuracy=accuracy, sample_steps=sample_steps)
     wall_s = time.perf_counter() - t0
     step_s = float(run.summary["step_latency_s"])
     what_if = what_if_text(_base_of(scenario, fields), sc, step_s) if any(fields[k] is not None for k in _WHAT_IF) \

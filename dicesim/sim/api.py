@@ -105,7 +105,7 @@ def prepare(scenario: Scenario | None = None, *, profile: HardwareProfile | str 
 def simulate(scenario: Scenario | None = None, *, profile: HardwareProfile | str | None = None,
              graph: nx.DiGraph | None = None, record: bool = False, sampling: str | None = None,
              histogram: np.ndarray | None = None, merge_compute: bool = True, fold: bool = True,
-             reuse: bool = True, sample_groups: int | None = None, sample_steps: int | None = None,
+             reuse: bool = True, sample_groups: int | None = None, sample_steps: int | None = 0,
              plans: PlanCache | None = None, **fields: object) -> SimResult:
     """Simulate one scenario and return its :class:`SimResult`.
 
@@ -124,12 +124,13 @@ def simulate(scenario: Scenario | None = None, *, profile: HardwareProfile | str
     fold; more than :data:`~dicesim.sim.sample.SAMPLE_ABOVE` of them are then sampled (None), ``k`` of
     them simulated (``k``) or all (0). A sampled run's total is a prediction with an interval
     (``step_latency_low_s`` / ``_high_s`` in the totals, ``meta["sample"]``; :mod:`dicesim.sim.sample`).
-    ``sample_steps``: with sampled routing every step carries new draws and no window repeats; a
-    sample of the steady steps is then simulated after the warm-up and the rest predicted (None:
-    :data:`~dicesim.sim.stepsample.DEFAULT_STEPS` of them, where that saves half the steady steps
-    and groups are not sampled; ``k``: at least ``k``; 0: every step, exact). The total is then a
-    prediction with an interval (``step_latency_low_s`` / ``_high_s``, ``steps_simulated`` in the
-    totals, ``meta["steps"]``; :mod:`dicesim.sim.stepsample`).
+    ``sample_steps``: with sampled routing every step carries new draws and no window repeats; on
+    request a sample of the steady steps is simulated after the warm-up and the rest predicted
+    (0, the default: every step, exact; None: :data:`~dicesim.sim.stepsample.DEFAULT_STEPS` of them,
+    where that saves half the steady steps and groups are not sampled; ``k``: at least ``k``). The
+    total is then a prediction with an interval (``step_latency_low_s`` / ``_high_s``,
+    ``steps_simulated`` in the totals, ``meta["steps"]``; :mod:`dicesim.sim.stepsample`). Opt-in:
+    its interval under-covers strategies whose consecutive steps are correlated (docs/model.md).
     ``plans``: a :class:`~dicesim.plan.PlanCache` of the caller's that many simulations share.
     """
     with _collector_paused():

@@ -39,8 +39,8 @@ with its error stated:
   plan and routing (exact).
 
 Nothing is sampled for expected routing, a recorded run, a run too short to save half its
-steady steps, or where group sampling (:mod:`dicesim.sim.sample`) applies; ``sample_steps=0``
-(``--exact-steps``) turns it off.
+steady steps, or where group sampling (:mod:`dicesim.sim.sample`) applies; it is opt-in:
+``sample_steps=None`` or ``k`` (``dicesim simulate --sample-steps``); the default ``0`` simulates every step.
 """
 
 from __future__ import annotations
