@@ -349,17 +349,22 @@ def _finish(scenario: Scenario, limits: Limits, table: pd.DataFrame, members: di
     table = table.copy()
     for col in ("step_latency_s", "exposed_comm_step_s", "speedup"):
         table[col] = np.nan
+    # each column set once for every member (a .loc write per member and column cost ~1 s)
+    cells: dict[str, dict[int, Any]] = {c: {} for c in ("step_latency_s", "exposed_comm_step_s", "status", "reason")}
     for k, m in latency.items():
+        over = limits.max_step_latency_s is not None and m["step_latency_s"] > limits.max_step_latency_s
+        why = (f"step latency {_show('step_latency_s', m['step_latency_s'])} > target "
+               f"{_show('step_latency_s', limits.max_step_latency_s)}") if over else ""
         for idx in members[k]:
-            table.loc[idx, "step_latency_s"] = m["step_latency_s"]
-            table.loc[idx, "exposed_comm_step_s"] = m.get("exposed_comm_step_s", np.nan)
-            over = limits.max_step_latency_s is not None and m["step_latency_s"] > limits.max_step_latency_s
-            table.loc[idx, "status"] = "too slow" if over else "feasible"
-            table.loc[idx, "reason"] = (f"step latency {_show('step_latency_s', m['step_latency_s'])} > target "
-                                        f"{_show('step_latency_s', limits.max_step_latency_s)}") if over else ""
+            cells["step_latency_s"][idx] = m["step_latency_s"]
+            cells["exposed_comm_step_s"][idx] = m.get("exposed_comm_step_s", np.nan)
+            cells["status"][idx], cells["reason"][idx] = ("too slow" if over else "feasible"), why
     for k, why in pruned.items():
         for idx in members[k]:
-            table.loc[idx, ["status", "reason"]] = ["pruned", why]
+            cells["status"][idx], cells["reason"][idx] = "pruned", why
+    for col, at in cells.items():
+        if at:
+            table.loc[list(at), col] = list(at.values())
     sync = table[(table["scheme"] == "sync") & table["step_latency_s"].notna()]
     if len(sync):
         table["speedup"] = float(sync["step_latency_s"].iloc[0]) / table["step_latency_s"]
