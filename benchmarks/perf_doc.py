@@ -194,8 +194,11 @@ leaves' uplinks to the spine; alike groups that share links in the same roles st
 - **Routing at scale** (`dicesim/topology/routing.py`): per-group searches stop once the group is
   reached, and topology validation checks reachability without an all-pairs table (it used to
   build 1,024 x 1,024 routes).
-- **The cycle collector is paused during a call** (`dicesim/sim/api.py`): a run allocates ~10^5
-  short-lived objects, and the full collections they triggered cost up to as much as the run.
+- **The cycle collector is paused during a call** (`dicesim/collector.py`, used by `dicesim/sim/api.py`
+  and by `recommend`'s local search): a run allocates ~10^5 short-lived objects, and the full
+  collections they triggered cost up to as much as the run; a search keeps one plan (~10^4
+  actions) per timing class, and the full collections that rescanned them all were a quarter of
+  `recommend`'s CPU (peak memory the same with the collector off: 470 vs 468 MB).
 - Unchanged from before: one simpy process per rank (host clock inside it, callback-driven
   communicators), merged compute blocks, interference re-timing without most interrupts,
   precomputed op and expert times, memoised network plans per component history.
@@ -242,6 +245,21 @@ byte for byte the same, except the `sp` and `distrifusion` rows' latencies and w
 from them, which differ by float round-off (at most 3e-13 relative: stream-cut reuse adds
 recorded durations instead of re-deriving them). `recommend`'s output is the same but for its
 timing line.
+
+Second pass on `recommend` (branch `w3b-17-rec`; `farm-bench -n 3 --vs BEFORE -- AFTER`, before
+= main at 90715ad, after = the branch, 2026-12-07 ~20:22 UTC, load 3.4-4.1): **10.6 s wall, 7.8 s
+CPU** (medians; 460 MiB) against 15.3 s wall, 11.3 s CPU (457 MiB); median ratio 0.70 wall, 0.69
+CPU. All exact: stdout, `candidates.csv` and `candidates.parquet` byte for byte the same as
+main's, `report.html` the same but for plotly's random element ids, and the timing line. What
+changed: (1) the search runs with the cycle collector paused (above: ~2.5 s of ~10 s CPU); (2) a
+refused class's seven probe builds (intervals 2..8) make no actions (`rules._build(probe=True)`,
+same decisions: `tests/test_cond_gate.py` checks they miss at the same step and layer), ~7x cheaper
+each; (3) the final table is written one column at a time, not one `.loc` per member and column.
+Left (cProfile after): the 47 simulations' engine set-up and runs (compiled programs, window
+searches; `dicesim/sim/engine/`, another engineer's), replaying each class's held buffers (~20-40
+ms a plan in Python: the reference caches' replay, mostly its `--auto-gc` scans), building each
+class's plan (~12 ms, mostly constructing its ~11,000 frozen `Action`s), start-up imports (~1.5 s),
+and re-running the top 5 for the trust band without the search's plans.
 
 Not met: the study's 10 s by about 5% (10.5 s at a quiet spell; the rest of its fixed work per
 configuration has no part over a fifth of it), `recommend`'s 5 s by about 2x (bound by building
