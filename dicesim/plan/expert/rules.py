@@ -106,12 +106,14 @@ def cond_layers(plan: Plan) -> frozenset[int]:
     return frozenset(range(plan.num_layers)) if s.cond_scope == "all" else frozenset(plan.async_layers)
 
 
-def build(strategy: ExpertParallelStrategy, num_layers: int, num_steps: int, rules: Any) -> Plan:
+def build(strategy: ExpertParallelStrategy, num_layers: int, num_steps: int, rules: Any, *,
+          actions: dict | None = None) -> Plan:
     """Every rank's ordered actions for ``num_steps`` steps of a ``num_layers``-layer model (checked >= 1);
-    ``rules``: the family object the plan asks for what it implies (lags, buffers). PlanRefused
+    ``rules``: the family object the plan asks for what it implies (lags, buffers); ``actions``: a pool
+    of actions shared with the owner's other plans (equal actions are one object). PlanRefused
     where the reference's conditional communication fails (:class:`_SkipCache`)."""
     try:
-        return _build(strategy, num_layers, num_steps, rules)
+        return _build(strategy, num_layers, num_steps, rules, actions=actions)
     except _Miss as miss:
         raise _refusal(strategy, num_layers, num_steps, miss) from None
 
@@ -120,11 +122,24 @@ def _no_action(*_: Any) -> None:
     """What a probe build makes instead of an action (it asks only whether the gate misses)."""
 
 
+def _pooled(pool: dict) -> Any:
+    """Makes an action, or takes the equal one already in ``pool`` (keyed by its arguments)."""
+    get = pool.get
+
+    def action(*args: Any) -> _Action:
+        a = get(args)
+        if a is None:
+            a = pool[args] = _Action(*args)
+        return a
+    return action
+
+
 def _build(strategy: ExpertParallelStrategy, num_layers: int, num_steps: int, rules: Any,
-           probe: bool = False) -> Plan | None:
+           probe: bool = False, actions: dict | None = None) -> Plan | None:
     """The rules; ``probe``: the same decisions, but no actions and no plan (None), for
-    :func:`_refusal`'s questions (an action costs most of a build, and a refusal asks seven)."""
-    Action = _no_action if probe else _Action
+    :func:`_refusal`'s questions (an action costs most of a build, and a refusal asks seven);
+    ``actions``: the pool of :func:`build`."""
+    Action = _no_action if probe else _Action if actions is None else _pooled(actions)
     sync_set = strategy.sync_layer_set(num_layers)
     async_layers = tuple(l for l in range(num_layers) if l not in sync_set) if strategy.is_async else ()
     T = num_steps
