@@ -247,19 +247,24 @@ recorded durations instead of re-deriving them). `recommend`'s output is the sam
 timing line.
 
 Second pass on `recommend` (branch `w3b-17-rec`; `farm-bench -n 3 --vs BEFORE -- AFTER`, before
-= main at 90715ad, after = the branch, 2026-12-07 ~20:22 UTC, load 3.4-4.1): **10.6 s wall, 7.8 s
-CPU** (medians; 460 MiB) against 15.3 s wall, 11.3 s CPU (457 MiB); median ratio 0.70 wall, 0.69
-CPU. All exact: stdout, `candidates.csv` and `candidates.parquet` byte for byte the same as
-main's, `report.html` the same but for plotly's random element ids, and the timing line. What
-changed: (1) the search runs with the cycle collector paused (above: ~2.5 s of ~10 s CPU); (2) a
-refused class's seven probe builds (intervals 2..8) make no actions (`rules._build(probe=True)`,
-same decisions: `tests/test_cond_gate.py` checks they miss at the same step and layer), ~7x cheaper
-each; (3) the final table is written one column at a time, not one `.loc` per member and column.
-Left (cProfile after): the 47 simulations' engine set-up and runs (compiled programs, window
-searches; `dicesim/sim/engine/`, another engineer's), replaying each class's held buffers (~20-40
-ms a plan in Python: the reference caches' replay, mostly its `--auto-gc` scans), building each
-class's plan (~12 ms, mostly constructing its ~11,000 frozen `Action`s), start-up imports (~1.5 s),
-and re-running the top 5 for the trust band without the search's plans.
+= main at 90715ad, after = the branch, 2026-12-07 20:27-20:29 UTC, load 3.0-3.7, with tests running
+beside it): **6.1 s CPU** (median; 394 MiB) against 10.2 s CPU (457 MiB), median ratio 0.60 CPU and
+0.57 wall (wall 14.8 against 12.1 s medians, 6.9-17.7 against 10.6-34.6 s: too noisy at that load
+to quote alone; the ratio is taken pair by pair). All exact: stdout, `candidates.csv` and
+`candidates.parquet` byte for byte the same as main's, `report.html` the same but for plotly's
+random element ids, and the timing line. What changed, CPU of the parts in one process
+(`time.process_time` around each): (1) the search runs with the cycle collector paused (above;
+~2.5 s of ~10 s CPU); (2) a search's plans share their actions: the `PlanCache` keeps a pool and
+`build_plan(..., actions=pool)` takes an equal frozen `Action` from it instead of making another
+(making them was most of a build; `tests/test_plan_pool.py`): screening 3.0 -> 2.0 s CPU, peak
+memory 457 -> 394 MiB; (3) a refused class's seven probe builds (intervals 2..8) make no actions
+(`rules._build(probe=True)`, the same decisions: `tests/test_cond_gate.py` checks they miss at the
+same step and layer); (4) the final table is written one column at a time, not one `.loc` per
+member and column. Left (CPU after, in one process): start-up imports ~1.4 s (pandas, networkx,
+scipy: the command needs them), the 47 simulations 1.7 s (engine set-up and runs,
+`dicesim/sim/engine/`), replaying each class's held buffers 1.2 s (~9 ms a plan in Python: the
+reference caches' replay; a sweep over only the in-flight entries instead of every layer's measured
+no faster), the rest of the screening 0.8 s, re-running the top 5 for the trust band 0.3 s.
 
 Not met: the study's 10 s by about 5% (10.5 s at a quiet spell; the rest of its fixed work per
 configuration has no part over a fifth of it), `recommend`'s 5 s by about 2x (bound by building
