@@ -256,9 +256,7 @@ def search(scenario: Scenario, space: SearchSpace, limits: Limits, *, quality: Q
     if not scheduler:
         workers = plan_workers(workers, [scenario_nbytes(scenario, record=False)], jobs=usable_cpus())
     if workers <= 0 and not scheduler:
-        # this process keeps one plan per timing class (~10^4 actions each): paused, the cycle
-        # collector does not rescan them all on every full collection (a quarter of the default
-        # search's CPU, dicesim.collector); a Dask client's own traffic is left to the collector
+        # its plans (~10^4 actions each) stay here: no full collections rescanning them (dicesim/collector.py)
         with collector_paused():
             return _search(scenario, space, limits, quality, exhaustive, evaluate, None, ticker)
     with dask_client(workers=workers, scheduler=scheduler, processes=processes) as client:
