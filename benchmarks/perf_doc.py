@@ -247,10 +247,9 @@ recorded durations instead of re-deriving them). `recommend`'s output is the sam
 timing line.
 
 Second pass on `recommend` (branch `w3b-17-rec`; `farm-bench -n 3 --vs BEFORE -- AFTER`, before
-= main at 90715ad, after = the branch, 2026-12-07 20:27-20:29 UTC, load 3.0-3.7, with tests running
-beside it): **6.1 s CPU** (median; 394 MiB) against 10.2 s CPU (457 MiB), median ratio 0.60 CPU and
-0.57 wall (wall 14.8 against 12.1 s medians, 6.9-17.7 against 10.6-34.6 s: too noisy at that load
-to quote alone; the ratio is taken pair by pair). All exact: stdout, `candidates.csv` and
+= main at 90715ad, after = the branch, 2026-12-07 20:30-20:31 UTC, load 2.6-3.7): **6.0 s wall,
+6.1 s CPU** (medians; 5.9-6.2 s wall; 394 MiB) against 10.1 s wall, 10.0 s CPU (457 MiB); median
+ratio 0.58 wall, 0.60 CPU (an earlier pair with tests running beside it: 0.57 wall, 0.60 CPU). All exact: stdout, `candidates.csv` and
 `candidates.parquet` byte for byte the same as main's, `report.html` the same but for plotly's
 random element ids, and the timing line. What changed, CPU of the parts in one process
 (`time.process_time` around each): (1) the search runs with the cycle collector paused (above;
