@@ -194,8 +194,11 @@ leaves' uplinks to the spine; alike groups that share links in the same roles st
 - **Routing at scale** (`dicesim/topology/routing.py`): per-group searches stop once the group is
   reached, and topology validation checks reachability without an all-pairs table (it used to
   build 1,024 x 1,024 routes).
-- **The cycle collector is paused during a call** (`dicesim/sim/api.py`): a run allocates ~10^5
-  short-lived objects, and the full collections they triggered cost up to as much as the run.
+- **The cycle collector is paused during a call** (`dicesim/collector.py`, used by `dicesim/sim/api.py`
+  and by `recommend`'s local search): a run allocates ~10^5 short-lived objects, and the full
+  collections they triggered cost up to as much as the run; a search keeps one plan (~10^4
+  actions) per timing class, and the full collections that rescanned them all were a quarter of
+  `recommend`'s CPU (peak memory the same with the collector off: 470 vs 468 MB).
 - Unchanged from before: one simpy process per rank (host clock inside it, callback-driven
   communicators), merged compute blocks, interference re-timing without most interrupts,
   precomputed op and expert times, memoised network plans per component history.
@@ -242,6 +245,25 @@ byte for byte the same, except the `sp` and `distrifusion` rows' latencies and w
 from them, which differ by float round-off (at most 3e-13 relative: stream-cut reuse adds
 recorded durations instead of re-deriving them). `recommend`'s output is the same but for its
 timing line.
+
+Second pass on `recommend` (branch `w3b-17-rec`; `farm-bench -n 3 --vs BEFORE -- AFTER`, before
+= main at 90715ad, after = the branch, 2026-12-07 20:30-20:31 UTC, load 2.6-3.7): **6.0 s wall,
+6.1 s CPU** (medians; 5.9-6.2 s wall; 394 MiB) against 10.1 s wall, 10.0 s CPU (457 MiB); median
+ratio 0.58 wall, 0.60 CPU (an earlier pair with tests running beside it: 0.57 wall, 0.60 CPU). All exact: stdout, `candidates.csv` and
+`candidates.parquet` byte for byte the same as main's, `report.html` the same but for plotly's
+random element ids, and the timing line. What changed, CPU of the parts in one process
+(`time.process_time` around each): (1) the search runs with the cycle collector paused (above;
+~2.5 s of ~10 s CPU); (2) a search's plans share their actions: the `PlanCache` keeps a pool and
+`build_plan(..., actions=pool)` takes an equal frozen `Action` from it instead of making another
+(making them was most of a build; `tests/test_plan_pool.py`): screening 3.0 -> 2.0 s CPU, peak
+memory 457 -> 394 MiB; (3) a refused class's seven probe builds (intervals 2..8) make no actions
+(`rules._build(probe=True)`, the same decisions: `tests/test_cond_gate.py` checks they miss at the
+same step and layer); (4) the final table is written one column at a time, not one `.loc` per
+member and column. Left (CPU after, in one process): start-up imports ~1.4 s (pandas, networkx,
+scipy: the command needs them), the 47 simulations 1.7 s (engine set-up and runs,
+`dicesim/sim/engine/`), replaying each class's held buffers 1.2 s (~9 ms a plan in Python: the
+reference caches' replay; a sweep over only the in-flight entries instead of every layer's measured
+no faster), the rest of the screening 0.8 s, re-running the top 5 for the trust band 0.3 s.
 
 Not met: the study's 10 s by about 5% (10.5 s at a quiet spell; the rest of its fixed work per
 configuration has no part over a fifth of it), `recommend`'s 5 s by about 2x (bound by building

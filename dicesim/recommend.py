@@ -42,6 +42,7 @@ from dicesim.alternatives import (
     alternative_class, alternative_presets, alternative_rows, memory_base, memory_columns, memory_reason,
 )
 from dicesim.cluster import dask_client, map_jobs
+from dicesim.collector import collector_paused
 from dicesim.progress import NO_PROGRESS, Ticker
 from dicesim.compare import predicted_quality
 from dicesim.errors import ConfigError, config_error_from_pydantic
@@ -255,7 +256,9 @@ def search(scenario: Scenario, space: SearchSpace, limits: Limits, *, quality: Q
     if not scheduler:
         workers = plan_workers(workers, [scenario_nbytes(scenario, record=False)], jobs=usable_cpus())
     if workers <= 0 and not scheduler:
-        return _search(scenario, space, limits, quality, exhaustive, evaluate, None, ticker)
+        # its plans (~10^4 actions each) stay here: no full collections rescanning them (dicesim/collector.py)
+        with collector_paused():
+            return _search(scenario, space, limits, quality, exhaustive, evaluate, None, ticker)
     with dask_client(workers=workers, scheduler=scheduler, processes=processes) as client:
         return _search(scenario, space, limits, quality, exhaustive, evaluate, client, ticker)
 
@@ -344,17 +347,22 @@ def _finish(scenario: Scenario, limits: Limits, table: pd.DataFrame, members: di
     table = table.copy()
     for col in ("step_latency_s", "exposed_comm_step_s", "speedup"):
         table[col] = np.nan
+    # each column set once for every member (a .loc write per member and column cost ~1 s)
+    cells: dict[str, dict[int, Any]] = {c: {} for c in ("step_latency_s", "exposed_comm_step_s", "status", "reason")}
     for k, m in latency.items():
+        over = limits.max_step_latency_s is not None and m["step_latency_s"] > limits.max_step_latency_s
+        why = (f"step latency {_show('step_latency_s', m['step_latency_s'])} > target "
+               f"{_show('step_latency_s', limits.max_step_latency_s)}") if over else ""
         for idx in members[k]:
-            table.loc[idx, "step_latency_s"] = m["step_latency_s"]
-            table.loc[idx, "exposed_comm_step_s"] = m.get("exposed_comm_step_s", np.nan)
-            over = limits.max_step_latency_s is not None and m["step_latency_s"] > limits.max_step_latency_s
-            table.loc[idx, "status"] = "too slow" if over else "feasible"
-            table.loc[idx, "reason"] = (f"step latency {_show('step_latency_s', m['step_latency_s'])} > target "
-                                        f"{_show('step_latency_s', limits.max_step_latency_s)}") if over else ""
+            cells["step_latency_s"][idx] = m["step_latency_s"]
+            cells["exposed_comm_step_s"][idx] = m.get("exposed_comm_step_s", np.nan)
+            cells["status"][idx], cells["reason"][idx] = ("too slow" if over else "feasible"), why
     for k, why in pruned.items():
         for idx in members[k]:
-            table.loc[idx, ["status", "reason"]] = ["pruned", why]
+            cells["status"][idx], cells["reason"][idx] = "pruned", why
+    for col, at in cells.items():
+        if at:
+            table.loc[list(at), col] = list(at.values())
     sync = table[(table["scheme"] == "sync") & table["step_latency_s"].notna()]
     if len(sync):
         table["speedup"] = float(sync["step_latency_s"].iloc[0]) / table["step_latency_s"]

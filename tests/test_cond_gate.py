@@ -140,3 +140,29 @@ def test_reference_gate_laws(c):
 def test_interval_zero_is_refused_by_the_strategy():
     with pytest.raises(ValueError, match="cond_interval"):
         ExpertParallelStrategy(scheme="interweaved", cond_interval=0)
+
+
+@given(scheme=st.sampled_from(["displaced", "interweaved"]), n=st.integers(2, 8), warmup=st.integers(0, 4),
+       cooldown=st.integers(0, 3), sync_every=st.sampled_from([0, 3, 5]), sync_layers=st.sampled_from(["none", "deep"]),
+       scope=st.sampled_from(["async", "all"]), work=st.sampled_from(["consumed_only", "every_step"]),
+       layers=st.integers(2, 12), steps=st.integers(1, 40))
+def test_probe_build_misses_where_the_plan_does(scheme, n, warmup, cooldown, sync_every, sync_layers, scope, work,
+                                                layers, steps):
+    """A refusal's probes (``_build(probe=True)``: no actions) miss exactly where the full build does,
+    at the same step and layer, or not at all: the intervals a refusal lists are the full rules'."""
+    from dicesim.plan.expert.rules import _build, _Miss
+
+    s = ExpertParallelStrategy(scheme=scheme, cond_interval=n, warmup_steps=warmup, cooldown_steps=cooldown,
+                               sync_every=sync_every, sync_layers=sync_layers, cond_scope=scope, async_work=work,
+                               cond_gate="reference")
+    outcomes = []
+    for probe in (False, True):
+        try:
+            outcomes.append(("ran", _build(s, layers, steps, None, probe=probe) is None))
+        except _Miss as miss:
+            outcomes.append(("miss", miss.step, miss.layer))
+    assert outcomes[0][0] == outcomes[1][0]
+    if outcomes[0][0] == "miss":
+        assert outcomes[0] == outcomes[1]
+    else:
+        assert outcomes == [("ran", False), ("ran", True)]  # a probe returns no plan

@@ -31,6 +31,9 @@ class PlanCache:
         self._plans: dict[tuple, Plan] = {}
         #: (id(plan), key) -> (plan, figure): the plan is kept with its figure, so its id stays its own
         self._derived: dict[tuple, tuple[Plan, Any]] = {}
+        #: actions shared by its plans (frozen values: equal ones are one object; most of a build
+        #: was making them, and a search's plans share most of theirs)
+        self._actions: dict[tuple, Any] = {}
         self.hits = self.misses = 0
 
     def get(self, strategy: Any, num_layers: int, num_steps: int) -> Plan:
@@ -41,7 +44,7 @@ class PlanCache:
             self.hits += 1
             return plan
         self.misses += 1
-        plan = build_plan(strategy, num_layers, num_steps)
+        plan = build_plan(strategy, num_layers, num_steps, actions=self._actions)
         if len(self._plans) >= self.max_plans:
             self._plans.pop(next(iter(self._plans)))
         self._plans[key] = plan

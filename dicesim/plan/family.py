@@ -109,10 +109,16 @@ def family_of(strategy: Strategy | str) -> PlanFamily:
     return fam
 
 
-def build_plan(strategy: Strategy, num_layers: int, num_steps: int) -> Plan:
-    """Every rank's ordered actions for ``num_steps`` steps of a ``num_layers``-layer model."""
+def build_plan(strategy: Strategy, num_layers: int, num_steps: int, *, actions: dict | None = None) -> Plan:
+    """Every rank's ordered actions for ``num_steps`` steps of a ``num_layers``-layer model.
+    ``actions``: a pool its owner keeps for all its plans (:class:`~dicesim.plan.cache.PlanCache`):
+    a family that sets ``pools_actions`` takes an equal action from it instead of making another
+    (actions are frozen values; making them is most of a build)."""
     if num_layers < 1:
         raise ConfigError("model.depth", f"must be >= 1, got {num_layers}", ">= 1")
     if num_steps < 1:
         raise ConfigError("steps", f"must be >= 1, got {num_steps}", ">= 1")
-    return family_of(strategy).build(strategy, num_layers, num_steps)
+    family = family_of(strategy)
+    if actions is not None and getattr(family, "pools_actions", False):
+        return family.build(strategy, num_layers, num_steps, actions=actions)
+    return family.build(strategy, num_layers, num_steps)

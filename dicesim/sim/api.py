@@ -8,14 +8,12 @@ assembles the metrics. Everything is deterministic for the scenario's seed.
 from __future__ import annotations
 
 import dataclasses
-import gc
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import networkx as nx
 import numpy as np
 
+from dicesim.collector import collector_paused
 from dicesim.models import block_workload
 from dicesim.plan import Plan, PlanCache, build_plan, layout_for, rank_workload
 from dicesim.plan.memory import MemoryEstimate, estimate_memory
@@ -133,7 +131,7 @@ def simulate(scenario: Scenario | None = None, *, profile: HardwareProfile | str
     its interval under-covers strategies whose consecutive steps are correlated (docs/model.md).
     ``plans``: a :class:`~dicesim.plan.PlanCache` of the caller's that many simulations share.
     """
-    with _collector_paused():
+    with collector_paused():  # a run allocates ~10^5 short-lived objects (dicesim.collector)
         prep = prepare(scenario, profile=profile, graph=graph, record=record, sampling=sampling,
                        histogram=histogram, merge_compute=merge_compute, plans=plans, **fields)
         spec, sc = prep.spec, prep.scenario
@@ -163,19 +161,4 @@ def _step_sample(spec: EngineSpec, k: int | None, sample_groups: int | None, see
     if sample_groups != 0 and len(spec.layout.groups()) > SAMPLE_ABOVE:
         return None, "groups sampled instead (dicesim.sim.sample)"
     return plan_step_sample(spec, k, seed)
-
-
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Pause Python's cycle collector for one simulation. A run allocates some 10^5 short-lived
-    objects (plan actions, instructions, simpy events); the full collections they trigger scan
-    every object in the process and cost up to as much as the run itself. Collection resumes
-    (if it was on) when the run returns; nothing the run keeps depends on it."""
-    was_on = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_on:
-            gc.enable()
 

@@ -28,9 +28,12 @@ class ExpertParallelPlan:
     :class:`dicesim.plan.family.PlanFamily` for what each method answers)."""
 
     name = "expert_parallel"
+    #: takes equal actions from its owner's pool (:func:`dicesim.plan.family.build_plan`)
+    pools_actions = True
 
-    def build(self, strategy: ExpertParallelStrategy, num_layers: int, num_steps: int) -> Plan:
-        return rules.build(strategy, num_layers, num_steps, self)
+    def build(self, strategy: ExpertParallelStrategy, num_layers: int, num_steps: int, *,
+              actions: dict | None = None) -> Plan:
+        return rules.build(strategy, num_layers, num_steps, self, actions=actions)
 
     #: what an action does, as effects over the collective vocabulary (the simulator compiles them)
     lower = staticmethod(kinds.lower)

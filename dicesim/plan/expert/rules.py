@@ -19,7 +19,7 @@ from dicesim.plan.expert.kinds import (
     ATTENTION, DISCARD, DRAIN, EMBED, FINAL, GATE, ISSUE_DISPATCH, LOCAL_COMBINE, LOCAL_MOE, RUN_EXPERTS, SHARED_EXPERT,
     SYNC_MOE, WAIT_COMBINE,
 )
-from dicesim.plan.vocabulary import Action, LagTable, Plan, PlanRefused
+from dicesim.plan.vocabulary import Action as _Action, LagTable, Plan, PlanRefused
 from dicesim.strategy.expert import ExpertParallelStrategy
 
 
@@ -82,9 +82,9 @@ def _refusal(strategy: ExpertParallelStrategy, num_layers: int, num_steps: int, 
     """The one-line refusal: where the reference fails, and the intervals it runs through here."""
     s, T = strategy, num_steps
     runs = []
-    for n in range(2, 9):
+    for n in range(2, 9):  # probes: the same rules without their actions (only whether they miss)
         try:
-            _build(s.model_copy(update={"cond_interval": n}), num_layers, T, None)
+            _build(s.model_copy(update={"cond_interval": n}), num_layers, T, None, probe=True)
             runs.append(str(n))
         except _Miss:
             pass
@@ -106,17 +106,40 @@ def cond_layers(plan: Plan) -> frozenset[int]:
     return frozenset(range(plan.num_layers)) if s.cond_scope == "all" else frozenset(plan.async_layers)
 
 
-def build(strategy: ExpertParallelStrategy, num_layers: int, num_steps: int, rules: Any) -> Plan:
+def build(strategy: ExpertParallelStrategy, num_layers: int, num_steps: int, rules: Any, *,
+          actions: dict | None = None) -> Plan:
     """Every rank's ordered actions for ``num_steps`` steps of a ``num_layers``-layer model (checked >= 1);
-    ``rules``: the family object the plan asks for what it implies (lags, buffers). PlanRefused
+    ``rules``: the family object the plan asks for what it implies (lags, buffers); ``actions``: a pool
+    of actions shared with the owner's other plans (equal actions are one object). PlanRefused
     where the reference's conditional communication fails (:class:`_SkipCache`)."""
     try:
-        return _build(strategy, num_layers, num_steps, rules)
+        return _build(strategy, num_layers, num_steps, rules, actions=actions)
     except _Miss as miss:
         raise _refusal(strategy, num_layers, num_steps, miss) from None
 
 
-def _build(strategy: ExpertParallelStrategy, num_layers: int, num_steps: int, rules: Any) -> Plan:
+def _no_action(*_: Any) -> None:
+    """What a probe build makes instead of an action (it asks only whether the gate misses)."""
+
+
+def _pooled(pool: dict) -> Any:
+    """Makes an action, or takes the equal one already in ``pool`` (keyed by its arguments)."""
+    get = pool.get
+
+    def action(*args: Any) -> _Action:
+        a = get(args)
+        if a is None:
+            a = pool[args] = _Action(*args)
+        return a
+    return action
+
+
+def _build(strategy: ExpertParallelStrategy, num_layers: int, num_steps: int, rules: Any,
+           probe: bool = False, actions: dict | None = None) -> Plan | None:
+    """The rules; ``probe``: the same decisions, but no actions and no plan (None), for
+    :func:`_refusal`'s questions (an action costs most of a build, and a refusal asks seven);
+    ``actions``: the pool of :func:`build`."""
+    Action = _no_action if probe else _Action if actions is None else _pooled(actions)
     sync_set = strategy.sync_layer_set(num_layers)
     async_layers = tuple(l for l in range(num_layers) if l not in sync_set) if strategy.is_async else ()
     T = num_steps
@@ -151,9 +174,9 @@ def _build(strategy: ExpertParallelStrategy, num_layers: int, num_steps: int, ru
     combining: dict[tuple[int, int], bool] = {}  # combines issued, not yet waited for
     cache_reads: set[tuple[int, int]] = set()
     cache = _SkipCache(strategy, num_layers)
-    steps: list[tuple[Action, ...]] = []
+    steps: list[tuple[_Action, ...]] = []
     for t in range(T):
-        acts: list[Action] = []
+        acts: list[_Action] = []
         full_sync = not step_async(t)
         if full_sync and (dispatched or combining):
             # the reference clears its caches when a synchronous step starts: what is in flight is never used
@@ -198,8 +221,9 @@ def _build(strategy: ExpertParallelStrategy, num_layers: int, num_steps: int, ru
             used = (l, t - 2 if displaced else t - 1)
             wait = []
             if used in combining:  # else the layer reuses the output it used last: nothing arrives
-                wait = [Action(WAIT_COMBINE, l, used[1], combining.pop(used))]
-                cache.arrive(l, t, wait[0].skip)
+                skip = combining.pop(used)
+                wait = [Action(WAIT_COMBINE, l, used[1], skip)]
+                cache.arrive(l, t, skip)
             shared = [Action(SHARED_EXPERT, l, t)]
             acts += wait + shared if combine_first else shared + wait
             acts.append(Action(LOCAL_COMBINE, l, t))
@@ -207,6 +231,8 @@ def _build(strategy: ExpertParallelStrategy, num_layers: int, num_steps: int, ru
         if t == T - 1 and (dispatched or combining):
             acts.append(Action(DRAIN, -1, t))  # the sampler synchronises before it returns
         steps.append(tuple(acts))
+    if probe:
+        return None
     return Plan(strategy=strategy, num_layers=num_layers, num_steps=T, steps=tuple(steps),
                 async_layers=async_layers, rules=rules, cache_reads=frozenset(cache_reads))
 
