@@ -47,6 +47,7 @@ from dicesim.progress import NO_PROGRESS, Ticker
 from dicesim.compare import predicted_quality
 from dicesim.errors import ConfigError, config_error_from_pydantic
 from dicesim.membudget import plan_workers, scenario_nbytes, usable_cpus
+from dicesim.pareto import OBJECTIVES, SLACK, dominates, pareto_front
 from dicesim.plan import PlanCache, PlanRefused
 from dicesim.quality_model import covers
 from dicesim.report.units import unit_for
@@ -62,9 +63,6 @@ from dicesim.search_space import (
 )
 from dicesim.strategy import ExpertParallelStrategy
 
-#: the objectives of the Pareto front and their sense (+1 minimise, -1 maximise)
-OBJECTIVES: dict[str, int] = {"step_latency_s": 1, "weighted_lag_steps": 1, "peak_memory_bytes": 1}
-_SLACK = 1e-9  # relative: equal latencies from the same plan on different workers
 
 
 class Limits(BaseModel):
@@ -204,25 +202,6 @@ def screen(scenario: Scenario, space: SearchSpace, limits: Limits, *, quality: Q
     return pd.DataFrame(rows), classes
 
 
-def _dominates(a: dict[str, float], b: dict[str, float], cols: list[str]) -> bool:
-    """``a`` no worse than ``b`` in every objective of ``cols`` and better in one."""
-    better = False
-    for c in cols:
-        va, vb = OBJECTIVES[c] * float(a[c]), OBJECTIVES[c] * float(b[c])
-        tol = _SLACK * max(abs(va), abs(vb))
-        if va > vb + tol:
-            return False
-        better = better or va < vb - tol
-    return better
-
-
-def pareto_front(df: pd.DataFrame, cols: list[str]) -> np.ndarray:
-    """Rows no other row dominates in ``cols`` (senses from :data:`OBJECTIVES`); duplicates all kept."""
-    vals = df[cols].to_dict(orient="records")
-    return np.array([not any(_dominates(vals[j], vals[i], cols) for j in range(len(vals)) if j != i)
-                     for i in range(len(vals))], dtype=bool)
-
-
 def _planned_quality(scenario: Scenario, plans: PlanCache, plan_of: Any = None) -> dict[str, Any]:
     """:func:`~dicesim.compare.predicted_quality` on the lags of the (same) plan kept in ``plans``;
     ``plan_of``: a strategy whose plan equals the scenario's (its timing class's representative)."""
@@ -334,9 +313,9 @@ def _ruling_out(class_values: list[dict[str, float]], done: list[dict[str, Any]]
     if lower <= 0:
         return ""
     for d in done:
-        if d["step_latency_s"] > lower * (1 + _SLACK):
+        if d["step_latency_s"] > lower * (1 + SLACK):
             break
-        if all(_dominates(d, {**v, "step_latency_s": lower}, objectives) for v in class_values):
+        if all(dominates(d, {**v, "step_latency_s": lower}, objectives) for v in class_values):
             return str(d["strategy"])
     return ""
 
