@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -31,6 +31,9 @@ from dicesim.scenario import Scenario, make_scenario, relative_to
 from dicesim.strategy import COMPARE_DEFAULT, make_strategy
 from dicesim.sweep import SweepOutcome, run_points
 from dicesim.tomlio import read_toml
+
+if TYPE_CHECKING:
+    from dicesim.topology.cache import TopologyCache
 
 #: the axes a study can vary, in the order the report uses them (first = bars, second = menu)
 STUDY_AXES: tuple[str, ...] = ("topology", "world_size", "batch", "image_size")
@@ -152,25 +155,33 @@ def study_points(study: StudyConfig) -> list[dict[str, Any]]:
     return points
 
 
+def _topology_cache() -> TopologyCache:
+    from dicesim.topology.cache import TopologyCache  # the topology package loads with the first simulation
+
+    return TopologyCache()
+
+
 @dataclass(frozen=True)
 class StudyEvaluator:
     """Simulate one configuration; keep the headline metrics, the quality model's prediction and
     the busiest link (picklable). Its plans are reused across the configurations it evaluates."""
 
     plans: PlanCache = field(default_factory=PlanCache, compare=False)
+    #: its topologies and their routes, built once and shared by the configurations (read-only)
+    topologies: TopologyCache = field(default_factory=lambda: _topology_cache(), compare=False)
 
     def __call__(self, scenario: Scenario) -> dict[str, Any]:
         from dicesim.report.run_report import link_frame
         from dicesim.sim.api import resolve_profile, simulate
         from dicesim.sim.metrics import busiest_links
-        from dicesim.topology import get_topology
         from dicesim.trust import assess_run
 
-        G = get_topology(scenario.topology)
+        G = self.topologies.graph(scenario.topology)
         profile = resolve_profile(None, scenario, G)
-        result = simulate(scenario, graph=G, profile=profile, record=False, plans=self.plans)
+        result = simulate(scenario, graph=G, profile=profile, record=False, plans=self.plans,
+                          topologies=self.topologies)
         out: dict[str, Any] = headline_metrics(result.summary(), result.per_step)
-        trust = assess_run(scenario, G, profile, result.summary(), result.links)
+        trust = assess_run(scenario, G, profile, result.summary(), result.links, topologies=self.topologies)
         out.update(step_latency_low_s=trust.band.low_s, step_latency_high_s=trust.band.high_s,
                    band_covers=trust.band.covers, band_family=trust.band.family or "",
                    network_expert_traffic=trust.facts.crosses_network, lag_of=scenario.strategy.lag_subject)

@@ -29,6 +29,7 @@ from dicesim.sim.stepsample import expand_steps, plan_step_sample, predicted_ste
 from dicesim.sim.costs.profile import HardwareProfile, get_profile, profile_for_gpu
 from dicesim.sim.costs.routing import TokenRouting, build_routing
 from dicesim.topology import get_topology
+from dicesim.topology.cache import TopologyCache
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ def resolve_profile(profile: HardwareProfile | str | None, scenario: Scenario, G
 def prepare(scenario: Scenario | None = None, *, profile: HardwareProfile | str | None = None,
             graph: nx.DiGraph | None = None, record: bool = False, sampling: str | None = None,
             histogram: np.ndarray | None = None, merge_compute: bool = True, plans: PlanCache | None = None,
-            **fields: object) -> Prepared:
+            topologies: TopologyCache | None = None, **fields: object) -> Prepared:
     """Build everything :func:`simulate` runs, without running it. Arguments as :func:`simulate`."""
     if scenario is None:
         sc = make_scenario(**fields)
@@ -85,7 +86,8 @@ def prepare(scenario: Scenario | None = None, *, profile: HardwareProfile | str 
     preset = sc.preset()
     wl = rank_workload(sc.strategy, block_workload(preset, batch=sc.batch, image_px=sc.image_size, cfg=sc.cfg,
                                                    dtype=sc.dtype), sc.world_size)
-    G = graph if graph is not None else get_topology(sc.topology)
+    G = graph if graph is not None else topologies.graph(sc.topology) if topologies is not None else get_topology(
+        sc.topology)
     prof = resolve_profile(profile, sc, G)
     layout = layout_for(sc.strategy, sc.world_size, preset.num_experts, group_layout=sc.placement)
     plan = plans.get(sc.strategy, preset.depth, sc.steps) if plans is not None else build_plan(
@@ -98,7 +100,8 @@ def prepare(scenario: Scenario | None = None, *, profile: HardwareProfile | str 
                             histogram=histogram)
     cost = CostModel(prof, wl, experts_on_rank=layout.experts_per_rank)
     spec = EngineSpec(plan=plan, layout=layout, cost=cost, routing=routing, graph=G, profile=prof,
-                      row_nbytes=wl.row_nbytes(), record=record, merge_compute=merge_compute, plans=plans)
+                      row_nbytes=wl.row_nbytes(), record=record, merge_compute=merge_compute, plans=plans,
+                      topologies=topologies)
     return Prepared(scenario=sc, spec=spec)
 
 
@@ -106,7 +109,7 @@ def simulate(scenario: Scenario | None = None, *, profile: HardwareProfile | str
              graph: nx.DiGraph | None = None, record: bool = False, sampling: str | None = None,
              histogram: np.ndarray | None = None, merge_compute: bool = True, fold: bool = True,
              reuse: bool = True, sample_groups: int | None = None, sample_steps: int | None = 0,
-             plans: PlanCache | None = None, **fields: object) -> SimResult:
+             plans: PlanCache | None = None, topologies: TopologyCache | None = None, **fields: object) -> SimResult:
     """Simulate one scenario and return its :class:`SimResult`.
 
     ``scenario``: a :class:`~dicesim.scenario.Scenario`; or give its fields as keywords
@@ -131,11 +134,13 @@ def simulate(scenario: Scenario | None = None, *, profile: HardwareProfile | str
     total is then a prediction with an interval (``step_latency_low_s`` / ``_high_s``,
     ``steps_simulated`` in the totals, ``meta["steps"]``; :mod:`dicesim.sim.stepsample`). Opt-in:
     its interval under-covers strategies whose consecutive steps are correlated (docs/model.md).
-    ``plans``: a :class:`~dicesim.plan.PlanCache` of the caller's that many simulations share.
+    ``plans``: a :class:`~dicesim.plan.PlanCache` of the caller's that many simulations share;
+    ``topologies``: likewise a :class:`~dicesim.topology.cache.TopologyCache` (graphs and routes).
     """
     with _collector_paused():
         prep = prepare(scenario, profile=profile, graph=graph, record=record, sampling=sampling,
-                       histogram=histogram, merge_compute=merge_compute, plans=plans, **fields)
+                       histogram=histogram, merge_compute=merge_compute, plans=plans, topologies=topologies,
+                       **fields)
         spec, sc = prep.spec, prep.scenario
         steps, why = _step_sample(spec, sample_steps, sample_groups, sc.seed)
         raw, shortcuts = run_folded(steps.spec if steps else spec, fold=fold, reuse=reuse,

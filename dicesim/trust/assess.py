@@ -26,6 +26,7 @@ from dicesim.scenario import Scenario
 from dicesim.sim.costs.profile import HardwareProfile
 from dicesim.sim.metrics import busiest_links
 from dicesim.sim.network.nccl import NcclModel, builtin_nccl_model, link_transport
+from dicesim.topology.cache import TopologyCache
 from dicesim.trust.facts import STAND_IN, RunFacts, machine_families, run_facts
 from dicesim.trust.provenance import compute_status, efficiency_status, interference_status, link_status, profile_basis
 
@@ -102,18 +103,19 @@ def _coverage_note(scenario: Scenario, facts: RunFacts, band: ErrorBand, evidenc
 
 
 def assess_run(scenario: Scenario, G: nx.DiGraph, profile: HardwareProfile, summary: dict[str, Any],
-               links: pd.DataFrame, *, nccl: NcclModel | None = None, evidence: Evidence | None = None) -> Assessment:
+               links: pd.DataFrame, *, nccl: NcclModel | None = None, evidence: Evidence | None = None,
+               topologies: TopologyCache | None = None) -> Assessment:
     """The :class:`Assessment` of a run of ``scenario`` on ``G`` with ``profile``; ``summary`` holds the
     simulator's totals (``step_latency_s``, ``comm_busy_s``, ``exposed_comm_s``, ``overlap_frac``)."""
     nccl = nccl or builtin_nccl_model()
     evidence = evidence if evidence is not None else load_evidence()
-    facts = run_facts(scenario, G)
+    facts = run_facts(scenario, G, topologies)
     steps = max(scenario.steps, 1)
     step_s = float(summary["step_latency_s"])
     exposed = float(summary.get("exposed_comm_s", 0.0)) / steps
     comm = float(summary.get("comm_busy_s", 0.0)) / steps
     # a run that crosses no link is still judged by its machine's whole-step figures
-    families = facts.families or machine_families(G, scenario.world_size)
+    families = facts.families or machine_families(G, scenario.world_size, topologies)
     band = band_for(step_s=step_s, comm_busy_step_s=comm, exposed_step_s=exposed, families=families,
                     evidence=evidence, compute_basis=profile_basis(profile), profile=profile.name, cpu=facts.cpu,
                     stand_in=STAND_IN)
