@@ -187,12 +187,13 @@ class StudyEvaluator:
                    network_expert_traffic=trust.facts.crosses_network, lag_of=scenario.strategy.lag_subject)
         out["exposed_comm_share_frac"] = (out["exposed_comm_step_s"] / out["step_latency_s"]
                                           if out["step_latency_s"] > 0 else 0.0)
-        links = busiest_links(link_frame(result.links))
+        links = busiest_links(result.links)  # named after ranking: only the busiest one's name is read
         if len(links):
             top = links.iloc[0]
             alike = links[(links["link_class"] == top["link_class"])
                           & (links["utilisation"] >= 0.99 * top["utilisation"])]
-            out.update(busiest_link=str(top["link"]), busiest_link_class=str(top["link_class"]),
+            out.update(busiest_link=str(link_frame(links.head(1))["link"].iloc[0]),
+                       busiest_link_class=str(top["link_class"]),
                        busiest_link_utilisation=float(top["utilisation"]), busiest_link_count=float(len(alike)))
         out.update(predicted_quality(scenario, result.lag_table))
         out["parallelism"] = parallelism(scenario)

@@ -121,7 +121,7 @@ def build_result(raw: RawRun, *, plan: Plan, routing: TokenRouting, row_nbytes: 
         "step": np.repeat(np.arange(T), W), "rank": np.tile(np.arange(W), T), "nbytes": buf_TW.ravel(),
     })
     share = kept_share(plan.strategy.kept_copy(routing.top_k), routing.top1_share)
-    lags, token_lags, lag_means = lag_frames(plan.lags, routing.top_k, share)
+    lags, token_lags, lag_means = _lag_frames(plan, routing.top_k, share)
     total = raw.total_s
     comm_sum = float(comm_W.sum())
     totals = {
@@ -141,3 +141,14 @@ def build_result(raw: RawRun, *, plan: Plan, routing: TokenRouting, row_nbytes: 
     return SimResult(label=label, totals=totals, per_step=per_step, per_rank=per_rank, lags=lags,
                      token_lags=token_lags, buffers=buffers, links=links_table(raw, graph), events=raw.events,
                      meta=dict(meta or {}), lag_table=plan.lags, memory=memory)
+
+
+def _lag_frames(plan: Plan, top_k: int, share_kept: float) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, float]]:
+    """:func:`lag_frames` of ``plan``, derived once per plan and model routing constants (``plan.memo``);
+    each run gets its own copies, so a caller that edits its result's frames changes no other run's."""
+    key = f"lag_frames:{int(top_k)}:{float(share_kept)!r}"
+    hit = plan.memo.get(key)
+    if hit is None:
+        hit = plan.memo[key] = lag_frames(plan.lags, top_k, share_kept)
+    lags, token_lags, means = hit
+    return lags.copy(), token_lags.copy(), dict(means)
