@@ -171,7 +171,7 @@ class StudyEvaluator:
     topologies: TopologyCache = field(default_factory=lambda: _topology_cache(), compare=False)
 
     def __call__(self, scenario: Scenario) -> dict[str, Any]:
-        from dicesim.report.run_report import link_frame
+        from dicesim.report.run_report import link_name
         from dicesim.sim.api import resolve_profile, simulate
         from dicesim.sim.metrics import busiest_links
         from dicesim.trust import assess_run
@@ -192,7 +192,7 @@ class StudyEvaluator:
             top = links.iloc[0]
             alike = links[(links["link_class"] == top["link_class"])
                           & (links["utilisation"] >= 0.99 * top["utilisation"])]
-            out.update(busiest_link=str(link_frame(links.head(1))["link"].iloc[0]),
+            out.update(busiest_link=link_name(top["src"], top["dst"]),
                        busiest_link_class=str(top["link_class"]),
                        busiest_link_utilisation=float(top["utilisation"]), busiest_link_count=float(len(alike)))
         out.update(predicted_quality(scenario, result.lag_table))

@@ -12,6 +12,7 @@ import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import networkx as nx
 import numpy as np
@@ -47,12 +48,13 @@ class Prepared:
     def routing(self) -> TokenRouting:
         return self.spec.routing
 
-    def memory(self) -> MemoryEstimate:
-        """Per-GPU memory of this run against the profile's GPU memory (no simulation needed)."""
+    def memory(self, held_TW: dict[str, Any] | None = None) -> MemoryEstimate:
+        """Per-GPU memory of this run against the profile's GPU memory (no simulation needed);
+        ``held_TW``: the family's ``memory_TW`` of this run, when the caller has it already."""
         s, sc = self.spec, self.scenario
         return estimate_memory(s.plan, s.layout, s.cost.workload, image_tokens=sc.preset().tokens_per_image(
             sc.image_size), routing=s.routing, row_nbytes=s.row_nbytes,
-            capacity_bytes=s.profile.memory_capacity_bytes)
+            capacity_bytes=s.profile.memory_capacity_bytes, held_TW=held_TW)
 
 
 def resolve_profile(profile: HardwareProfile | str | None, scenario: Scenario, G: nx.DiGraph) -> HardwareProfile:
@@ -153,8 +155,9 @@ def simulate(scenario: Scenario | None = None, *, profile: HardwareProfile | str
                 "profile_basis": spec.profile.basis, "profile_desc": spec.profile.describe(),
                 "interference": sc.interference,
                 "memo_hits": raw.memo_hits, "memo_misses": raw.memo_misses, "sim_events": raw.sim_events, **shortcuts}
+        held = spec.plan.rules.memory_TW(spec.plan, spec.routing, spec.row_nbytes)  # read by both, derived once
         res = build_result(raw, plan=spec.plan, routing=spec.routing, row_nbytes=spec.row_nbytes, graph=spec.graph,
-                           label=sc.label(), meta=meta, memory=prep.memory())
+                           label=sc.label(), meta=meta, memory=prep.memory(held), held_TW=held)
         if "sample" in shortcuts:
             res = dataclasses.replace(res, totals=predicted_totals(res.totals, shortcuts["sample"], sc.steps))
         elif shortcuts["steps"]["applied"]:

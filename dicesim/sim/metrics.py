@@ -87,8 +87,9 @@ def busiest_links(links: pd.DataFrame, n: int | None = None) -> pd.DataFrame:
 
 def build_result(raw: RawRun, *, plan: Plan, routing: TokenRouting, row_nbytes: int, graph: nx.DiGraph,
                  label: str = "", meta: dict[str, Any] | None = None,
-                 memory: MemoryEstimate | None = None) -> SimResult:
-    """Assemble the :class:`SimResult` of one engine run (``memory``: its per-GPU memory)."""
+                 memory: MemoryEstimate | None = None, held_TW: dict[str, Any] | None = None) -> SimResult:
+    """Assemble the :class:`SimResult` of one engine run (``memory``: its per-GPU memory; ``held_TW``:
+    the family's ``memory_TW`` for this plan and routing when the caller has it already)."""
     T, W = plan.num_steps, routing.placement.world_size
     end_T = raw.step_end_WT.max(axis=0)
     lat_T = np.diff(np.concatenate([[0.0], end_T]))
@@ -106,7 +107,7 @@ def build_result(raw: RawRun, *, plan: Plan, routing: TokenRouting, row_nbytes: 
             "host_gap_s": per_WTK[..., k["host_gap_s"]].mean(axis=0),
             "comm_frac": np.where(lat_T > 0, comm_WT.mean(axis=0) / lat_T, 0.0),
         })
-    held = plan.rules.memory_TW(plan, routing, row_nbytes)  # every holder the family names, summed
+    held = held_TW if held_TW is not None else plan.rules.memory_TW(plan, routing, row_nbytes)  # every holder, summed
     buf_TW = sum((np.asarray(v, dtype=float) for v in held.values()), np.zeros((T, W)))
     tot_WK = cum[:, -1, :] if T else np.zeros((W, len(COUNTERS)))
     comp_W = tot_WK[:, k["compute_busy_s"]]
