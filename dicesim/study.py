@@ -195,7 +195,12 @@ class StudyEvaluator:
             out.update(busiest_link=link_name(top["src"], top["dst"]),
                        busiest_link_class=str(top["link_class"]),
                        busiest_link_utilisation=float(top["utilisation"]), busiest_link_count=float(len(alike)))
-        out.update(predicted_quality(scenario, result.lag_table))
+        plan = self.plans.get(scenario.strategy, scenario.preset().depth, scenario.steps)  # the run's own
+        if result.lag_table is plan.lags:  # a pure function of the plan and the router share: predicted once
+            out.update(self.plans.derived(plan, ("quality", scenario.routing.top1_share),
+                                          lambda: predicted_quality(scenario, plan.lags)))
+        else:
+            out.update(predicted_quality(scenario, result.lag_table))
         out["parallelism"] = parallelism(scenario)
         # which profile timed the row, and what it rests on (topologies of one study may differ)
         out.update(profile=str(result.meta["profile"]), profile_basis=str(result.meta["profile_basis"]))
