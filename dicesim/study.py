@@ -180,14 +180,16 @@ class StudyEvaluator:
         profile = resolve_profile(None, scenario, G)
         result = simulate(scenario, graph=G, profile=profile, record=False, plans=self.plans,
                           topologies=self.topologies)
-        out: dict[str, Any] = headline_metrics(result.summary(), result.per_step)
-        trust = assess_run(scenario, G, profile, result.summary(), result.links, topologies=self.topologies)
+        summary = result.summary()
+        out: dict[str, Any] = headline_metrics(summary, result.per_step)
+        links = busiest_links(result.links)  # ranked once for the trust assessment and the busiest link
+        trust = assess_run(scenario, G, profile, summary, result.links, topologies=self.topologies,
+                           ranked=links)
         out.update(step_latency_low_s=trust.band.low_s, step_latency_high_s=trust.band.high_s,
                    band_covers=trust.band.covers, band_family=trust.band.family or "",
                    network_expert_traffic=trust.facts.crosses_network, lag_of=scenario.strategy.lag_subject)
         out["exposed_comm_share_frac"] = (out["exposed_comm_step_s"] / out["step_latency_s"]
                                           if out["step_latency_s"] > 0 else 0.0)
-        links = busiest_links(result.links)  # named after ranking: only the busiest one's name is read
         if len(links):
             top = links.iloc[0]
             alike = links[(links["link_class"] == top["link_class"])
