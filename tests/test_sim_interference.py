@@ -141,8 +141,10 @@ def reference_finish_s(flows, toggles, cap):
         speed = {i: min(scale[l] for l in flows[i][1]) for i in wait}
         rate = dict(zip(drain, maxmin_rates([flows[i][1] for i in drain], cap * scale))) if drain else {}
         dts = [lat_left[i] / speed[i] for i in wait] + [left[i] / rate[i] for i in drain]
-        nxt = min([e for e in ext if e > t] + [t + d for d in dts] + [math.inf])
-        dt = nxt - t
+        # advance by the shortest duration itself, not by the difference of two instants: a flow whose
+        # remaining time is below the spacing of floats at ``t`` must still finish (else t + d == t stalls)
+        dt = min([e - t for e in ext if e > t] + dts + [math.inf])
+        nxt = t + dt
         for i in wait:
             lat_left[i] = 0.0 if lat_left[i] <= dt * speed[i] * (1 + 1e-12) else lat_left[i] - dt * speed[i]
         for i in drain:
