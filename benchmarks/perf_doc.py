@@ -180,6 +180,14 @@ leaves' uplinks to the spine; alike groups that share links in the same roles st
   kept per (skeleton, which blocks are equal, matrix ids). `recommend` holds one cache per search,
   read by the timing classes, the quality model and the simulations. Equal to uncached runs
   number for number (`tests/test_sim_skeleton.py`, `tests/test_recommend_plans.py`).
+- **Topologies once per study** (`dicesim/topology/cache.py`): the study's evaluator owns a
+  `TopologyCache` beside its `PlanCache`: each topology graph is built once, and each (graph, groups)
+  route search runs once for the fold, the engine and the trust facts. Per plan (`Plan.memo`,
+  `PlanCache.derived`): the lag frames (copied per run) and the quality prediction. Per run: the
+  family's held buffers are derived once for the memory estimate and the result (they were derived
+  twice). Expected routing repeats one table over steps, so a group's matrix ids rank step 0's rows
+  only (`tests/test_content_ids.py` checks them against the search over every step); pricing the
+  cached program rewrites only its blocks and `ROWS` instructions (a third of a step's).
 - **Per-rank placement in closed form** (`dicesim/placement.py`): the memory model asks every
   rank's group and place; the scan of every group made 16,384 GPUs cost 40 s of CPU.
 - **Interactive commands**: `recommend` compares every pair of timing classes once, on bit sets
@@ -240,8 +248,27 @@ each plan's held buffers 22%), the 47 simulations 35%, the messages of the 50 re
 9% (each tries the intervals 2..8). Members of a class no longer build their own plan for the
 quality model: the class's plan is theirs (`timing_key`); 140 plan builds fewer.
 
-Outputs: `study.csv` and `summary.txt` of the default study and `dicesim compare`'s output are
-byte for byte the same, except the `sp` and `distrifusion` rows' latencies and what derives
+Second round (branch `w3b-17-study`, what the bullet "Topologies once per study" lists, plus:
+the study's busiest link named after ranking instead of naming every link, and a run's links
+ranked once for it and the trust assessment; ranks that receive the same rows share one
+expert-time table; the report reads text columns as Python strings, pandas 3's Arrow-backed ones
+made its thousands of small filters slow). `farm-bench -n 3 --vs MAIN -- AFTER` (same commands,
+before = main at 90715ad, after = 70824d7), 2026-12-07 20:31-20:32 UTC, load 2.0-2.6:
+
+| command | before | after | after / before (median of pairs) |
+|---|---|---|---|
+| default `dicesim study` | 10.2 s wall (9.4-11.3), 10.1 s CPU | 7.6 s wall (7.5-8.9), 7.5 s CPU | 0.79 wall, 0.78 CPU |
+
+At load 2.2-3.6 (20:24-20:26 UTC, after = ed6dd3f, before the last two changes) the pairs gave
+11.2 s wall (10.0-14.3) against 14.0 s (11.6-19.7), ratio 0.80.
+
+In one process (`time.process_time` around each part, 20:32 UTC, before / after): the whole
+command 10.3 / 7.7 s; start-up 1.0 / 1.0 s; the 288 configurations 8.2 / 5.7 s, of which building
+the engines 2.45 / 1.3 s, the simpy runs 1.5 / 1.3 s, the results 0.85 / 0.5 s, the trust
+assessment 0.7 / 0.5 s, chunk files 0.35 / 0.2 s; the report 0.95 / 0.8 s.
+
+First round's outputs: `study.csv` and `summary.txt` of the default study and `dicesim compare`'s
+output are byte for byte the same, except the `sp` and `distrifusion` rows' latencies and what derives
 from them, which differ by float round-off (at most 3e-13 relative: stream-cut reuse adds
 recorded durations instead of re-deriving them). `recommend`'s output is the same but for its
 timing line.
@@ -265,7 +292,15 @@ scipy: the command needs them), the 47 simulations 1.7 s (engine set-up and runs
 reference caches' replay; a sweep over only the in-flight entries instead of every layer's measured
 no faster), the rest of the screening 0.8 s, re-running the top 5 for the trust band 0.3 s.
 
-Not met: the study's 10 s by about 5% (10.5 s at a quiet spell; the rest of its fixed work per
+After the second round the study's 10 s is met at a quiet spell by more than the machine's
+drift (7.6 s wall median, slowest of 3 runs 8.9 s); under heavier load (3-4) wall time rises above
+CPU time, which no change to the study removes. What is left is spread thin: the simpy runs
+(1.3 s), building each engine's world (1.3 s, pricing the cached program the largest part),
+start-up (1.0 s), the report (0.8 s), the trust assessment (0.5 s). The second round changes no
+output: `study.csv` and `summary.txt` (cmp), `study.parquet` (`DataFrame.equals`), the terminal
+output and `report.html` (but for plotly's random div ids) are those of main at 90715ad.
+
+First round: not met: the study's 10 s by about 5% (10.5 s at a quiet spell; the rest of its fixed work per
 configuration has no part over a fifth of it), `recommend`'s 5 s by about 2x (bound by building
 and replaying one plan per timing class, and its 47 simulations). Dask does not pay for either:
 the constants of `dicesim/cluster.py` were re-measured after these changes (default study with 2

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -31,6 +31,9 @@ from dicesim.scenario import Scenario, make_scenario, relative_to
 from dicesim.strategy import COMPARE_DEFAULT, make_strategy
 from dicesim.sweep import SweepOutcome, run_points
 from dicesim.tomlio import read_toml
+
+if TYPE_CHECKING:
+    from dicesim.topology.cache import TopologyCache
 
 #: the axes a study can vary, in the order the report uses them (first = bars, second = menu)
 STUDY_AXES: tuple[str, ...] = ("topology", "world_size", "batch", "image_size")
@@ -152,38 +155,54 @@ def study_points(study: StudyConfig) -> list[dict[str, Any]]:
     return points
 
 
+def _topology_cache() -> TopologyCache:
+    from dicesim.topology.cache import TopologyCache  # the topology package loads with the first simulation
+
+    return TopologyCache()
+
+
 @dataclass(frozen=True)
 class StudyEvaluator:
     """Simulate one configuration; keep the headline metrics, the quality model's prediction and
     the busiest link (picklable). Its plans are reused across the configurations it evaluates."""
 
     plans: PlanCache = field(default_factory=PlanCache, compare=False)
+    #: its topologies and their routes, built once and shared by the configurations (read-only)
+    topologies: TopologyCache = field(default_factory=lambda: _topology_cache(), compare=False)
 
     def __call__(self, scenario: Scenario) -> dict[str, Any]:
-        from dicesim.report.run_report import link_frame
+        from dicesim.report.run_report import link_name
         from dicesim.sim.api import resolve_profile, simulate
         from dicesim.sim.metrics import busiest_links
-        from dicesim.topology import get_topology
         from dicesim.trust import assess_run
 
-        G = get_topology(scenario.topology)
+        G = self.topologies.graph(scenario.topology)
         profile = resolve_profile(None, scenario, G)
-        result = simulate(scenario, graph=G, profile=profile, record=False, plans=self.plans)
-        out: dict[str, Any] = headline_metrics(result.summary(), result.per_step)
-        trust = assess_run(scenario, G, profile, result.summary(), result.links)
+        result = simulate(scenario, graph=G, profile=profile, record=False, plans=self.plans,
+                          topologies=self.topologies)
+        summary = result.summary()
+        out: dict[str, Any] = headline_metrics(summary, result.per_step)
+        links = busiest_links(result.links)  # ranked once for the trust assessment and the busiest link
+        trust = assess_run(scenario, G, profile, summary, result.links, topologies=self.topologies,
+                           ranked=links)
         out.update(step_latency_low_s=trust.band.low_s, step_latency_high_s=trust.band.high_s,
                    band_covers=trust.band.covers, band_family=trust.band.family or "",
                    network_expert_traffic=trust.facts.crosses_network, lag_of=scenario.strategy.lag_subject)
         out["exposed_comm_share_frac"] = (out["exposed_comm_step_s"] / out["step_latency_s"]
                                           if out["step_latency_s"] > 0 else 0.0)
-        links = busiest_links(link_frame(result.links))
         if len(links):
             top = links.iloc[0]
             alike = links[(links["link_class"] == top["link_class"])
                           & (links["utilisation"] >= 0.99 * top["utilisation"])]
-            out.update(busiest_link=str(top["link"]), busiest_link_class=str(top["link_class"]),
+            out.update(busiest_link=link_name(top["src"], top["dst"]),
+                       busiest_link_class=str(top["link_class"]),
                        busiest_link_utilisation=float(top["utilisation"]), busiest_link_count=float(len(alike)))
-        out.update(predicted_quality(scenario, result.lag_table))
+        plan = self.plans.get(scenario.strategy, scenario.preset().depth, scenario.steps)  # the run's own
+        if result.lag_table is plan.lags:  # a pure function of the plan and the router share: predicted once
+            out.update(self.plans.derived(plan, ("quality", scenario.routing.top1_share),
+                                          lambda: predicted_quality(scenario, plan.lags)))
+        else:
+            out.update(predicted_quality(scenario, result.lag_table))
         out["parallelism"] = parallelism(scenario)
         # which profile timed the row, and what it rests on (topologies of one study may differ)
         out.update(profile=str(result.meta["profile"]), profile_basis=str(result.meta["profile_basis"]))

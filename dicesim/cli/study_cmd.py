@@ -69,7 +69,7 @@ def study(
         dicesim study --models XL/2 --topologies 8x-rtx4090-pcie,dgx-h100 --batches 8 --steps 20
     """
     from dicesim.report.html import write_report
-    from dicesim.report.study_report import TABLE_COLUMNS, study_digest, study_sections
+    from dicesim.report.study_report import TABLE_COLUMNS, plain_strings, study_digest, study_sections
     from dicesim.study import load_study, make_study, run_study, study_size, study_table
     from dicesim.sweep import RESULT_DIR_FILES
 
@@ -101,6 +101,7 @@ def study(
     write_parquet_atomic(outcome.table, out / "study.parquet")
     cols = [c for c in TABLE_COLUMNS if c in table.columns]
     write_text_atomic(table[cols].to_csv(index=False), out / "study.csv")
+    table = plain_strings(table)  # written above as read; the report reads plain strings, faster
     digest = study_digest(table, axes)  # the report and the terminal show the same tables
     summary = digest.summary
     write_text_atomic("\n\n".join(summary) + "\n", out / "summary.txt")

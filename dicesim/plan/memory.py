@@ -18,6 +18,7 @@ the one reported (ranks differ only where routing gives them different rows).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,16 +105,19 @@ class MemoryEstimate:
 
 def estimate_memory(plan: Plan, layout: ParallelLayout, workload: BlockWorkload, *, image_tokens: int,
                     routing: Any, row_nbytes: int, capacity_bytes: float | None,
-                    allowance: RuntimeAllowance = RUNTIME) -> MemoryEstimate:
+                    allowance: RuntimeAllowance = RUNTIME, held_TW: Mapping[str, Any] | None = None) -> MemoryEstimate:
     """Per-GPU memory of a run (see the module docstring).
 
     ``workload``: one block's work on one rank (tokens, images, dtype); ``image_tokens``: tokens
     of a whole image; ``routing``: the run's token routing (rows per expert and rank, for the
-    working set and the family's held buffers); ``capacity_bytes``: the GPU's memory (profile).
+    working set and the family's held buffers); ``capacity_bytes``: the GPU's memory (profile);
+    ``held_TW``: the family's ``memory_TW`` for this plan and routing when the caller has it already.
     """
     preset, b = workload.model, workload.dtype_nbytes
     W, T = layout.world_size, plan.num_steps
-    held = {h: np.asarray(v, dtype=float) for h, v in plan.rules.memory_TW(plan, routing, row_nbytes).items()}
+    if held_TW is None:
+        held_TW = plan.rules.memory_TW(plan, routing, row_nbytes)
+    held = {h: np.asarray(v, dtype=float) for h, v in held_TW.items()}
     held_TW = sum(held.values()) if held else np.zeros((T, W))
     peak_t_W = np.argmax(held_TW, axis=0) if T else np.zeros(W, dtype=int)
     held_W = held_TW[peak_t_W, np.arange(W)] if T else np.zeros(W)

@@ -168,8 +168,9 @@ class Plan:
 
     @cached_property
     def memo(self) -> dict[str, Any]:
-        """Tables a family derives from this plan alone (never from a run's routing or hardware),
-        kept beside the plan so configurations that share it derive them once."""
+        """Tables a family derives from this plan alone (never from a run's routing or hardware; the
+        model's routing constants, top-k and top-1 share, only where the key names them), kept beside
+        the plan so configurations that share it derive them once."""
         return {}
 
     @cached_property

@@ -24,6 +24,11 @@ _SUMMARY_ROWS = ("step_latency_s", "total_latency_s", "exposed_comm_step_s", "co
                  "peak_memory_bytes", "memory_capacity_bytes", "pred_fd_change", "pred_deviation")
 
 
+def link_name(src: object, dst: object) -> str:
+    """One link's readable name, as :func:`link_frame` writes it (``src→dst``)."""
+    return f"{src}→{dst}"
+
+
 def link_frame(links: pd.DataFrame) -> pd.DataFrame:
     """The links table with a readable ``link`` name (``src→dst``) and mean bandwidth while busy."""
     df = links.copy()

@@ -99,6 +99,15 @@ class StudyDigest:
     family_lines: tuple[str, ...]
 
 
+def plain_strings(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with its text columns as Python strings (object dtype), values unchanged. pandas 3 keeps
+    text in Arrow arrays, where every row filter and take goes through Arrow's compute kernels; the
+    report filters the study's small groups some thousands of times, and spends a third less time on
+    plain objects (the same summary, byte for byte)."""
+    text = {c: object for c in table.columns if isinstance(table[c].dtype, pd.StringDtype)}
+    return table.astype(text) if text else table
+
+
 def study_digest(table: pd.DataFrame, axes: Sequence[str]) -> StudyDigest:
     """The :class:`StudyDigest` of the study table ``table`` along ``axes``."""
     axes = list(axes)

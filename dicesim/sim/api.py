@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import networkx as nx
 import numpy as np
@@ -27,6 +28,7 @@ from dicesim.sim.stepsample import expand_steps, plan_step_sample, predicted_ste
 from dicesim.sim.costs.profile import HardwareProfile, get_profile, profile_for_gpu
 from dicesim.sim.costs.routing import TokenRouting, build_routing
 from dicesim.topology import get_topology
+from dicesim.topology.cache import TopologyCache
 
 
 @dataclass(frozen=True)
@@ -44,12 +46,13 @@ class Prepared:
     def routing(self) -> TokenRouting:
         return self.spec.routing
 
-    def memory(self) -> MemoryEstimate:
-        """Per-GPU memory of this run against the profile's GPU memory (no simulation needed)."""
+    def memory(self, held_TW: dict[str, Any] | None = None) -> MemoryEstimate:
+        """Per-GPU memory of this run against the profile's GPU memory (no simulation needed);
+        ``held_TW``: the family's ``memory_TW`` of this run, when the caller has it already."""
         s, sc = self.spec, self.scenario
         return estimate_memory(s.plan, s.layout, s.cost.workload, image_tokens=sc.preset().tokens_per_image(
             sc.image_size), routing=s.routing, row_nbytes=s.row_nbytes,
-            capacity_bytes=s.profile.memory_capacity_bytes)
+            capacity_bytes=s.profile.memory_capacity_bytes, held_TW=held_TW)
 
 
 def resolve_profile(profile: HardwareProfile | str | None, scenario: Scenario, G: nx.DiGraph) -> HardwareProfile:
@@ -72,7 +75,7 @@ def resolve_profile(profile: HardwareProfile | str | None, scenario: Scenario, G
 def prepare(scenario: Scenario | None = None, *, profile: HardwareProfile | str | None = None,
             graph: nx.DiGraph | None = None, record: bool = False, sampling: str | None = None,
             histogram: np.ndarray | None = None, merge_compute: bool = True, plans: PlanCache | None = None,
-            **fields: object) -> Prepared:
+            topologies: TopologyCache | None = None, **fields: object) -> Prepared:
     """Build everything :func:`simulate` runs, without running it. Arguments as :func:`simulate`."""
     if scenario is None:
         sc = make_scenario(**fields)
@@ -83,7 +86,8 @@ def prepare(scenario: Scenario | None = None, *, profile: HardwareProfile | str 
     preset = sc.preset()
     wl = rank_workload(sc.strategy, block_workload(preset, batch=sc.batch, image_px=sc.image_size, cfg=sc.cfg,
                                                    dtype=sc.dtype), sc.world_size)
-    G = graph if graph is not None else get_topology(sc.topology)
+    G = graph if graph is not None else topologies.graph(sc.topology) if topologies is not None else get_topology(
+        sc.topology)
     prof = resolve_profile(profile, sc, G)
     layout = layout_for(sc.strategy, sc.world_size, preset.num_experts, group_layout=sc.placement)
     plan = plans.get(sc.strategy, preset.depth, sc.steps) if plans is not None else build_plan(
@@ -96,7 +100,8 @@ def prepare(scenario: Scenario | None = None, *, profile: HardwareProfile | str 
                             histogram=histogram)
     cost = CostModel(prof, wl, experts_on_rank=layout.experts_per_rank)
     spec = EngineSpec(plan=plan, layout=layout, cost=cost, routing=routing, graph=G, profile=prof,
-                      row_nbytes=wl.row_nbytes(), record=record, merge_compute=merge_compute, plans=plans)
+                      row_nbytes=wl.row_nbytes(), record=record, merge_compute=merge_compute, plans=plans,
+                      topologies=topologies)
     return Prepared(scenario=sc, spec=spec)
 
 
@@ -104,7 +109,7 @@ def simulate(scenario: Scenario | None = None, *, profile: HardwareProfile | str
              graph: nx.DiGraph | None = None, record: bool = False, sampling: str | None = None,
              histogram: np.ndarray | None = None, merge_compute: bool = True, fold: bool = True,
              reuse: bool = True, sample_groups: int | None = None, sample_steps: int | None = 0,
-             plans: PlanCache | None = None, **fields: object) -> SimResult:
+             plans: PlanCache | None = None, topologies: TopologyCache | None = None, **fields: object) -> SimResult:
     """Simulate one scenario and return its :class:`SimResult`.
 
     ``scenario``: a :class:`~dicesim.scenario.Scenario`; or give its fields as keywords
@@ -129,11 +134,13 @@ def simulate(scenario: Scenario | None = None, *, profile: HardwareProfile | str
     total is then a prediction with an interval (``step_latency_low_s`` / ``_high_s``,
     ``steps_simulated`` in the totals, ``meta["steps"]``; :mod:`dicesim.sim.stepsample`). Opt-in:
     its interval under-covers strategies whose consecutive steps are correlated (docs/model.md).
-    ``plans``: a :class:`~dicesim.plan.PlanCache` of the caller's that many simulations share.
+    ``plans``: a :class:`~dicesim.plan.PlanCache` of the caller's that many simulations share;
+    ``topologies``: likewise a :class:`~dicesim.topology.cache.TopologyCache` (graphs and routes).
     """
     with collector_paused():  # a run allocates ~10^5 short-lived objects (dicesim.collector)
         prep = prepare(scenario, profile=profile, graph=graph, record=record, sampling=sampling,
-                       histogram=histogram, merge_compute=merge_compute, plans=plans, **fields)
+                       histogram=histogram, merge_compute=merge_compute, plans=plans, topologies=topologies,
+                       **fields)
         spec, sc = prep.spec, prep.scenario
         steps, why = _step_sample(spec, sample_steps, sample_groups, sc.seed)
         raw, shortcuts = run_folded(steps.spec if steps else spec, fold=fold, reuse=reuse,
@@ -146,8 +153,9 @@ def simulate(scenario: Scenario | None = None, *, profile: HardwareProfile | str
                 "profile_basis": spec.profile.basis, "profile_desc": spec.profile.describe(),
                 "interference": sc.interference,
                 "memo_hits": raw.memo_hits, "memo_misses": raw.memo_misses, "sim_events": raw.sim_events, **shortcuts}
+        held = spec.plan.rules.memory_TW(spec.plan, spec.routing, spec.row_nbytes)  # read by both, derived once
         res = build_result(raw, plan=spec.plan, routing=spec.routing, row_nbytes=spec.row_nbytes, graph=spec.graph,
-                           label=sc.label(), meta=meta, memory=prep.memory())
+                           label=sc.label(), meta=meta, memory=prep.memory(held), held_TW=held)
         if "sample" in shortcuts:
             res = dataclasses.replace(res, totals=predicted_totals(res.totals, shortcuts["sample"], sc.steps))
         elif shortcuts["steps"]["applied"]:

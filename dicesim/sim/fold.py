@@ -111,10 +111,12 @@ def plan_fold(spec: EngineSpec, *, sample_groups: int | None = 0, seed: int = 0)
     n = len(groups)
     link_id = {e: i for i, e in enumerate(G.edges)}
     n_links = len(link_id)
-    if n < 2:
-        return Fold(groups=groups, rep=tuple(range(n)), link_of_L=np.arange(n_links), reason="one expert-parallel group")
+    cache = spec.topologies
+    if n < 2:  # the engine routes on a graph with the same latencies: the cached routes are its routes
+        return Fold(groups=groups, rep=tuple(range(n)), link_of_L=np.arange(n_links), reason="one expert-parallel group",
+                    routes=tuple(cache.routes(G, groups)) if cache is not None else None)
     attrs_L = [(float(d["bw_Bps"]), float(d["latency_s"]), str(d.get("link", ""))) for _, _, d in G.edges(data=True)]
-    tables = group_routes(G, groups)
+    tables = cache.routes(G, groups) if cache is not None else group_routes(G, groups)
     ports = None
     if spec.profile.comm_interference > 0:  # the links each rank's compute slows (sim/network/linkscale.py)
         paths, _ = comm_paths(G, [t.routes for t in tables])

@@ -87,8 +87,9 @@ def busiest_links(links: pd.DataFrame, n: int | None = None) -> pd.DataFrame:
 
 def build_result(raw: RawRun, *, plan: Plan, routing: TokenRouting, row_nbytes: int, graph: nx.DiGraph,
                  label: str = "", meta: dict[str, Any] | None = None,
-                 memory: MemoryEstimate | None = None) -> SimResult:
-    """Assemble the :class:`SimResult` of one engine run (``memory``: its per-GPU memory)."""
+                 memory: MemoryEstimate | None = None, held_TW: dict[str, Any] | None = None) -> SimResult:
+    """Assemble the :class:`SimResult` of one engine run (``memory``: its per-GPU memory; ``held_TW``:
+    the family's ``memory_TW`` for this plan and routing when the caller has it already)."""
     T, W = plan.num_steps, routing.placement.world_size
     end_T = raw.step_end_WT.max(axis=0)
     lat_T = np.diff(np.concatenate([[0.0], end_T]))
@@ -106,7 +107,7 @@ def build_result(raw: RawRun, *, plan: Plan, routing: TokenRouting, row_nbytes: 
             "host_gap_s": per_WTK[..., k["host_gap_s"]].mean(axis=0),
             "comm_frac": np.where(lat_T > 0, comm_WT.mean(axis=0) / lat_T, 0.0),
         })
-    held = plan.rules.memory_TW(plan, routing, row_nbytes)  # every holder the family names, summed
+    held = held_TW if held_TW is not None else plan.rules.memory_TW(plan, routing, row_nbytes)  # every holder, summed
     buf_TW = sum((np.asarray(v, dtype=float) for v in held.values()), np.zeros((T, W)))
     tot_WK = cum[:, -1, :] if T else np.zeros((W, len(COUNTERS)))
     comp_W = tot_WK[:, k["compute_busy_s"]]
@@ -121,7 +122,7 @@ def build_result(raw: RawRun, *, plan: Plan, routing: TokenRouting, row_nbytes: 
         "step": np.repeat(np.arange(T), W), "rank": np.tile(np.arange(W), T), "nbytes": buf_TW.ravel(),
     })
     share = kept_share(plan.strategy.kept_copy(routing.top_k), routing.top1_share)
-    lags, token_lags, lag_means = lag_frames(plan.lags, routing.top_k, share)
+    lags, token_lags, lag_means = _lag_frames(plan, routing.top_k, share)
     total = raw.total_s
     comm_sum = float(comm_W.sum())
     totals = {
@@ -141,3 +142,14 @@ def build_result(raw: RawRun, *, plan: Plan, routing: TokenRouting, row_nbytes: 
     return SimResult(label=label, totals=totals, per_step=per_step, per_rank=per_rank, lags=lags,
                      token_lags=token_lags, buffers=buffers, links=links_table(raw, graph), events=raw.events,
                      meta=dict(meta or {}), lag_table=plan.lags, memory=memory)
+
+
+def _lag_frames(plan: Plan, top_k: int, share_kept: float) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, float]]:
+    """:func:`lag_frames` of ``plan``, derived once per plan and model routing constants (``plan.memo``);
+    each run gets its own copies, so a caller that edits its result's frames changes no other run's."""
+    key = f"lag_frames:{int(top_k)}:{float(share_kept)!r}"
+    hit = plan.memo.get(key)
+    if hit is None:
+        hit = plan.memo[key] = lag_frames(plan.lags, top_k, share_kept)
+    lags, token_lags, means = hit
+    return lags.copy(), token_lags.copy(), dict(means)

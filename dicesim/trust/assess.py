@@ -26,6 +26,7 @@ from dicesim.scenario import Scenario
 from dicesim.sim.costs.profile import HardwareProfile
 from dicesim.sim.metrics import busiest_links
 from dicesim.sim.network.nccl import NcclModel, builtin_nccl_model, link_transport
+from dicesim.topology.cache import TopologyCache
 from dicesim.trust.facts import STAND_IN, RunFacts, machine_families, run_facts
 from dicesim.trust.provenance import compute_status, efficiency_status, interference_status, link_status, profile_basis
 
@@ -48,11 +49,14 @@ class Assessment:
         return tuple(dict.fromkeys(c for c, _ in self.bottleneck))
 
 
-def bottleneck_links(links: pd.DataFrame, G: nx.DiGraph) -> tuple[tuple[str, str], ...]:
-    """(class, source) of the links whose utilisation is within :data:`BOTTLENECK_SHARE` of the busiest's."""
+def bottleneck_links(links: pd.DataFrame, G: nx.DiGraph, ranked: pd.DataFrame | None = None
+                     ) -> tuple[tuple[str, str], ...]:
+    """(class, source) of the links whose utilisation is within :data:`BOTTLENECK_SHARE` of the busiest's
+    (``ranked``: :func:`busiest_links` of ``links``, when the caller has it already)."""
     if links is None or not len(links) or float(links["utilisation"].max()) <= 0:
         return ()
-    ranked = busiest_links(links)
+    if ranked is None:
+        ranked = busiest_links(links)
     top = ranked[ranked["utilisation"] >= BOTTLENECK_SHARE * float(ranked["utilisation"].iloc[0])]
     return tuple(dict.fromkeys((str(c), str(G.edges[u, v].get("source", "")))
                                for u, v, c in zip(top["src"], top["dst"], top["link_class"])))
@@ -102,23 +106,25 @@ def _coverage_note(scenario: Scenario, facts: RunFacts, band: ErrorBand, evidenc
 
 
 def assess_run(scenario: Scenario, G: nx.DiGraph, profile: HardwareProfile, summary: dict[str, Any],
-               links: pd.DataFrame, *, nccl: NcclModel | None = None, evidence: Evidence | None = None) -> Assessment:
+               links: pd.DataFrame, *, nccl: NcclModel | None = None, evidence: Evidence | None = None,
+               topologies: TopologyCache | None = None, ranked: pd.DataFrame | None = None) -> Assessment:
     """The :class:`Assessment` of a run of ``scenario`` on ``G`` with ``profile``; ``summary`` holds the
-    simulator's totals (``step_latency_s``, ``comm_busy_s``, ``exposed_comm_s``, ``overlap_frac``)."""
+    simulator's totals (``step_latency_s``, ``comm_busy_s``, ``exposed_comm_s``, ``overlap_frac``);
+    ``topologies``: the caller's route cache; ``ranked``: :func:`busiest_links` of ``links``, when at hand."""
     nccl = nccl or builtin_nccl_model()
     evidence = evidence if evidence is not None else load_evidence()
-    facts = run_facts(scenario, G)
+    facts = run_facts(scenario, G, topologies)
     steps = max(scenario.steps, 1)
     step_s = float(summary["step_latency_s"])
     exposed = float(summary.get("exposed_comm_s", 0.0)) / steps
     comm = float(summary.get("comm_busy_s", 0.0)) / steps
     # a run that crosses no link is still judged by its machine's whole-step figures
-    families = facts.families or machine_families(G, scenario.world_size)
+    families = facts.families or machine_families(G, scenario.world_size, topologies)
     band = band_for(step_s=step_s, comm_busy_step_s=comm, exposed_step_s=exposed, families=families,
                     evidence=evidence, compute_basis=profile_basis(profile), profile=profile.name, cpu=facts.cpu,
                     stand_in=STAND_IN)
     band = band.model_copy(update={"statement": band.statement + _coverage_note(scenario, facts, band, evidence)})
-    neck = bottleneck_links(links, G)
+    neck = bottleneck_links(links, G, ranked)
     items = link_assumptions(G, facts.link_classes, neck, nccl)
     c_status, c_source = compute_status(profile)
     items.append(Assumption(parameter="compute throughput (profile)",

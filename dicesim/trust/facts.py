@@ -17,6 +17,7 @@ from dicesim.scenario import Scenario
 from dicesim.sim.network.nccl import link_transport
 from dicesim.strategy.base import DEFAULT_FAMILY
 from dicesim.topology import group_routes
+from dicesim.topology.cache import TopologyCache
 
 #: the hardware family of the published collective set whose errors a transport inherits
 #: (traces/published: consumer-pcie covers PCIe with and without peer-to-peer, nvswitch NVLink,
@@ -95,8 +96,8 @@ def _multi_server(f: RunFacts) -> bool:
     return len({s for servers in f.group_servers for s in servers}) > 1
 
 
-def run_facts(scenario: Scenario, G: nx.DiGraph) -> RunFacts:
-    """The facts of ``scenario`` on topology graph ``G``."""
+def run_facts(scenario: Scenario, G: nx.DiGraph, topologies: TopologyCache | None = None) -> RunFacts:
+    """The facts of ``scenario`` on topology graph ``G`` (routes searched in ``topologies`` when given)."""
     preset = scenario.preset()
     layout = layout_for(scenario.strategy, scenario.world_size, preset.num_experts, group_layout=scenario.placement)
     groups = layout.groups()
@@ -108,7 +109,7 @@ def run_facts(scenario: Scenario, G: nx.DiGraph) -> RunFacts:
     # the sequence family's ranks hold every expert (a replicated placement) yet gather K/V in their group
     sequence = layout.token_split > 1
     exchanging = [g for g in groups if len(g) > 1] if sequence or not layout.replicated else []
-    for table in group_routes(G, exchanging):
+    for table in (topologies.routes if topologies is not None else group_routes)(G, exchanging):
         for path in table.routes.values():
             for u, v in path:
                 cls = str(G.edges[u, v].get("link", ""))
@@ -138,13 +139,14 @@ def run_facts(scenario: Scenario, G: nx.DiGraph) -> RunFacts:
         a2a_nbytes_per_rank=nbytes, **({"collective": "K/V all-gather", "traffic": "K/V traffic"} if sequence else {}))
 
 
-def machine_families(G: nx.DiGraph, world_size: int) -> tuple[str, ...]:
+def machine_families(G: nx.DiGraph, world_size: int, topologies: TopologyCache | None = None) -> tuple[str, ...]:
     """The published families of the links between the ``world_size`` GPUs a run uses, as if they all
     exchanged: a run that sends nothing (data parallelism) still runs on that machine, whose whole steps
     the step level may have measured."""
     p2p = bool(G.graph.get("p2p", True))
     fams: set[str] = set()
-    for table in group_routes(G, [tuple(range(world_size))] if world_size > 1 else []):
+    route = topologies.routes if topologies is not None else group_routes
+    for table in route(G, [tuple(range(world_size))] if world_size > 1 else []):
         for path in table.routes.values():
             for u, v in path:
                 at_nic = G.nodes[u].get("kind") in _NETWORK_NODES or G.nodes[v].get("kind") in _NETWORK_NODES

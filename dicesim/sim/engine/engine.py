@@ -108,8 +108,12 @@ class Engine:
         self.flat = [ins for prog in self.program for ins in prog]
         self.recv = [routing.recv_rows_LTW(skip) for skip in (False, True)]
         # expert time per [skip][layer][tok_step] of each simulated rank, as nested lists for fast scalar reads
+        # (ranks that receive the same rows share one table: the times are a pure function of the rows)
+        by_rows: dict[bytes, list] = {}
         for r in self.active_ranks:
-            self.ranks[r].exp_s = [spec.cost.expert_times_s(rows[:, :, r]).tolist() for rows in self.recv]
+            self.ranks[r].exp_s = [by_rows[k] if (k := rows[:, :, r].tobytes()) in by_rows else
+                                   by_rows.setdefault(k, spec.cost.expert_times_s(rows[:, :, r]).tolist())
+                                   for rows in self.recv]
         # groups that share no link with another group evolve on their own: exact shortcuts apply
         gcs = [self.gc[g] for g in self.active]
         ports_of = None if ports is None else [[ports[r] for r in gc.members] for gc in gcs]

@@ -238,8 +238,13 @@ def _mirror(table: RouteTable, members: tuple[int, ...], net: FlowNetwork) -> np
 
 def matrix_ids(routing: TokenRouting, members: tuple[int, ...], skip: bool) -> np.ndarray:
     """``[L, T]`` ids, equal where the group's row matrix is equal (shares compiled flow groups)."""
-    full = np.ascontiguousarray(routing.send_rows_LTWS(skip)[:, :, list(members), :])
-    L, T = full.shape[:2]
+    send = routing.send_rows_LTWS(skip)
+    L, T = send.shape[:2]
+    if L and T and send.strides[1] == 0:  # every step repeats step 0's table (expected counts): the
+        # distinct rows, hence their order and ids, are those of step 0; each step takes its layer's id
+        first = np.ascontiguousarray(send[:, :1, list(members), :])
+        return np.repeat(content_ids(first.reshape(L, -1)), T).reshape(L, T)
+    full = np.ascontiguousarray(send[:, :, list(members), :])
     return content_ids(full.reshape(L * T, -1)).reshape(L, T)
 
 

@@ -20,6 +20,7 @@ from dicesim.sim.network.nccl import NcclModel
 from dicesim.sim.costs.profile import HardwareProfile
 from dicesim.sim.costs.routing import TokenRouting
 from dicesim.topology import RouteTable
+from dicesim.topology.cache import TopologyCache
 
 #: per-rank cumulative counters snapshotted at each step end (columns of RawRun.counters_WTK)
 COUNTERS = ("compute_busy_s", "comm_busy_s", "overlap_s", "exposed_comm_s", "host_gap_s")
@@ -53,6 +54,9 @@ class EngineSpec:
     #: the caller's plan cache: the engine keeps the plan's compiled program and window search in it
     #: (:mod:`dicesim.sim.engine.skeleton`); None: compiled and searched for this run alone
     plans: PlanCache | None = None
+    #: the caller's topology cache: the fold's routes are searched once per graph and groups in it
+    #: (:mod:`dicesim.topology.cache`); None: searched for this run alone
+    topologies: TopologyCache | None = None
 
 
 @dataclass(frozen=True)

@@ -79,17 +79,23 @@ class Skeleton:
             pattern.append(alike.setdefault(b.key, i))
         rows_host = host.rows()
         new = tuple.__new__
+        program = []
+        for step, (blocks, rows) in zip(self.steps, self._slots):
+            out = list(step)  # instructions that carry no cost stay as compiled
+            for at, i, ops in blocks:
+                head, tail = table[i]
+                out[at] = (COMPUTE, new(Block, head + (ops,) + tail))
+            for at in rows:
+                out[at] = step[at][:5] + (rows_host,)
+            program.append(tuple(out))
+        return Priced(tuple(program), tuple(pattern))
 
-        def fill(ins: tuple) -> tuple:
-            op = ins[0]
-            if op == COMPUTE:
-                head, tail = table[ins[1]]
-                return (COMPUTE, new(Block, head + (ins[2],) + tail))
-            if op == ROWS:
-                return ins[:5] + (rows_host,)
-            return ins
-
-        return Priced(tuple(tuple(map(fill, step)) for step in self.steps), tuple(pattern))
+    @cached_property
+    def _slots(self) -> list[tuple[list[tuple[int, int, tuple]], list[int]]]:
+        """Per step, where its blocks ``(index, kind index, ops)`` and its ``ROWS`` instructions stand:
+        the only instructions pricing changes (a step is mostly issues and waits)."""
+        return [([(at, ins[1], ins[2]) for at, ins in enumerate(step) if ins[0] == COMPUTE],
+                 [at for at, ins in enumerate(step) if ins[0] == ROWS]) for step in self.steps]
 
 
 def skeleton_of(plans: PlanCache, plan: Plan, layout: ParallelLayout) -> Skeleton:
