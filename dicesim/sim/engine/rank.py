@@ -51,6 +51,14 @@ class RankWorld(Protocol):
     def recv_rows(self, skip: bool, layer: int, tok: int, r: int) -> int: ...
 
 
+def _gained(st, gain: tuple, comp: float, exposed: float, host_gap: float) -> tuple[float, float, float]:
+    """Add a jump's counters (compute, comm busy, overlap, exposed, host gap) over the windows it
+    repeats: the stream's two in place, the rank's three returned."""
+    st.comm_busy += gain[1]
+    st.ovl += gain[2]
+    return comp + gain[0], exposed + gain[3], host_gap + gain[4]
+
+
 def rank_process(eng: RankWorld, st: RankState):
     """The simpy process of rank ``st.r``: walk ``eng.flat`` once (see the module docstring)."""
     env, rec, r = eng.env, eng.trace, st.r
@@ -115,11 +123,7 @@ def rank_process(eng: RankWorld, st: RankState):
                                 comms[0], eng.step_end, eng.counters)
                 if hit is not None:
                     jump, gain = hit
-                    comp += gain[0]
-                    st.comm_busy += gain[1]
-                    st.ovl += gain[2]
-                    exposed += gain[3]
-                    host_gap += gain[4]
+                    comp, exposed, host_gap = _gained(st, gain, comp, exposed, host_gap)
                     next(islice(it, jump.skip_n - 1, None))  # to the instruction after the landing cut
                     yield timeout(jump.duration_s)
                     host_t += jump.host_gain[mids[0]]  # the host advanced as in the windows repeated
@@ -180,11 +184,7 @@ def rank_process(eng: RankWorld, st: RankState):
                                 eng.step_end, eng.counters)
                 if hit is not None:
                     jump, gain = hit
-                    comp += gain[0]
-                    st.comm_busy += gain[1]
-                    st.ovl += gain[2]
-                    exposed += gain[3]
-                    host_gap += gain[4]
+                    comp, exposed, host_gap = _gained(st, gain, comp, exposed, host_gap)
                     next(islice(it, jump.skip_n - 1, None))  # to the instruction after the landing cut
                     yield timeout(jump.duration_s)
                     now = host_t = env.now

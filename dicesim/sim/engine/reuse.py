@@ -288,16 +288,23 @@ class WindowMemo:
         self._jumps: dict[int, Jump] = {}
         self.repeated = 0  # windows taken from the record so far
 
-    def cut(self, m: int, now: float, acc: tuple, net, comm) -> Jump | None:
-        """Member ``m`` is at its next cut with counters ``acc``; the jump to take, or None."""
+    def _record(self, m: int, now: float, acc: tuple, net, comm) -> tuple[int, bool]:
+        """Member ``m`` reaches its next cut ``w`` with counters ``acc``; the first member there records
+        the time, link totals and collective count. Returns ``w`` and whether this member was first."""
         w = self._pos[m]
         self._pos[m] = w + 1
         self.cut_acc[w, m] = acc
-        if w > self._seen:
-            self._seen = w
-            self.cut_t[w] = now
-            self.cut_link[w] = net.link_totals(self.links_L)
-            self.cut_coll[w] = comm.count
+        if w <= self._seen:
+            return w, False
+        self._seen = w
+        self.cut_t[w] = now
+        self.cut_link[w] = net.link_totals(self.links_L)
+        self.cut_coll[w] = comm.count
+        return w, True
+
+    def cut(self, m: int, now: float, acc: tuple, net, comm) -> Jump | None:
+        """Member ``m`` is at its next cut with counters ``acc``; the jump to take, or None."""
+        w, _ = self._record(m, now, acc, net, comm)
         w1 = int(self.win.run_end[w])
         if w1 < 0:
             return None

@@ -53,18 +53,11 @@ class StreamMemo(WindowMemo):
     def cut(self, m: int, now: float, acc: tuple, net, comm, decide: bool = True) -> Jump | None:
         """Member ``m`` is at its next cut; the jump to take, or None (``decide`` False: landing
         after a jump, where the run was as long as the hosts allowed)."""
-        w = self._pos[m]
-        self._pos[m] = w + 1
-        self.cut_acc[w, m] = acc
-        if w > self._seen:
-            self._seen = w
-            self.cut_t[w] = now
-            self.cut_link[w] = net.link_totals(self.links_L)
-            self.cut_coll[w] = comm.count
-            # window w - 1 has ended; when it was simulated every member issued cut w, so its holds are known
-            if w and self._simulated[w - 1] and (self.cut_held[w] == self.cut_held[w - 1]).all():
-                src = int(self.win.src[w - 1])
-                self._best[src if src >= 0 else w - 1] = w - 1
+        w, first = self._record(m, now, acc, net, comm)
+        # window w - 1 has ended; when it was simulated every member issued cut w, so its holds are known
+        if first and w and self._simulated[w - 1] and (self.cut_held[w] == self.cut_held[w - 1]).all():
+            src = int(self.win.src[w - 1])
+            self._best[src if src >= 0 else w - 1] = w - 1
         if not decide:
             return None
         if w not in self._decided:
