@@ -28,3 +28,20 @@ def assert_same_run(a, b, rtol: float = 1e-9, atol: float = 1e-15) -> None:
 def sorted_events(ev: pd.DataFrame) -> pd.DataFrame:
     """Events in a canonical row order (folded traces list the copies after the originals)."""
     return ev.sort_values(list(ev.columns), kind="stable").reset_index(drop=True)
+
+
+def h100_profile(**updates):
+    """The H100 datasheet profile with ``updates`` (what the equality tests vary)."""
+    from dicesim.sim.costs.profile import get_profile
+
+    return get_profile("h100-sxm").with_updates(**updates)
+
+
+def reuse_pair(kw: dict):
+    """The same run without window reuse and with it (the reference run reuses nothing)."""
+    from dicesim.sim.api import simulate
+
+    full = simulate(**kw, reuse=False)
+    fast = simulate(**kw)
+    assert full.meta["reuse"]["reused_windows"] == 0
+    return full, fast

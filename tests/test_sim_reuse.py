@@ -9,12 +9,11 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, example, given, reject, settings
 from hypothesis import strategies as st
-from sim_equal import assert_same_run
+from sim_equal import assert_same_run, h100_profile, reuse_pair
 
 from dicesim.plan import PlanRefused
 from dicesim.sim.api import prepare, simulate
 from dicesim.sim.engine.engine import run_engine
-from dicesim.sim.costs.profile import get_profile
 from dicesim.sim.engine.reuse import find_windows
 from dicesim.strategy import make_strategy
 from dicesim.topology import add_gpu, add_link, fully_connected, new_topology
@@ -23,15 +22,7 @@ from dicesim.topology.graph import LinkSpec
 TINY = dict(model="tiny", world_size=4, batch=1, image_size=64)
 
 
-def _profile(**kw):
-    return get_profile("h100-sxm").with_updates(**kw)
-
-
-def _pair(kw):
-    full = simulate(**kw, reuse=False)
-    fast = simulate(**kw)
-    assert full.meta["reuse"]["reused_windows"] == 0
-    return full, fast
+_profile, _pair = h100_profile, reuse_pair
 
 
 @pytest.mark.parametrize("strategy", ["sync", "displaced", "interweaved", "interweaved-deep", "dice"])

@@ -6,11 +6,10 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sim_equal import assert_same_run
+from sim_equal import assert_same_run, h100_profile, reuse_pair
 
 from dicesim.plan import CollectiveKind
 from dicesim.sim.api import prepare, simulate
-from dicesim.sim.costs.profile import get_profile
 from dicesim.sim.engine.engine import Engine
 from dicesim.sim.engine.program import ISSUE, WAIT_CUT
 from dicesim.strategy import SequenceParallelStrategy
@@ -18,15 +17,7 @@ from dicesim.strategy import SequenceParallelStrategy
 SEQ = dict(model="tiny", batch=1, image_size=64)
 
 
-def _profile(**kw):
-    return get_profile("h100-sxm").with_updates(**kw)
-
-
-def _pair(kw):
-    full = simulate(**kw, reuse=False)
-    fast = simulate(**kw)
-    assert full.meta["reuse"]["reused_windows"] == 0
-    return full, fast
+_profile, _pair = h100_profile, reuse_pair
 
 
 @pytest.mark.parametrize("strategy", ["sp", "distrifusion",
