@@ -15,7 +15,7 @@ cost tables and result files keep the names they always had.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from functools import cached_property
@@ -167,11 +167,20 @@ class Plan:
         return frozenset(kinds)
 
     @cached_property
-    def memo(self) -> dict[str, Any]:
-        """Tables a family derives from this plan alone (never from a run's routing or hardware; the
-        model's routing constants, top-k and top-1 share, only where the key names them), kept beside
-        the plan so configurations that share it derive them once."""
+    def memo(self) -> dict[Hashable, Any]:
+        """Storage of :meth:`derived`."""
         return {}
+
+    def derived(self, key: Hashable, build: Callable[[], Any]) -> Any:
+        """What ``build()`` derives from this plan alone for ``key`` (never from a run's routing or
+        hardware; the model's routing constants, top-k and top-1 share, only where ``key`` names
+        them), built once and kept beside the plan, so configurations that share it derive it once.
+        Figures that also depend on an owner's layout (compiled programs, window searches) are kept
+        in the owner's :class:`~dicesim.plan.cache.PlanCache` instead, which bounds them."""
+        hit = self.memo.get(key)
+        if hit is None:
+            hit = self.memo[key] = build()
+        return hit
 
     @cached_property
     def gc_frees(self) -> GcFrees:

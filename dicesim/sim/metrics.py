@@ -145,11 +145,8 @@ def build_result(raw: RawRun, *, plan: Plan, routing: TokenRouting, row_nbytes: 
 
 
 def _lag_frames(plan: Plan, top_k: int, share_kept: float) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, float]]:
-    """:func:`lag_frames` of ``plan``, derived once per plan and model routing constants (``plan.memo``);
+    """:func:`lag_frames` of ``plan``, derived once per plan and model routing constants (``Plan.derived``);
     each run gets its own copies, so a caller that edits its result's frames changes no other run's."""
-    key = f"lag_frames:{int(top_k)}:{float(share_kept)!r}"
-    hit = plan.memo.get(key)
-    if hit is None:
-        hit = plan.memo[key] = lag_frames(plan.lags, top_k, share_kept)
-    lags, token_lags, means = hit
+    key = ("lag_frames", int(top_k), float(share_kept))
+    lags, token_lags, means = plan.derived(key, lambda: lag_frames(plan.lags, top_k, share_kept))
     return lags.copy(), token_lags.copy(), dict(means)

@@ -197,9 +197,7 @@ def buffer_nbytes_TW(plan: Plan, routing: Any, row_nbytes: int) -> np.ndarray:
     recv = [routing.recv_rows_LTW(False), routing.recv_rows_LTW(True)]
     if not all(np.issubdtype(r.dtype, np.integer) for r in recv):
         return _buffer_nbytes_each(plan, routing, row_nbytes, recv)
-    if "held_rows" not in plan.memo:
-        plan.memo["held_rows"] = _held_rows(plan)
-    own_1, own_k, own_km1, at = plan.memo["held_rows"]
+    own_1, own_k, own_km1, at = plan.derived("held_rows", lambda: _held_rows(plan))
     tokens, k = routing.tokens_per_rank, routing.top_k
     own_T = tokens * (own_1 + k * own_k + (k - 1) * own_km1)  # rows that do not depend on the rank
     rows_TW = np.repeat(own_T[:, None], W, axis=1)

@@ -19,7 +19,7 @@ from dicesim.plan.expert.kinds import (
     ATTENTION, DISCARD, DRAIN, EMBED, FINAL, GATE, ISSUE_DISPATCH, LOCAL_COMBINE, LOCAL_MOE, RUN_EXPERTS, SHARED_EXPERT,
     SYNC_MOE, WAIT_COMBINE,
 )
-from dicesim.plan.vocabulary import Action as _Action, LagTable, Plan, PlanRefused
+from dicesim.plan.vocabulary import Action, LagTable, Plan, PlanRefused
 from dicesim.strategy.expert import ExpertParallelStrategy
 
 
@@ -126,10 +126,10 @@ def _pooled(pool: dict) -> Any:
     """Makes an action, or takes the equal one already in ``pool`` (keyed by its arguments)."""
     get = pool.get
 
-    def action(*args: Any) -> _Action:
+    def action(*args: Any) -> Action:
         a = get(args)
         if a is None:
-            a = pool[args] = _Action(*args)
+            a = pool[args] = Action(*args)
         return a
     return action
 
@@ -139,7 +139,7 @@ def _build(strategy: ExpertParallelStrategy, num_layers: int, num_steps: int, ru
     """The rules; ``probe``: the same decisions, but no actions and no plan (None), for
     :func:`_refusal`'s questions (an action costs most of a build, and a refusal asks seven);
     ``actions``: the pool of :func:`build`."""
-    Action = _no_action if probe else _Action if actions is None else _pooled(actions)
+    make = _no_action if probe else Action if actions is None else _pooled(actions)  # what each rule emits
     sync_set = strategy.sync_layer_set(num_layers)
     async_layers = tuple(l for l in range(num_layers) if l not in sync_set) if strategy.is_async else ()
     T = num_steps
@@ -174,16 +174,16 @@ def _build(strategy: ExpertParallelStrategy, num_layers: int, num_steps: int, ru
     combining: dict[tuple[int, int], bool] = {}  # combines issued, not yet waited for
     cache_reads: set[tuple[int, int]] = set()
     cache = _SkipCache(strategy, num_layers)
-    steps: list[tuple[_Action, ...]] = []
+    steps: list[tuple[Action, ...]] = []
     for t in range(T):
-        acts: list[_Action] = []
+        acts: list[Action] = []
         full_sync = not step_async(t)
         if full_sync and (dispatched or combining):
             # the reference clears its caches when a synchronous step starts: what is in flight is never used
-            acts.append(Action(DISCARD, -1, t))
+            acts.append(make(DISCARD, -1, t))
             dispatched.clear()
             combining.clear()
-        acts.append(Action(EMBED, -1, t))
+        acts.append(make(EMBED, -1, t))
         # reference work: the next step's slots re-run the experts on this sync step's dispatched rows
         rerun = {source(l, t + 1) for l in async_layers} if every_step and full_sync and step_async(t + 1) else set()
         if full_sync:
@@ -193,43 +193,43 @@ def _build(strategy: ExpertParallelStrategy, num_layers: int, num_steps: int, ru
         skip_sync, skip_async = layer_skips_copy(strategy, False, t, T), layer_skips_copy(strategy, True, t, T)
         issue_t = issues(t)
         for l in range(num_layers):
-            acts += [Action(ATTENTION, l, t), Action(GATE, l, t)]
+            acts += [make(ATTENTION, l, t), make(GATE, l, t)]
             if data_parallel:
-                acts += [Action(LOCAL_MOE, l, t), Action(SHARED_EXPERT, l, t), Action(LOCAL_COMBINE, l, t)]
+                acts += [make(LOCAL_MOE, l, t), make(SHARED_EXPERT, l, t), make(LOCAL_COMBINE, l, t)]
                 continue
             if full_sync or l in sync_set:
                 skip = skip_sync and cache.allows(l)
                 keep = (l, t) in rerun
-                acts.append(Action(SYNC_MOE, l, t, skip, keep))
+                acts.append(make(SYNC_MOE, l, t, skip, keep))
                 cache.arrive(l, t, skip)
                 if keep:
                     dispatched[(l, t)] = skip
                 if skip:
                     cache_reads.add((t, l))
-                acts += [Action(SHARED_EXPERT, l, t), Action(LOCAL_COMBINE, l, t)]
+                acts += [make(SHARED_EXPERT, l, t), make(LOCAL_COMBINE, l, t)]
                 continue
             cache_reads.add((t, l))
             if issue_t:
                 skip = skip_async and cache.allows(l)
-                acts.append(Action(ISSUE_DISPATCH, l, t, skip))
+                acts.append(make(ISSUE_DISPATCH, l, t, skip))
                 dispatched[(l, t)] = skip
             src = source(l, t)
             if src in dispatched:
                 skip = dispatched.pop(src)
-                acts.append(Action(RUN_EXPERTS, src[0], src[1], skip))
+                acts.append(make(RUN_EXPERTS, src[0], src[1], skip))
                 combining[src] = skip
             used = (l, t - 2 if displaced else t - 1)
             wait = []
             if used in combining:  # else the layer reuses the output it used last: nothing arrives
                 skip = combining.pop(used)
-                wait = [Action(WAIT_COMBINE, l, used[1], skip)]
+                wait = [make(WAIT_COMBINE, l, used[1], skip)]
                 cache.arrive(l, t, skip)
-            shared = [Action(SHARED_EXPERT, l, t)]
+            shared = [make(SHARED_EXPERT, l, t)]
             acts += wait + shared if combine_first else shared + wait
-            acts.append(Action(LOCAL_COMBINE, l, t))
-        acts.append(Action(FINAL, -1, t))
+            acts.append(make(LOCAL_COMBINE, l, t))
+        acts.append(make(FINAL, -1, t))
         if t == T - 1 and (dispatched or combining):
-            acts.append(Action(DRAIN, -1, t))  # the sampler synchronises before it returns
+            acts.append(make(DRAIN, -1, t))  # the sampler synchronises before it returns
         steps.append(tuple(acts))
     if probe:
         return None
