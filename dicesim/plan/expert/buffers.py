@@ -4,6 +4,9 @@ The strategy's ``buffer_policy`` picks the replay (:data:`POLICIES`): ``separate
 exchange in flight and a per-layer output cache (an upper bound); ``reference`` and
 ``reference_gc`` replay the DICE reference's per-layer caches (``reference_gc`` with its
 ``--auto-gc`` frees). The executor measures the tensors it really holds against these.
+:func:`_reference` states the reference's rules one action at a time; the policies run
+:func:`dicesim.plan.expert.replay.reference_replay`, which equals it (tests/test_buffer_replay.py)
+and replays a step that repeats an earlier one by moving that step's result.
 """
 
 from __future__ import annotations
@@ -18,21 +21,23 @@ from dicesim.plan.expert.kinds import (
     CACHE, COMBINE_RECV, COMBINE_SEND, DISCARD, DISPATCH_RECV, DISPATCH_SEND, DRAIN, HELD_OF, ISSUE_DISPATCH,
     LOCAL_COMBINE, RUN_EXPERTS, SKIP_CACHE, SYNC_MOE, WAIT_COMBINE,
 )
+from dicesim.plan.expert.replay import reference_replay
 from dicesim.plan.expert.rules import cond_layers
 from dicesim.plan.vocabulary import Action, GcFrees, HeldBuffer, Plan
 
-Replay = Callable[[Plan], tuple[tuple[tuple[HeldBuffer, ...], ...], GcFrees]]
+#: a policy's replay: (plan, whether the frees are wanted) -> (held buffers per step end, frees)
+Replay = Callable[[Plan, bool], tuple[tuple[tuple[HeldBuffer, ...], ...], GcFrees]]
 
 
 def held_by_step(plan: Plan) -> tuple[tuple[HeldBuffer, ...], ...]:
     """Buffers alive at the end of every step, one pass; nothing after the last step (the run
     drains and returns)."""
-    return POLICIES[plan.strategy.buffer_policy](plan)[0]
+    return POLICIES[plan.strategy.buffer_policy](plan, False)[0]
 
 
 def gc_frees(plan: Plan) -> GcFrees:
     """Buffers ``reference_gc`` frees right after each action (empty for other policies)."""
-    return POLICIES[plan.strategy.buffer_policy](plan)[1]
+    return POLICIES[plan.strategy.buffer_policy](plan, True)[1]
 
 
 def _separate(plan: Plan) -> tuple[tuple[HeldBuffer, ...], ...]:
@@ -76,7 +81,8 @@ class _Entry:
 
 
 def _reference(plan: Plan) -> tuple[tuple[tuple[HeldBuffer, ...], ...], GcFrees]:
-    """Replay the reference's caches (expertpara/ep_cache.py, diep.py; docs/strategies.md).
+    """Replay the reference's caches (expertpara/ep_cache.py, diep.py; docs/strategies.md), one
+    action at a time: the statement of the rules, and the oracle of :func:`reference_replay`.
 
     One dispatch and one combine entry per async layer (the combine keyed by the layer whose
     outputs it carries), replaced by the next put; a replaced entry still in flight lives until
@@ -166,8 +172,6 @@ def _reference(plan: Plan) -> tuple[tuple[tuple[HeldBuffer, ...], ...], GcFrees]
     return tuple(by_step), frees
 
 
-
-
 def buffer_rows(hb: HeldBuffer, *, local_tokens: int, top_k: int, recv_rows: Any) -> Any:
     """Rows of a held buffer; ``recv_rows`` = rows this rank received for (layer, tok_step)
     (an int, or an array over ranks)."""
@@ -250,7 +254,7 @@ def _buffer_nbytes_each(plan: Plan, routing: Any, row_nbytes: int, recv: list[np
 
 #: buffer policy -> its replay (held buffers per step end, and the frees inside steps)
 POLICIES: dict[str, Replay] = {
-    "separate": lambda plan: (_separate(plan), {}),
-    "reference": lambda plan: (_reference(plan)[0], {}),
-    "reference_gc": lambda plan: _reference(plan),
+    "separate": lambda plan, frees: (_separate(plan), {}),
+    "reference": lambda plan, frees: (reference_replay(plan, frees=False)[0], {}),
+    "reference_gc": lambda plan, frees: reference_replay(plan, frees=frees),
 }
