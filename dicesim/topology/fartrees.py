@@ -22,8 +22,6 @@ from collections.abc import Sequence
 
 import networkx as nx
 import numpy as np
-from scipy.sparse import csr_matrix
-from scipy.sparse.csgraph import dijkstra
 
 #: hop weight inside the combined key; routes have far fewer hops
 HOPS = 1024
@@ -35,6 +33,10 @@ class FarTrees:
     """Distances and predecessors from each of ``sources`` (node names) over ``G`` (peer-to-peer)."""
 
     def __init__(self, G: nx.DiGraph, sources: Sequence[str], fs_per_s: float):
+        # imported here: only groups spread over servers need it, and it is ~60 ms of every start-up
+        from scipy.sparse import csr_matrix
+        from scipy.sparse.csgraph import dijkstra
+
         self.names = sorted(G.nodes)
         self._idx = idx = {n: i for i, n in enumerate(self.names)}
         u = np.array([idx[a] for a, _ in G.edges], dtype=np.int64)
