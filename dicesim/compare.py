@@ -23,7 +23,7 @@ from typing import Any
 import pandas as pd
 
 from dicesim.errors import ConfigError
-from dicesim.plan import LagTable, PlanCache
+from dicesim.plan import LagTable
 from dicesim.progress import NO_PROGRESS, Ticker
 from dicesim.results import RunResult, result_from_sim, sim_metrics
 from dicesim.scenario import Scenario, check_run_size, load_scenario, make_scenario
@@ -162,13 +162,12 @@ def trace_stem(strategy: str) -> str:
 
 def run_strategy(scenario: Scenario, *, trace_dir: str | Path | None = None,
                  timeline_steps: Sequence[int] = (), record: bool = True, trace_format: str = "gz",
-                 accuracy: str | Path | None = None, sample_steps: bool = False,
-                 plans: PlanCache | None = None) -> StrategyRun:
+                 accuracy: str | Path | None = None, sample_steps: bool = False) -> StrategyRun:
     """Simulate ``scenario``; write its trace to ``trace_dir`` (if given and ``trace_format`` is not
     ``none``); keep a timeline slice; assess the run (band, assumptions, facts), its band from the
     accuracy file ``accuracy`` (default: the built-in one). ``sample_steps``: with drawn routing, simulate
     a sample of the steady steps and predict the rest with an interval (:mod:`dicesim.sim.stepsample`;
-    default: every step). ``plans``: a plan cache that the caller's other simulations share."""
+    default: every step)."""
     from dicesim.evidence import load_evidence
 
     from dicesim.sim.api import resolve_profile, simulate
@@ -185,7 +184,7 @@ def run_strategy(scenario: Scenario, *, trace_dir: str | Path | None = None,
     G = get_topology(scenario.topology)
     profile = resolve_profile(None, scenario, G)
     result = simulate(scenario, graph=G, profile=profile, record=want_events,
-                      sample_steps=None if sample_steps else 0, plans=plans)
+                      sample_steps=None if sample_steps else 0)
     events = result.events if want_events else None
     name = scenario.strategy.name
     summary = result.summary()

@@ -124,8 +124,6 @@ class Recommendation:
     violations: list[tuple[str, str]] = field(default_factory=list)
     #: every candidate's strategy by name (what a re-run or the sensitivity needs)
     strategies: dict[str, ExpertParallelStrategy] = field(default_factory=dict)
-    #: the search's plans (and what its simulations derived from them), for re-runs of its candidates
-    plans: PlanCache | None = field(default=None, compare=False, repr=False)
 
     @property
     def ranked(self) -> pd.DataFrame:
@@ -305,7 +303,7 @@ def _search(scenario: Scenario, space: SearchSpace, limits: Limits, quality: Qua
                 feasible_done += [{**values[i], "step_latency_s": metrics["step_latency_s"], "strategy": names[i]}
                                   for i in members[k]]
         feasible_done.sort(key=lambda r: r["step_latency_s"])
-    return _finish(scenario, limits, table, members, latency, pruned, objectives, rounds, classes, plans)
+    return _finish(scenario, limits, table, members, latency, pruned, objectives, rounds, classes)
 
 
 def _ruling_out(class_values: list[dict[str, float]], done: list[dict[str, Any]], lower: float,
@@ -324,7 +322,7 @@ def _ruling_out(class_values: list[dict[str, float]], done: list[dict[str, Any]]
 
 def _finish(scenario: Scenario, limits: Limits, table: pd.DataFrame, members: dict[int, list[int]],
             latency: dict[int, dict[str, float]], pruned: dict[int, str], objectives: list[str], rounds: int,
-            classes: list[TimingClass | None], plans: PlanCache | None = None) -> Recommendation:
+            classes: list[TimingClass | None]) -> Recommendation:
     table = table.copy()
     for col in ("step_latency_s", "exposed_comm_step_s", "speedup"):
         table[col] = np.nan
@@ -362,7 +360,7 @@ def _finish(scenario: Scenario, limits: Limits, table: pd.DataFrame, members: di
     n_classes = len(members)
     return Recommendation(scenario=scenario, limits=limits, table=table.drop(columns=["_strategy"]),
                           n_classes=n_classes, n_simulated=len(latency), rounds=rounds, violations=violations,
-                          strategies=dict(zip(table["strategy"], table["_strategy"])), plans=plans)
+                          strategies=dict(zip(table["strategy"], table["_strategy"])))
 
 
 def _reason(row: pd.Series, ranked: pd.DataFrame) -> str:

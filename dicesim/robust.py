@@ -51,8 +51,7 @@ def trust_ranked(rec, *, top: int = 5, sensitivity: bool = False, workers: int =
     ranked = rec.ranked.head(top)
     if ranked.empty:
         return None
-    # the search's plans: its simulations built, replayed and compiled them already (same runs, less work)
-    runs = tuple(run_strategy(rec.scenario.with_strategy(rec.strategies[name]), record=False, plans=rec.plans)
+    runs = tuple(run_strategy(rec.scenario.with_strategy(rec.strategies[name]), record=False)
                  for name in ranked["strategy"])
     verdict = order_verdict([(r.strategy, float(r.summary["step_latency_s"]), r.result.error_band) for r in runs])
     if not sensitivity or len(runs) < 2:
