@@ -7,6 +7,7 @@ import sys
 import typer
 
 from dicesim.cli.entry import run_app
+from dicesim.collector import started
 
 app = typer.Typer(
     name="dicesim",
@@ -41,8 +42,14 @@ def _register() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; user errors print one line to stderr and exit with code 2."""
-    _register()
+    """Run the CLI; user errors print one line to stderr and exit with code 2. ``argv`` None: run
+    as the program (its arguments from ``sys.argv``), whose start-up is paid once
+    (:func:`dicesim.collector.started`)."""
+    if argv is None:
+        with started():
+            _register()
+    else:
+        _register()
     return run_app(app, argv)
 
 

@@ -31,6 +31,7 @@ from dicesim.cli.simulate_cmd import (
 )
 from dicesim.cli.study_cmd import csv_list
 from dicesim.cluster import scale_out
+from dicesim.collector import collector_paused
 from dicesim.cli.tables import compact_table, console as make_console, print_notes, rich_table
 from dicesim.cli.trust_view import print_trust
 from dicesim.content_key import scenario_files
@@ -92,13 +93,14 @@ def recommend(
 
         dicesim recommend --model XL/2 --topology dgx-h100 --steps 20 --max-lag 1
     """
-    from dicesim.compare import resolve_scenario
-    from dicesim.recommend import make_limits, search
-    from dicesim.report.html import write_report
-    from dicesim.report.recommend_report import recommend_sections
-    from dicesim.report.units import unit_for
-    from dicesim.robust import trust_ranked
-    from dicesim.search_space import make_space
+    with collector_paused():  # imports: objects made to stay (dicesim/collector.py)
+        from dicesim.compare import resolve_scenario
+        from dicesim.recommend import make_limits, search
+        from dicesim.report.html import write_report
+        from dicesim.report.recommend_report import recommend_sections
+        from dicesim.report.units import unit_for
+        from dicesim.robust import trust_ranked
+        from dicesim.search_space import make_space
 
     sc = resolve_scenario(scenario, model=model, topology=topology, world_size=world_size, batch=batch,
                           image_size=image_size, steps=steps, profile=profile, routing=routing,
