@@ -79,22 +79,26 @@ class _SkipCache:
 
 
 def _refusal(strategy: ExpertParallelStrategy, num_layers: int, num_steps: int, miss: _Miss) -> PlanRefused:
-    """The one-line refusal: where the reference fails, and the intervals it runs through here."""
+    """The one-line refusal: where the reference fails, and the intervals it runs through here
+    (probed when the message is read: a search reads only the brief)."""
     s, T = strategy, num_steps
-    runs = []
-    for n in range(2, 9):  # probes: the same rules without their actions (only whether they miss)
-        try:
-            _build(s.model_copy(update={"cond_interval": n}), num_layers, T, None, probe=True)
-            runs.append(str(n))
-        except _Miss:
-            pass
+
+    def allowed() -> str:
+        runs = []
+        for n in range(2, 9):  # probes: the same rules without their actions (only whether they miss)
+            try:
+                _build(s.model_copy(update={"cond_interval": n}), num_layers, T, None, probe=True)
+                runs.append(str(n))
+            except _Miss:
+                pass
+        return f"1 (off), {', '.join(runs) or 'no interval up to 8'} for these layers and {T} steps, " \
+               "or cond_gate='every_candidate'"
     return PlanRefused(
         "strategy.cond_interval",
         f"{s.cond_interval} with {s.scheme} asynchronous layers fails in the DICE reference at step {miss.step} "
         f"of {T} (its i = {T - miss.step}), layer {miss.layer}: a second one-copy output arrives before a full one "
         "restores the layer's skip-cache entry (expertpara/ep_fwd.py:184)",
-        f"1 (off), {', '.join(runs) or 'no interval up to 8'} for these layers and {T} steps, "
-        "or cond_gate='every_candidate'",
+        allowed,
         brief=f"the DICE reference fails at step {miss.step} of {T} (a one-copy output finds no skip-cache entry)")
 
 
