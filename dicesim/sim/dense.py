@@ -41,6 +41,7 @@ from dicesim.sim.costs.attention_kernels import KernelTable, attention_efficienc
 from dicesim.sim.costs.profile import HardwareProfile
 from dicesim.sim.microbench.collective_ops import simulate_exchange, simulate_op
 from dicesim.sim.network.nccl import NcclModel
+from dicesim.sim.sp_plumbing import sp_plumbing
 
 #: HunyuanVideo's sequence-parallel forward splits the latent by height, else by width, else refuses:
 #: Tencent/HunyuanVideo@fa14b00 hyvideo/inference.py:57-64
@@ -196,7 +197,13 @@ def predict_dense(run: DenseRun, profile: HardwareProfile, G: nx.DiGraph, nccl: 
                                    heads_share=1.0 / (u * t), tp=t, compiled=run.compiled, dtype_nbytes=w)
         work[kind] = bw.linear.flops + bw.attention.flops
         other = _op_s(profile, "experts", bw.linear) + _op_s(profile, "local_combine", bw.elementwise)
-        other += bw.kernels * launch_s
+        # the sequence-parallel attention's layout copies and ring merges (dicesim/sim/sp_plumbing.py)
+        pl = sp_plumbing(ulysses=u, ring=r, local_tokens=n_loc, attn_q=attn_q, local_width=D / t,
+                         attn_width=D / (u * t), softmax=m.architecture != "dit-crossattn-linear", compiled=run.compiled,
+                         dtype_nbytes=w)
+        other += _op_s(profile, "local_combine", pl.elementwise)
+        n_kernels = bw.kernels + pl.kernels
+        other += n_kernels * launch_s
         # each ring pass attends to one K/V block: the kernel runs at that block's length
         attn = _op_s(profile, "attention", bw.attention, attention_compute_eff(run, profile, kernels, attn_kv / r))
         comm = exposed = blocking = 0.0  # blocking: exposed time outside the attention (Ulysses, TP)
@@ -219,7 +226,7 @@ def predict_dense(run: DenseRun, profile: HardwareProfile, G: nx.DiGraph, nccl: 
                 comm += 2 * ar
                 exposed += 2 * ar
                 blocking += 2 * ar
-        host = bw.kernels * host_kernel_s
+        host = n_kernels * host_kernel_s
         # ring's exposed passes are inside ``attn``; Ulysses' all-to-alls and TP's all-reduces block the stream
         device = other + attn + blocking
         return max(device, host), comm, exposed
