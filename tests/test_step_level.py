@@ -195,3 +195,34 @@ def test_hostile_step_figures_are_refused_in_one_line(tmp_path, edit, message):
     assert bad.read_text() != text
     with pytest.raises(ConfigError, match=message):
         step_level_rows([bad])
+
+
+def test_text_replicated_follows_each_frameworks_rule():
+    from dicesim.calibrate.published.step_level import text_replicated_for
+    assert text_replicated_for("xDiT", "cogvideox-5b", 226, 2) is False  # 226 = 2 x 113 splits
+    assert text_replicated_for("xDiT", "cogvideox-5b", 226, 3) and text_replicated_for("xDiT", "cogvideox-5b", 226, 6)
+    assert text_replicated_for("HunyuanVideo official (xDiT USP)", "hunyuanvideo-t2v", 256, 2)
+    assert not text_replicated_for("xDiT", "flux.1-dev", 512, 4)
+    assert not text_replicated_for("HunyuanVideo official", "hunyuanvideo-t2v", 256, 1)
+
+
+def test_replicated_text_adds_the_text_tokens_work_on_every_rank():
+    import dataclasses
+    G, nccl, p = get_machine("dgx-h100"), builtin_nccl_model(), get_profile("h100-sxm")
+    hv = dict(model="hunyuanvideo-t2v", height_px=544, width_px=960, frames=97)
+    split = _run(DenseParallel(ulysses=4), **hv)
+    rep = dataclasses.replace(split, text_replicated=True)
+    a, b = predict_dense(split, p, G, nccl), predict_dense(rep, p, G, nccl)
+    m = split.model
+    # the linear layers of the 3/4 of the text a rank no longer shares out, in every block
+    D, r = m.hidden, m.mlp_ratio
+    extra_txt = m.text_tokens * 3 / 4
+    gemm = 2 * extra_txt * (m.double_blocks * (3 * D * D + D * D + 2 * r * D * D)
+                            + m.single_blocks * ((3 + r) * D * D + (1 + r) * D * D))
+    img = m.image_tokens(544, 960, 97)
+    # attention: queries grow from (img + txt) to img + 4 txt, over the joint keys, 1/4 of the heads
+    attn = 4 * (3 * m.text_tokens) * (img + m.text_tokens) * D / 4 * (m.double_blocks + m.single_blocks)
+    assert b.flops - a.flops == pytest.approx(gemm + attn, rel=1e-9)
+    one = _run(DenseParallel(), **hv)
+    assert predict_dense(one, p, G, nccl).total_s == predict_dense(
+        dataclasses.replace(one, text_replicated=True), p, G, nccl).total_s

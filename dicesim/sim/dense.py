@@ -86,6 +86,10 @@ class DenseRun:
     #: the fused attention kernel the framework ran ("fa2", "fa3", "cudnn"; attention_kernels.toml),
     #: None: the profile's one attention efficiency
     attention_kernel: str | None = None
+    #: the framework keeps every text token on every rank of the sequence group (only the latent is
+    #: split; the text rides along as a replicated joint tensor): which frameworks do is in
+    #: ``calibrate/published/step_level.py`` (``text_replicated_for``)
+    text_replicated: bool = False
 
 
 @dataclass(frozen=True)
@@ -175,9 +179,12 @@ def predict_dense(run: DenseRun, profile: HardwareProfile, G: nx.DiGraph, nccl: 
     txt = m.text_tokens
     joint = img + (txt if m.joint_text else 0)
     S, u, r, t = p.seq, p.ulysses, p.ring, p.tensor
-    n_img, n_txt = samples * img / S, samples * txt / S  # tokens per rank (the joint sequence is split)
+    rep = run.text_replicated and S > 1 and m.joint_text
+    # tokens per rank: the joint sequence is split, or only the latent when the text is replicated
+    n_img, n_txt = samples * img / S, samples * txt / (1 if rep else S)
     n_loc = n_img + (n_txt if m.joint_text else 0)
-    attn_q = samples * (joint if m.joint_text else img) / r
+    # replicated text queries ride into the Ulysses all-to-all with each rank's share: u copies after it
+    attn_q = samples * ((img / r + u * txt) if rep else (joint if m.joint_text else img) / r)
     attn_kv = joint if m.joint_text else img
     i_f = profile.interference if interference else 0.0
     uly, ring, cfg, seq = _groups(p)
