@@ -13,6 +13,9 @@ scattered layout before ``all_to_all_single`` and copies the received tensor bac
 heads, head dim) after it; xDiT's torch >= 2.5 path (xfuser/model_executor/layers/usp.py:50-77 @970d5ce)
 does the same (``permute(...).contiguous()`` before, a reshape of a permuted view after). Each copy
 reads and writes the whole local tensor: 4 element passes and 3 kernels (copy, collective, copy) a call.
+ParaAttention does the same (chengzeyi/ParaAttention@cf7ec43 src/para_attn/para_attn_interface.py:34-60) and
+runs its ring through torch's ``_templated_ring_attention`` (:11, 113-115), whose merge is counted below;
+cache-dit's runs (diffusers' context parallel) are taken to run the same ops (an assumption).
 
 **Ring attention**, per block of r passes: every pass but the first merges its partial output into a
 running fp32 output with the log-sum-exp rule. yunchang's ``update_out_and_lse``
