@@ -336,8 +336,10 @@ What crosses a step boundary (displaced collectives still in flight, stream and 
 comes from the sampled predecessor, another independent draw of the same law. The unsimulated
 steady steps are predicted per phase from the simulated ones, with a Student-t interval (shared
 within-phase variance, `n - p` degrees of freedom; the simulated steps count as draws, not as the
-full run's own values). Coverage against full simulations: `dice` 39 of 40 seeds, `sync` 38 of
-40, `displaced` 53 of 60 (below 95%: its consecutive steps are correlated). The result says so:
+full run's own values; steps correlated over the plan's carry depth `d` (a displaced copy finishes
+`d` steps later) at the long-run variance's bound, `(d + 1)` times the step variance). Coverage
+against full simulations (S/2 on 4 slow-linked GPUs, 200 fresh seeds each): `dice` 198, `sync` 197,
+`displaced` 198 of 200 (before the carry depth: `displaced` 53 of 60; docs/model.md). The result says so:
 `step_latency_low_s` / `step_latency_high_s` (95%), `steps_simulated` and `step_sd_s` in the
 totals and `--json`, which steps were simulated in `meta["steps"]`; `tests/test_sim_stepsample.py`
 checks the coverage against full simulations over many seeds (three strategies). Lags, staleness,
@@ -345,7 +347,7 @@ memory and the collective count come from the full plan (exact); the per-step ro
 steps are their phase's means and link totals are scaled to the predicted run time. A run with
 fewer than twice the sampled steady steps (for `dice`, 50 steps simulate 10), expected routing,
 recorded runs and the default `sample_steps=0` simulate every step; sampling steps is opt-in
-(`sample_steps=None`, `dicesim simulate --sample-steps`: `displaced` under-covers, see docs/model.md).
+(`sample_steps=None`, `dicesim simulate --sample-steps`): the default stays exact.
 
 ## Limits
 
