@@ -121,6 +121,7 @@ def carry_depth(sigs: list[tuple]) -> int:
     """How many steps back the steps' actions reach: a copy that carries the tokens of step ``t - d``
     (displaced: 2, dice: 1) makes step ``t``'s latency depend on that step's draws; 0 where every step
     moves only its own tokens."""
+    # a signature entry is (kind, layer, tok_step - t, ...) where the action carries tokens (_signature)
     back = [-a[2] for sig in sigs for a in sig if isinstance(a, tuple)]
     return max([0] + back)
 
