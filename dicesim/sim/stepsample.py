@@ -29,7 +29,7 @@ with its error stated:
   A sum of such steps has the long-run variance ``sigma^2 (1 + 2 sum_k rho_k)``, at most
   ``(d + 1) sigma^2`` (Cauchy-Schwarz on the average's weights); that bound is used, since the few
   simulated steps estimate ``rho_k`` too poorly to narrow an interval on (the estimate, clamped,
-  covered 92% under a synthetic lag-1 correlation of 0.49). A simulated step ran after a sampled
+  covered 92-94% under a synthetic lag-1 correlation of 0.49). A simulated step ran after a sampled
   predecessor, so its value is a draw of the law, not the full run's value of that step: the
   error of the prediction has variance ``(d + 1) sigma^2 * (sum_phase(N_phase + N_phase^2 /
   n_phase) + tail)`` (every steady step predicted, the closing steps one draw each; counting the
