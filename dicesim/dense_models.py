@@ -182,17 +182,26 @@ class BlockWork:
     """Work of one block on one rank, split by the op kind that times it."""
 
     linear_ops: tuple[OpCost, ...]  # GEMMs, one per kernel (weights read once, activations in and out)
-    attention: OpCost  # the attention core (softmax or linear)
+    attention_ops: tuple[OpCost, ...]  # the attention cores, one per kernel (softmax; SANA: linear and cross)
     elementwise: OpCost  # memory-bound passes
     kernels: int  # kernel launches of the block (gaps between kernels)
 
     @property
     def linear(self) -> OpCost:
         """All GEMMs of the block together (their FLOPs and bytes; time them per kernel, :attr:`linear_ops`)."""
-        total = OpCost(flops=0.0, nbytes=0.0)
-        for op in self.linear_ops:
-            total = total + op
-        return total
+        return _total(self.linear_ops)
+
+    @property
+    def attention(self) -> OpCost:
+        """All attention cores of the block together (timed per kernel, :attr:`attention_ops`)."""
+        return _total(self.attention_ops)
+
+
+def _total(ops: tuple[OpCost, ...]) -> OpCost:
+    total = OpCost(flops=0.0, nbytes=0.0)
+    for op in ops:
+        total = total + op
+    return total
 
 
 #: width of CogVideoX's timestep embedding, the input of its per-block modulation linears: diffusers'
@@ -262,17 +271,19 @@ def block_work(m: DenseModel, kind: str, *, img_tokens: float, txt_tokens: float
         # linear attention: V (padded with a row of ones) K^T, (d + 1) x d per head, then that times Q, both
         # over the rank's tokens, at the linear attention's own head dim
         dl = m.linear_head_dim or m.head_dim
-        core = OpCost(flops=4.0 * attn_q * hd * (dl + 1), nbytes=float(w * 4 * attn_q * hd))
+        # (fp32 in diffusers and xDiT: memory-bound even at the fp32 rate, its own roofline; the fp32 bytes beyond
+        # these bf16 ones are among the elementwise passes)
+        core = [OpCost(flops=4.0 * attn_q * hd * (dl + 1), nbytes=float(w * 4 * attn_q * hd))]
         # cross-attention: q and out projections on the image tokens, k/v on the text, softmax core
         lin += [_linear(img_tokens, D, D, w, tp), _linear(img_tokens, D, D, w, tp),
                 _linear(m.text_tokens, D, 2 * D, w, tp)]
-        core = core + OpCost(flops=4.0 * attn_q * m.text_tokens * hd, nbytes=float(w * 2 * attn_q * hd))
+        core.append(OpCost(flops=4.0 * attn_q * m.text_tokens * hd, nbytes=float(w * 2 * attn_q * hd)))
         # GLUMBConv: 1x1 D -> 2rD (GLU) and 1x1 rD -> D are GEMMs (diffusers sana_transformer.py:38-82); the
         # depthwise 3x3 between them (18 FLOP per element read) is memory-bound and is costed with the
         # elementwise passes by its bytes (:func:`elementwise_split`, 4r), not at the GEMM rate
         lin += [_linear(img_tokens, D, 2 * r * D, w, tp), _linear(img_tokens, r * D, D, w, tp)]
     else:
-        core = OpCost(flops=4.0 * attn_q * attn_kv * hd, nbytes=float(w * (2 * attn_q + 2 * attn_kv) * hd))
+        core = [OpCost(flops=4.0 * attn_q * attn_kv * hd, nbytes=float(w * (2 * attn_q + 2 * attn_kv) * hd))]
     # the modulation linears: a GEMV per sample, timed by its weight read (flops negligible, not counted)
     mod_w = modulation_weights(m, kind)
     if mod_w:
@@ -281,7 +292,7 @@ def block_work(m: DenseModel, kind: str, *, img_tokens: float, txt_tokens: float
     counted = "linear" if m.architecture == "dit-crossattn-linear" else kind
     hidden_wide, split = elementwise_split(r, compiled, counted)
     elem = OpCost(flops=0.0, nbytes=float(w * (hidden_wide + split / tp) * tok * D))
-    return BlockWork(linear_ops=tuple(lin), attention=core, elementwise=elem,
+    return BlockWork(linear_ops=tuple(lin), attention_ops=tuple(core), elementwise=elem,
                      kernels=block_kernels(m, len(streams), compiled))
 
 

@@ -143,8 +143,8 @@ def test_gemms_are_timed_kernel_by_kernel():
         b = block_work(m, kind, img_tokens=img, txt_tokens=txt, attn_q=img + txt, attn_kv=img + txt,
                        heads_share=1.0, tp=1, compiled=False)
         want += count * (sum(roof(op) for op in b.linear_ops) + b.elementwise.nbytes / (p.mem_bw_Bps * lc.mem_eff)
-                         + max(b.attention.flops / (p.peak_flops * at.compute_eff),
-                               b.attention.nbytes / (p.mem_bw_Bps * at.mem_eff)) + b.kernels * lc.launch_s)
+                         + sum(max(c.flops / (p.peak_flops * at.compute_eff), c.nbytes / (p.mem_bw_Bps * at.mem_eff))
+                               for c in b.attention_ops) + b.kernels * lc.launch_s)
     got = predict_dense(run, p, get_machine("dgx-h100"), builtin_nccl_model()).total_s
     assert got == pytest.approx(want, rel=1e-9)
     # SANA's depthwise conv is not a GEMM: its GEMMs are q/k/v, out, cross q/out/kv and the two 1x1 convs

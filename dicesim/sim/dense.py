@@ -215,7 +215,8 @@ def predict_dense(run: DenseRun, profile: HardwareProfile, G: nx.DiGraph, nccl: 
         n_kernels = bw.kernels + pl.kernels
         other += n_kernels * launch_s
         # each ring pass attends to one K/V block: the kernel runs at that block's length
-        attn = _op_s(profile, "attention", bw.attention, attention_compute_eff(run, profile, kernels, attn_kv / r))
+        eff = attention_compute_eff(run, profile, kernels, attn_kv / r)
+        attn = sum(_op_s(profile, "attention", op, eff) for op in bw.attention_ops)  # each core its own kernel
         comm = exposed = blocking = 0.0  # blocking: exposed time outside the attention (Ulysses, TP)
         if u > 1:  # q, k, v in (three calls) and the output back (one call)
             a2a = exchange_s(uly, n_loc * D * w, "all_to_all")
