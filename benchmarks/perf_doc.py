@@ -336,8 +336,10 @@ What crosses a step boundary (displaced collectives still in flight, stream and 
 comes from the sampled predecessor, another independent draw of the same law. The unsimulated
 steady steps are predicted per phase from the simulated ones, with a Student-t interval (shared
 within-phase variance, `n - p` degrees of freedom; the simulated steps count as draws, not as the
-full run's own values). Coverage against full simulations: `dice` 39 of 40 seeds, `sync` 38 of
-40, `displaced` 53 of 60 (below 95%: its consecutive steps are correlated). The result says so:
+full run's own values; steps correlated over the plan's carry depth `d` (a displaced copy finishes
+`d` steps later) at the long-run variance's bound, `(d + 1)` times the step variance). Coverage
+against full simulations (S/2 on 4 slow-linked GPUs, 200 fresh seeds each): `dice` 198, `sync` 197,
+`displaced` 198 of 200 (before the carry depth: `displaced` 53 of 60; docs/model.md). The result says so:
 `step_latency_low_s` / `step_latency_high_s` (95%), `steps_simulated` and `step_sd_s` in the
 totals and `--json`, which steps were simulated in `meta["steps"]`; `tests/test_sim_stepsample.py`
 checks the coverage against full simulations over many seeds (three strategies). Lags, staleness,
@@ -345,7 +347,7 @@ memory and the collective count come from the full plan (exact); the per-step ro
 steps are their phase's means and link totals are scaled to the predicted run time. A run with
 fewer than twice the sampled steady steps (for `dice`, 50 steps simulate 10), expected routing,
 recorded runs and the default `sample_steps=0` simulate every step; sampling steps is opt-in
-(`sample_steps=None`, `dicesim simulate --sample-steps`: `displaced` under-covers, see docs/model.md).
+(`sample_steps=None`, `dicesim simulate --sample-steps`): the default stays exact.
 
 ## Limits
 
@@ -357,8 +359,13 @@ recorded runs and the default `sample_steps=0` simulate every step; sampling ste
   phase); those 10 steps alone (about 0.18 s CPU: half lock-step planning, half the simpy
   walk) are still over 2x the whole expected run, so the ratio stays above 3x. An engine that
   evaluates a window without simpy events (compute and communication slow each other op by op,
-  so it is not a closed form) is not built. The default exact run (`sample_steps=0`) is
-  13-15x.
+  so it is not a closed form) is not built: measured, it would not reach 3x alone. Of the exact
+  multinomial G/2 run's ~0.98 s CPU, lock-step max-min planning (`FlowNetwork.preplan`: 2,000
+  all-to-alls of 56 flows, 57 rounds, ~8 filling levels each) is ~0.53 s and the simpy walk ~0.28 s
+  (`Engine.__init__` / `Engine.run` timed, load 5-6); a window evaluator without events leaves the
+  planning. Stacking tables of one flow-link pattern into dense `[F, B]` arrays (same floats) measured
+  0.50 s against 0.53 s (OpenBLAS threads made its small matrix products 10x slower under load) and
+  was dropped. The default exact run (`sample_steps=0`) is 13-15x.
 - Every rank's routing is drawn, not only the sampled groups' (the memory estimate reads every
   rank's received rows): drawing is the largest single part of the 1,024-GPU multinomial case
   and most of the 16,384-GPU one.

@@ -133,7 +133,7 @@ def test_all_reduce_across_servers_runs_one_ring_per_nic():
 def test_low_latency_kernels_send_each_expert_copy_through_the_nic():
     """February kernels on one 8-GPU server: every message to another rank goes GPU -> NIC -> switch -> NIC -> GPU
     (internode_ll.cu @ ebfe47e:142-143), so the NIC drains (W-1)/W of tokens x topk messages."""
-    from dicesim.sim.microbench.deepep_ll import LowLatencyConfig, ll_pair_nbytes
+    from dicesim.sim.microbench.deepep_ll import LowLatencyConfig, ll_pair_nbytes, ll_recv_pass_s
     from dicesim.topology.machines import get_machine
 
     cfg = LowLatencyConfig(tokens=128, hidden=7168, topk=8, transport="rdma")
@@ -142,19 +142,21 @@ def test_low_latency_kernels_send_each_expert_copy_through_the_nic():
     G = get_machine("1x-hgx-h800-ib")
     r = simulate_op(G, "deepep_ll_dispatch", _model(deepep_net=0.5), low_latency=cfg)
     route_s = 2 * hw.PCIE5_NIC.latency_s + 2 * hw.IB_NDR.latency_s
-    assert r.time_s == pytest.approx(route_s + 7 * ll_pair_nbytes(cfg, 8, False) / (0.5 * hw.IB_NDR.bw_Bps), rel=1e-9)
+    recv_s = ll_recv_pass_s(cfg, "h800", False)
+    assert r.time_s == pytest.approx(route_s + 7 * ll_pair_nbytes(cfg, 8, False) / (0.5 * hw.IB_NDR.bw_Bps) + recv_s,
+                                     rel=1e-9)
     # the June kernels keep same-server messages on NVLink: the NIC is not used, DeepEP's NVLink share is
     nv = LowLatencyConfig(tokens=128, hidden=7168, topk=8, transport="nvlink+rdma")
     r = simulate_op(get_machine("hgx-h800"), "deepep_ll_dispatch", _model(deepep_nvlink=0.5), low_latency=nv)
     nv_s = 2 * hw.NVLINK4_H800.latency_s + 7 * ll_pair_nbytes(nv, 8, False) / (0.5 * hw.NVLINK4_H800.bw_Bps)
-    assert r.time_s == pytest.approx(nv_s, rel=1e-9)
+    assert r.time_s == pytest.approx(nv_s + recv_s, rel=1e-9)
     assert r.params == {"base_latency_s", "bw_eff.deepep_nvlink", "kernel_Bps.deepep_nvlink", "hop_latency_s.deepep_nvlink"}
 
 
 def test_low_latency_round_is_a_dispatch_then_a_combine():
     """test_low_latency.py's "Dispatch + combine" times one dispatch then one combine (DeepEP @ ebfe47e:98-117):
     the round's time is the two kernels' times added, combine messages BF16 (2 x hidden), dispatch FP8."""
-    from dicesim.sim.microbench.deepep_ll import LowLatencyConfig, ll_pair_nbytes
+    from dicesim.sim.microbench.deepep_ll import LowLatencyConfig, ll_pair_nbytes, ll_recv_pass_s
     from dicesim.topology.machines import get_machine
 
     cfg = LowLatencyConfig(tokens=128, hidden=7168, topk=8, transport="rdma")
@@ -164,10 +166,29 @@ def test_low_latency_round_is_a_dispatch_then_a_combine():
     assert r.time_s == pytest.approx(d.time_s + c.time_s, rel=1e-12) and r.metrics["time_s"] == r.time_s
     route_s = 2 * hw.PCIE5_NIC.latency_s + 2 * hw.IB_NDR.latency_s
     drain_s = 7 * (ll_pair_nbytes(cfg, 8, False) + ll_pair_nbytes(cfg, 8, True)) / (0.5 * hw.IB_NDR.bw_Bps)
-    assert r.time_s == pytest.approx(2 * route_s + drain_s, rel=1e-9)
+    recv_s = ll_recv_pass_s(cfg, "h800", False) + ll_recv_pass_s(cfg, "h800", True)
+    assert r.time_s == pytest.approx(2 * route_s + drain_s + recv_s, rel=1e-9)
     assert r.params == d.params | c.params and "bw_eff.deepep_net" in r.params
     with pytest.raises(ValueError, match="needs a LowLatencyConfig"):
         simulate_op(G, "deepep_ll_round", m)
+
+
+def test_low_latency_receiving_pass_touches_every_arrived_byte_once_at_the_memory_rate():
+    """Each low-latency kernel ends with a pass over what arrived (internode_ll.cu @ de8cfca:279-301, 466-497):
+    dispatch reads tokens x topk messages and writes them packed; combine reads tokens x topk BF16 rows and
+    writes one per token. The pass does not depend on the world size or the path, only on the GPU."""
+    from dicesim.sim.microbench.deepep_ll import GPU_HBM_Bps, LowLatencyConfig, ll_recv_pass_nbytes, ll_recv_pass_s
+
+    cfg = LowLatencyConfig(tokens=128, hidden=7168, topk=8)
+    assert ll_recv_pass_nbytes(cfg, False) == 1024 * ((7168 + 224 + 16) + (7168 + 224 + 4))
+    assert ll_recv_pass_nbytes(cfg, True) == 1024 * 2 * 7168 + 128 * 2 * 7168
+    # a combine moves BF16, twice a dispatch's FP8 values: its pass is longer, in the ratio of the bytes
+    assert ll_recv_pass_s(cfg, "h800", True) / ll_recv_pass_s(cfg, "h800", False) == pytest.approx(
+        ll_recv_pass_nbytes(cfg, True) / ll_recv_pass_nbytes(cfg, False), rel=1e-12)
+    assert ll_recv_pass_s(cfg, "h800", False) == pytest.approx(15_159_296 / 3.35e12, rel=1e-12)
+    assert set(GPU_HBM_Bps) >= {"h800"}
+    with pytest.raises(ValueError, match="no memory rate for GPU 'rtx4090'"):
+        ll_recv_pass_s(cfg, "rtx4090", False)
 
 
 def test_deepep_traffic_conserves_rows():

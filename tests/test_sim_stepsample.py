@@ -8,7 +8,10 @@ import pytest
 
 from dicesim.plan import build_plan
 from dicesim.sim.api import prepare, simulate
-from dicesim.sim.stepsample import CONFIDENCE, StepSample, _signature, plan_step_sample, predict_steps, steady_range
+from dicesim.sim.stepsample import (
+    CONFIDENCE, StepSample, _signature, carry_depth, plan_step_sample, predict_steps, steady_range,
+)
+from dicesim.strategy import make_strategy
 from dicesim.topology import hardware as hw
 from dicesim.topology import nvswitch_server
 from dicesim.topology.graph import LinkSpec
@@ -28,9 +31,10 @@ KW = dict(model="S/2", num_experts=4, world_size=4, batch=2, image_size=64, step
                                              ("displaced", range(200, 212))])
 def test_sampled_steps_cover_the_full_simulation(strategy, seeds):
     """Over these seeds the interval holds the full simulation's step latency at about the stated rate
-    (when this was written: dice 23 of 24, sync 12 of 12, displaced 11 of 12; on other seeds dice 39 of
-    40, sync 38 of 40, displaced 53 of 60: below the stated rate for displaced; 80% is allowed, near the
-    binomial 1% tail at 95% for 12 runs) and the estimate is within 1% of it (0.65% at most when written)."""
+    (with the carry depth's long-run variance: dice 24 of 24, sync 12 of 12, displaced 11 of 12; on 200
+    other seeds each dice 198, sync 197, displaced 198; before it displaced covered 53 of 60; 80% is
+    allowed, near the binomial 1% tail at 95% for 12 runs) and the estimate is within 1% of it (0.65% at
+    most when written)."""
     G = _slow_server()
     hits, errs = 0, []
     for seed in seeds:
@@ -96,23 +100,48 @@ def test_record_and_plans_without_repeats_are_not_sampled():
     assert build_plan  # the plans above are built by the family's own rules
 
 
-def test_predicted_interval_covers_normal_steps_at_the_stated_rate():
-    """Under the module's model (simulated steady steps are independent draws of their phase's normal
-    law, not the full run's own values; the closing step's full-run value one more draw away): the
-    interval covers the true total at the stated rate (2,000 trials; 95% +- 1.5% is three standard
-    errors)."""
-    ss = StepSample(spec=None, steps=50, head=2, tail=1, period=4, orig=tuple(range(10)), phase_N=(12, 12, 12, 11))
+def _coverage(ss: StepSample, theta: float, trials: int = 2000) -> float:
+    """How often ``predict_steps`` covers the true total when step latencies are their phase's mean plus
+    ``e_t + theta * e_{t-1}`` (independent normal draws ``e``; ``theta`` 0: independent steps), the short
+    run's steady steps a chain of their own draws (each after a sampled predecessor, as in the engine)."""
     rng = np.random.default_rng(11)
     means = np.array([1.0, 1.3, 0.9, 1.1])
-    hits, trials = 0, 2000
+    n_full, n = sum(ss.phase_N), ss.n
+    hits = 0
     for _ in range(trials):
-        truth_steady = means[np.arange(47) % 4] + 0.01 * rng.standard_normal(47)
-        drawn = means[np.arange(7) % 4] + 0.01 * rng.standard_normal(7)
+        e = 0.01 * rng.standard_normal(n_full + 1)
+        truth_steady = means[np.arange(n_full) % 4] + e[1:] + theta * e[:-1]
+        d = 0.01 * rng.standard_normal(n + 1)
+        drawn = means[np.arange(n) % 4] + d[1:] + theta * d[:-1]
         x_S = np.concatenate([[0.5, 0.7], drawn, [0.4]])
         truth = 0.5 + 0.7 + truth_steady.sum() + 0.4 + 0.01 * rng.standard_normal()
         pred = predict_steps(x_S, ss)
         hits += pred["low_s"] <= truth <= pred["high_s"]
-    assert abs(hits / trials - CONFIDENCE) < 0.015
+    return hits / trials
+
+
+def test_predicted_interval_covers_normal_steps_at_the_stated_rate():
+    """Under the independent model (carry 0: simulated steady steps are independent draws of their phase's
+    normal law, not the full run's own values; the closing step one more draw away) the interval covers
+    the true total at the stated rate (2,000 trials; 95% +- 1.5% is three standard errors)."""
+    ss = StepSample(spec=None, steps=50, head=2, tail=1, period=4, orig=tuple(range(10)), phase_N=(12, 12, 12, 11))
+    assert abs(_coverage(ss, 0.0) - CONFIDENCE) < 0.015
+
+
+def test_interval_allows_for_correlated_consecutive_steps():
+    """Consecutive steps that share a draw equally (``e_t + e_{t-1}``: lag-1 autocorrelation 0.5, the most a
+    moving average of depth 1 has; a displaced copy finishing in the next step makes them correlated,
+    0.42 on the coverage case): the independent model's interval (carry 0) covers far less than it
+    states; the long-run variance at its bound for depth 1 covers at the stated rate (or more)."""
+    kw = dict(spec=None, steps=50, head=2, tail=1, period=4, orig=tuple(range(10)), phase_N=(12, 12, 12, 11))
+    assert _coverage(StepSample(carry=0, **kw), 1.0) < CONFIDENCE - 0.05
+    assert _coverage(StepSample(carry=1, **kw), 1.0) >= CONFIDENCE - 0.015
+
+
+def test_carry_depth_of_the_plans():
+    """A displaced plan's copies carry tokens two steps back, dice's one, a synchronous plan's none."""
+    depth = {s: carry_depth(_signature(build_plan(make_strategy(s), 4, 12))) for s in ("sync", "dice", "displaced")}
+    assert depth == {"sync": 0, "dice": 1, "displaced": 2}
 
 
 def test_sample_steps_flag(tmp_path):

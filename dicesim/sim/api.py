@@ -132,8 +132,8 @@ def simulate(scenario: Scenario | None = None, *, profile: HardwareProfile | str
     (0, the default: every step, exact; None: :data:`~dicesim.sim.stepsample.DEFAULT_STEPS` of them,
     where that saves half the steady steps and groups are not sampled; ``k``: at least ``k``). The
     total is then a prediction with an interval (``step_latency_low_s`` / ``_high_s``,
-    ``steps_simulated`` in the totals, ``meta["steps"]``; :mod:`dicesim.sim.stepsample`). Opt-in:
-    its interval under-covers strategies whose consecutive steps are correlated (docs/model.md).
+    ``steps_simulated`` in the totals, ``meta["steps"]``; :mod:`dicesim.sim.stepsample`; the interval
+    allows for steps correlated over the plan's carry depth). Opt-in: the default stays exact.
     ``plans``: a :class:`~dicesim.plan.PlanCache` of the caller's that many simulations share;
     ``topologies``: likewise a :class:`~dicesim.topology.cache.TopologyCache` (graphs and routes).
     """

@@ -41,6 +41,7 @@ from dicesim.sim.costs.attention_kernels import KernelTable, attention_efficienc
 from dicesim.sim.costs.profile import HardwareProfile
 from dicesim.sim.microbench.collective_ops import simulate_exchange, simulate_op
 from dicesim.sim.network.nccl import NcclModel
+from dicesim.sim.sp_plumbing import sp_plumbing
 
 #: HunyuanVideo's sequence-parallel forward splits the latent by height, else by width, else refuses:
 #: Tencent/HunyuanVideo@fa14b00 hyvideo/inference.py:57-64
@@ -85,6 +86,10 @@ class DenseRun:
     #: the fused attention kernel the framework ran ("fa2", "fa3", "cudnn"; attention_kernels.toml),
     #: None: the profile's one attention efficiency
     attention_kernel: str | None = None
+    #: the framework keeps every text token on every rank of the sequence group (only the latent is
+    #: split; the text rides along as a replicated joint tensor): which frameworks do is in
+    #: ``calibrate/published/step_level.py`` (``text_replicated_for``)
+    text_replicated: bool = False
 
 
 @dataclass(frozen=True)
@@ -174,9 +179,12 @@ def predict_dense(run: DenseRun, profile: HardwareProfile, G: nx.DiGraph, nccl: 
     txt = m.text_tokens
     joint = img + (txt if m.joint_text else 0)
     S, u, r, t = p.seq, p.ulysses, p.ring, p.tensor
-    n_img, n_txt = samples * img / S, samples * txt / S  # tokens per rank (the joint sequence is split)
+    rep = run.text_replicated and S > 1 and m.joint_text
+    # tokens per rank: the joint sequence is split, or only the latent when the text is replicated
+    n_img, n_txt = samples * img / S, samples * txt / (1 if rep else S)
     n_loc = n_img + (n_txt if m.joint_text else 0)
-    attn_q = samples * (joint if m.joint_text else img) / r
+    # replicated text queries ride into the Ulysses all-to-all with each rank's share: u copies after it
+    attn_q = samples * ((img / r + u * txt) if rep else (joint if m.joint_text else img) / r)
     attn_kv = joint if m.joint_text else img
     i_f = profile.interference if interference else 0.0
     uly, ring, cfg, seq = _groups(p)
@@ -195,10 +203,20 @@ def predict_dense(run: DenseRun, profile: HardwareProfile, G: nx.DiGraph, nccl: 
         bw: BlockWork = block_work(m, kind, img_tokens=n_img, txt_tokens=n_txt, attn_q=attn_q, attn_kv=attn_kv,
                                    heads_share=1.0 / (u * t), tp=t, compiled=run.compiled, dtype_nbytes=w)
         work[kind] = bw.linear.flops + bw.attention.flops
-        other = _op_s(profile, "experts", bw.linear) + _op_s(profile, "local_combine", bw.elementwise)
-        other += bw.kernels * launch_s
+        # each GEMM is its own kernel: the roofline per kernel (a narrow text-stream GEMM can be weight-bound
+        # while the image stream's are compute-bound; one sum of both would hide that)
+        other = sum(_op_s(profile, "experts", op) for op in bw.linear_ops)
+        other += _op_s(profile, "local_combine", bw.elementwise)
+        # the sequence-parallel attention's layout copies and ring merges (dicesim/sim/sp_plumbing.py)
+        pl = sp_plumbing(ulysses=u, ring=r, local_tokens=n_loc, attn_q=attn_q, local_width=D / t,
+                         attn_width=D / (u * t), softmax=m.architecture != "dit-crossattn-linear", compiled=run.compiled,
+                         dtype_nbytes=w)
+        other += _op_s(profile, "local_combine", pl.elementwise)
+        n_kernels = bw.kernels + pl.kernels
+        other += n_kernels * launch_s
         # each ring pass attends to one K/V block: the kernel runs at that block's length
-        attn = _op_s(profile, "attention", bw.attention, attention_compute_eff(run, profile, kernels, attn_kv / r))
+        eff = attention_compute_eff(run, profile, kernels, attn_kv / r)
+        attn = sum(_op_s(profile, "attention", op, eff) for op in bw.attention_ops)  # each core its own kernel
         comm = exposed = blocking = 0.0  # blocking: exposed time outside the attention (Ulysses, TP)
         if u > 1:  # q, k, v in (three calls) and the output back (one call)
             a2a = exchange_s(uly, n_loc * D * w, "all_to_all")
@@ -219,7 +237,7 @@ def predict_dense(run: DenseRun, profile: HardwareProfile, G: nx.DiGraph, nccl: 
                 comm += 2 * ar
                 exposed += 2 * ar
                 blocking += 2 * ar
-        host = bw.kernels * host_kernel_s
+        host = n_kernels * host_kernel_s
         # ring's exposed passes are inside ``attn``; Ulysses' all-to-alls and TP's all-reduces block the stream
         device = other + attn + blocking
         return max(device, host), comm, exposed

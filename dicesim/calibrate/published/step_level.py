@@ -83,6 +83,30 @@ EAGER_HOST_PER_KERNEL_S = (234e-6 + 106e-6 + 39e-6) / (11 + 8 + 3)
 COMPILED_HOST_PER_KERNEL_S = 7.44e-6
 
 
+#: where the framework keeps every text token on every rank of the sequence group (the text is a replicated
+#: joint tensor; only the latent is split), per (framework prefix, model), with the rule's source:
+#: - HunyuanVideo's own code splits the latent only (Tencent/HunyuanVideo@fa14b00 hyvideo/inference.py:57-67,
+#:   80-93: ``x`` and the RoPE tables are chunked, ``text_states`` passed whole) and hands the text to
+#:   xDiT's attention as ``joint_tensor_*`` (hyvideo/modules/attenion.py:169-180);
+#: - xDiT's ConsisID splits the 226 text tokens over the sequence group only when they divide evenly, else
+#:   keeps them whole on every rank (xdit-project/xDiT@970d5ce xfuser/model_executor/pipelines/
+#:   pipeline_consisid.py:455-459) and its attention joins them as ``joint_tensor_*``
+#:   (xfuser/model_executor/layers/attention_processor.py:1153-1327).
+#: Elsewhere the joint sequence is taken as split evenly (xDiT's Flux: 512 text tokens over 2 or 4 ranks).
+TEXT_REPLICATED_RULES: tuple[tuple[str, str, str], ...] = (
+    ("HunyuanVideo", "hunyuanvideo-t2v", "always"),
+    ("xDiT", "cogvideox-5b", "unless it divides"),
+)
+
+
+def text_replicated_for(framework: str, model: str, text_tokens: int, seq: int) -> bool:
+    """Whether every rank of a sequence group of ``seq`` holds all the text tokens (rules above)."""
+    for needle, name, when in TEXT_REPLICATED_RULES:
+        if framework.startswith(needle) and model == name and seq > 1:
+            return when == "always" or text_tokens % seq != 0
+    return False
+
+
 def attention_kernel_for(framework: str) -> tuple[str, str] | None:
     """(kernel, basis) for a figure's framework, or None when it is not known."""
     for needle, kernel, why in ATTENTION_KERNELS:
@@ -167,12 +191,16 @@ def _figure_error(f: object, exc: Exception) -> ConfigError:
 def dense_run(fig: dict) -> DenseRun:
     """The run a figure describes (with the attention kernel its framework ran)."""
     par = {k: int(v) for k, v in fig["parallel"].items()}
-    kern = attention_kernel_for(str(fig.get("framework", "")))
-    return DenseRun(model=get_dense_model(fig["model"]), height_px=int(fig["height_px"]),
+    framework = str(fig.get("framework", ""))
+    kern = attention_kernel_for(framework)
+    model = get_dense_model(fig["model"])
+    seq = par.get("ulysses", 1) * par.get("ring", 1)
+    return DenseRun(model=model, height_px=int(fig["height_px"]),
                     width_px=int(fig["width_px"]), frames=int(fig["frames"]), steps=int(fig["steps"]),
                     batch=int(fig["batch"]), cfg_on=str(fig["cfg"]).startswith("on"),
                     compiled=bool(fig.get("compiled", False)), parallel=DenseParallel(**par),
-                    attention_kernel=kern[0] if kern else None)
+                    attention_kernel=kern[0] if kern else None,
+                    text_replicated=text_replicated_for(framework, model.name, model.text_tokens, seq))
 
 
 def _split(fig: dict, run: DenseRun, hw: tuple | None) -> tuple[str, str]:

@@ -13,7 +13,8 @@ metrics are then computed exactly as the benchmark defines them:
   kernels by their time (:mod:`dicesim.sim.microbench.deepep_ll`); ``deepep_ll_round`` is a
   dispatch followed by a combine, the pair ``tests/test_low_latency.py`` times with ``bench``
   and prints as "Dispatch + combine" (deepseek-ai/DeepEP @ ebfe47e, lines 98-117); the two
-  kernels run one after the other, so their times add.
+  kernels run one after the other, so their times add. Each low-latency kernel's time ends with its
+  receiving pass over the arrived bytes at the GPU's memory rate.
 
 Latency: ``base_latency_s`` once, plus per protocol hop the route latency and the
 transport's ``hop_latency_s``. An all-to-all sends to every peer at once (one hop) and adds
@@ -31,7 +32,7 @@ import networkx as nx
 import simpy
 
 from dicesim.sim.microbench.deepep import DeepEPConfig, deepep_traffic
-from dicesim.sim.microbench.deepep_ll import LowLatencyConfig, ll_pair_nbytes
+from dicesim.sim.microbench.deepep_ll import LowLatencyConfig, ll_pair_nbytes, ll_recv_pass_s
 from dicesim.sim.microbench.netpaths import nic_crossing, rdma_routes, ring_orders, server_nics
 from dicesim.sim.network.nccl import KERNEL_BOUND, NcclModel, effective_graph, hop_latency_s, route_transports
 from dicesim.sim.network.network import FlowNetwork
@@ -133,7 +134,8 @@ def _deepep_ll(G: nx.DiGraph, cfg: LowLatencyConfig, model: NcclModel, combine: 
     flows = [(r, nb) for r in routes.values()]
     tr = route_transports(G, routes.values(), "deepep")
     extra = model.base_latency_s + hop_latency_s(model, tr)
-    t = _drain_s(effective_graph(G, model, "deepep"), flows, extra)
+    # the kernel's receiving pass over the arrived bytes follows the transfer (deepep_ll module docstring)
+    t = _drain_s(effective_graph(G, model, "deepep"), flows, extra) + ll_recv_pass_s(cfg, G.graph["gpu"], combine)
     return OpResult(t, {"time_s": t}, _params(tr))
 
 
