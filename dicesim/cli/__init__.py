@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 
 import typer
@@ -48,8 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     if argv is None:
         with started():
             _register()
-    else:
-        _register()
+        code = run_app(app, argv)
+        gc.disable()  # the program ends: its closing full collection would rescan all it made, for nothing
+        return code
+    _register()
     return run_app(app, argv)
 
 
