@@ -292,6 +292,37 @@ scipy: the command needs them), the 47 simulations 1.7 s (engine set-up and runs
 reference caches' replay; a sweep over only the in-flight entries instead of every layer's measured
 no faster), the rest of the screening 0.8 s, re-running the top 5 for the trust band 0.3 s.
 
+Third pass on `recommend` (branch `w4-17-rec`; `farm-bench -n 5 --vs BEFORE -- AFTER`, before =
+main at 80125d5, after = the branch, 2026-12-07 22:09-22:10 UTC, load 2.7-3.4): **5.0 s wall, 4.7 s
+CPU** (medians; 4.9-5.4 s wall; 407 MiB) against 6.9 s wall, 6.5 s CPU (403 MiB); median ratio 0.72
+wall, 0.72 CPU. Two `bench_sim.py`-style medians of 3 right after: 5.4 s (load 3.4) and 4.8 s (load
+3.9): the 5 s target is met only at the limit, within the machine's drift. All exact: stdout,
+`candidates.csv` and `candidates.parquet` byte for byte main's, `report.html` the same but for
+plotly's random element ids, and the timing line. What changed: (1) the held-buffer replay of the
+`reference`/`reference_gc` policies (`dicesim/plan/expert/replay.py`) replays a step only when it
+does not repeat an earlier one: a step whose actions are those of step `t - p` moved by `p` (same skip
+rows), entered with the caches of step `t - p` moved the same way (issue numbers moved by what the
+`p` steps issued), holds and frees what step `t - p` did, moved; a put frees only the finished prefix
+of the entries holding a send buffer (kept in issue order). `buffers._reference` (one action at a
+time) stays the statement of the rules and the oracle (`tests/test_buffer_replay.py`: equal held
+buffers and frees, in order, over every semantics field, 1-8 layers, 1-40 steps; three deliberate
+breaks each failed it). The 134 plans: 1.0-1.1 s -> 0.25-0.3 s CPU (collector off, one process);
+a 50-step plan replays 4-8 of its steps. (2) `HeldBuffer` is a named tuple (a plan holds ~2,800;
+a frozen dataclass cost ~3x to make); `lag_table` skips the actions that neither make nor read an
+output (lag tables byte-identical, md5 over 350 plans). (3) `PlanRefused` reads its "allowed" part
+(seven probe builds) only when the message is read; the search reads only `brief` (~0.17 s).
+(4) Start-up: `scipy.sparse.csgraph` is imported where a `FarTrees` is made (groups spread over
+servers); the program's start-up runs with the collector paused and is frozen after it
+(`collector.started`, `gc.freeze`), and its closing full collection is skipped: collections
+0.24 -> 0.16 s CPU (`gc.callbacks`). Tried and dropped: the top-5 re-runs sharing the search's plan
+cache (0.09 s less work, but the plans kept alive made later collections cost 0.6-1.3 s more);
+importing only the invoked command's module (the other commands cost 13 ms once the needed modules
+are in). Left (CPU, one process): start-up imports 1.2-1.4 s (pandas ~0.3 s; `scipy.optimize` ~0.15-
+0.3 s, for the quality fit's `nnls`, compiled code with no exact replacement; networkx ~0.13 s), the
+47 simulations ~1.4 s (`dicesim/sim/engine/`), building the plans ~0.45 s, the top-5 re-runs 0.2-
+0.3 s. This machine sets `PYTHONDONTWRITEBYTECODE=1`: dicesim's own modules are compiled from source
+at every start (~0.3 s CPU of the start-up; both sides of every pair pay it).
+
 After the second round the study's 10 s is met at a quiet spell by more than the machine's
 drift (7.6 s wall median, slowest of 3 runs 8.9 s); under heavier load (3-4) wall time rises above
 CPU time, which no change to the study removes. What is left is spread thin: the simpy runs
