@@ -7,6 +7,7 @@ import math
 import pytest
 
 from dicesim.calibrate.published.step_level import _row, attention_kernel_for, load_step_figures, step_level_rows
+from dicesim.cli import main
 from dicesim.errors import ConfigError
 from dicesim.sim.costs.attention_kernels import ARCHS, attention_efficiency, builtin_kernel_table
 from dicesim.sim.costs.profile import builtin_profile_names, get_profile, load_profile, profile_from_dict, save_profile
@@ -88,7 +89,7 @@ def test_a_user_profile_with_arch_and_sms_gets_the_measured_curve(tmp_path):
     assert attention_compute_eff(run, half, T, 4096) == pytest.approx(185.64 / 2 / 312.0)  # per SM
 
 
-def test_a_bad_arch_is_one_clear_error(tmp_path):
+def test_a_bad_arch_is_one_clear_error(tmp_path, capsys):
     path = _user_profile(tmp_path, arch="hopper", sms=132)
     path.write_text(path.read_text().replace('arch = "hopper"', 'arch = "volta"'))
     with pytest.raises(ConfigError) as bad:
@@ -96,6 +97,9 @@ def test_a_bad_arch_is_one_clear_error(tmp_path):
     line = bad.value.one_line()
     assert line.startswith("profile.arch: 'volta'") and str(path) in line
     assert all(a in line for a in ARCHS) and "\n" not in str(bad.value)
+    assert main(["check", str(path)]) == 2  # the CLI: exit 2, that one line, no traceback
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [f"error: {line}"] and "Traceback" not in err
     with pytest.raises(ConfigError, match="arch and sms go together"):
         get_profile("a100-sxm").with_updates(sms=None)
 
