@@ -50,11 +50,13 @@ def _lockstep(tables: list[FlowTable]) -> list[Trajectory]:
     w = {"fid": np.arange(fin.shape[0]), "lid": np.arange(busy_tot.shape[0]), "bid": np.arange(n_b),
          "rem": np.concatenate([tb.rem_F for tb in tables]), "act": np.concatenate([tb.act_F for tb in tables]),
          "cap": np.concatenate([tb.cap_L for tb in tables]),
-         "pf": np.concatenate([tb.pair_flow_P + o for tb, o in zip(tables, f0)]),
-         "pl": np.concatenate([tb.pair_link_P + o for tb, o in zip(tables, l0)]),
-         "pw": np.concatenate([tb.pair_weight_P for tb in tables]), "f0": f0, "l0": l0,
+         "f0": f0, "l0": l0,
          "b_of_f": np.repeat(np.arange(n_b), nf), "b_of_l": np.repeat(np.arange(n_b), nl),
          "t": np.array([tb.r0 for tb in tables], dtype=float)}
+    w["cols"], w["wts"], w["paired"] = _columns(np.concatenate([tb.pair_flow_P + o for tb, o in zip(tables, f0)]),
+                                                np.concatenate([tb.pair_link_P + o for tb, o in zip(tables, l0)]),
+                                                np.concatenate([tb.pair_weight_P for tb in tables]),
+                                                fin.shape[0], busy_tot.shape[0])
     t_f = w["t"][w["b_of_f"]]
     started = w["act"] <= t_f
     done0 = started & (w["rem"] <= 0.0)
@@ -81,7 +83,7 @@ def _lockstep(tables: list[FlowTable]) -> list[Trajectory]:
             size = w["fid"].shape[0]
             continue
         t_act = w["acts"][np.arange(t.shape[0]), a_i]
-        rate, used = _fill(w["pf"], w["pl"], w["pw"], live, w["cap"], w["l0"], b_of_l, b_of_f)
+        rate, used = _fill(w["cols"], w["wts"], live & w["paired"], w["cap"], w["l0"], b_of_l, b_of_f)
         ttf = np.full(rem.shape[0], np.inf)
         np.divide(rem, rate, out=ttf, where=live)
         dt_fin = np.minimum.reduceat(ttf, w["f0"])
@@ -127,63 +129,82 @@ def _compact(w: dict, going: np.ndarray, fin: np.ndarray) -> dict:
     keep_f = going[w["b_of_f"]] & (w["live"] | (fin[w["fid"]] == np.inf))
     keep_l = going[w["b_of_l"]]
     new_b = np.cumsum(going) - 1
-    new_f = np.cumsum(keep_f) - 1
-    new_l = np.cumsum(keep_l) - 1
-    keep_p = keep_f[w["pf"]]
+    link_map = np.append(np.cumsum(keep_l) - 1, np.count_nonzero(keep_l))  # the padding slot stays last
     b_of_f, b_of_l = new_b[w["b_of_f"][keep_f]], new_b[w["b_of_l"][keep_l]]
     n_b = int(np.count_nonzero(going))
     out = {"fid": w["fid"][keep_f], "lid": w["lid"][keep_l], "bid": w["bid"][going],
            "rem": w["rem"][keep_f], "act": w["act"][keep_f], "live": w["live"][keep_f], "cap": w["cap"][keep_l],
-           "pf": new_f[w["pf"][keep_p]], "pl": new_l[w["pl"][keep_p]], "pw": w["pw"][keep_p],
+           "cols": link_map[w["cols"][:, keep_f]], "wts": None if w["wts"] is None else w["wts"][:, keep_f],
+           "paired": w["paired"][keep_f],
            "b_of_f": b_of_f, "b_of_l": b_of_l, "t": w["t"][going], "acts": w["acts"][going],
            "a_i": w["a_i"][going], "n_acts": w["n_acts"][going],
            "f0": np.searchsorted(b_of_f, np.arange(n_b)), "l0": np.searchsorted(b_of_l, np.arange(n_b))}
     return out
 
 
-def _fill(pf, pl, pw, live, cap, l0, b_of_l, b_of_f):
-    """:func:`dicesim.sim.network.maxmin.maxmin_core` over the live pairs of every table, each at its own level.
+def _columns(pf, pl, pw, n_f: int, n_l: int):
+    """The pairs (sorted by flow) as columns of flows: row ``j`` of ``cols`` ``[K, F]`` holds every flow's
+    ``j``-th link, or ``n_l`` (a padding slot no flow is limited by) where the flow has fewer than ``j + 1``;
+    ``wts`` ``[K, F]`` the multiplicities (0 on padding), None when all are 1; and which flows have a pair.
+    Read row-major by flow, the real entries are the pairs in their own order."""
+    n_p = np.bincount(pf, minlength=n_f)
+    slot = np.arange(pf.shape[0]) - (np.cumsum(n_p) - n_p)[pf]
+    cols = np.full((int(n_p.max(initial=0)), n_f), n_l, dtype=np.intp)
+    cols[slot, pf] = pl
+    wts = None
+    if not (pw == 1.0).all():
+        wts = np.zeros(cols.shape)
+        wts[slot, pf] = pw
+    return cols, wts, n_p > 0
 
-    The load of the unfrozen pairs is updated by subtraction instead of recounted: multiplicities
-    are small integers, so both give the same floats (and a count of unit multiplicities, an
-    integer, converts to the same float as their float sum). Pairs are selected by index
-    (``flatnonzero`` then ``take``): a boolean mask over a random pattern is several times slower
-    in numpy, and the order, hence every float, is the same.
+
+def _fill(cols, wts, live, cap, l0, b_of_l, b_of_f):
+    """:func:`dicesim.sim.network.maxmin.maxmin_core` over the live flows of every table, each at its own level
+    (``cols``, ``wts``: :func:`_columns`; ``live``: flows with at least one pair only).
+
+    Work goes by flow, not by pair: a flow freezes when any of its links is a bottleneck, so one
+    ``take`` per column of ``cols`` finds the frozen flows, and the frozen and open sets are those
+    flows' columns. The load of the unfrozen flows is updated by subtraction instead of recounted,
+    and summed per link in column order rather than pair order: multiplicities are small integers,
+    so every such sum is exact and gives the reference's float (a count of unit multiplicities, an
+    integer, converts to the same float as their float sum). Flows are selected by index
+    (``flatnonzero`` then ``take``), in order, which numpy does faster than a boolean mask.
     """
     n_f, n_l = live.shape[0], cap.shape[0]
-    unit = bool((pw == 1.0).all())
-    ki = np.flatnonzero(live[pf])
-    qpf, qpl = pf.take(ki), pl.take(ki)
-    qpw = None if unit else pw.take(ki)
+    qf = np.flatnonzero(live)
+    qc, qb = cols.take(qf, axis=1), b_of_f.take(qf)
+    qw = None if wts is None else wts.take(qf, axis=1)
     rate = np.zeros(n_f)
     cap_rem = cap.copy()
-    frozen = np.zeros(n_f, dtype=bool)
-    load = np.bincount(qpl, weights=np.ones(qpl.shape[0]) if unit else qpw, minlength=n_l)
+    load = _link_sum(qc, qw, n_l).astype(float)
     used = load > 0
-    while qpf.shape[0]:
+    hit_l = np.zeros(n_l + 1, dtype=bool)  # the padding slot is never a bottleneck
+    while qf.shape[0]:
         press = load / cap_rem  # 0 on idle links
         top_b = np.maximum.reduceat(press, l0)
-        top_l = top_b[b_of_l]
-        hit_l = press >= top_l * (1.0 - _TIE_RTOL)
-        hit_f = qpf[hit_l[qpl]]
+        np.greater_equal(press, (top_b * (1.0 - _TIE_RTOL)).take(b_of_l), out=hit_l[:n_l])
+        hit = hit_l.take(qc[0])
+        for row in qc[1:]:
+            hit |= hit_l.take(row)
         level_b = np.divide(1.0, top_b, out=np.zeros_like(top_b), where=top_b > 0)
-        rate[hit_f] = level_b[b_of_f[hit_f]]
-        frozen[hit_f] = True
-        fpair = frozen[qpf]
-        gi = np.flatnonzero(fpair)
-        gone_l = qpl.take(gi)
-        gone = np.bincount(gone_l, minlength=n_l) if unit else np.bincount(gone_l, weights=qpw.take(gi),
-                                                                           minlength=n_l)
-        cap_rem -= level_b[b_of_l] * gone
+        hi = np.flatnonzero(hit)
+        rate[qf.take(hi)] = level_b.take(qb.take(hi))
+        gone = _link_sum(qc.take(hi, axis=1), None if qw is None else qw.take(hi, axis=1), n_l)
+        cap_rem -= level_b.take(b_of_l) * gone
         np.maximum(cap_rem, _CAP_FLOOR, out=cap_rem)
         load -= gone
-        if gi.shape[0] == qpf.shape[0]:
+        if hi.shape[0] == qf.shape[0]:
             break
-        ki = np.flatnonzero(~fpair)
-        qpf, qpl = qpf.take(ki), qpl.take(ki)
-        if not unit:
-            qpw = qpw.take(ki)
+        ki = np.flatnonzero(~hit)
+        qf, qb, qc = qf.take(ki), qb.take(ki), qc.take(ki, axis=1)
+        if qw is not None:
+            qw = qw.take(ki, axis=1)
     return rate, used
+
+
+def _link_sum(qc, qw, n_l: int):
+    """Per link, the multiplicities of the flows in columns ``qc`` (an integer count when all are 1)."""
+    return np.bincount(qc.ravel(), None if qw is None else qw.ravel(), minlength=n_l + 1)[:n_l]
 
 
 def mirrored(plan: Trajectory, table: FlowTable, other: FlowTable, rev_L: np.ndarray) -> Trajectory | None:
