@@ -72,15 +72,17 @@ def _lockstep(tables: list[FlowTable]) -> list[Trajectory]:
     seg_b: list[np.ndarray] = [np.arange(n_b)]  # per step: the tables that moved, and to when
     seg_t: list[np.ndarray] = [w["t"].copy()]
     size = fin.shape[0]
+    n_open = int(np.count_nonzero(fin == np.inf))  # unfinished flows in the working set
     while True:
         live, rem, t, a_i = w["live"], w["rem"], w["t"], w["a_i"]
         b_of_f, b_of_l = w["b_of_f"], w["b_of_l"]
         going = (np.add.reduceat(live, w["f0"]) > 0) | (a_i < w["n_acts"])
         if not going.any():
             break
-        if np.count_nonzero(live | (fin[w["fid"]] == np.inf)) < size // 2:  # half the flows are done
+        if n_open < size // 2:  # half the flows are done
             w = _compact(w, going, fin)
             size = w["fid"].shape[0]
+            n_open = int(np.count_nonzero(fin[w["fid"]] == np.inf))
             continue
         t_act = w["acts"][np.arange(t.shape[0]), a_i]
         rate, used = _fill(w["cols"], w["wts"], live & w["paired"], w["cap"], w["l0"], b_of_l, b_of_f)
@@ -91,17 +93,16 @@ def _lockstep(tables: list[FlowTable]) -> list[Trajectory]:
         step = going & ~finish  # the next waiting flow starts first
         t_next = np.where(finish, t + dt_fin, np.where(step, t_act, t))
         dt = np.where(finish, dt_fin, np.where(step, t_next - t, 0.0))
-        dt_f = dt[b_of_f]
-        finishing = finish[b_of_f] & (ttf <= dt_f * (1.0 + _FINISH_RTOL))
-        drained = rate * dt_f
-        drained[finishing] = rem[finishing]
-        rem = rem - drained
+        # the flows within rounding of their table's finishing step finish (none where no table finishes)
+        finishing = np.flatnonzero(ttf <= np.where(finish, dt * (1.0 + _FINISH_RTOL), -np.inf).take(b_of_f))
+        rem -= rate * dt.take(b_of_f)
         rem[finishing] = 0.0
-        fin[w["fid"][finishing]] = t_next[b_of_f][finishing]
-        live &= ~finishing
-        grow = (t_next > t)[b_of_l] & used
-        busy_tot[w["lid"][grow]] += (t_next - t)[b_of_l][grow]
-        t = np.where(going, t_next, t)
+        fin[w["fid"].take(finishing)] = t_next.take(b_of_f.take(finishing))
+        live[finishing] = False
+        n_open -= finishing.shape[0]
+        grow = np.flatnonzero((t_next > t).take(b_of_l) & used)
+        busy_tot[w["lid"].take(grow)] += (t_next - t).take(b_of_l.take(grow))
+        t = t_next  # tables that do not move keep their time
         moved = np.flatnonzero(going)
         seg_b.append(w["bid"][moved])
         seg_t.append(t[moved])
@@ -111,8 +112,9 @@ def _lockstep(tables: list[FlowTable]) -> list[Trajectory]:
             a_i[due] += 1
             zero = newly & (rem <= 0.0)
             fin[w["fid"][zero]] = t[b_of_f][zero]
+            n_open -= int(np.count_nonzero(zero))
             live |= newly & ~zero
-        w["rem"], w["t"] = rem, t
+        w["t"] = t
     order = np.argsort(np.concatenate(seg_b), kind="stable")
     all_t = np.concatenate(seg_t)[order]
     bounds = np.concatenate(([0], np.cumsum(np.bincount(np.concatenate(seg_b), minlength=n_b))))
