@@ -53,22 +53,18 @@ def _lockstep(tables: list[FlowTable]) -> list[Trajectory]:
          "f0": f0, "l0": l0,
          "b_of_f": np.repeat(np.arange(n_b), nf), "b_of_l": np.repeat(np.arange(n_b), nl),
          "t": np.array([tb.r0 for tb in tables], dtype=float)}
-    w["cols"], w["wts"], w["paired"] = _columns(np.concatenate([tb.pair_flow_P + o for tb, o in zip(tables, f0)]),
-                                                np.concatenate([tb.pair_link_P + o for tb, o in zip(tables, l0)]),
-                                                np.concatenate([tb.pair_weight_P for tb in tables]),
-                                                fin.shape[0], busy_tot.shape[0])
+    n_p = np.array([tb.pair_flow_P.shape[0] for tb in tables])
+    pf_all = np.concatenate([tb.pair_flow_P for tb in tables]) + np.repeat(f0, n_p)
+    pl_all = np.concatenate([tb.pair_link_P for tb in tables]) + np.repeat(l0, n_p)
+    pw_all, w0_rem = np.concatenate([tb.pair_weight_P for tb in tables]), w["rem"].copy()
+    w["cols"], w["wts"], w["paired"] = _columns(pf_all, pl_all, pw_all, fin.shape[0], busy_tot.shape[0])
     t_f = w["t"][w["b_of_f"]]
     started = w["act"] <= t_f
     done0 = started & (w["rem"] <= 0.0)
     fin[done0] = t_f[done0]
     w["live"] = started & (w["rem"] > 0.0)
-    # activation instants still ahead, per table, in order (padded with inf)
-    acts = [sorted(set(tb.act_F[tb.act_F > tb.r0].tolist())) for tb in tables]
-    w["acts"] = np.full((n_b, max((len(a) for a in acts), default=0) + 1), np.inf)
-    for b, a in enumerate(acts):
-        w["acts"][b, :len(a)] = a
+    w["acts"], w["n_acts"] = _activations(w["act"], t_f, w["b_of_f"], n_b)
     w["a_i"] = np.zeros(n_b, dtype=np.intp)
-    w["n_acts"] = np.array([len(a) for a in acts])
     seg_b: list[np.ndarray] = [np.arange(n_b)]  # per step: the tables that moved, and to when
     seg_t: list[np.ndarray] = [w["t"].copy()]
     size = fin.shape[0]
@@ -118,12 +114,43 @@ def _lockstep(tables: list[FlowTable]) -> list[Trajectory]:
     order = np.argsort(np.concatenate(seg_b), kind="stable")
     all_t = np.concatenate(seg_t)[order]
     bounds = np.concatenate(([0], np.cumsum(np.bincount(np.concatenate(seg_b), minlength=n_b))))
-    plans = []
-    for b, tb in enumerate(tables):
-        f = fin[f0[b]:f0[b] + nf[b]].copy()
-        plans.append(Trajectory(tb, all_t[bounds[b]:bounds[b + 1]], f, np.maximum.reduceat(f, tb.group_start_G), None,
-                          None, None, busy_tot[l0[b]:l0[b] + nl[b]].copy(), expand=_reference_segments(tb)))
-    return plans
+    # per group, its last finish; per link, the bytes it carries (each table's pairs in its own order)
+    bytes_tot = np.bincount(pl_all, weights=pw_all * w0_rem[pf_all], minlength=busy_tot.shape[0])
+    return [Trajectory(tb, all_t[bounds[b]:bounds[b + 1]], f, g, None, None, None, busy_tot[l0[b]:l0[b] + nl[b]].copy(),
+                       expand=_reference_segments(tb), total_bytes_L=bytes_tot[l0[b]:l0[b] + nl[b]].copy())
+            for b, (tb, f, g) in enumerate(zip(tables, _split(fin, f0, nf), _group_fins(fin, f0, tables)))]
+
+
+def _split(x, x0, n):
+    """``x`` cut into the pieces ``[x0[b], x0[b] + n[b])`` (copies)."""
+    return [x[i:i + k].copy() for i, k in zip(x0.tolist(), n.tolist())]
+
+
+def _group_fins(fin, f0, tables):
+    """Per table, its groups' last finish: ``np.maximum.reduceat`` over its flows, all tables in one call
+    when every table's first group starts at its first flow (then no segment crosses a table's end)."""
+    if not all(tb.group_start_G.shape[0] and tb.group_start_G[0] == 0 for tb in tables):
+        nf = np.diff(f0, append=fin.shape[0])
+        return [np.maximum.reduceat(f, tb.group_start_G) for tb, f in zip(tables, _split(fin, f0, nf))]
+    ng = np.array([tb.group_start_G.shape[0] for tb in tables])
+    starts = np.concatenate([tb.group_start_G for tb in tables]) + np.repeat(f0, ng)
+    return _split(np.maximum.reduceat(fin, starts), np.concatenate(([0], np.cumsum(ng)[:-1])), ng)
+
+
+def _activations(act_F, t_F, b_of_f, n_b: int):
+    """Per table, its activation instants still ahead, in order and distinct, padded with inf ``[B, A+1]``;
+    and how many there are ``(B,)``."""
+    ahead = np.flatnonzero(act_F > t_F)
+    a_b, a_t = b_of_f[ahead], act_F[ahead]
+    o = np.lexsort((a_t, a_b))
+    a_b, a_t = a_b[o], a_t[o]
+    first = np.ones(a_b.shape[0], dtype=bool)
+    first[1:] = (a_b[1:] != a_b[:-1]) | (a_t[1:] != a_t[:-1])
+    a_b, a_t = a_b[first], a_t[first]
+    n_acts = np.bincount(a_b, minlength=n_b)
+    acts = np.full((n_b, int(n_acts.max(initial=0)) + 1), np.inf)
+    acts[a_b, np.arange(a_b.shape[0]) - (np.cumsum(n_acts) - n_acts)[a_b]] = a_t
+    return acts, n_acts
 
 
 def _compact(w: dict, going: np.ndarray, fin: np.ndarray) -> dict:
@@ -131,12 +158,14 @@ def _compact(w: dict, going: np.ndarray, fin: np.ndarray) -> dict:
     keep_f = going[w["b_of_f"]] & (w["live"] | (fin[w["fid"]] == np.inf))
     keep_l = going[w["b_of_l"]]
     new_b = np.cumsum(going) - 1
+    kf = np.flatnonzero(keep_f)
     link_map = np.append(np.cumsum(keep_l) - 1, np.count_nonzero(keep_l))  # the padding slot stays last
     b_of_f, b_of_l = new_b[w["b_of_f"][keep_f]], new_b[w["b_of_l"][keep_l]]
     n_b = int(np.count_nonzero(going))
     out = {"fid": w["fid"][keep_f], "lid": w["lid"][keep_l], "bid": w["bid"][going],
            "rem": w["rem"][keep_f], "act": w["act"][keep_f], "live": w["live"][keep_f], "cap": w["cap"][keep_l],
-           "cols": link_map[w["cols"][:, keep_f]], "wts": None if w["wts"] is None else w["wts"][:, keep_f],
+           "cols": link_map.take(w["cols"].take(kf, axis=1)),
+           "wts": None if w["wts"] is None else w["wts"].take(kf, axis=1),
            "paired": w["paired"][keep_f],
            "b_of_f": b_of_f, "b_of_l": b_of_l, "t": w["t"][going], "acts": w["acts"][going],
            "a_i": w["a_i"][going], "n_acts": w["n_acts"][going],
