@@ -90,16 +90,16 @@ def _lockstep(tables: list[FlowTable]) -> list[Trajectory]:
         t_next = np.where(finish, t + dt_fin, np.where(step, t_act, t))
         dt = np.where(finish, dt_fin, np.where(step, t_next - t, 0.0))
         # the flows within rounding of their table's finishing step finish (none where no table finishes)
-        finishing = np.flatnonzero(ttf <= np.where(finish, dt * (1.0 + _FINISH_RTOL), -np.inf).take(b_of_f))
+        finishing = (ttf <= np.where(finish, dt * (1.0 + _FINISH_RTOL), -np.inf).take(b_of_f)).nonzero()[0]
         rem -= rate * dt.take(b_of_f)
         rem[finishing] = 0.0
         fin[w["fid"].take(finishing)] = t_next.take(b_of_f.take(finishing))
         live[finishing] = False
         n_open -= finishing.shape[0]
-        grow = np.flatnonzero((t_next > t).take(b_of_l) & used)
+        grow = ((t_next > t).take(b_of_l) & used).nonzero()[0]
         busy_tot[w["lid"].take(grow)] += (t_next - t).take(b_of_l.take(grow))
         t = t_next  # tables that do not move keep their time
-        moved = np.flatnonzero(going)
+        moved = going.nonzero()[0]
         seg_b.append(w["bid"][moved])
         seg_t.append(t[moved])
         due = going & (t_act <= t)
@@ -199,10 +199,10 @@ def _fill(cols, wts, live, cap, l0, b_of_l, b_of_f):
     and summed per link in column order rather than pair order: multiplicities are small integers,
     so every such sum is exact and gives the reference's float (a count of unit multiplicities, an
     integer, converts to the same float as their float sum). Flows are selected by index
-    (``flatnonzero`` then ``take``), in order, which numpy does faster than a boolean mask.
+    (``nonzero`` then ``take``), in order, which numpy does faster than a boolean mask.
     """
     n_f, n_l = live.shape[0], cap.shape[0]
-    qf = np.flatnonzero(live)
+    qf = live.nonzero()[0]
     qc, qb = cols.take(qf, axis=1), b_of_f.take(qf)
     qw = None if wts is None else wts.take(qf, axis=1)
     rate = np.zeros(n_f)
@@ -217,8 +217,8 @@ def _fill(cols, wts, live, cap, l0, b_of_l, b_of_f):
         hit = hit_l.take(qc[0])
         for row in qc[1:]:
             hit |= hit_l.take(row)
-        level_b = np.divide(1.0, top_b, out=np.zeros_like(top_b), where=top_b > 0)
-        hi = np.flatnonzero(hit)
+        level_b = np.divide(1.0, top_b, out=np.zeros(top_b.shape[0]), where=top_b > 0)
+        hi = hit.nonzero()[0]
         rate[qf.take(hi)] = level_b.take(qb.take(hi))
         gone = _link_sum(qc.take(hi, axis=1), None if qw is None else qw.take(hi, axis=1), n_l)
         cap_rem -= level_b.take(b_of_l) * gone
@@ -226,7 +226,7 @@ def _fill(cols, wts, live, cap, l0, b_of_l, b_of_f):
         load -= gone
         if hi.shape[0] == qf.shape[0]:
             break
-        ki = np.flatnonzero(~hit)
+        ki = (~hit).nonzero()[0]
         qf, qb, qc = qf.take(ki), qb.take(ki), qc.take(ki, axis=1)
         if qw is not None:
             qw = qw.take(ki, axis=1)
