@@ -194,8 +194,8 @@ def _fill(cols, wts, live, cap, l0, b_of_l, b_of_f):
     (``cols``, ``wts``: :func:`_columns`; ``live``: flows with at least one pair only).
 
     Work goes by flow, not by pair: a flow freezes when any of its links is a bottleneck, so one
-    ``take`` per column of ``cols`` finds the frozen flows, and the frozen and open sets are those
-    flows' columns. The load of the unfrozen flows is updated by subtraction instead of recounted,
+    ``take`` of ``cols`` and an OR over its rows find the frozen flows, and the frozen and open sets
+    are those flows' columns. The load of the unfrozen flows is updated by subtraction instead of recounted,
     and summed per link in column order rather than pair order: multiplicities are small integers,
     so every such sum is exact and gives the reference's float (a count of unit multiplicities, an
     integer, converts to the same float as their float sum). Flows are selected by index
@@ -210,14 +210,14 @@ def _fill(cols, wts, live, cap, l0, b_of_l, b_of_f):
     load = _link_sum(qc, qw, n_l).astype(float)
     used = load > 0
     hit_l = np.zeros(n_l + 1, dtype=bool)  # the padding slot is never a bottleneck
+    hit_real = hit_l[:n_l]
     while qf.shape[0]:
         press = load / cap_rem  # 0 on idle links
         top_b = np.maximum.reduceat(press, l0)
-        np.greater_equal(press, (top_b * (1.0 - _TIE_RTOL)).take(b_of_l), out=hit_l[:n_l])
-        hit = hit_l.take(qc[0])
-        for row in qc[1:]:
-            hit |= hit_l.take(row)
-        level_b = np.divide(1.0, top_b, out=np.zeros(top_b.shape[0]), where=top_b > 0)
+        np.greater_equal(press, (top_b * (1.0 - _TIE_RTOL)).take(b_of_l), out=hit_real)
+        hit = np.logical_or.reduce(hit_l.take(qc))  # a flow freezes if any of its links is a bottleneck
+        # a table without open flows has top 0: any finite level does (no flow takes it, no link loses load)
+        level_b = 1.0 / np.maximum(top_b, _CAP_FLOOR)
         hi = hit.nonzero()[0]
         rate[qf.take(hi)] = level_b.take(qb.take(hi))
         gone = _link_sum(qc.take(hi, axis=1), None if qw is None else qw.take(hi, axis=1), n_l)
