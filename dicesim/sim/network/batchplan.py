@@ -72,7 +72,7 @@ def _lockstep(tables: list[FlowTable]) -> list[Trajectory]:
     while True:
         live, rem, t, a_i = w["live"], w["rem"], w["t"], w["a_i"]
         b_of_f, b_of_l = w["b_of_f"], w["b_of_l"]
-        going = (np.add.reduceat(live, w["f0"]) > 0) | (a_i < w["n_acts"])
+        going = np.logical_or.reduceat(live, w["f0"]) | (a_i < w["n_acts"])
         if not going.any():
             break
         if n_open < size // 2:  # half the flows are done
@@ -82,8 +82,9 @@ def _lockstep(tables: list[FlowTable]) -> list[Trajectory]:
             continue
         t_act = w["acts"][np.arange(t.shape[0]), a_i]
         rate, used = _fill(w["cols"], w["wts"], live & w["paired"], w["cap"], w["l0"], b_of_l, b_of_f)
-        ttf = np.full(rem.shape[0], np.inf)
-        np.divide(rem, rate, out=ttf, where=live)
+        ttf = np.full(rem.shape[0], np.inf)  # time to finish at these rates (a divide with where= is slower)
+        li = live.nonzero()[0]
+        ttf[li] = rem.take(li) / rate.take(li)
         dt_fin = np.minimum.reduceat(ttf, w["f0"])
         finish = going & (t + dt_fin <= t_act)
         step = going & ~finish  # the next waiting flow starts first
