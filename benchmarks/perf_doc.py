@@ -365,8 +365,13 @@ recorded runs and the default `sample_steps=0` simulate every step; sampling ste
   (planned in lock step, `batchplan.py`; the flows themselves cost no simpy event). Sampled
   steps (opt-in) cut the G/2 run to 10 of its 50 steps (2 warm-up, 7 sampled steady, the closing one: the
   fewest that hold every one of `dice`'s 4 phases, a degree of freedom and the closing step's
-  phase); those 10 steps alone (about 0.18 s CPU: half lock-step planning, half the simpy
-  walk) are still over 2x the whole expected run, so the ratio stays above 3x. An engine that
+  phase). Before the planner's call-count work above those 10 steps alone took about 0.18 s CPU
+  (half lock-step planning, half the simpy walk) and the run 3.5x; after it the sampled run measures
+  0.194-0.198 s against 0.063-0.070 s expected, 2.8-3.1x (medians of 5, `time.process_time`, load 4.5-4.8,
+  two alternating runs each of main 017fbf4 and of the change): at the 3x target, not clearly under it
+  on this loaded machine. Its largest parts are lock-step planning (~0.055 s: 57 rounds of ~8 filling
+  levels, each ~25 numpy calls on 400 tables), the simpy walk of 10 steps (~0.05 s), the routing draws
+  and the held-buffer replay. An engine that
   evaluates a window without simpy events (compute and communication slow each other op by op,
   so it is not a closed form) is not built: measured, it would not reach 3x alone. Of the exact
   multinomial G/2 run's ~0.98 s CPU, lock-step max-min planning (`FlowNetwork.preplan`: 2,000
@@ -374,7 +379,8 @@ recorded runs and the default `sample_steps=0` simulate every step; sampling ste
   (`Engine.__init__` / `Engine.run` timed, load 5-6); a window evaluator without events leaves the
   planning. Stacking tables of one flow-link pattern into dense `[F, B]` arrays (same floats) measured
   0.50 s against 0.53 s (OpenBLAS threads made its small matrix products 10x slower under load) and
-  was dropped. The default exact run (`sample_steps=0`) is 13-15x.
+  was dropped. The default exact run (`sample_steps=0`) was 13-15x; with the planner's call-count
+  work it measures 0.69-0.79 s, 10-11x (same runs as above).
 - Every rank's routing is drawn, not only the sampled groups' (the memory estimate reads every
   rank's received rows): drawing is the largest single part of the 1,024-GPU multinomial case
   and most of the 16,384-GPU one.
