@@ -181,10 +181,61 @@ def elementwise_passes(mlp_ratio: float, compiled: bool, kind: str | None = None
 class BlockWork:
     """Work of one block on one rank, split by the op kind that times it."""
 
-    linear: OpCost  # GEMMs (weights read once, activations in and out)
-    attention: OpCost  # the attention core (softmax or linear)
+    linear_ops: tuple[OpCost, ...]  # GEMMs, one per kernel (weights read once, activations in and out)
+    attention_ops: tuple[OpCost, ...]  # the attention cores, one per kernel (softmax; SANA: linear and cross)
     elementwise: OpCost  # memory-bound passes
     kernels: int  # kernel launches of the block (gaps between kernels)
+
+    @property
+    def linear(self) -> OpCost:
+        """All GEMMs of the block together (their FLOPs and bytes; time them per kernel, :attr:`linear_ops`)."""
+        return _total(self.linear_ops)
+
+    @property
+    def attention(self) -> OpCost:
+        """All attention cores of the block together (timed per kernel, :attr:`attention_ops`)."""
+        return _total(self.attention_ops)
+
+
+def _total(ops: tuple[OpCost, ...]) -> OpCost:
+    total = OpCost(flops=0.0, nbytes=0.0)
+    for op in ops:
+        total = total + op
+    return total
+
+
+#: width of CogVideoX's timestep embedding, the input of its per-block modulation linears: diffusers'
+#: default ``time_embed_dim=512`` (huggingface/diffusers@a4df8db cogvideox_transformer_3d.py:229)
+COGVIDEOX_TIME_EMBED_DIM = 512
+
+
+def modulation_weights(m: DenseModel, kind: str) -> float:
+    """Weight elements of one block's adaptive-norm modulation linears (conditioning -> shift, scale,
+    gate). They run on the one conditioning vector per sample, so their time is the read of their
+    weights; every rank reads all of them every forward (sequence parallelism splits tokens, not these).
+    Counted from the code each preset runs:
+
+    - double-stream MMDiT: image and text ``Modulation(D, double=True)``, D -> 6D each
+      (black-forest-labs/flux@802fb47 src/flux/modules/layers.py:113-118, 136, 147;
+      Tencent/HunyuanVideo@fa14b00 hyvideo/modules/models.py:48-51, 87-90 ``ModulateDiT(factor=6)``);
+      single-stream: D -> 3D (layers.py:225; models.py:312-315 ``factor=3``). Open-Sora 2.0 runs the
+      Flux blocks (an assumption, as for its other counts);
+    - Mochi: ``MochiRMSNormZero(D, 4D)`` on the image and ``(D, 4 D_text)`` on the text
+      (huggingface/diffusers@a4df8db transformer_mochi.py:157-160; the last block's text norm,
+      D -> 2 D_text, is counted as the others: an approximation of 1/48 of one linear);
+    - CogVideoX: two ``CogVideoXLayerNormZero`` per block, 512 -> 6D each (cogvideox_transformer_3d.py:93,
+      107; normalization.py:461);
+    - SANA: none per block: its blocks add a shared ``scale_shift_table`` to one timestep projection
+      made once per forward (sana_transformer.py:257-261); that one projection is not counted.
+    """
+    D = m.hidden
+    if m.architecture == "mmdit-double-single":
+        return 2 * 6.0 * D * D if kind == "double" else 3.0 * D * D
+    if m.architecture == "mmdit-asymmetric":
+        return 4.0 * D * D + 4.0 * (m.hidden_text or D) * D
+    if m.architecture == "dit-joint-text":
+        return 2 * COGVIDEOX_TIME_EMBED_DIM * 6.0 * D
+    return 0.0
 
 
 def _linear(tokens: float, d_in: float, d_out: float, w: int, tp: int) -> OpCost:
@@ -201,7 +252,7 @@ def block_work(m: DenseModel, kind: str, *, img_tokens: float, txt_tokens: float
     ``attn_kv``: query and key tokens of its attention, over ``heads_share`` of the heads.
     """
     D, r, w = m.hidden, m.mlp_ratio, dtype_nbytes
-    lin = OpCost(flops=0.0, nbytes=0.0)
+    lin: list[OpCost] = []  # one entry per GEMM kernel: the roofline applies kernel by kernel
     streams = [(img_tokens, D)]
     if kind == "double":
         streams.append((txt_tokens, m.hidden_text or D))
@@ -209,31 +260,40 @@ def block_work(m: DenseModel, kind: str, *, img_tokens: float, txt_tokens: float
         streams = [(img_tokens + (txt_tokens if m.joint_text else 0), D)]
     for n, d in streams:
         if m.architecture == "mmdit-double-single" and kind == "single":
-            lin = lin + _linear(n, D, (3 + r) * D, w, tp) + _linear(n, (1 + r) * D, D, w, tp)
-        else:  # q, k, v into the visual width, out projection, two MLP layers of the stream's width
-            lin = lin + _linear(n, d, 3 * D, w, tp) + _linear(n, D, d, w, tp)
+            lin += [_linear(n, D, (3 + r) * D, w, tp), _linear(n, (1 + r) * D, D, w, tp)]
+        else:  # q, k, v into the visual width (one entry for three kernels of a third: the same roofline
+            # but for the input read), out projection, two MLP layers of the stream's width
+            lin += [_linear(n, d, 3 * D, w, tp), _linear(n, D, d, w, tp)]
             if m.architecture != "dit-crossattn-linear":  # SANA's MLP is the conv GLU below
-                lin = lin + _linear(n, d, r * d, w, tp) + _linear(n, r * d, d, w, tp)
+                lin += [_linear(n, d, r * d, w, tp), _linear(n, r * d, d, w, tp)]
     hd = D * heads_share
     if m.architecture == "dit-crossattn-linear":
         # linear attention: V (padded with a row of ones) K^T, (d + 1) x d per head, then that times Q, both
         # over the rank's tokens, at the linear attention's own head dim
         dl = m.linear_head_dim or m.head_dim
-        core = OpCost(flops=4.0 * attn_q * hd * (dl + 1), nbytes=float(w * 4 * attn_q * hd))
+        # (fp32 in diffusers and xDiT: memory-bound even at the fp32 rate, its own roofline; the fp32 bytes beyond
+        # these bf16 ones are among the elementwise passes)
+        core = [OpCost(flops=4.0 * attn_q * hd * (dl + 1), nbytes=float(w * 4 * attn_q * hd))]
         # cross-attention: q and out projections on the image tokens, k/v on the text, softmax core
-        lin = lin + _linear(img_tokens, D, D, w, tp) + _linear(img_tokens, D, D, w, tp)
-        lin = lin + _linear(m.text_tokens, D, 2 * D, w, tp)
-        core = core + OpCost(flops=4.0 * attn_q * m.text_tokens * hd, nbytes=float(w * 2 * attn_q * hd))
-        # GLUMBConv: 1x1 D -> 2rD (GLU), depthwise 3x3 over 2rD channels, 1x1 rD -> D (replaces the MLP)
-        lin = lin + _linear(img_tokens, D, 2 * r * D, w, tp) + _linear(img_tokens, r * D, D, w, tp)
-        lin = lin + OpCost(flops=2.0 * 9 * img_tokens * 2 * r * D / tp, nbytes=float(w * 2 * img_tokens * 2 * r * D))
+        lin += [_linear(img_tokens, D, D, w, tp), _linear(img_tokens, D, D, w, tp),
+                _linear(m.text_tokens, D, 2 * D, w, tp)]
+        core.append(OpCost(flops=4.0 * attn_q * m.text_tokens * hd, nbytes=float(w * 2 * attn_q * hd)))
+        # GLUMBConv: 1x1 D -> 2rD (GLU) and 1x1 rD -> D are GEMMs (diffusers sana_transformer.py:38-82); the
+        # depthwise 3x3 between them (18 FLOP per element read) is memory-bound and is costed with the
+        # elementwise passes by its bytes (:func:`elementwise_split`, 4r), not at the GEMM rate
+        lin += [_linear(img_tokens, D, 2 * r * D, w, tp), _linear(img_tokens, r * D, D, w, tp)]
     else:
-        core = OpCost(flops=4.0 * attn_q * attn_kv * hd, nbytes=float(w * (2 * attn_q + 2 * attn_kv) * hd))
+        core = [OpCost(flops=4.0 * attn_q * attn_kv * hd, nbytes=float(w * (2 * attn_q + 2 * attn_kv) * hd))]
+    # the modulation linears: a GEMV per sample, timed by its weight read (flops negligible, not counted)
+    mod_w = modulation_weights(m, kind)
+    if mod_w:
+        lin.append(OpCost(flops=0.0, nbytes=float(w * mod_w)))
     tok = sum(n for n, _ in streams)
     counted = "linear" if m.architecture == "dit-crossattn-linear" else kind
     hidden_wide, split = elementwise_split(r, compiled, counted)
     elem = OpCost(flops=0.0, nbytes=float(w * (hidden_wide + split / tp) * tok * D))
-    return BlockWork(linear=lin, attention=core, elementwise=elem, kernels=block_kernels(m, len(streams), compiled))
+    return BlockWork(linear_ops=tuple(lin), attention_ops=tuple(core), elementwise=elem,
+                     kernels=block_kernels(m, len(streams), compiled))
 
 
 #: eager kernels of one block, counted on diffusers' FluxTransformerBlock / FluxSingleTransformerBlock

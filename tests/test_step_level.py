@@ -105,6 +105,57 @@ def test_block_work_closed_form():
     assert elementwise_passes(4.0, False, "double") == 116 and elementwise_passes(4.0, False, "single") == 109
 
 
+def test_modulation_linears_are_weight_reads_in_every_block():
+    from dicesim.dense_models import modulation_weights
+
+    flux, D = get_dense_model("flux.1-dev"), 3072
+    # flux layers.py: Modulation(D, double=True) on each stream (D -> 6D), single D -> 3D
+    assert modulation_weights(flux, "double") == 12 * D * D and modulation_weights(flux, "single") == 3 * D * D
+    mochi = get_dense_model("mochi-1-preview")
+    assert modulation_weights(mochi, "double") == 4 * D * D + 4 * 1536 * D
+    assert modulation_weights(get_dense_model("cogvideox-5b"), "single") == 2 * 512 * 6 * D
+    assert modulation_weights(get_dense_model("sana-1600m"), "single") == 0
+    # the weights are read whatever the tokens per rank: same bytes at 10 and 10,000 tokens, under any TP degree
+    for n, tp in ((10.0, 1), (1e4, 1), (1e4, 2)):
+        bw = block_work(flux, "double", img_tokens=n, txt_tokens=n, attn_q=n, attn_kv=n, heads_share=1.0 / tp,
+                        tp=tp, compiled=False)
+        assert [op.nbytes for op in bw.linear_ops if op.flops == 0] == [2 * 12 * D * D]
+
+
+def test_gemms_are_timed_kernel_by_kernel():
+    """A narrow GEMM bound by its weight read keeps that time next to compute-bound ones (one roofline over
+    the block's summed GEMMs would hide it): the one-GPU block is the sum of per-kernel rooflines."""
+    p, m = get_profile("h100-sxm"), get_dense_model("flux.1-dev")
+    bw = block_work(m, "double", img_tokens=4096, txt_tokens=8, attn_q=4104, attn_kv=4104, heads_share=1.0, tp=1,
+                    compiled=False)
+    eff = p.ops["experts"]
+
+    def roof(c):
+        return max(c.flops / (p.peak_flops * eff.compute_eff), c.nbytes / (p.mem_bw_Bps * eff.mem_eff))
+    per_kernel = sum(roof(op) for op in bw.linear_ops)
+    assert per_kernel > roof(bw.linear) * 1.01  # the text stream's and the modulation's weight reads show
+    # and predict_dense times a one-GPU forward that way: blocks of per-kernel GEMMs, elementwise, core, gaps
+    run = _run(DenseParallel())
+    img, txt = 4096, m.text_tokens
+    lc, at = p.ops["local_combine"], p.ops["attention"]
+    want = 0.0
+    for kind, count in (("double", m.double_blocks), ("single", m.single_blocks)):
+        b = block_work(m, kind, img_tokens=img, txt_tokens=txt, attn_q=img + txt, attn_kv=img + txt,
+                       heads_share=1.0, tp=1, compiled=False)
+        want += count * (sum(roof(op) for op in b.linear_ops) + b.elementwise.nbytes / (p.mem_bw_Bps * lc.mem_eff)
+                         + sum(max(c.flops / (p.peak_flops * at.compute_eff), c.nbytes / (p.mem_bw_Bps * at.mem_eff))
+                               for c in b.attention_ops) + b.kernels * lc.launch_s)
+    got = predict_dense(run, p, get_machine("dgx-h100"), builtin_nccl_model()).total_s
+    assert got == pytest.approx(want, rel=1e-9)
+    # SANA's depthwise conv is not a GEMM: its GEMMs are q/k/v, out, cross q/out/kv and the two 1x1 convs
+    s = get_dense_model("sana-1600m")
+    n, Ds = 1000.0, 2240
+    sb = block_work(s, "single", img_tokens=n, txt_tokens=0, attn_q=n, attn_kv=n, heads_share=1.0, tp=1,
+                    compiled=False)
+    assert sb.linear.flops == pytest.approx(2 * n * Ds * Ds * (3 + 1 + 1 + 1 + 5 + 2.5)
+                                            + 2 * s.text_tokens * Ds * 2 * Ds)
+
+
 def _run(par: DenseParallel, model="flux.1-dev", **kw) -> DenseRun:
     base = dict(height_px=1024, width_px=1024, frames=1, steps=1, batch=1, cfg_on=False, compiled=False)
     return DenseRun(model=get_dense_model(model), parallel=par, **{**base, **kw})

@@ -203,7 +203,10 @@ def predict_dense(run: DenseRun, profile: HardwareProfile, G: nx.DiGraph, nccl: 
         bw: BlockWork = block_work(m, kind, img_tokens=n_img, txt_tokens=n_txt, attn_q=attn_q, attn_kv=attn_kv,
                                    heads_share=1.0 / (u * t), tp=t, compiled=run.compiled, dtype_nbytes=w)
         work[kind] = bw.linear.flops + bw.attention.flops
-        other = _op_s(profile, "experts", bw.linear) + _op_s(profile, "local_combine", bw.elementwise)
+        # each GEMM is its own kernel: the roofline per kernel (a narrow text-stream GEMM can be weight-bound
+        # while the image stream's are compute-bound; one sum of both would hide that)
+        other = sum(_op_s(profile, "experts", op) for op in bw.linear_ops)
+        other += _op_s(profile, "local_combine", bw.elementwise)
         # the sequence-parallel attention's layout copies and ring merges (dicesim/sim/sp_plumbing.py)
         pl = sp_plumbing(ulysses=u, ring=r, local_tokens=n_loc, attn_q=attn_q, local_width=D / t,
                          attn_width=D / (u * t), softmax=m.architecture != "dit-crossattn-linear", compiled=run.compiled,
@@ -212,7 +215,8 @@ def predict_dense(run: DenseRun, profile: HardwareProfile, G: nx.DiGraph, nccl: 
         n_kernels = bw.kernels + pl.kernels
         other += n_kernels * launch_s
         # each ring pass attends to one K/V block: the kernel runs at that block's length
-        attn = _op_s(profile, "attention", bw.attention, attention_compute_eff(run, profile, kernels, attn_kv / r))
+        eff = attention_compute_eff(run, profile, kernels, attn_kv / r)
+        attn = sum(_op_s(profile, "attention", op, eff) for op in bw.attention_ops)  # each core its own kernel
         comm = exposed = blocking = 0.0  # blocking: exposed time outside the attention (Ulysses, TP)
         if u > 1:  # q, k, v in (three calls) and the output back (one call)
             a2a = exchange_s(uly, n_loc * D * w, "all_to_all")
