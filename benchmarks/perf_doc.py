@@ -355,15 +355,16 @@ checks the coverage against full simulations over many seeds (three strategies).
 memory and the collective count come from the full plan (exact); the per-step rows of unsimulated
 steps are their phase's means and link totals are scaled to the predicted run time. A run with
 fewer than twice the sampled steady steps (for `dice`, 50 steps simulate 10), expected routing,
-recorded runs and the default `sample_steps=0` simulate every step; sampling steps is opt-in
-(`sample_steps=None`, `dicesim simulate --sample-steps`): the default stays exact.
+and recorded runs simulate every step. Sampling steps is the default for drawn routing (as sampling
+groups is above 64 alike groups): `sample_steps=0` or `dicesim simulate --every-step` simulate every
+step (exact).
 
 ## Limits
 
 - Sampled (multinomial) routing cannot reuse windows (every all-to-all differs): each simulated
   step still costs an event per rank instruction and one max-min trajectory per all-to-all
   (planned in lock step, `batchplan.py`; the flows themselves cost no simpy event). Sampled
-  steps (opt-in) cut the G/2 run to 10 of its 50 steps (2 warm-up, 7 sampled steady, the closing one: the
+  steps (the default) cut the G/2 run to 10 of its 50 steps (2 warm-up, 7 sampled steady, the closing one: the
   fewest that hold every one of `dice`'s 4 phases, a degree of freedom and the closing step's
   phase). Before the planner's call-count work above those 10 steps alone took about 0.18 s CPU
   (half lock-step planning, half the simpy walk) and the run 3.5x; after it the sampled run measures
@@ -379,7 +380,7 @@ recorded runs and the default `sample_steps=0` simulate every step; sampling ste
   (`Engine.__init__` / `Engine.run` timed, load 5-6); a window evaluator without events leaves the
   planning. Stacking tables of one flow-link pattern into dense `[F, B]` arrays (same floats) measured
   0.50 s against 0.53 s (OpenBLAS threads made its small matrix products 10x slower under load) and
-  was dropped. The default exact run (`sample_steps=0`) was 13-15x; with the planner's call-count
+  was dropped. The exact run (`sample_steps=0`, the default before the sampler's carry-depth interval) was 13-15x; with the planner's call-count
   work it measures 0.69-0.79 s, 10-11x (same runs as above).
 - Every rank's routing is drawn, not only the sampled groups' (the memory estimate reads every
   rank's received rows): drawing is the largest single part of the 1,024-GPU multinomial case

@@ -52,9 +52,9 @@ _TRACES = typer.Option("gz", "--traces", help="Perfetto traces: gz (compressed, 
 _ACCURACY = typer.Option(None, "--accuracy", help="accuracy file the error bands read (written by `dicesim accuracy "
                          "... --write-accuracy FILE`, e.g. on your own traces; default: the built-in one)")
 _WHAT_IF = ("num_experts", "placement", "dtype")
-_SAMPLE_STEPS = typer.Option(False, "--sample-steps", help="with sampled (multinomial) routing, simulate the warm-up "
-                             "and a sample of the steady steps and predict the rest with a 95%% interval "
-                             "(step_latency_low_s/_high_s, steps_simulated; docs/model.md); default: every step")
+_SAMPLE_STEPS = typer.Option(True, "--sample-steps/--every-step", help="with sampled (multinomial) routing, simulate "
+                             "the warm-up and a sample of the steady steps and predict the rest with a 95%% interval "
+                             "(step_latency_low_s/_high_s, steps_simulated; docs/model.md), or every step (exact)")
 _INTERFERENCE = typer.Option(None, "--interference/--no-interference",
                              help="compute-communication interference on (the profile's factors) or off (both 0)")
 
