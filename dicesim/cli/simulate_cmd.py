@@ -72,6 +72,19 @@ def _print_json(obj: dict) -> None:
                                 allow_nan=False) + "\n")
 
 
+def sampling_line(summary: dict, steps: int) -> str | None:
+    """What of a drawn run was simulated and the step latency's 95% sampling interval (from the result's
+    ``extra``: the top-level low/high are the error band); None for an exact run."""
+    if "step_latency_low_s" not in summary:
+        return None
+    low_ms, high_ms = 1e3 * summary["step_latency_low_s"], 1e3 * summary["step_latency_high_s"]
+    if "steps_simulated" in summary:
+        what, off = f"{summary['steps_simulated']} of {steps} steps simulated", " (--every-step: simulate all)"
+    else:
+        what, off = f"{summary.get('groups_simulated', '?')} alike groups simulated", ""
+    return f"sampled: {what}, the rest predicted; step latency 95% interval [{low_ms:.3f}, {high_ms:.3f}] ms{off}"
+
+
 def profile_line(result) -> str:
     """Which profile timed a simulated run and what it rests on (one line for the text outputs)."""
     what = {"measured": "measured: fitted from traces", "datasheet": "datasheet figures and stated assumptions"}
@@ -164,6 +177,8 @@ def simulate(
     con.print(f"hardware profile: {profile_line(run.result)}")
     if run.summary.get("memory_note"):
         con.print(run.summary["memory_note"], markup=False, highlight=False)
+    if (line := sampling_line(result.extra, sc.steps)) is not None:
+        con.print(line, markup=False, highlight=False)
     if fmt == "table":
         con.print(metric_table(summary_frame(run.summary).iloc[0].to_dict(), title="Summary"))
     else:
