@@ -160,8 +160,17 @@ leaves' uplinks to the spine; alike groups that share links in the same roles st
   switch, rail IB), a combine is its dispatch backwards and takes the dispatch's plan with the
   links mirrored, which halves the planning. Transfers are built from routes resolved once per
   group (`PairFlows`) instead of a loop per flow, all of a group's all-to-alls in one batch
-  (`PairFlows.compile_many`); a filling round picks pairs by index (numpy's boolean masks over a
-  random pattern cost several times more) and counts pairs where every multiplicity is 1. The
+  (`PairFlows.compile_many`, which numbers each transfer's links with a presence table, not a sort).
+  A filling round works by flow, not by pair: the pairs are stored as columns (each flow's first,
+  second, ... link), so one `take` and an OR over the columns find the flows a bottleneck freezes;
+  flows are picked by index (numpy's boolean masks and masked divides over a random pattern cost
+  several times more); loads are counted where every multiplicity is 1 and updated by subtraction
+  (small integers: exact in any order). All tables' activation instants, group finishes and link
+  byte totals are computed in one pass each, and a mirrored plan compares its flows by bytes. At
+  this size (400-2,000 tables of 56 flows, ~10 levels per round) numpy's per-call overhead is most
+  of the cost, so these count calls: the lock-step planner went from 81 to 51 ms (400 tables) and
+  from 488 to 285 ms (2,000 tables; medians of 21, CPU, load 2.6). Experts' times are priced once
+  per distinct row count over all simulated ranks (674 counts instead of 3,111 per-rank ones). The
   one-copy (skip) routing table is rounded a slice at a time, in cache.
 - **Folding across shared links** (`dicesim/sim/fold.py`, `LinkShare` in
   `dicesim/sim/network/flowgroup.py`). Alike groups that cross shared links in the same roles
@@ -377,18 +386,24 @@ checks the coverage against full simulations over many seeds (three strategies).
 memory and the collective count come from the full plan (exact); the per-step rows of unsimulated
 steps are their phase's means and link totals are scaled to the predicted run time. A run with
 fewer than twice the sampled steady steps (for `dice`, 50 steps simulate 10), expected routing,
-recorded runs and the default `sample_steps=0` simulate every step; sampling steps is opt-in
-(`sample_steps=None`, `dicesim simulate --sample-steps`): the default stays exact.
+and recorded runs simulate every step. Sampling steps is the default for drawn routing (as sampling
+groups is above 64 alike groups): `sample_steps=0` or `dicesim simulate --every-step` simulate every
+step (exact).
 
 ## Limits
 
 - Sampled (multinomial) routing cannot reuse windows (every all-to-all differs): each simulated
   step still costs an event per rank instruction and one max-min trajectory per all-to-all
   (planned in lock step, `batchplan.py`; the flows themselves cost no simpy event). Sampled
-  steps (opt-in) cut the G/2 run to 10 of its 50 steps (2 warm-up, 7 sampled steady, the closing one: the
+  steps (the default) cut the G/2 run to 10 of its 50 steps (2 warm-up, 7 sampled steady, the closing one: the
   fewest that hold every one of `dice`'s 4 phases, a degree of freedom and the closing step's
-  phase); those 10 steps alone (about 0.18 s CPU: half lock-step planning, half the simpy
-  walk) are still over 2x the whole expected run, so the ratio stays above 3x. An engine that
+  phase). Before the planner's call-count work above those 10 steps alone took about 0.18 s CPU
+  (half lock-step planning, half the simpy walk) and the run 3.5x; after it the sampled run measures
+  0.194-0.198 s against 0.063-0.070 s expected, 2.8-3.1x (medians of 5, `time.process_time`, load 4.5-4.8,
+  two alternating runs each of main 017fbf4 and of the change): at the 3x target, not clearly under it
+  on this loaded machine. Its largest parts are lock-step planning (~0.055 s: 57 rounds of ~8 filling
+  levels, each ~25 numpy calls on 400 tables), the simpy walk of 10 steps (~0.05 s), the routing draws
+  and the held-buffer replay. An engine that
   evaluates a window without simpy events (compute and communication slow each other op by op,
   so it is not a closed form) is not built: measured, it would not reach 3x alone. Of the exact
   multinomial G/2 run's ~0.98 s CPU, lock-step max-min planning (`FlowNetwork.preplan`: 2,000
@@ -396,7 +411,8 @@ recorded runs and the default `sample_steps=0` simulate every step; sampling ste
   (`Engine.__init__` / `Engine.run` timed, load 5-6); a window evaluator without events leaves the
   planning. Stacking tables of one flow-link pattern into dense `[F, B]` arrays (same floats) measured
   0.50 s against 0.53 s (OpenBLAS threads made its small matrix products 10x slower under load) and
-  was dropped. The default exact run (`sample_steps=0`) is 13-15x.
+  was dropped. The exact run (`sample_steps=0`, the default before the sampler's carry-depth interval) was 13-15x; with the planner's call-count
+  work it measures 0.69-0.79 s, 10-11x (same runs as above).
 - Every rank's routing is drawn, not only the sampled groups' (the memory estimate reads every
   rank's received rows): drawing is the largest single part of the 1,024-GPU multinomial case
   and most of the 16,384-GPU one.

@@ -162,12 +162,12 @@ def trace_stem(strategy: str) -> str:
 
 def run_strategy(scenario: Scenario, *, trace_dir: str | Path | None = None,
                  timeline_steps: Sequence[int] = (), record: bool = True, trace_format: str = "gz",
-                 accuracy: str | Path | None = None, sample_steps: bool = False) -> StrategyRun:
+                 accuracy: str | Path | None = None, sample_steps: bool = True) -> StrategyRun:
     """Simulate ``scenario``; write its trace to ``trace_dir`` (if given and ``trace_format`` is not
     ``none``); keep a timeline slice; assess the run (band, assumptions, facts), its band from the
     accuracy file ``accuracy`` (default: the built-in one). ``sample_steps``: with drawn routing, simulate
     a sample of the steady steps and predict the rest with an interval (:mod:`dicesim.sim.stepsample`;
-    default: every step)."""
+    the default; False: every step)."""
     from dicesim.evidence import load_evidence
 
     from dicesim.sim.api import resolve_profile, simulate

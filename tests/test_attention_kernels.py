@@ -7,14 +7,20 @@ import math
 import pytest
 
 from dicesim.calibrate.published.step_level import _row, attention_kernel_for, load_step_figures, step_level_rows
+from dicesim.cli import main
+from dicesim.errors import ConfigError
+from dicesim.sim.costs.attention_kernels import ARCHS, attention_efficiency, builtin_kernel_table
+from dicesim.sim.costs.profile import builtin_profile_names, get_profile, load_profile, profile_from_dict, save_profile
+from dicesim.dense_models import get_dense_model
+from dicesim.sim.dense import DenseParallel, DenseRun, attention_compute_eff
 from dicesim.sim.network.nccl import builtin_nccl_model
-from dicesim.sim.costs.attention_kernels import attention_efficiency, builtin_kernel_table
 
 T = builtin_kernel_table()
 
 
 def eff(kernel, prof, hd, seq, peak, gemm=0.8):
-    return attention_efficiency(T, kernel, prof, hd, seq, peak_tflops=peak, gemm_eff=gemm)
+    p = get_profile(prof)
+    return attention_efficiency(T, kernel, p.arch, p.sms, hd, seq, peak_tflops=peak, gemm_eff=gemm)
 
 
 def test_measured_points_come_back_on_the_measuring_gpu():
@@ -45,7 +51,7 @@ def test_sm_scaling_and_the_gemm_cap():
 
 def test_no_curve_means_the_profile_applies():
     assert eff("fa3", "a100-sxm", 128, 4096, 312.0) is None  # FA3 is Hopper-only
-    assert eff("fa2", "no-such-profile", 128, 4096, 312.0) is None
+    assert attention_efficiency(T, "fa2", None, None, 128, 4096, peak_tflops=312.0, gemm_eff=0.8) is None
     assert attention_kernel_for("ParaAttention (diffusers)")[0] == "fa2"
     assert attention_kernel_for("something else") is None
 
@@ -53,8 +59,49 @@ def test_no_curve_means_the_profile_applies():
 def test_curves_are_cited_and_fractions_physical():
     for c in T.curves:
         assert c.source and c.sms > 0 and len(c.seq) == len(c.tflops)
-    for prof, arch in T.arch_of.items():
-        assert prof in T.sms_of, prof
+    assert {c.arch for c in T.curves} == set(ARCHS)  # every architecture a profile may name has curves
+    for name in builtin_profile_names():  # every built-in GPU profile states and cites both
+        p = get_profile(name)
+        assert p.arch in ARCHS and p.sms > 0, name
+        assert [k for k in p.citations if k.endswith("arch") or k.endswith("sms")], name
+
+
+def _user_profile(tmp_path, **fields):
+    """A user's own profile file: a GPU dicesim does not ship, written from scratch."""
+    p = get_profile("a100-sxm").model_dump(exclude_none=True)
+    p.pop("arch"), p.pop("sms")
+    p.update(name="my-a800", gpu="NVIDIA A800-SXM4-80GB", citations={}, **fields)
+    path = tmp_path / "my-a800.toml"
+    save_profile(profile_from_dict(p), path)
+    return path
+
+
+def test_a_user_profile_with_arch_and_sms_gets_the_measured_curve(tmp_path):
+    run = DenseRun(model=get_dense_model("flux.1-dev"), height_px=1024, width_px=1024, frames=1, steps=28, batch=1,
+                   cfg_on=False, compiled=False, parallel=DenseParallel(), attention_kernel="fa2")
+    bare = load_profile(_user_profile(tmp_path))
+    assert bare.arch is None and attention_compute_eff(run, bare, T, 4096) is None  # the profile's number
+    mine = load_profile(_user_profile(tmp_path, arch="ampere", sms=108))
+    assert (mine.arch, mine.sms) == ("ampere", 108)
+    # the A100's own measured point (185.64 TFLOP/s at 4k on 108 SMs) comes back for a 108-SM Ampere
+    assert attention_compute_eff(run, mine, T, 4096) == pytest.approx(185.64 / 312.0)
+    half = load_profile(_user_profile(tmp_path, arch="ampere", sms=54))
+    assert attention_compute_eff(run, half, T, 4096) == pytest.approx(185.64 / 2 / 312.0)  # per SM
+
+
+def test_a_bad_arch_is_one_clear_error(tmp_path, capsys):
+    path = _user_profile(tmp_path, arch="hopper", sms=132)
+    path.write_text(path.read_text().replace('arch = "hopper"', 'arch = "volta"'))
+    with pytest.raises(ConfigError) as bad:
+        load_profile(path)
+    line = bad.value.one_line()
+    assert line.startswith("profile.arch: 'volta'") and str(path) in line
+    assert all(a in line for a in ARCHS) and "\n" not in str(bad.value)
+    assert main(["check", str(path)]) == 2  # the CLI: exit 2, that one line, no traceback
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [f"error: {line}"] and "Traceback" not in err
+    with pytest.raises(ConfigError, match="arch and sms go together"):
+        get_profile("a100-sxm").with_updates(sms=None)
 
 
 def test_inconsistent_figures_need_more_than_the_peak():

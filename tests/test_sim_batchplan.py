@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from dicesim.sim.api import prepare
 from dicesim.sim.engine.engine import Engine
-from dicesim.sim.network.batchplan import _fill, plan_many
+from dicesim.sim.network.batchplan import _columns, _fill, plan_many
 from dicesim.sim.network.flowplan import FlowTable, simulate as plan_one
 from dicesim.sim.network.network import FlowNetwork
 from dicesim.topology import all_pairs_routes, get_topology
@@ -83,7 +83,8 @@ def test_batched_fill_is_max_min_fair_in_every_table(specs, data):
     pl = np.concatenate([t.pair_link_P + o for t, o in zip(tables, l0)]).astype(np.intp)
     pw = np.concatenate([t.pair_weight_P for t in tables])
     cap = np.concatenate([t.cap_L for t in tables])
-    rate, used = _fill(pf, pl, pw, np.concatenate(live), cap, l0.astype(np.intp),
+    cols, wts, paired = _columns(pf, pl, pw, int(nf.sum()), cap.shape[0])
+    rate, used = _fill(cols, wts, np.concatenate(live) & paired, cap, l0.astype(np.intp),
                        np.repeat(np.arange(len(tables)), nl), np.repeat(np.arange(len(tables)), nf))
     on = np.concatenate(live)[pf]
     load = np.bincount(pl[on], weights=(pw * rate[pf])[on], minlength=cap.shape[0])

@@ -145,7 +145,7 @@ def test_carry_depth_of_the_plans():
 
 
 def test_sample_steps_flag(tmp_path):
-    """`dicesim simulate --sample-steps` samples a long drawn run's steady steps; without it every step is simulated."""
+    """`dicesim simulate` samples a long drawn run's steady steps by default; `--every-step` simulates every step."""
     import json
 
     from typer.testing import CliRunner
@@ -159,10 +159,16 @@ def test_sample_steps_flag(tmp_path):
                     '[routing]\nsampling = "multinomial"\n')
     runner = CliRunner()
     out = {}
-    for flag in ([], ["--sample-steps"]):
+    for flag in ([], ["--every-step"], ["--sample-steps"]):
         res = runner.invoke(app, ["simulate", str(scen), "--num-experts", "4", "--json", *flag])
         assert res.exit_code == 0, res.output
-        out[bool(flag)] = json.loads(res.stdout)
+        out[tuple(flag)] = json.loads(res.stdout)
+    assert out[()] == out[("--sample-steps",)]
+    out = {True: out[()], False: out[("--every-step",)]}
+    human = runner.invoke(app, ["simulate", str(scen), "--num-experts", "4", "--traces", "none"])
+    assert human.exit_code == 0 and f"sampled: {out[True]['extra']['steps_simulated']} of 24 steps simulated" in human.stdout, human.stdout
+    assert "sampled:" not in runner.invoke(app, ["simulate", str(scen), "--num-experts", "4", "--traces", "none",
+                                                 "--every-step"]).stdout
     sampled, exact = out[True]["extra"], out[False]["extra"]
     assert sampled["steps_simulated"] < 24 and sampled["step_sd_s"] >= 0 and "steps_simulated" not in exact
     assert sampled["step_latency_low_s"] <= out[True]["step_latency_s"] <= sampled["step_latency_high_s"]

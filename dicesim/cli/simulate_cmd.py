@@ -52,9 +52,9 @@ _TRACES = typer.Option("gz", "--traces", help="Perfetto traces: gz (compressed, 
 _ACCURACY = typer.Option(None, "--accuracy", help="accuracy file the error bands read (written by `dicesim accuracy "
                          "... --write-accuracy FILE`, e.g. on your own traces; default: the built-in one)")
 _WHAT_IF = ("num_experts", "placement", "dtype")
-_SAMPLE_STEPS = typer.Option(False, "--sample-steps", help="with sampled (multinomial) routing, simulate the warm-up "
-                             "and a sample of the steady steps and predict the rest with a 95%% interval "
-                             "(step_latency_low_s/_high_s, steps_simulated; docs/model.md); default: every step")
+_SAMPLE_STEPS = typer.Option(True, "--sample-steps/--every-step", help="with sampled (multinomial) routing, simulate "
+                             "the warm-up and a sample of the steady steps and predict the rest with a 95%% interval "
+                             "(step_latency_low_s/_high_s, steps_simulated; docs/model.md), or every step (exact)")
 _INTERFERENCE = typer.Option(None, "--interference/--no-interference",
                              help="compute-communication interference on (the profile's factors) or off (both 0)")
 
@@ -70,6 +70,19 @@ def _finite(value: Any) -> Any:
 def _print_json(obj: dict) -> None:
     sys.stdout.write(json.dumps({k: _finite(v) if not isinstance(v, (list, dict)) else v for k, v in obj.items()},
                                 allow_nan=False) + "\n")
+
+
+def sampling_line(summary: dict, steps: int) -> str | None:
+    """What of a drawn run was simulated and the step latency's 95% sampling interval (from the result's
+    ``extra``: the top-level low/high are the error band); None for an exact run."""
+    if "step_latency_low_s" not in summary:
+        return None
+    low_ms, high_ms = 1e3 * summary["step_latency_low_s"], 1e3 * summary["step_latency_high_s"]
+    if "steps_simulated" in summary:
+        what, off = f"{summary['steps_simulated']} of {steps} steps simulated", " (--every-step: simulate all)"
+    else:
+        what, off = f"{summary.get('groups_simulated', '?')} alike groups simulated", ""
+    return f"sampled: {what}, the rest predicted; step latency 95% interval [{low_ms:.3f}, {high_ms:.3f}] ms{off}"
 
 
 def profile_line(result) -> str:
@@ -164,6 +177,8 @@ def simulate(
     con.print(f"hardware profile: {profile_line(run.result)}")
     if run.summary.get("memory_note"):
         con.print(run.summary["memory_note"], markup=False, highlight=False)
+    if (line := sampling_line(result.extra, sc.steps)) is not None:
+        con.print(line, markup=False, highlight=False)
     if fmt == "table":
         con.print(metric_table(summary_frame(run.summary).iloc[0].to_dict(), title="Summary"))
     else:

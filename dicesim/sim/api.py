@@ -108,7 +108,7 @@ def prepare(scenario: Scenario | None = None, *, profile: HardwareProfile | str 
 def simulate(scenario: Scenario | None = None, *, profile: HardwareProfile | str | None = None,
              graph: nx.DiGraph | None = None, record: bool = False, sampling: str | None = None,
              histogram: np.ndarray | None = None, merge_compute: bool = True, fold: bool = True,
-             reuse: bool = True, sample_groups: int | None = None, sample_steps: int | None = 0,
+             reuse: bool = True, sample_groups: int | None = None, sample_steps: int | None = None,
              plans: PlanCache | None = None, topologies: TopologyCache | None = None, **fields: object) -> SimResult:
     """Simulate one scenario and return its :class:`SimResult`.
 
@@ -128,12 +128,13 @@ def simulate(scenario: Scenario | None = None, *, profile: HardwareProfile | str
     them simulated (``k``) or all (0). A sampled run's total is a prediction with an interval
     (``step_latency_low_s`` / ``_high_s`` in the totals, ``meta["sample"]``; :mod:`dicesim.sim.sample`).
     ``sample_steps``: with sampled routing every step carries new draws and no window repeats; on
-    request a sample of the steady steps is simulated after the warm-up and the rest predicted
-    (0, the default: every step, exact; None: :data:`~dicesim.sim.stepsample.DEFAULT_STEPS` of them,
-    where that saves half the steady steps and groups are not sampled; ``k``: at least ``k``). The
+    a sample of the steady steps is simulated after the warm-up and the rest predicted (None, the
+    default: :data:`~dicesim.sim.stepsample.DEFAULT_STEPS` of them, where that saves half the steady
+    steps and groups are not sampled; ``k``: at least ``k``; 0: every step, exact). The
     total is then a prediction with an interval (``step_latency_low_s`` / ``_high_s``,
     ``steps_simulated`` in the totals, ``meta["steps"]``; :mod:`dicesim.sim.stepsample`; the interval
-    allows for steps correlated over the plan's carry depth). Opt-in: the default stays exact.
+    allows for steps correlated over the plan's carry depth; its coverage is tested against full runs,
+    docs/model.md). Expected routing is never sampled: its steps repeat and window reuse is exact.
     ``plans``: a :class:`~dicesim.plan.PlanCache` of the caller's that many simulations share;
     ``topologies``: likewise a :class:`~dicesim.topology.cache.TopologyCache` (graphs and routes).
     """

@@ -141,12 +141,13 @@ def _op_s(profile: HardwareProfile, kind: str, c: OpCost, compute_eff: float | N
 def attention_compute_eff(run: DenseRun, profile: HardwareProfile, kernels: KernelTable | None,
                           kv_tokens: float) -> float | None:
     """The attention core's fraction of peak from the kernel's published curve at this head dim and
-    key length (None: the profile's ``attention`` efficiency applies: no kernel named, no curve for
-    this GPU's architecture, or linear attention, which is not a fused softmax kernel)."""
+    key length (None: the profile's ``attention`` efficiency applies: no kernel named, a profile
+    without ``arch``/``sms``, no curve for this GPU's architecture, or linear attention, which is
+    not a fused softmax kernel)."""
     if kernels is None or run.attention_kernel is None or run.model.architecture == "dit-crossattn-linear":
         return None
-    return attention_efficiency(kernels, run.attention_kernel, profile.name, run.model.head_dim, kv_tokens,
-                                peak_tflops=profile.peak_flops / 1e12, gemm_eff=profile.ops["experts"].compute_eff)
+    return attention_efficiency(kernels, run.attention_kernel, profile.arch, profile.sms, run.model.head_dim,
+                                kv_tokens, peak_tflops=profile.peak_flops / 1e12, gemm_eff=profile.ops["experts"].compute_eff)
 
 
 def _groups(p: DenseParallel) -> tuple[list[list[int]], ...]:

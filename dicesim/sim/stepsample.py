@@ -45,8 +45,9 @@ with its error stated:
   plan and routing (exact).
 
 Nothing is sampled for expected routing, a recorded run, a run too short to save half its
-steady steps, or where group sampling (:mod:`dicesim.sim.sample`) applies; it is opt-in:
-``sample_steps=None`` or ``k`` (``dicesim simulate --sample-steps``); the default ``0`` simulates every step.
+steady steps, or where group sampling (:mod:`dicesim.sim.sample`) applies. It is the default for drawn
+routing (``sample_steps=None``, or ``k`` steady steps); ``sample_steps=0`` (``dicesim simulate --every-step``)
+simulates every step.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from dicesim.calibrate.published.levels import STEP_TARGET, LevelSummary, summar
 from dicesim.dense_models import get_dense_model
 from dicesim.calibrate.published.schema import STEP_SCHEMA
 from dicesim.calibrate.published.step_memory import fits_where_run, memory_check
-from dicesim.calibrate.published.step_vae import vae_decode_s
+from dicesim.sim.dense_vae import vae_decode_s
 from dicesim.errors import ConfigError, TraceError
 from dicesim.strict_table import take_table
 from dicesim.sim.costs.attention_kernels import KernelTable, builtin_kernel_table

@@ -11,7 +11,9 @@ the head dimension and on the sequence length (short sequences leave the kernel'
 (linear between them, the nearest outside), the sequence length log-linearly between measured
 points (the nearest end held outside them), as TFLOP/s per SM times the GPU's SMs (same
 architecture, same clock: an assumption), capped at the profile's large-GEMM rate (the kernel's
-inner loop is two GEMMs: it cannot outrun the same GPU's dense GEMM).
+inner loop is two GEMMs: it cannot outrun the same GPU's dense GEMM). The GPU's architecture and SM
+count are the hardware profile's ``arch`` and ``sms`` (:mod:`dicesim.sim.costs.profile`): a profile
+without them gets no curve.
 """
 
 from __future__ import annotations
@@ -19,13 +21,18 @@ from __future__ import annotations
 import bisect
 import math
 import tomllib
+import typing
 from dataclasses import dataclass
 from importlib import resources
+from typing import Literal
 
 from dicesim.errors import ConfigError
 
 SCHEMA = "dicesim-attention-kernels/1"
 KERNELS = ("fa2", "fa3", "cudnn")
+#: the GPU architectures the curves are measured on: what a profile's ``arch`` may name
+Arch = Literal["hopper", "ampere", "ada"]
+ARCHS: tuple[str, ...] = typing.get_args(Arch)
 
 
 @dataclass(frozen=True)
@@ -55,8 +62,6 @@ class KernelCurve:
 @dataclass(frozen=True)
 class KernelTable:
     curves: tuple[KernelCurve, ...]
-    arch_of: dict[str, str]  # built-in profile name -> architecture
-    sms_of: dict[str, int]  # built-in profile name -> SM count
 
 
 def builtin_kernel_table() -> KernelTable:
@@ -67,22 +72,24 @@ def builtin_kernel_table() -> KernelTable:
         raise ConfigError("attention_kernels.toml", f"schema {data.get('schema')!r}", (SCHEMA,))
     curves = []
     for c in data["curve"]:
+        where = f"attention_kernels.toml: {c['kernel']}/{c['arch']}/{c['head_dim']}"
         if len(c["seq"]) != len(c["tflops"]) or list(c["seq"]) != sorted(c["seq"]):
-            raise ConfigError(f"attention_kernels.toml: {c['kernel']}/{c['arch']}/{c['head_dim']}",
-                              "seq must be increasing and as long as tflops")
+            raise ConfigError(where, "seq must be increasing and as long as tflops")
+        if c["arch"] not in ARCHS:
+            raise ConfigError(where, f"unknown architecture {c['arch']!r}", ARCHS)
         curves.append(KernelCurve(kernel=c["kernel"], arch=c["arch"], head_dim=int(c["head_dim"]),
                                   seq=tuple(float(s) for s in c["seq"]),
                                   tflops=tuple(float(t) for t in c["tflops"]), sms=int(c["sms"]),
                                   source=c["source"]))
-    return KernelTable(curves=tuple(curves), arch_of=dict(data["arch"]), sms_of=dict(data["sms"]))
+    return KernelTable(curves=tuple(curves))
 
 
-def attention_efficiency(table: KernelTable, kernel: str, profile_name: str, head_dim: int, seq_len: float,
-                         peak_tflops: float, gemm_eff: float) -> float | None:
-    """Fraction of the profile's peak the ``kernel`` reaches, or None when no curve covers it:
-    the curve's TFLOP/s per SM x this GPU's SMs, at most its dense GEMM rate (``gemm_eff`` x peak)."""
-    arch, sms = table.arch_of.get(profile_name), table.sms_of.get(profile_name)
-    if sms is None:
+def attention_efficiency(table: KernelTable, kernel: str, arch: str | None, sms: int | None, head_dim: int,
+                         seq_len: float, peak_tflops: float, gemm_eff: float) -> float | None:
+    """Fraction of the GPU's peak the ``kernel`` reaches, or None when no curve covers it (no
+    ``arch``/``sms`` known, or no curve of this kernel on that architecture): the curve's TFLOP/s
+    per SM x the GPU's ``sms``, at most its dense GEMM rate (``gemm_eff`` x peak)."""
+    if arch is None or sms is None:
         return None
     curves = sorted((c for c in table.curves if c.kernel == kernel and c.arch == arch),
                     key=lambda c: c.head_dim)
@@ -96,7 +103,6 @@ def attention_efficiency(table: KernelTable, kernel: str, profile_name: str, hea
     return min(per_sm * sms / peak_tflops, gemm_eff)
 
 
-def curve_sources(table: KernelTable, kernel: str, profile_name: str) -> list[str]:
-    """The sources of the curves :func:`attention_efficiency` reads for ``kernel`` on this profile."""
-    arch = table.arch_of.get(profile_name)
+def curve_sources(table: KernelTable, kernel: str, arch: str | None) -> list[str]:
+    """The sources of the curves :func:`attention_efficiency` reads for ``kernel`` on ``arch``."""
     return [c.source for c in table.curves if c.kernel == kernel and c.arch == arch]

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from dicesim.atomic import write_atomic
 from dicesim.errors import ConfigError, model_keys_at
 from dicesim.limits import physical_problem
+from dicesim.sim.costs.attention_kernels import Arch
 from dicesim.sim.costs.host import HostModel
 from dicesim.tomlio import read_toml
 
@@ -60,6 +61,10 @@ class HardwareProfile(BaseModel):
     on measurements (a fitted profile) or on datasheets and stated assumptions.
     ``memory_capacity_bytes``: the GPU's memory as the driver reports it (None: unknown, e.g. a
     CPU profile), which the per-GPU memory model compares its total with (docs/memory.md).
+    ``arch`` and ``sms``: the GPU's architecture and SM count, given together; where they are known
+    the dense step model times the attention core on the published kernel curves of that
+    architecture, scaled by SMs (:mod:`dicesim.sim.costs.attention_kernels`); without them the
+    ``attention`` efficiency applies.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
@@ -72,6 +77,8 @@ class HardwareProfile(BaseModel):
     peak_tflops: float = Field(gt=0)
     mem_bw_GBps: float = Field(gt=0)
     memory_capacity_bytes: Optional[int] = Field(None, gt=0)
+    arch: Optional[Arch] = None
+    sms: Optional[int] = Field(None, gt=0)
     ops: dict[OpKind, OpEfficiency]
     collective_base_s: dict[CollectiveKind, float]
     link_latency_s: dict[str, float]
@@ -91,6 +98,8 @@ class HardwareProfile(BaseModel):
         missing = [k for k in COLLECTIVE_KINDS if k not in self.collective_base_s]
         if missing:
             raise ValueError(f"collective_base_s is missing {missing}")
+        if (self.arch is None) != (self.sms is None):
+            raise ValueError("arch and sms go together: give both (the attention curves need both) or neither")
         for table in ("link_latency_s", "link_bw_eff"):
             values = getattr(self, table)
             if "default" not in values:
@@ -162,6 +171,8 @@ def profile_from_dict(data: dict, origin: str = "profile") -> HardwareProfile:
         if err["type"] == "extra_forbidden":
             keys = model_keys_at(HardwareProfile, err["loc"][:-1])
             raise ConfigError(field, f"unknown key in {origin}", keys) from None
+        if err["type"] == "literal_error":
+            raise ConfigError(field, f"{err['input']!r} is not allowed in {origin}", err["ctx"]["expected"]) from None
         raise ConfigError(field, f"{err['msg']} in {origin}") from None
     except TypeError as exc:
         raise ConfigError("profile", f"{exc} in {origin}") from None

@@ -107,13 +107,12 @@ class Engine:
             find = partial(windows_of, spec.plans, spec.plan, layout, priced.pattern)
         self.flat = [ins for prog in self.program for ins in prog]
         self.recv = [routing.recv_rows_LTW(skip) for skip in (False, True)]
-        # expert time per [skip][layer][tok_step] of each simulated rank, as nested lists for fast scalar reads
-        # (ranks that receive the same rows share one table: the times are a pure function of the rows)
-        by_rows: dict[bytes, list] = {}
-        for r in self.active_ranks:
-            self.ranks[r].exp_s = [by_rows[k] if (k := rows[:, :, r].tobytes()) in by_rows else
-                                   by_rows.setdefault(k, spec.cost.expert_times_s(rows[:, :, r]).tolist())
-                                   for rows in self.recv]
+        # expert time per [skip][layer][tok_step] of each simulated rank, as nested lists for fast scalar reads;
+        # the times are a pure function of the rows, priced once per distinct row count over all ranks
+        act = self.active_ranks
+        exp_RSLT = np.moveaxis(spec.cost.expert_times_s(np.stack([rows[:, :, act] for rows in self.recv])), -1, 0)
+        for r, exp_s in zip(act, exp_RSLT.tolist()):
+            self.ranks[r].exp_s = exp_s
         # groups that share no link with another group evolve on their own: exact shortcuts apply
         gcs = [self.gc[g] for g in self.active]
         ports_of = None if ports is None else [[ports[r] for r in gc.members] for gc in gcs]

@@ -224,10 +224,20 @@ class PairFlows:
         p0 = np.concatenate(([0], np.cumsum(np.bincount(k_of_p, minlength=n_k)))).astype(np.intp)
         # each vector's own link numbering (flowplan.local_links of its pairs): its distinct links, sorted
         n_links = self._table.cap_L.shape[0]
-        uniq, inv = np.unique(k_of_p * n_links + ids, return_inverse=True)
+        uniq, inv = _unique_inverse(k_of_p * n_links + ids, n_k * n_links)
         u0 = np.searchsorted(uniq, np.arange(n_k + 1, dtype=np.int64) * n_links)
         links_U, local_P = uniq % n_links, inv.ravel() - u0[k_of_p]
         new = self._table._new_group
         return [new(int(n_local_K[k]), nbytes_F[f0[k]:f0[k + 1]], lat_F[f0[k]:f0[k + 1]], pf[p0[k]:p0[k + 1]],
                     ids[p0[k]:p0[k + 1]], w[p0[k]:p0[k + 1]], (links_U[u0[k]:u0[k + 1]], local_P[p0[k]:p0[k + 1]]))
                 for k in range(n_k)]
+
+
+def _unique_inverse(keys: np.ndarray, bound: int) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(keys, return_inverse=True)`` for integers in ``[0, bound)``: by a presence table when
+    that is small (no sort; the same two integer arrays)."""
+    if bound > 8 * keys.shape[0] + 4096:
+        return np.unique(keys, return_inverse=True)
+    present = np.zeros(bound, dtype=bool)
+    present[keys] = True
+    return np.flatnonzero(present), (np.cumsum(present) - 1)[keys]

@@ -55,18 +55,22 @@ class Trajectory:
     __slots__ = ("t_seg", "fin_F", "fin_min", "group_fin_G", "total_bytes_L", "total_busy_L", "_table",
                  "_rates", "_drained", "_busy", "_expand", "_rate_KF", "_cum_KF", "_seg_bytes_KL", "_seg_busy_KL")
 
-    def __init__(self, table, t_seg, fin_F, group_fin_G, rates, drained, busy, total_busy_L, expand=None):
+    def __init__(self, table, t_seg, fin_F, group_fin_G, rates, drained, busy, total_busy_L, expand=None,
+                 total_bytes_L=None):
         """``rates``, ``drained``, ``busy``: per-segment lists; or None with ``expand()`` returning them
-        on first use (planners that do not walk segment by segment)."""
+        on first use (planners that do not walk segment by segment). ``total_bytes_L``: the bytes each
+        link carries, if the caller summed them already (same sums in the same order as below)."""
         self._table = table
         self.t_seg = t_seg  # (K+1,) segment boundaries, t_seg[0] = table.r0
         self.fin_F, self.group_fin_G = fin_F, group_fin_G
         self.fin_min = float(fin_F.min()) if fin_F.shape[0] else math.inf
         self._rates, self._drained, self._busy, self._expand = rates, drained, busy, expand
         # every flow drains all of its bytes by the end of the plan
-        pf, pl = table.pair_flow_P, table.pair_link_P
-        self.total_bytes_L = np.bincount(pl, weights=table.pair_weight_P * table.rem_F[pf],
-                                         minlength=table.cap_L.shape[0])
+        if total_bytes_L is None:
+            pf, pl = table.pair_flow_P, table.pair_link_P
+            total_bytes_L = np.bincount(pl, weights=table.pair_weight_P * table.rem_F[pf],
+                                        minlength=table.cap_L.shape[0])
+        self.total_bytes_L = total_bytes_L
         self.total_busy_L = total_busy_L
         self._rate_KF = self._cum_KF = self._seg_bytes_KL = self._seg_busy_KL = None
 

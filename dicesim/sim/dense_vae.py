@@ -1,7 +1,7 @@
-"""The VAE decode a whole-pipeline step figure adds once per call: counted FLOPs at a measured rate.
+"""The VAE decode a whole pipeline call adds once: counted FLOPs at a measured rate.
 
-A published step figure that times the whole pipeline call (``pipe(...)``) includes the VAE decode
-of the final latent. The decode runs once per call and, in the frameworks behind the step set, whole
+A pipeline call (``pipe(...)``, which the published step figures that time the whole call include)
+ends with the VAE decode of the final latent. The decode runs once per call and, in the frameworks behind the step set, whole
 on every GPU (it is not divided among them; each preset's :data:`DECODERS` entry cites the code).
 
 Seconds = the decoder's FLOPs / an achieved rate:

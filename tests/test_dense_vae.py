@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from dicesim.calibrate.published.step_level import dense_run, load_step_figures
-from dicesim.calibrate.published.step_vae import (DECODERS, RATE_REFERENCE, VaeDecoder, _extents, achieved_fraction,
-                                                  decode_flops, decoder_flops, vae_decode_s)
 from dicesim.sim.costs.profile import get_profile
+from dicesim.sim.dense_vae import (DECODERS, RATE_REFERENCE, VaeDecoder, _extents, achieved_fraction, decode_flops,
+                                   decoder_flops, vae_decode_s)
 
 
 def test_a_two_level_decoder_by_hand():
