@@ -23,7 +23,7 @@ class Row:
     case: str
     target: str
     measured: str
-    met: bool
+    met: bool | None  # None: shown for comparison, no target
     events: int
     floor: float
 
@@ -59,7 +59,7 @@ def write_docs(docs: Path, *, machine: str, per_event_s: float, targets: list[Ro
 
 
 def _page(*, machine: str, per_event_s: float, targets: list[Row], scaling: list, others: list, command: str) -> str:
-    t_rows = "\n".join(f"| {r.case} | {r.target} | {r.measured} | {'yes' if r.met else '**no**'} | "
+    t_rows = "\n".join(f"| {r.case} | {r.target} | {r.measured} | {'-' if r.met is None else 'yes' if r.met else '**no**'} | "
                        f"{r.events or '–'} | {_num(r.floor, '.0f')} |" for r in targets)
     s_rows = "\n".join(
         f"| {name} | {w} | {f.cpu_s:.3f} | {_num(m.cpu_s if m else float('nan'), '.2f')} | {f.events} | "
