@@ -39,6 +39,10 @@ METRIC_KEYS: tuple[str, ...] = (
 )
 #: the memory verdict a result row carries beside the metrics (``fits``: bool, None when unknown)
 VERDICT_KEYS: tuple[str, ...] = ("fits", "memory_note")
+#: what a statistically sampled run (drawn routing: steps or alike groups sampled) adds to its row: how much
+#: was simulated and the step latency's 95% sampling interval (not the error band, which is
+#: ``step_latency_low_s`` / ``_high_s`` in result rows), so a sweep or study never hides that it sampled
+SAMPLING_KEYS: tuple[str, ...] = ("steps_simulated", "groups_simulated", "sampled_step_low_s", "sampled_step_high_s")
 #: columns of the comparison table, in print order
 TABLE_COLUMNS: tuple[str, ...] = (
     "strategy", "step_latency_s", "step_latency_low_s", "step_latency_high_s", "speedup", "exposed_comm_step_s",
@@ -145,7 +149,18 @@ def headline_metrics(summary: dict[str, Any], per_step: pd.DataFrame | None = No
     metrics = sim_metrics(summary, per_step)
     out: dict[str, Any] = {k: metrics[k] for k in METRIC_KEYS if k in metrics}
     out.update({k: summary[k] for k in VERDICT_KEYS if k in summary})
+    out.update(sampling_facts(summary))
     return out
+
+
+def sampling_facts(summary: dict[str, Any]) -> dict[str, Any]:
+    """:data:`SAMPLING_KEYS` of a sampled run's simulator summary (its totals name the sampling
+    interval ``step_latency_low_s`` / ``_high_s``); empty for a run simulated whole."""
+    counts = {k: int(summary[k]) for k in ("steps_simulated", "groups_simulated") if k in summary}
+    if not counts:
+        return {}
+    return {**counts, "sampled_step_low_s": float(summary["step_latency_low_s"]),
+            "sampled_step_high_s": float(summary["step_latency_high_s"])}
 
 
 def default_timeline_steps(steps: int) -> tuple[int, ...]:

@@ -173,3 +173,18 @@ def test_sample_steps_flag(tmp_path):
     assert sampled["steps_simulated"] < 24 and sampled["step_sd_s"] >= 0 and "steps_simulated" not in exact
     assert sampled["step_latency_low_s"] <= out[True]["step_latency_s"] <= sampled["step_latency_high_s"]
     assert "step_latency_low_s" not in exact
+
+
+def test_sweep_rows_say_they_were_sampled():
+    """A sweep or study row of a sampled run carries how many steps were simulated and the 95% sampling
+    interval around its step latency; a run simulated whole carries neither (never a silent estimate)."""
+    from dicesim.scenario import scenario_from_dict
+    from dicesim.sweep import simulate_metrics
+
+    base = dict(model={"name": "S/2", "num_experts": 4}, workload={"batch": 2, "image_size": 64, "steps": 24},
+                strategy={"preset": "dice"}, topology={"name": "dgx-h100", "world_size": 4})
+    drawn = simulate_metrics(scenario_from_dict({**base, "routing": {"sampling": "multinomial"}}))
+    assert 0 < drawn["steps_simulated"] < 24
+    assert drawn["sampled_step_low_s"] <= drawn["step_latency_s"] <= drawn["sampled_step_high_s"]
+    whole = simulate_metrics(scenario_from_dict(base))
+    assert not {"steps_simulated", "groups_simulated", "sampled_step_low_s"} & set(whole)

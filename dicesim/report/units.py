@@ -49,6 +49,10 @@ _STEPS = dict(unit="steps", fmt="{:.3f}")
 
 COLUMN_UNITS: dict[str, Unit] = {
     "step_latency_s": Unit(label="step latency", **_MS),
+    "sampled_step_low_s": Unit(label="sampled step latency, 95% low", **_MS),
+    "sampled_step_high_s": Unit(label="sampled step latency, 95% high", **_MS),
+    "steps_simulated": Unit(label="steps simulated", unit="steps", fmt="{:.0f}"),
+    "groups_simulated": Unit(label="groups simulated", unit="groups", fmt="{:.0f}"),
     "total_latency_s": Unit(label="total latency", unit="s", fmt="{:.3f}"),
     "exposed_comm_s": Unit(label="exposed comm", **_MS),
     "exposed_comm_step_s": Unit(label="exposed comm per step", **_MS),
