@@ -45,3 +45,13 @@ def reuse_pair(kw: dict):
     fast = simulate(**kw)
     assert full.meta["reuse"]["reused_windows"] == 0
     return full, fast
+
+
+def assert_reuse_skips_work(kw: dict) -> None:
+    """Window reuse on ``kw`` (on a profile with interference and host time) equals the full run and
+    really skipped work: some windows reused, fewer events."""
+    full, fast = reuse_pair(dict(kw, profile=h100_profile(interference=0.2, host_op_s=3e-6)))
+    assert_same_run(full, fast)
+    info = fast.meta["reuse"]
+    assert info["applied"] and 0 < info["reused_windows"] < info["windows"]  # it really skipped work
+    assert fast.meta["sim_events"] < full.meta["sim_events"]

@@ -75,13 +75,16 @@ def _print_json(obj: dict) -> None:
 def sampling_line(summary: dict, steps: int) -> str | None:
     """What of a drawn run was simulated and the step latency's 95% sampling interval (from the result's
     ``extra``: the top-level low/high are the error band); None for an exact run."""
-    if "step_latency_low_s" not in summary:
+    from dicesim.compare import sampling_facts
+
+    facts = sampling_facts(summary)
+    if not facts:
         return None
-    low_ms, high_ms = 1e3 * summary["step_latency_low_s"], 1e3 * summary["step_latency_high_s"]
-    if "steps_simulated" in summary:
-        what, off = f"{summary['steps_simulated']} of {steps} steps simulated", " (--every-step: simulate all)"
+    low_ms, high_ms = 1e3 * facts["sampled_step_low_s"], 1e3 * facts["sampled_step_high_s"]
+    if "steps_simulated" in facts:
+        what, off = f"{facts['steps_simulated']} of {steps} steps simulated", " (--every-step: simulate all)"
     else:
-        what, off = f"{summary.get('groups_simulated', '?')} alike groups simulated", ""
+        what, off = f"{facts['groups_simulated']} alike groups simulated", ""
     return f"sampled: {what}, the rest predicted; step latency 95% interval [{low_ms:.3f}, {high_ms:.3f}] ms{off}"
 
 

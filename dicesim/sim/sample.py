@@ -47,7 +47,8 @@ CONFIDENCE = 0.95
 _DRAWS = 20_000
 #: relative float round-off between a group simulated alone and in the full run (the exact
 #: shortcuts' tolerance); the interval is widened by it so equal groups do not fall outside
-_ROUND_OFF = 1e-9
+#: (the step sampler's too, dicesim.sim.stepsample)
+ROUND_OFF = 1e-9
 
 
 @dataclass(frozen=True)
@@ -106,8 +107,8 @@ def predict_total(totals_k: np.ndarray, n: int, seed: int, quantiles: np.ndarray
     top = float(totals_k.max())
     # the slowest group is at least the slowest simulated one
     lo, hi = max(mean + sd * q_lo, top), max(mean + sd * q_hi, top)
-    return {"estimate_s": float(max(mean + sd * q_mid, top)), "low_s": float(lo * (1 - _ROUND_OFF)),
-            "high_s": float(hi * (1 + _ROUND_OFF)), "mean_s": mean, "sd_s": sd, "min_s": float(totals_k.min()),
+    return {"estimate_s": float(max(mean + sd * q_mid, top)), "low_s": float(lo * (1 - ROUND_OFF)),
+            "high_s": float(hi * (1 + ROUND_OFF)), "mean_s": mean, "sd_s": sd, "min_s": float(totals_k.min()),
             "max_s": top}
 
 

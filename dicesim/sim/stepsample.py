@@ -62,15 +62,12 @@ from scipy.special import stdtrit
 from dicesim.plan import Plan, build_plan
 from dicesim.plan.vocabulary import Blocking, Issue
 from dicesim.sim.engine.runspec import EngineSpec, RawRun
+from dicesim.sim.sample import CONFIDENCE, ROUND_OFF  # one coverage and tolerance for both sampled shortcuts
 
 #: steady steps simulated by default (rounded up to the plan's period and residue)
 DEFAULT_STEPS = 6
-#: coverage of the reported interval
-CONFIDENCE = 0.95
 #: longest step period searched for
 MAX_PERIOD = 8
-#: relative float round-off of an exact comparison (as dicesim.sim.sample's)
-_ROUND_OFF = 1e-9
 
 
 @dataclass(frozen=True)
@@ -205,8 +202,8 @@ def predict_steps(x_S: np.ndarray, ss: StepSample, confidence: float = CONFIDENC
     long_run = (ss.carry + 1) * gamma0
     half = float(stdtrit(df, 0.5 + confidence / 2)) * float(np.sqrt(long_run * var_w))
     lag1 = float((res[:-1] * res[1:]).sum() / df / gamma0) if gamma0 > 0 and ss.n > 1 else 0.0
-    return {"estimate_s": total, "low_s": float((total - half) * (1 - _ROUND_OFF)),
-            "high_s": float((total + half) * (1 + _ROUND_OFF)),
+    return {"estimate_s": total, "low_s": float((total - half) * (1 - ROUND_OFF)),
+            "high_s": float((total + half) * (1 + ROUND_OFF)),
             "step_sd_s": float(np.sqrt(gamma0)), "long_run_sd_s": float(np.sqrt(long_run)),
             "carry_steps": ss.carry, "lag1_autocorrelation": lag1,
             "step_min_s": float(steady.min()), "step_max_s": float(steady.max()), "degrees_of_freedom": df}
