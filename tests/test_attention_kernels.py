@@ -18,9 +18,10 @@ from dicesim.sim.network.nccl import builtin_nccl_model
 T = builtin_kernel_table()
 
 
-def eff(kernel, prof, hd, seq, peak, gemm=0.8):
+def eff(kernel, prof, hd, seq, peak, gemm=0.8, gpu=None):
     p = get_profile(prof)
-    return attention_efficiency(T, kernel, p.arch, p.sms, hd, seq, peak_tflops=peak, gemm_eff=gemm)
+    return attention_efficiency(T, kernel, p.arch, p.sms, hd, seq, peak_tflops=peak, gemm_eff=gemm,
+                                gpu=p.gpu if gpu is None else gpu)
 
 
 def test_measured_points_come_back_on_the_measuring_gpu():
@@ -40,13 +41,34 @@ def test_log_linear_between_lengths_ends_held_and_head_dims_interpolated():
     assert eff("fa2", "h100-sxm", 256, 2048, 989.5) == pytest.approx(362 / 989.5)  # nearest measured
 
 
-def test_sm_scaling_and_the_gemm_cap():
-    # H20: 78 of the H100's 132 SMs -> 370 * 78/132 = 218.6 TFLOP/s, above its 0.8 x 148 GEMM rate: capped
-    assert eff("fa2", "h20", 128, 16384, 148.0) == pytest.approx(0.8)
-    assert eff("fa2", "h20", 128, 16384, 1000.0) == pytest.approx(370 * 78 / 132 / 1000.0)  # uncapped: per SM
-    # L20: 92 of the RTX 4090's 128 SMs at the same boost -> 169.28 * 92/128 TFLOP/s of the l20 peak
-    assert eff("fa2", "l20", 128, 2048, 234.6) == pytest.approx(169.28 * 92 / 128 / 234.6)
-    assert eff("fa2", "rtx4090", 128, 2048, 165.2, gemm=0.75) == pytest.approx(0.75)
+def test_a_measured_gpu_reads_its_own_curves_unscaled():
+    # SageAttention's bars on the H20 (89 TFLOP/s at 16k) and the L20 (111), not the H100 or RTX 4090 scaled by
+    # SMs (219 and 122 TFLOP/s): a broken device match would give those, or the H20's 0.8 GEMM cap
+    assert eff("fa2", "h20", 128, 16384, 148.0) == pytest.approx(89 / 148.0)
+    assert eff("fa2", "h20", 64, 1024, 148.0) == pytest.approx(79 / 148.0)
+    assert eff("fa2", "l20", 128, 16384, 234.6) == pytest.approx(111 / 234.6)
+    # two sources on one GPU are averaged: apache/tvm 169.28 and SageAttention 151 at 2k on the RTX 4090
+    assert eff("fa2", "rtx4090", 128, 2048, 165.2, gemm=1.1) == pytest.approx((169.28 + 151) / 2 / 165.2)
+    assert eff("fa2", "rtx4090", 128, 2048, 165.2, gemm=0.75) == pytest.approx(0.75)  # the GEMM cap
+
+
+def test_device_names_match_whole_words():
+    h20 = next(c for c in T.curves if c.device == "NVIDIA H20")
+    assert h20.measured_on("NVIDIA H20 96GB (HGX)") and h20.measured_on("NVIDIA H20")
+    assert not h20.measured_on("NVIDIA H200") and not h20.measured_on("NVIDIA H200 NVL") and not h20.measured_on(None)
+
+
+def test_sm_scaling_for_an_unmeasured_gpu_uses_only_scalable_curves():
+    # the H200 has no curve of its own: the H100's per SM (132 of 132), never averaged with the capped H20
+    assert eff("fa2", "h200", 128, 16384, 989.5) == pytest.approx(370 / 989.5)
+    # half the SMs of an H100 under an unknown name: half its rate (per SM); the GEMM cap binds when reached
+    assert eff("fa2", "h100-sxm", 128, 16384, 989.5, gpu="my hopper") == pytest.approx(370 / 989.5)
+    p = get_profile("h100-sxm")
+    half = attention_efficiency(T, "fa2", "hopper", 66, 128, 16384, peak_tflops=1000.0, gemm_eff=0.8, gpu="x")
+    assert half == pytest.approx(370 / 2 / 1000.0) and p.sms == 132
+    assert attention_efficiency(T, "fa2", "hopper", 66, 128, 16384, peak_tflops=148.0, gemm_eff=0.8, gpu="x") == 0.8
+    # the L40S (142 SMs): the mean per SM of the two RTX 4090 sources, not the L20 (not scalable)
+    assert eff("fa2", "l40s", 128, 2048, 1000.0, gemm=1.0) == pytest.approx((169.28 + 151) / 2 / 128 * 142 / 1000.0)
 
 
 def test_no_curve_means_the_profile_applies():

@@ -147,7 +147,8 @@ def attention_compute_eff(run: DenseRun, profile: HardwareProfile, kernels: Kern
     if kernels is None or run.attention_kernel is None or run.model.architecture == "dit-crossattn-linear":
         return None
     return attention_efficiency(kernels, run.attention_kernel, profile.arch, profile.sms, run.model.head_dim,
-                                kv_tokens, peak_tflops=profile.peak_flops / 1e12, gemm_eff=profile.ops["experts"].compute_eff)
+                                kv_tokens, peak_tflops=profile.peak_flops / 1e12, gemm_eff=profile.ops["experts"].compute_eff,
+                                gpu=profile.gpu)
 
 
 def _groups(p: DenseParallel) -> tuple[list[list[int]], ...]:

@@ -14,12 +14,21 @@ architecture, same clock: an assumption), capped at the profile's large-GEMM rat
 inner loop is two GEMMs: it cannot outrun the same GPU's dense GEMM). The GPU's architecture and SM
 count are the hardware profile's ``arch`` and ``sms`` (:mod:`dicesim.sim.costs.profile`): a profile
 without them gets no curve.
+
+A GPU that was itself measured is read from its own curves, not scaled from another GPU's: a curve's
+``device`` names the device it ran on (the start of the name the driver reports, which a profile's
+``gpu`` carries), and a profile whose ``gpu`` starts with it uses those curves as measured (the mean
+of the sources where several measured the same kernel and head dimension). Every other GPU of the
+architecture is scaled by SMs from the architecture's ``scalable`` curves (their mean per SM where
+several apply): a curve measured on a part whose tensor rate is not proportional to its SMs (the
+export-limited H20) or not established (the L20) is not moved to other GPUs.
 """
 
 from __future__ import annotations
 
 import bisect
 import math
+import re
 import tomllib
 import typing
 from dataclasses import dataclass
@@ -46,6 +55,16 @@ class KernelCurve:
     tflops: tuple[float, ...]  # what the kernel reached on the GPU that measured it
     sms: int  # that GPU's SM count
     source: str
+    #: the start of the device name the measuring GPU reports ("NVIDIA H20"): profiles whose ``gpu``
+    #: starts with it read this curve unscaled; None: the GPU is not pinned to one device name
+    device: str | None = None
+    #: whether other GPUs of the architecture may be scaled from it by SM count
+    scalable: bool = True
+
+    def measured_on(self, gpu: str | None) -> bool:
+        """Whether a GPU named ``gpu`` (a profile's ``gpu``) is the device this curve ran on: the name
+        starts with ``device`` and goes on with no further letter or digit ("NVIDIA H20" is not "NVIDIA H200")."""
+        return bool(gpu and self.device and re.match(re.escape(self.device) + r"(?![0-9A-Za-z])", gpu))
 
     def tflops_per_sm(self, seq_len: float) -> float:
         """Measured TFLOP/s per SM at ``seq_len`` (log-linear between points, ends held)."""
@@ -80,29 +99,46 @@ def builtin_kernel_table() -> KernelTable:
         curves.append(KernelCurve(kernel=c["kernel"], arch=c["arch"], head_dim=int(c["head_dim"]),
                                   seq=tuple(float(s) for s in c["seq"]),
                                   tflops=tuple(float(t) for t in c["tflops"]), sms=int(c["sms"]),
-                                  source=c["source"]))
+                                  source=c["source"], device=c.get("device"), scalable=bool(c.get("scalable", True))))
     return KernelTable(curves=tuple(curves))
 
 
+def _chosen(table: KernelTable, kernel: str, arch: str, gpu: str | None) -> tuple[list[KernelCurve], bool]:
+    """The curves that time ``kernel`` on this GPU, and whether they were measured on it (see the module)."""
+    own = [c for c in table.curves if c.kernel == kernel and c.measured_on(gpu)]
+    if own:
+        return own, True
+    return [c for c in table.curves if c.kernel == kernel and c.arch == arch and c.scalable], False
+
+
 def attention_efficiency(table: KernelTable, kernel: str, arch: str | None, sms: int | None, head_dim: int,
-                         seq_len: float, peak_tflops: float, gemm_eff: float) -> float | None:
+                         seq_len: float, peak_tflops: float, gemm_eff: float, gpu: str | None = None) -> float | None:
     """Fraction of the GPU's peak the ``kernel`` reaches, or None when no curve covers it (no
-    ``arch``/``sms`` known, or no curve of this kernel on that architecture): the curve's TFLOP/s
-    per SM x the GPU's ``sms``, at most its dense GEMM rate (``gemm_eff`` x peak)."""
+    ``arch``/``sms`` known, or no curve of this kernel on that architecture): the GPU's own curves
+    (``gpu``: the profile's device name) as measured, else the architecture's TFLOP/s per SM x the
+    GPU's ``sms``; several sources at one head dimension are averaged; at most the GPU's dense GEMM
+    rate (``gemm_eff`` x peak)."""
     if arch is None or sms is None:
         return None
-    curves = sorted((c for c in table.curves if c.kernel == kernel and c.arch == arch),
-                    key=lambda c: c.head_dim)
+    curves, own = _chosen(table, kernel, arch, gpu)
     if not curves:
         return None
-    lo = [c for c in curves if c.head_dim <= head_dim]
-    hi = [c for c in curves if c.head_dim >= head_dim]
+
+    def rate(hd: int) -> float:  # TFLOP/s on this GPU at one measured head dim: the mean over its sources
+        at = [c.tflops_per_sm(seq_len) * (c.sms if own else sms) for c in curves if c.head_dim == hd]
+        return sum(at) / len(at)
+
+    dims = sorted({c.head_dim for c in curves})
+    lo = [d for d in dims if d <= head_dim]
+    hi = [d for d in dims if d >= head_dim]
     a, b = (lo[-1] if lo else hi[0]), (hi[0] if hi else lo[-1])
-    fa, fb = a.tflops_per_sm(seq_len), b.tflops_per_sm(seq_len)
-    per_sm = fa if a.head_dim == b.head_dim else fa + (head_dim - a.head_dim) / (b.head_dim - a.head_dim) * (fb - fa)
-    return min(per_sm * sms / peak_tflops, gemm_eff)
+    fa, fb = rate(a), rate(b)
+    tflops = fa if a == b else fa + (head_dim - a) / (b - a) * (fb - fa)
+    return min(tflops / peak_tflops, gemm_eff)
 
 
-def curve_sources(table: KernelTable, kernel: str, arch: str | None) -> list[str]:
-    """The sources of the curves :func:`attention_efficiency` reads for ``kernel`` on ``arch``."""
-    return [c.source for c in table.curves if c.kernel == kernel and c.arch == arch]
+def curve_sources(table: KernelTable, kernel: str, arch: str | None, gpu: str | None = None) -> list[str]:
+    """The sources of the curves :func:`attention_efficiency` reads for ``kernel`` on this GPU."""
+    if arch is None:
+        return []
+    return [c.source for c in _chosen(table, kernel, arch, gpu)[0]]
