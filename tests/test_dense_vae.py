@@ -6,8 +6,8 @@ import pytest
 
 from dicesim.calibrate.published.step_level import dense_run, load_step_figures
 from dicesim.sim.costs.profile import get_profile
-from dicesim.sim.dense_vae import (DECODERS, RATE_REFERENCE, VaeDecoder, _extents, achieved_fraction, decode_flops,
-                                   decoder_flops, vae_decode_s)
+from dicesim.sim.dense_vae import (DECODERS, RATE_REFERENCE, MochiDecoder, VaeDecoder, _extents, achieved_fraction,
+                                   decode_flops, decoder_flops, mochi_decoder_flops, vae_decode_s)
 
 
 def test_a_two_level_decoder_by_hand():
@@ -63,12 +63,52 @@ def test_the_reference_reproduces_its_measurement_and_flux_keeps_the_pixel_scali
         vae_decode_s(flux, p) * p.peak_flops * p.ops["experts"].compute_eff / (h100.peak_flops * 0.8))
 
 
+def test_a_mochi_decoder_by_hand():
+    # one up block (8 -> 4, time x3, space x2); block_in 3 ResNets, the up block 2, block_out 1
+    d = MochiDecoder(name="t", channels=(4, 8), layers=(1, 2, 3), temporal=(3,), spatial=(2,), latent=2, out=3)
+    v0, v1 = 2 * 3 * 3, 6 * 6 * 6  # 2 latent frames x 3 x 3, then every frame x3 (not 1 + 3 x 1) and 6 x 6
+    conv = lambda a, b, v: 2 * 27 * a * b * v  # noqa: E731
+    want = 2 * 2 * 8 * v0 + 3 * 2 * conv(8, 8, v0)  # conv_in 1x1x1, block_in: ResNets of two convs, no shortcut
+    want += 2 * 2 * conv(8, 8, v0) + 2 * 8 * (4 * 3 * 2 * 2) * v0  # up block: ResNets, proj to 4 x 3 x 2 x 2
+    want += 2 * conv(4, 4, v1) + 2 * 4 * 3 * v1  # block_out, proj_out
+    assert mochi_decoder_flops(d, 2, 3, 3) == want
+
+
+def test_mochi_decode_as_the_pipeline_tiles_it():
+    d = DECODERS["mochi-1-preview"]
+    # the released decoder per latent voxel: 768 -> 512 (x3 time) -> 256 (x2) -> 128, space x2 each
+    r = lambda c, n: n * 2 * 2 * 27 * c * c  # noqa: E731  n ResNets of two 3x3x3 convs at width c
+    per_voxel = (2 * 12 * 768 + r(768, 3) + r(768, 6) + 2 * 768 * 512 * 3 * 4
+                 + 12 * (r(512, 4) + 2 * 512 * 256 * 2 * 4) + 96 * (r(256, 3) + 2 * 256 * 128 * 1 * 4)
+                 + 384 * (r(128, 3) + 2 * 128 * 3))
+    assert mochi_decoder_flops(d, 1, 1, 1) == per_voxel
+    # 480x848x84 -> 14 x 60 x 106 latent: tiles of 32 every 24 -> rows 32, 32, 12 and columns 32 x 4, 10,
+    # all 14 frames in each tile (frame-wise decoding is off)
+    assert (_extents(60, 32, 24), _extents(106, 32, 24)) == ([32, 32, 12], [32, 32, 32, 32, 10])
+    assert decode_flops(d, 14, 60, 106) == pytest.approx(per_voxel * 14 * (32 + 32 + 12) * (4 * 32 + 10))
+    # diffusers' threshold compares the width with the stride (24), the height with the tile (32)
+    assert decode_flops(d, 2, 32, 24) == mochi_decoder_flops(d, 2, 32, 24)
+    assert decode_flops(d, 2, 10, 30) == pytest.approx(
+        mochi_decoder_flops(d, 2, 10, 30) + mochi_decoder_flops(d, 2, 10, 6))
+
+
+def test_mochi_figures_add_the_whole_decode_on_every_gpu_count():
+    figs, _ = load_step_figures()
+    a100 = get_profile("a100-sxm")
+    mochi = [dense_run(f) for f in figs if f["model"] == "mochi-1-preview" and f["kind"] == "latency"]
+    assert len(mochi) == 10 and {r.parallel.world for r in mochi} == {1, 2, 4}
+    want = decode_flops(DECODERS["mochi-1-preview"], 14, 60, 106) / (
+        achieved_fraction() * a100.peak_flops * a100.ops["experts"].compute_eff)
+    assert want > 5.0
+    for r in mochi:  # 480x848x84, one sample, not divided among the GPUs
+        assert vae_decode_s(r, a100) == pytest.approx(want)
+
+
 def test_presets_without_a_cited_decoder_add_nothing():
     figs, _ = load_step_figures()
     h100 = get_profile("h100-sxm")
-    for model in ("sana-1600m", "mochi-1-preview"):
-        f = next(f for f in figs if f["model"] == model and f["kind"] == "latency")
-        assert vae_decode_s(dense_run(f), h100) == 0.0
+    f = next(f for f in figs if f["model"] == "sana-1600m" and f["kind"] == "latency")
+    assert vae_decode_s(dense_run(f), h100) == 0.0
     cog = next(f for f in figs if f["model"] == "cogvideox-5b" and f["kind"] == "latency")
     assert vae_decode_s(dense_run(cog), h100) > 0.0
 

@@ -6,9 +6,11 @@ on every GPU (it is not divided among them; each preset's :data:`DECODERS` entry
 
 Seconds = the decoder's FLOPs / an achieved rate:
 
-- **FLOPs**, counted in closed form from each decoder's cited config (:class:`VaeDecoder`): every
+- **FLOPs**, counted in closed form from each decoder's cited config (:class:`VaeDecoder`; Mochi 1's
+  decoder, which is not of that KL structure, :class:`MochiDecoder`): every
   convolution ``2 x taps x c_in x c_out`` per output voxel, the mid-block attention ``4 N^2 c`` plus
-  its four 1x1 projections, the shortcut 1x1 convolutions; GroupNorm, SiLU and the interpolations are
+  its four 1x1 projections, the shortcut 1x1 convolutions, per-voxel linear projections
+  ``2 x c_in x c_out``; GroupNorm, SiLU and the interpolations are
   memory passes and are not counted (an assumption: they ride on the rate below, which was measured
   with them). A tiled decode decodes each overlapping tile in full: the tiles are enumerated the way
   the cited loop steps over the latent.
@@ -77,12 +79,57 @@ def decoder_flops(d: VaeDecoder, t: int, h: int, w: int) -> float:
     return f + _conv(ch[-1], 3, d.taps, float(t * h * w))
 
 
+@dataclass(frozen=True, kw_only=True)
+class MochiDecoder:
+    """Mochi 1's decoder (diffusers ``MochiDecoder3D``): a 1x1x1 ``conv_in``, ``block_in`` (ResNets at the
+    widest width), up blocks of ResNets each ending in a linear projection to ``c_out x t_exp x s_exp^2``
+    channels unpacked depth-to-space (every frame times ``t_exp``), ``block_out`` (ResNets at the narrowest
+    width), a linear ``proj_out``; no attention. ResNets keep their width (two causal 3x3x3 convolutions,
+    no shortcut convolution)."""
+
+    name: str
+    channels: tuple[int, ...]  # decoder_block_out_channels, narrowest first (the decoder runs them reversed)
+    layers: tuple[int, ...]  # layers_per_block: [0] block_out, [-1] block_in, [-i - 2] up block i
+    temporal: tuple[int, ...]  # temporal_expansions: up block i expands by [-i - 1]
+    spatial: tuple[int, ...]  # spatial_expansions: likewise
+    latent: int  # latent channels
+    out: int = 3  # output channels
+    taps: int = 27  # the ResNets' causal 3x3x3 convolutions
+    tile: int = 0  # spatial tile edge in latent pixels (0: untiled)
+    stride: int = 0  # latent pixels between tile starts
+    source: str = ""
+
+
+def mochi_decoder_flops(d: MochiDecoder, t: int, h: int, w: int) -> float:
+    """FLOPs of one untiled Mochi decode of a latent of ``t`` frames x ``h`` x ``w`` (one sample)."""
+    ch = d.channels
+    v = float(t * h * w)
+    f = 2.0 * d.latent * ch[-1] * v + d.layers[-1] * _resnet(ch[-1], ch[-1], d.taps, v)  # conv_in, block_in
+    for i in range(len(ch) - 1):
+        c_in, c_out, te, se = ch[-i - 1], ch[-i - 2], d.temporal[-i - 1], d.spatial[-i - 1]
+        f += d.layers[-i - 2] * _resnet(c_in, c_in, d.taps, v) + 2.0 * c_in * c_out * te * se * se * v  # proj
+        t, h, w = t * te, h * se, w * se
+        v = float(t * h * w)
+    return f + d.layers[0] * _resnet(ch[0], ch[0], d.taps, v) + 2.0 * ch[0] * d.out * v  # block_out, proj_out
+
+
 def _extents(n: int, tile: int, stride: int) -> list[int]:
     return [min(tile, n - i) for i in range(0, n, stride)]
 
 
-def decode_flops(d: VaeDecoder, t: int, h: int, w: int) -> float:
+def _mochi_decode_flops(d: MochiDecoder, t: int, h: int, w: int) -> float:
+    """Spatial tiles of every frame at once (diffusers' ``_decode`` tiles when ``h`` exceeds the tile or
+    ``w`` the stride, as its threshold reads; frame-wise decoding is off by default)."""
+    if not d.tile or (h <= d.tile and w <= d.stride):
+        return mochi_decoder_flops(d, t, h, w)
+    hs, ws = _extents(h, d.tile, d.stride), _extents(w, d.tile, d.stride)
+    return sum(mochi_decoder_flops(d, t, b, c) for b in hs for c in ws)
+
+
+def decode_flops(d: VaeDecoder | MochiDecoder, t: int, h: int, w: int) -> float:
     """FLOPs of the decode as the pipeline runs it: tile by tile where it tiles (each tile whole)."""
+    if isinstance(d, MochiDecoder):
+        return _mochi_decode_flops(d, t, h, w)
     ts = [t]
     if d.tile_t and t > d.tile_t:
         ts = _extents(t, d.tile_t + 1, int(d.tile_t * (1 - d.overlap)))
@@ -100,7 +147,7 @@ _KL2D = dict(channels=(128, 256, 512, 512), layers=2, taps=9, up_taps=9)
 _VAE884 = dict(channels=(128, 256, 512, 512), layers=2, latent=16, taps=27, up_taps=27, time_up=(1, 2))
 
 #: the decoder each preset's published pipeline runs, as that pipeline runs it
-DECODERS: dict[str, VaeDecoder] = {
+DECODERS: dict[str, VaeDecoder | MochiDecoder] = {
     "sdxl": VaeDecoder(name="sdxl", latent=4, **_KL2D,
                        source="diffusers AutoencoderKL (SDXL VAE config: block_out_channels 128/256/512/512, "
                               "layers_per_block 2, latent 4); Decoder: huggingface/diffusers@58eb52c "
@@ -128,6 +175,20 @@ DECODERS: dict[str, VaeDecoder] = {
                "ConsisID under xDiT: no tiling (examples/run_consisid.sh leaves --enable_tiling commented), no "
                "parallel VAE (examples/consisid_example.py:29), the decode on every rank "
                "(xfuser/model_executor/pipelines/pipeline_consisid.py:427-429), xdit-project/xDiT@970d5ce"),
+    "mochi-1-preview": MochiDecoder(
+        name="mochi-1-preview", channels=(128, 256, 512, 768), layers=(3, 3, 4, 6, 3), temporal=(1, 2, 3),
+        spatial=(2, 2, 2), latent=12, tile=256 // 8, stride=192 // 8,
+        source="huggingface/diffusers@3f329a4 src/diffusers/models/autoencoders/autoencoder_kl_mochi.py:70-125 "
+               "(MochiResnetBlock3D), 253-341 (MochiMidBlock3D), 344-427 (MochiUpBlock3D), 596-687 "
+               "(MochiDecoder3D: add_attention=False), 717-728 (defaults), 786-819 (tiles of 256 px every 192, "
+               "frame-wise decoding off), 943-970, 1071-1147 (the tiled loop); autoencoder_kl_cogvideox.py:99-107, "
+               "125-126 (the causal conv pads replicate: frames kept); the same through 128b96f. The released VAE "
+               "is the class defaults (scripts/convert_mochi_to_diffusers.py:434, loaded strict), as "
+               "genmoai/mochi@0c86aeb src/genmo/mochi_preview/pipelines.py:258-271. ParaAttention's runs call "
+               "pipe.enable_vae_tiling() and time the whole pipe(...) on every rank, output_type 'pil', the "
+               "VAE not parallelized (chengzeyi/ParaAttention@cf7ec43 tests/context_parallel/"
+               "test_diffusers_adapters.py:61-65, 101-116; src/para_attn/context_parallel/diffusers_adapters/"
+               "mochi.py:119-144; README.md:33, 129)"),
 }
 
 #: the independent measurement that sets the rate: (seconds, decoder, latent h, latent w, profile, source)
