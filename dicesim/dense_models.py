@@ -9,7 +9,8 @@ kinds:
   concatenated sequence (one fused ``linear1`` D -> 3D + rD, one ``linear2`` D + rD -> D);
 - ``mmdit-asymmetric`` (Mochi 1): double-stream blocks whose text stream is narrower
   (``hidden_text``) and projects into the visual attention width;
-- ``dit-joint-text`` (CogVideoX-5B): one stream over text + video tokens (shared weights);
+- ``dit-joint-text`` (CogVideoX-5B): one stream over text + video tokens (shared weights); ConsisID
+  is the same transformer plus identity modules (``identity``, :mod:`dicesim.dense_face`);
 - ``dit-crossattn-linear`` (SANA 1600M): linear (ReLU-kernel) self-attention, softmax
   cross-attention to the text, a GLU inverted-bottleneck conv MLP.
 
@@ -21,8 +22,9 @@ attention. Work is counted per block in FLOPs and HBM bytes (bf16), like :mod:`d
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from dicesim.dense_face import IdentityModules, extractor_params, face_params
 from dicesim.errors import ConfigError
 from dicesim.models import OpCost
 
@@ -50,6 +52,7 @@ class DenseModel:
     linear_head_dim: int = 0  # linear self-attention only: its head dim (its heads: hidden // it); ``heads``
     # then counts the softmax cross-attention's heads
     params_B: float = 0.0
+    identity: IdentityModules | None = None  # ConsisID's face cross-attention and facial extractor
 
     @property
     def head_dim(self) -> int:
@@ -76,8 +79,16 @@ class DenseModel:
         return height_px // self.vae_downsample[1], width_px // self.vae_downsample[2]
 
 
+def _consisid(cog: DenseModel) -> DenseModel:
+    """CogVideoX-5B's transformer plus ConsisID's identity modules at the class defaults; the parameter
+    count adds theirs (counted, :mod:`dicesim.dense_face`) to CogVideoX-5B's stated 5.0 B."""
+    ident = IdentityModules()
+    added = face_params(ident.cross, cog.hidden, cog.single_blocks) + extractor_params(ident.extractor)
+    return replace(cog, name="consisid", identity=ident, params_B=cog.params_B + added / 1e9)
+
+
 def _presets() -> dict[str, DenseModel]:
-    return {
+    presets = {
         "flux.1-dev": DenseModel(name="flux.1-dev", architecture="mmdit-double-single", double_blocks=19,
                                  single_blocks=38, hidden=3072, heads=24, mlp_ratio=4.0, patch=(1, 2, 2),
                                  vae_downsample=(1, 8, 8), latent_channels=16, text_tokens=512, joint_text=True,
@@ -103,6 +114,8 @@ def _presets() -> dict[str, DenseModel]:
                                  vae_downsample=(1, 32, 32), latent_channels=32, text_tokens=300, joint_text=False,
                                  linear_head_dim=32, params_B=1.648),
     }
+    presets["consisid"] = _consisid(presets["cogvideox-5b"])
+    return presets
 
 
 #: where each preset's numbers come from (models.toml holds the pinned URL and line of each fact)
@@ -116,6 +129,9 @@ PRESET_SOURCES: dict[str, str] = {
     "cogvideox-5b": f"{_M} [cogvideox-5b]: THUDM/CogVideo sat/configs/cogvideox_5b.yaml (layers, width, heads, text "
                     "length); mlp_ratio 4 is diffusers' CogVideoXBlock default (ff_inner_dim None -> FeedForward "
                     "mult=4), huggingface/diffusers@009167a src/diffusers/models/transformers/cogvideox_transformer_3d.py",
+    "consisid": f"{_M} [consisid]: the cogvideox-5b preset plus the identity modules of huggingface/diffusers@23b467c "
+                "src/diffusers/models/transformers/consisid_transformer_3d.py:183-228, 463-505, 586-624, 713-778 "
+                "(class defaults; the released config is on Hugging Face): dicesim/dense_face.py",
     "sana-1600m": f"{_M} [sana-1600m]: NVlabs/Sana diffusion/model/nets/sana_multi_scale.py SanaMS_1600M_P1_D20; "
                   "configs/sana_config/4096ms/Sana_1600M_img4096_bf16.yaml; the linear self-attention's heads are "
                   "hidden // linear_head_dim 32 = 70 (SanaMSBlock: self_num_heads = hidden_size // linear_head_dim), "

@@ -86,7 +86,7 @@ def test_tokens_follow_the_schema_formula():
     with pytest.raises(ConfigError):
         get_dense_model("sd3")
     assert set(DENSE_MODELS) == {"flux.1-dev", "hunyuanvideo-t2v", "open-sora-2.0", "mochi-1-preview",
-                                 "cogvideox-5b", "sana-1600m"}
+                                 "cogvideox-5b", "consisid", "sana-1600m"}
 
 
 def test_block_work_closed_form():

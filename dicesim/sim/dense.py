@@ -26,6 +26,10 @@ Parallel methods (docs/step-level.md gives each with its source):
   run on the two halves, then one exchange of the prediction per step. **Tensor parallel** (degree
   t, Megatron-style): heads and MLP columns split, one ring all-reduce of the activations after
   attention and after the MLP of every stream.
+- ConsisID's identity modules (a preset's ``identity``, :mod:`dicesim.dense_face`): the face
+  cross-attention after every other block on each rank's own video tokens (no exchange), the facial
+  extractor once per forward on every rank, each timed like a block (its kernels' roofline, launch
+  gaps, the longer of device and host).
 - Not modelled: PipeFusion (patch pipelining with stale activations), offloading, FP8 weights,
   the VAE and the text encoders (the prediction covers the denoising loop only).
 """
@@ -35,6 +39,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 import networkx as nx
 
+from dicesim.dense_face import extractor_work, face_cross_work
 from dicesim.dense_models import BlockWork, DenseModel, block_work
 from dicesim.models import OpCost
 from dicesim.sim.costs.attention_kernels import KernelTable, attention_efficiency
@@ -250,6 +255,9 @@ def predict_dense(run: DenseRun, profile: HardwareProfile, G: nx.DiGraph, nccl: 
             b, c, e = block_s(kind)
             fwd, comm, exposed = fwd + count * b, comm + count * c, exposed + count * e
             work["flops"] += count * work[kind]
+    if m.identity is not None:  # ConsisID: no communication, all of it compute
+        ident_s, ident_flops = identity_s(run, profile, n_img, samples, launch_s, host_kernel_s, w)
+        fwd, work["flops"] = fwd + ident_s, work["flops"] + ident_flops
     compute = fwd - exposed
     out_nbytes = samples * img * m.latent_channels * m.patch[0] * m.patch[1] * m.patch[2] * w
     if S > 1:  # the output gathered over the sequence group once per forward
@@ -261,3 +269,20 @@ def predict_dense(run: DenseRun, profile: HardwareProfile, G: nx.DiGraph, nccl: 
     steps = run.steps
     return DenseTime(total_s=steps * fwd, compute_s=steps * compute, exposed_comm_s=steps * exposed,
                      comm_s=steps * comm, flops=steps * work["flops"])
+
+
+def identity_s(run: DenseRun, profile: HardwareProfile, video_tokens: float, samples: int, launch_s: float,
+               host_kernel_s: float, dtype_nbytes: int) -> tuple[float, float]:
+    """(seconds, GEMM FLOPs) per forward of ConsisID's identity modules on one rank: the face
+    cross-attentions (each on the rank's ``video_tokens``) and the facial extractor (whole on every
+    rank), each the longer of its device time and the host's issue of its kernels."""
+    m = run.model
+    ident, t = m.identity, run.parallel.tensor
+    ops, elem, n_k = face_cross_work(ident.cross, m.hidden, video_tokens=video_tokens, batch=samples, tp=t,
+                                     compiled=run.compiled, dtype_nbytes=dtype_nbytes)
+    device = sum(_op_s(profile, "experts", op) for op in ops) + _op_s(profile, "local_combine", elem)
+    cross_s = max(device + n_k * launch_s, n_k * host_kernel_s)
+    x_op, x_k = extractor_work(ident.extractor, dtype_nbytes)
+    x_s = max(_op_s(profile, "experts", x_op) + x_k * launch_s, x_k * host_kernel_s)
+    n_cross = ident.cross.count(m.double_blocks + m.single_blocks)
+    return n_cross * cross_s + x_s, n_cross * sum(op.flops for op in ops) + x_op.flops

@@ -191,6 +191,10 @@ DECODERS: dict[str, VaeDecoder | MochiDecoder] = {
                "mochi.py:119-144; README.md:33, 129)"),
 }
 
+#: presets whose pipeline runs another preset's decoder: ConsisID's is CogVideoX's VAE
+#: (huggingface/diffusers@23b467c src/diffusers/pipelines/consisid/pipeline_consisid.py:28, 278)
+SAME_DECODER: dict[str, str] = {"consisid": "cogvideox-5b"}
+
 #: the independent measurement that sets the rate: (seconds, decoder, latent h, latent w, profile, source)
 RATE_REFERENCE = (0.256, "sdxl", 128, 128, "rtx4090",
                   "SDXL VAE decode 1024x1024 on an RTX 4090: 0.256 s (huggingface/diffusers "
@@ -209,7 +213,7 @@ def achieved_fraction() -> float:
 
 def run_decode_flops(run: DenseRun) -> float:
     """FLOPs of the decode of ``run``'s batch (0 where the preset's decoder is not modelled)."""
-    d = DECODERS.get(run.model.name)
+    d = DECODERS.get(SAME_DECODER.get(run.model.name, run.model.name))
     if d is None:
         return 0.0
     m = run.model

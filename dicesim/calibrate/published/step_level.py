@@ -91,11 +91,13 @@ COMPILED_HOST_PER_KERNEL_S = 7.44e-6
 #: - xDiT's ConsisID splits the 226 text tokens over the sequence group only when they divide evenly, else
 #:   keeps them whole on every rank (xdit-project/xDiT@970d5ce xfuser/model_executor/pipelines/
 #:   pipeline_consisid.py:455-459) and its attention joins them as ``joint_tensor_*``
-#:   (xfuser/model_executor/layers/attention_processor.py:1153-1327).
+#:   (xfuser/model_executor/layers/attention_processor.py:1153-1327); its CogVideoX pipeline the same
+#:   (pipeline_cogvideox.py:372-376).
 #: Elsewhere the joint sequence is taken as split evenly (xDiT's Flux: 512 text tokens over 2 or 4 ranks).
 TEXT_REPLICATED_RULES: tuple[tuple[str, str, str], ...] = (
     ("HunyuanVideo", "hunyuanvideo-t2v", "always"),
     ("xDiT", "cogvideox-5b", "unless it divides"),
+    ("xDiT", "consisid", "unless it divides"),
 )
 
 
