@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from dicesim.sim.api import prepare, simulate
 from dicesim.sim.engine.engine import run_engine
+from dicesim.sim.network.components import _GRID_EXP
 from dicesim.sim.network.network import FlowNetwork
 from dicesim.sim.costs.profile import get_profile
 from dicesim.strategy import make_strategy
@@ -171,7 +172,12 @@ def test_network_matches_an_independent_reference(transfers, toggles):
     want = reference_finish_s([(t, paths[p], b, lat) for t, p, b, lat in transfers],
                               [(t, e, sc) for t, e, sc in sorted(toggles, key=lambda x: x[0])],
                               np.array([C, C / 2]))
-    assert np.allclose(got, want, rtol=1e-7, atol=1e-12)
+    # the one approximation (network.py): an arrival or speed change inside a busy component takes effect on
+    # the 2**-40 s grid, up to one grid step late; each such step moves a finish by at most the step times the
+    # largest rate ratio it changes (1 / 0.25 here), so the bound grows with the events, never with the sizes
+    grid_s = math.ldexp(1.0, -_GRID_EXP)
+    slack_s = (len(transfers) + len(toggles)) * grid_s / min([1.0, *(sc for _, _, sc in toggles)])
+    assert np.allclose(got, want, rtol=1e-7, atol=max(1e-12, slack_s))
 
 
 def test_memo_tells_apart_different_speeds_at_the_same_offset():
