@@ -8,9 +8,11 @@ src/diffusers/models/transformers/consisid_transformer_3d.py:183-228, 463-505, 5
 at 23b467c; xDiT's wrapper runs the same loop: xdit-project/xDiT@970d5ce
 xfuser/model_executor/models/transformers/consisid_transformer_3d.py:61-65, 131-136). The
 released transformer config (BestWishYsh/ConsisID-preview) is on Hugging Face, not in a
-repository: the numbers here are the class's defaults, with the released shapes the forward's
-comments state (``[1, 13, 32, 60, 90]`` in, ``[1, 17776, 3072]`` tokens, identity embedding
-``[1, 32, 2048]``, five ViT states ``[1, 577, 1024]``: consisid_transformer_3d.py:722, 737-743, 777).
+repository: the numbers here are the class's defaults, except ``is_train_face`` (default False, :490,
+which builds neither module, :573), taken as True in the release: the pipeline passes the face embeddings
+(src/diffusers/pipelines/consisid/pipeline_consisid.py:904-905) and the forward's comments state the
+released shapes (``[1, 13, 32, 60, 90]`` in, ``[1, 17776, 3072]`` tokens, identity embedding ``[1, 32, 2048]``,
+five ViT states ``[1, 577, 1024]``: consisid_transformer_3d.py:722, 737-743, 777).
 
 Both are timed per forward like the blocks (:func:`face_cross_work`, :func:`extractor_work`): the
 extractor's 53 GFLOP are negligible, its 250 eager kernels are not quite (host-bound, a few ms per

@@ -56,6 +56,16 @@ def test_device_names_match_whole_words():
     h20 = next(c for c in T.curves if c.device == "NVIDIA H20")
     assert h20.measured_on("NVIDIA H20 96GB (HGX)") and h20.measured_on("NVIDIA H20")
     assert not h20.measured_on("NVIDIA H200") and not h20.measured_on("NVIDIA H200 NVL") and not h20.measured_on(None)
+    # every built-in profile of a measured GPU finds its curves by its own name (memory size, form-factor note)
+    for prof, device in (("h20", "NVIDIA H20"), ("l20", "NVIDIA L20"), ("a100-sxm", "NVIDIA A100-SXM4"),
+                         ("h100-sxm", "NVIDIA H100 80GB HBM3"), ("rtx4090", "NVIDIA GeForce RTX 4090")):
+        assert {c.device for c in T.curves if c.measured_on(get_profile(prof).gpu)} == {device}
+    # a further word names another product: the RTX 4090 D has 114 SMs, not the 4090's 128, and scales by them
+    rtx = next(c for c in T.curves if c.device == "NVIDIA GeForce RTX 4090")
+    assert rtx.measured_on("NVIDIA GeForce RTX 4090 (24GB)") and not rtx.measured_on("NVIDIA GeForce RTX 4090 D")
+    d = attention_efficiency(T, "fa2", "ada", 114, 128, 2048, peak_tflops=1000.0, gemm_eff=1.0,
+                             gpu="NVIDIA GeForce RTX 4090 D")
+    assert d == pytest.approx((169.28 + 151) / 2 * 114 / 128 / 1000.0)
 
 
 def test_sm_scaling_for_an_unmeasured_gpu_uses_only_scalable_curves():

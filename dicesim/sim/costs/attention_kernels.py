@@ -16,8 +16,9 @@ count are the hardware profile's ``arch`` and ``sms`` (:mod:`dicesim.sim.costs.p
 without them gets no curve.
 
 A GPU that was itself measured is read from its own curves, not scaled from another GPU's: a curve's
-``device`` names the device it ran on (the start of the name the driver reports, which a profile's
-``gpu`` carries), and a profile whose ``gpu`` starts with it uses those curves as measured (the mean
+``device`` names the device it ran on (the name the driver reports, which a profile's ``gpu`` carries),
+and a profile whose ``gpu`` is that name, with at most a memory size and a parenthesised note after it
+(:data:`DEVICE_REST`), uses those curves as measured (the mean
 of the sources where several measured the same kernel and head dimension). Every other GPU of the
 architecture is scaled by SMs from the architecture's ``scalable`` curves (their mean per SM where
 several apply): a curve measured on a part whose tensor rate is not proportional to its SMs (the
@@ -42,6 +43,12 @@ KERNELS = ("fa2", "fa3", "cudnn")
 #: the GPU architectures the curves are measured on: what a profile's ``arch`` may name
 Arch = Literal["hopper", "ampere", "ada"]
 ARCHS: tuple[str, ...] = typing.get_args(Arch)
+#: what may follow a curve's ``device`` in a profile's ``gpu`` for the two to be the same GPU: nothing, a memory
+#: size ("-80GB", " 96GB") and/or a parenthesised note ("(HGX)"). Any other word names another product: the
+#: "NVIDIA GeForce RTX 4090 D" has 114 SMs, not 128 (svethardware.cz/nvidia-uvedla-cinskou-geforce-rtx-4090-d-
+#: pocet-sm-se-snizuje-na-114/60269; hmc-tech.com/gpu/nvidia-geforce-rtx-4090-d) and must not read the RTX 4090's
+#: curves unscaled, as a check for a following letter or digit alone would let it.
+DEVICE_REST = r"(?:[ -]\d+ ?GB)?(?: ?\(.*\))?"
 
 
 @dataclass(frozen=True)
@@ -55,16 +62,18 @@ class KernelCurve:
     tflops: tuple[float, ...]  # what the kernel reached on the GPU that measured it
     sms: int  # that GPU's SM count
     source: str
-    #: the start of the device name the measuring GPU reports ("NVIDIA H20"): profiles whose ``gpu``
-    #: starts with it read this curve unscaled; None: the GPU is not pinned to one device name
+    #: the device name the measuring GPU reports ("NVIDIA H20"): profiles whose ``gpu`` is it (up to
+    #: :data:`DEVICE_REST`) read this curve unscaled; None: the GPU is not pinned to one device name
     device: str | None = None
     #: whether other GPUs of the architecture may be scaled from it by SM count
     scalable: bool = True
 
     def measured_on(self, gpu: str | None) -> bool:
-        """Whether a GPU named ``gpu`` (a profile's ``gpu``) is the device this curve ran on: the name
-        starts with ``device`` and goes on with no further letter or digit ("NVIDIA H20" is not "NVIDIA H200")."""
-        return bool(gpu and self.device and re.match(re.escape(self.device) + r"(?![0-9A-Za-z])", gpu))
+        """Whether a GPU named ``gpu`` (a profile's ``gpu``) is the device this curve ran on: the name is
+        ``device``, or ``device`` followed only by a memory size and/or a parenthesised note (:data:`DEVICE_REST`):
+        "NVIDIA H20 96GB (HGX)" and "NVIDIA A100-SXM4-80GB" are, "NVIDIA H200" and the 114-SM
+        "NVIDIA GeForce RTX 4090 D" are not."""
+        return bool(gpu and self.device and re.fullmatch(re.escape(self.device) + DEVICE_REST, gpu.strip()))
 
     def tflops_per_sm(self, seq_len: float) -> float:
         """Measured TFLOP/s per SM at ``seq_len`` (log-linear between points, ends held)."""
