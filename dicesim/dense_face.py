@@ -143,17 +143,14 @@ def face_cross_work(face: FaceCrossAttention, hidden: int, *, video_tokens: floa
     D, w, n = hidden, dtype_nbytes, video_tokens
     inner, scores = face.inner / tp, face.heads * face.id_tokens / tp
 
-    def gemm(tokens: float, d_in: float, d_out: float, weights: float) -> OpCost:
-        return OpCost(flops=2.0 * tokens * d_in * d_out, nbytes=float(w * (weights + tokens * d_in + tokens * d_out)))
-
     hd = face.head_dim
-    ops = (gemm(n, D, inner, D * inner),  # to_q
-           gemm(face.id_tokens, face.id_dim, 2 * inner, face.id_dim * 2 * inner),  # to_kv, batch 1
+    ops = (OpCost.linear(n, D, inner, w),  # to_q
+           OpCost.linear(face.id_tokens, face.id_dim, 2 * inner, w),  # to_kv, batch 1
            # q k^T: n x head_dim by head_dim x id_tokens per head; the keys are negligible bytes
            OpCost(flops=2.0 * n * scores * hd, nbytes=float(w * (n * inner + n * scores))),
            # weights @ v
            OpCost(flops=2.0 * n * scores * hd, nbytes=float(w * (n * scores + n * inner))),
-           gemm(n, inner, D, inner * D))  # to_out
+           OpCost.linear(n, inner, D, w))  # to_out
     if compiled:
         wide, head_w, score_w = 2 + 3, 2 + 2, 2
         kernels = COMPILED_FACE_KERNELS

@@ -254,12 +254,6 @@ def modulation_weights(m: DenseModel, kind: str) -> float:
     return 0.0
 
 
-def _linear(tokens: float, d_in: float, d_out: float, w: int, tp: int) -> OpCost:
-    """``tokens x d_in @ d_in x d_out / tp`` with its weights and activations."""
-    return OpCost(flops=2.0 * tokens * d_in * d_out / tp,
-                  nbytes=float(w * (d_in * d_out / tp + tokens * d_in + tokens * d_out / tp)))
-
-
 def block_work(m: DenseModel, kind: str, *, img_tokens: float, txt_tokens: float, attn_q: float, attn_kv: float,
                heads_share: float, tp: int, compiled: bool, dtype_nbytes: int = 2) -> BlockWork:
     """One ``kind`` block ('double' or 'single') on one rank.
@@ -276,12 +270,12 @@ def block_work(m: DenseModel, kind: str, *, img_tokens: float, txt_tokens: float
         streams = [(img_tokens + (txt_tokens if m.joint_text else 0), D)]
     for n, d in streams:
         if m.architecture == "mmdit-double-single" and kind == "single":
-            lin += [_linear(n, D, (3 + r) * D, w, tp), _linear(n, (1 + r) * D, D, w, tp)]
+            lin += [OpCost.linear(n, D, (3 + r) * D, w, tp), OpCost.linear(n, (1 + r) * D, D, w, tp)]
         else:  # q, k, v into the visual width (one entry for three kernels of a third: the same roofline
             # but for the input read), out projection, two MLP layers of the stream's width
-            lin += [_linear(n, d, 3 * D, w, tp), _linear(n, D, d, w, tp)]
+            lin += [OpCost.linear(n, d, 3 * D, w, tp), OpCost.linear(n, D, d, w, tp)]
             if m.architecture != "dit-crossattn-linear":  # SANA's MLP is the conv GLU below
-                lin += [_linear(n, d, r * d, w, tp), _linear(n, r * d, d, w, tp)]
+                lin += [OpCost.linear(n, d, r * d, w, tp), OpCost.linear(n, r * d, d, w, tp)]
     hd = D * heads_share
     if m.architecture == "dit-crossattn-linear":
         # linear attention: V (padded with a row of ones) K^T, (d + 1) x d per head, then that times Q, both
@@ -291,13 +285,13 @@ def block_work(m: DenseModel, kind: str, *, img_tokens: float, txt_tokens: float
         # these bf16 ones are among the elementwise passes)
         core = [OpCost(flops=4.0 * attn_q * hd * (dl + 1), nbytes=float(w * 4 * attn_q * hd))]
         # cross-attention: q and out projections on the image tokens, k/v on the text, softmax core
-        lin += [_linear(img_tokens, D, D, w, tp), _linear(img_tokens, D, D, w, tp),
-                _linear(m.text_tokens, D, 2 * D, w, tp)]
+        lin += [OpCost.linear(img_tokens, D, D, w, tp), OpCost.linear(img_tokens, D, D, w, tp),
+                OpCost.linear(m.text_tokens, D, 2 * D, w, tp)]
         core.append(OpCost(flops=4.0 * attn_q * m.text_tokens * hd, nbytes=float(w * 2 * attn_q * hd)))
         # GLUMBConv: 1x1 D -> 2rD (GLU) and 1x1 rD -> D are GEMMs (diffusers sana_transformer.py:38-82); the
         # depthwise 3x3 between them (18 FLOP per element read) is memory-bound and is costed with the
         # elementwise passes by its bytes (:func:`elementwise_split`, 4r), not at the GEMM rate
-        lin += [_linear(img_tokens, D, 2 * r * D, w, tp), _linear(img_tokens, r * D, D, w, tp)]
+        lin += [OpCost.linear(img_tokens, D, 2 * r * D, w, tp), OpCost.linear(img_tokens, r * D, D, w, tp)]
     else:
         core = [OpCost(flops=4.0 * attn_q * attn_kv * hd, nbytes=float(w * (2 * attn_q + 2 * attn_kv) * hd))]
     # the modulation linears: a GEMV per sample, timed by its weight read (flops negligible, not counted)

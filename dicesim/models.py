@@ -109,6 +109,13 @@ class OpCost:
     def scaled(self, k: float) -> "OpCost":
         return OpCost(flops=self.flops * k, nbytes=self.nbytes * k)
 
+    @classmethod
+    def linear(cls, tokens: float, d_in: float, d_out: float, dtype_nbytes: int, tp: int = 1) -> "OpCost":
+        """``tokens x d_in @ d_in x d_out``, its output columns split over ``tp`` ranks: the GEMM's FLOPs,
+        its weights and its input and output activations."""
+        return cls(flops=2.0 * tokens * d_in * d_out / tp,
+                   nbytes=float(dtype_nbytes * (d_in * d_out / tp + tokens * d_in + tokens * d_out / tp)))
+
 
 @dataclass(frozen=True, kw_only=True)
 class BlockWorkload:
