@@ -36,9 +36,12 @@ world_size = 4
 file = "rtx4090"
 [axes]
 strategy = ["sync", "displaced", "interweaved", "dice"]
-batch = [1, 2, 3, 4, 5]
+batch = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25]
 """
-TOTAL = 20
+#: enough configurations that the run cannot finish between the second chunk and the signal: at about
+#: 25 ms each, 98 left take over 2 s (with 20, a loaded machine once let the last 18 finish first, and
+#: the interrupted run exited 0)
+TOTAL = 100
 
 
 def _wait_for(cond, timeout_s: float, what: str, proc: subprocess.Popen | None = None) -> None:
