@@ -3,21 +3,16 @@ convention and the [[curve]] snippet it writes for attention_kernels.toml."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import tomllib
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_attention_curves.py"
+from script_module import load_script
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("gpu_attention_curves", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/gpu_attention_curves.py")
 
 
 def test_smoke_run_times_every_shape_and_writes_loadable_curves(tmp_path):

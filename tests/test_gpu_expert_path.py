@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_expert_path.py"
+from script_module import load_script
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("gpu_expert_path", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/gpu_expert_path.py")
 
 
 def test_measures_both_paths_both_routings_every_expert_count(tmp_path):

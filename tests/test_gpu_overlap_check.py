@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
 from dicesim.calibrate.runs import load_runs
+from script_module import load_script
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_overlap_check.py"
 
 
 @pytest.fixture(scope="module")
 def check(tmp_path_factory):
-    spec = importlib.util.spec_from_file_location("gpu_overlap_check", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("benchmarks/gpu_overlap_check.py")
     out = tmp_path_factory.mktemp("overlap")
     code = mod.main(["--device", "cpu", "--model", "tiny", "--world-size", "2", "--batches", "1,2", "--steps", "4",
                      "--image-size", "32", "--dtype", "fp32", "--copy-mib", "4", "--out", str(out)])

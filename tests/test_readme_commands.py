@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
+
+from script_module import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _setup_commands() -> list[str]:
-    spec = importlib.util.spec_from_file_location("readme_commands", ROOT / ".ci" / "readme_commands.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.setup_commands((ROOT / "README.md").read_text(encoding="utf-8"))
+    return load_script(".ci/readme_commands.py").setup_commands((ROOT / "README.md").read_text(encoding="utf-8"))
 
 
 def test_two_commands_main_job_then_tests():

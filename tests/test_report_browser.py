@@ -6,19 +6,12 @@ to run them. The checker is benchmarks/browser_check.py, which also works on any
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
 from dicesim.cli import main
+from script_module import load_script
 
-_spec = importlib.util.spec_from_file_location("browser_check", Path(__file__).parents[1] / "benchmarks"
-                                               / "browser_check.py")
-browser = importlib.util.module_from_spec(_spec)
-sys.modules.setdefault("browser_check", browser)  # dataclasses look their module up by name
-_spec.loader.exec_module(browser)
+browser = load_script("benchmarks/browser_check.py", register=True)  # dataclasses look their module up by name
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(browser.find_chromium() is None, reason="chromium is not installed")]

@@ -144,10 +144,3 @@ def attention_efficiency(table: KernelTable, kernel: str, arch: str | None, sms:
     fa, fb = rate(a), rate(b)
     tflops = fa if a == b else fa + (head_dim - a) / (b - a) * (fb - fa)
     return min(tflops / peak_tflops, gemm_eff)
-
-
-def curve_sources(table: KernelTable, kernel: str, arch: str | None, gpu: str | None = None) -> list[str]:
-    """The sources of the curves :func:`attention_efficiency` reads for ``kernel`` on this GPU."""
-    if arch is None:
-        return []
-    return [c.source for c in _chosen(table, kernel, arch, gpu)[0]]
