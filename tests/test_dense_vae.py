@@ -6,8 +6,9 @@ import pytest
 
 from dicesim.calibrate.published.step_level import dense_run, load_step_figures
 from dicesim.sim.costs.profile import get_profile
-from dicesim.sim.dense_vae import (DECODERS, RATE_REFERENCE, MochiDecoder, VaeDecoder, _extents, achieved_fraction,
-                                   decode_flops, decoder_flops, mochi_decoder_flops, vae_decode_s)
+from dicesim.sim.dense_vae import (DECODERS, RATE_REFERENCE, RATE_REFERENCE_3D, MochiDecoder, VaeDecoder, _extents,
+                                   achieved_fraction, decode_flops, decoder_flops, mochi_decoder_flops,
+                                   run_decode_flops, vae_decode_s)
 
 
 def test_a_two_level_decoder_by_hand():
@@ -48,10 +49,11 @@ def test_tiles_step_like_the_cited_loops():
 
 
 def test_the_reference_reproduces_its_measurement_and_flux_keeps_the_pixel_scaling():
-    t_s, name, h, w, prof, _ = RATE_REFERENCE
-    p = get_profile(prof)
+    ref = RATE_REFERENCE
+    t_s, (_, h, w), p = ref.seconds, ref.latent_thw, get_profile(ref.profile)
+    assert ref.decoder is DECODERS["sdxl"]
     rate = achieved_fraction() * p.peak_flops * p.ops["experts"].compute_eff
-    assert decoder_flops(DECODERS[name], 1, h, w) / rate == pytest.approx(t_s)
+    assert decoder_flops(DECODERS["sdxl"], 1, h, w) / rate == pytest.approx(t_s)
     assert 0.05 < achieved_fraction() < 1.0
     figs, _ = load_step_figures()
     flux = dense_run(next(f for f in figs if f["model"] == "flux.1-dev" and f["kind"] == "latency"))
@@ -61,6 +63,35 @@ def test_the_reference_reproduces_its_measurement_and_flux_keeps_the_pixel_scali
     h100 = get_profile("h100-sxm")
     assert vae_decode_s(flux, h100) == pytest.approx(
         vae_decode_s(flux, p) * p.peak_flops * p.ops["experts"].compute_eff / (h100.peak_flops * 0.8))
+
+
+def test_the_3d_rate_is_its_tiled_hunyuan_decode_on_an_h200():
+    # sglang's sequential tiled decode of 848x480x77 (latent 20 x 60 x 106) in 5.713 s on an H200:
+    # temporal tiles of 4 + 1 latent frames every 3 (range(0, 20, 3)), each cut into 32 x 32 tiles every 24
+    ref = RATE_REFERENCE_3D
+    assert (ref.seconds, ref.latent_thw, ref.profile) == (5.713, (20, 60, 106), "h200")
+    hy = DECODERS["hunyuanvideo-t2v"]
+    untiled = VaeDecoder(**{**hy.__dict__, "tile": 0, "tile_t": 0})
+    assert ref.decoder == VaeDecoder(**{**hy.__dict__, "name": ref.decoder.name, "tile_t": 4,
+                                                  "source": ref.decoder.source})
+    ts, hs, ws = [5] * 6 + [2], [32, 32, 12], [32] * 4 + [10]
+    flops = sum(decoder_flops(untiled, a, b, c) for a in ts for b in hs for c in ws)
+    assert decode_flops(ref.decoder, 20, 60, 106) == pytest.approx(flops)
+    h200 = get_profile("h200")
+    assert h200.peak_flops == 989.5e12 and h200.ops["experts"].compute_eff == 0.8
+    assert achieved_fraction(27) == pytest.approx(flops / 5.713 / (989.5e12 * 0.8))
+    assert 0.05 < achieved_fraction(27) < 1.0 and achieved_fraction(27) != achieved_fraction(9)
+
+
+def test_3d_decoders_take_the_3d_fraction_and_2d_ones_sdxls():
+    figs, _ = load_step_figures()
+    h100 = get_profile("h100-sxm")
+    gemm = h100.peak_flops * h100.ops["experts"].compute_eff
+    for model, taps in (("flux.1-dev", 9), ("consisid", 27), ("hunyuanvideo-t2v", 27), ("mochi-1-preview", 27)):
+        run = dense_run(next(f for f in figs if f["model"] == model and f["kind"] == "latency"))
+        want = run_decode_flops(run) / (achieved_fraction(taps) * gemm)
+        assert want > 0 and vae_decode_s(run, h100) == pytest.approx(want), model
+    assert DECODERS["flux.1-dev"].taps == 9 and DECODERS["cogvideox-5b"].taps == 27
 
 
 def test_a_mochi_decoder_by_hand():
@@ -98,7 +129,7 @@ def test_mochi_figures_add_the_whole_decode_on_every_gpu_count():
     mochi = [dense_run(f) for f in figs if f["model"] == "mochi-1-preview" and f["kind"] == "latency"]
     assert len(mochi) == 10 and {r.parallel.world for r in mochi} == {1, 2, 4}
     want = decode_flops(DECODERS["mochi-1-preview"], 14, 60, 106) / (
-        achieved_fraction() * a100.peak_flops * a100.ops["experts"].compute_eff)
+        achieved_fraction(27) * a100.peak_flops * a100.ops["experts"].compute_eff)
     assert want > 5.0
     for r in mochi:  # 480x848x84, one sample, not divided among the GPUs
         assert vae_decode_s(r, a100) == pytest.approx(want)

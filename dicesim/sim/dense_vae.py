@@ -14,13 +14,21 @@ Seconds = the decoder's FLOPs / an achieved rate:
   memory passes and are not counted (an assumption: they ride on the rate below, which was measured
   with them). A tiled decode decodes each overlapping tile in full: the tiles are enumerated the way
   the cited loop steps over the latent.
-- **Rate**: one independent measurement, the SDXL VAE decode of a 1024x1024 image in 0.256 s on an
-  RTX 4090 (huggingface/diffusers docs/source/en/hybrid_inference/vae_decode.md, SDXL table),
-  divided into the same closed-form count of the SDXL decoder (10.5 TFLOP): the achieved fraction of
-  the RTX 4090's dense GEMM rate (peak x the profile's ``experts`` efficiency). On another GPU the
-  decode runs at the same fraction of that GPU's GEMM rate, and 3x3x3 convolutions at the fraction
-  the 3x3 ones reach (both assumptions: the convolutions are implicit GEMMs; no published
-  measurement of a video VAE's decode time on a stated GPU was found).
+- **Rate**: a fraction of the GPU's dense GEMM rate (peak x the profile's ``experts`` efficiency), one
+  per kind of decoder, each from one independent measurement of a decode alone divided into the same
+  closed-form count of the decoder that run ran (:class:`RateReference`):
+
+  - 2D decoders (3x3 convolutions; SDXL, FLUX.1): :data:`RATE_REFERENCE`, the SDXL VAE decode of a
+    1024x1024 image in 0.256 s on an RTX 4090 (huggingface/diffusers
+    docs/source/en/hybrid_inference/vae_decode.md, SDXL table), 10.5 TFLOP: 0.330.
+  - 3D decoders (3x3x3 causal convolutions; HunyuanVideo, Open-Sora 2.0, CogVideoX, Mochi 1):
+    :data:`RATE_REFERENCE_3D`, the HunyuanVideo VAE's sequential tiled decode of 848x480x77 in 5.713 s
+    (mean) on an H200 (sgl-project/sglang pull request #36012), 1.26 PFLOP over its tiles: 0.280.
+
+  On another GPU a decoder runs at its kind's fraction of that GPU's GEMM rate (an assumption: the
+  convolutions are implicit GEMMs that scale with the GEMM rate). The 3D fraction is measured on the
+  HunyuanVideo decoder only; that CogVideoX's (2 latent frames at a time) and Mochi's decoders reach
+  it too is an assumption.
 """
 
 from __future__ import annotations
@@ -195,25 +203,67 @@ DECODERS: dict[str, VaeDecoder | MochiDecoder] = {
 #: (huggingface/diffusers@23b467c src/diffusers/pipelines/consisid/pipeline_consisid.py:28, 278)
 SAME_DECODER: dict[str, str] = {"consisid": "cogvideox-5b"}
 
-#: the independent measurement that sets the rate: (seconds, decoder, latent h, latent w, profile, source)
-RATE_REFERENCE = (0.256, "sdxl", 128, 128, "rtx4090",
-                  "SDXL VAE decode 1024x1024 on an RTX 4090: 0.256 s (huggingface/diffusers "
-                  "docs/source/en/hybrid_inference/vae_decode.md, SDXL table)")
+@dataclass(frozen=True, kw_only=True)
+class RateReference:
+    """One published decode measured alone: its seconds, the decoder as that run ran it (tiles included),
+    the latent it decoded (frames x height x width) and the profile of its GPU."""
+
+    seconds: float
+    decoder: VaeDecoder | MochiDecoder
+    latent_thw: tuple[int, int, int]
+    profile: str
+    source: str
+
+
+#: the measurement that sets the rate of the 2D (3x3) decoders
+RATE_REFERENCE = RateReference(
+    seconds=0.256, decoder=DECODERS["sdxl"], latent_thw=(1, 128, 128), profile="rtx4090",
+    source="SDXL VAE decode 1024x1024 on an RTX 4090: 0.256 s (huggingface/diffusers "
+           "docs/source/en/hybrid_inference/vae_decode.md, SDXL table)")
+
+#: the measurement that sets the rate of the 3D (3x3x3 causal) decoders: sglang's HunyuanVideo VAE, the
+#: sequential tiled decode (ParallelTiledVAE.tiled_decode): temporal tiles of 16 // 4 + 1 = 5 latent
+#: frames every 12 // 4 = 3, each cut into spatial tiles of 256 // 8 = 32 latent pixels every 192 // 8 = 24
+#: (VAEConfig defaults, python/sglang/multimodal_gen/configs/models/vaes/base.py @03fb2e1, not overridden by
+#: HunyuanVAEConfig, configs/models/vaes/hunyuanvae.py @008b79d; tiled_decode,
+#: spatial_tiled_decode in runtime/models/vaes/common.py @033f5f8), fp16 (HunyuanConfig vae_precision,
+#: configs/pipeline_configs/hunyuan.py @046b5f9). 848x480x77 is a latent of 20 x 60 x 106.
+RATE_REFERENCE_3D = RateReference(
+    seconds=5.713,
+    decoder=VaeDecoder(name="hunyuanvideo-sglang-tiled", **_VAE884, tile=32, tile_t=4,
+                       source="sglang's HunyuanVideo VAE (the 884 decoder above), ParallelTiledVAE.tiled_decode with "
+                              "the VAEConfig tiles: 5 latent frames every 3, 32 x 32 latent pixels every 24"),
+    latent_thw=(20, 60, 106), profile="h200",
+    source="sgl-project/sglang pull request #36012 (BBuf, 2026-08-22, merged), 'H200 performance': 'Native "
+           "backend, 4x H200, Ulysses degree 4, 848x480x77, 30 steps, seed 42, eager, no compile. Each row is a "
+           "main/PR/PR/main ABBA mean' ... 'At a slightly smaller 848x480x77 shape, `auto` rejects spatial "
+           "sharding and falls back to sequential tiled decode' ... 'Lossless decode falls from a 5.713 s mean "
+           "to 1.654 s.' The 5.713 s is main's sequential tiled decode; H200 form factor not stated (SXM "
+           "assumed); warm or cold not stated")
 
 
 def _gemm_rate(p: HardwareProfile) -> float:
     return p.peak_flops * p.ops["experts"].compute_eff
 
 
-def achieved_fraction() -> float:
+def reference_fraction(ref: RateReference) -> float:
     """The reference decode's FLOPs over its time, as a fraction of its GPU's dense GEMM rate."""
-    t_s, name, h, w, prof, _ = RATE_REFERENCE
-    return decoder_flops(DECODERS[name], 1, h, w) / t_s / _gemm_rate(get_profile(prof))
+    return decode_flops(ref.decoder, *ref.latent_thw) / ref.seconds / _gemm_rate(get_profile(ref.profile))
+
+
+def achieved_fraction(taps: int = 9) -> float:
+    """The fraction of the GEMM rate a decoder whose convolutions have ``taps`` taps reaches: 27 (3x3x3)
+    from :data:`RATE_REFERENCE_3D`, otherwise (3x3) from :data:`RATE_REFERENCE`."""
+    return reference_fraction(RATE_REFERENCE_3D if taps == 27 else RATE_REFERENCE)
+
+
+def _decoder_for(run: DenseRun) -> VaeDecoder | MochiDecoder | None:
+    return DECODERS.get(SAME_DECODER.get(run.model.name, run.model.name))
 
 
 def run_decode_flops(run: DenseRun) -> float:
     """FLOPs of the decode of ``run``'s batch (0 where the preset's decoder is not modelled)."""
-    d = DECODERS.get(SAME_DECODER.get(run.model.name, run.model.name))
+    d = _decoder_for(run)
     if d is None:
         return 0.0
     m = run.model
@@ -222,6 +272,8 @@ def run_decode_flops(run: DenseRun) -> float:
 
 
 def vae_decode_s(run: DenseRun, profile: HardwareProfile) -> float:
-    """Seconds of the VAE decode of one call on ``profile``'s GPU (0 where not modelled)."""
+    """Seconds of the VAE decode of one call on ``profile``'s GPU (0 where not modelled), at the fraction
+    of the GEMM rate its kind of decoder reaches (:func:`achieved_fraction`)."""
+    d = _decoder_for(run)
     f = run_decode_flops(run)
-    return f / (achieved_fraction() * _gemm_rate(profile)) if f else 0.0
+    return f / (achieved_fraction(d.taps) * _gemm_rate(profile)) if d is not None and f else 0.0
