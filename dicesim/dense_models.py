@@ -9,8 +9,9 @@ kinds:
   concatenated sequence (one fused ``linear1`` D -> 3D + rD, one ``linear2`` D + rD -> D);
 - ``mmdit-asymmetric`` (Mochi 1): double-stream blocks whose text stream is narrower
   (``hidden_text``) and projects into the visual attention width;
-- ``dit-joint-text`` (CogVideoX-5B): one stream over text + video tokens (shared weights); ConsisID
-  is the same transformer plus identity modules (``identity``, :mod:`dicesim.dense_face`);
+- ``dit-joint-text`` (CogVideoX-5B and -2B): one stream over text + video tokens (shared weights);
+  CogVideoX-2B has no RoPE (``rope`` False: sinusoidal positions added once per forward); ConsisID
+  is the CogVideoX-5B transformer plus identity modules (``identity``, :mod:`dicesim.dense_face`);
 - ``dit-crossattn-linear`` (SANA 1600M): linear (ReLU-kernel) self-attention, softmax
   cross-attention to the text, a GLU inverted-bottleneck conv MLP.
 
@@ -53,6 +54,7 @@ class DenseModel:
     # then counts the softmax cross-attention's heads
     params_B: float = 0.0
     identity: IdentityModules | None = None  # ConsisID's face cross-attention and facial extractor
+    rope: bool = True  # rotary embedding of q and k in every block (CogVideoX-2B: none)
 
     @property
     def head_dim(self) -> int:
@@ -109,6 +111,10 @@ def _presets() -> dict[str, DenseModel]:
                                    single_blocks=42, hidden=3072, heads=48, mlp_ratio=4.0, patch=(1, 2, 2),
                                    vae_downsample=(4, 8, 8), latent_channels=16, text_tokens=226, joint_text=True,
                                    params_B=5.0),
+        "cogvideox-2b": DenseModel(name="cogvideox-2b", architecture="dit-joint-text", double_blocks=0,
+                                   single_blocks=30, hidden=1920, heads=30, mlp_ratio=4.0, patch=(1, 2, 2),
+                                   vae_downsample=(4, 8, 8), latent_channels=16, text_tokens=226, joint_text=True,
+                                   params_B=2.0, rope=False),
         "sana-1600m": DenseModel(name="sana-1600m", architecture="dit-crossattn-linear", double_blocks=0,
                                  single_blocks=20, hidden=2240, heads=20, mlp_ratio=2.5, patch=(1, 1, 1),
                                  vae_downsample=(1, 32, 32), latent_channels=32, text_tokens=300, joint_text=False,
@@ -129,6 +135,12 @@ PRESET_SOURCES: dict[str, str] = {
     "cogvideox-5b": f"{_M} [cogvideox-5b]: THUDM/CogVideo sat/configs/cogvideox_5b.yaml (layers, width, heads, text "
                     "length); mlp_ratio 4 is diffusers' CogVideoXBlock default (ff_inner_dim None -> FeedForward "
                     "mult=4), huggingface/diffusers@009167a src/diffusers/models/transformers/cogvideox_transformer_3d.py",
+    "cogvideox-2b": f"{_M} [cogvideox-2b]: THUDM/CogVideo@e000b43 sat/configs/cogvideox_2b.yaml:25-64 (30 layers, "
+                    "width 1920, 30 heads, patch 2, text length 226, Basic3DPositionEmbeddingMixin: no RoPE); "
+                    "diffusers runs no RoPE without use_rotary_positional_embeddings (default False), "
+                    "huggingface/diffusers@2ee3215 "
+                    "src/diffusers/models/transformers/cogvideox_transformer_3d.py:214-256, "
+                    "src/diffusers/models/attention_processor.py:1926-1932; mlp_ratio 4 as cogvideox-5b",
     "consisid": f"{_M} [consisid]: the cogvideox-5b preset plus the identity modules of huggingface/diffusers@23b467c "
                 "src/diffusers/models/transformers/consisid_transformer_3d.py:183-228, 463-505, 586-624, 713-778 "
                 "(class defaults; the released config is on Hugging Face): dicesim/dense_face.py",
@@ -147,6 +159,11 @@ def get_dense_model(name: str) -> DenseModel:
     if name not in DENSE_MODELS:
         raise ConfigError("model", f"unknown dense model {name!r}", tuple(DENSE_MODELS))
     return DENSE_MODELS[name]
+
+
+#: RoPE's share of the eager count, per joint token (q and k, 2 x 26 D); a preset without RoPE
+#: (``rope`` False) runs the rest. Compiled, RoPE rides in the norm's fused kernel: nothing to remove.
+EAGER_ROPE_PASSES = 2 * 26
 
 
 #: elementwise passes over the activations per token and block, in units of D bf16 elements read or
@@ -180,9 +197,9 @@ def elementwise_split(mlp_ratio: float, compiled: bool, kind: str | None = None)
     if compiled:
         return 2 + 3 + 2 + 3, 4 + mlp
     if kind == "double":
-        return 6 + 5 + 6 + 5, (26 + 2 + mlp) + 58
+        return 6 + 5 + 6 + 5, (26 + 2 + mlp) + EAGER_ROPE_PASSES + 6
     if kind == "single":
-        return 6 + 2 + 3, mlp + 26 + 52 + 2 + (2 + mlp)
+        return 6 + 2 + 3, mlp + 26 + EAGER_ROPE_PASSES + 2 + (2 + mlp)
     if kind == "linear":
         return 6 + 5 + 3 + 6 + 5, (2 + 2 + 9 + 4 + 4 + 4 + 3 + 2) + 2 + 13 * mlp_ratio
     return 4 + 4 + 4 + 6 + 8 + 3 + 4 + mlp + 3, 0.0
@@ -301,6 +318,8 @@ def block_work(m: DenseModel, kind: str, *, img_tokens: float, txt_tokens: float
     tok = sum(n for n, _ in streams)
     counted = "linear" if m.architecture == "dit-crossattn-linear" else kind
     hidden_wide, split = elementwise_split(r, compiled, counted)
+    if not m.rope and not compiled and counted != "linear":
+        split -= EAGER_ROPE_PASSES
     elem = OpCost(flops=0.0, nbytes=float(w * (hidden_wide + split / tp) * tok * D))
     return BlockWork(linear_ops=tuple(lin), attention_ops=tuple(core), elementwise=elem,
                      kernels=block_kernels(m, len(streams), compiled))
@@ -323,6 +342,8 @@ def block_work(m: DenseModel, kind: str, *, img_tokens: float, txt_tokens: float
 EAGER_STREAM_KERNELS = 37
 EAGER_JOINT_KERNELS = 21
 EAGER_SINGLE_KERNELS = 49
+#: RoPE's kernels among them (q and k, 2 x 8); a preset without RoPE does not launch them
+EAGER_ROPE_KERNELS = 2 * 8
 #: SANA's block, counted on the same diffusers code as its elementwise passes: modulation 1, LayerNorm and
 #: modulate 4, q/k/v 3, ReLU 2, fp32 casts 3, pad 1, two matmuls 2, eps add and division 2, cast back 1,
 #: layout copy 1, out projection 1, gate and residual 2; cross-attention q/k/v 3, SDPA 1, layout copy 1, out
@@ -340,6 +361,7 @@ def block_kernels(m: DenseModel, streams: int, compiled: bool) -> int:
         return streams * 8 + 1
     if m.architecture == "dit-crossattn-linear":
         return EAGER_LINEAR_KERNELS
+    no_rope = 0 if m.rope else EAGER_ROPE_KERNELS
     if streams == 1 and m.architecture == "mmdit-double-single":
-        return EAGER_SINGLE_KERNELS
-    return streams * EAGER_STREAM_KERNELS + EAGER_JOINT_KERNELS
+        return EAGER_SINGLE_KERNELS - no_rope
+    return streams * EAGER_STREAM_KERNELS + EAGER_JOINT_KERNELS - no_rope

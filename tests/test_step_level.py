@@ -47,7 +47,7 @@ def test_every_prediction_is_rederived_from_the_committed_set(rows):
 def test_splits_follow_the_set(rows):
     figs, _ = load_step_figures()
     lat = [f for f in figs if f["kind"] == "latency"]
-    assert len(rows) == len(lat) == 110
+    assert len(rows) == len(lat) == 130
     by = rows.set_index("id")
     for f in lat:
         split = by.loc[f["id"], "split"]
@@ -86,7 +86,7 @@ def test_tokens_follow_the_schema_formula():
     with pytest.raises(ConfigError):
         get_dense_model("sd3")
     assert set(DENSE_MODELS) == {"flux.1-dev", "hunyuanvideo-t2v", "open-sora-2.0", "mochi-1-preview",
-                                 "cogvideox-5b", "consisid", "sana-1600m"}
+                                 "cogvideox-5b", "cogvideox-2b", "consisid", "sana-1600m"}
 
 
 def test_block_work_closed_form():

@@ -200,8 +200,12 @@ DECODERS: dict[str, VaeDecoder | MochiDecoder] = {
 }
 
 #: presets whose pipeline runs another preset's decoder: ConsisID's is CogVideoX's VAE
-#: (huggingface/diffusers@23b467c src/diffusers/pipelines/consisid/pipeline_consisid.py:28, 278)
-SAME_DECODER: dict[str, str] = {"consisid": "cogvideox-5b"}
+#: (huggingface/diffusers@23b467c src/diffusers/pipelines/consisid/pipeline_consisid.py:28, 278);
+#: CogVideoX-2B's VAE is the same class with the same decoder config as 5B's (THUDM/CogVideo@e000b43
+#: sat/configs/cogvideox_2b.yaml:109-122 and cogvideox_5b.yaml:108-121: ch 128, ch_mult 1/2/2/4, num_res_blocks 3,
+#: z_channels 16; only scale_factor differs, 1.15258426 vs 0.7) and CogVideoXPipeline loads it as
+#: AutoencoderKLCogVideoX for either (huggingface/diffusers@2ee3215 pipelines/cogvideo/pipeline_cogvideox.py:24, 175)
+SAME_DECODER: dict[str, str] = {"consisid": "cogvideox-5b", "cogvideox-2b": "cogvideox-5b"}
 
 @dataclass(frozen=True, kw_only=True)
 class RateReference:
