@@ -47,7 +47,7 @@ def test_every_prediction_is_rederived_from_the_committed_set(rows):
 def test_splits_follow_the_set(rows):
     figs, _ = load_step_figures()
     lat = [f for f in figs if f["kind"] == "latency"]
-    assert len(rows) == len(lat) == 130
+    assert len(rows) == len(lat) == 134
     by = rows.set_index("id")
     for f in lat:
         split = by.loc[f["id"], "split"]
@@ -205,6 +205,9 @@ def test_hardware_mapping_and_figure_runs():
     assert hardware_for("A800 (80G)")[:2] == ("a100-sxm", "hgx-a800")
     assert hardware_for("L20")[:2] == ("l20", "8x-l20-pcie")
     assert hardware_for("not stated ('8xGPU')") is None
+    # "H200" starts with "H20": the H200 must not be read as the export-capped H20
+    assert hardware_for("H200")[:2] == ("h200", "hgx-h200")
+    assert hardware_for("H20")[:2] == ("h20", "hgx-h20")
     figs, _ = load_step_figures()
     f = next(x for x in figs if x["id"] == "paraattention-mochi-a100x4-cfg2ring2-eager")
     r = dense_run(f)
@@ -277,3 +280,55 @@ def test_replicated_text_adds_the_text_tokens_work_on_every_rank():
     one = _run(DenseParallel(), **hv)
     assert predict_dense(one, p, G, nccl).total_s == predict_dense(
         dataclasses.replace(one, text_replicated=True), p, G, nccl).total_s
+
+
+def test_denoise_only_figures_add_no_vae_decode(tmp_path):
+    """A denoising-loop time is the loop's prediction alone; the same figure as a whole call adds the decode."""
+    from pathlib import Path
+
+    from dicesim.calibrate.published.step_level import step_level_rows
+    from dicesim.sim.dense_vae import vae_decode_s
+
+    text = (Path(__file__).parents[1] / "traces" / "published" / "steps" / "sglang.toml").read_text()
+    assert text.count("denoise_only = true") == 4
+    whole = tmp_path / "whole.toml"
+    whole.write_text(text.replace("denoise_only = true", "denoise_only = false"))
+    loop = step_level_rows([Path(__file__).parents[1] / "traces" / "published" / "steps" / "sglang.toml"])
+    call = step_level_rows([whole])
+    figs, _ = load_step_figures([whole])
+    for f, a, b in zip(figs, loop.itertuples(), call.itertuples()):
+        run = dense_run(f)
+        prof = get_profile(hardware_for(f["gpu"])[0])
+        assert a.vae_decode_s == 0.0 and a.denoise_only and not b.denoise_only
+        assert b.vae_decode_s == vae_decode_s(run, prof) > 0
+        assert b.predicted == pytest.approx(a.predicted + b.vae_decode_s, rel=1e-12)
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text.replace("denoise_only = true", 'denoise_only = "yes"', 1))
+    with pytest.raises(ConfigError, match=r"\.denoise_only: must be true or false"):
+        step_level_rows([bad])
+
+
+def test_sglang_splits_the_latent_frames_not_height_and_width():
+    """HunyuanVideo's own code refuses 480x848 on 4 ranks (30 x 53 patches); sglang splits the 20 latent frames."""
+    import dataclasses
+
+    from dicesim.calibrate.published.step_level import attention_kernel_for, latent_split_for, text_replicated_for
+
+    hv = dict(model="hunyuanvideo-t2v", height_px=480, width_px=848, frames=77)
+    own = _run(DenseParallel(ulysses=4), **hv)
+    sgl = dataclasses.replace(own, latent_split="frames")
+    assert "Cannot split video sequence" in refusal(own) and refusal(sgl) is None
+    from dicesim.sim.dense import not_modelled
+    assert not_modelled(sgl) is None
+    # 65 frames -> 17 latent frames: sglang pads them to 20 over 4 ranks, which the time model does not model
+    padded = dataclasses.replace(sgl, frames=65)
+    assert "padded" in not_modelled(padded)
+    assert not_modelled(dataclasses.replace(padded, latent_split="height-width")) is None
+    with pytest.raises(ValueError, match="latent_split"):
+        dataclasses.replace(own, latent_split="rows")
+    assert latent_split_for("SGLang diffusion") == "frames" and latent_split_for("xDiT") == "height-width"
+    assert attention_kernel_for("SGLang diffusion (#28319: text sharded under SP)")[0] == "fa3"
+    before = "SGLang diffusion (main before #28319: text replicated under SP)"
+    assert text_replicated_for(before, "hunyuanvideo-t2v", 256, 4)
+    assert not text_replicated_for("SGLang diffusion (#28319: text sharded under SP)", "hunyuanvideo-t2v", 256, 4)
+    assert not text_replicated_for("SGLang diffusion", "hunyuanvideo-t2v", 256, 4)

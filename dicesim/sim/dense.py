@@ -51,6 +51,13 @@ from dicesim.sim.sp_plumbing import sp_plumbing
 #: HunyuanVideo's sequence-parallel forward splits the latent by height, else by width, else refuses:
 #: Tencent/HunyuanVideo@fa14b00 hyvideo/inference.py:57-64
 HUNYUAN_SPLIT_RULE = "Tencent/HunyuanVideo@fa14b00 hyvideo/inference.py:57-64"
+#: sglang's diffusion runtime shards a video latent along its latent frames, padding them to a multiple of the
+#: sequence degree (``PipelineConfig.shard_latents_for_sp``, "general logic for video models"): sgl-project/sglang
+#: @035bf19 python/sglang/multimodal_gen/configs/pipeline_configs/base.py
+FRAMES_SPLIT_RULE = ("sgl-project/sglang@035bf19 python/sglang/multimodal_gen/configs/pipeline_configs/base.py "
+                     "shard_latents_for_sp")
+#: the ways a framework splits a video latent over a sequence group (DenseRun.latent_split)
+LATENT_SPLITS = ("height-width", "frames")
 #: Ulysses splits heads over its group: the degree must divide the head count (feifeibear/long-context-attention)
 ULYSSES_HEADS_RULE = "Ulysses all-to-all scatters heads: heads % ulysses_degree == 0"
 
@@ -95,6 +102,15 @@ class DenseRun:
     #: split; the text rides along as a replicated joint tensor): which frameworks do is in
     #: ``calibrate/published/step_level.py`` (``text_replicated_for``)
     text_replicated: bool = False
+    #: how the framework splits a video latent over a sequence group: "height-width" (HunyuanVideo's own code:
+    #: height, else width, else refuse; HUNYUAN_SPLIT_RULE) or "frames" (sglang: along the latent frames,
+    #: padded to a multiple of the degree; FRAMES_SPLIT_RULE). Which framework does which is in
+    #: ``calibrate/published/step_level.py`` (``latent_split_for``)
+    latent_split: str = "height-width"
+
+    def __post_init__(self) -> None:
+        if self.latent_split not in LATENT_SPLITS:
+            raise ValueError(f"latent_split must be one of {LATENT_SPLITS}, got {self.latent_split!r}")
 
 
 @dataclass(frozen=True)
@@ -117,6 +133,9 @@ def not_modelled(run: DenseRun) -> str | None:
         return "data parallelism over prompts is not modelled for dense runs"
     if p.cfg > 2:
         return "CFG parallel degree above 2"
+    if run.latent_split == "frames" and p.seq > 1 and run.model.latent_frames(run.frames) % p.seq:
+        return (f"{run.model.latent_frames(run.frames)} latent frames padded to a multiple of the sequence degree "
+                f"{p.seq} ({FRAMES_SPLIT_RULE}): the padding is not modelled")
     return None
 
 
@@ -129,7 +148,7 @@ def refusal(run: DenseRun) -> str | None:
         if heads % (p.ulysses * p.tensor):
             return (f"{heads} heads do not split over Ulysses x tensor degree {p.ulysses * p.tensor} "
                     f"({ULYSSES_HEADS_RULE})")
-    if m.name == "hunyuanvideo-t2v" and p.seq > 1:
+    if m.name == "hunyuanvideo-t2v" and p.seq > 1 and run.latent_split == "height-width":
         h, w = m.latent_hw(run.height_px, run.width_px)
         if (h // 2) % p.seq and (w // 2) % p.seq:
             return (f"Cannot split video sequence into ulysses_degree x ring_degree ({p.seq}): latent "

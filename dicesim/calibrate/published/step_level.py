@@ -1,11 +1,13 @@
 """The step level of ``dicesim accuracy --published``: every published DiT inference latency predicted.
 
 The step-level set (``traces/published/steps/``, schema ``dicesim-published-steps/1``) holds
-published end-to-end latencies of dense DiT inference on one and several GPUs. They are checks of
+published end-to-end latencies of dense DiT inference on one and several GPUs (and denoising-loop
+times, ``denoise_only``). They are checks of
 the whole simulator: nothing is fitted on them. Each latency figure is predicted by
 :func:`dicesim.sim.dense.predict_dense` with the model preset of :mod:`dicesim.dense_models`, the
 built-in profile of its GPU and the machine its interconnect implies (:data:`HARDWARE`), with
-compute-communication interference on (the profile's factor) and off.
+compute-communication interference on (the profile's factor) and off; the VAE decode is added once
+per call unless the figure is ``denoise_only``.
 
 Splits: ``held-out`` (a multi-GPU measurement, counted against the target per interconnect
 family), ``baseline`` (one GPU: it checks the compute model alone, summarised apart),
@@ -43,6 +45,8 @@ NOT_YET = "step level: no step-level figures in the given places (the set: trace
 HARDWARE: tuple[tuple[str, str, str, str], ...] = (
     ("H100 or H800", "h100-sxm", "dgx-h100", "H100 or H800 not stated per cell: simulated as H100 on dgx-h100"),
     ("H100", "h100-sxm", "dgx-h100", "NVLink stated or assumed (H100 SXM): dgx-h100, first N GPUs"),
+    # before "H20", which "H200" starts with
+    ("H200", "h200", "hgx-h200", "H200 SXM assumed (form factor not stated): hgx-h200 (NVLink 4), first N GPUs"),
     ("A800", "a100-sxm", "hgx-a800", "A800 = A100 compute (a100-sxm) with 400 GB/s NVLink: hgx-a800 (SXM assumed)"),
     ("A100", "a100-sxm", "dgx-a100", "A100-SXM4 (NVLink): dgx-a100, first N GPUs"),
     ("H20", "h20", "hgx-h20", "H20 ships only as an 8-GPU HGX board: hgx-h20"),
@@ -67,6 +71,13 @@ ATTENTION_KERNELS: tuple[tuple[str, str, str], ...] = (
                          "(assumption: SDPA picked flash, not cuDNN, on H100)"),
     ("Open-Sora", "fa2", "Open-Sora 2.0 installs flash-attn 2 (assumption: not FA3)"),
     ("diffusers", "fa2", "torch SDPA, flash backend (FlashAttention-2) on Ampere/Ada (assumption)"),
+    ("SGLang diffusion", "fa3", "sglang's default CUDA attention backend is FA on every GPU but SM12.x "
+                                "(sgl-project/sglang@026456e python/sglang/multimodal_gen/runtime/platforms/"
+                                "cuda.py _resolve_default_attn_backend); on Hopper its FlashAttentionBackend calls "
+                                "flash-attn 3's flash_attn_interface when installed, else sgl_kernel's "
+                                "flash_attn_varlen_func at fa_ver = 3 (@0017ffd runtime/layers/attention/backends/"
+                                "flash_attn.py): FlashAttention-3 (stored versions, not the PRs' base commits: an "
+                                "assumption for those)"),
 )
 
 
@@ -93,12 +104,34 @@ COMPILED_HOST_PER_KERNEL_S = 7.44e-6
 #:   pipeline_consisid.py:455-459) and its attention joins them as ``joint_tensor_*``
 #:   (xfuser/model_executor/layers/attention_processor.py:1153-1327); its CogVideoX pipeline the same
 #:   (pipeline_cogvideox.py:372-376).
+#: - sglang's HunyuanVideo before sgl-project/sglang pull request #28319 (described 2026-06-15, merged;
+#:   "run HunyuanVideo double/single stream blocks on local text shards instead of replicated text tokens"):
+#:   its blocks take ``txt`` whole and hand it to ``UlyssesAttention`` beside the sharded image q/k/v (sgl-project/sglang@050bbf0
+#:   python/sglang/multimodal_gen/runtime/models/dits/hunyuanvideo.py MMDoubleStreamBlock.forward,
+#:   MMSingleStreamBlock.forward); after it the text is sharded (taken as split evenly, as below).
 #: Elsewhere the joint sequence is taken as split evenly (xDiT's Flux: 512 text tokens over 2 or 4 ranks).
 TEXT_REPLICATED_RULES: tuple[tuple[str, str, str], ...] = (
     ("HunyuanVideo", "hunyuanvideo-t2v", "always"),
     ("xDiT", "cogvideox-5b", "unless it divides"),
     ("xDiT", "consisid", "unless it divides"),
+    ("SGLang diffusion (main before #28319", "hunyuanvideo-t2v", "always"),
 )
+
+
+#: how each framework splits a video latent over its sequence group (``DenseRun.latent_split``): a prefix of the
+#: figure's ``framework`` -> "frames" (sglang: along the latent frames, FRAMES_SPLIT_RULE in sim/dense.py);
+#: every other framework "height-width" (HunyuanVideo's own rule, the only one the layout check knew before)
+LATENT_SPLIT_RULES: tuple[tuple[str, str], ...] = (
+    ("SGLang diffusion", "frames"),
+)
+
+
+def latent_split_for(framework: str) -> str:
+    """How ``framework`` splits a video latent over a sequence group (rules above)."""
+    for needle, split in LATENT_SPLIT_RULES:
+        if framework.startswith(needle):
+            return split
+    return "height-width"
 
 
 def text_replicated_for(framework: str, model: str, text_tokens: int, seq: int) -> bool:
@@ -133,7 +166,9 @@ _STEP_CHOICES = {"kind": ("latency", "memory", "oom", "unsupported"), "evidence"
 #: integer fields and their plausible range (a frame count, a GPU count, ...)
 _STEP_INTS = {"height_px": (1, 16384), "width_px": (1, 16384), "frames": (1, 100_000), "steps": (1, 100_000),
               "batch": (1, 65536), "nodes": (1, 4096), "gpus": (1, 16384)}
-_STEP_KEYS = (*_STEP_TEXT, *_STEP_CHOICES, *_STEP_INTS, "optimizations", "compiled", "value", "parallel")
+#: boolean fields: ``denoise_only`` marks a time that covers the denoising loop alone (no VAE decode, no text encoding)
+_STEP_BOOLS = ("compiled", "denoise_only")
+_STEP_KEYS = (*_STEP_TEXT, *_STEP_CHOICES, *_STEP_INTS, *_STEP_BOOLS, "optimizations", "value", "parallel")
 #: a published latency or memory figure above this many seconds or GB is not a DiT inference figure
 MAX_STEP_VALUE = 1e6
 
@@ -155,6 +190,9 @@ def _check_step_figure(fig: object, where: str) -> None:
     if v is not None and (type(v) not in (int, float) or not 0 < v <= MAX_STEP_VALUE):
         raise ConfigError(f"{where}.value", f"must be a number in (0, {MAX_STEP_VALUE:g}] {fig.get('unit', '')}, "
                                             f"got {v!r}")
+    for k in _STEP_BOOLS:
+        if k in fig and not isinstance(fig[k], bool):
+            raise ConfigError(f"{where}.{k}", f"must be true or false, got {fig[k]!r}")
     for k in _STEP_TEXT:
         if k in fig and not isinstance(fig[k], str):
             raise ConfigError(f"{where}.{k}", f"must be text, got {type(fig[k]).__name__}")
@@ -202,7 +240,8 @@ def dense_run(fig: dict) -> DenseRun:
                     batch=int(fig["batch"]), cfg_on=str(fig["cfg"]).startswith("on"),
                     compiled=bool(fig.get("compiled", False)), parallel=DenseParallel(**par),
                     attention_kernel=kern[0] if kern else None,
-                    text_replicated=text_replicated_for(framework, model.name, model.text_tokens, seq))
+                    text_replicated=text_replicated_for(framework, model.name, model.text_tokens, seq),
+                    latent_split=latent_split_for(framework))
 
 
 def _split(fig: dict, run: DenseRun, hw: tuple | None) -> tuple[str, str]:
@@ -254,7 +293,8 @@ def _row(f: dict, sources: dict, nccl: object, graphs: dict, kernels: KernelTabl
         host_s = COMPILED_HOST_PER_KERNEL_S if run.compiled else EAGER_HOST_PER_KERNEL_S
         on = predict_dense(run, profile, G, nccl, interference=True, kernels=kernels, host_kernel_s=host_s)
         off = predict_dense(run, profile, G, nccl, interference=False, kernels=kernels, host_kernel_s=host_s)
-        vae = vae_decode_s(run, profile)  # once per call, on each GPU (not divided among them)
+        # once per call, on each GPU (not divided among them); none where the figure times the denoising loop alone
+        vae = 0.0 if f.get("denoise_only", False) else vae_decode_s(run, profile)
         pred, pred_off, comp, exposed = on.total_s + vae, off.total_s + vae, on.compute_s, on.exposed_comm_s
         need_tflops = on.flops / float(f["value"]) / 1e12
         if split in ("held-out", "baseline") and need_tflops > profile.peak_flops / 1e12:
@@ -270,6 +310,7 @@ def _row(f: dict, sources: dict, nccl: object, graphs: dict, kernels: KernelTabl
         "compute_s": comp, "exposed_comm_s": exposed, "vae_decode_s": vae, "model": f["model"], "gpu": f["gpu"],
         "gpus": int(f["gpus"]), "method": f["method"], "compiled": bool(f.get("compiled", False)),
         "profile": prof, "machine": machine, "hardware_basis": basis, "scope": f.get("scope", ""),
+        "denoise_only": bool(f.get("denoise_only", False)),
         "attention_kernel": run.attention_kernel or "", 
         "group": f"{f['source']}:{f['model']}:{f['height_px']}x{f['width_px']}:{f['gpu']}",
         "source_unit": f["source"], "source": f["source"], "url": src.get("url", ""),
