@@ -4,7 +4,7 @@ The built-in profiles give the attention core one efficiency, an assumption made
 shapes (head dim 72, 256-1024 tokens). Published forward benchmarks of the fused kernels
 (``dicesim/data/attention_kernels.toml``, every curve with its source) show the fraction of the
 tensor peak depends on the kernel (FlashAttention-2 reaches ~37% of an H100's peak, FlashAttention-3
-~65%), on the architecture (FlashAttention-2 reaches ~59% of an A100's, it was built for Ampere), on
+~65%), on the architecture (FlashAttention-2 reaches ~61-73% of an A100's at head dim 64-128, it was built for Ampere), on
 the head dimension and on the sequence length (short sequences leave the kernel's tiles idle).
 
 :func:`attention_efficiency` reads a curve: the two measured head dimensions around the asked one
