@@ -33,10 +33,10 @@ def test_measured_points_come_back_on_the_measuring_gpu():
     assert eff("fa2", "a100-sxm", 64, 512, 312.0) == pytest.approx(178 / 312.0)
     assert eff("fa2", "a100-sxm", 64, 2048, 312.0) == pytest.approx(193 / 312.0)
     assert eff("fa2", "a100-sxm", 64, 16384, 312.0) == pytest.approx(192 / 312.0)
-    # head dim 128 on the A100: two sources, averaged: liangan1/GPU_travel 185.64 at 4k (its last point, held
-    # beyond) and the FA2 paper's Figure 5(b), 222 at 4k and 223 at 16k
-    assert eff("fa2", "a100-sxm", 128, 4096, 312.0) == pytest.approx((185.64 + 222) / 2 / 312.0)
-    assert eff("fa2", "a100-sxm", 128, 16384, 312.0) == pytest.approx((185.64 + 223) / 2 / 312.0)
+    # head dim 128 on the A100: the FA2 paper's Figure 5(b) alone, 222 at 4k and 223 at 16k (liangan1/GPU_travel's
+    # 185.64 is not used: its form factor is not stated and its clock fell under a power limit)
+    assert eff("fa2", "a100-sxm", 128, 4096, 312.0) == pytest.approx(222 / 312.0)
+    assert eff("fa2", "a100-sxm", 128, 16384, 312.0) == pytest.approx(223 / 312.0)
 
 
 def test_log_linear_between_lengths_ends_held_and_head_dims_interpolated():
@@ -63,15 +63,15 @@ def test_the_a100_head_dim_64_curve_is_its_own_not_the_head_dim_128_rate():
     """Head-dim-64 models (CogVideoX, ConsisID: 64-wide heads) on the A100 read the FA2 paper's head-dim-64
     curve, not the head-dim-128 sources held at the nearest measured head dim."""
     a100 = [c for c in T.curves if c.kernel == "fa2" and c.device == "NVIDIA A100-SXM4"]
-    assert sorted(c.head_dim for c in a100) == [64, 128, 128]  # the paper's two panels and liangan1's hd128
+    assert sorted(c.head_dim for c in a100) == [64, 128]  # the paper's two panels
     assert all(c.arch == "ampere" and c.sms == 108 and c.scalable for c in a100)
     for gpu in ("NVIDIA A100-SXM4-80GB", "NVIDIA A100-SXM4-40GB"):  # both SXM4 parts are the measured device
         assert all(c.measured_on(gpu) for c in a100)
     assert not any(c.measured_on("NVIDIA A100-PCIE-40GB") or c.measured_on("NVIDIA A800-SXM4-80GB") for c in a100)
     hd64 = next(c for c in a100 if c.head_dim == 64)
     assert hd64.seq == (512, 1024, 2048, 4096, 8192, 16384) and hd64.tflops == (178, 191, 193, 192, 192, 192)
-    # a head dim between the two measured ones: linear between the hd64 curve and the hd128 mean (at 4k)
-    at72 = 192 + (72 - 64) / (128 - 64) * ((185.64 + 222) / 2 - 192)
+    # a head dim between the two measured ones: linear between the two curves (at 4k)
+    at72 = 192 + (72 - 64) / (128 - 64) * (222 - 192)
     assert eff("fa2", "a100-sxm", 72, 4096, 312.0) == pytest.approx(at72 / 312.0)
     # the dense model: a CogVideoX-5B block (48 heads of 64) on an A100 over 17,776 keys runs at the hd64 rate,
     # the curve's 16k end held (192 TFLOP/s), where before this curve it got the hd128 rate (185.64)
@@ -145,11 +145,11 @@ def test_a_user_profile_with_arch_and_sms_gets_the_measured_curve(tmp_path):
     assert bare.arch is None and attention_compute_eff(run, bare, T, 4096) is None  # the profile's number
     mine = load_profile(_user_profile(tmp_path, arch="ampere", sms=108))
     assert (mine.arch, mine.sms) == ("ampere", 108)
-    # the A100's measured head-dim-128 points at 4k on 108 SMs (185.64 and 222 TFLOP/s, two sources: their mean
-    # per SM) come back for a 108-SM Ampere that is not an A100-SXM4 by name
-    assert attention_compute_eff(run, mine, T, 4096) == pytest.approx((185.64 + 222) / 2 / 312.0)
+    # the A100's measured head-dim-128 point at 4k on 108 SMs (222 TFLOP/s, the FA2 paper) comes back, per SM,
+    # for a 108-SM Ampere that is not an A100-SXM4 by name
+    assert attention_compute_eff(run, mine, T, 4096) == pytest.approx(222 / 312.0)
     half = load_profile(_user_profile(tmp_path, arch="ampere", sms=54))
-    assert attention_compute_eff(run, half, T, 4096) == pytest.approx((185.64 + 222) / 2 / 2 / 312.0)  # per SM
+    assert attention_compute_eff(run, half, T, 4096) == pytest.approx(222 / 2 / 312.0)  # per SM
 
 
 def test_a_bad_arch_is_one_clear_error(tmp_path, capsys):
