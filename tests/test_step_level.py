@@ -47,7 +47,7 @@ def test_every_prediction_is_rederived_from_the_committed_set(rows):
 def test_splits_follow_the_set(rows):
     figs, _ = load_step_figures()
     lat = [f for f in figs if f["kind"] == "latency"]
-    assert len(rows) == len(lat) == 134
+    assert len(rows) == len(lat) == 137
     by = rows.set_index("id")
     for f in lat:
         split = by.loc[f["id"], "split"]
@@ -332,3 +332,31 @@ def test_sglang_splits_the_latent_frames_not_height_and_width():
     assert text_replicated_for(before, "hunyuanvideo-t2v", 256, 4)
     assert not text_replicated_for("SGLang diffusion (#28319: text sharded under SP)", "hunyuanvideo-t2v", 256, 4)
     assert not text_replicated_for("SGLang diffusion", "hunyuanvideo-t2v", 256, 4)
+
+
+def test_user_issue_figures_are_xdit_latent_runs_on_eight_h100s(rows):
+    """xDiT issue #416: FLUX.1-dev through xDiT's flux_example.py with output_type 'latent' (no decode), read
+    with xDiT's FlashAttention-2, the 256 text tokens split over the 8 ranks and every degree product 8."""
+    from pathlib import Path
+
+    from dicesim.calibrate.published.step_level import attention_kernel_for
+
+    path = Path(__file__).parents[1] / "traces" / "published" / "steps" / "user-issues.toml"
+    figs, sources = load_step_figures([path])
+    assert {f["source"] for f in figs} == {"xdit-issue-416"} and "issues/416" in sources["xdit-issue-416"]["url"]
+    by = rows.set_index("id")
+    for f in figs:
+        par = f["parallel"]
+        assert par["ulysses"] * par["ring"] == f["gpus"] == 8 and f["denoise_only"] and f["steps"] == 25
+        assert f"epoch time: {f['value']:.2f} sec" in f["quote"]
+        run = dense_run(f)
+        assert run.attention_kernel == attention_kernel_for(f["framework"])[0] == "fa2"
+        assert not run.text_replicated  # 512 preset text tokens over 8 ranks divide
+        r = by.loc[f["id"]]
+        assert (r["split"], r["machine"], r["vae_decode_s"]) == ("held-out", "dgx-h100", 0.0)
+        G, p = get_machine("dgx-h100"), get_profile("h100-sxm")
+        from dicesim.calibrate.published.step_level import EAGER_HOST_PER_KERNEL_S
+        from dicesim.sim.costs.attention_kernels import builtin_kernel_table
+        alone = predict_dense(run, p, G, builtin_nccl_model(), interference=True, kernels=builtin_kernel_table(),
+                              host_kernel_s=EAGER_HOST_PER_KERNEL_S)
+        assert alone.total_s == r["predicted"]  # the loop alone: no decode added
