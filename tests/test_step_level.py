@@ -237,6 +237,7 @@ def test_a_broken_step_file_is_one_line_naming_file_and_figure(tmp_path):
     (lambda t: t.replace("\nvalue = ", "\nvalue = 1e308 #", 1), r"\.value: must be a number in \(0, 1e\+06\]"),
     (lambda t: t.replace("\ngpus = ", "\ngpus = true #", 1), r"\.gpus: must be an integer in 1\.\.16384"),
     (lambda t: t.replace('kind = "latency"', 'kind = "speed"', 1), r"\.kind: got 'speed'"),
+    (lambda t: t.replace("\ngpus = ", "\ntext_tokens = 0\ngpus = ", 1), r"\.text_tokens: must be an integer in 1\.\.65536"),
 ])
 def test_hostile_step_figures_are_refused_in_one_line(tmp_path, edit, message):
     from pathlib import Path
@@ -351,7 +352,8 @@ def test_user_issue_figures_are_xdit_latent_runs_on_eight_h100s(rows):
         assert f"epoch time: {f['value']:.2f} sec" in f["quote"]
         run = dense_run(f)
         assert run.attention_kernel == attention_kernel_for(f["framework"])[0] == "fa2"
-        assert not run.text_replicated  # 512 preset text tokens over 8 ranks divide
+        assert run.model.text_tokens == f["text_tokens"] == 256  # the run's max_sequence_length, not the preset's 512
+        assert not run.text_replicated  # 256 text tokens over 8 ranks divide
         r = by.loc[f["id"]]
         assert (r["split"], r["machine"], r["vae_decode_s"]) == ("held-out", "dgx-h100", 0.0)
         G, p = get_machine("dgx-h100"), get_profile("h100-sxm")
@@ -360,3 +362,21 @@ def test_user_issue_figures_are_xdit_latent_runs_on_eight_h100s(rows):
         alone = predict_dense(run, p, G, builtin_nccl_model(), interference=True, kernels=builtin_kernel_table(),
                               host_kernel_s=EAGER_HOST_PER_KERNEL_S)
         assert alone.total_s == r["predicted"]  # the loop alone: no decode added
+
+
+def test_a_figure_s_text_tokens_replace_the_preset_s_and_nothing_else():
+    """A figure's ``text_tokens`` (the run's max_sequence_length) is the preset with that text length: the same
+    prediction as the preset edited by hand, and less work than the preset's 512 for FLUX.1-dev."""
+    from dataclasses import replace
+
+    from dicesim.dense_models import get_dense_model
+
+    fig = {"parallel": {"ulysses": 2, "ring": 2}, "framework": "xDiT", "model": "flux.1-dev", "height_px": 1024,
+           "width_px": 1024, "frames": 1, "steps": 25, "batch": 1, "cfg": "distilled"}
+    preset, short = dense_run(fig), dense_run({**fig, "text_tokens": 256})
+    assert preset.model.text_tokens == 512 and short.model == replace(get_dense_model("flux.1-dev"), text_tokens=256)
+    assert replace(short, model=preset.model) == preset  # nothing else about the run changes
+    G, p = get_machine("dgx-h100"), get_profile("h100-sxm")
+    t = {k: predict_dense(r, p, G, builtin_nccl_model(), interference=True).total_s for k, r in
+         (("preset", preset), ("short", short))}
+    assert t["short"] < t["preset"]

@@ -20,6 +20,7 @@ refused-configuration outcomes and peak-memory figures are in :func:`outcome_row
 from __future__ import annotations
 
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -165,7 +166,7 @@ _STEP_CHOICES = {"kind": ("latency", "memory", "oom", "unsupported"), "evidence"
                  "use": ("check", "reference"), "unit": ("s", "GB"), "interconnect_family": ("none", "nvlink", "pcie")}
 #: integer fields and their plausible range (a frame count, a GPU count, ...)
 _STEP_INTS = {"height_px": (1, 16384), "width_px": (1, 16384), "frames": (1, 100_000), "steps": (1, 100_000),
-              "batch": (1, 65536), "nodes": (1, 4096), "gpus": (1, 16384)}
+              "batch": (1, 65536), "nodes": (1, 4096), "gpus": (1, 16384), "text_tokens": (1, 65536)}
 #: boolean fields: ``denoise_only`` marks a time that covers the denoising loop alone (no VAE decode, no text encoding)
 _STEP_BOOLS = ("compiled", "denoise_only")
 _STEP_KEYS = (*_STEP_TEXT, *_STEP_CHOICES, *_STEP_INTS, *_STEP_BOOLS, "optimizations", "value", "parallel")
@@ -234,6 +235,8 @@ def dense_run(fig: dict) -> DenseRun:
     framework = str(fig.get("framework", ""))
     kern = attention_kernel_for(framework)
     model = get_dense_model(fig["model"])
+    if "text_tokens" in fig:  # the text length the run fed the DiT, where it is not the preset's
+        model = replace(model, text_tokens=int(fig["text_tokens"]))
     seq = par.get("ulysses", 1) * par.get("ring", 1)
     return DenseRun(model=model, height_px=int(fig["height_px"]),
                     width_px=int(fig["width_px"]), frames=int(fig["frames"]), steps=int(fig["steps"]),
