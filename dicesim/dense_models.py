@@ -55,6 +55,9 @@ class DenseModel:
     params_B: float = 0.0
     identity: IdentityModules | None = None  # ConsisID's face cross-attention and facial extractor
     rope: bool = True  # rotary embedding of q and k in every block (CogVideoX-2B: none)
+    # the eager op sequence of an MMDiT's double and single blocks: "flux" (counted on diffusers' Flux blocks; Open-Sora
+    # 2.0 runs the same, an assumption) or "hunyuanvideo" (counted on Tencent/HunyuanVideo's own blocks)
+    block_code: str = "flux"
 
     @property
     def head_dim(self) -> int:
@@ -98,7 +101,7 @@ def _presets() -> dict[str, DenseModel]:
         "hunyuanvideo-t2v": DenseModel(name="hunyuanvideo-t2v", architecture="mmdit-double-single", double_blocks=20,
                                        single_blocks=40, hidden=3072, heads=24, mlp_ratio=4.0, patch=(1, 2, 2),
                                        vae_downsample=(4, 8, 8), latent_channels=16, text_tokens=256,
-                                       joint_text=True, params_B=13.0),
+                                       joint_text=True, params_B=13.0, block_code="hunyuanvideo"),
         "open-sora-2.0": DenseModel(name="open-sora-2.0", architecture="mmdit-double-single", double_blocks=19,
                                     single_blocks=38, hidden=3072, heads=24, mlp_ratio=4.0, patch=(1, 2, 2),
                                     vae_downsample=(4, 8, 8), latent_channels=16, text_tokens=512, joint_text=True,
@@ -166,6 +169,72 @@ def get_dense_model(name: str) -> DenseModel:
 EAGER_ROPE_PASSES = 2 * 26
 
 
+#: CogVideoX's eager block, replayed op by op on CPU in bf16 (``benchmarks/count_diffusers_elementwise.py``,
+#: diffusers 0.32.1: ``CogVideoXBlock.forward`` transformers/cogvideox_transformer_3d.py:117-153,
+#: ``CogVideoXLayerNormZero.forward`` normalization.py:451-457, ``CogVideoXAttnProcessor2_0.__call__``
+#: attention_processor.py:2809-2867, ``apply_rotary_emb`` embeddings.py:1171-1210; the same code as
+#: huggingface/diffusers@2ee3215, 2024-09-04, the torchao baselines' diffusers, and as ConsisIDBlock at
+#: @23b467c), per token in units of D bf16 elements. Each stream (text and video alike): LayerNorm 2 and
+#: modulate (x (1 + scale) 2, + shift 2), gate 2 and residual 3, the same again after attention = 22.
+COGVIDEOX_STREAM_PASSES = 2 * ((2 + 2 + 2) + (2 + 3))
+#: over the joint tokens, hidden-wide: the [text, video] concat before to_q/k/v (2) and before the MLP (2)
+COGVIDEOX_CONCAT_PASSES = 2 + 2
+#: over heads (tensor parallelism splits them), per joint token: LayerNorm of q and of k on their transposed
+#: [B, H, S, d] views, each a contiguous copy inside the op (2: ATen's ``input.expect_contiguous()``) and the
+#: norm (2), and the attention output's layout copy before to_out (2); the MLP adds GELU over the r*D hidden (2r)
+COGVIDEOX_HEAD_PASSES = 2 * (2 + 2) + 2
+#: RoPE on q and on k over the video tokens only (``query[:, :, text_seq_length:] = apply_rotary_emb(...)``),
+#: each: negate 1, stack 2, two fp32 casts 3 + 3, two fp32 products 4 + 4, sum 6, cast back 3, the copy
+#: into the slice 2 = 28 (the fp32 cos / sin table, d wide and shared by the heads, is not counted, as for Flux)
+COGVIDEOX_ROPE_PASSES = 2 * (1 + 2 + 3 + 3 + 4 + 4 + 6 + 3 + 2)
+
+
+#: Mochi's eager double block (``mmdit-asymmetric``), replayed the same way on the diffusers its published runs
+#: used (main between 3f329a4, 2024-11-05, and 128b96f, 2024-12-17: the block, norms and processor did not change
+#: in between; replayed at 5c94937, 2024-11-14: ``MochiTransformerBlock.forward``
+#: transformers/transformer_mochi.py:125-162, ``MochiRMSNormZero`` normalization.py:237-261, ``RMSNorm.forward``
+#: :530-543, ``MochiAttnProcessor2_0`` attention_processor.py:3513-3598).
+#: Every norm is diffusers' RMSNorm in fp32: cast to fp32 3, square 4, mean 2, x rsqrt into fp32 3 (the bf16 input
+#: read again), cast back 3 = 15 (its + eps and rsqrt act on one value per row: not counted).
+MOCHI_RMSNORM_PASSES = 3 + 4 + 2 + 3 + 3
+#: per token of each stream, in that stream's width: norm1 and x (1 + scale) 2; norm2, x tanh(gate) 2, residual 3;
+#: norm3 and x (1 + scale) 2; norm4, x tanh(gate) 2, residual 3 = 74
+MOCHI_STREAM_PASSES = 4 * MOCHI_RMSNORM_PASSES + 2 + (2 + 3) + 2 + (2 + 3)
+#: over heads, per token (video and text alike, D wide): RMSNorm of q and of k with their weight (x weight 2),
+#: the [video, text] concat of q, k and v (3 x 2), the attention output's layout copy (2) = 42
+MOCHI_HEAD_PASSES = 2 * (MOCHI_RMSNORM_PASSES + 2) + 3 * 2 + 2
+#: the SwiGLU hidden of each stream, in units of its width: ``(4 * dim * 2) // 3`` (8/3: 8192 of 3072, 4096 of 1536)
+MOCHI_FF_INNER = 8 / 3
+#: SwiGLU over it: SiLU of the gate (2) and value x gate (3), per unit of the inner width
+MOCHI_SWIGLU_PASSES = 2 + 3
+#: RoPE on q and on k over the video tokens: even and odd halves to fp32 (2 x 1.5), four fp32 products with the
+#: per-head fp32 table (4 x 3: the table is d/2 x heads wide, read by each product), difference and sum (3 + 3),
+#: casts back (2 x 1.5), stack (2) = 26 each
+MOCHI_ROPE_PASSES = 2 * (2 * 1.5 + 4 * 3 + 3 + 3 + 2 * 1.5 + 2)
+
+
+#: HunyuanVideo's eager blocks, replayed the same way on Tencent/HunyuanVideo's own code (fa14b00, 2025-05-23; the
+#: block code is unchanged since 05d41c2, 2024-12-06, before the xDiT H100 / H20 tables of 2024-12-09, which ran it):
+#: ``MMDoubleStreamBlock.forward`` hyvideo/modules/models.py:132-252, ``MMSingleStreamBlock.forward`` :326-393,
+#: ``RMSNorm`` norm_layers.py:32-59, ``apply_rotary_emb`` / ``rotate_half`` posemb_layers.py:133-171, ``modulate`` /
+#: ``apply_gate`` modulate_layers.py:31-68, one-GPU ``attention`` (flash-attn varlen on views, no layout copy)
+#: attenion.py:60-155. Its RMSNorm of q or k: x.float() 3, square 4, mean 2, x rsqrt in fp32 4, type_as 3, x weight 2.
+HUNYUAN_RMSNORM_PASSES = 3 + 4 + 2 + 4 + 3 + 2
+#: its RoPE on q or k (video tokens only): x.float() 3, x cos 4, x.float() again for rotate_half 3, negate 2 and
+#: stack 4 in fp32, x sin 4, sum 6, type_as 3 = 29
+HUNYUAN_ROPE_PASSES = 2 * (3 + 4 + 3 + 2 + 4 + 4 + 6 + 3)
+#: hidden-wide, per token of each stream of the double block: LayerNorm 2 and modulate 4, gate 2, residual 3, twice
+HUNYUAN_DOUBLE_STREAM_PASSES = 2 * (2 + 4 + 2 + 3)
+#: over heads, per token of the double block: q and k RMSNorm, the [video, text] concat of q, k, v (3 x 2); + GELU 2r
+HUNYUAN_DOUBLE_HEAD_PASSES = 2 * HUNYUAN_RMSNORM_PASSES + 3 * 2
+#: the single block, hidden-wide per joint token: LayerNorm and modulate 6, gate 2, residual 3
+HUNYUAN_SINGLE_HIDDEN_PASSES = 2 + 4 + 2 + 3
+#: over heads, per joint token: q and k RMSNorm; + GELU 2r and the [attention, MLP] concat 2(1 + r)
+HUNYUAN_SINGLE_HEAD_PASSES = 2 * HUNYUAN_RMSNORM_PASSES
+#: the single block's re-concat of the rotated video q and k with the text's (2 x 2, joint tokens): only with RoPE
+HUNYUAN_SINGLE_ROPE_CONCAT_PASSES = 2 * 2
+
+
 #: elementwise passes over the activations per token and block, in units of D bf16 elements read or
 #: written (an fp32 element counts 2). Eager, counted on diffusers' Flux blocks op by op
 #: (huggingface/diffusers@004f1e8 transformer_flux.py; RMSNorm and apply_rotary_emb as diffusers
@@ -175,8 +244,13 @@ EAGER_ROPE_PASSES = 2 * 26
 #: hidden (2r), gate and residual (5): 50 + 2r; per joint token RoPE on q and k (2 x 26: negate 1,
 #: stack 2, two fp32 casts 3 + 3, two products 4 + 4, sum 6, cast back 3) and the q/k/v concat (6): 58.
 #: The single block: adaLN 6, GELU 2r, RMSNorm 26, RoPE 52, output copy 2, the [attention, MLP]
-#: concat 2(1 + r), gate 2, residual 3: 93 + 4r. The other softmax-attention presets run the same op
-#: sequence: the Flux count is used for them (an assumption). SANA (``kind`` "linear"), counted on
+#: concat 2(1 + r), gate 2, residual 3: 93 + 4r. CogVideoX (``kind`` "joint-text", the ``dit-joint-text``
+#: presets: CogVideoX-5B, -2B, ConsisID's base), replayed on diffusers 0.32.1's CogVideoXBlock and
+#: CogVideoXAttnProcessor2_0 (:data:`COGVIDEOX_STREAM_PASSES` and below; without RoPE here, which runs on the
+#: video tokens only: :data:`COGVIDEOX_ROPE_PASSES`, added per video token by :func:`eager_passes`). Mochi: its own
+#: per-video- and per-text-token count (:data:`MOCHI_STREAM_PASSES` and below, :func:`eager_passes`); HunyuanVideo
+#: its own blocks' (:data:`HUNYUAN_RMSNORM_PASSES` and below). Open-Sora 2.0 uses the Flux count (an assumption:
+#: same op sequence). SANA (``kind`` "linear"), counted on
 #: diffusers' SanaTransformerBlock, SanaLinearAttnProcessor2_0 and GLUMBConv (huggingface/diffusers@a4df8db
 #: sana_transformer.py:38-82, 246-289; attention_processor.py:6006-6050): hidden-wide LayerNorm and
 #: modulate (2 + 4), gate and residual (2 + 3), the cross-attention's residual (3), LayerNorm and
@@ -192,7 +266,8 @@ EAGER_ROPE_PASSES = 2 * 26
 def elementwise_split(mlp_ratio: float, compiled: bool, kind: str | None = None) -> tuple[float, float]:
     """(hidden-wide passes, passes over heads or the MLP hidden): tensor parallelism splits the second
     (q/k norm, RoPE, the q/k/v concat and output copy, GELU), each rank still runs the first (adaLN,
-    LayerNorm, gate, residual) over the whole hidden."""
+    LayerNorm, gate, residual) over the whole hidden. Eager ``"joint-text"`` (CogVideoX) leaves out its
+    RoPE, which runs on the video tokens only (:data:`COGVIDEOX_ROPE_PASSES`, added by :func:`eager_passes`)."""
     mlp = 2 * mlp_ratio
     if compiled:
         return 2 + 3 + 2 + 3, 4 + mlp
@@ -202,12 +277,46 @@ def elementwise_split(mlp_ratio: float, compiled: bool, kind: str | None = None)
         return 6 + 2 + 3, mlp + 26 + EAGER_ROPE_PASSES + 2 + (2 + mlp)
     if kind == "linear":
         return 6 + 5 + 3 + 6 + 5, (2 + 2 + 9 + 4 + 4 + 4 + 3 + 2) + 2 + 13 * mlp_ratio
+    if kind == "joint-text":
+        return COGVIDEOX_STREAM_PASSES + COGVIDEOX_CONCAT_PASSES, COGVIDEOX_HEAD_PASSES + mlp
     return 4 + 4 + 4 + 6 + 8 + 3 + 4 + mlp + 3, 0.0
 
 
 def elementwise_passes(mlp_ratio: float, compiled: bool, kind: str | None = None) -> float:
     """All passes of one block per token (tensor parallel degree 1)."""
     return sum(elementwise_split(mlp_ratio, compiled, kind))
+
+
+def eager_passes(m: DenseModel, kind: str) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Eager elementwise passes of one ``kind`` block of ``m``, per video token and per text token of the block's
+    streams: each (hidden-wide, over heads or the MLP hidden), in units of D bf16 elements (see
+    :func:`elementwise_split`). Flux's and SANA's count is the same for every token; CogVideoX's and HunyuanVideo's
+    RoPE runs on the video tokens only; Mochi's text stream is ``hidden_text`` wide."""
+    r = m.mlp_ratio
+    if m.architecture == "dit-crossattn-linear":
+        both = elementwise_split(r, False, "linear")
+        return both, both
+    if m.architecture == "dit-joint-text":
+        hidden, split = elementwise_split(r, False, "joint-text")
+        return (hidden, split + (COGVIDEOX_ROPE_PASSES if m.rope else 0.0)), (hidden, split)
+    if m.architecture == "mmdit-asymmetric":
+        q = (m.hidden_text or m.hidden) / m.hidden  # the text stream's width, in units of D
+        ff = MOCHI_SWIGLU_PASSES * MOCHI_FF_INNER
+        video = (MOCHI_STREAM_PASSES, MOCHI_HEAD_PASSES + ff + (MOCHI_ROPE_PASSES if m.rope else 0.0))
+        return video, (MOCHI_STREAM_PASSES * q, MOCHI_HEAD_PASSES + ff * q)
+    if m.block_code == "hunyuanvideo":
+        rope = HUNYUAN_ROPE_PASSES if m.rope else 0.0
+        if kind == "double":
+            hidden, split = HUNYUAN_DOUBLE_STREAM_PASSES, HUNYUAN_DOUBLE_HEAD_PASSES + 2 * r
+        else:
+            hidden = HUNYUAN_SINGLE_HIDDEN_PASSES
+            split = HUNYUAN_SINGLE_HEAD_PASSES + 2 * r + 2 * (1 + r)
+            split += HUNYUAN_SINGLE_ROPE_CONCAT_PASSES if m.rope else 0.0
+        return (hidden, split + rope), (hidden, split)
+    hidden, split = elementwise_split(r, False, kind)
+    if not m.rope:
+        split -= EAGER_ROPE_PASSES
+    return (hidden, split), (hidden, split)
 
 
 @dataclass(frozen=True)
@@ -316,11 +425,13 @@ def block_work(m: DenseModel, kind: str, *, img_tokens: float, txt_tokens: float
     if mod_w:
         lin.append(OpCost(flops=0.0, nbytes=float(w * mod_w)))
     tok = sum(n for n, _ in streams)
-    counted = "linear" if m.architecture == "dit-crossattn-linear" else kind
-    hidden_wide, split = elementwise_split(r, compiled, counted)
-    if not m.rope and not compiled and counted != "linear":
-        split -= EAGER_ROPE_PASSES
-    elem = OpCost(flops=0.0, nbytes=float(w * (hidden_wide + split / tp) * tok * D))
+    if compiled:
+        hidden_wide, split = elementwise_split(r, True)
+        passes = (hidden_wide + split / tp) * tok
+    else:  # the block's text tokens (a single-stream block carries them when attention is joint)
+        (hv, sv), (ht, st) = eager_passes(m, kind)
+        passes = (hv + sv / tp) * img_tokens + (ht + st / tp) * (tok - img_tokens)
+    elem = OpCost(flops=0.0, nbytes=float(w * passes * D))
     return BlockWork(linear_ops=tuple(lin), attention_ops=tuple(core), elementwise=elem,
                      kernels=block_kernels(m, len(streams), compiled))
 
@@ -337,8 +448,9 @@ def block_work(m: DenseModel, kind: str, *, img_tokens: float, txt_tokens: float
 #: GELU 2, q/k/v 3, RMSNorm 16, RoPE 16, attention + layout 2, concat 1, gate 1, out projection 1, residual 1.
 #: (Wave 5 recount, from a CPU TorchDispatchMode replay of these blocks: the cast back in RMSNorm and two
 #: kernels of RoPE were missing, 87 / 43 -> 95 / 49; the single block's layout copy is a view when no Ulysses
-#: exchange precedes it, one kernel fewer, not modelled.) The other softmax-attention presets run the same op
-#: sequence (adaLN, q/k/v, QK norm, RoPE, attention, gate, MLP): the Flux count is used for them (an assumption).
+#: exchange precedes it, one kernel fewer, not modelled.) CogVideoX, Mochi and HunyuanVideo have their own counts
+#: (below); Open-Sora 2.0 runs a like op sequence (adaLN, q/k/v, QK norm, RoPE, attention, gate, MLP): the Flux
+#: count is used for it (an assumption).
 EAGER_STREAM_KERNELS = 37
 EAGER_JOINT_KERNELS = 21
 EAGER_SINGLE_KERNELS = 49
@@ -350,17 +462,54 @@ EAGER_ROPE_KERNELS = 2 * 8
 #: 1, residual 1; LayerNorm and modulate 4; GLUMBConv inverted conv and its bias 2, SiLU 1, depthwise conv
 #: and its bias 2, SiLU 1, product 1, point conv 1; gate and residual 2
 EAGER_LINEAR_KERNELS = 44
+#: CogVideoX's block (``dit-joint-text``), replayed on the diffusers code of :data:`COGVIDEOX_STREAM_PASSES`:
+#: norm1 SiLU and linear 2, per stream LayerNorm, 1 + scale, x, + shift 2 x 4; [text, video] concat 1, q/k/v 3,
+#: LayerNorm of q and of k each with its contiguous copy 4, attention 1, output layout copy 1, out projection 1,
+#: gate and residual 2 x 2; norm2 as norm1 10; concat 1, feed-forward 3 (linear, GELU, linear), gate and
+#: residual 2 x 2 = 43 without RoPE
+COGVIDEOX_EAGER_KERNELS = 2 + 2 * 4 + 1 + 3 + 2 * 2 + 1 + 1 + 1 + 2 * 2 + (2 + 2 * 4) + 1 + 3 + 2 * 2
+#: RoPE on q and k over the video tokens: 2 x (negate, stack, two casts, two products, sum, cast back, slice copy)
+COGVIDEOX_ROPE_KERNELS = 2 * 9
+#: Mochi's double block, replayed on the diffusers of :data:`MOCHI_RMSNORM_PASSES` (its RMSNorm is 7 kernels: fp32
+#: cast, square, mean, + eps, rsqrt, x, cast back; 8 with the q/k norms' weight): per stream norm1 (SiLU, linear,
+#: RMSNorm, 1 + scale, x) 2 x 11, q/k/v 2 x 3, q/k norms 4 x 8, [video, text] concat of q, k, v 3, attention 1,
+#: layout copy 1, out projections 2; per stream after attention: norm2, tanh, x, + (10), norm3, 1 + scale, x (9),
+#: SwiGLU feed-forward (linear, SiLU, x, linear: 4), norm4, tanh, x, + (10) = 2 x 33: 133 without RoPE
+MOCHI_EAGER_KERNELS = 2 * 11 + 2 * 3 + 4 * 8 + 3 + 1 + 1 + 2 + 2 * ((7 + 3) + (7 + 2) + 4 + (7 + 3))
+#: its RoPE on q and k: 2 x (two fp32 casts, four products, difference, sum, two casts back, stack)
+MOCHI_ROPE_KERNELS = 2 * 11
+#: HunyuanVideo's double block, replayed on the code of :data:`HUNYUAN_RMSNORM_PASSES` (RMSNorm 8 kernels: fp32 cast,
+#: square, mean, + eps, rsqrt, x, type_as, x weight): per stream modulation (SiLU, linear) 2, LayerNorm, 1 + scale,
+#: x, + shift 4, fused q/k/v linear 1, q/k RMSNorm 16; concat of q, k, v 3, attention 1; per stream out
+#: projection, gate, residual 3, LayerNorm and modulate 4, MLP (linear, GELU, linear) 3, gate, residual 2 = 74
+#: without RoPE
+HUNYUAN_DOUBLE_KERNELS = 2 * (2 + 4 + 1 + 16) + 3 + 1 + 2 * (3 + 4 + 3 + 2)
+#: the single block: modulation 2, LayerNorm and modulate 4, linear1 1, q/k RMSNorm 16, attention 1, GELU 1,
+#: [attention, MLP] concat 1, linear2 1, gate, residual 2 = 29 without RoPE
+HUNYUAN_SINGLE_KERNELS = 2 + 4 + 1 + 16 + 1 + 1 + 1 + 1 + 2
+#: its RoPE on q and k: 2 x (x.float(), x cos, x.float(), negate, stack, x sin, sum, type_as); the single block also
+#: re-concatenates the rotated video q and k with the text's (2)
+HUNYUAN_ROPE_KERNELS = 2 * 8
 
 
 def block_kernels(m: DenseModel, streams: int, compiled: bool) -> int:
     """Kernel launches of one block: counted eager ops (above), or with torch.compile 4 GEMMs and 4
     fused elementwise kernels per stream plus the attention (Inductor fuses each elementwise chain
     between two GEMMs: an assumption, not measured). SANA's linear-attention block: its counted
-    eager ops (:data:`EAGER_LINEAR_KERNELS`)."""
+    eager ops (:data:`EAGER_LINEAR_KERNELS`); CogVideoX's: :data:`COGVIDEOX_EAGER_KERNELS` plus RoPE's; Mochi's:
+    :data:`MOCHI_EAGER_KERNELS` plus RoPE's; HunyuanVideo's: its own blocks' (:data:`HUNYUAN_DOUBLE_KERNELS`)."""
     if compiled:
         return streams * 8 + 1
     if m.architecture == "dit-crossattn-linear":
         return EAGER_LINEAR_KERNELS
+    if m.architecture == "dit-joint-text":
+        return COGVIDEOX_EAGER_KERNELS + (COGVIDEOX_ROPE_KERNELS if m.rope else 0)
+    if m.architecture == "mmdit-asymmetric":
+        return MOCHI_EAGER_KERNELS + (MOCHI_ROPE_KERNELS if m.rope else 0)
+    if m.block_code == "hunyuanvideo":
+        if streams == 2:
+            return HUNYUAN_DOUBLE_KERNELS + (HUNYUAN_ROPE_KERNELS if m.rope else 0)
+        return HUNYUAN_SINGLE_KERNELS + (HUNYUAN_ROPE_KERNELS + 2 if m.rope else 0)
     no_rope = 0 if m.rope else EAGER_ROPE_KERNELS
     if streams == 1 and m.architecture == "mmdit-double-single":
         return EAGER_SINGLE_KERNELS - no_rope

@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from dicesim.calibrate.published.step_level import dense_run, load_step_figures, step_level_rows
-from dicesim.dense_models import EAGER_ROPE_KERNELS, EAGER_ROPE_PASSES, block_work, get_dense_model
+from dicesim.dense_models import COGVIDEOX_ROPE_KERNELS, COGVIDEOX_ROPE_PASSES, block_work, get_dense_model
 from dicesim.sim.dense_vae import run_decode_flops
 
 SOURCE = "diffusers-torchao-cogvideox"
@@ -35,9 +35,10 @@ def test_no_rope_removes_exactly_ropes_eager_passes_and_kernels(tp):
     n, D = 1000.0, m.hidden
     kw = dict(img_tokens=n, txt_tokens=226.0, attn_q=n + 226, attn_kv=n + 226, heads_share=1.0 / tp, tp=tp)
     a, b = block_work(m, "single", compiled=False, **kw), block_work(with_rope, "single", compiled=False, **kw)
-    # RoPE runs over heads, so tensor parallelism splits it: 2 bytes x 52 D per joint token / tp
-    assert b.elementwise.nbytes - a.elementwise.nbytes == pytest.approx(2 * EAGER_ROPE_PASSES * (n + 226) * D / tp)
-    assert b.kernels - a.kernels == EAGER_ROPE_KERNELS == 16
+    # RoPE runs over heads, so tensor parallelism splits it, and over the video tokens only (diffusers'
+    # CogVideoXAttnProcessor2_0 rotates query[:, :, text_seq_length:]): 2 bytes x 56 D per video token / tp
+    assert b.elementwise.nbytes - a.elementwise.nbytes == pytest.approx(2 * COGVIDEOX_ROPE_PASSES * n * D / tp)
+    assert b.kernels - a.kernels == COGVIDEOX_ROPE_KERNELS == 18
     assert a.linear_ops == b.linear_ops and a.attention_ops == b.attention_ops
     # compiled, RoPE is fused into the q/k norm's kernel: nothing changes
     c, d = block_work(m, "single", compiled=True, **kw), block_work(with_rope, "single", compiled=True, **kw)
