@@ -391,8 +391,15 @@ def summarise(name: str) -> dict[str, float]:
 
 
 def main(argv: list[str]) -> int:
-    import diffusers
-
+    unknown = [a for a in argv if a not in BLOCKS]
+    if unknown:
+        print(f"error: unknown block {unknown[0]!r}; allowed: {', '.join(BLOCKS)}", file=sys.stderr)
+        return 2
+    try:
+        import diffusers
+    except ImportError:
+        print("error: this script needs diffusers: python3 -m pip install diffusers==0.32.1", file=sys.stderr)
+        return 2
     torch.set_num_threads(1)
     print(f"diffusers {diffusers.__version__} ({diffusers.__file__}), torch {torch.__version__}")
     for name in argv or [b for b in BLOCKS if "official" not in b]:

@@ -167,6 +167,8 @@ def get_dense_model(name: str) -> DenseModel:
 #: RoPE's share of the eager count, per joint token (q and k, 2 x 26 D); a preset without RoPE
 #: (``rope`` False) runs the rest. Compiled, RoPE rides in the norm's fused kernel: nothing to remove.
 EAGER_ROPE_PASSES = 2 * 26
+#: diffusers' RMSNorm of q and of k per token (2 x 17 D; the op list at :func:`elementwise_split`)
+FLUX_RMSNORM_QK_PASSES = 2 * (3 + 4 + 2 + 3 + 3 + 2)
 
 
 #: CogVideoX's eager block, replayed op by op on CPU in bf16 (``benchmarks/count_diffusers_elementwise.py``,
@@ -239,12 +241,13 @@ HUNYUAN_SINGLE_ROPE_CONCAT_PASSES = 2 * 2
 #: written (an fp32 element counts 2). Eager, counted on diffusers' Flux blocks op by op
 #: (huggingface/diffusers@004f1e8 transformer_flux.py; RMSNorm and apply_rotary_emb as diffusers
 #: writes them, in fp32): per stream adaLN LayerNorm and modulate (2 + 2 + 2), RMSNorm of q and of k
-#: (2 x 13: fp32 square 3, mean 2, x rsqrt into fp32 3, cast back 3, x weight 2), the attention output
-#: layout copy (2), gate and residual (2 + 3), second LayerNorm and modulate (6), GELU over the r*D
-#: hidden (2r), gate and residual (5): 50 + 2r; per joint token RoPE on q and k (2 x 26: negate 1,
+#: (2 x 17: cast to fp32 3, square 4, mean 2, x rsqrt into fp32 3, cast back 3, x weight 2; wave 6's replay,
+#: benchmarks/count_diffusers_elementwise.py, found the cast and the square as two passes where wave 5 had counted
+#: one of 3), the attention output layout copy (2), gate and residual (2 + 3), second LayerNorm and modulate (6),
+#: GELU over the r*D hidden (2r), gate and residual (5): 58 + 2r; per joint token RoPE on q and k (2 x 26: negate 1,
 #: stack 2, two fp32 casts 3 + 3, two products 4 + 4, sum 6, cast back 3) and the q/k/v concat (6): 58.
-#: The single block: adaLN 6, GELU 2r, RMSNorm 26, RoPE 52, output copy 2, the [attention, MLP]
-#: concat 2(1 + r), gate 2, residual 3: 93 + 4r. CogVideoX (``kind`` "joint-text", the ``dit-joint-text``
+#: The single block: adaLN 6, GELU 2r, RMSNorm 34, RoPE 52, output copy 2 (a view on one GPU, a copy after a
+#: Ulysses exchange: kept), the [attention, MLP] concat 2(1 + r), gate 2, residual 3: 101 + 4r. CogVideoX (``kind`` "joint-text", the ``dit-joint-text``
 #: presets: CogVideoX-5B, -2B, ConsisID's base), replayed on diffusers 0.32.1's CogVideoXBlock and
 #: CogVideoXAttnProcessor2_0 (:data:`COGVIDEOX_STREAM_PASSES` and below; without RoPE here, which runs on the
 #: video tokens only: :data:`COGVIDEOX_ROPE_PASSES`, added per video token by :func:`eager_passes`). Mochi: its own
@@ -272,9 +275,9 @@ def elementwise_split(mlp_ratio: float, compiled: bool, kind: str | None = None)
     if compiled:
         return 2 + 3 + 2 + 3, 4 + mlp
     if kind == "double":
-        return 6 + 5 + 6 + 5, (26 + 2 + mlp) + EAGER_ROPE_PASSES + 6
+        return 6 + 5 + 6 + 5, (FLUX_RMSNORM_QK_PASSES + 2 + mlp) + EAGER_ROPE_PASSES + 6
     if kind == "single":
-        return 6 + 2 + 3, mlp + 26 + EAGER_ROPE_PASSES + 2 + (2 + mlp)
+        return 6 + 2 + 3, mlp + FLUX_RMSNORM_QK_PASSES + EAGER_ROPE_PASSES + 2 + (2 + mlp)
     if kind == "linear":
         return 6 + 5 + 3 + 6 + 5, (2 + 2 + 9 + 4 + 4 + 4 + 3 + 2) + 2 + 13 * mlp_ratio
     if kind == "joint-text":
