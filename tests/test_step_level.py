@@ -47,7 +47,7 @@ def test_every_prediction_is_rederived_from_the_committed_set(rows):
 def test_splits_follow_the_set(rows):
     figs, _ = load_step_figures()
     lat = [f for f in figs if f["kind"] == "latency"]
-    assert len(rows) == len(lat) == 144
+    assert len(rows) == len(lat) == 148
     by = rows.set_index("id")
     for f in lat:
         split = by.loc[f["id"], "split"]

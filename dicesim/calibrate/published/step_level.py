@@ -72,6 +72,10 @@ ATTENTION_KERNELS: tuple[tuple[str, str, str], ...] = (
                          "(assumption: SDPA picked flash, not cuDNN, on H100)"),
     ("Open-Sora", "fa2", "Open-Sora 2.0 installs flash-attn 2 (assumption: not FA3)"),
     ("diffusers", "fa2", "torch SDPA, flash backend (FlashAttention-2) on Ampere/Ada (assumption)"),
+    ("SANA official code", "fa2", "the cross-attention calls xformers.ops.memory_efficient_attention when xformers is "
+                                  "installed, else torch SDPA (NVlabs/Sana@2cfb4f7 diffusion/model/nets/sana_blocks.py "
+                                  "MultiHeadCrossAttention.forward); FlashAttention-2 on A100 either way is an "
+                                  "assumption. The linear self-attention is no softmax kernel (profile efficiency)"),
     ("SGLang diffusion", "fa3", "sglang's default CUDA attention backend is FA on every GPU but SM12.x "
                                 "(sgl-project/sglang@026456e python/sglang/multimodal_gen/runtime/platforms/"
                                 "cuda.py _resolve_default_attn_backend); on Hopper its FlashAttentionBackend calls "
