@@ -63,3 +63,16 @@ def test_benchmark_without_diffusers_is_one_line_exit_2():
                          capture_output=True, text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     assert run.returncode == 2
     assert run.stderr.strip().count("\n") == 0 and "pip install diffusers==" in run.stderr
+
+
+def test_dicesim_check_reads_both_host_files_and_refuses_a_broken_one(tmp_path):
+    from dicesim.cli.check_cmd import check_file
+
+    assert check_file(ROOT / "traces/host/cpu-diffusers-blocks.toml").startswith("host blocks: 4 diffusers blocks")
+    assert check_file(ROOT / "traces/host/cpu-executor.toml").startswith("host costs: 6 timed ops")
+    bad = tmp_path / "blocks.toml"
+    bad.write_text('schema = "dicesim-host-blocks/1"\nmeta = {}\n[block.x]\ndiffusers_class = "X"\nhost_s = 1e-4\n'
+                   'raw_host_s = 1e-4\nlaunches = 0\nsyncs = 0\n')
+    run = subprocess.run([sys.executable, "-m", "dicesim", "check", str(bad)], cwd=ROOT, capture_output=True,
+                         text=True)
+    assert run.returncode == 2 and "launches" in run.stderr and run.stderr.strip().count("\n") == 0

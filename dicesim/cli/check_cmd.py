@@ -34,6 +34,10 @@ def _toml_kind(head: str) -> str:
         return "published"
     if "dicesim-acceptance/" in head:
         return "acceptance"
+    if "dicesim-host-costs/" in head:
+        return "host_costs"
+    if "dicesim-host-blocks/" in head:
+        return "host_blocks"
     if "[[links]]" in head or "[[nodes]]" in head:
         return "topology"
     if "[axes]" in head or "[sweep]" in head:
@@ -92,6 +96,16 @@ def _check_run_input(kind: str, path: Path) -> str:
         from dicesim.sim.costs.profile import load_profile
 
         return f"profile: {load_profile(path).name}"
+    if kind == "host_costs":
+        from dicesim.calibrate.fit_host import load_host_costs
+
+        costs = load_host_costs(path)
+        return f"host costs: {len(costs.bench)} timed ops, {len(costs.executor)} executor ops ({costs.meta.get('cpu', '?')})"
+    if kind == "host_blocks":
+        from dicesim.calibrate.host_blocks import load_host_blocks
+
+        blocks = load_host_blocks(path)
+        return f"host blocks: {len(blocks.block)} diffusers blocks ({', '.join(blocks.block)})"
     from dicesim.trace import read_trace
 
     df, meta = read_trace(path)
@@ -145,7 +159,7 @@ def check_file(path: Path) -> str:
 
 
 @app.command()
-def check(paths: list[Path] = typer.Argument(..., help="scenario, sweep, study, topology, profile, published-set or "
+def check(paths: list[Path] = typer.Argument(..., help="scenario, sweep, study, topology, profile, host-cost, published-set or "
                                                         "acceptance TOML; GraphML; trace or result JSON; trace or "
                                                         "result-table Parquet; trace directory")) -> None:
     """Validate files; the first problem is reported as one line with exit code 2.
