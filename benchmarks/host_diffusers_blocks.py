@@ -108,7 +108,8 @@ def measure(*, reps: int = 300, rounds: int = 5) -> dict:
     meta = {"device": "cpu", "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
             "diffusers": diffusers.__version__, "python": platform.python_version(),
             "date": _dt.date.today().isoformat(), "quantile": QUANTILE, "reps": reps, "rounds": rounds,
-            "dtype": str(DTYPE).removeprefix("torch."), "shape": f"hidden {HEADS * HEAD_DIM} ({HEADS} heads of {HEAD_DIM}), "
+            "dtype": str(DTYPE).removeprefix("torch."),
+            "shape": f"hidden {HEADS * HEAD_DIM} ({HEADS} heads of {HEAD_DIM}), "
                                      f"{IMG_TOKENS} image + {TXT_TOKENS} text tokens, batch 1",
             "scale": f"host_s = median over rounds of (block / round's op-level total) x the op-level total of "
                      f"{DEFAULT_HOST_COSTS} ({scale * 1e6:.1f} us); raw_host_s is this CPU's"}
@@ -127,7 +128,8 @@ def main(argv: list[str]) -> int:
     write_atomic(out, lambda tmp: tmp.write_bytes(tomli_w.dumps(data).encode("utf-8")))
     for name, row in data["block"].items():
         print(f"{name:12s} {row['host_s'] * 1e6:8.1f} us  launches {row['launches']:4d}  "
-              f"{row['host_s'] / row['launches'] * 1e6:5.2f} us per launch (this CPU: {row['raw_host_s'] * 1e6:.1f} us)")
+              f"{row['host_s'] / row['launches'] * 1e6:5.2f} us per launch "
+              f"(this CPU: {row['raw_host_s'] * 1e6:.1f} us)")
     print(f"wrote {out}")
     return 0
 

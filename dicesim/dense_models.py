@@ -247,7 +247,8 @@ HUNYUAN_SINGLE_ROPE_CONCAT_PASSES = 2 * 2
 #: GELU over the r*D hidden (2r), gate and residual (5): 58 + 2r; per joint token RoPE on q and k (2 x 26: negate 1,
 #: stack 2, two fp32 casts 3 + 3, two products 4 + 4, sum 6, cast back 3) and the q/k/v concat (6): 58.
 #: The single block: adaLN 6, GELU 2r, RMSNorm 34, RoPE 52, output copy 2 (a view on one GPU, a copy after a
-#: Ulysses exchange: kept), the [attention, MLP] concat 2(1 + r), gate 2, residual 3: 101 + 4r. CogVideoX (``kind`` "joint-text", the ``dit-joint-text``
+#: Ulysses exchange: kept), the [attention, MLP] concat 2(1 + r), gate 2, residual 3: 101 + 4r. CogVideoX
+#: (``kind`` "joint-text", the ``dit-joint-text``
 #: presets: CogVideoX-5B, -2B, ConsisID's base), replayed on diffusers 0.32.1's CogVideoXBlock and
 #: CogVideoXAttnProcessor2_0 (:data:`COGVIDEOX_STREAM_PASSES` and below; without RoPE here, which runs on the
 #: video tokens only: :data:`COGVIDEOX_ROPE_PASSES`, added per video token by :func:`eager_passes`). Mochi: its own

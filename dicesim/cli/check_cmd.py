@@ -100,7 +100,8 @@ def _check_run_input(kind: str, path: Path) -> str:
         from dicesim.calibrate.fit_host import load_host_costs
 
         costs = load_host_costs(path)
-        return f"host costs: {len(costs.bench)} timed ops, {len(costs.executor)} executor ops ({costs.meta.get('cpu', '?')})"
+        cpu = costs.meta.get("cpu", "?")
+        return f"host costs: {len(costs.bench)} timed ops, {len(costs.executor)} executor ops ({cpu})"
     if kind == "host_blocks":
         from dicesim.calibrate.host_blocks import load_host_blocks
 
@@ -159,8 +160,8 @@ def check_file(path: Path) -> str:
 
 
 @app.command()
-def check(paths: list[Path] = typer.Argument(..., help="scenario, sweep, study, topology, profile, host-cost, published-set or "
-                                                        "acceptance TOML; GraphML; trace or result JSON; trace or "
+def check(paths: list[Path] = typer.Argument(..., help="scenario, sweep, study, topology, profile, host-cost, "
+                                                        "published-set or acceptance TOML; GraphML; trace or result JSON; trace or "
                                                         "result-table Parquet; trace directory")) -> None:
     """Validate files; the first problem is reported as one line with exit code 2.
 
