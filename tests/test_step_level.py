@@ -381,3 +381,18 @@ def test_a_figure_s_text_tokens_replace_the_preset_s_and_nothing_else():
     t = {k: predict_dense(r, p, G, builtin_nccl_model(), interference=True).total_s for k, r in
          (("preset", preset), ("short", short))}
     assert t["short"] < t["preset"]
+
+
+def test_per_source_file_summary_partitions_the_held_out_and_baselines(rows):
+    """accuracy.md's per-source table: every held-out and baseline figure in exactly one step file's row, each
+    row's statistics those of its own figures."""
+    from dicesim.calibrate.published.step_doc import by_source_file
+
+    t = by_source_file(rows).set_index("step file")
+    assert t["held-out"].sum() == (rows["split"] == "held-out").sum()
+    assert t["baselines"].sum() == (rows["split"] == "baseline").sum()
+    for stem, g in rows[rows["split"] == "held-out"].groupby("source_file"):
+        r = t.loc[f"`{stem}.toml`"]
+        assert r["max abs error"] == g["error"].abs().max() and r["median signed error"] == g["error"].median()
+    overall_max = rows.loc[rows["split"] == "held-out", "error"].abs().max()
+    assert t["max abs error"].max() == overall_max

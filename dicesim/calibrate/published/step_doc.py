@@ -41,6 +41,29 @@ def _by_run(rows: pd.DataFrame) -> str:
                                           "one-GPU baseline error"]))
 
 
+def by_source_file(rows: pd.DataFrame) -> pd.DataFrame:
+    """Held-out and one-GPU baseline errors per step file (one file per source family: a framework's own
+    tables, independent reports), so a reader sees which sources the model reproduces."""
+    out = []
+    for stem, g in rows.groupby("source_file", sort=True):
+        held, base = g[g["split"] == "held-out"], g[g["split"] == "baseline"]
+        out.append({"step file": f"`{stem}.toml`", "held-out": len(held),
+                    "median abs error": held["error"].abs().median() if len(held) else float("nan"),
+                    "max abs error": held["error"].abs().max() if len(held) else float("nan"),
+                    "median signed error": held["error"].median() if len(held) else float("nan"),
+                    "baselines": len(base),
+                    "baseline median abs error": base["error"].abs().median() if len(base) else float("nan")})
+    return pd.DataFrame(out)
+
+
+def _by_source(rows: pd.DataFrame) -> str:
+    t = by_source_file(rows)
+    for c in ("median abs error", "max abs error", "baseline median abs error"):
+        t[c] = ["-" if v != v else f"{v:.1%}" for v in t[c]]
+    t["median signed error"] = t["median signed error"].map(_pct)
+    return _md(t)
+
+
 def _figures(rows: pd.DataFrame) -> str:
     t = pd.DataFrame({
         "figure": rows["id"],
@@ -83,15 +106,20 @@ def step_level_markdown(rows: pd.DataFrame) -> str:
 Every latency is predicted by `dicesim.sim.dense` (docs/step-level.md): the model preset's blocks
 timed by the roofline of the GPU's built-in profile, the attention core at the published forward
 curve of the kernel the figure's framework ran (`dicesim/data/attention_kernels.toml`: FlashAttention-2
-on every figure here, per head dimension and key length, scaled by SM count to GPUs of the same
-architecture), every collective's flows run through the
+or -3 as the list below says, per head dimension and key length, the measuring GPU's own curve or one
+scaled by SM count from GPUs of the same architecture), every collective's flows run through the
 flow network of the machine with the built-in NCCL model, never fitted on these figures. The
-prediction covers the denoising loop only (no VAE, no text encoders), while most figures time the
-whole pipeline call. A figure whose recorded setting needs more dense FLOP/s per GPU than the
+prediction covers the denoising loop and, where the figure times the whole pipeline call, the VAE
+decode of the preset's decoder once per call (`dicesim/sim/dense_vae.py`; a `denoise_only` figure times
+the loop alone); text encoders are not modelled. A figure whose recorded setting needs more dense FLOP/s per GPU than the
 GPU's peak is excluded as inconsistent (its reason says so). Held-out errors per interconnect family, with the profile's
 compute-communication interference on and off:
 
 {_families(sums)}
+
+Per source family (one step file each: a framework's own tables, or independent reports):
+
+{_by_source(rows)}
 
 Per model and GPU (signed: negative = predicted faster than published):
 

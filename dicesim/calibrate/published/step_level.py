@@ -318,8 +318,9 @@ def _row(f: dict, sources: dict, nccl: object, graphs: dict, kernels: KernelTabl
         "gpus": int(f["gpus"]), "method": f["method"], "compiled": bool(f.get("compiled", False)),
         "profile": prof, "machine": machine, "hardware_basis": basis, "scope": f.get("scope", ""),
         "denoise_only": bool(f.get("denoise_only", False)),
-        "attention_kernel": run.attention_kernel or "", 
+        "attention_kernel": run.attention_kernel or "",
         "group": f"{f['source']}:{f['model']}:{f['height_px']}x{f['width_px']}:{f['gpu']}",
+        "source_file": Path(f.get("_file", "")).stem,
         "source_unit": f["source"], "source": f["source"], "url": src.get("url", ""),
     }
 
