@@ -67,13 +67,18 @@ class ExpertsRow(HostCostRow):
     launches_per_expert: float = Field(ge=0, le=10_000)
 
 
-class HostCosts(BaseModel):
-    """``traces/host/cpu-executor.toml``: the executor's host costs measured on CPU (:mod:`validate.hostcost`)."""
+class HostFile(BaseModel):
+    """What every host-cost file holds besides its rows: where and how it was measured (``meta``)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
-    schema_: Literal["dicesim-host-costs/1"] = Field(alias="schema")
     meta: dict[str, str | float | int]
+
+
+class HostCosts(HostFile):
+    """``traces/host/cpu-executor.toml``: the executor's host costs measured on CPU (:mod:`validate.hostcost`)."""
+
+    schema_: Literal["dicesim-host-costs/1"] = Field(alias="schema")
     bench: dict[str, HostCostRow]
     executor: dict[str, HostCostRow]
     experts: ExpertsRow

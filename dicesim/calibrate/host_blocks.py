@@ -17,6 +17,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from dicesim.calibrate.fit_host import HostFile
 from dicesim.errors import ConfigError, config_error_from_pydantic
 from dicesim.tomlio import read_toml
 
@@ -33,13 +34,10 @@ class BlockRow(BaseModel):
     syncs: int = Field(ge=0, le=1_000)
 
 
-class HostBlocks(BaseModel):
+class HostBlocks(HostFile):
     """``traces/host/cpu-diffusers-blocks.toml`` (``benchmarks/host_diffusers_blocks.py``)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
-
     schema_: Literal["dicesim-host-blocks/1"] = Field(alias="schema")
-    meta: dict[str, str | float | int]
     block: dict[str, BlockRow] = Field(min_length=1)
 
 
