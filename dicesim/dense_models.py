@@ -167,8 +167,13 @@ def get_dense_model(name: str) -> DenseModel:
 #: RoPE's share of the eager count, per joint token (q and k, 2 x 26 D); a preset without RoPE
 #: (``rope`` False) runs the rest. Compiled, RoPE rides in the norm's fused kernel: nothing to remove.
 EAGER_ROPE_PASSES = 2 * 26
-#: diffusers' RMSNorm of q and of k per token (2 x 17 D; the op list at :func:`elementwise_split`)
-FLUX_RMSNORM_QK_PASSES = 2 * (3 + 4 + 2 + 3 + 3 + 2)
+#: diffusers' ``RMSNorm.forward`` in fp32 (normalization.py:530-543, the same in every version the runs used), per
+#: token in units of its width: cast to fp32 3, square 4, mean 2, x rsqrt into fp32 3 (the bf16 input read again),
+#: cast back 3 = 15 (its + eps and rsqrt act on one value per row: not counted); a norm with a weight adds x weight 2
+DIFFUSERS_RMSNORM_PASSES = 3 + 4 + 2 + 3 + 3
+#: diffusers' RMSNorm of q and of k (with their weights) per token: 2 x 17 D (Flux; the op list at
+#: :func:`elementwise_split`)
+FLUX_RMSNORM_QK_PASSES = 2 * (DIFFUSERS_RMSNORM_PASSES + 2)
 
 
 #: CogVideoX's eager block, replayed op by op on CPU in bf16 (``benchmarks/count_diffusers_elementwise.py``,
@@ -196,9 +201,8 @@ COGVIDEOX_ROPE_PASSES = 2 * (1 + 2 + 3 + 3 + 4 + 4 + 6 + 3 + 2)
 #: in between; replayed at 5c94937, 2024-11-14: ``MochiTransformerBlock.forward``
 #: transformers/transformer_mochi.py:125-162, ``MochiRMSNormZero`` normalization.py:237-261, ``RMSNorm.forward``
 #: :530-543, ``MochiAttnProcessor2_0`` attention_processor.py:3513-3598).
-#: Every norm is diffusers' RMSNorm in fp32: cast to fp32 3, square 4, mean 2, x rsqrt into fp32 3 (the bf16 input
-#: read again), cast back 3 = 15 (its + eps and rsqrt act on one value per row: not counted).
-MOCHI_RMSNORM_PASSES = 3 + 4 + 2 + 3 + 3
+#: Every norm is diffusers' RMSNorm in fp32 (:data:`DIFFUSERS_RMSNORM_PASSES`).
+MOCHI_RMSNORM_PASSES = DIFFUSERS_RMSNORM_PASSES
 #: per token of each stream, in that stream's width: norm1 and x (1 + scale) 2; norm2, x tanh(gate) 2, residual 3;
 #: norm3 and x (1 + scale) 2; norm4, x tanh(gate) 2, residual 3 = 74
 MOCHI_STREAM_PASSES = 4 * MOCHI_RMSNORM_PASSES + 2 + (2 + 3) + 2 + (2 + 3)

@@ -10,6 +10,8 @@ from dataclasses import replace
 
 import pytest
 
+from script_module import load_script
+
 from dicesim.dense_models import (EAGER_LINEAR_KERNELS, block_kernels, block_work, eager_passes,
                                   elementwise_passes, elementwise_split, get_dense_model)
 
@@ -267,7 +269,7 @@ def test_replay_on_diffusers_gives_the_cogvideox_counts(name):
     diffusers = pytest.importorskip("diffusers")
     if diffusers.__version__ != "0.32.1":
         pytest.skip(f"replay counted on diffusers 0.32.1, found {diffusers.__version__}")
-    from benchmarks.count_diffusers_elementwise import summarise
+    summarise = load_script("benchmarks/count_diffusers_elementwise.py", register=True).summarise
 
     tot = summarise(name)
     m = get_dense_model(name)
@@ -284,7 +286,7 @@ def test_replay_on_diffusers_gives_the_flux_counts():
     diffusers = pytest.importorskip("diffusers")
     if diffusers.__version__ != "0.32.1":
         pytest.skip(f"replay counted on diffusers 0.32.1, found {diffusers.__version__}")
-    from benchmarks.count_diffusers_elementwise import summarise
+    summarise = load_script("benchmarks/count_diffusers_elementwise.py", register=True).summarise
 
     flux = get_dense_model("flux.1-dev")
     for kind, blocks, kept_copy in (("double", 2, 0), ("single", 1, 2)):

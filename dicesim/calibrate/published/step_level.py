@@ -131,12 +131,15 @@ LATENT_SPLIT_RULES: tuple[tuple[str, str], ...] = (
 )
 
 
+def _first_rule(rules: tuple[tuple[str, ...], ...], text: str) -> tuple[str, ...] | None:
+    """The first rule whose needle (its first field) starts ``text``: the rule tables here are matched so."""
+    return next((r for r in rules if text.startswith(r[0])), None)
+
+
 def latent_split_for(framework: str) -> str:
     """How ``framework`` splits a video latent over a sequence group (rules above)."""
-    for needle, split in LATENT_SPLIT_RULES:
-        if framework.startswith(needle):
-            return split
-    return "height-width"
+    rule = _first_rule(LATENT_SPLIT_RULES, framework)
+    return "height-width" if rule is None else rule[1]
 
 
 def text_replicated_for(framework: str, model: str, text_tokens: int, seq: int) -> bool:
@@ -149,18 +152,14 @@ def text_replicated_for(framework: str, model: str, text_tokens: int, seq: int) 
 
 def attention_kernel_for(framework: str) -> tuple[str, str] | None:
     """(kernel, basis) for a figure's framework, or None when it is not known."""
-    for needle, kernel, why in ATTENTION_KERNELS:
-        if framework.startswith(needle):
-            return kernel, why
-    return None
+    rule = _first_rule(ATTENTION_KERNELS, framework)
+    return None if rule is None else rule[1:]
 
 
 def hardware_for(gpu: str) -> tuple[str, str, str] | None:
     """(profile, machine, basis) for a figure's stated GPU, or None when the GPU is not stated."""
-    for needle, prof, machine, why in HARDWARE:
-        if gpu.startswith(needle):
-            return prof, machine, why
-    return None
+    rule = _first_rule(HARDWARE, gpu)
+    return None if rule is None else rule[1:]
 
 
 #: the fields of a step figure (traces/published/steps/README.md) and the checks a hostile file meets
