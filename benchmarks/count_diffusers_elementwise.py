@@ -3,9 +3,10 @@
     python3 -m pip install diffusers==0.32.1      # only this script needs it (not a dicesim dependency)
     PYTHONPATH=. python3 benchmarks/count_diffusers_elementwise.py [BLOCK ...]     # BLOCK: a key of BLOCKS
 
-Run each block on the code its published runs used (docs/step-level.md, "Elementwise passes"): CogVideoX, Flux
-and diffusers' HunyuanVideo on diffusers 0.32.1; Mochi on diffusers main of 2024-11 (``git archive 5c94937
-src/diffusers`` of huggingface/diffusers, its ``src`` first on PYTHONPATH); ``hunyuanvideo-official-*`` with
+Run each block on the code its published runs used (docs/step-level.md, "Elementwise passes"): CogVideoX, Flux,
+SANA (``sana-1600m``; ``sana-1600m-fp16`` adds fp16's clip) and diffusers' HunyuanVideo on diffusers 0.32.1; Mochi
+on diffusers main of 2024-11 (``git archive 5c94937 src/diffusers`` of huggingface/diffusers, its ``src`` first on
+PYTHONPATH); ``hunyuanvideo-official-*`` with
 Tencent/HunyuanVideo's root (fa14b00) on PYTHONPATH (einops is stood in for where it is missing).
 
 The dense step model (``dicesim/dense_models.py``: ``elementwise_split``, ``block_kernels``) charges an eager
