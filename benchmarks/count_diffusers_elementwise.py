@@ -3,9 +3,10 @@
     python3 -m pip install diffusers==0.32.1      # only this script needs it (not a dicesim dependency)
     PYTHONPATH=. python3 benchmarks/count_diffusers_elementwise.py [BLOCK ...]     # BLOCK: a key of BLOCKS
 
-Run each block on the code its published runs used (docs/step-level.md, "Elementwise passes"): CogVideoX, Flux
-and diffusers' HunyuanVideo on diffusers 0.32.1; Mochi on diffusers main of 2024-11 (``git archive 5c94937
-src/diffusers`` of huggingface/diffusers, its ``src`` first on PYTHONPATH); ``hunyuanvideo-official-*`` with
+Run each block on the code its published runs used (docs/step-level.md, "Elementwise passes"): CogVideoX, Flux,
+SANA (``sana-1600m``; ``sana-1600m-fp16`` adds fp16's clip) and diffusers' HunyuanVideo on diffusers 0.32.1; Mochi
+on diffusers main of 2024-11 (``git archive 5c94937 src/diffusers`` of huggingface/diffusers, its ``src`` first on
+PYTHONPATH); ``hunyuanvideo-official-*`` with
 Tencent/HunyuanVideo's root (fa14b00) on PYTHONPATH (einops is stood in for where it is missing).
 
 The dense step model (``dicesim/dense_models.py``: ``elementwise_split``, ``block_kernels``) charges an eager
@@ -28,7 +29,18 @@ GPU conventions, as the wave-5 Flux replay (docs/step-level.md, "Where it is wea
   ATen's CUDA and CPU layer norm), a copy kernel that runs inside the op: counted here as one more kernel
   and one read + write (the dispatch mode does not see it);
 - an in-place op reads its inputs and writes ``self``; ``copy_`` reads its source and writes ``self``;
-  a broadcast operand (stride 0) counts its stored elements once.
+  a broadcast operand (stride 0) counts its stored elements once;
+- ``convolution`` (SANA's GLUMBConv) runs as cuDNN does it from torch's ``_convolution`` (pytorch/pytorch
+  aten/src/ATen/native/Convolution.cpp, ``case ConvBackend::Cudnn``: ``output = at::cudnn_convolution(
+  input.contiguous(backend_memory_format), weight, ...); if (bias.defined()) { output.add_(reshape_bias(input.dim(),
+  bias)); }``; a channels-last input selects cuDNN for a depthwise conv too: ``use_cudnn_depthwise``, "always use
+  cudnn_depthwise for channels_last format"): the conv is one kernel (a 1x1 conv a GEMM, a depthwise one a memory
+  pass: input read, output written), its bias a second kernel (output read and written, bias read), and an input
+  contiguous in neither format a copy before it (``cudnn_conv_suggest_memory_format``: channels-last when the input
+  is); each op's ``layout`` says which memory format its output has;
+- ``constant_pad_nd`` (``F.pad``) is ``at::empty``, ``output.fill_(value)`` and ``c_output.copy_(c_input)``
+  (pytorch/pytorch@0298aaa aten/src/ATen/native/PadNd.cpp:91-105): two kernels, the fill writing the padded
+  output, the copy reading the input and writing its part.
 """
 
 from __future__ import annotations
@@ -76,6 +88,15 @@ class Op:
     write_bytes: int
     out_shape: tuple[int, ...]  # the shape of the op's largest tensor
     out_dtype: str
+    layout: str = ""  # a 4D output's memory format: "channels_last", "contiguous" or "strided"
+
+
+def _layout(t: torch.Tensor) -> str:
+    if t.dim() != 4:
+        return ""
+    if t.is_contiguous():
+        return "contiguous"
+    return "channels_last" if t.is_contiguous(memory_format=torch.channels_last) else "strided"
 
 
 @dataclass
@@ -104,6 +125,15 @@ class Recorder(TorchDispatchMode):
         if name in VIEW_OPS:
             self.ops.append(Op(name, module, False, "view", 0, 0, (), ""))
             return out
+        if name == "convolution":
+            return self._convolution(args, out, module)
+        if name == "constant_pad_nd":
+            b_in, b_out = _stored_bytes(args[0]), _stored_bytes(out)
+            self.ops.append(Op("fill_(in constant_pad_nd)", module, True, "elementwise", 0, b_out,
+                               tuple(out.shape), str(out.dtype)))
+            self.ops.append(Op("copy_(in constant_pad_nd)", module, True, "elementwise", b_in, b_in,
+                               tuple(args[0].shape), str(out.dtype)))
+            return out
         ins = _tensors((args, kwargs))
         outs = _tensors(out)
         if name in MAIN_OUTPUT_ONLY:
@@ -124,6 +154,25 @@ class Recorder(TorchDispatchMode):
         shape = tuple(big.shape) if big is not None else ()
         dtype = str(outs[0].dtype) if outs else ""
         self.ops.append(Op(name, module, True, kind, read, write, shape, dtype))
+        return out
+
+    def _convolution(self, args, out: torch.Tensor, module: str) -> torch.Tensor:
+        """cuDNN's convolution (module docstring): [layout copy], conv, [bias add_]."""
+        x, w, bias = args[0], args[1], args[2]
+        groups = args[8]
+        shape, dt = tuple(out.shape), str(out.dtype)
+        if not (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)):
+            b = _stored_bytes(x)
+            self.ops.append(Op("contiguous(in convolution)", module, True, "elementwise", b, b, tuple(x.shape),
+                               str(x.dtype)))
+        depthwise = groups > 1 and groups == x.shape[1]
+        kind, name = ("elementwise", "convolution(depthwise)") if depthwise else ("gemm", "convolution(1x1)")
+        self.ops.append(Op(name, module, True, kind, _stored_bytes(x) + _stored_bytes(w), _stored_bytes(out),
+                           shape, dt, _layout(out)))
+        if bias is not None:
+            b = _stored_bytes(out)
+            self.ops.append(Op("add_(bias, in convolution)", module, True, "elementwise", b + _stored_bytes(bias), b,
+                               shape, dt, _layout(out)))
         return out
 
 
@@ -282,6 +331,38 @@ def flux(kind: str, head_dim: int = 128) -> Callable:
     return make
 
 
+#: SANA's two head dims: the linear self-attention's 32 and the cross-attention's 112 (diffusers
+#: SanaTransformer2DModel defaults, sana_transformer.py:222-228 in 0.32.1); the replay's width unit is their least
+#: common multiple, so that both head counts stay whole as the width grows
+SANA_LINEAR_HEAD_DIM, SANA_CROSS_HEAD_DIM, SANA_WIDTH_UNIT = 32, 112, 224
+
+
+def sana(dtype: torch.dtype = DTYPE, mlp_ratio: float = 2.5) -> Callable:
+    """diffusers' ``SanaTransformerBlock`` with ``SanaLinearAttnProcessor2_0`` (self), ``AttnProcessor2_0`` (cross)
+    and ``GLUMBConv`` (mlp_ratio 2.5), as ``SanaTransformer2DModel`` builds it: linear heads of 32, cross-attention
+    heads of 112, the embedded timestep [B, 6D] and the text mask as the bias [B, 1, text] that
+    ``SanaTransformer2DModel.forward`` makes of it (sana_transformer.py:404-407) and the pipelines pass. In fp16 the
+    linear attention's output is clipped (one more kernel)."""
+    from diffusers.models.transformers.sana_transformer import SanaTransformerBlock
+
+    def make(video: int, text: int, heads: int):
+        D = heads * SANA_WIDTH_UNIT
+        blk = SanaTransformerBlock(dim=D, num_attention_heads=D // SANA_LINEAR_HEAD_DIM,
+                                   attention_head_dim=SANA_LINEAR_HEAD_DIM,
+                                   num_cross_attention_heads=D // SANA_CROSS_HEAD_DIM,
+                                   cross_attention_head_dim=SANA_CROSS_HEAD_DIM, cross_attention_dim=D,
+                                   mlp_ratio=mlp_ratio).to(dtype).eval()
+        height, width = video // 8, 8
+        x = torch.randn(1, video, D, dtype=dtype)
+        c = torch.randn(1, text, D, dtype=dtype)
+        mask = torch.zeros(1, 1, text, dtype=dtype)  # (1 - all-ones mask) * -10000
+        t = torch.randn(1, 6 * D, dtype=dtype)
+        return blk, lambda: blk(x, encoder_hidden_states=c, encoder_attention_mask=mask, timestep=t, height=height,
+                                width=width), {D}
+
+    return make
+
+
 def _einops_shim() -> None:
     """HunyuanVideo's blocks call ``einops.rearrange(qkv, "B L (K H D) -> K B L H D", K=3, H=heads)``: where einops
     is not installed, the same views (reshape, permute) stand in for it (einops' torch backend makes views too)."""
@@ -350,6 +431,8 @@ BLOCKS: dict[str, Callable[[], tuple[Callable, int]]] = {
     "hunyuanvideo-diffusers-single": lambda: (hunyuanvideo_diffusers("single"), 128),
     "hunyuanvideo-official-double": lambda: (hunyuanvideo_official("double"), 128),
     "hunyuanvideo-official-single": lambda: (hunyuanvideo_official("single"), 128),
+    "sana-1600m": lambda: (sana(), SANA_WIDTH_UNIT),
+    "sana-1600m-fp16": lambda: (sana(torch.float16), SANA_WIDTH_UNIT),
 }
 
 
@@ -379,13 +462,14 @@ def summarise(name: str) -> dict[str, float]:
         tot["kernels"] += 1
         if f.op.kind != "elementwise":
             tot[f.op.kind] += 1
-            print(f"  {f.op.name:34s} {f.op.module:18s} {f.op.kind}")
+            print(f"  {f.op.name:34s} {f.op.module:18s} {f.op.kind:15s} (bytes not passes: "
+                  f"{f.per_video_D:7.3f} {f.per_text_D:7.3f}) {f.op.layout}")
             continue
         s = f.split
         tot[f"{s}_video"] += f.per_video_D
         tot[f"{s}_text"] += f.per_text_D
         print(f"  {f.op.name:34s} {f.op.module:18s} {f.op.out_dtype:15s} {s:6s} "
-              f"{f.per_video_D:7.3f} {f.per_text_D:7.3f}")
+              f"{f.per_video_D:7.3f} {f.per_text_D:7.3f} {f.op.layout}")
     print("  totals:", {k: round(v, 4) for k, v in tot.items()})
     return tot
 

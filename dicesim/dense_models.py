@@ -241,6 +241,36 @@ HUNYUAN_SINGLE_HEAD_PASSES = 2 * HUNYUAN_RMSNORM_PASSES
 HUNYUAN_SINGLE_ROPE_CONCAT_PASSES = 2 * 2
 
 
+#: SANA's eager block (``dit-crossattn-linear``), replayed op by op on CPU in bf16 on diffusers 0.32.1
+#: (``benchmarks/count_diffusers_elementwise.py`` "sana-1600m"; was a hand count, wave 4: 25 + 32 + 13r D, 44 kernels):
+#: ``SanaTransformerBlock.forward`` transformers/sana_transformer.py:138-181 and ``GLUMBConv.forward`` :62-82,
+#: ``SanaLinearAttnProcessor2_0`` attention_processor.py:5874-5913 (self), ``AttnProcessor2_0`` :3227-3306 (cross,
+#: with the text mask as the bias ``SanaTransformer2DModel.forward`` makes, :404-407), cuDNN's convolution as torch
+#: runs it (the conv, then ``output.add_(bias)``; channels-last throughout: the block's ``permute(0, 3, 1, 2)`` of the
+#: [B, H, W, D] tokens is a channels-last view and cuDNN keeps that format), ``F.pad`` as ``fill_`` + ``copy_``
+#: (PadNd.cpp). Per token in units of D bf16 elements. Hidden-wide: norm1 LayerNorm 2, x (1 + scale) 2, + shift 2;
+#: to_out's bias 2 (to_out is ``mm`` on the transposed attention output, then ``add``: no layout copy); gate 2,
+#: residual 3; the cross-attention's ``/ rescale_output_factor`` (1.0, still a kernel) 2, residual 3; norm2 and modulate
+#: 6; gate 2, residual 3 = 29.
+SANA_HIDDEN_PASSES = (2 + 2 + 2) + 2 + (2 + 3) + 2 + 3 + (2 + 2 + 2) + (2 + 3)
+#: the linear attention's head dim, which its fp32 padding row (V gets a row of ones: d + 1 rows) scales by
+SANA_LINEAR_HEAD_DIM = 32
+_D1 = (SANA_LINEAR_HEAD_DIM + 1) / SANA_LINEAR_HEAD_DIM
+#: over heads, the linear attention in fp32: ReLU of q and k 2 + 2, q, k, v ``.float()`` 3 x 3, ``F.pad``'s fill of the
+#: padded V 2 (d + 1) / d and copy 2 + 2, the two matmuls' fp32 bytes beyond the bf16 4 D the core counts
+#: ((2 (d + 1) / d + 2) x 2 - 4), the + 1e-15 of the last row 4 / d, the division 4 + 2 / d, the cast back of the
+#: [B, N, D] output 3 (over heads: before the out projection) = 30.375 at d = 32; the cross-attention's SDPA output
+#: is laid out like its query, so its transpose-reshape is a view (no copy)
+SANA_LINEAR_ATTN_PASSES = ((2 + 2) + 3 * 3 + (2 * _D1 + 4) + (2 * (2 * _D1 + 2) - 4) + 4 / SANA_LINEAR_HEAD_DIM
+                           + (4 + 2 / SANA_LINEAR_HEAD_DIM) + 3)
+#: GLUMBConv per unit of mlp_ratio r (its inverted output is 2 r D wide, the gated half r D): conv_inverted's bias 4,
+#: SiLU 4, the depthwise 3x3 conv 4 (input read, output written: costed as a memory pass) and its bias 4, SiLU of
+#: the gate 2, value x gate 3 = 21 (the hand count had 13: no bias adds)
+SANA_GLUMBCONV_PASSES = 4 + 4 + 4 + 4 + 2 + 3
+#: the depthwise conv's share of it (read and write the 2 r D channels)
+SANA_DEPTHWISE_PASSES = 4
+
+
 #: elementwise passes over the activations per token and block, in units of D bf16 elements read or
 #: written (an fp32 element counts 2). Eager, counted on diffusers' Flux blocks op by op
 #: (huggingface/diffusers@004f1e8 transformer_flux.py; RMSNorm and apply_rotary_emb as diffusers
@@ -258,16 +288,8 @@ HUNYUAN_SINGLE_ROPE_CONCAT_PASSES = 2 * 2
 #: video tokens only: :data:`COGVIDEOX_ROPE_PASSES`, added per video token by :func:`eager_passes`). Mochi: its own
 #: per-video- and per-text-token count (:data:`MOCHI_STREAM_PASSES` and below, :func:`eager_passes`); HunyuanVideo
 #: its own blocks' (:data:`HUNYUAN_RMSNORM_PASSES` and below). Open-Sora 2.0 uses the Flux count (an assumption:
-#: same op sequence). SANA (``kind`` "linear"), counted on
-#: diffusers' SanaTransformerBlock, SanaLinearAttnProcessor2_0 and GLUMBConv (huggingface/diffusers@a4df8db
-#: sana_transformer.py:38-82, 246-289; attention_processor.py:6006-6050): hidden-wide LayerNorm and
-#: modulate (2 + 4), gate and residual (2 + 3), the cross-attention's residual (3), LayerNorm and
-#: modulate (6), gate and residual (5) = 25; over heads or the MLP hidden: ReLU of q and k (2 + 2), q, k,
-#: v cast to fp32 (3 x 3), V padded with a row of ones in fp32 (4), the two matmuls' fp32 operands beyond
-#: the bf16 bytes the core counts (4), the normalising division in fp32 (4), the cast back (3), the copy
-#: of the transposed output before to_out (2: an assumption, matmul folds only contiguous batches), the
-#: cross-attention's output layout copy (2); GLUMBConv: SiLU over the 2r-wide inverted output (4r), the
-#: depthwise 3x3 conv over it (4r: a memory pass), SiLU of the gate (2r), value x gate (3r) = 32 + 13r.
+#: same op sequence). SANA (``kind`` "linear"): replayed on diffusers 0.32.1 (:data:`SANA_HIDDEN_PASSES` and below):
+#: 29 D hidden-wide, 30.375 + 21r D over heads or the MLP hidden (the wave-4 hand count had 25 and 32 + 13r).
 #: With torch.compile (an assumption, not measured: Inductor fuses each elementwise chain between two
 #: GEMMs into one kernel that reads its inputs once and writes once): norm+modulate (2), norm+RoPE
 #: (4), gate+residual (3), norm+modulate (2), GELU (2r), gate+residual (3).
@@ -284,7 +306,7 @@ def elementwise_split(mlp_ratio: float, compiled: bool, kind: str | None = None)
     if kind == "single":
         return 6 + 2 + 3, mlp + FLUX_RMSNORM_QK_PASSES + EAGER_ROPE_PASSES + 2 + (2 + mlp)
     if kind == "linear":
-        return 6 + 5 + 3 + 6 + 5, (2 + 2 + 9 + 4 + 4 + 4 + 3 + 2) + 2 + 13 * mlp_ratio
+        return SANA_HIDDEN_PASSES, SANA_LINEAR_ATTN_PASSES + SANA_GLUMBCONV_PASSES * mlp_ratio
     if kind == "joint-text":
         return COGVIDEOX_STREAM_PASSES + COGVIDEOX_CONCAT_PASSES, COGVIDEOX_HEAD_PASSES + mlp
     return 4 + 4 + 4 + 6 + 8 + 3 + 4 + mlp + 3, 0.0
@@ -464,12 +486,16 @@ EAGER_JOINT_KERNELS = 21
 EAGER_SINGLE_KERNELS = 49
 #: RoPE's kernels among them (q and k, 2 x 8); a preset without RoPE does not launch them
 EAGER_ROPE_KERNELS = 2 * 8
-#: SANA's block, counted on the same diffusers code as its elementwise passes: modulation 1, LayerNorm and
-#: modulate 4, q/k/v 3, ReLU 2, fp32 casts 3, pad 1, two matmuls 2, eps add and division 2, cast back 1,
-#: layout copy 1, out projection 1, gate and residual 2; cross-attention q/k/v 3, SDPA 1, layout copy 1, out
-#: 1, residual 1; LayerNorm and modulate 4; GLUMBConv inverted conv and its bias 2, SiLU 1, depthwise conv
-#: and its bias 2, SiLU 1, product 1, point conv 1; gate and residual 2
-EAGER_LINEAR_KERNELS = 44
+#: SANA's block, replayed on the diffusers code of :data:`SANA_HIDDEN_PASSES`: modulation (table + timestep) 1,
+#: LayerNorm and modulate 4, q/k/v 3, ReLU 2, fp32 casts 3, pad (fill, copy) 2, two matmuls 2, eps add and division
+#: 2, cast back 1, out projection (mm, bias add) 2, gate and residual 2; the text mask's repeat_interleave 1,
+#: cross-attention q/k/v 3, SDPA 1, out 1, / rescale_output_factor 1, residual 1; LayerNorm and modulate 4;
+#: GLUMBConv inverted conv and its bias 2, SiLU 1, depthwise conv and its bias 2, SiLU 1, product 1, point conv 1;
+#: gate and residual 2 = 46 (the hand count had 44: pad as one kernel, two layout copies that are views, no bias add
+#: after to_out, no rescale division, no mask). In fp16 the linear attention's output is clipped: one more (not
+#: modelled: the presets' SANA runs are bf16, the paper's fp16 rows run NVlabs' own code).
+EAGER_LINEAR_KERNELS = ((1 + 4 + 3 + 2 + 3 + 2 + 2 + 2 + 1 + 2 + 2) + (1 + 3 + 1 + 1 + 1 + 1) + 4
+                        + (2 + 1 + 2 + 1 + 1 + 1) + 2)
 #: CogVideoX's block (``dit-joint-text``), replayed on the diffusers code of :data:`COGVIDEOX_STREAM_PASSES`:
 #: norm1 SiLU and linear 2, per stream LayerNorm, 1 + scale, x, + shift 2 x 4; [text, video] concat 1, q/k/v 3,
 #: LayerNorm of q and of k each with its contiguous copy 4, attention 1, output layout copy 1, out projection 1,

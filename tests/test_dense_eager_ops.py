@@ -1,8 +1,8 @@
 """CogVideoX's (``dit-joint-text``), Mochi's (``mmdit-asymmetric``) and HunyuanVideo's eager blocks: their kernels
 and elementwise passes re-derived from the op tables of docs/step-level.md ("Elementwise passes"), the CPU replays
 of diffusers' CogVideoXBlock / CogVideoXAttnProcessor2_0, MochiTransformerBlock / MochiAttnProcessor2_0 and
-Tencent/HunyuanVideo's MMDoubleStreamBlock / MMSingleStreamBlock (benchmarks/count_diffusers_elementwise.py); the
-Flux and SANA counts unchanged."""
+Tencent/HunyuanVideo's MMDoubleStreamBlock / MMSingleStreamBlock and diffusers' SanaTransformerBlock
+(benchmarks/count_diffusers_elementwise.py); the Flux count unchanged."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 
 from script_module import load_script
 
-from dicesim.dense_models import (EAGER_LINEAR_KERNELS, block_kernels, block_work, eager_passes,
+from dicesim.dense_models import (EAGER_LINEAR_KERNELS, SANA_LINEAR_HEAD_DIM, block_kernels, block_work, eager_passes,
                                   elementwise_passes, elementwise_split, get_dense_model)
 
 #: the replay's op table: (op, kernels in the block, passes per token in D bf16 elements (str: times r), tokens,
@@ -99,12 +99,10 @@ def test_compiled_counts_unchanged_for_cogvideox():
     assert elementwise_split(4.0, True, "joint-text") == elementwise_split(4.0, True, "single") == (10, 12)
 
 
-def test_flux_count_is_the_replay_s_and_sana_unchanged():
-    flux, sana = get_dense_model("flux.1-dev"), get_dense_model("sana-1600m")
+def test_flux_count_is_the_replay_s():
+    flux = get_dense_model("flux.1-dev")
     assert block_kernels(flux, 2, False) == 95 and block_kernels(flux, 1, False) == 49
     assert elementwise_passes(4.0, False, "double") == 124 and elementwise_passes(4.0, False, "single") == 117
-    assert block_kernels(sana, 1, False) == EAGER_LINEAR_KERNELS == 44
-    assert elementwise_passes(2.5, False, "linear") == pytest.approx(25 + 32 + 13 * 2.5)
     # the preset still on the Flux count: Open-Sora 2.0's double and single blocks
     osr = get_dense_model("open-sora-2.0")
     assert block_kernels(osr, 2, False) == 95 and block_kernels(osr, 1, False) == 49
@@ -295,3 +293,83 @@ def test_replay_on_diffusers_gives_the_flux_counts():
         assert tot["kernels"] + (kept_copy // 2) == block_kernels(flux, blocks, False)
         assert tot["hidden_video"] == pytest.approx(hv)
         assert tot["heads_video"] + kept_copy == pytest.approx(sv, abs=0.1)
+
+
+#: SANA's block (diffusers 0.32.1 SanaTransformerBlock, SanaLinearAttnProcessor2_0, AttnProcessor2_0 with the text
+#: mask, GLUMBConv; bf16): (op, kernels, passes per image token in D bf16 elements (str "r": times mlp_ratio; "d":
+#: a function of the linear head dim), split)
+_D = SANA_LINEAR_HEAD_DIM
+SANA_OPS = [
+    ("modulation: table + timestep", 1, 0, "hidden"),
+    ("norm1 LayerNorm", 1, 2, "hidden"), ("norm1 1 + scale", 1, 0, "hidden"), ("norm1 x (1 + scale)", 1, 2, "hidden"),
+    ("norm1 + shift", 1, 2, "hidden"), ("to_q, to_k, to_v", 3, 0, "heads"),
+    ("ReLU q, k", 2, 2 + 2, "heads"), ("q, k, v .float()", 3, 3 * 3, "heads"),
+    ("F.pad fill_ (fp32, d + 1 rows)", 1, 2 * (_D + 1) / _D, "heads"), ("F.pad copy_", 1, 2 + 2, "heads"),
+    ("two fp32 matmuls: bytes beyond the core's bf16 4 D", 2, 2 * (2 * (_D + 1) / _D + 2) - 4, "heads"),
+    ("+ 1e-15", 1, 4 / _D, "heads"), ("division", 1, 4 + 2 / _D, "heads"), ("cast back", 1, 3, "heads"),
+    ("to_out mm", 1, 0, "hidden"), ("to_out bias add", 1, 2, "hidden"),
+    ("gate_msa x", 1, 2, "hidden"), ("residual", 1, 3, "hidden"),
+    ("mask repeat_interleave", 1, 0, "heads"), ("attn2 to_q, to_k, to_v", 3, 0, "heads"), ("SDPA", 1, 0, "heads"),
+    ("attn2 to_out", 1, 0, "hidden"), ("/ rescale_output_factor", 1, 2, "hidden"), ("residual", 1, 3, "hidden"),
+    ("norm2 LayerNorm", 1, 2, "hidden"), ("norm2 1 + scale", 1, 0, "hidden"), ("norm2 x (1 + scale)", 1, 2, "hidden"),
+    ("norm2 + shift", 1, 2, "hidden"),
+    ("conv_inverted", 1, 0, "heads"), ("conv_inverted bias add_", 1, "4r", "heads"), ("SiLU", 1, "4r", "heads"),
+    ("conv_depth (depthwise 3x3)", 1, "4r", "heads"), ("conv_depth bias add_", 1, "4r", "heads"),
+    ("SiLU(gate)", 1, "2r", "heads"), ("x * SiLU(gate)", 1, "3r", "heads"), ("conv_point", 1, 0, "heads"),
+    ("gate_mlp x", 1, 2, "hidden"), ("residual", 1, 3, "hidden"),
+]
+
+
+def _sana_table(r: float) -> tuple[int, float, float]:
+    kernels, hidden, heads = 0, 0.0, 0.0
+    for _, k, p, split in SANA_OPS:
+        kernels += k
+        x = float(p[:-1]) * r if isinstance(p, str) else float(p)
+        if split == "hidden":
+            hidden += x
+        else:
+            heads += x
+    return kernels, hidden, heads
+
+
+@pytest.mark.parametrize("tp", [1, 2])
+def test_eager_sana_block_is_its_op_table(tp):
+    m = get_dense_model("sana-1600m")
+    assert m.linear_head_dim == SANA_LINEAR_HEAD_DIM
+    kernels, hidden, heads = _sana_table(m.mlp_ratio)
+    assert block_kernels(m, 1, False) == EAGER_LINEAR_KERNELS == kernels
+    assert elementwise_split(m.mlp_ratio, False, "linear") == pytest.approx((hidden, heads))
+    n = 4096.0
+    bw = block_work(m, "single", img_tokens=n, txt_tokens=300.0, attn_q=n, attn_kv=n, heads_share=1.0 / tp, tp=tp,
+                    compiled=False)
+    assert bw.kernels == kernels
+    assert bw.elementwise.nbytes == pytest.approx(2 * m.hidden * n * (hidden + heads / tp))
+
+
+def test_sana_counts_in_closed_form():
+    """46 kernels; 29 D hidden-wide, 30.375 + 21r D over heads (r = 2.5: 111.875 D; the hand count had 44 kernels and
+    25 + 32 + 13r = 89.5 D)."""
+    assert _sana_table(2.5) == (46, 29, pytest.approx(30.375 + 21 * 2.5))
+    assert elementwise_passes(2.5, False, "linear") == pytest.approx(111.875)
+    assert block_kernels(get_dense_model("sana-1600m"), 1, True) == 9  # compiled: the shared assumption, unchanged
+
+
+def test_replay_on_diffusers_gives_the_sana_counts():
+    """Where diffusers 0.32.1 is installed: the replay of SanaTransformerBlock gives the model's SANA count. The
+    replay files the cast back of the linear attention's [B, N, D] output as hidden-wide by its shape (the model: over
+    heads, 3 D) and the fp32 matmuls as GEMMs (the model: their bytes beyond the core's bf16 4 D among the passes,
+    4 + 4/d); the text mask's repeat_interleave is per text token and head (.009 D, not modelled)."""
+    diffusers = pytest.importorskip("diffusers")
+    if diffusers.__version__ != "0.32.1":
+        pytest.skip(f"replay counted on diffusers 0.32.1, found {diffusers.__version__}")
+    summarise = load_script("benchmarks/count_diffusers_elementwise.py", register=True).summarise
+
+    m = get_dense_model("sana-1600m")
+    tot = summarise("sana-1600m")
+    hidden, heads = elementwise_split(m.mlp_ratio, False, "linear")
+    assert tot["kernels"] == block_kernels(m, 1, False) and tot["gemm"] == 12 and tot["attention"] == 1
+    assert tot["hidden_video"] - 3 == pytest.approx(hidden)
+    assert tot["heads_video"] + 3 + (4 + 4 / SANA_LINEAR_HEAD_DIM) == pytest.approx(heads)
+    assert tot["heads_text"] < 0.01 and tot["hidden_text"] == 0
+    fp16 = summarise("sana-1600m-fp16")  # fp16: the linear attention's clip, one kernel and 2 D more
+    assert fp16["kernels"] == tot["kernels"] + 1 and fp16["hidden_video"] == pytest.approx(tot["hidden_video"] + 2)
