@@ -142,7 +142,7 @@ def validate_scenario(sc: Scenario) -> Scenario:
     """Cross-field checks that need more than one field. Returns the scenario unchanged."""
     preset = sc.preset()
     layout_for(sc.strategy, sc.world_size, preset.num_experts, group_layout=sc.placement)
-    sc.strategy.check_split(sc.world_size, preset.tokens_per_image(sc.image_size))
+    sc.strategy.check_split(sc.world_size, preset.tokens_per_image(sc.image_size), heads=preset.heads)
     sc.strategy.check_model(preset.depth)
     from dicesim.topology import topology_gpus
 
