@@ -216,7 +216,8 @@ class SequenceRunner(PlanInterpreter):
                                    float(ref_BND.double().square().sum()))
             heads = self.comm.head_slice(self.H)
             _, k_used, v_used = self._qkv_heads
-            rec.kv_equal_fresh[t, l] = torch.equal(k_used, fresh[0][:, heads]) and torch.equal(v_used, fresh[1][:, heads])
+            rec.kv_equal_fresh[t, l] = (torch.equal(k_used, fresh[0][:, heads])
+                                        and torch.equal(v_used, fresh[1][:, heads]))
         self._qkv_heads = self._o_heads = self._o_BHNd = None  # nothing is kept past the layer
 
     # ------------------------------------------------------------------ MoE: every expert local
