@@ -157,6 +157,20 @@ def validate_scenario(sc: Scenario) -> Scenario:
     return sc
 
 
+def strategy_refusal(sc: Scenario, strategy: Strategy) -> str:
+    """Why ``strategy`` cannot split ``sc``'s work (its ``check_split`` and ``check_model``, one line), or ''.
+    What a default listing (``dicesim compare`` without ``--strategies``, ``recommend``'s alternatives) uses to
+    leave a preset out with its reason instead of failing: e.g. ``ulysses`` on a model whose heads do not
+    split over the GPUs."""
+    preset = sc.preset()
+    try:
+        strategy.check_split(sc.world_size, preset.tokens_per_image(sc.image_size), heads=preset.heads)
+        strategy.check_model(preset.depth)
+    except ConfigError as exc:
+        return exc.one_line()
+    return ""
+
+
 def _check_strategy_ints(sc: Scenario) -> None:
     # strategy counts from flags or files reach numpy and torch seeds: keep them inside int64
     for name, value in sc.strategy.model_dump().items():

@@ -48,10 +48,10 @@ class SequenceParallelStrategy(Strategy):
     allowed: ClassVar[dict[str, tuple[str, ...]]] = {"kv_async": ("true", "false"), "single_img": ("true", "false"),
                                                      "kv_exchange": KV_EXCHANGES}
 
-    kv_exchange: Literal["allgather", "ulysses"] = "allgather"
     kv_async: bool = False
     warmup_steps: int = Field(0, ge=0, le=MAX_STEPS)  # a count of steps: no longer than the longest run
     single_img: bool = False
+    kv_exchange: Literal["allgather", "ulysses"] = "allgather"
 
     @model_validator(mode="after")
     def _warmup_needs_async(self) -> "SequenceParallelStrategy":
