@@ -107,7 +107,7 @@ def activation_parts(preset: ModelPreset, work: RankWork) -> dict[str, np.ndarra
       heads split (Ulysses) instead ``10 N D``: the modulated input, qkv ``3 N D``, the all-to-all's
       received q, k, v ``3 N D`` (every token, H/W heads), the attention output, its send copy and the
       output received back, all locals of DeepSpeed's ``DistributedAttention.forward`` when the output
-      all-to-all runs (microsoft/DeepSpeed@38327e0 deepspeed/sequence/layer.py:386-416, 238-244);
+      all-to-all runs (microsoft/DeepSpeed@38327e0 deepspeed/sequence/layer.py:386-416, 240-244);
     - ``moe``: MoE input ``N D``, its routed copies ``R D``; across ranks the dispatch send ``R D``
       and receive ``Q D`` buffers and the expert output ``Q D``, then the larger of one expert's
       SwiGLU working set ``G (D + 3H)`` and the combine's receive and un-permuted rows ``2 R D``;

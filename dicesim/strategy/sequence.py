@@ -85,8 +85,10 @@ class SequenceParallelStrategy(Strategy):
             raise ConfigError("world_size", f"{tokens_per_image} tokens per image do not split over {world_size} "
                               "ranks (sequence parallelism needs equal slices: sp_fwd.py:206)",
                               f"divisors of {tokens_per_image}")
-        # the all-to-all scatters the heads: every rank takes H/W of them (DeepSpeed's single_all_to_all
-        # reshapes the head dimension into [W, H/W]: deepspeed/sequence/layer.py:221-244)
+        # the all-to-all scatters the heads: every rank takes H/W of them. DeepSpeed's even path asserts it
+        # (microsoft/DeepSpeed@38327e0 deepspeed/sequence/layer.py:34, 50: "Number of heads ... must be divisible
+        # by the sequence parallel size"), as yunchang does (dicesim.sim.dense.ULYSSES_HEADS_RULE); DeepSpeed's
+        # uneven-heads path (layer.py:226-235, uneven_heads_all2all) is not modelled
         if self.ulysses and heads % world_size:
             divisors = ", ".join(str(d) for d in range(1, heads + 1) if heads % d == 0)
             raise ConfigError("world_size", f"{heads} heads do not split over {world_size} ranks (Ulysses gives "

@@ -95,7 +95,8 @@ LOWERING: dict[StrEnum, tuple[Effect, ...]] = {
     KV_ISSUE: (Issue(_KV),),
     KV_CLEAR: (WaitAll(),),
     ATTEND: (Compute("sp_attend"),),
-    # Ulysses: blocking all-to-alls (async_op=False: deepspeed/sequence/layer.py:244 with handle None)
+    # Ulysses: blocking all-to-alls (deepspeed/sequence/layer.py:277-278: without an overlap stream the handle is
+    # None, :336, and single_all_to_all runs with async_op=False)
     HEADS_IN: (Issue(_HA), Wait(_HA)) * 3,  # Q, K, V: three calls (layer.py:368 "TODO Merge three alltoall calls")
     ATTEND_HEADS: (Compute("uly_attend"),),
     HEADS_OUT: (Issue(_HA), Wait(_HA)),
