@@ -179,3 +179,27 @@ def test_default_model_compares_with_sp_and_distrifusion():
     assert r["ulysses"].links["nbytes"].sum() < r["sp"].links["nbytes"].sum()
     assert r["distrifusion"].totals["exposed_comm_s"] < r["ulysses"].totals["exposed_comm_s"]
     assert r["ulysses"].totals["max_lag"] == 0 and r["ulysses"].totals["peak_buffer_bytes"] == 0
+
+
+def test_one_gpu_moves_nothing_and_single_img_shares_rank_0s_batch():
+    one = simulate(model="XL/2", topology="dgx-h100", world_size=1, batch=1, steps=2, strategy="ulysses")
+    assert one.links["nbytes"].sum() == 0 and one.totals["exposed_comm_s"] >= 0
+    s = make_strategy("ulysses", single_img=True)
+    assert s.ulysses and s.images_in_batch(batch=2, world_size=4) == 2
+    prep = prepare(model="small", world_size=4, batch=2, image_size=64, steps=2, strategy=s, topology="tiny-ring4",
+                   profile="h100-sxm")
+    assert prep.spec.cost.workload.images == 2 * 2  # rank 0's batch with its CFG halves, 1/4 of each image
+
+
+def test_a_scenario_file_reads_the_field(tmp_path):
+    from dicesim.scenario import load_scenario
+
+    f = tmp_path / "u.toml"
+    f.write_text('[model]\nname = "XL/2"\n[topology]\nname = "dgx-h100"\n[strategy]\npreset = "sp"\n'
+                 'kv_exchange = "ulysses"\n')
+    sc = load_scenario(f)
+    assert sc.strategy.ulysses and sc.strategy.kv_exchange == "ulysses"
+    f.write_text('[strategy]\npreset = "sp"\nkv_exchange = "ring"\n')
+    with pytest.raises(ConfigError) as e:
+        load_scenario(f)
+    assert "allowed: allgather, ulysses" in str(e.value) and "\n" not in str(e.value)
