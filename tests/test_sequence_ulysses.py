@@ -203,3 +203,15 @@ def test_a_scenario_file_reads_the_field(tmp_path):
     with pytest.raises(ConfigError) as e:
         load_scenario(f)
     assert "allowed: allgather, ulysses" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_run_facts_name_the_head_all_to_all_and_its_bytes():
+    from dicesim.topology import get_topology
+    from dicesim.trust.facts import HEAD_A2A, run_facts
+
+    sc = make_scenario(model="XL/2", topology="dgx-h100", world_size=8, batch=1, strategy="ulysses")
+    facts = run_facts(sc, get_topology("dgx-h100"))
+    N, row = 2 * 8 * 256 // 8, 1152 * 2  # every rank's image with its CFG half, 1/8 of its 256 tokens; bf16
+    assert facts.collective == HEAD_A2A and facts.rows_per_rank == N
+    assert facts.a2a_nbytes_per_rank == 4 * N * row * 7 / 8
+    assert "four all-to-alls: 1/8 of each to each of 7 ranks" in " ".join(facts.sentences())
