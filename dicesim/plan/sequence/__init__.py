@@ -1,5 +1,6 @@
 """The sequence-parallel family: every rank holds the whole model and a contiguous slice of every
-image's tokens; attention all-gathers keys and values, MoE layers run locally with every expert.
+image's tokens; attention all-gathers keys and values (``sp``, DistriFusion) or all-to-alls Q, K, V and
+the output between token slices and head groups (Ulysses), MoE layers run locally with every expert.
 
 - :mod:`~dicesim.plan.sequence.kinds`: its action kinds, buffer kind and their effects;
 - :mod:`~dicesim.plan.sequence.rules`: the plan rules (:func:`~dicesim.plan.sequence.rules.build`) and
