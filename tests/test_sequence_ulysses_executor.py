@@ -33,8 +33,8 @@ BASE = dict(steps=STEPS, batch=1, image_size=64, shadow=True)  # 16 tokens per i
 MODELS = {2: "small", 4: "small"}
 
 
-def _spec(name: str, world: int) -> RunSpec:
-    return RunSpec(strategy=make_strategy(name), model=MODELS[world], **BASE)
+def _spec(name: str, world: int, **fields) -> RunSpec:
+    return RunSpec(strategy=make_strategy(name, **fields), model=MODELS[world], **BASE)
 
 
 def _samples(outcome) -> torch.Tensor:
@@ -43,7 +43,9 @@ def _samples(outcome) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def runs():
-    return {world: launch([_spec("ulysses", world)], world_size=world, timeout_s=120)[0] for world in MODELS}
+    out = {world: launch([_spec("ulysses", world)], world_size=world, timeout_s=120)[0] for world in MODELS}
+    out["single_img"] = launch([_spec("ulysses", 2, single_img=True)], world_size=2, timeout_s=120)[0]
+    return out
 
 
 @pytest.mark.parametrize("world", [2, 4])
@@ -53,6 +55,13 @@ def test_ulysses_reproduces_the_single_process_samples(runs, world):
     torch.testing.assert_close(_samples(runs[world]), reference, rtol=1e-5, atol=1e-5)
     emulated = run_emulated(_spec("ulysses", world), world)  # the one-process path the quality study uses
     torch.testing.assert_close(emulated.samples_BCLL, reference, rtol=1e-5, atol=1e-5)
+
+
+def test_single_img_shares_rank_0s_batch_like_sp(runs):
+    """--single-img: rank 0's batch is the whole batch; only rank 0 returns samples, sp's to float tolerance."""
+    reference = run_emulated(_spec("sp", 2, single_img=True), 2).samples_BCLL
+    assert [r.samples_BCLL.shape[0] for r in sorted(runs["single_img"].ranks, key=lambda r: r.rank)] == [1, 0]
+    torch.testing.assert_close(_samples(runs["single_img"]), reference, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("world", [2, 4])
