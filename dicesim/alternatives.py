@@ -27,7 +27,7 @@ import numpy as np
 from dicesim.plan.footprint import RUNTIME
 from dicesim.plan.memory import MemoryEstimate, gib
 from dicesim.plan.staleness import kept_share
-from dicesim.scenario import Scenario
+from dicesim.scenario import Scenario, strategy_refusal
 from dicesim.search_space import TimingClass, lag_metrics
 from dicesim.strategy import COMPARE_DEFAULT, make_strategy
 
@@ -50,12 +50,20 @@ def alternative_class(name: str) -> TimingClass:
 
 
 def alternative_rows(scenario: Scenario, names: tuple[str, ...], quality: Any) -> list[dict[str, Any]]:
-    """Screening rows of the alternatives (status, reason and timing class filled by the caller)."""
+    """Screening rows of the alternatives (status, reason and timing class filled by the caller); one the
+    scenario cannot split (``ulysses`` where the heads do not split over the GPUs) is a ``cannot run`` row
+    with its reason."""
     from dicesim.sim.api import prepare
 
     rows = []
     for name in names:
         strategy = make_strategy(name)
+        why = strategy_refusal(scenario, strategy)
+        if why:
+            rows.append({"strategy": name, "scheme": getattr(strategy, "scheme", type(strategy).family),
+                         "sync_layers": "", "cond_interval": 1, "cond_policy": "", "warmup_steps": 0,
+                         "reason": why, "status": "cannot run", "_strategy": strategy})
+            continue
         p = prepare(scenario.with_strategy(strategy))
         plan = p.plan
         held = plan.rules.memory_TW(plan, p.routing, p.spec.row_nbytes)

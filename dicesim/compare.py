@@ -26,7 +26,7 @@ from dicesim.errors import ConfigError
 from dicesim.plan import LagTable
 from dicesim.progress import NO_PROGRESS, Ticker
 from dicesim.results import RunResult, result_from_sim, sim_metrics
-from dicesim.scenario import Scenario, check_run_size, load_scenario, make_scenario
+from dicesim.scenario import Scenario, check_run_size, load_scenario, make_scenario, strategy_refusal
 from dicesim.strategy import COMPARE_DEFAULT, make_strategy
 from dicesim.trust import Assessment, Sensitivity, Verdict, assess_run, knobs_for, order_verdict, sensitivity
 
@@ -83,6 +83,8 @@ class Comparison:
     runs: tuple[StrategyRun, ...]
     table: pd.DataFrame
     verdict: Verdict | None = None
+    #: default presets left out because the scenario cannot run them: (name, one-line reason)
+    refused: tuple[tuple[str, str], ...] = ()
 
     @property
     def fastest_run(self) -> StrategyRun:
@@ -243,17 +245,28 @@ def comparison_table(runs: Sequence[StrategyRun], sync_step_latency_s: float) ->
     return pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
 
 
-def compare_strategies(scenario: Scenario, strategies: Sequence[str] = COMPARE_DEFAULT, *,
+def compare_strategies(scenario: Scenario, strategies: Sequence[str] | None = None, *,
                        trace_dir: str | Path | None = None, workers: int = 1, record: bool = True,
                        timeline_steps: Sequence[int] | None = None, ticker: Ticker = NO_PROGRESS,
                        trace_format: str = "gz", accuracy: str | Path | None = None) -> Comparison:
     """Simulate every strategy preset in ``strategies`` on ``scenario``, in ``workers`` processes.
+
+    ``strategies`` None: every family's comparison presets (:data:`COMPARE_DEFAULT`), less those the scenario
+    cannot split (:func:`~dicesim.scenario.strategy_refusal`: ``ulysses`` where the heads do not split over the
+    GPUs), named with their reason in ``refused`` and the verdict; a preset named here that cannot run fails.
 
     A ``sync`` run is added as the speedup baseline when it is not among ``strategies``
     (it is then not part of the table). Traces go to ``trace_dir/<strategy>.trace.json.gz``
     (``trace_format``: ``gz``, ``json`` or ``none``). ``ticker`` hears of each strategy simulated;
     ``accuracy``: the accuracy file the bands read (default: the built-in one).
     """
+    refused: list[tuple[str, str]] = []
+    if strategies is None:
+        for n in COMPARE_DEFAULT:
+            why = strategy_refusal(scenario, make_strategy(n))
+            if why:
+                refused.append((n, why))
+        strategies = [n for n in COMPARE_DEFAULT if n not in dict(refused)]
     names = list(dict.fromkeys(s.strip() for s in strategies if s.strip()))
     if not names:
         raise ConfigError("strategies", "needs at least one strategy", COMPARE_DEFAULT)
@@ -285,7 +298,10 @@ def compare_strategies(scenario: Scenario, strategies: Sequence[str] = COMPARE_D
     left_out = [r.strategy for r in shown if r not in contenders]
     if left_out:  # a configuration that does not fit never wins (docs/memory.md)
         verdict = replace(verdict, sentence=f"{verdict.sentence} Left out, over GPU memory: {', '.join(left_out)}.")
-    return Comparison(scenario=scenario, runs=shown, table=table, verdict=verdict)
+    if refused:
+        why = "; ".join(f"{n} ({r})" for n, r in refused)
+        verdict = replace(verdict, sentence=f"{verdict.sentence} Left out, cannot run here: {why}.")
+    return Comparison(scenario=scenario, runs=shown, table=table, verdict=verdict, refused=tuple(refused))
 
 
 def runs_sensitivity(runs: Sequence[StrategyRun], *, workers: int = 1,

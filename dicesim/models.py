@@ -177,6 +177,26 @@ class BlockWorkload:
         nbytes = D * D * w + N * D * w * (1 + 1 + 2) + 2 * b * n_kv * D * w
         return OpCost(flops=float(flops), nbytes=float(nbytes))
 
+    def attention_heads(self) -> OpCost:
+        """Ulysses' attention core: every token of each image (``tokens_per_image * token_split``) with
+        ``1 / token_split`` of the heads (QK^T and AV; the FLOPs of :meth:`attention_core`'s core, the
+        same work split by heads instead of by queries). Reads Q, K and V and writes the output, each
+        the size of this rank's token slice with every head."""
+        b, n, D, w, N = self.images, self.tokens_per_image, self.model.hidden, self.dtype_nbytes, self.tokens
+        n_all = n * self.token_split
+        flops = 2 * 2 * b * n_all * n_all * D // self.token_split
+        nbytes = N * D * w * (3 + 1)
+        return OpCost(flops=float(flops), nbytes=float(nbytes))
+
+    def attention_out(self) -> OpCost:
+        """The output projection and gated residual of this rank's tokens (after Ulysses brings the attention
+        output back to its token slice): the rest of :meth:`attention_core` (assumption on the bytes: the
+        weight, the output, the residual read and written)."""
+        D, w, N = self.model.hidden, self.dtype_nbytes, self.tokens
+        flops = 2 * N * D * D + 8 * N * D
+        nbytes = D * D * w + N * D * w * 3
+        return OpCost(flops=float(flops), nbytes=float(nbytes))
+
     def gate(self) -> OpCost:
         """LN + modulation + router logits, softmax, top-k and local permutation of copies."""
         D, E, N, w = self.model.hidden, self.model.num_experts, self.tokens, self.dtype_nbytes

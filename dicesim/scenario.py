@@ -142,7 +142,7 @@ def validate_scenario(sc: Scenario) -> Scenario:
     """Cross-field checks that need more than one field. Returns the scenario unchanged."""
     preset = sc.preset()
     layout_for(sc.strategy, sc.world_size, preset.num_experts, group_layout=sc.placement)
-    sc.strategy.check_split(sc.world_size, preset.tokens_per_image(sc.image_size))
+    sc.strategy.check_split(sc.world_size, preset.tokens_per_image(sc.image_size), heads=preset.heads)
     sc.strategy.check_model(preset.depth)
     from dicesim.topology import topology_gpus
 
@@ -155,6 +155,20 @@ def validate_scenario(sc: Scenario) -> Scenario:
     _check_strategy_ints(sc)
     check_run_size(sc)
     return sc
+
+
+def strategy_refusal(sc: Scenario, strategy: Strategy) -> str:
+    """Why ``strategy`` cannot split ``sc``'s work (its ``check_split`` and ``check_model``, one line), or ''.
+    What a default listing (``dicesim compare`` without ``--strategies``, ``recommend``'s alternatives) uses to
+    leave a preset out with its reason instead of failing: e.g. ``ulysses`` on a model whose heads do not
+    split over the GPUs."""
+    preset = sc.preset()
+    try:
+        strategy.check_split(sc.world_size, preset.tokens_per_image(sc.image_size), heads=preset.heads)
+        strategy.check_model(preset.depth)
+    except ConfigError as exc:
+        return exc.one_line()
+    return ""
 
 
 def _check_strategy_ints(sc: Scenario) -> None:

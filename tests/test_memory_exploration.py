@@ -107,7 +107,8 @@ def test_recommend_memory_of_a_candidate_is_the_simulators():
                        cond_policies=("low",), warmups=(1,))
     rec = search(sc, space, make_limits())
     t = rec.table.set_index("strategy")
-    for name in t.index:
+    assert t.at["ulysses", "status"] == "cannot run"  # the tiny model's 2 heads do not split over 4 GPUs
+    for name in t.index[t["status"] != "cannot run"]:
         sim = simulate(sc.with_strategy(_strategy_named(name))).summary()
         assert t.at[name, "peak_memory_bytes"] == pytest.approx(sim["peak_memory_bytes"], rel=1e-9), name
     assert t.at["data_parallel", "status"] in ("recommended", "feasible")  # fits: weighed and simulated

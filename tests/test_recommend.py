@@ -205,7 +205,9 @@ def test_candidates_the_reference_cannot_run_are_screened_out_with_the_step():
     assert len(out) and (out["status"] == "cannot run").all()
     assert out["reason"].str.contains(r"the DICE reference fails at step \d+ of 8").all()
     assert out["step_latency_s"].isna().all() and rec.best["cond_interval"] != 4
-    assert (t.loc[t["cond_interval"] < 4, "status"] != "cannot run").all()
+    uly = t["strategy"] == "ulysses"  # an alternative: the tiny model's 2 heads do not split over 4 GPUs
+    assert (t.loc[(t["cond_interval"] < 4) & ~uly, "status"] != "cannot run").all()
+    assert (t.loc[uly, "status"] == "cannot run").all() and t.loc[uly, "reason"].str.contains("2 heads").all()
 
 
 def test_search_ends_when_classes_are_each_as_fast_as_the_other():

@@ -27,6 +27,12 @@ def test_stream_cut_reuse_equals_full_run(strategy, topology):
     assert_reuse_skips_work(dict(SEQ, world_size=4, topology=topology, strategy=strategy, steps=10))
 
 
+@pytest.mark.parametrize("model, world_size", [("tiny", 2), ("small", 4)])  # Ulysses: heads split over the GPUs
+def test_stream_cut_reuse_equals_full_run_under_ulysses(model, world_size):
+    assert_reuse_skips_work(dict(SEQ, model=model, world_size=world_size, topology="tiny-ring4", strategy="ulysses",
+                                 steps=10))
+
+
 def test_host_bound_windows_are_simulated():
     """A host far slower than the GPU holds every stream back: no window has a source the hosts
     allow, so nothing is reused, and the result is the full run's."""

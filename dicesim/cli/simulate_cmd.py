@@ -241,7 +241,9 @@ def compare(
                   interference=interference)
     sc = resolve_scenario(scenario, **fields)
     _warn_profile_range(sc)
-    names = [s.strip() for s in strategies.split(",")] if strategies else list(COMPARE_DEFAULT)
+    # without --strategies: the default presets the scenario can run (compare_strategies names the others)
+    chosen = [s.strip() for s in strategies.split(",")] if strategies else None
+    names = chosen if chosen is not None else list(COMPARE_DEFAULT)
     stems = [trace_stem(n) for n in names if n]
     check_outputs([Output("--out", out, "dir", ("summary.csv", "summary.parquet", "report.html",
                                                 *(f"{s}{x}" for s in stems
@@ -254,7 +256,7 @@ def compare(
     n_workers = plan_workers(workers, [scenario_nbytes(sc, record=True)], jobs=len(names))
     t0 = time.perf_counter()
     with progress_bar("compare", unit="strategies") as ticker:
-        cmp = compare_strategies(sc, names, trace_dir=out, workers=n_workers, ticker=ticker, trace_format=traces,
+        cmp = compare_strategies(sc, chosen, trace_dir=out, workers=n_workers, ticker=ticker, trace_format=traces,
                                  accuracy=accuracy)
     sync = next((r for r in cmp.runs if r.strategy == "sync"), None)
     what_if = ""

@@ -65,6 +65,7 @@ class RankWork:
     recv_rows_W: np.ndarray  # Q per rank: most rows its experts receive in one exchange
     expert_rows_W: np.ndarray  # G per rank: most rows one of its experts receives in one exchange
     exchange: bool  # routed rows cross ranks (send and receive buffers) or all experts are local
+    head_split: int = 1  # ranks the attention heads are split over (Ulysses' all-to-all; 1: none)
 
 
 def rank_work(workload: BlockWorkload, layout: ParallelLayout, routing: Any, *, image_tokens: int) -> RankWork:
@@ -78,7 +79,7 @@ def rank_work(workload: BlockWorkload, layout: ParallelLayout, routing: Any, *, 
         senders = len(layout.groups()[0]) if exchange else 1
         return RankWork(tokens=N, images=workload.images, image_tokens=image_tokens,
                         recv_rows_W=np.full(W, N * k), exchange=exchange,
-                        expert_rows_W=np.full(W, -(-senders * N * k // E)))
+                        expert_rows_W=np.full(W, -(-senders * N * k // E)), head_split=layout.head_split)
     recv_W = np.asarray(routing.recv_rows_LTW(False)).max(axis=(0, 1)) if exchange else np.full(W, N * k)
     G_W = np.zeros(W, dtype=np.int64)
     counts = np.asarray(counts)
@@ -90,7 +91,8 @@ def rank_work(workload: BlockWorkload, layout: ParallelLayout, routing: Any, *, 
         for r in members:
             G_W[r] = max(int(per_E[e]) for e in layout.experts_of(r))
     return RankWork(tokens=N, images=workload.images, image_tokens=image_tokens,
-                    recv_rows_W=np.asarray(recv_W, dtype=np.int64), expert_rows_W=G_W, exchange=exchange)
+                    recv_rows_W=np.asarray(recv_W, dtype=np.int64), expert_rows_W=G_W, exchange=exchange,
+                    head_split=layout.head_split)
 
 
 def activation_parts(preset: ModelPreset, work: RankWork) -> dict[str, np.ndarray]:
@@ -101,7 +103,11 @@ def activation_parts(preset: ModelPreset, work: RankWork) -> dict[str, np.ndarra
 
     - ``attention``: modulated input ``N D``, qkv ``3 N D``, attention output ``N D`` (fused
       attention: no ``n x n`` scores), projection ``N D``; where a rank's queries are a slice of
-      the image (``N < B n``), the gathered keys and values of the whole image ``2 B n D``;
+      the image (``N < B n``), the gathered keys and values of the whole image ``2 B n D``; with the
+      heads split (Ulysses) instead ``10 N D``: the modulated input, qkv ``3 N D``, the all-to-all's
+      received q, k, v ``3 N D`` (every token, H/W heads), the attention output, its send copy and the
+      output received back, all locals of DeepSpeed's ``DistributedAttention.forward`` when the output
+      all-to-all runs (microsoft/DeepSpeed@38327e0 deepspeed/sequence/layer.py:386-416, 240-244);
     - ``moe``: MoE input ``N D``, its routed copies ``R D``; across ranks the dispatch send ``R D``
       and receive ``Q D`` buffers and the expert output ``Q D``, then the larger of one expert's
       SwiGLU working set ``G (D + 3H)`` and the combine's receive and un-permuted rows ``2 R D``;
@@ -115,7 +121,7 @@ def activation_parts(preset: ModelPreset, work: RankWork) -> dict[str, np.ndarra
     io = B * n * preset.patch ** 2 * (preset.latent_channels + preset.out_channels)
     resident = np.full_like(Q, N * D + 6 * B * D + io)
     gathered_kv = 2 * B * n * D if N < B * n else 0
-    attention = np.full_like(Q, 6 * N * D + gathered_kv)
+    attention = np.full_like(Q, 10 * N * D if work.head_split > 1 else 6 * N * D + gathered_kv)
     swiglu = G * (D + 3 * H)
     if work.exchange:
         moe = N * D + 2 * R * D + 2 * Q * D + np.maximum(swiglu, 2 * R * D)
@@ -164,7 +170,9 @@ _SOURCES = {
 #: the allowance every estimate uses unless given another
 RUNTIME = RuntimeAllowance()
 
-_P2P_KINDS = frozenset({CollectiveKind.DISPATCH, CollectiveKind.COMBINE, CollectiveKind.COUNTS})
+#: all-to-all kinds: point-to-point connections to every peer (Ulysses' head all-to-all is one)
+_P2P_KINDS = frozenset({CollectiveKind.DISPATCH, CollectiveKind.COMBINE, CollectiveKind.COUNTS,
+                        CollectiveKind.HEAD_A2A})
 
 
 def collective_kinds(plan: Plan) -> frozenset[CollectiveKind]:

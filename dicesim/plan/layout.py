@@ -80,6 +80,11 @@ class ParallelLayout:
         return 1
 
     @property
+    def head_split(self) -> int:
+        """Ranks that split each attention layer's heads (Ulysses' all-to-all; 1: every rank has every head)."""
+        return 1
+
+    @property
     def experts_per_rank(self) -> int:
         return self.placement.experts_per_rank
 

@@ -40,6 +40,7 @@ class CollectiveKind(IntEnum):
     TOKEN_GATHER = 4  # all-gather: one row per token of every rank's slice (K or V alone; a forward's tokens)
     SCATTER = 5  # rank 0 sends every other rank its slice of the tokens (one row per token)
     BROADCAST = 6  # rank 0 sends every other rank one row per image (the conditioning)
+    HEAD_A2A = 7  # all-to-all: a q-sized tensor between (token slice, every head) and (every token, H/W heads)
 
     @property
     def label(self) -> str:

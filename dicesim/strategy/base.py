@@ -61,8 +61,9 @@ class Strategy(BaseModel):
     def check_model(self, num_layers: int) -> None:
         """ConfigError when the strategy cannot run on a model of ``num_layers`` layers."""
 
-    def check_split(self, world_size: int, tokens_per_image: int) -> None:
-        """ConfigError when ``world_size`` ranks cannot split the work of images of ``tokens_per_image`` tokens."""
+    def check_split(self, world_size: int, tokens_per_image: int, *, heads: int) -> None:
+        """ConfigError when ``world_size`` ranks cannot split the work of images of ``tokens_per_image`` tokens
+        on a model of ``heads`` attention heads."""
 
     def describe(self) -> str:
         """One line: what the strategy does, for tables and result records."""

@@ -1,9 +1,9 @@
-"""The sequence-parallel family's config: patch parallelism (``sp``) and DistriFusion.
+"""The sequence-parallel family's config: patch parallelism (``sp``), DistriFusion and Ulysses.
 
 Every rank holds the whole model and a contiguous slice of every image's tokens; every
-attention layer all-gathers the keys and values of all slices, and MoE layers run locally with
-every expert (the DICE reference's ``seqpara/``, ``--sp``; rules with the reference's file:line in
-docs/sequence-parallel.md). :mod:`dicesim.plan.sequence` turns a
+attention layer exchanges keys and values across the slices (``kv_exchange``), and MoE layers run
+locally with every expert (the DICE reference's ``seqpara/``, ``--sp``; rules with the reference's
+file:line in docs/sequence-parallel.md). :mod:`dicesim.plan.sequence` turns a
 :class:`SequenceParallelStrategy` into what every rank runs and derives K/V lags and buffers from
 it; the executor (``validate/executor/sequence.py``) runs the same plan.
 
@@ -12,6 +12,11 @@ it; the executor (``validate/executor/sequence.py``) runs the same plan.
   fresh K/V and the other ranks' K/V of step t-1, gathered asynchronously by the comm manager in
   flattened all-gathers of 4 layers; the first step and the ``warmup_steps`` steps after it
   gather K/V fresh (blocking, per layer), as ``--sp-async-warm-up`` does on the rectified-flow path.
+- ``kv_exchange = "ulysses"`` (``ulysses``; DeepSpeed-Ulysses, not in the DICE reference): each
+  attention layer all-to-alls Q, K and V from (this rank's token slice, every head) to (every token,
+  this rank's H/W heads), attends over the whole sequence with those heads, and all-to-alls the
+  output back (microsoft/DeepSpeed@38327e0 deepspeed/sequence/layer.py:386-416,
+  ``DistributedAttention.forward``). Always fresh; needs ``heads % world_size == 0``.
 - ``single_img``: rank 0's per-rank batch is the whole batch, computed by all ranks
   (``--single-img``); otherwise every rank's batch is gathered and all ranks share all images.
 """
@@ -20,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -31,6 +36,8 @@ from dicesim.strategy.base import FamilyConfig, Strategy
 #: layers per flattened asynchronous K/V all-gather: the reference's ``comm_checkpoint``
 #: (sample_ddp.py:194 passes 4 to sp_init; seqpara/comm_manager.py:96-97 sends when 4 are queued)
 KV_GROUP_LAYERS = 4
+#: how an attention layer exchanges keys and values across the token slices
+KV_EXCHANGES = ("allgather", "ulysses")
 
 
 class SequenceParallelStrategy(Strategy):
@@ -38,17 +45,30 @@ class SequenceParallelStrategy(Strategy):
 
     family: ClassVar[str] = "sequence"
     lag_subject: ClassVar[str] = "K/V of the other ranks' token slices"
-    allowed: ClassVar[dict[str, tuple[str, ...]]] = {"kv_async": ("true", "false"), "single_img": ("true", "false")}
+    allowed: ClassVar[dict[str, tuple[str, ...]]] = {"kv_async": ("true", "false"), "single_img": ("true", "false"),
+                                                     "kv_exchange": KV_EXCHANGES}
 
     kv_async: bool = False
     warmup_steps: int = Field(0, ge=0, le=MAX_STEPS)  # a count of steps: no longer than the longest run
     single_img: bool = False
+    kv_exchange: Literal["allgather", "ulysses"] = "allgather"
 
     @model_validator(mode="after")
     def _warmup_needs_async(self) -> "SequenceParallelStrategy":
         if self.warmup_steps and not self.kv_async:  # the reference asserts it too (sample_ddp.py:422-423)
             raise ValueError("warmup_steps > 0 needs kv_async = true (a blocking gather is never stale)")
         return self
+
+    @model_validator(mode="after")
+    def _ulysses_is_blocking(self) -> "SequenceParallelStrategy":
+        if self.ulysses and self.kv_async:  # the head all-to-all feeds this layer's attention: nothing to defer
+            raise ValueError("kv_exchange = ulysses needs kv_async = false (allowed with kv_async = true: allgather)")
+        return self
+
+    @property
+    def ulysses(self) -> bool:
+        """Heads all-to-all (DeepSpeed-Ulysses) instead of the K/V all-gather."""
+        return self.kv_exchange == "ulysses"
 
     @property
     def is_async(self) -> bool:
@@ -59,12 +79,20 @@ class SequenceParallelStrategy(Strategy):
         (diffusion/warmup.py:29-32 clears the comm manager before steps 1..W)."""
         return not self.kv_async or t <= self.warmup_steps
 
-    def check_split(self, world_size: int, tokens_per_image: int) -> None:
+    def check_split(self, world_size: int, tokens_per_image: int, *, heads: int) -> None:
         # seqpara/sp_fwd.py:206 asserts it: every rank takes an equal contiguous slice of every image
         if tokens_per_image % world_size:
             raise ConfigError("world_size", f"{tokens_per_image} tokens per image do not split over {world_size} "
                               "ranks (sequence parallelism needs equal slices: sp_fwd.py:206)",
                               f"divisors of {tokens_per_image}")
+        # the all-to-all scatters the heads: every rank takes H/W of them. DeepSpeed's even path asserts it
+        # (microsoft/DeepSpeed@38327e0 deepspeed/sequence/layer.py:34, 50: "Number of heads ... must be divisible
+        # by the sequence parallel size"), as yunchang does (dicesim.sim.dense.ULYSSES_HEADS_RULE); DeepSpeed's
+        # uneven-heads path (layer.py:226-235, uneven_heads_all2all) is not modelled
+        if self.ulysses and heads % world_size:
+            divisors = ", ".join(str(d) for d in range(1, heads + 1) if heads % d == 0)
+            raise ConfigError("world_size", f"{heads} heads do not split over {world_size} ranks (Ulysses gives "
+                              "every rank heads / world_size heads)", f"divisors of {heads}: {divisors}")
 
     def images_in_batch(self, batch: int, world_size: int) -> int:
         """Images the ranks share, ``batch`` per rank: every rank's (gathered, sample_ddp.py:213-219), or only
@@ -72,8 +100,11 @@ class SequenceParallelStrategy(Strategy):
         return batch if self.single_img else batch * world_size
 
     def describe(self) -> str:
-        parts = ["sequence parallel, async K/V all-gather (other ranks' K/V from step t-1)" if self.kv_async
-                 else "sequence parallel, blocking K/V all-gather per layer"]
+        if self.ulysses:
+            parts = ["sequence parallel, Ulysses head all-to-all per layer (q, k, v in; output back)"]
+        else:
+            parts = ["sequence parallel, async K/V all-gather (other ranks' K/V from step t-1)" if self.kv_async
+                     else "sequence parallel, blocking K/V all-gather per layer"]
         if self.kv_async and self.warmup_steps:
             parts.append(f"warm-up {self.warmup_steps} (fresh steps 0..{self.warmup_steps})")
         if self.single_img:
@@ -85,6 +116,7 @@ class SequenceParallelStrategy(Strategy):
 PRESETS: Mapping[str, Mapping[str, object]] = MappingProxyType({
     "sp": dict(kv_async=False),
     "distrifusion": dict(kv_async=True),
+    "ulysses": dict(kv_exchange="ulysses"),
 })
 
 FAMILY = FamilyConfig(name="sequence", config=SequenceParallelStrategy, presets=PRESETS)

@@ -28,6 +28,9 @@ TRANSPORT_FAMILY: dict[str, str] = {"shm": "consumer-pcie", "pcie_p2p": "consume
 STAND_IN: dict[str, str] = {"roce": "infiniband"}
 _NETWORK_NODES = ("nic", "net_switch")
 
+#: the collective Ulysses' facts name (the sequence family's head all-to-all)
+HEAD_A2A = "head all-to-all"
+
 
 @dataclass(frozen=True, kw_only=True)
 class RunFacts:
@@ -78,6 +81,11 @@ class RunFacts:
             out.append(f"Its all-to-alls cross {links}: {net}; each GPU sends about "
                        f"{self.a2a_nbytes_per_rank / 2**20:.1f} MiB per all-to-all ({self.rows_per_rank} token "
                        "copies).")
+        elif self.collective == HEAD_A2A:
+            out.append(f"Its {self.collective}s cross {links}: {net}; each GPU sends about "
+                       f"{self.a2a_nbytes_per_rank / 2**20:.1f} MiB per attention layer (Q, K, V and the attention "
+                       f"output of its {self.rows_per_rank} tokens, four all-to-alls: 1/{size} of each to each "
+                       f"of {size - 1} ranks).")
         else:
             out.append(f"Its {self.collective}s cross {links}: {net}; each GPU sends about "
                        f"{self.a2a_nbytes_per_rank / 2**20:.1f} MiB per attention layer (K and V of its "
@@ -124,9 +132,13 @@ def run_facts(scenario: Scenario, G: nx.DiGraph, topologies: TopologyCache | Non
     size = len(groups[0]) if groups else 1
     rows = wl.routed_rows
     nbytes = 0.0 if layout.replicated else rows * wl.row_nbytes() * (size - 1) / size
+    seq_kind = {"collective": "K/V all-gather", "traffic": "K/V traffic"}
     if sequence:  # K and V of this rank's slice, each sent to the size-1 other ranks around the ring
         rows = rank_workload(scenario.strategy, wl, scenario.world_size).tokens
         nbytes = 2.0 * rows * wl.row_nbytes() * (size - 1)
+        if layout.head_split > 1:  # Ulysses: q, k, v and the output, (size-1)/size of each leaves the rank
+            nbytes = 4.0 * rows * wl.row_nbytes() * (size - 1) / size
+            seq_kind = {"collective": HEAD_A2A, "traffic": "attention traffic"}
     return RunFacts(
         machine=str(G.graph.get("name", scenario.topology)), world_size=scenario.world_size, groups=groups,
         group_servers=tuple(tuple(sorted({server.get(r, 0) for r in g})) for g in groups),
@@ -136,7 +148,7 @@ def run_facts(scenario: Scenario, G: nx.DiGraph, topologies: TopologyCache | Non
         link_classes=tuple(sorted(classes)), transports=tuple(transports),
         families=tuple(sorted(families)),
         crosses_network=network, cpu=str(G.graph.get("gpu", "")) == "cpu", rows_per_rank=rows,
-        a2a_nbytes_per_rank=nbytes, **({"collective": "K/V all-gather", "traffic": "K/V traffic"} if sequence else {}))
+        a2a_nbytes_per_rank=nbytes, **(seq_kind if sequence else {}))
 
 
 def machine_families(G: nx.DiGraph, world_size: int, topologies: TopologyCache | None = None) -> tuple[str, ...]:

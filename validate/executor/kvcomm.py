@@ -1,5 +1,10 @@
 """The token and K/V movement of sequence parallelism, between ranks or emulated in one process.
 
+Ulysses' head all-to-alls (``heads_in``, ``heads_out``) are here too: Q, K and V from (this rank's
+token slice, every head) to (every token, this rank's H/W heads) and the attention output back, each
+one ``all_to_all_single`` as DeepSpeed's ``single_all_to_all`` does (microsoft/DeepSpeed@38327e0
+``deepspeed/sequence/layer.py:221-244``); nothing is kept between layers.
+
 :class:`SliceComm` holds what the reference's ``seqpara/`` holds: the scatter of the tokens, the
 broadcast of the conditioning, the blocking K and V all-gathers of ``sp`` (``sp_fwd.py:224-257``),
 and DistriFusion's comm manager (``comm_manager.py``): one flat buffer per rank slot holding every
@@ -31,6 +36,7 @@ from validate.executor.dispatcher import A2AHandle, EventSink
 
 KV, ROWS = CollectiveKind.KV_GATHER.label, CollectiveKind.TOKEN_GATHER.label
 SCATTER, BROADCAST = CollectiveKind.SCATTER.label, CollectiveKind.BROADCAST.label
+HEAD_A2A = CollectiveKind.HEAD_A2A.label
 
 
 class SliceComm:
@@ -167,6 +173,44 @@ class DistributedKV(SliceComm):
             h.wait(step=step)
         self._pending.clear()
 
+    # ------------------------------------------------------------------ Ulysses
+    def head_slice(self, heads: int) -> slice:
+        """The heads this rank attends with after ``heads_in``: the rank-th group of H/W."""
+        h = heads // self.W
+        return slice(self.rank * h, (self.rank + 1) * h)
+
+    def _a2a(self, send_W: torch.Tensor, *, layer: int, step: int) -> torch.Tensor:
+        """One blocking ``all_to_all_single`` of ``send_W`` (dim 0: the W destinations); dim 0 of the result
+        holds what each rank sent this one. Traced with what left this rank: (W-1)/W of it."""
+        send_W = send_W.contiguous()
+        recv_W = torch.empty_like(send_W)
+        issue = self.mark()
+        work = dist.all_to_all_single(recv_W, send_W, group=self.group, async_op=True)
+        sent_nbytes = send_W.nbytes * (self.W - 1) // self.W
+        h = self._handle(HEAD_A2A, work, issue, send_W, layer=layer, step=step, tok_step=step, rows=0)
+        h.sent_rows = sent_nbytes // self._row_nbytes
+        h.sent_nbytes = sent_nbytes
+        h.wait(step=step)
+        return recv_W
+
+    def heads_in(self, layer: int, step: int, x_BHSd: torch.Tensor) -> torch.Tensor:
+        """One of Q, K, V: this rank's ``S`` tokens with every head -> every token (slice order) with its
+        ``H/W`` heads, ``[B, H/W, W*S, d]`` (layer.py:386-396; scatter the heads, gather the tokens)."""
+        B, H, S, d = x_BHSd.shape
+        send_WBhSd = x_BHSd.reshape(B, self.W, H // self.W, S, d).transpose(0, 1)
+        recv_WBhSd = self._a2a(send_WBhSd, layer=layer, step=step)  # [source rank = token slice, ...]
+        self.produced[layer] = step
+        return recv_WBhSd.permute(1, 2, 0, 3, 4).reshape(B, H // self.W, self.W * S, d)
+
+    def heads_out(self, layer: int, step: int, o_BhTd: torch.Tensor) -> torch.Tensor:
+        """The attention output back: every token with this rank's heads -> this rank's tokens with every head,
+        ``[B, H, S, d]`` (layer.py:416; scatter the tokens, gather the heads)."""
+        B, h, T, d = o_BhTd.shape
+        S = T // self.W
+        send_WBhSd = o_BhTd.reshape(B, h, self.W, S, d).permute(2, 0, 1, 3, 4)
+        recv_WBhSd = self._a2a(send_WBhSd, layer=layer, step=step)  # [source rank = head group, ...]
+        return recv_WBhSd.transpose(0, 1).reshape(B, self.W * h, S, d)
+
 
 class EmulatedKV(SliceComm):
     """Every slice in one process: the same calls, no communication (see the module docstring)."""
@@ -209,3 +253,14 @@ class EmulatedKV(SliceComm):
 
     def wait_all(self, step: int) -> None:
         self._pending.clear()
+
+    def head_slice(self, heads: int) -> slice:
+        return slice(None)  # every rank's head group, side by side: every head
+
+    def heads_in(self, layer: int, step: int, x_BHTd: torch.Tensor) -> torch.Tensor:
+        """Every rank's head group over every token is every head over every token: nothing moves."""
+        self.produced[layer] = step
+        return x_BHTd
+
+    def heads_out(self, layer: int, step: int, o_BHTd: torch.Tensor) -> torch.Tensor:
+        return o_BHTd

@@ -5,7 +5,10 @@ the reference's ``seqpara/`` does: every rank embeds the whole batch, keeps its 
 of every image's tokens (rank 0's, scattered), computes Q, K and V of its tokens, attends with its
 queries to every key of their images (the other ranks' K/V gathered: fresh for ``sp``, from the
 previous step under DistriFusion, its own always fresh: ``df.py:107-113``), runs every expert on
-its tokens, and all-gathers the tokens before the final layer. The collectives and DistriFusion's
+its tokens, and all-gathers the tokens before the final layer. Under Ulysses (``kv_exchange = "ulysses"``)
+each attention layer instead all-to-alls Q, K and V to every token with this rank's H/W heads, attends
+over the whole sequence, all-to-alls the output back and projects it (microsoft/DeepSpeed@38327e0
+``deepspeed/sequence/layer.py:386-416``). The collectives and DistriFusion's
 buffers are :mod:`validate.executor.kvcomm`; this module takes no decision the plan has not taken.
 
 Measured, not assumed: the K/V lag of every (step, layer) is read from the data (the step the
@@ -30,8 +33,8 @@ import torch.nn.functional as F
 from dicesim.models import BlockWorkload
 from dicesim.plan import Action, Plan, build_plan
 from dicesim.plan.sequence.kinds import (
-    ATTEND, BROADCAST, DRAIN, EMBED, FINAL, GATHER_TOKENS, KV_BUFFER, KV_CLEAR, KV_ENQUEUE, KV_FRESH, KV_ISSUE, KV_SYNC,
-    KV_WAIT, MOE, QKV, SCATTER,
+    ATTEND, ATTEND_HEADS, ATTN_OUT, BROADCAST, DRAIN, EMBED, FINAL, GATHER_TOKENS, HEADS_IN, HEADS_OUT, KV_BUFFER,
+    KV_CLEAR, KV_ENQUEUE, KV_FRESH, KV_ISSUE, KV_SYNC, KV_WAIT, MOE, QKV, SCATTER,
 )
 from validate.executor.interpreter import Handler, PlanInterpreter
 from validate.executor.kvcomm import DistributedKV, EmulatedKV, SliceComm
@@ -72,7 +75,9 @@ class SequenceRunner(PlanInterpreter):
         return {EMBED: self._embed, SCATTER: self._scatter, BROADCAST: self._broadcast, QKV: self._qkv,
                 KV_SYNC: self._kv_sync, KV_FRESH: self._kv_fresh, KV_WAIT: self._kv_wait, KV_ENQUEUE: self._kv_enqueue,
                 KV_ISSUE: self._kv_issue, KV_CLEAR: self._kv_clear, ATTEND: self._attend, MOE: self._moe,
-                GATHER_TOKENS: self._gather_tokens, FINAL: self._final, DRAIN: self._kv_clear}
+                GATHER_TOKENS: self._gather_tokens, FINAL: self._final, DRAIN: self._kv_clear,
+                HEADS_IN: self._heads_in, ATTEND_HEADS: self._attend_heads, HEADS_OUT: self._heads_out,
+                ATTN_OUT: self._attn_out}
 
     def begin_step(self, x_BCLL: torch.Tensor, t_B: torch.Tensor, y_B: torch.Tensor, t: int) -> None:
         self._x_in = (x_BCLL.to(self.param_dtype), t_B, y_B)
@@ -180,6 +185,40 @@ class SequenceRunner(PlanInterpreter):
             rec.shadow_sq[t, l] = (float((out_BND - ref_BND).double().square().sum()),
                                    float(ref_BND.double().square().sum()))
             rec.kv_equal_fresh[t, l] = all(torch.equal(k, fresh[0]) and torch.equal(v, fresh[1]) for k, v in kv)
+
+    # ------------------------------------------------------------------ Ulysses: heads, not K/V, exchanged
+    def _heads_in(self, a: Action, t: int) -> None:
+        # three all-to-alls, Q, K, V in that order (layer.py:386-396): [B, H/W, T, d] each (emulated: every head)
+        self._qkv_heads = [self.comm.heads_in(a.layer, t, x) for x in (self._q_BHNd, self._k_BHNd, self._v_BHNd)]
+
+    def _attend_heads(self, a: Action, t: int) -> None:
+        with self.tracer.compute("uly_attend", layer=a.layer, step=t, tok_step=t,
+                                 flops=self._work(self._x_BND.shape[0]).attention_heads().flops):
+            self._o_heads = F.scaled_dot_product_attention(*self._qkv_heads)
+
+    def _heads_out(self, a: Action, t: int) -> None:
+        self._o_BHNd = self.comm.heads_out(a.layer, t, self._o_heads)
+
+    def _attn_out(self, a: Action, t: int) -> None:
+        l = a.layer
+        B, _, N, _ = self._o_BHNd.shape
+        with self.tracer.compute("uly_proj", layer=l, step=t, tok_step=t, flops=self._work(B).attention_out().flops):
+            out_BND = self.model.blocks[l].attn.proj(self._o_BHNd.transpose(1, 2).reshape(B, N, -1))
+            self._x_BND = self._x_BND + self._mod.gate_msa.unsqueeze(1) * out_BND
+        lag = t - self.comm.produced[l]
+        rec = self.record
+        rec.lag_kept[t, l] = rec.lag_dropped[t, l] = lag
+        rec.lag_score[t, l] = (lag, 1.0)
+        if self.shadow is not None:  # the same layer with sp's fresh K/V all-gather
+            fresh = self.shadow.gather_sync(l, t, self._k_BHNd, self._v_BHNd)
+            ref_BND = self._attention(l, [fresh] * self.n)
+            rec.shadow_sq[t, l] = (float((out_BND - ref_BND).double().square().sum()),
+                                   float(ref_BND.double().square().sum()))
+            heads = self.comm.head_slice(self.H)
+            _, k_used, v_used = self._qkv_heads
+            rec.kv_equal_fresh[t, l] = (torch.equal(k_used, fresh[0][:, heads])
+                                        and torch.equal(v_used, fresh[1][:, heads]))
+        self._qkv_heads = self._o_heads = self._o_BHNd = None  # nothing is kept past the layer
 
     # ------------------------------------------------------------------ MoE: every expert local
     def _moe(self, a: Action, t: int) -> None:

@@ -75,7 +75,7 @@ class RunSpec:
     def check(self, world_size: int) -> None:
         """Raise ConfigError for anything wrong before a process is started."""
         preset = self.preset
-        self.strategy.check_split(world_size, preset.tokens_per_image(self.image_size))
+        self.strategy.check_split(world_size, preset.tokens_per_image(self.image_size), heads=preset.heads)
         if self.batch < 1:
             raise ConfigError("batch", f"must be >= 1, got {self.batch}", ">= 1")
         if self.dtype not in TORCH_DTYPES or self.dtype not in DTYPE_NBYTES:

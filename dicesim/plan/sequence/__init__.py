@@ -1,5 +1,6 @@
 """The sequence-parallel family: every rank holds the whole model and a contiguous slice of every
-image's tokens; attention all-gathers keys and values, MoE layers run locally with every expert.
+image's tokens; attention all-gathers keys and values (``sp``, DistriFusion) or all-to-alls Q, K, V and
+the output between token slices and head groups (Ulysses), MoE layers run locally with every expert.
 
 - :mod:`~dicesim.plan.sequence.kinds`: its action kinds, buffer kind and their effects;
 - :mod:`~dicesim.plan.sequence.rules`: the plan rules (:func:`~dicesim.plan.sequence.rules.build`) and
@@ -31,10 +32,15 @@ class SequenceLayout(ParallelLayout):
     """One group of every rank; every rank holds every expert and every image (a slice of its tokens)."""
 
     single_img: bool = False
+    ulysses: bool = False
 
     @property
     def token_split(self) -> int:
         return self.world_size
+
+    @property
+    def head_split(self) -> int:
+        return self.world_size if self.ulysses else 1
 
     def images_of(self, rank: int, batch: int) -> range:
         """Every rank computes every image: all ranks' batches (gathered), or rank 0's alone (``single_img``)."""
@@ -78,11 +84,11 @@ class SequenceParallelPlan:
     def layout(self, strategy: SequenceParallelStrategy, world_size: int, num_experts: int, *,
                group_layout: str = "contiguous", expert_layout: str = "modulo") -> SequenceLayout:
         return SequenceLayout(placement=replicated(world_size, num_experts), group_ranks=(tuple(range(world_size)),),
-                              single_img=strategy.single_img)
+                              single_img=strategy.single_img, ulysses=strategy.ulysses)
 
     def workload(self, strategy: SequenceParallelStrategy, wl: BlockWorkload, world_size: int) -> BlockWorkload:
         """One rank's work from ``wl`` (its own batch of whole images): the shared images, a slice of each."""
-        strategy.check_split(world_size, wl.tokens_per_image)
+        strategy.check_split(world_size, wl.tokens_per_image, heads=wl.model.heads)
         return replace(wl, images=strategy.images_in_batch(wl.images, world_size),
                        tokens_per_image=wl.tokens_per_image // world_size, token_split=world_size)
 

@@ -7,7 +7,7 @@ full K and V set of every token of every image, this rank's own slot included (i
 buffer). It is never freed while the process runs (``clear()`` only waits); the plan counts it
 held at the end of every step but the last, as every family's plan does (the run ends there).
 Synchronous ``sp`` keeps nothing across steps: each layer's gathered K and V are freed when its
-attention is done.
+attention is done; nor does Ulysses (its all-to-all buffers live inside one layer's attention).
 """
 
 from __future__ import annotations

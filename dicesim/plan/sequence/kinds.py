@@ -18,6 +18,14 @@ keys and values a K/V collective carries, ``span`` = the layers it covers:
   flattened all-gather (``comm_manager.py:79-97``);
 - ``kv_clear``: the comm manager's ``clear()`` before a warm-up step: wait for every gather in flight
   (``comm_manager.py:99-106``);
+- ``heads_in`` (Ulysses): three blocking all-to-alls, Q, K then V, each from (this rank's token slice,
+  every head) to (every token, this rank's H/W heads) (microsoft/DeepSpeed@38327e0
+  ``deepspeed/sequence/layer.py:386-396``);
+- ``attend_heads`` (Ulysses): attention of every token's queries against every key with this rank's
+  H/W heads (``layer.py:414``, the wrapped local attention);
+- ``heads_out`` (Ulysses): one blocking all-to-all of the attention output back to (token slice, every
+  head) (``layer.py:416``);
+- ``attn_out`` (Ulysses): output projection and gated residual of this rank's tokens;
 - ``attend``: this rank's queries against every key of their images, output projection, residual;
 - ``moe``: gate, all E experts on the local tokens, shared expert, combine (``models.py:322-323``);
 - ``gather_tokens``: the all-gather of every rank's tokens at the end of the blocks (``models.py:677-678``).
@@ -50,6 +58,10 @@ class SeqAction(StrEnum):
     ATTEND = "attend"
     MOE = "moe"
     GATHER_TOKENS = "gather_tokens"
+    HEADS_IN = "heads_in"
+    ATTEND_HEADS = "attend_heads"
+    HEADS_OUT = "heads_out"
+    ATTN_OUT = "attn_out"
 
 
 class SeqHeld(StrEnum):
@@ -62,11 +74,12 @@ class SeqHeld(StrEnum):
 #: the kinds as plain module names (the plan's loops build thousands of actions)
 EMBED, FINAL, DRAIN = ActionKind.EMBED, ActionKind.FINAL, ActionKind.DRAIN
 (SCATTER, BROADCAST, QKV, KV_SYNC, KV_FRESH, KV_WAIT, KV_ENQUEUE, KV_ISSUE, KV_CLEAR, ATTEND, MOE,
- GATHER_TOKENS) = tuple(SeqAction)
+ GATHER_TOKENS, HEADS_IN, ATTEND_HEADS, HEADS_OUT, ATTN_OUT) = tuple(SeqAction)
 KV_BUFFER = SeqHeld.KV_BUFFER
 
 _KV, _ROWS = CollectiveKind.KV_GATHER, CollectiveKind.TOKEN_GATHER
 _SC, _BC = CollectiveKind.SCATTER, CollectiveKind.BROADCAST
+_HA = CollectiveKind.HEAD_A2A
 #: every kind this family's plans use -> its effects; compute ops cost their names (cost-model keys)
 LOWERING: dict[StrEnum, tuple[Effect, ...]] = {
     EMBED: (Compute("embed"),),
@@ -82,6 +95,12 @@ LOWERING: dict[StrEnum, tuple[Effect, ...]] = {
     KV_ISSUE: (Issue(_KV),),
     KV_CLEAR: (WaitAll(),),
     ATTEND: (Compute("sp_attend"),),
+    # Ulysses: blocking all-to-alls (deepspeed/sequence/layer.py:277-278: without an overlap stream the handle is
+    # None, :336, and single_all_to_all runs with async_op=False)
+    HEADS_IN: (Issue(_HA), Wait(_HA)) * 3,  # Q, K, V: three calls (layer.py:368 "TODO Merge three alltoall calls")
+    ATTEND_HEADS: (Compute("uly_attend"),),
+    HEADS_OUT: (Issue(_HA), Wait(_HA)),
+    ATTN_OUT: (Compute("uly_proj"),),
     # every expert is local: the data-parallel expert cost over this rank's tokens
     MOE: (Compute("gate"), Compute("local_moe"), Compute("shared_expert"), Compute("local_combine")),
     GATHER_TOKENS: (Issue(_ROWS), Wait(_ROWS)),

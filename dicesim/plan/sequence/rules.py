@@ -14,6 +14,13 @@ asynchronous all-gather. Layers left in the queue when ``L % 4 != 0`` are sent w
 step queues layer 0 (or by the ``clear()`` before a warm-up step). Gathers of the last step are
 issued too (the reference does not know it is the last) and waited for when the sampler
 synchronises.
+
+Ulysses (``kv_exchange = "ulysses"``; DeepSpeed-Ulysses, microsoft/DeepSpeed@38327e0
+``deepspeed/sequence/layer.py:386-416``, not in the DICE reference): at each attention layer,
+three blocking all-to-alls turn this rank's Q, K and V (its token slice, every head) into every
+token's Q, K and V for H/W heads; attention runs over the whole sequence with those heads; one
+all-to-all brings the output back to the token slice; then the output projection. Nothing is kept
+across layers or steps: K/V are always this step's (lag 0).
 """
 
 from __future__ import annotations
@@ -23,8 +30,8 @@ from typing import Any
 import numpy as np
 
 from dicesim.plan.sequence.kinds import (
-    ATTEND, BROADCAST, DRAIN, EMBED, FINAL, GATHER_TOKENS, KV_CLEAR, KV_ENQUEUE, KV_FRESH, KV_ISSUE, KV_SYNC, KV_WAIT,
-    MOE, QKV, SCATTER,
+    ATTEND, ATTEND_HEADS, ATTN_OUT, BROADCAST, DRAIN, EMBED, FINAL, GATHER_TOKENS, HEADS_IN, HEADS_OUT, KV_CLEAR,
+    KV_ENQUEUE, KV_FRESH, KV_ISSUE, KV_SYNC, KV_WAIT, MOE, QKV, SCATTER,
 )
 from dicesim.plan.vocabulary import Action, LagTable, Plan
 from dicesim.strategy.sequence import KV_GROUP_LAYERS, SequenceParallelStrategy
@@ -77,6 +84,10 @@ def build(strategy: SequenceParallelStrategy, num_layers: int, num_steps: int, r
         acts += [Action(EMBED, -1, t), Action(SCATTER, -1, t), Action(BROADCAST, -1, t)]
         for l in range(L):
             acts.append(Action(QKV, l, t))
+            if strategy.ulysses:  # q, k, v to heads, attention over every token, output back, projection
+                acts += [Action(HEADS_IN, l, t), Action(ATTEND_HEADS, l, t), Action(HEADS_OUT, l, t),
+                         Action(ATTN_OUT, l, t), Action(MOE, l, t)]
+                continue
             if not strategy.kv_async:
                 acts.append(Action(KV_SYNC, l, t))
             elif l not in handle:  # nothing gathered for this layer since the last clear: gather now, blocking
@@ -108,12 +119,12 @@ def lag_table(plan: Plan) -> LagTable:
     producer = [0] * L
     for t, actions in plan:
         for a in actions:
-            if a.kind == KV_SYNC or a.kind == KV_FRESH:
+            if a.kind == KV_SYNC or a.kind == KV_FRESH or a.kind == HEADS_IN:
                 producer[a.layer] = t
             elif a.kind == KV_WAIT:
                 for l in a.layers:
                     producer[l] = a.tok_step
-            elif a.kind == ATTEND:
+            elif a.kind == ATTEND or a.kind == ATTEND_HEADS:
                 lag[t, a.layer] = t - producer[a.layer]
     # K and V travel together: one lag per (step, layer); no copy is ever dropped
     return LagTable(kept=lag, dropped=lag.copy(), skip=np.zeros((T, L), dtype=bool))

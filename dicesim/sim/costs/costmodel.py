@@ -23,7 +23,13 @@ ACTION_OP_KIND: dict[str, str] = {
     "sync_moe": "experts",
     # sequence parallelism splits the attention half around its K/V all-gather
     "sp_qkv": "attention", "sp_attend": "attention",
+    # Ulysses splits it around its head all-to-alls: the core over every token, then the projection
+    "uly_attend": "attention", "uly_proj": "attention",
 }
+#: compute actions whose fixed per-op cost (``launch_s``) another action pays: Ulysses' projection is the tail
+#: of the kernels ``sp_attend`` runs as one op (the profiles' ``launch_s`` is a kernel gap x the op's kernels),
+#: split off by the output all-to-all; ``uly_attend`` pays the fixed cost of both (assumption)
+SHARED_LAUNCH: frozenset[str] = frozenset({"uly_proj"})
 
 
 def embed_cost(wl: BlockWorkload) -> OpCost:
@@ -69,16 +75,18 @@ class CostModel:
             # data-parallel baseline: every routed copy runs on local experts, all E resident
             "local_moe": wl.expert_rows(wl.routed_rows, wl.model.num_experts),
             "sp_qkv": wl.attention_qkv(), "sp_attend": wl.attention_core(),
+            "uly_attend": wl.attention_heads(), "uly_proj": wl.attention_out(),
         }
-        fixed = {k: self.op_time_s(ACTION_OP_KIND[k], c) for k, c in costs.items()}
+        fixed = {k: self.op_time_s(ACTION_OP_KIND[k], c, launch=k not in SHARED_LAUNCH) for k, c in costs.items()}
         object.__setattr__(self, "_fixed_s", fixed)
         object.__setattr__(self, "_fixed_cost", costs)
 
-    def op_time_s(self, op_kind: str, cost: OpCost) -> float:
-        """Roofline time of ``cost`` with the efficiency of ``op_kind`` (a profile op kind)."""
+    def op_time_s(self, op_kind: str, cost: OpCost, *, launch: bool = True) -> float:
+        """Roofline time of ``cost`` with the efficiency of ``op_kind`` (a profile op kind); ``launch``: add the
+        op kind's fixed per-op cost."""
         p = self.profile
         eff = p.ops[op_kind]
-        return eff.launch_s + max(cost.flops / (p.peak_flops * eff.compute_eff),
+        return (eff.launch_s if launch else 0.0) + max(cost.flops / (p.peak_flops * eff.compute_eff),
                                   cost.nbytes / (p.mem_bw_Bps * eff.mem_eff))
 
     def action_time_s(self, action_kind: str) -> float:

@@ -12,7 +12,11 @@ collective (:meth:`GroupComm.start`), whatever its kind in the one collective vo
   layer the collective covers, to every other member (sequence parallelism);
 - ``token_gather``: the same with one row per token (K or V alone; the tokens at a forward's end);
 - ``scatter`` / ``broadcast``: member 0 sends every other member one row per token of a slice /
-  one row per image (the conditioning).
+  one row per image (the conditioning);
+- ``head_a2a``: Ulysses' all-to-all of one q-sized tensor (one row per token of the member's slice):
+  every member sends ``1/S`` of it (the heads, or the tokens, of the receiver) to every other member,
+  directly, as ``all_to_all_single`` does (microsoft/DeepSpeed@38327e0 deepspeed/sequence/layer.py:244),
+  with the all-to-all's fixed latency.
 
 An all-gather moves as NCCL's ring does (its algorithm for all-gather, and gloo's): member i
 forwards the slices of S-1 members to member i+1, so each ring hop carries (S-1) slices and a
@@ -43,8 +47,8 @@ from dicesim.topology import RouteTable
 
 DISPATCH, COMBINE, COUNTS, KV_GATHER = (int(k) for k in (CollectiveKind.DISPATCH, CollectiveKind.COMBINE,
                                                              CollectiveKind.COUNTS, CollectiveKind.KV_GATHER))
-TOKEN_GATHER, SCATTER, BROADCAST = (int(k) for k in (CollectiveKind.TOKEN_GATHER, CollectiveKind.SCATTER,
-                                                     CollectiveKind.BROADCAST))
+TOKEN_GATHER, SCATTER, BROADCAST, HEAD_A2A = (int(k) for k in (CollectiveKind.TOKEN_GATHER, CollectiveKind.SCATTER,
+                                                               CollectiveKind.BROADCAST, CollectiveKind.HEAD_A2A))
 #: all-gathers -> rows per token and layer each member sends to every other member
 _GATHER_ROWS = {KV_GATHER: 2, TOKEN_GATHER: 1}
 
@@ -88,6 +92,8 @@ class GroupComm:
             return self.net.transfer(self.gather_group(coll.span, coll.kind))
         if coll.kind == SCATTER or coll.kind == BROADCAST:
             return self.net.transfer(self.root_group(coll.kind))
+        if coll.kind == HEAD_A2A:
+            return self.net.transfer(self.head_group())
         return self.net.transfer(self.flow_group(coll.kind, coll.layer, coll.tok_step, coll.skip))
 
     def moved_rows(self, coll: Coll) -> list[int]:
@@ -99,6 +105,8 @@ class GroupComm:
             return [_GATHER_ROWS[coll.kind] * self.routing.tokens_per_rank * coll.span * (S - 1)] * S
         if coll.kind == SCATTER or coll.kind == BROADCAST:
             return [self._root_rows(coll.kind) * (S - 1)] + [0] * (S - 1)
+        if coll.kind == HEAD_A2A:  # (S-1)/S of the member's rows (whole rows; the flows carry the exact bytes)
+            return [self.routing.tokens_per_rank * (S - 1) // S] * S
         M = self.routing.group_matrix(self.members, coll.layer, coll.tok_step, coll.skip)
         if coll.kind == DISPATCH:
             return [int(M[m].sum() - M[m, m]) for m in range(S)]
@@ -130,6 +138,17 @@ class GroupComm:
             nbytes = np.zeros((S, S))
             nbytes[0, 1:] = self._root_rows(kind) * self.row_nbytes
             fg = self._cache[(kind, 0)] = self._pairs[DISPATCH].compile(nbytes.ravel(), self.a2a_lat_s)
+        return fg
+
+    def head_group(self) -> FlowGroup:
+        """The transfer of one Ulysses all-to-all: every member sends every other member ``1/S`` of its
+        q-sized tensor (``tokens_per_rank`` rows), ``tokens_per_rank x row_nbytes / S`` bytes."""
+        fg = self._cache.get((HEAD_A2A, 0))
+        if fg is None:
+            S = len(self.members)
+            nbytes = np.full((S, S), self.routing.tokens_per_rank * self.row_nbytes / S)
+            np.fill_diagonal(nbytes, 0.0)  # the member's own share stays
+            fg = self._cache[(HEAD_A2A, 0)] = self._pairs[DISPATCH].compile(nbytes.ravel(), self.a2a_lat_s)
         return fg
 
     def flow_group(self, direction: int, layer: int, tok: int, skip: bool) -> FlowGroup:
