@@ -69,7 +69,8 @@ ATTENTION_KERNELS: tuple[tuple[str, str, str], ...] = (
                                      "pipelines/base_pipeline.py:170-188 use_naive_forward), whose FluxAttnProcessor2_0 "
                                      "calls torch SDPA (huggingface/diffusers@89e4d62, v0.31.0, src/diffusers/models/"
                                      "attention_processor.py:1781); torch 2.5.0 puts its cuDNN backend first on H100 "
-                                     "(PyTorch 2.5 release blog, 2024-10-17: 'a new CuDNN backend for SDPA, enabling "
+                                     "(PyTorch 2.5 release blog, https://pytorch.org/blog/pytorch2-5/, 2024-10-17: 'a new "
+                                     "CuDNN backend for SDPA, enabling "
                                      "speedups by default for users of SDPA on H100s or newer GPUs'; made opt-in after "
                                      "2.5.0's bugs, pytorch/pytorch#138522, and 'Since we deprioritized cuDNN SDPA', "
                                      "#141274, 2024-11-21). A statement, not read in torch's code"),
