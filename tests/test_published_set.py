@@ -153,13 +153,13 @@ def test_accuracy_published_writes_its_own_section_and_keeps_the_page(tmp_path, 
     out = capsys.readouterr().out
     assert "h100x4-nvlink-alltoall-500m" in out and "collective level: 1 held-out measurements" in out
     assert "target median <= 10%, max <= 25% on >= 24 held-out measurements: not met" in out  # 1 < 24
-    assert "\nstep level: 83 held-out measurements" in out  # the committed step set, predicted (test_step_level.py)
+    assert "\nstep level: 88 held-out measurements" in out  # the committed step set, predicted (test_step_level.py)
     assert main(args) == 0  # twice: the section is replaced, not appended again
     text = md.read_text()
     assert text.startswith("# CPU accuracy\n\nkept text") and text.count("published:begin") == 1
     assert "## Accuracy against published GPU measurements" in text and "| h100x4-nvlink-alltoall-500m | held-out |" in text
-    assert "### Step level" in text and "step level: 83 held-out measurements" in text
-    assert "one-GPU baselines (the compute model alone, reported apart): 51 measurements" in text
+    assert "### Step level" in text and "step level: 88 held-out measurements" in text
+    assert "one-GPU baselines (the compute model alone, reported apart): 52 measurements" in text
     fitted = tomllib.loads((tmp_path / "nccl.toml").read_text())
     assert fitted["fitted"]["bw_eff.nvlink"] == "fitted on a100x8-nvlink-allreduce-10g (1 independent sources)"
     assert fitted["bw_eff"]["shm"] == 1.0  # nothing in this split crosses SHM: prior kept, and said so

@@ -47,7 +47,7 @@ def test_every_prediction_is_rederived_from_the_committed_set(rows):
 def test_splits_follow_the_set(rows):
     figs, _ = load_step_figures()
     lat = [f for f in figs if f["kind"] == "latency"]
-    assert len(rows) == len(lat) == 148
+    assert len(rows) == len(lat) == 154
     by = rows.set_index("id")
     for f in lat:
         split = by.loc[f["id"], "split"]
@@ -345,7 +345,10 @@ def test_user_issue_figures_are_xdit_latent_runs_on_eight_h100s(rows):
 
     path = Path(__file__).parents[1] / "traces" / "published" / "steps" / "user-issues.toml"
     figs, sources = load_step_figures([path])
-    assert {f["source"] for f in figs} == {"xdit-issue-416"} and "issues/416" in sources["xdit-issue-416"]["url"]
+    assert {f["source"] for f in figs} == {"xdit-issue-416", "xdit-issue-378"}
+    assert "issues/416" in sources["xdit-issue-416"]["url"]
+    figs = [f for f in figs if f["source"] == "xdit-issue-416"]
+    assert len(figs) == 3
     by = rows.set_index("id")
     for f in figs:
         par = f["parallel"]
@@ -364,6 +367,52 @@ def test_user_issue_figures_are_xdit_latent_runs_on_eight_h100s(rows):
                               host_kernel_s=EAGER_HOST_PER_KERNEL_S)
         assert alone.total_s == r["predicted"]  # the loop alone: no decode added
 
+
+
+def test_issue_378_figures_are_xfuser_0_3_4_pil_runs_on_one_to_four_h100s(rows):
+    """xDiT issue #378: FLUX.1-dev through xfuser 0.3.4's flux_example.py (28 steps, 256 text tokens, output_type
+    'pil': the decode inside the timer). Under SP that version keeps the text whole on every rank and runs
+    flash_attn's FA2; on one GPU it hands the call to diffusers' FluxPipeline, torch 2.5.0's SDPA (cuDNN on H100)."""
+    import dataclasses
+    from pathlib import Path
+
+    from dicesim.calibrate.published.step_level import (EAGER_HOST_PER_KERNEL_S, attention_kernel_for,
+                                                        text_replicated_for)
+    from dicesim.sim.costs.attention_kernels import builtin_kernel_table
+    from dicesim.sim.dense_vae import vae_decode_s
+
+    path = Path(__file__).parents[1] / "traces" / "published" / "steps" / "user-issues.toml"
+    figs, sources = load_step_figures([path])
+    assert "issues/378" in sources["xdit-issue-378"]["url"] and "35c5497" in sources["xdit-issue-378"]["commit"]
+    figs = [f for f in figs if f["source"] == "xdit-issue-378"]
+    assert sorted(f["value"] for f in figs) == [2.96, 3.23, 3.7, 5.01, 5.05, 6.27]  # the 'Me PyTorch (Sec)' column
+    by = rows.set_index("id")
+    G, p, nccl, kernels = get_machine("dgx-h100"), get_profile("h100-sxm"), builtin_nccl_model(), builtin_kernel_table()
+    for f in figs:
+        par, one = f["parallel"], f["gpus"] == 1
+        assert par["ulysses"] * par["ring"] == f["gpus"] and f["steps"] == 28 and not f["compiled"]
+        assert not f["denoise_only"] and f" {f['value']:g} | " in f["quote"] and "xfuser==0.3.4" in f["quote"]
+        run = dense_run(f)
+        assert run.model.text_tokens == 256
+        assert run.attention_kernel == ("cudnn" if one else "fa2")
+        assert run.text_replicated == (not one)
+        r = by.loc[f["id"]]
+        assert (r["split"], r["machine"]) == ("baseline" if one else "held-out", "dgx-h100")
+        decode = vae_decode_s(run, p)
+        assert decode > 0 and r["vae_decode_s"] == decode  # output_type 'pil': the decode is inside the timer
+        t = predict_dense(run, p, G, nccl, interference=True, kernels=kernels, host_kernel_s=EAGER_HOST_PER_KERNEL_S)
+        assert t.total_s + decode == r["predicted"]
+        if not one:  # each rank runs the whole text: more work than the same run with the text split
+            split = dataclasses.replace(run, text_replicated=False)
+            assert t.total_s > predict_dense(split, p, G, nccl, interference=True, kernels=kernels,
+                                             host_kernel_s=EAGER_HOST_PER_KERNEL_S).total_s
+    # the rules that map them leave every other framework as it was
+    assert attention_kernel_for("xDiT 0.3.4, one GPU (diffusers' FluxPipeline)")[0] == "cudnn"
+    assert attention_kernel_for("xDiT 0.3.4 (examples/flux_example.py)")[0] == "fa2"
+    assert attention_kernel_for("xDiT")[0] == "fa2" and "assumption" in attention_kernel_for("xDiT")[1]
+    assert text_replicated_for("xDiT 0.3.4 (x)", "flux.1-dev", 256, 4)
+    assert not text_replicated_for("xDiT 0.3.4 (x)", "flux.1-dev", 256, 1)
+    assert not text_replicated_for("xDiT", "flux.1-dev", 512, 4)
 
 def test_a_figure_s_text_tokens_replace_the_preset_s_and_nothing_else():
     """A figure's ``text_tokens`` (the run's max_sequence_length) is the preset with that text length: the same

@@ -64,6 +64,20 @@ ATTENTION_KERNELS: tuple[tuple[str, str, str], ...] = (
                              "PyTorch's flash backend is FlashAttention-2"),
     ("HunyuanVideo", "fa2", "flash-attn 2 (flash_attn_varlen_func; xDiT's L20 rows state flash-attn 2.7.2.post1, "
                             "traces/published/steps/xdit.toml notes)"),
+    ("xDiT 0.3.4, one GPU", "cudnn", "with every parallel degree 1 xFuserFluxPipeline hands the call to diffusers' "
+                                     "FluxPipeline (xdit-project/xDiT@35c5497, tag 0.3.4, xfuser/model_executor/"
+                                     "pipelines/base_pipeline.py:170-188 use_naive_forward), whose FluxAttnProcessor2_0 "
+                                     "calls torch SDPA (huggingface/diffusers@89e4d62, v0.31.0, src/diffusers/models/"
+                                     "attention_processor.py:1781); torch 2.5.0 puts its cuDNN backend first on H100 "
+                                     "(PyTorch 2.5 release blog, https://pytorch.org/blog/pytorch2-5/, 2024-10-17: 'a new "
+                                     "CuDNN backend for SDPA, enabling "
+                                     "speedups by default for users of SDPA on H100s or newer GPUs'; made opt-in after "
+                                     "2.5.0's bugs, pytorch/pytorch#138522, and 'Since we deprioritized cuDNN SDPA', "
+                                     "#141274, 2024-11-21). A statement, not read in torch's code"),
+    ("xDiT 0.3.4", "fa2", "under sequence parallelism xfuser 0.3.4's Flux processor calls xFuserLongContextAttention "
+                          "(xdit-project/xDiT@35c5497 xfuser/model_executor/layers/attention_processor.py:633-636, "
+                          "738-762), whose ring loop runs flash_attn's _flash_attn_forward, FlashAttention-2 "
+                          "(xfuser/core/long_ctx_attention/ring/ring_flash_attn.py:2, 54-88); read from the code"),
     ("xDiT", "fa2", "xDiT's USP attention (yunchang) calls flash-attn 2 by default; FA3 is an opt-in the tables "
                     "do not state (assumption)"),
     ("diffusers + xDiT", "fa2", "xDiT's USP attention (yunchang), flash-attn 2 (assumption, as xDiT)"),
@@ -114,9 +128,16 @@ COMPILED_HOST_PER_KERNEL_S = 7.44e-6
 #:   its blocks take ``txt`` whole and hand it to ``UlyssesAttention`` beside the sharded image q/k/v (sgl-project/sglang@050bbf0
 #:   python/sglang/multimodal_gen/runtime/models/dits/hunyuanvideo.py MMDoubleStreamBlock.forward,
 #:   MMSingleStreamBlock.forward); after it the text is sharded (taken as split evenly, as below).
+#: - xfuser 0.3.4's Flux (xdit-project/xDiT@35c5497, tag 0.3.4): the pipeline splits only the latent over the
+#:   sequence group (xfuser/core/distributed/runtime_state.py:261-350) and the transformer embeds the whole text on
+#:   every rank (xfuser/model_executor/models/transformers/transformer_flux.py:121-122, 167-172); its attention
+#:   puts the text q/k/v in front as ``joint_tensor_*`` (xfuser/model_executor/layers/attention_processor.py:
+#:   742-762; xfuser/core/long_ctx_attention/hybrid/attn_layer.py:97-123). The text split
+#:   (``split_text_embed_in_sp``) came later: xdit-project/xDiT@a7bcdb8 (#361, 2024-11-23).
 #: Elsewhere the joint sequence is taken as split evenly (xDiT's Flux: 512 text tokens over 2 or 4 ranks).
 TEXT_REPLICATED_RULES: tuple[tuple[str, str, str], ...] = (
     ("HunyuanVideo", "hunyuanvideo-t2v", "always"),
+    ("xDiT 0.3.4", "flux.1-dev", "always"),
     ("xDiT", "cogvideox-5b", "unless it divides"),
     ("xDiT", "consisid", "unless it divides"),
     ("SGLang diffusion (main before #28319", "hunyuanvideo-t2v", "always"),
