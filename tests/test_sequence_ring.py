@@ -196,3 +196,15 @@ def test_a_scenario_file_reads_the_field(tmp_path):
                  'kv_exchange = "ring"\n')
     sc = load_scenario(f)
     assert sc.strategy.ring and sc.strategy.kv_exchange == "ring"
+
+
+def test_run_facts_name_the_ring_passes_and_their_bytes():
+    from dicesim.topology import get_topology
+    from dicesim.trust.facts import KV_RING, run_facts
+
+    sc = make_scenario(model="XL/2", topology="dgx-h100", world_size=8, batch=1, strategy="ring")
+    facts = run_facts(sc, get_topology("dgx-h100"))
+    N, row = 2 * 8 * 256 // 8, 1152 * 2  # every rank's image with its CFG half, 1/8 of its 256 tokens; bf16
+    assert facts.collective == KV_RING and facts.rows_per_rank == N
+    assert facts.a2a_nbytes_per_rank == 2 * N * row * 7
+    assert "7 passes to the next GPU in the ring" in " ".join(facts.sentences())

@@ -88,7 +88,8 @@ class CostModel:
         block_s = self.op_time_s("attention", block) + self.op_time_s("local_combine", merge)
         passes = wl.token_split - 1
         costs["ring_block"] = OpCost(flops=block.flops + merge.flops, nbytes=block.nbytes + merge.nbytes)
-        costs["ring_blocks"] = OpCost(flops=passes * costs["ring_block"].flops, nbytes=passes * costs["ring_block"].nbytes)
+        one = costs["ring_block"]
+        costs["ring_blocks"] = OpCost(flops=passes * one.flops, nbytes=passes * one.nbytes)
         fixed["ring_block"], fixed["ring_blocks"] = block_s, passes * block_s
         object.__setattr__(self, "_fixed_s", fixed)
         object.__setattr__(self, "_fixed_cost", costs)
