@@ -208,3 +208,30 @@ def test_run_facts_name_the_ring_passes_and_their_bytes():
     assert facts.collective == KV_RING and facts.rows_per_rank == N
     assert facts.a2a_nbytes_per_rank == 2 * N * row * 7
     assert "7 passes to the next GPU in the ring" in " ".join(facts.sentences())
+
+
+@pytest.mark.parametrize("bw", [1e8, 1e13])
+def test_one_collective_of_passes_times_as_pass_by_pass_under_interference(bw):
+    """Compute runs 1 + i times slower while the kv_ring is in flight. Pass by pass (ring_flash_attn.py:26-63)
+    each pass p and block p start together: a pass longer than (1 + i) x block takes the pass, else the block
+    ends at block + pass i / (1 + i). The one collective of W-1 passes in a row under W-1 blocks gives W-1
+    times that: the layer's ring part is W-1 per-pass steps either way."""
+    W, L, T, i = 4, 6, 2, 0.25
+    prof = get_profile("h100-sxm").with_updates(host_op_s=0.0, host_collective_s=0.0, interference=i,
+                                                comm_interference=0.0)
+    graph = fully_connected(W, bw, LAT)
+    kw = _kw(W, T, "small")
+    prep = prepare(**kw, strategy="ring", profile=prof, graph=graph)
+    res = simulate(**kw, strategy="ring", profile=prof, graph=graph, record=True)
+    tpr, row, cm = prep.routing.tokens_per_rank, prep.spec.row_nbytes, prep.spec.cost
+    pass_s = LAT + prof.collective_base_s["all_to_all"] + 2 * tpr * row / bw
+    blk_s = cm.action_time_s("ring_block")
+    per_pass_s = pass_s if (1 + i) * blk_s <= pass_s else blk_s + pass_s * i / (1 + i)
+    coll = res.events[res.events.kind == "collective"]
+    other = coll[(coll["rank"] == 0) & (coll.name != "kv_ring")]
+    other_s = float((other.end_us - other.start_us).sum()) * 1e-6
+    layer_s = (sum(cm.action_time_s(k) for k in ("sp_qkv", "ring_block", "ring_proj", "gate", "local_moe",
+                                                 "shared_expert", "local_combine"))
+               + (W - 1) * per_pass_s)
+    step_s = cm.action_time_s("embed") + cm.action_time_s("final") + L * layer_s + other_s / T
+    assert res.totals["total_latency_s"] == pytest.approx(T * step_s, rel=1e-9)

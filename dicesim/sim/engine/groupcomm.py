@@ -269,9 +269,11 @@ def ring_latency(G: nx.DiGraph, table: RouteTable, members: tuple[int, ...], pro
 def pass_latency(G: nx.DiGraph, table: RouteTable, members: tuple[int, ...], profile: HardwareProfile,
                  nccl: NcclModel, library: str) -> float:
     """Fixed latency of one ring-attention pass over ``members`` (every member to the next, at once): the
-    profile's all-to-all base (standing in for a send/receive's: a statement until one is measured; NCCL runs
-    its all-to-all as grouped sends and receives), the link-class term of the ring's routes, and one protocol
-    hop where NCCL transports carry them (each flow pays its own route latency in the network)."""
+    profile's all-to-all base (standing in for a grouped send/receive's: an assumption until one is measured;
+    PyTorch runs an NCCL all-to-all as sends and receives to every peer inside one NCCL group where NCCL has no
+    ncclAllToAll: pytorch/pytorch@0033e77 torch/csrc/cuda/nccl.cpp ``all2all_single_equal_split``), the
+    link-class term of the ring's routes, and one protocol hop where NCCL transports carry them (each flow pays
+    its own route latency in the network)."""
     S = len(members)
     routes = [table.routes[(members[i], members[(i + 1) % S])] for i in range(S)]
     cls_lat = max((profile.link_latency(str(G.edges[e].get("link", ""))) for r in routes for e in r), default=0.0)
