@@ -165,13 +165,26 @@ def test_link_bytes_in_closed_form_against_sp():
     assert ring.links["nbytes"].sum() == pytest.approx(sp.links["nbytes"].sum())  # sp's ring all-gather moves the same
 
 
-def test_neighbour_routes_matter_on_a_ring_topology():
-    """On tiny-ring4 (links only between ring neighbours) the passes use one hop each; sp's all-gather too."""
-    kw = dict(model="small", world_size=4, batch=1, image_size=64, steps=2, topology="tiny-ring4",
-              profile="h100-sxm")
-    ring = simulate(**kw, strategy="ring")
-    used = ring.links[ring.links["nbytes"] > 0]
-    assert len(used) >= 4 and ring.totals["max_lag"] == 0
+def test_passes_take_the_ring_neighbour_links_only():
+    """On tiny-ring4 (a link each way between ring neighbours) every pass crosses the one link from rank i to
+    rank i+1: the backward links carry nothing but what rank 0's scatter sends to rank 3; each forward link
+    carries L x T x (W-1) K/V blocks besides the scatter, broadcast and final gather: the same links and bytes
+    as sp's ring all-gathers. Ulysses' all-to-alls also load the backward links."""
+    W, L, T = 4, 6, 2
+    kw = dict(model="small", world_size=W, batch=1, image_size=64, steps=T, topology="tiny-ring4", profile="h100-sxm")
+    prep = prepare(**kw, strategy="ring")
+    block = 2 * prep.routing.tokens_per_rank * prep.spec.row_nbytes
+    r = {s: simulate(**kw, strategy=s).links.set_index(["src", "dst"])["nbytes"] for s in ("ring", "sp", "ulysses")}
+    fwd = [(f"n0.gpu{i}", f"n0.gpu{(i + 1) % W}") for i in range(W)]
+    back = [(f"n0.gpu{(i + 1) % W}", f"n0.gpu{i}") for i in range(W)]
+    assert (r["ring"] == r["sp"]).all()
+    assert r["ring"][back].sum() == r["ring"][("n0.gpu0", "n0.gpu3")] > 0  # only the scatter's 0 -> 3
+    assert r["ulysses"][back].sum() > r["ring"][back].sum()
+    # each forward link: the passes, plus at most the scatter, the broadcast and the final gather of every step
+    tpr, row, images = prep.routing.tokens_per_rank, prep.spec.row_nbytes, prep.spec.cost.workload.images
+    other = T * (W - 1) * (2 * tpr + images) * row
+    passes = r["ring"][fwd] - L * T * (W - 1) * block
+    assert (passes >= 0).all() and (passes <= other).all()
 
 
 def test_default_model_compares_with_sp_ulysses_and_distrifusion():
