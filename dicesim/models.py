@@ -197,6 +197,26 @@ class BlockWorkload:
         nbytes = D * D * w + N * D * w * 3
         return OpCost(flops=float(flops), nbytes=float(nbytes))
 
+    def attention_block(self) -> OpCost:
+        """Ring attention's core on one K/V block: this rank's queries against one rank's slice of keys and
+        values (QK^T and AV; ``1 / token_split`` of :meth:`attention_core`'s core FLOPs, so the W blocks of a
+        layer do sp's work). Reads Q and the K/V block and writes the block's output."""
+        b, n, D, w, N = self.images, self.tokens_per_image, self.model.hidden, self.dtype_nbytes, self.tokens
+        flops = 2 * 2 * b * n * n * D
+        nbytes = N * D * w * (1 + 2 + 1)
+        return OpCost(flops=float(flops), nbytes=float(nbytes))
+
+    def ring_merge(self) -> OpCost:
+        """One block's output merged into the float32 running output with the log-sum-exp rule, elementwise
+        over this rank's attention output (zhuzilin/ring-flash-attention@8996282 ring_flash_attn/utils.py:40-48:
+        the block output cast to float32, ``out - block_out``, times the sigmoid of the lse difference, ``out -``
+        that; the lse terms are per row and head, 1/head_dim of this, left out): 3 FLOPs and ``w + 36`` bytes
+        per element (read w, write 4; read 8, write 4; read 4, write 4; read 8, write 4), the count of
+        :data:`dicesim.sim.sp_plumbing.RING_MERGE_PASSES` for bf16. Every block of a layer is counted so, the
+        first too (there only a cast, ``w + 4`` bytes: an upper figure)."""
+        D, w, N = self.model.hidden, self.dtype_nbytes, self.tokens
+        return OpCost(flops=float(3 * N * D), nbytes=float(N * D * (w + 36)))
+
     def gate(self) -> OpCost:
         """LN + modulation + router logits, softmax, top-k and local permutation of copies."""
         D, E, N, w = self.model.hidden, self.model.num_experts, self.tokens, self.dtype_nbytes

@@ -19,7 +19,8 @@ TABLES = ("per_step", "per_rank", "lags", "token_lags", "buffers", "links")
 #: configurations that share plans but not costs (another model, GPU, batch): the cache must not mix them up
 RUNS = [dict(model=m, topology=t, batch=b, strategy=s, steps=12)
         for m, t in (("XL/2", "dgx-h100"), ("G/2", "8x-rtx4090-pcie"), ("XL/2", "2x-dgx-h100-ib"))
-        for b in (8, 32) for s in ("sync", "dice", "displaced", "interweaved-deep", "sp", "distrifusion", "ulysses")]
+        for b in (8, 32) for s in ("sync", "dice", "displaced", "interweaved-deep", "sp", "distrifusion", "ulysses",
+                                        "ring")]
 
 
 def _exact(a, b) -> None:
@@ -50,7 +51,7 @@ def test_sampled_routing_and_strided_placement_equal_uncached():
             _exact(simulate(**kw, plans=plans), simulate(**kw))
 
 
-@pytest.mark.parametrize("strategy", ["sync", "dice", "interweaved", "sp", "distrifusion", "ulysses"])
+@pytest.mark.parametrize("strategy", ["sync", "dice", "interweaved", "sp", "distrifusion", "ulysses", "ring"])
 @pytest.mark.parametrize("host_op_s", [None, 2e-4])
 def test_priced_skeleton_is_the_compiled_program(strategy, host_op_s):
     kw = {} if host_op_s is None else dict(profile=get_profile("h100-sxm").with_updates(host_op_s=host_op_s))

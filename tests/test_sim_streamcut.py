@@ -33,6 +33,12 @@ def test_stream_cut_reuse_equals_full_run_under_ulysses(model, world_size):
                                  steps=10))
 
 
+@pytest.mark.parametrize("world_size", [2, 4])  # ring attention: one kv_ring of W-1 passes per layer
+def test_stream_cut_reuse_equals_full_run_under_ring(world_size):
+    assert_reuse_skips_work(dict(SEQ, model="small", world_size=world_size, topology="tiny-ring4", strategy="ring",
+                                 steps=10))
+
+
 def test_host_bound_windows_are_simulated():
     """A host far slower than the GPU holds every stream back: no window has a source the hosts
     allow, so nothing is reused, and the result is the full run's."""

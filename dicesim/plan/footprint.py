@@ -66,6 +66,7 @@ class RankWork:
     expert_rows_W: np.ndarray  # G per rank: most rows one of its experts receives in one exchange
     exchange: bool  # routed rows cross ranks (send and receive buffers) or all experts are local
     head_split: int = 1  # ranks the attention heads are split over (Ulysses' all-to-all; 1: none)
+    ring_passes: int = 0  # K/V blocks passed around a ring per attention layer (ring attention; 0: none)
 
 
 def rank_work(workload: BlockWorkload, layout: ParallelLayout, routing: Any, *, image_tokens: int) -> RankWork:
@@ -79,7 +80,8 @@ def rank_work(workload: BlockWorkload, layout: ParallelLayout, routing: Any, *, 
         senders = len(layout.groups()[0]) if exchange else 1
         return RankWork(tokens=N, images=workload.images, image_tokens=image_tokens,
                         recv_rows_W=np.full(W, N * k), exchange=exchange,
-                        expert_rows_W=np.full(W, -(-senders * N * k // E)), head_split=layout.head_split)
+                        expert_rows_W=np.full(W, -(-senders * N * k // E)), head_split=layout.head_split,
+                        ring_passes=layout.ring_passes)
     recv_W = np.asarray(routing.recv_rows_LTW(False)).max(axis=(0, 1)) if exchange else np.full(W, N * k)
     G_W = np.zeros(W, dtype=np.int64)
     counts = np.asarray(counts)
@@ -92,7 +94,8 @@ def rank_work(workload: BlockWorkload, layout: ParallelLayout, routing: Any, *, 
             G_W[r] = max(int(per_E[e]) for e in layout.experts_of(r))
     return RankWork(tokens=N, images=workload.images, image_tokens=image_tokens,
                     recv_rows_W=np.asarray(recv_W, dtype=np.int64), expert_rows_W=G_W, exchange=exchange,
-                    head_split=layout.head_split)
+                    head_split=layout.head_split,
+                        ring_passes=layout.ring_passes)
 
 
 def activation_parts(preset: ModelPreset, work: RankWork) -> dict[str, np.ndarray]:
@@ -121,7 +124,12 @@ def activation_parts(preset: ModelPreset, work: RankWork) -> dict[str, np.ndarra
     io = B * n * preset.patch ** 2 * (preset.latent_channels + preset.out_channels)
     resident = np.full_like(Q, N * D + 6 * B * D + io)
     gathered_kv = 2 * B * n * D if N < B * n else 0
-    attention = np.full_like(Q, 10 * N * D if work.head_split > 1 else 6 * N * D + gathered_kv)
+    if work.head_split > 1:
+        attention = np.full_like(Q, 10 * N * D)
+    elif work.ring_passes:  # ring attention gathers nothing: one block in hand, one in flight
+        attention = np.full_like(Q, 11 * N * D)
+    else:
+        attention = np.full_like(Q, 6 * N * D + gathered_kv)
     swiglu = G * (D + 3 * H)
     if work.exchange:
         moe = N * D + 2 * R * D + 2 * Q * D + np.maximum(swiglu, 2 * R * D)
@@ -173,6 +181,9 @@ RUNTIME = RuntimeAllowance()
 #: all-to-all kinds: point-to-point connections to every peer (Ulysses' head all-to-all is one)
 _P2P_KINDS = frozenset({CollectiveKind.DISPATCH, CollectiveKind.COMBINE, CollectiveKind.COUNTS,
                         CollectiveKind.HEAD_A2A})
+#: point-to-point kinds to the ring neighbours only (ring attention's passes: send to rank+1, receive from rank-1):
+#: one peer with two ranks, two otherwise (as dicesim.sim.dense_memory.nccl_nbytes counts ring passes)
+_NEIGHBOUR_KINDS = frozenset({CollectiveKind.KV_RING})
 
 
 def collective_kinds(plan: Plan) -> frozenset[CollectiveKind]:
@@ -193,6 +204,9 @@ def runtime_nbytes(plan: Plan, layout: ParallelLayout, allowance: RuntimeAllowan
             kinds = {k for k in used if layout.comm_index(k) == index}
             if kinds & _P2P_KINDS:
                 nccl += (size - 1) * allowance.p2p_per_peer_nbytes
-            elif kinds:
+                continue
+            if kinds & _NEIGHBOUR_KINDS:  # the passes' connections, beside the ring buffers of the other kinds
+                nccl += min(size - 1, 2) * allowance.p2p_per_peer_nbytes
+            if kinds - _NEIGHBOUR_KINDS:
                 nccl += allowance.ring_per_comm_nbytes
     return {"context": allowance.context_nbytes, "nccl": nccl}

@@ -85,6 +85,11 @@ class ParallelLayout:
         return 1
 
     @property
+    def ring_passes(self) -> int:
+        """K/V blocks each attention layer passes to the next rank of a ring (ring attention; 0: none)."""
+        return 0
+
+    @property
     def experts_per_rank(self) -> int:
         return self.placement.experts_per_rank
 

@@ -41,6 +41,7 @@ class CollectiveKind(IntEnum):
     SCATTER = 5  # rank 0 sends every other rank its slice of the tokens (one row per token)
     BROADCAST = 6  # rank 0 sends every other rank one row per image (the conditioning)
     HEAD_A2A = 7  # all-to-all: a q-sized tensor between (token slice, every head) and (every token, H/W heads)
+    KV_RING = 8  # point-to-point: a K/V block to the next rank of a ring, W-1 passes in a row (ring attention)
 
     @property
     def label(self) -> str:

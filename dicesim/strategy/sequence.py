@@ -1,4 +1,4 @@
-"""The sequence-parallel family's config: patch parallelism (``sp``), DistriFusion and Ulysses.
+"""The sequence-parallel family's config: patch parallelism (``sp``), DistriFusion, Ulysses and ring attention.
 
 Every rank holds the whole model and a contiguous slice of every image's tokens; every
 attention layer exchanges keys and values across the slices (``kv_exchange``), and MoE layers run
@@ -17,6 +17,11 @@ it; the executor (``validate/executor/sequence.py``) runs the same plan.
   this rank's H/W heads), attends over the whole sequence with those heads, and all-to-alls the
   output back (microsoft/DeepSpeed@38327e0 deepspeed/sequence/layer.py:386-416,
   ``DistributedAttention.forward``). Always fresh; needs ``heads % world_size == 0``.
+- ``kv_exchange = "ring"`` (``ring``; ring attention, not in the DICE reference): each rank keeps its
+  queries; the K/V blocks circulate around the ranks in W-1 point-to-point passes (send to rank+1,
+  receive from rank-1), each overlapped with the attention on the block in hand, the partial outputs
+  merged with the log-sum-exp rule (zhuzilin/ring-flash-attention@8996282
+  ring_flash_attn/ring_flash_attn.py:26-63, utils.py:33-50, 98-151). Always fresh.
 - ``single_img``: rank 0's per-rank batch is the whole batch, computed by all ranks
   (``--single-img``); otherwise every rank's batch is gathered and all ranks share all images.
 """
@@ -37,7 +42,7 @@ from dicesim.strategy.base import FamilyConfig, Strategy
 #: (sample_ddp.py:194 passes 4 to sp_init; seqpara/comm_manager.py:96-97 sends when 4 are queued)
 KV_GROUP_LAYERS = 4
 #: how an attention layer exchanges keys and values across the token slices
-KV_EXCHANGES = ("allgather", "ulysses")
+KV_EXCHANGES = ("allgather", "ulysses", "ring")
 
 
 class SequenceParallelStrategy(Strategy):
@@ -51,7 +56,7 @@ class SequenceParallelStrategy(Strategy):
     kv_async: bool = False
     warmup_steps: int = Field(0, ge=0, le=MAX_STEPS)  # a count of steps: no longer than the longest run
     single_img: bool = False
-    kv_exchange: Literal["allgather", "ulysses"] = "allgather"
+    kv_exchange: Literal["allgather", "ulysses", "ring"] = "allgather"
 
     @model_validator(mode="after")
     def _warmup_needs_async(self) -> "SequenceParallelStrategy":
@@ -61,14 +66,21 @@ class SequenceParallelStrategy(Strategy):
 
     @model_validator(mode="after")
     def _ulysses_is_blocking(self) -> "SequenceParallelStrategy":
-        if self.ulysses and self.kv_async:  # the head all-to-all feeds this layer's attention: nothing to defer
-            raise ValueError("kv_exchange = ulysses needs kv_async = false (allowed with kv_async = true: allgather)")
+        # the head all-to-all / the ring passes feed this layer's attention: nothing to defer
+        if self.kv_exchange != "allgather" and self.kv_async:
+            raise ValueError(f"kv_exchange = {self.kv_exchange} needs kv_async = false "
+                             "(allowed with kv_async = true: allgather)")
         return self
 
     @property
     def ulysses(self) -> bool:
         """Heads all-to-all (DeepSpeed-Ulysses) instead of the K/V all-gather."""
         return self.kv_exchange == "ulysses"
+
+    @property
+    def ring(self) -> bool:
+        """K/V blocks passed around a ring of ranks (ring attention) instead of the K/V all-gather."""
+        return self.kv_exchange == "ring"
 
     @property
     def is_async(self) -> bool:
@@ -102,6 +114,9 @@ class SequenceParallelStrategy(Strategy):
     def describe(self) -> str:
         if self.ulysses:
             parts = ["sequence parallel, Ulysses head all-to-all per layer (q, k, v in; output back)"]
+        elif self.ring:
+            parts = ["sequence parallel, ring attention per layer (W-1 K/V passes to the next rank, "
+                     "each under the attention on the block in hand)"]
         else:
             parts = ["sequence parallel, async K/V all-gather (other ranks' K/V from step t-1)" if self.kv_async
                      else "sequence parallel, blocking K/V all-gather per layer"]
@@ -117,6 +132,7 @@ PRESETS: Mapping[str, Mapping[str, object]] = MappingProxyType({
     "sp": dict(kv_async=False),
     "distrifusion": dict(kv_async=True),
     "ulysses": dict(kv_exchange="ulysses"),
+    "ring": dict(kv_exchange="ring"),
 })
 
 FAMILY = FamilyConfig(name="sequence", config=SequenceParallelStrategy, presets=PRESETS)

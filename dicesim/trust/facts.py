@@ -30,6 +30,8 @@ _NETWORK_NODES = ("nic", "net_switch")
 
 #: the collective Ulysses' facts name (the sequence family's head all-to-all)
 HEAD_A2A = "head all-to-all"
+#: the collective ring attention's facts name (the sequence family's K/V passes to the next rank)
+KV_RING = "K/V ring pass"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -86,6 +88,11 @@ class RunFacts:
                        f"{self.a2a_nbytes_per_rank / 2**20:.1f} MiB per attention layer (Q, K, V and the attention "
                        f"output of its {self.rows_per_rank} tokens, four all-to-alls: 1/{size} of each to each "
                        f"of {size - 1} ranks).")
+        elif self.collective == KV_RING:
+            out.append(f"Its {self.collective}es cross {links}: {net}; each GPU sends about "
+                       f"{self.a2a_nbytes_per_rank / 2**20:.1f} MiB per attention layer (K and V of its "
+                       f"{self.rows_per_rank} tokens, {size - 1} passes to the next GPU in the ring, each under the "
+                       "attention on the block in hand).")
         else:
             out.append(f"Its {self.collective}s cross {links}: {net}; each GPU sends about "
                        f"{self.a2a_nbytes_per_rank / 2**20:.1f} MiB per attention layer (K and V of its "
@@ -139,6 +146,8 @@ def run_facts(scenario: Scenario, G: nx.DiGraph, topologies: TopologyCache | Non
         if layout.head_split > 1:  # Ulysses: q, k, v and the output, (size-1)/size of each leaves the rank
             nbytes = 4.0 * rows * wl.row_nbytes() * (size - 1) / size
             seq_kind = {"collective": HEAD_A2A, "traffic": "attention traffic"}
+        elif layout.ring_passes:  # ring attention: the same bytes as the ring all-gather, to the next rank only
+            seq_kind = {"collective": KV_RING, "traffic": "K/V traffic"}
     return RunFacts(
         machine=str(G.graph.get("name", scenario.topology)), world_size=scenario.world_size, groups=groups,
         group_servers=tuple(tuple(sorted({server.get(r, 0) for r in g})) for g in groups),

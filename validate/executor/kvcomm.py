@@ -5,6 +5,13 @@ token slice, every head) to (every token, this rank's H/W heads) and the attenti
 one ``all_to_all_single`` as DeepSpeed's ``single_all_to_all`` does (microsoft/DeepSpeed@38327e0
 ``deepspeed/sequence/layer.py:221-244``); nothing is kept between layers.
 
+Ring attention's passes (``ring_issue``, ``ring_wait``) too: each pass sends the K/V block in hand to
+rank+1 and receives rank-1's with one ``batch_isend_irecv`` of (send K, receive K, send V, receive V),
+as ``RingComm.send_recv_kv`` does (zhuzilin/ring-flash-attention@8996282 ring_flash_attn/utils.py:98-151);
+gloo runs these point-to-point ops on CPU. A layer's W-1 passes are traced as one ``kv_ring``
+collective (from the first pass's issue to the last one's end, the bytes of all of them), as the
+simulator moves them; each wait is traced on its own.
+
 :class:`SliceComm` holds what the reference's ``seqpara/`` holds: the scatter of the tokens, the
 broadcast of the conditioning, the blocking K and V all-gathers of ``sp`` (``sp_fwd.py:224-257``),
 and DistriFusion's comm manager (``comm_manager.py``): one flat buffer per rank slot holding every
@@ -36,7 +43,7 @@ from validate.executor.dispatcher import A2AHandle, EventSink
 
 KV, ROWS = CollectiveKind.KV_GATHER.label, CollectiveKind.TOKEN_GATHER.label
 SCATTER, BROADCAST = CollectiveKind.SCATTER.label, CollectiveKind.BROADCAST.label
-HEAD_A2A = CollectiveKind.HEAD_A2A.label
+HEAD_A2A, KV_RING = CollectiveKind.HEAD_A2A.label, CollectiveKind.KV_RING.label
 
 
 class SliceComm:
@@ -63,6 +70,10 @@ class SliceComm:
         """Layer ``layer``'s slot of every rank, each ``[2, B, H, S, d]``."""
         r = self._range(layer)
         return [buf[r].view(self._shape) for buf in self.buffers_W]
+
+    def ring_begin(self, layer: int, step: int) -> None:
+        """A layer's ring starts: its K/V are this step's (every block is sent during the layer)."""
+        self.produced[layer] = step
 
     def held_nbytes(self) -> dict[int, int]:
         """Bytes of every layer's K/V buffer (all W slots; nothing before the first allocation)."""
@@ -211,6 +222,40 @@ class DistributedKV(SliceComm):
         recv_WBhSd = self._a2a(send_WBhSd, layer=layer, step=step)  # [source rank = head group, ...]
         return recv_WBhSd.transpose(0, 1).reshape(B, self.W * h, S, d)
 
+    # ------------------------------------------------------------------ ring attention
+    def ring_begin(self, layer: int, step: int) -> None:
+        super().ring_begin(layer, step)
+        self._ring_issue, self._ring_rows = None, 0
+
+    def ring_issue(self, layer: int, step: int, blocks: list[tuple[torch.Tensor, torch.Tensor]]) -> Any:
+        """Send the K/V block in hand (``blocks[0]``) to rank+1, receive rank-1's: one batched pass (utils.py:
+        113-132, 142-151). Returns what :meth:`ring_wait` takes."""
+        k, v = (x.contiguous() for x in blocks[0])
+        nk, nv = torch.empty_like(k), torch.empty_like(v)
+        to = dist.get_global_rank(self.group, (self.rank + 1) % self.W)
+        frm = dist.get_global_rank(self.group, (self.rank - 1) % self.W)
+        if self._ring_issue is None:
+            self._ring_issue = self.mark()
+        ops = [dist.P2POp(dist.isend, k, to, group=self.group), dist.P2POp(dist.irecv, nk, frm, group=self.group),
+               dist.P2POp(dist.isend, v, to, group=self.group), dist.P2POp(dist.irecv, nv, frm, group=self.group)]
+        self._ring_rows += 2 * k.shape[0] * k.shape[2]  # K and V: one row per token of the slice
+        return dist.batch_isend_irecv(ops), [(nk, nv)]
+
+    def ring_wait(self, layer: int, step: int, pending: Any, *, last: bool) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Wait for a pass (utils.py:134-140); the block received is the one in hand. After the layer's last
+        pass, trace its passes as one ``kv_ring`` collective."""
+        reqs, blocks = pending
+        start_ns = self.clock()
+        for req in reqs:
+            req.wait()
+        end_ns = self.clock()
+        if self.sink is not None:
+            self.sink("compute", "wait", f"wait:{KV_RING}", layer, step, step, start_ns, end_ns, 0, 0)
+            if last:
+                self.sink("comm", "collective", KV_RING, layer, step, step, self._ring_issue, self.mark(),
+                          self._ring_rows * self._row_nbytes, self._ring_rows)
+        return blocks
+
 
 class EmulatedKV(SliceComm):
     """Every slice in one process: the same calls, no communication (see the module docstring)."""
@@ -264,3 +309,10 @@ class EmulatedKV(SliceComm):
 
     def heads_out(self, layer: int, step: int, o_BHTd: torch.Tensor) -> torch.Tensor:
         return o_BHTd
+
+    def ring_issue(self, layer: int, step: int, blocks: list[tuple[torch.Tensor, torch.Tensor]]) -> Any:
+        """Every slice side by side: slice i receives the block slice i-1 holds."""
+        return blocks[-1:] + blocks[:-1]
+
+    def ring_wait(self, layer: int, step: int, pending: Any, *, last: bool) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return pending

@@ -8,7 +8,10 @@ previous step under DistriFusion, its own always fresh: ``df.py:107-113``), runs
 its tokens, and all-gathers the tokens before the final layer. Under Ulysses (``kv_exchange = "ulysses"``)
 each attention layer instead all-to-alls Q, K and V to every token with this rank's H/W heads, attends
 over the whole sequence, all-to-alls the output back and projects it (microsoft/DeepSpeed@38327e0
-``deepspeed/sequence/layer.py:386-416``). The collectives and DistriFusion's
+``deepspeed/sequence/layer.py:386-416``). Under ring attention (``kv_exchange = "ring"``) each rank keeps its
+queries, passes its K/V block to rank+1 W-1 times, attends to the block in hand under each pass and merges
+the partial outputs in float32 with the log-sum-exp rule (:func:`merge_out_lse`; zhuzilin/ring-flash-attention
+@8996282 ``ring_flash_attn/ring_flash_attn.py:26-65``, ``utils.py:33-73``). The collectives and DistriFusion's
 buffers are :mod:`validate.executor.kvcomm`; this module takes no decision the plan has not taken.
 
 Measured, not assumed: the K/V lag of every (step, layer) is read from the data (the step the
@@ -34,7 +37,7 @@ from dicesim.models import BlockWorkload
 from dicesim.plan import Action, Plan, build_plan
 from dicesim.plan.sequence.kinds import (
     ATTEND, ATTEND_HEADS, ATTN_OUT, BROADCAST, DRAIN, EMBED, FINAL, GATHER_TOKENS, HEADS_IN, HEADS_OUT, KV_BUFFER,
-    KV_CLEAR, KV_ENQUEUE, KV_FRESH, KV_ISSUE, KV_SYNC, KV_WAIT, MOE, QKV, SCATTER,
+    KV_CLEAR, KV_ENQUEUE, KV_FRESH, KV_ISSUE, KV_SYNC, KV_WAIT, MOE, QKV, RING_ATTEND, RING_LAST, SCATTER,
 )
 from validate.executor.interpreter import Handler, PlanInterpreter
 from validate.executor.kvcomm import DistributedKV, EmulatedKV, SliceComm
@@ -77,7 +80,7 @@ class SequenceRunner(PlanInterpreter):
                 KV_ISSUE: self._kv_issue, KV_CLEAR: self._kv_clear, ATTEND: self._attend, MOE: self._moe,
                 GATHER_TOKENS: self._gather_tokens, FINAL: self._final, DRAIN: self._kv_clear,
                 HEADS_IN: self._heads_in, ATTEND_HEADS: self._attend_heads, HEADS_OUT: self._heads_out,
-                ATTN_OUT: self._attn_out}
+                ATTN_OUT: self._attn_out, RING_ATTEND: self._ring_attend, RING_LAST: self._ring_last}
 
     def begin_step(self, x_BCLL: torch.Tensor, t_B: torch.Tensor, y_B: torch.Tensor, t: int) -> None:
         self._x_in = (x_BCLL.to(self.param_dtype), t_B, y_B)
@@ -220,6 +223,64 @@ class SequenceRunner(PlanInterpreter):
                                         and torch.equal(v_used, fresh[1][:, heads]))
         self._qkv_heads = self._o_heads = self._o_BHNd = None  # nothing is kept past the layer
 
+    # ------------------------------------------------------------------ ring attention: K/V blocks passed on
+    def _ring_block_flops(self, B: int) -> float:
+        """One block's attention and merge for every owned slice: 4 B S^2 D + 3 B S D each."""
+        S, D = self._S, self.model.preset.hidden
+        return float(self.n * (4 * B * S * S * D + 3 * B * S * D))
+
+    def _ring_step(self, held: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Attend each owned slice's queries to the block it holds and merge into its running output."""
+        S = self._S
+        for i, (k, v) in enumerate(held):
+            q = self._q_BHNd[:, :, i * S:(i + 1) * S]
+            self._ring_acc[i] = merge_out_lse(*self._ring_acc[i], *block_attention(q, k, v))
+            if self.shadow is not None:
+                self._ring_seen[i].append((k, v))
+
+    def _ring_attend(self, a: Action, t: int) -> None:
+        # the W-1 passes (ring_flash_attn.py:26-63): issue the next pass, attend the block in hand, wait
+        l, S = a.layer, self._S
+        self.comm.ring_begin(l, t)
+        held = [(self._k_BHNd[:, :, i * S:(i + 1) * S], self._v_BHNd[:, :, i * S:(i + 1) * S]) for i in range(self.n)]
+        self._ring_acc = [(None, None)] * self.n
+        self._ring_seen = [[] for _ in range(self.n)]
+        flops = self._ring_block_flops(self._x_BND.shape[0])
+        passes = self.W - 1
+        for p in range(passes):
+            pending = self.comm.ring_issue(l, t, held)
+            with self.tracer.compute("ring_blocks", layer=l, step=t, tok_step=t, flops=flops):
+                self._ring_step(held)
+            held = self.comm.ring_wait(l, t, pending, last=p == passes - 1)
+        self._ring_held = held
+
+    def _ring_last(self, a: Action, t: int) -> None:
+        l, S = a.layer, self._S
+        B, N, _ = self._x_BND.shape
+        with self.tracer.compute("ring_block", layer=l, step=t, tok_step=t, flops=self._ring_block_flops(B)):
+            self._ring_step(self._ring_held)
+            o_BHNd = torch.cat([o for o, _ in self._ring_acc], dim=2).to(self.param_dtype)  # ring_flash_attn.py:65
+        with self.tracer.compute("ring_proj", layer=l, step=t, tok_step=t, flops=self._work(B).attention_out().flops):
+            out_BND = self.model.blocks[l].attn.proj(o_BHNd.transpose(1, 2).reshape(B, N, -1))
+            self._x_BND = self._x_BND + self._mod.gate_msa.unsqueeze(1) * out_BND
+        lag = t - self.comm.produced[l]
+        rec = self.record
+        rec.lag_kept[t, l] = rec.lag_dropped[t, l] = lag
+        rec.lag_score[t, l] = (lag, 1.0)
+        if self.shadow is not None:  # the same layer with sp's fresh K/V all-gather
+            fresh = self.shadow.gather_sync(l, t, self._k_BHNd, self._v_BHNd)
+            ref_BND = self._attention(l, [fresh] * self.n)
+            rec.shadow_sq[t, l] = (float((out_BND - ref_BND).double().square().sum()),
+                                   float(ref_BND.double().square().sum()))
+            equal = True
+            for i, s in enumerate(self.comm.owned):  # at pass p slice s holds the block of slice (s - p) mod W
+                seen = self._ring_seen[i]
+                blocks = [seen[(s - j) % self.W] for j in range(self.W)]
+                k_used, v_used = (torch.cat([b[x] for b in blocks], dim=2) for x in (0, 1))
+                equal &= torch.equal(k_used, fresh[0]) and torch.equal(v_used, fresh[1])
+            rec.kv_equal_fresh[t, l] = equal
+        self._ring_acc = self._ring_held = self._ring_seen = None  # nothing is kept past the layer
+
     # ------------------------------------------------------------------ MoE: every expert local
     def _moe(self, a: Action, t: int) -> None:
         l, blk, tr = a.layer, self.model.blocks[a.layer], self.tracer
@@ -240,6 +301,27 @@ class SequenceRunner(PlanInterpreter):
         with tr.compute("local_combine", layer=l, step=t, tok_step=t, flops=work.local_combine().flops):
             routed_ND = combine_copies(out_RD.view(*idx_NK.shape, -1), score_NK)
             self._x_BND = blk.moe_output(self._x_BND, routed_ND, shared_ND, gate_mlp_BD)
+
+
+def block_attention(q_BHSd: torch.Tensor, k_BHSd: torch.Tensor, v_BHSd: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax attention of ``q`` on one K/V block in float32: the block's output and its log-sum-exp per
+    query row, ``[B, H, S, 1]`` (what ``_flash_attn_forward`` returns as ``block_out, block_lse``; scale
+    1/sqrt(head dim), scaled_dot_product_attention's default)."""
+    s_BHSS = torch.matmul(q_BHSd.float(), k_BHSd.float().transpose(-2, -1)) * q_BHSd.shape[-1] ** -0.5
+    lse = torch.logsumexp(s_BHSS, dim=-1, keepdim=True)
+    return torch.matmul(torch.exp(s_BHSS - lse), v_BHSd.float()), lse
+
+
+def merge_out_lse(out: torch.Tensor | None, lse: torch.Tensor | None, block_out: torch.Tensor,
+                  block_lse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Merge a block's output into the running float32 output (zhuzilin/ring-flash-attention@8996282
+    ring_flash_attn/utils.py:40-48, 60-64): ``out - sigmoid(block_lse - lse) * (out - block_out)`` and
+    ``lse - logsigmoid(lse - block_lse)``, the softmax over both blocks' keys; the first block is taken as is."""
+    if out is None:
+        return block_out.float(), block_lse
+    out = out - torch.sigmoid(block_lse - lse) * (out - block_out.float())
+    return out, lse - F.logsigmoid(lse - block_lse)
 
 
 def _inputs(spec: RunSpec, world_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, range]:

@@ -72,6 +72,7 @@ STUDY: tuple[StudyStrategy, ...] = (
     StudyStrategy("sp", "sp"),
     StudyStrategy("distrifusion", "distrifusion"),
     StudyStrategy("ulysses", "ulysses"),  # fresh K/V (its heads' share of every token): sp's samples to float rounding
+    StudyStrategy("ring", "ring"),  # fresh K/V blocks merged by log-sum-exp: sp's samples to float rounding
 )
 
 
@@ -113,7 +114,7 @@ class QualityStudyConfig:
         check_range("sp_world_size", self.sp_world_size, 1, MAX_EXECUTOR_RANKS)
         if self.images % self.sp_world_size:
             raise ConfigError("images", f"{self.images} must be divisible by sp_world_size {self.sp_world_size}")
-        for name in ("sp", "ulysses"):  # Ulysses also needs the heads to split over sp_world_size
+        for name in ("sp", "ulysses", "ring"):  # Ulysses also needs the heads to split over sp_world_size
             self.spec(make_strategy(name), 0, world_size=self.sp_world_size).check(self.sp_world_size)
 
 

@@ -1,6 +1,7 @@
 """The sequence-parallel family: every rank holds the whole model and a contiguous slice of every
 image's tokens; attention all-gathers keys and values (``sp``, DistriFusion) or all-to-alls Q, K, V and
-the output between token slices and head groups (Ulysses), MoE layers run locally with every expert.
+the output between token slices and head groups (Ulysses) or passes K/V blocks around a ring of ranks
+(ring attention), MoE layers run locally with every expert.
 
 - :mod:`~dicesim.plan.sequence.kinds`: its action kinds, buffer kind and their effects;
 - :mod:`~dicesim.plan.sequence.rules`: the plan rules (:func:`~dicesim.plan.sequence.rules.build`) and
@@ -33,6 +34,7 @@ class SequenceLayout(ParallelLayout):
 
     single_img: bool = False
     ulysses: bool = False
+    ring: bool = False
 
     @property
     def token_split(self) -> int:
@@ -41,6 +43,10 @@ class SequenceLayout(ParallelLayout):
     @property
     def head_split(self) -> int:
         return self.world_size if self.ulysses else 1
+
+    @property
+    def ring_passes(self) -> int:
+        return self.world_size - 1 if self.ring else 0
 
     def images_of(self, rank: int, batch: int) -> range:
         """Every rank computes every image: all ranks' batches (gathered), or rank 0's alone (``single_img``)."""
@@ -84,7 +90,8 @@ class SequenceParallelPlan:
     def layout(self, strategy: SequenceParallelStrategy, world_size: int, num_experts: int, *,
                group_layout: str = "contiguous", expert_layout: str = "modulo") -> SequenceLayout:
         return SequenceLayout(placement=replicated(world_size, num_experts), group_ranks=(tuple(range(world_size)),),
-                              single_img=strategy.single_img, ulysses=strategy.ulysses)
+                              single_img=strategy.single_img, ulysses=strategy.ulysses,
+                              ring=strategy.ring)
 
     def workload(self, strategy: SequenceParallelStrategy, wl: BlockWorkload, world_size: int) -> BlockWorkload:
         """One rank's work from ``wl`` (its own batch of whole images): the shared images, a slice of each."""

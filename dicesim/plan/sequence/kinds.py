@@ -26,6 +26,14 @@ keys and values a K/V collective carries, ``span`` = the layers it covers:
 - ``heads_out`` (Ulysses): one blocking all-to-all of the attention output back to (token slice, every
   head) (``layer.py:416``);
 - ``attn_out`` (Ulysses): output projection and gated residual of this rank's tokens;
+- ``ring_attend`` (ring attention): the layer's W-1 K/V passes, each a batched send of the K/V block in
+  hand to rank+1 and receive of rank-1's (zhuzilin/ring-flash-attention@8996282
+  ``ring_flash_attn/utils.py:113-151``, ``RingComm.send_recv_kv``, ``batch_isend_irecv``), issued as one
+  ``kv_ring`` collective that moves them one after the other, while the compute stream attends this
+  rank's queries to the W-1 blocks it holds in turn and merges each partial output into a float32
+  running output with the log-sum-exp rule (``ring_flash_attn.py:26-63``, ``utils.py:33-50``), then waits;
+- ``ring_last`` (ring attention): the attention on the last block received and its merge, the cast back,
+  then the output projection and gated residual of this rank's tokens;
 - ``attend``: this rank's queries against every key of their images, output projection, residual;
 - ``moe``: gate, all E experts on the local tokens, shared expert, combine (``models.py:322-323``);
 - ``gather_tokens``: the all-gather of every rank's tokens at the end of the blocks (``models.py:677-678``).
@@ -62,6 +70,8 @@ class SeqAction(StrEnum):
     ATTEND_HEADS = "attend_heads"
     HEADS_OUT = "heads_out"
     ATTN_OUT = "attn_out"
+    RING_ATTEND = "ring_attend"
+    RING_LAST = "ring_last"
 
 
 class SeqHeld(StrEnum):
@@ -74,12 +84,12 @@ class SeqHeld(StrEnum):
 #: the kinds as plain module names (the plan's loops build thousands of actions)
 EMBED, FINAL, DRAIN = ActionKind.EMBED, ActionKind.FINAL, ActionKind.DRAIN
 (SCATTER, BROADCAST, QKV, KV_SYNC, KV_FRESH, KV_WAIT, KV_ENQUEUE, KV_ISSUE, KV_CLEAR, ATTEND, MOE,
- GATHER_TOKENS, HEADS_IN, ATTEND_HEADS, HEADS_OUT, ATTN_OUT) = tuple(SeqAction)
+ GATHER_TOKENS, HEADS_IN, ATTEND_HEADS, HEADS_OUT, ATTN_OUT, RING_ATTEND, RING_LAST) = tuple(SeqAction)
 KV_BUFFER = SeqHeld.KV_BUFFER
 
 _KV, _ROWS = CollectiveKind.KV_GATHER, CollectiveKind.TOKEN_GATHER
 _SC, _BC = CollectiveKind.SCATTER, CollectiveKind.BROADCAST
-_HA = CollectiveKind.HEAD_A2A
+_HA, _KR = CollectiveKind.HEAD_A2A, CollectiveKind.KV_RING
 #: every kind this family's plans use -> its effects; compute ops cost their names (cost-model keys)
 LOWERING: dict[StrEnum, tuple[Effect, ...]] = {
     EMBED: (Compute("embed"),),
@@ -101,6 +111,10 @@ LOWERING: dict[StrEnum, tuple[Effect, ...]] = {
     ATTEND_HEADS: (Compute("uly_attend"),),
     HEADS_OUT: (Issue(_HA), Wait(_HA)),
     ATTN_OUT: (Compute("uly_proj"),),
+    # ring attention: the W-1 passes under the attention on the blocks in hand (the passes move one after the
+    # other inside the kv_ring collective: dicesim/sim/engine/groupcomm.py), then the last block and the projection
+    RING_ATTEND: (Issue(_KR), Compute("ring_blocks"), Wait(_KR)),
+    RING_LAST: (Compute("ring_block"), Compute("ring_proj")),
     # every expert is local: the data-parallel expert cost over this rank's tokens
     MOE: (Compute("gate"), Compute("local_moe"), Compute("shared_expert"), Compute("local_combine")),
     GATHER_TOKENS: (Issue(_ROWS), Wait(_ROWS)),

@@ -21,6 +21,14 @@ three blocking all-to-alls turn this rank's Q, K and V (its token slice, every h
 token's Q, K and V for H/W heads; attention runs over the whole sequence with those heads; one
 all-to-all brings the output back to the token slice; then the output projection. Nothing is kept
 across layers or steps: K/V are always this step's (lag 0).
+
+Ring attention (``kv_exchange = "ring"``; zhuzilin/ring-flash-attention@8996282
+``ring_flash_attn/ring_flash_attn.py:26-63``, not in the DICE reference): at each attention layer,
+``ring_attend`` passes the K/V block in hand to the next rank W-1 times while attending to it, and
+``ring_last`` attends to the last block received, then projects. The plan does not know W (it is
+built per strategy, layer count and step count): the W-1 passes are one action, whose collective
+moves them one after the other and whose compute covers W-1 blocks (the layout's ``ring_passes``).
+Nothing is kept across layers or steps: lag 0.
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ import numpy as np
 
 from dicesim.plan.sequence.kinds import (
     ATTEND, ATTEND_HEADS, ATTN_OUT, BROADCAST, DRAIN, EMBED, FINAL, GATHER_TOKENS, HEADS_IN, HEADS_OUT, KV_CLEAR,
-    KV_ENQUEUE, KV_FRESH, KV_ISSUE, KV_SYNC, KV_WAIT, MOE, QKV, SCATTER,
+    KV_ENQUEUE, KV_FRESH, KV_ISSUE, KV_SYNC, KV_WAIT, MOE, QKV, RING_ATTEND, RING_LAST, SCATTER,
 )
 from dicesim.plan.vocabulary import Action, LagTable, Plan
 from dicesim.strategy.sequence import KV_GROUP_LAYERS, SequenceParallelStrategy
@@ -88,6 +96,9 @@ def build(strategy: SequenceParallelStrategy, num_layers: int, num_steps: int, r
                 acts += [Action(HEADS_IN, l, t), Action(ATTEND_HEADS, l, t), Action(HEADS_OUT, l, t),
                          Action(ATTN_OUT, l, t), Action(MOE, l, t)]
                 continue
+            if strategy.ring:  # W-1 K/V passes under the attention on the blocks in hand, the last block, projection
+                acts += [Action(RING_ATTEND, l, t), Action(RING_LAST, l, t), Action(MOE, l, t)]
+                continue
             if not strategy.kv_async:
                 acts.append(Action(KV_SYNC, l, t))
             elif l not in handle:  # nothing gathered for this layer since the last clear: gather now, blocking
@@ -119,12 +130,12 @@ def lag_table(plan: Plan) -> LagTable:
     producer = [0] * L
     for t, actions in plan:
         for a in actions:
-            if a.kind == KV_SYNC or a.kind == KV_FRESH or a.kind == HEADS_IN:
+            if a.kind == KV_SYNC or a.kind == KV_FRESH or a.kind == HEADS_IN or a.kind == RING_ATTEND:
                 producer[a.layer] = t
             elif a.kind == KV_WAIT:
                 for l in a.layers:
                     producer[l] = a.tok_step
-            elif a.kind == ATTEND or a.kind == ATTEND_HEADS:
+            elif a.kind == ATTEND or a.kind == ATTEND_HEADS or a.kind == RING_LAST:
                 lag[t, a.layer] = t - producer[a.layer]
     # K and V travel together: one lag per (step, layer); no copy is ever dropped
     return LagTable(kept=lag, dropped=lag.copy(), skip=np.zeros((T, L), dtype=bool))

@@ -25,11 +25,14 @@ ACTION_OP_KIND: dict[str, str] = {
     "sp_qkv": "attention", "sp_attend": "attention",
     # Ulysses splits it around its head all-to-alls: the core over every token, then the projection
     "uly_attend": "attention", "uly_proj": "attention",
+    # ring attention: W-1 blocks under the passes, the last block, then the projection (the merges are timed as
+    # elementwise work with the local_combine efficiency inside the ring_* costs: CostModel.__post_init__)
+    "ring_blocks": "attention", "ring_block": "attention", "ring_proj": "attention",
 }
 #: compute actions whose fixed per-op cost (``launch_s``) another action pays: Ulysses' projection is the tail
 #: of the kernels ``sp_attend`` runs as one op (the profiles' ``launch_s`` is a kernel gap x the op's kernels),
 #: split off by the output all-to-all; ``uly_attend`` pays the fixed cost of both (assumption)
-SHARED_LAUNCH: frozenset[str] = frozenset({"uly_proj"})
+SHARED_LAUNCH: frozenset[str] = frozenset({"uly_proj", "ring_proj"})
 
 
 def embed_cost(wl: BlockWorkload) -> OpCost:
@@ -76,8 +79,18 @@ class CostModel:
             "local_moe": wl.expert_rows(wl.routed_rows, wl.model.num_experts),
             "sp_qkv": wl.attention_qkv(), "sp_attend": wl.attention_core(),
             "uly_attend": wl.attention_heads(), "uly_proj": wl.attention_out(),
+            "ring_proj": wl.attention_out(),
         }
         fixed = {k: self.op_time_s(ACTION_OP_KIND[k], c, launch=k not in SHARED_LAUNCH) for k, c in costs.items()}
+        # ring attention: each block is its attention kernel (the attention efficiency, one launch) and its merge
+        # (elementwise, memory-bound: the local_combine efficiency, one launch); ring_blocks: the W-1 under the passes
+        block, merge = wl.attention_block(), wl.ring_merge()
+        block_s = self.op_time_s("attention", block) + self.op_time_s("local_combine", merge)
+        passes = wl.token_split - 1
+        costs["ring_block"] = OpCost(flops=block.flops + merge.flops, nbytes=block.nbytes + merge.nbytes)
+        one = costs["ring_block"]
+        costs["ring_blocks"] = OpCost(flops=passes * one.flops, nbytes=passes * one.nbytes)
+        fixed["ring_block"], fixed["ring_blocks"] = block_s, passes * block_s
         object.__setattr__(self, "_fixed_s", fixed)
         object.__setattr__(self, "_fixed_cost", costs)
 

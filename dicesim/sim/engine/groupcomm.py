@@ -16,7 +16,13 @@ collective (:meth:`GroupComm.start`), whatever its kind in the one collective vo
 - ``head_a2a``: Ulysses' all-to-all of one q-sized tensor (one row per token of the member's slice):
   every member sends ``1/S`` of it (the heads, or the tokens, of the receiver) to every other member,
   directly, as ``all_to_all_single`` does (microsoft/DeepSpeed@38327e0 deepspeed/sequence/layer.py:244),
-  with the all-to-all's fixed latency.
+  with the all-to-all's fixed latency;
+- ``kv_ring``: ring attention's W-1 K/V passes of one layer, one after the other: in each, every member
+  sends its K/V block in hand (2 rows per token of its slice) to the next member and receives the
+  previous member's (zhuzilin/ring-flash-attention@8996282 ring_flash_attn/utils.py:106-107, 121-124:
+  ``send_rank = rank + 1``, ``recv_rank = rank - 1``), over the ring's routes, each pass with one
+  protocol hop of fixed latency (:func:`pass_latency`); a pass starts when the previous one has ended
+  everywhere (each rank waits for its pass before it sends the block it received: ring_flash_attn.py:61-63).
 
 An all-gather moves as NCCL's ring does (its algorithm for all-gather, and gloo's): member i
 forwards the slices of S-1 members to member i+1, so each ring hop carries (S-1) slices and a
@@ -47,8 +53,9 @@ from dicesim.topology import RouteTable
 
 DISPATCH, COMBINE, COUNTS, KV_GATHER = (int(k) for k in (CollectiveKind.DISPATCH, CollectiveKind.COMBINE,
                                                              CollectiveKind.COUNTS, CollectiveKind.KV_GATHER))
-TOKEN_GATHER, SCATTER, BROADCAST, HEAD_A2A = (int(k) for k in (CollectiveKind.TOKEN_GATHER, CollectiveKind.SCATTER,
-                                                               CollectiveKind.BROADCAST, CollectiveKind.HEAD_A2A))
+TOKEN_GATHER, SCATTER, BROADCAST, HEAD_A2A, KV_RING = (
+    int(k) for k in (CollectiveKind.TOKEN_GATHER, CollectiveKind.SCATTER, CollectiveKind.BROADCAST,
+                     CollectiveKind.HEAD_A2A, CollectiveKind.KV_RING))
 #: all-gathers -> rows per token and layer each member sends to every other member
 _GATHER_ROWS = {KV_GATHER: 2, TOKEN_GATHER: 1}
 
@@ -62,11 +69,13 @@ class GroupComm:
                  share: LinkShare | None = None, images: int = 0):
         self.g, self.members, self.routing, self.row_nbytes, self.net = g, members, routing, row_nbytes, net
         self.images = images
-        self.a2a_lat_s = self.count_lat_s = self.ring_lat_s = 0.0  # a one-rank group exchanges nothing
+        # a one-rank group exchanges nothing
+        self.a2a_lat_s = self.count_lat_s = self.ring_lat_s = self.pass_lat_s = 0.0
         if len(members) > 1:
             self.a2a_lat_s, self.count_lat_s = collective_latencies(
                 G, table.routes.values(), max(table.latency_s.values(), default=0.0), profile, nccl, library)
             self.ring_lat_s = ring_latency(G, table, members, profile, nccl, library)
+            self.pass_lat_s = pass_latency(G, table, members, profile, nccl, library)
         #: [skip] -> [L, T] id of the group's row matrix (equal ids for equal matrices)
         self.matrix_id = [matrix_ids(routing, members, skip) for skip in (False, True)]
         #: ids of the links the group's flows cross (on the quotient network when ``share`` is given:
@@ -94,6 +103,8 @@ class GroupComm:
             return self.net.transfer(self.root_group(coll.kind))
         if coll.kind == HEAD_A2A:
             return self.net.transfer(self.head_group())
+        if coll.kind == KV_RING:
+            return self.net.env.process(self._passes(self.pass_group()))
         return self.net.transfer(self.flow_group(coll.kind, coll.layer, coll.tok_step, coll.skip))
 
     def moved_rows(self, coll: Coll) -> list[int]:
@@ -107,6 +118,8 @@ class GroupComm:
             return [self._root_rows(coll.kind) * (S - 1)] + [0] * (S - 1)
         if coll.kind == HEAD_A2A:  # (S-1)/S of the member's rows (whole rows; the flows carry the exact bytes)
             return [self.routing.tokens_per_rank * (S - 1) // S] * S
+        if coll.kind == KV_RING:  # S-1 passes of the member's K/V block (2 rows per token of its slice)
+            return [2 * self.routing.tokens_per_rank * (S - 1)] * S
         M = self.routing.group_matrix(self.members, coll.layer, coll.tok_step, coll.skip)
         if coll.kind == DISPATCH:
             return [int(M[m].sum() - M[m, m]) for m in range(S)]
@@ -150,6 +163,23 @@ class GroupComm:
             np.fill_diagonal(nbytes, 0.0)  # the member's own share stays
             fg = self._cache[(HEAD_A2A, 0)] = self._pairs[DISPATCH].compile(nbytes.ravel(), self.a2a_lat_s)
         return fg
+
+    def pass_group(self) -> FlowGroup:
+        """The transfer of one ring-attention pass: every member sends the next member one K/V block,
+        ``2 x tokens_per_rank x row_nbytes`` bytes."""
+        fg = self._cache.get((KV_RING, 0))
+        if fg is None:
+            S = len(self.members)
+            nbytes = np.zeros((S, S))
+            if S > 1:
+                nbytes[np.arange(S), (np.arange(S) + 1) % S] = 2 * self.routing.tokens_per_rank * self.row_nbytes
+            fg = self._cache[(KV_RING, 0)] = self._pairs[DISPATCH].compile(nbytes.ravel(), self.pass_lat_s)
+        return fg
+
+    def _passes(self, fg: FlowGroup):
+        """The S-1 passes of one ``kv_ring``, one after the other (a simpy process)."""
+        for _ in range(len(self.members) - 1):
+            yield self.net.transfer(fg)
 
     def flow_group(self, direction: int, layer: int, tok: int, skip: bool) -> FlowGroup:
         """The transfer of one all-to-all (compiled once per distinct row matrix and direction)."""
@@ -234,6 +264,22 @@ def ring_latency(G: nx.DiGraph, table: RouteTable, members: tuple[int, ...], pro
     hop_s = hop_latency_s(nccl, transports) if transports else 0.0
     ring_route_s = max(table.latency_s[h] for h in hops)
     return profile.collective_base_s["all_to_all"] + cls_lat + (S - 1) * hop_s + max(S - 2, 0) * ring_route_s
+
+
+def pass_latency(G: nx.DiGraph, table: RouteTable, members: tuple[int, ...], profile: HardwareProfile,
+                 nccl: NcclModel, library: str) -> float:
+    """Fixed latency of one ring-attention pass over ``members`` (every member to the next, at once): the
+    profile's all-to-all base (standing in for a grouped send/receive's: an assumption until one is measured;
+    PyTorch runs an NCCL all-to-all as sends and receives to every peer inside one NCCL group where NCCL has no
+    ncclAllToAll: pytorch/pytorch@0033e77 torch/csrc/cuda/nccl.cpp ``all2all_single_equal_split``), the
+    link-class term of the ring's routes, and one protocol hop where NCCL transports carry them (each flow pays
+    its own route latency in the network)."""
+    S = len(members)
+    routes = [table.routes[(members[i], members[(i + 1) % S])] for i in range(S)]
+    cls_lat = max((profile.link_latency(str(G.edges[e].get("link", ""))) for r in routes for e in r), default=0.0)
+    transports = route_transports(G, routes, library)
+    hop_s = hop_latency_s(nccl, transports) if transports else 0.0
+    return profile.collective_base_s["all_to_all"] + cls_lat + hop_s
 
 
 def _mirror(table: RouteTable, members: tuple[int, ...], net: FlowNetwork) -> np.ndarray | None:
