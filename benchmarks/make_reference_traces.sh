@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 out=traces/reference
 mkdir -p "$out"
 for world in 2 4; do
-  for strategy in sync data_parallel displaced interweaved displaced-deep interweaved-deep dice sp distrifusion ulysses; do
+  for strategy in sync data_parallel displaced interweaved displaced-deep interweaved-deep dice sp distrifusion ulysses ring; do
     model=tiny
     [ "$strategy" = ulysses ] && model=small
     cmd="python3 -m validate run --world-size $world --backend gloo --model $model --strategy $strategy --steps 6 --batch 2 --image-size 32 --trace-out $out"
