@@ -11,6 +11,11 @@ For the representative repetition of every configuration in the given trace dire
   lands here and not in the wait.
 
     PYTHONPATH=. python benchmarks/trace_time_split.py traces/cpu-seq
+    PYTHONPATH=. python benchmarks/trace_time_split.py traces/cpu-seq --stretch distrifusion:sp:kv_gather
+
+``--stretch S:REF:COLL``: every compute op of S's runs (steps >= 1, every repetition) divided by the median
+of the same op in REF's runs of the same world size and batch, split by whether one of the rank's own
+``COLL`` collectives was in flight during the op (how much the op slowed while it ran).
 
 Only reads traces; simulates nothing (docs/sequence-parallel.md, "Timing against CPU measurements").
 """
@@ -43,12 +48,53 @@ def time_split_ms(run: TraceRun) -> dict[str, float]:
             "waits": t.loc[wait, "dur_us"].sum() / n, "gap_before_waits": t.loc[wait, "gap_us"].sum() / n}
 
 
+def op_stretch(runs: list[TraceRun], strategy: str, ref: str, coll: str) -> pd.DataFrame:
+    """Per (world size, batch): mean and median op time of ``strategy`` over ``ref``'s median of the same op,
+    during one of the rank's own ``coll`` collectives and outside them."""
+    out = []
+    for (w, b) in sorted({(r.world_size, r.batch) for r in runs if r.strategy_name == strategy}):
+        mine = [r for r in runs if (r.world_size, r.batch) == (w, b)]
+        base: dict[str, list[float]] = {}
+        for r in (r for r in mine if r.strategy_name == ref):
+            c = r.events[(r.events["kind"] == "compute") & (r.events["step"] >= FIRST_STEP)]
+            for name, g in c.groupby("name"):
+                base.setdefault(name, []).extend((g["end_us"] - g["start_us"]).tolist())
+        med = {n: float(pd.Series(v).median()) for n, v in base.items()}
+        during, outside = [], []
+        for r in (r for r in mine if r.strategy_name == strategy):
+            ev = r.events[r.events["step"] >= FIRST_STEP]
+            kv = ev[(ev["kind"] == "collective") & (ev["name"] == coll)]
+            for x in ev[ev["kind"] == "compute"].itertuples():
+                if x.name not in med:
+                    continue
+                k = kv[kv["rank"] == x.rank]
+                hit = bool(((k["start_us"] < x.end_us) & (k["end_us"] > x.start_us)).any())
+                (during if hit else outside).append((x.end_us - x.start_us) / med[x.name])
+        d, o = pd.Series(during, dtype=float), pd.Series(outside, dtype=float)
+        out.append({"world size": w, "batch": b, "ops during": len(d), "mean during": d.mean(),
+                    "median during": d.median(), "ops outside": len(o), "mean outside": o.mean(),
+                    "median outside": o.median()})
+    return pd.DataFrame(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("traces", nargs="+")
+    ap.add_argument("--stretch", help="S:REF:COLL: op times of S over REF's, during and outside S's COLL")
     args = ap.parse_args(argv)
+    runs = load_runs(args.traces)
+    if args.stretch:
+        parts = args.stretch.split(":")
+        if len(parts) != 3:
+            ap.error(f"--stretch {args.stretch!r}: expected STRATEGY:REFERENCE:COLLECTIVE, "
+                     "e.g. distrifusion:sp:kv_gather")
+        t = op_stretch(runs, *parts)
+        print("| " + " | ".join(t.columns) + " |\n|" + "---|" * len(t.columns))
+        for r in t.itertuples(index=False):
+            print("| " + " | ".join(f"{v:.2f}" if isinstance(v, float) else str(v) for v in r) + " |")
+        return 0
     rows = []
-    for key, (run, m, _) in representatives(load_runs(args.traces)).items():
+    for key, (run, m, _) in representatives(runs).items():
         rows.append({"configuration": key, "step": m["step_latency_s"] * 1e3, **time_split_ms(run)})
     df = pd.DataFrame(rows)
     print("| configuration | measured step (ms) | ops | other gaps | waits | gaps before waits |")

@@ -126,11 +126,15 @@ def test_family_selector_values():
     assert not compile_selector('family == "x"', ("family",))({"family": "y"})
 
 
-def _make_cpu_traces():
-    spec = importlib.util.spec_from_file_location("make_cpu_traces", ROOT / "benchmarks" / "make_cpu_traces.py")
+def _load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def _make_cpu_traces():
+    return _load_script("make_cpu_traces")
 
 
 def test_trace_script_refuses_an_unknown_strategy_in_one_line(tmp_path, capsys):
@@ -157,3 +161,15 @@ def test_trace_script_runs_a_sequence_preset_on_gloo_ranks(tmp_path):
     assert (runs[0].events["name"] == "token_gather").any()
     readme = (out / "README.md").read_text()
     assert "sequence family" in readme and "--strategies sp" in readme and "--fit-on 'family ==" in readme
+
+
+def test_time_split_partitions_each_ranks_steps():
+    """ops + gaps + waits = the compute track's span from the end of step 0 to the end of the run, per rank."""
+    split = _load_script("trace_time_split")
+    run = load_runs([str(SEQ / "cpu-small-w2-b1-sp-r0.events.parquet")])[0]
+    parts = split.time_split_ms(run)
+    ev = run.events[(run.events["stream"] == "compute") & run.events["kind"].isin(("compute", "wait"))]
+    span_ms = sum(g["end_us"].max() - g.loc[g["step"] == 0, "end_us"].max() for _, g in ev.groupby("rank")) / 1e3
+    steps = run.steps - 1
+    assert sum(parts.values()) * steps * run.world_size == pytest.approx(span_ms, rel=1e-9)
+    assert parts["gap_before_waits"] > 0 and parts["ops"] > 0
