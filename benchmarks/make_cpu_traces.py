@@ -1,12 +1,16 @@
-"""Regenerate the CPU reference traces in ``traces/cpu/`` (executor on gloo, ``small`` model).
+"""Regenerate the CPU reference traces in ``traces/cpu/`` (executor on gloo, ``small`` model), or any
+other set of strategy presets of any family (``--strategies``; the sequence family's set is ``traces/cpu-seq/``).
 
 One process group per world size: every (batch, strategy preset) runs in it, ``--reps``
 times, interleaved (one start-up for all of them); rank 0 writes each run's trace as
 ``cpu-small-w<W>-b<B>-<strategy>-r<rep>.events.parquet``. Only the runs named in ``--json-for``
 also keep their Chrome JSON twin (for Perfetto); the rest stay Parquet-only to keep the
-directory small. ``traces/cpu/README.md`` is rewritten with the command of every run.
+directory small. The output directory's ``README.md`` is rewritten with the command of every run.
+Each rank runs its strategy's family's executor (:func:`validate.executor.families.run_rank`).
 
     PYTHONPATH=. python benchmarks/make_cpu_traces.py traces/cpu
+    PYTHONPATH=. python benchmarks/make_cpu_traces.py traces/cpu-seq --strategies sp,distrifusion,ulysses \
+        --json-for cpu-small-w2-b2-distrifusion-r0
     PYTHONPATH=. python benchmarks/make_cpu_traces.py /tmp/cpu --world-sizes 2 --batches 1,2 --steps 4
 
 Each run is equivalent to
@@ -26,10 +30,30 @@ from pathlib import Path
 
 STRATEGIES = ("sync", "displaced", "interweaved", "displaced-deep", "interweaved-deep", "dice", "data_parallel")
 JSON_FOR = ("cpu-small-w2-b2-sync-r0", "cpu-small-w2-b2-dice-r0")
+#: how a set whose presets are all of one family is used (the expert family's set calibrates; any other is
+#: predicted from it, never fitted on: docs/accuracy-sequence.md)
+USED_BY = {
+    "expert_parallel": "Used by `dicesim calibrate {out}` and `dicesim accuracy {out}` (see docs/accuracy.md).",
+    "sequence": "Used by `dicesim accuracy traces/cpu {out} --fit-on 'family == \"expert_parallel\" and batch in (1, 4)' "
+                "--reps median --out docs/accuracy-sequence.md`: every run here is held out (predicted by a "
+                "calibration fitted on expert-parallel runs only; see docs/accuracy-sequence.md).",
+}
 
 
 def _csv_ints(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v.strip()]
+
+
+def _csv_strategies(text: str) -> list[str]:
+    """Preset names of any family, comma-separated; argparse turns the error into one line, exit 2."""
+    from dicesim.strategy import STRATEGY_NAMES
+
+    names = [v.strip() for v in text.split(",") if v.strip()]
+    bad = [n for n in names if n not in STRATEGY_NAMES]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"unknown strategy preset {', '.join(bad) or '(none)'} "
+                                         f"(allowed: {', '.join(STRATEGY_NAMES)})")
+    return names
 
 
 def _rank_main(rank: int, world_size: int, port: int, specs: list, stems: list, out: str,
@@ -47,7 +71,8 @@ def _rank_main(rank: int, world_size: int, port: int, specs: list, stems: list, 
     from validate.executor.launch import RunOutcome
     from validate.executor.summary import write_run_trace
     from validate.executor.tracing import clock_offsets_ns
-    from validate.executor.worker import GroupCache, run_rank
+    from validate.executor.families import run_rank
+    from validate.executor.worker import GroupCache
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size,
@@ -100,21 +125,43 @@ def _run_group(world_size: int, args: argparse.Namespace, out: Path) -> list[str
             f"--batch {b} --image-size {args.image_size} --trace-out DIR` |" for b in args.batches for name in names]
 
 
-def _readme(out: Path, rows: list[str], args: argparse.Namespace, elapsed_s: float) -> None:
+def _command(out: Path, argv: list[str]) -> str:
+    """The command that made this directory: the script, the output directory and the flags given."""
+    flags = [a for a in argv if Path(a) != out]
+    return " ".join(["PYTHONPATH=. python benchmarks/make_cpu_traces.py", out.as_posix(), *flags])
+
+
+def _used_by(out: Path, strategies: list[str]) -> str:
+    from dicesim.strategy import make_strategy
+
+    families = sorted({make_strategy(s).family for s in strategies})
+    if len(families) != 1 or families[0] not in USED_BY:
+        return f"Strategy families: {', '.join(families)} (see docs/accuracy.md)."
+    return USED_BY[families[0]].format(out=out.as_posix())
+
+
+def _readme(out: Path, rows: list[str], args: argparse.Namespace, elapsed_s: float, command: str,
+            load: tuple[tuple[float, ...], tuple[float, ...]]) -> None:
     import torch
 
-    text = f"""# CPU reference traces (executor on gloo, `{args.model}` model)
+    from dicesim.strategy import make_strategy
+
+    families = sorted({make_strategy(s).family for s in args.strategies})
+    of = "" if families == ["expert_parallel"] else f", {' and '.join(families)} family"
+    text = f"""# CPU reference traces (executor on gloo, `{args.model}` model{of})
 
 Captured on {_dt.date.today().isoformat()} on {platform.machine()} with {os.cpu_count()} CPU cores
 ({platform.processor() or 'unknown CPU'}), torch {torch.__version__}, gloo backend, one torch thread
 per rank, fp32, {args.image_size} px images (CFG on), {args.steps} steps, seed 0, {args.reps} repetitions of
-every run (interleaved across batches and strategies); total {elapsed_s:.0f} s.
-All ranks of a run share this machine's cores, and other processes may have been running:
-treat the timings as what a small, busy CPU box measures, not as a benchmark.
+every run (interleaved across batches and strategies); total {elapsed_s:.0f} s; strategies
+{', '.join(f'`{s}`' for s in args.strategies)}.
+All ranks of a run share this machine's cores, and other processes may have been running (load average
+over 1/5/15 min, this script's own ranks included: {' / '.join(f'{v:.2f}' for v in load[0])} at the start, {' / '.join(f'{v:.2f}' for v in load[1])}
+at the end): treat the timings as what a small, busy CPU box measures, not as a benchmark.
 
 Regenerate with
 
-    PYTHONPATH=. python benchmarks/make_cpu_traces.py {out.as_posix()}
+    {command}
 
 which runs every configuration of one world size in one process group, repetitions interleaved.
 Each run is the same as the single command listed below (trace stems differ: the script names
@@ -124,7 +171,7 @@ one configuration as one measurement). Every trace is `<stem>.events.parquet` (s
 the placement and the executor's own summary); {', '.join(f'`{s}`' for s in args.json_for)} also
 have a `.trace.json` for Perfetto.
 
-Used by `dicesim calibrate traces/cpu` and `dicesim accuracy traces/cpu` (see docs/accuracy.md).
+{_used_by(out, list(args.strategies))}
 
 | trace stems | equivalent command |
 |---|---|
@@ -141,20 +188,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--world-sizes", type=_csv_ints, default=[2, 4])
     ap.add_argument("--batches", type=_csv_ints, default=[1, 2, 4])
     ap.add_argument("--reps", type=int, default=3, help="repetitions of every run (interleaved)")
-    ap.add_argument("--strategies", type=lambda s: s.split(","), default=list(STRATEGIES))
+    ap.add_argument("--strategies", type=_csv_strategies, default=list(STRATEGIES),
+                    help="strategy presets, comma-separated, of any family (default: the expert-parallel set of "
+                         "traces/cpu; traces/cpu-seq: sp,distrifusion,ulysses)")
     ap.add_argument("--model", default="small")
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--image-size", type=int, default=64)
     ap.add_argument("--json-for", type=lambda s: s.split(","), default=list(JSON_FOR))
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    load0 = os.getloadavg()
     t0 = time.monotonic()
     rows: list[str] = []
     for w in args.world_sizes:
         print(f"world size {w}: batches {args.batches} x {len(args.strategies)} strategies x {args.reps} reps",
               file=sys.stderr, flush=True)
         rows += _run_group(w, args, args.out)
-    _readme(args.out, rows, args, time.monotonic() - t0)
+    _readme(args.out, rows, args, time.monotonic() - t0, _command(args.out, argv), (load0, os.getloadavg()))
     return 0
 
 

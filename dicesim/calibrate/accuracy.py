@@ -124,7 +124,7 @@ def run_accuracy(runs: list[TraceRun], *, fit_on: str = DEFAULT_FIT_ON, per_worl
             warnings.append(f"{key}: outside the fitted range: {'; '.join(issues)}")
         rows.append({
             "config": key, "model": run.model, "world_size": run.world_size, "batch": run.batch,
-            "strategy": run.strategy_name, "held_out": key in held_keys, "reps": len(lat),
+            "strategy": run.strategy_name, "family": run.family, "held_out": key in held_keys, "reps": len(lat),
             "rep_spread": float((lat.max() - lat.min()) / np.median(lat)),
             "in_rep_range": bool(lat.min() <= pred["step_latency_s"] <= lat.max()),
             **{f"measured_{k}": m[k] for k in METRICS}, **{f"predicted_{k}": pred[k] for k in METRICS},
@@ -155,14 +155,26 @@ def _rankings(held: pd.DataFrame, tie_rel: float) -> pd.DataFrame:
                                       "equal_up_to_ties", "kendall_tau"])
 
 
+def _errors(g: pd.DataFrame) -> dict:
+    """Median and max abs step-latency and exposed-communication errors of some held-out rows."""
+    e, x = g["step_err"].abs(), g["exposed_err_of_step"].abs()
+    return {"median_abs_step_err": float(e.median()), "max_abs_step_err": float(e.max()),
+            "median_abs_exposed_err_of_step": float(x.median()), "max_abs_exposed_err_of_step": float(x.max()),
+            "n": len(g)}
+
+
 def summarize(df: pd.DataFrame, rankings: pd.DataFrame, tie_rel: float) -> dict:
-    """Headline numbers over the held-out configurations."""
+    """Headline numbers over the held-out configurations, overall, per strategy and per family.
+
+    ``fit_families`` / ``held_out_families``: the strategy families the profiles were fitted on and
+    those predicted (a family absent from ``fit_families`` is predicted with nothing of it fitted)."""
     h = df[df["held_out"]]
     e, x = h["step_err"].abs(), h["exposed_err_of_step"].abs()
-    per = {s: {"median_abs_step_err": float(g["step_err"].abs().median()),
-               "max_abs_step_err": float(g["step_err"].abs().max()), "n": len(g)}
-           for s, g in h.groupby("strategy")}
+    per = {s: {**_errors(g), "family": str(g["family"].iloc[0])} for s, g in h.groupby("strategy")}
     return {
+        "fit_families": sorted(df.loc[~df["held_out"], "family"].unique().tolist()),
+        "held_out_families": sorted(h["family"].unique().tolist()),
+        "per_family": {f: _errors(g) for f, g in h.groupby("family")},
         "held_out_configs": len(h), "fit_configs": int((~df["held_out"]).sum()),
         "median_abs_step_err": float(e.median()), "max_abs_step_err": float(e.max()),
         "median_abs_exposed_err_of_step": float(x.median()), "max_abs_exposed_err_of_step": float(x.max()),

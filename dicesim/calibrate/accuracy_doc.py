@@ -16,6 +16,7 @@ from plotly.subplots import make_subplots
 
 from dicesim.atomic import write_text_atomic
 from dicesim.calibrate.accuracy import AccuracyReport
+from dicesim.calibrate.timeline import COLL_NAMES
 from dicesim.report.marked import carry_sections, read_page
 from dicesim.report.html import Section, render_report
 
@@ -68,12 +69,36 @@ def _rows_table(rows: pd.DataFrame) -> str:
     return _table(t)
 
 
+def _errors_table(groups: dict[str, dict], by: str) -> pd.DataFrame:
+    """Held-out errors per strategy (with its family) or per family: step latency and exposed communication."""
+    return pd.DataFrame([{by: k, **({"family": v["family"]} if "family" in v else {}), "held-out configs": v["n"],
+                          "median abs step error": _pct(v["median_abs_step_err"]),
+                          "max abs step error": _pct(v["max_abs_step_err"]),
+                          "median abs exposed-comm error (% of step)": _pct(v["median_abs_exposed_err_of_step"]),
+                          "max abs exposed-comm error (% of step)": _pct(v["max_abs_exposed_err_of_step"])}
+                         for k, v in groups.items()])
+
+
+def families_line(summary: dict) -> str:
+    """Which strategy families the profiles were fitted on and which were predicted (one sentence)."""
+    fit, held = summary["fit_families"], summary["held_out_families"]
+    never = [f for f in held if f not in fit]
+    text = (f"Strategy families fitted on: {', '.join(f'`{f}`' for f in fit)}; "
+            f"held out: {', '.join(f'`{f}`' for f in held)}.")
+    if never:
+        text += (f" Nothing of the {', '.join(f'`{f}`' for f in never)} "
+                 f"famil{'ies' if len(never) > 1 else 'y'} was fitted: every run of it is predicted "
+                 "from the other families' profiles.")
+    return text
+
+
 def accuracy_markdown(rep: AccuracyReport, *, command: str, html_name: str) -> str:
     """The Markdown page: how it was measured, the headline numbers, every held-out configuration."""
     s = rep.summary
     held = rep.rows[rep.rows["held_out"]]
-    per = pd.DataFrame([{"strategy": k, "held-out configs": v["n"], "median abs step error": _pct(v["median_abs_step_err"]),
-                         "max abs step error": _pct(v["max_abs_step_err"])} for k, v in s["per_strategy"].items()])
+    per = _errors_table(s["per_strategy"], "strategy")
+    fam = _errors_table(s["per_family"], "family")
+    fam_md = f"\n### Per strategy family\n\n{_table(fam)}\n" if len(fam) > 1 else ""
     rk = rep.rankings.assign(equal=rep.rankings["equal"].map({True: "yes", False: "no"}),
                              equal_up_to_ties=rep.rankings["equal_up_to_ties"].map({True: "yes", False: "no"}),
                              kendall_tau=rep.rankings["kendall_tau"].map("{:.2f}".format))
@@ -100,7 +125,8 @@ represents it, in the fit and in the comparison. Step latency is the mean over s
 of the slowest rank's step-to-step time; exposed communication is the time the compute track
 waits for communication, including the host work around the blocking count exchange (the
 simulator counts that as part of the exchange); overlap is the share of communication time
-during which a compute op runs.
+during which a compute op runs (measured over the collectives {", ".join(f"`{n}`" for n in COLL_NAMES)} only,
+`dicesim/calibrate/timeline.py`: a run with none of them measures 0). {families_line(s)}
 
 ## Summary (held-out configurations)
 
@@ -125,7 +151,7 @@ the simulator does not model) is described in [calibration.md](calibration.md#kn
 ### Per strategy
 
 {_table(per) if len(per) else '(no held-out configuration)'}
-
+{fam_md}
 ### Strategy rankings per held-out configuration (fastest first)
 
 {_table(rk) if len(rk) else '(fewer than two strategies per configuration)'}

@@ -27,6 +27,7 @@ from dicesim.models import (
 )
 from dicesim.plan import ParallelLayout, layout_for
 from dicesim.strategy import Strategy, make_strategy, parse_strategy
+from dicesim.strategy.base import DEFAULT_FAMILY
 from dicesim.trace import TraceMeta, read_trace, trace_stems
 from dicesim.trace.runmeta import ScenarioMeta, ep_groups, router_hist, scenario_meta
 
@@ -88,10 +89,17 @@ class TraceRun:
         """A whole sampling run (steps of embed ... final), not isolated op timings."""
         return bool((self.events["name"] == "embed").any())
 
+    @property
+    def family(self) -> str:
+        """The strategy's family (``expert_parallel``, ``sequence``, ...); the default family for a
+        run whose trace names no strategy (op timings, profiles)."""
+        return self.strategy.family if self.strategy is not None else DEFAULT_FAMILY
+
     def fields(self) -> dict[str, Any]:
         """The names ``--fit-on`` expressions may use."""
         return {"model": self.model, "batch": self.batch, "world_size": self.world_size,
-                "strategy": self.strategy_name, "steps": self.steps, "image_size": self.image_size,
+                "strategy": self.strategy_name, "family": self.family, "steps": self.steps,
+                "image_size": self.image_size,
                 "backend": self.meta.backend, "device": self.meta.device, "stem": self.stem}
 
 

@@ -1,10 +1,11 @@
 """``--fit-on`` expressions: which runs a calibration is fitted on (the others are held out).
 
 A small, safe subset of Python expressions over a run's fields (:meth:`TraceRun.fields`:
-``model, batch, world_size, strategy, steps, image_size, backend, device, stem``):
+``model, batch, world_size, strategy, family, steps, image_size, backend, device, stem``; ``family``
+is the strategy's family: ``expert_parallel`` or ``sequence``):
 comparisons (``== != < <= > >=``, ``in``, ``not in``), ``and``/``or``/``not``, parentheses,
 numbers, strings and tuples/lists of them. Examples: ``batch in (1, 4)``,
-``world_size == 2 and strategy != "dice"``. Nothing else is evaluated (no calls, no
+``world_size == 2 and strategy != "dice"``, ``family == "expert_parallel" and batch in (1, 4)``. Nothing else is evaluated (no calls, no
 attributes), and every problem is a one-line ConfigError.
 """
 
@@ -17,8 +18,9 @@ from typing import Any
 
 from dicesim.errors import ConfigError
 from dicesim.limits import MAX_EXPRESSION_CHARS
+from dicesim.strategy import family_names
 
-FIELDS = ("model", "batch", "world_size", "strategy", "steps", "image_size", "backend", "device", "stem")
+FIELDS = ("model", "batch", "world_size", "strategy", "family", "steps", "image_size", "backend", "device", "stem")
 DEFAULT_FIT_ON = "batch in (1, 4)"
 _CMP: dict[type, Callable[[Any, Any], bool]] = {
     ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le,
@@ -34,8 +36,25 @@ def _bad(expr: str, why: str, fields: tuple[str, ...] = FIELDS) -> ConfigError:
     return ConfigError("fit-on", f"{expr!r}: {why}", f"comparisons of {', '.join(fields)} joined by and/or/not")
 
 
-def compile_selector(expr: str, fields: tuple[str, ...] = FIELDS) -> Callable[[dict[str, Any]], bool]:
-    """A predicate over a field dict (default: a run's :data:`FIELDS`); ConfigError outside the grammar."""
+def _check_values(expr: str, node: ast.Compare, choices: dict[str, tuple[str, ...]]) -> None:
+    """A string compared with a field of known values (``family``) must be one of them: a misspelt family
+    would otherwise select nothing, or everything with ``!=``."""
+    operands = [node.left, *node.comparators]
+    names = [o.id for o in operands if isinstance(o, ast.Name) and o.id in choices]
+    for name in names:
+        for o in operands:
+            elts = o.elts if isinstance(o, (ast.Tuple, ast.List, ast.Set)) else [o]
+            for e in elts:
+                if isinstance(e, ast.Constant) and isinstance(e.value, str) and e.value not in choices[name]:
+                    raise ConfigError("fit-on", f"{expr!r}: unknown {name} {e.value!r}", choices[name])
+
+
+def compile_selector(expr: str, fields: tuple[str, ...] = FIELDS,
+                     choices: dict[str, tuple[str, ...]] | None = None) -> Callable[[dict[str, Any]], bool]:
+    """A predicate over a field dict (default: a run's :data:`FIELDS`); ConfigError outside the grammar.
+
+    ``choices``: fields whose string values are known (a run's ``family``); comparing one with any
+    other string is a ConfigError naming the allowed values."""
     if len(expr) > MAX_EXPRESSION_CHARS:
         raise _bad(expr[:40] + "...", f"{len(expr)} characters, longer than the {MAX_EXPRESSION_CHARS} allowed",
                    fields)
@@ -84,6 +103,8 @@ def compile_selector(expr: str, fields: tuple[str, ...] = FIELDS) -> Callable[[d
             raise _bad(expr, f"unknown name {n.id!r}", fields)
         if not isinstance(n, _ALLOWED_NODES):
             raise _bad(expr, f"{type(n).__name__} is not allowed", fields)
+        if choices and isinstance(n, ast.Compare):
+            _check_values(expr, n, choices)
 
     def predicate(values: dict[str, Any]) -> bool:
         try:
@@ -94,9 +115,15 @@ def compile_selector(expr: str, fields: tuple[str, ...] = FIELDS) -> Callable[[d
     return predicate
 
 
+def run_selector(expr: str) -> Callable[[dict[str, Any]], bool]:
+    """The predicate of a ``--fit-on`` / ``--where`` expression over a run's :data:`FIELDS` (``family``
+    values checked against the registered families); a ConfigError before any trace is read."""
+    return compile_selector(expr, choices={"family": family_names()})
+
+
 def split_runs(runs: Iterable[Any], expr: str = DEFAULT_FIT_ON) -> tuple[list[Any], list[Any]]:
     """``(fit, held_out)``: runs whose fields satisfy ``expr``, and the rest."""
-    pred = compile_selector(expr)
+    pred = run_selector(expr)
     fit, held = [], []
     for r in runs:
         (fit if pred(r.fields()) else held).append(r)

@@ -22,9 +22,11 @@ _STREAM = typer.Option("compute", "--stream", help="compute track to fit (GPU op
 
 def _load(traces: list[Path], where: Optional[str]):
     from dicesim.calibrate.runs import load_runs
-    from dicesim.calibrate.select import split_runs
+    from dicesim.calibrate.select import run_selector, split_runs
     from dicesim.errors import ConfigError
 
+    if where:
+        run_selector(where)  # one-line error before any trace is read
     runs = load_runs([str(t) for t in traces])
     if where:
         runs, _ = split_runs(runs, where)
@@ -147,7 +149,8 @@ def accuracy(
     With --paper the exit code is 1 when a figure of the paper falls outside its band.
     """
     from dicesim.calibrate.accuracy import run_accuracy
-    from dicesim.calibrate.accuracy_doc import write_accuracy
+    from dicesim.calibrate.accuracy_doc import families_line, write_accuracy
+    from dicesim.calibrate.select import run_selector
     from dicesim.errors import ConfigError
 
     # the page is rewritten in place by design (its other sections are kept): not an input here
@@ -169,6 +172,7 @@ def accuracy(
     if not traces:
         raise ConfigError("traces", "give trace directories or files, or --published")
     fit_on = fit_on or "batch in (1, 4)"
+    run_selector(fit_on)  # a bad expression is a one-line error before any trace is read
     runs = _load(traces, where)
     with progress_bar("accuracy", unit="configurations predicted") as ticker:
         rep = run_accuracy(runs, fit_on=fit_on, per_world_size=not pooled, base=base, reps=reps, ticker=ticker)
@@ -194,6 +198,14 @@ def accuracy(
               f"{r.step_err:+8.1%}   {r.measured_exposed_comm_s * 1e3:9.2f} / {r.predicted_exposed_comm_s * 1e3:8.2f}"
               f"  {r.measured_overlap_frac:8.2f} / {r.predicted_overlap_frac:5.2f}")
     s = rep.summary
+    print(families_line(s).replace("`", ""))
+    for kind, groups in (("strategy", s["per_strategy"]), ("family", s["per_family"])):
+        if kind == "family" and len(groups) < 2:
+            continue
+        for name, v in groups.items():
+            print(f"{kind} {name:18s} {v['n']:2d} held out: step |error| median {v['median_abs_step_err']:.1%}, "
+                  f"max {v['max_abs_step_err']:.1%}; exposed comm |error| (% of step) median "
+                  f"{v['median_abs_exposed_err_of_step']:.1%}, max {v['max_abs_exposed_err_of_step']:.1%}")
     print(f"step latency |error|: median {s['median_abs_step_err']:.1%}, max {s['max_abs_step_err']:.1%}; "
           f"exposed comm |error| (% of step): median {s['median_abs_exposed_err_of_step']:.1%}, "
           f"max {s['max_abs_exposed_err_of_step']:.1%}")
