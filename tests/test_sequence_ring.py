@@ -28,17 +28,12 @@ from dicesim.sim.costs.profile import get_profile
 from dicesim.strategy import make_strategy, parse_strategy
 from dicesim.strategy.registry import strategy_names
 from dicesim.topology import fully_connected
+from sequence_cases import quiet_profile, scenario_kw
 
 LAT = 1e-6
 MiB = 2 ** 20
 
 
-def _profile():
-    return get_profile("h100-sxm").with_updates(host_op_s=0.0, host_collective_s=0.0, interference=0.0)
-
-
-def _kw(W, T, model="tiny"):
-    return dict(model=model, world_size=W, batch=1, image_size=64, steps=T)  # 16 tokens per image
 
 
 # ------------------------------------------------------------------ config
@@ -118,8 +113,8 @@ def test_memory_counts_one_block_in_hand_one_in_flight_and_the_fp32_output():
 @pytest.mark.parametrize("model, W, L, bw", [("tiny", 2, 4, 1e8), ("small", 4, 6, 1e8), ("small", 4, 6, 1e13)])
 def test_passes_and_exposed_comm_in_closed_form(model, W, L, bw):
     T = 2
-    prof, graph = _profile(), fully_connected(W, bw, LAT)
-    kw = _kw(W, T, model)
+    prof, graph = quiet_profile(), fully_connected(W, bw, LAT)
+    kw = scenario_kw(W, T, model)
     prep = prepare(**kw, strategy="ring", profile=prof, graph=graph)
     res = simulate(**kw, strategy="ring", profile=prof, graph=graph, record=True)
     tpr, row = prep.routing.tokens_per_rank, prep.spec.row_nbytes
@@ -153,8 +148,8 @@ def test_passes_and_exposed_comm_in_closed_form(model, W, L, bw):
 
 def test_link_bytes_in_closed_form_against_sp():
     W, T, L = 4, 3, 6
-    prof, graph = _profile(), fully_connected(W, 1e8, LAT)
-    kw = _kw(W, T, "small")
+    prof, graph = quiet_profile(), fully_connected(W, 1e8, LAT)
+    kw = scenario_kw(W, T, "small")
     prep = prepare(**kw, strategy="ring", profile=prof, graph=graph)
     tpr, row, images = prep.routing.tokens_per_rank, prep.spec.row_nbytes, prep.spec.cost.workload.images
     ring = simulate(**kw, strategy="ring", profile=prof, graph=graph)
@@ -233,7 +228,7 @@ def test_one_collective_of_passes_times_as_pass_by_pass_under_interference(bw):
     prof = get_profile("h100-sxm").with_updates(host_op_s=0.0, host_collective_s=0.0, interference=i,
                                                 comm_interference=0.0)
     graph = fully_connected(W, bw, LAT)
-    kw = _kw(W, T, "small")
+    kw = scenario_kw(W, T, "small")
     prep = prepare(**kw, strategy="ring", profile=prof, graph=graph)
     res = simulate(**kw, strategy="ring", profile=prof, graph=graph, record=True)
     tpr, row, cm = prep.routing.tokens_per_rank, prep.spec.row_nbytes, prep.spec.cost

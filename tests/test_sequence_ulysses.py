@@ -26,21 +26,15 @@ from dicesim.plan.sequence.kinds import (
 from dicesim.plan.vocabulary import CollectiveKind, Issue, Wait
 from dicesim.scenario import make_scenario
 from dicesim.sim.api import prepare, simulate
-from dicesim.sim.costs.profile import get_profile
 from dicesim.strategy import make_strategy, parse_strategy
 from dicesim.strategy.registry import COMPARE_DEFAULT, strategy_names
 from dicesim.topology import fully_connected
+from sequence_cases import quiet_profile, scenario_kw
 
 BW, LAT = 1e8, 1e-6
 L = 4  # the tiny model's depth (hidden 32, 2 heads)
 
 
-def _profile():
-    return get_profile("h100-sxm").with_updates(host_op_s=0.0, host_collective_s=0.0, interference=0.0)
-
-
-def _kw(W, T, model="tiny"):
-    return dict(model=model, world_size=W, batch=1, image_size=64, steps=T)  # 16 tokens per image
 
 
 # ------------------------------------------------------------------ config
@@ -129,8 +123,8 @@ def test_memory_counts_the_all_to_all_buffers_not_the_gathered_kv():
 @pytest.mark.parametrize("model, W, L", [("tiny", 2, 4), ("small", 4, 6)])  # 2 and 4 heads
 def test_each_all_to_all_and_the_exposed_comm_in_closed_form(model, W, L):
     T = 2
-    prof, graph = _profile(), fully_connected(W, BW, LAT)
-    kw = _kw(W, T, model)
+    prof, graph = quiet_profile(), fully_connected(W, BW, LAT)
+    kw = scenario_kw(W, T, model)
     prep = prepare(**kw, strategy="ulysses", profile=prof, graph=graph)
     res = simulate(**kw, strategy="ulysses", profile=prof, graph=graph, record=True)
     tpr, row = prep.routing.tokens_per_rank, prep.spec.row_nbytes
@@ -158,8 +152,8 @@ def test_each_all_to_all_and_the_exposed_comm_in_closed_form(model, W, L):
 
 def test_link_bytes_in_closed_form_against_sp():
     W, T = 2, 3
-    prof, graph = _profile(), fully_connected(W, BW, LAT)
-    kw = _kw(W, T)
+    prof, graph = quiet_profile(), fully_connected(W, BW, LAT)
+    kw = scenario_kw(W, T)
     prep = prepare(**kw, strategy="ulysses", profile=prof, graph=graph)
     tpr, row, images = prep.routing.tokens_per_rank, prep.spec.row_nbytes, prep.spec.cost.workload.images
     uly = simulate(**kw, strategy="ulysses", profile=prof, graph=graph)

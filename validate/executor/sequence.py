@@ -178,16 +178,34 @@ class SequenceRunner(PlanInterpreter):
             kv = self._kv_used
             out_BND = self._attention(l, kv)
             self._x_BND = self._x_BND + self._mod.gate_msa.unsqueeze(1) * out_BND
+        fresh = self._record_layer(l, t, out_BND)
+        if fresh is not None:
+            self.record.kv_equal_fresh[t, l] = all(torch.equal(k, fresh[0]) and torch.equal(v, fresh[1]) for k, v in kv)
+
+    def _project(self, name: str, l: int, t: int, o_BHNd: torch.Tensor) -> torch.Tensor:
+        """The output projection of the attention output ``o_BHNd`` and the gated residual, as compute op ``name``;
+        returns the projected ``[B, N, D]``."""
+        B, _, N, _ = o_BHNd.shape
+        with self.tracer.compute(name, layer=l, step=t, tok_step=t, flops=self._work(B).attention_out().flops):
+            out_BND = self.model.blocks[l].attn.proj(o_BHNd.transpose(1, 2).reshape(B, N, -1))
+            self._x_BND = self._x_BND + self._mod.gate_msa.unsqueeze(1) * out_BND
+        return out_BND
+
+    def _record_layer(self, l: int, t: int, out_BND: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Record layer ``l``'s K/V lag at step ``t`` (every key of the other slices carries the same lag) and,
+        under ``--shadow``, the attention output's error against sp's fresh K/V all-gather; returns that fresh
+        ``(K, V)`` (None without a shadow) for the variant's own check of the K/V it used."""
         lag = t - self.comm.produced[l]
         rec = self.record
         rec.lag_kept[t, l] = rec.lag_dropped[t, l] = lag
-        rec.lag_score[t, l] = (lag, 1.0)  # every key of the other slices carries the same lag
-        if self.shadow is not None:
-            fresh = self.shadow.gather_sync(l, t, self._k_BHNd, self._v_BHNd)
-            ref_BND = self._attention(l, [fresh] * self.n)
-            rec.shadow_sq[t, l] = (float((out_BND - ref_BND).double().square().sum()),
-                                   float(ref_BND.double().square().sum()))
-            rec.kv_equal_fresh[t, l] = all(torch.equal(k, fresh[0]) and torch.equal(v, fresh[1]) for k, v in kv)
+        rec.lag_score[t, l] = (lag, 1.0)
+        if self.shadow is None:
+            return None
+        fresh = self.shadow.gather_sync(l, t, self._k_BHNd, self._v_BHNd)
+        ref_BND = self._attention(l, [fresh] * self.n)
+        rec.shadow_sq[t, l] = (float((out_BND - ref_BND).double().square().sum()),
+                               float(ref_BND.double().square().sum()))
+        return fresh
 
     # ------------------------------------------------------------------ Ulysses: heads, not K/V, exchanged
     def _heads_in(self, a: Action, t: int) -> None:
@@ -204,23 +222,12 @@ class SequenceRunner(PlanInterpreter):
 
     def _attn_out(self, a: Action, t: int) -> None:
         l = a.layer
-        B, _, N, _ = self._o_BHNd.shape
-        with self.tracer.compute("uly_proj", layer=l, step=t, tok_step=t, flops=self._work(B).attention_out().flops):
-            out_BND = self.model.blocks[l].attn.proj(self._o_BHNd.transpose(1, 2).reshape(B, N, -1))
-            self._x_BND = self._x_BND + self._mod.gate_msa.unsqueeze(1) * out_BND
-        lag = t - self.comm.produced[l]
-        rec = self.record
-        rec.lag_kept[t, l] = rec.lag_dropped[t, l] = lag
-        rec.lag_score[t, l] = (lag, 1.0)
-        if self.shadow is not None:  # the same layer with sp's fresh K/V all-gather
-            fresh = self.shadow.gather_sync(l, t, self._k_BHNd, self._v_BHNd)
-            ref_BND = self._attention(l, [fresh] * self.n)
-            rec.shadow_sq[t, l] = (float((out_BND - ref_BND).double().square().sum()),
-                                   float(ref_BND.double().square().sum()))
+        fresh = self._record_layer(l, t, self._project("uly_proj", l, t, self._o_BHNd))
+        if fresh is not None:  # the K/V this rank's heads used are its heads' slice of a fresh all-gather
             heads = self.comm.head_slice(self.H)
             _, k_used, v_used = self._qkv_heads
-            rec.kv_equal_fresh[t, l] = (torch.equal(k_used, fresh[0][:, heads])
-                                        and torch.equal(v_used, fresh[1][:, heads]))
+            self.record.kv_equal_fresh[t, l] = (torch.equal(k_used, fresh[0][:, heads])
+                                                and torch.equal(v_used, fresh[1][:, heads]))
         self._qkv_heads = self._o_heads = self._o_BHNd = None  # nothing is kept past the layer
 
     # ------------------------------------------------------------------ ring attention: K/V blocks passed on
@@ -255,30 +262,20 @@ class SequenceRunner(PlanInterpreter):
         self._ring_held = held
 
     def _ring_last(self, a: Action, t: int) -> None:
-        l, S = a.layer, self._S
-        B, N, _ = self._x_BND.shape
+        l = a.layer
+        B = self._x_BND.shape[0]
         with self.tracer.compute("ring_block", layer=l, step=t, tok_step=t, flops=self._ring_block_flops(B)):
             self._ring_step(self._ring_held)
             o_BHNd = torch.cat([o for o, _ in self._ring_acc], dim=2).to(self.param_dtype)  # ring_flash_attn.py:65
-        with self.tracer.compute("ring_proj", layer=l, step=t, tok_step=t, flops=self._work(B).attention_out().flops):
-            out_BND = self.model.blocks[l].attn.proj(o_BHNd.transpose(1, 2).reshape(B, N, -1))
-            self._x_BND = self._x_BND + self._mod.gate_msa.unsqueeze(1) * out_BND
-        lag = t - self.comm.produced[l]
-        rec = self.record
-        rec.lag_kept[t, l] = rec.lag_dropped[t, l] = lag
-        rec.lag_score[t, l] = (lag, 1.0)
-        if self.shadow is not None:  # the same layer with sp's fresh K/V all-gather
-            fresh = self.shadow.gather_sync(l, t, self._k_BHNd, self._v_BHNd)
-            ref_BND = self._attention(l, [fresh] * self.n)
-            rec.shadow_sq[t, l] = (float((out_BND - ref_BND).double().square().sum()),
-                                   float(ref_BND.double().square().sum()))
+        fresh = self._record_layer(l, t, self._project("ring_proj", l, t, o_BHNd))
+        if fresh is not None:
             equal = True
             for i, s in enumerate(self.comm.owned):  # at pass p slice s holds the block of slice (s - p) mod W
                 seen = self._ring_seen[i]
                 blocks = [seen[(s - j) % self.W] for j in range(self.W)]
                 k_used, v_used = (torch.cat([b[x] for b in blocks], dim=2) for x in (0, 1))
                 equal &= torch.equal(k_used, fresh[0]) and torch.equal(v_used, fresh[1])
-            rec.kv_equal_fresh[t, l] = equal
+            self.record.kv_equal_fresh[t, l] = equal
         self._ring_acc = self._ring_held = self._ring_seen = None  # nothing is kept past the layer
 
     # ------------------------------------------------------------------ MoE: every expert local
