@@ -133,6 +133,9 @@ class BlockWorkload:
     tokens_per_image: int
     dtype_nbytes: int = 2
     token_split: int = 1
+    #: USP: ranks of one Ulysses group among the ``token_split`` (its ring blocks hold ``head_split`` slices'
+    #: tokens with ``1 / head_split`` of the heads); 1 otherwise
+    head_split: int = 1
 
     @property
     def tokens(self) -> int:
@@ -200,9 +203,11 @@ class BlockWorkload:
     def attention_block(self) -> OpCost:
         """Ring attention's core on one K/V block: this rank's queries against one rank's slice of keys and
         values (QK^T and AV; ``1 / token_split`` of :meth:`attention_core`'s core FLOPs, so the W blocks of a
-        layer do sp's work). Reads Q and the K/V block and writes the block's output."""
+        layer do sp's work). Reads Q and the K/V block and writes the block's output. Under USP a block is
+        ``head_split`` slices' tokens with ``1 / head_split`` of the heads: ``head_split`` x the FLOPs, the same
+        bytes, and the ``token_split / head_split`` blocks of a layer again do sp's work."""
         b, n, D, w, N = self.images, self.tokens_per_image, self.model.hidden, self.dtype_nbytes, self.tokens
-        flops = 2 * 2 * b * n * n * D
+        flops = 2 * 2 * b * n * n * D * self.head_split
         nbytes = N * D * w * (1 + 2 + 1)
         return OpCost(flops=float(flops), nbytes=float(nbytes))
 

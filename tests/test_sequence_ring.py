@@ -49,8 +49,8 @@ def test_bad_fields_are_one_line_errors_naming_the_allowed_values():
         make_strategy("ring", kv_async=True)
     assert "kv_async" in str(e.value) and "allgather" in str(e.value) and "\n" not in str(e.value)
     with pytest.raises(ConfigError) as e:
-        make_strategy("sp", kv_exchange="usp")
-    assert "allgather, ulysses, ring" in str(e.value) and "\n" not in str(e.value)
+        make_strategy("sp", kv_exchange="bogus")
+    assert "allgather, ulysses, ring, usp" in str(e.value) and "\n" not in str(e.value)
 
 
 def test_tokens_must_split_and_heads_need_not():

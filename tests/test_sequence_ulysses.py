@@ -51,7 +51,7 @@ def test_bad_fields_are_one_line_errors_naming_the_allowed_values():
         make_strategy("ulysses", kv_async=True)
     assert "kv_async" in str(e.value) and "allgather" in str(e.value) and "\n" not in str(e.value)
     with pytest.raises(ConfigError) as e:
-        make_strategy("sp", kv_exchange="usp")
+        make_strategy("sp", kv_exchange="bogus")
     assert "allgather" in str(e.value) and "ulysses" in str(e.value) and "\n" not in str(e.value)
 
 
@@ -193,10 +193,10 @@ def test_a_scenario_file_reads_the_field(tmp_path):
                  'kv_exchange = "ulysses"\n')
     sc = load_scenario(f)
     assert sc.strategy.ulysses and sc.strategy.kv_exchange == "ulysses"
-    f.write_text('[strategy]\npreset = "sp"\nkv_exchange = "usp"\n')
+    f.write_text('[strategy]\npreset = "sp"\nkv_exchange = "bogus"\n')
     with pytest.raises(ConfigError) as e:
         load_scenario(f)
-    assert "allowed: allgather, ulysses, ring" in str(e.value) and "\n" not in str(e.value)
+    assert "allowed: allgather, ulysses, ring, usp" in str(e.value) and "\n" not in str(e.value)
 
 
 def test_run_facts_name_the_head_all_to_all_and_its_bytes():

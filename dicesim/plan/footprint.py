@@ -124,10 +124,11 @@ def activation_parts(preset: ModelPreset, work: RankWork) -> dict[str, np.ndarra
     io = B * n * preset.patch ** 2 * (preset.latent_channels + preset.out_channels)
     resident = np.full_like(Q, N * D + 6 * B * D + io)
     gathered_kv = 2 * B * n * D if N < B * n else 0
-    if work.head_split > 1:
-        attention = np.full_like(Q, 10 * N * D)
-    elif work.ring_passes:  # ring attention gathers nothing: one block in hand, one in flight
+    if work.ring_passes:  # ring attention gathers nothing: one block in hand, one in flight (USP: the same, over
+        # the all-to-all's tensors, each the size of this rank's slice with every head: an assumption)
         attention = np.full_like(Q, 11 * N * D)
+    elif work.head_split > 1:
+        attention = np.full_like(Q, 10 * N * D)
     else:
         attention = np.full_like(Q, 6 * N * D + gathered_kv)
     swiglu = G * (D + 3 * H)
@@ -199,14 +200,19 @@ def runtime_nbytes(plan: Plan, layout: ParallelLayout, allowance: RuntimeAllowan
     size = len(layout.groups()[0])
     nccl = 0
     if size > 1:
-        used = collective_kinds(plan)
+        used = collective_kinds(plan) - layout.empty_kinds  # kinds over one-rank subgroups connect nobody
+        ring = layout.ring_size if layout.ring_passes else size
         for index in range(len(layout.communicators)):
             kinds = {k for k in used if layout.comm_index(k) == index}
             if kinds & _P2P_KINDS:
-                nccl += (size - 1) * allowance.p2p_per_peer_nbytes
+                # Ulysses' all-to-all connects the members of its head group (USP: head_split of them)
+                peers = layout.head_split - 1 if kinds & _P2P_KINDS == {CollectiveKind.HEAD_A2A} else size - 1
+                if kinds & _NEIGHBOUR_KINDS:  # USP: and its ring neighbours
+                    peers += min(ring - 1, 2)
+                nccl += peers * allowance.p2p_per_peer_nbytes
                 continue
             if kinds & _NEIGHBOUR_KINDS:  # the passes' connections, beside the ring buffers of the other kinds
-                nccl += min(size - 1, 2) * allowance.p2p_per_peer_nbytes
+                nccl += min(ring - 1, 2) * allowance.p2p_per_peer_nbytes
             if kinds - _NEIGHBOUR_KINDS:
                 nccl += allowance.ring_per_comm_nbytes
     return {"context": allowance.context_nbytes, "nccl": nccl}

@@ -90,6 +90,21 @@ class ParallelLayout:
         return 0
 
     @property
+    def ring_size(self) -> int:
+        """Ranks of one ring-attention ring (``ring_passes + 1``; 1: no ring)."""
+        return self.ring_passes + 1
+
+    @property
+    def empty_kinds(self) -> frozenset[CollectiveKind]:
+        """Collective kinds the plan names but this layout runs over one-rank subgroups: nobody issues them."""
+        return frozenset()
+
+    @property
+    def empty_ops(self) -> frozenset[str]:
+        """Compute ops the plan names but this layout gives no work: nobody launches them."""
+        return frozenset()
+
+    @property
     def experts_per_rank(self) -> int:
         return self.placement.experts_per_rank
 

@@ -1,4 +1,4 @@
-"""The sequence-parallel family's config: patch parallelism (``sp``), DistriFusion, Ulysses and ring attention.
+"""The sequence-parallel family's config: patch parallelism (``sp``), DistriFusion, Ulysses, ring attention and USP.
 
 Every rank holds the whole model and a contiguous slice of every image's tokens; every
 attention layer exchanges keys and values across the slices (``kv_exchange``), and MoE layers run
@@ -22,6 +22,15 @@ it; the executor (``validate/executor/sequence.py``) runs the same plan.
   receive from rank-1), each overlapped with the attention on the block in hand, the partial outputs
   merged with the log-sum-exp rule (zhuzilin/ring-flash-attention@8996282
   ring_flash_attn/ring_flash_attn.py:26-63, utils.py:33-50, 98-151). Always fresh.
+- ``kv_exchange = "usp"`` (``usp``; unified sequence parallelism, Ulysses inside, ring across, not in
+  the DICE reference): the ranks form ``ulysses_degree`` x ring degree groups (Ulysses groups of
+  ``ulysses_degree`` consecutive ranks, ring groups of the ranks ``ulysses_degree`` apart); each attention
+  layer all-to-alls Q, K, V inside the Ulysses group (scatter the heads, gather the group's tokens), runs
+  ring attention over the ring group with those heads, and all-to-alls the output back
+  (feifeibear/long-context-attention@56118e0 yunchang/hybrid/attn_layer.py:111-119, 132-146, 156-158,
+  ``LongContextAttention.forward``; groups: yunchang/globals.py:22-57, ``set_seq_parallel_pg`` with its
+  default ``use_ulysses_low=True``). Always fresh; needs ``world % ulysses_degree == 0`` and
+  ``heads % ulysses_degree == 0``. ``ulysses_degree == world`` is Ulysses, ``ulysses_degree == 1`` ring.
 - ``single_img``: rank 0's per-rank batch is the whole batch, computed by all ranks
   (``--single-img``); otherwise every rank's batch is gathered and all ranks share all images.
 """
@@ -42,7 +51,7 @@ from dicesim.strategy.base import FamilyConfig, Strategy
 #: (sample_ddp.py:194 passes 4 to sp_init; seqpara/comm_manager.py:96-97 sends when 4 are queued)
 KV_GROUP_LAYERS = 4
 #: how an attention layer exchanges keys and values across the token slices
-KV_EXCHANGES = ("allgather", "ulysses", "ring")
+KV_EXCHANGES = ("allgather", "ulysses", "ring", "usp")
 
 
 class SequenceParallelStrategy(Strategy):
@@ -56,7 +65,9 @@ class SequenceParallelStrategy(Strategy):
     kv_async: bool = False
     warmup_steps: int = Field(0, ge=0, le=MAX_STEPS)  # a count of steps: no longer than the longest run
     single_img: bool = False
-    kv_exchange: Literal["allgather", "ulysses", "ring"] = "allgather"
+    kv_exchange: Literal["allgather", "ulysses", "ring", "usp"] = "allgather"
+    #: USP: ranks of one Ulysses group (heads split over them); the ring degree is world_size / ulysses_degree
+    ulysses_degree: int = Field(1, ge=1)
 
     @model_validator(mode="after")
     def _warmup_needs_async(self) -> "SequenceParallelStrategy":
@@ -72,6 +83,13 @@ class SequenceParallelStrategy(Strategy):
                              "(allowed with kv_async = true: allgather)")
         return self
 
+    @model_validator(mode="after")
+    def _degree_needs_usp(self) -> "SequenceParallelStrategy":
+        if self.ulysses_degree != 1 and not self.usp:
+            raise ValueError(f"ulysses_degree = {self.ulysses_degree} needs kv_exchange = usp "
+                             "(allowed with other exchanges: 1)")
+        return self
+
     @property
     def ulysses(self) -> bool:
         """Heads all-to-all (DeepSpeed-Ulysses) instead of the K/V all-gather."""
@@ -81,6 +99,19 @@ class SequenceParallelStrategy(Strategy):
     def ring(self) -> bool:
         """K/V blocks passed around a ring of ranks (ring attention) instead of the K/V all-gather."""
         return self.kv_exchange == "ring"
+
+    @property
+    def usp(self) -> bool:
+        """Ulysses inside groups of ``ulysses_degree`` ranks, ring attention across them (USP)."""
+        return self.kv_exchange == "usp"
+
+    def head_split(self, world_size: int) -> int:
+        """Ranks each attention layer's heads are split over: the world (Ulysses), ``ulysses_degree`` (USP), 1."""
+        return world_size if self.ulysses else self.ulysses_degree if self.usp else 1
+
+    def ring_degree(self, world_size: int) -> int:
+        """Ranks of one ring: the world (ring attention), ``world_size / ulysses_degree`` (USP), 1 (no ring)."""
+        return world_size if self.ring else world_size // self.ulysses_degree if self.usp else 1
 
     @property
     def is_async(self) -> bool:
@@ -105,6 +136,15 @@ class SequenceParallelStrategy(Strategy):
             divisors = ", ".join(str(d) for d in range(1, heads + 1) if heads % d == 0)
             raise ConfigError("world_size", f"{heads} heads do not split over {world_size} ranks (Ulysses gives "
                               "every rank heads / world_size heads)", f"divisors of {heads}: {divisors}")
+        if self.usp:  # world = ulysses_degree x ring degree (yunchang/globals.py:30-33 asserts world % sp_degree)
+            u = self.ulysses_degree
+            if world_size % u:
+                raise ConfigError("world_size", f"{world_size} ranks do not form groups of ulysses_degree = {u} "
+                                  "(USP: world = ulysses_degree x ring degree)", f"multiples of {u}")
+            if heads % u:
+                divisors = ", ".join(str(d) for d in range(1, heads + 1) if heads % d == 0)
+                raise ConfigError("ulysses_degree", f"{heads} heads do not split over ulysses_degree = {u} (USP "
+                                  "gives every rank heads / ulysses_degree heads)", f"divisors of {heads}: {divisors}")
 
     def images_in_batch(self, batch: int, world_size: int) -> int:
         """Images the ranks share, ``batch`` per rank: every rank's (gathered, sample_ddp.py:213-219), or only
@@ -117,6 +157,9 @@ class SequenceParallelStrategy(Strategy):
         elif self.ring:
             parts = ["sequence parallel, ring attention per layer (W-1 K/V passes to the next rank, "
                      "each under the attention on the block in hand)"]
+        elif self.usp:
+            parts = [f"sequence parallel, USP per layer (Ulysses all-to-alls in groups of {self.ulysses_degree} "
+                     "ranks, ring attention across the groups)"]
         else:
             parts = ["sequence parallel, async K/V all-gather (other ranks' K/V from step t-1)" if self.kv_async
                      else "sequence parallel, blocking K/V all-gather per layer"]
@@ -133,6 +176,7 @@ PRESETS: Mapping[str, Mapping[str, object]] = MappingProxyType({
     "distrifusion": dict(kv_async=True),
     "ulysses": dict(kv_exchange="ulysses"),
     "ring": dict(kv_exchange="ring"),
+    "usp": dict(kv_exchange="usp", ulysses_degree=2),
 })
 
 FAMILY = FamilyConfig(name="sequence", config=SequenceParallelStrategy, presets=PRESETS)

@@ -32,6 +32,8 @@ _NETWORK_NODES = ("nic", "net_switch")
 HEAD_A2A = "head all-to-all"
 #: the collective ring attention's facts name (the sequence family's K/V passes to the next rank)
 KV_RING = "K/V ring pass"
+#: USP's facts name both (the head all-to-alls inside a Ulysses group, the K/V passes around a ring group)
+USP_COLLECTIVES = "head all-to-alls and K/V ring passes"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,6 +90,11 @@ class RunFacts:
                        f"{self.a2a_nbytes_per_rank / 2**20:.1f} MiB per attention layer (Q, K, V and the attention "
                        f"output of its {self.rows_per_rank} tokens, four all-to-alls: 1/{size} of each to each "
                        f"of {size - 1} ranks).")
+        elif self.collective == USP_COLLECTIVES:
+            out.append(f"Its {self.collective} cross {links}: {net}; each GPU sends about "
+                       f"{self.a2a_nbytes_per_rank / 2**20:.1f} MiB per attention layer (USP: Q, K, V and the output "
+                       f"of its {self.rows_per_rank} tokens all-to-all'd inside its Ulysses group, then K/V blocks "
+                       "passed around its ring group under the attention on the block in hand).")
         elif self.collective == KV_RING:
             out.append(f"Its {self.collective}es cross {links}: {net}; each GPU sends about "
                        f"{self.a2a_nbytes_per_rank / 2**20:.1f} MiB per attention layer (K and V of its "
@@ -143,7 +150,11 @@ def run_facts(scenario: Scenario, G: nx.DiGraph, topologies: TopologyCache | Non
     if sequence:  # K and V of this rank's slice, each sent to the size-1 other ranks around the ring
         rows = rank_workload(scenario.strategy, wl, scenario.world_size).tokens
         nbytes = 2.0 * rows * wl.row_nbytes() * (size - 1)
-        if layout.head_split > 1:  # Ulysses: q, k, v and the output, (size-1)/size of each leaves the rank
+        if layout.head_split > 1 and layout.ring_passes:  # USP: Ulysses' bytes in its group, ring's in its ring
+            u, r = layout.head_split, layout.ring_size
+            nbytes = 4.0 * rows * wl.row_nbytes() * (u - 1) / u + 2.0 * rows * wl.row_nbytes() * (r - 1)
+            seq_kind = {"collective": USP_COLLECTIVES, "traffic": "attention traffic"}
+        elif layout.head_split > 1:  # Ulysses: q, k, v and the output, (size-1)/size of each leaves the rank
             nbytes = 4.0 * rows * wl.row_nbytes() * (size - 1) / size
             seq_kind = {"collective": HEAD_A2A, "traffic": "attention traffic"}
         elif layout.ring_passes:  # ring attention: the same bytes as the ring all-gather, to the next rank only

@@ -1,7 +1,8 @@
 """The sequence-parallel family: every rank holds the whole model and a contiguous slice of every
 image's tokens; attention all-gathers keys and values (``sp``, DistriFusion) or all-to-alls Q, K, V and
 the output between token slices and head groups (Ulysses) or passes K/V blocks around a ring of ranks
-(ring attention), MoE layers run locally with every expert.
+(ring attention), or both (USP: Ulysses inside groups of consecutive ranks, ring attention across them),
+MoE layers run locally with every expert.
 
 - :mod:`~dicesim.plan.sequence.kinds`: its action kinds, buffer kind and their effects;
 - :mod:`~dicesim.plan.sequence.rules`: the plan rules (:func:`~dicesim.plan.sequence.rules.build`) and
@@ -35,6 +36,8 @@ class SequenceLayout(ParallelLayout):
     single_img: bool = False
     ulysses: bool = False
     ring: bool = False
+    #: USP (Ulysses inside, ring across): ranks of one Ulysses group (0: not USP)
+    usp_ulysses: int = 0
 
     @property
     def token_split(self) -> int:
@@ -42,11 +45,37 @@ class SequenceLayout(ParallelLayout):
 
     @property
     def head_split(self) -> int:
-        return self.world_size if self.ulysses else 1
+        return self.world_size if self.ulysses else self.usp_ulysses if self.usp_ulysses else 1
 
     @property
     def ring_passes(self) -> int:
+        if self.usp_ulysses:
+            return self.world_size // self.usp_ulysses - 1
         return self.world_size - 1 if self.ring else 0
+
+    def ulysses_groups(self) -> tuple[tuple[int, ...], ...]:
+        """USP's Ulysses groups: ``head_split`` consecutive ranks each (yunchang/globals.py:42-48)."""
+        u = self.head_split
+        return tuple(tuple(range(i, i + u)) for i in range(0, self.world_size, u))
+
+    def ring_groups(self) -> tuple[tuple[int, ...], ...]:
+        """USP's ring groups: the ranks ``head_split`` apart, in rank order (yunchang/globals.py:53-54)."""
+        u = self.head_split
+        return tuple(tuple(range(i, self.world_size, u)) for i in range(u))
+
+    @property
+    def empty_kinds(self) -> frozenset[CollectiveKind]:
+        # USP with a degree of 1: its Ulysses all-to-alls or its ring passes stay on the rank
+        # (yunchang/ring/ring_flash_attn.py:29-33 sends nothing on a one-rank ring)
+        if not self.usp_ulysses:
+            return frozenset()
+        return frozenset(k for k, n in ((CollectiveKind.HEAD_A2A, self.head_split),
+                                        (CollectiveKind.KV_RING, self.ring_size)) if n == 1)
+
+    @property
+    def empty_ops(self) -> frozenset[str]:
+        # USP on a one-rank ring: no block is attended under a pass
+        return frozenset({"usp_blocks"}) if self.usp_ulysses and self.ring_size == 1 else frozenset()
 
     def images_of(self, rank: int, batch: int) -> range:
         """Every rank computes every image: all ranks' batches (gathered), or rank 0's alone (``single_img``)."""
@@ -91,13 +120,14 @@ class SequenceParallelPlan:
                group_layout: str = "contiguous", expert_layout: str = "modulo") -> SequenceLayout:
         return SequenceLayout(placement=replicated(world_size, num_experts), group_ranks=(tuple(range(world_size)),),
                               single_img=strategy.single_img, ulysses=strategy.ulysses,
-                              ring=strategy.ring)
+                              ring=strategy.ring, usp_ulysses=strategy.ulysses_degree if strategy.usp else 0)
 
     def workload(self, strategy: SequenceParallelStrategy, wl: BlockWorkload, world_size: int) -> BlockWorkload:
         """One rank's work from ``wl`` (its own batch of whole images): the shared images, a slice of each."""
         strategy.check_split(world_size, wl.tokens_per_image, heads=wl.model.heads)
         return replace(wl, images=strategy.images_in_batch(wl.images, world_size),
-                       tokens_per_image=wl.tokens_per_image // world_size, token_split=world_size)
+                       tokens_per_image=wl.tokens_per_image // world_size, token_split=world_size,
+                       head_split=strategy.ulysses_degree if strategy.usp else 1)
 
 
 SEQUENCE_PARALLEL = SequenceParallelPlan()

@@ -34,6 +34,13 @@ keys and values a K/V collective carries, ``span`` = the layers it covers:
   running output with the log-sum-exp rule (``ring_flash_attn.py:26-63``, ``utils.py:33-50``), then waits;
 - ``ring_last`` (ring attention): the attention on the last block received and its merge, the cast back,
   then the output projection and gated residual of this rank's tokens;
+- ``usp_attend`` (USP, after ``heads_in`` inside the Ulysses group): the ring group's R-1 K/V passes (R =
+  world / ulysses_degree; each block: the Ulysses group's tokens with this rank's H/ulysses_degree heads) as
+  one ``kv_ring`` collective under the attention on the blocks in hand, as ``ring_attend`` does
+  (feifeibear/long-context-attention@56118e0 yunchang/hybrid/attn_layer.py:132-146: ring attention on the
+  all-to-all's output over ``ring_pg``);
+- ``usp_last`` (USP): the attention on the last block and its merge (on a one-rank ring: the whole
+  attention, no merge); then ``heads_out`` and ``attn_out`` as under Ulysses (attn_layer.py:156-158);
 - ``attend``: this rank's queries against every key of their images, output projection, residual;
 - ``moe``: gate, all E experts on the local tokens, shared expert, combine (``models.py:322-323``);
 - ``gather_tokens``: the all-gather of every rank's tokens at the end of the blocks (``models.py:677-678``).
@@ -72,6 +79,8 @@ class SeqAction(StrEnum):
     ATTN_OUT = "attn_out"
     RING_ATTEND = "ring_attend"
     RING_LAST = "ring_last"
+    USP_ATTEND = "usp_attend"
+    USP_LAST = "usp_last"
 
 
 class SeqHeld(StrEnum):
@@ -84,7 +93,7 @@ class SeqHeld(StrEnum):
 #: the kinds as plain module names (the plan's loops build thousands of actions)
 EMBED, FINAL, DRAIN = ActionKind.EMBED, ActionKind.FINAL, ActionKind.DRAIN
 (SCATTER, BROADCAST, QKV, KV_SYNC, KV_FRESH, KV_WAIT, KV_ENQUEUE, KV_ISSUE, KV_CLEAR, ATTEND, MOE,
- GATHER_TOKENS, HEADS_IN, ATTEND_HEADS, HEADS_OUT, ATTN_OUT, RING_ATTEND, RING_LAST) = tuple(SeqAction)
+ GATHER_TOKENS, HEADS_IN, ATTEND_HEADS, HEADS_OUT, ATTN_OUT, RING_ATTEND, RING_LAST, USP_ATTEND, USP_LAST) = tuple(SeqAction)
 KV_BUFFER = SeqHeld.KV_BUFFER
 
 _KV, _ROWS = CollectiveKind.KV_GATHER, CollectiveKind.TOKEN_GATHER
@@ -115,6 +124,10 @@ LOWERING: dict[StrEnum, tuple[Effect, ...]] = {
     # other inside the kv_ring collective: dicesim/sim/engine/groupcomm.py), then the last block and the projection
     RING_ATTEND: (Issue(_KR), Compute("ring_blocks"), Wait(_KR)),
     RING_LAST: (Compute("ring_block"), Compute("ring_proj")),
+    # USP: the ring's passes over the ring group under the blocks in hand, then the last block (the all-to-alls
+    # around them are HEADS_IN / HEADS_OUT over the Ulysses group: dicesim/sim/engine/groupcomm.py)
+    USP_ATTEND: (Issue(_KR), Compute("usp_blocks"), Wait(_KR)),
+    USP_LAST: (Compute("usp_block"),),
     # every expert is local: the data-parallel expert cost over this rank's tokens
     MOE: (Compute("gate"), Compute("local_moe"), Compute("shared_expert"), Compute("local_combine")),
     GATHER_TOKENS: (Issue(_ROWS), Wait(_ROWS)),

@@ -29,6 +29,13 @@ Ring attention (``kv_exchange = "ring"``; zhuzilin/ring-flash-attention@8996282
 built per strategy, layer count and step count): the W-1 passes are one action, whose collective
 moves them one after the other and whose compute covers W-1 blocks (the layout's ``ring_passes``).
 Nothing is kept across layers or steps: lag 0.
+
+USP (``kv_exchange = "usp"``; feifeibear/long-context-attention@56118e0
+``yunchang/hybrid/attn_layer.py:111-158``, not in the DICE reference): ``heads_in`` inside the Ulysses
+group, ``usp_attend`` (the ring group's passes under the blocks in hand) and ``usp_last``, then
+``heads_out`` and ``attn_out``. A degree of 1 leaves the collectives it names empty (the layout's
+``empty_kinds``: nobody issues them), so USP at ``ulysses_degree = 1`` runs ring attention's work and at
+``ulysses_degree = world`` Ulysses'. Lag 0.
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ import numpy as np
 
 from dicesim.plan.sequence.kinds import (
     ATTEND, ATTEND_HEADS, ATTN_OUT, BROADCAST, DRAIN, EMBED, FINAL, GATHER_TOKENS, HEADS_IN, HEADS_OUT, KV_CLEAR,
-    KV_ENQUEUE, KV_FRESH, KV_ISSUE, KV_SYNC, KV_WAIT, MOE, QKV, RING_ATTEND, RING_LAST, SCATTER,
+    KV_ENQUEUE, KV_FRESH, KV_ISSUE, KV_SYNC, KV_WAIT, MOE, QKV, RING_ATTEND, RING_LAST, SCATTER, USP_ATTEND, USP_LAST,
 )
 from dicesim.plan.vocabulary import Action, LagTable, Plan
 from dicesim.strategy.sequence import KV_GROUP_LAYERS, SequenceParallelStrategy
@@ -96,6 +103,10 @@ def build(strategy: SequenceParallelStrategy, num_layers: int, num_steps: int, r
                 acts += [Action(HEADS_IN, l, t), Action(ATTEND_HEADS, l, t), Action(HEADS_OUT, l, t),
                          Action(ATTN_OUT, l, t), Action(MOE, l, t)]
                 continue
+            if strategy.usp:  # Ulysses all-to-alls in, the ring over the exchanged heads, the all-to-all out, projection
+                acts += [Action(HEADS_IN, l, t), Action(USP_ATTEND, l, t), Action(USP_LAST, l, t),
+                         Action(HEADS_OUT, l, t), Action(ATTN_OUT, l, t), Action(MOE, l, t)]
+                continue
             if strategy.ring:  # W-1 K/V passes under the attention on the blocks in hand, the last block, projection
                 acts += [Action(RING_ATTEND, l, t), Action(RING_LAST, l, t), Action(MOE, l, t)]
                 continue
@@ -135,7 +146,7 @@ def lag_table(plan: Plan) -> LagTable:
             elif a.kind == KV_WAIT:
                 for l in a.layers:
                     producer[l] = a.tok_step
-            elif a.kind == ATTEND or a.kind == ATTEND_HEADS or a.kind == RING_LAST:
+            elif a.kind == ATTEND or a.kind == ATTEND_HEADS or a.kind == RING_LAST or a.kind == USP_LAST:
                 lag[t, a.layer] = t - producer[a.layer]
     # K and V travel together: one lag per (step, layer); no copy is ever dropped
     return LagTable(kept=lag, dropped=lag.copy(), skip=np.zeros((T, L), dtype=bool))

@@ -28,6 +28,8 @@ ACTION_OP_KIND: dict[str, str] = {
     # ring attention: W-1 blocks under the passes, the last block, then the projection (the merges are timed as
     # elementwise work with the local_combine efficiency inside the ring_* costs: CostModel.__post_init__)
     "ring_blocks": "attention", "ring_block": "attention", "ring_proj": "attention",
+    # USP: the ring's blocks over the Ulysses-exchanged heads (the projection is Ulysses' uly_proj)
+    "usp_blocks": "attention", "usp_block": "attention",
 }
 #: compute actions whose fixed per-op cost (``launch_s``) another action pays: Ulysses' projection is the tail
 #: of the kernels ``sp_attend`` runs as one op (the profiles' ``launch_s`` is a kernel gap x the op's kernels),
@@ -91,6 +93,17 @@ class CostModel:
         one = costs["ring_block"]
         costs["ring_blocks"] = OpCost(flops=passes * one.flops, nbytes=passes * one.nbytes)
         fixed["ring_block"], fixed["ring_blocks"] = block_s, passes * block_s
+        # USP: token_split / head_split blocks per layer; on a one-rank ring the one block is the whole attention
+        # (Ulysses' core: the same FLOPs and bytes), with no merge (nothing to merge; its float32 round trip,
+        # yunchang/ring/ring_flash_attn.py:52, 59, left out: assumption)
+        usp_passes = wl.token_split // wl.head_split - 1
+        if usp_passes:
+            costs["usp_block"], fixed["usp_block"] = costs["ring_block"], block_s
+        else:
+            costs["usp_block"], fixed["usp_block"] = block, self.op_time_s("attention", block)
+        costs["usp_blocks"] = OpCost(flops=usp_passes * costs["ring_block"].flops,
+                                     nbytes=usp_passes * costs["ring_block"].nbytes)
+        fixed["usp_blocks"] = usp_passes * block_s
         object.__setattr__(self, "_fixed_s", fixed)
         object.__setattr__(self, "_fixed_cost", costs)
 

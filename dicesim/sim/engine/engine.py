@@ -140,7 +140,7 @@ class Engine:
         s = self.spec
         return GroupComm(g, members, table, G, s.profile, s.routing, self.net, s.row_nbytes, nccl=nccl,
                          library=self.library, share=s.shares.get(g) if s.shares else None,
-                         images=s.cost.workload.images)
+                         images=s.cost.workload.images, head_split=s.layout.head_split)
 
     @property
     def active_ranks(self) -> list[int]:

@@ -24,6 +24,13 @@ collective (:meth:`GroupComm.start`), whatever its kind in the one collective vo
   protocol hop of fixed latency (:func:`pass_latency`); a pass starts when the previous one has ended
   everywhere (each rank waits for its pass before it sends the block it received: ring_flash_attn.py:61-63).
 
+USP (``head_split`` < S): a ``head_a2a`` moves inside the Ulysses groups of ``head_split`` consecutive
+members and a ``kv_ring`` around the ring groups of the members ``head_split`` apart (member m sends
+to m + head_split; feifeibear/long-context-attention@56118e0 yunchang/globals.py:42-57), all groups at
+once in one transfer (the groups run in lock step: every member issues the same collectives; a group
+does not wait for another's members in the real run, which only the lock step makes equal: an
+assumption), each with the latency of its own routes.
+
 An all-gather moves as NCCL's ring does (its algorithm for all-gather, and gloo's): member i
 forwards the slices of S-1 members to member i+1, so each ring hop carries (S-1) slices and a
 socket link that the ring crosses twice carries what it carries, not what every member pair
@@ -66,16 +73,29 @@ class GroupComm:
 
     def __init__(self, g: int, members: tuple[int, ...], table: RouteTable, G: nx.DiGraph, profile: HardwareProfile,
                  routing: TokenRouting, net: FlowNetwork, row_nbytes: int, *, nccl: NcclModel, library: str,
-                 share: LinkShare | None = None, images: int = 0):
+                 share: LinkShare | None = None, images: int = 0, head_split: int = 0):
         self.g, self.members, self.routing, self.row_nbytes, self.net = g, members, routing, row_nbytes, net
         self.images = images
+        S = len(members)
+        #: members of one Ulysses group (consecutive); the ring groups take the members this far apart
+        self.head_split = head_split if 0 < head_split <= S else S
+        #: members of one ring (0: the whole group, whatever its Ulysses groups, as before USP)
+        self.ring_size = S if head_split == 0 else S // self.head_split
         # a one-rank group exchanges nothing
-        self.a2a_lat_s = self.count_lat_s = self.ring_lat_s = self.pass_lat_s = 0.0
+        self.a2a_lat_s = self.count_lat_s = self.ring_lat_s = self.pass_lat_s = self.head_lat_s = 0.0
         if len(members) > 1:
             self.a2a_lat_s, self.count_lat_s = collective_latencies(
                 G, table.routes.values(), max(table.latency_s.values(), default=0.0), profile, nccl, library)
             self.ring_lat_s = ring_latency(G, table, members, profile, nccl, library)
-            self.pass_lat_s = pass_latency(G, table, members, profile, nccl, library)
+            self.head_lat_s = self.a2a_lat_s
+            if self.head_split < S:  # USP: the Ulysses groups' own routes
+                u = self.head_split
+                self.head_lat_s = 0.0 if u == 1 else collective_latencies(
+                    G, [table.routes[(a, b)] for i in range(0, S, u) for a in members[i:i + u]
+                        for b in members[i:i + u] if a != b], 0.0, profile, nccl, library)[0]
+            step = S // self.ring_size
+            self.pass_lat_s = 0.0 if self.ring_size == 1 else pass_latency(G, table, members, profile, nccl, library,
+                                                                            step=step)
         #: [skip] -> [L, T] id of the group's row matrix (equal ids for equal matrices)
         self.matrix_id = [matrix_ids(routing, members, skip) for skip in (False, True)]
         #: ids of the links the group's flows cross (on the quotient network when ``share`` is given:
@@ -116,10 +136,11 @@ class GroupComm:
             return [_GATHER_ROWS[coll.kind] * self.routing.tokens_per_rank * coll.span * (S - 1)] * S
         if coll.kind == SCATTER or coll.kind == BROADCAST:
             return [self._root_rows(coll.kind) * (S - 1)] + [0] * (S - 1)
-        if coll.kind == HEAD_A2A:  # (S-1)/S of the member's rows (whole rows; the flows carry the exact bytes)
-            return [self.routing.tokens_per_rank * (S - 1) // S] * S
-        if coll.kind == KV_RING:  # S-1 passes of the member's K/V block (2 rows per token of its slice)
-            return [2 * self.routing.tokens_per_rank * (S - 1)] * S
+        if coll.kind == HEAD_A2A:  # (u-1)/u of the member's rows (whole rows; the flows carry the exact bytes)
+            u = self.head_split
+            return [self.routing.tokens_per_rank * (u - 1) // u] * S
+        if coll.kind == KV_RING:  # R-1 passes of the member's K/V block (2 rows per token of its slice)
+            return [2 * self.routing.tokens_per_rank * (self.ring_size - 1)] * S
         M = self.routing.group_matrix(self.members, coll.layer, coll.tok_step, coll.skip)
         if coll.kind == DISPATCH:
             return [int(M[m].sum() - M[m, m]) for m in range(S)]
@@ -154,31 +175,35 @@ class GroupComm:
         return fg
 
     def head_group(self) -> FlowGroup:
-        """The transfer of one Ulysses all-to-all: every member sends every other member ``1/S`` of its
-        q-sized tensor (``tokens_per_rank`` rows), ``tokens_per_rank x row_nbytes / S`` bytes."""
+        """The transfer of one Ulysses all-to-all: every member sends every other member of its Ulysses group
+        (all S members, or USP's ``head_split`` consecutive ones) ``1/u`` of its q-sized tensor
+        (``tokens_per_rank`` rows), ``tokens_per_rank x row_nbytes / u`` bytes."""
         fg = self._cache.get((HEAD_A2A, 0))
         if fg is None:
-            S = len(self.members)
-            nbytes = np.full((S, S), self.routing.tokens_per_rank * self.row_nbytes / S)
+            S, u = len(self.members), self.head_split
+            nbytes = np.zeros((S, S))
+            for i in range(0, S, u):
+                nbytes[i:i + u, i:i + u] = self.routing.tokens_per_rank * self.row_nbytes / u
             np.fill_diagonal(nbytes, 0.0)  # the member's own share stays
-            fg = self._cache[(HEAD_A2A, 0)] = self._pairs[DISPATCH].compile(nbytes.ravel(), self.a2a_lat_s)
+            fg = self._cache[(HEAD_A2A, 0)] = self._pairs[DISPATCH].compile(nbytes.ravel(), self.head_lat_s)
         return fg
 
     def pass_group(self) -> FlowGroup:
-        """The transfer of one ring-attention pass: every member sends the next member one K/V block,
-        ``2 x tokens_per_rank x row_nbytes`` bytes."""
+        """The transfer of one ring-attention pass: every member sends the next member of its ring (the next
+        member; under USP the member ``head_split`` on) one K/V block, ``2 x tokens_per_rank x row_nbytes`` bytes."""
         fg = self._cache.get((KV_RING, 0))
         if fg is None:
             S = len(self.members)
+            step = S // self.ring_size
             nbytes = np.zeros((S, S))
-            if S > 1:
-                nbytes[np.arange(S), (np.arange(S) + 1) % S] = 2 * self.routing.tokens_per_rank * self.row_nbytes
+            if self.ring_size > 1:
+                nbytes[np.arange(S), (np.arange(S) + step) % S] = 2 * self.routing.tokens_per_rank * self.row_nbytes
             fg = self._cache[(KV_RING, 0)] = self._pairs[DISPATCH].compile(nbytes.ravel(), self.pass_lat_s)
         return fg
 
     def _passes(self, fg: FlowGroup):
-        """The S-1 passes of one ``kv_ring``, one after the other (a simpy process)."""
-        for _ in range(len(self.members) - 1):
+        """The R-1 passes of one ``kv_ring`` (R: the ring's members), one after the other (a simpy process)."""
+        for _ in range(self.ring_size - 1):
             yield self.net.transfer(fg)
 
     def flow_group(self, direction: int, layer: int, tok: int, skip: bool) -> FlowGroup:
@@ -267,15 +292,15 @@ def ring_latency(G: nx.DiGraph, table: RouteTable, members: tuple[int, ...], pro
 
 
 def pass_latency(G: nx.DiGraph, table: RouteTable, members: tuple[int, ...], profile: HardwareProfile,
-                 nccl: NcclModel, library: str) -> float:
+                 nccl: NcclModel, library: str, *, step: int = 1) -> float:
     """Fixed latency of one ring-attention pass over ``members`` (every member to the next, at once): the
     profile's all-to-all base (standing in for a grouped send/receive's: an assumption until one is measured;
     PyTorch runs an NCCL all-to-all as sends and receives to every peer inside one NCCL group where NCCL has no
     ncclAllToAll: pytorch/pytorch@0033e77 torch/csrc/cuda/nccl.cpp ``all2all_single_equal_split``), the
     link-class term of the ring's routes, and one protocol hop where NCCL transports carry them (each flow pays
-    its own route latency in the network)."""
+    its own route latency in the network). ``step``: each member sends to the member this far on (USP's rings)."""
     S = len(members)
-    routes = [table.routes[(members[i], members[(i + 1) % S])] for i in range(S)]
+    routes = [table.routes[(members[i], members[(i + step) % S])] for i in range(S)]
     cls_lat = max((profile.link_latency(str(G.edges[e].get("link", ""))) for r in routes for e in r), default=0.0)
     transports = route_transports(G, routes, library)
     hop_s = hop_latency_s(nccl, transports) if transports else 0.0

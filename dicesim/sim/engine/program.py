@@ -222,7 +222,12 @@ class _Recipes:
         if hit is not None and hit[0] is effects:
             return hit[1]
         steps = []
+        empty_kinds, empty_ops = self._layout.empty_kinds, self._layout.empty_ops
         for e in effects:
+            # what the layout runs over one-rank subgroups, or gives no work, is neither launched nor waited for
+            if (isinstance(e, (Issue, Wait, Blocking)) and e.kind in empty_kinds) or \
+                    (isinstance(e, Compute) and e.op in empty_ops):
+                continue
             step = self._step(e)
             last = steps[-1] if steps else None
             if step[0] == WAIT and last is not None and last[0] == ISSUE and last[1] == step[1]:
