@@ -12,6 +12,11 @@ gloo runs these point-to-point ops on CPU. A layer's W-1 passes are traced as on
 collective (from the first pass's issue to the last one's end, the bytes of all of them), as the
 simulator moves them; each wait is traced on its own.
 
+USP (Ulysses inside, ring across: feifeibear/long-context-attention@56118e0 yunchang/hybrid/attn_layer.py:
+111-158) runs the same calls on two subgroups: the head all-to-alls on the Ulysses group (``u`` consecutive
+ranks), the passes on the ring group (the ranks ``u`` apart; yunchang/globals.py:42-57); a one-rank
+subgroup moves nothing and traces nothing.
+
 :class:`SliceComm` holds what the reference's ``seqpara/`` holds: the scatter of the tokens, the
 broadcast of the conditioning, the blocking K and V all-gathers of ``sp`` (``sp_fwd.py:224-257``),
 and DistriFusion's comm manager (``comm_manager.py``): one flat buffer per rank slot holding every
@@ -50,8 +55,12 @@ class SliceComm:
     """What both variants share: the comm manager's flat buffers (allocated at the first K/V a
     layer stores, ``df.py:93-95``) and the producing step of every layer's other-rank slots."""
 
-    def __init__(self, *, world_size: int, num_layers: int, owned: tuple[int, ...]):
+    def __init__(self, *, world_size: int, num_layers: int, owned: tuple[int, ...], ring_size: int = 0,
+                 ring_owned: tuple[int, ...] | None = None):
         self.W, self.L, self.owned = world_size, num_layers, owned
+        #: ranks of one attention ring (ring attention: all W; USP: W / u) and the ring positions owned here
+        self.ring_size = ring_size or world_size
+        self.ring_owned = owned if ring_owned is None else ring_owned
         self.buffers_W: list[torch.Tensor] | None = None
         self._shape: tuple[int, ...] = ()
         self._numel = 0
@@ -87,8 +96,13 @@ class DistributedKV(SliceComm):
     """One rank's sequence-parallel collectives on ``group`` (its slice: ``rank``)."""
 
     def __init__(self, *, rank: int, world_size: int, num_layers: int, group: Any, sink: EventSink | None,
-                 clock: Callable[[], int], mark: Callable[[], Any]):
-        super().__init__(world_size=world_size, num_layers=num_layers, owned=(rank,))
+                 clock: Callable[[], int], mark: Callable[[], Any], ulysses: tuple[Any, int, int] | None = None,
+                 ring: tuple[Any, int, int] | None = None):
+        """``ulysses`` / ``ring``: USP's (group, this rank's position in it, its size); default: ``group``."""
+        self.h_group, self.h_rank, self.hW = ulysses if ulysses is not None else (group, rank, world_size)
+        self.r_group, self.r_rank, r_size = ring if ring is not None else (group, rank, world_size)
+        super().__init__(world_size=world_size, num_layers=num_layers, owned=(rank,), ring_size=r_size,
+                         ring_owned=(self.r_rank,))
         self.rank, self.group = rank, group
         self._row_nbytes = 0  # one token's row (hidden x element size), set by the first scatter
         self.sink, self.clock, self.mark = sink, clock, mark
@@ -186,18 +200,20 @@ class DistributedKV(SliceComm):
 
     # ------------------------------------------------------------------ Ulysses
     def head_slice(self, heads: int) -> slice:
-        """The heads this rank attends with after ``heads_in``: the rank-th group of H/W."""
-        h = heads // self.W
-        return slice(self.rank * h, (self.rank + 1) * h)
+        """The heads this rank attends with after ``heads_in``: the rank-th group of H/W (USP: of its Ulysses group)."""
+        h = heads // self.hW
+        return slice(self.h_rank * h, (self.h_rank + 1) * h)
 
     def _a2a(self, send_W: torch.Tensor, *, layer: int, step: int) -> torch.Tensor:
         """One blocking ``all_to_all_single`` of ``send_W`` (dim 0: the W destinations); dim 0 of the result
         holds what each rank sent this one. Traced with what left this rank: (W-1)/W of it."""
         send_W = send_W.contiguous()
+        if self.hW == 1:  # a one-rank Ulysses group keeps everything
+            return send_W
         recv_W = torch.empty_like(send_W)
         issue = self.mark()
-        work = dist.all_to_all_single(recv_W, send_W, group=self.group, async_op=True)
-        sent_nbytes = send_W.nbytes * (self.W - 1) // self.W
+        work = dist.all_to_all_single(recv_W, send_W, group=self.h_group, async_op=True)
+        sent_nbytes = send_W.nbytes * (self.hW - 1) // self.hW
         h = self._handle(HEAD_A2A, work, issue, send_W, layer=layer, step=step, tok_step=step, rows=0)
         h.sent_rows = sent_nbytes // self._row_nbytes
         h.sent_nbytes = sent_nbytes
@@ -208,19 +224,21 @@ class DistributedKV(SliceComm):
         """One of Q, K, V: this rank's ``S`` tokens with every head -> every token (slice order) with its
         ``H/W`` heads, ``[B, H/W, W*S, d]`` (layer.py:386-396; scatter the heads, gather the tokens)."""
         B, H, S, d = x_BHSd.shape
-        send_WBhSd = x_BHSd.reshape(B, self.W, H // self.W, S, d).transpose(0, 1)
+        u = self.hW
+        send_WBhSd = x_BHSd.reshape(B, u, H // u, S, d).transpose(0, 1)
         recv_WBhSd = self._a2a(send_WBhSd, layer=layer, step=step)  # [source rank = token slice, ...]
         self.produced[layer] = step
-        return recv_WBhSd.permute(1, 2, 0, 3, 4).reshape(B, H // self.W, self.W * S, d)
+        return recv_WBhSd.permute(1, 2, 0, 3, 4).reshape(B, H // u, u * S, d)
 
     def heads_out(self, layer: int, step: int, o_BhTd: torch.Tensor) -> torch.Tensor:
         """The attention output back: every token with this rank's heads -> this rank's tokens with every head,
         ``[B, H, S, d]`` (layer.py:416; scatter the tokens, gather the heads)."""
         B, h, T, d = o_BhTd.shape
-        S = T // self.W
-        send_WBhSd = o_BhTd.reshape(B, h, self.W, S, d).permute(2, 0, 1, 3, 4)
+        u = self.hW
+        S = T // u
+        send_WBhSd = o_BhTd.reshape(B, h, u, S, d).permute(2, 0, 1, 3, 4)
         recv_WBhSd = self._a2a(send_WBhSd, layer=layer, step=step)  # [source rank = head group, ...]
-        return recv_WBhSd.transpose(0, 1).reshape(B, self.W * h, S, d)
+        return recv_WBhSd.transpose(0, 1).reshape(B, u * h, S, d)
 
     # ------------------------------------------------------------------ ring attention
     def ring_begin(self, layer: int, step: int) -> None:
@@ -232,13 +250,14 @@ class DistributedKV(SliceComm):
         113-132, 142-151). Returns what :meth:`ring_wait` takes."""
         k, v = (x.contiguous() for x in blocks[0])
         nk, nv = torch.empty_like(k), torch.empty_like(v)
-        to = dist.get_global_rank(self.group, (self.rank + 1) % self.W)
-        frm = dist.get_global_rank(self.group, (self.rank - 1) % self.W)
+        g, R = self.r_group, self.ring_size
+        to = dist.get_global_rank(g, (self.r_rank + 1) % R)
+        frm = dist.get_global_rank(g, (self.r_rank - 1) % R)
         if self._ring_issue is None:
             self._ring_issue = self.mark()
-        ops = [dist.P2POp(dist.isend, k, to, group=self.group), dist.P2POp(dist.irecv, nk, frm, group=self.group),
-               dist.P2POp(dist.isend, v, to, group=self.group), dist.P2POp(dist.irecv, nv, frm, group=self.group)]
-        self._ring_rows += 2 * k.shape[0] * k.shape[2]  # K and V: one row per token of the slice
+        ops = [dist.P2POp(dist.isend, k, to, group=g), dist.P2POp(dist.irecv, nk, frm, group=g),
+               dist.P2POp(dist.isend, v, to, group=g), dist.P2POp(dist.irecv, nv, frm, group=g)]
+        self._ring_rows += 2 * k.nbytes // self._row_nbytes  # K and V: one row of D per token of the slice
         return dist.batch_isend_irecv(ops), [(nk, nv)]
 
     def ring_wait(self, layer: int, step: int, pending: Any, *, last: bool) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -260,8 +279,12 @@ class DistributedKV(SliceComm):
 class EmulatedKV(SliceComm):
     """Every slice in one process: the same calls, no communication (see the module docstring)."""
 
-    def __init__(self, *, world_size: int, num_layers: int):
-        super().__init__(world_size=world_size, num_layers=num_layers, owned=tuple(range(world_size)))
+    def __init__(self, *, world_size: int, num_layers: int, ulysses: int = 0):
+        """``ulysses``: USP's Ulysses degree (every head of every token stands for all Ulysses groups; the ring
+        positions are its W / ulysses groups); 0: not USP."""
+        R = world_size // ulysses if ulysses else world_size
+        super().__init__(world_size=world_size, num_layers=num_layers, owned=tuple(range(world_size)), ring_size=R,
+                         ring_owned=tuple(range(R)))
         self._pending: dict[tuple[int, int], int] = {}  # (first layer, tok_step) -> tok_step
 
     def scatter(self, x_BTD: torch.Tensor, step: int) -> torch.Tensor:

@@ -38,6 +38,7 @@ from dicesim.plan import Action, Plan, build_plan
 from dicesim.plan.sequence.kinds import (
     ATTEND, ATTEND_HEADS, ATTN_OUT, BROADCAST, DRAIN, EMBED, FINAL, GATHER_TOKENS, HEADS_IN, HEADS_OUT, KV_BUFFER,
     KV_CLEAR, KV_ENQUEUE, KV_FRESH, KV_ISSUE, KV_SYNC, KV_WAIT, MOE, QKV, RING_ATTEND, RING_LAST, SCATTER,
+    USP_ATTEND, USP_LAST,
 )
 from validate.executor.interpreter import Handler, PlanInterpreter
 from validate.executor.kvcomm import DistributedKV, EmulatedKV, SliceComm
@@ -73,6 +74,7 @@ class SequenceRunner(PlanInterpreter):
             shadow_sq=np.full((self.T, self.L, 2), np.nan),
             router_hist=np.zeros((self.T, self.L, self.E), dtype=np.int64), row_nbytes=preset.hidden * elem,
             kv_equal_fresh=np.zeros((self.T, self.L), dtype=bool))
+        self._usp_kv_used: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def handlers(self) -> Mapping[StrEnum, Handler]:
         return {EMBED: self._embed, SCATTER: self._scatter, BROADCAST: self._broadcast, QKV: self._qkv,
@@ -80,7 +82,8 @@ class SequenceRunner(PlanInterpreter):
                 KV_ISSUE: self._kv_issue, KV_CLEAR: self._kv_clear, ATTEND: self._attend, MOE: self._moe,
                 GATHER_TOKENS: self._gather_tokens, FINAL: self._final, DRAIN: self._kv_clear,
                 HEADS_IN: self._heads_in, ATTEND_HEADS: self._attend_heads, HEADS_OUT: self._heads_out,
-                ATTN_OUT: self._attn_out, RING_ATTEND: self._ring_attend, RING_LAST: self._ring_last}
+                ATTN_OUT: self._attn_out, RING_ATTEND: self._ring_attend, RING_LAST: self._ring_last,
+                USP_ATTEND: self._usp_attend, USP_LAST: self._usp_last}
 
     def begin_step(self, x_BCLL: torch.Tensor, t_B: torch.Tensor, y_B: torch.Tensor, t: int) -> None:
         self._x_in = (x_BCLL.to(self.param_dtype), t_B, y_B)
@@ -225,58 +228,95 @@ class SequenceRunner(PlanInterpreter):
         fresh = self._record_layer(l, t, self._project("uly_proj", l, t, self._o_BHNd))
         if fresh is not None:  # the K/V this rank's heads used are its heads' slice of a fresh all-gather
             heads = self.comm.head_slice(self.H)
-            _, k_used, v_used = self._qkv_heads
+            _, k_used, v_used = self._qkv_heads if self._usp_kv_used is None else (None, *self._usp_kv_used)
             self.record.kv_equal_fresh[t, l] = (torch.equal(k_used, fresh[0][:, heads])
                                                 and torch.equal(v_used, fresh[1][:, heads]))
-        self._qkv_heads = self._o_heads = self._o_BHNd = None  # nothing is kept past the layer
+        self._qkv_heads = self._o_heads = self._o_BHNd = self._usp_kv_used = None  # nothing is kept past the layer
 
     # ------------------------------------------------------------------ ring attention: K/V blocks passed on
-    def _ring_block_flops(self, B: int) -> float:
-        """One block's attention and merge for every owned slice: 4 B S^2 D + 3 B S D each."""
-        S, D = self._S, self.model.preset.hidden
-        return float(self.n * (4 * B * S * S * D + 3 * B * S * D))
+    def _ring_block_flops(self, q_BhNd: torch.Tensor) -> float:
+        """One block's attention and merge for every block of ``q`` this process owns: 4 B s^2 h d + 3 B s h d
+        each (s: a block's tokens, h heads of d)."""
+        B, h, N, d = q_BhNd.shape
+        s, n = N // len(self._ring_acc), len(self._ring_acc)
+        return float(n * (4 * B * s * s * h * d + 3 * B * s * h * d))
 
     def _ring_step(self, held: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-        """Attend each owned slice's queries to the block it holds and merge into its running output."""
-        S = self._S
+        """Attend each owned block of queries to the K/V block it holds and merge into its running output."""
+        q, n = self._ring_q, len(held)
+        s = q.shape[2] // n
         for i, (k, v) in enumerate(held):
-            q = self._q_BHNd[:, :, i * S:(i + 1) * S]
-            self._ring_acc[i] = merge_out_lse(*self._ring_acc[i], *block_attention(q, k, v))
+            self._ring_acc[i] = merge_out_lse(*self._ring_acc[i], *block_attention(q[:, :, i * s:(i + 1) * s], k, v))
             if self.shadow is not None:
                 self._ring_seen[i].append((k, v))
 
-    def _ring_attend(self, a: Action, t: int) -> None:
-        # the W-1 passes (ring_flash_attn.py:26-63): issue the next pass, attend the block in hand, wait
-        l, S = a.layer, self._S
+    def _ring_passes(self, name: str, l: int, t: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+        """The R-1 passes of one layer (ring_flash_attn.py:26-63): issue the next pass, attend the block in hand
+        (compute op ``name``), wait; ``q, k, v`` ``[B, h, n s, d]``: the n ring positions this process owns."""
         self.comm.ring_begin(l, t)
-        held = [(self._k_BHNd[:, :, i * S:(i + 1) * S], self._v_BHNd[:, :, i * S:(i + 1) * S]) for i in range(self.n)]
-        self._ring_acc = [(None, None)] * self.n
-        self._ring_seen = [[] for _ in range(self.n)]
-        flops = self._ring_block_flops(self._x_BND.shape[0])
-        passes = self.W - 1
+        n = len(self.comm.ring_owned)
+        s = q.shape[2] // n
+        held = [(k[:, :, i * s:(i + 1) * s], v[:, :, i * s:(i + 1) * s]) for i in range(n)]
+        self._ring_q, self._ring_acc, self._ring_seen = q, [(None, None)] * n, [[] for _ in range(n)]
+        flops = self._ring_block_flops(q)
+        passes = self.comm.ring_size - 1
         for p in range(passes):
             pending = self.comm.ring_issue(l, t, held)
-            with self.tracer.compute("ring_blocks", layer=l, step=t, tok_step=t, flops=flops):
+            with self.tracer.compute(name, layer=l, step=t, tok_step=t, flops=flops):
                 self._ring_step(held)
             held = self.comm.ring_wait(l, t, pending, last=p == passes - 1)
         self._ring_held = held
 
+    def _ring_finish(self) -> torch.Tensor:
+        """The last block attended and merged; the output in the parameters' dtype (ring_flash_attn.py:65)."""
+        self._ring_step(self._ring_held)
+        return torch.cat([o for o, _ in self._ring_acc], dim=2).to(self.param_dtype)
+
+    def _ring_kv_used(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The K and V every owned position attended to, in token order (at pass p position s holds the block of
+        position (s - p) mod R); each owned position's must be the same, else None."""
+        R, out = self.comm.ring_size, None
+        for i, s in enumerate(self.comm.ring_owned):
+            seen = self._ring_seen[i]
+            blocks = [seen[(s - j) % R] for j in range(R)]
+            kv = tuple(torch.cat([b[x] for b in blocks], dim=2) for x in (0, 1))
+            if out is None:
+                out = kv
+            elif not (torch.equal(kv[0], out[0]) and torch.equal(kv[1], out[1])):
+                return torch.empty(0), torch.empty(0)
+        return out
+
+    def _ring_attend(self, a: Action, t: int) -> None:
+        self._ring_passes("ring_blocks", a.layer, t, self._q_BHNd, self._k_BHNd, self._v_BHNd)
+
     def _ring_last(self, a: Action, t: int) -> None:
         l = a.layer
-        B = self._x_BND.shape[0]
-        with self.tracer.compute("ring_block", layer=l, step=t, tok_step=t, flops=self._ring_block_flops(B)):
-            self._ring_step(self._ring_held)
-            o_BHNd = torch.cat([o for o, _ in self._ring_acc], dim=2).to(self.param_dtype)  # ring_flash_attn.py:65
+        with self.tracer.compute("ring_block", layer=l, step=t, tok_step=t, flops=self._ring_block_flops(self._ring_q)):
+            o_BHNd = self._ring_finish()
         fresh = self._record_layer(l, t, self._project("ring_proj", l, t, o_BHNd))
         if fresh is not None:
-            equal = True
-            for i, s in enumerate(self.comm.owned):  # at pass p slice s holds the block of slice (s - p) mod W
-                seen = self._ring_seen[i]
-                blocks = [seen[(s - j) % self.W] for j in range(self.W)]
-                k_used, v_used = (torch.cat([b[x] for b in blocks], dim=2) for x in (0, 1))
-                equal &= torch.equal(k_used, fresh[0]) and torch.equal(v_used, fresh[1])
-            self.record.kv_equal_fresh[t, l] = equal
-        self._ring_acc = self._ring_held = self._ring_seen = None  # nothing is kept past the layer
+            k_used, v_used = self._ring_kv_used()
+            self.record.kv_equal_fresh[t, l] = torch.equal(k_used, fresh[0]) and torch.equal(v_used, fresh[1])
+        self._ring_acc = self._ring_held = self._ring_seen = self._ring_q = None  # nothing is kept past the layer
+
+    # ------------------------------------------------------------------ USP: Ulysses inside, ring across
+    def _usp_attend(self, a: Action, t: int) -> None:
+        # the ring over the Ulysses all-to-all's output (yunchang/hybrid/attn_layer.py:132-146)
+        self._ring_passes("usp_blocks", a.layer, t, *self._qkv_heads)
+
+    def _usp_last(self, a: Action, t: int) -> None:
+        l = a.layer
+        if self.comm.ring_size == 1:  # a one-rank ring: the attention itself, nothing to merge (Ulysses' core)
+            with self.tracer.compute("usp_block", layer=l, step=t, tok_step=t,
+                                     flops=self._work(self._x_BND.shape[0]).attention_heads().flops):
+                self._o_heads = F.scaled_dot_product_attention(*self._qkv_heads)
+            self._ring_acc = self._ring_held = self._ring_seen = self._ring_q = None
+            return
+        with self.tracer.compute("usp_block", layer=l, step=t, tok_step=t, flops=self._ring_block_flops(self._ring_q)):
+            self._o_heads = self._ring_finish()
+        if self.shadow is not None:  # the K/V this rank's heads attended to, over every token (checked in attn_out)
+            self._usp_kv_used = self._ring_kv_used()
+        self._ring_acc = self._ring_held = self._ring_seen = self._ring_q = None
 
     # ------------------------------------------------------------------ MoE: every expert local
     def _moe(self, a: Action, t: int) -> None:
@@ -334,10 +374,12 @@ def run_rank(spec: RunSpec, *, rank: int, world_size: int, device: torch.device,
     preset, layout = spec.preset, spec.layout(world_size)
     tracer = RankTracer(rank, device=device, enabled=spec.trace)
     kw = dict(rank=rank, world_size=world_size, num_layers=preset.depth, clock=tracer.clock)
+    if layout.usp_ulysses:  # USP: the Ulysses groups, then the ring groups (yunchang/globals.py:42-57)
+        kw.update(ulysses=groups.subgroup(layout.ulysses_groups(), rank), ring=groups.subgroup(layout.ring_groups(), rank))
     comm = DistributedKV(group=groups.group(layout, rank, layout.communicators[0].purpose), sink=tracer.sink,
                          mark=tracer.mark, **kw)
-    shadow = DistributedKV(group=groups.group(layout, rank, "shadow"), sink=None, mark=tracer.clock, **kw) \
-        if spec.shadow else None
+    shadow = DistributedKV(group=groups.group(layout, rank, "shadow"), sink=None, mark=tracer.clock,
+                           **{k: v for k, v in kw.items() if k not in ("ulysses", "ring")}) if spec.shadow else None
     model = build_model(spec, None, device)
     runner = SequenceRunner(model=model, plan=build_plan(spec.strategy, preset.depth, spec.steps), comm=comm,
                             tracer=tracer, rank=rank, shadow=shadow)
@@ -360,10 +402,13 @@ def run_emulated(spec: RunSpec, world_size: int, device: torch.device | str = "c
     preset = spec.preset
     tracer = RankTracer(0, device=device, enabled=spec.trace)
     kw = dict(world_size=world_size, num_layers=preset.depth)
+    shadow_kw = dict(kw)
+    if spec.strategy.usp:
+        kw["ulysses"] = spec.strategy.ulysses_degree
     model = build_model(spec, None, device) if model is None else model
     runner = SequenceRunner(model=model, plan=build_plan(spec.strategy, preset.depth, spec.steps),
                             comm=EmulatedKV(**kw), tracer=tracer, rank=0,
-                            shadow=EmulatedKV(**kw) if spec.shadow else None, probe=probe)
+                            shadow=EmulatedKV(**shadow_kw) if spec.shadow else None, probe=probe)
     z_GCLL, y_G, _ = _inputs(spec, world_size, device)
     samples = sample_run(runner, spec, z_GCLL, y_G, model.null_class, -1)
     return RankResult(rank=0, samples_BCLL=samples.float().cpu(), record=runner.record, trace_rows=tracer.rows(),

@@ -185,6 +185,19 @@ class GroupCache:
             self.groups[key] = mine
         return self.groups[key]
 
+    def subgroup(self, member_sets: tuple[tuple[int, ...], ...], rank: int) -> tuple[Any, int, int]:
+        """This rank's group among ``member_sets`` (every rank creates every set's group, in order: new_group is
+        collective), its position in it and its size (USP's Ulysses and ring groups)."""
+        key = (member_sets, "subgroup")
+        if key not in self.groups:
+            mine = None
+            for members in member_sets:
+                g = dist.new_group(list(members), timeout=self.timeout)
+                if rank in members:
+                    mine = (g, members.index(rank), len(members))
+            self.groups[key] = mine
+        return self.groups[key]
+
 
 def run_rank(spec: RunSpec, *, rank: int, world_size: int, device: torch.device, groups: GroupCache) -> RankResult:
     """Run ``spec`` on this rank of an initialised default process group."""
