@@ -70,12 +70,12 @@ def test_an_expert_parallel_field_on_a_sequence_strategy_names_the_family_s_keys
     f = tmp_path / "s.toml"
     f.write_text(tomli_w.dumps({**BASE, "strategy": {"preset": "sp", "sync_layers": "deep"}}))
     _refused(run_cli(["check", str(f)]),
-             "strategy.sync_layers: unknown key (allowed: name, kv_async, warmup_steps, single_img, kv_exchange)")
+             "strategy.sync_layers: unknown key (allowed: name, kv_async, warmup_steps, single_img, kv_exchange, ulysses_degree)")
 
 
 def test_the_executor_refuses_an_expert_parallel_option_on_a_sequence_strategy():
     o = run_cli(["run", "--strategy", "sp", "--cond-interval", "2", "--steps", "2"], executor=True)
-    _refused(o, "strategy.cond_interval: unknown key (allowed: name, kv_async, warmup_steps, single_img, kv_exchange)")
+    _refused(o, "strategy.cond_interval: unknown key (allowed: name, kv_async, warmup_steps, single_img, kv_exchange, ulysses_degree)")
 
 
 def test_an_accepted_distrifusion_scenario_gives_finite_results(tmp_path):

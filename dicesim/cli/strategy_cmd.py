@@ -45,7 +45,7 @@ def show(
     buffer_policy: Optional[str] = typer.Option(None, help="reference_gc|reference|separate"),
 ) -> None:
     """Lag table (steps) of each layer's expert output: `0` fresh, `k` k steps old; `a/b` = kept/dropped copy.
-    Sequence-parallel strategies (sp, distrifusion, ulysses, ring): the lag of the K/V of the other ranks' token slices.
+    Sequence-parallel strategies (sp, distrifusion, ulysses, ring, usp): the lag of the K/V of the other ranks' token slices.
 
     Example:
 

@@ -73,6 +73,7 @@ STUDY: tuple[StudyStrategy, ...] = (
     StudyStrategy("distrifusion", "distrifusion"),
     StudyStrategy("ulysses", "ulysses"),  # fresh K/V (its heads' share of every token): sp's samples to float rounding
     StudyStrategy("ring", "ring"),  # fresh K/V blocks merged by log-sum-exp: sp's samples to float rounding
+    StudyStrategy("usp", "usp"),  # Ulysses in groups of 2, rings across: fresh, sp's samples to float rounding
 )
 
 
@@ -114,7 +115,7 @@ class QualityStudyConfig:
         check_range("sp_world_size", self.sp_world_size, 1, MAX_EXECUTOR_RANKS)
         if self.images % self.sp_world_size:
             raise ConfigError("images", f"{self.images} must be divisible by sp_world_size {self.sp_world_size}")
-        for name in ("sp", "ulysses", "ring"):  # Ulysses also needs the heads to split over sp_world_size
+        for name in ("sp", "ulysses", "ring", "usp"):  # Ulysses (USP) also needs the heads to split (over u)
             self.spec(make_strategy(name), 0, world_size=self.sp_world_size).check(self.sp_world_size)
 
 
