@@ -121,7 +121,13 @@ def test_memory_and_connections():
     layout = layout_for(s, W, model.num_experts)
     wl = rank_workload(s, block_workload(model, batch=1, image_px=256), W)
     parts = activation_parts(model, rank_work(wl, layout, None, image_tokens=256))
-    assert (parts["attention"] == 11 * wl.tokens * model.hidden).all()  # the ring's working set
+    # the ring's working set up to its float32 output (9 N D) and the all-to-all's received q, k, v (3 N D)
+    assert (parts["attention"] == 12 * wl.tokens * model.hidden).all()
+    for u, ref, n in ((W, "ulysses", 10), (1, "ring", 11)):  # the reductions keep their variant's working set
+        lay = layout_for(usp(u), W, model.num_experts)
+        w = rank_workload(usp(u), block_workload(model, batch=1, image_px=256), W)
+        assert (activation_parts(model, rank_work(w, lay, None, image_tokens=256))["attention"]
+                == n * w.tokens * model.hidden).all(), ref
     plan = build_plan(s, model.depth, 2)
     # one Ulysses peer (u-1) and two ring neighbours, point to point
     assert runtime_nbytes(plan, layout)["nccl"] == (1 + 2) * 384 * MiB

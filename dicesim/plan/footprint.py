@@ -124,8 +124,10 @@ def activation_parts(preset: ModelPreset, work: RankWork) -> dict[str, np.ndarra
     io = B * n * preset.patch ** 2 * (preset.latent_channels + preset.out_channels)
     resident = np.full_like(Q, N * D + 6 * B * D + io)
     gathered_kv = 2 * B * n * D if N < B * n else 0
-    if work.ring_passes:  # ring attention gathers nothing: one block in hand, one in flight (USP: the same, over
-        # the all-to-all's tensors, each the size of this rank's slice with every head: an assumption)
+    if work.ring_passes and work.head_split > 1:  # USP: the ring's working set at its peak (before the cast and
+        # projection, 2 N D) plus the all-to-all's received q, k, v (3 N D), the ring's inputs: 12 N D
+        attention = np.full_like(Q, 12 * N * D)
+    elif work.ring_passes:  # ring attention gathers nothing: one block in hand, one in flight
         attention = np.full_like(Q, 11 * N * D)
     elif work.head_split > 1:
         attention = np.full_like(Q, 10 * N * D)

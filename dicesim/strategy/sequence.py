@@ -136,7 +136,7 @@ class SequenceParallelStrategy(Strategy):
             divisors = ", ".join(str(d) for d in range(1, heads + 1) if heads % d == 0)
             raise ConfigError("world_size", f"{heads} heads do not split over {world_size} ranks (Ulysses gives "
                               "every rank heads / world_size heads)", f"divisors of {heads}: {divisors}")
-        if self.usp:  # world = ulysses_degree x ring degree (yunchang/globals.py:30-33 asserts world % sp_degree)
+        if self.usp:  # world = ulysses_degree x ring degree (yunchang/globals.py:32-34 asserts world % sp_degree)
             u = self.ulysses_degree
             if world_size % u:
                 raise ConfigError("world_size", f"{world_size} ranks do not form groups of ulysses_degree = {u} "
