@@ -243,3 +243,21 @@ def test_a_scenario_file_reads_the_fields(tmp_path):
                  'ulysses_degree = 4\n')
     sc = load_scenario(f)
     assert sc.strategy.usp and sc.strategy.ulysses_degree == 4
+
+
+def test_a_shared_plan_cache_compiles_each_world_size_s_subgroups():
+    """One plan serves every world size (it does not know W); a study's shared PlanCache must not reuse the
+    program compiled where the ring had one rank (u = W = 2: no kv_ring) at W = 4, where it has two."""
+    from dicesim.plan import PlanCache
+
+    plans = PlanCache()
+    prof = quiet_profile()  # no host model: the compiled program is priced from the shared skeleton
+    got = {}
+    for W in (4, 2, 4):
+        kw = scenario_kw(W, 3, "small")
+        shared = simulate(**kw, strategy="usp", profile=prof, graph=fully_connected(W, 1e8, LAT), plans=plans)
+        fresh = simulate(**kw, strategy="usp", profile=prof, graph=fully_connected(W, 1e8, LAT))
+        assert shared.totals["total_latency_s"] == fresh.totals["total_latency_s"], W
+        assert shared.totals["collectives"] == fresh.totals["collectives"], W
+        got[W] = fresh.totals["collectives"]
+    assert got[4] > got[2]

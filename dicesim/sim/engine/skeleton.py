@@ -100,12 +100,14 @@ class Skeleton:
 
 def skeleton_of(plans: PlanCache, plan: Plan, layout: ParallelLayout) -> Skeleton:
     """The skeleton of (plan, layout), compiled once per ``plans``."""
-    return plans.derived(plan, ("skeleton", layout.comm_by_kind), lambda: Skeleton(plan, layout))
+    # a layout's empty collectives and ops change the program (USP's one-rank subgroups at some world sizes)
+    key = ("skeleton", layout.comm_by_kind, layout.empty_kinds, layout.empty_ops)
+    return plans.derived(plan, key, lambda: Skeleton(plan, layout))
 
 
 def windows_of(plans: PlanCache, plan: Plan, layout: ParallelLayout, pattern: tuple[int, ...],
                flat: list[tuple], mid: tuple[np.ndarray, ...]) -> Windows | None:
     """:func:`find_windows` of a priced skeleton's ``flat`` program, searched once per
     (skeleton, block pattern, matrix ids) in ``plans``."""
-    key = ("windows", layout.comm_by_kind, pattern, tuple((m.shape, m.dtype.str, m.tobytes()) for m in mid))
+    key = ("windows", layout.comm_by_kind, layout.empty_kinds, layout.empty_ops, pattern, tuple((m.shape, m.dtype.str, m.tobytes()) for m in mid))
     return plans.derived(plan, key, lambda: find_windows(flat, mid))
