@@ -134,6 +134,10 @@ def accuracy(
         "them (its own level only: collective with --published, cpu with traces; dicesim/data/accuracy.toml is the "
         "built-in one)"),
     pooled: bool = typer.Option(False, "--pooled", help="one profile for all world sizes (default: one each)"),
+    collectives: Optional[Path] = typer.Option(
+        None, "--collectives", help="gloo collectives microbenchmark CSV (benchmarks/gloo_collectives.py, e.g. "
+        "traces/cpu-collectives/gloo-collectives-v1.csv): the profiles' all-gather and ring-pass latency and "
+        "bandwidth are fitted on it (default: the all-to-all's stand in)"),
     reps: str = typer.Option("median", "--reps", help="repetition representing a configuration: median or min"),
     base: Optional[str] = typer.Option(None, "--base", help="profile to start from (see calibrate)"),
     where: Optional[str] = _WHERE,
@@ -148,7 +152,7 @@ def accuracy(
 
     With --paper the exit code is 1 when a figure of the paper falls outside its band.
     """
-    from dicesim.calibrate.accuracy import run_accuracy
+    from dicesim.calibrate.accuracy import Bench, run_accuracy
     from dicesim.calibrate.accuracy_doc import families_line, write_accuracy
     from dicesim.calibrate.select import run_selector
     from dicesim.errors import ConfigError
@@ -156,7 +160,10 @@ def accuracy(
     # the page is rewritten in place by design (its other sections are kept): not an input here
     check_outputs([*([Output("--out", out)] if out else []),
                    *([Output("--out", out.with_suffix(".html"))] if out and not (paper or published) else []),
-                   *([Output("--write-model", write_model)] if write_model else [])], [*(traces or []), base])
+                   *([Output("--write-model", write_model)] if write_model else [])],
+                  [*(traces or []), base, *([collectives] if collectives else [])])
+    if collectives is not None and (paper or published):
+        raise ConfigError("collectives", "only applies to executor traces (not with --paper or --published)")
     if paper:
         raise typer.Exit(_paper_check(traces, out, as_json))
     if published:
@@ -173,18 +180,21 @@ def accuracy(
         raise ConfigError("traces", "give trace directories or files, or --published")
     fit_on = fit_on or "batch in (1, 4)"
     run_selector(fit_on)  # a bad expression is a one-line error before any trace is read
+    bench = Bench.load(str(collectives)) if collectives is not None else None  # a bad file fails before the traces
     runs = _load(traces, where)
     with progress_bar("accuracy", unit="configurations predicted") as ticker:
-        rep = run_accuracy(runs, fit_on=fit_on, per_world_size=not pooled, base=base, reps=reps, ticker=ticker)
+        rep = run_accuracy(runs, fit_on=fit_on, per_world_size=not pooled, base=base, reps=reps, ticker=ticker,
+                           collectives=bench)
     for w in rep.warnings:
         print(f"warning: {printable(w, markup=False)}", file=sys.stderr)
     if out is not None:
         parts = ["dicesim accuracy", *map(str, traces), "--fit-on", shlex.quote(fit_on), "--reps", reps]
         parts += (["--pooled"] if pooled else []) + (["--base", base] if base else [])
+        parts += ["--collectives", str(collectives)] if collectives else []
         parts += (["--where", shlex.quote(where)] if where else []) + ["--out", str(out)]
         write_accuracy(rep, out, command=" ".join(parts))
     if write_accuracy_to is not None:
-        _record_cpu_level(rep, write_accuracy_to, traces, fit_on, reps, pooled)
+        _record_cpu_level(rep, write_accuracy_to, traces, fit_on, reps, pooled, collectives)
     if as_json:
         print(json.dumps({"summary": rep.summary, "rows": json.loads(rep.rows.to_json(orient="records")),
                           "rankings": json.loads(rep.rankings.to_json(orient="records"))}, allow_nan=False))
@@ -217,7 +227,8 @@ def accuracy(
         print(f"wrote {out} and {out.with_suffix('.html')}")
 
 
-def _record_cpu_level(rep, path: Path, traces: list[Path], fit_on: str, reps: str, pooled: bool) -> None:
+def _record_cpu_level(rep, path: Path, traces: list[Path], fit_on: str, reps: str, pooled: bool,
+                      collectives: Path | None = None) -> None:
     """The CPU executor level of the accuracy file: held-out step-latency errors, per strategy as families."""
     from dicesim.evidence import make_level, record_level
 
@@ -226,7 +237,8 @@ def _record_cpu_level(rep, path: Path, traces: list[Path], fit_on: str, reps: st
     per = {str(s): {"held_out": int(len(g)), "median_abs_err": float(g.abs().median()),
                     "max_abs_err": float(g.abs().max())} for s, g in held.groupby("strategy")["step_err"]}
     cmd = " ".join(["dicesim accuracy", *map(str, traces), "--fit-on", shlex.quote(fit_on), "--reps", reps]
-                   + (["--pooled"] if pooled else []) + ["--write-accuracy", str(path)])
+                   + (["--pooled"] if pooled else []) + (["--collectives", str(collectives)] if collectives else [])
+                   + ["--write-accuracy", str(path)])
     record_level(path, "cpu", make_level({"held_out": int(len(held)), "median_abs_err": float(err.median()),
                                           "max_abs_err": float(err.max())}, per, command=cmd))
     print(f"recorded the cpu level in {path}")
