@@ -13,9 +13,13 @@ ranks: benchmarks/make_cpu_traces.py) and each slice size, float32 tensors:
   to rank+1 / from rank-1, K and V of ``slice_nbytes / 2`` each (kvcomm.py ``ring_issue``).
 
 Each repetition: a barrier, then the op timed on every rank (``perf_counter_ns`` around the blocking call,
-``wait()`` included). The service time of a repetition is the shortest of the ranks' times (the rank that
-left the barrier last waits least for the others: its time is the closest to the op's own); a size's value
-is the median over repetitions, after ``--warmup`` untimed ones. Rank 0 writes one CSV row per
+``wait()`` included). The service time of a repetition is the mean of the ranks' times: from the members'
+mean ready time to the end, the quantity the traces' collectives are fitted on
+(dicesim/calibrate/timeline.py, "its *service time* runs from the members' mean ready time ... until the
+members see it complete": a rank that waits for a straggler of the shared machine charges it to the
+collective, here the ranks' skew leaving the barrier); ``median_s`` is its median over repetitions, after
+``--warmup`` untimed ones; the repetitions of every (op, size) are interleaved, the order rotating. ``last_arrival_median_s``: the median of the shortest of the ranks' times (the
+rank that left the barrier last waits least: the op without the skew), for reference. Rank 0 writes one CSV row per
 (op, world size, slice size) and a README with the command, the date, the load average and the versions.
 
     PYTHONPATH=. python benchmarks/gloo_collectives.py traces/cpu-collectives
@@ -34,7 +38,7 @@ from pathlib import Path
 OPS = ("all_gather", "all_to_all", "p2p_pass")
 SLICE_NBYTES = (1024, 4096, 16384, 65536, 262144, 1048576, 4194304)
 SCHEMA = "dicesim-gloo-collectives/1"
-COLUMNS = ("op", "world_size", "slice_nbytes", "reps", "median_s", "p25_s", "p75_s", "min_s")
+COLUMNS = ("op", "world_size", "slice_nbytes", "reps", "median_s", "p25_s", "p75_s", "last_arrival_median_s")
 
 
 def _csv_ints(text: str) -> list[int]:
@@ -84,23 +88,27 @@ def _rank_main(rank: int, world_size: int, port: int, sizes: list[int], warmup: 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size,
                             timeout=dt.timedelta(seconds=120))
     rows = []
-    for name in OPS:
-        for size in sizes:
-            run = _op(name, rank, world_size, size)
-            for _ in range(warmup):
-                run()
-            t_R = []
-            for _ in range(reps):
-                dist.barrier()
-                t0 = time.perf_counter_ns()
-                run()
-                t_R.append((time.perf_counter_ns() - t0) * 1e-9)
-            every = [None] * world_size
-            dist.all_gather_object(every, t_R)
-            if rank == 0:
-                svc = np.min(np.array(every, dtype=float), axis=0)  # per repetition: the last arrival's time
-                rows.append((name, world_size, size, reps, float(np.median(svc)), float(np.percentile(svc, 25)),
-                             float(np.percentile(svc, 75)), float(svc.min())))
+    cases = [(name, size) for name in OPS for size in sizes]
+    runs = {c: _op(c[0], rank, world_size, c[1]) for c in cases}
+    for c in cases:
+        for _ in range(warmup):
+            runs[c]()
+    t_CR: dict[tuple, list[float]] = {c: [] for c in cases}
+    for rep in range(reps):  # interleaved, the order rotating: a slow spell of the machine hits every case alike
+        for k in range(len(cases)):
+            c = cases[(k + rep) % len(cases)]
+            dist.barrier()
+            t0 = time.perf_counter_ns()
+            runs[c]()
+            t_CR[c].append((time.perf_counter_ns() - t0) * 1e-9)
+    for name, size in cases:
+        every = [None] * world_size
+        dist.all_gather_object(every, t_CR[(name, size)])
+        if rank == 0:
+            t_WR = np.array(every, dtype=float)
+            svc = t_WR.mean(axis=0)  # per repetition: from the mean ready time to the end
+            rows.append((name, world_size, size, reps, float(np.median(svc)), float(np.percentile(svc, 25)),
+                         float(np.percentile(svc, 75)), float(np.median(t_WR.min(axis=0)))))
     if rank == 0:
         queue.put(rows)
     dist.barrier()
@@ -130,8 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("out", type=Path, help="output directory (gets gloo-collectives-v1.csv and README.md)")
     p.add_argument("--world-sizes", type=_csv_ints, default=[2, 4])
     p.add_argument("--slice-nbytes", type=_csv_ints, default=list(SLICE_NBYTES))
-    p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--reps", type=int, default=40)
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--reps", type=int, default=200)
     args = p.parse_args(argv)
     import torch
 
@@ -148,8 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     now = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     (args.out / "README.md").write_text(f"""# gloo collectives on this machine (microbenchmark)
 
-`gloo-collectives-v1.csv` (schema `{SCHEMA}`): per (op, world size, slice size) the median, quartiles and
-minimum over {args.reps} repetitions (after {args.warmup} warm-up ones) of the op's service time. Made by
+`gloo-collectives-v1.csv` (schema `{SCHEMA}`): per (op, world size, slice size) the median and quartiles
+over {args.reps} repetitions (after {args.warmup} warm-up ones) of the op's service time (the ranks' mean time
+after a barrier), and the median of the last-arriving rank's time. Made by
 
     {cmd}
 

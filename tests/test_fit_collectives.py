@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CPU, SEQ = ROOT / "traces" / "cpu", ROOT / "traces" / "cpu-seq"
 BENCH = ROOT / "traces" / "cpu-collectives" / "gloo-collectives-v1.csv"
 SIZES = (1024, 16384, 262144, 4194304)
-HEADER = "op,world_size,slice_nbytes,reps,median_s,p25_s,p75_s,min_s"
+HEADER = "op,world_size,slice_nbytes,reps,median_s,p25_s,p75_s,last_arrival_median_s"
 
 
 def _rows(alpha: dict, bw: dict, world_sizes=(2, 4)) -> list[BenchRow]:

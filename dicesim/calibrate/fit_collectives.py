@@ -1,7 +1,8 @@
 """The CPU profile's all-gather and ring-pass parameters, fitted on a gloo microbenchmark (never on the runs).
 
 The file (``benchmarks/gloo_collectives.py`` writes it; schema ``dicesim-gloo-collectives/1``) holds one row
-per (op, world size W, slice size s): the median service time of ``all_gather`` (``dist.all_gather`` of an
+per (op, world size W, slice size s): the median service time (the ranks' mean time after a barrier, the
+quantity :mod:`dicesim.calibrate.timeline` measures the traces' collectives by) of ``all_gather`` (``dist.all_gather`` of an
 ``s``-byte slice per rank), ``all_to_all`` (``all_to_all_single``, ``s`` bytes to each peer) and ``p2p_pass``
 (one ``batch_isend_irecv`` of an ``s``-byte K/V block to rank+1, from rank-1).
 
@@ -32,7 +33,7 @@ import numpy as np
 from dicesim.errors import ConfigError
 
 SCHEMA = "dicesim-gloo-collectives/1"
-COLUMNS = ("op", "world_size", "slice_nbytes", "reps", "median_s", "p25_s", "p75_s", "min_s")
+COLUMNS = ("op", "world_size", "slice_nbytes", "reps", "median_s", "p25_s", "p75_s", "last_arrival_median_s")
 OPS = ("all_gather", "all_to_all", "p2p_pass")
 #: op -> (latency multiplier, byte multiplier) as functions of W: t = lat(W) * alpha + byt(W) * s / bw
 _STRUCTURE = {
