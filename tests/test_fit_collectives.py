@@ -151,3 +151,19 @@ class TestAccuracyCommand:
         assert set(out[True]) == {"sp", "ring", "sync"}
         assert out[True]["sync"] == out[False]["sync"]  # the expert family's fit is untouched
         assert out[True]["sp"] != out[False]["sp"] and out[True]["ring"] != out[False]["ring"]
+
+
+@pytest.mark.skipif(not (CPU / "README.md").is_file() or not BENCH.is_file(), reason="committed traces not present")
+def test_calibrate_writes_the_fitted_step_parameters_into_the_profile(tmp_path, capsys):
+    from dicesim.sim.costs.profile import load_profile
+
+    out = tmp_path / "cpu-w2.toml"
+    assert main(["calibrate", str(CPU), "--where", 'world_size == 2 and batch == 1 and strategy == "sync"',
+                 "--out", str(out), "--collectives", str(BENCH)]) == 0
+    assert "all_gather: step latency" in capsys.readouterr().out
+    prof = load_profile(out)
+    fit = fit_collectives(load_bench(BENCH), {2})
+    for f in (fit.all_gather, fit.p2p_pass):
+        assert prof.collective_base_s[f.op] == pytest.approx(f.latency_s, rel=1e-12)
+        assert prof.collective_bw_Bps[f.op] == pytest.approx(f.bw_Bps, rel=1e-12)
+    assert "fitted on" in prof.citations["collective_base_s.all_gather"]

@@ -47,6 +47,9 @@ def calibrate(
     host_costs: Optional[Path] = typer.Option(
         None, "--host-costs", help="CPU host costs of the executor (traces/host/cpu-executor.toml): fit device time "
         "on compute:graph and an eager host model on --stream (GPU op timings with both tracks)"),
+    collectives: Optional[Path] = typer.Option(
+        None, "--collectives", help="gloo collectives microbenchmark CSV (traces/cpu-collectives/...): fit the "
+        "all-gather's and ring pass's own latency and bandwidth on it (over the traces' world sizes)"),
     as_json: bool = typer.Option(False, "--json", help="print the fit summary as one JSON object"),
 ) -> None:
     """Fit a hardware profile (compute, collectives, interference, host) from traced runs.
@@ -61,10 +64,15 @@ def calibrate(
 
     # the profile, and beside it one topology per world size
     check_outputs([Output("--out", out), Output("--out", out.parent, "dir", (f"{out.stem}.topology-w*.toml",))],
-                  [*traces, base])
+                  [*traces, base, *([collectives] if collectives else [])])
+    from dicesim.calibrate.fit_collectives import fit_collectives, load_bench
+
+    bench = load_bench(collectives) if collectives is not None else None  # a bad file fails before the traces
     runs = _load(traces, where)
+    coll = None if bench is None else fit_collectives(bench, {r.world_size for r in runs if r.world_size > 1},
+                                                      source=str(collectives))
     cal = calibrate_runs(runs, base=base, stream=stream, name=name or out.stem,
-                         host_costs=str(host_costs) if host_costs is not None else None)
+                         host_costs=str(host_costs) if host_costs is not None else None, collectives=coll)
     save_profile(cal.profile, out)
     written = [out]
     if cal.comm is not None:
@@ -80,6 +88,9 @@ def calibrate(
         "collectives": None if cal.comm is None else {
             "a2a_latency_us": cal.comm.a2a_latency_s * 1e6, "link_bw_GBps": cal.comm.bw_Bps / 1e9,
             "count_exchange_latency_us": cal.comm.counts_latency_s * 1e6, "all_to_alls": cal.comm.n_a2a},
+        "step_collectives": None if coll is None else {
+            f.op: {"step_latency_us": f.latency_s * 1e6, "bw_GBps": f.bw_Bps / 1e9,
+                   "rel_residuals": list(f.rel_residuals)} for f in (coll.all_gather, coll.p2p_pass)},
         "files": [str(p) for p in written],
         "host": None if cal.host is None else {
             "rho": cal.host.rho, "tau_us": cal.host.tau_s * 1e6, "op_us": {k: v * 1e6 for k, v in cal.host.model.op_s.items()},
@@ -96,6 +107,9 @@ def calibrate(
     if cal.comm is not None:
         print(f"  all-to-all     latency {cal.comm.a2a_latency_s * 1e6:.1f} us, link bandwidth "
               f"{cal.comm.bw_Bps / 1e9:.3g} GB/s; count exchange {cal.comm.counts_latency_s * 1e6:.1f} us")
+    if coll is not None:
+        for f in (coll.all_gather, coll.p2p_pass):
+            print(f"  {f.describe()}")
     if cal.interference is not None:
         print(f"  interference   {cal.interference:.3f} (compute slow-down while communicating)")
     if cal.overlap is not None:
