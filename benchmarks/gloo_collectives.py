@@ -41,14 +41,17 @@ SCHEMA = "dicesim-gloo-collectives/1"
 COLUMNS = ("op", "world_size", "slice_nbytes", "reps", "median_s", "p25_s", "p75_s", "last_arrival_median_s")
 
 
-def _csv_ints(text: str) -> list[int]:
-    try:
-        vals = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a comma-separated list of integers: {text!r}") from None
-    if not vals or min(vals) < 1:
-        raise argparse.ArgumentTypeError(f"need positive integers, got {text!r}")
-    return vals
+def _csv_ints(low: int):
+    """A comma-separated list of integers >= ``low`` (argparse turns the error into one line, exit 2)."""
+    def parse(text: str) -> list[int]:
+        try:
+            vals = [int(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a comma-separated list of integers: {text!r}") from None
+        if not vals or min(vals) < low:
+            raise argparse.ArgumentTypeError(f"need integers >= {low}, got {text!r}")
+        return vals
+    return parse
 
 
 def _op(name: str, rank: int, world_size: int, slice_nbytes: int):
@@ -136,8 +139,8 @@ def _run(world_size: int, sizes: list[int], warmup: int, reps: int) -> list[tupl
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("out", type=Path, help="output directory (gets gloo-collectives-v1.csv and README.md)")
-    p.add_argument("--world-sizes", type=_csv_ints, default=[2, 4])
-    p.add_argument("--slice-nbytes", type=_csv_ints, default=list(SLICE_NBYTES))
+    p.add_argument("--world-sizes", type=_csv_ints(2), default=[2, 4])
+    p.add_argument("--slice-nbytes", type=_csv_ints(8), default=list(SLICE_NBYTES))
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--reps", type=int, default=200)
     args = p.parse_args(argv)

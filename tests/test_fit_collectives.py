@@ -8,6 +8,9 @@ network; a bad microbenchmark file is a one-line error, exit 2.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -167,3 +170,33 @@ def test_calibrate_writes_the_fitted_step_parameters_into_the_profile(tmp_path, 
         assert prof.collective_base_s[f.op] == pytest.approx(f.latency_s, rel=1e-12)
         assert prof.collective_bw_Bps[f.op] == pytest.approx(f.bw_Bps, rel=1e-12)
     assert "fitted on" in prof.citations["collective_base_s.all_gather"]
+
+
+def test_microbenchmark_script_refuses_a_one_rank_world_in_one_line(tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gloo_collectives", ROOT / "benchmarks" / "gloo_collectives.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    with pytest.raises(SystemExit) as exc:
+        mod.main([str(tmp_path / "out"), "--world-sizes", "1,2"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "need integers >= 2" in err and not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="gloo ranks on linux only")
+def test_microbenchmark_runs_on_gloo_ranks_and_its_file_fits(tmp_path):
+    pytest.importorskip("torch")
+    out = tmp_path / "bench"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gloo_collectives.py"), str(out), "--world-sizes",
+                           "2", "--slice-nbytes", "1024,65536", "--reps", "3", "--warmup", "1"], cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = load_bench(out / "gloo-collectives-v1.csv")
+    assert sorted((r.op, r.slice_nbytes) for r in rows) == sorted(
+        (op, s) for op in ("all_gather", "all_to_all", "p2p_pass") for s in (1024, 65536))
+    fit = fit_collectives(rows, {2}, source=str(out))
+    assert fit.all_gather.latency_s >= 0 and fit.p2p_pass.bw_Bps > 0
+    readme = (out / "README.md").read_text()
+    assert "benchmarks/gloo_collectives.py" in readme and "load average" in readme
