@@ -18,7 +18,8 @@ mean ready time to the end, the quantity the traces' collectives are fitted on
 (dicesim/calibrate/timeline.py, "its *service time* runs from the members' mean ready time ... until the
 members see it complete": a rank that waits for a straggler of the shared machine charges it to the
 collective, here the ranks' skew leaving the barrier); ``median_s`` is its median over repetitions, after
-``--warmup`` untimed ones; the repetitions of every (op, size) are interleaved, the order rotating. ``last_arrival_median_s``: the median of the shortest of the ranks' times (the
+``--warmup`` untimed ones; the repetitions of every (op, size) are interleaved, the order rotating.
+``last_arrival_median_s``: the median of the shortest of the ranks' times (the
 rank that left the barrier last waits least: the op without the skew), for reference. Rank 0 writes one CSV row per
 (op, world size, slice size) and a README with the command, the date, the load average and the versions.
 
@@ -155,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     lines = [f"# schema: {SCHEMA}", ",".join(COLUMNS)]
     lines += [f"{o},{w},{s},{n},{m:.9g},{a:.9g},{b:.9g},{lo:.9g}" for o, w, s, n, m, a, b, lo in rows]
     csv.write_text("\n".join(lines) + "\n")
-    cmd = " ".join(["PYTHONPATH=. python benchmarks/gloo_collectives.py", args.out.as_posix(), *(argv or sys.argv[1:])[1:]])
+    flags = (argv if argv is not None else sys.argv[1:])[1:]  # what followed the output directory
+    cmd = " ".join(["PYTHONPATH=. python benchmarks/gloo_collectives.py", args.out.as_posix(), *flags])
     now = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     (args.out / "README.md").write_text(f"""# gloo collectives on this machine (microbenchmark)
 

@@ -2,15 +2,15 @@
 
 The file (``benchmarks/gloo_collectives.py`` writes it; schema ``dicesim-gloo-collectives/1``) holds one row
 per (op, world size W, slice size s): the median service time (the ranks' mean time after a barrier, the
-quantity :mod:`dicesim.calibrate.timeline` measures the traces' collectives by) of ``all_gather`` (``dist.all_gather`` of an
-``s``-byte slice per rank), ``all_to_all`` (``all_to_all_single``, ``s`` bytes to each peer) and ``p2p_pass``
-(one ``batch_isend_irecv`` of an ``s``-byte K/V block to rank+1, from rank-1).
+quantity :mod:`dicesim.calibrate.timeline` measures the traces' collectives by) of ``all_gather``
+(``dist.all_gather`` of an ``s``-byte slice per rank), ``all_to_all`` (``all_to_all_single``, ``s`` bytes to
+each peer) and ``p2p_pass`` (one ``batch_isend_irecv`` of an ``s``-byte K/V block to rank+1, from rank-1).
 
 Model structure follows the algorithms:
 
-- all-gather: gloo's ring (facebookincubator/gloo@5898507 gloo/allgather.cc: ``sendRank = rank + 1``,
-  ``recvRank = rank - 1``, a loop of ``(size - 1) * 2`` half-slice send/recv pairs, each waiting for the
-  previous one; ProcessGroupGloo's ``AsyncAllgatherWork`` calls ``gloo::allgather`` on a flat copy:
+- all-gather: gloo's ring (facebookincubator/gloo@5898507 gloo/allgather.cc:26-35: ``sendRank = rank + 1``,
+  ``recvRank = rank - 1``; :63-84: a loop of ``(size - 1) * 2`` half-slice send/recv pairs, each after the
+  next-to-last one completed (two halves in flight); ProcessGroupGloo's ``AsyncAllgatherWork`` calls ``gloo::allgather`` on a flat copy:
   pytorch/pytorch@c194358 torch/csrc/distributed/c10d/ProcessGroupGloo.cpp): ``W - 1`` steps in a row, each
   one step latency plus a slice over the step bandwidth: ``t = (W - 1) * (alpha + s / bw)``;
 - ring pass: one step: ``t = alpha + s / bw``;

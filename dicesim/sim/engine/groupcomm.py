@@ -32,7 +32,7 @@ would send across it; its latency is S-1 protocol hops in a row, as the ring all
 (per ring step) and bandwidth (``collective_bw_Bps``; a CPU profile fits them on a gloo microbenchmark,
 :mod:`dicesim.calibrate.fit_collectives`), the all-gather is gloo's ring (facebookincubator/gloo@5898507
 gloo/allgather.cc: ``(size - 1) * 2`` half-slice send/recv pairs to rank+1 / from rank-1, each after the
-previous one): S-1 step latencies, and its S-1 slices drain at that bandwidth on an idle link (the
+next-to-last one): S-1 step latencies, and its S-1 slices drain at that bandwidth on an idle link (the
 flows carry their bytes scaled by the link's bandwidth over it, so sharing and slow-downs still apply);
 otherwise the profile's ``all_to_all`` base latency stands in (an assumption). A ring-attention pass
 likewise takes the profile's ``p2p_pass`` base and bandwidth where given. The scatter and the broadcast go from
@@ -270,7 +270,8 @@ def collective_latencies(G: nx.DiGraph, routes, route_lat_s: float, profile: Har
 def ring_latency(G: nx.DiGraph, table: RouteTable, members: tuple[int, ...], profile: HardwareProfile,
                  nccl: NcclModel, library: str) -> float:
     """Fixed latency of a ring all-gather over ``members`` (in member order): the base (S-1 ``all_gather`` step
-    latencies where the profile has one, else the ``all_to_all`` base) and link-class terms, S-1 protocol hops in a row where NCCL transports carry the ring, and S-2 more ring-route latencies
+    latencies where the profile has one, else the ``all_to_all`` base) and link-class terms, S-1 protocol hops
+    in a row where NCCL transports carry the ring, and S-2 more ring-route latencies
     (each flow pays its own route once in the network)."""
     S = len(members)
     hops = [(members[i], members[(i + 1) % S]) for i in range(S)]
