@@ -35,8 +35,9 @@ JSON_FOR = ("cpu-small-w2-b2-sync-r0", "cpu-small-w2-b2-dice-r0")
 USED_BY = {
     "expert_parallel": "Used by `dicesim calibrate {out}` and `dicesim accuracy {out}` (see docs/accuracy.md).",
     "sequence": "Used by `dicesim accuracy traces/cpu {out} --fit-on 'family == \"expert_parallel\" and batch in (1, 4)' "
-                "--reps median --out docs/accuracy-sequence.md`: every run here is held out (predicted by a "
-                "calibration fitted on expert-parallel runs only; see docs/accuracy-sequence.md).",
+                "--reps median --collectives traces/cpu-collectives/gloo-collectives-v1.csv --out docs/accuracy-sequence.md`: "
+                "every run here is held out (predicted by a calibration fitted on expert-parallel runs only, its "
+                "all-gathers and ring passes on a gloo microbenchmark; see docs/accuracy-sequence.md).",
 }
 
 

@@ -63,7 +63,7 @@ def test_committed_sequence_traces_cover_every_strategy_world_size_and_batch():
     for w, b, s in want:
         assert (f"`cpu-small-w{w}-b{b}-{s}-r{{0..2}}` | `python -m validate run --world-size {w} --backend gloo "
                 f"--model small --strategy {s} --steps 8 --batch {b} --image-size 64") in readme
-    assert {"sp", "distrifusion", "ulysses"} <= set(STRATEGIES)
+    assert {"sp", "distrifusion", "ulysses", "ring"} <= set(STRATEGIES)
     assert "other processes may have been running" in readme
     assert sum(p.stat().st_size for p in SEQ.iterdir()) < 5 * 2**20
 

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from dicesim.calibrate.api import Calibration, calibrate_runs
+from dicesim.calibrate.fit_collectives import CollectivesFit, fit_collectives, load_bench
 from dicesim.calibrate.measure import measured_metrics, simulated_metrics
 from dicesim.calibrate.predict import scenario_of, simulate_run
 from dicesim.calibrate.profile_fit import range_warnings
@@ -33,6 +34,18 @@ from dicesim.progress import NO_PROGRESS, Ticker
 
 METRICS = ("step_latency_s", "exposed_comm_s", "overlap_frac")
 REP_POLICIES = ("median", "min")
+
+
+@dataclass(frozen=True)
+class Bench:
+    """A gloo collectives microbenchmark (:mod:`dicesim.calibrate.fit_collectives`) and where it came from."""
+
+    rows: list
+    source: str
+
+    @classmethod
+    def load(cls, path: str) -> "Bench":
+        return cls(rows=load_bench(path), source=str(path))
 
 
 @dataclass(frozen=True)
@@ -65,17 +78,22 @@ def representatives(runs: list[TraceRun], policy: str = "median") -> dict[str, t
 
 
 def _calibrations(fit: list[TraceRun], world_sizes: set[int], per_world_size: bool,
-                  base: object) -> dict[int | str, Calibration]:
+                  base: object, bench: Bench | None = None) -> dict[int | str, Calibration]:
     if not fit:
         raise ConfigError("fit-on", "selects no run to fit on")
     pooled = None
     out: dict[int | str, Calibration] = {}
+
+    def coll(ws: set[int]) -> CollectivesFit | None:
+        return None if bench is None else fit_collectives(bench.rows, ws, source=bench.source)
+
     for W in sorted(world_sizes):
         mine = [r for r in fit if r.world_size == W] if per_world_size else []
         if mine:
-            out[W] = calibrate_runs(mine, base=base, name=f"cpu-calibrated-w{W}")
+            out[W] = calibrate_runs(mine, base=base, name=f"cpu-calibrated-w{W}", collectives=coll({W}))
         else:
-            pooled = pooled or calibrate_runs(fit, base=base, name="cpu-calibrated")
+            pooled = pooled or calibrate_runs(fit, base=base, name="cpu-calibrated",
+                                              collectives=coll({r.world_size for r in fit} | set(world_sizes)))
             out[W] = pooled
     return out
 
@@ -99,19 +117,20 @@ def _rank_agreement(meas: dict[str, float], pred: dict[str, float], tie_rel: flo
 
 def run_accuracy(runs: list[TraceRun], *, fit_on: str = DEFAULT_FIT_ON, per_world_size: bool = True,
                  base: object = None, tie_rel: float = 0.03, reps: str = "median",
-                 ticker: Ticker = NO_PROGRESS) -> AccuracyReport:
+                 ticker: Ticker = NO_PROGRESS, collectives: Bench | None = None) -> AccuracyReport:
     """Fit on the runs ``fit_on`` selects, predict every configuration, compare (see module doc).
 
     ``tie_rel``: measured step latencies closer than this fraction count as ties when the
     predicted ranking is compared with the measured one (reported beside the strict result).
     ``reps``: which repetition represents a configuration (``median`` or ``min``).
-    ``ticker`` hears of each configuration simulated.
+    ``ticker`` hears of each configuration simulated. ``collectives``: a gloo microbenchmark the profiles'
+    all-gather and ring-pass parameters are fitted on (else the all-to-all's stand in for them).
     """
     chosen = representatives(runs, reps)
     fit, held = split_runs([c[0] for c in chosen.values()], fit_on)
     if not held:
         raise ConfigError("fit-on", f"{fit_on!r} holds out no run: nothing to predict")
-    cals = _calibrations(fit, {r.world_size for r in runs}, per_world_size, base)
+    cals = _calibrations(fit, {r.world_size for r in runs}, per_world_size, base, collectives)
     held_keys = {config_key(r) for r in held}
     rows, warnings = [], []
     ticker.expect(len(chosen))

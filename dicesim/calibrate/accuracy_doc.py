@@ -104,6 +104,8 @@ def accuracy_markdown(rep: AccuracyReport, *, command: str, html_name: str) -> s
                              kendall_tau=rep.rankings["kendall_tau"].map("{:.2f}".format))
     cals = "\n".join(f"- world size {w}: `{c.profile.name}` (interference {c.profile.interference:.3f}, "
                      f"comm_interference {c.profile.comm_interference:.3f}), fitted range `{c.profile.fitted_range}`"
+                     + (f"; {c.collectives.all_gather.describe()}; {c.collectives.p2p_pass.describe()} (fitted on "
+                        f"`{c.collectives.source}`, not on these runs)" if c.collectives is not None else "")
                      for w, c in rep.calibrations.items())
     warn = "\n".join(f"- {w}" for w in rep.warnings) or "- none"
     return f"""# Simulator accuracy against measured executor runs

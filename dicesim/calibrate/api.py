@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import networkx as nx
 import pandas as pd
 
+from dicesim.calibrate.fit_collectives import CollectivesFit
 from dicesim.calibrate.fit_comm import CommFit, fit_comm
 from dicesim.calibrate.fit_compute import OpFit, add_work, fit_compute
 from dicesim.calibrate.fit_host import HostFit, fit_host, load_host_costs
@@ -39,6 +40,7 @@ class Calibration:
     instances: pd.DataFrame
     overlap: OverlapFit | None = None
     host: HostFit | None = None
+    collectives: CollectivesFit | None = None
 
     def topology(self, world_size: int) -> nx.DiGraph:
         """The CPU topology predictions with this profile run on (gloo ranks of one host)."""
@@ -75,14 +77,16 @@ def gather(runs: list[TraceRun], *, stream: str = "compute") -> tuple[pd.DataFra
 
 def calibrate_runs(runs: list[TraceRun], *, base: HardwareProfile | str | None = None, stream: str = "compute",
                    name: str | None = None, interference: float | None = None,
-                   comm_interference: float | None = None, host_costs: str | None = None) -> Calibration:
+                   comm_interference: float | None = None, host_costs: str | None = None,
+                   collectives: CollectivesFit | None = None) -> Calibration:
     """Fit a profile from ``runs``; ``base`` supplies whatever the traces cannot (default: see :func:`default_base`).
 
     ``interference``, ``comm_interference``: hold at this value instead of fitting (the latter
     is fitted, on step latency, only where collectives were fitted too). ``host_costs``: a CPU
     host-cost file (``traces/host/cpu-executor.toml``): the ops' device times are fitted on the
     ``compute:graph`` stream and the eager host on ``stream`` (:mod:`dicesim.calibrate.fit_host`),
-    so the profile separates the two.
+    so the profile separates the two. ``collectives``: the all-gather's and ring pass's own parameters, fitted
+    on a gloo microbenchmark (:mod:`dicesim.calibrate.fit_collectives`), put into the profile.
     """
     if not runs:
         raise TraceError("<runs>", "no traces to calibrate from")
@@ -102,7 +106,7 @@ def calibrate_runs(runs: list[TraceRun], *, base: HardwareProfile | str | None =
     prov = provenance_of(runs, work, stream=stream, comm=comm)
     label = name or f"{prof.name}-calibrated"
     profile = build_profile(prof, fits, comm, interf, prov, name=label, absorbed_gaps=absorbed, n_runs=len(runs),
-                            keep_base_rates=not stub)
+                            keep_base_rates=not stub, collectives=collectives)
     if host is not None:
         profile = profile.with_updates(host=host.model, host_op_s=0.0, host_collective_s=0.0, citations={
             **profile.citations, **host_citations(host, host_costs)})
@@ -117,7 +121,7 @@ def calibrate_runs(runs: list[TraceRun], *, base: HardwareProfile | str | None =
                     f"fitted on the step latency of {overlap.n_configs} configurations with asynchronous layers: "
                     f"rms relative error {overlap.rel_err_rms:.1%} (without it {overlap.rel_err_rms_at_zero:.1%})")})
     return Calibration(profile=profile, op_fits=fits, comm=comm, interference=interf, samples=samples,
-                       instances=instances, overlap=overlap, host=host)
+                       instances=instances, overlap=overlap, host=host, collectives=collectives)
 
 
 def host_citations(host: HostFit, path: str) -> dict[str, str]:

@@ -28,6 +28,7 @@ from typing import TextIO
 import networkx as nx
 import numpy as np
 
+from dicesim.calibrate.fit_collectives import CollectivesFit
 from dicesim.calibrate.fit_comm import CommFit
 from dicesim.calibrate.fit_compute import OpFit
 from dicesim.calibrate.runs import TraceRun
@@ -131,8 +132,12 @@ def _rate(fits: dict[str, OpFit], term: int, base_rate: float | None) -> float:
 
 def build_profile(base: HardwareProfile, fits: dict[str, OpFit], comm: CommFit | None,
                   interference: float | None, prov: Provenance, *, name: str, absorbed_gaps: bool,
-                  n_runs: int, keep_base_rates: bool = True) -> HardwareProfile:
+                  n_runs: int, keep_base_rates: bool = True,
+                  collectives: CollectivesFit | None = None) -> HardwareProfile:
     """The calibrated profile: fitted values where there were data, the base's elsewhere.
+
+    ``collectives``: the all-gather's and the ring pass's own step latency and bandwidth, fitted on a
+    microbenchmark (:mod:`dicesim.calibrate.fit_collectives`); without it the all-to-all's stand in.
 
     ``keep_base_rates``: start peak FLOP/s and memory bandwidth from the base (a datasheet)
     rather than from the fastest fitted op (a CPU stub has no datasheet).
@@ -175,6 +180,13 @@ def build_profile(base: HardwareProfile, fits: dict[str, OpFit], comm: CommFit |
         cites["collective_base_s"] = (f"fitted on {comm.n_a2a} all-to-alls (median |err| {comm.rel_err_median:.1%}) "
                                       f"and {comm.n_counts} count exchanges over {comm.link_class}; "
                                       f"link bandwidth {comm.bw_Bps:.4g} B/s goes into the topology")
+    if collectives is not None:
+        base_s = dict(upd.get("collective_base_s", base.collective_base_s))
+        for fit in (collectives.all_gather, collectives.p2p_pass):
+            base_s[fit.op] = fit.latency_s
+            cites[f"collective_base_s.{fit.op}"] = f"fitted on {collectives.source}: {fit.describe()}"
+        upd["collective_base_s"] = base_s
+        upd["collective_bw_Bps"] = {f.op: f.bw_Bps for f in (collectives.all_gather, collectives.p2p_pass)}
     parts = [f"model={','.join(prov.models)}"] + [f"{k}={_fmt_range(*v)}" for k, v in prov.ranges.items()]
     if comm is not None:
         parts.append(f"link_bw_Bps={comm.bw_Bps:.6g}")

@@ -47,6 +47,9 @@ def calibrate(
     host_costs: Optional[Path] = typer.Option(
         None, "--host-costs", help="CPU host costs of the executor (traces/host/cpu-executor.toml): fit device time "
         "on compute:graph and an eager host model on --stream (GPU op timings with both tracks)"),
+    collectives: Optional[Path] = typer.Option(
+        None, "--collectives", help="gloo collectives microbenchmark CSV (traces/cpu-collectives/...): fit the "
+        "all-gather's and ring pass's own latency and bandwidth on it (over the traces' world sizes)"),
     as_json: bool = typer.Option(False, "--json", help="print the fit summary as one JSON object"),
 ) -> None:
     """Fit a hardware profile (compute, collectives, interference, host) from traced runs.
@@ -61,10 +64,15 @@ def calibrate(
 
     # the profile, and beside it one topology per world size
     check_outputs([Output("--out", out), Output("--out", out.parent, "dir", (f"{out.stem}.topology-w*.toml",))],
-                  [*traces, base])
+                  [*traces, base, *([collectives] if collectives else [])])
+    from dicesim.calibrate.fit_collectives import fit_collectives, load_bench
+
+    bench = load_bench(collectives) if collectives is not None else None  # a bad file fails before the traces
     runs = _load(traces, where)
+    coll = None if bench is None else fit_collectives(bench, {r.world_size for r in runs if r.world_size > 1},
+                                                      source=str(collectives))
     cal = calibrate_runs(runs, base=base, stream=stream, name=name or out.stem,
-                         host_costs=str(host_costs) if host_costs is not None else None)
+                         host_costs=str(host_costs) if host_costs is not None else None, collectives=coll)
     save_profile(cal.profile, out)
     written = [out]
     if cal.comm is not None:
@@ -80,6 +88,9 @@ def calibrate(
         "collectives": None if cal.comm is None else {
             "a2a_latency_us": cal.comm.a2a_latency_s * 1e6, "link_bw_GBps": cal.comm.bw_Bps / 1e9,
             "count_exchange_latency_us": cal.comm.counts_latency_s * 1e6, "all_to_alls": cal.comm.n_a2a},
+        "step_collectives": None if coll is None else {
+            f.op: {"step_latency_us": f.latency_s * 1e6, "bw_GBps": f.bw_Bps / 1e9,
+                   "rel_residuals": list(f.rel_residuals)} for f in (coll.all_gather, coll.p2p_pass)},
         "files": [str(p) for p in written],
         "host": None if cal.host is None else {
             "rho": cal.host.rho, "tau_us": cal.host.tau_s * 1e6, "op_us": {k: v * 1e6 for k, v in cal.host.model.op_s.items()},
@@ -96,6 +107,9 @@ def calibrate(
     if cal.comm is not None:
         print(f"  all-to-all     latency {cal.comm.a2a_latency_s * 1e6:.1f} us, link bandwidth "
               f"{cal.comm.bw_Bps / 1e9:.3g} GB/s; count exchange {cal.comm.counts_latency_s * 1e6:.1f} us")
+    if coll is not None:
+        for f in (coll.all_gather, coll.p2p_pass):
+            print(f"  {f.describe()}")
     if cal.interference is not None:
         print(f"  interference   {cal.interference:.3f} (compute slow-down while communicating)")
     if cal.overlap is not None:
@@ -134,6 +148,10 @@ def accuracy(
         "them (its own level only: collective with --published, cpu with traces; dicesim/data/accuracy.toml is the "
         "built-in one)"),
     pooled: bool = typer.Option(False, "--pooled", help="one profile for all world sizes (default: one each)"),
+    collectives: Optional[Path] = typer.Option(
+        None, "--collectives", help="gloo collectives microbenchmark CSV (benchmarks/gloo_collectives.py, e.g. "
+        "traces/cpu-collectives/gloo-collectives-v1.csv): the profiles' all-gather and ring-pass latency and "
+        "bandwidth are fitted on it (default: the all-to-all's stand in)"),
     reps: str = typer.Option("median", "--reps", help="repetition representing a configuration: median or min"),
     base: Optional[str] = typer.Option(None, "--base", help="profile to start from (see calibrate)"),
     where: Optional[str] = _WHERE,
@@ -148,7 +166,7 @@ def accuracy(
 
     With --paper the exit code is 1 when a figure of the paper falls outside its band.
     """
-    from dicesim.calibrate.accuracy import run_accuracy
+    from dicesim.calibrate.accuracy import Bench, run_accuracy
     from dicesim.calibrate.accuracy_doc import families_line, write_accuracy
     from dicesim.calibrate.select import run_selector
     from dicesim.errors import ConfigError
@@ -156,7 +174,10 @@ def accuracy(
     # the page is rewritten in place by design (its other sections are kept): not an input here
     check_outputs([*([Output("--out", out)] if out else []),
                    *([Output("--out", out.with_suffix(".html"))] if out and not (paper or published) else []),
-                   *([Output("--write-model", write_model)] if write_model else [])], [*(traces or []), base])
+                   *([Output("--write-model", write_model)] if write_model else [])],
+                  [*(traces or []), base, *([collectives] if collectives else [])])
+    if collectives is not None and (paper or published):
+        raise ConfigError("collectives", "only applies to executor traces (not with --paper or --published)")
     if paper:
         raise typer.Exit(_paper_check(traces, out, as_json))
     if published:
@@ -173,18 +194,21 @@ def accuracy(
         raise ConfigError("traces", "give trace directories or files, or --published")
     fit_on = fit_on or "batch in (1, 4)"
     run_selector(fit_on)  # a bad expression is a one-line error before any trace is read
+    bench = Bench.load(str(collectives)) if collectives is not None else None  # a bad file fails before the traces
     runs = _load(traces, where)
     with progress_bar("accuracy", unit="configurations predicted") as ticker:
-        rep = run_accuracy(runs, fit_on=fit_on, per_world_size=not pooled, base=base, reps=reps, ticker=ticker)
+        rep = run_accuracy(runs, fit_on=fit_on, per_world_size=not pooled, base=base, reps=reps, ticker=ticker,
+                           collectives=bench)
     for w in rep.warnings:
         print(f"warning: {printable(w, markup=False)}", file=sys.stderr)
     if out is not None:
         parts = ["dicesim accuracy", *map(str, traces), "--fit-on", shlex.quote(fit_on), "--reps", reps]
         parts += (["--pooled"] if pooled else []) + (["--base", base] if base else [])
+        parts += ["--collectives", str(collectives)] if collectives else []
         parts += (["--where", shlex.quote(where)] if where else []) + ["--out", str(out)]
         write_accuracy(rep, out, command=" ".join(parts))
     if write_accuracy_to is not None:
-        _record_cpu_level(rep, write_accuracy_to, traces, fit_on, reps, pooled)
+        _record_cpu_level(rep, write_accuracy_to, traces, fit_on, reps, pooled, collectives)
     if as_json:
         print(json.dumps({"summary": rep.summary, "rows": json.loads(rep.rows.to_json(orient="records")),
                           "rankings": json.loads(rep.rankings.to_json(orient="records"))}, allow_nan=False))
@@ -217,7 +241,8 @@ def accuracy(
         print(f"wrote {out} and {out.with_suffix('.html')}")
 
 
-def _record_cpu_level(rep, path: Path, traces: list[Path], fit_on: str, reps: str, pooled: bool) -> None:
+def _record_cpu_level(rep, path: Path, traces: list[Path], fit_on: str, reps: str, pooled: bool,
+                      collectives: Path | None = None) -> None:
     """The CPU executor level of the accuracy file: held-out step-latency errors, per strategy as families."""
     from dicesim.evidence import make_level, record_level
 
@@ -226,7 +251,8 @@ def _record_cpu_level(rep, path: Path, traces: list[Path], fit_on: str, reps: st
     per = {str(s): {"held_out": int(len(g)), "median_abs_err": float(g.abs().median()),
                     "max_abs_err": float(g.abs().max())} for s, g in held.groupby("strategy")["step_err"]}
     cmd = " ".join(["dicesim accuracy", *map(str, traces), "--fit-on", shlex.quote(fit_on), "--reps", reps]
-                   + (["--pooled"] if pooled else []) + ["--write-accuracy", str(path)])
+                   + (["--pooled"] if pooled else []) + (["--collectives", str(collectives)] if collectives else [])
+                   + ["--write-accuracy", str(path)])
     record_level(path, "cpu", make_level({"held_out": int(len(held)), "median_abs_err": float(err.median()),
                                           "max_abs_err": float(err.max())}, per, command=cmd))
     print(f"recorded the cpu level in {path}")

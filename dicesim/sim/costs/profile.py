@@ -27,10 +27,14 @@ from dicesim.tomlio import read_toml
 
 #: op kinds the cost model distinguishes (plan action kinds map onto these)
 OP_KINDS: tuple[str, ...] = ("embed", "attention", "gate", "experts", "shared_expert", "local_combine", "final")
-#: collective kinds with their own base latency
+#: collective kinds with their own base latency (every profile has these)
 COLLECTIVE_KINDS: tuple[str, ...] = ("all_to_all", "count_exchange")
+#: kinds a profile may time on their own (a base latency per ring step, a bandwidth); absent, the all-to-all's
+#: base latency and the links' bandwidth stand in (dicesim.sim.engine.groupcomm)
+STEP_KINDS: tuple[str, ...] = ("all_gather", "p2p_pass")
 OpKind = Literal["embed", "attention", "gate", "experts", "shared_expert", "local_combine", "final"]
-CollectiveKind = Literal["all_to_all", "count_exchange"]
+CollectiveKind = Literal["all_to_all", "count_exchange", "all_gather", "p2p_pass"]
+StepKind = Literal["all_gather", "p2p_pass"]
 
 
 class OpEfficiency(BaseModel):
@@ -50,7 +54,11 @@ class HardwareProfile(BaseModel):
     classes its routes cross + (for all-to-all) the flows' transfer time over the graph, whose
     link bandwidths are scaled by ``link_bw_eff[class]`` on top of the NCCL model's per-transport
     share (:mod:`dicesim.sim.network.nccl`). Class lookups fall back to
-    ``"default"``. While this rank's communication is in flight, compute runs
+    ``"default"``. ``all_gather`` / ``p2p_pass`` (optional, :data:`STEP_KINDS`): a ring all-gather's
+    base latency per ring step and a ring-attention pass's base latency; ``collective_bw_Bps[kind]``:
+    the bandwidth such a transfer drains at on an idle link (a CPU profile fits both on a gloo
+    microbenchmark: :mod:`dicesim.calibrate.fit_collectives`); absent, the all-to-all's base and
+    the links' bandwidth stand in. While this rank's communication is in flight, compute runs
     ``1 + interference`` times slower; while this rank computes, the links into and out of its
     GPU carry ``1 / (1 + comm_interference)`` of their bandwidth and the latency of transfers
     crossing them passes that much slower (0: communication is never slowed by compute).
@@ -83,6 +91,7 @@ class HardwareProfile(BaseModel):
     collective_base_s: dict[CollectiveKind, float]
     link_latency_s: dict[str, float]
     link_bw_eff: dict[str, float] = Field(default_factory=lambda: {"default": 1.0})
+    collective_bw_Bps: dict[StepKind, float] = Field(default_factory=dict)
     host_op_s: float = Field(ge=0)
     host_collective_s: float = Field(ge=0)
     interference: float = Field(ge=0)
@@ -117,6 +126,7 @@ class HardwareProfile(BaseModel):
                   ("comm_interference", "interference", self.comm_interference),
                   *((k, "fixed_time_s", v) for k, v in sorted(times.items())),
                   *((f"link_bw_eff.{k}", "efficiency", v) for k, v in sorted(self.link_bw_eff.items())),
+                  *((f"collective_bw_Bps.{k}", "bw_Bps", v) for k, v in sorted(self.collective_bw_Bps.items())),
                   *((f"ops.{k}.{f}", "efficiency", getattr(o, f)) for k, o in sorted(self.ops.items())
                     for f in ("compute_eff", "mem_eff")),
                   *((("memory_capacity_bytes", "gpu_memory_bytes", self.memory_capacity_bytes),)

@@ -35,8 +35,14 @@ An all-gather moves as NCCL's ring does (its algorithm for all-gather, and gloo'
 forwards the slices of S-1 members to member i+1, so each ring hop carries (S-1) slices and a
 socket link that the ring crosses twice carries what it carries, not what every member pair
 would send across it; its latency is S-1 protocol hops in a row, as the ring all-reduce of
-:mod:`dicesim.sim.microbench.collective_ops` (the profile's ``all_to_all`` base latency stands in
-for an all-gather's: a statement until one is measured). The scatter and the broadcast go from
+:mod:`dicesim.sim.microbench.collective_ops`. Where the profile has an ``all_gather`` base latency
+(per ring step) and bandwidth (``collective_bw_Bps``; a CPU profile fits them on a gloo microbenchmark,
+:mod:`dicesim.calibrate.fit_collectives`), the all-gather is gloo's ring (facebookincubator/gloo@5898507
+gloo/allgather.cc: ``(size - 1) * 2`` half-slice send/recv pairs to rank+1 / from rank-1, each after the
+next-to-last one): S-1 step latencies, and its S-1 slices drain at that bandwidth on an idle link (the
+flows carry their bytes scaled by the link's bandwidth over it, so sharing and slow-downs still apply);
+otherwise the profile's ``all_to_all`` base latency stands in (an assumption). A ring-attention pass
+likewise takes the profile's ``p2p_pass`` base and bandwidth where given. The scatter and the broadcast go from
 member 0 to every other member directly (the broadcast's ring pipeline is not modelled: it moves
 one row per image) with the all-to-all's fixed latency.
 
@@ -96,6 +102,18 @@ class GroupComm:
             step = S // self.ring_size
             self.pass_lat_s = 0.0 if self.ring_size == 1 else pass_latency(G, table, members, profile, nccl, library,
                                                                             step=step)
+        #: kind -> factor on the bytes its flows carry: the ring's link bandwidth over the kind's own
+        #: (``collective_bw_Bps``), 1 where the profile has none
+        self.byte_scale = {KV_GATHER: 1.0, TOKEN_GATHER: 1.0, KV_RING: 1.0}
+        if len(members) > 1:
+            scaled = [((KV_GATHER, TOKEN_GATHER), "all_gather", 1)]
+            if self.ring_size > 1:  # a one-member ring passes nothing
+                scaled.append(((KV_RING,), "p2p_pass", S // self.ring_size))
+            for kinds, key, step in scaled:
+                own = profile.collective_bw_Bps.get(key)
+                link_bw = ring_link_bw_Bps(G, table, members, profile, step=step)
+                if own is not None and np.isfinite(link_bw):
+                    self.byte_scale.update(dict.fromkeys(kinds, link_bw / own))
         #: [skip] -> [L, T] id of the group's row matrix (equal ids for equal matrices)
         self.matrix_id = [matrix_ids(routing, members, skip) for skip in (False, True)]
         #: ids of the links the group's flows cross (on the quotient network when ``share`` is given:
@@ -157,7 +175,7 @@ class GroupComm:
             nbytes = np.zeros((S, S))
             if S > 1:
                 slice_nbytes = _GATHER_ROWS[kind] * self.routing.tokens_per_rank * self.row_nbytes * span
-                nbytes[np.arange(S), (np.arange(S) + 1) % S] = (S - 1) * slice_nbytes
+                nbytes[np.arange(S), (np.arange(S) + 1) % S] = (S - 1) * slice_nbytes * self.byte_scale[kind]
             fg = self._cache[key] = self._pairs[DISPATCH].compile(nbytes.ravel(), self.ring_lat_s)
         return fg
 
@@ -197,7 +215,8 @@ class GroupComm:
             step = S // self.ring_size
             nbytes = np.zeros((S, S))
             if self.ring_size > 1:
-                nbytes[np.arange(S), (np.arange(S) + step) % S] = 2 * self.routing.tokens_per_rank * self.row_nbytes
+                nbytes[np.arange(S), (np.arange(S) + step) % S] = (2 * self.routing.tokens_per_rank * self.row_nbytes
+                                                                   * self.byte_scale[KV_RING])
             fg = self._cache[(KV_RING, 0)] = self._pairs[DISPATCH].compile(nbytes.ravel(), self.pass_lat_s)
         return fg
 
@@ -278,8 +297,9 @@ def collective_latencies(G: nx.DiGraph, routes, route_lat_s: float, profile: Har
 
 def ring_latency(G: nx.DiGraph, table: RouteTable, members: tuple[int, ...], profile: HardwareProfile,
                  nccl: NcclModel, library: str) -> float:
-    """Fixed latency of a ring all-gather over ``members`` (in member order): the base and link-class terms,
-    S-1 protocol hops in a row where NCCL transports carry the ring, and S-2 more ring-route latencies
+    """Fixed latency of a ring all-gather over ``members`` (in member order): the base (S-1 ``all_gather`` step
+    latencies where the profile has one, else the ``all_to_all`` base) and link-class terms, S-1 protocol hops
+    in a row where NCCL transports carry the ring, and S-2 more ring-route latencies
     (each flow pays its own route once in the network)."""
     S = len(members)
     hops = [(members[i], members[(i + 1) % S]) for i in range(S)]
@@ -288,13 +308,16 @@ def ring_latency(G: nx.DiGraph, table: RouteTable, members: tuple[int, ...], pro
     transports = route_transports(G, routes, library)
     hop_s = hop_latency_s(nccl, transports) if transports else 0.0
     ring_route_s = max(table.latency_s[h] for h in hops)
-    return profile.collective_base_s["all_to_all"] + cls_lat + (S - 1) * hop_s + max(S - 2, 0) * ring_route_s
+    base = profile.collective_base_s
+    fixed = (S - 1) * base["all_gather"] if "all_gather" in base else base["all_to_all"]
+    return fixed + cls_lat + (S - 1) * hop_s + max(S - 2, 0) * ring_route_s
 
 
 def pass_latency(G: nx.DiGraph, table: RouteTable, members: tuple[int, ...], profile: HardwareProfile,
                  nccl: NcclModel, library: str, *, step: int = 1) -> float:
     """Fixed latency of one ring-attention pass over ``members`` (every member to the next, at once): the
-    profile's all-to-all base (standing in for a grouped send/receive's: an assumption until one is measured;
+    profile's ``p2p_pass`` base where it has one (a CPU profile fitted on a gloo microbenchmark), else its
+    all-to-all base (standing in for a grouped send/receive's: an assumption until one is measured;
     PyTorch runs an NCCL all-to-all as sends and receives to every peer inside one NCCL group where NCCL has no
     ncclAllToAll: pytorch/pytorch@0033e77 torch/csrc/cuda/nccl.cpp ``all2all_single_equal_split``), the
     link-class term of the ring's routes, and one protocol hop where NCCL transports carry them (each flow pays
@@ -304,7 +327,16 @@ def pass_latency(G: nx.DiGraph, table: RouteTable, members: tuple[int, ...], pro
     cls_lat = max((profile.link_latency(str(G.edges[e].get("link", ""))) for r in routes for e in r), default=0.0)
     transports = route_transports(G, routes, library)
     hop_s = hop_latency_s(nccl, transports) if transports else 0.0
-    return profile.collective_base_s["all_to_all"] + cls_lat + hop_s
+    return profile.collective_base_s.get("p2p_pass", profile.collective_base_s["all_to_all"]) + cls_lat + hop_s
+
+
+def ring_link_bw_Bps(G: nx.DiGraph, table: RouteTable, members: tuple[int, ...], profile: HardwareProfile, *,
+                     step: int = 1) -> float:
+    """The slowest link bandwidth on the ring's routes (member i to member i + ``step``), as collectives reach it."""
+    S = len(members)
+    routes = [table.routes[(members[i], members[(i + step) % S])] for i in range(S)]
+    return min((float(G.edges[e]["bw_Bps"]) * profile.bw_eff(str(G.edges[e].get("link", ""))) for r in routes
+                for e in r), default=float("inf"))
 
 
 def _mirror(table: RouteTable, members: tuple[int, ...], net: FlowNetwork) -> np.ndarray | None:
