@@ -20,23 +20,36 @@ from dicesim.quality_model import (
 from validate.quality.study import QualityStudyConfig
 
 
+def _fixed(x: float, digits: int) -> float:
+    """``x`` at the printed precision, without a negative zero (float rounding of an exact 0 prints 0.000)."""
+    return round(x, digits) + 0.0
+
+
 def _pm(mean: float, std: float, digits: int = 3) -> str:
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+    return f"{_fixed(mean, digits):.{digits}f} ± {_fixed(std, digits):.{digits}f}"
+
+
+def _ordered(summary: pd.DataFrame, metric: str, digits: int) -> pd.DataFrame:
+    """The strategies but sync by their mean at the printed precision; ties keep the table's order."""
+    s = summary[summary.strategy != "sync"]
+    key = s[f"{metric}_mean"].map(lambda x: _fixed(x, digits))
+    return s.assign(order_key=key).sort_values("order_key", kind="stable").reset_index(drop=True)
 
 
 def _ordering(summary: pd.DataFrame, metric: str, digits: int) -> str:
-    s = summary[summary.strategy != "sync"].sort_values(f"{metric}_mean", kind="stable")
     return " < ".join(f"{r.strategy} ({_pm(getattr(r, metric + '_mean'), getattr(r, metric + '_std'), digits)})"
-                      for r in s.itertuples())
+                      for r in _ordered(summary, metric, digits).itertuples())
 
 
-def _separable(summary: pd.DataFrame, metric: str) -> str:
-    """Adjacent pairs of the ordering whose means differ by less than the larger spread."""
-    s = summary[summary.strategy != "sync"].sort_values(f"{metric}_mean", kind="stable").reset_index(drop=True)
+def _separable(summary: pd.DataFrame, metric: str, digits: int) -> str:
+    """Adjacent pairs of the ordering whose means (at the printed precision) are equal or differ by less than the
+    larger spread."""
+    s = _ordered(summary, metric, digits)
     close = []
     for i in range(len(s) - 1):
         a, b = s.iloc[i], s.iloc[i + 1]
-        if b[f"{metric}_mean"] - a[f"{metric}_mean"] < max(a[f"{metric}_std"], b[f"{metric}_std"]):
+        gap = b["order_key"] - a["order_key"]
+        if gap == 0 or gap < max(a[f"{metric}_std"], b[f"{metric}_std"]):
             close.append(f"{a.strategy} / {b.strategy}")
     if not close:
         return "Every adjacent pair is separated by more than its seed spread."
@@ -150,8 +163,8 @@ def quality_markdown(*, summary: pd.DataFrame, per_seed: pd.DataFrame, real: dic
                 "the first), not of expert outputs, so the simulator's quality model below is not fitted on them and "
                 "does not predict them (docs/sequence-parallel.md)."]
     out += ["", "Measured ordering, least to most costly:", "",
-            f"- by FD change: {_ordering(summary, 'fd_change', 3)}. {_separable(summary, 'fd_change')}",
-            f"- by deviation: {_ordering(summary, 'deviation', 4)}. {_separable(summary, 'deviation')}", "",
+            f"- by FD change: {_ordering(summary, 'fd_change', 3)}. {_separable(summary, 'fd_change', 3)}",
+            f"- by deviation: {_ordering(summary, 'deviation', 4)}. {_separable(summary, 'deviation', 4)}", "",
             f"![samples per strategy]({rel_fig})", "",
             f"Samples of seed {cfg.seeds[0]} (the first {min(20, cfg.images)} images; same noise and label per "
             "column in every row). Real held-out digits on top for reference.", "",
