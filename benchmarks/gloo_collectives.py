@@ -119,20 +119,14 @@ def _rank_main(rank: int, world_size: int, port: int, sizes: list[int], warmup: 
     dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _run(world_size: int, sizes: list[int], warmup: int, reps: int) -> list[tuple]:
     import torch.multiprocessing as tmp
 
+    from validate.executor.launch import free_port
+
     ctx = tmp.get_context("spawn")
     queue = ctx.SimpleQueue()
-    tmp.start_processes(_rank_main, args=(world_size, _free_port(), sizes, warmup, reps, queue),
+    tmp.start_processes(_rank_main, args=(world_size, free_port(), sizes, warmup, reps, queue),
                         nprocs=world_size, join=True, start_method="spawn")
     return queue.get()
 

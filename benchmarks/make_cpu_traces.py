@@ -94,19 +94,13 @@ def _rank_main(rank: int, world_size: int, port: int, specs: list, stems: list, 
     dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _run_group(world_size: int, args: argparse.Namespace, out: Path) -> list[str]:
     """Every (batch, strategy) ``args.reps`` times in one process group, interleaved: repetition 0
     of every configuration, then repetition 1, ... (the strategy order rotates per repetition),
     so a slow spell of a shared machine hits all configurations alike instead of one of them."""
     import torch.multiprocessing as tmp
+
+    from validate.executor.launch import free_port
 
     from dicesim.strategy import make_strategy
     from validate.executor.worker import RunSpec
@@ -119,7 +113,7 @@ def _run_group(world_size: int, args: argparse.Namespace, out: Path) -> list[str
     for spec in specs:
         spec.check(world_size)
     stems = [f"cpu-{args.model}-w{world_size}-b{b}-{name}-r{rep}" for rep, b, name in order]
-    tmp.start_processes(_rank_main, args=(world_size, _free_port(), specs, stems, str(out), list(args.json_for)),
+    tmp.start_processes(_rank_main, args=(world_size, free_port(), specs, stems, str(out), list(args.json_for)),
                         nprocs=world_size, join=True, start_method="spawn")
     return [f"| `cpu-{args.model}-w{world_size}-b{b}-{name}-r{{0..{args.reps - 1}}}` | `python -m validate run "
             f"--world-size {world_size} --backend gloo --model {args.model} --strategy {name} --steps {args.steps} "

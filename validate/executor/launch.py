@@ -157,7 +157,8 @@ def _context() -> Any:
     return ctx
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 free now (the rendezvous of a local process group)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -189,7 +190,7 @@ def launch(specs: Sequence[RunSpec], *, world_size: int, backend: str = "gloo",
     ctx = _context()
     results = ctx.Queue()
     log_dir = tempfile.mkdtemp(prefix="dicesim-validate-")
-    init_method = f"tcp://127.0.0.1:{_free_port()}"
+    init_method = f"tcp://127.0.0.1:{free_port()}"
     env = {k: v for k, v in os.environ.items() if k.startswith("DICESIM_VALIDATE_")}
     env.update(OMP_NUM_THREADS="1", TORCH_CPP_LOG_LEVEL="ERROR")
     procs = []
