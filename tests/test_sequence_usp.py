@@ -129,8 +129,22 @@ def test_memory_and_connections():
         assert (activation_parts(model, rank_work(w, lay, None, image_tokens=256))["attention"]
                 == n * w.tokens * model.hidden).all(), ref
     plan = build_plan(s, model.depth, 2)
-    # one Ulysses peer (u-1) and two ring neighbours, point to point
-    assert runtime_nbytes(plan, layout)["nccl"] == (1 + 2) * 384 * MiB
+    # one Ulysses peer (u-1) and two ring neighbours, point to point, and the ring buffers of the scatter/gathers
+    assert runtime_nbytes(plan, layout)["nccl"] == (1 + 2) * 384 * MiB + 656 * MiB
+
+
+@pytest.mark.parametrize("W", [2, 4, 8])
+def test_every_variant_holds_the_ring_buffers_of_its_scatter_and_gathers(W):
+    # every sequence variant runs the scatter, the broadcast and the final token all-gather on its one
+    # communicator (ring collectives: ring_per_comm_nbytes once), whatever point-to-point its attention adds
+    model = get_model("XL/2")
+    p2p, ring = 384 * MiB, 656 * MiB
+    expect = {"sp": ring, "ring": min(W - 1, 2) * p2p + ring, "ulysses": (W - 1) * p2p + ring,
+              "usp": (2 - 1 + min(W // 2 - 1, 2)) * p2p + ring}
+    for name, nbytes in expect.items():
+        s = make_strategy(name)
+        plan = build_plan(s, model.depth, 2)
+        assert runtime_nbytes(plan, layout_for(s, W, model.num_experts))["nccl"] == nbytes, name
 
 
 # ------------------------------------------------------------------ simulator

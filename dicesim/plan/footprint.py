@@ -206,15 +206,15 @@ def runtime_nbytes(plan: Plan, layout: ParallelLayout, allowance: RuntimeAllowan
         ring = layout.ring_size if layout.ring_passes else size
         for index in range(len(layout.communicators)):
             kinds = {k for k in used if layout.comm_index(k) == index}
+            peers = 0
             if kinds & _P2P_KINDS:
                 # Ulysses' all-to-all connects the members of its head group (USP: head_split of them)
-                peers = layout.head_split - 1 if kinds & _P2P_KINDS == {CollectiveKind.HEAD_A2A} else size - 1
-                if kinds & _NEIGHBOUR_KINDS:  # USP: and its ring neighbours
-                    peers += min(ring - 1, 2)
-                nccl += peers * allowance.p2p_per_peer_nbytes
-                continue
-            if kinds & _NEIGHBOUR_KINDS:  # the passes' connections, beside the ring buffers of the other kinds
-                nccl += min(ring - 1, 2) * allowance.p2p_per_peer_nbytes
-            if kinds - _NEIGHBOUR_KINDS:
+                peers += layout.head_split - 1 if kinds & _P2P_KINDS == {CollectiveKind.HEAD_A2A} else size - 1
+            if kinds & _NEIGHBOUR_KINDS:  # ring attention's passes: its ring neighbours
+                peers += min(ring - 1, 2)
+            nccl += peers * allowance.p2p_per_peer_nbytes
+            # ring collectives (the sequence family's scatter, broadcast and all-gathers) hold the communicator's
+            # ring buffers beside any point-to-point connections of the same communicator
+            if kinds - _P2P_KINDS - _NEIGHBOUR_KINDS:
                 nccl += allowance.ring_per_comm_nbytes
     return {"context": allowance.context_nbytes, "nccl": nccl}
