@@ -275,3 +275,15 @@ def test_a_shared_plan_cache_compiles_each_world_size_s_subgroups():
         assert shared.totals["collectives"] == fresh.totals["collectives"], W
         got[W] = fresh.totals["collectives"]
     assert got[4] > got[2]
+
+
+@pytest.mark.parametrize("profile", ["h100-sxm", "h100-calibrated"])
+def test_one_gpu_issues_no_empty_collective_in_any_variant(profile):
+    # on one GPU nothing is sent: the executor's head all-to-all returns at a one-rank group (kvcomm._a2a) and
+    # ring attention makes no pass (ring_flash_attn.py: no send_recv when step + 1 == world), as USP's one-rank
+    # subgroups; the simulator must then issue no head_a2a / kv_ring and launch no empty ring_blocks op
+    runs = {n: simulate(model="XL/2", topology="dgx-h100", world_size=1, batch=1, steps=2, strategy=n,
+                        profile=profile, record=True) for n in ("ring", "ulysses")}
+    for name, run in runs.items():
+        names = set(run.events["name"])
+        assert not names & {"head_a2a", "wait_head_a2a", "kv_ring", "wait_kv_ring", "ring_blocks"}, name

@@ -65,17 +65,20 @@ class SequenceLayout(ParallelLayout):
 
     @property
     def empty_kinds(self) -> frozenset[CollectiveKind]:
-        # USP with a degree of 1: its Ulysses all-to-alls or its ring passes stay on the rank
-        # (yunchang/ring/ring_flash_attn.py:29-33 sends nothing on a one-rank ring)
-        if not self.usp_ulysses:
-            return frozenset()
-        return frozenset(k for k, n in ((CollectiveKind.HEAD_A2A, self.head_split),
-                                        (CollectiveKind.KV_RING, self.ring_size)) if n == 1)
+        # a one-rank head group or ring (USP with a degree of 1, Ulysses or ring attention on one GPU): its
+        # all-to-alls or its passes stay on the rank (yunchang/ring/ring_flash_attn.py:29-33 sends nothing on a
+        # one-rank ring; the executor's head all-to-all returns at a one-rank group: validate/executor/kvcomm.py)
+        heads = self.ulysses or bool(self.usp_ulysses)
+        ring = self.ring or bool(self.usp_ulysses)
+        return frozenset(k for k, used, n in ((CollectiveKind.HEAD_A2A, heads, self.head_split),
+                                              (CollectiveKind.KV_RING, ring, self.ring_size)) if used and n == 1)
 
     @property
     def empty_ops(self) -> frozenset[str]:
-        # USP on a one-rank ring: no block is attended under a pass
-        return frozenset({"usp_blocks"}) if self.usp_ulysses and self.ring_size == 1 else frozenset()
+        # a one-rank ring: no block is attended under a pass
+        if self.ring_size > 1:
+            return frozenset()
+        return frozenset({"usp_blocks"}) if self.usp_ulysses else frozenset({"ring_blocks"}) if self.ring else frozenset()
 
     def images_of(self, rank: int, batch: int) -> range:
         """Every rank computes every image: all ranks' batches (gathered), or rank 0's alone (``single_img``)."""
