@@ -19,7 +19,7 @@ Model structure follows the algorithms:
 
 Each is a linear least-squares fit over sizes (and world sizes, when several are fitted together) with
 relative residuals (weight ``1 / t``: sizes span three decades, and the small ones are what the runs move);
-a negative term is clamped to 0 and the other refitted. Residuals are reported per row.
+non-negative (:func:`dicesim.calibrate.lsq.nnls_fit`). Residuals are reported per row.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dicesim.calibrate.lsq import nnls_fit
 from dicesim.errors import ConfigError
 
 SCHEMA = "dicesim-gloo-collectives/1"
@@ -134,29 +135,13 @@ def fit_step(rows: list[BenchRow], op: str) -> StepFit:
     lat, byt = _STRUCTURE[op]
     X = np.array([[lat(r.world_size), byt(r.world_size) * r.slice_nbytes] for r in mine], dtype=float)
     y = np.array([r.median_s for r in mine])
-    w = 1.0 / y  # relative residuals
-    coef = _nonneg_lsq(X * w[:, None], y * w)
+    coef = nnls_fit(X, y, 1.0 / y ** 2)  # relative residuals
     alpha, beta = float(coef[0]), float(coef[1])
     pred = X @ coef
     return StepFit(op=op, latency_s=alpha, bw_Bps=1.0 / beta if beta > 0 else 1e15,
                    world_sizes=tuple(sorted({r.world_size for r in mine})),
                    nbytes_range=(min(r.slice_nbytes for r in mine), max(r.slice_nbytes for r in mine)),
                    rel_residuals=tuple(float(v) for v in (pred - y) / y))
-
-
-def _nonneg_lsq(A: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Least squares with both coefficients >= 0 (two unknowns: the unconstrained solution, else each alone)."""
-    coef, *_ = np.linalg.lstsq(A, b, rcond=None)
-    if (coef >= 0).all():
-        return coef
-    best = None
-    for k in range(2):
-        c = np.zeros(2)
-        c[k] = max(float(A[:, k] @ b) / float(A[:, k] @ A[:, k]), 0.0)
-        r = float(np.sum((A @ c - b) ** 2))
-        if best is None or r < best[0]:
-            best = (r, c)
-    return best[1]
 
 
 def fit_collectives(rows: list[BenchRow], world_sizes: set[int] | tuple[int, ...], *,

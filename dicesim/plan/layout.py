@@ -23,6 +23,28 @@ from dicesim.placement import Placement
 from dicesim.plan.vocabulary import CollectiveKind
 
 
+
+def head_groups(world_size: int, u: int) -> tuple[tuple[int, ...], ...]:
+    """Ulysses' head groups: ``u`` consecutive ranks each (feifeibear/long-context-attention@56118e0
+    yunchang/globals.py:42-48, ``use_ulysses_low``); the one rule the executor's subgroups and the simulator's
+    all-to-all flows both read."""
+    return tuple(tuple(range(i, i + u)) for i in range(0, world_size, u))
+
+
+def ring_groups(world_size: int, u: int) -> tuple[tuple[int, ...], ...]:
+    """Ring attention's rings: the ranks ``u`` apart, in rank order (yunchang/globals.py:53-54; ``u = 1``: one
+    ring of every rank)."""
+    return tuple(tuple(range(i, world_size, u)) for i in range(u))
+
+
+def ring_successors(world_size: int, u: int) -> tuple[int, ...]:
+    """Each rank's next rank in its ring (:func:`ring_groups`): where its K/V blocks go."""
+    nxt = [0] * world_size
+    for ring in ring_groups(world_size, u):
+        for i, r in enumerate(ring):
+            nxt[r] = ring[(i + 1) % len(ring)]
+    return tuple(nxt)
+
 @dataclass(frozen=True)
 class CommSpec:
     """One communicator of a group: ``purpose`` names its torch.distributed group, ``suffix`` the

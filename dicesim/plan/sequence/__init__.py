@@ -23,7 +23,7 @@ import numpy as np
 from dicesim.models import BlockWorkload
 from dicesim.placement import replicated
 from dicesim.plan.family import WindowCuts
-from dicesim.plan.layout import ParallelLayout
+from dicesim.plan.layout import ParallelLayout, head_groups, ring_groups
 from dicesim.plan.sequence import buffers, kinds, rules
 from dicesim.plan.vocabulary import CollectiveKind, GcFrees, HeldBuffer, LagTable, Plan
 from dicesim.strategy.sequence import SequenceParallelStrategy
@@ -54,14 +54,12 @@ class SequenceLayout(ParallelLayout):
         return self.world_size - 1 if self.ring else 0
 
     def ulysses_groups(self) -> tuple[tuple[int, ...], ...]:
-        """USP's Ulysses groups: ``head_split`` consecutive ranks each (yunchang/globals.py:42-48)."""
-        u = self.head_split
-        return tuple(tuple(range(i, i + u)) for i in range(0, self.world_size, u))
+        """USP's Ulysses groups (:func:`~dicesim.plan.layout.head_groups` of ``head_split``)."""
+        return head_groups(self.world_size, self.head_split)
 
     def ring_groups(self) -> tuple[tuple[int, ...], ...]:
-        """USP's ring groups: the ranks ``head_split`` apart, in rank order (yunchang/globals.py:53-54)."""
-        u = self.head_split
-        return tuple(tuple(range(i, self.world_size, u)) for i in range(u))
+        """USP's ring groups (:func:`~dicesim.plan.layout.ring_groups`: the ranks ``head_split`` apart)."""
+        return ring_groups(self.world_size, self.head_split)
 
     @property
     def empty_kinds(self) -> frozenset[CollectiveKind]:

@@ -56,6 +56,7 @@ import networkx as nx
 import numpy as np
 
 from dicesim.plan import CollectiveKind
+from dicesim.plan.layout import head_groups, ring_successors
 from dicesim.sim.engine.program import Coll
 from dicesim.sim.network.flowgroup import FlowGroup, LinkShare
 from dicesim.sim.network.nccl import NcclModel, hop_latency_s, route_transports
@@ -87,6 +88,8 @@ class GroupComm:
         self.head_split = head_split if 0 < head_split <= S else S
         #: members of one ring (0: the whole group, whatever its Ulysses groups, as before USP)
         self.ring_size = S if head_split == 0 else S // self.head_split
+        #: each member's position's next in its ring (:func:`~dicesim.plan.layout.ring_successors`)
+        self.ring_next = ring_successors(S, S // self.ring_size)
         # a one-rank group exchanges nothing
         self.a2a_lat_s = self.count_lat_s = self.ring_lat_s = self.pass_lat_s = self.head_lat_s = 0.0
         if len(members) > 1:
@@ -95,23 +98,21 @@ class GroupComm:
             self.ring_lat_s = ring_latency(G, table, members, profile, nccl, library)
             self.head_lat_s = self.a2a_lat_s
             if self.head_split < S:  # USP: the Ulysses groups' own routes
-                u = self.head_split
-                self.head_lat_s = 0.0 if u == 1 else collective_latencies(
-                    G, [table.routes[(a, b)] for i in range(0, S, u) for a in members[i:i + u]
-                        for b in members[i:i + u] if a != b], 0.0, profile, nccl, library)[0]
-            step = S // self.ring_size
+                self.head_lat_s = 0.0 if self.head_split == 1 else collective_latencies(
+                    G, [table.routes[(members[a], members[b])] for grp in head_groups(S, self.head_split)
+                        for a in grp for b in grp if a != b], 0.0, profile, nccl, library)[0]
             self.pass_lat_s = 0.0 if self.ring_size == 1 else pass_latency(G, table, members, profile, nccl, library,
-                                                                            step=step)
+                                                                            nxt=self.ring_next)
         #: kind -> factor on the bytes its flows carry: the ring's link bandwidth over the kind's own
         #: (``collective_bw_Bps``), 1 where the profile has none
         self.byte_scale = {KV_GATHER: 1.0, TOKEN_GATHER: 1.0, KV_RING: 1.0}
         if len(members) > 1:
-            scaled = [((KV_GATHER, TOKEN_GATHER), "all_gather", 1)]
+            scaled = [((KV_GATHER, TOKEN_GATHER), "all_gather", ring_successors(S, 1))]
             if self.ring_size > 1:  # a one-member ring passes nothing
-                scaled.append(((KV_RING,), "p2p_pass", S // self.ring_size))
-            for kinds, key, step in scaled:
+                scaled.append(((KV_RING,), "p2p_pass", self.ring_next))
+            for kinds, key, nxt in scaled:
                 own = profile.collective_bw_Bps.get(key)
-                link_bw = ring_link_bw_Bps(G, table, members, profile, step=step)
+                link_bw = ring_link_bw_Bps(G, table, members, profile, nxt=nxt)
                 if own is not None and np.isfinite(link_bw):
                     self.byte_scale.update(dict.fromkeys(kinds, link_bw / own))
         #: [skip] -> [L, T] id of the group's row matrix (equal ids for equal matrices)
@@ -200,8 +201,8 @@ class GroupComm:
         if fg is None:
             S, u = len(self.members), self.head_split
             nbytes = np.zeros((S, S))
-            for i in range(0, S, u):
-                nbytes[i:i + u, i:i + u] = self.routing.tokens_per_rank * self.row_nbytes / u
+            for grp in head_groups(S, u):
+                nbytes[np.ix_(grp, grp)] = self.routing.tokens_per_rank * self.row_nbytes / u
             np.fill_diagonal(nbytes, 0.0)  # the member's own share stays
             fg = self._cache[(HEAD_A2A, 0)] = self._pairs[DISPATCH].compile(nbytes.ravel(), self.head_lat_s)
         return fg
@@ -212,11 +213,10 @@ class GroupComm:
         fg = self._cache.get((KV_RING, 0))
         if fg is None:
             S = len(self.members)
-            step = S // self.ring_size
             nbytes = np.zeros((S, S))
             if self.ring_size > 1:
-                nbytes[np.arange(S), (np.arange(S) + step) % S] = (2 * self.routing.tokens_per_rank * self.row_nbytes
-                                                                   * self.byte_scale[KV_RING])
+                nbytes[np.arange(S), self.ring_next] = (2 * self.routing.tokens_per_rank * self.row_nbytes
+                                                        * self.byte_scale[KV_RING])
             fg = self._cache[(KV_RING, 0)] = self._pairs[DISPATCH].compile(nbytes.ravel(), self.pass_lat_s)
         return fg
 
@@ -314,16 +314,15 @@ def ring_latency(G: nx.DiGraph, table: RouteTable, members: tuple[int, ...], pro
 
 
 def pass_latency(G: nx.DiGraph, table: RouteTable, members: tuple[int, ...], profile: HardwareProfile,
-                 nccl: NcclModel, library: str, *, step: int = 1) -> float:
+                 nccl: NcclModel, library: str, *, nxt: tuple[int, ...]) -> float:
     """Fixed latency of one ring-attention pass over ``members`` (every member to the next, at once): the
     profile's ``p2p_pass`` base where it has one (a CPU profile fitted on a gloo microbenchmark), else its
     all-to-all base (standing in for a grouped send/receive's: an assumption until one is measured;
     PyTorch runs an NCCL all-to-all as sends and receives to every peer inside one NCCL group where NCCL has no
     ncclAllToAll: pytorch/pytorch@0033e77 torch/csrc/cuda/nccl.cpp ``all2all_single_equal_split``), the
     link-class term of the ring's routes, and one protocol hop where NCCL transports carry them (each flow pays
-    its own route latency in the network). ``step``: each member sends to the member this far on (USP's rings)."""
-    S = len(members)
-    routes = [table.routes[(members[i], members[(i + step) % S])] for i in range(S)]
+    its own route latency in the network). ``nxt``: each member's position's next in its ring."""
+    routes = [table.routes[(members[i], members[j])] for i, j in enumerate(nxt)]
     cls_lat = max((profile.link_latency(str(G.edges[e].get("link", ""))) for r in routes for e in r), default=0.0)
     transports = route_transports(G, routes, library)
     hop_s = hop_latency_s(nccl, transports) if transports else 0.0
@@ -331,10 +330,9 @@ def pass_latency(G: nx.DiGraph, table: RouteTable, members: tuple[int, ...], pro
 
 
 def ring_link_bw_Bps(G: nx.DiGraph, table: RouteTable, members: tuple[int, ...], profile: HardwareProfile, *,
-                     step: int = 1) -> float:
-    """The slowest link bandwidth on the ring's routes (member i to member i + ``step``), as collectives reach it."""
-    S = len(members)
-    routes = [table.routes[(members[i], members[(i + step) % S])] for i in range(S)]
+                     nxt: tuple[int, ...]) -> float:
+    """The slowest link bandwidth on the ring's routes (member i to member ``nxt[i]``), as collectives reach it."""
+    routes = [table.routes[(members[i], members[j])] for i, j in enumerate(nxt)]
     return min((float(G.edges[e]["bw_Bps"]) * profile.bw_eff(str(G.edges[e].get("link", ""))) for r in routes
                 for e in r), default=float("inf"))
 
