@@ -279,10 +279,10 @@ class DistributedKV(SliceComm):
 class EmulatedKV(SliceComm):
     """Every slice in one process: the same calls, no communication (see the module docstring)."""
 
-    def __init__(self, *, world_size: int, num_layers: int, ulysses: int = 0):
-        """``ulysses``: USP's Ulysses degree (every head of every token stands for all Ulysses groups; the ring
-        positions are its W / ulysses groups); 0: not USP."""
-        R = world_size // ulysses if ulysses else world_size
+    def __init__(self, *, world_size: int, num_layers: int, ring_size: int = 0):
+        """``ring_size``: ranks of one ring (the layout's; under USP every head of every token stands for all
+        Ulysses groups, and the ring positions are its rings' members); 0: every rank."""
+        R = ring_size or world_size
         super().__init__(world_size=world_size, num_layers=num_layers, owned=tuple(range(world_size)), ring_size=R,
                          ring_owned=tuple(range(R)))
         self._pending: dict[tuple[int, int], int] = {}  # (first layer, tok_step) -> tok_step

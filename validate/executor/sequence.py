@@ -404,7 +404,7 @@ def run_emulated(spec: RunSpec, world_size: int, device: torch.device | str = "c
     kw = dict(world_size=world_size, num_layers=preset.depth)
     shadow_kw = dict(kw)
     if spec.strategy.usp:
-        kw["ulysses"] = spec.strategy.ulysses_degree
+        kw["ring_size"] = spec.layout(world_size).ring_size
     model = build_model(spec, None, device) if model is None else model
     runner = SequenceRunner(model=model, plan=build_plan(spec.strategy, preset.depth, spec.steps),
                             comm=EmulatedKV(**kw), tracer=tracer, rank=0,
